@@ -1,0 +1,356 @@
+/*
+ * libamber: encrypted, deduplicated, time-indexed snapshots of directory
+ * trees in a git object store.
+ *
+ * This is the library's whole public contract.  The `amberfs` program (CLI
+ * and FUSE daemon) is a thin client of it.  Every fallible function returns
+ * 0 or a negative AMBER_E* code; the one-line message describing the failure
+ * (naming the object or path involved) is available from
+ * amber_error_last() on the same thread until the next failing call.
+ *
+ * Thread safety: an amber_archive may be shared by several threads for
+ * reading (amber_snapshot_open, amber_file_read, ...).  Writing a snapshot
+ * takes the archive's writer lock; only one writer per archive at a time.
+ */
+#ifndef AMBER_H
+#define AMBER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AMBER_FORMAT_VERSION 1
+#define AMBER_OID_HEXSZ 40
+#define AMBER_NAME_MAX 255
+#define AMBER_STREAM_MAX 64
+
+#if defined(__GNUC__)
+#define AMBER_MUST_USE __attribute__((warn_unused_result))
+#else
+#define AMBER_MUST_USE
+#endif
+
+/** Error codes: the failures a caller can act on; -1 for the rest. */
+enum amber_error {
+	AMBER_OK = 0,
+	AMBER_ERROR = -1,        /**< anything else (I/O, out of memory, ...) */
+	AMBER_ENOTFOUND = -2,    /**< no such archive, snapshot, path or object */
+	AMBER_EEXISTS = -3,      /**< would overwrite something that exists */
+	AMBER_ELOCKED = -4,      /**< another writer holds the archive lock */
+	AMBER_ECORRUPT = -5,     /**< malformed or inconsistent archive data */
+	AMBER_EAUTH = -6,        /**< an object failed authentication */
+	AMBER_EBADKEY = -7,      /**< wrong passphrase or key */
+	AMBER_EINVAL = -8,       /**< invalid argument (bad spec, bad name) */
+	AMBER_ENOTARCHIVE = -9,  /**< the path is not an amberfs archive */
+	AMBER_EAMBIGUOUS = -10,  /**< an id prefix matches several snapshots */
+	AMBER_ENOTDIR = -11,     /**< a path component is not a directory */
+	AMBER_EISDIR = -12,      /**< a file was expected, a directory found */
+	AMBER_ENEEDKEY = -13,    /**< the archive is encrypted and locked */
+};
+
+/**
+ * The message of the last failure on this thread ("" if none).  The string
+ * is owned by the library and valid until the next libamber call on this
+ * thread.
+ */
+const char *amber_error_last(void);
+
+/** The last failure's code on this thread (AMBER_OK if none). */
+int amber_error_code(void);
+
+/**
+ * Initialise the library (libsodium, libgit2 and their global options).
+ * Safe to call several times; must be called before anything else.
+ * @return 0, or AMBER_ERROR if a dependency cannot start.
+ */
+int amber_global_init(void);
+
+/* ------------------------------------------------------------------ */
+/* Archives                                                            */
+
+typedef struct amber_archive amber_archive;
+
+/** Options for amber_archive_create(). */
+typedef struct amber_create_opts {
+	int plain;                      /**< no encryption (authenticates nothing) */
+	const unsigned char *passphrase; /**< required unless plain */
+	size_t passphrase_len;
+} amber_create_opts;
+
+/**
+ * Create a new archive at `path` (a directory that does not exist or is
+ * empty).  An encrypted archive gets a random master key wrapped in one
+ * passphrase key slot.  The returned archive is unlocked.
+ * @return 0, AMBER_EEXISTS if `path` is a non-empty directory or a file,
+ *         AMBER_EINVAL for a missing passphrase.  Free with
+ *         amber_archive_free().
+ */
+int amber_archive_create(amber_archive **out, const char *path, const amber_create_opts *opts);
+
+/**
+ * Open an existing archive.  Reads its configuration, not its contents.
+ * Opening writes nothing into the archive (read-only media work).
+ * @return 0, AMBER_ENOTFOUND if `path` does not exist,
+ *         AMBER_ENOTARCHIVE if it is not an amberfs archive,
+ *         AMBER_ECORRUPT if its configuration is malformed.
+ */
+int amber_archive_open(amber_archive **out, const char *path);
+
+/** 1 if the archive is encrypted and not yet unlocked, else 0. */
+int amber_archive_needs_key(const amber_archive *a);
+
+/** 1 if the archive is encrypted, 0 if it is plain. */
+int amber_archive_is_encrypted(const amber_archive *a);
+
+/**
+ * Unlock an encrypted archive with a passphrase.  The passphrase is read,
+ * never kept.  No-op on a plain archive.
+ * @return 0, AMBER_EBADKEY if no key slot opens with it.
+ */
+AMBER_MUST_USE int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len);
+
+/** The archive's path as given to open/create; owned by the archive. */
+const char *amber_archive_path(const amber_archive *a);
+
+/** The archive's random id (32 hex characters); owned by the archive. */
+const char *amber_archive_id(const amber_archive *a);
+
+/** Close an archive and wipe its keys.  NULL-safe. */
+void amber_archive_free(amber_archive *a);
+
+/* ------------------------------------------------------------------ */
+/* Writing snapshots                                                   */
+
+/** Counters of one snapshot (stored, encrypted, in its record). */
+typedef struct amber_stats {
+	uint64_t files;         /**< non-directory entries */
+	uint64_t dirs;          /**< directories */
+	uint64_t bytes;         /**< logical bytes of regular files */
+	uint64_t bytes_read;    /**< bytes actually read from the source */
+	uint64_t bytes_new;     /**< bytes of new objects written to the store */
+	uint64_t objects_new;   /**< new git objects written */
+	uint64_t errors;        /**< source entries that could not be read */
+} amber_stats;
+
+/** Progress report, called from the writing thread at most ~10 times/s. */
+typedef void (*amber_progress_cb)(const amber_stats *sofar, const char *current_path,
+				  void *payload);
+
+/** Called for each source entry that could not be stored (or was skipped). */
+typedef void (*amber_warn_cb)(const char *path, const char *message, void *payload);
+
+typedef struct amber_snapshot_opts {
+	const char *stream;     /**< default "main" */
+	const char *message;    /**< free text, stored encrypted; may be NULL */
+	const char *tag;        /**< also create refs/tags/<tag>; may be NULL */
+	int threads;            /**< compression workers; 0 = number of cores */
+	int no_cache;           /**< ignore the files cache (re-read everything) */
+	int64_t time_ns;        /**< 0 = now; otherwise the snapshot time (must
+				     still be later than the stream's tip) */
+	amber_progress_cb progress;
+	amber_warn_cb warn;
+	void *payload;
+} amber_snapshot_opts;
+
+/**
+ * Write a snapshot of the directory tree `src` into stream opts->stream.
+ * The snapshot becomes visible by one ref update after all its objects are
+ * durable and have been read back and checked.  Entries that cannot be read
+ * are reported through opts->warn, counted in stats->errors and left out;
+ * the snapshot is still written.
+ * @param id_out   receives the new commit id (40 hex + NUL)
+ * @param stats    receives the counters (may be NULL)
+ * @return 0, AMBER_ELOCKED if another writer is active, AMBER_ENEEDKEY if
+ *         the archive is locked, AMBER_EINVAL for a bad stream or tag name,
+ *         AMBER_EEXISTS if the tag exists, AMBER_ENOTFOUND if `src` is missing.
+ */
+int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
+			  amber_archive *a, const char *src, const amber_snapshot_opts *opts);
+
+/* ------------------------------------------------------------------ */
+/* Reading snapshots                                                   */
+
+/** What is known of one snapshot without reading its tree. */
+typedef struct amber_snapinfo {
+	char id[AMBER_OID_HEXSZ + 1];
+	char parent[AMBER_OID_HEXSZ + 1]; /**< "" for the first of a stream */
+	char tree[AMBER_OID_HEXSZ + 1];
+	char stream[AMBER_STREAM_MAX + 1];
+	int64_t time_ns;                  /**< UTC, ns since the epoch */
+	char *host;                       /**< writer's host name */
+	char *source;                     /**< source path as given */
+	char *message;                    /**< may be "" */
+	char **tags;                      /**< NULL-terminated, may be empty */
+	amber_stats stats;
+} amber_snapinfo;
+
+/** Release what an amber_snapinfo holds (not the struct itself). */
+void amber_snapinfo_dispose(amber_snapinfo *info);
+
+/** Iteration callback; return non-zero to stop (that value is returned). */
+typedef int (*amber_log_cb)(const amber_snapinfo *info, void *payload);
+
+/**
+ * Visit the snapshots of `stream` (NULL = "main"), newest first.  Each
+ * snapshot's record is authenticated before the callback sees it.
+ * @return 0, the callback's non-zero value, AMBER_ENOTFOUND if the stream
+ *         has no snapshot, AMBER_EAUTH/AMBER_ECORRUPT for a bad record.
+ */
+int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *payload);
+
+/** List the archive's streams; cb gets each name; return non-zero to stop. */
+int amber_stream_list(amber_archive *a, int (*cb)(const char *stream, void *payload),
+		      void *payload);
+
+/**
+ * Resolve a snapshot spec to a commit id.  Specs: "latest", a full commit
+ * id or a unique prefix of at least 7 hex digits, a tag name, or "@TIME"
+ * (the newest snapshot of the stream at or before TIME; ISO 8601 in UTC or
+ * with an offset, any precision, or "@EPOCH[.frac]").
+ * @param stream  NULL = "main"; used by "latest" and "@TIME"
+ * @return 0, AMBER_ENOTFOUND, AMBER_EAMBIGUOUS, AMBER_EINVAL.
+ */
+int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char *stream,
+		  const char *spec);
+
+/**
+ * Parse a time as accepted by "@TIME" (without the '@' for ISO forms;
+ * "@EPOCH[.frac]" keeps it).  Fractions beyond ns are truncated.
+ * @return 0 or AMBER_EINVAL.
+ */
+int amber_time_parse(int64_t *ns_out, const char *text);
+
+/** Format `ns` as ISO 8601 UTC with `digits` (0..9) fractional digits. */
+void amber_time_format(char out[40], int64_t ns, int digits);
+
+typedef struct amber_snapshot amber_snapshot;
+
+/**
+ * Open the snapshot with commit id `id` (40 hex) for reading, checking its
+ * record against the commit (root tree, parent, stream, time).
+ * @return 0, AMBER_ENOTFOUND, AMBER_EAUTH, AMBER_ECORRUPT, AMBER_ENEEDKEY.
+ */
+int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id);
+
+/** The snapshot's info; owned by the snapshot. */
+const amber_snapinfo *amber_snapshot_info(const amber_snapshot *s);
+
+/** Close a snapshot.  NULL-safe. */
+void amber_snapshot_free(amber_snapshot *s);
+
+/* Entries ----------------------------------------------------------- */
+
+enum amber_type {
+	AMBER_T_REG = 1,
+	AMBER_T_DIR = 2,
+	AMBER_T_SYMLINK = 3,
+	AMBER_T_FIFO = 4,
+	AMBER_T_CHR = 5,
+	AMBER_T_BLK = 6,
+};
+
+/** A 20-byte git object id plus the 24-byte check that binds its content. */
+typedef struct amber_link {
+	uint8_t oid[20];
+	uint8_t mac[24];
+} amber_link;
+
+enum amber_content {
+	AMBER_C_NONE = 0,     /**< no object: empty file, symlink, device, fifo */
+	AMBER_C_BLOB = 1,     /**< one chunk blob; tree_oid unused */
+	AMBER_C_CHUNKED = 2,  /**< tree of chunks; link names the index blob */
+	AMBER_C_DIR = 3,      /**< directory tree; link names its manifest blob */
+};
+
+typedef struct amber_xattr {
+	char *name;           /**< NUL-terminated */
+	uint8_t *value;
+	size_t value_len;
+} amber_xattr;
+
+/**
+ * One directory entry with its metadata, as stored in a manifest.  Names
+ * and symlink targets are byte strings (NUL-terminated for convenience but
+ * never containing NUL).
+ */
+typedef struct amber_entry {
+	char *name;
+	size_t name_len;
+	uint8_t type;          /**< enum amber_type */
+	uint32_t mode;         /**< permission bits incl. setuid/setgid/sticky (07777) */
+	uint32_t uid, gid;
+	int64_t mtime_sec;
+	uint32_t mtime_nsec;
+	uint64_t size;         /**< regular file: bytes; symlink: target length */
+	uint64_t rdev;         /**< devices only */
+	uint32_t nlink;        /**< members of its hardlink group, else 1 (dirs: 1) */
+	uint64_t hardlink;     /**< hardlink group id, 0 = none */
+	char *target;          /**< symlink target or NULL */
+	size_t target_len;
+	amber_xattr *xattrs;
+	size_t nxattrs;
+	uint8_t content;       /**< enum amber_content */
+	uint8_t tree_oid[20];  /**< directory or chunk tree (CHUNKED, DIR) */
+	amber_link link;       /**< blob, index or manifest (BLOB, CHUNKED, DIR) */
+} amber_entry;
+
+/**
+ * Find the entry at `path` ("" or "/" is the root directory) in snapshot s.
+ * @param out  receives a copy the caller frees with amber_entry_free().
+ * @return 0, AMBER_ENOTFOUND, AMBER_ENOTDIR, AMBER_EAUTH, AMBER_ECORRUPT.
+ */
+int amber_stat(amber_entry **out, amber_snapshot *s, const char *path);
+
+/** Free an entry returned by amber_stat().  NULL-safe. */
+void amber_entry_free(amber_entry *e);
+
+typedef struct amber_dir amber_dir;
+
+/**
+ * Read the listing of directory entry `dir` (entries sorted by name).
+ * @return 0, AMBER_ENOTDIR, AMBER_EAUTH, AMBER_ECORRUPT.  Free with
+ *         amber_dir_free().
+ */
+int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir);
+size_t amber_dir_count(const amber_dir *d);
+/** The i-th entry; owned by the listing. */
+const amber_entry *amber_dir_entry(const amber_dir *d, size_t i);
+/** Binary search by name; NULL if absent.  Owned by the listing. */
+const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t len);
+void amber_dir_free(amber_dir *d);
+
+/**
+ * Read up to `len` bytes of regular file `e` at offset `off` into buf.
+ * Every chunk read is authenticated first; nothing unauthenticated is ever
+ * copied into buf.
+ * @param nread  receives the count (short only at end of file)
+ * @return 0, AMBER_EISDIR, AMBER_EAUTH, AMBER_ECORRUPT, AMBER_ENOTFOUND.
+ */
+int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
+		    void *buf, size_t len);
+
+/** Options for amber_restore(). */
+typedef struct amber_restore_opts {
+	int no_owner;          /**< do not chown (default when not root) */
+	amber_progress_cb progress;
+	amber_warn_cb warn;    /**< metadata that could not be applied */
+	void *payload;
+} amber_restore_opts;
+
+/**
+ * Restore `path` of snapshot s into `dest`, which must not exist or be an
+ * empty directory.  Restores contents, modes, owners (as root), ns mtimes,
+ * xattrs, symlinks, hardlink groups, fifos and device nodes.
+ * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH...
+ */
+int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
+		  const amber_restore_opts *opts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

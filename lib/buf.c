@@ -1,0 +1,151 @@
+#include "buf.h"
+
+#include "error.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void amber_buf_init(amber_buf *b, size_t max)
+{
+	b->data = NULL;
+	b->len = b->cap = 0;
+	b->max = max ? max : AMBER_BUF_DEFAULT_MAX;
+}
+
+int amber_buf_reserve(amber_buf *b, size_t extra)
+{
+	size_t max = b->max ? b->max : AMBER_BUF_DEFAULT_MAX;
+	size_t need, cap;
+	uint8_t *p;
+
+	if (extra > max || b->len > max - extra)
+		return amber_fail(AMBER_ERROR, "buffer would exceed its limit of %zu bytes", max);
+	need = b->len + extra;
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 256;
+	while (cap < need)
+		cap = cap > max / 2 ? max : cap * 2;
+	p = realloc(b->data, cap);
+	if (!p)
+		return amber_fail(AMBER_ERROR, "out of memory (%zu bytes)", cap);
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int amber_buf_put(amber_buf *b, const void *data, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (amber_buf_reserve(b, len) < 0)
+		return AMBER_ERROR;
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+	return 0;
+}
+
+static int put_le(amber_buf *b, uint64_t v, size_t n)
+{
+	uint8_t tmp[8];
+
+	for (size_t i = 0; i < n; i++)
+		tmp[i] = (uint8_t)(v >> (8 * i));
+	return amber_buf_put(b, tmp, n);
+}
+
+int amber_buf_put_u8(amber_buf *b, uint8_t v)
+{
+	return put_le(b, v, 1);
+}
+
+int amber_buf_put_u16(amber_buf *b, uint16_t v)
+{
+	return put_le(b, v, 2);
+}
+
+int amber_buf_put_u32(amber_buf *b, uint32_t v)
+{
+	return put_le(b, v, 4);
+}
+
+int amber_buf_put_u64(amber_buf *b, uint64_t v)
+{
+	return put_le(b, v, 8);
+}
+
+void amber_buf_reset(amber_buf *b)
+{
+	b->len = 0;
+}
+
+void amber_buf_dispose(amber_buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+void amber_rd_init(amber_rd *r, const void *data, size_t len)
+{
+	r->p = data;
+	r->left = len;
+	r->bad = 0;
+}
+
+int amber_rd_bytes(amber_rd *r, const uint8_t **out, size_t len)
+{
+	if (r->bad || len > r->left) {
+		r->bad = 1;
+		*out = NULL;
+		return -1;
+	}
+	*out = r->p;
+	r->p += len;
+	r->left -= len;
+	return 0;
+}
+
+static int get_le(amber_rd *r, uint64_t *v, size_t n)
+{
+	const uint8_t *p;
+
+	*v = 0;
+	if (amber_rd_bytes(r, &p, n) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		*v |= (uint64_t)p[i] << (8 * i);
+	return 0;
+}
+
+int amber_rd_u8(amber_rd *r, uint8_t *v)
+{
+	uint64_t x;
+	int rc = get_le(r, &x, 1);
+
+	*v = (uint8_t)x;
+	return rc;
+}
+
+int amber_rd_u16(amber_rd *r, uint16_t *v)
+{
+	uint64_t x;
+	int rc = get_le(r, &x, 2);
+
+	*v = (uint16_t)x;
+	return rc;
+}
+
+int amber_rd_u32(amber_rd *r, uint32_t *v)
+{
+	uint64_t x;
+	int rc = get_le(r, &x, 4);
+
+	*v = (uint32_t)x;
+	return rc;
+}
+
+int amber_rd_u64(amber_rd *r, uint64_t *v)
+{
+	return get_le(r, v, 8);
+}

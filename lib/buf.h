@@ -1,0 +1,57 @@
+/*
+ * Growable byte buffer with a ceiling (after curl's dynbuf): every buffer
+ * filled from archive data has a maximum size, so hostile input cannot make
+ * us allocate without bound.
+ */
+#ifndef AMBER_BUF_H
+#define AMBER_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct amber_buf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+	size_t max;   /* ceiling; 0 = AMBER_BUF_DEFAULT_MAX */
+} amber_buf;
+
+#define AMBER_BUF_DEFAULT_MAX ((size_t)64 << 20)
+#define AMBER_BUF_INIT {NULL, 0, 0, 0}
+
+/** Set up an empty buffer with ceiling `max` (0 = default). */
+void amber_buf_init(amber_buf *b, size_t max);
+/** Make room for `extra` more bytes; AMBER_ERROR past the ceiling. */
+int amber_buf_reserve(amber_buf *b, size_t extra);
+/** Append bytes. */
+int amber_buf_put(amber_buf *b, const void *data, size_t len);
+/** Append little-endian integers. */
+int amber_buf_put_u8(amber_buf *b, uint8_t v);
+int amber_buf_put_u16(amber_buf *b, uint16_t v);
+int amber_buf_put_u32(amber_buf *b, uint32_t v);
+int amber_buf_put_u64(amber_buf *b, uint64_t v);
+/** Forget the contents, keep the allocation. */
+void amber_buf_reset(amber_buf *b);
+/** Free the allocation; the struct may be reused after amber_buf_init. */
+void amber_buf_dispose(amber_buf *b);
+
+/*
+ * Bounds-checked little-endian reader over untrusted bytes.  Every get
+ * fails (returns -1 and sets `bad`) instead of reading past the end; check
+ * `bad` once at the end of a parse.
+ */
+typedef struct amber_rd {
+	const uint8_t *p;
+	size_t left;
+	int bad;
+} amber_rd;
+
+void amber_rd_init(amber_rd *r, const void *data, size_t len);
+int amber_rd_u8(amber_rd *r, uint8_t *v);
+int amber_rd_u16(amber_rd *r, uint16_t *v);
+int amber_rd_u32(amber_rd *r, uint32_t *v);
+int amber_rd_u64(amber_rd *r, uint64_t *v);
+/** Point *out at the next `len` bytes (no copy). */
+int amber_rd_bytes(amber_rd *r, const uint8_t **out, size_t len);
+
+#endif

@@ -1,0 +1,52 @@
+#include "error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static _Thread_local char last_msg[1024];
+static _Thread_local int last_code;
+
+const char *amber_error_last(void)
+{
+	return last_msg;
+}
+
+int amber_error_code(void)
+{
+	return last_code;
+}
+
+void amber_error_clear(void)
+{
+	last_msg[0] = '\0';
+	last_code = AMBER_OK;
+}
+
+int amber_fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	va_end(ap);
+	last_code = code;
+	return code;
+}
+
+int amber_fail_errno(const char *fmt, ...)
+{
+	int err = errno;
+	size_t n;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	va_end(ap);
+	n = strlen(last_msg);
+	snprintf(last_msg + n, sizeof(last_msg) - n, ": %s", strerror(err));
+	last_code = AMBER_ERROR;
+	errno = err;
+	return AMBER_ERROR;
+}

@@ -1,0 +1,84 @@
+/*
+ * Key material.  The only module that touches raw keys besides the codec.
+ *
+ * An encrypted archive has one random 32-byte master key, never stored in
+ * the clear.  Key slots wrap it (a passphrase slot: Argon2id -> key-encryption
+ * key -> XChaCha20-Poly1305).  Working subkeys are derived from the master
+ * key with libsodium's crypto_kdf (BLAKE2b), context "amberfs1":
+ *
+ *   id 1  nonce_key   keyed BLAKE2b of the exact bytes encrypted -> nonce
+ *   id 2  enc_key     keyed BLAKE2b of the nonce -> per-object subkey
+ *   id 3  token_key   keyed BLAKE2b of an entry name -> tree entry token
+ *   id 4  chunk_key   seed of the chunker's gear table
+ *   id 5  cache_key   keyed BLAKE2b of plaintext chunks for the local caches
+ *   id 6  record_key  reserved (MAC of the archive config, later formats)
+ *
+ * All of it lives in sodium_malloc memory and is wiped on free.
+ */
+#ifndef AMBER_KEYS_H
+#define AMBER_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "amber.h"
+
+#define AMBER_KEY_BYTES 32
+
+typedef struct amber_keys {
+	uint8_t master[AMBER_KEY_BYTES];
+	uint8_t nonce_key[AMBER_KEY_BYTES];
+	uint8_t enc_key[AMBER_KEY_BYTES];
+	uint8_t token_key[AMBER_KEY_BYTES];
+	uint8_t chunk_key[AMBER_KEY_BYTES];
+	uint8_t cache_key[AMBER_KEY_BYTES];
+	uint8_t record_key[AMBER_KEY_BYTES];
+} amber_keys;
+
+/** Make a new random master key and its subkeys (sodium_malloc'd). */
+int amber_keys_generate(amber_keys **out);
+
+/** Derive the subkeys from a master key (copied in). */
+int amber_keys_from_master(amber_keys **out, const uint8_t master[AMBER_KEY_BYTES]);
+
+/** Wipe and free.  NULL-safe. */
+void amber_keys_free(amber_keys *k);
+
+/**
+ * Seal the master key under a passphrase into a key slot blob (format in
+ * amberfs-format(5): magic "AMBSLOT1", kind, Argon2id parameters, salt,
+ * nonce, ciphertext).  *slot is malloc'd; the caller frees it.
+ * The Argon2id cost is opslimit 3, memlimit 64 MiB, unless the environment
+ * variable AMBERFS_KDF_INSECURE_FAST=1 asks for the minimum (tests only).
+ */
+int amber_keyslot_seal(uint8_t **slot, size_t *slot_len, const amber_keys *k,
+		       const uint8_t *pass, size_t pass_len);
+
+/**
+ * Open a passphrase key slot.
+ * @return 0 and *out set, AMBER_EBADKEY if the passphrase does not open it,
+ *         AMBER_ECORRUPT if the slot is malformed.
+ */
+AMBER_MUST_USE int amber_keyslot_open(amber_keys **out, const uint8_t *slot, size_t slot_len,
+				      const uint8_t *pass, size_t pass_len);
+
+#define AMBER_TOKEN_HEXSZ 32
+
+/**
+ * The tree entry token of a name: 32 lowercase hex characters of a 16-byte
+ * BLAKE2b of the name, keyed with token_key (unkeyed when k is NULL, for
+ * plain archives).  out gets a NUL terminator.
+ */
+void amber_name_token(char out[AMBER_TOKEN_HEXSZ + 1], const amber_keys *k, const void *name,
+		      size_t len);
+
+/**
+ * 32-byte keyed hash of plaintext (for the plaintext-chunk cache and the
+ * read-back check); unkeyed BLAKE2b when k is NULL.
+ */
+void amber_content_hash(uint8_t out[32], const amber_keys *k, const void *data, size_t len);
+
+/** Fill `n` bytes with random data. */
+void amber_random(void *out, size_t n);
+
+#endif

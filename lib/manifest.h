@@ -1,0 +1,103 @@
+/*
+ * Serialisation of the payloads inside object frames: directory manifests,
+ * fan-out bucket lists, chunk indexes of multi-chunk files and snapshot
+ * records.  Pure byte formats (little-endian, no pointers); everything
+ * decoded is hostile until checked, and the decoders check it all: bounds
+ * before allocation, names (no '/', no NUL, not "." or "..", not empty,
+ * <= 255 bytes), strict sorting and uniqueness, known enum values.
+ * The byte layouts are specified in amberfs-format(5).
+ */
+#ifndef AMBER_MANIFEST_H
+#define AMBER_MANIFEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "amber.h"
+#include "buf.h"
+
+#define AMBER_MANIFEST_MAX_ENTRIES (1u << 20)
+#define AMBER_XATTR_MAX_COUNT 1024
+#define AMBER_XATTR_NAME_MAX 255
+#define AMBER_XATTR_VALUE_MAX (64u << 10)
+#define AMBER_TARGET_MAX 4096
+#define AMBER_INDEX_MAX_CHUNKS (1u << 24)
+#define AMBER_FANOUT_THRESHOLD 1024  /* directories with more entries fan out */
+
+/** 1 if name[0..len) is a valid entry name, else 0. */
+int amber_name_valid(const char *name, size_t len);
+
+/** Order of entry names: bytewise, shorter first on a common prefix. */
+int amber_name_cmp(const char *a, size_t alen, const char *b, size_t blen);
+
+/**
+ * Encode entries (sorted by amber_name_cmp, unique, valid names) as a
+ * manifest payload appended to out.  Asserts on unsorted input (a bug).
+ */
+int amber_manifest_encode(amber_buf *out, const amber_entry *e, size_t n);
+
+/**
+ * Decode and validate a manifest payload.  *out is a malloc'd array of n
+ * entries; free with amber_entries_free().
+ * @return 0 or AMBER_ECORRUPT naming the defect.
+ */
+int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t len);
+
+/** Deep-copy one entry (into *dst, which the caller owns).  */
+int amber_entry_copy(amber_entry *dst, const amber_entry *src);
+/** Free what one entry holds (not the entry itself). */
+void amber_entry_dispose(amber_entry *e);
+/** Dispose n entries and free the array.  NULL-safe. */
+void amber_entries_free(amber_entry *e, size_t n);
+
+/** One bucket of a fanned-out directory (bucket = first token byte). */
+typedef struct amber_bucket {
+	uint8_t id;
+	uint32_t count;        /* entries in the bucket */
+	uint8_t tree_oid[20];
+	amber_link link;       /* the bucket's manifest */
+} amber_bucket;
+
+int amber_fanout_encode(amber_buf *out, const amber_bucket *b, size_t n);
+/** Decode; ids strictly increasing; *out malloc'd (free()). */
+int amber_fanout_decode(amber_bucket **out, size_t *n, const void *data, size_t len);
+
+/** One chunk of a multi-chunk file. */
+typedef struct amber_chunkref {
+	amber_link link;
+	uint32_t len;          /* plaintext length, 1..AMBER_CHUNK_MAX */
+} amber_chunkref;
+
+int amber_index_encode(amber_buf *out, const amber_chunkref *c, size_t n);
+/**
+ * Decode; checks each len is 1..max_chunk and that the lengths add up to
+ * `file_size`.  *out malloc'd (free()).
+ */
+int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t len,
+		       uint64_t file_size, size_t max_chunk);
+
+/** The authenticated record a snapshot commit carries. */
+typedef struct amber_record {
+	uint8_t tree[20];          /* the commit's root tree */
+	uint8_t parent[20];        /* zero if none */
+	int has_parent;
+	amber_link root;           /* root directory manifest */
+	uint8_t root_content;      /* AMBER_C_DIR */
+	char stream[AMBER_STREAM_MAX + 1];
+	int64_t time_ns;
+	char *host;                /* malloc'd strings, <= 4096 bytes each */
+	char *source;
+	char *message;
+	amber_stats stats;
+} amber_record;
+
+int amber_record_encode(amber_buf *out, const amber_record *r);
+int amber_record_decode(amber_record *r, const void *data, size_t len);
+/** Free the strings of a record. */
+void amber_record_dispose(amber_record *r);
+
+/** 1 if s is a valid stream or tag name (git ref-safe, [A-Za-z0-9._-], 1..64,
+ *  not starting with '.' or '-', no "..", not ending with ".lock"). */
+int amber_refname_valid(const char *s);
+
+#endif

@@ -1,0 +1,144 @@
+/*
+ * The git object store: the only module that speaks to libgit2.
+ *
+ * Objects are written by our own pack writer (DESIGN.md: libgit2's pack
+ * builder deflates at level 6 and searches deltas, ~6.5 MB/s on ciphertext):
+ * each object is a pack entry with no delta whose zlib stream uses stored
+ * blocks; the .idx (version 2) is written by us as well; both are fsynced
+ * under temporary names, renamed into objects/pack/ (.pack first, .idx
+ * last, since git only sees a pack once its index exists), and the
+ * directory is fsynced.  Refs move by compare-and-swap with fsync on.
+ * Reads go through git_odb with strict hash verification off: the frame's
+ * authentication binds content to links; full SHA-1 checking belongs to
+ * `verify`.
+ */
+#ifndef AMBER_STORE_H
+#define AMBER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "amber.h"
+#include "buf.h"
+
+enum amber_gittype {
+	AMBER_GIT_COMMIT = 1,
+	AMBER_GIT_TREE = 2,
+	AMBER_GIT_BLOB = 3,
+	AMBER_GIT_TAG = 4,
+};
+
+typedef struct amber_store amber_store;
+
+/** One-time global setup of libgit2 (fsync on, strict hash checks off). */
+int amber_store_global_init(void);
+
+/**
+ * Create a bare repository at `path` (must not exist, or be an empty dir)
+ * with core.compression=0, pack.compression=0, gc.auto=0.
+ * @return 0 or AMBER_EEXISTS.
+ */
+int amber_store_init(amber_store **out, const char *path);
+
+/**
+ * Open an existing bare repository without writing to it.
+ * @return 0, AMBER_ENOTFOUND (no such path), AMBER_ENOTARCHIVE (not a git
+ *         repository).
+ */
+int amber_store_open(amber_store **out, const char *path);
+
+void amber_store_free(amber_store *s);
+const char *amber_store_path(const amber_store *s);
+
+/**
+ * Read object `oid` into out (appended).  Thread-safe.
+ * @param type_out receives an amber_gittype (may be NULL)
+ * @param max      refuse objects larger than this (AMBER_ECORRUPT)
+ * @return 0, AMBER_ENOTFOUND, AMBER_ECORRUPT.
+ */
+int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_t oid[20],
+		     size_t max);
+
+/** 1 if the object exists, 0 if not.  Thread-safe. */
+int amber_store_exists(amber_store *s, const uint8_t oid[20]);
+
+/** Re-scan objects/pack (after another process wrote a pack). */
+int amber_store_refresh(amber_store *s);
+
+/** The git object id of `data` as an object of `type` (SHA-1). */
+void amber_store_hash(uint8_t oid[20], int type, const void *data, size_t len);
+
+/* Pack writer ------------------------------------------------------------ */
+
+typedef struct amber_packw amber_packw;
+
+/**
+ * Start writing objects; temporary files live in ARCHIVE/amberfs-tmp/ and
+ * are removed by amber_packw_free() if never committed.
+ */
+int amber_packw_new(amber_packw **out, amber_store *s);
+
+/**
+ * Add an object (thread-safe).  Objects that already exist in the store or
+ * were already added are not written again.  Rolls over to a new pack
+ * file when the current one passes 512 MiB.
+ * @param oid_out  receives the object id
+ * @param is_new   set to 1 if this call wrote it (may be NULL)
+ */
+int amber_packw_add(uint8_t oid_out[20], int *is_new, amber_packw *w, int type,
+		    const void *data, size_t len);
+
+/** Bytes written so far (pack payload). */
+uint64_t amber_packw_bytes(const amber_packw *w);
+
+/**
+ * Finish: write trailer and index, fsync, rename into place, fsync the
+ * directory, refresh the odb so the new objects are readable.  Writes
+ * nothing if no object was added.
+ */
+int amber_packw_commit(amber_packw *w);
+
+/** Abort (if not committed) and free.  NULL-safe. */
+void amber_packw_free(amber_packw *w);
+
+/* Refs ------------------------------------------------------------------- */
+
+/** Read a ref (e.g. "refs/heads/main").  @return 0 or AMBER_ENOTFOUND. */
+int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name);
+
+/**
+ * Move ref `name` to `oid` if it still points at `expect` (NULL: the ref
+ * must not exist).  Durable (fsync) when it returns.
+ * @return 0, AMBER_ELOCKED if it moved meanwhile or exists, AMBER_ERROR.
+ */
+int amber_store_ref_update(amber_store *s, const char *name, const uint8_t oid[20],
+			   const uint8_t *expect, const char *log_message);
+
+/** Visit refs matching a glob ("refs/tags/*"); return non-zero from cb to stop. */
+int amber_store_ref_foreach(amber_store *s, const char *glob,
+			    int (*cb)(const char *name, const uint8_t oid[20], void *payload),
+			    void *payload);
+
+/**
+ * Find the objects whose hex id starts with `prefix` (>= 4 hex chars).
+ * @return 0, AMBER_ENOTFOUND, AMBER_EAMBIGUOUS.
+ */
+int amber_store_expand_prefix(uint8_t oid[20], amber_store *s, const char *prefix);
+
+/* Writer lock ------------------------------------------------------------- */
+
+/**
+ * Take the archive's writer lock (flock on ARCHIVE/amberfs.lock; released by
+ * the kernel if the process dies).  Also clears stale temporary files of
+ * dead writers.  @return 0 or AMBER_ELOCKED.
+ */
+int amber_store_lock(amber_store *s);
+void amber_store_unlock(amber_store *s);
+
+/* Hex helpers -------------------------------------------------------------- */
+
+void amber_oid_tohex(char out[41], const uint8_t oid[20]);
+/** @return 0 or AMBER_EINVAL. */
+int amber_oid_fromhex(uint8_t oid[20], const char *hex);
+
+#endif
