@@ -1,0 +1,436 @@
+#include "archive.h"
+
+#include "codec.h"
+#include "error.h"
+#include "gitobj.h"
+#include "kvmap.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+int amber_global_init(void)
+{
+	if (sodium_init() < 0)
+		return amber_fail(AMBER_ERROR, "libsodium failed to initialise");
+	return amber_store_global_init();
+}
+
+const char *amber_archive_path(const amber_archive *a)
+{
+	return a->path;
+}
+
+const char *amber_archive_id(const amber_archive *a)
+{
+	return a->id;
+}
+
+int amber_archive_needs_key(const amber_archive *a)
+{
+	return a->encrypted && !a->keys;
+}
+
+int amber_archive_is_encrypted(const amber_archive *a)
+{
+	return a->encrypted;
+}
+
+int amber_archive_check_unlocked(const amber_archive *a)
+{
+	if (amber_archive_needs_key(a))
+		return amber_fail(AMBER_ENEEDKEY, "archive %s is encrypted and needs its passphrase",
+				  a->path);
+	return 0;
+}
+
+void amber_archive_free(amber_archive *a)
+{
+	if (!a)
+		return;
+	for (size_t i = 0; i < a->nslots; i++)
+		free(a->slots[i]);
+	amber_keys_free(a->keys);
+	amber_store_free(a->store);
+	free(a->path);
+	free(a);
+}
+
+static void setup_chunker(amber_archive *a)
+{
+	amber_chunker_init(&a->chunker, a->encrypted ? a->keys->chunk_key : NULL, a->chunk_min,
+			   a->chunk_avg, a->chunk_max);
+}
+
+/* ---- config text ------------------------------------------------------ */
+
+static int config_format(amber_buf *out, const amber_archive *a)
+{
+	char text[512];
+	int n = snprintf(text, sizeof(text),
+			 "format %d\nid %s\nencryption %s\nchunker fastcdc-gear %zu %zu %zu\n"
+			 "compression zstd %d\n",
+			 AMBER_FORMAT_VERSION, a->id,
+			 a->encrypted ? "xchacha20poly1305-blake2b" : "none", a->chunk_min,
+			 a->chunk_avg, a->chunk_max, a->zstd_level);
+
+	return amber_buf_put(out, text, (size_t)n);
+}
+
+static int config_line(amber_archive *a, const char *line, int *seen)
+{
+	int fmt, lvl;
+	char word[64];
+
+	if (sscanf(line, "format %d", &fmt) == 1) {
+		if (fmt != AMBER_FORMAT_VERSION)
+			return amber_fail(AMBER_ECORRUPT,
+					  "archive %s has format %d; this amberfs reads format %d: "
+					  "use a matching amberfs version",
+					  a->path, fmt, AMBER_FORMAT_VERSION);
+		*seen |= 1;
+	} else if (sscanf(line, "id %32[0-9a-f]", a->id) == 1 && strlen(a->id) == 32) {
+		*seen |= 2;
+	} else if (sscanf(line, "encryption %63s", word) == 1) {
+		if (strcmp(word, "none") == 0)
+			a->encrypted = 0;
+		else if (strcmp(word, "xchacha20poly1305-blake2b") == 0)
+			a->encrypted = 1;
+		else
+			return -1;
+		*seen |= 4;
+	} else if (sscanf(line, "chunker fastcdc-gear %zu %zu %zu", &a->chunk_min,
+			  &a->chunk_avg, &a->chunk_max) == 3) {
+		*seen |= 8;
+	} else if (sscanf(line, "compression zstd %d", &lvl) == 1 && lvl >= 0 && lvl <= 19) {
+		a->zstd_level = lvl;
+		*seen |= 16;
+	}
+	return 0;
+}
+
+static int chunker_params_valid(const amber_archive *a)
+{
+	return a->chunk_min >= 4096 && a->chunk_min < a->chunk_avg &&
+	       a->chunk_avg < a->chunk_max && a->chunk_max <= AMBER_CHUNK_MAX &&
+	       (a->chunk_avg & (a->chunk_avg - 1)) == 0;
+}
+
+static int config_parse(amber_archive *a, const uint8_t *data, size_t len)
+{
+	char *text = strndup((const char *)data, len), *save = NULL;
+	int seen = 0, rc = 0;
+
+	if (!text)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (char *line = strtok_r(text, "\n", &save); line && rc == 0;
+	     line = strtok_r(NULL, "\n", &save))
+		rc = config_line(a, line, &seen);
+	free(text);
+	if (rc == AMBER_ECORRUPT)
+		return rc;
+	if (rc < 0 || seen != 31 || !chunker_params_valid(a))
+		return amber_fail(AMBER_ECORRUPT, "archive %s: malformed config in %s", a->path,
+				  AMBER_META_REF);
+	return 0;
+}
+
+/* ---- meta commit -------------------------------------------------------- */
+
+static int add_blob(amber_tentry *e, amber_packw *w, const char *name, const void *data,
+		    size_t len)
+{
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->longname = NULL;
+	e->mode = AMBER_GIT_MODE_BLOB;
+	return amber_packw_add(e->oid, NULL, w, AMBER_GIT_BLOB, data, len);
+}
+
+static int add_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = amber_tree_build(&b, e, n);
+
+	if (rc == 0)
+		rc = amber_packw_add(oid, NULL, w, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	return rc;
+}
+
+static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
+{
+	amber_tentry top[2], slots[AMBER_MAX_SLOTS];
+	amber_buf cfg = AMBER_BUF_INIT;
+	char name[16];
+	int rc = config_format(&cfg, a);
+
+	if (rc == 0)
+		rc = add_blob(&top[0], w, "config", cfg.data, cfg.len);
+	amber_buf_dispose(&cfg);
+	for (size_t i = 0; rc == 0 && i < a->nslots; i++) {
+		snprintf(name, sizeof(name), "slot-%zu", i);
+		rc = add_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
+	}
+	if (rc < 0)
+		return rc;
+	if (a->nslots == 0) /* plain archives have no key slots */
+		return add_tree(root, w, top, 1);
+	snprintf(top[1].name, sizeof(top[1].name), "keys");
+	top[1].longname = NULL;
+	top[1].mode = AMBER_GIT_MODE_TREE;
+	rc = add_tree(top[1].oid, w, slots, a->nslots);
+	return rc < 0 ? rc : add_tree(root, w, top, 2);
+}
+
+static int meta_write(amber_archive *a)
+{
+	amber_packw *w = NULL;
+	amber_buf c = AMBER_BUF_INIT;
+	uint8_t tree[20], commit[20];
+	int rc = amber_packw_new(&w, a->store);
+
+	if (rc == 0)
+		rc = meta_tree(tree, a, w);
+	if (rc == 0)
+		rc = amber_commit_build(&c, tree, NULL, 0, "amberfs archive metadata\n");
+	if (rc == 0)
+		rc = amber_packw_add(commit, NULL, w, AMBER_GIT_COMMIT, c.data, c.len);
+	if (rc == 0)
+		rc = amber_packw_commit(w);
+	if (rc == 0)
+		rc = amber_store_ref_update(a->store, AMBER_META_REF, commit, NULL,
+					    "amberfs: create archive");
+	amber_buf_dispose(&c);
+	amber_packw_free(w);
+	return rc;
+}
+
+/* ---- create / open -------------------------------------------------------- */
+
+static int new_keys(amber_archive *a, const amber_create_opts *o)
+{
+	int rc;
+
+	if (!o->passphrase || o->passphrase_len == 0)
+		return amber_fail(AMBER_EINVAL, "an encrypted archive needs a passphrase");
+	rc = amber_keys_generate(&a->keys);
+	if (rc == 0)
+		rc = amber_keyslot_seal(&a->slots[0], &a->slot_len[0], a->keys, o->passphrase,
+					o->passphrase_len);
+	if (rc == 0)
+		a->nslots = 1;
+	return rc;
+}
+
+static amber_archive *archive_alloc(const char *path)
+{
+	amber_archive *a = calloc(1, sizeof(*a));
+
+	if (!a || !(a->path = strdup(path))) {
+		free(a);
+		amber_fail(AMBER_ERROR, "out of memory");
+		return NULL;
+	}
+	return a;
+}
+
+int amber_archive_create(amber_archive **out, const char *path, const amber_create_opts *opts)
+{
+	amber_archive *a = archive_alloc(path);
+	uint8_t rnd[16];
+	int rc;
+
+	if (!a)
+		return AMBER_ERROR;
+	a->encrypted = !opts->plain;
+	a->zstd_level = 1;
+	a->chunk_min = AMBER_CHUNK_MIN;
+	a->chunk_avg = AMBER_CHUNK_AVG;
+	a->chunk_max = AMBER_CHUNK_MAX;
+	amber_random(rnd, sizeof(rnd));
+	sodium_bin2hex(a->id, sizeof(a->id), rnd, sizeof(rnd));
+	rc = a->encrypted ? new_keys(a, opts) : 0;
+	if (rc == 0)
+		rc = amber_store_init(&a->store, path);
+	if (rc == 0)
+		rc = meta_write(a);
+	if (rc < 0) {
+		amber_archive_free(a);
+		return rc;
+	}
+	setup_chunker(a);
+	*out = a;
+	return 0;
+}
+
+static int read_meta_blob(amber_buf *out, amber_archive *a, const uint8_t oid[20],
+			  int want_type)
+{
+	int type = 0;
+	int rc = amber_store_read(out, &type, a->store, oid, AMBER_MAX_META);
+
+	if (rc == 0 && type != want_type)
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s: unexpected object type in %s", a->path,
+				AMBER_META_REF);
+	return rc;
+}
+
+static int load_slots(amber_archive *a, const uint8_t tree_oid[20])
+{
+	amber_buf t = AMBER_BUF_INIT;
+	amber_tparsed *e = NULL;
+	size_t n = 0;
+	int rc = read_meta_blob(&t, a, tree_oid, AMBER_GIT_TREE);
+
+	if (rc == 0)
+		rc = amber_tree_parse(&e, &n, t.data, t.len, "key slot tree");
+	for (size_t i = 0; rc == 0 && i < n && a->nslots < AMBER_MAX_SLOTS; i++) {
+		amber_buf s = AMBER_BUF_INIT;
+
+		rc = read_meta_blob(&s, a, e[i].oid, AMBER_GIT_BLOB);
+		if (rc == 0) {
+			a->slots[a->nslots] = s.data;
+			a->slot_len[a->nslots++] = s.len;
+		}
+	}
+	free(e);
+	amber_buf_dispose(&t);
+	return rc;
+}
+
+static int load_meta(amber_archive *a)
+{
+	amber_buf c = AMBER_BUF_INIT, t = AMBER_BUF_INIT, cfg = AMBER_BUF_INIT;
+	amber_commit commit;
+	amber_tparsed *e = NULL;
+	const amber_tparsed *x;
+	uint8_t oid[20];
+	size_t n = 0;
+	int rc = amber_store_ref_read(oid, a->store, AMBER_META_REF);
+
+	if (rc == AMBER_ENOTFOUND)
+		return amber_fail(AMBER_ENOTARCHIVE,
+				  "%s is a git repository but not an amberfs archive (no %s)",
+				  a->path, AMBER_META_REF);
+	if (rc == 0)
+		rc = read_meta_blob(&c, a, oid, AMBER_GIT_COMMIT);
+	if (rc == 0)
+		rc = amber_commit_parse(&commit, c.data, c.len, AMBER_META_REF);
+	if (rc < 0)
+		goto done;
+	amber_commit_dispose(&commit);
+	rc = read_meta_blob(&t, a, commit.tree, AMBER_GIT_TREE);
+	if (rc == 0)
+		rc = amber_tree_parse(&e, &n, t.data, t.len, "archive metadata tree");
+	if (rc == 0 && !(x = amber_tree_find(e, n, "config")))
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s: no config in %s", a->path,
+				AMBER_META_REF);
+	if (rc == 0)
+		rc = read_meta_blob(&cfg, a, x->oid, AMBER_GIT_BLOB);
+	if (rc == 0)
+		rc = config_parse(a, cfg.data, cfg.len);
+	if (rc == 0 && (x = amber_tree_find(e, n, "keys")))
+		rc = load_slots(a, x->oid);
+	if (rc == 0 && a->encrypted && a->nslots == 0)
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s is encrypted but has no key slot",
+				a->path);
+done:
+	free(e);
+	amber_buf_dispose(&cfg);
+	amber_buf_dispose(&t);
+	amber_buf_dispose(&c);
+	return rc;
+}
+
+int amber_archive_open(amber_archive **out, const char *path)
+{
+	amber_archive *a = archive_alloc(path);
+	int rc;
+
+	if (!a)
+		return AMBER_ERROR;
+	rc = amber_store_open(&a->store, path);
+	if (rc == 0)
+		rc = load_meta(a);
+	if (rc < 0) {
+		amber_archive_free(a);
+		return rc;
+	}
+	if (!a->encrypted)
+		setup_chunker(a);
+	*out = a;
+	return 0;
+}
+
+int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len)
+{
+	int rc = AMBER_EBADKEY;
+
+	if (!a->encrypted || a->keys)
+		return 0;
+	for (size_t i = 0; i < a->nslots; i++) {
+		rc = amber_keyslot_open(&a->keys, a->slots[i], a->slot_len[i], pass, len);
+		if (rc != AMBER_EBADKEY)
+			break;
+	}
+	if (rc == AMBER_EBADKEY)
+		return amber_fail(AMBER_EBADKEY,
+				  "wrong passphrase for archive %s: no key slot opens with it",
+				  a->path);
+	if (rc < 0)
+		return rc;
+	setup_chunker(a);
+	return 0;
+}
+
+int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l, int type,
+			   size_t max_plain, const char *what)
+{
+	amber_buf raw = AMBER_BUF_INIT;
+	char hex[41];
+	int otype = 0, rc;
+
+	amber_buf_init(&raw, max_plain + AMBER_FRAME_HDR + AMBER_INNER_HDR + 64);
+	rc = amber_store_read(&raw, &otype, a->store, l->oid, raw.max);
+	if (rc == 0 && otype != AMBER_GIT_BLOB) {
+		amber_oid_tohex(hex, l->oid);
+		rc = amber_fail(AMBER_EAUTH, "%s: object %s is not a blob", what, hex);
+	}
+	if (rc == 0) {
+		rc = amber_codec_decode(out, amber_archive_keys(a), type, l->mac, raw.data, raw.len,
+					max_plain);
+		if (rc < 0) {
+			amber_oid_tohex(hex, l->oid);
+			amber_fail(rc, "%s: object %s: %s", what, hex, amber_error_last());
+		}
+	}
+	amber_buf_dispose(&raw);
+	return rc;
+}
+
+char *amber_archive_cache_dir(const amber_archive *a)
+{
+	const char *env = getenv("AMBERFS_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	char path[4096];
+	int n;
+
+	if (env && *env)
+		n = snprintf(path, sizeof(path), "%s/%s", env, a->id);
+	else if (xdg && *xdg)
+		n = snprintf(path, sizeof(path), "%s/amberfs/%s", xdg, a->id);
+	else
+		n = snprintf(path, sizeof(path), "%s/.cache/amberfs/%s", home ? home : "/tmp",
+			     a->id);
+	if (n < 0 || (size_t)n >= sizeof(path)) {
+		amber_fail(AMBER_ERROR, "cache directory path too long");
+		return NULL;
+	}
+	if (amber_mkdirs(path, 0700) < 0)
+		return NULL;
+	return strdup(path);
+}

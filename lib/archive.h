@@ -1,0 +1,56 @@
+/*
+ * The archive object shared by the writer and the reader modules.
+ *
+ * Layout of the archive's own metadata (amberfs-format(5)):
+ *   refs/amberfs/meta -> commit -> tree { config, keys/slot-<n> ... }
+ * so that config and key slots replicate with `git clone --mirror`.
+ */
+#ifndef AMBER_ARCHIVE_H
+#define AMBER_ARCHIVE_H
+
+#include <pthread.h>
+
+#include "amber.h"
+#include "buf.h"
+#include "chunker.h"
+#include "keys.h"
+#include "store.h"
+
+#define AMBER_META_REF "refs/amberfs/meta"
+#define AMBER_MAX_SLOTS 64
+#define AMBER_MAX_META (1u << 20)
+
+struct amber_archive {
+	char *path;
+	amber_store *store;
+	int encrypted;
+	char id[33];
+	int zstd_level;
+	size_t chunk_min, chunk_avg, chunk_max;
+	amber_keys *keys;          /* NULL until unlocked; NULL for plain archives */
+	amber_chunker chunker;     /* set up once keys are known */
+	uint8_t *slots[AMBER_MAX_SLOTS];
+	size_t slot_len[AMBER_MAX_SLOTS];
+	size_t nslots;
+};
+
+/** Keys to pass to the codec: NULL for plain archives. */
+static inline const amber_keys *amber_archive_keys(const amber_archive *a)
+{
+	return a->encrypted ? a->keys : NULL;
+}
+
+/** AMBER_ENEEDKEY (with a message) if the archive is encrypted and locked. */
+int amber_archive_check_unlocked(const amber_archive *a);
+
+/**
+ * Read object `l` and decode it as `type`, checking its mac; appends the
+ * payload to out.  `what` names the object for messages.
+ */
+int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l, int type,
+			   size_t max_plain, const char *what);
+
+/** The user's cache directory for this archive (malloc'd), created. */
+char *amber_archive_cache_dir(const amber_archive *a);
+
+#endif

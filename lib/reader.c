@@ -1,0 +1,855 @@
+/*
+ * Reading snapshots: resolving specs, authenticating commits, walking
+ * directories and reading files.
+ *
+ * Every link is checked on the way down (invariant 5):
+ *   commit  -> its record (AEAD; binds tree, parent, time and stream, and
+ *              carries the root directory's entry)
+ *   tree    -> "m" must be the manifest the parent's link names, and every
+ *              child object in the tree must be the one the manifest names
+ *              under that child's token, with nothing extra
+ *   object  -> decoded with the mac its parent recorded, so its content is
+ *              the one the parent was written with
+ * Anything that does not match is AMBER_EAUTH: no data from a spliced,
+ * swapped or rolled-back object is ever returned.
+ */
+#include "reader.h"
+
+#include "codec.h"
+#include "error.h"
+#include "gitobj.h"
+#include "manifest.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_RECORD ((size_t)64 << 10)
+#define MAX_MANIFEST ((size_t)256 << 20)
+#define MAX_INDEX ((size_t)AMBER_INDEX_MAX_CHUNKS * 48 + 64)
+
+struct amber_dir {
+	amber_entry *e;
+	size_t n;
+};
+
+const amber_snapinfo *amber_snapshot_info(const amber_snapshot *s)
+{
+	return &s->info;
+}
+
+void amber_snapinfo_dispose(amber_snapinfo *info)
+{
+	free(info->host);
+	free(info->source);
+	free(info->message);
+	for (size_t i = 0; info->tags && info->tags[i]; i++)
+		free(info->tags[i]);
+	free(info->tags);
+	info->host = info->source = info->message = NULL;
+	info->tags = NULL;
+}
+
+void amber_snapshot_free(amber_snapshot *s)
+{
+	if (!s)
+		return;
+	amber_snapinfo_dispose(&s->info);
+	amber_entry_dispose(&s->root);
+	amber_buf_dispose(&s->chunk);
+	free(s->index);
+	free(s->index_off);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+/* ---- commits and records ---------------------------------------------------- */
+
+static int read_commit(amber_commit *c, amber_archive *a, const uint8_t oid[20],
+		       const char *hex)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	int type = 0;
+	int rc = amber_store_read(&b, &type, a->store, oid, (size_t)1 << 20);
+
+	if (rc == AMBER_ENOTFOUND)
+		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot %s in archive %s", hex, a->path);
+	else if (rc == 0 && type != AMBER_GIT_COMMIT)
+		rc = amber_fail(AMBER_ENOTFOUND, "%s is not a snapshot (not a commit)", hex);
+	if (rc == 0)
+		rc = amber_commit_parse(c, b.data, b.len, hex);
+	amber_buf_dispose(&b);
+	return rc;
+}
+
+static int decode_record(amber_record *r, amber_archive *a, const char *b64, const char *hex)
+{
+	size_t cap = strlen(b64), len = 0;
+	uint8_t *bin = malloc(cap + 1);
+	amber_buf plain = AMBER_BUF_INIT;
+	int rc = 0;
+
+	if (!bin)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (sodium_base642bin(bin, cap, b64, cap, NULL, &len, NULL,
+			      sodium_base64_VARIANT_ORIGINAL) != 0)
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: record is not valid base64", hex);
+	if (rc == 0)
+		rc = amber_codec_decode(&plain, amber_archive_keys(a), AMBER_OBJ_RECORD, NULL, bin,
+					len, MAX_RECORD);
+	if (rc < 0 && rc != AMBER_ENEEDKEY)
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: record fails authentication (%s)", hex,
+				amber_error_last());
+	if (rc == 0)
+		rc = amber_record_decode(r, plain.data, plain.len);
+	amber_buf_dispose(&plain);
+	free(bin);
+	return rc;
+}
+
+/* The commit must say what its authenticated record says. */
+static int check_commit(const amber_commit *c, const amber_record *r, const char *hex)
+{
+	char *t = amber_trailer_get(c->message, "Amberfs-Time");
+	int64_t tn = 0;
+	int ok = t && amber_time_parse(&tn, t) == 0 && tn == r->time_ns;
+
+	free(t);
+	amber_error_clear();
+	if (memcmp(c->tree, r->tree, 20) != 0)
+		return amber_fail(AMBER_EAUTH, "snapshot %s: root tree is not the one its "
+				  "authenticated record names (spliced or rewritten commit)", hex);
+	if (c->nparents != r->has_parent ||
+	    (r->has_parent && memcmp(c->parent, r->parent, 20) != 0))
+		return amber_fail(AMBER_EAUTH, "snapshot %s: parent is not the one its "
+				  "authenticated record names (rewritten history)", hex);
+	if (!ok)
+		return amber_fail(AMBER_EAUTH, "snapshot %s: time does not match its "
+				  "authenticated record", hex);
+	return 0;
+}
+
+static int root_entry(amber_snapshot *s, const amber_record *r, const char *hex)
+{
+	amber_entry *e = NULL;
+	size_t n = 0;
+	int rc = amber_manifest_decode(&e, &n, r->root_meta, r->root_meta_len);
+
+	if (rc == 0 && (n != 1 || e[0].type != AMBER_T_DIR || e[0].content != AMBER_C_DIR ||
+			memcmp(e[0].tree_oid, r->tree, 20) != 0 ||
+			memcmp(&e[0].link, &r->root, sizeof(r->root)) != 0))
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: root entry does not match its record",
+				hex);
+	if (rc == 0) {
+		s->root = e[0];
+		memset(&e[0], 0, sizeof(e[0]));
+	}
+	amber_entries_free(e, n);
+	return rc;
+}
+
+static int fill_info(amber_snapinfo *info, const amber_record *r)
+{
+	amber_oid_tohex(info->tree, r->tree);
+	info->parent[0] = '\0';
+	if (r->has_parent)
+		amber_oid_tohex(info->parent, r->parent);
+	snprintf(info->stream, sizeof(info->stream), "%s", r->stream);
+	info->time_ns = r->time_ns;
+	info->stats = r->stats;
+	info->host = strdup(r->host ? r->host : "");
+	info->source = strdup(r->source ? r->source : "");
+	info->message = strdup(r->message ? r->message : "");
+	info->tags = calloc(1, sizeof(char *));
+	if (!info->host || !info->source || !info->message || !info->tags)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	return 0;
+}
+
+typedef struct tagscan {
+	amber_archive *a;
+	const uint8_t *oid;
+	char ***tags;
+	size_t n;
+} tagscan;
+
+/* Peel an annotated tag to the commit it names. */
+static int peel(uint8_t out[20], amber_archive *a, const uint8_t oid[20])
+{
+	amber_buf b = AMBER_BUF_INIT;
+	int type = 0;
+	int rc = amber_store_read(&b, &type, a->store, oid, (size_t)1 << 20);
+
+	memcpy(out, oid, 20);
+	if (rc == 0 && type == AMBER_GIT_TAG) {
+		char hex[41] = "";
+
+		if (b.len > 47 && memcmp(b.data, "object ", 7) == 0)
+			memcpy(hex, b.data + 7, 40);
+		rc = amber_oid_fromhex(out, hex) < 0 ? amber_fail(AMBER_ECORRUPT, "malformed tag") : 0;
+	}
+	amber_buf_dispose(&b);
+	return rc;
+}
+
+static int tag_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	tagscan *t = payload;
+	uint8_t target[20];
+	char **v;
+
+	if (peel(target, t->a, oid) < 0 || memcmp(target, t->oid, 20) != 0)
+		return 0;
+	v = realloc(*t->tags, (t->n + 2) * sizeof(*v));
+	if (!v)
+		return AMBER_ERROR;
+	*t->tags = v;
+	v[t->n] = strdup(name + strlen("refs/tags/"));
+	v[++t->n] = NULL;
+	return 0;
+}
+
+int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
+{
+	amber_snapshot *s = NULL;
+	amber_commit c = {0};
+	amber_record r = {0};
+	uint8_t oid[20];
+	char *b64 = NULL;
+	int rc = amber_archive_check_unlocked(a);
+
+	if (rc == 0 && amber_oid_fromhex(oid, id) < 0)
+		rc = amber_fail(AMBER_EINVAL, "'%s' is not a snapshot id", id);
+	if (rc == 0)
+		rc = read_commit(&c, a, oid, id);
+	if (rc == 0 && !(b64 = amber_trailer_get(c.message, "Amberfs-Record")))
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", id);
+	if (rc == 0)
+		rc = decode_record(&r, a, b64, id);
+	if (rc == 0)
+		rc = check_commit(&c, &r, id);
+	if (rc == 0 && !(s = calloc(1, sizeof(*s))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0) {
+		s->a = a;
+		pthread_mutex_init(&s->lock, NULL);
+		amber_buf_init(&s->chunk, AMBER_CHUNK_MAX + 64);
+		snprintf(s->info.id, sizeof(s->info.id), "%s", id);
+		rc = fill_info(&s->info, &r);
+	}
+	if (rc == 0)
+		rc = root_entry(s, &r, id);
+	if (rc == 0) {
+		tagscan t = {a, oid, &s->info.tags, 0};
+
+		rc = amber_store_ref_foreach(a->store, "refs/tags/*", tag_cb, &t);
+	}
+	free(b64);
+	amber_record_dispose(&r);
+	amber_commit_dispose(&c);
+	if (rc < 0) {
+		amber_snapshot_free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+/* ---- directories -------------------------------------------------------------- */
+
+void amber_dir_free(amber_dir *d)
+{
+	if (!d)
+		return;
+	amber_entries_free(d->e, d->n);
+	free(d);
+}
+
+size_t amber_dir_count(const amber_dir *d)
+{
+	return d->n;
+}
+
+const amber_entry *amber_dir_entry(const amber_dir *d, size_t i)
+{
+	return i < d->n ? &d->e[i] : NULL;
+}
+
+const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t len)
+{
+	size_t lo = 0, hi = d->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = amber_name_cmp(d->e[mid].name, d->e[mid].name_len, name, len);
+
+		if (c == 0)
+			return &d->e[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static int read_tree(amber_buf *b, amber_tparsed **t, size_t *n, amber_snapshot *s,
+		     const uint8_t oid[20], const char *what)
+{
+	int type = 0;
+	int rc = amber_store_read(b, &type, s->a->store, oid, MAX_MANIFEST);
+
+	if (rc == 0 && type != AMBER_GIT_TREE)
+		rc = amber_fail(AMBER_EAUTH, "%s: object is not a tree", what);
+	if (rc == 0)
+		rc = amber_tree_parse(t, n, b->data, b->len, what);
+	return rc;
+}
+
+static int tree_mismatch(const char *what)
+{
+	return amber_fail(AMBER_EAUTH, "%s: git tree does not match its authenticated "
+			  "manifest (spliced or swapped objects)", what);
+}
+
+/* Every child object in the tree is the one the manifest names, nothing more. */
+static int check_leaf(amber_snapshot *s, const amber_tparsed *t, size_t tn,
+		      const amber_entry *e, size_t n, const char *what)
+{
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+	size_t want = 1;
+
+	for (size_t i = 0; i < n; i++) {
+		const amber_tparsed *x;
+		const uint8_t *oid = e[i].content == AMBER_C_BLOB ? e[i].link.oid : e[i].tree_oid;
+		uint32_t mode = e[i].content == AMBER_C_BLOB ? 0100644 : 040000;
+
+		if (e[i].content == AMBER_C_NONE)
+			continue;
+		want++;
+		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
+		x = amber_tree_find(t, tn, tok);
+		if (!x || x->mode != mode || memcmp(x->oid, oid, 20) != 0)
+			return tree_mismatch(what);
+	}
+	return tn == want ? 0 : tree_mismatch(what);
+}
+
+/* Read a leaf directory tree and its manifest ("m" must be link). */
+static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_t tree[20],
+		     const amber_link *link, const char *what)
+{
+	amber_buf tb = AMBER_BUF_INIT, mb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	const amber_tparsed *m;
+	size_t tn = 0;
+	int rc = read_tree(&tb, &t, &tn, s, tree, what);
+
+	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, link->oid, 20)))
+		rc = tree_mismatch(what);
+	amber_buf_init(&mb, MAX_MANIFEST);
+	if (rc == 0)
+		rc = amber_archive_read_obj(&mb, s->a, link, AMBER_OBJ_MANIFEST, MAX_MANIFEST, what);
+	if (rc == 0)
+		rc = amber_manifest_decode(e, n, mb.data, mb.len);
+	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, what)) < 0) {
+		amber_entries_free(*e, *n);
+		*e = NULL;
+	}
+	free(t);
+	amber_buf_dispose(&mb);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_bucket *b,
+			amber_snapshot *s, const char *what)
+{
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+	amber_entry *v;
+
+	if (n != b->count)
+		return tree_mismatch(what);
+	for (size_t i = 0; i < n; i++) {
+		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
+		if (strtoul((char[3]){tok[0], tok[1], 0}, NULL, 16) != b->id)
+			return tree_mismatch(what);
+	}
+	v = realloc(d->e, (d->n + n) * sizeof(*v));
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	d->e = v;
+	memcpy(d->e + d->n, e, n * sizeof(*e));
+	d->n += n;
+	return 0;
+}
+
+static int entry_qsort_cmp(const void *a, const void *b)
+{
+	const amber_entry *x = a, *y = b;
+
+	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_tparsed *t, size_t tn,
+			const amber_bucket *b, size_t nb, const char *what)
+{
+	int rc = tn == nb + 1 ? 0 : tree_mismatch(what);
+
+	for (size_t i = 0; rc == 0 && i < nb; i++) {
+		char name[8];
+		const amber_tparsed *x;
+		amber_entry *e = NULL;
+		size_t n = 0;
+
+		snprintf(name, sizeof(name), "b%02x", b[i].id);
+		x = amber_tree_find(t, tn, name);
+		if (!x || x->mode != 040000 || memcmp(x->oid, b[i].tree_oid, 20) != 0)
+			return tree_mismatch(what);
+		rc = read_leaf(&e, &n, s, b[i].tree_oid, &b[i].link, what);
+		if (rc == 0 && (rc = merge_bucket(d, e, n, &b[i], s, what)) == 0)
+			free(e); /* entries moved into d */
+		else
+			amber_entries_free(e, n);
+	}
+	if (rc == 0)
+		qsort(d->e, d->n, sizeof(*d->e), entry_qsort_cmp);
+	for (size_t i = 1; rc == 0 && i < d->n; i++)
+		if (amber_name_cmp(d->e[i - 1].name, d->e[i - 1].name_len, d->e[i].name,
+				   d->e[i].name_len) == 0)
+			rc = amber_fail(AMBER_ECORRUPT, "%s: duplicate name in fanned-out directory",
+					what);
+	return rc;
+}
+
+static int read_fanout(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
+		       const amber_tparsed *t, size_t tn, const char *what)
+{
+	amber_buf fb = AMBER_BUF_INIT;
+	amber_bucket *b = NULL;
+	size_t nb = 0;
+	int rc;
+
+	amber_buf_init(&fb, 1 << 20);
+	rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 1 << 20, what);
+	if (rc == 0)
+		rc = amber_fanout_decode(&b, &nb, fb.data, fb.len);
+	if (rc == 0)
+		rc = read_buckets(d, s, t, tn, b, nb, what);
+	free(b);
+	amber_buf_dispose(&fb);
+	return rc;
+}
+
+static int is_fanout(const amber_tparsed *t, size_t tn)
+{
+	for (size_t i = 0; i < tn; i++)
+		if (t[i].name_len == 3 && t[i].name[0] == 'b' && t[i].mode == 040000)
+			return 1;
+	return 0;
+}
+
+int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
+{
+	amber_buf tb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	const amber_tparsed *m;
+	amber_dir *d = calloc(1, sizeof(*d));
+	char what[AMBER_NAME_MAX + 64];
+	size_t tn = 0;
+	int rc = d ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	snprintf(what, sizeof(what), "directory '%s'", dir->name ? dir->name : "/");
+	if (rc == 0 && (dir->type != AMBER_T_DIR || dir->content != AMBER_C_DIR))
+		rc = amber_fail(AMBER_ENOTDIR, "%s is not a directory", dir->name);
+	if (rc == 0)
+		rc = read_tree(&tb, &t, &tn, s, dir->tree_oid, what);
+	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, dir->link.oid, 20)))
+		rc = tree_mismatch(what);
+	if (rc == 0 && is_fanout(t, tn))
+		rc = read_fanout(d, s, dir, t, tn, what);
+	else if (rc == 0)
+		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, what);
+	free(t);
+	amber_buf_dispose(&tb);
+	if (rc < 0) {
+		amber_dir_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+/* ---- paths -------------------------------------------------------------------- */
+
+void amber_entry_free(amber_entry *e)
+{
+	if (!e)
+		return;
+	amber_entry_dispose(e);
+	free(e);
+}
+
+static int step(amber_entry *cur, amber_snapshot *s, const char *comp, size_t len,
+		const char *path)
+{
+	amber_dir *d = NULL;
+	const amber_entry *x;
+	int rc = amber_dir_open(&d, s, cur);
+
+	if (rc == AMBER_ENOTDIR)
+		rc = amber_fail(AMBER_ENOTDIR, "%s: a component is not a directory", path);
+	if (rc == 0 && !(x = amber_dir_lookup(d, comp, len)))
+		rc = amber_fail(AMBER_ENOTFOUND, "%s: no such file or directory in snapshot %.12s",
+				path, s->info.id);
+	if (rc == 0) {
+		amber_entry_dispose(cur);
+		rc = amber_entry_copy(cur, x);
+	}
+	amber_dir_free(d);
+	return rc;
+}
+
+int amber_stat(amber_entry **out, amber_snapshot *s, const char *path)
+{
+	amber_entry *cur = calloc(1, sizeof(*cur));
+	const char *p = path;
+	int rc = cur ? amber_entry_copy(cur, &s->root) : amber_fail(AMBER_ERROR, "out of memory");
+
+	while (rc == 0 && *p) {
+		size_t len = strcspn(p, "/");
+
+		if (len > 0 && !(len == 1 && p[0] == '.'))
+			rc = step(cur, s, p, len, path);
+		p += len;
+		p += *p == '/';
+	}
+	if (rc < 0) {
+		amber_entry_free(cur);
+		return rc;
+	}
+	*out = cur;
+	return 0;
+}
+
+/* ---- file contents ----------------------------------------------------------------- */
+
+/* Decode one chunk into s->chunk (cached); caller holds s->lock. */
+static int load_chunk(amber_snapshot *s, const amber_link *l, size_t want_len, const char *what)
+{
+	int rc;
+
+	if (s->have_chunk && memcmp(s->chunk_oid, l->oid, 20) == 0 && s->chunk.len == want_len)
+		return 0;
+	s->have_chunk = 0;
+	amber_buf_reset(&s->chunk);
+	rc = amber_archive_read_obj(&s->chunk, s->a, l, AMBER_OBJ_CHUNK, AMBER_CHUNK_MAX, what);
+	if (rc == 0 && s->chunk.len != want_len)
+		rc = amber_fail(AMBER_ECORRUPT, "%s: chunk has %zu bytes, its index says %zu", what,
+				s->chunk.len, want_len);
+	if (rc == 0) {
+		memcpy(s->chunk_oid, l->oid, 20);
+		s->have_chunk = 1;
+	}
+	return rc;
+}
+
+static int check_chunk_tree(amber_snapshot *s, const amber_entry *e, const amber_chunkref *c,
+			    size_t n, const char *what)
+{
+	amber_buf tb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	const amber_tparsed *x;
+	size_t tn = 0;
+	int rc = read_tree(&tb, &t, &tn, s, e->tree_oid, what);
+
+	if (rc == 0 && (tn != n + 1 || !(x = amber_tree_find(t, tn, "i")) ||
+			memcmp(x->oid, e->link.oid, 20) != 0))
+		rc = tree_mismatch(what);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char name[24];
+
+		snprintf(name, sizeof(name), "c%08zu", i);
+		x = amber_tree_find(t, tn, name);
+		if (!x || memcmp(x->oid, c[i].link.oid, 20) != 0)
+			rc = tree_mismatch(what);
+	}
+	free(t);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+/* Load the chunk index of a multi-chunk file into s (cached); holds s->lock. */
+static int load_index(amber_snapshot *s, const amber_entry *e, const char *what)
+{
+	amber_buf ib = AMBER_BUF_INIT;
+	amber_chunkref *c = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (s->index && memcmp(s->index_oid, e->link.oid, 20) == 0)
+		return 0;
+	amber_buf_init(&ib, MAX_INDEX);
+	rc = amber_archive_read_obj(&ib, s->a, &e->link, AMBER_OBJ_INDEX, MAX_INDEX, what);
+	if (rc == 0)
+		rc = amber_index_decode(&c, &n, ib.data, ib.len, e->size, s->a->chunk_max);
+	if (rc == 0)
+		rc = check_chunk_tree(s, e, c, n, what);
+	amber_buf_dispose(&ib);
+	if (rc < 0) {
+		free(c);
+		return rc;
+	}
+	free(s->index);
+	free(s->index_off);
+	s->index = c;
+	s->index_n = n;
+	s->index_off = malloc((n + 1) * sizeof(uint64_t));
+	if (!s->index_off) {
+		free(s->index);
+		s->index = NULL;
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	s->index_off[0] = 0;
+	for (size_t i = 0; i < n; i++)
+		s->index_off[i + 1] = s->index_off[i] + c[i].len;
+	memcpy(s->index_oid, e->link.oid, 20);
+	return 0;
+}
+
+static size_t chunk_at(const amber_snapshot *s, uint64_t off)
+{
+	size_t lo = 0, hi = s->index_n;
+
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->index_off[mid] <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int read_chunked(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
+			uint8_t *buf, size_t len, const char *what)
+{
+	int rc = load_index(s, e, what);
+
+	*nread = 0;
+	for (size_t i = rc == 0 ? chunk_at(s, off) : 0; rc == 0 && len > 0 && i < s->index_n;
+	     i++) {
+		uint64_t in = off - s->index_off[i];
+		size_t n;
+
+		rc = load_chunk(s, &s->index[i].link, s->index[i].len, what);
+		if (rc < 0)
+			break;
+		n = s->chunk.len - in < len ? (size_t)(s->chunk.len - in) : len;
+		memcpy(buf, s->chunk.data + in, n);
+		buf += n;
+		len -= n;
+		off += n;
+		*nread += n;
+	}
+	return rc;
+}
+
+int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
+		    void *buf, size_t len)
+{
+	char what[AMBER_NAME_MAX + 16];
+	int rc = 0;
+
+	*nread = 0;
+	if (e->type == AMBER_T_DIR)
+		return amber_fail(AMBER_EISDIR, "%s is a directory", e->name);
+	if (e->type != AMBER_T_REG)
+		return amber_fail(AMBER_EINVAL, "%s is not a regular file", e->name);
+	if (off >= e->size || len == 0)
+		return 0;
+	if (len > e->size - off)
+		len = (size_t)(e->size - off);
+	snprintf(what, sizeof(what), "file '%s'", e->name);
+	pthread_mutex_lock(&s->lock);
+	if (e->content == AMBER_C_BLOB) {
+		rc = load_chunk(s, &e->link, (size_t)e->size, what);
+		if (rc == 0) {
+			memcpy(buf, s->chunk.data + off, len);
+			*nread = len;
+		}
+	} else if (e->content == AMBER_C_CHUNKED) {
+		rc = read_chunked(nread, s, e, off, buf, len, what);
+	} else {
+		rc = amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
+				e->size);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return rc;
+}
+
+/* ---- resolving specs and walking history --------------------------------------------- */
+
+static int stream_tip(uint8_t oid[20], amber_archive *a, const char *stream)
+{
+	char ref[256];
+	int rc;
+
+	snprintf(ref, sizeof(ref), "refs/heads/%s", stream ? stream : "main");
+	rc = amber_store_ref_read(oid, a->store, ref);
+	if (rc == AMBER_ENOTFOUND)
+		return amber_fail(AMBER_ENOTFOUND, "stream '%s' of archive %s has no snapshot",
+				  stream ? stream : "main", a->path);
+	return rc;
+}
+
+/* Newest snapshot of the stream at or before t (by the commits' time trailers;
+ * amber_snapshot_open then authenticates the one chosen). */
+static int resolve_time(uint8_t out[20], amber_archive *a, const char *stream, int64_t t,
+			const char *spec)
+{
+	uint8_t cur[20];
+	int rc = stream_tip(cur, a, stream);
+
+	while (rc == 0) {
+		amber_commit c = {0};
+		char hex[41], *tt;
+		int64_t ct = 0;
+
+		amber_oid_tohex(hex, cur);
+		if ((rc = read_commit(&c, a, cur, hex)) < 0)
+			break;
+		tt = amber_trailer_get(c.message, "Amberfs-Time");
+		rc = tt && amber_time_parse(&ct, tt) == 0 ? 0 :
+			amber_fail(AMBER_ECORRUPT, "snapshot %s has no valid time", hex);
+		free(tt);
+		if (rc == 0 && ct <= t) {
+			memcpy(out, cur, 20);
+			amber_commit_dispose(&c);
+			return 0;
+		}
+		if (rc == 0 && c.nparents == 0)
+			rc = amber_fail(AMBER_ENOTFOUND, "no snapshot of stream '%s' at or before %s",
+					stream ? stream : "main", spec + 1);
+		memcpy(cur, c.parent, 20);
+		amber_commit_dispose(&c);
+	}
+	return rc;
+}
+
+static int is_hex(const char *s)
+{
+	for (; *s; s++)
+		if (!isxdigit((unsigned char)*s) || isupper((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+static int resolve_at(uint8_t oid[20], amber_archive *a, const char *stream, const char *spec)
+{
+	int64_t t;
+
+	if (amber_time_parse(&t, spec) < 0 && amber_time_parse(&t, spec + 1) < 0)
+		return amber_fail(AMBER_EINVAL, "'%s' is not a time (ISO 8601 or @EPOCH[.frac])",
+				  spec);
+	return resolve_time(oid, a, stream, t, spec);
+}
+
+static int resolve_oid(uint8_t oid[20], amber_archive *a, const char *stream, const char *spec)
+{
+	char ref[512];
+	size_t len = strlen(spec);
+
+	if (strcmp(spec, "latest") == 0)
+		return stream_tip(oid, a, stream);
+	if (spec[0] == '@')
+		return resolve_at(oid, a, stream, spec);
+	if (len == 40 && is_hex(spec))
+		return amber_oid_fromhex(oid, spec);
+	if (amber_refname_valid(spec)) {
+		snprintf(ref, sizeof(ref), "refs/tags/%s", spec);
+		if (amber_store_ref_read(oid, a->store, ref) == 0)
+			return peel(oid, a, oid);
+	}
+	if (len >= 7 && len < 40 && is_hex(spec)) {
+		int rc = amber_store_expand_prefix(oid, a->store, spec);
+
+		if (rc == AMBER_EAMBIGUOUS)
+			return amber_fail(rc, "snapshot id prefix '%s' is ambiguous", spec);
+		if (rc != AMBER_ENOTFOUND)
+			return rc;
+	}
+	return amber_fail(AMBER_ENOTFOUND, "no snapshot '%s' (not latest, a tag, an id or @TIME)",
+			  spec);
+}
+
+int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char *stream,
+		  const char *spec)
+{
+	uint8_t oid[20];
+	int rc = resolve_oid(oid, a, stream, spec);
+	amber_commit c = {0};
+	char hex[41];
+
+	if (rc < 0)
+		return rc;
+	amber_oid_tohex(hex, oid);
+	rc = read_commit(&c, a, oid, hex);
+	amber_commit_dispose(&c);
+	if (rc == 0)
+		memcpy(id_out, hex, 41);
+	return rc;
+}
+
+int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *payload)
+{
+	const char *st = stream ? stream : "main";
+	uint8_t cur[20];
+	int rc = stream_tip(cur, a, stream);
+
+	while (rc == 0) {
+		amber_snapshot *s = NULL;
+		char hex[41];
+
+		amber_oid_tohex(hex, cur);
+		if ((rc = amber_snapshot_open(&s, a, hex)) < 0)
+			break;
+		if (strcmp(s->info.stream, st) != 0)
+			rc = amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', found on "
+					"stream '%s'", hex, s->info.stream, st);
+		if (rc == 0)
+			rc = cb(&s->info, payload);
+		if (rc == 0 && !s->info.parent[0]) {
+			amber_snapshot_free(s);
+			break;
+		}
+		if (rc == 0)
+			amber_oid_fromhex(cur, s->info.parent);
+		amber_snapshot_free(s);
+	}
+	return rc;
+}
+
+typedef struct streamscan {
+	int (*cb)(const char *, void *);
+	void *payload;
+} streamscan;
+
+static int stream_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	streamscan *sc = payload;
+
+	return sc->cb(name + strlen("refs/heads/"), sc->payload);
+}
+
+int amber_stream_list(amber_archive *a, int (*cb)(const char *stream, void *payload),
+		      void *payload)
+{
+	streamscan sc = {cb, payload};
+
+	return amber_store_ref_foreach(a->store, "refs/heads/*", stream_cb, &sc);
+}

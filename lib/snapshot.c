@@ -1,0 +1,1426 @@
+/*
+ * The snapshot writer.
+ *
+ * One thread walks the source tree in name order, reads files and cuts
+ * them into chunks; a pool of workers hashes, compresses, encrypts and
+ * appends each chunk to the pack.  A directory's manifest is written once
+ * all of its children are done, so the walk is a post-order build of the
+ * Merkle tree that amberfs-format(5) describes.
+ *
+ * Durability order (invariant 2): all objects go into one pack (or a few,
+ * when large) that is fsynced and renamed into place; every new object is
+ * then read back through the store and checked (decrypt, decompress, hash)
+ * before the stream's ref moves by compare-and-swap.  A crash at any point
+ * leaves the ref at the previous snapshot; an unreferenced pack is harmless
+ * and its objects are reused by the next snapshot.
+ *
+ * Two local caches (rebuildable, in the user's cache directory) make
+ * incremental snapshots cheap: the files cache maps a path to the stat
+ * fields and content links of the last snapshot, so unchanged files are not
+ * read at all; the chunk cache maps a keyed hash of plaintext to its link,
+ * so a chunk that exists is not compressed and encrypted again.
+ */
+#include "amber.h"
+#include "archive.h"
+#include "codec.h"
+#include "error.h"
+#include "gitobj.h"
+#include "kvmap.h"
+#include "manifest.h"
+#include "pool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_BUF ((size_t)8 << 20)
+#define MAX_INFLIGHT ((size_t)64 << 20)
+#define READ_RETRIES 3
+
+static const char FILES_MAGIC[8] = "AMBFC01\n";
+static const char CHUNKS_MAGIC[8] = "AMBCC01\n";
+
+/* files cache value: what a path held at the last snapshot */
+typedef struct fc_val {
+	uint64_t size, ino;
+	int64_t mtime_ns, ctime_ns;
+	uint8_t content;
+	uint8_t tree_oid[20];
+	amber_link link;
+} fc_val;
+
+/* chunk cache value */
+typedef struct cc_val {
+	amber_link link;
+	uint8_t verified;   /* exists in the store, or written by this run */
+} cc_val;
+
+/* an object written by this run, to read back before the ref moves */
+typedef struct readback {
+	uint8_t oid[20];
+	uint8_t mac[24];
+	uint8_t hash[32];
+	int type;          /* AMBER_OBJ_* for frames, 0 for raw git objects */
+	int gittype;
+	amber_task task;
+	struct snap *s;
+	int rc;
+	char msg[256];
+} readback;
+
+typedef struct chunk_task {
+	amber_task task;
+	struct snap *s;
+	uint8_t *data;
+	size_t len;
+	amber_link link;
+	int rc;
+	char msg[256];
+} chunk_task;
+
+/* a regular file whose chunks are in flight */
+typedef struct pending {
+	size_t entry;           /* index in the directory's entry array */
+	amber_group group;
+	chunk_task **chunks;
+	size_t n, cap;
+	uint8_t key[32];        /* files cache key */
+	fc_val fc;
+	uint64_t hl_ino, hl_dev;
+} pending;
+
+typedef struct hardlink {
+	uint64_t dev, ino, group;
+	amber_entry content;    /* content fields only */
+	int done;
+} hardlink;
+
+typedef struct snap {
+	amber_archive *a;
+	const amber_snapshot_opts *o;
+	amber_packw *w;
+	amber_pool *pool;
+	amber_stats st;
+	atomic_uint_fast64_t bytes_new, objects_new;
+	amber_kvmap *files_old, *files_new, *chunks;
+	pthread_mutex_t lock;   /* protects chunks, rb */
+	readback **rb;
+	size_t nrb, caprb;
+	hardlink *hl;
+	size_t nhl, caphl;
+	uint64_t next_group;
+	int64_t start_ns;
+	int fatal;              /* a store error: abandon the snapshot */
+	char fatal_msg[512];
+	int fatal_code;
+	struct timespec last_progress;
+	uint8_t *buf;           /* read buffer of the walking thread */
+	char path[8192];        /* current relative path */
+} snap;
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void set_fatal(snap *s, int rc)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!s->fatal) {
+		s->fatal = 1;
+		s->fatal_code = rc;
+		snprintf(s->fatal_msg, sizeof(s->fatal_msg), "%s", amber_error_last());
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void warn(snap *s, const char *path, const char *msg, int is_error)
+{
+	if (is_error)
+		s->st.errors++;
+	if (s->o->warn)
+		s->o->warn(path, msg, s->o->payload);
+}
+
+static void warn_errno(snap *s, const char *path, const char *what)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(errno));
+	warn(s, path, msg, 1);
+}
+
+static void progress(snap *s, int force)
+{
+	struct timespec now;
+
+	if (!s->o->progress)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (!force && (now.tv_sec - s->last_progress.tv_sec) * 1000000000L +
+			      (now.tv_nsec - s->last_progress.tv_nsec) < 100000000L)
+		return;
+	s->last_progress = now;
+	s->st.bytes_new = atomic_load(&s->bytes_new);
+	s->o->progress(&s->st, s->path, s->o->payload);
+}
+
+/* ---- storing objects ----------------------------------------------------- */
+
+static int add_readback(snap *s, readback *r)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock);
+	if (s->nrb == s->caprb) {
+		size_t cap = s->caprb ? s->caprb * 2 : 1024;
+		readback **n = realloc(s->rb, cap * sizeof(*n));
+
+		if (n) {
+			s->rb = n;
+			s->caprb = cap;
+		} else {
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		}
+	}
+	if (rc == 0)
+		s->rb[s->nrb++] = r;
+	pthread_mutex_unlock(&s->lock);
+	if (rc < 0)
+		free(r);
+	return rc;
+}
+
+/* Add a raw git object (tree, commit) to the pack. */
+static int put_git(uint8_t oid[20], snap *s, int type, const void *data, size_t len)
+{
+	readback *r;
+	int is_new = 0;
+	int rc = amber_packw_add(oid, &is_new, s->w, type, data, len);
+
+	if (rc < 0 || !is_new)
+		return rc;
+	atomic_fetch_add(&s->objects_new, 1);
+	atomic_fetch_add(&s->bytes_new, len);
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(r->oid, oid, 20);
+	r->gittype = type;
+	return add_readback(s, r);
+}
+
+/*
+ * Encode a payload as a frame and add it as a blob.  `hash` is the keyed
+ * hash of the payload (computed here when NULL); kept to check the
+ * read-back.  Thread-safe.
+ */
+static int put_frame(amber_link *l, snap *s, int type, const void *data, size_t len,
+		     const uint8_t *hash)
+{
+	amber_buf f = AMBER_BUF_INIT;
+	const amber_keys *k = amber_archive_keys(s->a);
+	readback *r = NULL;
+	int is_new = 0, rc;
+
+	amber_buf_init(&f, len + 1024 + len / 8);
+	rc = amber_codec_encode(&f, l->mac, k, type, data, len, s->a->zstd_level);
+	if (rc == 0)
+		rc = amber_packw_add(l->oid, &is_new, s->w, AMBER_GIT_BLOB, f.data, f.len);
+	if (rc == 0 && is_new) {
+		atomic_fetch_add(&s->objects_new, 1);
+		atomic_fetch_add(&s->bytes_new, f.len);
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+	}
+	if (r) {
+		memcpy(r->oid, l->oid, 20);
+		memcpy(r->mac, l->mac, 24);
+		if (hash)
+			memcpy(r->hash, hash, 32);
+		else
+			amber_content_hash(r->hash, k, data, len);
+		r->type = type;
+		rc = add_readback(s, r);
+	}
+	amber_buf_dispose(&f);
+	return rc;
+}
+
+static int chunk_cache_get(snap *s, amber_link *l, const uint8_t hash[32])
+{
+	cc_val v;
+	const cc_val *p;
+	int found = 0;
+
+	pthread_mutex_lock(&s->lock);
+	p = amber_kvmap_get(s->chunks, hash);
+	if (p)
+		v = *p;
+	pthread_mutex_unlock(&s->lock);
+	if (!p)
+		return 0;
+	if (!v.verified) {
+		if (!amber_store_exists(s->a->store, v.link.oid))
+			return 0;
+		v.verified = 1;
+		pthread_mutex_lock(&s->lock);
+		amber_kvmap_put(s->chunks, hash, &v);
+		pthread_mutex_unlock(&s->lock);
+	}
+	*l = v.link;
+	found = 1;
+	return found;
+}
+
+static void chunk_run(amber_task *t)
+{
+	chunk_task *c = (chunk_task *)t;
+	snap *s = c->s;
+	uint8_t hash[32];
+	cc_val v;
+
+	amber_content_hash(hash, amber_archive_keys(s->a), c->data, c->len);
+	if (!chunk_cache_get(s, &c->link, hash)) {
+		c->rc = put_frame(&c->link, s, AMBER_OBJ_CHUNK, c->data, c->len, hash);
+		if (c->rc == 0) {
+			v.link = c->link;
+			v.verified = 1;
+			pthread_mutex_lock(&s->lock);
+			c->rc = amber_kvmap_put(s->chunks, hash, &v);
+			pthread_mutex_unlock(&s->lock);
+		}
+		if (c->rc < 0)
+			snprintf(c->msg, sizeof(c->msg), "%s", amber_error_last());
+	}
+	free(c->data);
+	c->data = NULL;
+}
+
+/* ---- reading one regular file ---------------------------------------------- */
+
+static int pending_add(pending *p, snap *s, const uint8_t *data, size_t len)
+{
+	chunk_task *c;
+
+	if (p->n == p->cap) {
+		size_t cap = p->cap ? p->cap * 2 : 8;
+		chunk_task **n = realloc(p->chunks, cap * sizeof(*n));
+
+		if (!n)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		p->chunks = n;
+		p->cap = cap;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c || !(c->data = malloc(len ? len : 1))) {
+		free(c);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	memcpy(c->data, data, len);
+	c->len = len;
+	c->s = s;
+	c->task.run = chunk_run;
+	c->task.cost = len;
+	p->chunks[p->n++] = c;
+	amber_pool_submit(s->pool, &c->task, &p->group);
+	return 0;
+}
+
+static void pending_clear(pending *p, snap *s)
+{
+	amber_pool_wait(s->pool, &p->group);
+	for (size_t i = 0; i < p->n; i++)
+		free(p->chunks[i]);
+	free(p->chunks);
+	p->chunks = NULL;
+	p->n = p->cap = 0;
+}
+
+/* Read fd to its end, queueing chunks.  Returns bytes read or -1 (errno). */
+static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
+{
+	const amber_chunker *ch = &s->a->chunker;
+	size_t pos = 0, avail = 0;
+	int64_t total = 0;
+	int eof = 0;
+
+	for (;;) {
+		if (!eof && avail - pos < ch->max) {
+			memmove(buf, buf + pos, avail - pos);
+			avail -= pos;
+			pos = 0;
+			while (!eof && avail < READ_BUF) {
+				ssize_t r = read(fd, buf + avail, READ_BUF - avail);
+
+				if (r < 0 && errno == EINTR)
+					continue;
+				if (r < 0)
+					return -1;
+				eof = r == 0;
+				avail += (size_t)r;
+				total += r;
+			}
+		}
+		if (pos == avail)
+			return total;
+		size_t n = amber_chunker_next(ch, buf + pos, avail - pos, eof);
+
+		if (pending_add(p, s, buf + pos, n) < 0) {
+			set_fatal(s, AMBER_ERROR);
+			errno = ENOMEM;
+			return -1;
+		}
+		pos += n;
+		s->st.bytes_read += n;
+		progress(s, 0);
+	}
+}
+
+static int same_version(const struct stat *a, const struct stat *b)
+{
+	return a->st_size == b->st_size && a->st_ino == b->st_ino &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/*
+ * Read a file into chunks.  A file that changes while it is read (size,
+ * mtime or ctime differ before and after) is read again, and reported if it
+ * never holds still: a torn file is never stored.
+ * Returns 0, 1 if the file was skipped (warned), or a fatal error.
+ */
+static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat *st,
+		     uint8_t *buf)
+{
+	for (int attempt = 0; attempt < READ_RETRIES; attempt++) {
+		struct stat before, after;
+		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+		int64_t got;
+
+		if (fd < 0) {
+			warn_errno(s, s->path, "cannot open");
+			return 1;
+		}
+		if (fstat(fd, &before) < 0 || !S_ISREG(before.st_mode)) {
+			close(fd);
+			warn(s, s->path, "changed type while being read; not stored", 1);
+			return 1;
+		}
+		got = read_chunks(p, s, fd, buf);
+		if (got < 0) {
+			warn_errno(s, s->path, "read failed");
+			close(fd);
+			pending_clear(p, s);
+			return s->fatal ? AMBER_ERROR : 1;
+		}
+		fstat(fd, &after);
+		close(fd);
+		if (same_version(&before, &after) && got == before.st_size) {
+			*st = after;
+			return 0;
+		}
+		pending_clear(p, s);
+	}
+	warn(s, s->path, "changed while being read (tried 3 times); not stored", 1);
+	return 1;
+}
+
+/* ---- files cache ------------------------------------------------------------ */
+
+static void files_key(uint8_t key[32], snap *s)
+{
+	amber_content_hash(key, amber_archive_keys(s->a), s->path, strlen(s->path));
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void fc_fill(fc_val *v, const struct stat *st)
+{
+	memset(v, 0, sizeof(*v));
+	v->size = (uint64_t)st->st_size;
+	v->ino = st->st_ino;
+	v->mtime_ns = ts_ns(&st->st_mtim);
+	v->ctime_ns = ts_ns(&st->st_ctim);
+}
+
+/* Content of an unchanged file from the files cache, if its objects exist. */
+static int files_cache_hit(snap *s, amber_entry *e, const uint8_t key[32], const struct stat *st)
+{
+	const fc_val *v;
+	fc_val now;
+
+	if (!s->files_old || s->o->no_cache)
+		return 0;
+	v = amber_kvmap_get(s->files_old, key);
+	fc_fill(&now, st);
+	if (!v || v->size != now.size || v->ino != now.ino || v->mtime_ns != now.mtime_ns ||
+	    v->ctime_ns != now.ctime_ns)
+		return 0;
+	if (v->content == AMBER_C_CHUNKED && !amber_store_exists(s->a->store, v->tree_oid))
+		return 0;
+	if (v->content != AMBER_C_NONE && !amber_store_exists(s->a->store, v->link.oid))
+		return 0;
+	e->content = v->content;
+	memcpy(e->tree_oid, v->tree_oid, 20);
+	e->link = v->link;
+	return 1;
+}
+
+static void files_cache_put(snap *s, const uint8_t key[32], fc_val *v, const amber_entry *e)
+{
+	/* A file changed within the last second may change again within the
+	 * timestamp granularity without its stat changing: do not trust it. */
+	if (v->ctime_ns >= s->start_ns - 1000000000 || v->mtime_ns >= s->start_ns - 1000000000)
+		return;
+	v->content = e->content;
+	memcpy(v->tree_oid, e->tree_oid, 20);
+	v->link = e->link;
+	if (amber_kvmap_put(s->files_new, key, v) < 0)
+		amber_error_clear(); /* only a cache */
+}
+
+/* ---- finishing a file: its chunks become a blob or a chunk tree ----------- */
+
+static int chunked_objects(snap *s, amber_entry *e, pending *p)
+{
+	amber_chunkref *refs = calloc(p->n, sizeof(*refs));
+	amber_tentry *te = calloc(p->n + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = (!refs || !te) ? amber_fail(AMBER_ERROR, "out of memory") : 0;
+
+	for (size_t i = 0; rc == 0 && i < p->n; i++) {
+		refs[i].link = p->chunks[i]->link;
+		refs[i].len = (uint32_t)p->chunks[i]->len;
+		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
+		te[i].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[i].oid, refs[i].link.oid, 20);
+	}
+	if (rc == 0)
+		rc = amber_index_encode(&b, refs, p->n);
+	if (rc == 0)
+		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, b.data, b.len, NULL);
+	if (rc == 0) {
+		snprintf(te[p->n].name, sizeof(te[p->n].name), "i");
+		te[p->n].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[p->n].oid, e->link.oid, 20);
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, p->n + 1);
+	}
+	if (rc == 0)
+		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	free(refs);
+	return rc;
+}
+
+static int pending_finish(snap *s, amber_entry *e, pending *p)
+{
+	int rc = 0;
+
+	amber_pool_wait(s->pool, &p->group);
+	for (size_t i = 0; i < p->n; i++)
+		if (p->chunks[i]->rc < 0)
+			return amber_fail(p->chunks[i]->rc, "%s", p->chunks[i]->msg);
+	if (p->n == 0) {
+		e->content = AMBER_C_NONE;
+	} else if (p->n == 1) {
+		e->content = AMBER_C_BLOB;
+		e->link = p->chunks[0]->link;
+	} else {
+		e->content = AMBER_C_CHUNKED;
+		rc = chunked_objects(s, e, p);
+	}
+	return rc;
+}
+
+/* ---- directory entries -------------------------------------------------------- */
+
+/* `path` names the entry without following a final symlink. */
+static int read_xattrs(snap *s, amber_entry *e, const char *path)
+{
+	char names[65536];
+	ssize_t n;
+
+	n = llistxattr(path, names, sizeof(names));
+	if (n <= 0)
+		return 0; /* none, or not supported here */
+	for (char *p = names; p < names + n; p += strlen(p) + 1) {
+		uint8_t val[AMBER_XATTR_VALUE_MAX];
+		ssize_t vl = lgetxattr(path, p, val, sizeof(val));
+		amber_xattr *x;
+
+		if (vl < 0 || strlen(p) > AMBER_XATTR_NAME_MAX || e->nxattrs == AMBER_XATTR_MAX_COUNT) {
+			warn(s, s->path, "an extended attribute could not be read; not stored", 0);
+			continue;
+		}
+		x = realloc(e->xattrs, (e->nxattrs + 1) * sizeof(*x));
+		if (!x)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		e->xattrs = x;
+		x = &e->xattrs[e->nxattrs];
+		x->name = strdup(p);
+		x->value = malloc(vl ? (size_t)vl : 1);
+		if (!x->name || !x->value)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		memcpy(x->value, val, (size_t)vl);
+		x->value_len = (size_t)vl;
+		e->nxattrs++;
+	}
+	return 0;
+}
+
+static int xattr_cmp(const void *a, const void *b)
+{
+	return strcmp(((const amber_xattr *)a)->name, ((const amber_xattr *)b)->name);
+}
+
+static void meta_from_stat(amber_entry *e, const struct stat *st)
+{
+	e->mode = st->st_mode & 07777;
+	e->uid = st->st_uid;
+	e->gid = st->st_gid;
+	e->mtime_sec = st->st_mtim.tv_sec;
+	e->mtime_nsec = (uint32_t)st->st_mtim.tv_nsec;
+	e->nlink = 1;
+}
+
+static int read_symlink(snap *s, amber_entry *e, int dfd, const char *name)
+{
+	char buf[AMBER_TARGET_MAX + 1];
+	ssize_t n = readlinkat(dfd, name, buf, sizeof(buf));
+
+	if (n <= 0 || n > AMBER_TARGET_MAX) {
+		if (n > AMBER_TARGET_MAX)
+			errno = ENAMETOOLONG;
+		warn_errno(s, s->path, "cannot read symlink");
+		return 1;
+	}
+	e->target = strndup(buf, (size_t)n);
+	if (!e->target)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	e->target_len = (size_t)n;
+	e->size = (uint64_t)n;
+	return 0;
+}
+
+static hardlink *hardlink_find(snap *s, const struct stat *st)
+{
+	for (size_t i = 0; i < s->nhl; i++)
+		if (s->hl[i].dev == st->st_dev && s->hl[i].ino == st->st_ino)
+			return &s->hl[i];
+	return NULL;
+}
+
+static hardlink *hardlink_new(snap *s, const struct stat *st)
+{
+	if (s->nhl == s->caphl) {
+		size_t cap = s->caphl ? s->caphl * 2 : 16;
+		hardlink *n = realloc(s->hl, cap * sizeof(*n));
+
+		if (!n)
+			return NULL;
+		s->hl = n;
+		s->caphl = cap;
+	}
+	memset(&s->hl[s->nhl], 0, sizeof(s->hl[0]));
+	s->hl[s->nhl].dev = st->st_dev;
+	s->hl[s->nhl].ino = st->st_ino;
+	s->hl[s->nhl].group = ++s->next_group;
+	return &s->hl[s->nhl++];
+}
+
+static void content_copy(amber_entry *dst, const amber_entry *src)
+{
+	dst->content = src->content;
+	memcpy(dst->tree_oid, src->tree_oid, 20);
+	dst->link = src->link;
+	dst->size = src->size;
+}
+
+static int snap_dir(snap *s, int dfd, amber_entry *self);
+
+/*
+ * Regular file: from the files cache, from an earlier member of its hardlink
+ * group, or read.  Returns 0 (done or pending), 1 (skipped), <0 fatal.
+ */
+static int do_regular(snap *s, amber_entry *e, int dfd, const char *name, struct stat *st,
+		      pending *p, uint8_t *buf)
+{
+	hardlink *h = NULL;
+	int rc;
+
+	e->type = AMBER_T_REG;
+	if (st->st_nlink > 1) {
+		h = hardlink_find(s, st);
+		if (h && h->done) {
+			content_copy(e, &h->content);
+			e->hardlink = h->group;
+			e->nlink = (uint32_t)st->st_nlink;
+			p->entry = SIZE_MAX;
+			s->st.files++;
+			s->st.bytes += e->size;
+			return 0;
+		}
+	}
+	files_key(p->key, s);
+	if (files_cache_hit(s, e, p->key, st)) {
+		fc_fill(&p->fc, st);
+		files_cache_put(s, p->key, &p->fc, e);
+		p->entry = SIZE_MAX; /* nothing pending */
+	} else {
+		rc = read_file(p, s, dfd, name, st, buf);
+		if (rc != 0)
+			return rc;
+		fc_fill(&p->fc, st);
+	}
+	e->size = (uint64_t)st->st_size;
+	meta_from_stat(e, st);
+	s->st.files++;
+	s->st.bytes += e->size;
+	if (st->st_nlink > 1) {
+		/* finish now: later members (maybe in other directories) copy it */
+		if (p->entry != SIZE_MAX && (rc = pending_finish(s, e, p)) < 0)
+			return rc;
+		if (p->entry != SIZE_MAX)
+			files_cache_put(s, p->key, &p->fc, e);
+		pending_clear(p, s);
+		p->entry = SIZE_MAX;
+		if (!h && !(h = hardlink_new(s, st)))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		content_copy(&h->content, e);
+		h->done = 1;
+		e->hardlink = h->group;
+		e->nlink = (uint32_t)st->st_nlink;
+	}
+	return 0;
+}
+
+static int do_entry(snap *s, amber_entry *e, int dfd, const char *name, pending *p,
+		    uint8_t *buf)
+{
+	struct stat st;
+	int rc = 0;
+
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		warn_errno(s, s->path, "cannot stat");
+		return 1;
+	}
+	meta_from_stat(e, &st);
+	switch (st.st_mode & S_IFMT) {
+	case S_IFREG:
+		rc = do_regular(s, e, dfd, name, &st, p, buf);
+		break;
+	case S_IFDIR: {
+		int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd < 0) {
+			warn_errno(s, s->path, "cannot open directory");
+			return 1;
+		}
+		e->type = AMBER_T_DIR;
+		rc = snap_dir(s, fd, e);
+		close(fd);
+		break;
+	}
+	case S_IFLNK:
+		e->type = AMBER_T_SYMLINK;
+		rc = read_symlink(s, e, dfd, name);
+		break;
+	case S_IFIFO:
+		e->type = AMBER_T_FIFO;
+		break;
+	case S_IFCHR:
+	case S_IFBLK:
+		e->type = S_ISCHR(st.st_mode) ? AMBER_T_CHR : AMBER_T_BLK;
+		e->rdev = st.st_rdev;
+		break;
+	default:
+		warn(s, s->path, "socket skipped", 0);
+		return 1;
+	}
+	if (rc == 0) {
+		char path[64 + NAME_MAX];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dfd, name);
+		rc = read_xattrs(s, e, path);
+	}
+	if (rc == 0 && e->nxattrs > 1)
+		qsort(e->xattrs, e->nxattrs, sizeof(*e->xattrs), xattr_cmp);
+	if (rc == 0 && e->type != AMBER_T_REG)
+		s->st.files += e->type != AMBER_T_DIR;
+	return rc;
+}
+
+static int name_cmp_qsort(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+
+	return amber_name_cmp(x, strlen(x), y, strlen(y));
+}
+
+/* Names of a directory, sorted; *out is a malloc'd array of malloc'd names. */
+static int list_names(char ***out, size_t *n, int dfd)
+{
+	int fd = dup(dfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	char **v = NULL;
+	size_t cnt = 0, cap = 0;
+	struct dirent *de;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while ((de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if (cnt == cap) {
+			cap = cap ? cap * 2 : 64;
+			char **nv = realloc(v, cap * sizeof(*nv));
+
+			if (!nv)
+				break;
+			v = nv;
+		}
+		if (!(v[cnt] = strdup(de->d_name)))
+			break;
+		cnt++;
+	}
+	closedir(d);
+	qsort(v, cnt, sizeof(*v), name_cmp_qsort);
+	*out = v;
+	*n = cnt;
+	return 0;
+}
+
+static void path_push(snap *s, size_t *saved, const char *name)
+{
+	size_t l = strlen(s->path);
+
+	*saved = l;
+	snprintf(s->path + l, sizeof(s->path) - l, "%s%s", l ? "/" : "", name);
+}
+
+/* ---- directory objects ------------------------------------------------------ */
+
+/* Leaf directory (or bucket): manifest blob "m" plus one entry per content. */
+static int write_leaf(snap *s, uint8_t tree[20], amber_link *m, amber_entry *e, size_t n,
+		      char (*tok)[AMBER_TOKEN_HEXSZ + 1])
+{
+	amber_tentry *te = calloc(n + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	size_t k = 0;
+	int rc = te ? amber_manifest_encode(&b, e, n) : amber_fail(AMBER_ERROR, "out of memory");
+
+	if (rc == 0)
+		rc = put_frame(m, s, AMBER_OBJ_MANIFEST, b.data, b.len, NULL);
+	if (rc == 0) {
+		snprintf(te[k].name, sizeof(te[k].name), "m");
+		te[k].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[k++].oid, m->oid, 20);
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (e[i].content == AMBER_C_NONE)
+			continue;
+		te[k].longname = tok[i];
+		te[k].mode = e[i].content == AMBER_C_BLOB ? AMBER_GIT_MODE_BLOB : AMBER_GIT_MODE_TREE;
+		memcpy(te[k++].oid, e[i].content == AMBER_C_BLOB ? e[i].link.oid : e[i].tree_oid, 20);
+	}
+	amber_buf_reset(&b);
+	if (rc == 0)
+		rc = amber_tree_build(&b, te, k);
+	if (rc == 0)
+		rc = put_git(tree, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+static unsigned token_bucket(const char *tok)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < 2; i++)
+		v = v * 16 + (unsigned)(tok[i] <= '9' ? tok[i] - '0' : tok[i] - 'a' + 10);
+	return v;
+}
+
+/*
+ * A large directory fans out into buckets by the first byte of each token,
+ * so that changing a few entries rewrites a few buckets, not everything.
+ */
+static int write_fanout(snap *s, amber_entry *self, amber_entry *e, size_t n,
+			char (*tok)[AMBER_TOKEN_HEXSZ + 1])
+{
+	amber_entry *be = malloc(n * sizeof(*be));
+	char(*bt)[AMBER_TOKEN_HEXSZ + 1] = malloc(n * sizeof(*bt));
+	amber_bucket bk[256];
+	amber_tentry te[257];
+	amber_buf b = AMBER_BUF_INIT;
+	size_t nb = 0;
+	int rc = (be && bt) ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	for (unsigned id = 0; rc == 0 && id < 256; id++) {
+		size_t k = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (token_bucket(tok[i]) == id) {
+				be[k] = e[i];
+				memcpy(bt[k++], tok[i], sizeof(bt[0]));
+			}
+		if (k == 0)
+			continue;
+		bk[nb].id = (uint8_t)id;
+		bk[nb].count = (uint32_t)k;
+		rc = write_leaf(s, bk[nb].tree_oid, &bk[nb].link, be, k, bt);
+		memset(&te[nb + 1], 0, sizeof(te[0]));
+		snprintf(te[nb + 1].name, sizeof(te[0].name), "b%02x", id);
+		te[nb + 1].mode = AMBER_GIT_MODE_TREE;
+		memcpy(te[nb + 1].oid, bk[nb].tree_oid, 20);
+		nb++;
+	}
+	if (rc == 0)
+		rc = amber_fanout_encode(&b, bk, nb);
+	if (rc == 0)
+		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, b.data, b.len, NULL);
+	if (rc == 0) {
+		memset(&te[0], 0, sizeof(te[0]));
+		snprintf(te[0].name, sizeof(te[0].name), "m");
+		te[0].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[0].oid, self->link.oid, 20);
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, nb + 1);
+	}
+	if (rc == 0)
+		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(bt);
+	free(be);
+	return rc;
+}
+
+static int write_dir(snap *s, amber_entry *self, amber_entry *e, size_t n)
+{
+	char(*tok)[AMBER_TOKEN_HEXSZ + 1] = calloc(n ? n : 1, sizeof(*tok));
+	int rc;
+
+	if (!tok)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		amber_name_token(tok[i], amber_archive_keys(s->a), e[i].name, e[i].name_len);
+	self->content = AMBER_C_DIR;
+	if (n > AMBER_FANOUT_THRESHOLD)
+		rc = write_fanout(s, self, e, n, tok);
+	else
+		rc = write_leaf(s, self->tree_oid, &self->link, e, n, tok);
+	free(tok);
+	return rc;
+}
+
+/* ---- walking a directory ------------------------------------------------------ */
+
+typedef struct dirwork {
+	char **names;
+	size_t n, kept;
+	amber_entry *e;
+	pending **p;
+} dirwork;
+
+static void dirwork_dispose(snap *s, dirwork *d)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		if (d->p && d->p[i]) {
+			pending_clear(d->p[i], s);
+			free(d->p[i]);
+		}
+		free(d->names[i]);
+	}
+	free(d->names);
+	free(d->p);
+	if (d->e)
+		amber_entries_free(d->e, d->kept);
+}
+
+/* Process entry i: 0 kept, 1 skipped, <0 fatal. */
+static int dir_entry(snap *s, dirwork *d, size_t i, int dfd, uint8_t *buf)
+{
+	amber_entry *e = &d->e[d->kept];
+	pending *p = calloc(1, sizeof(*p));
+	size_t saved;
+	int rc;
+
+	if (!p)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(d->names[i]);
+	e->name_len = strlen(d->names[i]);
+	p->entry = d->kept;
+	path_push(s, &saved, d->names[i]);
+	rc = e->name ? do_entry(s, e, dfd, d->names[i], p, buf) : AMBER_ERROR;
+	progress(s, 0);
+	if (rc == 0 && e->type == AMBER_T_REG && p->entry != SIZE_MAX) {
+		d->p[i] = p;
+	} else {
+		pending_clear(p, s);
+		free(p);
+	}
+	if (rc == 0)
+		d->kept++;
+	else
+		amber_entry_dispose(e);
+	s->path[saved] = '\0';
+	return rc;
+}
+
+static int dir_finish(snap *s, dirwork *d, amber_entry *self)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < d->n; i++) {
+		pending *p = d->p[i];
+
+		if (!p)
+			continue;
+		rc = pending_finish(s, &d->e[p->entry], p);
+		if (rc == 0)
+			files_cache_put(s, p->key, &p->fc, &d->e[p->entry]);
+	}
+	if (rc == 0 && s->fatal)
+		rc = amber_fail(s->fatal_code, "%s", s->fatal_msg);
+	if (rc == 0)
+		rc = write_dir(s, self, d->e, d->kept);
+	return rc;
+}
+
+static int snap_dir(snap *s, int dfd, amber_entry *self)
+{
+	dirwork d = {0};
+	int rc = 0;
+
+	s->st.dirs++;
+	if (list_names(&d.names, &d.n, dfd) < 0) {
+		warn_errno(s, s->path[0] ? s->path : ".", "cannot list directory");
+		return 1;
+	}
+	d.e = calloc(d.n ? d.n : 1, sizeof(*d.e));
+	d.p = calloc(d.n ? d.n : 1, sizeof(*d.p));
+	if (!d.e || !d.p)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; rc >= 0 && i < d.n; i++)
+		rc = dir_entry(s, &d, i, dfd, s->buf);
+	if (rc >= 0)
+		rc = dir_finish(s, &d, self);
+	dirwork_dispose(s, &d);
+	return rc;
+}
+
+/* ---- read-back ----------------------------------------------------------------- */
+
+static void readback_run(amber_task *t)
+{
+	readback *r = (readback *)((char *)t - offsetof(readback, task));
+	snap *s = r->s;
+	amber_buf b = AMBER_BUF_INIT;
+	amber_link l;
+	uint8_t h[32];
+	char hex[41];
+
+	amber_buf_init(&b, (size_t)64 << 20);
+	if (r->type) {
+		memcpy(l.oid, r->oid, 20);
+		memcpy(l.mac, r->mac, 24);
+		r->rc = amber_archive_read_obj(&b, s->a, &l, r->type, AMBER_BUF_DEFAULT_MAX,
+					       "read-back");
+		if (r->rc == 0) {
+			amber_content_hash(h, amber_archive_keys(s->a), b.data, b.len);
+			if (memcmp(h, r->hash, 32) != 0)
+				r->rc = amber_fail(AMBER_ECORRUPT, "decoded content differs");
+		}
+	} else {
+		int type = 0;
+
+		r->rc = amber_store_read(&b, &type, s->a->store, r->oid, b.max);
+		amber_store_hash(h, r->gittype, b.data, b.len);
+		if (r->rc == 0 && (type != r->gittype || memcmp(h, r->oid, 20) != 0))
+			r->rc = amber_fail(AMBER_ECORRUPT, "object reads back different");
+	}
+	if (r->rc < 0) {
+		amber_oid_tohex(hex, r->oid);
+		snprintf(r->msg, sizeof(r->msg), "new object %s failed its read-back check (%s); "
+			 "the snapshot was not recorded", hex, amber_error_last());
+	}
+	amber_buf_dispose(&b);
+}
+
+/* Read every new object back through the store before the ref moves. */
+static int readback_all(snap *s)
+{
+	amber_group g = {0};
+
+	for (size_t i = 0; i < s->nrb; i++) {
+		s->rb[i]->s = s;
+		s->rb[i]->task.run = readback_run;
+		s->rb[i]->task.cost = 1;
+		amber_pool_submit(s->pool, &s->rb[i]->task, &g);
+	}
+	amber_pool_wait(s->pool, &g);
+	for (size_t i = 0; i < s->nrb; i++)
+		if (s->rb[i]->rc < 0)
+			return amber_fail(s->rb[i]->rc, "%s", s->rb[i]->msg);
+	return 0;
+}
+
+/* ---- the commit ------------------------------------------------------------------- */
+
+/* Time of the stream's tip from its authenticated record. */
+static int parent_time(int64_t *t, snap *s, const uint8_t parent[20])
+{
+	amber_snapinfo info;
+	char hex[41];
+	amber_snapshot *ps = NULL;
+	int rc;
+
+	amber_oid_tohex(hex, parent);
+	rc = amber_snapshot_open(&ps, s->a, hex);
+	if (rc == 0) {
+		info = *amber_snapshot_info(ps);
+		*t = info.time_ns;
+	}
+	amber_snapshot_free(ps);
+	return rc;
+}
+
+static int commit_message(amber_buf *msg, snap *s, const amber_record *r)
+{
+	amber_buf frame = AMBER_BUF_INIT, rec = AMBER_BUF_INIT;
+	uint8_t mac[24];
+	char t6[40], t9[40], *b64 = NULL;
+	int rc = amber_record_encode(&rec, r);
+
+	if (rc == 0)
+		rc = amber_codec_encode(&frame, mac, amber_archive_keys(s->a), AMBER_OBJ_RECORD,
+					rec.data, rec.len, 0);
+	if (rc == 0) {
+		size_t bl = sodium_base64_ENCODED_LEN(frame.len, sodium_base64_VARIANT_ORIGINAL);
+
+		b64 = malloc(bl);
+		if (!b64)
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		else
+			sodium_bin2base64(b64, bl, frame.data, frame.len,
+					  sodium_base64_VARIANT_ORIGINAL);
+	}
+	amber_time_format(t6, r->time_ns, 6);
+	amber_time_format(t9, r->time_ns, 9);
+	if (rc == 0) {
+		char head[160];
+		int n = snprintf(head, sizeof(head),
+				 "amberfs snapshot %s\n\nAmberfs-Time: %s\nAmberfs-Record: ", t6, t9);
+
+		rc = amber_buf_put(msg, head, (size_t)n);
+		if (rc == 0)
+			rc = amber_buf_put(msg, b64, strlen(b64));
+		if (rc == 0)
+			rc = amber_buf_put(msg, "\n", 2); /* with the NUL, for commit_build */
+	}
+	free(b64);
+	amber_buf_dispose(&rec);
+	amber_buf_dispose(&frame);
+	return rc;
+}
+
+static int write_commit(uint8_t commit[20], snap *s, amber_record *r)
+{
+	amber_buf msg = AMBER_BUF_INIT, c = AMBER_BUF_INIT;
+	int rc = commit_message(&msg, s, r);
+
+	if (rc == 0)
+		rc = amber_commit_build(&c, r->tree, r->has_parent ? r->parent : NULL,
+					r->time_ns / 1000000000, (const char *)msg.data);
+	if (rc == 0)
+		rc = put_git(commit, s, AMBER_GIT_COMMIT, c.data, c.len);
+	amber_buf_dispose(&c);
+	amber_buf_dispose(&msg);
+	return rc;
+}
+
+static int fill_record(amber_record *r, snap *s, const amber_entry *root, const char *src,
+		       amber_buf *rootmeta)
+{
+	char host[256] = "", *real = realpath(src, NULL);
+	int rc;
+
+	memcpy(r->tree, root->tree_oid, 20);
+	r->root = root->link;
+	r->root_content = AMBER_C_DIR;
+	snprintf(r->stream, sizeof(r->stream), "%s", s->o->stream ? s->o->stream : "main");
+	gethostname(host, sizeof(host) - 1);
+	r->host = strdup(host);
+	r->source = real ? real : strdup(src);
+	r->message = strdup(s->o->message ? s->o->message : "");
+	s->st.bytes_new = atomic_load(&s->bytes_new);
+	s->st.objects_new = atomic_load(&s->objects_new);
+	r->stats = s->st;
+	if (!r->host || !r->source || !r->message)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	rc = amber_manifest_encode(rootmeta, root, 1);
+	r->root_meta = rootmeta->data;
+	r->root_meta_len = rootmeta->len;
+	return rc;
+}
+
+static int choose_time(amber_record *r, snap *s)
+{
+	int64_t pt = 0, t = s->o->time_ns ? s->o->time_ns : s->start_ns;
+	int rc = 0;
+
+	if (r->has_parent && (rc = parent_time(&pt, s, r->parent)) < 0)
+		return rc;
+	if (r->has_parent && t <= pt) {
+		if (s->o->time_ns)
+			return amber_fail(AMBER_EINVAL,
+					  "snapshot time must be later than the stream's newest");
+		t = pt + 1000; /* strictly increasing, distinct at µs */
+	}
+	r->time_ns = t;
+	return 0;
+}
+
+/* ---- caches ------------------------------------------------------------------------ */
+
+static void cache_paths(snap *s, char *files, char *chunks, size_t len)
+{
+	char *dir = amber_archive_cache_dir(s->a);
+
+	files[0] = chunks[0] = '\0';
+	if (!dir) {
+		amber_error_clear(); /* no cache directory: run without caches */
+		return;
+	}
+	snprintf(files, len, "%s/files-%s", dir, s->o->stream ? s->o->stream : "main");
+	snprintf(chunks, len, "%s/chunks", dir);
+	free(dir);
+}
+
+static void caches_load(snap *s, const char *files, const char *chunks)
+{
+	if (!files[0])
+		return;
+	amber_kvmap_load(s->files_old, files, FILES_MAGIC, (const uint8_t *)s->a->id);
+	amber_kvmap_load(s->chunks, chunks, CHUNKS_MAGIC, (const uint8_t *)s->a->id);
+}
+
+static void caches_save(snap *s, const char *files, const char *chunks)
+{
+	if (!files[0])
+		return;
+	if (amber_kvmap_save(s->files_new, files, FILES_MAGIC, (const uint8_t *)s->a->id) < 0 ||
+	    amber_kvmap_save(s->chunks, chunks, CHUNKS_MAGIC, (const uint8_t *)s->a->id) < 0)
+		warn(s, files, amber_error_last(), 0);
+}
+
+/* ---- entry point --------------------------------------------------------------------- */
+
+static int snap_setup(snap *s, amber_archive *a, const amber_snapshot_opts *o)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int threads = o->threads > 0 ? o->threads : (int)(cores > 0 ? cores : 2);
+
+	s->a = a;
+	s->o = o;
+	s->start_ns = now_ns();
+	pthread_mutex_init(&s->lock, NULL);
+	s->files_old = amber_kvmap_new(sizeof(fc_val));
+	s->files_new = amber_kvmap_new(sizeof(fc_val));
+	s->chunks = amber_kvmap_new(sizeof(cc_val));
+	s->buf = malloc(READ_BUF);
+	if (!s->files_old || !s->files_new || !s->chunks || !s->buf)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (amber_pool_new(&s->pool, threads, MAX_INFLIGHT) < 0)
+		return AMBER_ERROR;
+	return amber_packw_new(&s->w, a->store);
+}
+
+static void snap_dispose(snap *s)
+{
+	amber_pool_free(s->pool);
+	amber_packw_free(s->w);
+	for (size_t i = 0; i < s->nrb; i++)
+		free(s->rb[i]);
+	free(s->rb);
+	free(s->hl);
+	free(s->buf);
+	amber_kvmap_free(s->files_old);
+	amber_kvmap_free(s->files_new);
+	amber_kvmap_free(s->chunks);
+	pthread_mutex_destroy(&s->lock);
+}
+
+static int check_args(amber_archive *a, const char *src, const amber_snapshot_opts *o,
+		      struct stat *st)
+{
+	int rc = amber_archive_check_unlocked(a);
+
+	if (rc < 0)
+		return rc;
+	if (o->stream && !amber_refname_valid(o->stream))
+		return amber_fail(AMBER_EINVAL, "invalid stream name '%s'", o->stream);
+	if (o->tag && !amber_refname_valid(o->tag))
+		return amber_fail(AMBER_EINVAL, "invalid tag name '%s'", o->tag);
+	if (stat(src, st) < 0) {
+		if (errno == ENOENT)
+			return amber_fail(AMBER_ENOTFOUND, "source %s does not exist", src);
+		return amber_fail_errno("cannot read source %s", src);
+	}
+	if (!S_ISDIR(st->st_mode))
+		return amber_fail(AMBER_EINVAL, "source %s is not a directory", src);
+	return 0;
+}
+
+static int tag_free(amber_archive *a, const char *tag)
+{
+	char ref[256];
+	uint8_t oid[20];
+
+	if (!tag)
+		return 0;
+	snprintf(ref, sizeof(ref), "refs/tags/%s", tag);
+	if (amber_store_ref_read(oid, a->store, ref) == 0)
+		return amber_fail(AMBER_EEXISTS, "tag '%s' already exists", tag);
+	return 0;
+}
+
+/* Walk the source and write the root directory. */
+static int snap_tree(snap *s, amber_entry *root, const char *src, const struct stat *st)
+{
+	int fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0)
+		return amber_fail_errno("cannot open source %s", src);
+	root->name = strdup("root");
+	root->name_len = 4;
+	root->type = AMBER_T_DIR;
+	meta_from_stat(root, st);
+	rc = root->name ? snap_dir(s, fd, root) : AMBER_ERROR;
+	if (rc == 1)
+		rc = amber_fail(AMBER_ERROR, "cannot list source %s", src);
+	if (rc == 0) {
+		char path[64];
+
+		/* "/." so that the magic link resolves to the directory itself */
+		snprintf(path, sizeof(path), "/proc/self/fd/%d/.", fd);
+		rc = read_xattrs(s, root, path);
+		if (root->nxattrs > 1)
+			qsort(root->xattrs, root->nxattrs, sizeof(*root->xattrs), xattr_cmp);
+	}
+	close(fd);
+	return rc;
+}
+
+static int publish(snap *s, const amber_record *r, const uint8_t commit[20],
+		   char id_out[AMBER_OID_HEXSZ + 1])
+{
+	char ref[256];
+	int rc = amber_packw_commit(s->w);
+
+	if (rc == 0)
+		rc = readback_all(s);
+	snprintf(ref, sizeof(ref), "refs/heads/%s", r->stream);
+	if (rc == 0)
+		rc = amber_store_ref_update(s->a->store, ref, commit, r->has_parent ? r->parent : NULL,
+					    "amberfs snapshot");
+	if (rc == 0 && s->o->tag) {
+		snprintf(ref, sizeof(ref), "refs/tags/%s", s->o->tag);
+		rc = amber_store_ref_update(s->a->store, ref, commit, NULL, "amberfs tag");
+	}
+	if (rc == 0)
+		amber_oid_tohex(id_out, commit);
+	return rc;
+}
+
+static int snap_run(snap *s, const char *src, const struct stat *st,
+		    char id_out[AMBER_OID_HEXSZ + 1])
+{
+	amber_record r = {0};
+	amber_entry root = {0};
+	amber_buf rootmeta = AMBER_BUF_INIT;
+	uint8_t commit[20];
+	char ref[256], files[4096], chunks[4096];
+	int rc;
+
+	snprintf(ref, sizeof(ref), "refs/heads/%s", s->o->stream ? s->o->stream : "main");
+	rc = amber_store_ref_read(r.parent, s->a->store, ref);
+	r.has_parent = rc == 0;
+	if (rc == AMBER_ENOTFOUND)
+		rc = 0;
+	cache_paths(s, files, chunks, sizeof(files));
+	caches_load(s, files, chunks);
+	if (rc == 0)
+		rc = snap_tree(s, &root, src, st);
+	if (rc == 0)
+		rc = choose_time(&r, s);
+	if (rc == 0)
+		rc = fill_record(&r, s, &root, src, &rootmeta);
+	if (rc == 0)
+		rc = write_commit(commit, s, &r);
+	if (rc == 0)
+		rc = publish(s, &r, commit, id_out);
+	if (rc == 0)
+		caches_save(s, files, chunks);
+	amber_entry_dispose(&root);
+	r.root_meta = NULL;
+	amber_record_dispose(&r);
+	amber_buf_dispose(&rootmeta);
+	return rc;
+}
+
+int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
+			  amber_archive *a, const char *src, const amber_snapshot_opts *opts)
+{
+	static const amber_snapshot_opts defaults;
+	const amber_snapshot_opts *o = opts ? opts : &defaults;
+	struct stat st;
+	snap s;
+	int rc = check_args(a, src, o, &st);
+
+	if (rc < 0)
+		return rc;
+	if ((rc = amber_store_lock(a->store)) < 0)
+		return rc;
+	memset(&s, 0, sizeof(s));
+	s.o = o;
+	rc = tag_free(a, o->tag);
+	if (rc == 0)
+		rc = snap_setup(&s, a, o);
+	if (rc == 0)
+		rc = snap_run(&s, src, &st, id_out);
+	progress(&s, 1);
+	if (stats)
+		*stats = s.st;
+	snap_dispose(&s);
+	amber_store_unlock(a->store);
+	return rc;
+}
