@@ -83,6 +83,11 @@ typedef struct amber_record {
 	int has_parent;
 	amber_link root;           /* root directory manifest */
 	uint8_t root_content;      /* AMBER_C_DIR */
+	uint8_t *root_meta;        /* the root directory's own entry (mode, owner,
+				      times, xattrs) as a one-entry manifest
+				      payload whose tree_oid and link are `tree`
+				      and `root`; decode mallocs, dispose frees */
+	size_t root_meta_len;
 	char stream[AMBER_STREAM_MAX + 1];
 	int64_t time_ns;
 	char *host;                /* malloc'd strings, <= 4096 bytes each */
@@ -93,7 +98,7 @@ typedef struct amber_record {
 
 int amber_record_encode(amber_buf *out, const amber_record *r);
 int amber_record_decode(amber_record *r, const void *data, size_t len);
-/** Free the strings of a record. */
+/** Free the strings and root_meta of a record. */
 void amber_record_dispose(amber_record *r);
 
 /** 1 if s is a valid stream or tag name (git ref-safe, [A-Za-z0-9._-], 1..64,

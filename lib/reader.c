@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_RECORD ((size_t)64 << 10)
+#define MAX_RECORD ((size_t)4 << 20) /* the root's xattrs ride in the record */
 #define MAX_MANIFEST ((size_t)256 << 20)
 #define MAX_INDEX ((size_t)AMBER_INDEX_MAX_CHUNKS * 48 + 64)
 
@@ -808,6 +808,7 @@ int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char
 int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *payload)
 {
 	const char *st = stream ? stream : "main";
+	int64_t newer = INT64_MAX;
 	uint8_t cur[20];
 	int rc = stream_tip(cur, a, stream);
 
@@ -821,6 +822,10 @@ int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *paylo
 		if (strcmp(s->info.stream, st) != 0)
 			rc = amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', found on "
 					"stream '%s'", hex, s->info.stream, st);
+		if (rc == 0 && s->info.time_ns >= newer)
+			rc = amber_fail(AMBER_EAUTH, "snapshot %s is not older than its child: "
+					"rewritten history", hex);
+		newer = s->info.time_ns;
 		if (rc == 0)
 			rc = cb(&s->info, payload);
 		if (rc == 0 && !s->info.parent[0]) {

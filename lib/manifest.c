@@ -1,0 +1,963 @@
+/*
+ * Payload byte layouts (all integers little-endian, layout version 1).
+ * amberfs-format(5) is the specification; this is a summary.
+ *
+ *   MANIFEST  ver u8 | count u32 | entry[count]
+ *     entry   name_len u16 | name | type u8 | mode u32 | uid u32 | gid u32 |
+ *             mtime_sec i64 | mtime_nsec u32 | size u64 | rdev u64 |
+ *             nlink u32 | hardlink u64 | content u8 |
+ *             [tree_oid 20]           if content is CHUNKED or DIR
+ *             [oid 20 | mac 24]       if content is not NONE
+ *             [target_len u16 | target]  symlinks only
+ *             nxattrs u16 | (name_len u8 | name | value_len u32 | value)*
+ *   FANOUT    ver u8 | count u16 | (id u8 | count u32 | tree_oid 20 |
+ *             oid 20 | mac 24)*
+ *   INDEX     ver u8 | count u32 | (oid 20 | mac 24 | len u32)*
+ *   RECORD    ver u8 | tree 20 | has_parent u8 | parent 20 | root oid 20 |
+ *             root mac 24 | root_content u8 | root_meta_len u32 | root_meta |
+ *             stream_len u8 | stream |
+ *             time_ns i64 | host, source, message (len u16 | bytes) |
+ *             7 x u64 stats (files dirs bytes bytes_read bytes_new
+ *             objects_new errors)
+ *
+ * Every layout is canonical: one set of values has exactly one encoding
+ * (optional fields are absent rather than zero-filled, unused fields must
+ * be zero, no trailing bytes).  Identical directories therefore produce
+ * identical payloads, which is what lets dedup work across snapshots.
+ *
+ * The encoders run the same checks as the decoders, so a writer bug is
+ * caught before it reaches the store (AMBER_EINVAL) rather than by every
+ * later reader (AMBER_ECORRUPT).
+ */
+#include "manifest.h"
+
+#include "chunker.h"
+#include "error.h"
+
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LAYOUT_VERSION 1
+#define RECORD_TEXT_MAX 4096
+#define MODE_MASK 07777u
+#define NSEC_PER_SEC 1000000000u
+
+/* Smallest possible encodings, used to bound counts before allocating. */
+#define LINK_SIZE (20 + 24)
+#define ENTRY_FIXED 54    /* type .. content */
+#define ENTRY_MIN (2 + 1 + ENTRY_FIXED + 2)
+#define XATTR_MIN (1 + 1 + 4)
+#define BUCKET_SIZE (1 + 4 + 20 + LINK_SIZE)
+#define CHUNKREF_SIZE (LINK_SIZE + 4)
+
+/* Writer with a sticky error, the mirror of amber_rd's `bad` flag. */
+typedef struct wr {
+	amber_buf *b;
+	int err;
+} wr;
+
+static void w_bytes(wr *w, const void *p, size_t n)
+{
+	if (!w->err && amber_buf_put(w->b, p, n) < 0)
+		w->err = AMBER_ERROR;
+}
+
+static void w_u8(wr *w, uint8_t v)
+{
+	if (!w->err && amber_buf_put_u8(w->b, v) < 0)
+		w->err = AMBER_ERROR;
+}
+
+static void w_u16(wr *w, uint16_t v)
+{
+	if (!w->err && amber_buf_put_u16(w->b, v) < 0)
+		w->err = AMBER_ERROR;
+}
+
+static void w_u32(wr *w, uint32_t v)
+{
+	if (!w->err && amber_buf_put_u32(w->b, v) < 0)
+		w->err = AMBER_ERROR;
+}
+
+static void w_u64(wr *w, uint64_t v)
+{
+	if (!w->err && amber_buf_put_u64(w->b, v) < 0)
+		w->err = AMBER_ERROR;
+}
+
+static void w_link(wr *w, const amber_link *l)
+{
+	w_bytes(w, l->oid, sizeof(l->oid));
+	w_bytes(w, l->mac, sizeof(l->mac));
+}
+
+/* Finish an encode: on failure leave `out` as it was before. */
+static int w_finish(wr *w, size_t start)
+{
+	if (w->err)
+		w->b->len = start;
+	return w->err;
+}
+
+static void r_copy(amber_rd *r, void *dst, size_t n)
+{
+	const uint8_t *p;
+
+	if (amber_rd_bytes(r, &p, n) == 0)
+		memcpy(dst, p, n);
+}
+
+static void r_link(amber_rd *r, amber_link *l)
+{
+	r_copy(r, l->oid, sizeof(l->oid));
+	r_copy(r, l->mac, sizeof(l->mac));
+}
+
+static void r_i64(amber_rd *r, int64_t *v)
+{
+	uint64_t u = 0;
+
+	amber_rd_u64(r, &u);
+	*v = (int64_t)u;
+}
+
+/* Read the layout version byte. */
+static int r_version(amber_rd *r, const char *what)
+{
+	uint8_t ver = 0;
+
+	if (amber_rd_u8(r, &ver) < 0)
+		return amber_fail(AMBER_ECORRUPT, "%s: empty payload", what);
+	if (ver != LAYOUT_VERSION)
+		return amber_fail(AMBER_ECORRUPT, "%s: unknown layout version %u", what, ver);
+	return 0;
+}
+
+static int r_finish(const amber_rd *r, const char *what)
+{
+	if (r->bad)
+		return amber_fail(AMBER_ECORRUPT, "%s: truncated", what);
+	if (r->left)
+		return amber_fail(AMBER_ECORRUPT, "%s: %zu trailing bytes", what, r->left);
+	return 0;
+}
+
+/* malloc'd NUL-terminated copy of n bytes (n may be 0). */
+static char *dup_bytes(const void *p, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	if (!s)
+		return NULL;
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Names                                                               */
+
+int amber_name_valid(const char *name, size_t len)
+{
+	if (!name || len == 0 || len > AMBER_NAME_MAX)
+		return 0;
+	if (memchr(name, '/', len) || memchr(name, '\0', len))
+		return 0;
+	if (name[0] == '.' && (len == 1 || (len == 2 && name[1] == '.')))
+		return 0;
+	return 1;
+}
+
+int amber_name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+	size_t n = alen < blen ? alen : blen;
+	int c = n ? memcmp(a, b, n) : 0;
+
+	if (c)
+		return c;
+	return (alen > blen) - (alen < blen);
+}
+
+static int refchar_ok(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-';
+}
+
+int amber_refname_valid(const char *s)
+{
+	size_t len;
+
+	if (!s)
+		return 0;
+	len = strnlen(s, AMBER_STREAM_MAX + 1);
+	if (len == 0 || len > AMBER_STREAM_MAX || s[0] == '.' || s[0] == '-')
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!refchar_ok(s[i]) || (s[i] == '.' && s[i + 1] == '.'))
+			return 0;
+	return !(len >= 5 && memcmp(s + len - 5, ".lock", 5) == 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry checks shared by encoder and decoder                          */
+
+static int xattr_name_ok(const char *name)
+{
+	size_t len = name ? strnlen(name, AMBER_XATTR_NAME_MAX + 1) : 0;
+
+	return len >= 1 && len <= AMBER_XATTR_NAME_MAX;
+}
+
+static const char *xattrs_defect(const amber_entry *e)
+{
+	if (e->nxattrs > AMBER_XATTR_MAX_COUNT)
+		return "too many xattrs";
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		const amber_xattr *x = &e->xattrs[i];
+
+		if (!xattr_name_ok(x->name))
+			return "xattr name empty or too long";
+		if (x->value_len > AMBER_XATTR_VALUE_MAX)
+			return "xattr value too long";
+		if (i && strcmp(e->xattrs[i - 1].name, x->name) >= 0)
+			return "xattr names not strictly sorted";
+	}
+	return NULL;
+}
+
+static const char *target_defect(const amber_entry *e)
+{
+	if (e->type != AMBER_T_SYMLINK)
+		return e->target_len ? "target on a non-symlink" : NULL;
+	if (!e->target || e->target_len == 0)
+		return "symlink without a target";
+	if (e->target_len > AMBER_TARGET_MAX)
+		return "symlink target too long";
+	if (memchr(e->target, '\0', e->target_len))
+		return "symlink target contains NUL";
+	if (e->size != e->target_len)
+		return "symlink size differs from its target length";
+	return NULL;
+}
+
+/* Which content kinds each type may have (see enum amber_content). */
+static const char *content_defect(const amber_entry *e)
+{
+	switch (e->type) {
+	case AMBER_T_DIR:
+		return e->content == AMBER_C_DIR ? NULL : "directory without directory content";
+	case AMBER_T_REG:
+		if (e->content == AMBER_C_NONE)
+			return e->size == 0 ? NULL : "non-empty file without content";
+		if (e->content == AMBER_C_BLOB)
+			return e->size <= AMBER_CHUNK_MAX ? NULL : "single blob larger than a chunk";
+		if (e->content == AMBER_C_CHUNKED)
+			return e->size > 0 ? NULL : "empty file with a chunk tree";
+		return "file with directory or unknown content";
+	case AMBER_T_SYMLINK:
+	case AMBER_T_FIFO:
+	case AMBER_T_CHR:
+	case AMBER_T_BLK:
+		return e->content == AMBER_C_NONE ? NULL : "special file with content";
+	default:
+		return "unknown type";
+	}
+}
+
+/* Fields a type does not use must be zero, so that encodings stay canonical. */
+static const char *unused_defect(const amber_entry *e)
+{
+	int dev = e->type == AMBER_T_CHR || e->type == AMBER_T_BLK;
+
+	if (!dev && e->rdev)
+		return "device number on a non-device";
+	if (e->type != AMBER_T_REG && e->type != AMBER_T_SYMLINK && e->size)
+		return "size on a directory, fifo or device";
+	if (e->type == AMBER_T_DIR && e->hardlink)
+		return "hard-linked directory";
+	return NULL;
+}
+
+static const char *entry_defect(const amber_entry *e)
+{
+	const char *why;
+
+	if (!amber_name_valid(e->name, e->name_len))
+		return "invalid name";
+	if ((why = content_defect(e)) != NULL)
+		return why;
+	if (e->mode & ~MODE_MASK)
+		return "mode has bits outside 07777";
+	if (e->mtime_nsec >= NSEC_PER_SEC)
+		return "mtime nanoseconds out of range";
+	if (e->nlink == 0)
+		return "nlink is 0";
+	if ((why = unused_defect(e)) != NULL || (why = target_defect(e)) != NULL)
+		return why;
+	return xattrs_defect(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Manifest                                                            */
+
+static int has_tree(uint8_t content)
+{
+	return content == AMBER_C_CHUNKED || content == AMBER_C_DIR;
+}
+
+static void put_entry(wr *w, const amber_entry *e)
+{
+	w_u16(w, (uint16_t)e->name_len);
+	w_bytes(w, e->name, e->name_len);
+	w_u8(w, e->type);
+	w_u32(w, e->mode);
+	w_u32(w, e->uid);
+	w_u32(w, e->gid);
+	w_u64(w, (uint64_t)e->mtime_sec);
+	w_u32(w, e->mtime_nsec);
+	w_u64(w, e->size);
+	w_u64(w, e->rdev);
+	w_u32(w, e->nlink);
+	w_u64(w, e->hardlink);
+	w_u8(w, e->content);
+	if (has_tree(e->content))
+		w_bytes(w, e->tree_oid, sizeof(e->tree_oid));
+	if (e->content != AMBER_C_NONE)
+		w_link(w, &e->link);
+	if (e->type == AMBER_T_SYMLINK) {
+		w_u16(w, (uint16_t)e->target_len);
+		w_bytes(w, e->target, e->target_len);
+	}
+	w_u16(w, (uint16_t)e->nxattrs);
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		size_t nl = strlen(e->xattrs[i].name);
+
+		w_u8(w, (uint8_t)nl);
+		w_bytes(w, e->xattrs[i].name, nl);
+		w_u32(w, (uint32_t)e->xattrs[i].value_len);
+		w_bytes(w, e->xattrs[i].value, e->xattrs[i].value_len);
+	}
+}
+
+int amber_manifest_encode(amber_buf *out, const amber_entry *e, size_t n)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why;
+
+	if (n > AMBER_MANIFEST_MAX_ENTRIES)
+		return amber_fail(AMBER_EINVAL, "manifest: %zu entries (limit %u)", n,
+				  AMBER_MANIFEST_MAX_ENTRIES);
+	for (size_t i = 0; i < n; i++) {
+		if ((why = entry_defect(&e[i])) != NULL)
+			return amber_fail(AMBER_EINVAL, "manifest: entry %zu: %s", i, why);
+		assert(i == 0 || amber_name_cmp(e[i - 1].name, e[i - 1].name_len, e[i].name,
+						e[i].name_len) < 0);
+	}
+	w_u8(&w, LAYOUT_VERSION);
+	w_u32(&w, (uint32_t)n);
+	for (size_t i = 0; i < n; i++)
+		put_entry(&w, &e[i]);
+	return w_finish(&w, start);
+}
+
+static int get_xattr(amber_xattr *x, amber_rd *r)
+{
+	const uint8_t *p = NULL;
+	uint8_t nl = 0;
+	uint32_t vl = 0;
+
+	amber_rd_u8(r, &nl);
+	if (amber_rd_bytes(r, &p, nl) < 0)
+		return 0;
+	if (nl == 0 || memchr(p, '\0', nl))
+		return amber_fail(AMBER_ECORRUPT, "xattr name empty or contains NUL");
+	if (!(x->name = dup_bytes(p, nl)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	amber_rd_u32(r, &vl);
+	if (vl > AMBER_XATTR_VALUE_MAX)
+		return amber_fail(AMBER_ECORRUPT, "xattr value of %u bytes", vl);
+	if (amber_rd_bytes(r, &p, vl) < 0)
+		return 0;
+	/* One spare byte so that an empty value is still a non-NULL pointer. */
+	if (!(x->value = malloc(vl + 1u)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(x->value, p, vl);
+	x->value_len = vl;
+	return 0;
+}
+
+static int get_xattrs(amber_entry *e, amber_rd *r)
+{
+	uint16_t nx = 0;
+	int rc;
+
+	if (amber_rd_u16(r, &nx) < 0 || nx == 0)
+		return 0;
+	if (nx > AMBER_XATTR_MAX_COUNT || nx > r->left / XATTR_MIN)
+		return amber_fail(AMBER_ECORRUPT, "%u xattrs do not fit", nx);
+	if (!(e->xattrs = calloc(nx, sizeof(*e->xattrs))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	e->nxattrs = nx;
+	for (size_t i = 0; i < nx && !r->bad; i++)
+		if ((rc = get_xattr(&e->xattrs[i], r)) < 0)
+			return rc;
+	return 0;
+}
+
+static int get_target(amber_entry *e, amber_rd *r)
+{
+	const uint8_t *p = NULL;
+	uint16_t tl = 0;
+
+	if (e->type != AMBER_T_SYMLINK)
+		return 0;
+	amber_rd_u16(r, &tl);
+	if (amber_rd_bytes(r, &p, tl) < 0)
+		return 0;
+	if (!(e->target = dup_bytes(p, tl)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	e->target_len = tl;
+	return 0;
+}
+
+static void get_fixed(amber_entry *e, amber_rd *r)
+{
+	amber_rd_u8(r, &e->type);
+	amber_rd_u32(r, &e->mode);
+	amber_rd_u32(r, &e->uid);
+	amber_rd_u32(r, &e->gid);
+	r_i64(r, &e->mtime_sec);
+	amber_rd_u32(r, &e->mtime_nsec);
+	amber_rd_u64(r, &e->size);
+	amber_rd_u64(r, &e->rdev);
+	amber_rd_u32(r, &e->nlink);
+	amber_rd_u64(r, &e->hardlink);
+	amber_rd_u8(r, &e->content);
+	if (e->content > AMBER_C_DIR)
+		return;
+	if (has_tree(e->content))
+		r_copy(r, e->tree_oid, sizeof(e->tree_oid));
+	if (e->content != AMBER_C_NONE)
+		r_link(r, &e->link);
+}
+
+/*
+ * Decode one entry.  Parse errors inside leave r->bad set and are reported
+ * as truncation by the caller; semantic defects fail here.
+ */
+static int get_entry(amber_entry *e, amber_rd *r)
+{
+	const uint8_t *p = NULL;
+	uint16_t nl = 0;
+	const char *why;
+	int rc;
+
+	amber_rd_u16(r, &nl);
+	if (amber_rd_bytes(r, &p, nl) < 0)
+		return 0;
+	if (!(e->name = dup_bytes(p, nl)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	e->name_len = nl;
+	get_fixed(e, r);
+	if (e->content > AMBER_C_DIR)
+		return amber_fail(AMBER_ECORRUPT, "unknown content kind %u", e->content);
+	if ((rc = get_target(e, r)) < 0 || (rc = get_xattrs(e, r)) < 0)
+		return rc;
+	if (r->bad)
+		return 0;
+	if ((why = entry_defect(e)) != NULL)
+		return amber_fail(AMBER_ECORRUPT, "%s", why);
+	return 0;
+}
+
+static int get_entries(amber_entry *v, size_t n, amber_rd *r)
+{
+	char why[256];
+	int rc;
+
+	for (size_t i = 0; i < n; i++) {
+		if ((rc = get_entry(&v[i], r)) < 0) {
+			/* Prefix the entry number to the defect named below. */
+			snprintf(why, sizeof(why), "%s", amber_error_last());
+			return amber_fail(rc, "manifest: entry %zu: %s", i, why);
+		}
+		if (r->bad)
+			return amber_fail(AMBER_ECORRUPT, "manifest: entry %zu truncated", i);
+		if (i && amber_name_cmp(v[i - 1].name, v[i - 1].name_len, v[i].name,
+					v[i].name_len) >= 0)
+			return amber_fail(AMBER_ECORRUPT,
+					  "manifest: entry %zu: names not strictly sorted", i);
+	}
+	return 0;
+}
+
+int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t len)
+{
+	amber_entry *v = NULL;
+	uint32_t count = 0;
+	amber_rd r;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	amber_rd_init(&r, data, len);
+	if ((rc = r_version(&r, "manifest")) < 0)
+		return rc;
+	if (amber_rd_u32(&r, &count) < 0)
+		return amber_fail(AMBER_ECORRUPT, "manifest: truncated");
+	if (count > AMBER_MANIFEST_MAX_ENTRIES || count > r.left / ENTRY_MIN)
+		return amber_fail(AMBER_ECORRUPT, "manifest: %u entries cannot fit in %zu bytes",
+				  count, len);
+	if (count && !(v = calloc(count, sizeof(*v))))
+		return amber_fail(AMBER_ERROR, "out of memory (%u manifest entries)", count);
+	rc = get_entries(v, count, &r);
+	if (rc == 0)
+		rc = r_finish(&r, "manifest");
+	if (rc < 0) {
+		amber_entries_free(v, count);
+		return rc;
+	}
+	*out = v;
+	*n = count;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry memory                                                        */
+
+static int copy_xattrs(amber_entry *dst, const amber_entry *src)
+{
+	if (src->nxattrs == 0)
+		return 0;
+	if (!(dst->xattrs = calloc(src->nxattrs, sizeof(*dst->xattrs))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	dst->nxattrs = src->nxattrs;
+	for (size_t i = 0; i < src->nxattrs; i++) {
+		const amber_xattr *x = &src->xattrs[i];
+
+		dst->xattrs[i].name = dup_bytes(x->name, strlen(x->name));
+		dst->xattrs[i].value = (uint8_t *)dup_bytes(x->value, x->value_len);
+		dst->xattrs[i].value_len = x->value_len;
+		if (!dst->xattrs[i].name || !dst->xattrs[i].value)
+			return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	return 0;
+}
+
+int amber_entry_copy(amber_entry *dst, const amber_entry *src)
+{
+	*dst = *src;
+	dst->name = NULL;
+	dst->target = NULL;
+	dst->xattrs = NULL;
+	dst->nxattrs = 0;
+	if (!(dst->name = dup_bytes(src->name, src->name_len)))
+		goto nomem;
+	if (src->target && !(dst->target = dup_bytes(src->target, src->target_len)))
+		goto nomem;
+	if (copy_xattrs(dst, src) < 0)
+		goto fail;
+	return 0;
+nomem:
+	amber_fail(AMBER_ERROR, "out of memory");
+fail:
+	amber_entry_dispose(dst);
+	return AMBER_ERROR;
+}
+
+void amber_entry_dispose(amber_entry *e)
+{
+	if (!e)
+		return;
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		free(e->xattrs[i].name);
+		free(e->xattrs[i].value);
+	}
+	free(e->xattrs);
+	free(e->target);
+	free(e->name);
+	e->xattrs = NULL;
+	e->nxattrs = 0;
+	e->target = NULL;
+	e->target_len = 0;
+	e->name = NULL;
+	e->name_len = 0;
+}
+
+void amber_entries_free(amber_entry *e, size_t n)
+{
+	if (!e)
+		return;
+	for (size_t i = 0; i < n; i++)
+		amber_entry_dispose(&e[i]);
+	free(e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fan-out                                                             */
+
+static const char *bucket_defect(const amber_bucket *b, size_t i)
+{
+	if (b[i].count == 0 || b[i].count > AMBER_MANIFEST_MAX_ENTRIES)
+		return "bucket entry count out of range";
+	if (i && b[i - 1].id >= b[i].id)
+		return "bucket ids not strictly increasing";
+	return NULL;
+}
+
+int amber_fanout_encode(amber_buf *out, const amber_bucket *b, size_t n)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why;
+
+	if (n == 0 || n > 256)
+		return amber_fail(AMBER_EINVAL, "fanout: %zu buckets", n);
+	for (size_t i = 0; i < n; i++)
+		if ((why = bucket_defect(b, i)) != NULL)
+			return amber_fail(AMBER_EINVAL, "fanout: bucket %zu: %s", i, why);
+	w_u8(&w, LAYOUT_VERSION);
+	w_u16(&w, (uint16_t)n);
+	for (size_t i = 0; i < n; i++) {
+		w_u8(&w, b[i].id);
+		w_u32(&w, b[i].count);
+		w_bytes(&w, b[i].tree_oid, sizeof(b[i].tree_oid));
+		w_link(&w, &b[i].link);
+	}
+	return w_finish(&w, start);
+}
+
+static int get_buckets(amber_bucket *v, size_t n, amber_rd *r)
+{
+	const char *why;
+
+	for (size_t i = 0; i < n; i++) {
+		amber_rd_u8(r, &v[i].id);
+		amber_rd_u32(r, &v[i].count);
+		r_copy(r, v[i].tree_oid, sizeof(v[i].tree_oid));
+		r_link(r, &v[i].link);
+		if (r->bad)
+			return amber_fail(AMBER_ECORRUPT, "fanout: truncated");
+		if ((why = bucket_defect(v, i)) != NULL)
+			return amber_fail(AMBER_ECORRUPT, "fanout: bucket %zu: %s", i, why);
+	}
+	return r_finish(r, "fanout");
+}
+
+int amber_fanout_decode(amber_bucket **out, size_t *n, const void *data, size_t len)
+{
+	amber_bucket *v;
+	uint16_t count = 0;
+	amber_rd r;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	amber_rd_init(&r, data, len);
+	if ((rc = r_version(&r, "fanout")) < 0)
+		return rc;
+	if (amber_rd_u16(&r, &count) < 0)
+		return amber_fail(AMBER_ECORRUPT, "fanout: truncated");
+	if (count == 0 || count > 256 || count > r.left / BUCKET_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "fanout: %u buckets in %zu bytes", count, len);
+	if (!(v = calloc(count, sizeof(*v))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if ((rc = get_buckets(v, count, &r)) < 0) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*n = count;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Chunk index                                                         */
+
+int amber_index_encode(amber_buf *out, const amber_chunkref *c, size_t n)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+
+	if (n == 0 || n > AMBER_INDEX_MAX_CHUNKS)
+		return amber_fail(AMBER_EINVAL, "index: %zu chunks", n);
+	for (size_t i = 0; i < n; i++)
+		if (c[i].len == 0)
+			return amber_fail(AMBER_EINVAL, "index: chunk %zu is empty", i);
+	w_u8(&w, LAYOUT_VERSION);
+	w_u32(&w, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		w_link(&w, &c[i].link);
+		w_u32(&w, c[i].len);
+	}
+	return w_finish(&w, start);
+}
+
+static int get_chunks(amber_chunkref *v, size_t n, amber_rd *r, uint64_t file_size,
+		      size_t max_chunk)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		r_link(r, &v[i].link);
+		amber_rd_u32(r, &v[i].len);
+		if (r->bad)
+			return amber_fail(AMBER_ECORRUPT, "index: truncated");
+		if (v[i].len == 0 || v[i].len > max_chunk)
+			return amber_fail(AMBER_ECORRUPT, "index: chunk %zu has length %u", i,
+					  v[i].len);
+		if (v[i].len > file_size - sum)
+			return amber_fail(AMBER_ECORRUPT, "index: chunks exceed the file size %llu",
+					  (unsigned long long)file_size);
+		sum += v[i].len;
+	}
+	if (sum != file_size)
+		return amber_fail(AMBER_ECORRUPT, "index: chunks add up to %llu, file size %llu",
+				  (unsigned long long)sum, (unsigned long long)file_size);
+	return r_finish(r, "index");
+}
+
+int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t len,
+		       uint64_t file_size, size_t max_chunk)
+{
+	amber_chunkref *v;
+	uint32_t count = 0;
+	amber_rd r;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	amber_rd_init(&r, data, len);
+	if ((rc = r_version(&r, "index")) < 0)
+		return rc;
+	if (amber_rd_u32(&r, &count) < 0)
+		return amber_fail(AMBER_ECORRUPT, "index: truncated");
+	if (count == 0 || count > AMBER_INDEX_MAX_CHUNKS || count > r.left / CHUNKREF_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "index: %u chunks in %zu bytes", count, len);
+	if (!(v = calloc(count, sizeof(*v))))
+		return amber_fail(AMBER_ERROR, "out of memory (%u chunk refs)", count);
+	if ((rc = get_chunks(v, count, &r, file_size, max_chunk)) < 0) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*n = count;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshot record                                                     */
+
+static int text_ok(const char *s)
+{
+	return !s || strnlen(s, RECORD_TEXT_MAX + 1) <= RECORD_TEXT_MAX;
+}
+
+/*
+ * The root has no parent manifest to carry its metadata, so the record
+ * carries its entry; it must describe the very tree and manifest the
+ * record names, or a valid entry from elsewhere could be spliced in.
+ */
+static const char *root_meta_defect(const amber_record *r)
+{
+	amber_entry *e = NULL;
+	size_t n = 0;
+	const char *why = NULL;
+
+	if (amber_manifest_decode(&e, &n, r->root_meta, r->root_meta_len) < 0)
+		why = "root entry is not a valid manifest";
+	else if (n != 1 || e[0].type != AMBER_T_DIR)
+		why = "root entry is not one directory";
+	else if (memcmp(e[0].tree_oid, r->tree, sizeof(r->tree)) != 0 ||
+		 memcmp(&e[0].link, &r->root, sizeof(r->root)) != 0)
+		why = "root entry does not match the root tree and link";
+	amber_entries_free(e, n);
+	return why;
+}
+
+static const char *record_defect(const amber_record *r)
+{
+	if (r->has_parent != 0 && r->has_parent != 1)
+		return "has_parent is not 0 or 1";
+	if (!r->has_parent && !all_zero(r->parent, sizeof(r->parent)))
+		return "parent set without has_parent";
+	if (r->root_content != AMBER_C_DIR)
+		return "root is not a directory";
+	if (!amber_refname_valid(r->stream))
+		return "invalid stream name";
+	if (!text_ok(r->host) || !text_ok(r->source) || !text_ok(r->message))
+		return "text field longer than 4096 bytes";
+	if (r->root_meta_len > UINT32_MAX)
+		return "root entry too large";
+	return root_meta_defect(r);
+}
+
+static void put_text(wr *w, const char *s)
+{
+	size_t len = s ? strlen(s) : 0;
+
+	w_u16(w, (uint16_t)len);
+	w_bytes(w, s, len);
+}
+
+static void put_stats(wr *w, const amber_stats *s)
+{
+	w_u64(w, s->files);
+	w_u64(w, s->dirs);
+	w_u64(w, s->bytes);
+	w_u64(w, s->bytes_read);
+	w_u64(w, s->bytes_new);
+	w_u64(w, s->objects_new);
+	w_u64(w, s->errors);
+}
+
+int amber_record_encode(amber_buf *out, const amber_record *r)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why;
+
+	if ((why = record_defect(r)) != NULL)
+		return amber_fail(AMBER_EINVAL, "record: %s", why);
+	w_u8(&w, LAYOUT_VERSION);
+	w_bytes(&w, r->tree, sizeof(r->tree));
+	w_u8(&w, (uint8_t)r->has_parent);
+	w_bytes(&w, r->parent, sizeof(r->parent));
+	w_link(&w, &r->root);
+	w_u8(&w, r->root_content);
+	w_u32(&w, (uint32_t)r->root_meta_len);
+	w_bytes(&w, r->root_meta, r->root_meta_len);
+	w_u8(&w, (uint8_t)strlen(r->stream));
+	w_bytes(&w, r->stream, strlen(r->stream));
+	w_u64(&w, (uint64_t)r->time_ns);
+	put_text(&w, r->host);
+	put_text(&w, r->source);
+	put_text(&w, r->message);
+	put_stats(&w, &r->stats);
+	return w_finish(&w, start);
+}
+
+static int get_text(char **out, amber_rd *r)
+{
+	const uint8_t *p = NULL;
+	uint16_t len = 0;
+
+	amber_rd_u16(r, &len);
+	if (amber_rd_bytes(r, &p, len) < 0)
+		return 0;
+	if (len > RECORD_TEXT_MAX || memchr(p, '\0', len))
+		return amber_fail(AMBER_ECORRUPT, "record: text field too long or contains NUL");
+	if (!(*out = dup_bytes(p, len)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	return 0;
+}
+
+static int get_stream(amber_record *rec, amber_rd *r)
+{
+	const uint8_t *p = NULL;
+	uint8_t len = 0;
+
+	amber_rd_u8(r, &len);
+	if (amber_rd_bytes(r, &p, len) < 0)
+		return 0;
+	/* A NUL inside would hide bytes from amber_refname_valid(). */
+	if (len > AMBER_STREAM_MAX || memchr(p, '\0', len))
+		return amber_fail(AMBER_ECORRUPT, "record: invalid stream name");
+	memcpy(rec->stream, p, len);
+	rec->stream[len] = '\0';
+	return 0;
+}
+
+static int get_root_meta(amber_record *rec, amber_rd *r)
+{
+	const uint8_t *p = NULL;
+	uint32_t len = 0;
+
+	amber_rd_u32(r, &len);
+	if (amber_rd_bytes(r, &p, len) < 0)
+		return 0;
+	/* A copy: the record outlives the buffer it was decoded from. */
+	if (!(rec->root_meta = malloc(len ? len : 1)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(rec->root_meta, p, len);
+	rec->root_meta_len = len;
+	return 0;
+}
+
+static void get_stats(amber_stats *s, amber_rd *r)
+{
+	amber_rd_u64(r, &s->files);
+	amber_rd_u64(r, &s->dirs);
+	amber_rd_u64(r, &s->bytes);
+	amber_rd_u64(r, &s->bytes_read);
+	amber_rd_u64(r, &s->bytes_new);
+	amber_rd_u64(r, &s->objects_new);
+	amber_rd_u64(r, &s->errors);
+}
+
+static int get_record(amber_record *rec, amber_rd *r)
+{
+	uint8_t hp = 0;
+	const char *why;
+	int rc;
+
+	r_copy(r, rec->tree, sizeof(rec->tree));
+	amber_rd_u8(r, &hp);
+	rec->has_parent = hp;
+	r_copy(r, rec->parent, sizeof(rec->parent));
+	r_link(r, &rec->root);
+	amber_rd_u8(r, &rec->root_content);
+	if ((rc = get_root_meta(rec, r)) < 0 || (rc = get_stream(rec, r)) < 0)
+		return rc;
+	r_i64(r, &rec->time_ns);
+	if ((rc = get_text(&rec->host, r)) < 0 || (rc = get_text(&rec->source, r)) < 0 ||
+	    (rc = get_text(&rec->message, r)) < 0)
+		return rc;
+	get_stats(&rec->stats, r);
+	if ((rc = r_finish(r, "record")) < 0)
+		return rc;
+	if ((why = record_defect(rec)) != NULL)
+		return amber_fail(AMBER_ECORRUPT, "record: %s", why);
+	return 0;
+}
+
+int amber_record_decode(amber_record *rec, const void *data, size_t len)
+{
+	amber_rd r;
+	int rc;
+
+	memset(rec, 0, sizeof(*rec));
+	amber_rd_init(&r, data, len);
+	if ((rc = r_version(&r, "record")) < 0)
+		return rc;
+	if ((rc = get_record(rec, &r)) < 0)
+		amber_record_dispose(rec);
+	return rc;
+}
+
+void amber_record_dispose(amber_record *r)
+{
+	if (!r)
+		return;
+	free(r->host);
+	free(r->source);
+	free(r->message);
+	free(r->root_meta);
+	r->host = r->source = r->message = NULL;
+	r->root_meta = NULL;
+	r->root_meta_len = 0;
+}
