@@ -1,0 +1,207 @@
+/*
+ * amberfs command line: helpers shared by the subcommands.
+ *
+ * Every command is a function `int cmd_<name>(int argc, char **argv)` that
+ * receives argv starting at the command's own name and returns the process
+ * exit status (enum cli_exit).  Helpers that can fail print their one-line
+ * message themselves and return an exit status too, so a command passes a
+ * non-zero result straight up.
+ */
+#ifndef AMBERFS_CLI_H
+#define AMBERFS_CLI_H
+
+#include "amber.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+/** Exit statuses, documented in amberfs(1). */
+enum cli_exit {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_ERROR = 1,     /**< the command failed */
+	CLI_EXIT_USAGE = 2,     /**< bad options or arguments */
+	CLI_EXIT_PARTIAL = 3,   /**< done, but some entries could not be handled */
+};
+
+/** Long-only option values start here, above every short option letter. */
+#define CLI_OPT_LONG 256
+
+/** One subcommand in main.c's table. */
+struct cli_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;    /**< one line for `amberfs --help` */
+};
+
+int cmd_init(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_log(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_cat(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+
+/* Usage and errors ----------------------------------------------------- */
+
+/**
+ * Print "amberfs: CMD: <message>" and the "Try 'amberfs CMD --help'." hint
+ * on stderr.  @return CLI_EXIT_USAGE.
+ */
+int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/**
+ * Report getopt_long's '?' or ':' result for `cmd` (call with the value
+ * getopt_long returned and the argv it parsed).  @return CLI_EXIT_USAGE.
+ */
+int cli_bad_option(const char *cmd, int c, char **argv);
+
+/** Print "amberfs: <message>" on stderr.  @return CLI_EXIT_ERROR. */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/**
+ * Print the library's last error for a call that returned `code`, with the
+ * wording amberfs(1) promises for a wrong passphrase on `archive`.
+ * @return CLI_EXIT_ERROR.
+ */
+int cli_fail(int code, const char *archive);
+
+/** Print `text` (a command's help) on stdout.  @return CLI_EXIT_OK. */
+int cli_help(const char *text);
+
+/**
+ * Take the command's positionals argv[first..argc) into out[0..need).
+ * When exactly one is missing and AMBERFS_ARCHIVE is set, out[0] is the
+ * archive from the environment.  `synopsis` names the expected operands.
+ * @return 0 or CLI_EXIT_USAGE (after printing why).
+ */
+int cli_positionals(const char **out, int need, int argc, char **argv, int first,
+		    const char *cmd, const char *synopsis);
+
+/**
+ * Parse a decimal integer in [min, max] for option `opt` of `cmd`.
+ * @return 0 or CLI_EXIT_USAGE.
+ */
+int cli_parse_int(int *out, const char *text, int min, int max, const char *cmd,
+		  const char *opt);
+
+/* Archives and snapshots ------------------------------------------------ */
+
+/**
+ * Open the archive at `path` and, if it is encrypted, unlock it with the
+ * passphrase from `passfile`, $AMBERFS_PASSPHRASE_FILE or the terminal.
+ * @return 0 (free *out with amber_archive_free) or CLI_EXIT_ERROR.
+ */
+int cli_open_archive(amber_archive **out, const char *path, const char *passfile);
+
+/**
+ * Split SNAPSHOT[:PATH] in place: `arg` is cut at the separating ':' and
+ * *path points after it ("" when there is no PATH).  Specs starting with
+ * '@' are times, which contain ':' themselves: the whole argument is tried
+ * as a time first, then each ':' from the right until the left side parses.
+ */
+void cli_split_spec(char *arg, const char **spec, const char **path);
+
+/**
+ * Resolve `spec` in `stream` and open that snapshot.
+ * @return 0 (free *out with amber_snapshot_free) or CLI_EXIT_ERROR.
+ */
+int cli_open_snapshot(amber_snapshot **out, amber_archive *a, const char *stream,
+		      const char *spec);
+
+/** An opened archive, one of its snapshots, and a PATH inside it. */
+struct cli_target {
+	amber_archive *archive;
+	amber_snapshot *snap;
+	char *arg;              /**< owned copy of SNAPSHOT[:PATH], split in place */
+	const char *spec;       /**< SNAPSHOT part of arg */
+	const char *path;       /**< PATH part of arg, "" for the root */
+};
+
+/**
+ * Open `archive` (unlocking it), split `arg` as SNAPSHOT[:PATH] and open
+ * that snapshot of `stream` (NULL = main).
+ * @return 0 or CLI_EXIT_ERROR; call cli_target_close() either way.
+ */
+int cli_target_open(struct cli_target *t, const char *archive, const char *passfile,
+		    const char *stream, const char *arg);
+
+/** Release what cli_target_open() opened.  Safe on a zeroed struct. */
+void cli_target_close(struct cli_target *t);
+
+/* Output ------------------------------------------------------------------ */
+
+/** Length of the valid UTF-8 sequence at s (n > 0 bytes), or 0 if invalid. */
+size_t cli_utf8_seq(const unsigned char *s, size_t n);
+
+/** 1 if s[0..n) is entirely valid UTF-8 (no overlongs, no surrogates). */
+int cli_utf8_valid(const char *s, size_t n);
+
+/** Write s[0..n) as a JSON string literal (quotes included). */
+void cli_json_string(FILE *f, const char *s, size_t n);
+
+/**
+ * Write `"key":"..."` for the byte string s[0..n); when s is not valid
+ * UTF-8 also write `,"key_base64":"..."` with the exact bytes.
+ */
+void cli_json_bytes(FILE *f, const char *key, const char *s, size_t n);
+
+/**
+ * Write the byte string s[0..n) for a human: raw when `raw`, otherwise
+ * with control characters and invalid UTF-8 replaced by '?'.
+ */
+void cli_print_name(FILE *f, const char *s, size_t n, int raw);
+
+/** Format a byte count as "512 B", "1.5 KiB", "3.0 GiB" ... */
+void cli_human_size(char out[32], uint64_t bytes);
+
+/**
+ * Format sec.nsec as ISO 8601 UTC with `digits` (0..9) fractional digits,
+ * for any int64 second count (entry mtimes may lie outside int64 ns).
+ */
+void cli_time_iso(char out[64], int64_t sec, uint32_t nsec, int digits);
+
+/* Secrets (secret.c) ------------------------------------------------------ */
+
+/** Longest passphrase accepted, in bytes. */
+#define CLI_SECRET_MAX 4096
+
+/**
+ * Obtain the passphrase for `archive`: from `file` if given, else from the
+ * file named by $AMBERFS_PASSPHRASE_FILE, else from the terminal when stdin
+ * is one (asked twice and compared if `confirm`).  The result lives in
+ * sodium_malloc memory; release it with cli_secret_free().
+ * @return 0, or CLI_EXIT_ERROR after printing why (no source, unreadable or
+ *         empty file, mismatch, too long).
+ */
+int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
+		   int confirm);
+
+/** Wipe and free a passphrase from cli_secret_get().  NULL-safe. */
+void cli_secret_free(unsigned char *secret, size_t len);
+
+/* Progress (progress.c) --------------------------------------------------- */
+
+/**
+ * State of the progress line and warning count of one long operation; it
+ * is the payload of the amber_progress_cb / amber_warn_cb below.
+ */
+struct cli_progress {
+	int enabled;            /**< stderr is a terminal */
+	int width;              /**< terminal columns */
+	int shown;              /**< columns of the line on screen, 0 if none */
+	int64_t start_ns;       /**< CLOCK_MONOTONIC at cli_progress_init */
+	int64_t last_ns;        /**< when the line was last drawn */
+	uint64_t warnings;      /**< warnings reported so far */
+};
+
+void cli_progress_init(struct cli_progress *p);
+
+/** amber_progress_cb: redraw the line (at most ~10 times a second). */
+void cli_progress_cb(const amber_stats *sofar, const char *path, void *payload);
+
+/** amber_warn_cb: print "amberfs: warning: PATH: message" and count it. */
+void cli_progress_warn(const char *path, const char *message, void *payload);
+
+/** Erase the progress line, if one is shown. */
+void cli_progress_end(struct cli_progress *p);
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * amberfs log ARCHIVE [--stream S] [--json] [--passphrase-file FILE]
+ *
+ * The JSON form is an array with one object per line, so that both JSON
+ * parsers and line tools (grep, head) can read it.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char help[] =
+	"Usage: amberfs log ARCHIVE [--stream S] [--json]\n"
+	"List the snapshots of a stream, newest first: commit id, UTC time, files,\n"
+	"total size, size of the new data stored, and tags.\n"
+	"\n"
+	"      --stream S              list stream S (default: main)\n"
+	"      --json                  write a JSON array, one snapshot object per line\n"
+	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"  -h, --help                  show this help\n";
+
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE };
+
+struct log_args {
+	const char *archive;
+	const char *passfile;
+	const char *stream;
+	int json;
+	size_t count;           /* snapshots printed so far */
+};
+
+/* @return -1 to go on, else the exit status. */
+static int parse(struct log_args *o, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"stream", required_argument, NULL, OPT_STREAM},
+		{"json", no_argument, NULL, OPT_JSON},
+		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		if (c == 'h')
+			return cli_help(help);
+		else if (c == OPT_STREAM)
+			o->stream = optarg;
+		else if (c == OPT_JSON)
+			o->json = 1;
+		else if (c == OPT_PASSFILE)
+			o->passfile = optarg;
+		else
+			return cli_bad_option("log", c, argv);
+	}
+	if (cli_positionals(&o->archive, 1, argc, argv, optind, "log", "ARCHIVE"))
+		return CLI_EXIT_USAGE;
+	return -1;
+}
+
+static void print_text(const amber_snapinfo *in)
+{
+	char when[40], size[32], fresh[32];
+
+	amber_time_format(when, in->time_ns, 6);
+	cli_human_size(size, in->stats.bytes);
+	cli_human_size(fresh, in->stats.bytes_new);
+	printf("%s  %s  %6llu files  %10s  %10s new", in->id, when,
+	       (unsigned long long)in->stats.files, size, fresh);
+	for (size_t i = 0; in->tags && in->tags[i]; i++)
+		printf("%s%s", i ? ", " : "  tags: ", in->tags[i]);
+	putchar('\n');
+}
+
+static void json_str(const char *key, const char *s)
+{
+	printf(",");
+	cli_json_bytes(stdout, key, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void json_u64(const char *key, uint64_t v)
+{
+	printf(",\"%s\":%llu", key, (unsigned long long)v);
+}
+
+static void json_tags(char *const *tags)
+{
+	printf(",\"tags\":[");
+	for (size_t i = 0; tags && tags[i]; i++) {
+		if (i)
+			putchar(',');
+		cli_json_string(stdout, tags[i], strlen(tags[i]));
+	}
+	putchar(']');
+}
+
+static void print_json(const amber_snapinfo *in)
+{
+	char when[40];
+
+	amber_time_format(when, in->time_ns, 9);
+	printf("{\"id\":\"%s\",\"time\":\"%s\",\"time_ns\":%lld", in->id, when,
+	       (long long)in->time_ns);
+	json_str("stream", in->stream);
+	json_tags(in->tags);
+	if (in->parent[0])
+		printf(",\"parent\":\"%s\"", in->parent);
+	else
+		printf(",\"parent\":null");
+	json_str("host", in->host);
+	json_str("source", in->source);
+	json_str("message", in->message);
+	json_u64("files", in->stats.files);
+	json_u64("dirs", in->stats.dirs);
+	json_u64("bytes", in->stats.bytes);
+	json_u64("bytes_read", in->stats.bytes_read);
+	json_u64("bytes_new", in->stats.bytes_new);
+	json_u64("objects_new", in->stats.objects_new);
+	json_u64("errors", in->stats.errors);
+	putchar('}');
+}
+
+static int visit(const amber_snapinfo *info, void *payload)
+{
+	struct log_args *o = payload;
+
+	if (!o->json)
+		print_text(info);
+	else {
+		fputs(o->count ? ",\n" : "[\n", stdout);
+		print_json(info);
+	}
+	o->count++;
+	return 0;
+}
+
+static int list(struct log_args *o, amber_archive *a)
+{
+	int rc = amber_log(a, o->stream, visit, o);
+
+	if (rc)
+		return cli_fail(rc, o->archive);
+	if (o->json)
+		fputs(o->count ? "\n]\n" : "[]\n", stdout);
+	return CLI_EXIT_OK;
+}
+
+int cmd_log(int argc, char **argv)
+{
+	struct log_args o = {0};
+	amber_archive *a = NULL;
+	int status = parse(&o, argc, argv);
+
+	if (status >= 0)
+		return status;
+	status = cli_open_archive(&a, o.archive, o.passfile);
+	if (status == 0)
+		status = list(&o, a);
+	amber_archive_free(a);
+	return status;
+}

@@ -1,0 +1,118 @@
+/*
+ * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [--message M]
+ *                  [--no-cache] [--threads N] [--passphrase-file FILE]
+ *
+ * Prints the new snapshot's commit id on stdout.  Source entries that cannot
+ * be read are named on stderr and left out; the snapshot is still written,
+ * and the exit status is then CLI_EXIT_PARTIAL.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+
+static const char help[] =
+	"Usage: amberfs snapshot ARCHIVE SRC [OPTIONS]\n"
+	"Store a snapshot of the directory tree SRC in ARCHIVE and print its commit id.\n"
+	"\n"
+	"      --stream S              add the snapshot to stream S (default: main)\n"
+	"      --tag T                 also name the snapshot T (T must be new)\n"
+	"      --message M             store the free text M with the snapshot\n"
+	"      --no-cache              re-read every file instead of trusting the files\n"
+	"                              cache ($AMBERFS_CACHE_DIR)\n"
+	"      --threads N             compression threads (default 0: one per core)\n"
+	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"  -h, --help                  show this help\n"
+	"\n"
+	"Exit status 3: the snapshot was written, but some entries of SRC could not\n"
+	"be read; each is named in a warning on stderr.\n";
+
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_TAG, OPT_MESSAGE, OPT_NO_CACHE, OPT_THREADS,
+       OPT_PASSFILE };
+
+struct snapshot_args {
+	const char *pos[2];     /* ARCHIVE, SRC */
+	const char *passfile;
+	amber_snapshot_opts opts;
+};
+
+static int option(struct snapshot_args *o, int c, char **argv)
+{
+	switch (c) {
+	case 'h': return cli_help(help);
+	case OPT_STREAM: o->opts.stream = optarg; return -1;
+	case OPT_TAG: o->opts.tag = optarg; return -1;
+	case OPT_MESSAGE: o->opts.message = optarg; return -1;
+	case OPT_NO_CACHE: o->opts.no_cache = 1; return -1;
+	case OPT_PASSFILE: o->passfile = optarg; return -1;
+	case OPT_THREADS:
+		if (cli_parse_int(&o->opts.threads, optarg, 0, 1024, "snapshot", "--threads"))
+			return CLI_EXIT_USAGE;
+		return -1;
+	}
+	return cli_bad_option("snapshot", c, argv);
+}
+
+/* @return -1 to go on, else the exit status. */
+static int parse(struct snapshot_args *o, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"stream", required_argument, NULL, OPT_STREAM},
+		{"tag", required_argument, NULL, OPT_TAG},
+		{"message", required_argument, NULL, OPT_MESSAGE},
+		{"no-cache", no_argument, NULL, OPT_NO_CACHE},
+		{"threads", required_argument, NULL, OPT_THREADS},
+		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c, status;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		status = option(o, c, argv);
+		if (status >= 0)
+			return status;
+	}
+	if (cli_positionals(o->pos, 2, argc, argv, optind, "snapshot", "ARCHIVE SRC"))
+		return CLI_EXIT_USAGE;
+	return -1;
+}
+
+static int write_snapshot(struct snapshot_args *o, amber_archive *a)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	amber_stats stats = {0};
+	struct cli_progress prog;
+	int rc;
+
+	cli_progress_init(&prog);
+	o->opts.progress = cli_progress_cb;
+	o->opts.warn = cli_progress_warn;
+	o->opts.payload = &prog;
+	rc = amber_snapshot_create(id, &stats, a, o->pos[1], &o->opts);
+	cli_progress_end(&prog);
+	if (rc)
+		return cli_fail(rc, o->pos[0]);
+	printf("%s\n", id);
+	if (stats.errors == 0)
+		return CLI_EXIT_OK;
+	fprintf(stderr, "amberfs: snapshot %s is incomplete: %llu entries of %s could not be "
+		"read\n", id, (unsigned long long)stats.errors, o->pos[1]);
+	return CLI_EXIT_PARTIAL;
+}
+
+int cmd_snapshot(int argc, char **argv)
+{
+	struct snapshot_args o = {0};
+	amber_archive *a = NULL;
+	int status = parse(&o, argc, argv);
+
+	if (status >= 0)
+		return status;
+	status = cli_open_archive(&a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = write_snapshot(&o, a);
+	amber_archive_free(a);
+	return status;
+}

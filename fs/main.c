@@ -1,0 +1,162 @@
+/*
+ * amberfs: the command-line program.  main() parses the global options,
+ * finds the subcommand in the table below, runs it and checks that its
+ * output reached stdout; each subcommand lives in cmd_<name>.c and returns
+ * the exit status (see enum cli_exit and EXIT STATUS in amberfs(1)).
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef AMBERFS_VERSION
+#define AMBERFS_VERSION "0.1.0"
+#endif
+
+static const struct cli_cmd commands[] = {
+	{"init", cmd_init, "create a new archive"},
+	{"snapshot", cmd_snapshot, "store a snapshot of a directory tree"},
+	{"log", cmd_log, "list the snapshots of a stream, newest first"},
+	{"ls", cmd_ls, "list a directory (or one entry) of a snapshot"},
+	{"cat", cmd_cat, "write a file of a snapshot to standard output"},
+	{"restore", cmd_restore, "copy a snapshot, or a part of it, into a new directory"},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const char usage_head[] =
+	"Usage: amberfs [--help | --version] COMMAND [ARGS...]\n"
+	"Encrypted, deduplicated snapshots of directory trees in a git object store.\n"
+	"\n"
+	"Commands:\n";
+
+static const char usage_tail[] =
+	"\n"
+	"Run 'amberfs COMMAND --help' (or 'amberfs help COMMAND') for its options.\n"
+	"ARCHIVE may be left out when AMBERFS_ARCHIVE names it.  Passphrases come\n"
+	"from --passphrase-file FILE, AMBERFS_PASSPHRASE_FILE or the terminal.\n"
+	"\n"
+	"Exit status: 0 success, 1 error, 2 usage error, 3 done but some entries\n"
+	"could not be read or restored (each one named in a warning).\n"
+	"See amberfs(1).\n";
+
+struct main_args {
+	const struct cli_cmd *cmd;
+	int argc;                /* the command's argv, starting at its name */
+	char **argv;
+	int help;                /* `amberfs help COMMAND`: run COMMAND --help */
+};
+
+static int print_usage(void)
+{
+	fputs(usage_head, stdout);
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		printf("  %-10s %s\n", commands[i].name, commands[i].summary);
+	fputs(usage_tail, stdout);
+	return CLI_EXIT_OK;
+}
+
+static int main_usage_error(const char *fmt, const char *arg)
+{
+	fputs("amberfs: ", stderr);
+	fprintf(stderr, fmt, arg);
+	fputs("\nTry 'amberfs --help'.\n", stderr);
+	return CLI_EXIT_USAGE;
+}
+
+static const struct cli_cmd *find_command(const char *name)
+{
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* `help [COMMAND]`: argv[0] is "help". */
+static int parse_help(struct main_args *m, int argc, char **argv)
+{
+	if (argc == 1)
+		return print_usage();
+	if (argc > 2)
+		return main_usage_error("help: unexpected operand '%s'", argv[2]);
+	m->cmd = find_command(argv[1]);
+	if (!m->cmd)
+		return main_usage_error("unknown command '%s'", argv[1]);
+	m->help = 1;
+	return -1;
+}
+
+/* @return -1 to run m->cmd, else the exit status. */
+static int parse(struct main_args *m, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
+		if (c == 'h')
+			return print_usage();
+		if (c == 'V')
+			return printf("amberfs %s (archive format %d)\n", AMBERFS_VERSION,
+				      AMBER_FORMAT_VERSION) < 0;
+		return main_usage_error("unknown option '%s'", argv[optind - 1]);
+	}
+	if (optind == argc)
+		return main_usage_error("missing command%s", "");
+	if (strcmp(argv[optind], "help") == 0)
+		return parse_help(m, argc - optind, argv + optind);
+	m->cmd = find_command(argv[optind]);
+	if (!m->cmd)
+		return main_usage_error("unknown command '%s'", argv[optind]);
+	m->argc = argc - optind;
+	m->argv = argv + optind;
+	return -1;
+}
+
+static int setup(void)
+{
+	if (amber_global_init())
+		return cli_error("cannot initialise: %s", amber_error_last());
+	return 0;
+}
+
+static int run(const struct main_args *m)
+{
+	char *help_argv[] = {(char *)m->cmd->name, (char *)"--help", NULL};
+
+	/* Each command parses its own argv with getopt_long from the start. */
+	optind = 0;
+	if (m->help)
+		return m->cmd->run(2, help_argv);
+	return m->cmd->run(m->argc, m->argv);
+}
+
+/* Output that never reached stdout (full disk, closed pipe) is a failure. */
+static int teardown(int status)
+{
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		cli_error("write error on standard output: %s", strerror(errno));
+		return status ? status : CLI_EXIT_ERROR;
+	}
+	return status;
+}
+
+int main(int argc, char **argv)
+{
+	struct main_args m = {0};
+	int status;
+
+	status = parse(&m, argc, argv);
+	if (status < 0) {
+		status = setup();
+		if (status == 0)
+			status = run(&m);
+	}
+	return teardown(status);
+}
