@@ -81,7 +81,9 @@ int amber_packw_new(amber_packw **out, amber_store *s);
 /**
  * Add an object (thread-safe).  Objects that already exist in the store or
  * were already added are not written again.  Rolls over to a new pack
- * file when the current one passes 512 MiB.
+ * file when the current one passes 512 MiB (for tests, the environment
+ * variable AMBERFS_PACK_ROLLOVER_BYTES, read by amber_packw_new(), sets
+ * another threshold).
  * @param oid_out  receives the object id
  * @param is_new   set to 1 if this call wrote it (may be NULL)
  */
@@ -114,7 +116,10 @@ int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name);
 int amber_store_ref_update(amber_store *s, const char *name, const uint8_t oid[20],
 			   const uint8_t *expect, const char *log_message);
 
-/** Visit refs matching a glob ("refs/tags/*"); return non-zero from cb to stop. */
+/**
+ * Visit refs matching an fnmatch(3) glob (e.g. "refs/tags/" followed by a
+ * star); return non-zero from cb to stop (that value is returned).
+ */
 int amber_store_ref_foreach(amber_store *s, const char *glob,
 			    int (*cb)(const char *name, const uint8_t oid[20], void *payload),
 			    void *payload);

@@ -1,0 +1,784 @@
+/*
+ * The store against the real git: every pack we write must be readable by
+ * libgit2 in this process and pass `git fsck --full` in another.
+ */
+#include "error.h"
+#include "store.h"
+
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define OK(expr)                                                                   \
+	do {                                                                       \
+		int rc_ = (expr);                                                  \
+		cr_assert_eq(rc_, 0, "%s = %d: %s", #expr, rc_, amber_error_last()); \
+	} while (0)
+
+static char base[4096];	/* per-test scratch directory */
+
+static void setup(void)
+{
+	const char *t = getenv("TMPDIR");
+
+	snprintf(base, sizeof(base), "%s/amberfs-store-XXXXXX", t && *t ? t : "/tmp");
+	cr_assert_not_null(mkdtemp(base));
+	OK(amber_store_global_init());
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+	return remove(p);
+}
+
+static void teardown(void)
+{
+	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(store, .init = setup, .fini = teardown);
+
+/* Helpers ------------------------------------------------------------------- */
+
+static char *at(const char *name)
+{
+	static char bufs[4][4096];
+	static int k;
+	char *p = bufs[k++ & 3];
+
+	int n = snprintf(p, 4096, "%s/%s", base, name);
+
+	cr_assert(n > 0 && n < 4096, "path too long");
+	return p;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+static uint8_t *random_bytes(size_t n)
+{
+	uint8_t *p = malloc(n ? n : 1);
+
+	cr_assert_not_null(p);
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)rnd();
+	return p;
+}
+
+/* Run a shell command; return its exit status and its output in out. */
+static int run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int run(char *out, size_t cap, const char *fmt, ...)
+{
+	char cmd[8192];
+	char sink[4096];
+	va_list ap;
+	FILE *f;
+	size_t n = 0;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	f = popen(cmd, "r");
+	cr_assert_not_null(f);
+	if (out) {
+		n = fread(out, 1, cap - 1, f);
+		out[n] = '\0';
+	}
+	/* Drain the rest: a closed pipe would kill the command with SIGPIPE. */
+	while (fread(sink, 1, sizeof(sink), f) > 0)
+		;
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int count_files(const char *dir, const char *suffix)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+	size_t ls = strlen(suffix);
+
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		if (de->d_name[0] != '.' && l >= ls && !strcmp(de->d_name + l - ls, suffix))
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static int npacks(const char *repo)
+{
+	char dir[4200];
+
+	snprintf(dir, sizeof(dir), "%s/objects/pack", repo);
+	return count_files(dir, ".pack");
+}
+
+/* Number of objects git finds in the index files of repo. */
+static long git_count_objects(const char *repo)
+{
+	char out[64];
+
+	cr_assert_eq(run(out, sizeof(out),
+			 "for i in '%s'/objects/pack/*.idx; do git show-index < $i; done | wc -l",
+			 repo), 0);
+	return strtol(out, NULL, 10);
+}
+
+static void expect_object(amber_store *s, const uint8_t oid[20], int type, const void *data,
+			  size_t len)
+{
+	amber_buf b;
+	int t = 0;
+
+	amber_buf_init(&b, (size_t)16 << 20);
+	OK(amber_store_read(&b, &t, s, oid, (size_t)16 << 20));
+	cr_assert_eq(t, type);
+	cr_assert_eq(b.len, len);
+	cr_assert(len == 0 || memcmp(b.data, data, len) == 0, "content differs");
+	amber_buf_dispose(&b);
+}
+
+static void add_blob(uint8_t oid[20], int *is_new, amber_packw *w, const void *p, size_t n)
+{
+	OK(amber_packw_add(oid, is_new, w, AMBER_GIT_BLOB, p, n));
+}
+
+/* Open and init ------------------------------------------------------------ */
+
+Test(store, init_then_open)
+{
+	amber_store *s = NULL;
+	char out[256];
+
+	OK(amber_store_init(&s, at("a")));
+	cr_assert_str_eq(amber_store_path(s), at("a"));
+	amber_store_free(s);
+	OK(amber_store_open(&s, at("a")));
+	amber_store_free(s);
+	cr_assert_eq(run(out, sizeof(out), "git --git-dir='%s' config core.compression", at("a")), 0);
+	cr_assert_str_eq(out, "0\n");
+	cr_assert_eq(run(out, sizeof(out), "git --git-dir='%s' config gc.auto", at("a")), 0);
+	cr_assert_str_eq(out, "0\n");
+}
+
+Test(store, init_in_empty_dir_works)
+{
+	amber_store *s = NULL;
+
+	cr_assert_eq(mkdir(at("e"), 0755), 0);
+	OK(amber_store_init(&s, at("e")));
+	amber_store_free(s);
+}
+
+Test(store, open_missing_path_is_notfound)
+{
+	amber_store *s = NULL;
+
+	cr_assert_eq(amber_store_open(&s, at("nope")), AMBER_ENOTFOUND);
+	cr_assert_null(s);
+	cr_assert(strstr(amber_error_last(), "nope"), "message names the path");
+}
+
+Test(store, open_plain_dir_is_notarchive)
+{
+	amber_store *s = NULL;
+
+	cr_assert_eq(mkdir(at("d"), 0755), 0);
+	cr_assert_eq(amber_store_open(&s, at("d")), AMBER_ENOTARCHIVE);
+	cr_assert_null(s);
+}
+
+Test(store, open_writes_nothing)
+{
+	static char before[65536], after[65536];
+	const char *ls = "find '%s' -printf '%%p %%s %%T@ %%C@\\n' | sort";
+	amber_store *s = NULL;
+
+	OK(amber_store_init(&s, at("a")));
+	amber_store_free(s);
+	cr_assert_eq(run(before, sizeof(before), ls, at("a")), 0);
+	usleep(20000);
+	OK(amber_store_open(&s, at("a")));
+	amber_store_free(s);
+	cr_assert_eq(run(after, sizeof(after), ls, at("a")), 0);
+	cr_assert_str_eq(before, after);
+}
+
+Test(store, init_on_nonempty_dir_or_file_is_eexists)
+{
+	amber_store *s = NULL;
+	int fd;
+
+	cr_assert_eq(mkdir(at("d"), 0755), 0);
+	fd = open(at("d/x"), O_CREAT | O_WRONLY, 0644);
+	cr_assert(fd >= 0);
+	close(fd);
+	cr_assert_eq(amber_store_init(&s, at("d")), AMBER_EEXISTS);
+	cr_assert_eq(amber_store_init(&s, at("d/x")), AMBER_EEXISTS);
+	cr_assert_null(s);
+}
+
+/* Objects -------------------------------------------------------------------- */
+
+Test(store, oid_matches_git_hash_object)
+{
+	uint8_t *data = random_bytes(100000), oid[20];
+	char hex[41], out[128];
+	FILE *f = fopen(at("sample"), "wb");
+
+	cr_assert_not_null(f);
+	cr_assert_eq(fwrite(data, 1, 100000, f), 100000);
+	fclose(f);
+	amber_store_hash(oid, AMBER_GIT_BLOB, data, 100000);
+	amber_oid_tohex(hex, oid);
+	cr_assert_eq(run(out, sizeof(out), "git hash-object --no-filters '%s'", at("sample")), 0);
+	cr_assert_eq(strncmp(out, hex, 40), 0, "git says %s, we say %s", out, hex);
+	amber_store_hash(oid, AMBER_GIT_BLOB, "", 0);
+	amber_oid_tohex(hex, oid);
+	cr_assert_str_eq(hex, "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
+	free(data);
+}
+
+/* Append a tree entry "100644 name\0<oid>" to b. */
+static void tree_entry(amber_buf *b, const char *name, const uint8_t oid[20])
+{
+	OK(amber_buf_put(b, "100644 ", 7));
+	OK(amber_buf_put(b, name, strlen(name) + 1));
+	OK(amber_buf_put(b, oid, 20));
+}
+
+static void commit_text(char *out, size_t cap, const uint8_t tree[20])
+{
+	char hex[41];
+
+	amber_oid_tohex(hex, tree);
+	snprintf(out, cap,
+		 "tree %s\nauthor A U Thor <a@example.com> 1700000000 +0000\n"
+		 "committer A U Thor <a@example.com> 1700000000 +0000\n\ntest snapshot\n",
+		 hex);
+}
+
+#define NBLOBS 1000
+
+struct corpus {
+	uint8_t *data[NBLOBS];
+	size_t len[NBLOBS];
+	uint8_t oid[NBLOBS][20];
+	uint8_t tree[20], commit[20];
+	amber_buf tree_buf;
+	char commit_buf[512];
+};
+
+static void corpus_write(struct corpus *c, amber_packw *w)
+{
+	char name[16];
+
+	amber_buf_init(&c->tree_buf, 0);
+	for (int i = 0; i < NBLOBS; i++) {
+		c->len[i] = i == 0 ? 0 : i == 1 ? (size_t)3 << 20 : rnd() % 70000;
+		c->data[i] = random_bytes(c->len[i]);
+		add_blob(c->oid[i], NULL, w, c->data[i], c->len[i]);
+		snprintf(name, sizeof(name), "f%04d", i);
+		tree_entry(&c->tree_buf, name, c->oid[i]);
+	}
+	OK(amber_packw_add(c->tree, NULL, w, AMBER_GIT_TREE, c->tree_buf.data, c->tree_buf.len));
+	commit_text(c->commit_buf, sizeof(c->commit_buf), c->tree);
+	OK(amber_packw_add(c->commit, NULL, w, AMBER_GIT_COMMIT, c->commit_buf,
+			   strlen(c->commit_buf)));
+}
+
+static void corpus_check(struct corpus *c, amber_store *s)
+{
+	for (int i = 0; i < NBLOBS; i++)
+		expect_object(s, c->oid[i], AMBER_GIT_BLOB, c->data[i], c->len[i]);
+	expect_object(s, c->tree, AMBER_GIT_TREE, c->tree_buf.data, c->tree_buf.len);
+	expect_object(s, c->commit, AMBER_GIT_COMMIT, c->commit_buf, strlen(c->commit_buf));
+}
+
+static void corpus_free(struct corpus *c)
+{
+	for (int i = 0; i < NBLOBS; i++)
+		free(c->data[i]);
+	amber_buf_dispose(&c->tree_buf);
+}
+
+static void assert_fsck_clean(const char *repo)
+{
+	char out[8192];
+
+	cr_assert_eq(run(out, sizeof(out), "git --git-dir='%s' fsck --full --strict --no-dangling 2>&1",
+			 repo), 0, "git fsck failed: %s", out);
+	cr_assert_null(strstr(out, "warning"), "git fsck warned: %s", out);
+	cr_assert_null(strstr(out, "error"), "git fsck: %s", out);
+}
+
+Test(store, written_pack_reads_back_and_passes_git_fsck, .timeout = 120)
+{
+	static struct corpus c;
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	char hex[41], out[4096];
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	corpus_write(&c, w);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	corpus_check(&c, s);
+	OK(amber_store_ref_update(s, "refs/heads/main", c.commit, NULL, "test"));
+	assert_fsck_clean(at("a"));
+	amber_oid_tohex(hex, c.commit);
+	cr_assert_eq(run(out, sizeof(out), "git --git-dir='%s' cat-file -p %s", at("a"), hex), 0);
+	cr_assert_str_eq(out, c.commit_buf);
+	cr_assert_eq(count_files(at("a/amberfs-tmp"), ""), 0, "temporary files left behind");
+	amber_store_free(s);
+	/* A fresh handle (another process's view) reads the same. */
+	OK(amber_store_open(&s, at("a")));
+	corpus_check(&c, s);
+	amber_store_free(s);
+	corpus_free(&c);
+}
+
+Test(store, read_of_missing_object_is_notfound)
+{
+	amber_store *s = NULL;
+	amber_buf b = AMBER_BUF_INIT;
+	uint8_t oid[20] = {0xab, 0xcd};
+
+	OK(amber_store_init(&s, at("a")));
+	cr_assert_eq(amber_store_read(&b, NULL, s, oid, 1 << 20), AMBER_ENOTFOUND);
+	cr_assert(strstr(amber_error_last(), "abcd000000"), "names the id: %s",
+		  amber_error_last());
+	cr_assert_eq(amber_store_exists(s, oid), 0);
+	amber_store_free(s);
+}
+
+Test(store, read_larger_than_max_is_corrupt)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	amber_buf b;
+	uint8_t *data = random_bytes(5000), oid[20];
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	add_blob(oid, NULL, w, data, 5000);
+	OK(amber_packw_commit(w));
+	amber_buf_init(&b, 1 << 20);
+	cr_assert_eq(amber_store_read(&b, NULL, s, oid, 4999), AMBER_ECORRUPT);
+	amber_buf_dispose(&b);
+	amber_buf_init(&b, 4000);
+	cr_assert_eq(amber_store_read(&b, NULL, s, oid, 1 << 20), AMBER_ECORRUPT);
+	cr_assert_eq(b.len, 0);
+	amber_buf_dispose(&b);
+	amber_packw_free(w);
+	amber_store_free(s);
+	free(data);
+}
+
+Test(store, same_object_twice_is_written_once)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t *data = random_bytes(4096), a[20], b[20];
+	int n1 = -1, n2 = -1;
+	uint64_t bytes;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	add_blob(a, &n1, w, data, 4096);
+	bytes = amber_packw_bytes(w);
+	add_blob(b, &n2, w, data, 4096);
+	cr_assert_eq(n1, 1);
+	cr_assert_eq(n2, 0);
+	cr_assert_eq(memcmp(a, b, 20), 0);
+	cr_assert_eq(amber_packw_bytes(w), bytes);
+	OK(amber_packw_commit(w));
+	cr_assert_eq(git_count_objects(at("a")), 1);
+	amber_packw_free(w);
+	amber_store_free(s);
+	free(data);
+}
+
+Test(store, objects_in_an_earlier_pack_are_not_rewritten)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t *data = random_bytes(4096), oid[20];
+	int is_new = -1;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	add_blob(oid, &is_new, w, data, 4096);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	OK(amber_packw_new(&w, s));
+	add_blob(oid, &is_new, w, data, 4096);
+	cr_assert_eq(is_new, 0);
+	cr_assert_eq(amber_packw_bytes(w), 0);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	cr_assert_eq(npacks(at("a")), 1);
+	amber_store_free(s);
+	free(data);
+}
+
+Test(store, empty_commit_writes_nothing)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	cr_assert_eq(npacks(at("a")), 0);
+	amber_store_free(s);
+}
+
+Test(store, rollover_splits_into_several_valid_packs, .timeout = 60)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t *data[60], oid[60][20], again[20];
+	int is_new;
+
+	cr_assert_eq(setenv("AMBERFS_PACK_ROLLOVER_BYTES", "100000", 1), 0);
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	for (int i = 0; i < 60; i++) {
+		data[i] = random_bytes(10000);
+		add_blob(oid[i], NULL, w, data[i], 10000);
+	}
+	/* The first pack is committed by now: re-adding must not rewrite. */
+	cr_assert_gt(npacks(at("a")), 0);
+	add_blob(again, &is_new, w, data[0], 10000);
+	cr_assert_eq(is_new, 0);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	cr_assert_eq(npacks(at("a")), 6, "%d packs", npacks(at("a")));
+	for (int i = 0; i < 60; i++) {
+		expect_object(s, oid[i], AMBER_GIT_BLOB, data[i], 10000);
+		free(data[i]);
+	}
+	assert_fsck_clean(at("a"));
+	amber_store_free(s);
+}
+
+Test(store, uncommitted_writer_leaves_no_files)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t *data = random_bytes(100000), oid[20];
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	add_blob(oid, NULL, w, data, 100000);
+	cr_assert_eq(count_files(at("a/amberfs-tmp"), ""), 1);
+	amber_packw_free(w);
+	cr_assert_eq(count_files(at("a/objects/pack"), ""), 0);
+	cr_assert_eq(count_files(at("a/amberfs-tmp"), ""), 0);
+	cr_assert_eq(amber_store_exists(s, oid), 0);
+	amber_store_free(s);
+	free(data);
+}
+
+Test(store, another_handle_sees_a_new_pack)
+{
+	amber_store *s = NULL, *r = NULL;
+	amber_packw *w = NULL;
+	uint8_t *data = random_bytes(1000), oid[20];
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_store_open(&r, at("a")));
+	OK(amber_packw_new(&w, s));
+	add_blob(oid, NULL, w, data, 1000);
+	OK(amber_packw_commit(w));
+	OK(amber_store_refresh(r));
+	expect_object(r, oid, AMBER_GIT_BLOB, data, 1000);
+	amber_packw_free(w);
+	amber_store_free(r);
+	amber_store_free(s);
+	free(data);
+}
+
+#define NTHREADS 4
+#define PER_THREAD 300
+
+struct worker {
+	amber_packw *w;
+	int id;
+	int nnew;
+	uint8_t oid[PER_THREAD][20];
+};
+
+/* Half the objects are shared by all threads, half are private. */
+static void *worker_run(void *arg)
+{
+	struct worker *k = arg;
+	uint8_t buf[3000];
+
+	for (int i = 0; i < PER_THREAD; i++) {
+		int shared = i % 2 == 0, is_new = 0;
+
+		memset(buf, shared ? 0 : k->id + 1, sizeof(buf));
+		memcpy(buf, &i, sizeof(i));
+		if (amber_packw_add(k->oid[i], &is_new, k->w, AMBER_GIT_BLOB, buf,
+				    100 + (size_t)i * 9) < 0)
+			return (void *)1;
+		k->nnew += is_new;
+	}
+	return NULL;
+}
+
+Test(store, concurrent_adds_write_each_object_once, .timeout = 60)
+{
+	static struct worker k[NTHREADS];
+	pthread_t t[NTHREADS];
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	int total = 0;
+
+	cr_assert_eq(setenv("AMBERFS_PACK_ROLLOVER_BYTES", "200000", 1), 0);
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	for (int i = 0; i < NTHREADS; i++) {
+		k[i] = (struct worker){.w = w, .id = i};
+		cr_assert_eq(pthread_create(&t[i], NULL, worker_run, &k[i]), 0);
+	}
+	for (int i = 0; i < NTHREADS; i++) {
+		void *r;
+
+		pthread_join(t[i], &r);
+		cr_assert_null(r, "an add failed");
+		total += k[i].nnew;
+	}
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	cr_assert_eq(total, PER_THREAD / 2 + NTHREADS * PER_THREAD / 2);
+	cr_assert_eq(git_count_objects(at("a")), total);
+	for (int i = 0; i < NTHREADS; i++)
+		for (int j = 0; j < PER_THREAD; j++)
+			cr_assert_eq(amber_store_exists(s, k[i].oid[j]), 1);
+	assert_fsck_clean(at("a"));
+	amber_store_free(s);
+}
+
+/* Refs ---------------------------------------------------------------------- */
+
+/* Commit two small blobs and return their ids. */
+static void two_objects(amber_store *s, uint8_t a[20], uint8_t b[20])
+{
+	amber_packw *w = NULL;
+
+	OK(amber_packw_new(&w, s));
+	add_blob(a, NULL, w, "first", 5);
+	add_blob(b, NULL, w, "second", 6);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+}
+
+Test(store, ref_update_is_compare_and_swap)
+{
+	amber_store *s = NULL;
+	uint8_t a[20], b[20], got[20];
+
+	OK(amber_store_init(&s, at("a")));
+	two_objects(s, a, b);
+	cr_assert_eq(amber_store_ref_read(got, s, "refs/tags/x"), AMBER_ENOTFOUND);
+	OK(amber_store_ref_update(s, "refs/tags/x", a, NULL, "create"));
+	cr_assert_eq(amber_store_ref_update(s, "refs/tags/x", b, NULL, "again"), AMBER_ELOCKED);
+	cr_assert(strstr(amber_error_last(), "refs/tags/x"), "%s", amber_error_last());
+	cr_assert_eq(amber_store_ref_update(s, "refs/tags/x", b, b, "wrong"), AMBER_ELOCKED);
+	cr_assert_eq(amber_store_ref_update(s, "refs/tags/y", b, a, "absent"), AMBER_ELOCKED);
+	OK(amber_store_ref_read(got, s, "refs/tags/x"));
+	cr_assert_eq(memcmp(got, a, 20), 0);
+	OK(amber_store_ref_update(s, "refs/tags/x", b, a, "move"));
+	OK(amber_store_ref_read(got, s, "refs/tags/x"));
+	cr_assert_eq(memcmp(got, b, 20), 0);
+	amber_store_free(s);
+}
+
+struct seen {
+	int n;
+	char names[8][64];
+};
+
+static int collect(const char *name, const uint8_t oid[20], void *payload)
+{
+	struct seen *v = payload;
+
+	snprintf(v->names[v->n++], 64, "%s", name);
+	return v->n == 8;
+}
+
+Test(store, ref_foreach_visits_matching_refs)
+{
+	amber_store *s = NULL;
+	uint8_t a[20], b[20];
+	struct seen v = {0};
+
+	OK(amber_store_init(&s, at("a")));
+	two_objects(s, a, b);
+	OK(amber_store_ref_update(s, "refs/heads/main", a, NULL, NULL));
+	OK(amber_store_ref_update(s, "refs/tags/t1", a, NULL, NULL));
+	OK(amber_store_ref_update(s, "refs/tags/t2", b, NULL, NULL));
+	OK(amber_store_ref_foreach(s, "refs/tags/*", collect, &v));
+	cr_assert_eq(v.n, 2);
+	cr_assert_str_eq(v.names[0], "refs/tags/t1");
+	cr_assert_str_eq(v.names[1], "refs/tags/t2");
+	amber_store_free(s);
+}
+
+Test(store, expand_prefix_finds_unique_and_flags_ambiguous, .timeout = 60)
+{
+	static uint8_t oid[2000][20];
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t got[20];
+	char hex[41], pre[5] = {0};
+	int i, j = -1, k;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	for (i = 0; i < 2000; i++)
+		add_blob(oid[i], NULL, w, &i, sizeof(i));
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	amber_oid_tohex(hex, oid[7]);
+	hex[12] = '\0';
+	OK(amber_store_expand_prefix(got, s, hex));
+	cr_assert_eq(memcmp(got, oid[7], 20), 0);
+	/* 2000 ids over 65536 four-digit prefixes: some pair shares one. */
+	for (i = 0; i < 2000 && j < 0; i++)
+		for (k = i + 1; k < 2000 && j < 0; k++)
+			if (oid[i][0] == oid[k][0] && oid[i][1] == oid[k][1])
+				j = i;
+	cr_assert_geq(j, 0);
+	amber_oid_tohex(hex, oid[j]);
+	memcpy(pre, hex, 4);
+	cr_assert_eq(amber_store_expand_prefix(got, s, pre), AMBER_EAMBIGUOUS);
+	cr_assert_eq(amber_store_expand_prefix(got, s, "abc"), AMBER_EINVAL);
+	cr_assert_eq(amber_store_expand_prefix(got, s, "zzzz"), AMBER_EINVAL);
+	amber_store_free(s);
+}
+
+Test(store, expand_prefix_of_nothing_is_notfound)
+{
+	amber_store *s = NULL;
+	uint8_t got[20];
+
+	OK(amber_store_init(&s, at("a")));
+	cr_assert_eq(amber_store_expand_prefix(got, s, "deadbeef"), AMBER_ENOTFOUND);
+	amber_store_free(s);
+}
+
+/* Lock ------------------------------------------------------------------------ */
+
+Test(store, second_lock_is_elocked_until_unlock)
+{
+	amber_store *s = NULL, *t = NULL;
+	char pid[32];
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_store_open(&t, at("a")));
+	OK(amber_store_lock(s));
+	cr_assert_eq(amber_store_lock(t), AMBER_ELOCKED);
+	snprintf(pid, sizeof(pid), "pid %ld", (long)getpid());
+	cr_assert(strstr(amber_error_last(), pid), "%s", amber_error_last());
+	amber_store_unlock(s);
+	OK(amber_store_lock(t));
+	amber_store_free(t);
+	amber_store_free(s);
+}
+
+Test(store, lock_held_by_another_process_is_elocked_and_dies_with_it)
+{
+	amber_store *s = NULL;
+	int go[2], ready[2];
+	char c;
+	pid_t pid;
+
+	OK(amber_store_init(&s, at("a")));
+	cr_assert_eq(pipe(go), 0);
+	cr_assert_eq(pipe(ready), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		amber_store *c2 = NULL;
+
+		/* Read EOF, and so exit, if the test process dies. */
+		close(go[1]);
+		close(ready[0]);
+		if (amber_store_open(&c2, at("a")) < 0 || amber_store_lock(c2) < 0)
+			_exit(1);
+		(void)!write(ready[1], "r", 1);
+		(void)!read(go[0], &c, 1);
+		_exit(0);	/* dies holding the lock */
+	}
+	close(go[0]);
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &c, 1), 1);
+	cr_assert_eq(amber_store_lock(s), AMBER_ELOCKED);
+	cr_assert_eq(write(go[1], "g", 1), 1);
+	waitpid(pid, NULL, 0);
+	OK(amber_store_lock(s));
+	amber_store_free(s);
+}
+
+Test(store, lock_clears_a_dead_writers_temp_files)
+{
+	amber_store *s = NULL;
+	int fd;
+
+	OK(amber_store_init(&s, at("a")));
+	cr_assert_eq(mkdir(at("a/amberfs-tmp"), 0755), 0);
+	fd = open(at("a/amberfs-tmp/pack-stale"), O_CREAT | O_WRONLY, 0644);
+	cr_assert(fd >= 0);
+	close(fd);
+	OK(amber_store_lock(s));
+	cr_assert_eq(count_files(at("a/amberfs-tmp"), ""), 0);
+	amber_store_free(s);
+}
+
+/* Hex ---------------------------------------------------------------------------- */
+
+Test(store, hex_roundtrips_and_rejects_junk)
+{
+	uint8_t oid[20], back[20];
+	char hex[41];
+
+	for (int i = 0; i < 20; i++)
+		oid[i] = (uint8_t)(i * 13 + 7);
+	amber_oid_tohex(hex, oid);
+	OK(amber_oid_fromhex(back, hex));
+	cr_assert_eq(memcmp(oid, back, 20), 0);
+	cr_assert_eq(amber_oid_fromhex(back, "abc"), AMBER_EINVAL);
+	hex[5] = 'g';
+	cr_assert_eq(amber_oid_fromhex(back, hex), AMBER_EINVAL);
+	cr_assert_eq(amber_oid_fromhex(back, "00000000000000000000000000000000000000000"),
+		     AMBER_EINVAL);
+}
