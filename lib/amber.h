@@ -241,6 +241,44 @@ const amber_snapinfo *amber_snapshot_info(const amber_snapshot *s);
 /** Close a snapshot.  NULL-safe. */
 void amber_snapshot_free(amber_snapshot *s);
 
+/* Time index ------------------------------------------------------ */
+
+typedef struct amber_timeline amber_timeline;
+
+/**
+ * The snapshots of one stream in time order, for O(log n) lookups by time.
+ * Kept in the user's cache directory and extended incrementally: opening
+ * loads the cache and reads only the snapshots written since.  Times come
+ * from the commits; amber_snapshot_open() authenticates the one you use.
+ * Not thread-safe: callers serialise access to one timeline.
+ * @return 0 (an empty timeline if the stream has no snapshot yet) or an error.
+ *         Free with amber_timeline_free().
+ */
+int amber_timeline_open(amber_timeline **out, amber_archive *a, const char *stream);
+
+/**
+ * Catch up with the stream's ref (new snapshots written meanwhile).
+ * @param changed  set to 1 if the timeline changed (may be NULL)
+ */
+int amber_timeline_refresh(amber_timeline *t, int *changed);
+
+/** Number of snapshots. */
+size_t amber_timeline_count(const amber_timeline *t);
+
+/** Time (ns, UTC) of the i-th snapshot, oldest first. */
+int64_t amber_timeline_time(const amber_timeline *t, size_t i);
+
+/** Commit id of the i-th snapshot. */
+void amber_timeline_id(char out[AMBER_OID_HEXSZ + 1], const amber_timeline *t, size_t i);
+
+/** Index of the newest snapshot at or before time_ns, or -1 if none. */
+long amber_timeline_find(const amber_timeline *t, int64_t time_ns);
+
+/** Index of the oldest snapshot at or after time_ns (count if none). */
+size_t amber_timeline_lower_bound(const amber_timeline *t, int64_t time_ns);
+
+void amber_timeline_free(amber_timeline *t);
+
 /* Entries ----------------------------------------------------------- */
 
 enum amber_type {

@@ -707,37 +707,45 @@ static int stream_tip(uint8_t oid[20], amber_archive *a, const char *stream)
 	return rc;
 }
 
-/* Newest snapshot of the stream at or before t (by the commits' time trailers;
- * amber_snapshot_open then authenticates the one chosen). */
+int amber_commit_time(int64_t *time_ns, uint8_t parent[20], int *has_parent, amber_archive *a,
+		      const uint8_t oid[20])
+{
+	amber_commit c = {0};
+	char hex[41], *tt = NULL;
+	int rc;
+
+	amber_oid_tohex(hex, oid);
+	rc = read_commit(&c, a, oid, hex);
+	if (rc == 0) {
+		tt = amber_trailer_get(c.message, "Amberfs-Time");
+		rc = tt && amber_time_parse(time_ns, tt) == 0 ?
+			     0 : amber_fail(AMBER_ECORRUPT, "snapshot %s has no valid time", hex);
+		memcpy(parent, c.parent, 20);
+		*has_parent = c.nparents == 1;
+	}
+	free(tt);
+	amber_commit_dispose(&c);
+	return rc;
+}
+
+/* Newest snapshot of the stream at or before t, through the time index
+ * (amber_snapshot_open then authenticates the one chosen). */
 static int resolve_time(uint8_t out[20], amber_archive *a, const char *stream, int64_t t,
 			const char *spec)
 {
-	uint8_t cur[20];
-	int rc = stream_tip(cur, a, stream);
+	amber_timeline *tl = NULL;
+	char hex[41];
+	long i;
+	int rc = amber_timeline_open(&tl, a, stream);
 
-	while (rc == 0) {
-		amber_commit c = {0};
-		char hex[41], *tt;
-		int64_t ct = 0;
-
-		amber_oid_tohex(hex, cur);
-		if ((rc = read_commit(&c, a, cur, hex)) < 0)
-			break;
-		tt = amber_trailer_get(c.message, "Amberfs-Time");
-		rc = tt && amber_time_parse(&ct, tt) == 0 ? 0 :
-			amber_fail(AMBER_ECORRUPT, "snapshot %s has no valid time", hex);
-		free(tt);
-		if (rc == 0 && ct <= t) {
-			memcpy(out, cur, 20);
-			amber_commit_dispose(&c);
-			return 0;
-		}
-		if (rc == 0 && c.nparents == 0)
-			rc = amber_fail(AMBER_ENOTFOUND, "no snapshot of stream '%s' at or before %s",
-					stream ? stream : "main", spec + 1);
-		memcpy(cur, c.parent, 20);
-		amber_commit_dispose(&c);
+	if (rc == 0 && (i = amber_timeline_find(tl, t)) < 0)
+		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot of stream '%s' at or before %s",
+				stream ? stream : "main", spec + 1);
+	if (rc == 0) {
+		amber_timeline_id(hex, tl, (size_t)i);
+		rc = amber_oid_fromhex(out, hex);
 	}
+	amber_timeline_free(tl);
 	return rc;
 }
 

@@ -23,4 +23,11 @@ struct amber_snapshot {
 	size_t index_n;
 };
 
+/**
+ * Time (from the Amberfs-Time trailer) and first parent of commit `oid`,
+ * without authenticating the record.  *has_parent set to 0 or 1.
+ */
+int amber_commit_time(int64_t *time_ns, uint8_t parent[20], int *has_parent, amber_archive *a,
+		      const uint8_t oid[20]);
+
 #endif
