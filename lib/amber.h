@@ -370,6 +370,45 @@ void amber_dir_free(amber_dir *d);
 int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
 		    void *buf, size_t len);
 
+/* Long-lived readers (the FUSE daemon) ------------------------------ */
+
+/**
+ * Give the archive one cache of decoded objects (chunks and chunk indexes),
+ * shared by all its snapshots and threads, bounded to `bytes` (least
+ * recently used first out; entries being copied out are never evicted).
+ * The default is 8 MiB.  Also enables read-ahead.  Call before reading.
+ * @return 0 or AMBER_ERROR.
+ */
+int amber_archive_set_cache(amber_archive *a, size_t bytes);
+
+/**
+ * Decode, in a background thread, the chunk of `e` that follows the one
+ * holding offset `off` (read-ahead for sequential readers).  Does nothing
+ * without a cache (amber_archive_set_cache) or at the end of the file.
+ * The snapshot must outlive the read-ahead: amber_snapshot_free waits.
+ */
+void amber_file_prefetch(amber_snapshot *s, const amber_entry *e, uint64_t off);
+
+/**
+ * An inode number from content identity: a keyed 64-bit hash of the entry's
+ * content object(s) and metadata (type, mode, owner, size, mtime, rdev,
+ * symlink target, xattrs, hardlink group), but not its name.  The same
+ * unchanged file or directory in two snapshots gets the same number;
+ * anything changed gets another.  Never 0 or 1.
+ */
+uint64_t amber_entry_ino(const amber_archive *a, const amber_entry *e);
+
+/** Work counters of an archive handle (for tests and diagnostics). */
+typedef struct amber_counters {
+	uint64_t chunks_decoded;     /**< chunk objects decrypted and decompressed */
+	uint64_t chunk_bytes;        /**< plaintext bytes of those chunks */
+	uint64_t dirs_decoded;       /**< directory manifests decoded */
+	uint64_t cache_hits;         /**< chunk reads served from the cache */
+} amber_counters;
+
+/** A snapshot of the counters (thread-safe). */
+void amber_archive_counters(const amber_archive *a, amber_counters *out);
+
 /** Options for amber_restore(). */
 typedef struct amber_restore_opts {
 	int no_owner;          /**< do not chown (default when not root) */

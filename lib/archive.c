@@ -52,6 +52,10 @@ void amber_archive_free(amber_archive *a)
 {
 	if (!a)
 		return;
+	amber_archive_prefetch_stop(a);
+	pthread_mutex_destroy(&a->pf_lock);
+	pthread_cond_destroy(&a->pf_cond);
+	amber_cache_free(a->cache);
 	for (size_t i = 0; i < a->nslots; i++)
 		free(a->slots[i]);
 	amber_keys_free(a->keys);
@@ -230,11 +234,16 @@ static amber_archive *archive_alloc(const char *path)
 {
 	amber_archive *a = calloc(1, sizeof(*a));
 
-	if (!a || !(a->path = strdup(path))) {
+	if (!a || !(a->path = strdup(path)) ||
+	    !(a->cache = amber_cache_new(AMBER_DEFAULT_CACHE))) {
+		if (a)
+			free(a->path);
 		free(a);
 		amber_fail(AMBER_ERROR, "out of memory");
 		return NULL;
 	}
+	pthread_mutex_init(&a->pf_lock, NULL);
+	pthread_cond_init(&a->pf_cond, NULL);
 	return a;
 }
 
@@ -433,4 +442,73 @@ char *amber_archive_cache_dir(const amber_archive *a)
 	if (amber_mkdirs(path, 0700) < 0)
 		return NULL;
 	return strdup(path);
+}
+
+int amber_archive_set_cache(amber_archive *a, size_t bytes)
+{
+	amber_cache *c = amber_cache_new(bytes);
+
+	if (!c)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	amber_cache_free(a->cache);
+	a->cache = c;
+	a->prefetch_enabled = 1;
+	return 0;
+}
+
+void amber_archive_counters(const amber_archive *a, amber_counters *out)
+{
+	out->chunks_decoded = atomic_load(&a->counters.chunks_decoded);
+	out->chunk_bytes = atomic_load(&a->counters.chunk_bytes);
+	out->dirs_decoded = atomic_load(&a->counters.dirs_decoded);
+	out->cache_hits = atomic_load(&a->counters.cache_hits);
+}
+
+static void hash_u64(crypto_generichash_state *h, uint64_t v)
+{
+	uint8_t b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	crypto_generichash_update(h, b, sizeof(b));
+}
+
+uint64_t amber_entry_ino(const amber_archive *a, const amber_entry *e)
+{
+	static const uint8_t plain_key[32] = "amberfs inode numbers, plain.";
+	const uint8_t *key = a->keys ? a->keys->token_key : plain_key;
+	crypto_generichash_state h;
+	uint8_t out[8];
+	uint64_t v = 0;
+
+	crypto_generichash_init(&h, key, 32, sizeof(out));
+	hash_u64(&h, e->type);
+	hash_u64(&h, e->mode);
+	hash_u64(&h, ((uint64_t)e->uid << 32) | e->gid);
+	hash_u64(&h, e->size);
+	hash_u64(&h, (uint64_t)e->mtime_sec);
+	hash_u64(&h, e->mtime_nsec);
+	hash_u64(&h, e->rdev);
+	hash_u64(&h, e->hardlink);
+	hash_u64(&h, e->content);
+	if (e->content == AMBER_C_CHUNKED || e->content == AMBER_C_DIR)
+		crypto_generichash_update(&h, e->tree_oid, 20);
+	if (e->content != AMBER_C_NONE)
+		crypto_generichash_update(&h, e->link.oid, 20);
+	hash_u64(&h, e->target_len);
+	if (e->target)
+		crypto_generichash_update(&h, (const uint8_t *)e->target, e->target_len);
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		crypto_generichash_update(&h, (const uint8_t *)e->xattrs[i].name,
+					  strlen(e->xattrs[i].name) + 1);
+		hash_u64(&h, e->xattrs[i].value_len);
+		crypto_generichash_update(&h, e->xattrs[i].value, e->xattrs[i].value_len);
+	}
+	crypto_generichash_final(&h, out, sizeof(out));
+	for (int i = 0; i < 8; i++)
+		v |= (uint64_t)out[i] << (8 * i);
+	/* top bit clear: the daemon keeps numbers with it set and small ones
+	 * for its virtual directories */
+	v &= ~((uint64_t)1 << 63);
+	return v < 1024 ? v + 1024 : v;
 }

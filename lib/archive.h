@@ -9,9 +9,11 @@
 #define AMBER_ARCHIVE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "amber.h"
 #include "buf.h"
+#include "cache.h"
 #include "chunker.h"
 #include "keys.h"
 #include "store.h"
@@ -32,7 +34,27 @@ struct amber_archive {
 	uint8_t *slots[AMBER_MAX_SLOTS];
 	size_t slot_len[AMBER_MAX_SLOTS];
 	size_t nslots;
+	amber_cache *cache;        /* decoded chunks and indexes, all snapshots */
+	struct {
+		atomic_uint_fast64_t chunks_decoded, chunk_bytes, dirs_decoded, cache_hits;
+	} counters;
+	/* read-ahead: one worker thread, started on first use (after any fork) */
+	int prefetch_enabled;
+	pthread_mutex_t pf_lock;   /* protects the pf_* fields */
+	pthread_cond_t pf_cond;
+	pthread_t pf_thread;
+	int pf_started, pf_stop;
+	amber_link pf_queue[8];
+	size_t pf_len[8], pf_n;
 };
+
+#define AMBER_DEFAULT_CACHE ((size_t)8 << 20)
+
+/** Queue a chunk for background decoding into the cache (reader.c). */
+void amber_archive_prefetch(amber_archive *a, const amber_link *l, size_t len);
+
+/** Stop and join the read-ahead worker, if started (reader.c). */
+void amber_archive_prefetch_stop(amber_archive *a);
 
 /** Keys to pass to the codec: NULL for plain archives. */
 static inline const amber_keys *amber_archive_keys(const amber_archive *a)

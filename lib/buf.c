@@ -86,6 +86,14 @@ void amber_buf_dispose(amber_buf *b)
 	b->len = b->cap = 0;
 }
 
+void amber_buf_free(void *b)
+{
+	if (!b)
+		return;
+	amber_buf_dispose(b);
+	free(b);
+}
+
 void amber_rd_init(amber_rd *r, const void *data, size_t len)
 {
 	r->p = data;

@@ -34,6 +34,8 @@ int amber_buf_put_u64(amber_buf *b, uint64_t v);
 void amber_buf_reset(amber_buf *b);
 /** Free the allocation; the struct may be reused after amber_buf_init. */
 void amber_buf_dispose(amber_buf *b);
+/** Dispose and free a heap-allocated amber_buf (a destructor for caches). */
+void amber_buf_free(void *b);
 
 /*
  * Bounds-checked little-endian reader over untrusted bytes.  Every get

@@ -15,6 +15,7 @@
  */
 #include "reader.h"
 
+#include "cache.h"
 #include "codec.h"
 #include "error.h"
 #include "gitobj.h"
@@ -23,6 +24,7 @@
 #include <ctype.h>
 #include <inttypes.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,10 +61,6 @@ void amber_snapshot_free(amber_snapshot *s)
 		return;
 	amber_snapinfo_dispose(&s->info);
 	amber_entry_dispose(&s->root);
-	amber_buf_dispose(&s->chunk);
-	free(s->index);
-	free(s->index_off);
-	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
@@ -235,8 +233,6 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0) {
 		s->a = a;
-		pthread_mutex_init(&s->lock, NULL);
-		amber_buf_init(&s->chunk, AMBER_CHUNK_MAX + 64);
 		snprintf(s->info.id, sizeof(s->info.id), "%s", id);
 		rc = fill_info(&s->info, &r);
 	}
@@ -296,11 +292,11 @@ const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t
 	return NULL;
 }
 
-static int read_tree(amber_buf *b, amber_tparsed **t, size_t *n, amber_snapshot *s,
+static int read_tree(amber_buf *b, amber_tparsed **t, size_t *n, amber_archive *a,
 		     const uint8_t oid[20], const char *what)
 {
 	int type = 0;
-	int rc = amber_store_read(b, &type, s->a->store, oid, MAX_MANIFEST);
+	int rc = amber_store_read(b, &type, a->store, oid, MAX_MANIFEST);
 
 	if (rc == 0 && type != AMBER_GIT_TREE)
 		rc = amber_fail(AMBER_EAUTH, "%s: object is not a tree", what);
@@ -346,7 +342,7 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 	amber_tparsed *t = NULL;
 	const amber_tparsed *m;
 	size_t tn = 0;
-	int rc = read_tree(&tb, &t, &tn, s, tree, what);
+	int rc = read_tree(&tb, &t, &tn, s->a, tree, what);
 
 	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, link->oid, 20)))
 		rc = tree_mismatch(what);
@@ -355,6 +351,8 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 		rc = amber_archive_read_obj(&mb, s->a, link, AMBER_OBJ_MANIFEST, MAX_MANIFEST, what);
 	if (rc == 0)
 		rc = amber_manifest_decode(e, n, mb.data, mb.len);
+	if (rc == 0)
+		atomic_fetch_add(&s->a->counters.dirs_decoded, 1);
 	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, what)) < 0) {
 		amber_entries_free(*e, *n);
 		*e = NULL;
@@ -466,7 +464,7 @@ int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
 	if (rc == 0 && (dir->type != AMBER_T_DIR || dir->content != AMBER_C_DIR))
 		rc = amber_fail(AMBER_ENOTDIR, "%s is not a directory", dir->name);
 	if (rc == 0)
-		rc = read_tree(&tb, &t, &tn, s, dir->tree_oid, what);
+		rc = read_tree(&tb, &t, &tn, s->a, dir->tree_oid, what);
 	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, dir->link.oid, 20)))
 		rc = tree_mismatch(what);
 	if (rc == 0 && is_fanout(t, tn))
@@ -537,34 +535,41 @@ int amber_stat(amber_entry **out, amber_snapshot *s, const char *path)
 
 /* ---- file contents ----------------------------------------------------------------- */
 
-/* Decode one chunk into s->chunk (cached); caller holds s->lock. */
-static int load_chunk(amber_snapshot *s, const amber_link *l, size_t want_len, const char *what)
-{
-	int rc;
+/*
+ * Decoded chunks and chunk indexes live in the archive's shared cache
+ * (cache.c), keyed by object id and kind, so several threads and snapshots
+ * reading the same content decode it once.
+ */
 
-	if (s->have_chunk && memcmp(s->chunk_oid, l->oid, 20) == 0 && s->chunk.len == want_len)
-		return 0;
-	s->have_chunk = 0;
-	amber_buf_reset(&s->chunk);
-	rc = amber_archive_read_obj(&s->chunk, s->a, l, AMBER_OBJ_CHUNK, AMBER_CHUNK_MAX, what);
-	if (rc == 0 && s->chunk.len != want_len)
-		rc = amber_fail(AMBER_ECORRUPT, "%s: chunk has %zu bytes, its index says %zu", what,
-				s->chunk.len, want_len);
-	if (rc == 0) {
-		memcpy(s->chunk_oid, l->oid, 20);
-		s->have_chunk = 1;
-	}
-	return rc;
+typedef struct file_index {
+	amber_chunkref *c;
+	uint64_t *off;          /* start of each chunk; n + 1 values */
+	size_t n;
+} file_index;
+
+static void index_free(void *p)
+{
+	file_index *x = p;
+
+	free(x->c);
+	free(x->off);
+	free(x);
 }
 
-static int check_chunk_tree(amber_snapshot *s, const amber_entry *e, const amber_chunkref *c,
+static void ckey(uint8_t key[AMBER_CKEY], const uint8_t oid[20], uint8_t kind)
+{
+	memcpy(key, oid, 20);
+	key[20] = kind;
+}
+
+static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_chunkref *c,
 			    size_t n, const char *what)
 {
 	amber_buf tb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
 	const amber_tparsed *x;
 	size_t tn = 0;
-	int rc = read_tree(&tb, &t, &tn, s, e->tree_oid, what);
+	int rc = read_tree(&tb, &t, &tn, a, e->tree_oid, what);
 
 	if (rc == 0 && (tn != n + 1 || !(x = amber_tree_find(t, tn, "i")) ||
 			memcmp(x->oid, e->link.oid, 20) != 0))
@@ -582,52 +587,105 @@ static int check_chunk_tree(amber_snapshot *s, const amber_entry *e, const amber
 	return rc;
 }
 
-/* Load the chunk index of a multi-chunk file into s (cached); holds s->lock. */
-static int load_index(amber_snapshot *s, const amber_entry *e, const char *what)
+static int decode_index(file_index **out, amber_archive *a, const amber_entry *e,
+			const char *what)
 {
 	amber_buf ib = AMBER_BUF_INIT;
-	amber_chunkref *c = NULL;
-	size_t n = 0;
-	int rc;
+	file_index *x = calloc(1, sizeof(*x));
+	int rc = x ? 0 : amber_fail(AMBER_ERROR, "out of memory");
 
-	if (s->index && memcmp(s->index_oid, e->link.oid, 20) == 0)
-		return 0;
 	amber_buf_init(&ib, MAX_INDEX);
-	rc = amber_archive_read_obj(&ib, s->a, &e->link, AMBER_OBJ_INDEX, MAX_INDEX, what);
 	if (rc == 0)
-		rc = amber_index_decode(&c, &n, ib.data, ib.len, e->size, s->a->chunk_max);
+		rc = amber_archive_read_obj(&ib, a, &e->link, AMBER_OBJ_INDEX, MAX_INDEX, what);
 	if (rc == 0)
-		rc = check_chunk_tree(s, e, c, n, what);
+		rc = amber_index_decode(&x->c, &x->n, ib.data, ib.len, e->size, a->chunk_max);
+	if (rc == 0)
+		rc = check_chunk_tree(a, e, x->c, x->n, what);
+	if (rc == 0 && !(x->off = malloc((x->n + 1) * sizeof(uint64_t))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
 	amber_buf_dispose(&ib);
 	if (rc < 0) {
-		free(c);
+		if (x)
+			index_free(x);
 		return rc;
 	}
-	free(s->index);
-	free(s->index_off);
-	s->index = c;
-	s->index_n = n;
-	s->index_off = malloc((n + 1) * sizeof(uint64_t));
-	if (!s->index_off) {
-		free(s->index);
-		s->index = NULL;
-		return amber_fail(AMBER_ERROR, "out of memory");
-	}
-	s->index_off[0] = 0;
-	for (size_t i = 0; i < n; i++)
-		s->index_off[i + 1] = s->index_off[i] + c[i].len;
-	memcpy(s->index_oid, e->link.oid, 20);
+	x->off[0] = 0;
+	for (size_t i = 0; i < x->n; i++)
+		x->off[i + 1] = x->off[i] + x->c[i].len;
+	*out = x;
 	return 0;
 }
 
-static size_t chunk_at(const amber_snapshot *s, uint64_t off)
+/* The held cache entry of the chunk index of multi-chunk file e. */
+static int get_index(amber_cobj **out, amber_archive *a, const amber_entry *e, const char *what)
 {
-	size_t lo = 0, hi = s->index_n;
+	uint8_t key[AMBER_CKEY];
+	file_index *x = NULL;
+	int rc;
+
+	ckey(key, e->link.oid, 'i');
+	if ((*out = amber_cache_get(a->cache, key)))
+		return 0;
+	if ((rc = decode_index(&x, a, e, what)) < 0)
+		return rc;
+	*out = amber_cache_put(a->cache, key, x, x->n * 56 + 64, index_free);
+	return *out ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+}
+
+/* The held cache entry of a decoded chunk (an amber_buf). */
+static int get_chunk(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
+		     const char *what)
+{
+	uint8_t key[AMBER_CKEY];
+	amber_buf *b;
+	int rc;
+
+	ckey(key, l->oid, 'c');
+	if ((*out = amber_cache_get(a->cache, key))) {
+		atomic_fetch_add(&a->counters.cache_hits, 1);
+		return ((amber_buf *)(*out)->data)->len == len ? 0 :
+			amber_fail(AMBER_ECORRUPT, "%s: chunk length differs from its index", what);
+	}
+	if (!(b = calloc(1, sizeof(*b))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	amber_buf_init(b, AMBER_CHUNK_MAX + 64);
+	rc = amber_archive_read_obj(b, a, l, AMBER_OBJ_CHUNK, AMBER_CHUNK_MAX, what);
+	if (rc == 0 && b->len != len)
+		rc = amber_fail(AMBER_ECORRUPT, "%s: chunk has %zu bytes, its index says %zu", what,
+				b->len, len);
+	if (rc < 0) {
+		amber_buf_dispose(b);
+		free(b);
+		return rc;
+	}
+	atomic_fetch_add(&a->counters.chunks_decoded, 1);
+	atomic_fetch_add(&a->counters.chunk_bytes, b->len);
+	*out = amber_cache_put(a->cache, key, b, b->len + 64, amber_buf_free);
+	return *out ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+}
+
+static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_link *l,
+		      size_t clen, uint64_t in, size_t want, const char *what)
+{
+	amber_cobj *o = NULL;
+	int rc = get_chunk(&o, a, l, clen, what);
+
+	if (rc == 0) {
+		*n = clen - in < want ? (size_t)(clen - in) : want;
+		memcpy(buf, ((amber_buf *)o->data)->data + in, *n);
+	}
+	amber_cache_release(a->cache, o);
+	return rc;
+}
+
+static size_t chunk_at(const file_index *x, uint64_t off)
+{
+	size_t lo = 0, hi = x->n;
 
 	while (hi - lo > 1) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (s->index_off[mid] <= off)
+		if (x->off[mid] <= off)
 			lo = mid;
 		else
 			hi = mid;
@@ -635,27 +693,25 @@ static size_t chunk_at(const amber_snapshot *s, uint64_t off)
 	return lo;
 }
 
-static int read_chunked(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
+static int read_chunked(size_t *nread, amber_archive *a, const amber_entry *e, uint64_t off,
 			uint8_t *buf, size_t len, const char *what)
 {
-	int rc = load_index(s, e, what);
+	amber_cobj *o = NULL;
+	const file_index *x;
+	int rc = get_index(&o, a, e, what);
 
 	*nread = 0;
-	for (size_t i = rc == 0 ? chunk_at(s, off) : 0; rc == 0 && len > 0 && i < s->index_n;
-	     i++) {
-		uint64_t in = off - s->index_off[i];
-		size_t n;
+	x = o ? o->data : NULL;
+	for (size_t i = rc == 0 ? chunk_at(x, off) : 0; rc == 0 && len > 0 && i < x->n; i++) {
+		size_t n = 0;
 
-		rc = load_chunk(s, &s->index[i].link, s->index[i].len, what);
-		if (rc < 0)
-			break;
-		n = s->chunk.len - in < len ? (size_t)(s->chunk.len - in) : len;
-		memcpy(buf, s->chunk.data + in, n);
+		rc = copy_chunk(buf, &n, a, &x->c[i].link, x->c[i].len, off - x->off[i], len, what);
 		buf += n;
 		len -= n;
 		off += n;
 		*nread += n;
 	}
+	amber_cache_release(a->cache, o);
 	return rc;
 }
 
@@ -663,7 +719,6 @@ int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint
 		    void *buf, size_t len)
 {
 	char what[AMBER_NAME_MAX + 16];
-	int rc = 0;
 
 	*nread = 0;
 	if (e->type == AMBER_T_DIR)
@@ -675,21 +730,35 @@ int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint
 	if (len > e->size - off)
 		len = (size_t)(e->size - off);
 	snprintf(what, sizeof(what), "file '%s'", e->name);
-	pthread_mutex_lock(&s->lock);
-	if (e->content == AMBER_C_BLOB) {
-		rc = load_chunk(s, &e->link, (size_t)e->size, what);
-		if (rc == 0) {
-			memcpy(buf, s->chunk.data + off, len);
-			*nread = len;
-		}
-	} else if (e->content == AMBER_C_CHUNKED) {
-		rc = read_chunked(nread, s, e, off, buf, len, what);
-	} else {
-		rc = amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
-				e->size);
+	if (e->content == AMBER_C_BLOB)
+		return copy_chunk(buf, nread, s->a, &e->link, (size_t)e->size, off, len, what);
+	if (e->content == AMBER_C_CHUNKED)
+		return read_chunked(nread, s->a, e, off, buf, len, what);
+	return amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
+			  e->size);
+}
+
+/* ---- read-ahead ---------------------------------------------------------------------- */
+
+void amber_file_prefetch(amber_snapshot *s, const amber_entry *e, uint64_t off)
+{
+	amber_archive *a = s->a;
+	amber_cobj *o = NULL;
+	uint8_t key[AMBER_CKEY];
+	const file_index *x;
+	size_t i;
+
+	if (!a->prefetch_enabled || e->type != AMBER_T_REG || e->content != AMBER_C_CHUNKED ||
+	    off >= e->size || get_index(&o, a, e, "read-ahead") < 0) {
+		amber_error_clear();
+		return;
 	}
-	pthread_mutex_unlock(&s->lock);
-	return rc;
+	x = o->data;
+	i = chunk_at(x, off);
+	ckey(key, x->c[i].link.oid, 'c');
+	if (!amber_cache_has(a->cache, key))
+		amber_archive_prefetch(a, &x->c[i].link, x->c[i].len);
+	amber_cache_release(a->cache, o);
 }
 
 /* ---- resolving specs and walking history --------------------------------------------- */
@@ -865,4 +934,65 @@ int amber_stream_list(amber_archive *a, int (*cb)(const char *stream, void *payl
 	streamscan sc = {cb, payload};
 
 	return amber_store_ref_foreach(a->store, "refs/heads/*", stream_cb, &sc);
+}
+
+/* ---- the read-ahead worker ------------------------------------------------------------- */
+
+static void *prefetch_main(void *arg)
+{
+	amber_archive *a = arg;
+
+	pthread_mutex_lock(&a->pf_lock);
+	while (!a->pf_stop) {
+		amber_link l;
+		size_t len;
+		amber_cobj *o = NULL;
+
+		if (a->pf_n == 0) {
+			pthread_cond_wait(&a->pf_cond, &a->pf_lock);
+			continue;
+		}
+		l = a->pf_queue[0];
+		len = a->pf_len[0];
+		a->pf_n--;
+		memmove(a->pf_queue, a->pf_queue + 1, a->pf_n * sizeof(a->pf_queue[0]));
+		memmove(a->pf_len, a->pf_len + 1, a->pf_n * sizeof(a->pf_len[0]));
+		pthread_mutex_unlock(&a->pf_lock);
+		if (get_chunk(&o, a, &l, len, "read-ahead") < 0)
+			amber_error_clear(); /* the real read reports it */
+		amber_cache_release(a->cache, o);
+		pthread_mutex_lock(&a->pf_lock);
+	}
+	pthread_mutex_unlock(&a->pf_lock);
+	return NULL;
+}
+
+void amber_archive_prefetch(amber_archive *a, const amber_link *l, size_t len)
+{
+	pthread_mutex_lock(&a->pf_lock);
+	for (size_t i = 0; i < a->pf_n; i++)
+		if (memcmp(a->pf_queue[i].oid, l->oid, 20) == 0)
+			goto done;
+	if (!a->pf_started && !a->pf_stop)
+		a->pf_started = pthread_create(&a->pf_thread, NULL, prefetch_main, a) == 0;
+	if (!a->pf_started || a->pf_n == sizeof(a->pf_len) / sizeof(a->pf_len[0]))
+		goto done;
+	a->pf_queue[a->pf_n] = *l;
+	a->pf_len[a->pf_n++] = len;
+	pthread_cond_signal(&a->pf_cond);
+done:
+	pthread_mutex_unlock(&a->pf_lock);
+}
+
+void amber_archive_prefetch_stop(amber_archive *a)
+{
+	int started;
+
+	pthread_mutex_lock(&a->pf_lock);
+	a->pf_stop = 1;
+	started = a->pf_started;
+	pthread_cond_broadcast(&a->pf_cond);
+	pthread_mutex_unlock(&a->pf_lock);
+	if (started)
+		pthread_join(a->pf_thread, NULL);
 }

@@ -13,14 +13,6 @@ struct amber_snapshot {
 	amber_archive *a;
 	amber_snapinfo info;
 	amber_entry root;       /* the root directory, from the record */
-	pthread_mutex_t lock;   /* protects the one-chunk and one-index caches */
-	uint8_t chunk_oid[20];
-	int have_chunk;
-	amber_buf chunk;        /* last decoded chunk */
-	uint8_t index_oid[20];
-	amber_chunkref *index;  /* chunk list of the last multi-chunk file read */
-	uint64_t *index_off;    /* start offset of each chunk, index_n + 1 values */
-	size_t index_n;
 };
 
 /**

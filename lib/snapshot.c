@@ -1198,11 +1198,13 @@ static int choose_time(amber_record *r, snap *s)
 
 	if (r->has_parent && (rc = parent_time(&pt, s, r->parent)) < 0)
 		return rc;
-	if (r->has_parent && t <= pt) {
+	/* strictly increasing and distinct at µs, the resolution of the names
+	 * snapshots get in the mount */
+	if (r->has_parent && t / 1000 <= pt / 1000) {
 		if (s->o->time_ns)
 			return amber_fail(AMBER_EINVAL,
 					  "snapshot time must be later than the stream's newest");
-		t = pt + 1000; /* strictly increasing, distinct at µs */
+		t = (pt / 1000 + 1) * 1000;
 	}
 	r->time_ns = t;
 	return 0;

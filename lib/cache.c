@@ -1,0 +1,190 @@
+#include "cache.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBUCKETS 4096
+
+struct amber_cache {
+	pthread_mutex_t lock;   /* protects everything below and every entry's refs/links */
+	size_t max, used;
+	amber_cobj *head, *tail; /* most recently used first */
+	amber_cobj *buckets[NBUCKETS];
+};
+
+amber_cache *amber_cache_new(size_t max_bytes)
+{
+	amber_cache *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	c->max = max_bytes;
+	return c;
+}
+
+static void obj_free(amber_cobj *o)
+{
+	if (o->free_fn)
+		o->free_fn(o->data);
+	free(o);
+}
+
+void amber_cache_free(amber_cache *c)
+{
+	if (!c)
+		return;
+	for (amber_cobj *o = c->head, *n; o; o = n) {
+		n = o->next;
+		obj_free(o);
+	}
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static size_t bucket(const uint8_t key[AMBER_CKEY])
+{
+	uint32_t h;
+
+	memcpy(&h, key, sizeof(h)); /* object ids are uniform */
+	return (h ^ key[20]) % NBUCKETS;
+}
+
+static amber_cobj *find(amber_cache *c, const uint8_t key[AMBER_CKEY])
+{
+	for (amber_cobj *o = c->buckets[bucket(key)]; o; o = o->hnext)
+		if (memcmp(o->key, key, AMBER_CKEY) == 0)
+			return o;
+	return NULL;
+}
+
+static void unlink_lru(amber_cache *c, amber_cobj *o)
+{
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		c->head = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	else
+		c->tail = o->prev;
+	o->prev = o->next = NULL;
+}
+
+static void push_front(amber_cache *c, amber_cobj *o)
+{
+	o->next = c->head;
+	o->prev = NULL;
+	if (c->head)
+		c->head->prev = o;
+	c->head = o;
+	if (!c->tail)
+		c->tail = o;
+}
+
+static void remove_obj(amber_cache *c, amber_cobj *o)
+{
+	amber_cobj **pp = &c->buckets[bucket(o->key)];
+
+	while (*pp != o)
+		pp = &(*pp)->hnext;
+	*pp = o->hnext;
+	unlink_lru(c, o);
+	c->used -= o->size;
+}
+
+/* Evict unheld entries from the cold end until under the cap. */
+static amber_cobj *evict(amber_cache *c)
+{
+	amber_cobj *dead = NULL;
+
+	for (amber_cobj *o = c->tail, *p; o && c->used > c->max; o = p) {
+		p = o->prev;
+		if (o->refs)
+			continue;
+		remove_obj(c, o);
+		o->hnext = dead;
+		dead = o;
+	}
+	return dead;
+}
+
+amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY])
+{
+	amber_cobj *o;
+
+	pthread_mutex_lock(&c->lock);
+	o = find(c, key);
+	if (o) {
+		o->refs++;
+		unlink_lru(c, o);
+		push_front(c, o);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return o;
+}
+
+int amber_cache_has(amber_cache *c, const uint8_t key[AMBER_CKEY])
+{
+	int has;
+
+	pthread_mutex_lock(&c->lock);
+	has = find(c, key) != NULL;
+	pthread_mutex_unlock(&c->lock);
+	return has;
+}
+
+amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void *data,
+			    size_t size, void (*free_fn)(void *))
+{
+	amber_cobj *o = calloc(1, sizeof(*o)), *old, *dead;
+
+	if (!o) {
+		free_fn(data);
+		return NULL;
+	}
+	memcpy(o->key, key, AMBER_CKEY);
+	o->data = data;
+	o->size = size;
+	o->free_fn = free_fn;
+	pthread_mutex_lock(&c->lock);
+	if ((old = find(c, key))) {
+		old->refs++;
+		pthread_mutex_unlock(&c->lock);
+		obj_free(o);
+		return old;
+	}
+	o->refs = 1;
+	o->hnext = c->buckets[bucket(key)];
+	c->buckets[bucket(key)] = o;
+	push_front(c, o);
+	c->used += size;
+	dead = evict(c);
+	pthread_mutex_unlock(&c->lock);
+	while (dead) {
+		amber_cobj *n = dead->hnext;
+
+		obj_free(dead);
+		dead = n;
+	}
+	return o;
+}
+
+void amber_cache_release(amber_cache *c, amber_cobj *o)
+{
+	amber_cobj *dead;
+
+	if (!o)
+		return;
+	pthread_mutex_lock(&c->lock);
+	o->refs--;
+	dead = evict(c);
+	pthread_mutex_unlock(&c->lock);
+	while (dead) {
+		amber_cobj *n = dead->hnext;
+
+		obj_free(dead);
+		dead = n;
+	}
+}

@@ -1,0 +1,48 @@
+/*
+ * A bounded cache of decoded objects (chunks, chunk indexes), shared by all
+ * snapshots and threads of an archive.  Entries are reference-counted: a
+ * reader holds one while it copies out of it, and eviction (least recently
+ * used first) skips held entries, so the cap can be exceeded only by what
+ * readers hold at that moment.
+ */
+#ifndef AMBER_CACHE_H
+#define AMBER_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AMBER_CKEY 21  /* 20-byte object id + 1 kind byte */
+
+typedef struct amber_cache amber_cache;
+
+typedef struct amber_cobj {
+	uint8_t key[AMBER_CKEY];
+	void *data;
+	size_t size;                  /* accounted bytes */
+	void (*free_fn)(void *data);
+	/* private to cache.c, under its lock */
+	unsigned refs;
+	struct amber_cobj *prev, *next, *hnext;
+} amber_cobj;
+
+amber_cache *amber_cache_new(size_t max_bytes);
+void amber_cache_free(amber_cache *c);
+
+/** A held entry for key, or NULL.  Release with amber_cache_release(). */
+amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY]);
+
+/**
+ * Insert data (ownership passes to the cache, freed with free_fn) and
+ * return the held entry; if key is already present, data is freed and the
+ * existing entry is returned instead.  NULL only on out of memory (data
+ * freed).
+ */
+amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void *data,
+			    size_t size, void (*free_fn)(void *));
+
+void amber_cache_release(amber_cache *c, amber_cobj *o);
+
+/** 1 if key is present (no hold taken). */
+int amber_cache_has(amber_cache *c, const uint8_t key[AMBER_CKEY]);
+
+#endif
