@@ -24,13 +24,42 @@ int cli_usage(const char *cmd, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry 'amberfs %s --help'.\n", cmd);
+	fprintf(stderr, " (try 'amberfs %s --help')\n", cmd);
 	return CLI_EXIT_USAGE;
+}
+
+static const char *bad_token; /* an abbreviated long option cli_getopt refused */
+
+int cli_getopt(int argc, char **argv, const char *sopts, const struct option *lopts)
+{
+	const char *tok;
+	size_t len;
+	int idx = -1;
+	int c = getopt_long(argc, argv, sopts, lopts, &idx);
+
+	bad_token = NULL;
+	if (idx < 0 || c == '?' || c == ':')
+		return c;
+	/*
+	 * getopt_long accepts any unique prefix ("--pass" for
+	 * "--passphrase-file"): refuse it, so a secret typed after a wrong
+	 * option name is never taken for a file name.
+	 */
+	tok = (lopts[idx].has_arg == required_argument && optarg == argv[optind - 1] &&
+	       optind >= 2) ? argv[optind - 2] : argv[optind - 1];
+	len = strcspn(tok + 2, "=");
+	if (strncmp(tok, "--", 2) == 0 && (strlen(lopts[idx].name) != len ||
+					   strncmp(tok + 2, lopts[idx].name, len) != 0)) {
+		bad_token = tok;
+		optopt = 0;
+		return '?';
+	}
+	return c;
 }
 
 int cli_bad_option(const char *cmd, int c, char **argv)
 {
-	const char *arg = argv[optind - 1];
+	const char *arg = bad_token ? bad_token : argv[optind - 1];
 
 	/* optopt is the letter for short options, 0 or >= CLI_OPT_LONG for long. */
 	if (c == ':') {
@@ -40,7 +69,8 @@ int cli_bad_option(const char *cmd, int c, char **argv)
 	}
 	if (optopt > 0 && optopt < CLI_OPT_LONG)
 		return cli_usage(cmd, "unknown option '-%c'", optopt);
-	return cli_usage(cmd, "unknown option '%s'", arg);
+	/* never echo what follows '=': it may be a secret */
+	return cli_usage(cmd, "unknown option '%.*s'", (int)strcspn(arg, "="), arg);
 }
 
 int cli_error(const char *fmt, ...)

@@ -10,6 +10,8 @@
 #ifndef AMBERFS_CLI_H
 #define AMBERFS_CLI_H
 
+#include <getopt.h>
+
 #include "amber.h"
 
 #include <stdint.h>
@@ -52,6 +54,11 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
  * Report getopt_long's '?' or ':' result for `cmd` (call with the value
  * getopt_long returned and the argv it parsed).  @return CLI_EXIT_USAGE.
  */
+/**
+ * getopt_long that refuses abbreviated long options (returns '?'; then
+ * cli_bad_option names the option as typed).
+ */
+int cli_getopt(int argc, char **argv, const char *sopts, const struct option *lopts);
 int cli_bad_option(const char *cmd, int c, char **argv);
 
 /** Print "amberfs: <message>" on stderr.  @return CLI_EXIT_ERROR. */

@@ -55,7 +55,7 @@ static int parse(struct ls_args *o, int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":hl", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, ":hl", opts)) != -1) {
 		if (c == 'h')
 			return cli_help(help);
 		else if (c == 'l')

@@ -44,7 +44,7 @@ static int parse(struct restore_args *o, int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
 		if (c == 'h')
 			return cli_help(help);
 		else if (c == OPT_STREAM)

@@ -69,7 +69,7 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 	int c, status;
 
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
 		status = option(o, c, argv);
 		if (status >= 0)
 			return status;

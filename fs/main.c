@@ -62,7 +62,7 @@ static int main_usage_error(const char *fmt, const char *arg)
 {
 	fputs("amberfs: ", stderr);
 	fprintf(stderr, fmt, arg);
-	fputs("\nTry 'amberfs --help'.\n", stderr);
+	fputs(" (try 'amberfs --help')\n", stderr);
 	return CLI_EXIT_USAGE;
 }
 
