@@ -149,8 +149,15 @@ static int fill_inner(size_t *inner_len, uint8_t *inner, int type, const void *d
 			return amber_fail(AMBER_ERROR, "out of memory (zstd compression context)");
 		if (level > ZSTD_maxCLevel())
 			level = ZSTD_maxCLevel();
-		csize = ZSTD_compressCCtx(cctx, inner + AMBER_INNER_HDR, len - 1, data, len,
-					  level);
+		/*
+		 * The frame carries zstd's content checksum: decoding then proves
+		 * the compressor's output expands to exactly what it was given,
+		 * which is what the writer's read-back relies on.
+		 */
+		ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+		ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+		ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+		csize = ZSTD_compress2(cctx, inner + AMBER_INNER_HDR, len - 1, data, len);
 		if (ZSTD_isError(csize))
 			csize = 0;
 	}
@@ -284,6 +291,10 @@ static int unzstd(amber_buf *out, const uint8_t *z, size_t zlen, size_t plain_le
 		return amber_fail(AMBER_ECORRUPT, "%s: zstd frame declares a bad size", type_name(type));
 	if (ZSTD_findFrameCompressedSize(z, zlen) != zlen)
 		return amber_fail(AMBER_ECORRUPT, "%s: zstd data is not exactly one frame",
+				  type_name(type));
+	/* RFC 8878: the byte after the magic number; bit 2 = content checksum */
+	if (zlen < 5 || !(z[4] & 0x04))
+		return amber_fail(AMBER_ECORRUPT, "%s: zstd frame has no content checksum",
 				  type_name(type));
 	dctx = thread_dctx();
 	if (!dctx)

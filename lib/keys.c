@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
 #include <sodium.h>
 
 #define SLOT_MAGIC "AMBSLOT1"
@@ -254,10 +255,24 @@ void amber_name_token(char out[AMBER_TOKEN_HEXSZ + 1], const amber_keys *k, cons
 	sodium_bin2hex(out, AMBER_TOKEN_HEXSZ + 1, h, sizeof(h));
 }
 
+/*
+ * SHA-256 over cache_key || data.  This hash runs over every byte of every
+ * changed file on each snapshot (the chunk cache's key), and with the CPU's
+ * SHA extensions OpenSSL's SHA-256 is about twice as fast as BLAKE2b here.
+ * A fixed-length secret prefix makes it a keyed PRF for equality lookups;
+ * length extension is irrelevant to that use.
+ */
 void amber_content_hash(uint8_t out[32], const amber_keys *k, const void *data, size_t len)
 {
-	crypto_generichash(out, 32, data, len, k ? k->cache_key : NULL,
-			   k ? sizeof(k->cache_key) : 0);
+	static _Thread_local EVP_MD_CTX *ctx;
+	unsigned int n = 0;
+
+	if (!ctx && !(ctx = EVP_MD_CTX_new()))
+		abort(); /* out of memory for a few hundred bytes */
+	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    (k && EVP_DigestUpdate(ctx, k->cache_key, sizeof(k->cache_key)) != 1) ||
+	    EVP_DigestUpdate(ctx, data, len) != 1 || EVP_DigestFinal_ex(ctx, out, &n) != 1)
+		abort();
 }
 
 void amber_random(void *out, size_t n)

@@ -10,7 +10,7 @@
  *   id 2  enc_key     keyed BLAKE2b of the nonce -> per-object subkey
  *   id 3  token_key   keyed BLAKE2b of an entry name -> tree entry token
  *   id 4  chunk_key   seed of the chunker's gear table
- *   id 5  cache_key   keyed BLAKE2b of plaintext chunks for the local caches
+ *   id 5  cache_key   key of the hash of plaintext chunks in the local caches
  *   id 6  record_key  reserved (MAC of the archive config, later formats)
  *
  * All of it lives in sodium_malloc memory and is wiped on free.
@@ -73,8 +73,9 @@ void amber_name_token(char out[AMBER_TOKEN_HEXSZ + 1], const amber_keys *k, cons
 		      size_t len);
 
 /**
- * 32-byte keyed hash of plaintext (for the plaintext-chunk cache and the
- * read-back check); unkeyed BLAKE2b when k is NULL.
+ * 32-byte keyed hash of plaintext for the local caches (plaintext-chunk
+ * cache, files cache keys): SHA-256 of cache_key || data; plain SHA-256
+ * when k is NULL.  Never stored in the archive.
  */
 void amber_content_hash(uint8_t out[32], const amber_keys *k, const void *data, size_t len);
 

@@ -359,17 +359,38 @@ static void forge_plain(amber_buf *f, int type, int comp, uint32_t plain_len, co
 	crypto_generichash_final(&st, f->data + 5, AMBER_MAC_BYTES);
 }
 
-static size_t zstd_of_zeros(uint8_t **z, size_t n)
+static size_t zstd_frame(uint8_t **z, size_t n, int checksum)
 {
 	uint8_t *zero = calloc(1, n);
 	size_t bound = ZSTD_compressBound(n), zl;
+	ZSTD_CCtx *c = ZSTD_createCCtx();
 
 	*z = malloc(bound);
-	cr_assert(zero && *z);
-	zl = ZSTD_compress(*z, bound, zero, n, 1);
+	cr_assert(zero && *z && c);
+	ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, checksum);
+	zl = ZSTD_compress2(c, *z, bound, zero, n);
 	cr_assert(!ZSTD_isError(zl));
+	ZSTD_freeCCtx(c);
 	free(zero);
 	return zl;
+}
+
+static size_t zstd_of_zeros(uint8_t **z, size_t n)
+{
+	return zstd_frame(z, n, 1);
+}
+
+Test(codec, zstd_frame_without_content_checksum_is_refused)
+{
+	uint8_t *z;
+	size_t zl = zstd_frame(&z, 1000, 0);
+	amber_buf f;
+
+	forge_plain(&f, AMBER_OBJ_CHUNK, 1, 1000, z, zl);
+	cr_assert_eq(decode_rc(NULL, AMBER_OBJ_CHUNK, NULL, f.data, f.len, MAX_PLAIN),
+		     AMBER_ECORRUPT, "%s", amber_error_last());
+	amber_buf_dispose(&f);
+	free(z);
 }
 
 Test(codec, forged_plain_frame_decodes)
