@@ -376,16 +376,16 @@ int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint
  * Give the archive one cache of decoded objects (chunks and chunk indexes),
  * shared by all its snapshots and threads, bounded to `bytes` (least
  * recently used first out; entries being copied out are never evicted).
- * The default is 8 MiB.  Also enables read-ahead.  Call before reading.
+ * The default is 8 MiB.  Call before reading.
  * @return 0 or AMBER_ERROR.
  */
 int amber_archive_set_cache(amber_archive *a, size_t bytes);
 
 /**
- * Decode, in a background thread, the chunk of `e` that follows the one
- * holding offset `off` (read-ahead for sequential readers).  Does nothing
- * without a cache (amber_archive_set_cache) or at the end of the file.
- * The snapshot must outlive the read-ahead: amber_snapshot_free waits.
+ * Read-ahead: decode, in a background thread, the chunks of `e` from offset
+ * `off` up to 4 MiB further into the archive's cache, so that the reads
+ * that follow find them decoded.  Returns at once; does nothing at the end
+ * of the file.  The worker thread starts on first use (after any fork).
  */
 void amber_file_prefetch(amber_snapshot *s, const amber_entry *e, uint64_t off);
 

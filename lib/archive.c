@@ -452,7 +452,6 @@ int amber_archive_set_cache(amber_archive *a, size_t bytes)
 		return amber_fail(AMBER_ERROR, "out of memory");
 	amber_cache_free(a->cache);
 	a->cache = c;
-	a->prefetch_enabled = 1;
 	return 0;
 }
 

@@ -39,7 +39,6 @@ struct amber_archive {
 		atomic_uint_fast64_t chunks_decoded, chunk_bytes, dirs_decoded, cache_hits;
 	} counters;
 	/* read-ahead: one worker thread, started on first use (after any fork) */
-	int prefetch_enabled;
 	pthread_mutex_t pf_lock;   /* protects the pf_* fields */
 	pthread_cond_t pf_cond;
 	pthread_t pf_thread;

@@ -740,24 +740,36 @@ int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint
 
 /* ---- read-ahead ---------------------------------------------------------------------- */
 
+#define PREFETCH_AHEAD ((uint64_t)4 << 20)
+
+static void prefetch_link(amber_archive *a, const amber_link *l, size_t len)
+{
+	uint8_t key[AMBER_CKEY];
+
+	ckey(key, l->oid, 'c');
+	if (!amber_cache_has(a->cache, key))
+		amber_archive_prefetch(a, l, len);
+}
+
 void amber_file_prefetch(amber_snapshot *s, const amber_entry *e, uint64_t off)
 {
 	amber_archive *a = s->a;
 	amber_cobj *o = NULL;
-	uint8_t key[AMBER_CKEY];
 	const file_index *x;
-	size_t i;
 
-	if (!a->prefetch_enabled || e->type != AMBER_T_REG || e->content != AMBER_C_CHUNKED ||
-	    off >= e->size || get_index(&o, a, e, "read-ahead") < 0) {
+	if (e->type != AMBER_T_REG || off >= e->size)
+		return;
+	if (e->content == AMBER_C_BLOB) {
+		prefetch_link(a, &e->link, (size_t)e->size);
+		return;
+	}
+	if (e->content != AMBER_C_CHUNKED || get_index(&o, a, e, "read-ahead") < 0) {
 		amber_error_clear();
 		return;
 	}
 	x = o->data;
-	i = chunk_at(x, off);
-	ckey(key, x->c[i].link.oid, 'c');
-	if (!amber_cache_has(a->cache, key))
-		amber_archive_prefetch(a, &x->c[i].link, x->c[i].len);
+	for (size_t i = chunk_at(x, off); i < x->n && x->off[i] < off + PREFETCH_AHEAD; i++)
+		prefetch_link(a, &x->c[i].link, x->c[i].len);
 	amber_cache_release(a->cache, o);
 }
 

@@ -80,7 +80,10 @@ static int write_data(rest *r, int fd, const amber_entry *e)
 
 	while (off < e->size) {
 		size_t n = 0;
-		int rc = amber_file_read(&n, r->s, e, off, r->buf, BLOCK);
+		int rc;
+
+		amber_file_prefetch(r->s, e, off + BLOCK);
+		rc = amber_file_read(&n, r->s, e, off, r->buf, BLOCK);
 
 		if (rc < 0)
 			return amber_fail(rc, "%s: %s", r->path, amber_error_last());
@@ -239,8 +242,12 @@ static int restore_tree(rest *r, const amber_entry *dir, int dfd)
 	amber_dir *d = NULL;
 	int rc = amber_dir_open(&d, r->s, dir);
 
-	for (size_t i = 0; rc == 0 && i < amber_dir_count(d); i++)
+	for (size_t i = 0; rc == 0 && i < amber_dir_count(d); i++) {
+		/* decode the next small files while this one is written */
+		for (size_t j = i + 1; j < i + 4 && j < amber_dir_count(d); j++)
+			amber_file_prefetch(r->s, amber_dir_entry(d, j), 0);
 		rc = restore_entry(r, amber_dir_entry(d, i), dfd);
+	}
 	amber_dir_free(d);
 	if (rc == 0)
 		apply_meta(r, dir, dfd, -1, NULL);
