@@ -169,7 +169,7 @@ static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 {
 	amber_tentry top[2], slots[AMBER_MAX_SLOTS];
 	amber_buf cfg = AMBER_BUF_INIT;
-	char name[16];
+	char name[24];
 	int rc = config_format(&cfg, a);
 
 	if (rc == 0)
