@@ -110,6 +110,17 @@ static amber_cobj *evict(amber_cache *c)
 	return dead;
 }
 
+/* Free what evict() unlinked, outside the lock (free_fn may be slow). */
+static void free_chain(amber_cobj *dead)
+{
+	while (dead) {
+		amber_cobj *n = dead->hnext;
+
+		obj_free(dead);
+		dead = n;
+	}
+}
+
 amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY])
 {
 	amber_cobj *o;
@@ -162,12 +173,7 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	c->used += size;
 	dead = evict(c);
 	pthread_mutex_unlock(&c->lock);
-	while (dead) {
-		amber_cobj *n = dead->hnext;
-
-		obj_free(dead);
-		dead = n;
-	}
+	free_chain(dead);
 	return o;
 }
 
@@ -181,10 +187,5 @@ void amber_cache_release(amber_cache *c, amber_cobj *o)
 	o->refs--;
 	dead = evict(c);
 	pthread_mutex_unlock(&c->lock);
-	while (dead) {
-		amber_cobj *n = dead->hnext;
-
-		obj_free(dead);
-		dead = n;
-	}
+	free_chain(dead);
 }
