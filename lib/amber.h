@@ -409,6 +409,49 @@ typedef struct amber_counters {
 /** A snapshot of the counters (thread-safe). */
 void amber_archive_counters(const amber_archive *a, amber_counters *out);
 
+/* Diff -------------------------------------------------------------- */
+
+enum amber_change_kind {
+	AMBER_ADDED = 'A',
+	AMBER_REMOVED = 'D',
+	AMBER_MODIFIED = 'M',        /**< content (or symlink target, device) changed */
+	AMBER_TYPE_CHANGED = 'T',
+	AMBER_META_CHANGED = 'm',    /**< only mode, owner, mtime or xattrs changed */
+};
+
+/** A byte range of a file. */
+typedef struct amber_range {
+	uint64_t off, len;
+} amber_range;
+
+/** One difference between two snapshots, as passed to the callback. */
+typedef struct amber_change {
+	int kind;                    /**< enum amber_change_kind */
+	const char *path;            /**< relative to the diffed path; valid during the call */
+	const amber_entry *old_e;    /**< NULL when added */
+	const amber_entry *new_e;    /**< NULL when removed */
+	int meta_changed;            /**< metadata differs too (for AMBER_MODIFIED) */
+	/** For modified regular files with ranges asked for: the changed region,
+	 *  as [old_range) in the old file replaced by [new_range) in the new. */
+	amber_range old_range, new_range;
+	uint64_t appended;           /**< > 0: the change is exactly this many bytes
+					  appended at offset old size */
+} amber_change;
+
+typedef int (*amber_diff_cb)(const amber_change *c, void *payload);
+
+/**
+ * Compare `path` ("" = everything) of two snapshots of one archive, calling
+ * cb for each difference in name order.  Identical subtrees are skipped by
+ * object id without being decrypted; an added or removed directory is one
+ * change (its contents are not listed).  With `ranges`, modified files'
+ * changed byte region is found from their chunk lists, decoding at most the
+ * two chunks where the region starts.
+ * @return 0, the callback's non-zero value, or an error.
+ */
+int amber_diff(amber_snapshot *a, amber_snapshot *b, const char *path, int ranges,
+	       amber_diff_cb cb, void *payload);
+
 /** Options for amber_restore(). */
 typedef struct amber_restore_opts {
 	int no_owner;          /**< do not chown (default when not root) */

@@ -541,12 +541,6 @@ int amber_stat(amber_entry **out, amber_snapshot *s, const char *path)
  * reading the same content decode it once.
  */
 
-typedef struct file_index {
-	amber_chunkref *c;
-	uint64_t *off;          /* start of each chunk; n + 1 values */
-	size_t n;
-} file_index;
-
 static void index_free(void *p)
 {
 	file_index *x = p;
@@ -617,7 +611,7 @@ static int decode_index(file_index **out, amber_archive *a, const amber_entry *e
 }
 
 /* The held cache entry of the chunk index of multi-chunk file e. */
-static int get_index(amber_cobj **out, amber_archive *a, const amber_entry *e, const char *what)
+int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, const char *what)
 {
 	uint8_t key[AMBER_CKEY];
 	file_index *x = NULL;
@@ -633,8 +627,8 @@ static int get_index(amber_cobj **out, amber_archive *a, const amber_entry *e, c
 }
 
 /* The held cache entry of a decoded chunk (an amber_buf). */
-static int get_chunk(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
-		     const char *what)
+int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
+		    const char *what)
 {
 	uint8_t key[AMBER_CKEY];
 	amber_buf *b;
@@ -668,7 +662,7 @@ static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_lin
 		      size_t clen, uint64_t in, size_t want, const char *what)
 {
 	amber_cobj *o = NULL;
-	int rc = get_chunk(&o, a, l, clen, what);
+	int rc = amber_chunk_get(&o, a, l, clen, what);
 
 	if (rc == 0) {
 		*n = clen - in < want ? (size_t)(clen - in) : want;
@@ -698,7 +692,7 @@ static int read_chunked(size_t *nread, amber_archive *a, const amber_entry *e, u
 {
 	amber_cobj *o = NULL;
 	const file_index *x;
-	int rc = get_index(&o, a, e, what);
+	int rc = amber_file_index(&o, a, e, what);
 
 	*nread = 0;
 	x = o ? o->data : NULL;
@@ -763,7 +757,7 @@ void amber_file_prefetch(amber_snapshot *s, const amber_entry *e, uint64_t off)
 		prefetch_link(a, &e->link, (size_t)e->size);
 		return;
 	}
-	if (e->content != AMBER_C_CHUNKED || get_index(&o, a, e, "read-ahead") < 0) {
+	if (e->content != AMBER_C_CHUNKED || amber_file_index(&o, a, e, "read-ahead") < 0) {
 		amber_error_clear();
 		return;
 	}
@@ -970,7 +964,7 @@ static void *prefetch_main(void *arg)
 		memmove(a->pf_queue, a->pf_queue + 1, a->pf_n * sizeof(a->pf_queue[0]));
 		memmove(a->pf_len, a->pf_len + 1, a->pf_n * sizeof(a->pf_len[0]));
 		pthread_mutex_unlock(&a->pf_lock);
-		if (get_chunk(&o, a, &l, len, "read-ahead") < 0)
+		if (amber_chunk_get(&o, a, &l, len, "read-ahead") < 0)
 			amber_error_clear(); /* the real read reports it */
 		amber_cache_release(a->cache, o);
 		pthread_mutex_lock(&a->pf_lock);

@@ -7,6 +7,7 @@
 #include "amber.h"
 #include "archive.h"
 #include "buf.h"
+#include "cache.h"
 #include "manifest.h"
 
 struct amber_snapshot {
@@ -14,6 +15,28 @@ struct amber_snapshot {
 	amber_snapinfo info;
 	amber_entry root;       /* the root directory, from the record */
 };
+
+/* The decoded chunk list of a multi-chunk file, as held in the cache. */
+typedef struct file_index {
+	amber_chunkref *c;
+	uint64_t *off;          /* start of each chunk; n + 1 values */
+	size_t n;
+} file_index;
+
+/**
+ * The cache entry (data: file_index) of the chunk index of multi-chunk
+ * file e, decoding and checking it against the chunk tree if needed.
+ * Release with amber_cache_release(a->cache, *out).
+ */
+int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e,
+		     const char *what);
+
+/**
+ * The cache entry (data: amber_buf) of a decoded chunk of `len` bytes.
+ * Release with amber_cache_release(a->cache, *out).
+ */
+int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
+		    const char *what);
 
 /**
  * Time (from the Amberfs-Time trailer) and first parent of commit `oid`,
