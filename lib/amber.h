@@ -207,9 +207,10 @@ int amber_stream_list(amber_archive *a, int (*cb)(const char *stream, void *payl
 
 /**
  * Resolve a snapshot spec to a commit id.  Specs: "latest", a full commit
- * id or a unique prefix of at least 7 hex digits, a tag name, or "@TIME"
+ * id or a unique prefix of at least 7 hex digits, a tag name, "@TIME"
  * (the newest snapshot of the stream at or before TIME; ISO 8601 in UTC or
- * with an offset, any precision, or "@EPOCH[.frac]").
+ * with an offset, any precision, or "@EPOCH[.frac]"), or "STREAM@TIME"
+ * (the same in another stream).
  * @param stream  NULL = "main"; used by "latest" and "@TIME"
  * @return 0, AMBER_ENOTFOUND, AMBER_EAMBIGUOUS, AMBER_EINVAL.
  */

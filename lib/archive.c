@@ -176,7 +176,7 @@ static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 		rc = add_blob(&top[0], w, "config", cfg.data, cfg.len);
 	amber_buf_dispose(&cfg);
 	for (size_t i = 0; rc == 0 && i < a->nslots; i++) {
-		snprintf(name, sizeof(name), "slot-%zu", i);
+		snprintf(name, sizeof(name), "slot-%u", (unsigned)i);
 		rc = add_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
 	}
 	if (rc < 0)

@@ -162,6 +162,8 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	pthread_mutex_lock(&c->lock);
 	if ((old = find(c, key))) {
 		old->refs++;
+		unlink_lru(c, old);
+		push_front(c, old);
 		pthread_mutex_unlock(&c->lock);
 		obj_free(o);
 		return old;

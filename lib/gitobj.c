@@ -39,7 +39,8 @@ int amber_tree_build(amber_buf *out, amber_tentry *e, size_t n)
 {
 	char mode[16];
 
-	qsort(e, n, sizeof(*e), tentry_cmp);
+	if (n)
+		qsort(e, n, sizeof(*e), tentry_cmp);
 	for (size_t i = 0; i < n; i++) {
 		const char *name = amber_tentry_name(&e[i]);
 		int ml = snprintf(mode, sizeof(mode), "%o ", e[i].mode);
@@ -62,6 +63,9 @@ static int parse_tree_entry(amber_tparsed *t, const uint8_t **pp, const uint8_t 
 	sp = memchr(p, ' ', (size_t)(end - p));
 	if (!sp || sp == p || sp - p > 7)
 		return -1;
+	for (const uint8_t *d = p; d < sp; d++)
+		if (*d < '0' || *d > '7')
+			return -1; /* strtoul would take a sign or white space */
 	mode = strtoul((const char *)p, &q, 8);
 	if ((const uint8_t *)q != sp)
 		return -1;
@@ -93,8 +97,11 @@ int amber_tree_parse(amber_tparsed **out, size_t *n, const uint8_t *data, size_t
 		if (cnt == cap || parse_tree_entry(&t[cnt], &p, end) < 0)
 			goto bad;
 		/* names are NUL-terminated inside data, so string compares are safe */
-		if (cnt && git_name_cmp(t[cnt - 1].name, t[cnt - 1].mode, t[cnt].name,
-					t[cnt].mode) >= 0)
+		/* git order, and no name twice (a blob and a tree named alike
+		 * pass the order check, as the tree sorts as "name/") */
+		if (cnt && (git_name_cmp(t[cnt - 1].name, t[cnt - 1].mode, t[cnt].name,
+					 t[cnt].mode) >= 0 ||
+			    strcmp(t[cnt - 1].name, t[cnt].name) == 0))
 			goto bad;
 		cnt++;
 	}

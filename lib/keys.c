@@ -264,15 +264,15 @@ void amber_name_token(char out[AMBER_TOKEN_HEXSZ + 1], const amber_keys *k, cons
  */
 void amber_content_hash(uint8_t out[32], const amber_keys *k, const void *data, size_t len)
 {
-	static _Thread_local EVP_MD_CTX *ctx;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 	unsigned int n = 0;
 
-	if (!ctx && !(ctx = EVP_MD_CTX_new()))
-		abort(); /* out of memory for a few hundred bytes */
-	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	/* only out of memory can fail here, for a few hundred bytes */
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
 	    (k && EVP_DigestUpdate(ctx, k->cache_key, sizeof(k->cache_key)) != 1) ||
 	    EVP_DigestUpdate(ctx, data, len) != 1 || EVP_DigestFinal_ex(ctx, out, &n) != 1)
 		abort();
+	EVP_MD_CTX_free(ctx);
 }
 
 void amber_random(void *out, size_t n)

@@ -167,6 +167,7 @@ int amber_kvmap_save(const amber_kvmap *m, const char *path, const char magic[8]
 int amber_mkdirs(const char *path, int mode)
 {
 	char tmp[4096];
+	struct stat st;
 	size_t n = strlen(path);
 
 	if (n >= sizeof(tmp))
@@ -182,5 +183,7 @@ int amber_mkdirs(const char *path, int mode)
 	}
 	if (mkdir(tmp, (mode_t)mode) < 0 && errno != EEXIST)
 		return amber_fail_errno("cannot create directory %s", tmp);
+	if (stat(tmp, &st) < 0 || !S_ISDIR(st.st_mode))
+		return amber_fail(AMBER_ERROR, "%s exists and is not a directory", tmp);
 	return 0;
 }

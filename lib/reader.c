@@ -847,10 +847,20 @@ static int resolve_oid(uint8_t oid[20], amber_archive *a, const char *stream, co
 	char ref[512];
 	size_t len = strlen(spec);
 
+	const char *at = strchr(spec, '@');
+
 	if (strcmp(spec, "latest") == 0)
 		return stream_tip(oid, a, stream);
 	if (spec[0] == '@')
 		return resolve_at(oid, a, stream, spec);
+	if (at && (size_t)(at - spec) <= AMBER_STREAM_MAX) {
+		/* STREAM@TIME; no tag or stream name contains '@' */
+		char st[AMBER_STREAM_MAX + 1];
+
+		snprintf(st, sizeof(st), "%.*s", (int)(at - spec), spec);
+		if (amber_refname_valid(st))
+			return resolve_at(oid, a, st, at);
+	}
 	if (len == 40 && is_hex(spec))
 		return amber_oid_fromhex(oid, spec);
 	if (amber_refname_valid(spec)) {
