@@ -1,0 +1,238 @@
+/*
+ * amberfs mount: the read-only time-travel FUSE daemon (private header).
+ *
+ * mount.c        options, setup, daemonizing, the session loop, teardown,
+ *                logging and the one map from our error codes to errno
+ * mount_inode.c  the node table (FUSE node ids), the snapshot LRU and the
+ *                bounded cache of decoded directory listings
+ * mount_layout.c the virtual tree: latest, snapshots/, at/, streams/,
+ *                tags/, ids/, and the per-stream time lines
+ * mount_ops.c    the FUSE low-level handlers
+ */
+#ifndef AMBERFS_MOUNT_H
+#define AMBERFS_MOUNT_H
+
+#define FUSE_USE_VERSION 314
+
+#include "amber.h"
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+/* Immutable things (inside snapshots) are cached by the kernel for a day;
+ * moving names for less than the ~0.5 s refresh period plus a margin. */
+#define MNT_TIMEOUT_IMMUTABLE 86400.0
+#define MNT_TIMEOUT_MOVING 0.5
+#define MNT_REFRESH_NS 500000000LL
+
+#define MNT_READ_MAX (1u << 20)         /* largest read request we serve */
+#define MNT_BLKSIZE (128u * 1024)
+#define MNT_SNAP_IDLE_MAX 32            /* unreferenced snapshots kept open */
+#define MNT_DIRCACHE_SLOTS 64           /* decoded listings kept for lookups */
+
+/* Fixed st_ino of the virtual directories (node ids are separate). */
+enum {
+	MNT_INO_ROOT = 1,
+	MNT_INO_LATEST = 2,
+	MNT_INO_SNAPSHOTS = 3,
+	MNT_INO_AT = 4,
+	MNT_INO_STREAMS = 5,
+	MNT_INO_TAGS = 6,
+	MNT_INO_IDS = 7,
+};
+
+/** What a node is; the layout decides what each kind contains. */
+enum mnt_kind {
+	MK_ROOT,
+	MK_LATEST,      /* symlink to snapshots/<day>/<name> of node->stream */
+	MK_SNAPSHOTS,   /* days of node->stream */
+	MK_DAY,         /* snapshots of node->stream in the day at node->day_ns */
+	MK_AT,          /* time travel in node->stream; lists nothing */
+	MK_STREAMS,
+	MK_STREAM,      /* latest, snapshots, at of node->stream */
+	MK_TAGS,
+	MK_IDS,
+	MK_SNAPROOT,    /* root directory of node->snap */
+	MK_ENTRY,       /* anything below a snapshot root */
+};
+
+/** An open snapshot shared by the nodes that show it. */
+struct mnt_snap {
+	char id[AMBER_OID_HEXSZ + 1];
+	amber_snapshot *s;
+	amber_entry *root;              /* the record's root entry, owned */
+	unsigned refs;                  /* nodes and requests using it */
+	struct mnt_snap *prev, *next;   /* all snapshots, most recent first */
+};
+
+/**
+ * One FUSE node.  Fields other than nlookup/children/hash links are set
+ * at creation and never change, so handlers read them without a lock: the
+ * kernel does not forget a node while a request on it is in flight.
+ */
+struct mnt_node {
+	uint64_t id;                    /* fuse_ino_t, never reused */
+	uint64_t nlookup;               /* kernel references (table lock) */
+	uint64_t children;              /* live children pointing here (table lock) */
+	int hashed;                     /* findable by (parent, name) (table lock) */
+	struct mnt_node *parent;
+	char *name;
+	size_t name_len;
+	struct mnt_node *id_next, *name_next;
+
+	enum mnt_kind kind;
+	uint64_t st_ino;
+	char *stream;                   /* per-stream virtual nodes, owned */
+	int64_t day_ns;                 /* MK_DAY */
+	double entry_timeout;
+	struct mnt_snap *snap;          /* MK_SNAPROOT, MK_ENTRY: one reference */
+	amber_entry *e;                 /* MK_SNAPROOT, MK_ENTRY: owned copy */
+};
+
+/** What a new node will be; ownership of stream, snap and e moves in. */
+struct mnt_nodeinfo {
+	enum mnt_kind kind;
+	uint64_t st_ino;
+	char *stream;
+	int64_t day_ns;
+	double entry_timeout;
+	struct mnt_snap *snap;
+	amber_entry *e;
+};
+
+/** One stream's time line, opened lazily (guarded by mnt.tl_lock). */
+struct mnt_tl {
+	char *stream;
+	amber_timeline *t;
+	int64_t refreshed_ns;           /* CLOCK_MONOTONIC of the last refresh */
+	struct mnt_tl *next;
+};
+
+struct mnt_dirslot {
+	uint64_t key;                   /* node id, 0 = empty */
+	amber_dir *d;
+	unsigned refs;
+	uint64_t used;
+};
+
+/** Options, filled by fuse_opt_parse (see mount.c's table). */
+struct mnt_opts {
+	char *passfile;
+	char *cache_size_text;
+	char *cache_dir;
+	char *log;
+	char *stream;
+	int allow_other;
+	int allow_root;
+	int default_permissions;
+	int debug;
+	int ro;
+	int rw;
+	int foreground;
+	int single_thread;
+	int show_provenance;
+	int help;
+	size_t cache_size;
+	const char *pos[2];             /* ARCHIVE, MOUNTPOINT */
+	int npos;
+};
+
+struct mnt_counters {
+	atomic_uint_fast64_t lookups;
+	atomic_uint_fast64_t opens;
+	atomic_uint_fast64_t reads;
+	atomic_uint_fast64_t read_bytes;
+};
+
+/** The daemon's state; fuse_req_userdata() of every request. */
+struct mnt {
+	amber_archive *a;
+	struct mnt_opts o;
+	char *archive_abs;
+	char *mountpoint_abs;
+	uid_t uid;
+	gid_t gid;
+	int64_t start_sec;
+	int daemonized;
+	FILE *logf;
+
+	pthread_mutex_t table_lock;     /* nodes: both hash tables and counts */
+	struct mnt_node **by_id, **by_name;
+	size_t nbuckets, nnodes;
+	uint64_t next_id;
+	struct mnt_node *root;
+
+	pthread_mutex_t snap_lock;      /* snapshot list and refs */
+	struct mnt_snap *snaps;
+	size_t nidle;
+
+	pthread_mutex_t dir_lock;       /* dircache */
+	struct mnt_dirslot dircache[MNT_DIRCACHE_SLOTS];
+	uint64_t dir_clock;
+
+	pthread_mutex_t tl_lock;        /* timelines (not thread-safe) */
+	struct mnt_tl *tls;
+
+	struct mnt_counters n;
+};
+
+/* mount.c (cmd_mount is declared in cli.h) */
+/** Map a libamber code to an errno; EIO is logged with `what` and the message. */
+int mnt_errno(struct mnt *m, int code, const char *what);
+void mnt_log(struct mnt *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int64_t mnt_now_ns(void);
+
+/* mount_inode.c */
+int mnt_table_init(struct mnt *m);
+void mnt_table_destroy(struct mnt *m);
+struct mnt_node *mnt_node_by_id(struct mnt *m, fuse_ino_t ino);
+/** The hashed child `name` of `parent` with one more lookup, or NULL. */
+struct mnt_node *mnt_node_find(struct mnt *m, struct mnt_node *parent, const char *name);
+/**
+ * The child `name` of `parent` described by `info`, with one more lookup:
+ * the existing node if it shows the same thing, else a new one (which
+ * replaces the old in the name table).  `info`'s resources are consumed.
+ * @return the node or NULL (out of memory).
+ */
+struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char *name,
+			      struct mnt_nodeinfo *info);
+void mnt_node_forget(struct mnt *m, fuse_ino_t ino, uint64_t n);
+void mnt_nodeinfo_dispose(struct mnt *m, struct mnt_nodeinfo *info);
+
+/** Take a reference on snapshot `id`, opening it if needed. @return errno. */
+int mnt_snap_get(struct mnt *m, const char *id, struct mnt_snap **out);
+void mnt_snap_put(struct mnt *m, struct mnt_snap *s);
+/** Take one more reference on a snapshot already held. */
+void mnt_snap_hold(struct mnt *m, struct mnt_snap *s);
+
+/** The listing of directory node n, held until mnt_dir_put. @return errno. */
+int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out);
+void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d);
+
+amber_entry *mnt_entry_dup(const amber_entry *e);
+void mnt_entry_free(amber_entry *e);
+
+/* mount_layout.c */
+typedef int (*mnt_emit_fn)(void *ctx, const char *name, uint64_t st_ino, mode_t type,
+			   off_t next);
+/** Look up `name` in virtual directory `parent`. @return errno (0 = found). */
+int mnt_layout_lookup(struct mnt *m, struct mnt_node *parent, const char *name,
+		      struct mnt_nodeinfo *out);
+/** Emit the entries of virtual directory n from cookie `off` until emit != 0. */
+int mnt_layout_list(struct mnt *m, struct mnt_node *n, off_t off, mnt_emit_fn emit,
+		    void *ctx);
+/** The target of a MK_LATEST node. @return errno. */
+int mnt_layout_readlink(struct mnt *m, struct mnt_node *n, char *out, size_t cap);
+int mnt_layout_is_virtual_dir(const struct mnt_node *n);
+void mnt_tl_destroy(struct mnt *m);
+
+/* mount_ops.c */
+extern const struct fuse_lowlevel_ops mnt_ops;
+void mnt_fill_stat(struct mnt *m, const struct mnt_node *n, struct stat *st);
+
+#endif

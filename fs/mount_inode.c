@@ -1,0 +1,650 @@
+/*
+ * The node table: FUSE node ids, open snapshots and decoded listings.
+ *
+ * Node ids versus st_ino.  Two numbers name a file in this mount, and they
+ * answer different questions.
+ *
+ * The FUSE node id (fuse_ino_t) is the kernel's handle on a *path*: it is
+ * what the kernel sends back in every request, so it must tell us which
+ * snapshot, which directory and which name it means.  We hand out node ids
+ * from a counter that only grows (the root is 1), so an id is never reused
+ * for another path, even after the kernel forgot it.  The table maps
+ * (parent node, name) to the node so that looking a name up twice gives the
+ * same id, and id to node for every request.  Each reply that gives the
+ * kernel an id (lookup, readdirplus entries other than "." and "..") counts
+ * one lookup; FORGET takes them back; a node lives while the kernel holds
+ * a lookup on it or one of its children is alive (the child points to its
+ * parent).  So the table is bounded by what the kernel caches, and the
+ * kernel frees it under memory pressure (libfuse's passthrough_ll.c keeps
+ * the same discipline).
+ *
+ * st_ino is what stat() reports: content identity.  Inside a snapshot it is
+ * amber_entry_ino(), the same number for an unchanged file or directory in
+ * every snapshot, so GNU diff -r, which skips pairs with the same (st_dev,
+ * st_ino), compares two snapshots in time proportional to what changed.
+ * Two distinct but identical files in one snapshot share the number too;
+ * that invents no hard links because their nlink is the stored one (1),
+ * and cp, tar, rsync -H and du only pair up files with nlink > 1.  The
+ * virtual directories get small fixed numbers or a hash with the top bit
+ * set, which amber_entry_ino() never returns.
+ *
+ * A node may be replaced: at/<time> shows another snapshot once a newer
+ * one is written before <time>.  The lookup then makes a new node with a
+ * new id and unhashes the old one, which lives on, unreachable by name,
+ * until the kernel forgets it.
+ *
+ * Locks: table_lock guards the hash tables, nlookup, children and hashed;
+ * snap_lock the snapshot list; dir_lock the listing cache.  Order: table
+ * before dir and snap; nothing slow (decoding, opening) runs under any.
+ */
+#include "mount.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void snap_destroy(struct mnt_snap *s);
+
+/* Entries ------------------------------------------------------------------ */
+
+static void *dup_bytes(const void *p, size_t len)
+{
+	char *d = malloc(len + 1);
+
+	if (d) {
+		if (len)
+			memcpy(d, p, len);
+		d[len] = '\0';
+	}
+	return d;
+}
+
+void mnt_entry_free(amber_entry *e)
+{
+	if (!e)
+		return;
+	for (size_t i = 0; e->xattrs && i < e->nxattrs; i++) {
+		free(e->xattrs[i].name);
+		free(e->xattrs[i].value);
+	}
+	free(e->xattrs);
+	free(e->target);
+	free(e->name);
+	free(e);
+}
+
+static int dup_xattrs(amber_entry *d, const amber_entry *e)
+{
+	d->xattrs = calloc(e->nxattrs ? e->nxattrs : 1, sizeof(*d->xattrs));
+	if (!d->xattrs)
+		return -1;
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		d->xattrs[i].name = dup_bytes(e->xattrs[i].name, strlen(e->xattrs[i].name));
+		d->xattrs[i].value = dup_bytes(e->xattrs[i].value, e->xattrs[i].value_len);
+		d->xattrs[i].value_len = e->xattrs[i].value_len;
+		d->nxattrs = i + 1;
+		if (!d->xattrs[i].name || !d->xattrs[i].value)
+			return -1;
+	}
+	return 0;
+}
+
+/* A deep copy that outlives the listing it came from. */
+amber_entry *mnt_entry_dup(const amber_entry *e)
+{
+	amber_entry *d = malloc(sizeof(*d));
+
+	if (!d)
+		return NULL;
+	*d = *e;
+	d->xattrs = NULL;
+	d->nxattrs = 0;
+	d->target = NULL;
+	d->name = dup_bytes(e->name ? e->name : "", e->name ? e->name_len : 0);
+	if (e->target)
+		d->target = dup_bytes(e->target, e->target_len);
+	if (!d->name || (e->target && !d->target) || dup_xattrs(d, e)) {
+		mnt_entry_free(d);
+		return NULL;
+	}
+	return d;
+}
+
+/* Hash tables ------------------------------------------------------------- */
+
+static uint64_t hash_name(uint64_t parent, const char *name)
+{
+	uint64_t h = 1469598103934665603ULL ^ parent;
+
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	return h ^ (h >> 29);
+}
+
+static uint64_t hash_id(uint64_t id)
+{
+	return id * 0x9e3779b97f4a7c15ULL >> 7;
+}
+
+static void link_id(struct mnt *m, struct mnt_node *n)
+{
+	size_t b = hash_id(n->id) & (m->nbuckets - 1);
+
+	n->id_next = m->by_id[b];
+	m->by_id[b] = n;
+}
+
+static void link_name(struct mnt *m, struct mnt_node *n)
+{
+	size_t b = hash_name(n->parent->id, n->name) & (m->nbuckets - 1);
+
+	n->name_next = m->by_name[b];
+	m->by_name[b] = n;
+	n->hashed = 1;
+}
+
+static void unlink_id(struct mnt *m, struct mnt_node *n)
+{
+	struct mnt_node **p = &m->by_id[hash_id(n->id) & (m->nbuckets - 1)];
+
+	while (*p != n)
+		p = &(*p)->id_next;
+	*p = n->id_next;
+}
+
+static void unlink_name(struct mnt *m, struct mnt_node *n)
+{
+	struct mnt_node **p = &m->by_name[hash_name(n->parent->id, n->name) & (m->nbuckets - 1)];
+
+	if (!n->hashed)
+		return;
+	while (*p != n)
+		p = &(*p)->name_next;
+	*p = n->name_next;
+	n->hashed = 0;
+}
+
+/* Doubling keeps chains short; a failed allocation only makes them longer. */
+static void maybe_grow(struct mnt *m)
+{
+	struct mnt_node **old_id = m->by_id, **old_name = m->by_name;
+	size_t old_n = m->nbuckets;
+
+	if (m->nnodes < m->nbuckets * 2)
+		return;
+	m->by_id = calloc(old_n * 2, sizeof(*m->by_id));
+	m->by_name = calloc(old_n * 2, sizeof(*m->by_name));
+	if (!m->by_id || !m->by_name) {
+		free(m->by_id);
+		free(m->by_name);
+		m->by_id = old_id;
+		m->by_name = old_name;
+		return;
+	}
+	m->nbuckets = old_n * 2;
+	for (size_t b = 0; b < old_n; b++) {
+		for (struct mnt_node *n = old_id[b], *next; n; n = next) {
+			next = n->id_next;
+			link_id(m, n);
+			if (n->hashed)
+				link_name(m, n);
+		}
+	}
+	free(old_id);
+	free(old_name);
+}
+
+/* Nodes -------------------------------------------------------------------- */
+
+int mnt_table_init(struct mnt *m)
+{
+	struct mnt_node *root = calloc(1, sizeof(*root));
+
+	m->nbuckets = 1024;
+	m->by_id = calloc(m->nbuckets, sizeof(*m->by_id));
+	m->by_name = calloc(m->nbuckets, sizeof(*m->by_name));
+	if (!root || !m->by_id || !m->by_name) {
+		free(root);
+		return -1;
+	}
+	pthread_mutex_init(&m->table_lock, NULL);
+	pthread_mutex_init(&m->snap_lock, NULL);
+	pthread_mutex_init(&m->dir_lock, NULL);
+	pthread_mutex_init(&m->tl_lock, NULL);
+	root->id = FUSE_ROOT_ID;
+	root->nlookup = 1;
+	root->kind = MK_ROOT;
+	root->st_ino = MNT_INO_ROOT;
+	root->name = strdup("");
+	m->next_id = FUSE_ROOT_ID + 1;
+	m->root = root;
+	link_id(m, root);
+	m->nnodes = 1;
+	return root->name ? 0 : -1;
+}
+
+struct mnt_node *mnt_node_by_id(struct mnt *m, fuse_ino_t ino)
+{
+	struct mnt_node *n;
+
+	pthread_mutex_lock(&m->table_lock);
+	n = m->by_id[hash_id(ino) & (m->nbuckets - 1)];
+	while (n && n->id != ino)
+		n = n->id_next;
+	pthread_mutex_unlock(&m->table_lock);
+	return n;
+}
+
+/* Caller holds table_lock. */
+static struct mnt_node *find_locked(struct mnt *m, struct mnt_node *parent, const char *name)
+{
+	struct mnt_node *n = m->by_name[hash_name(parent->id, name) & (m->nbuckets - 1)];
+
+	while (n && !(n->parent == parent && strcmp(n->name, name) == 0))
+		n = n->name_next;
+	return n;
+}
+
+struct mnt_node *mnt_node_find(struct mnt *m, struct mnt_node *parent, const char *name)
+{
+	struct mnt_node *n;
+
+	pthread_mutex_lock(&m->table_lock);
+	n = find_locked(m, parent, name);
+	if (n)
+		n->nlookup++;
+	pthread_mutex_unlock(&m->table_lock);
+	return n;
+}
+
+void mnt_nodeinfo_dispose(struct mnt *m, struct mnt_nodeinfo *info)
+{
+	free(info->stream);
+	mnt_entry_free(info->e);
+	if (info->snap)
+		mnt_snap_put(m, info->snap);
+	info->stream = NULL;
+	info->e = NULL;
+	info->snap = NULL;
+}
+
+/* Whether an existing node already shows what a fresh lookup found. */
+static int same_thing(const struct mnt_node *n, const struct mnt_node *f)
+{
+	if (n->kind != f->kind || n->snap != f->snap || n->st_ino != f->st_ino ||
+	    n->day_ns != f->day_ns)
+		return 0;
+	if (!n->stream || !f->stream)
+		return n->stream == f->stream;
+	return strcmp(n->stream, f->stream) == 0;
+}
+
+static struct mnt_node *new_node(struct mnt *m, struct mnt_node *parent, const char *name,
+				 struct mnt_nodeinfo *info)
+{
+	struct mnt_node *n = calloc(1, sizeof(*n));
+
+	if (n)
+		n->name = strdup(name);
+	if (!n || !n->name) {
+		free(n);
+		return NULL;
+	}
+	n->name_len = strlen(name);
+	n->parent = parent;
+	n->kind = info->kind;
+	n->st_ino = info->st_ino;
+	n->stream = info->stream;
+	n->day_ns = info->day_ns;
+	n->entry_timeout = info->entry_timeout;
+	n->snap = info->snap;
+	n->e = info->e;
+	info->stream = NULL;
+	info->snap = NULL;
+	info->e = NULL;
+	return n;
+}
+
+struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char *name,
+			      struct mnt_nodeinfo *info)
+{
+	struct mnt_node *n, *fresh = new_node(m, parent, name, info);
+
+	pthread_mutex_lock(&m->table_lock);
+	n = find_locked(m, parent, name);
+	if (n && fresh && !same_thing(n, fresh)) {
+		unlink_name(m, n);
+		n = NULL;
+	}
+	if (!n && fresh) {
+		n = fresh;
+		fresh = NULL;
+		n->id = m->next_id++;
+		parent->children++;
+		link_id(m, n);
+		link_name(m, n);
+		m->nnodes++;
+		maybe_grow(m);
+	}
+	if (n)
+		n->nlookup++;
+	pthread_mutex_unlock(&m->table_lock);
+	if (fresh) {
+		struct mnt_nodeinfo back = {.stream = fresh->stream, .snap = fresh->snap,
+					    .e = fresh->e};
+
+		mnt_nodeinfo_dispose(m, &back);
+		free(fresh->name);
+		free(fresh);
+	}
+	mnt_nodeinfo_dispose(m, info);
+	return n;
+}
+
+static void free_node(struct mnt *m, struct mnt_node *n)
+{
+	struct mnt_nodeinfo res = {.stream = n->stream, .snap = n->snap, .e = n->e};
+
+	/* the listing cache may hold this directory's listing */
+	mnt_dir_put(m, n, NULL);
+	mnt_nodeinfo_dispose(m, &res);
+	free(n->name);
+	free(n);
+}
+
+/*
+ * Drop `n` lookups; free the node and then every ancestor that was only
+ * kept alive for it.  Freed nodes are chained through id_next and released
+ * after the lock is dropped (freeing a snapshot waits for its read-ahead).
+ */
+void mnt_node_forget(struct mnt *m, fuse_ino_t ino, uint64_t nl)
+{
+	struct mnt_node *n, *dead = NULL;
+
+	pthread_mutex_lock(&m->table_lock);
+	n = m->by_id[hash_id(ino) & (m->nbuckets - 1)];
+	while (n && n->id != ino)
+		n = n->id_next;
+	if (n)
+		n->nlookup -= nl < n->nlookup ? nl : n->nlookup;
+	while (n && n != m->root && n->nlookup == 0 && n->children == 0) {
+		struct mnt_node *parent = n->parent;
+
+		unlink_name(m, n);
+		unlink_id(m, n);
+		m->nnodes--;
+		n->id_next = dead;
+		dead = n;
+		parent->children--;
+		n = parent;
+	}
+	pthread_mutex_unlock(&m->table_lock);
+	while (dead) {
+		n = dead;
+		dead = n->id_next;
+		free_node(m, n);
+	}
+}
+
+void mnt_table_destroy(struct mnt *m)
+{
+	for (size_t b = 0; m->by_id && b < m->nbuckets; b++) {
+		for (struct mnt_node *n = m->by_id[b], *next; n; n = next) {
+			next = n->id_next;
+			free_node(m, n);
+		}
+	}
+	free(m->by_id);
+	free(m->by_name);
+	m->by_id = m->by_name = NULL;
+	for (struct mnt_snap *s = m->snaps, *next; s; s = next) {
+		next = s->next;
+		snap_destroy(s);
+	}
+	m->snaps = NULL;
+}
+
+/* Snapshots ------------------------------------------------------------------- */
+
+/* Caller holds snap_lock. */
+static void snap_to_front(struct mnt *m, struct mnt_snap *s)
+{
+	if (m->snaps == s)
+		return;
+	if (s->prev)
+		s->prev->next = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = NULL;
+	s->next = m->snaps;
+	if (m->snaps)
+		m->snaps->prev = s;
+	m->snaps = s;
+}
+
+static struct mnt_snap *snap_find(struct mnt *m, const char *id)
+{
+	for (struct mnt_snap *s = m->snaps; s; s = s->next)
+		if (strcmp(s->id, id) == 0)
+			return s;
+	return NULL;
+}
+
+static int snap_open(struct mnt *m, const char *id, struct mnt_snap **out)
+{
+	struct mnt_snap *s = calloc(1, sizeof(*s));
+	int rc;
+
+	if (!s)
+		return ENOMEM;
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	rc = amber_snapshot_open(&s->s, m->a, id);
+	if (rc == 0)
+		rc = amber_stat(&s->root, s->s, "");
+	if (rc) {
+		rc = mnt_errno(m, rc, id);
+		amber_snapshot_free(s->s);
+		free(s);
+		return rc;
+	}
+	s->refs = 1;
+	*out = s;
+	return 0;
+}
+
+/* Caller holds snap_lock: the snapshot `id` with one more reference, or NULL. */
+static struct mnt_snap *snap_ref_locked(struct mnt *m, const char *id)
+{
+	struct mnt_snap *s = snap_find(m, id);
+
+	if (s) {
+		m->nidle -= s->refs == 0;
+		s->refs++;
+		snap_to_front(m, s);
+	}
+	return s;
+}
+
+static void snap_destroy(struct mnt_snap *s)
+{
+	amber_snapshot_free(s->s);
+	amber_entry_free(s->root);
+	free(s);
+}
+
+/*
+ * Referenced snapshots are as many as the nodes that use them; the list is
+ * searched linearly, which is cheap next to the lookup that needs it.  The
+ * snapshot is opened (authenticated) outside the lock; if another thread
+ * opened the same one meanwhile, ours is dropped.
+ */
+int mnt_snap_get(struct mnt *m, const char *id, struct mnt_snap **out)
+{
+	struct mnt_snap *s, *mine = NULL;
+	int rc;
+
+	pthread_mutex_lock(&m->snap_lock);
+	s = snap_ref_locked(m, id);
+	pthread_mutex_unlock(&m->snap_lock);
+	if (!s && (rc = snap_open(m, id, &mine)))
+		return rc;
+	if (mine) {
+		pthread_mutex_lock(&m->snap_lock);
+		s = snap_ref_locked(m, id);
+		if (!s) {
+			s = mine;
+			mine = NULL;
+			s->next = m->snaps;
+			if (m->snaps)
+				m->snaps->prev = s;
+			m->snaps = s;
+		}
+		pthread_mutex_unlock(&m->snap_lock);
+	}
+	if (mine)
+		snap_destroy(mine);
+	*out = s;
+	return 0;
+}
+
+void mnt_snap_hold(struct mnt *m, struct mnt_snap *s)
+{
+	pthread_mutex_lock(&m->snap_lock);
+	m->nidle -= s->refs == 0;
+	s->refs++;
+	pthread_mutex_unlock(&m->snap_lock);
+}
+
+/* Caller holds snap_lock: unchain the least recently used idle snapshot. */
+static struct mnt_snap *snap_evict(struct mnt *m)
+{
+	struct mnt_snap *s = m->snaps, *victim = NULL;
+
+	for (; s; s = s->next)
+		if (s->refs == 0)
+			victim = s;
+	if (!victim)
+		return NULL;
+	if (victim->prev)
+		victim->prev->next = victim->next;
+	else
+		m->snaps = victim->next;
+	if (victim->next)
+		victim->next->prev = victim->prev;
+	m->nidle--;
+	return victim;
+}
+
+void mnt_snap_put(struct mnt *m, struct mnt_snap *s)
+{
+	struct mnt_snap *victim = NULL;
+
+	pthread_mutex_lock(&m->snap_lock);
+	if (--s->refs == 0) {
+		m->nidle++;
+		if (m->nidle > MNT_SNAP_IDLE_MAX)
+			victim = snap_evict(m);
+	}
+	pthread_mutex_unlock(&m->snap_lock);
+	if (victim)
+		snap_destroy(victim);
+}
+
+/* Listings ---------------------------------------------------------------- */
+
+static struct mnt_dirslot *dir_slot(struct mnt *m, uint64_t key)
+{
+	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++)
+		if (m->dircache[i].key == key)
+			return &m->dircache[i];
+	return NULL;
+}
+
+/* Caller holds dir_lock: an empty slot or the least recently used idle one. */
+static struct mnt_dirslot *dir_victim(struct mnt *m)
+{
+	struct mnt_dirslot *v = NULL;
+
+	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
+		struct mnt_dirslot *s = &m->dircache[i];
+
+		if (s->refs == 0 && (!v || s->key == 0 || s->used < v->used))
+			v = s;
+		if (v && v->key == 0)
+			break;
+	}
+	return v;
+}
+
+static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
+{
+	struct mnt_dirslot *s;
+	amber_dir *old = NULL;
+
+	pthread_mutex_lock(&m->dir_lock);
+	s = dir_slot(m, key);
+	if (s) {
+		old = d;        /* another thread decoded it meanwhile */
+		d = s->d;
+	} else if ((s = dir_victim(m))) {
+		old = s->d;
+		s->key = key;
+		s->d = d;
+	}
+	if (s) {
+		s->refs++;
+		s->used = ++m->dir_clock;
+	}
+	pthread_mutex_unlock(&m->dir_lock);
+	amber_dir_free(old);
+	return d;
+}
+
+int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out)
+{
+	struct mnt_dirslot *s;
+	amber_dir *d = NULL;
+	int rc;
+
+	pthread_mutex_lock(&m->dir_lock);
+	s = dir_slot(m, n->id);
+	if (s) {
+		s->refs++;
+		s->used = ++m->dir_clock;
+		d = s->d;
+	}
+	pthread_mutex_unlock(&m->dir_lock);
+	if (d) {
+		*out = d;
+		return 0;
+	}
+	rc = amber_dir_open(&d, n->snap->s, n->e);
+	if (rc)
+		return mnt_errno(m, rc, n->snap->id);
+	*out = dir_insert(m, n->id, d);
+	return 0;
+}
+
+/*
+ * Release a listing from mnt_dir_get.  With d == NULL, node n is going
+ * away: drop its slot (it is idle then, since no request runs on n).
+ */
+void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d)
+{
+	struct mnt_dirslot *s;
+	amber_dir *gone = NULL;
+
+	pthread_mutex_lock(&m->dir_lock);
+	s = dir_slot(m, n->id);
+	if (s && d == NULL && s->refs == 0) {
+		gone = s->d;
+		s->d = NULL;
+		s->key = 0;
+	} else if (s && s->d == d && d) {
+		s->refs--;
+	} else {
+		gone = d;       /* never cached: all slots were busy */
+	}
+	pthread_mutex_unlock(&m->dir_lock);
+	amber_dir_free(gone);
+}

@@ -1,0 +1,705 @@
+/*
+ * The virtual tree above the snapshots.
+ *
+ *   latest                 symlink to snapshots/<day>/<name> (newest)
+ *   snapshots/<day>/<name> every snapshot, <day> = YYYY-MM-DD (UTC),
+ *                          <name> = YYYYMMDDTHHMMSS.ffffffZ
+ *   at/<time>              the newest snapshot at or before <time>
+ *   streams/<s>/...        latest, snapshots and at of every stream
+ *   tags/<tag>             tagged snapshots
+ *   ids/<id>               every snapshot by commit id (prefixes resolve)
+ *
+ * Everything about time comes from the streams' amber_timeline, opened on
+ * first use (so mounting costs nothing per snapshot) and refreshed when a
+ * moving name is used more than MNT_REFRESH_NS after the last refresh (so a
+ * snapshot written while mounted shows up within a second).  Listings never
+ * walk the history: a day is found by binary search (lower_bound of the
+ * next day's midnight), so listing snapshots/ costs O(days * log n).
+ *
+ * Readdir cookies: 1 and 2 are "." and "..", then each listing encodes a
+ * position it can resume from without state: a time line index for days
+ * and day directories, (stream ordinal << 40 | index) for ids/, and a list
+ * index for the short lists (root, streams/, tags/).
+ *
+ * Two snapshots in the same microsecond would share a name; the second gets
+ * "~2", the third "~3", and so on.
+ */
+#include "mount.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DAY_NS (86400LL * 1000000000LL)
+#define COOKIE_BASE 2
+#define IDS_SHIFT 40
+
+/* Time lines ---------------------------------------------------------------- */
+
+static struct mnt_tl *tl_open(struct mnt *m, const char *stream, int *err)
+{
+	struct mnt_tl *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!t || !(t->stream = strdup(stream))) {
+		free(t);
+		*err = ENOMEM;
+		return NULL;
+	}
+	rc = amber_timeline_open(&t->t, m->a, stream);
+	if (rc) {
+		*err = mnt_errno(m, rc, stream);
+		free(t->stream);
+		free(t);
+		return NULL;
+	}
+	t->refreshed_ns = mnt_now_ns();
+	t->next = m->tls;
+	m->tls = t;
+	return t;
+}
+
+/*
+ * Lock the time lines and give the one of `stream`, refreshed if `fresh`
+ * and stale.  @return 0 with tl_lock held, or an errno with it released.
+ */
+static int tl_lock(struct mnt *m, const char *stream, int fresh, amber_timeline **out)
+{
+	struct mnt_tl *t;
+	int err = 0, rc;
+
+	pthread_mutex_lock(&m->tl_lock);
+	for (t = m->tls; t && strcmp(t->stream, stream) != 0; t = t->next)
+		;
+	if (!t && !(t = tl_open(m, stream, &err))) {
+		pthread_mutex_unlock(&m->tl_lock);
+		return err;
+	}
+	if (fresh && mnt_now_ns() - t->refreshed_ns > MNT_REFRESH_NS) {
+		rc = amber_timeline_refresh(t->t, NULL);
+		if (rc)
+			mnt_errno(m, rc, stream);   /* keep serving what we have */
+		t->refreshed_ns = mnt_now_ns();
+	}
+	*out = t->t;
+	return 0;
+}
+
+static void tl_unlock(struct mnt *m)
+{
+	pthread_mutex_unlock(&m->tl_lock);
+}
+
+void mnt_tl_destroy(struct mnt *m)
+{
+	for (struct mnt_tl *t = m->tls, *next; t; t = next) {
+		next = t->next;
+		amber_timeline_free(t->t);
+		free(t->stream);
+		free(t);
+	}
+	m->tls = NULL;
+}
+
+/* Names ----------------------------------------------------------------- */
+
+static int64_t day_of(int64_t ns)
+{
+	int64_t d = ns / DAY_NS;
+
+	if (ns % DAY_NS < 0)
+		d--;
+	return d * DAY_NS;
+}
+
+static void utc(struct tm *tm, int64_t ns, long *usec)
+{
+	int64_t sec = ns / 1000000000LL, rem = ns % 1000000000LL;
+	time_t t;
+
+	if (rem < 0) {
+		sec--;
+		rem += 1000000000LL;
+	}
+	t = (time_t)sec;
+	if (!gmtime_r(&t, tm))
+		memset(tm, 0, sizeof(*tm));
+	*usec = (long)(rem / 1000);
+}
+
+static void day_name(char out[32], int64_t ns)
+{
+	struct tm tm;
+	long us;
+
+	utc(&tm, ns, &us);
+	snprintf(out, 32, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+}
+
+/* The name of snapshot i of t (see the collision rule above). */
+static void snap_name(char out[48], const amber_timeline *t, size_t i)
+{
+	int64_t us = amber_timeline_time(t, i) / 1000;
+	struct tm tm;
+	size_t k = i;
+	long frac;
+	int len;
+
+	utc(&tm, amber_timeline_time(t, i), &frac);
+	len = snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%06ldZ", tm.tm_year + 1900,
+		       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+	while (k > 0 && amber_timeline_time(t, k - 1) / 1000 == us)
+		k--;
+	if (k < i)
+		snprintf(out + len, 48 - (size_t)len, "~%zu", i - k + 1);
+}
+
+static uint64_t vino(enum mnt_kind kind, const char *stream, int64_t day)
+{
+	uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind;
+
+	for (const unsigned char *p = (const unsigned char *)stream; p && *p; p++)
+		h = (h ^ *p) * 1099511628211ULL;
+	h = (h ^ (uint64_t)day) * 1099511628211ULL;
+	return h | (1ULL << 63);
+}
+
+/* Small sorted string lists (streams, tags) ------------------------------ */
+
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+
+static int strv_add(struct strv *s, const char *str)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 16;
+		char **v = realloc(s->v, cap * sizeof(*v));
+
+		if (!v)
+			return -1;
+		s->v = v;
+		s->cap = cap;
+	}
+	if (!(s->v[s->n] = strdup(str)))
+		return -1;
+	s->n++;
+	return 0;
+}
+
+static void strv_free(struct strv *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	memset(s, 0, sizeof(*s));
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void strv_sort_unique(struct strv *s)
+{
+	size_t j = 0;
+
+	if (s->n)
+		qsort(s->v, s->n, sizeof(*s->v), cmp_str);
+	for (size_t i = 0; i < s->n; i++) {
+		if (j && strcmp(s->v[j - 1], s->v[i]) == 0)
+			free(s->v[i]);
+		else
+			s->v[j++] = s->v[i];
+	}
+	s->n = j;
+}
+
+static int strv_has(const struct strv *s, const char *str)
+{
+	return s->n && bsearch(&str, s->v, s->n, sizeof(*s->v), cmp_str) != NULL;
+}
+
+static int stream_cb(const char *stream, void *payload)
+{
+	return strv_add(payload, stream) ? AMBER_ERROR : 0;
+}
+
+static int list_streams(struct mnt *m, struct strv *out)
+{
+	int rc = amber_stream_list(m->a, stream_cb, out);
+
+	if (rc && rc != AMBER_ENOTFOUND)
+		return mnt_errno(m, rc, "streams");
+	strv_sort_unique(out);
+	return 0;
+}
+
+/* Tag names are [A-Za-z0-9._-]{1,64} (amberfs-format(5)). */
+static int tag_name_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > AMBER_STREAM_MAX || s[0] == '.')
+		return 0;
+	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			 "0123456789._-") == n;
+}
+
+static void tags_packed(struct mnt *m, struct strv *out)
+{
+	char path[4096], line[512], *name;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/packed-refs", m->archive_abs);
+	f = fopen(path, "re");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		name = strstr(line, " refs/tags/");
+		if (name && tag_name_ok(name + 11))
+			strv_add(out, name + 11);
+	}
+	fclose(f);
+}
+
+/*
+ * libamber resolves tags but does not list them; the refs are read here,
+ * loose and packed.  Only the names come from here: what a tag points to
+ * is resolved and authenticated by amber_resolve and amber_snapshot_open.
+ */
+static void list_tags(struct mnt *m, struct strv *out)
+{
+	char path[4096];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "%s/refs/tags", m->archive_abs);
+	d = opendir(path);
+	while (d && (de = readdir(d)))
+		if (tag_name_ok(de->d_name))
+			strv_add(out, de->d_name);
+	if (d)
+		closedir(d);
+	tags_packed(m, out);
+	strv_sort_unique(out);
+}
+
+/* Lookup ------------------------------------------------------------------- */
+
+static int virt(struct mnt_nodeinfo *o, enum mnt_kind kind, uint64_t ino, const char *stream)
+{
+	o->kind = kind;
+	o->st_ino = ino;
+	o->entry_timeout = MNT_TIMEOUT_MOVING;
+	if (stream && !(o->stream = strdup(stream)))
+		return ENOMEM;
+	return 0;
+}
+
+static int snaproot(struct mnt *m, const char *id, double timeout, struct mnt_nodeinfo *o)
+{
+	int err = mnt_snap_get(m, id, &o->snap);
+
+	if (err)
+		return err;
+	o->kind = MK_SNAPROOT;
+	o->st_ino = amber_entry_ino(m->a, o->snap->root);
+	o->entry_timeout = timeout;
+	o->e = mnt_entry_dup(o->snap->root);
+	return o->e ? 0 : ENOMEM;
+}
+
+static int stream_has_snapshots(struct mnt *m, const char *stream)
+{
+	amber_timeline *t;
+	size_t n;
+
+	if (tl_lock(m, stream, 1, &t))
+		return 0;
+	n = amber_timeline_count(t);
+	tl_unlock(m);
+	return n > 0;
+}
+
+/* Names shared by the root (for the default stream) and streams/<s>/. */
+static int lookup_stream_view(struct mnt *m, const char *stream, int top, const char *name,
+			      struct mnt_nodeinfo *o)
+{
+	if (strcmp(name, "latest") == 0) {
+		if (!stream_has_snapshots(m, stream))
+			return ENOENT;
+		return virt(o, MK_LATEST, top ? MNT_INO_LATEST : vino(MK_LATEST, stream, 0),
+			    stream);
+	}
+	if (strcmp(name, "snapshots") == 0)
+		return virt(o, MK_SNAPSHOTS,
+			    top ? MNT_INO_SNAPSHOTS : vino(MK_SNAPSHOTS, stream, 0), stream);
+	if (strcmp(name, "at") == 0)
+		return virt(o, MK_AT, top ? MNT_INO_AT : vino(MK_AT, stream, 0), stream);
+	return ENOENT;
+}
+
+static int lookup_root(struct mnt *m, const char *name, struct mnt_nodeinfo *o)
+{
+	if (strcmp(name, "streams") == 0)
+		return virt(o, MK_STREAMS, MNT_INO_STREAMS, NULL);
+	if (strcmp(name, "tags") == 0)
+		return virt(o, MK_TAGS, MNT_INO_TAGS, NULL);
+	if (strcmp(name, "ids") == 0)
+		return virt(o, MK_IDS, MNT_INO_IDS, NULL);
+	return lookup_stream_view(m, m->o.stream, 1, name, o);
+}
+
+static int lookup_streams(struct mnt *m, const char *name, struct mnt_nodeinfo *o)
+{
+	struct strv s = {0};
+	int err = list_streams(m, &s);
+
+	if (!err && !strv_has(&s, name))
+		err = ENOENT;
+	if (!err)
+		err = virt(o, MK_STREAM, vino(MK_STREAM, name, 0), name);
+	strv_free(&s);
+	return err;
+}
+
+static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
+		      struct mnt_nodeinfo *o)
+{
+	char check[32];
+	amber_timeline *t;
+	int64_t ns;
+	size_t i, n;
+	int err;
+
+	if (amber_time_parse(&ns, name) || day_of(ns) != ns)
+		return ENOENT;
+	day_name(check, ns);
+	if (strcmp(check, name) != 0)
+		return ENOENT;
+	err = tl_lock(m, p->stream, 1, &t);
+	if (err)
+		return err;
+	i = amber_timeline_lower_bound(t, ns);
+	n = amber_timeline_count(t);
+	err = i < n && amber_timeline_time(t, i) < ns + DAY_NS ? 0 : ENOENT;
+	tl_unlock(m);
+	if (!err)
+		err = virt(o, MK_DAY, vino(MK_DAY, p->stream, ns), p->stream);
+	o->day_ns = ns;
+	return err;
+}
+
+/* The index named `name` in day directory p, or -1. Caller holds tl_lock. */
+static long find_in_day(const amber_timeline *t, const struct mnt_node *p, const char *name)
+{
+	char base[48], check[48];
+	int64_t ns;
+	size_t i, n = amber_timeline_count(t);
+
+	snprintf(base, sizeof(base), "%.*s", (int)strcspn(name, "~"), name);
+	if (amber_time_parse(&ns, base) || day_of(ns) != p->day_ns)
+		return -1;
+	for (i = amber_timeline_lower_bound(t, ns); i < n; i++) {
+		if (amber_timeline_time(t, i) / 1000 != ns / 1000)
+			break;
+		snap_name(check, t, i);
+		if (strcmp(check, name) == 0)
+			return (long)i;
+	}
+	return -1;
+}
+
+static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
+			 struct mnt_nodeinfo *o)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	amber_timeline *t;
+	long i;
+	int err = tl_lock(m, p->stream, 1, &t);
+
+	if (err)
+		return err;
+	i = find_in_day(t, p, name);
+	if (i >= 0)
+		amber_timeline_id(id, t, (size_t)i);
+	tl_unlock(m);
+	if (i < 0)
+		return ENOENT;
+	return snaproot(m, id, MNT_TIMEOUT_IMMUTABLE, o);
+}
+
+static int lookup_at(struct mnt *m, struct mnt_node *p, const char *name,
+		     struct mnt_nodeinfo *o)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	amber_timeline *t;
+	int64_t ns;
+	long i;
+	int err;
+
+	if (amber_time_parse(&ns, name))
+		return ENOENT;
+	err = tl_lock(m, p->stream, 1, &t);
+	if (err)
+		return err;
+	i = amber_timeline_find(t, ns);
+	if (i >= 0)
+		amber_timeline_id(id, t, (size_t)i);
+	tl_unlock(m);
+	if (i < 0)
+		return ENOENT;
+	return snaproot(m, id, MNT_TIMEOUT_MOVING, o);
+}
+
+static int lookup_tag(struct mnt *m, const char *name, struct mnt_nodeinfo *o)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	struct strv tags = {0};
+	int found, rc;
+
+	list_tags(m, &tags);
+	found = strv_has(&tags, name);
+	strv_free(&tags);
+	if (!found)
+		return ENOENT;
+	rc = amber_resolve(id, m->a, NULL, name);
+	if (rc)
+		return rc == AMBER_ENOTFOUND ? ENOENT : mnt_errno(m, rc, name);
+	return snaproot(m, id, MNT_TIMEOUT_IMMUTABLE, o);
+}
+
+static int lookup_id(struct mnt *m, const char *name, struct mnt_nodeinfo *o)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	size_t len = strlen(name);
+	int rc;
+
+	if (len < 7 || len > AMBER_OID_HEXSZ || strspn(name, "0123456789abcdef") != len)
+		return ENOENT;
+	rc = amber_resolve(id, m->a, NULL, name);
+	if (rc == AMBER_ENOTFOUND || rc == AMBER_EAMBIGUOUS || rc == AMBER_EINVAL)
+		return ENOENT;
+	if (rc)
+		return mnt_errno(m, rc, name);
+	if (strncmp(id, name, len) != 0)
+		return ENOENT;  /* resolved as something other than an id */
+	return snaproot(m, id, len == AMBER_OID_HEXSZ ? MNT_TIMEOUT_IMMUTABLE :
+			MNT_TIMEOUT_MOVING, o);
+}
+
+int mnt_layout_lookup(struct mnt *m, struct mnt_node *p, const char *name,
+		      struct mnt_nodeinfo *o)
+{
+	switch (p->kind) {
+	case MK_ROOT: return lookup_root(m, name, o);
+	case MK_STREAM: return lookup_stream_view(m, p->stream, 0, name, o);
+	case MK_STREAMS: return lookup_streams(m, name, o);
+	case MK_SNAPSHOTS: return lookup_day(m, p, name, o);
+	case MK_DAY: return lookup_in_day(m, p, name, o);
+	case MK_AT: return lookup_at(m, p, name, o);
+	case MK_TAGS: return lookup_tag(m, name, o);
+	case MK_IDS: return lookup_id(m, name, o);
+	default: return ENOTDIR;
+	}
+}
+
+int mnt_layout_is_virtual_dir(const struct mnt_node *n)
+{
+	return n->kind != MK_LATEST && n->kind != MK_SNAPROOT && n->kind != MK_ENTRY;
+}
+
+/* Readlink ---------------------------------------------------------------- */
+
+int mnt_layout_readlink(struct mnt *m, struct mnt_node *n, char *out, size_t cap)
+{
+	char day[32], name[48];
+	amber_timeline *t;
+	size_t count;
+	int err = tl_lock(m, n->stream, 1, &t);
+
+	if (err)
+		return err;
+	count = amber_timeline_count(t);
+	if (count) {
+		day_name(day, amber_timeline_time(t, count - 1));
+		snap_name(name, t, count - 1);
+	}
+	tl_unlock(m);
+	if (!count)
+		return ENOENT;
+	snprintf(out, cap, "snapshots/%s/%s", day, name);
+	return 0;
+}
+
+/* Listings ---------------------------------------------------------------- */
+
+struct fixed_ent {
+	const char *name;
+	enum mnt_kind kind;
+	uint64_t ino;
+};
+
+static int list_fixed(const struct fixed_ent *v, size_t n, size_t p, const char *stream,
+		      int has_latest, mnt_emit_fn emit, void *ctx)
+{
+	for (size_t i = p; i < n; i++) {
+		uint64_t ino = v[i].ino ? v[i].ino : vino(v[i].kind, stream, 0);
+
+		if (v[i].kind == MK_LATEST && !has_latest)
+			continue;
+		if (emit(ctx, v[i].name, ino, v[i].kind == MK_LATEST ? S_IFLNK : S_IFDIR,
+			 (off_t)(i + 1 + COOKIE_BASE)))
+			break;
+	}
+	return 0;
+}
+
+static int list_root(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn emit, void *ctx)
+{
+	static const struct fixed_ent root[] = {
+		{"latest", MK_LATEST, MNT_INO_LATEST},
+		{"snapshots", MK_SNAPSHOTS, MNT_INO_SNAPSHOTS},
+		{"at", MK_AT, MNT_INO_AT},
+		{"streams", MK_STREAMS, MNT_INO_STREAMS},
+		{"tags", MK_TAGS, MNT_INO_TAGS},
+		{"ids", MK_IDS, MNT_INO_IDS},
+	};
+	static const struct fixed_ent stream[] = {
+		{"latest", MK_LATEST, 0},
+		{"snapshots", MK_SNAPSHOTS, 0},
+		{"at", MK_AT, 0},
+	};
+	const char *s = n->kind == MK_ROOT ? m->o.stream : n->stream;
+	int has = p == 0 && stream_has_snapshots(m, s);
+
+	if (n->kind == MK_ROOT)
+		return list_fixed(root, 6, p, s, has, emit, ctx);
+	return list_fixed(stream, 3, p, s, has, emit, ctx);
+}
+
+static int list_strv(const struct strv *v, size_t p, enum mnt_kind kind, mnt_emit_fn emit,
+		     void *ctx)
+{
+	for (size_t i = p; i < v->n; i++) {
+		uint64_t ino = kind == MK_STREAM ? vino(MK_STREAM, v->v[i], 0)
+						 : vino(MK_TAGS, v->v[i], 1);
+
+		if (emit(ctx, v->v[i], ino, S_IFDIR, (off_t)(i + 1 + COOKIE_BASE)))
+			break;
+	}
+	return 0;
+}
+
+static int list_days(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn emit, void *ctx)
+{
+	char name[32];
+	amber_timeline *t;
+	size_t i = p, next, count;
+	int err = tl_lock(m, n->stream, 1, &t);
+
+	if (err)
+		return err;
+	count = amber_timeline_count(t);
+	for (; i < count; i = next) {
+		int64_t day = day_of(amber_timeline_time(t, i));
+
+		next = amber_timeline_lower_bound(t, day + DAY_NS);
+		day_name(name, day);
+		if (emit(ctx, name, vino(MK_DAY, n->stream, day), S_IFDIR,
+			 (off_t)(next + COOKIE_BASE)))
+			break;
+	}
+	tl_unlock(m);
+	return 0;
+}
+
+static int list_day(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn emit, void *ctx)
+{
+	char name[48], id[AMBER_OID_HEXSZ + 1];
+	amber_timeline *t;
+	size_t i, end;
+	int err = tl_lock(m, n->stream, 1, &t);
+
+	if (err)
+		return err;
+	i = amber_timeline_lower_bound(t, n->day_ns);
+	end = amber_timeline_lower_bound(t, n->day_ns + DAY_NS);
+	for (i = i > p ? i : p; i < end; i++) {
+		snap_name(name, t, i);
+		amber_timeline_id(id, t, i);
+		/* d_ino: a stand-in; stat gives the root entry's number */
+		if (emit(ctx, name, vino(MK_SNAPROOT, id, 0), S_IFDIR,
+			 (off_t)(i + 1 + COOKIE_BASE)))
+			break;
+	}
+	tl_unlock(m);
+	return 0;
+}
+
+/* Emit the ids of stream ordinal s from index i. @return 1 if emit is full. */
+static int list_ids_of(struct mnt *m, const char *stream, size_t s, size_t i,
+		       mnt_emit_fn emit, void *ctx)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	amber_timeline *t;
+	int full = 0;
+
+	if (tl_lock(m, stream, 1, &t))
+		return 0;
+	for (size_t n = amber_timeline_count(t); i < n && !full; i++) {
+		amber_timeline_id(id, t, i);
+		full = emit(ctx, id, vino(MK_SNAPROOT, id, 0), S_IFDIR,
+			    (off_t)(((uint64_t)s << IDS_SHIFT | (i + 1)) + COOKIE_BASE));
+	}
+	tl_unlock(m);
+	return full;
+}
+
+static int list_ids(struct mnt *m, size_t p, mnt_emit_fn emit, void *ctx)
+{
+	struct strv streams = {0};
+	size_t s = p >> IDS_SHIFT, i = p & ((1ULL << IDS_SHIFT) - 1);
+	int err = list_streams(m, &streams);
+
+	for (; !err && s < streams.n; s++, i = 0)
+		if (list_ids_of(m, streams.v[s], s, i, emit, ctx))
+			break;
+	strv_free(&streams);
+	return err;
+}
+
+int mnt_layout_list(struct mnt *m, struct mnt_node *n, off_t off, mnt_emit_fn emit,
+		    void *ctx)
+{
+	size_t p = off > COOKIE_BASE ? (size_t)(off - COOKIE_BASE) : 0;
+	struct strv v = {0};
+	int err = 0;
+
+	switch (n->kind) {
+	case MK_ROOT:
+	case MK_STREAM: return list_root(m, n, p, emit, ctx);
+	case MK_SNAPSHOTS: return list_days(m, n, p, emit, ctx);
+	case MK_DAY: return list_day(m, n, p, emit, ctx);
+	case MK_IDS: return list_ids(m, p, emit, ctx);
+	case MK_AT: return 0;
+	case MK_STREAMS:
+		err = list_streams(m, &v);
+		if (!err)
+			list_strv(&v, p, MK_STREAM, emit, ctx);
+		break;
+	case MK_TAGS:
+		list_tags(m, &v);
+		list_strv(&v, p, MK_TAGS, emit, ctx);
+		break;
+	default:
+		return ENOTDIR;
+	}
+	strv_free(&v);
+	return err;
+}

@@ -1,0 +1,871 @@
+/*
+ * The FUSE low-level handlers.  Each amberfs_op_<op> finds its node, calls
+ * a do_<op> helper that returns an errno, and replies exactly once.
+ *
+ * Requests carry FUSE node ids (see mount_inode.c); the kernel does not
+ * forget a node while a request on it runs, so handlers use the node's
+ * immutable fields without a lock.
+ */
+#include "mount.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#define XATTR_PREFIX "user.amberfs."
+
+/* An open regular file: where the last read ended, to spot sequential reads. */
+struct mnt_fh {
+	atomic_uint_fast64_t next;
+};
+
+static struct mnt *M(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static int in_snapshot(const struct mnt_node *n)
+{
+	return n->kind == MK_SNAPROOT || n->kind == MK_ENTRY;
+}
+
+static int is_snapdir(const struct mnt_node *n)
+{
+	return in_snapshot(n) && n->e->type == AMBER_T_DIR;
+}
+
+/* "snapshot <id>: <path>" for log lines. */
+static void describe(const struct mnt_node *n, char *out, size_t cap)
+{
+	char path[1024] = "";
+	size_t len = 0;
+
+	for (const struct mnt_node *p = n; p && p->kind == MK_ENTRY; p = p->parent) {
+		size_t k = p->name_len + 1;
+
+		if (len + k >= sizeof(path))
+			break;
+		memmove(path + k, path, len + 1);
+		path[0] = '/';
+		memcpy(path + 1, p->name, p->name_len);
+		len += k;
+	}
+	snprintf(out, cap, "snapshot %s: %s", n->snap ? n->snap->id : "?",
+		 len ? path : "/");
+}
+
+static int node_errno(struct mnt *m, const struct mnt_node *n, int code)
+{
+	char what[1200];
+
+	describe(n, what, sizeof(what));
+	return mnt_errno(m, code, what);
+}
+
+/* Attributes --------------------------------------------------------------- */
+
+static mode_t type_bits(uint8_t type)
+{
+	switch (type) {
+	case AMBER_T_DIR: return S_IFDIR;
+	case AMBER_T_SYMLINK: return S_IFLNK;
+	case AMBER_T_FIFO: return S_IFIFO;
+	case AMBER_T_CHR: return S_IFCHR;
+	case AMBER_T_BLK: return S_IFBLK;
+	default: return S_IFREG;
+	}
+}
+
+static void fill_entry_stat(const amber_entry *e, struct stat *st)
+{
+	st->st_mode = type_bits(e->type) | (e->mode & 07777);
+	st->st_nlink = e->nlink ? e->nlink : 1;
+	st->st_uid = e->uid;
+	st->st_gid = e->gid;
+	st->st_size = (off_t)e->size;
+	if (e->type == AMBER_T_CHR || e->type == AMBER_T_BLK)
+		st->st_rdev = (dev_t)e->rdev;
+	st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
+	st->st_mtim.tv_sec = (time_t)e->mtime_sec;
+	st->st_mtim.tv_nsec = e->mtime_nsec;
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+}
+
+void mnt_fill_stat(struct mnt *m, const struct mnt_node *n, struct stat *st)
+{
+	char target[256];
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = n->st_ino;
+	st->st_blksize = MNT_BLKSIZE;
+	if (in_snapshot(n)) {
+		fill_entry_stat(n->e, st);
+		return;
+	}
+	st->st_uid = m->uid;
+	st->st_gid = m->gid;
+	st->st_nlink = 1;
+	st->st_mtim.tv_sec = st->st_atim.tv_sec = st->st_ctim.tv_sec = m->start_sec;
+	st->st_mode = S_IFDIR | 0555;
+	if (n->kind == MK_LATEST) {
+		st->st_mode = S_IFLNK | 0777;
+		if (mnt_layout_readlink(m, (struct mnt_node *)n, target, sizeof(target)) == 0)
+			st->st_size = (off_t)strlen(target);
+	}
+}
+
+static double attr_timeout(const struct mnt_node *n)
+{
+	return in_snapshot(n) ? MNT_TIMEOUT_IMMUTABLE : MNT_TIMEOUT_MOVING;
+}
+
+static void fill_param(struct mnt *m, const struct mnt_node *n, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = n->id;
+	e->generation = 1;
+	e->entry_timeout = n->entry_timeout;
+	e->attr_timeout = attr_timeout(n);
+	mnt_fill_stat(m, n, &e->attr);
+}
+
+/* Lookup and forget ---------------------------------------------------------- */
+
+/* A child of a snapshot directory, from its (cached) listing. */
+static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
+			struct mnt_node **out)
+{
+	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL};
+	const amber_entry *ce;
+	amber_dir *d;
+	int err;
+
+	if ((*out = mnt_node_find(m, p, name)))
+		return 0;
+	err = mnt_dir_get(m, p, &d);
+	if (err)
+		return err;
+	ce = amber_dir_lookup(d, name, strlen(name));
+	if (ce) {
+		info.e = mnt_entry_dup(ce);
+		info.st_ino = amber_entry_ino(m->a, ce);
+	}
+	mnt_dir_put(m, p, d);
+	if (!ce)
+		return ENOENT;
+	if (!info.e)
+		return ENOMEM;
+	info.snap = p->snap;
+	mnt_snap_hold(m, p->snap);
+	*out = mnt_node_get(m, p, name, &info);
+	return *out ? 0 : ENOMEM;
+}
+
+static int do_lookup(struct mnt *m, fuse_ino_t parent, const char *name,
+		     struct fuse_entry_param *e)
+{
+	struct mnt_nodeinfo info = {0};
+	struct mnt_node *p = mnt_node_by_id(m, parent), *n = NULL;
+	int err;
+
+	atomic_fetch_add(&m->n.lookups, 1);
+	if (!p)
+		return ESTALE;
+	if (strlen(name) > AMBER_NAME_MAX)
+		return ENAMETOOLONG;
+	if (in_snapshot(p)) {
+		err = is_snapdir(p) ? lookup_entry(m, p, name, &n) : ENOTDIR;
+	} else if (mnt_layout_is_virtual_dir(p)) {
+		err = mnt_layout_lookup(m, p, name, &info);
+		if (!err && !(n = mnt_node_get(m, p, name, &info)))
+			err = ENOMEM;
+		mnt_nodeinfo_dispose(m, &info);
+	} else {
+		err = ENOTDIR;
+	}
+	if (!err)
+		fill_param(m, n, e);
+	return err;
+}
+
+static void amberfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int err = do_lookup(M(req), parent, name, &e);
+
+	if (err)
+		fuse_reply_err(req, err);
+	else if (fuse_reply_entry(req, &e) == -ENOENT)
+		mnt_node_forget(M(req), e.ino, 1);      /* the request was interrupted */
+}
+
+static void amberfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	mnt_node_forget(M(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void amberfs_op_forget_multi(fuse_req_t req, size_t count,
+				    struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		mnt_node_forget(M(req), forgets[i].ino, forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* Attributes and links ------------------------------------------------------ */
+
+static void amberfs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mnt_node *n = mnt_node_by_id(M(req), ino);
+	struct stat st;
+
+	if (!n) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	mnt_fill_stat(M(req), n, &st);
+	fuse_reply_attr(req, &st, attr_timeout(n));
+}
+
+static int do_readlink(struct mnt *m, fuse_ino_t ino, char *buf, size_t cap)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+
+	if (!n)
+		return ESTALE;
+	if (n->kind == MK_LATEST)
+		return mnt_layout_readlink(m, n, buf, cap);
+	if (!in_snapshot(n) || n->e->type != AMBER_T_SYMLINK || !n->e->target)
+		return EINVAL;
+	if (n->e->target_len >= cap)
+		return ENAMETOOLONG;
+	memcpy(buf, n->e->target, n->e->target_len);
+	buf[n->e->target_len] = '\0';
+	return 0;
+}
+
+static void amberfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[4096];
+	int err = do_readlink(M(req), ino, buf, sizeof(buf));
+
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+/* Directories ------------------------------------------------------------------ */
+
+static int do_opendir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+	amber_dir *d = NULL;
+	int rc;
+
+	if (!n)
+		return ESTALE;
+	fi->fh = 0;
+	if (!in_snapshot(n))
+		return mnt_layout_is_virtual_dir(n) ? 0 : ENOTDIR;
+	if (n->e->type != AMBER_T_DIR)
+		return ENOTDIR;
+	rc = amber_dir_open(&d, n->snap->s, n->e);
+	if (rc)
+		return node_errno(m, n, rc);
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	return 0;
+}
+
+static void amberfs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int err = do_opendir(M(req), ino, fi);
+
+	if (err)
+		fuse_reply_err(req, err);
+	else if (fuse_reply_open(req, fi) == -ENOENT)
+		amber_dir_free((amber_dir *)(uintptr_t)fi->fh);
+}
+
+static void amberfs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	amber_dir_free((amber_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* One readdir reply being filled. */
+struct rd {
+	fuse_req_t req;
+	struct mnt *m;
+	struct mnt_node *dir;
+	char *buf;
+	size_t size, used;
+	int plus;
+};
+
+/* Add one entry; `node` (readdirplus) already carries the lookup it hands over. */
+static int rd_add(struct rd *r, const char *name, const struct stat *st,
+		  const struct mnt_node *node, off_t next)
+{
+	struct fuse_entry_param e = {0};
+	size_t need;
+
+	if (!r->plus) {
+		need = fuse_add_direntry(r->req, r->buf + r->used, r->size - r->used, name,
+					 st, next);
+	} else {
+		if (node)
+			fill_param(r->m, node, &e);
+		else
+			e.attr = *st;   /* ino 0: the kernel makes no dentry of it */
+		need = fuse_add_direntry_plus(r->req, r->buf + r->used, r->size - r->used,
+					      name, &e, next);
+	}
+	if (need > r->size - r->used)
+		return 1;
+	r->used += need;
+	return 0;
+}
+
+static int rd_fits(struct rd *r, const char *name)
+{
+	size_t need = r->plus ? fuse_add_direntry_plus(r->req, NULL, 0, name, NULL, 0)
+			      : fuse_add_direntry(r->req, NULL, 0, name, NULL, 0);
+
+	return need <= r->size - r->used;
+}
+
+static int rd_emit(void *ctx, const char *name, uint64_t st_ino, mode_t type, off_t next)
+{
+	struct stat st = {.st_ino = st_ino, .st_mode = type};
+
+	if (!rd_fits(ctx, name))
+		return 1;
+	return rd_add(ctx, name, &st, NULL, next);
+}
+
+static int rd_dots(struct rd *r, off_t off)
+{
+	struct stat st = {.st_mode = S_IFDIR, .st_ino = r->dir->st_ino};
+
+	if (off < 1 && rd_add(r, ".", &st, NULL, 1))
+		return 1;
+	st.st_ino = r->dir->parent ? r->dir->parent->st_ino : r->dir->st_ino;
+	if (off < 2 && rd_add(r, "..", &st, NULL, 2))
+		return 1;
+	return 0;
+}
+
+/* The node of child `ce` for readdirplus, with one lookup, or NULL. */
+static struct mnt_node *rd_child(struct rd *r, const amber_entry *ce)
+{
+	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL};
+	struct mnt_node *n = mnt_node_find(r->m, r->dir, ce->name);
+
+	if (n)
+		return n;
+	info.e = mnt_entry_dup(ce);
+	if (!info.e)
+		return NULL;
+	info.st_ino = amber_entry_ino(r->m->a, ce);
+	info.snap = r->dir->snap;
+	mnt_snap_hold(r->m, r->dir->snap);
+	return mnt_node_get(r->m, r->dir, ce->name, &info);
+}
+
+static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
+{
+	size_t count = amber_dir_count(d);
+
+	for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < count; i++) {
+		const amber_entry *ce = amber_dir_entry(d, i);
+		struct stat st = {.st_ino = amber_entry_ino(r->m->a, ce),
+				  .st_mode = type_bits(ce->type)};
+		struct mnt_node *n = NULL;
+
+		if (!rd_fits(r, ce->name))
+			break;
+		if (r->plus && !(n = rd_child(r, ce)))
+			return r->used ? 0 : ENOMEM;
+		rd_add(r, ce->name, &st, n, (off_t)(i + 3));
+	}
+	return 0;
+}
+
+static int do_readdir(struct rd *r, fuse_ino_t ino, off_t off, struct fuse_file_info *fi)
+{
+	r->dir = mnt_node_by_id(r->m, ino);
+	if (!r->dir)
+		return ESTALE;
+	r->buf = malloc(r->size);
+	if (!r->buf)
+		return ENOMEM;
+	if (rd_dots(r, off))
+		return 0;
+	if (fi->fh)
+		return rd_snapdir(r, (amber_dir *)(uintptr_t)fi->fh, off);
+	return mnt_layout_list(r->m, r->dir, off < 2 ? 2 : off, rd_emit, r);
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi, int plus)
+{
+	struct rd r = {req, M(req), NULL, NULL, size, 0, plus};
+	int err = do_readdir(&r, ino, off, fi);
+
+	if (err && r.used == 0)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, r.buf, r.used);
+	free(r.buf);
+}
+
+static void amberfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			       struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, 0);
+}
+
+static void amberfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+				   struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, 1);
+}
+
+/* Files -------------------------------------------------------------------------- */
+
+static int do_open(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+	struct mnt_fh *fh;
+
+	if (!n)
+		return ESTALE;
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_CREAT)))
+		return EROFS;
+	if (!in_snapshot(n) || n->e->type == AMBER_T_DIR)
+		return EISDIR;
+	if (n->e->type != AMBER_T_REG)
+		return EINVAL;
+	fh = calloc(1, sizeof(*fh));
+	if (!fh)
+		return ENOMEM;
+	atomic_fetch_add(&m->n.opens, 1);
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	fi->keep_cache = 1;
+	return 0;
+}
+
+static void amberfs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	int err = do_open(M(req), ino, fi);
+
+	if (err)
+		fuse_reply_err(req, err);
+	else if (fuse_reply_open(req, fi) == -ENOENT)
+		free((void *)(uintptr_t)fi->fh);
+}
+
+static void amberfs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	free((void *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
+		   struct fuse_file_info *fi, char **buf, size_t *got)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+	struct mnt_fh *fh = (struct mnt_fh *)(uintptr_t)fi->fh;
+	int rc;
+
+	if (!n || !in_snapshot(n))
+		return n ? EISDIR : ESTALE;
+	*got = 0;
+	if (off < 0 || (uint64_t)off >= n->e->size)
+		return 0;
+	size = size < MNT_READ_MAX ? size : MNT_READ_MAX;
+	if (!(*buf = malloc(size ? size : 1)))
+		return ENOMEM;
+	rc = amber_file_read(got, n->snap->s, n->e, (uint64_t)off, *buf, size);
+	if (rc)
+		return node_errno(m, n, rc);
+	atomic_fetch_add(&m->n.reads, 1);
+	atomic_fetch_add(&m->n.read_bytes, *got);
+	if (atomic_exchange(&fh->next, (uint64_t)off + *got) == (uint64_t)off)
+		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + *got);
+	return 0;
+}
+
+static void amberfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			    struct fuse_file_info *fi)
+{
+	char *buf = NULL;
+	size_t got = 0;
+	int err = do_read(M(req), ino, size, off, fi, &buf, &got);
+
+	if (err)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, buf, got);
+	free(buf);
+}
+
+/* Extended attributes ------------------------------------------------------------ */
+
+/* One attribute name/value pair being offered; values point into the node. */
+struct xa {
+	const char *name;
+	const void *value;
+	size_t len;
+	int hidden;             /* provenance: gettable, listed only on request */
+	char scratch[512];
+};
+
+typedef int (*xa_fn)(void *ctx, struct xa *x);
+
+static int xa_text(xa_fn fn, void *ctx, struct xa *x, const char *name, int hidden)
+{
+	x->name = name;
+	x->value = x->scratch;
+	x->len = strlen(x->scratch);
+	x->hidden = hidden;
+	return fn(ctx, x);
+}
+
+static void hex20(char out[41], const uint8_t oid[20])
+{
+	for (int i = 0; i < 20; i++)
+		snprintf(out + 2 * i, 3, "%02x", oid[i]);
+}
+
+static void join_tags(char *out, size_t cap, char **tags)
+{
+	size_t len = 0;
+
+	out[0] = '\0';
+	for (size_t i = 0; tags && tags[i] && len < cap; i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "", tags[i]);
+}
+
+static int xa_snaproot(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *ctx,
+		       struct xa *x)
+{
+	const amber_snapinfo *info = amber_snapshot_info(n->snap->s);
+	int r;
+
+	amber_time_format(x->scratch, info->time_ns, 9);
+	r = xa_text(fn, ctx, x, XATTR_PREFIX "time", 1);
+	snprintf(x->scratch, sizeof(x->scratch), "%s", info->stream);
+	if (!r)
+		r = xa_text(fn, ctx, x, XATTR_PREFIX "stream", 1);
+	join_tags(x->scratch, sizeof(x->scratch), info->tags);
+	if (!r)
+		r = xa_text(fn, ctx, x, XATTR_PREFIX "tags", 1);
+	return r;
+}
+
+static void stats_line(struct mnt *m, char *out, size_t cap)
+{
+	amber_counters c;
+
+	amber_archive_counters(m->a, &c);
+	snprintf(out, cap,
+		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
+		 "dirs_decoded=%llu cache_hits=%llu",
+		 (unsigned long long)atomic_load(&m->n.lookups),
+		 (unsigned long long)atomic_load(&m->n.opens),
+		 (unsigned long long)atomic_load(&m->n.reads),
+		 (unsigned long long)atomic_load(&m->n.read_bytes),
+		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
+		 (unsigned long long)c.cache_hits);
+}
+
+static int xa_stored(const amber_entry *e, xa_fn fn, void *ctx, struct xa *x)
+{
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		x->name = e->xattrs[i].name;
+		x->value = e->xattrs[i].value;
+		x->len = e->xattrs[i].value_len;
+		x->hidden = 0;
+		if (fn(ctx, x))
+			return 1;
+	}
+	return 0;
+}
+
+/* Offer every attribute of n to fn until it returns non-zero. */
+static int xa_each(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *ctx)
+{
+	const amber_entry *e = n->e;
+	struct xa x;
+	int r = 0;
+
+	if (n->kind == MK_ROOT) {
+		stats_line(m, x.scratch, sizeof(x.scratch));
+		return xa_text(fn, ctx, &x, XATTR_PREFIX "stats", 0);
+	}
+	if (!in_snapshot(n))
+		return 0;
+	snprintf(x.scratch, sizeof(x.scratch), "%s", n->snap->id);
+	r = xa_text(fn, ctx, &x, XATTR_PREFIX "snapshot", 1);
+	if (!r && n->kind == MK_SNAPROOT)
+		r = xa_snaproot(m, n, fn, ctx, &x);
+	if (!r && e->content != AMBER_C_NONE) {
+		hex20(x.scratch, e->content == AMBER_C_BLOB ? e->link.oid : e->tree_oid);
+		r = xa_text(fn, ctx, &x, XATTR_PREFIX "oid", 1);
+	}
+	return r ? r : xa_stored(e, fn, ctx, &x);
+}
+
+struct xa_get {
+	const char *name;
+	size_t size;
+	char *out;
+	size_t len;
+	int found;
+};
+
+static int xa_get_cb(void *ctx, struct xa *x)
+{
+	struct xa_get *g = ctx;
+
+	if (strcmp(x->name, g->name) != 0)
+		return 0;
+	g->found = 1;
+	g->len = x->len;
+	if (g->size && g->len <= g->size && (g->out = malloc(g->len ? g->len : 1)))
+		memcpy(g->out, x->value, x->len);
+	return 1;
+}
+
+static int do_getxattr(struct mnt *m, fuse_ino_t ino, struct xa_get *g)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+
+	if (!n)
+		return ESTALE;
+	xa_each(m, n, xa_get_cb, g);
+	if (!g->found)
+		return ENODATA;
+	if (g->size && g->len > g->size)
+		return ERANGE;
+	if (g->size && !g->out)
+		return ENOMEM;
+	return 0;
+}
+
+static void amberfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct xa_get g = {name, size, NULL, 0, 0};
+	int err = do_getxattr(M(req), ino, &g);
+
+	if (err)
+		fuse_reply_err(req, err);
+	else if (size == 0)
+		fuse_reply_xattr(req, g.len);
+	else
+		fuse_reply_buf(req, g.out, g.len);
+	free(g.out);
+}
+
+struct xa_list {
+	char *buf;
+	size_t cap, len;
+	int show_hidden;
+};
+
+static int xa_list_cb(void *ctx, struct xa *x)
+{
+	struct xa_list *l = ctx;
+	size_t k = strlen(x->name) + 1;
+
+	if (x->hidden && !l->show_hidden)
+		return 0;
+	if (l->buf && l->len + k <= l->cap)
+		memcpy(l->buf + l->len, x->name, k);
+	l->len += k;
+	return 0;
+}
+
+/*
+ * The provenance attributes are not listed unless -o show_provenance: cp -a
+ * and rsync -X copy what listxattr shows, and would stamp every copy with
+ * user.amberfs.* names the source never had (CephFS hides its virtual
+ * xattrs for the same reason).  getxattr by name always works.
+ */
+static int do_listxattr(struct mnt *m, fuse_ino_t ino, size_t size, struct xa_list *l)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+
+	if (!n)
+		return ESTALE;
+	xa_each(m, n, xa_list_cb, l);
+	if (size == 0)
+		return 0;
+	if (l->len > size)
+		return ERANGE;
+	if (!(l->buf = malloc(l->len ? l->len : 1)))
+		return ENOMEM;
+	l->cap = l->len;
+	l->len = 0;
+	xa_each(m, n, xa_list_cb, l);
+	return 0;
+}
+
+static void amberfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct xa_list l = {NULL, 0, 0, M(req)->o.show_provenance};
+	int err = do_listxattr(M(req), ino, size, &l);
+
+	if (err)
+		fuse_reply_err(req, err);
+	else if (size == 0)
+		fuse_reply_xattr(req, l.len);
+	else
+		fuse_reply_buf(req, l.buf, l.len);
+	free(l.buf);
+}
+
+/* The file system ---------------------------------------------------------------- */
+
+static void amberfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv = {0};
+
+	sv.f_bsize = MNT_BLKSIZE;
+	sv.f_frsize = 512;
+	sv.f_namemax = AMBER_NAME_MAX;
+	sv.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* max_write sets max_pages (libfuse 3.14), which bounds every read request. */
+static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	conn->max_write = MNT_READ_MAX;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	conn->want &= ~(unsigned)FUSE_CAP_CACHE_SYMLINKS;   /* latest moves */
+	conn->time_gran = 1;
+}
+
+/* Everything that would change the tree ------------------------------------------- */
+
+static void amberfs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+			       struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			     dev_t rdev)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+			       const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+			      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+			    const char *newname)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+			      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+			     off_t off, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+				const char *value, size_t size, int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+				 off_t length, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+static void amberfs_op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+				       struct fuse_file_info *fi_in, fuse_ino_t ino_out,
+				       off_t off_out, struct fuse_file_info *fi_out,
+				       size_t len, int flags)
+{
+	fuse_reply_err(req, EROFS);
+}
+
+const struct fuse_lowlevel_ops mnt_ops = {
+	.init = amberfs_op_init,
+	.lookup = amberfs_op_lookup,
+	.forget = amberfs_op_forget,
+	.forget_multi = amberfs_op_forget_multi,
+	.getattr = amberfs_op_getattr,
+	.readlink = amberfs_op_readlink,
+	.opendir = amberfs_op_opendir,
+	.readdir = amberfs_op_readdir,
+	.readdirplus = amberfs_op_readdirplus,
+	.releasedir = amberfs_op_releasedir,
+	.open = amberfs_op_open,
+	.read = amberfs_op_read,
+	.release = amberfs_op_release,
+	.getxattr = amberfs_op_getxattr,
+	.listxattr = amberfs_op_listxattr,
+	.statfs = amberfs_op_statfs,
+	.setattr = amberfs_op_setattr,
+	.mknod = amberfs_op_mknod,
+	.mkdir = amberfs_op_mkdir,
+	.unlink = amberfs_op_unlink,
+	.rmdir = amberfs_op_unlink,
+	.symlink = amberfs_op_symlink,
+	.rename = amberfs_op_rename,
+	.link = amberfs_op_link,
+	.create = amberfs_op_create,
+	.write = amberfs_op_write,
+	.setxattr = amberfs_op_setxattr,
+	.removexattr = amberfs_op_removexattr,
+	.fallocate = amberfs_op_fallocate,
+	.copy_file_range = amberfs_op_copy_file_range,
+};
