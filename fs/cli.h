@@ -41,6 +41,7 @@ int cmd_log(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 
 /* Usage and errors ----------------------------------------------------- */

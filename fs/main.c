@@ -22,6 +22,7 @@ static const struct cli_cmd commands[] = {
 	{"ls", cmd_ls, "list a directory (or one entry) of a snapshot"},
 	{"cat", cmd_cat, "write a file of a snapshot to standard output"},
 	{"restore", cmd_restore, "copy a snapshot, or a part of it, into a new directory"},
+	{"diff", cmd_diff, "show what changed between two snapshots"},
 	{"mount", cmd_mount, "mount the snapshots read-only as a time-travel tree (FUSE)"},
 };
 
