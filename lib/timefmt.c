@@ -177,12 +177,17 @@ static void parse_zone(tparse *t, civil *c)
 	c->offset = sign * (hh * 3600 + mm * 60);
 }
 
+/*
+ * Times past the int64 nanosecond range (1677..2262) saturate: "@TIME" asks
+ * for the newest snapshot at or before TIME, and for any time after 2262
+ * that is the newest snapshot of all.
+ */
 static int to_ns(int64_t *ns_out, int64_t secs, int64_t frac_ns)
 {
 	int64_t ns;
 
 	if (__builtin_mul_overflow(secs, NS, &ns) || __builtin_add_overflow(ns, frac_ns, &ns))
-		return -1;
+		ns = secs < 0 ? INT64_MIN : INT64_MAX;
 	*ns_out = ns;
 	return 0;
 }
@@ -222,7 +227,7 @@ static int parse_epoch(int64_t *ns_out, tparse *t)
 	for (; is_digit(*t->p) && !t->why; t->p++)
 		if (__builtin_mul_overflow(secs, 10, &secs) ||
 		    __builtin_add_overflow(secs, *t->p - '0', &secs))
-			defect(t, "out of the representable range");
+			secs = INT64_MAX; /* saturates, see to_ns() */
 	frac = fraction(t);
 	if (!t->why && *t->p)
 		defect(t, "unexpected text after the seconds");

@@ -115,11 +115,20 @@ Test(timefmt, garbage_is_refused)
 		"2026-11-20T14:03:07 ", "2026-11-20T14:03:07+2", "2026-11-20T14:03:07+24:00",
 		"2026-11-20T14:03:07+02:60", "2026-11-20T14:03:07 UTC", "2026-11-20x",
 		"2026-11-20Z", "2026-1120", "202611-20", "2026-11-20T14:0307",
-		"@99999999999999999999", "@9223372036.854775808", "9999-12-31T23:59:59Z",
 	};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		refused(bad[i]);
+}
+
+Test(timefmt, times_past_the_nanosecond_range_saturate)
+{
+	/* "@TIME" past 2262 means "the newest snapshot", not an error */
+	expect("@99999999999999999999", INT64_MAX);
+	expect("@9223372036.854775808", INT64_MAX);
+	expect("9999-12-31T23:59:59Z", INT64_MAX);
+	expect("2262-04-12T00:00:00Z", INT64_MAX);
+	expect("1600-01-01T00:00:00Z", INT64_MIN);
 }
 
 static void fmt(int64_t ns, int digits, const char *want)
