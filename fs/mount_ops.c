@@ -103,6 +103,14 @@ void mnt_fill_stat(struct mnt *m, const struct mnt_node *n, struct stat *st)
 	st->st_blksize = MNT_BLKSIZE;
 	if (in_snapshot(n)) {
 		fill_entry_stat(n->e, st);
+		if (n->kind == MK_SNAPROOT) {
+			/* a snapshot directory is dated by its snapshot */
+			int64_t t = amber_snapshot_info(n->snap->s)->time_ns;
+
+			st->st_mtim.tv_sec = (time_t)(t / 1000000000);
+			st->st_mtim.tv_nsec = (long)(t % 1000000000);
+			st->st_atim = st->st_ctim = st->st_mtim;
+		}
 		return;
 	}
 	st->st_uid = m->uid;

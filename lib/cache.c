@@ -8,6 +8,7 @@
 
 struct amber_cache {
 	pthread_mutex_t lock;   /* protects everything below and every entry's refs/links */
+	pthread_cond_t loaded;  /* an entry stopped loading (filled or abandoned) */
 	size_t max, used;
 	amber_cobj *head, *tail; /* most recently used first */
 	amber_cobj *buckets[NBUCKETS];
@@ -20,6 +21,7 @@ amber_cache *amber_cache_new(size_t max_bytes)
 	if (!c)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->loaded, NULL);
 	c->max = max_bytes;
 	return c;
 }
@@ -40,6 +42,7 @@ void amber_cache_free(amber_cache *c)
 		obj_free(o);
 	}
 	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->loaded);
 	free(c);
 }
 
@@ -126,7 +129,8 @@ amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY])
 	amber_cobj *o;
 
 	pthread_mutex_lock(&c->lock);
-	o = find(c, key);
+	while ((o = find(c, key)) && o->loading)
+		pthread_cond_wait(&c->loaded, &c->lock);
 	if (o) {
 		o->refs++;
 		unlink_lru(c, o);
@@ -160,7 +164,9 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	o->size = size;
 	o->free_fn = free_fn;
 	pthread_mutex_lock(&c->lock);
-	if ((old = find(c, key))) {
+	while ((old = find(c, key)) && old->loading)
+		pthread_cond_wait(&c->loaded, &c->lock);
+	if (old) {
 		old->refs++;
 		unlink_lru(c, old);
 		push_front(c, old);
@@ -190,4 +196,55 @@ void amber_cache_release(amber_cache *c, amber_cobj *o)
 	dead = evict(c);
 	pthread_mutex_unlock(&c->lock);
 	free_chain(dead);
+}
+
+amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], int *mine)
+{
+	amber_cobj *o;
+
+	*mine = 0;
+	pthread_mutex_lock(&c->lock);
+	while ((o = find(c, key)) && o->loading)
+		pthread_cond_wait(&c->loaded, &c->lock);
+	if (o) {
+		o->refs++;
+		unlink_lru(c, o);
+		push_front(c, o);
+	} else if ((o = calloc(1, sizeof(*o)))) {
+		memcpy(o->key, key, AMBER_CKEY);
+		o->refs = 1;
+		o->loading = 1;
+		o->hnext = c->buckets[bucket(key)];
+		c->buckets[bucket(key)] = o;
+		push_front(c, o);
+		*mine = 1;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return o;
+}
+
+void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
+		      void (*free_fn)(void *))
+{
+	amber_cobj *dead;
+
+	pthread_mutex_lock(&c->lock);
+	o->data = data;
+	o->size = size;
+	o->free_fn = free_fn;
+	o->loading = 0;
+	c->used += size;
+	dead = evict(c);
+	pthread_cond_broadcast(&c->loaded);
+	pthread_mutex_unlock(&c->lock);
+	free_chain(dead);
+}
+
+void amber_cache_abandon(amber_cache *c, amber_cobj *o)
+{
+	pthread_mutex_lock(&c->lock);
+	remove_obj(c, o);
+	pthread_cond_broadcast(&c->loaded);
+	pthread_mutex_unlock(&c->lock);
+	free(o);
 }

@@ -22,6 +22,7 @@ typedef struct amber_cobj {
 	void (*free_fn)(void *data);
 	/* private to cache.c, under its lock */
 	unsigned refs;
+	int loading;                  /* reserved by amber_cache_acquire, no data yet */
 	struct amber_cobj *prev, *next, *hnext;
 } amber_cobj;
 
@@ -41,6 +42,19 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 			    size_t size, void (*free_fn)(void *));
 
 void amber_cache_release(amber_cache *c, amber_cobj *o);
+
+/**
+ * Load-once access: the held entry for key, waiting while another thread
+ * loads it.  If nobody has it, an empty entry is reserved and *mine is set
+ * to 1: the caller loads the data and then calls amber_cache_fill() (or
+ * amber_cache_abandon() on failure, after which waiters try themselves).
+ * So concurrent readers of one chunk decode it once.  NULL only on out of
+ * memory.
+ */
+amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], int *mine);
+void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
+		      void (*free_fn)(void *));
+void amber_cache_abandon(amber_cache *c, amber_cobj *o);
 
 /** 1 if key is present (no hold taken). */
 int amber_cache_has(amber_cache *c, const uint8_t key[AMBER_CKEY]);

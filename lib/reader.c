@@ -615,32 +615,30 @@ int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, c
 {
 	uint8_t key[AMBER_CKEY];
 	file_index *x = NULL;
-	int rc;
+	int mine, rc;
 
 	ckey(key, e->link.oid, 'i');
-	if ((*out = amber_cache_get(a->cache, key)))
+	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (!mine)
 		return 0;
-	if ((rc = decode_index(&x, a, e, what)) < 0)
+	if ((rc = decode_index(&x, a, e, what)) < 0) {
+		amber_cache_abandon(a->cache, *out);
+		*out = NULL;
 		return rc;
-	*out = amber_cache_put(a->cache, key, x, x->n * 56 + 64, index_free);
-	return *out ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+	}
+	amber_cache_fill(a->cache, *out, x, x->n * 56 + 64, index_free);
+	return 0;
 }
 
 /* The held cache entry of a decoded chunk (an amber_buf). */
-int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
-		    const char *what)
+static int decode_chunk(amber_buf **out, amber_archive *a, const amber_link *l, size_t len,
+			const char *what)
 {
-	uint8_t key[AMBER_CKEY];
-	amber_buf *b;
+	amber_buf *b = calloc(1, sizeof(*b));
 	int rc;
 
-	ckey(key, l->oid, 'c');
-	if ((*out = amber_cache_get(a->cache, key))) {
-		atomic_fetch_add(&a->counters.cache_hits, 1);
-		return ((amber_buf *)(*out)->data)->len == len ? 0 :
-			amber_fail(AMBER_ECORRUPT, "%s: chunk length differs from its index", what);
-	}
-	if (!(b = calloc(1, sizeof(*b))))
+	if (!b)
 		return amber_fail(AMBER_ERROR, "out of memory");
 	amber_buf_init(b, AMBER_CHUNK_MAX + 64);
 	rc = amber_archive_read_obj(b, a, l, AMBER_OBJ_CHUNK, AMBER_CHUNK_MAX, what);
@@ -648,14 +646,40 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 		rc = amber_fail(AMBER_ECORRUPT, "%s: chunk has %zu bytes, its index says %zu", what,
 				b->len, len);
 	if (rc < 0) {
-		amber_buf_dispose(b);
-		free(b);
+		amber_buf_free(b);
 		return rc;
 	}
 	atomic_fetch_add(&a->counters.chunks_decoded, 1);
 	atomic_fetch_add(&a->counters.chunk_bytes, b->len);
-	*out = amber_cache_put(a->cache, key, b, b->len + 64, amber_buf_free);
-	return *out ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+	*out = b;
+	return 0;
+}
+
+int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
+		    const char *what)
+{
+	uint8_t key[AMBER_CKEY];
+	amber_buf *b = NULL;
+	int mine, rc;
+
+	ckey(key, l->oid, 'c');
+	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (!mine) {
+		atomic_fetch_add(&a->counters.cache_hits, 1);
+		if (((amber_buf *)(*out)->data)->len == len)
+			return 0;
+		amber_cache_release(a->cache, *out);
+		*out = NULL;
+		return amber_fail(AMBER_ECORRUPT, "%s: chunk length differs from its index", what);
+	}
+	if ((rc = decode_chunk(&b, a, l, len, what)) < 0) {
+		amber_cache_abandon(a->cache, *out);
+		*out = NULL;
+		return rc;
+	}
+	amber_cache_fill(a->cache, *out, b, b->len + 64, amber_buf_free);
+	return 0;
 }
 
 static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_link *l,

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Tracked payloads -------------------------------------------------------- */
 
@@ -567,4 +568,68 @@ Test(cache, concurrent_get_put_release_on_overlapping_keys)
 	amber_cache_free(shared);
 	cr_assert_eq(atomic_load(&nfree), atomic_load(&nalloc), "%d allocated, %d freed",
 		     atomic_load(&nalloc), atomic_load(&nfree));
+}
+
+/* ---- load-once ---------------------------------------------------------- */
+
+struct loader {
+	amber_cache *c;
+	atomic_int loads;       /* how many threads were told to load */
+	atomic_int seen;        /* how many got the loaded value */
+};
+
+static void *acquire_and_load(void *arg)
+{
+	struct loader *l = arg;
+	uint8_t key[AMBER_CKEY];
+	int mine = 0;
+	amber_cobj *o;
+
+	mkkey(key, 7);
+	o = amber_cache_acquire(l->c, key, &mine);
+	if (o && mine) {
+		int *v = malloc(sizeof(*v));
+
+		atomic_fetch_add(&l->loads, 1);
+		usleep(20000); /* others arrive while this one "decodes" */
+		*v = 4242;
+		amber_cache_fill(l->c, o, v, sizeof(*v), free);
+	}
+	if (o && *(int *)o->data == 4242)
+		atomic_fetch_add(&l->seen, 1);
+	amber_cache_release(l->c, o);
+	return NULL;
+}
+
+Test(cache, concurrent_acquires_of_one_key_load_it_once)
+{
+	struct loader l = {.c = amber_cache_new(1 << 20)};
+	pthread_t t[8];
+
+	for (int i = 0; i < 8; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, acquire_and_load, &l), 0);
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	cr_expect_eq(atomic_load(&l.loads), 1, "loaded %d times", atomic_load(&l.loads));
+	cr_expect_eq(atomic_load(&l.seen), 8, "only %d threads saw the value",
+		     atomic_load(&l.seen));
+	amber_cache_free(l.c);
+}
+
+Test(cache, abandoned_load_lets_the_next_caller_load)
+{
+	amber_cache *c = amber_cache_new(1 << 20);
+	uint8_t key[AMBER_CKEY];
+	int mine = 0;
+	amber_cobj *o;
+
+	mkkey(key, 9);
+	o = amber_cache_acquire(c, key, &mine);
+	cr_assert(o && mine);
+	amber_cache_abandon(c, o);
+	cr_expect(!amber_cache_has(c, key), "an abandoned entry stays visible");
+	o = amber_cache_acquire(c, key, &mine);
+	cr_expect(o && mine, "the next caller is not asked to load");
+	amber_cache_abandon(c, o);
+	amber_cache_free(c);
 }
