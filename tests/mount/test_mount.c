@@ -1,0 +1,2189 @@
+/*
+ * `amberfs mount`, for real, through /dev/fuse: the time-travel tree reads
+ * back the source exactly (data, metadata, xattrs, hard links) with ordinary
+ * tools; the layout (latest, snapshots/, at/, streams/, tags/, ids/) names
+ * the right snapshots; st_ino follows content so `diff -r` between
+ * snapshots reads only what changed; every change is EROFS; concurrent
+ * readers, a live snapshot, clean unmounts; a corrupt object is EIO for that
+ * file only; a killed daemon leaves ENOTCONN, not an empty directory;
+ * read-only archives mount and are never written; mount(8)-style options.
+ *
+ * Every test mounts its own archive in its own temporary directory.  The
+ * mounts (and bind mounts, and foreground daemons) a test makes are
+ * registered before they are made and taken down in the suite's .fini,
+ * which Criterion runs after a failed assertion too.  A missing /dev/fuse
+ * or a mount that cannot be made fails the test; nothing here skips.
+ */
+#include "helpers.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/mount.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ */
+/* Mounts, bind mounts and daemons to take down in teardown            */
+
+#define MT_MAX 16
+
+typedef struct mt_mount {
+	char *path;   /* absolute, resolved when registered */
+	int bind;     /* 1: a bind mount (umount), 0: a FUSE mount (fusermount3 -u) */
+} mt_mount;
+
+static mt_mount mt_mounts[MT_MAX];
+static size_t mt_nmounts;
+static pid_t mt_pids[MT_MAX];
+static size_t mt_npids;
+
+static const char *const no_passphrase_env[] = { "AMBERFS_PASSPHRASE_FILE", NULL };
+
+/* Undo the octal escapes (\040 etc.) of /proc/self/mountinfo, in place. */
+static void mi_unescape(char *s)
+{
+	char *w = s;
+	for (char *p = s; *p; p++) {
+		if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' &&
+		    p[3] >= '0' && p[3] <= '7') {
+			*w++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+			p += 3;
+		} else {
+			*w++ = *p;
+		}
+	}
+	*w = '\0';
+}
+
+/*
+ * Look `mnt` (absolute) up in /proc/self/mountinfo; the last (topmost)
+ * match wins.  Copies fstype, source and the per-mount options (each may
+ * be NULL).  @return 1 if mounted, 0 if not.
+ */
+static int mount_lookup(const char *mnt, char *fstype, size_t fl, char *source, size_t sl,
+			char *opts, size_t ol)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return 0;
+	char *line = NULL;
+	size_t cap = 0;
+	int found = 0;
+	while (getline(&line, &cap, f) > 0) {
+		char *save = NULL, *tok[16];
+		int n = 0, dash = -1;
+		for (char *t = strtok_r(line, " \n", &save); t && n < 16; t = strtok_r(NULL, " \n", &save)) {
+			if (!strcmp(t, "-") && dash < 0)
+				dash = n;
+			tok[n++] = t;
+		}
+		if (n < 6 || dash < 0 || dash + 2 >= n)
+			continue;
+		mi_unescape(tok[4]);
+		if (strcmp(tok[4], mnt) != 0)
+			continue;
+		found = 1;
+		if (fstype)
+			snprintf(fstype, fl, "%s", tok[dash + 1]);
+		if (source) {
+			mi_unescape(tok[dash + 2]);
+			snprintf(source, sl, "%s", tok[dash + 2]);
+		}
+		if (opts)
+			snprintf(opts, ol, "%s", tok[5]);
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+static int is_mounted(const char *mnt)
+{
+	return mount_lookup(mnt, NULL, 0, NULL, 0, NULL, 0);
+}
+
+/* Quietly run a command for teardown: no assertions about its result. */
+static int quiet_run(const char *a0, const char *a1, const char *a2)
+{
+	const char *argv[] = { a0, a1, a2, NULL };
+	run_opts o = { .timeout = 30 };
+	run_result r;
+	int st = run_argv(&r, &o, argv);
+	if (st != 0)
+		fprintf(stderr, "itest_mount: teardown: %s %s %s: exit %d: %s", a0, a1,
+			a2 ? a2 : "", st, r.err);
+	run_result_dispose(&r);
+	return st;
+}
+
+/* Take a mount down: fusermount3 -u (or umount), falling back to umount -l. */
+static void mt_unmount_quietly(const mt_mount *m)
+{
+	if (!is_mounted(m->path))
+		return;
+	if (m->bind) {
+		/* A FUSE daemon unmounted just before may still hold files. */
+		for (int i = 0; i < 25 && is_mounted(m->path); i++) {
+			const char *argv[] = { "umount", m->path, NULL };
+			run_opts o = { .timeout = 30 };
+			run_result r;
+			run_argv(&r, &o, argv);
+			run_result_dispose(&r);
+			if (is_mounted(m->path))
+				sleep_s(0.2);
+		}
+	} else
+		quiet_run("fusermount3", "-u", m->path);
+	if (is_mounted(m->path))
+		quiet_run("umount", "-l", m->path);
+}
+
+/* Poll a child for up to `secs`; @return exit code (128 + signal) or -2. */
+static int wait_timeout(pid_t pid, double secs)
+{
+	double end = now_s() + secs;
+	for (;;) {
+		int st;
+		pid_t w = waitpid(pid, &st, WNOHANG);
+		if (w == pid)
+			return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		if (w < 0 && errno != EINTR)
+			return -1;
+		if (now_s() > end)
+			return -2;
+		sleep_s(0.02);
+	}
+}
+
+static void forget_pid(pid_t pid)
+{
+	for (size_t i = 0; i < mt_npids; i++) {
+		if (mt_pids[i] == pid)
+			mt_pids[i] = 0;
+	}
+}
+
+/*
+ * The watcher: a process forked at setup that learns every mount and
+ * daemon the test registers through a pipe.  If the test process dies
+ * without its teardown (killed at Criterion's timeout, say), the pipe
+ * closes and the watcher detaches the mounts and kills the daemons, so no
+ * mount is ever left behind.  A normal teardown says "D" and it just exits.
+ */
+static int mt_watch_fd = -1;
+static pid_t mt_watch_pid;
+
+static void watcher_main(int fd)
+{
+	char *mounts[MT_MAX];
+	pid_t pids[MT_MAX];
+	size_t nm = 0, np = 0;
+	FILE *in = fdopen(fd, "r");
+	char line[PATH_MAX + 8];
+	while (in && fgets(line, sizeof(line), in)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0] == 'D')
+			_exit(0);
+		if (line[0] == 'M' && nm < MT_MAX)
+			mounts[nm++] = strdup(line + 1);
+		if (line[0] == 'P' && np < MT_MAX)
+			pids[np++] = (pid_t)atoi(line + 1);
+	}
+	for (size_t i = 0; i < np; i++)
+		kill(pids[i], SIGKILL);
+	for (size_t i = nm; i-- > 0;) {
+		if (umount2(mounts[i], MNT_DETACH) == 0)
+			fprintf(stderr, "itest_mount: the test died without its teardown; "
+				"detached %s\n", mounts[i]);
+	}
+	_exit(0);
+}
+
+static void watch_send(char kind, const char *what)
+{
+	if (mt_watch_fd >= 0)
+		dprintf(mt_watch_fd, "%c%s\n", kind, what);
+}
+
+static void watch_pid(pid_t pid)
+{
+	char b[32];
+	snprintf(b, sizeof(b), "%d", (int)pid);
+	watch_send('P', b);
+}
+
+static void mt_setup(void)
+{
+	itest_setup();
+	mt_nmounts = 0;
+	mt_npids = 0;
+	int p[2];
+	cr_assert(pipe2(p, O_CLOEXEC) == 0);
+	mt_watch_pid = fork();
+	cr_assert(mt_watch_pid >= 0, "fork: %s", strerror(errno));
+	if (mt_watch_pid == 0) {
+		setsid();
+		signal(SIGPIPE, SIG_IGN);
+		if (p[0] != 3) {
+			dup2(p[0], 3);
+		}
+		closefrom(4);
+		watcher_main(3);
+	}
+	close(p[0]);
+	mt_watch_fd = p[1];
+	struct stat st;
+	cr_assert(stat("/dev/fuse", &st) == 0 && S_ISCHR(st.st_mode),
+		  "/dev/fuse is missing (%s): the mount tests need FUSE and must not pass "
+		  "without it; run them where /dev/fuse exists (e.g. a container with "
+		  "--device /dev/fuse --cap-add SYS_ADMIN)",
+		  strerror(errno));
+}
+
+static void mt_teardown(void)
+{
+	for (size_t i = mt_nmounts; i-- > 0;) {
+		mt_unmount_quietly(&mt_mounts[i]);
+		if (is_mounted(mt_mounts[i].path))
+			fprintf(stderr, "itest_mount: teardown: %s is STILL MOUNTED\n",
+				mt_mounts[i].path);
+	}
+	for (size_t i = 0; i < mt_npids; i++) {
+		pid_t pid = mt_pids[i];
+		if (pid <= 0)
+			continue;
+		if (wait_timeout(pid, 2) == -2) {
+			kill(pid, SIGTERM);
+			if (wait_timeout(pid, 5) == -2) {
+				kill(pid, SIGKILL);
+				wait_timeout(pid, 5);
+			}
+		}
+	}
+	/* Re-check after the daemons are gone (a killed daemon's mount stays). */
+	for (size_t i = mt_nmounts; i-- > 0;) {
+		mt_unmount_quietly(&mt_mounts[i]);
+		free(mt_mounts[i].path);
+	}
+	mt_nmounts = 0;
+	mt_npids = 0;
+	if (mt_watch_fd >= 0) {
+		watch_send('D', "");
+		close(mt_watch_fd);
+		mt_watch_fd = -1;
+		wait_timeout(mt_watch_pid, 5);
+	}
+	itest_teardown();
+}
+
+TestSuite(mount, .init = mt_setup, .fini = mt_teardown, .timeout = 300);
+
+/* Register a mount point (created if missing) before anything mounts on it. */
+static char *mt_register(const char *path, int bind)
+{
+	mkdir_p(path, 0755);
+	char *abs = realpath(path, NULL);
+	cr_assert(abs, "realpath %s: %s", path, strerror(errno));
+	cr_assert(mt_nmounts < MT_MAX);
+	mt_mounts[mt_nmounts++] = (mt_mount){ abs, bind };
+	watch_send('M', abs);
+	return strdup(abs);
+}
+
+/* A fresh mount point IT.tmp/name, registered for teardown. */
+static char *mountpoint(const char *name)
+{
+	char *p = pjoin(IT.tmp, name);
+	char *abs = mt_register(p, 0);
+	free(p);
+	return abs;
+}
+
+static void assert_is_amberfs_mount(const char *mnt, const char *what)
+{
+	char fstype[64];
+	cr_assert(mount_lookup(mnt, fstype, sizeof(fstype), NULL, 0, NULL, 0),
+		  "%s: %s is not a mount point (not in /proc/self/mountinfo)", what, mnt);
+	cr_assert_str_eq(fstype, "fuse.amberfs", "%s: %s is mounted with type %s", what, mnt,
+			 fstype);
+}
+
+/*
+ * `amberfs mount ARCHIVE MNT [extra...]` in the background: must exit 0
+ * with nothing on stdout or stderr, and the mount must be there the moment
+ * the command returns.  env is put on top of amber_a()'s environment.
+ */
+static void mount_bg(const char *arch, const char *mnt, const char *const *env,
+		     const char *const *extra)
+{
+	const char *args[32] = { "mount", arch, mnt };
+	size_t n = 3;
+	for (const char *const *e = extra; e && *e; e++)
+		args[n++] = *e;
+	args[n] = NULL;
+	run_opts o = { .env = env, .timeout = 60 };
+	run_result r;
+	amber_a(&r, &o, args);
+	cr_assert(!r.timed_out,
+		  "amberfs mount %s %s did not return within 60 s (does the background daemon "
+		  "keep the caller's stdout/stderr open?); stderr: %s", arch, mnt, r.err);
+	cr_assert_eq(r.status, 0, "amberfs mount %s %s: expected exit 0, got %d; stderr: %s", arch,
+		     mnt, r.status, r.err);
+	cr_assert_eq(r.err_len, 0, "amberfs mount wrote to stderr: %s", r.err);
+	cr_assert_eq(r.out_len, 0, "amberfs mount wrote to stdout: %s", r.out);
+	assert_is_amberfs_mount(mnt, "right after `amberfs mount` returned");
+	run_result_dispose(&r);
+}
+
+/*
+ * `amberfs mount ARCHIVE MNT -f [extra...]` as a child with its stderr in
+ * `log`; waits until the mount shows in /proc/self/mountinfo and the root
+ * answers.  @return the daemon's pid (registered for teardown).
+ */
+static pid_t mount_fg(const char *arch, const char *mnt, const char *log,
+		      const char *const *extra)
+{
+	const char *args[32] = { "mount", arch, mnt, "-f" };
+	size_t n = 4;
+	for (const char *const *e = extra; e && *e; e++)
+		args[n++] = *e;
+	args[n] = NULL;
+	run_opts o = { .stderr_path = log };
+	pid_t pid = amber_spawn(&o, args);
+	cr_assert(mt_npids < MT_MAX);
+	mt_pids[mt_npids++] = pid;
+	watch_pid(pid);
+	double end = now_s() + 30;
+	while (!is_mounted(mnt)) {
+		int st = wait_timeout(pid, 0);
+		if (st != -2) {
+			forget_pid(pid);
+			char *l = read_file(log, NULL);
+			cr_assert(0, "amberfs mount -f %s %s exited (status %d) before the mount "
+				"appeared; its stderr: %s", arch, mnt, st, l);
+		}
+		cr_assert(now_s() < end, "amberfs mount -f: %s not mounted after 30 s", mnt);
+		sleep_s(0.02);
+	}
+	struct stat st;
+	cr_assert(stat(mnt, &st) == 0 && S_ISDIR(st.st_mode), "stat %s after mounting: %s", mnt,
+		  strerror(errno));
+	assert_is_amberfs_mount(mnt, "foreground daemon");
+	return pid;
+}
+
+/* fusermount3 -u MNT; asserts exit 0 and that the mount is gone. */
+static void unmount_ok(const char *mnt)
+{
+	run_result r;
+	run_opts o = { .timeout = 30 };
+	int st = -1;
+	for (int i = 0; i < 20; i++) {
+		run_cmd(&r, &o, "fusermount3", "-u", mnt, NULL);
+		st = r.status;
+		/* A reader thread that just closed its file may keep it busy briefly. */
+		if (st == 0 || !strstr(r.err, "busy"))
+			break;
+		run_result_dispose(&r);
+		sleep_s(0.1);
+	}
+	cr_assert_eq(st, 0, "fusermount3 -u %s: exit %d: %s", mnt, st, r.err);
+	run_result_dispose(&r);
+	cr_assert(!is_mounted(mnt), "%s is still mounted after fusermount3 -u", mnt);
+}
+
+/* ------------------------------------------------------------------ */
+/* Small tools                                                         */
+
+/* Read a whole file without asserting.  @return 0 or an errno. */
+static int read_all(const char *path, char **buf, size_t *len)
+{
+	*buf = NULL;
+	*len = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno;
+	size_t cap = 65536, n = 0;
+	char *b = malloc(cap + 1);
+	for (;;) {
+		if (n == cap) {
+			cap *= 2;
+			b = realloc(b, cap + 1);
+		}
+		ssize_t k = read(fd, b + n, cap - n);
+		if (k < 0) {
+			int e = errno;
+			close(fd);
+			b[n] = '\0';
+			*buf = b;
+			*len = n;
+			return e;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+	}
+	close(fd);
+	b[n] = '\0';
+	*buf = b;
+	*len = n;
+	return 0;
+}
+
+static void assert_file_content(const char *path, const char *want)
+{
+	char *got;
+	size_t len;
+	int e = read_all(path, &got, &len);
+	cr_assert_eq(e, 0, "read %s: %s", path, strerror(e));
+	cr_assert(len == strlen(want) && !memcmp(got, want, len),
+		  "%s: expected content '%s', got '%s'", path, want, got);
+	free(got);
+}
+
+/* getxattr (following symlinks) as a NUL-terminated string; NULL + errno. */
+static char *xget(const char *path, const char *name)
+{
+	ssize_t n = getxattr(path, name, NULL, 0);
+	if (n < 0)
+		return NULL;
+	char *v = malloc((size_t)n + 1);
+	n = getxattr(path, name, v, (size_t)n);
+	if (n < 0) {
+		int e = errno;
+		free(v);
+		errno = e;
+		return NULL;
+	}
+	v[n] = '\0';
+	return v;
+}
+
+static char *xget_ok(const char *path, const char *name)
+{
+	char *v = xget(path, name);
+	cr_assert(v, "getxattr %s %s: %s", path, name, strerror(errno));
+	return v;
+}
+
+/* One counter of the mount root's user.amberfs.stats. */
+static long long stats_counter(const char *stats, const char *key)
+{
+	char *pat = xasprintf("%s=", key);
+	const char *p = stats;
+	while ((p = strstr(p, pat))) {
+		if (p == stats || p[-1] == ' ')
+			break;
+		p++;
+	}
+	cr_assert(p, "user.amberfs.stats lacks %s: '%s'", pat, stats);
+	char *end;
+	long long v = strtoll(p + strlen(pat), &end, 10);
+	cr_assert(end != p + strlen(pat), "user.amberfs.stats: %s is not a number: '%s'", key,
+		  stats);
+	free(pat);
+	return v;
+}
+
+/* Sorted names in a directory, one per line ("" if empty); asserts. */
+static char *list_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	cr_assert(d, "opendir %s: %s", path, strerror(errno));
+	char **v = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		v = realloc(v, (n + 1) * sizeof(*v));
+		v[n++] = strdup(de->d_name);
+	}
+	closedir(d);
+	for (size_t i = 1; i < n; i++) {
+		for (size_t j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+			char *t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	}
+	size_t total = 1;
+	for (size_t i = 0; i < n; i++)
+		total += strlen(v[i]) + 1;
+	char *out = malloc(total);
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		strcat(out, v[i]);
+		strcat(out, "\n");
+		free(v[i]);
+	}
+	free(v);
+	return out;
+}
+
+static char *readlink_str(const char *path)
+{
+	char buf[PATH_MAX];
+	ssize_t n = readlink(path, buf, sizeof(buf) - 1);
+	if (n < 0)
+		return NULL;
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+/* MNT/<target of MNT/latest>: the newest snapshot's directory. */
+static char *latest_dir(const char *mnt)
+{
+	char *l = pjoin(mnt, "latest");
+	char *t = readlink_str(l);
+	cr_assert(t, "readlink %s: %s", l, strerror(errno));
+	char *d = pjoin(mnt, t);
+	free(l);
+	free(t);
+	return d;
+}
+
+static ino_t ino_of(const char *path)
+{
+	struct stat st;
+	cr_assert(lstat(path, &st) == 0, "lstat %s: %s", path, strerror(errno));
+	return st.st_ino;
+}
+
+/* Run git on repo; assert success; stdout with trailing newlines cut. */
+static char *git_out(const char *repo, const char *a0, const char *a1, const char *a2)
+{
+	char *gd = xasprintf("--git-dir=%s", repo);
+	const char *argv[] = { "git", gd, a0, a1, a2, NULL };
+	run_result r;
+	run_argv(&r, NULL, argv);
+	cr_assert_eq(r.status, 0, "git %s %s %s: exit %d: %s", a0, a1, a2 ? a2 : "", r.status,
+		     r.err);
+	while (r.out_len > 0 && r.out[r.out_len - 1] == '\n')
+		r.out[--r.out_len] = '\0';
+	free(gd);
+	free(r.err);
+	return r.out;
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshot times                                                      */
+
+typedef struct snapinfo {
+	char id[41];
+	long long ns;      /* time_ns from `amberfs log --json` */
+	char time[48];     /* time as log prints it */
+} snapinfo;
+
+/* `amberfs log ARCH --json [--stream S]`, newest first. */
+static size_t log_snaps(const char *arch, const char *stream, snapinfo *out, size_t max)
+{
+	run_result r;
+	if (stream)
+		amber(&r, "log", arch, "--json", "--stream", stream, NULL);
+	else
+		amber(&r, "log", arch, "--json", NULL);
+	assert_ok(&r, "amberfs log --json");
+	char **objs;
+	size_t n = json_lines(r.out, &objs);
+	cr_assert(n <= max);
+	for (size_t i = 0; i < n; i++) {
+		char *id = json_get(objs[i], "id", NULL), *t = json_get(objs[i], "time", NULL);
+		cr_assert(id && strlen(id) == 40 && t, "log --json line lacks id/time: %s", objs[i]);
+		snprintf(out[i].id, sizeof(out[i].id), "%s", id);
+		snprintf(out[i].time, sizeof(out[i].time), "%s", t);
+		out[i].ns = json_get_ll(objs[i], "time_ns");
+		free(id);
+		free(t);
+		free(objs[i]);
+	}
+	free(objs);
+	run_result_dispose(&r);
+	return n;
+}
+
+static snapinfo *find_snap(snapinfo *v, size_t n, const char *id)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!strcmp(v[i].id, id))
+			return &v[i];
+	}
+	cr_assert(0, "snapshot %s is not in amberfs log", id);
+	return NULL;
+}
+
+/*
+ * ISO 8601 of ns: digits < 0 gives seconds only, else that many fraction
+ * digits (truncated); off_min is the UTC offset written (0 gives "Z").
+ */
+static char *iso(long long ns, int digits, int off_min)
+{
+	long long sec = ns / 1000000000LL;
+	long long frac = ns % 1000000000LL;
+	time_t local = (time_t)(sec + off_min * 60LL);
+	struct tm tm;
+	gmtime_r(&local, &tm);
+	char base[40], fr[16] = "", zone[8];
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	if (digits > 0) {
+		char all[16];
+		snprintf(all, sizeof(all), "%09lld", frac);
+		snprintf(fr, sizeof(fr), ".%.*s", digits, all);
+	}
+	if (off_min == 0)
+		snprintf(zone, sizeof(zone), "Z");
+	else
+		snprintf(zone, sizeof(zone), "%c%02d:%02d", off_min < 0 ? '-' : '+',
+			 abs(off_min) / 60, abs(off_min) % 60);
+	return xasprintf("%s%s%s", base, fr, zone);
+}
+
+/* snapshots/<day>/<name> of a snapshot taken at ns. */
+static char *snap_rel(long long ns)
+{
+	time_t sec = (time_t)(ns / 1000000000LL);
+	struct tm tm;
+	gmtime_r(&sec, &tm);
+	char day[16], hms[24];
+	strftime(day, sizeof(day), "%Y-%m-%d", &tm);
+	strftime(hms, sizeof(hms), "%Y%m%dT%H%M%S", &tm);
+	return xasprintf("snapshots/%s/%s.%06lldZ", day, hms, (ns % 1000000000LL) / 1000);
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. Round trip of the awkward tree                                   */
+
+static void snapshot_as(char id[41], const char *arch, const char *src, int plain,
+			const char *const *extra)
+{
+	if (!plain) {
+		amber_snapshot_ok(id, arch, src, extra);
+		return;
+	}
+	const char *args[16] = { "snapshot", arch, src };
+	size_t n = 3;
+	for (const char *const *e = extra; e && *e; e++)
+		args[n++] = *e;
+	args[n] = NULL;
+	run_opts o = { .env = no_passphrase_env };
+	run_result r;
+	amber_a(&r, &o, args);
+	assert_ok(&r, "amberfs snapshot (plain archive, no passphrase)");
+	cr_assert(r.out_len >= 40 && strspn(r.out, "0123456789abcdef") == 40,
+		  "snapshot should print a commit id: '%s'", r.out);
+	memcpy(id, r.out, 40);
+	id[40] = '\0';
+	run_result_dispose(&r);
+}
+
+/* `getfattr -d -h -e hex PATH` without its "# file:" line. */
+static char *getfattr_dump(const char *path)
+{
+	run_result r;
+	run_cmd(&r, NULL, "getfattr", "-d", "-h", "-e", "hex", "--absolute-names", path, NULL);
+	cr_assert_eq(r.status, 0, "getfattr -d %s: exit %d: %s", path, r.status, r.err);
+	char *body = strchr(r.out, '\n');
+	char *res = strdup(body ? body + 1 : "");
+	run_result_dispose(&r);
+	return res;
+}
+
+static void assert_mode(const char *path, mode_t want)
+{
+	struct stat st;
+	cr_assert(lstat(path, &st) == 0, "lstat %s: %s", path, strerror(errno));
+	cr_assert_eq(st.st_mode & 07777, want, "%s: mode %04o, expected %04o", path,
+		     (unsigned)(st.st_mode & 07777), (unsigned)want);
+}
+
+static void roundtrip(int plain)
+{
+	const char *kind = plain ? "plain" : "encrypted";
+	char *src = pjoin(IT.tmp, "src");
+	make_awkward_tree(src);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, plain);
+	char id[41];
+	snapshot_as(id, arch, src, plain, NULL);
+	char *mnt = mountpoint("mnt");
+	mount_bg(arch, mnt, plain ? no_passphrase_env : NULL, NULL);
+	char *snap = latest_dir(mnt);
+
+	/* diff -r: identical.  GNU diff --no-dereference reports any two fifos
+	 * or device nodes as different ("File a is a fifo while file b is a
+	 * fifo", even between two copies of the source), so those are left to
+	 * the tree comparison below. */
+	run_result r;
+	run_opts lo = { .timeout = 120 };
+	run_cmd(&r, &lo, "diff", "-r", "--no-dereference", "--exclude=fifo", "--exclude=block",
+		"--exclude=null-like", src, snap, NULL);
+	cr_assert(r.status == 0 && r.out_len == 0 && r.err_len == 0,
+		  "%s: diff -r SRC MNT/latest should find nothing (exit %d):\n%.2000s\n%.1000s",
+		  kind, r.status, r.out, r.err);
+	run_result_dispose(&r);
+
+	/* Every entry: bytes (cmp), type, mode, uid, gid, size, mtime ns,
+	 * symlink targets, rdev, listed xattrs, nlink and hard-link groups. */
+	char *what = xasprintf("%s: SRC vs MNT/latest", kind);
+	assert_trees_equal(src, snap, TD_SKIP_ROOT_META, what);
+	free(what);
+
+	/* The odd modes and hard links, spelled out. */
+	char *p = pjoin(snap, AWK_SETUID);
+	assert_mode(p, 04755);
+	struct stat st;
+	cr_assert(lstat(p, &st) == 0 && st.st_uid == 1234 && st.st_gid == 5678,
+		  "%s: owner %u:%u, expected 1234:5678", p, (unsigned)st.st_uid,
+		  (unsigned)st.st_gid);
+	free(p);
+	p = pjoin(snap, AWK_SETGID);
+	assert_mode(p, 02755);
+	free(p);
+	p = pjoin(snap, AWK_STICKY);
+	assert_mode(p, 01777);
+	free(p);
+	p = pjoin(snap, "modes/none");
+	assert_mode(p, 0);
+	free(p);
+	const char *group[] = { AWK_SUBDIR "/hl/one", AWK_SUBDIR "/hl/two", AWK_SUBDIR "/hl2/three" };
+	ino_t gi = 0;
+	for (int i = 0; i < 3; i++) {
+		p = pjoin(snap, group[i]);
+		cr_assert(lstat(p, &st) == 0, "lstat %s: %s", p, strerror(errno));
+		cr_assert_eq(st.st_nlink, 3, "%s: nlink %lu, expected 3 (as stored)", p,
+			     (unsigned long)st.st_nlink);
+		if (i == 0)
+			gi = st.st_ino;
+		cr_assert_eq(st.st_ino, gi, "%s: the files of a hard-link group must share st_ino",
+			     p);
+		free(p);
+	}
+	p = pjoin(snap, AWK_SUBDIR "/file with spaces");
+	cr_assert_neq(ino_of(p), gi, "a file outside the hard-link group shares its st_ino");
+	free(p);
+	/* Equal content is not a hard link: both empty files keep nlink 1. */
+	const char *empties[] = { "empty", "sizes/empty too" };
+	for (int i = 0; i < 2; i++) {
+		p = pjoin(snap, empties[i]);
+		cr_assert(lstat(p, &st) == 0 && st.st_nlink == 1,
+			  "%s: nlink %lu, expected 1", p, (unsigned long)st.st_nlink);
+		free(p);
+	}
+
+	/* readlink of every kind of symlink target. */
+	const char *links[] = { "links/relative", "links/absolute", "links/dangling",
+				"links/odd target", AWK_SUBDIR "/nested/to one", "times/old link" };
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+		char *a = pjoin(src, links[i]), *b = pjoin(snap, links[i]);
+		char *ta = readlink_str(a), *tb = readlink_str(b);
+		cr_assert(ta && tb && !strcmp(ta, tb), "readlink %s: '%s', source has '%s' (%s)", b,
+			  tb ? tb : "(error)", ta ? ta : "(error)", strerror(errno));
+		free(a);
+		free(b);
+		free(ta);
+		free(tb);
+	}
+
+	/* getfattr -d shows the file's own user.* xattrs and nothing else. */
+	const char *xa[] = { "xattr/file", "xattr/dir", "xattr", AWK_BIG, AWK_SUBDIR "/hl/one",
+			     "name with spaces.txt" };
+	for (size_t i = 0; i < sizeof(xa) / sizeof(xa[0]); i++) {
+		char *a = pjoin(src, xa[i]), *b = pjoin(snap, xa[i]);
+		char *da = getfattr_dump(a), *db = getfattr_dump(b);
+		cr_assert_str_eq(db, da, "%s: getfattr -d through the mount differs from the source "
+				 "(user.amberfs.* must not be listed without show_provenance)",
+				 xa[i]);
+		free(a);
+		free(b);
+		free(da);
+		free(db);
+	}
+
+	/* Provenance, read by name. */
+	p = pjoin(snap, AWK_BIG);
+	char *v = xget_ok(p, "user.amberfs.snapshot");
+	cr_assert_str_eq(v, id, "user.amberfs.snapshot of %s", p);
+	free(v);
+	v = xget_ok(p, "user.amberfs.oid");
+	cr_assert(strlen(v) == 40 && strspn(v, "0123456789abcdef") == 40,
+		  "user.amberfs.oid of %s should be a 40-hex object id: '%s'", p, v);
+	free(v);
+	free(p);
+
+	/* rsync sees nothing to do, except the root's mtime: a snapshot
+	 * directory's mtime is the snapshot's time by contract. */
+	char *from = xasprintf("%s/", snap), *to = xasprintf("%s/", src);
+	run_cmd(&r, &lo, "rsync", "-aHAX", "--dry-run", "--itemize-changes", from, to, NULL);
+	cr_assert_eq(r.status, 0, "%s: rsync -aHAX --dry-run: exit %d: %s", kind, r.status, r.err);
+	char *save = NULL;
+	for (char *line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		const char *sp = strchr(line, ' ');
+		if (sp && !strcmp(sp + 1, "./") && line[0] == '.' && line[1] == 'd')
+			continue;
+		cr_assert(0, "%s: rsync -aHAX --dry-run --itemize-changes MNT/latest/ SRC/ wants to change "
+			"something: '%s'\nfull output:\n%.2000s", kind, line, r.out);
+	}
+	run_result_dispose(&r);
+	free(from);
+	free(to);
+
+	/* cp -a out of the mount gives back the source. */
+	char *dest = pjoin(IT.tmp, "copy");
+	run_cmd(&r, &lo, "cp", "-a", snap, dest, NULL);
+	cr_assert(r.status == 0 && r.err_len == 0, "%s: cp -a MNT/latest DEST: exit %d: %s", kind,
+		  r.status, r.err);
+	run_result_dispose(&r);
+	what = xasprintf("%s: cp -a of MNT/latest vs SRC", kind);
+	assert_trees_equal(src, dest, TD_SKIP_ROOT_META, what);
+	free(what);
+	free(dest);
+
+	unmount_ok(mnt);
+	free(snap);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
+Test(mount, awkward_tree_reads_back_identically_encrypted)
+{
+	roundtrip(0);
+}
+
+Test(mount, awkward_tree_reads_back_identically_plain)
+{
+	roundtrip(1);
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Layout                                                           */
+
+/* Assert that MNT/path is the snapshot `id` (by xattr and content), or
+ * ENOENT when id is NULL. */
+static void expect_snap(const char *mnt, const char *rel, const char *id, const char *content)
+{
+	char *p = pjoin(mnt, rel);
+	struct stat st;
+	errno = 0;
+	int rc = stat(p, &st);
+	int e = errno;
+	if (!id) {
+		cr_expect(rc != 0 && e == ENOENT, "%s: expected ENOENT, got %s", rel,
+			  rc == 0 ? "an entry" : strerror(e));
+		free(p);
+		return;
+	}
+	if (!(rc == 0 && S_ISDIR(st.st_mode))) {
+		cr_expect(0, "%s: expected the snapshot %s, got %s", rel, id,
+			  rc == 0 ? "a non-directory" : strerror(e));
+		free(p);
+		return;
+	}
+	char *v = xget(p, "user.amberfs.snapshot");
+	cr_expect(v && !strcmp(v, id), "%s resolves to the wrong snapshot: %s, expected %s", rel,
+		  v ? v : strerror(errno), id);
+	free(v);
+	char *f = pjoin(p, "version");
+	assert_file_content(f, content);
+	free(f);
+	free(p);
+}
+
+Test(mount, layout_names_times_ids_tags_and_streams)
+{
+	char *src = pjoin(IT.tmp, "src"), *src2 = pjoin(IT.tmp, "src2");
+	mkdir_p(src, 0755);
+	mkdir_p(src2, 0755);
+	char *ver = pjoin(src, "version"), *ver2 = pjoin(src2, "version");
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	const char *contents[3] = { "one\n", "two\n", "three\n" };
+	char ids[3][41], oid[41];
+	const char *tag_first[] = { "--tag", "first", NULL }, *tag_third[] = { "--tag", "third", NULL };
+	write_str(ver, contents[0]);
+	amber_snapshot_ok(ids[0], arch, src, tag_first);
+	sleep_s(1.2);
+	write_str(ver, contents[1]);
+	amber_snapshot_ok(ids[1], arch, src, NULL);
+	sleep_s(1.2);
+	write_str(ver, contents[2]);
+	amber_snapshot_ok(ids[2], arch, src, tag_third);
+	write_str(ver2, "other\n");
+	const char *other[] = { "--stream", "other", NULL };
+	amber_snapshot_ok(oid, arch, src2, other);
+
+	snapinfo all[8], oth[2];
+	size_t n = log_snaps(arch, NULL, all, 8);
+	cr_assert_eq(n, 3, "amberfs log should list 3 snapshots of main, got %zu", n);
+	cr_assert_eq(log_snaps(arch, "other", oth, 2), 1);
+	snapinfo *s[3];
+	for (int i = 0; i < 3; i++)
+		s[i] = find_snap(all, n, ids[i]);
+	cr_assert(s[1]->ns - s[0]->ns >= 1000000000LL && s[2]->ns - s[1]->ns >= 1000000000LL,
+		  "snapshots taken 1.2 s apart have times %s %s %s", s[0]->time, s[1]->time,
+		  s[2]->time);
+
+	char *mnt = mountpoint("mnt");
+	mount_bg(arch, mnt, NULL, NULL);
+
+	/* Top level. */
+	char *top = list_dir(mnt);
+	cr_assert_str_eq(top, "at\nids\nlatest\nsnapshots\nstreams\ntags\n",
+			 "the mount root should list exactly the six views");
+	free(top);
+
+	/* latest -> snapshots/<day>/<name> of the newest. */
+	char *l = pjoin(mnt, "latest");
+	struct stat st;
+	cr_assert(lstat(l, &st) == 0 && S_ISLNK(st.st_mode), "MNT/latest should be a symlink");
+	char *target = readlink_str(l), *want = snap_rel(s[2]->ns);
+	cr_assert_str_eq(target, want, "MNT/latest points to the wrong place (snapshot time %s)",
+			 s[2]->time);
+	free(target);
+	free(want);
+	free(l);
+
+	/* snapshots/: the days, and in each day the names. */
+	char days_want[64] = "", *rels[3];
+	for (int i = 0; i < 3; i++) {
+		rels[i] = snap_rel(s[i]->ns);
+		char day[16];
+		memcpy(day, rels[i] + strlen("snapshots/"), 10);
+		day[10] = '\0';
+		if (!strstr(days_want, day)) {
+			strcat(days_want, day);
+			strcat(days_want, "\n");
+		}
+	}
+	char *sd = pjoin(mnt, "snapshots");
+	char *days = list_dir(sd);
+	cr_assert_str_eq(days, days_want, "MNT/snapshots/ should list the UTC days");
+	free(days);
+	free(sd);
+	for (int i = 0; i < 3; i++) {
+		char *dirp = pjoin(mnt, rels[i]);
+		char *slash = strrchr(dirp, '/');
+		*slash = '\0';
+		char *names = list_dir(dirp);
+		cr_assert(strstr(names, slash + 1), "%s should list %s; lists:\n%s", dirp, slash + 1,
+			  names);
+		free(names);
+		free(dirp);
+		dirp = pjoin(mnt, rels[i]);
+		cr_assert(stat(dirp, &st) == 0 && S_ISDIR(st.st_mode), "stat %s: %s", rels[i],
+			  strerror(errno));
+		cr_expect(st.st_mtim.tv_sec == s[i]->ns / 1000000000LL &&
+				  st.st_mtim.tv_nsec == s[i]->ns % 1000000000LL,
+			  "%s: mtime %lld.%09ld, expected the snapshot time %s", rels[i],
+			  (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, s[i]->time);
+		char *v = xget_ok(dirp, "user.amberfs.time");
+		cr_assert_str_eq(v, s[i]->time, "%s: user.amberfs.time", rels[i]);
+		free(v);
+		v = xget_ok(dirp, "user.amberfs.stream");
+		cr_assert_str_eq(v, "main", "%s: user.amberfs.stream", rels[i]);
+		free(v);
+		v = xget_ok(dirp, "user.amberfs.tags");
+		cr_assert_str_eq(v, i == 0 ? "first" : i == 2 ? "third" : "",
+				 "%s: user.amberfs.tags", rels[i]);
+		free(v);
+		free(dirp);
+		expect_snap(mnt, rels[i], ids[i], contents[i]);
+	}
+	int total = 0;
+	for (char *day = days_want; *day; day = strchr(day, '\n') + 1) {
+		char *dirp = xasprintf("%s/snapshots/%.10s", mnt, day);
+		char *names = list_dir(dirp);
+		for (char *c = names; *c; c++)
+			total += *c == '\n';
+		free(names);
+		free(dirp);
+	}
+	cr_assert_eq(total, 3, "MNT/snapshots/<day>/ should list the 3 snapshots, found %d", total);
+
+	/* at/: not listed; resolves on lookup. */
+	char *atd = pjoin(mnt, "at");
+	char *atl = list_dir(atd);
+	cr_assert_str_eq(atl, "", "MNT/at/ should list nothing");
+	free(atl);
+	free(atd);
+	struct {
+		char *spelling;
+		int snap; /* -1: ENOENT */
+	} at[] = {
+		{ iso(s[1]->ns, 9, 0), 1 },                                  /* exact, ns */
+		{ iso(s[1]->ns, 9, -330), 1 },                               /* exact, -05:30 */
+		{ iso(s[0]->ns + (s[1]->ns - s[0]->ns) / 2, 9, 0), 0 },      /* between -> older */
+		{ iso(s[0]->ns - 1, 9, 0), -1 },                             /* 1 ns before the first */
+		{ iso(s[0]->ns - 5000000000LL, -1, 0), -1 },                 /* seconds before */
+		{ iso((s[1]->ns / 1000000000LL + 1) * 1000000000LL, -1, 0), 1 },   /* seconds */
+		{ iso((s[1]->ns / 1000000000LL + 1) * 1000000000LL, -1, 120), 1 }, /* +02:00 */
+		{ iso(s[2]->ns, 6, 0), 1 },         /* truncated to us: before the third */
+		{ xasprintf("@%lld.%09lld", s[1]->ns / 1000000000LL, s[1]->ns % 1000000000LL), 1 },
+		{ xasprintf("@%lld", s[1]->ns / 1000000000LL + 1), 1 },
+		{ xasprintf("@%lld.5", s[0]->ns / 1000000000LL - 3), -1 },
+		{ strdup("2100-01-01T00:00:00Z"), 2 },                       /* future */
+		{ strdup("2999-01-01T00:00:00Z"), 2 },                       /* far future */
+		{ strdup("2999-12-31T23:59Z"), 2 },
+		{ strdup("2999-12-31"), 2 },
+		{ strdup("@32503680000"), 2 },
+		{ strdup("1999-01-01T00:00:00+02:00"), -1 },
+	};
+	/* The third's time truncated to microseconds is before it unless its
+	 * nanoseconds are a whole number of microseconds. */
+	if (s[2]->ns % 1000 == 0)
+		at[7].snap = 2;
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		char *rel = xasprintf("at/%s", at[i].spelling);
+		int k = at[i].snap;
+		expect_snap(mnt, rel, k < 0 ? NULL : ids[k], k < 0 ? NULL : contents[k]);
+		free(rel);
+		free(at[i].spelling);
+	}
+
+	/* ids/: every snapshot of every stream listed; 7-hex prefixes resolve. */
+	char *idsd = pjoin(mnt, "ids");
+	char *idl = list_dir(idsd);
+	for (int i = 0; i < 3; i++)
+		cr_assert(strstr(idl, ids[i]), "MNT/ids/ should list %s; lists:\n%s", ids[i], idl);
+	cr_assert(strstr(idl, oid), "MNT/ids/ should list the other stream's %s too", oid);
+	free(idl);
+	free(idsd);
+	for (int i = 0; i < 3; i++) {
+		char *full = xasprintf("ids/%s", ids[i]);
+		expect_snap(mnt, full, ids[i], contents[i]);
+		free(full);
+		int unique = 1;
+		for (int j = 0; j < 3; j++)
+			unique &= j == i || strncmp(ids[i], ids[j], 7) != 0;
+		unique &= strncmp(ids[i], oid, 7) != 0;
+		if (unique) {
+			char *pre = xasprintf("ids/%.7s", ids[i]);
+			expect_snap(mnt, pre, ids[i], contents[i]);
+			free(pre);
+		}
+		char *six = xasprintf("ids/%.6s", ids[i]);
+		expect_snap(mnt, six, NULL, NULL);
+		free(six);
+	}
+	/* A prefix of no snapshot. */
+	char nope[8] = "0000000";
+	for (char c = '0'; c <= '9'; c++) {
+		int used = 0;
+		nope[0] = c;
+		for (int i = 0; i < 3; i++)
+			used |= !strncmp(ids[i], nope, 7);
+		used |= !strncmp(oid, nope, 7);
+		if (!used)
+			break;
+	}
+	char *np = xasprintf("ids/%s", nope);
+	expect_snap(mnt, np, NULL, NULL);
+	free(np);
+
+	/* tags/. */
+	char *tagsd = pjoin(mnt, "tags");
+	char *tl = list_dir(tagsd);
+	cr_assert_str_eq(tl, "first\nthird\n", "MNT/tags/ should list the two tags");
+	free(tl);
+	free(tagsd);
+	expect_snap(mnt, "tags/first", ids[0], contents[0]);
+	expect_snap(mnt, "tags/third", ids[2], contents[2]);
+	expect_snap(mnt, "tags/nosuchtag", NULL, NULL);
+
+	/* streams/. */
+	char *std = pjoin(mnt, "streams");
+	char *sl = list_dir(std);
+	cr_assert_str_eq(sl, "main\nother\n", "MNT/streams/ should list both streams");
+	free(sl);
+	free(std);
+	char *ol = pjoin(mnt, "streams/other/latest");
+	char *ot = readlink_str(ol), *owant = snap_rel(oth[0].ns);
+	cr_assert(ot, "readlink streams/other/latest: %s", strerror(errno));
+	cr_assert_str_eq(ot, owant, "streams/other/latest points to the wrong place");
+	free(ot);
+	free(ol);
+	char *orel = xasprintf("streams/other/%s", owant);
+	expect_snap(mnt, orel, oid, "other\n");
+	free(orel);
+	expect_snap(mnt, "streams/other/latest", oid, "other\n");
+	expect_snap(mnt, "streams/other/at/2100-01-01T00:00:00Z", oid, "other\n");
+	char *obefore = xasprintf("streams/other/at/%s", iso(oth[0].ns - 1, 9, 0));
+	expect_snap(mnt, obefore, NULL, NULL);
+	free(obefore);
+	char *ml = pjoin(mnt, "streams/main/latest");
+	char *mt = readlink_str(ml), *mwant = snap_rel(s[2]->ns);
+	cr_assert(mt && !strcmp(mt, mwant), "streams/main/latest: '%s', expected '%s'",
+		  mt ? mt : strerror(errno), mwant);
+	free(mt);
+	free(ml);
+	free(mwant);
+	char *mat = xasprintf("streams/main/at/%s", iso(s[0]->ns, 9, 0));
+	expect_snap(mnt, mat, ids[0], contents[0]);
+	free(mat);
+	char *v = xget_ok(pjoin(mnt, "streams/other/latest"), "user.amberfs.stream");
+	cr_assert_str_eq(v, "other", "user.amberfs.stream of the other stream's snapshot");
+	free(v);
+	expect_snap(mnt, "no-such-entry", NULL, NULL);
+
+	/* The mount root carries the counters. */
+	char *stats = xget_ok(mnt, "user.amberfs.stats");
+	const char *keys[] = { "lookups", "opens", "reads", "read_bytes", "chunks_decoded",
+			       "dirs_decoded", "cache_hits" };
+	for (size_t i = 0; i < 7; i++)
+		stats_counter(stats, keys[i]);
+	cr_assert(stats_counter(stats, "lookups") > 0, "no lookups counted: %s", stats);
+	free(stats);
+
+	unmount_ok(mnt);
+	for (int i = 0; i < 3; i++)
+		free(rels[i]);
+	free(owant);
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. st_ino from content; diff -r costs what changed                  */
+
+static void write_text_file(const char *path, size_t size, uint64_t seed)
+{
+	static const char hex[] = "0123456789abcdef";
+	char *buf = malloc(size);
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 7;
+	fill_random(buf, size, &s);
+	for (size_t i = 0; i < size; i++)
+		buf[i] = (i % 64 == 63) ? '\n' : hex[(unsigned char)buf[i] & 15];
+	write_file(path, buf, size, 0644);
+	free(buf);
+}
+
+/* Replace one 64-byte line in the middle of a text file, same size, and
+ * move its mtime so no files cache can mistake it for the old one. */
+static void change_text_file(const char *path, long long mtime)
+{
+	size_t len;
+	char *b = read_file(path, &len);
+	size_t at = (len / 2) / 64 * 64;
+	memcpy(b + at, "CHANGED-CHANGED-CHANGED-CHANGED-CHANGED-CHANGED-CHANGED-CHANGED", 63);
+	write_file(path, b, len, 0644);
+	struct timespec ts[2] = { { (time_t)mtime, 0 }, { (time_t)mtime, 0 } };
+	cr_assert(utimensat(AT_FDCWD, path, ts, 0) == 0);
+	free(b);
+}
+
+/* The distinct blob ids a file's content is made of (the blob itself, or
+ * every blob of its chunk tree), appended to set[]. */
+static size_t content_blobs(const char *arch, const char *oid, char (*set)[41], size_t n)
+{
+	char *type = git_out(arch, "cat-file", "-t", oid);
+	char *list = NULL;
+	if (!strcmp(type, "blob")) {
+		list = xasprintf("100644 blob %s\tx", oid);
+	} else {
+		cr_assert_str_eq(type, "tree", "object %s is a %s", oid, type);
+		list = git_out(arch, "ls-tree", oid, NULL);
+	}
+	char *save = NULL;
+	for (char *line = strtok_r(list, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char mode[8], t[8], o[41];
+		cr_assert(sscanf(line, "%7s %7s %40s", mode, t, o) == 3, "ls-tree line: %s", line);
+		const char *name = strchr(line, '\t');
+		if (strcmp(t, "blob") != 0 || (name && !strcmp(name + 1, "i")))
+			continue; /* the chunk index is not a chunk */
+		int seen = 0;
+		for (size_t i = 0; i < n; i++)
+			seen |= !strcmp(set[i], o);
+		if (!seen)
+			memcpy(set[n++], o, 41);
+	}
+	free(list);
+	free(type);
+	return n;
+}
+
+Test(mount, unchanged_entries_share_st_ino_and_diff_reads_only_the_changes)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	for (int d = 0; d < 10; d++) {
+		for (int f = 0; f < 20; f++) {
+			char *p = xasprintf("%s/d%02d/f%02d", src, d, f);
+			if (f == 0) {
+				char *dir = xasprintf("%s/d%02d", src, d);
+				mkdir_p(dir, 0755);
+				free(dir);
+			}
+			write_text_file(p, 1024 + (size_t)(d * 20 + f) * 37, (uint64_t)(d * 100 + f));
+			free(p);
+		}
+	}
+	char *bigp = pjoin(src, "big.log");
+	write_text_file(bigp, (5u << 20) + 123, 999);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char ida[41], idb[41];
+	amber_snapshot_ok(ida, arch, src, NULL);
+	const char *changed[] = { "big.log", "d03/f07", "d06/f12" };
+	for (int i = 0; i < 3; i++) {
+		char *p = pjoin(src, changed[i]);
+		change_text_file(p, 1700000000 + i);
+		free(p);
+	}
+	amber_snapshot_ok(idb, arch, src, NULL);
+	snapinfo sn[4];
+	size_t n = log_snaps(arch, NULL, sn, 4);
+	cr_assert_eq(n, 2);
+	char *mnt = mountpoint("mnt");
+	mount_bg(arch, mnt, NULL, NULL);
+	char *ra = snap_rel(find_snap(sn, n, ida)->ns), *rb = snap_rel(find_snap(sn, n, idb)->ns);
+	char *a = pjoin(mnt, ra), *b = pjoin(mnt, rb);
+
+	/* st_ino (lstat only: nothing is opened here). */
+	struct {
+		const char *rel;
+		int same;
+	} cases[] = {
+		{ "d00/f00", 1 }, { "d03/f08", 1 }, { "d00", 1 }, { "d09", 1 },
+		{ "d03/f07", 0 }, { "d06/f12", 0 }, { "big.log", 0 }, { "d03", 0 },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *pa = pjoin(a, cases[i].rel), *pb = pjoin(b, cases[i].rel);
+		ino_t ia = ino_of(pa), ib = ino_of(pb);
+		if (cases[i].same)
+			cr_assert_eq(ia, ib, "unchanged %s should have the same st_ino in both "
+				     "snapshots: %lu vs %lu", cases[i].rel, (unsigned long)ia,
+				     (unsigned long)ib);
+		else
+			cr_assert_neq(ia, ib, "changed %s should get another st_ino, both have %lu",
+				      cases[i].rel, (unsigned long)ia);
+		free(pa);
+		free(pb);
+	}
+	char *p1 = pjoin(a, "d00/f00"), *p2 = pjoin(a, "d00/f01"), *p3 = pjoin(a, "d01");
+	cr_assert_neq(ino_of(p1), ino_of(p2), "two different files share st_ino");
+	cr_assert_neq(ino_of(p3), ino_of(p1), "a directory and a file share st_ino");
+	struct stat st;
+	cr_assert(lstat(p1, &st) == 0 && st.st_nlink == 1, "a plain file should have nlink 1");
+	free(p1);
+	free(p2);
+	free(p3);
+
+	/* What reading the changed files needs: every distinct chunk of both
+	 * versions (chunks the versions share are decoded once). */
+	char (*need)[41] = calloc(4096, 41);
+	size_t nneed = 0;
+	for (int i = 0; i < 3; i++) {
+		for (int side = 0; side < 2; side++) {
+			char *p = pjoin(side ? b : a, changed[i]);
+			char *o = xget_ok(p, "user.amberfs.oid");
+			nneed = content_blobs(arch, o, need, nneed);
+			free(o);
+			free(p);
+		}
+	}
+	cr_assert(nneed > 6, "big.log (5 MiB) should be stored in several chunks");
+
+	char *before = xget_ok(mnt, "user.amberfs.stats");
+	run_result r;
+	run_opts o = { .timeout = 120 };
+	run_cmd(&r, &o, "diff", "-r", a, b, NULL);
+	char *after = xget_ok(mnt, "user.amberfs.stats");
+	cr_assert_eq(r.status, 1, "diff -r A B: expected exit 1 (differences), got %d: %s", r.status,
+		     r.err);
+	cr_assert_eq(r.err_len, 0, "diff -r A B wrote to stderr: %s", r.err);
+	char *got = calloc(1, r.out_len + 1);
+	char *save = NULL;
+	for (char *line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		cr_assert(strncmp(line, "Only in", 7) != 0, "diff -r: %s", line);
+		if (strncmp(line, "diff -r ", 8) != 0)
+			continue;
+		const char *rest = line + 8;
+		cr_assert(!strncmp(rest, a, strlen(a)) && rest[strlen(a)] == '/',
+			  "unexpected diff header: %s", line);
+		rest += strlen(a) + 1;
+		const char *sp = strchr(rest, ' ');
+		cr_assert(sp, "unexpected diff header: %s", line);
+		strncat(got, rest, (size_t)(sp - rest));
+		strcat(got, "\n");
+	}
+	cr_assert_str_eq(got, "big.log\nd03/f07\nd06/f12\n",
+			 "diff -r between the snapshots should report exactly the 3 changed files");
+	run_result_dispose(&r);
+	free(got);
+
+	long long dopens = stats_counter(after, "opens") - stats_counter(before, "opens");
+	long long dchunks = stats_counter(after, "chunks_decoded") -
+			    stats_counter(before, "chunks_decoded");
+	cr_log_info("diff -r of 201 files, 3 changed: opens +%lld, chunks_decoded +%lld "
+		    "(the changed files have %zu distinct chunks); before: %s; after: %s",
+		    dopens, dchunks, nneed, before, after);
+	cr_assert(dopens <= 6,
+		  "diff -r opened %lld files; only the 3 changed files, both sides (6), should be "
+		  "opened: unchanged files must be skipped by st_ino\nbefore: %s\nafter:  %s",
+		  dopens, before, after);
+	cr_assert(dchunks >= 1 && dchunks <= (long long)nneed,
+		  "diff -r decoded %lld chunks; the changed files need at most %zu\n"
+		  "before: %s\nafter:  %s", dchunks, nneed, before, after);
+	free(before);
+	free(after);
+	free(need);
+	unmount_ok(mnt);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Read-only                                                        */
+
+#define EXPECT_EROFS_AT(call, where, desc)                                                \
+	do {                                                                              \
+		errno = 0;                                                                \
+		long rc_ = (long)(call);                                                  \
+		int e_ = errno;                                                           \
+		cr_expect(rc_ < 0 && e_ == EROFS, "%s%s: expected EROFS, got %s", (where), \
+			  (desc), rc_ >= 0 ? "success" : strerror(e_));                   \
+		if (rc_ >= 0 && strstr(#call, "open("))                                   \
+			close((int)rc_);                                                  \
+	} while (0)
+
+#define EXPECT_EROFS(call, desc) EXPECT_EROFS_AT(call, "", desc)
+
+static void assert_write_calls_fail(const char *dir, const char *file, const char *subdir,
+				    const char *where)
+{
+	char *nf = pjoin(dir, "new-file"), *nd = pjoin(dir, "new-dir");
+	char *ns = pjoin(dir, "new-symlink"), *nl = pjoin(dir, "new-link");
+	char *nn = pjoin(dir, "new-fifo"), *nr = pjoin(dir, "renamed");
+	EXPECT_EROFS_AT(open(nf, O_CREAT | O_WRONLY | O_CLOEXEC, 0644), where, ": open O_CREAT");
+	EXPECT_EROFS_AT(open(nf, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644), where, ": open O_CREAT|O_EXCL");
+	EXPECT_EROFS_AT(mkdir(nd, 0755), where, ": mkdir");
+	EXPECT_EROFS_AT(symlink("target", ns), where, ": symlink");
+	EXPECT_EROFS_AT(link(file, nl), where, ": link");
+	EXPECT_EROFS_AT(mknod(nn, S_IFIFO | 0644, 0), where, ": mknod fifo");
+	EXPECT_EROFS_AT(mknod(nn, S_IFREG | 0644, 0), where, ": mknod regular");
+	EXPECT_EROFS_AT(rename(file, nr), where, ": rename");
+	EXPECT_EROFS_AT(rename(subdir, nr), where, ": rename a directory");
+	EXPECT_EROFS_AT(chmod(file, 0600), where, ": chmod");
+	EXPECT_EROFS_AT(chmod(subdir, 0700), where, ": chmod a directory");
+	EXPECT_EROFS_AT(lchown(file, 1, 1), where, ": chown");
+	EXPECT_EROFS_AT(chown(subdir, 1, 1), where, ": chown a directory");
+	EXPECT_EROFS_AT(utimensat(AT_FDCWD, file, NULL, AT_SYMLINK_NOFOLLOW), where, ": utimensat now");
+	struct timespec ts[2] = { { 1, 0 }, { 1, 0 } };
+	EXPECT_EROFS_AT(utimensat(AT_FDCWD, subdir, ts, 0), where, ": utimensat a directory");
+	EXPECT_EROFS_AT(lsetxattr(file, "user.new", "v", 1, 0), where, ": setxattr");
+	EXPECT_EROFS_AT(setxattr(subdir, "user.new", "v", 1, 0), where, ": setxattr on a directory");
+	EXPECT_EROFS_AT(rmdir(subdir), where, ": rmdir");
+	EXPECT_EROFS_AT(unlink(file), where, ": unlink");
+	free(nf);
+	free(nd);
+	free(ns);
+	free(nl);
+	free(nn);
+	free(nr);
+}
+
+Test(mount, read_only_mount_refuses_every_change_with_erofs)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	char *f = pjoin(src, "file");
+	write_str(f, "do not change me\n");
+	cr_assert(setxattr(f, "user.keep", "kept", 4, 0) == 0, "setxattr: %s", strerror(errno));
+	char *ed = pjoin(src, "emptydir");
+	mkdir_p(ed, 0755);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	mount_bg(arch, mnt, NULL, NULL);
+
+	/* findmnt: type, source, ro,nosuid,nodev. */
+	run_result r;
+	run_cmd(&r, NULL, "findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", mnt, NULL);
+	assert_ok(&r, "findmnt MNT");
+	char fstype[64], source[PATH_MAX], opts[512];
+	cr_assert(sscanf(r.out, "%63s %4095s %511s", fstype, source, opts) == 3,
+		  "findmnt output: %s", r.out);
+	run_result_dispose(&r);
+	char *absarch = realpath(arch, NULL);
+	cr_assert_str_eq(fstype, "fuse.amberfs", "findmnt FSTYPE");
+	cr_assert_str_eq(source, absarch, "findmnt SOURCE should be the archive");
+	char *o = xasprintf(",%s,", opts);
+	cr_assert(strstr(o, ",ro,") && strstr(o, ",nosuid,") && strstr(o, ",nodev,"),
+		  "the mount should be ro,nosuid,nodev; findmnt says %s", opts);
+	free(o);
+
+	/* At the root of the mount. */
+	char *latest = pjoin(mnt, "latest"), *tags = pjoin(mnt, "tags");
+	assert_write_calls_fail(mnt, latest, tags, "mount root");
+	char *mf = pjoin(mnt, "new");
+	EXPECT_EROFS(open(mf, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0644),
+		     "mount root: open O_CREAT|O_TRUNC");
+	free(mf);
+	EXPECT_EROFS(chmod(mnt, 0700), "mount root: chmod of the root");
+	EXPECT_EROFS(setxattr(mnt, "user.amberfs.stats", "x", 1, 0),
+		     "mount root: setxattr user.amberfs.stats");
+	char *snap = latest_dir(mnt);
+	EXPECT_EROFS(rmdir(snap), "rmdir of a snapshot directory");
+	char *ren = pjoin(mnt, "snapshots/renamed");
+	EXPECT_EROFS(rename(snap, ren), "rename of a snapshot directory");
+	free(ren);
+
+	/* Inside a snapshot. */
+	char *sf = pjoin(snap, "file"), *sd = pjoin(snap, "emptydir");
+	assert_write_calls_fail(snap, sf, sd, "inside a snapshot");
+	EXPECT_EROFS(open(sf, O_WRONLY | O_CLOEXEC), "open O_WRONLY of an existing file");
+	EXPECT_EROFS(open(sf, O_RDWR | O_CLOEXEC), "open O_RDWR of an existing file");
+	EXPECT_EROFS(open(sf, O_WRONLY | O_APPEND | O_CLOEXEC), "open O_APPEND of an existing file");
+	EXPECT_EROFS(open(sf, O_RDONLY | O_TRUNC | O_CLOEXEC), "open O_TRUNC of an existing file");
+	EXPECT_EROFS(truncate(sf, 0), "truncate");
+	EXPECT_EROFS(truncate(sf, 100), "truncate to grow");
+	EXPECT_EROFS(lremovexattr(sf, "user.keep"), "removexattr");
+	EXPECT_EROFS(lsetxattr(sf, "user.keep", "changed", 7, XATTR_REPLACE),
+		     "setxattr replacing an existing xattr");
+	EXPECT_EROFS(utimensat(AT_FDCWD, snap, NULL, 0), "utimensat of the snapshot directory");
+
+	/* And nothing changed. */
+	assert_file_content(sf, "do not change me\n");
+	char *v = xget_ok(sf, "user.keep");
+	cr_assert_str_eq(v, "kept");
+	free(v);
+	assert_mode(sf, 0644);
+	char *list = list_dir(snap);
+	cr_assert_str_eq(list, "emptydir\nfile\n", "the snapshot's listing changed");
+	free(list);
+	int fd = open(sf, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "a read-only open must work: %s", strerror(errno));
+	errno = 0;
+	cr_expect(write(fd, "x", 1) < 0, "write(2) on a read-only descriptor succeeded");
+	close(fd);
+	unmount_ok(mnt);
+	free(absarch);
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. Concurrent readers, a live snapshot, a clean unmount             */
+
+static uint64_t fnv1a(const unsigned char *p, size_t n, uint64_t h)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 1099511628211ull;
+	return h;
+}
+
+#define NFILES 40
+#define NREADERS 16
+
+typedef struct reader {
+	pthread_t th;
+	int index;
+	const char *root;
+	char **names;
+	const uint64_t *want;
+	int files_ok;
+	char err[512];
+} reader;
+
+static void *reader_main(void *arg)
+{
+	reader *rd = arg;
+	size_t bsz = (size_t)(rd->index % 4 + 1) * 16384 + (size_t)rd->index * 512;
+	unsigned char *buf = malloc(bsz);
+	for (int k = 0; k < NFILES; k++) {
+		int i = (k + rd->index * 5) % NFILES;
+		char *p = pjoin(rd->root, rd->names[i]);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			snprintf(rd->err, sizeof(rd->err), "reader %d: open %s: %s", rd->index, p,
+				 strerror(errno));
+			free(p);
+			break;
+		}
+		uint64_t h = 1469598103934665603ull;
+		ssize_t n;
+		while ((n = read(fd, buf, bsz)) > 0)
+			h = fnv1a(buf, (size_t)n, h);
+		int e = errno;
+		close(fd);
+		if (n < 0) {
+			snprintf(rd->err, sizeof(rd->err), "reader %d: read %s: %s", rd->index, p,
+				 strerror(e));
+			free(p);
+			break;
+		}
+		if (h != rd->want[i]) {
+			snprintf(rd->err, sizeof(rd->err), "reader %d: %s hashes to %016" PRIx64
+				 ", the source to %016" PRIx64, rd->index, p, h, rd->want[i]);
+			free(p);
+			break;
+		}
+		rd->files_ok++;
+		free(p);
+	}
+	free(buf);
+	return NULL;
+}
+
+Test(mount, concurrent_readers_live_snapshot_and_clean_unmount_exit_0)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	char *names[NFILES];
+	uint64_t want[NFILES];
+	for (int i = 0; i < NFILES; i++) {
+		uint64_t size = i == 0 ? (3u << 20) + 17 : i == 1 ? (2u << 20) + 1 : i == 2 ? 0 :
+				(uint64_t)(i * i * 397 % 300000);
+		names[i] = xasprintf("%s/f%02d", i % 3 ? "sub" : "top", i);
+		char *dir = pjoin(src, i % 3 ? "sub" : "top");
+		mkdir_p(dir, 0755);
+		free(dir);
+		char *p = pjoin(src, names[i]);
+		write_random_file(p, size, (uint64_t)i + 500, 0);
+		size_t len;
+		char *b = read_file(p, &len);
+		want[i] = fnv1a((unsigned char *)b, len, 1469598103934665603ull);
+		free(b);
+		free(p);
+	}
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id1[41];
+	amber_snapshot_ok(id1, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	pid_t daemon = mount_fg(arch, mnt, log, NULL);
+	char *old = readlink_str(pjoin(mnt, "latest"));
+	cr_assert(old, "readlink MNT/latest: %s", strerror(errno));
+	char *snap = pjoin(mnt, old);
+
+	/* A new snapshot is written while 16 readers hash every file. */
+	char *newf = pjoin(src, "new.txt");
+	write_str(newf, "written while mounted\n");
+	char *snap_out = pjoin(IT.tmp, "snapshot.out"), *snap_err = pjoin(IT.tmp, "snapshot.err");
+	run_opts so = { .stdout_path = snap_out, .stderr_path = snap_err };
+	const char *sargs[] = { "snapshot", arch, src, NULL };
+	pid_t writer = amber_spawn(&so, sargs);
+	mt_pids[mt_npids++] = writer;
+	watch_pid(writer);
+
+	reader rd[NREADERS];
+	for (int i = 0; i < NREADERS; i++) {
+		rd[i] = (reader){ .index = i, .root = snap, .names = names, .want = want };
+		cr_assert(pthread_create(&rd[i].th, NULL, reader_main, &rd[i]) == 0);
+	}
+	for (int i = 0; i < NREADERS; i++)
+		pthread_join(rd[i].th, NULL);
+	for (int i = 0; i < NREADERS; i++)
+		cr_expect(rd[i].err[0] == '\0' && rd[i].files_ok == NFILES, "%s (%d of %d files ok)",
+			  rd[i].err, rd[i].files_ok, NFILES);
+
+	int st = wait_timeout(writer, 120);
+	forget_pid(writer);
+	char *serr = read_file(snap_err, NULL);
+	cr_assert(st != -2, "amberfs snapshot did not finish within 120 s while the archive was "
+		  "mounted (the mount must never block writers)");
+	cr_assert_eq(st, 0, "amberfs snapshot while mounted: exit %d: %s", st, serr);
+	double done = now_s();
+	char *idout = read_file(snap_out, NULL);
+	cr_assert(strlen(idout) >= 40, "snapshot printed no id: '%s'", idout);
+	char id2[41];
+	memcpy(id2, idout, 40);
+	id2[40] = '\0';
+
+	/* It shows up without a remount within 2 s. */
+	char *lpath = pjoin(mnt, "latest");
+	char *now = NULL;
+	for (;;) {
+		free(now);
+		now = readlink_str(lpath);
+		if (now && strcmp(now, old) != 0)
+			break;
+		if (now_s() - done > 2.0)
+			break;
+		sleep_s(0.05);
+	}
+	cr_assert(now && strcmp(now, old) != 0,
+		  "MNT/latest still points to %s %.1f s after a new snapshot was written", old,
+		  now_s() - done);
+	cr_log_info("the new snapshot appeared %.2f s after `amberfs snapshot` returned",
+		    now_s() - done);
+	char *v = xget_ok(lpath, "user.amberfs.snapshot");
+	cr_assert_str_eq(v, id2, "MNT/latest should now be the new snapshot");
+	free(v);
+	char *nf = pjoin(lpath, "new.txt");
+	assert_file_content(nf, "written while mounted\n");
+	char *snew = pjoin(mnt, now);
+	cr_assert(access(snew, F_OK) == 0, "the new snapshot is not under MNT/%s", now);
+	cr_assert(access(snap, F_OK) == 0, "the old snapshot vanished from MNT/%s", old);
+	char *id2dir = xasprintf("%s/ids/%s", mnt, id2);
+	cr_assert(access(id2dir, F_OK) == 0, "ids/%s missing: %s", id2, strerror(errno));
+
+	/* Clean unmount: fusermount3 -u, the foreground daemon exits 0. */
+	unmount_ok(mnt);
+	st = wait_timeout(daemon, 15);
+	forget_pid(daemon);
+	char *dlog = read_file(log, NULL);
+	cr_assert(st != -2, "the foreground daemon did not exit within 15 s of fusermount3 -u");
+	cr_assert_eq(st, 0, "the foreground daemon exited %d after a clean unmount; stderr: %s", st,
+		     dlog);
+	cr_assert_eq(strlen(dlog), 0, "the daemon wrote to stderr: %s", dlog);
+	for (int i = 0; i < NFILES; i++)
+		free(names[i]);
+}
+
+Test(mount, sigterm_unmounts_and_the_daemon_exits_0)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	pid_t daemon = mount_fg(arch, mnt, log, NULL);
+	char *f = pjoin(mnt, "latest/f");
+	assert_file_content(f, "content\n");
+	cr_assert(kill(daemon, SIGTERM) == 0);
+	int st = wait_timeout(daemon, 15);
+	forget_pid(daemon);
+	char *dlog = read_file(log, NULL);
+	cr_assert(st != -2, "the daemon did not exit within 15 s of SIGTERM");
+	cr_assert_eq(st, 0, "the daemon exited %d on SIGTERM; stderr: %s", st, dlog);
+	cr_assert(!is_mounted(mnt), "SIGTERM should unmount; %s is still mounted", mnt);
+	struct stat sb;
+	cr_assert(stat(mnt, &sb) == 0, "the mount point after SIGTERM: %s", strerror(errno));
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. A corrupt object                                                  */
+
+/* Where object oid's stored data sits: its loose file, or its pack and
+ * the offset of the middle of its packed data. */
+static char *locate_object(const char *arch, const char *oid, long long *off)
+{
+	char *file = xasprintf("%s/objects/%.2s/%s", arch, oid, oid + 2);
+	struct stat st;
+	if (stat(file, &st) == 0) {
+		*off = st.st_size / 2;
+		return file;
+	}
+	free(file);
+	file = NULL;
+	*off = -1;
+	char *packdir = pjoin(arch, "objects/pack");
+	DIR *d = opendir(packdir);
+	cr_assert(d, "opendir %s: %s", packdir, strerror(errno));
+	struct dirent *de;
+	while (!file && (de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+		if (l < 5 || strcmp(de->d_name + l - 4, ".idx") != 0)
+			continue;
+		char *idx = pjoin(packdir, de->d_name);
+		run_result v;
+		run_cmd(&v, NULL, "git", "verify-pack", "-v", idx, NULL);
+		cr_assert_eq(v.status, 0, "git verify-pack -v %s: %s", idx, v.err);
+		char *hit = strstr(v.out, oid);
+		if (hit) {
+			char type[16];
+			long long size, psize, poff;
+			cr_assert(sscanf(hit + 40, " %15s %lld %lld %lld", type, &size, &psize,
+					 &poff) == 4, "verify-pack line: %.120s", hit);
+			*off = poff + psize / 2;
+			file = xasprintf("%.*s.pack", (int)(strlen(idx) - 4), idx);
+		}
+		run_result_dispose(&v);
+		free(idx);
+	}
+	closedir(d);
+	free(packdir);
+	cr_assert(file, "object %s not found in %s", oid, arch);
+	return file;
+}
+
+/* Flip one byte at off in file; pack files are 0444, so the mode is
+ * lifted and put back. */
+static void flip_byte(const char *file, long long off, const char *oid)
+{
+	struct stat st;
+	cr_assert(stat(file, &st) == 0);
+	cr_assert(chmod(file, 0644) == 0, "chmod %s: %s", file, strerror(errno));
+	int fd = open(file, O_RDWR | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", file, strerror(errno));
+	unsigned char c;
+	cr_assert(pread(fd, &c, 1, off) == 1);
+	c ^= 0x20;
+	cr_assert(pwrite(fd, &c, 1, off) == 1);
+	cr_assert(fsync(fd) == 0);
+	close(fd);
+	cr_assert(chmod(file, st.st_mode & 07777) == 0);
+	cr_log_info("flipped byte %lld of %s (object %s)", off, file, oid);
+}
+
+/* Read path to the end: @return 0 or the errno of the failing read; the
+ * bytes before the failure must be the file's. */
+static int read_checked(const char *path, const char *orig, size_t orig_len)
+{
+	char *got;
+	size_t len;
+	int e = read_all(path, &got, &len);
+	cr_assert(e != 0 || len == orig_len, "%s: read %zu bytes, the file has %zu", path, len,
+		  orig_len);
+	cr_assert(len <= orig_len && memcmp(got, orig, len) == 0,
+		  "%s: the mount returned bytes that are not the file's (corrupt data leaked)", path);
+	free(got);
+	return e;
+}
+
+Test(mount, corrupt_object_gives_eio_for_that_file_and_others_still_read)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	const char *names[] = { "big", "single", "small.txt", "other" };
+	uint64_t sizes[] = { 5u << 20, 100u << 10, 0, 300u << 10 };
+	for (int i = 0; i < 4; i++) {
+		char *p = pjoin(src, names[i]);
+		if (sizes[i])
+			write_random_file(p, sizes[i], 4242 + (uint64_t)i, 0);
+		else
+			write_str(p, "small file content\n");
+		free(p);
+	}
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+
+	/* The content ids, read from the mount without reading the files. */
+	char *mnt = mountpoint("mnt");
+	mount_bg(arch, mnt, NULL, NULL);
+	char *snap = latest_dir(mnt);
+	char *pbig = pjoin(snap, "big"), *psingle = pjoin(snap, "single");
+	char *big_oid = xget_ok(pbig, "user.amberfs.oid");
+	char *single_oid = xget_ok(psingle, "user.amberfs.oid");
+	unmount_ok(mnt);
+
+	char *t = git_out(arch, "cat-file", "-t", big_oid);
+	cr_assert_str_eq(t, "tree", "a 5 MiB file should be a tree of chunks");
+	free(t);
+	char *chunks = git_out(arch, "ls-tree", big_oid, NULL);
+	char *c1 = strstr(chunks, "\tc00000001");
+	cr_assert(c1, "a 5 MiB file should have a chunk c00000001:\n%s", chunks);
+	char chunk_oid[41];
+	memcpy(chunk_oid, c1 - 40, 40);
+	chunk_oid[40] = '\0';
+	free(chunks);
+	t = git_out(arch, "cat-file", "-t", single_oid);
+	cr_assert_str_eq(t, "blob", "a 100 KiB file should be one blob");
+	free(t);
+	/* Both located before either is damaged (verify-pack stops at damage). */
+	long long off1, off2;
+	char *f1 = locate_object(arch, chunk_oid, &off1);
+	char *f2 = locate_object(arch, single_oid, &off2);
+	flip_byte(f1, off1, chunk_oid);
+	flip_byte(f2, off2, single_oid);
+	free(f1);
+	free(f2);
+
+	char *log = pjoin(IT.tmp, "errors.log");
+	char *logopt = xasprintf("log=%s", log);
+	const char *extra[] = { "-o", logopt, NULL };
+	mount_bg(arch, mnt, NULL, extra);
+	free(snap);
+	snap = latest_dir(mnt);
+	char *orig[4];
+	size_t olen[4];
+	for (int i = 0; i < 4; i++) {
+		char *p = pjoin(src, names[i]);
+		orig[i] = read_file(p, &olen[i]);
+		free(p);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < 4; i++) {
+			char *p = pjoin(snap, names[i]);
+			int e = read_checked(p, orig[i], olen[i]);
+			if (i < 2)
+				cr_assert_eq(e, EIO, "reading %s (a corrupt %s) should fail with EIO, "
+					     "got %s (round %d)", names[i],
+					     i ? "blob" : "chunk", e ? strerror(e) : "success", round);
+			else
+				cr_assert_eq(e, 0, "%s is intact and should read, got %s (round %d)",
+					     names[i], strerror(e), round);
+			free(p);
+		}
+	}
+	/* Reading past the bad chunk: the first chunk still reads. */
+	char *pb = pjoin(snap, "big");
+	int fd = open(pb, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", pb, strerror(errno));
+	char buf[4096];
+	cr_assert(pread(fd, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf) &&
+			  !memcmp(buf, orig[0], sizeof(buf)),
+		  "the first 4 KiB of big (in an intact chunk) should read: %s", strerror(errno));
+	close(fd);
+	struct stat st;
+	cr_assert(stat(log, &st) == 0 && st.st_size > 0,
+		  "the damaged object should be logged to -o log=FILE");
+	unmount_ok(mnt);
+	for (int i = 0; i < 4; i++)
+		free(orig[i]);
+	free(logopt);
+}
+
+/* ------------------------------------------------------------------ */
+/* 7. A killed daemon                                                   */
+
+Test(mount, killed_daemon_leaves_enotconn_not_an_empty_directory)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	pid_t daemon = mount_fg(arch, mnt, log, NULL);
+	char *f = pjoin(mnt, "latest/f");
+	assert_file_content(f, "content\n");
+
+	cr_assert(kill(daemon, SIGKILL) == 0);
+	int st = wait_timeout(daemon, 10);
+	forget_pid(daemon);
+	cr_assert_eq(st, 128 + SIGKILL, "the daemon should have died of SIGKILL, got %d", st);
+
+	/* Listing it fails at once: never an empty directory. */
+	errno = 0;
+	DIR *d = opendir(mnt);
+	int e = errno;
+	if (d)
+		closedir(d);
+	cr_assert(!d && e == ENOTCONN, "opendir of a dead mount: expected ENOTCONN, got %s",
+		  d ? "success (it looks like a directory)" : strerror(e));
+	/* stat may be answered from the kernel's attribute cache for the
+	 * root's attribute timeout; after that it must say ENOTCONN too. */
+	struct stat sb;
+	double t0 = now_s();
+	int rc;
+	for (;;) {
+		errno = 0;
+		rc = stat(mnt, &sb);
+		e = errno;
+		if (rc != 0 || now_s() - t0 > 2.0)
+			break;
+		sleep_s(0.05);
+	}
+	cr_assert(rc != 0 && e == ENOTCONN,
+		  "stat of the mount point after the daemon was killed: expected ENOTCONN "
+		  "(Transport endpoint is not connected), got %s (%.1f s after the kill)",
+		  rc == 0 ? "success" : strerror(e), now_s() - t0);
+	cr_log_info("stat of the dead mount point: ENOTCONN after %.2f s", now_s() - t0);
+	run_result r;
+	run_cmd(&r, NULL, "ls", mnt, NULL);
+	cr_assert(r.status != 0 && strstr(r.err, "not connected"),
+		  "ls of a dead mount should fail saying 'Transport endpoint is not connected': "
+		  "exit %d, stderr %s", r.status, r.err);
+	run_result_dispose(&r);
+	cr_assert(is_mounted(mnt), "the mount should stay (no auto-unmount) until unmounted");
+
+	unmount_ok(mnt);
+	cr_assert(stat(mnt, &sb) == 0 && S_ISDIR(sb.st_mode), "stat %s after unmounting: %s", mnt,
+		  strerror(errno));
+}
+
+/* ------------------------------------------------------------------ */
+/* 8. Read-only archives                                                */
+
+static void small_tree(const char *src)
+{
+	mkdir_p(src, 0755);
+	char *p = pjoin(src, "a.txt");
+	write_str(p, "alpha\n");
+	free(p);
+	p = pjoin(src, "sub");
+	mkdir_p(p, 0755);
+	free(p);
+	p = pjoin(src, "sub/big");
+	write_random_file(p, (3u << 20) + 5, 77, 0);
+	free(p);
+	p = pjoin(src, "sub/link");
+	cr_assert(symlink("../a.txt", p) == 0);
+	free(p);
+}
+
+/* Mount `arch`, read everything and the virtual views, unmount; assert the
+ * archive's listing (sizes, modes, mtimes) is the same during and after. */
+static void mount_reads_and_writes_nothing(const char *arch, const char *src, const char *fp0,
+					   const char *what)
+{
+	char *mnt = mountpoint("mnt");
+	mount_bg(arch, mnt, NULL, NULL);
+	char *snap = latest_dir(mnt);
+	char *m = xasprintf("%s: MNT/latest vs SRC", what);
+	assert_trees_equal(src, snap, TD_SKIP_ROOT_META, m);
+	free(m);
+	char *id = xget_ok(snap, "user.amberfs.snapshot");
+	char *pre = xasprintf("%s/ids/%.7s/a.txt", mnt, id);
+	assert_file_content(pre, "alpha\n");
+	char *at = pjoin(mnt, "at/2100-01-01T00:00:00Z/a.txt");
+	assert_file_content(at, "alpha\n");
+	free(xget_ok(mnt, "user.amberfs.stats"));
+	char *fp1 = dir_fingerprint(arch);
+	cr_assert_str_eq(fp1, fp0, "%s: the archive changed while mounted", what);
+	unmount_ok(mnt);
+	char *fp2 = dir_fingerprint(arch);
+	cr_assert_str_eq(fp2, fp0, "%s: mounting changed the archive", what);
+	free(fp1);
+	free(fp2);
+	free(at);
+	free(pre);
+	free(id);
+	free(snap);
+	free(mnt);
+}
+
+Test(mount, archive_on_a_read_only_bind_mount_mounts_and_reads)
+{
+	char *src = pjoin(IT.tmp, "src");
+	small_tree(src);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *ro = mt_register(pjoin(IT.tmp, "ro-archive"), 1);
+	run_result r;
+	run_cmd(&r, NULL, "mount", "--bind", arch, ro, NULL);
+	assert_ok(&r, "mount --bind ARCHIVE RO");
+	run_result_dispose(&r);
+	run_cmd(&r, NULL, "mount", "-o", "remount,ro,bind", ro, NULL);
+	assert_ok(&r, "mount -o remount,ro,bind RO");
+	run_result_dispose(&r);
+	char *probe = pjoin(ro, "probe");
+	errno = 0;
+	cr_assert(open(probe, O_CREAT | O_WRONLY | O_CLOEXEC, 0644) < 0 && errno == EROFS,
+		  "the bind mount should be read-only");
+	char *fp0 = dir_fingerprint(ro);
+	mount_reads_and_writes_nothing(ro, src, fp0, "archive on a read-only bind mount");
+	char *fp = dir_fingerprint(arch);
+	cr_assert_str_eq(fp, fp0, "the archive changed");
+	free(fp);
+	free(fp0);
+	free(probe);
+}
+
+Test(mount, mounting_a_write_protected_archive_writes_nothing)
+{
+	char *src = pjoin(IT.tmp, "src");
+	small_tree(src);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *copy = pjoin(IT.tmp, "archive-copy");
+	run_result r;
+	run_cmd(&r, NULL, "cp", "-a", arch, copy, NULL);
+	assert_ok(&r, "cp -a ARCHIVE COPY");
+	run_result_dispose(&r);
+	run_cmd(&r, NULL, "chmod", "-R", "a-w", copy, NULL);
+	assert_ok(&r, "chmod -R a-w COPY");
+	run_result_dispose(&r);
+	char *fp0 = dir_fingerprint(copy);
+	mount_reads_and_writes_nothing(copy, src, fp0, "write-protected archive copy");
+	/* Let teardown remove it. */
+	run_cmd(&r, NULL, "chmod", "-R", "u+w", copy, NULL);
+	run_result_dispose(&r);
+	free(fp0);
+}
+
+/* ------------------------------------------------------------------ */
+/* 9. Options, passphrases, mount(8)                                     */
+
+static int is_exec(const char *p)
+{
+	return access(p, X_OK) == 0;
+}
+
+/* The directory part of path, malloc'd. */
+static char *dir_of(const char *path)
+{
+	char *d = strdup(path);
+	char *s = strrchr(d, '/');
+	if (s && s != d)
+		*s = '\0';
+	else if (s)
+		s[1] = '\0';
+	else
+		strcpy(d, ".");
+	return d;
+}
+
+/*
+ * The mount helper.  *via_mount is set when an installed one lets
+ * `mount -t fuse.amberfs` find it.  Otherwise the build dir's copy, or the
+ * source tree's (found through the build dir's meson-info.json).
+ */
+static char *find_helper(int *via_mount)
+{
+	*via_mount = 0;
+	const char *sbins[] = { "/sbin/mount.fuse.amberfs", "/usr/sbin/mount.fuse.amberfs",
+				"/usr/local/sbin/mount.fuse.amberfs" };
+	for (size_t i = 0; i < 3; i++) {
+		if (is_exec(sbins[i])) {
+			*via_mount = 1;
+			return strdup(sbins[i]);
+		}
+	}
+	char *bindir = dir_of(IT.bin);
+	char *builddir = xasprintf("%s/..", bindir);
+	char *cand = xasprintf("%s/mount-helpers/mount.fuse.amberfs", builddir);
+	if (is_exec(cand))
+		return cand;
+	free(cand);
+	char *info = xasprintf("%s/meson-info/meson-info.json", builddir);
+	if (access(info, R_OK) == 0) {
+		char *j = read_file(info, NULL);
+		const char *k = strstr(j, "\"source\"");
+		if (k) {
+			const char *q = strchr(k + 8, '"');
+			const char *e = q ? strchr(q + 1, '"') : NULL;
+			if (q && e) {
+				char *srcdir = strndup(q + 1, (size_t)(e - q - 1));
+				cand = xasprintf("%s/mount-helpers/mount.fuse.amberfs", srcdir);
+				free(srcdir);
+				if (access(cand, R_OK) == 0) {
+					free(j);
+					return cand;
+				}
+				free(cand);
+			}
+		}
+		free(j);
+	}
+	cr_assert(0, "no mount helper: not installed (/sbin, /usr/sbin, /usr/local/sbin), not in "
+		"%s/mount-helpers/, and no source tree found through %s", builddir, info);
+	return NULL;
+}
+
+Test(mount, mount_helper_takes_passphrase_file_option_and_ignores_fstab_words)
+{
+	char *src = pjoin(IT.tmp, "src");
+	small_tree(src);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+
+	int via_mount;
+	char *helper = find_helper(&via_mount);
+	char *bindir = dir_of(IT.bin);
+	const char *oldpath = getenv("PATH");
+	char *path = xasprintf("PATH=%s:%s", bindir, oldpath ? oldpath : "/usr/bin:/bin");
+	char *cache = xasprintf("AMBERFS_CACHE_DIR=%s", IT.cache);
+	char *home = xasprintf("HOME=%s", IT.home);
+	const char *env[] = { "AMBERFS_PASSPHRASE_FILE", "AMBERFS", path, cache, home, NULL };
+	char *opts = xasprintf("rw,noauto,nofail,_netdev,x-systemd.automount,passphrase_file=%s",
+			       IT.passfile);
+	run_opts o = { .env = env, .timeout = 60 };
+	run_result r;
+	if (via_mount) {
+		run_cmd(&r, &o, "mount", "-t", "fuse.amberfs", arch, mnt, "-o", opts, NULL);
+	} else {
+		/* As mount(8) runs it: SOURCE MOUNTPOINT -o OPTIONS. */
+		const char *by_sh[] = { "sh", helper, arch, mnt, "-o", opts, NULL };
+		const char *direct[] = { helper, arch, mnt, "-o", opts, NULL };
+		run_argv(&r, &o, is_exec(helper) ? direct : by_sh);
+	}
+	cr_assert(!r.timed_out, "the mount helper did not return within 60 s: %s", r.err);
+	cr_assert_eq(r.status, 0, "%s %s %s -o %s: exit %d: %s",
+		     via_mount ? "mount -t fuse.amberfs" : helper, arch, mnt, opts, r.status, r.err);
+	run_result_dispose(&r);
+	assert_is_amberfs_mount(mnt, "mounted through the helper");
+	char source[PATH_MAX];
+	mount_lookup(mnt, NULL, 0, source, sizeof(source), NULL, 0);
+	char *absarch = realpath(arch, NULL);
+	cr_assert_str_eq(source, absarch, "the mount's source should be the archive");
+	char *a = pjoin(mnt, "latest/a.txt");
+	assert_file_content(a, "alpha\n");
+	char *snap = latest_dir(mnt);
+	assert_trees_equal(src, snap, TD_SKIP_ROOT_META, "mounted through the helper");
+	unmount_ok(mnt);
+	free(absarch);
+	free(a);
+	free(snap);
+	free(opts);
+	free(path);
+	free(cache);
+	free(home);
+	free(helper);
+	free(bindir);
+}
+
+Test(mount, passphrase_from_flag_env_or_option_and_bad_mounts_refused)
+{
+	char *src = pjoin(IT.tmp, "src");
+	small_tree(src);
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	char id[41];
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	char *pf = xasprintf("passphrase_file=%s", IT.passfile);
+	char *a = pjoin(mnt, "latest/a.txt");
+
+	/* From the environment (AMBERFS_PASSPHRASE_FILE). */
+	mount_bg(arch, mnt, NULL, NULL);
+	assert_file_content(a, "alpha\n");
+	unmount_ok(mnt);
+	/* --passphrase-file F. */
+	const char *flag[] = { "--passphrase-file", IT.passfile, NULL };
+	mount_bg(arch, mnt, no_passphrase_env, flag);
+	assert_file_content(a, "alpha\n");
+	unmount_ok(mnt);
+	/* -o passphrase_file=F with fstab-only words around it. */
+	char *opts = xasprintf("noauto,nofail,_netdev,%s,ro", pf);
+	const char *opt[] = { "-o", opts, NULL };
+	mount_bg(arch, mnt, no_passphrase_env, opt);
+	assert_file_content(a, "alpha\n");
+	unmount_ok(mnt);
+
+	/* A wrong passphrase: an error, and no mount left behind. */
+	char *bad = pjoin(IT.tmp, "wrong-pass");
+	write_passfile(bad, "not the passphrase");
+	const char *badflag[] = { "mount", arch, mnt, "--passphrase-file", bad, NULL };
+	run_opts o = { .env = no_passphrase_env, .timeout = 60 };
+	run_result r;
+	amber_a(&r, &o, badflag);
+	cr_assert(r.status != 0, "mount with a wrong passphrase should fail");
+	assert_one_error_line(&r, "mount with a wrong passphrase");
+	run_result_dispose(&r);
+	cr_assert(!is_mounted(mnt), "a failed mount left %s mounted", mnt);
+	/* -o rw is refused. */
+	const char *rw[] = { "mount", arch, mnt, "-o", "rw", NULL };
+	amber_a(&r, &o, rw);
+	cr_assert(r.status != 0, "mount -o rw should be refused");
+	run_result_dispose(&r);
+	cr_assert(!is_mounted(mnt), "mount -o rw left %s mounted", mnt);
+	/* Not an archive. */
+	const char *notarch[] = { "mount", src, mnt, NULL };
+	amber_a(&r, NULL, notarch);
+	cr_assert(r.status != 0, "mounting a directory that is not an archive should fail");
+	assert_one_error_line(&r, "mount of a non-archive");
+	run_result_dispose(&r);
+	cr_assert(!is_mounted(mnt), "a failed mount left %s mounted", mnt);
+	free(opts);
+	free(pf);
+	free(a);
+	free(bad);
+}
