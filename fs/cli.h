@@ -43,6 +43,10 @@ int cmd_cat(int argc, char **argv);
 int cmd_restore(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
+int cmd_key(int argc, char **argv);
+int cmd_tag(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_push(int argc, char **argv);
 
 /* Usage and errors ----------------------------------------------------- */
 

@@ -24,6 +24,10 @@ static const struct cli_cmd commands[] = {
 	{"restore", cmd_restore, "copy a snapshot, or a part of it, into a new directory"},
 	{"diff", cmd_diff, "show what changed between two snapshots"},
 	{"mount", cmd_mount, "mount the snapshots read-only as a time-travel tree (FUSE)"},
+	{"tag", cmd_tag, "name a snapshot with a signed annotated tag"},
+	{"key", cmd_key, "manage the archive's signing key"},
+	{"verify", cmd_verify, "check an archive's objects, snapshots and signatures"},
+	{"push", cmd_push, "copy an archive to another git repository"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
