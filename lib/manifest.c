@@ -49,7 +49,7 @@
 #define ENTRY_FIXED 54    /* type .. content */
 #define ENTRY_MIN (2 + 1 + ENTRY_FIXED + 2)
 #define XATTR_MIN (1 + 1 + 4)
-#define BUCKET_SIZE (1 + 4 + 20 + LINK_SIZE)
+#define BUCKET_SIZE (2 + 4 + 20 + LINK_SIZE)
 #define CHUNKREF_SIZE (LINK_SIZE + 4)
 
 /* Writer with a sticky error, the mirror of amber_rd's `bad` flag. */
@@ -610,30 +610,38 @@ void amber_entries_free(amber_entry *e, size_t n)
 /* ------------------------------------------------------------------ */
 /* Fan-out                                                             */
 
-static const char *bucket_defect(const amber_bucket *b, size_t i)
+static const char *bucket_defect(const amber_bucket *b, size_t i, unsigned bits)
 {
 	if (b[i].count == 0 || b[i].count > AMBER_MANIFEST_MAX_ENTRIES)
 		return "bucket entry count out of range";
 	if (i && b[i - 1].id >= b[i].id)
 		return "bucket ids not strictly increasing";
+	if (b[i].id >> bits)
+		return "bucket id out of range";
 	return NULL;
 }
 
-int amber_fanout_encode(amber_buf *out, const amber_bucket *b, size_t n)
+static int bits_ok(unsigned bits)
+{
+	return bits >= AMBER_FANOUT_MIN_BITS && bits <= AMBER_FANOUT_MAX_BITS;
+}
+
+int amber_fanout_encode(amber_buf *out, unsigned bits, const amber_bucket *b, size_t n)
 {
 	wr w = {out, 0};
 	size_t start = out->len;
 	const char *why;
 
-	if (n == 0 || n > 256)
-		return amber_fail(AMBER_EINVAL, "fanout: %zu buckets", n);
+	if (!bits_ok(bits) || n == 0 || n > ((size_t)1 << bits))
+		return amber_fail(AMBER_EINVAL, "fanout: %zu buckets of %u bits", n, bits);
 	for (size_t i = 0; i < n; i++)
-		if ((why = bucket_defect(b, i)) != NULL)
+		if ((why = bucket_defect(b, i, bits)) != NULL)
 			return amber_fail(AMBER_EINVAL, "fanout: bucket %zu: %s", i, why);
 	w_u8(&w, LAYOUT_VERSION);
-	w_u16(&w, (uint16_t)n);
+	w_u8(&w, (uint8_t)bits);
+	w_u32(&w, (uint32_t)n);
 	for (size_t i = 0; i < n; i++) {
-		w_u8(&w, b[i].id);
+		w_u16(&w, b[i].id);
 		w_u32(&w, b[i].count);
 		w_bytes(&w, b[i].tree_oid, sizeof(b[i].tree_oid));
 		w_link(&w, &b[i].link);
@@ -641,27 +649,29 @@ int amber_fanout_encode(amber_buf *out, const amber_bucket *b, size_t n)
 	return w_finish(&w, start);
 }
 
-static int get_buckets(amber_bucket *v, size_t n, amber_rd *r)
+static int get_buckets(amber_bucket *v, size_t n, unsigned bits, amber_rd *r)
 {
 	const char *why;
 
 	for (size_t i = 0; i < n; i++) {
-		amber_rd_u8(r, &v[i].id);
+		amber_rd_u16(r, &v[i].id);
 		amber_rd_u32(r, &v[i].count);
 		r_copy(r, v[i].tree_oid, sizeof(v[i].tree_oid));
 		r_link(r, &v[i].link);
 		if (r->bad)
 			return amber_fail(AMBER_ECORRUPT, "fanout: truncated");
-		if ((why = bucket_defect(v, i)) != NULL)
+		if ((why = bucket_defect(v, i, bits)) != NULL)
 			return amber_fail(AMBER_ECORRUPT, "fanout: bucket %zu: %s", i, why);
 	}
 	return r_finish(r, "fanout");
 }
 
-int amber_fanout_decode(amber_bucket **out, size_t *n, const void *data, size_t len)
+int amber_fanout_decode(amber_bucket **out, unsigned *bits, size_t *n, const void *data,
+			size_t len)
 {
 	amber_bucket *v;
-	uint16_t count = 0;
+	uint32_t count = 0;
+	uint8_t b = 0;
 	amber_rd r;
 	int rc;
 
@@ -670,17 +680,19 @@ int amber_fanout_decode(amber_bucket **out, size_t *n, const void *data, size_t 
 	amber_rd_init(&r, data, len);
 	if ((rc = r_version(&r, "fanout")) < 0)
 		return rc;
-	if (amber_rd_u16(&r, &count) < 0)
+	if (amber_rd_u8(&r, &b) < 0 || amber_rd_u32(&r, &count) < 0)
 		return amber_fail(AMBER_ECORRUPT, "fanout: truncated");
-	if (count == 0 || count > 256 || count > r.left / BUCKET_SIZE)
-		return amber_fail(AMBER_ECORRUPT, "fanout: %u buckets in %zu bytes", count, len);
+	if (!bits_ok(b) || count == 0 || count > (1u << b) || count > r.left / BUCKET_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "fanout: %u buckets of %u bits in %zu bytes",
+				  count, b, len);
 	if (!(v = calloc(count, sizeof(*v))))
 		return amber_fail(AMBER_ERROR, "out of memory");
-	if ((rc = get_buckets(v, count, &r)) < 0) {
+	if ((rc = get_buckets(v, count, b, &r)) < 0) {
 		free(v);
 		return rc;
 	}
 	*out = v;
+	*bits = b;
 	*n = count;
 	return 0;
 }

@@ -50,17 +50,35 @@ void amber_entry_dispose(amber_entry *e);
 /** Dispose n entries and free the array.  NULL-safe. */
 void amber_entries_free(amber_entry *e, size_t n);
 
-/** One bucket of a fanned-out directory (bucket = first token byte). */
+/*
+ * A large directory fans out into 2^bits buckets (bits 8..16); an entry's
+ * bucket is the top `bits` bits of the first two bytes of its token.
+ */
+#define AMBER_FANOUT_MIN_BITS 8
+#define AMBER_FANOUT_MAX_BITS 16
+
+/** The bucket of a token (32 lowercase hex characters) at `bits`. */
+static inline unsigned amber_token_bucket(const char *tok, unsigned bits)
+{
+	unsigned v = 0;
+
+	for (int i = 0; i < 4; i++)
+		v = v * 16 + (unsigned)(tok[i] <= '9' ? tok[i] - '0' : tok[i] - 'a' + 10);
+	return v >> (16 - bits);
+}
+
+/** One bucket of a fanned-out directory. */
 typedef struct amber_bucket {
-	uint8_t id;
+	uint16_t id;           /* < 2^bits */
 	uint32_t count;        /* entries in the bucket */
 	uint8_t tree_oid[20];
 	amber_link link;       /* the bucket's manifest */
 } amber_bucket;
 
-int amber_fanout_encode(amber_buf *out, const amber_bucket *b, size_t n);
-/** Decode; ids strictly increasing; *out malloc'd (free()). */
-int amber_fanout_decode(amber_bucket **out, size_t *n, const void *data, size_t len);
+int amber_fanout_encode(amber_buf *out, unsigned bits, const amber_bucket *b, size_t n);
+/** Decode; ids strictly increasing and < 2^bits; *out malloc'd (free()). */
+int amber_fanout_decode(amber_bucket **out, unsigned *bits, size_t *n, const void *data,
+			size_t len);
 
 /** One chunk of a multi-chunk file. */
 typedef struct amber_chunkref {

@@ -364,7 +364,7 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 }
 
 static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_bucket *b,
-			amber_snapshot *s, const char *what)
+			unsigned bits, amber_snapshot *s, const char *what)
 {
 	char tok[AMBER_TOKEN_HEXSZ + 1];
 	amber_entry *v;
@@ -373,7 +373,7 @@ static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_buck
 		return tree_mismatch(what);
 	for (size_t i = 0; i < n; i++) {
 		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
-		if (strtoul((char[3]){tok[0], tok[1], 0}, NULL, 16) != b->id)
+		if (amber_token_bucket(tok, bits) != b->id)
 			return tree_mismatch(what);
 	}
 	v = realloc(d->e, (d->n + n) * sizeof(*v));
@@ -393,7 +393,7 @@ static int entry_qsort_cmp(const void *a, const void *b)
 }
 
 static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_tparsed *t, size_t tn,
-			const amber_bucket *b, size_t nb, const char *what)
+			const amber_bucket *b, size_t nb, unsigned bits, const char *what)
 {
 	int rc = tn == nb + 1 ? 0 : tree_mismatch(what);
 
@@ -403,12 +403,12 @@ static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_tparsed *t,
 		amber_entry *e = NULL;
 		size_t n = 0;
 
-		snprintf(name, sizeof(name), "b%02x", b[i].id);
+		snprintf(name, sizeof(name), "b%04x", b[i].id);
 		x = amber_tree_find(t, tn, name);
 		if (!x || x->mode != 040000 || memcmp(x->oid, b[i].tree_oid, 20) != 0)
 			return tree_mismatch(what);
 		rc = read_leaf(&e, &n, s, b[i].tree_oid, &b[i].link, what);
-		if (rc == 0 && (rc = merge_bucket(d, e, n, &b[i], s, what)) == 0)
+		if (rc == 0 && (rc = merge_bucket(d, e, n, &b[i], bits, s, what)) == 0)
 			free(e); /* entries moved into d */
 		else
 			amber_entries_free(e, n);
@@ -428,15 +428,16 @@ static int read_fanout(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
 {
 	amber_buf fb = AMBER_BUF_INIT;
 	amber_bucket *b = NULL;
+	unsigned bits = 0;
 	size_t nb = 0;
 	int rc;
 
-	amber_buf_init(&fb, 1 << 20);
-	rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 1 << 20, what);
+	amber_buf_init(&fb, 8 << 20);
+	rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 8 << 20, what);
 	if (rc == 0)
-		rc = amber_fanout_decode(&b, &nb, fb.data, fb.len);
+		rc = amber_fanout_decode(&b, &bits, &nb, fb.data, fb.len);
 	if (rc == 0)
-		rc = read_buckets(d, s, t, tn, b, nb, what);
+		rc = read_buckets(d, s, t, tn, b, nb, bits, what);
 	free(b);
 	amber_buf_dispose(&fb);
 	return rc;
@@ -445,7 +446,7 @@ static int read_fanout(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
 static int is_fanout(const amber_tparsed *t, size_t tn)
 {
 	for (size_t i = 0; i < tn; i++)
-		if (t[i].name_len == 3 && t[i].name[0] == 'b' && t[i].mode == 040000)
+		if (t[i].name_len == 5 && t[i].name[0] == 'b' && t[i].mode == 040000)
 			return 1;
 	return 0;
 }

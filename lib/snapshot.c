@@ -850,64 +850,115 @@ static int write_leaf(snap *s, uint8_t tree[20], amber_link *m, amber_entry *e, 
 	return rc;
 }
 
-static unsigned token_bucket(const char *tok)
+/*
+ * Bits of fan-out for n entries: about 16 entries a bucket, so that a
+ * snapshot changing k entries rewrites about k small buckets plus the
+ * bucket list, not whole directories of thousands of entries.
+ */
+static unsigned fanout_bits(size_t n)
 {
-	unsigned v = 0;
+	unsigned bits = AMBER_FANOUT_MIN_BITS;
 
-	for (int i = 0; i < 2; i++)
-		v = v * 16 + (unsigned)(tok[i] <= '9' ? tok[i] - '0' : tok[i] - 'a' + 10);
-	return v;
+	while (bits < AMBER_FANOUT_MAX_BITS && ((size_t)16 << bits) < n)
+		bits++;
+	return bits;
+}
+
+typedef struct fanout {
+	unsigned bits;
+	size_t *order;          /* entry indexes grouped by bucket, name order within */
+	unsigned *bucket;       /* bucket of each entry */
+	amber_bucket *bk;
+	amber_tentry *te;       /* "m" and one tree per non-empty bucket */
+	size_t nb;
+} fanout;
+
+static int fanout_group(fanout *f, size_t n, char (*tok)[AMBER_TOKEN_HEXSZ + 1])
+{
+	size_t nbuckets = (size_t)1 << f->bits, *start = calloc(nbuckets + 1, sizeof(*start));
+
+	f->order = malloc(n * sizeof(*f->order));
+	f->bucket = malloc(n * sizeof(*f->bucket));
+	f->bk = calloc(n + 1, sizeof(*f->bk));
+	f->te = calloc(n + 2, sizeof(*f->te));
+	if (!start || !f->order || !f->bucket || !f->bk || !f->te) {
+		free(start);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	for (size_t i = 0; i < n; i++)
+		start[(f->bucket[i] = amber_token_bucket(tok[i], f->bits)) + 1]++;
+	for (size_t b = 0; b < nbuckets; b++)
+		start[b + 1] += start[b];
+	for (size_t i = 0; i < n; i++) /* stable: name order within a bucket */
+		f->order[start[f->bucket[i]]++] = i;
+	free(start);
+	return 0;
+}
+
+static void fanout_dispose(fanout *f)
+{
+	free(f->order);
+	free(f->bucket);
+	free(f->bk);
+	free(f->te);
+}
+
+/* Write the bucket holding order[from..to). */
+static int write_bucket(snap *s, fanout *f, size_t from, size_t to, amber_entry *e,
+			char (*tok)[AMBER_TOKEN_HEXSZ + 1], amber_entry *be,
+			char (*bt)[AMBER_TOKEN_HEXSZ + 1])
+{
+	amber_bucket *b = &f->bk[f->nb];
+	amber_tentry *t = &f->te[f->nb + 1];
+	int rc;
+
+	for (size_t k = from; k < to; k++) {
+		be[k - from] = e[f->order[k]];
+		memcpy(bt[k - from], tok[f->order[k]], sizeof(bt[0]));
+	}
+	b->id = (uint16_t)f->bucket[f->order[from]];
+	b->count = (uint32_t)(to - from);
+	rc = write_leaf(s, b->tree_oid, &b->link, be, to - from, bt);
+	snprintf(t->name, sizeof(t->name), "b%04x", b->id);
+	t->mode = AMBER_GIT_MODE_TREE;
+	memcpy(t->oid, b->tree_oid, 20);
+	f->nb++;
+	return rc;
 }
 
 /*
- * A large directory fans out into buckets by the first byte of each token,
+ * A large directory fans out into buckets by the top bits of each token,
  * so that changing a few entries rewrites a few buckets, not everything.
  */
 static int write_fanout(snap *s, amber_entry *self, amber_entry *e, size_t n,
 			char (*tok)[AMBER_TOKEN_HEXSZ + 1])
 {
+	fanout f = {.bits = fanout_bits(n)};
 	amber_entry *be = malloc(n * sizeof(*be));
 	char(*bt)[AMBER_TOKEN_HEXSZ + 1] = malloc(n * sizeof(*bt));
-	amber_bucket bk[256];
-	amber_tentry te[257];
 	amber_buf b = AMBER_BUF_INIT;
-	size_t nb = 0;
-	int rc = (be && bt) ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+	int rc = (be && bt) ? fanout_group(&f, n, tok) : amber_fail(AMBER_ERROR, "out of memory");
 
-	for (unsigned id = 0; rc == 0 && id < 256; id++) {
-		size_t k = 0;
-
-		for (size_t i = 0; i < n; i++)
-			if (token_bucket(tok[i]) == id) {
-				be[k] = e[i];
-				memcpy(bt[k++], tok[i], sizeof(bt[0]));
-			}
-		if (k == 0)
-			continue;
-		bk[nb].id = (uint8_t)id;
-		bk[nb].count = (uint32_t)k;
-		rc = write_leaf(s, bk[nb].tree_oid, &bk[nb].link, be, k, bt);
-		memset(&te[nb + 1], 0, sizeof(te[0]));
-		snprintf(te[nb + 1].name, sizeof(te[0].name), "b%02x", id);
-		te[nb + 1].mode = AMBER_GIT_MODE_TREE;
-		memcpy(te[nb + 1].oid, bk[nb].tree_oid, 20);
-		nb++;
+	for (size_t from = 0, to; rc == 0 && from < n; from = to) {
+		for (to = from + 1; to < n && f.bucket[f.order[to]] == f.bucket[f.order[from]]; to++)
+			;
+		rc = write_bucket(s, &f, from, to, e, tok, be, bt);
 	}
 	if (rc == 0)
-		rc = amber_fanout_encode(&b, bk, nb);
+		rc = amber_fanout_encode(&b, f.bits, f.bk, f.nb);
 	if (rc == 0)
 		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, b.data, b.len);
 	if (rc == 0) {
-		memset(&te[0], 0, sizeof(te[0]));
-		snprintf(te[0].name, sizeof(te[0].name), "m");
-		te[0].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[0].oid, self->link.oid, 20);
+		snprintf(f.te[0].name, sizeof(f.te[0].name), "m");
+		f.te[0].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(f.te[0].oid, self->link.oid, 20);
 		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, te, nb + 1);
+		rc = amber_tree_build(&b, f.te, f.nb + 1);
 	}
 	if (rc == 0)
 		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
 	amber_buf_dispose(&b);
+	fanout_dispose(&f);
 	free(bt);
 	free(be);
 	return rc;

@@ -614,7 +614,7 @@ static void make_buckets(amber_bucket *b, size_t n)
 {
 	memset(b, 0, n * sizeof(*b));
 	for (size_t i = 0; i < n; i++) {
-		b[i].id = (uint8_t)(n == 256 ? i : i * 3);
+		b[i].id = (uint16_t)(n >= 256 ? i : i * 3);
 		b[i].count = (uint32_t)(i + 1) * 5;
 		fill(b[i].tree_oid, 20, (uint8_t)i);
 		fill(b[i].link.oid, 20, (uint8_t)(i + 1));
@@ -622,21 +622,26 @@ static void make_buckets(amber_bucket *b, size_t n)
 	}
 }
 
+#define FAN_HDR 6      /* version, bits, count u32 */
+#define FAN_BUCKET 70  /* id u16, count u32, tree 20, link 44 */
+
 Test(fanout, round_trips)
 {
-	static amber_bucket in[256];
+	static amber_bucket in[4096];
 	amber_bucket *out = NULL;
-	size_t sizes[] = {1, 40, 256};
+	size_t sizes[] = {1, 40, 256, 4096};
+	unsigned bits[] = {8, 8, 8, 12}, got_bits = 0;
 	amber_buf b;
 	size_t n;
 
-	for (size_t k = 0; k < 3; k++) {
+	for (size_t k = 0; k < 4; k++) {
 		make_buckets(in, sizes[k]);
 		amber_buf_init(&b, 0);
-		OK(amber_fanout_encode(&b, in, sizes[k]));
-		cr_expect_eq(b.len, 3 + 69 * sizes[k]);
-		OK(amber_fanout_decode(&out, &n, b.data, b.len));
+		OK(amber_fanout_encode(&b, bits[k], in, sizes[k]));
+		cr_expect_eq(b.len, FAN_HDR + FAN_BUCKET * sizes[k]);
+		OK(amber_fanout_decode(&out, &got_bits, &n, b.data, b.len));
 		cr_assert_eq(n, sizes[k]);
+		cr_expect_eq(got_bits, bits[k]);
 		cr_expect_eq(memcmp(in, out, n * sizeof(*out)), 0);
 		free(out);
 		amber_buf_dispose(&b);
@@ -646,9 +651,11 @@ Test(fanout, round_trips)
 static void expect_fanout_corrupt(const amber_buf *b, const char *what)
 {
 	amber_bucket *out = (amber_bucket *)1;
+	unsigned bits = 0;
 	size_t n = 9;
 
-	cr_expect_eq(amber_fanout_decode(&out, &n, b->data, b->len), AMBER_ECORRUPT, "%s", what);
+	cr_expect_eq(amber_fanout_decode(&out, &bits, &n, b->data, b->len), AMBER_ECORRUPT,
+		     "%s", what);
 	cr_expect_null(out, "%s", what);
 }
 
@@ -659,24 +666,28 @@ Test(fanout, hostile_lists_are_refused)
 
 	make_buckets(in, 3);
 	amber_buf_init(&b, 0);
-	OK(amber_fanout_encode(&b, in, 3));
-	b.data[3 + 69] = b.data[3];             /* bucket 1 id = bucket 0 id */
+	OK(amber_fanout_encode(&b, 8, in, 3));
+	b.data[FAN_HDR + FAN_BUCKET] = b.data[FAN_HDR]; /* bucket 1 id = bucket 0 id */
 	expect_fanout_corrupt(&b, "duplicate id");
-	b.data[3 + 69] = 3;
-	b.data[3] = 200;                        /* ids 200, 3, 6 */
+	b.data[FAN_HDR + FAN_BUCKET] = 3;
+	b.data[FAN_HDR] = 200;                         /* ids 200, 3, 6 */
 	expect_fanout_corrupt(&b, "unsorted ids");
-	b.data[3] = 0;
-	memset(b.data + 3 + 69 + 1, 0, 4);      /* bucket 1 count 0 */
+	b.data[FAN_HDR] = 0;
+	b.data[FAN_HDR + 2 * FAN_BUCKET + 1] = 1;      /* id 262 >= 2^8 */
+	expect_fanout_corrupt(&b, "id out of range");
+	b.data[FAN_HDR + 2 * FAN_BUCKET + 1] = 0;
+	memset(b.data + FAN_HDR + FAN_BUCKET + 2, 0, 4); /* bucket 1 count 0 */
 	expect_fanout_corrupt(&b, "empty bucket");
 	amber_buf_reset(&b);
-	OK(amber_fanout_encode(&b, in, 3));
-	b.data[1] = 4;                          /* 4 buckets declared, 3 present */
+	OK(amber_fanout_encode(&b, 8, in, 3));
+	b.data[2] = 4;                                 /* 4 buckets declared, 3 present */
 	expect_fanout_corrupt(&b, "count over data");
-	b.data[1] = 0x01;
-	b.data[2] = 0x01;                       /* 257 buckets */
-	expect_fanout_corrupt(&b, "257 buckets");
-	b.data[1] = 3;
-	b.data[2] = 0;
+	b.data[2] = 3;
+	b.data[1] = 7;                                 /* bits below the minimum */
+	expect_fanout_corrupt(&b, "7 bits");
+	b.data[1] = 17;                                /* bits above the maximum */
+	expect_fanout_corrupt(&b, "17 bits");
+	b.data[1] = 8;
 	amber_buf_put_u8(&b, 0);
 	expect_fanout_corrupt(&b, "trailing byte");
 	for (size_t len = 0; len < b.len - 1; len++) {
@@ -693,10 +704,11 @@ Test(fanout, encoder_refuses_bad_lists)
 	amber_buf b;
 
 	make_buckets(in, 2);
-	in[1].id = in[0].id;
 	amber_buf_init(&b, 0);
-	cr_expect_eq(amber_fanout_encode(&b, in, 2), AMBER_EINVAL);
-	cr_expect_eq(amber_fanout_encode(&b, in, 0), AMBER_EINVAL);
+	cr_expect_eq(amber_fanout_encode(&b, 7, in, 2), AMBER_EINVAL);
+	in[1].id = in[0].id;
+	cr_expect_eq(amber_fanout_encode(&b, 8, in, 2), AMBER_EINVAL);
+	cr_expect_eq(amber_fanout_encode(&b, 8, in, 0), AMBER_EINVAL);
 	cr_expect_eq(b.len, 0);
 	amber_buf_dispose(&b);
 }
