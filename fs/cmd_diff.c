@@ -144,7 +144,7 @@ static void print_detail(const amber_change *c)
 			       c->old_range.off);
 		else
 			printf("\t%s -> %s, bytes %" PRIu64 "..%" PRIu64 " changed (now %s)", a, b,
-			       c->new_range.off, c->new_range.off + c->old_range.len, n);
+			       c->old_range.off, c->old_range.off + c->old_range.len, n);
 	} else {
 		printf("\t%s changed", type_word(c->new_e));
 	}

@@ -443,9 +443,11 @@ typedef int (*amber_diff_cb)(const amber_change *c, void *payload);
 
 /**
  * Compare `path` ("" = everything) of two snapshots of one archive, calling
- * cb for each difference in name order.  Identical subtrees are skipped by
- * object id without being decrypted; an added or removed directory is one
- * change (its contents are not listed).  With `ranges`, modified files'
+ * cb for each difference, depth first in name order (the entries of a
+ * directory of more than 1024 entries come one fan-out bucket at a time,
+ * in name order within each).  Identical subtrees and buckets are skipped
+ * by object id without being decrypted; an added or removed directory is
+ * one change (its contents are not listed).  With `ranges`, modified files'
  * changed byte region is found from their chunk lists, decoding at most the
  * two chunks where the region starts.
  * @return 0, the callback's non-zero value, or an error.

@@ -74,9 +74,12 @@ static int same_chunk(const amber_chunkref *x, const amber_chunkref *y)
 	return x->len == y->len && memcmp(x->link.oid, y->link.oid, 20) == 0;
 }
 
-/* First differing byte of two chunks (or the shorter's length). */
-static int first_diff(uint64_t *at, amber_archive *a, const amber_chunkref *x,
-		      const amber_chunkref *y)
+/*
+ * The first differing byte of two chunks (or the shorter's length) and,
+ * if `tail` is wanted, how many bytes at their ends agree after it.
+ */
+static int chunk_bounds(uint64_t *head, uint64_t *tail, amber_archive *a,
+			const amber_chunkref *x, const amber_chunkref *y)
 {
 	amber_cobj *ox = NULL, *oy = NULL;
 	int rc = amber_chunk_get(&ox, a, &x->link, x->len, "diff");
@@ -85,11 +88,15 @@ static int first_diff(uint64_t *at, amber_archive *a, const amber_chunkref *x,
 		rc = amber_chunk_get(&oy, a, &y->link, y->len, "diff");
 	if (rc == 0) {
 		const amber_buf *bx = ox->data, *by = oy->data;
-		size_t n = bx->len < by->len ? bx->len : by->len, i = 0;
+		size_t n = bx->len < by->len ? bx->len : by->len, i = 0, j = 0;
 
 		while (i < n && bx->data[i] == by->data[i])
 			i++;
-		*at = i;
+		while (tail && j < n - i && bx->data[bx->len - 1 - j] == by->data[by->len - 1 - j])
+			j++;
+		*head = i;
+		if (tail)
+			*tail = j;
 	}
 	amber_cache_release(a->cache, ox);
 	amber_cache_release(a->cache, oy);
@@ -102,8 +109,8 @@ static int content_ranges(amber_change *ch, differ *d)
 	amber_archive *arc = d->a->a;
 	chunks o, n;
 	size_t p = 0, s = 0;
-	uint64_t start, skip = 0;
-	int rc = chunks_get(&o, arc, ch->old_e);
+	uint64_t start, skip = 0, tail = 0;
+	int one, rc = chunks_get(&o, arc, ch->old_e);
 
 	if (rc == 0 && (rc = chunks_get(&n, arc, ch->new_e)) < 0)
 		chunks_put(&o, arc);
@@ -113,13 +120,15 @@ static int content_ranges(amber_change *ch, differ *d)
 		p++;
 	while (s < o.n - p && s < n.n - p && same_chunk(&o.c[o.n - 1 - s], &n.c[n.n - 1 - s]))
 		s++;
+	/* one chunk differs on each side: its bytes bound the change at both ends */
+	one = o.n - s - p == 1 && n.n - s - p == 1;
 	start = p < o.n ? o.off[p] : ch->old_e->size;
 	if (p < o.n && p < n.n)
-		rc = first_diff(&skip, arc, &o.c[p], &n.c[p]);
+		rc = chunk_bounds(&skip, one ? &tail : NULL, arc, &o.c[p], &n.c[p]);
 	start += skip;
 	ch->old_range.off = ch->new_range.off = start;
-	ch->old_range.len = (s ? o.off[o.n - s] : ch->old_e->size) - start;
-	ch->new_range.len = (s ? n.off[n.n - s] : ch->new_e->size) - start;
+	ch->old_range.len = (s ? o.off[o.n - s] : ch->old_e->size) - start - tail;
+	ch->new_range.len = (s ? n.off[n.n - s] : ch->new_e->size) - start - tail;
 	if (ch->old_range.len == 0 && start == ch->old_e->size)
 		ch->appended = ch->new_range.len;
 	chunks_put(&n, arc);
@@ -234,8 +243,69 @@ static int merge(differ *d, const amber_dir *x, const amber_dir *y)
 	return rc;
 }
 
+static int diff_listings(differ *d, amber_dir *x, amber_dir *y)
+{
+	int rc = merge(d, x, y);
+
+	amber_dir_free(y);
+	amber_dir_free(x);
+	return rc;
+}
+
+/* One bucket of two fanned-out directories (either side may lack it). */
+static int diff_bucket(differ *d, const amber_entry *o, const amber_entry *n,
+		       const amber_bucket *bo, const amber_bucket *bn, unsigned bits)
+{
+	amber_dir *x = NULL, *y = NULL;
+	int rc = 0;
+
+	if (bo && bn && memcmp(bo->tree_oid, bn->tree_oid, 20) == 0)
+		return 0; /* the same bucket: nothing in it changed */
+	if (bo)
+		rc = amber_dir_open_bucket(&x, d->a, o, bo, bits);
+	if (rc == 0 && bn)
+		rc = amber_dir_open_bucket(&y, d->b, n, bn, bits);
+	if (rc == 0 && !x)
+		x = amber_dir_empty();
+	if (rc == 0 && !y)
+		y = amber_dir_empty();
+	if (rc == 0 && (!x || !y))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc < 0) {
+		amber_dir_free(x);
+		amber_dir_free(y);
+		return rc;
+	}
+	return diff_listings(d, x, y);
+}
+
+/*
+ * Buckets are keyed by token, so with the same fan-out width an entry is in
+ * the bucket of the same number on both sides: only buckets whose trees
+ * differ are read.  (Entries of different buckets interleave in name
+ * order; the callback sees each bucket's changes in name order.)
+ */
+static int diff_fanout(differ *d, const amber_entry *o, const amber_entry *n,
+		       const amber_fanout_view *vo, const amber_fanout_view *vn)
+{
+	size_t i = 0, j = 0;
+	int rc = 0;
+
+	while (rc == 0 && (i < vo->nb || j < vn->nb)) {
+		const amber_bucket *bo = i < vo->nb ? &vo->b[i] : NULL;
+		const amber_bucket *bn = j < vn->nb ? &vn->b[j] : NULL;
+		int c = !bo ? 1 : !bn ? -1 : (int)bo->id - (int)bn->id;
+
+		rc = diff_bucket(d, o, n, c <= 0 ? bo : NULL, c >= 0 ? bn : NULL, vo->bits);
+		i += c <= 0;
+		j += c >= 0;
+	}
+	return rc;
+}
+
 static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
 {
+	amber_fanout_view vo = {0}, vn = {0};
 	amber_dir *x = NULL, *y = NULL;
 	int rc;
 
@@ -243,13 +313,19 @@ static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
 	if (memcmp(o->tree_oid, n->tree_oid, 20) == 0 &&
 	    memcmp(&o->link, &n->link, sizeof(o->link)) == 0)
 		return 0;
-	rc = amber_dir_open(&x, d->a, o);
+	rc = amber_dir_buckets(&vo, d->a, o);
 	if (rc == 0)
-		rc = amber_dir_open(&y, d->b, n);
-	if (rc == 0)
-		rc = merge(d, x, y);
-	amber_dir_free(y);
-	amber_dir_free(x);
+		rc = amber_dir_buckets(&vn, d->b, n);
+	if (rc == 0 && vo.b && vn.b && vo.bits == vn.bits) {
+		rc = diff_fanout(d, o, n, &vo, &vn);
+	} else if (rc == 0) {
+		rc = amber_dir_open(&x, d->a, o);
+		if (rc == 0)
+			rc = amber_dir_open(&y, d->b, n);
+		rc = rc == 0 ? diff_listings(d, x, y) : (amber_dir_free(x), amber_dir_free(y), rc);
+	}
+	free(vo.b);
+	free(vn.b);
 	return rc;
 }
 

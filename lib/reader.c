@@ -264,6 +264,11 @@ void amber_dir_free(amber_dir *d)
 	free(d);
 }
 
+amber_dir *amber_dir_empty(void)
+{
+	return calloc(1, sizeof(amber_dir));
+}
+
 size_t amber_dir_count(const amber_dir *d)
 {
 	return d->n;
@@ -392,54 +397,39 @@ static int entry_qsort_cmp(const void *a, const void *b)
 	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
-static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_tparsed *t, size_t tn,
-			const amber_bucket *b, size_t nb, unsigned bits, const char *what)
+static const char *dir_what(char *buf, size_t len, const amber_entry *dir)
 {
-	int rc = tn == nb + 1 ? 0 : tree_mismatch(what);
-
-	for (size_t i = 0; rc == 0 && i < nb; i++) {
-		char name[8];
-		const amber_tparsed *x;
-		amber_entry *e = NULL;
-		size_t n = 0;
-
-		snprintf(name, sizeof(name), "b%04x", b[i].id);
-		x = amber_tree_find(t, tn, name);
-		if (!x || x->mode != 040000 || memcmp(x->oid, b[i].tree_oid, 20) != 0)
-			return tree_mismatch(what);
-		rc = read_leaf(&e, &n, s, b[i].tree_oid, &b[i].link, what);
-		if (rc == 0 && (rc = merge_bucket(d, e, n, &b[i], bits, s, what)) == 0)
-			free(e); /* entries moved into d */
-		else
-			amber_entries_free(e, n);
-	}
-	if (rc == 0)
-		qsort(d->e, d->n, sizeof(*d->e), entry_qsort_cmp);
-	for (size_t i = 1; rc == 0 && i < d->n; i++)
-		if (amber_name_cmp(d->e[i - 1].name, d->e[i - 1].name_len, d->e[i].name,
-				   d->e[i].name_len) == 0)
-			rc = amber_fail(AMBER_ECORRUPT, "%s: duplicate name in fanned-out directory",
-					what);
-	return rc;
+	snprintf(buf, len, "directory '%s'", dir->name ? dir->name : "/");
+	return buf;
 }
 
-static int read_fanout(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
+/* Decode the fan-out list and check it against the directory's tree. */
+static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir,
 		       const amber_tparsed *t, size_t tn, const char *what)
 {
 	amber_buf fb = AMBER_BUF_INIT;
-	amber_bucket *b = NULL;
-	unsigned bits = 0;
-	size_t nb = 0;
 	int rc;
 
 	amber_buf_init(&fb, 8 << 20);
 	rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 8 << 20, what);
 	if (rc == 0)
-		rc = amber_fanout_decode(&b, &bits, &nb, fb.data, fb.len);
-	if (rc == 0)
-		rc = read_buckets(d, s, t, tn, b, nb, bits, what);
-	free(b);
+		rc = amber_fanout_decode(&v->b, &v->bits, &v->nb, fb.data, fb.len);
+	if (rc == 0 && tn != v->nb + 1)
+		rc = tree_mismatch(what);
+	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
+		char name[8];
+		const amber_tparsed *x;
+
+		snprintf(name, sizeof(name), "b%04x", v->b[i].id);
+		x = amber_tree_find(t, tn, name);
+		if (!x || x->mode != 040000 || memcmp(x->oid, v->b[i].tree_oid, 20) != 0)
+			rc = tree_mismatch(what);
+	}
 	amber_buf_dispose(&fb);
+	if (rc < 0) {
+		free(v->b);
+		v->b = NULL;
+	}
 	return rc;
 }
 
@@ -451,29 +441,93 @@ static int is_fanout(const amber_tparsed *t, size_t tn)
 	return 0;
 }
 
-int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
+int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir)
 {
 	amber_buf tb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
 	const amber_tparsed *m;
-	amber_dir *d = calloc(1, sizeof(*d));
 	char what[AMBER_NAME_MAX + 64];
 	size_t tn = 0;
-	int rc = d ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+	int rc = 0;
 
-	snprintf(what, sizeof(what), "directory '%s'", dir->name ? dir->name : "/");
-	if (rc == 0 && (dir->type != AMBER_T_DIR || dir->content != AMBER_C_DIR))
+	memset(v, 0, sizeof(*v));
+	dir_what(what, sizeof(what), dir);
+	if (dir->type != AMBER_T_DIR || dir->content != AMBER_C_DIR)
 		rc = amber_fail(AMBER_ENOTDIR, "%s is not a directory", dir->name);
 	if (rc == 0)
 		rc = read_tree(&tb, &t, &tn, s->a, dir->tree_oid, what);
 	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, dir->link.oid, 20)))
 		rc = tree_mismatch(what);
 	if (rc == 0 && is_fanout(t, tn))
-		rc = read_fanout(d, s, dir, t, tn, what);
-	else if (rc == 0)
-		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, what);
+		rc = fanout_list(v, s, dir, t, tn, what);
 	free(t);
 	amber_buf_dispose(&tb);
+	return rc;
+}
+
+int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
+			  const amber_bucket *b, unsigned bits)
+{
+	amber_dir *d = calloc(1, sizeof(*d));
+	char what[AMBER_NAME_MAX + 64];
+	amber_entry *e = NULL;
+	size_t n = 0;
+	int rc = d ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	dir_what(what, sizeof(what), dir);
+	if (rc == 0)
+		rc = read_leaf(&e, &n, s, b->tree_oid, &b->link, what);
+	if (rc == 0)
+		rc = merge_bucket(d, e, n, b, bits, s, what);
+	if (rc == 0)
+		free(e); /* entries moved into d */
+	else
+		amber_entries_free(e, n);
+	if (rc < 0) {
+		amber_dir_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+/* Merge every bucket's listing into d, in name order. */
+static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
+			const amber_fanout_view *v, const char *what)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
+		amber_dir *b = NULL;
+
+		rc = amber_dir_open_bucket(&b, s, dir, &v->b[i], v->bits);
+		if (rc == 0 && (rc = merge_bucket(d, b->e, b->n, &v->b[i], v->bits, s, what)) == 0)
+			b->n = 0; /* entries moved into d */
+		amber_dir_free(b);
+	}
+	if (rc == 0)
+		qsort(d->e, d->n, sizeof(*d->e), entry_qsort_cmp);
+	for (size_t i = 1; rc == 0 && i < d->n; i++)
+		if (amber_name_cmp(d->e[i - 1].name, d->e[i - 1].name_len, d->e[i].name,
+				   d->e[i].name_len) == 0)
+			rc = amber_fail(AMBER_ECORRUPT, "%s: duplicate name in fanned-out directory",
+					what);
+	return rc;
+}
+
+int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
+{
+	amber_fanout_view v = {0};
+	amber_dir *d = calloc(1, sizeof(*d));
+	char what[AMBER_NAME_MAX + 64];
+	int rc = d ? amber_dir_buckets(&v, s, dir) : amber_fail(AMBER_ERROR, "out of memory");
+
+	dir_what(what, sizeof(what), dir);
+	if (rc == 0 && v.b)
+		rc = read_buckets(d, s, dir, &v, what);
+	else if (rc == 0)
+		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, what);
+	free(v.b);
 	if (rc < 0) {
 		amber_dir_free(d);
 		return rc;

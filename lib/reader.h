@@ -16,6 +16,26 @@ struct amber_snapshot {
 	amber_entry root;       /* the root directory, from the record */
 };
 
+/* The bucket list of a fanned-out directory. */
+typedef struct amber_fanout_view {
+	amber_bucket *b;        /* malloc'd; NULL when the directory has no fan-out */
+	size_t nb;
+	unsigned bits;
+} amber_fanout_view;
+
+/**
+ * Read directory `dir`'s tree and, if it fans out, its bucket list (checked
+ * against the tree); v->b is NULL for an ordinary directory.  Free v->b.
+ */
+int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir);
+
+/** An empty listing (NULL on out of memory); free with amber_dir_free(). */
+amber_dir *amber_dir_empty(void);
+
+/** The listing of one bucket of fanned-out directory `dir` (checked). */
+int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
+			  const amber_bucket *b, unsigned bits);
+
 /* The decoded chunk list of a multi-chunk file, as held in the cache. */
 typedef struct file_index {
 	amber_chunkref *c;
