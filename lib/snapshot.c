@@ -801,7 +801,8 @@ static int list_names(char ***out, size_t *n, int dfd)
 		cnt++;
 	}
 	closedir(d);
-	qsort(v, cnt, sizeof(*v), name_cmp_qsort);
+	if (cnt)
+		qsort(v, cnt, sizeof(*v), name_cmp_qsort);
 	*out = v;
 	*n = cnt;
 	return 0;
