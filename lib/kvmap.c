@@ -11,7 +11,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Open addressing, linear probing; slot = key[32] | used u8 | value. */
+/*
+ * Open addressing, linear probing; slot = key[32] | used u8 | padding |
+ * value at VOFF, slots a multiple of 8 bytes, so values are 8-byte aligned
+ * (callers read them as structs).
+ */
+#define VOFF 40
 struct amber_kvmap {
 	size_t vsize, slot, cap, count;
 	uint8_t *slots;
@@ -24,7 +29,7 @@ amber_kvmap *amber_kvmap_new(size_t vsize)
 	if (!m)
 		return NULL;
 	m->vsize = vsize;
-	m->slot = 33 + vsize;
+	m->slot = VOFF + ((vsize + 7) & ~(size_t)7);
 	m->cap = 1024;
 	m->slots = calloc(m->cap, m->slot);
 	if (!m->slots) {
@@ -60,7 +65,7 @@ const void *amber_kvmap_get(const amber_kvmap *m, const uint8_t key[32])
 {
 	const uint8_t *s = find(m, key);
 
-	return s[32] ? s + 33 : NULL;
+	return s[32] ? s + VOFF : NULL;
 }
 
 static int grow(amber_kvmap *m)
@@ -96,7 +101,7 @@ int amber_kvmap_put(amber_kvmap *m, const uint8_t key[32], const void *value)
 		s[32] = 1;
 		m->count++;
 	}
-	memcpy(s + 33, value, m->vsize);
+	memcpy(s + VOFF, value, m->vsize);
 	return 0;
 }
 
@@ -134,7 +139,7 @@ static int write_all(FILE *f, const amber_kvmap *m, const char magic[8], const u
 
 		if (!s[32])
 			continue;
-		if (fwrite(s, 1, 32, f) != 32 || fwrite(s + 33, 1, m->vsize, f) != m->vsize)
+		if (fwrite(s, 1, 32, f) != 32 || fwrite(s + VOFF, 1, m->vsize, f) != m->vsize)
 			return -1;
 	}
 	return 0;
