@@ -1,13 +1,14 @@
 /*
- * amberfs init ARCHIVE [--plain] [--passphrase-file FILE]
+ * amberfs init ARCHIVE [--plain] [--passphrase-file FILE] [--signing-key FILE]
  */
 #include "cli.h"
 
 #include <getopt.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 static const char help[] =
-	"Usage: amberfs init ARCHIVE [--plain] [--passphrase-file FILE]\n"
+	"Usage: amberfs init ARCHIVE [--plain] [--passphrase-file FILE] [--signing-key FILE]\n"
 	"Create a new archive in ARCHIVE, a directory that does not exist or is empty.\n"
 	"Archives are encrypted unless --plain is given.\n"
 	"\n"
@@ -16,13 +17,18 @@ static const char help[] =
 	"      --passphrase-file FILE  read the new passphrase from FILE (default:\n"
 	"                              $AMBERFS_PASSPHRASE_FILE, else ask twice on\n"
 	"                              the terminal)\n"
+	"      --signing-key FILE      create an Ed25519 signing key: write its secret\n"
+	"                              key to the new FILE (default: $AMBERFS_SIGNING_KEY;\n"
+	"                              never overwritten) and keep its public key in\n"
+	"                              the archive; every snapshot must then be signed\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE };
+enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY };
 
 struct init_args {
 	const char *archive;
 	const char *passfile;
+	const char *signing_key;
 	int plain;
 };
 
@@ -32,9 +38,11 @@ static int parse(struct init_args *o, int argc, char **argv)
 	static const struct option opts[] = {
 		{"plain", no_argument, NULL, OPT_PLAIN},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
+	const char *env = getenv("AMBERFS_SIGNING_KEY");
 	int c;
 
 	opterr = 0;
@@ -45,24 +53,58 @@ static int parse(struct init_args *o, int argc, char **argv)
 			o->plain = 1;
 		else if (c == OPT_PASSFILE)
 			o->passfile = optarg;
+		else if (c == OPT_SIGNING_KEY)
+			o->signing_key = optarg;
 		else
 			return cli_bad_option("init", c, argv);
 	}
 	if (o->plain && o->passfile)
 		return cli_usage("init", "--plain and --passphrase-file exclude each other");
+	if (o->signing_key && !*o->signing_key)
+		return cli_usage("init", "--signing-key wants a file name");
+	if (!o->signing_key && env && *env)
+		o->signing_key = env;
 	if (cli_positionals(&o->archive, 1, argc, argv, optind, "init", "ARCHIVE"))
 		return CLI_EXIT_USAGE;
 	return -1;
 }
 
+static void print_created(const struct init_args *o, const amber_archive *a)
+{
+	uint8_t pk[32];
+	char line[160];
+
+	printf("Created %s archive %s (id %s)\n", o->plain ? "plain" : "encrypted",
+	       amber_archive_path(a), amber_archive_id(a));
+	if (amber_archive_signing_pubkey(pk, a) == 0 &&
+	    amber_pubkey_format(line, sizeof(line), pk, "amberfs") == 0)
+		printf("Secret signing key written to %s (keep it apart from the archive)\n"
+		       "Public signing key: %s\n",
+		       o->signing_key, line);
+}
+
+/* Refuse an existing key file before asking for a passphrase (the library
+ * refuses it again, atomically, when it writes the file). */
+static int key_file_is_new(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0)
+		return cli_error("signing key file %s already exists: refusing to overwrite it; "
+				 "choose another path", path);
+	return 0;
+}
+
 static int create(const struct init_args *o)
 {
-	amber_create_opts co = {.plain = o->plain};
+	amber_create_opts co = {.plain = o->plain, .signing_key_path = o->signing_key};
 	amber_archive *a = NULL;
 	unsigned char *pass = NULL;
 	size_t len = 0;
 	int rc;
 
+	if (o->signing_key && key_file_is_new(o->signing_key))
+		return CLI_EXIT_ERROR;
 	if (!o->plain && cli_secret_get(&pass, &len, o->archive, o->passfile, 1))
 		return CLI_EXIT_ERROR;
 	co.passphrase = pass;
@@ -71,8 +113,7 @@ static int create(const struct init_args *o)
 	cli_secret_free(pass, len);
 	if (rc)
 		return cli_fail(rc, o->archive);
-	printf("Created %s archive %s (id %s)\n", o->plain ? "plain" : "encrypted",
-	       amber_archive_path(a), amber_archive_id(a));
+	print_created(o, a);
 	amber_archive_free(a);
 	return CLI_EXIT_OK;
 }

@@ -1,7 +1,124 @@
-/* amberfs key: placeholder while the command is being written. */
+/*
+ * amberfs key new-signing ARCHIVE [--signing-key FILE]
+ * amberfs key show-public ARCHIVE
+ *
+ * The archive's Ed25519 signing key.  Neither subcommand needs the
+ * passphrase: the public key lives in the archive's metadata in the clear,
+ * and the secret key only ever in the file the operator names.
+ */
 #include "cli.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char help[] =
+	"Usage: amberfs key new-signing ARCHIVE [--signing-key FILE]\n"
+	"       amberfs key show-public ARCHIVE\n"
+	"Manage the archive's Ed25519 signing key.\n"
+	"\n"
+	"  new-signing    create a signing key pair for an archive that has none:\n"
+	"                 write the secret key to the new FILE and store the public\n"
+	"                 key in the archive; print the public key\n"
+	"  show-public    print the archive's public signing key as one OpenSSH\n"
+	"                 public-key line (for an allowed-signers file)\n"
+	"\n"
+	"      --signing-key FILE  new-signing: where to write the secret key\n"
+	"                          (default: $AMBERFS_SIGNING_KEY); never overwritten\n"
+	"  -h, --help              show this help\n";
+
+enum { OPT_SIGNING_KEY = CLI_OPT_LONG };
+
+struct key_args {
+	const char *sub;        /* "new-signing" or "show-public" */
+	const char *archive;
+	const char *signing_key;
+};
+
+/* @return -1 to go on, else the exit status. */
+static int parse(struct key_args *o, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *env = getenv("AMBERFS_SIGNING_KEY");
+	int c;
+
+	opterr = 0;
+	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+		if (c == 'h')
+			return cli_help(help);
+		else if (c == OPT_SIGNING_KEY)
+			o->signing_key = optarg;
+		else
+			return cli_bad_option("key", c, argv);
+	}
+	if (optind == argc)
+		return cli_usage("key", "missing subcommand (new-signing or show-public)");
+	o->sub = argv[optind++];
+	if (strcmp(o->sub, "new-signing") != 0 && strcmp(o->sub, "show-public") != 0)
+		return cli_usage("key", "unknown subcommand '%s' (expected new-signing or "
+				 "show-public)", o->sub);
+	if (o->signing_key && strcmp(o->sub, "new-signing") != 0)
+		return cli_usage("key", "--signing-key goes with new-signing only");
+	if (!o->signing_key && env && *env && strcmp(o->sub, "new-signing") == 0)
+		o->signing_key = env;
+	if (!o->signing_key && strcmp(o->sub, "new-signing") == 0)
+		return cli_usage("key", "new-signing needs --signing-key FILE (or "
+				 "AMBERFS_SIGNING_KEY) to write the secret key to");
+	if (o->signing_key && !*o->signing_key)
+		return cli_usage("key", "--signing-key wants a file name");
+	if (cli_positionals(&o->archive, 1, argc, argv, optind, "key", "ARCHIVE"))
+		return CLI_EXIT_USAGE;
+	return -1;
+}
+
+static int print_public(const amber_archive *a)
+{
+	uint8_t pk[32];
+	char line[160];
+	int rc = amber_archive_signing_pubkey(pk, a);
+
+	if (rc == AMBER_ENOTFOUND)
+		return cli_error("archive %s has no signing key: create one with 'amberfs key "
+				 "new-signing %s --signing-key FILE'",
+				 amber_archive_path(a), amber_archive_path(a));
+	if (rc == 0)
+		rc = amber_pubkey_format(line, sizeof(line), pk, "amberfs");
+	if (rc)
+		return cli_fail(rc, amber_archive_path(a));
+	printf("%s\n", line);
+	return CLI_EXIT_OK;
+}
+
+static int new_signing(amber_archive *a, const char *path)
+{
+	int rc = amber_archive_add_signing_key(a, path);
+
+	if (rc)
+		return cli_fail(rc, amber_archive_path(a));
+	fprintf(stderr, "amberfs: secret signing key written to %s (keep it apart from the "
+		"archive); snapshots of %s must now be signed\n", path, amber_archive_path(a));
+	return print_public(a);
+}
 
 int cmd_key(int argc, char **argv)
 {
-	return cli_error("key: not implemented yet");
+	struct key_args o = {0};
+	amber_archive *a = NULL;
+	int rc, status = parse(&o, argc, argv);
+
+	if (status >= 0)
+		return status;
+	rc = amber_archive_open(&a, o.archive);
+	if (rc)
+		return cli_fail(rc, o.archive);
+	if (strcmp(o.sub, "new-signing") == 0)
+		status = new_signing(a, o.signing_key);
+	else
+		status = print_public(a);
+	amber_archive_free(a);
+	return status;
 }

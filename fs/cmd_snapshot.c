@@ -1,6 +1,7 @@
 /*
  * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [--message M]
  *                  [--no-cache] [--threads N] [--passphrase-file FILE]
+ *                  [--signing-key FILE | --unsigned]
  *
  * Prints the new snapshot's commit id on stdout.  Source entries that cannot
  * be read are named on stderr and left out; the snapshot is still written,
@@ -22,13 +23,18 @@ static const char help[] =
 	"                              cache ($AMBERFS_CACHE_DIR)\n"
 	"      --threads N             compression threads (default 0: one per core)\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --signing-key FILE      sign the snapshot with the archive's secret signing\n"
+	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
+	"                              archive with a signing key needs it\n"
+	"      --unsigned              write an unsigned snapshot into an archive that\n"
+	"                              has a signing key\n"
 	"  -h, --help                  show this help\n"
 	"\n"
 	"Exit status 3: the snapshot was written, but some entries of SRC could not\n"
 	"be read; each is named in a warning on stderr.\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_TAG, OPT_MESSAGE, OPT_NO_CACHE, OPT_THREADS,
-       OPT_PASSFILE };
+       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
 
 struct snapshot_args {
 	const char *pos[2];     /* ARCHIVE, SRC */
@@ -45,6 +51,8 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case OPT_MESSAGE: o->opts.message = optarg; return -1;
 	case OPT_NO_CACHE: o->opts.no_cache = 1; return -1;
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
+	case OPT_SIGNING_KEY: o->opts.signing_key_path = optarg; return -1;
+	case OPT_UNSIGNED: o->opts.unsigned_ok = 1; return -1;
 	case OPT_THREADS:
 		if (cli_parse_int(&o->opts.threads, optarg, 0, 1024, "snapshot", "--threads"))
 			return CLI_EXIT_USAGE;
@@ -63,9 +71,12 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		{"no-cache", no_argument, NULL, OPT_NO_CACHE},
 		{"threads", required_argument, NULL, OPT_THREADS},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
+		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
+	const char *env = getenv("AMBERFS_SIGNING_KEY");
 	int c, status;
 
 	opterr = 0;
@@ -74,6 +85,13 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		if (status >= 0)
 			return status;
 	}
+	if (o->opts.signing_key_path && o->opts.unsigned_ok)
+		return cli_usage("snapshot", "--signing-key and --unsigned exclude each other");
+	if (o->opts.signing_key_path && !*o->opts.signing_key_path)
+		return cli_usage("snapshot", "--signing-key wants a file name");
+	/* --unsigned overrides the environment's key */
+	if (!o->opts.signing_key_path && !o->opts.unsigned_ok && env && *env)
+		o->opts.signing_key_path = env;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "snapshot", "ARCHIVE SRC"))
 		return CLI_EXIT_USAGE;
 	return -1;
@@ -92,6 +110,8 @@ static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 	o->opts.payload = &prog;
 	rc = amber_snapshot_create(id, &stats, a, o->pos[1], &o->opts);
 	cli_progress_end(&prog);
+	if (rc == AMBER_EBADKEY) /* the signing key, not the passphrase */
+		return cli_error("%s", amber_error_last());
 	if (rc)
 		return cli_fail(rc, o->pos[0]);
 	printf("%s\n", id);

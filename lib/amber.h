@@ -78,6 +78,11 @@ typedef struct amber_create_opts {
 	int plain;                      /**< no encryption (authenticates nothing) */
 	const unsigned char *passphrase; /**< required unless plain */
 	size_t passphrase_len;
+	/** If set: create an Ed25519 signing key pair, write its secret key to
+	 *  this new file (mode 0600; an existing file is never overwritten) and
+	 *  store the public key in the archive, whose snapshots must then be
+	 *  signed.  NULL: an archive without a signing key. */
+	const char *signing_key_path;
 } amber_create_opts;
 
 /**
@@ -121,6 +126,46 @@ const char *amber_archive_id(const amber_archive *a);
 /** Close an archive and wipe its keys.  NULL-safe. */
 void amber_archive_free(amber_archive *a);
 
+/* Signing keys ------------------------------------------------------- */
+
+/**
+ * The archive's public Ed25519 signing key, which checks the SSH signatures
+ * (git's gpg.format=ssh) of its snapshot commits and tags.  Needs no
+ * passphrase.
+ * @param pk  receives the 32-byte public key
+ * @return 0, or AMBER_ENOTFOUND if the archive has no signing key (its
+ *         snapshots are unsigned).
+ */
+int amber_archive_signing_pubkey(uint8_t pk[32], const amber_archive *a);
+
+/**
+ * Give an archive that has no signing key one: create a key pair, write the
+ * secret key to the new file `secret_path` (mode 0600, never overwriting)
+ * and store the public key in the archive's metadata (a new metadata
+ * commit, moved by compare-and-swap under the writer lock).  Snapshots
+ * written afterwards must be signed.  Keys are not rotated: an archive
+ * keeps its first signing key.  Needs no passphrase.
+ * @return 0, AMBER_EEXISTS if the archive already has a signing key or the
+ *         file exists, AMBER_ELOCKED if another writer is active or the
+ *         metadata changed since the archive was opened.
+ */
+int amber_archive_add_signing_key(amber_archive *a, const char *secret_path);
+
+/**
+ * Format a public signing key as one OpenSSH public-key line,
+ * "ssh-ed25519 AAAA... comment" (no newline), as allowed-signers files and
+ * `ssh-keygen -Y verify` take it.
+ * @param comment  NULL or "" for none
+ * @return 0, or AMBER_ERROR if out (outlen bytes) is too small (~100 bytes do).
+ */
+int amber_pubkey_format(char *out, size_t outlen, const uint8_t pk[32], const char *comment);
+
+/**
+ * Parse an "ssh-ed25519 AAAA... [comment]" line.
+ * @return 0 or AMBER_ECORRUPT.
+ */
+int amber_pubkey_parse(uint8_t pk[32], const char *line);
+
 /* ------------------------------------------------------------------ */
 /* Writing snapshots                                                   */
 
@@ -153,6 +198,13 @@ typedef struct amber_snapshot_opts {
 	amber_progress_cb progress;
 	amber_warn_cb warn;
 	void *payload;
+	/** Secret signing key file (from amber_archive_create() or
+	 *  amber_archive_add_signing_key()): the commit is signed with it.  It
+	 *  must match the archive's public key. */
+	const char *signing_key_path;
+	/** Allow an unsigned snapshot in an archive that has a signing key
+	 *  (ignored when signing_key_path is set). */
+	int unsigned_ok;
 } amber_snapshot_opts;
 
 /**
@@ -163,12 +215,34 @@ typedef struct amber_snapshot_opts {
  * the snapshot is still written.
  * @param id_out   receives the new commit id (40 hex + NUL)
  * @param stats    receives the counters (may be NULL)
+ * If the archive has a signing key, the commit carries an SSH signature
+ * ("gpgsig" header) that `git verify-commit` accepts; opts->tag stays a
+ * lightweight tag of that signed commit.
  * @return 0, AMBER_ELOCKED if another writer is active, AMBER_ENEEDKEY if
- *         the archive is locked, AMBER_EINVAL for a bad stream or tag name,
- *         AMBER_EEXISTS if the tag exists, AMBER_ENOTFOUND if `src` is missing.
+ *         the archive is locked or has a signing key and none was given
+ *         (without opts->unsigned_ok), AMBER_EBADKEY if the signing key is
+ *         not the archive's, AMBER_EINVAL for a bad stream or tag name or a
+ *         signing key for an archive that has none, AMBER_EEXISTS if the
+ *         tag exists, AMBER_ENOTFOUND if `src` (or the key file) is missing.
  */
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_archive *a, const char *src, const amber_snapshot_opts *opts);
+
+/**
+ * Name snapshot `id` (a 40-hex commit id) with an annotated tag object at
+ * refs/tags/<name>, signed like the snapshots (an SSH signature at the end
+ * of the tag message, as git writes with gpg.format=ssh, so that
+ * `git verify-tag` accepts it) when the archive has a signing key.
+ * @param message           free text of the tag (NULL: "amberfs tag NAME")
+ * @param signing_key_path  the secret signing key file, or NULL
+ * @param unsigned_ok       allow an unsigned tag in an archive that has a
+ *                          signing key
+ * @return 0, AMBER_EINVAL (bad name, not a commit id), AMBER_ENOTFOUND (no
+ *         such commit), AMBER_EEXISTS (the tag exists), AMBER_ELOCKED,
+ *         AMBER_ENEEDKEY / AMBER_EBADKEY as for amber_snapshot_create().
+ */
+int amber_tag_create(amber_archive *a, const char *id, const char *name, const char *message,
+		     const char *signing_key_path, int unsigned_ok);
 
 /* ------------------------------------------------------------------ */
 /* Reading snapshots                                                   */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 int amber_global_init(void)
 {
@@ -165,11 +166,36 @@ static int add_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n)
 	return rc;
 }
 
+static void tree_entry(amber_tentry *e, const char *name)
+{
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->longname = NULL;
+	e->mode = AMBER_GIT_MODE_TREE;
+}
+
+/* signing/ed25519.pub: one OpenSSH public-key line */
+static int signing_tree(amber_tentry *top, amber_archive *a, amber_packw *w)
+{
+	amber_tentry pub;
+	char line[160];
+	size_t len;
+	int rc = amber_pubkey_format(line, sizeof(line) - 1, a->sign_pk, "amberfs");
+
+	tree_entry(top, "signing");
+	if (rc == 0) {
+		len = strlen(line);
+		line[len++] = '\n';
+		rc = add_blob(&pub, w, "ed25519.pub", line, len);
+	}
+	return rc < 0 ? rc : add_tree(top->oid, w, &pub, 1);
+}
+
 static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 {
-	amber_tentry top[2], slots[AMBER_MAX_SLOTS];
+	amber_tentry top[3], slots[AMBER_MAX_SLOTS];
 	amber_buf cfg = AMBER_BUF_INIT;
 	char name[24];
+	size_t n = 1;
 	int rc = config_format(&cfg, a);
 
 	if (rc == 0)
@@ -179,36 +205,46 @@ static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 		snprintf(name, sizeof(name), "slot-%u", (unsigned)i);
 		rc = add_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
 	}
-	if (rc < 0)
-		return rc;
-	if (a->nslots == 0) /* plain archives have no key slots */
-		return add_tree(root, w, top, 1);
-	snprintf(top[1].name, sizeof(top[1].name), "keys");
-	top[1].longname = NULL;
-	top[1].mode = AMBER_GIT_MODE_TREE;
-	rc = add_tree(top[1].oid, w, slots, a->nslots);
-	return rc < 0 ? rc : add_tree(root, w, top, 2);
+	if (rc == 0 && a->nslots > 0) { /* plain archives have no key slots */
+		tree_entry(&top[n], "keys");
+		rc = add_tree(top[n++].oid, w, slots, a->nslots);
+	}
+	if (rc == 0 && a->has_sign_pk)
+		rc = signing_tree(&top[n++], a, w);
+	return rc < 0 ? rc : add_tree(root, w, top, n);
 }
 
-static int meta_write(amber_archive *a)
+/* Write the metadata commit for `tree` and move the ref from `parent` to it. */
+static int meta_commit(amber_archive *a, amber_packw *w, const uint8_t tree[20],
+		       const uint8_t *parent, const char *message, const char *log)
 {
-	amber_packw *w = NULL;
 	amber_buf c = AMBER_BUF_INIT;
-	uint8_t tree[20], commit[20];
-	int rc = amber_packw_new(&w, a->store);
+	uint8_t commit[20];
+	int rc = amber_commit_build(&c, tree, parent, 0, message);
 
-	if (rc == 0)
-		rc = meta_tree(tree, a, w);
-	if (rc == 0)
-		rc = amber_commit_build(&c, tree, NULL, 0, "amberfs archive metadata\n");
 	if (rc == 0)
 		rc = amber_packw_add(commit, NULL, w, AMBER_GIT_COMMIT, c.data, c.len);
 	if (rc == 0)
 		rc = amber_packw_commit(w);
 	if (rc == 0)
-		rc = amber_store_ref_update(a->store, AMBER_META_REF, commit, NULL,
-					    "amberfs: create archive");
+		rc = amber_store_ref_update(a->store, AMBER_META_REF, commit, parent, log);
+	if (rc == 0)
+		memcpy(a->meta_oid, commit, 20);
 	amber_buf_dispose(&c);
+	return rc;
+}
+
+static int meta_write(amber_archive *a)
+{
+	amber_packw *w = NULL;
+	uint8_t tree[20];
+	int rc = amber_packw_new(&w, a->store);
+
+	if (rc == 0)
+		rc = meta_tree(tree, a, w);
+	if (rc == 0)
+		rc = meta_commit(a, w, tree, NULL, "amberfs archive metadata\n",
+				 "amberfs: create archive");
 	amber_packw_free(w);
 	return rc;
 }
@@ -247,6 +283,28 @@ static amber_archive *archive_alloc(const char *path)
 	return a;
 }
 
+/*
+ * The secret key file is written before the metadata that names its public
+ * half, so that no archive ever expects a key that was never saved.
+ */
+static int create_signing_key(amber_archive *a, const char *secret_path)
+{
+	amber_signer *s = NULL;
+	int rc;
+
+	if (!secret_path)
+		return 0;
+	rc = amber_signer_generate(&s);
+	if (rc == 0)
+		rc = amber_signer_save(s, secret_path);
+	if (rc == 0) {
+		amber_signer_public(a->sign_pk, s);
+		a->has_sign_pk = 1;
+	}
+	amber_signer_free(s);
+	return rc;
+}
+
 int amber_archive_create(amber_archive **out, const char *path, const amber_create_opts *opts)
 {
 	amber_archive *a = archive_alloc(path);
@@ -264,9 +322,13 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
 	sodium_bin2hex(a->id, sizeof(a->id), rnd, sizeof(rnd));
 	rc = a->encrypted ? new_keys(a, opts) : 0;
 	if (rc == 0)
+		rc = create_signing_key(a, opts->signing_key_path);
+	if (rc == 0)
 		rc = amber_store_init(&a->store, path);
 	if (rc == 0)
 		rc = meta_write(a);
+	if (rc < 0 && a->has_sign_pk)
+		unlink(opts->signing_key_path); /* ours, and useless without the archive */
 	if (rc < 0) {
 		amber_archive_free(a);
 		return rc;
@@ -311,6 +373,32 @@ static int load_slots(amber_archive *a, const uint8_t tree_oid[20])
 	return rc;
 }
 
+static int load_signing(amber_archive *a, const uint8_t tree_oid[20])
+{
+	amber_buf t = AMBER_BUF_INIT, pub = AMBER_BUF_INIT;
+	amber_tparsed *e = NULL;
+	const amber_tparsed *x = NULL;
+	size_t n = 0;
+	int rc = read_meta_blob(&t, a, tree_oid, AMBER_GIT_TREE);
+
+	if (rc == 0)
+		rc = amber_tree_parse(&e, &n, t.data, t.len, "signing key tree");
+	if (rc == 0 && !(x = amber_tree_find(e, n, "ed25519.pub")))
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s: no signing/ed25519.pub in %s", a->path,
+				AMBER_META_REF);
+	if (rc == 0)
+		rc = read_meta_blob(&pub, a, x->oid, AMBER_GIT_BLOB);
+	if (rc == 0 && (amber_buf_put(&pub, "", 1) < 0 ||
+			amber_pubkey_parse(a->sign_pk, (const char *)pub.data) < 0))
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s: malformed public signing key in %s",
+				a->path, AMBER_META_REF);
+	a->has_sign_pk = rc == 0;
+	free(e);
+	amber_buf_dispose(&pub);
+	amber_buf_dispose(&t);
+	return rc;
+}
+
 static int load_meta(amber_archive *a)
 {
 	amber_buf c = AMBER_BUF_INIT, t = AMBER_BUF_INIT, cfg = AMBER_BUF_INIT;
@@ -332,6 +420,7 @@ static int load_meta(amber_archive *a)
 	if (rc < 0)
 		goto done;
 	amber_commit_dispose(&commit);
+	memcpy(a->meta_oid, oid, 20);
 	rc = read_meta_blob(&t, a, commit.tree, AMBER_GIT_TREE);
 	if (rc == 0)
 		rc = amber_tree_parse(&e, &n, t.data, t.len, "archive metadata tree");
@@ -344,6 +433,8 @@ static int load_meta(amber_archive *a)
 		rc = config_parse(a, cfg.data, cfg.len);
 	if (rc == 0 && (x = amber_tree_find(e, n, "keys")))
 		rc = load_slots(a, x->oid);
+	if (rc == 0 && (x = amber_tree_find(e, n, "signing")))
+		rc = load_signing(a, x->oid);
 	if (rc == 0 && a->encrypted && a->nslots == 0)
 		rc = amber_fail(AMBER_ECORRUPT, "archive %s is encrypted but has no key slot",
 				a->path);
@@ -393,6 +484,140 @@ int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len
 	if (rc < 0)
 		return rc;
 	setup_chunker(a);
+	return 0;
+}
+
+/* ---- signing keys ------------------------------------------------------------- */
+
+int amber_archive_signing_pubkey(uint8_t pk[32], const amber_archive *a)
+{
+	if (!a->has_sign_pk)
+		return amber_fail(AMBER_ENOTFOUND, "archive %s has no signing key", a->path);
+	memcpy(pk, a->sign_pk, 32);
+	return 0;
+}
+
+/*
+ * The new metadata tree keeps every entry of the old one byte for byte
+ * (config, keys/, and anything a later version added) and adds signing/.
+ */
+static int meta_tree_plus_signing(uint8_t root[20], amber_archive *a, amber_packw *w)
+{
+	amber_buf c = AMBER_BUF_INIT, t = AMBER_BUF_INIT;
+	amber_commit commit = {0};
+	amber_tparsed *e = NULL;
+	amber_tentry *top = NULL;
+	size_t n = 0, k = 0;
+	int rc = read_meta_blob(&c, a, a->meta_oid, AMBER_GIT_COMMIT);
+
+	if (rc == 0)
+		rc = amber_commit_parse(&commit, c.data, c.len, AMBER_META_REF);
+	if (rc == 0)
+		rc = read_meta_blob(&t, a, commit.tree, AMBER_GIT_TREE);
+	if (rc == 0)
+		rc = amber_tree_parse(&e, &n, t.data, t.len, "archive metadata tree");
+	if (rc == 0 && !(top = calloc(n + 1, sizeof(*top))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (strcmp(e[i].name, "signing") == 0)
+			continue;
+		top[k].longname = e[i].name; /* NUL-terminated inside t */
+		top[k].mode = e[i].mode;
+		memcpy(top[k++].oid, e[i].oid, 20);
+	}
+	if (rc == 0)
+		rc = signing_tree(&top[k++], a, w);
+	if (rc == 0)
+		rc = add_tree(root, w, top, k);
+	free(top);
+	free(e);
+	amber_commit_dispose(&commit);
+	amber_buf_dispose(&t);
+	amber_buf_dispose(&c);
+	return rc;
+}
+
+static int meta_add_signing(amber_archive *a)
+{
+	amber_packw *w = NULL;
+	uint8_t tree[20], parent[20];
+	int rc = amber_packw_new(&w, a->store);
+
+	memcpy(parent, a->meta_oid, 20);
+	if (rc == 0)
+		rc = meta_tree_plus_signing(tree, a, w);
+	if (rc == 0)
+		rc = meta_commit(a, w, tree, parent, "amberfs archive metadata: signing key\n",
+				 "amberfs: add signing key");
+	amber_packw_free(w);
+	return rc;
+}
+
+int amber_archive_add_signing_key(amber_archive *a, const char *secret_path)
+{
+	uint8_t cur[20];
+	int rc;
+
+	if (a->has_sign_pk)
+		return amber_fail(AMBER_EEXISTS,
+				  "archive %s already has a signing key (keys are not rotated)",
+				  a->path);
+	if ((rc = amber_store_lock(a->store)) < 0)
+		return rc;
+	rc = amber_store_ref_read(cur, a->store, AMBER_META_REF);
+	if (rc == 0 && memcmp(cur, a->meta_oid, 20) != 0)
+		rc = amber_fail(AMBER_ELOCKED,
+				"archive %s: its metadata changed since it was opened; try again",
+				a->path);
+	if (rc == 0)
+		rc = create_signing_key(a, secret_path);
+	if (rc == 0)
+		rc = meta_add_signing(a);
+	if (rc < 0 && a->has_sign_pk) {
+		unlink(secret_path); /* ours, and matches no archive */
+		a->has_sign_pk = 0;
+	}
+	amber_store_unlock(a->store);
+	return rc;
+}
+
+static int signer_required(const amber_archive *a, int unsigned_ok)
+{
+	if (!a->has_sign_pk || unsigned_ok)
+		return 0;
+	return amber_fail(AMBER_ENEEDKEY,
+			  "archive %s is signed: give its secret signing key (--signing-key FILE "
+			  "or AMBERFS_SIGNING_KEY), or --unsigned to write without a signature",
+			  a->path);
+}
+
+int amber_archive_signer(amber_signer **out, const amber_archive *a, const char *path,
+			 int unsigned_ok)
+{
+	uint8_t pk[32];
+	amber_signer *s = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!path)
+		return signer_required(a, unsigned_ok);
+	if (!a->has_sign_pk)
+		return amber_fail(AMBER_EINVAL,
+				  "archive %s has no signing key to check a signature made "
+				  "with %s: add one with 'amberfs key new-signing', or give no "
+				  "signing key (unset AMBERFS_SIGNING_KEY)",
+				  a->path, path);
+	if ((rc = amber_signer_load(&s, path)) < 0)
+		return rc;
+	amber_signer_public(pk, s);
+	if (sodium_memcmp(pk, a->sign_pk, 32) != 0) {
+		amber_signer_free(s);
+		return amber_fail(AMBER_EBADKEY,
+				  "signing key %s is not the signing key of archive %s "
+				  "('amberfs key show-public' prints the archive's)",
+				  path, a->path);
+	}
+	*out = s;
 	return 0;
 }
 

@@ -2,8 +2,10 @@
  * The archive object shared by the writer and the reader modules.
  *
  * Layout of the archive's own metadata (amberfs-format(5)):
- *   refs/amberfs/meta -> commit -> tree { config, keys/slot-<n> ... }
- * so that config and key slots replicate with `git clone --mirror`.
+ *   refs/amberfs/meta -> commit -> tree { config, keys/slot-<n> ...,
+ *                                         signing/ed25519.pub }
+ * so that config, key slots and the public signing key replicate with
+ * `git clone --mirror`.
  */
 #ifndef AMBER_ARCHIVE_H
 #define AMBER_ARCHIVE_H
@@ -16,6 +18,7 @@
 #include "cache.h"
 #include "chunker.h"
 #include "keys.h"
+#include "sign.h"
 #include "store.h"
 
 #define AMBER_META_REF "refs/amberfs/meta"
@@ -34,6 +37,9 @@ struct amber_archive {
 	uint8_t *slots[AMBER_MAX_SLOTS];
 	size_t slot_len[AMBER_MAX_SLOTS];
 	size_t nslots;
+	uint8_t sign_pk[32];       /* public signing key, if has_sign_pk */
+	int has_sign_pk;
+	uint8_t meta_oid[20];      /* the metadata commit this handle was loaded from */
 	amber_cache *cache;        /* decoded chunks and indexes, all snapshots */
 	struct {
 		atomic_uint_fast64_t chunks_decoded, chunk_bytes, dirs_decoded, cache_hits;
@@ -70,6 +76,16 @@ int amber_archive_check_unlocked(const amber_archive *a);
  */
 int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l, int type,
 			   size_t max_plain, const char *what);
+
+/**
+ * The signer for a snapshot or tag, enforcing the archive's policy: *out is
+ * the loaded key (free with amber_signer_free), or NULL for an unsigned
+ * write, which is allowed when the archive has no signing key or with
+ * `unsigned_ok`.  A key that is not the archive's is AMBER_EBADKEY; no key
+ * for a signing archive is AMBER_ENEEDKEY.
+ */
+int amber_archive_signer(amber_signer **out, const amber_archive *a, const char *path,
+			 int unsigned_ok);
 
 /** The user's cache directory for this archive (malloc'd), created. */
 char *amber_archive_cache_dir(const amber_archive *a);

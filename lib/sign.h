@@ -23,7 +23,8 @@ int amber_signer_generate(amber_signer **out);
 
 /**
  * Load a secret key file written by amber_signer_save().
- * @return 0, AMBER_ENOTFOUND, AMBER_ECORRUPT (not a key file), AMBER_ERROR.
+ * @return 0, AMBER_ENOTFOUND, AMBER_ECORRUPT (not a key file), AMBER_EINVAL
+ *         (the file is accessible by group or others), AMBER_ERROR.
  */
 int amber_signer_load(amber_signer **out, const char *path);
 
@@ -67,7 +68,11 @@ AMBER_MUST_USE int amber_sshsig_verify(const char *armored, const uint8_t pk[AMB
 int amber_object_split_signature(amber_buf *payload, char **armored, int gittype,
 				 const uint8_t *obj, size_t len);
 
-/** Insert a "gpgsig" header after the committer line of a commit text. */
+/**
+ * Insert a "gpgsig" header, holding `armored` with continuation lines
+ * prefixed by one space, after the last header of a commit text (the
+ * committer line in amberfs commits), where git puts it.
+ */
 int amber_commit_add_signature(amber_buf *out, const uint8_t *commit, size_t len,
 			       const char *armored);
 

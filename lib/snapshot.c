@@ -126,6 +126,7 @@ typedef struct snap {
 	char fatal_msg[512];
 	int fatal_code;
 	struct timespec last_progress;
+	amber_signer *signer;   /* NULL: unsigned commit */
 	uint8_t *buf;           /* read buffer of the walking thread */
 	char path[8192];        /* current relative path */
 } snap;
@@ -1194,16 +1195,49 @@ static int commit_message(amber_buf *msg, snap *s, const amber_record *r)
 	return rc;
 }
 
+/*
+ * Sign `payload` (a commit or tag text) in namespace "git", as git does for
+ * gpg.format=ssh, and check the signature before it is used.
+ */
+static int sign_git(char **armored, const amber_signer *signer, const amber_buf *payload)
+{
+	uint8_t pk[AMBER_SIGN_PK_BYTES];
+	int rc = amber_sshsig_sign(armored, signer, "git", payload->data, payload->len);
+
+	amber_signer_public(pk, signer);
+	if (rc == 0)
+		rc = amber_sshsig_verify(*armored, pk, "git", payload->data, payload->len);
+	return rc;
+}
+
+/* The commit text with a "gpgsig" header over the unsigned text. */
+static int sign_commit(amber_buf *out, const amber_signer *signer, const amber_buf *c)
+{
+	char *armored = NULL;
+	int rc = sign_git(&armored, signer, c);
+
+	if (rc == 0)
+		rc = amber_commit_add_signature(out, c->data, c->len, armored);
+	free(armored);
+	return rc;
+}
+
 static int write_commit(uint8_t commit[20], snap *s, amber_record *r)
 {
-	amber_buf msg = AMBER_BUF_INIT, c = AMBER_BUF_INIT;
+	amber_buf msg = AMBER_BUF_INIT, c = AMBER_BUF_INIT, sc = AMBER_BUF_INIT;
+	const amber_buf *text = &c;
 	int rc = commit_message(&msg, s, r);
 
 	if (rc == 0)
 		rc = amber_commit_build(&c, r->tree, r->has_parent ? r->parent : NULL,
 					r->time_ns / 1000000000, (const char *)msg.data);
+	if (rc == 0 && s->signer) {
+		rc = sign_commit(&sc, s->signer, &c);
+		text = &sc;
+	}
 	if (rc == 0)
-		rc = put_git(commit, s, AMBER_GIT_COMMIT, c.data, c.len);
+		rc = put_git(commit, s, AMBER_GIT_COMMIT, text->data, text->len);
+	amber_buf_dispose(&sc);
 	amber_buf_dispose(&c);
 	amber_buf_dispose(&msg);
 	return rc;
@@ -1453,9 +1487,13 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 
 	if (rc < 0)
 		return rc;
-	if ((rc = amber_store_lock(a->store)) < 0)
-		return rc;
 	memset(&s, 0, sizeof(s));
+	if ((rc = amber_archive_signer(&s.signer, a, o->signing_key_path, o->unsigned_ok)) < 0)
+		return rc;
+	if ((rc = amber_store_lock(a->store)) < 0) {
+		amber_signer_free(s.signer);
+		return rc;
+	}
 	s.o = o;
 	rc = tag_free(a, o->tag);
 	if (rc == 0)
@@ -1466,6 +1504,96 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	if (stats)
 		*stats = s.st;
 	snap_dispose(&s);
+	amber_signer_free(s.signer);
 	amber_store_unlock(a->store);
+	return rc;
+}
+
+/* ---- annotated tags ------------------------------------------------------------------ */
+
+static int tag_check(amber_archive *a, const char *id, const char *name, const char *message)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	uint8_t oid[20];
+	int type = 0, rc;
+
+	if (!amber_refname_valid(name))
+		return amber_fail(AMBER_EINVAL, "invalid tag name '%s'", name);
+	if (message && strstr(message, "-----BEGIN "))
+		return amber_fail(AMBER_EINVAL, "a tag message may not contain an armor line");
+	if (strlen(id) != AMBER_OID_HEXSZ || amber_oid_fromhex(oid, id) < 0)
+		return amber_fail(AMBER_EINVAL, "'%s' is not a commit id", id);
+	rc = amber_store_read(&b, &type, a->store, oid, AMBER_MAX_META);
+	if (rc == 0 && type != AMBER_GIT_COMMIT)
+		rc = amber_fail(AMBER_EINVAL, "%s is not a snapshot commit", id);
+	amber_buf_dispose(&b);
+	return rc;
+}
+
+/* The tag object as git writes it; the message ends in a newline. */
+static int tag_text(amber_buf *t, const char *id, const char *name, const char *message)
+{
+	char line[128];
+	int n;
+
+	if (amber_buf_put(t, "object ", 7) < 0 || amber_buf_put(t, id, AMBER_OID_HEXSZ) < 0 ||
+	    amber_buf_put(t, "\ntype commit\ntag ", 17) < 0 ||
+	    amber_buf_put(t, name, strlen(name)) < 0)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	n = snprintf(line, sizeof(line), "\ntagger amberfs <amberfs@localhost> %lld +0000\n\n",
+		     (long long)(now_ns() / 1000000000));
+	if (amber_buf_put(t, line, (size_t)n) < 0)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (!message || !*message)
+		n = amber_buf_put(t, "amberfs tag ", 12) < 0 ||
+		    amber_buf_put(t, name, strlen(name)) < 0;
+	else
+		n = amber_buf_put(t, message, strlen(message)) < 0;
+	if (n == 0 && t->data[t->len - 1] != '\n')
+		n = amber_buf_put(t, "\n", 1) < 0;
+	return n ? amber_fail(AMBER_ERROR, "out of memory") : 0;
+}
+
+static int tag_write(amber_archive *a, const char *id, const char *name, const char *message,
+		     const amber_signer *signer)
+{
+	amber_buf t = AMBER_BUF_INIT;
+	amber_packw *w = NULL;
+	uint8_t oid[20];
+	char ref[512], *armored = NULL;
+	int rc = tag_text(&t, id, name, message);
+
+	if (rc == 0 && signer && (rc = sign_git(&armored, signer, &t)) == 0)
+		rc = amber_buf_put(&t, armored, strlen(armored));
+	if (rc == 0)
+		rc = amber_packw_new(&w, a->store);
+	if (rc == 0)
+		rc = amber_packw_add(oid, NULL, w, AMBER_GIT_TAG, t.data, t.len);
+	if (rc == 0)
+		rc = amber_packw_commit(w);
+	snprintf(ref, sizeof(ref), "refs/tags/%s", name);
+	if (rc == 0)
+		rc = amber_store_ref_update(a->store, ref, oid, NULL, "amberfs tag");
+	amber_packw_free(w);
+	free(armored);
+	amber_buf_dispose(&t);
+	return rc;
+}
+
+int amber_tag_create(amber_archive *a, const char *id, const char *name, const char *message,
+		     const char *signing_key_path, int unsigned_ok)
+{
+	amber_signer *signer = NULL;
+	int rc = tag_check(a, id, name, message);
+
+	if (rc == 0)
+		rc = amber_archive_signer(&signer, a, signing_key_path, unsigned_ok);
+	if (rc == 0 && (rc = amber_store_lock(a->store)) == 0) {
+		rc = tag_free(a, name);
+		if (rc == 0)
+			rc = tag_write(a, id, name, message, signer);
+		amber_store_unlock(a->store);
+	}
+	amber_signer_free(signer);
 	return rc;
 }

@@ -1334,3 +1334,224 @@ int amber_oid_fromhex(uint8_t oid[20], const char *hex)
 	}
 	return 0;
 }
+
+/* Pack checks -------------------------------------------------------------------- */
+
+/*
+ * A pack ends with the SHA-1 of everything before it, and its .idx ends
+ * with that same checksum followed by its own.  Rehashing the pack finds a
+ * flipped byte anywhere in it, including bytes no object id covers (entry
+ * headers, zlib framing).
+ */
+static int pack_check_one(amber_store *s, const char *dir, const char *name,
+			  void (*cb)(const char *, const char *, void *), void *payload)
+{
+	char *pack = path_join(dir, name), rel[512], msg[512], *idx = NULL;
+	uint8_t sum[20], tail[20], itail[40], head[8];
+	struct stat st;
+	int fd = -1, ifd = -1, rc = 0;
+
+	snprintf(rel, sizeof(rel), "objects/pack/%s", name);
+	msg[0] = '\0';
+	if (!pack)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	fd = open(pack, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(msg, sizeof(msg), "cannot read pack file: %s", strerror(errno));
+		goto done;
+	}
+	if (st.st_size < 32 || pread(fd, head, 8, 0) != 8 || memcmp(head, "PACK\0\0\0\2", 8) ||
+	    pread(fd, tail, 20, st.st_size - 20) != 20) {
+		snprintf(msg, sizeof(msg), "corrupt pack file: not a version 2 pack");
+		goto done;
+	}
+	rc = hash_file(sum, fd, (uint64_t)st.st_size - 20, pack);
+	if (rc < 0)
+		goto done;
+	if (memcmp(sum, tail, 20) != 0) {
+		snprintf(msg, sizeof(msg), "corrupt pack file: its checksum does not match its "
+			 "contents (damaged bytes)");
+		goto done;
+	}
+	idx = strdup(pack);
+	if (!idx) {
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+		goto done;
+	}
+	memcpy(idx + strlen(idx) - 4, "idx", 4);
+	ifd = open(idx, O_RDONLY | O_CLOEXEC);
+	if (ifd < 0 || fstat(ifd, &st) < 0 || st.st_size < 48 ||
+	    pread(ifd, itail, 40, st.st_size - 40) != 40 || memcmp(itail, tail, 20) != 0)
+		snprintf(msg, sizeof(msg), "pack index is missing or does not match its pack");
+done:
+	if (rc == 0 && msg[0] && cb)
+		cb(rel, msg, payload);
+	if (ifd >= 0)
+		close(ifd);
+	if (fd >= 0)
+		close(fd);
+	free(idx);
+	free(pack);
+	(void)s;
+	return rc;
+}
+
+int amber_store_check_packs(amber_store *s,
+			    void (*cb)(const char *file, const char *message, void *payload),
+			    void *payload)
+{
+	char *dir = path_join(s->path, "objects/pack");
+	DIR *d;
+	struct dirent *de;
+	int rc = 0, n = 0;
+
+	if (!dir)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	d = opendir(dir);
+	if (!d) {
+		rc = errno == ENOENT ? 0 : amber_fail_errno("%s", dir);
+		free(dir);
+		return rc;
+	}
+	while (rc == 0 && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+
+		if (len > 5 && strcmp(de->d_name + len - 5, ".pack") == 0 &&
+		    strncmp(de->d_name, "pack-", 5) == 0) {
+			rc = pack_check_one(s, dir, de->d_name, cb, payload);
+			n++;
+		}
+	}
+	closedir(d);
+	free(dir);
+	return rc < 0 ? rc : n;
+}
+
+/* Push ------------------------------------------------------------------------------ */
+
+struct push_state {
+	uint64_t updated;
+	char rejected[512];     /* first ref the remote refused, with its reason */
+};
+
+static int push_negotiation_cb(const git_push_update **u, size_t len, void *payload)
+{
+	struct push_state *p = payload;
+
+	for (size_t i = 0; i < len; i++)
+		if (!git_oid_equal(&u[i]->src, &u[i]->dst))
+			p->updated++;
+	return 0;
+}
+
+static int push_ref_cb(const char *refname, const char *status, void *payload)
+{
+	struct push_state *p = payload;
+
+	if (status && !p->rejected[0])
+		snprintf(p->rejected, sizeof(p->rejected), "%s (%s)", refname, status);
+	return 0;
+}
+
+static int push_cred_cb(git_credential **out, const char *url, const char *user,
+			unsigned int allowed, void *payload)
+{
+	(void)url;
+	(void)payload;
+	if (allowed & GIT_CREDENTIAL_SSH_KEY)
+		return git_credential_ssh_key_from_agent(out, user ? user : "git");
+	if (allowed & GIT_CREDENTIAL_USERNAME)
+		return git_credential_username_new(out, user ? user : "git");
+	return GIT_PASSTHROUGH;
+}
+
+/* A local destination: a plain path or file:// URL (not host:path). */
+static const char *local_path(const char *url)
+{
+	const char *colon = strchr(url, ':'), *slash = strchr(url, '/');
+
+	if (strncmp(url, "file://", 7) == 0)
+		return url + 7;
+	if (strstr(url, "://") || (colon && (!slash || colon < slash)))
+		return NULL;
+	return url;
+}
+
+static int push_prepare(int *created, const char *url)
+{
+	const char *path = local_path(url);
+	git_repository *repo = NULL;
+	struct stat st;
+	int rc;
+
+	*created = 0;
+	if (!path || stat(path, &st) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return amber_fail_errno("%s", path);
+	if (git_repository_init(&repo, path, 1) < 0)
+		return git_fail(AMBER_ERROR, "%s: cannot create repository", path);
+	rc = set_config(repo, path);
+	if (rc == 0 && git_repository_set_head(repo, "refs/heads/main") < 0)
+		rc = git_fail(AMBER_ERROR, "%s: cannot set HEAD", path);
+	git_repository_free(repo);
+	*created = rc == 0;
+	return rc;
+}
+
+static int push_run(struct push_state *p, amber_store *s, const char *url, char **specs,
+		    size_t n)
+{
+	git_remote *remote = NULL;
+	git_push_options opts;
+	git_strarray arr = {specs, n};
+	int err;
+
+	git_push_options_init(&opts, GIT_PUSH_OPTIONS_VERSION);
+	opts.pb_parallelism = 0;
+	opts.callbacks.push_negotiation = push_negotiation_cb;
+	opts.callbacks.push_update_reference = push_ref_cb;
+	opts.callbacks.credentials = push_cred_cb;
+	opts.callbacks.payload = p;
+	pthread_mutex_lock(&s->mu);
+	err = git_remote_create_anonymous(&remote, s->repo, url);
+	if (err == 0)
+		err = git_remote_push(remote, &arr, &opts);
+	pthread_mutex_unlock(&s->mu);
+	git_remote_free(remote);
+	if (err == GIT_ENONFASTFORWARD)
+		return git_fail(AMBER_EEXISTS, "push to %s refused: a ref there is not an ancestor "
+				"of ours (non-fast-forward; the replica has other history)", url);
+	if (err < 0)
+		return git_fail(AMBER_ERROR, "push to %s failed", url);
+	if (p->rejected[0])
+		return amber_fail(AMBER_EEXISTS, "push to %s: the remote refused ref %s", url,
+				  p->rejected);
+	return 0;
+}
+
+int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char *url,
+		     const char *const *names, size_t n)
+{
+	struct push_state p = {0};
+	char **specs = calloc(n ? n : 1, sizeof(*specs));
+	int rc = specs ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		size_t len = strlen(names[i]) * 2 + 2;
+
+		if (!(specs[i] = malloc(len)))
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		else
+			snprintf(specs[i], len, "%s:%s", names[i], names[i]);
+	}
+	if (rc == 0)
+		rc = push_prepare(created, url);
+	if (rc == 0 && n > 0)
+		rc = push_run(&p, s, url, specs, n);
+	for (size_t i = 0; specs && i < n; i++)
+		free(specs[i]);
+	free(specs);
+	*updated = p.updated;
+	return rc;
+}

@@ -130,6 +130,31 @@ int amber_store_ref_foreach(amber_store *s, const char *glob,
  */
 int amber_store_expand_prefix(uint8_t oid[20], amber_store *s, const char *prefix);
 
+/* Checks and replication (verify, push) ------------------------------------ */
+
+/**
+ * Check every pack file in objects/pack: its trailing SHA-1 matches its
+ * contents, its header is a version 2 pack, and its .idx exists and names
+ * the same checksum.  Calls cb once per bad file (name relative to the
+ * archive, one-line message); returns the number of packs checked or an
+ * error.  Loose objects are not packs and are not looked at here.
+ */
+int amber_store_check_packs(amber_store *s,
+			    void (*cb)(const char *file, const char *message, void *payload),
+			    void *payload);
+
+/**
+ * Push refs `names[0..n)` (each to the same name) to `url`, never forcing.
+ * A local path that does not exist is first created as a bare repository
+ * with the archive's git config.
+ * @param updated  receives how many remote refs were created or moved
+ * @param created  set to 1 if the local bare repository was created
+ * @return 0, AMBER_EEXISTS (a non-fast-forward update, refused; the
+ *         message names the ref), AMBER_ERROR.
+ */
+int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char *url,
+		     const char *const *names, size_t n);
+
 /* Writer lock ------------------------------------------------------------- */
 
 /**

@@ -1,0 +1,1304 @@
+/*
+ * amber_verify: check an archive end to end.
+ *
+ * Three passes, each reporting problems through the caller's callback and
+ * going on after them, so one run names everything that is wrong:
+ *
+ * 1. Structure (no key).  Every pack's checksum; then every object
+ *    reachable from refs/heads/, refs/tags/ and refs/amberfs/meta is read
+ *    through the store and hashed (the read path itself does not check
+ *    SHA-1: frames authenticate reads; here we want to know about damage
+ *    before anyone reads).  Objects are visited once (`seen`, which keeps
+ *    whether each was good), so shared subtrees cost nothing the second
+ *    time.  Along the way: trees parse, each stream is a first-parent
+ *    chain with strictly decreasing Amberfs-Time going back, snapshot
+ *    commits have amberfs's author/committer lines, blobs under snapshot
+ *    trees are frames whose mode ('E'/'P') agrees with the config, the
+ *    config and the key slots are well-formed, and signatures verify
+ *    against the pinned public key.
+ *
+ * 2. Keys.  With a passphrase each slot is tried; a slot that opens must
+ *    also authenticate a snapshot record, otherwise it holds some other
+ *    archive's master key (a replaced slot that happens to share the
+ *    passphrase).  The archive is unlocked with a slot that passes.
+ *
+ * 3. Contents (key).  Each snapshot is opened and walked through the
+ *    ordinary reader API (amber_snapshot_open, amber_dir_open, the chunk
+ *    index, amber_file_read with read_data), so exactly what a reader
+ *    would serve is what gets checked, with the paths that use each bad
+ *    object.  Directories and files already checked are skipped by id.
+ *
+ * High-water marks: CACHE/<archive id>/verified-<stream> holds the tip the
+ * last clean run saw.  A tip that does not descend from it is a rollback
+ * (the tip is an ancestor of the mark) or rewritten history (neither).
+ * verified-keyslots holds the slot blob ids, so a slot swapped behind our
+ * back is noticed even without the key.  Marks move only after a run
+ * that found nothing.
+ */
+#include "amber_verify.h"
+
+#include "archive.h"
+#include "chunker.h"
+#include "codec.h"
+#include "error.h"
+#include "gitobj.h"
+#include "keys.h"
+#include "manifest.h"
+#include "reader.h"
+#include "sign.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_OBJECT ((size_t)1 << 30)
+#define MAX_RECORD_B64 ((size_t)1 << 20)
+#define MAX_DEPTH 1024
+#define SLOT_LEN 106
+
+/* ---- a set of object ids, each with a flag ------------------------------------ */
+
+typedef struct oidset {
+	uint8_t *keys;     /* cap * 20 bytes; all-zero = empty */
+	uint8_t *flags;    /* 1 = used; 2 = bad */
+	size_t cap, n;
+} oidset;
+
+static size_t oidset_slot(const oidset *s, const uint8_t oid[20])
+{
+	uint64_t h;
+
+	memcpy(&h, oid, sizeof(h));
+	return (size_t)h & (s->cap - 1);
+}
+
+static uint8_t *oidset_find(oidset *s, const uint8_t oid[20], int insert);
+
+static int oidset_grow(oidset *s)
+{
+	oidset t = {0};
+
+	t.cap = s->cap ? s->cap * 2 : 1024;
+	t.keys = calloc(t.cap, 20);
+	t.flags = calloc(t.cap, 1);
+	if (!t.keys || !t.flags) {
+		free(t.keys);
+		free(t.flags);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	for (size_t i = 0; i < s->cap; i++)
+		if (s->flags[i])
+			*oidset_find(&t, s->keys + i * 20, 1) = s->flags[i];
+	free(s->keys);
+	free(s->flags);
+	*s = t;
+	return 0;
+}
+
+/* The flag byte of oid (NULL if absent and not inserting, or out of memory). */
+static uint8_t *oidset_find(oidset *s, const uint8_t oid[20], int insert)
+{
+	size_t i;
+
+	if (insert && (s->n + 1) * 2 > s->cap && oidset_grow(s) < 0)
+		return NULL;
+	if (!s->cap)
+		return NULL;
+	for (i = oidset_slot(s, oid); s->flags[i]; i = (i + 1) & (s->cap - 1))
+		if (memcmp(s->keys + i * 20, oid, 20) == 0)
+			return &s->flags[i];
+	if (!insert)
+		return NULL;
+	memcpy(s->keys + i * 20, oid, 20);
+	s->flags[i] = 1;
+	s->n++;
+	return &s->flags[i];
+}
+
+static void oidset_dispose(oidset *s)
+{
+	free(s->keys);
+	free(s->flags);
+	memset(s, 0, sizeof(*s));
+}
+
+/* ---- the run's state -------------------------------------------------------------- */
+
+struct stream {
+	char name[AMBER_STREAM_MAX + 1];
+	uint8_t tip[20];
+	int mark_ok;            /* the chain walk passed the last verified tip */
+	int have_mark;
+	uint8_t mark[20];
+};
+
+typedef struct vctx {
+	amber_archive *a;
+	const amber_verify_opts *o;
+	amber_verify_stats st;
+	oidset seen;            /* objects read and hashed: flag 2 = bad */
+	oidset dirs_ok, files_ok;
+	struct stream *streams;
+	size_t nstreams;
+	struct stream *tags;    /* name: the ref; tip: what it names */
+	size_t ntags;
+	uint8_t pk[32];
+	int have_pk;
+	int cfg_encrypted;      /* what the config text says; -1 unknown */
+	uint64_t frames_e, frames_p;
+	int config_bad;
+	char *sample_record;    /* base64 record of one snapshot, to test keys */
+	char slot_oid[AMBER_MAX_SLOTS][41];
+	size_t nslot_oids;
+	int64_t last_progress;
+	char *mark_dir;
+} vctx;
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void progress(vctx *v)
+{
+	int64_t now;
+
+	if (!v->o->progress)
+		return;
+	now = mono_ns();
+	if (now - v->last_progress < 100000000)
+		return;
+	v->last_progress = now;
+	v->o->progress(&v->st, v->o->payload);
+}
+
+static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
+		    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
+		    const char *fmt, ...)
+{
+	amber_verify_problem p;
+	char hex[41] = "", msg[1024];
+	va_list ap;
+
+	if (oid)
+		amber_oid_tohex(hex, oid);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p.kind = kind;
+	p.object = hex;
+	p.snapshot = snap ? snap : "";
+	p.path = path ? path : "";
+	p.message = msg;
+	v->st.problems++;
+	if (v->o->problem)
+		v->o->problem(&p, v->o->payload);
+}
+
+const char *amber_verify_kind_name(int kind)
+{
+	static const char *const names[] = {
+		"?", "missing", "corrupt", "malformed", "authentication", "history",
+		"signature", "rollback", "rewritten", "config", "keyslot",
+	};
+
+	return kind > 0 && kind <= AMBER_VERIFY_KEYSLOT ? names[kind] : "?";
+}
+
+/* ---- objects ---------------------------------------------------------------------- */
+
+static const char *gittype_name(int t)
+{
+	static const char *const n[] = {"?", "commit", "tree", "blob", "tag"};
+
+	return t >= 1 && t <= 4 ? n[t] : "?";
+}
+
+/*
+ * Read and hash object oid, expecting `want` (0: any).  @return 1 if it is
+ * good and was read now (out filled, *type set), 0 if seen before (out not
+ * filled; *bad says how it went), -1 after reporting a problem.
+ */
+static int obj_get(vctx *v, amber_buf *out, int *type, const uint8_t oid[20], int want,
+		   const char *snap, const char *what)
+{
+	uint8_t *flag = oidset_find(&v->seen, oid, 0), sum[20];
+	int rc;
+
+	if (flag)
+		return *flag == 2 ? -1 : 0;
+	if (!(flag = oidset_find(&v->seen, oid, 1)))
+		return -2;  /* out of memory, already recorded */
+	*flag = 2;
+	rc = amber_store_read(out, type, v->a->store, oid, MAX_OBJECT);
+	if (rc == AMBER_ENOTFOUND) {
+		problem(v, AMBER_VERIFY_MISSING, oid, snap, NULL, "%s: object is missing", what);
+		return -1;
+	}
+	if (rc < 0) {
+		problem(v, AMBER_VERIFY_CORRUPT, oid, snap, NULL, "%s: object is corrupt (%s)",
+			what, amber_error_last());
+		return -1;
+	}
+	v->st.objects++;
+	v->st.bytes += out->len;
+	progress(v);
+	amber_store_hash(sum, *type, out->data, out->len);
+	if (memcmp(sum, oid, 20) != 0) {
+		problem(v, AMBER_VERIFY_CORRUPT, oid, snap, NULL,
+			"%s: object is corrupt: its content does not hash to its id", what);
+		return -1;
+	}
+	if (want && *type != want) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, snap, NULL, "%s: a %s where a %s belongs",
+			what, gittype_name(*type), gittype_name(want));
+		return -1;
+	}
+	*flag = 1;
+	return 1;
+}
+
+/* An amberfs frame header, and count its mode against the config. */
+static void check_frame(vctx *v, const uint8_t *d, size_t len, const uint8_t oid[20],
+			const char *snap, const char *what)
+{
+	if (len < AMBER_FRAME_HDR + AMBER_INNER_HDR || memcmp(d, "amb", 3) != 0 || d[3] != 1 ||
+	    (d[4] != 'E' && d[4] != 'P')) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, snap, NULL,
+			"%s: not an amberfs format 1 object frame", what);
+		return;
+	}
+	if (d[4] == 'E')
+		v->frames_e++;
+	else
+		v->frames_p++;
+}
+
+static int walk_tree(vctx *v, const uint8_t oid[20], const char *snap, int frames, int depth);
+
+static int walk_entries(vctx *v, const amber_tparsed *t, size_t n, const char *snap,
+			int frames, int depth)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	int type = 0, rc = 0;
+
+	for (size_t i = 0; rc >= 0 && i < n; i++) {
+		if (t[i].mode == AMBER_GIT_MODE_TREE) {
+			rc = walk_tree(v, t[i].oid, snap, frames, depth + 1);
+			continue;
+		}
+		amber_buf_init(&b, MAX_OBJECT);
+		if (obj_get(v, &b, &type, t[i].oid, AMBER_GIT_BLOB, snap, "blob") == 1 && frames)
+			check_frame(v, b.data, b.len, t[i].oid, snap, "blob");
+		amber_buf_dispose(&b);
+	}
+	return rc;
+}
+
+/* Every object under tree oid; `frames`: its blobs are amberfs frames. */
+static int walk_tree(vctx *v, const uint8_t oid[20], const char *snap, int frames, int depth)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	size_t n = 0;
+	int type = 0, rc;
+
+	amber_buf_init(&b, MAX_OBJECT);
+	if (depth > MAX_DEPTH) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, snap, NULL, "trees nested too deep");
+		return 0;
+	}
+	rc = obj_get(v, &b, &type, oid, AMBER_GIT_TREE, snap, "tree");
+	if (rc == 1 && amber_tree_parse(&t, &n, b.data, b.len, "tree") < 0)
+		problem(v, AMBER_VERIFY_MALFORMED, oid, snap, NULL, "%s", amber_error_last());
+	else if (rc == 1)
+		rc = walk_entries(v, t, n, snap, frames, depth);
+	free(t);
+	amber_buf_dispose(&b);
+	return rc < -1 ? rc : 0;
+}
+
+/* ---- snapshot commits ---------------------------------------------------------------- */
+
+static int count_parents(const uint8_t *d, size_t len)
+{
+	const char *p = (const char *)d, *end = p + len;
+	int n = 0;
+
+	while (p < end && *p != '\n') {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+		if (!nl)
+			break;
+		if (nl - p > 7 && memcmp(p, "parent ", 7) == 0)
+			n++;
+		p = nl + 1;
+	}
+	return n;
+}
+
+/* The header line starting with key (e.g. "author "), NUL-terminated copy. */
+static int header_line(char *out, size_t cap, const uint8_t *d, size_t len, const char *key)
+{
+	const char *p = (const char *)d, *end = p + len;
+	size_t kl = strlen(key);
+
+	while (p < end && *p != '\n') {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+
+		if (ll > kl && memcmp(p, key, kl) == 0 && ll - kl < cap) {
+			memcpy(out, p + kl, ll - kl);
+			out[ll - kl] = '\0';
+			return 0;
+		}
+		if (!nl)
+			break;
+		p = nl + 1;
+	}
+	return -1;
+}
+
+static int64_t floor_sec(int64_t ns)
+{
+	return ns >= 0 ? ns / 1000000000 : -((-ns + 999999999) / 1000000000);
+}
+
+/* amberfs writes author and committer as "amberfs <amberfs@localhost> SEC +0000". */
+static void check_idents(vctx *v, const amber_buf *b, int64_t t, const uint8_t oid[20],
+			 const char *hex)
+{
+	static const char *const keys[] = {"author ", "committer "};
+	char line[256], want[128];
+
+	snprintf(want, sizeof(want), "amberfs <amberfs@localhost> %" PRId64 " +0000",
+		 floor_sec(t));
+	for (int i = 0; i < 2; i++)
+		if (header_line(line, sizeof(line), b->data, b->len, keys[i]) < 0 ||
+		    strcmp(line, want) != 0)
+			problem(v, AMBER_VERIFY_MALFORMED, oid, hex, NULL,
+				"snapshot commit's %sline is not the one amberfs writes "
+				"(a commit made by other tools?)", keys[i]);
+}
+
+static void check_record_frame(vctx *v, const char *b64, const uint8_t oid[20], const char *hex)
+{
+	size_t cap = strlen(b64), len = 0;
+	uint8_t *bin = cap < MAX_RECORD_B64 ? malloc(cap + 1) : NULL;
+
+	if (!bin || sodium_base642bin(bin, cap, b64, cap, NULL, &len, NULL,
+				      sodium_base64_VARIANT_ORIGINAL) != 0)
+		problem(v, AMBER_VERIFY_MALFORMED, oid, hex, NULL,
+			"snapshot record is not valid base64");
+	else
+		check_frame(v, bin, len, oid, hex, "snapshot record");
+	free(bin);
+	if (!v->sample_record)
+		v->sample_record = strdup(b64);
+}
+
+/* ---- signatures ----------------------------------------------------------------------- */
+
+/*
+ * Signed state of one stream, newest first: once an older snapshot is
+ * signed, every newer one must be too (a missing signature above signed
+ * history means it was stripped by a rewrite).
+ */
+static int check_signature(vctx *v, const amber_buf *b, int gittype, const uint8_t oid[20],
+			   const char *hex, const char *what)
+{
+	amber_buf payload = AMBER_BUF_INIT;
+	char *armored = NULL;
+	int rc, signed_ = 0;
+
+	amber_buf_init(&payload, MAX_OBJECT);
+	rc = amber_object_split_signature(&payload, &armored, gittype, b->data, b->len);
+	if (rc < 0) {
+		problem(v, AMBER_VERIFY_SIGNATURE, oid, hex, NULL, "%s: malformed signature (%s)",
+			what, amber_error_last());
+	} else if (!armored) {
+		if (gittype == AMBER_GIT_COMMIT) {
+			v->st.unsigned_snapshots++;
+			if (v->o->unsigned_snapshot)
+				v->o->unsigned_snapshot(hex, v->o->payload);
+		}
+	} else if (!v->have_pk) {
+		signed_ = 1;
+		v->st.unchecked++;
+	} else {
+		signed_ = 1;
+		rc = amber_sshsig_verify(armored, v->pk, "git", payload.data, payload.len);
+		if (rc < 0)
+			problem(v, AMBER_VERIFY_SIGNATURE, oid, hex, NULL,
+				"%s: bad signature: not made by the archive's signing key over "
+				"this %s (%s)", what, gittype_name(gittype), amber_error_last());
+		else if (gittype == AMBER_GIT_COMMIT)
+			v->st.signed_ok++;
+	}
+	free(armored);
+	amber_buf_dispose(&payload);
+	return signed_;
+}
+
+/* ---- streams ---------------------------------------------------------------------------- */
+
+/* One snapshot commit of a stream; sets *next to its parent. */
+static int check_snapshot(vctx *v, struct stream *s, const uint8_t oid[20], int64_t *newer,
+			  int *is_signed, uint8_t next[20], int *has_next)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	amber_commit c = {0};
+	char hex[41], *tt = NULL, *rec = NULL;
+	int64_t t = 0;
+	int type = 0, rc, np;
+
+	*has_next = 0;
+	*is_signed = -1;
+	amber_oid_tohex(hex, oid);
+	amber_buf_init(&b, MAX_OBJECT);
+	rc = obj_get(v, &b, &type, oid, AMBER_GIT_COMMIT, hex, "snapshot commit");
+	if (rc != 1)
+		goto done;
+	v->st.snapshots++;
+	if ((np = count_parents(b.data, b.len)) > 1) {
+		problem(v, AMBER_VERIFY_HISTORY, oid, hex, NULL,
+			"merge commit with %d parents on stream '%s': history is not linear", np,
+			s->name);
+		goto done;
+	}
+	if (amber_commit_parse(&c, b.data, b.len, hex) < 0) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, hex, NULL, "%s", amber_error_last());
+		goto done;
+	}
+	tt = amber_trailer_get(c.message, "Amberfs-Time");
+	if (!tt || amber_time_parse(&t, tt) < 0) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, hex, NULL,
+			"snapshot commit has no valid Amberfs-Time trailer");
+	} else {
+		if (t >= *newer)
+			problem(v, AMBER_VERIFY_HISTORY, oid, hex, NULL,
+				"snapshot on stream '%s' is not older than its child: times must "
+				"strictly increase along a stream", s->name);
+		*newer = t;
+		check_idents(v, &b, t, oid, hex);
+	}
+	if (!(rec = amber_trailer_get(c.message, "Amberfs-Record")))
+		problem(v, AMBER_VERIFY_MALFORMED, oid, hex, NULL,
+			"snapshot commit has no Amberfs-Record trailer");
+	else
+		check_record_frame(v, rec, oid, hex);
+	*is_signed = check_signature(v, &b, AMBER_GIT_COMMIT, oid, hex, "snapshot");
+	walk_tree(v, c.tree, hex, 1, 0);
+	if (c.nparents == 1) {
+		memcpy(next, c.parent, 20);
+		*has_next = 1;
+	}
+done:
+	free(tt);
+	free(rec);
+	amber_commit_dispose(&c);
+	amber_buf_dispose(&b);
+	return rc < -1 ? rc : 0;
+}
+
+/*
+ * Walk a stream from its tip along first parents.  Signatures: walking
+ * back, a signed snapshot below an unsigned one means the newer one lost
+ * its signature (snapshots from before the archive had a signing key are
+ * unsigned, but nothing after a signed one is).
+ */
+static int walk_stream(vctx *v, struct stream *s)
+{
+	uint8_t cur[20], next[20];
+	int64_t newer = INT64_MAX;
+	char unsigned_hex[41] = "";
+	int has = 1, rc = 0, is_signed;
+
+	memcpy(cur, s->tip, 20);
+	while (has && rc == 0) {
+		char hex[41];
+
+		amber_oid_tohex(hex, cur);
+		if (s->have_mark && memcmp(cur, s->mark, 20) == 0)
+			s->mark_ok = 1;
+		if (oidset_find(&v->seen, cur, 0))
+			break;  /* shared with a stream already walked */
+		rc = check_snapshot(v, s, cur, &newer, &is_signed, next, &has);
+		if (is_signed == 0 && !unsigned_hex[0])
+			memcpy(unsigned_hex, hex, 41);
+		if (is_signed == 1 && unsigned_hex[0]) {
+			problem(v, AMBER_VERIFY_SIGNATURE, NULL, unsigned_hex, NULL,
+				"snapshot %s is unsigned but older snapshots of stream '%s' are "
+				"signed: its signature was stripped (rewritten commit)",
+				unsigned_hex, s->name);
+			unsigned_hex[0] = '\0';
+		}
+		memcpy(cur, next, 20);
+	}
+	return rc;
+}
+
+/* ---- high-water marks -------------------------------------------------------------------- */
+
+static char *mark_path(vctx *v, const char *name)
+{
+	size_t len;
+	char *p;
+
+	if (!v->mark_dir)
+		return NULL;
+	len = strlen(v->mark_dir) + strlen(name) + 16;
+	if ((p = malloc(len)))
+		snprintf(p, len, "%s/verified-%s", v->mark_dir, name);
+	return p;
+}
+
+static int mark_read(uint8_t oid[20], vctx *v, const char *name)
+{
+	char *p = mark_path(v, name), text[64] = "";
+	FILE *f = p ? fopen(p, "r") : NULL;
+	int rc = -1;
+
+	if (f && fgets(text, sizeof(text), f) && strlen(text) >= 40) {
+		text[40] = '\0';
+		rc = amber_oid_fromhex(oid, text) < 0 ? -1 : 0;
+	}
+	if (f)
+		fclose(f);
+	free(p);
+	return rc;
+}
+
+/* Replace the mark file atomically (write, fsync, rename). */
+static int mark_write(vctx *v, const char *name, const char *text)
+{
+	char *p = mark_path(v, name), *tmp = NULL;
+	int fd = -1, rc = -1;
+	size_t len = strlen(text);
+
+	if (p && (tmp = malloc(strlen(p) + 8)))
+		snprintf(tmp, strlen(p) + 8, "%s.tmp", p);
+	if (tmp)
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
+	    close(fd) == 0) {
+		fd = -1;
+		rc = rename(tmp, p);
+	}
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0)
+		amber_fail_errno("cannot write verify mark %s", p ? p : name);
+	free(tmp);
+	free(p);
+	return rc < 0 ? AMBER_ERROR : 0;
+}
+
+/* Is `anc` on the first-parent chain of `from`? 1 yes, 0 no, -1 `from` unreadable. */
+static int on_chain(vctx *v, const uint8_t from[20], const uint8_t anc[20])
+{
+	uint8_t cur[20], parent[20];
+	int64_t t;
+	int has = 1;
+
+	memcpy(cur, from, 20);
+	for (uint64_t n = 0; has && n < ((uint64_t)1 << 32); n++) {
+		if (memcmp(cur, anc, 20) == 0)
+			return 1;
+		if (amber_commit_time(&t, parent, &has, v->a, cur) < 0)
+			return n == 0 ? -1 : 0;
+		memcpy(cur, parent, 20);
+	}
+	return 0;
+}
+
+static void check_mark(vctx *v, struct stream *s)
+{
+	char tip[41], mark[41];
+	int r;
+
+	if (!s->have_mark || s->mark_ok)
+		return;
+	amber_oid_tohex(tip, s->tip);
+	amber_oid_tohex(mark, s->mark);
+	r = on_chain(v, s->mark, s->tip);
+	amber_error_clear();
+	if (r == 1)
+		problem(v, AMBER_VERIFY_ROLLBACK, s->tip, tip, NULL,
+			"stream '%s' was moved back: it points at %s, an ancestor of %s which "
+			"an earlier verify saw as its tip", s->name, tip, mark);
+	else
+		problem(v, AMBER_VERIFY_REWRITTEN, s->tip, tip, NULL,
+			"stream '%s' has other history: its tip %s does not descend from %s, "
+			"the tip an earlier verify saw%s", s->name, tip, mark,
+			r < 0 ? " (which is no longer in the archive)" : "");
+}
+
+static int marks_save(vctx *v)
+{
+	char text[64 * AMBER_MAX_SLOTS], line[64];
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < v->nstreams; i++) {
+		char hex[41];
+
+		amber_oid_tohex(hex, v->streams[i].tip);
+		snprintf(line, sizeof(line), "%s\n", hex);
+		rc = mark_write(v, v->streams[i].name, line);
+	}
+	text[0] = '\0';
+	for (size_t i = 0; i < v->nslot_oids; i++) {
+		snprintf(line, sizeof(line), "%s\n", v->slot_oid[i]);
+		strncat(text, line, sizeof(text) - strlen(text) - 1);
+	}
+	if (rc == 0)
+		rc = mark_write(v, "keyslots", text);
+	return rc;
+}
+
+/* Slots whose blob changed since the last clean verify. */
+static void check_slot_marks(vctx *v, int keyed_ok)
+{
+	char *p = mark_path(v, "keyslots"), line[64];
+	FILE *f = p ? fopen(p, "r") : NULL;
+
+	for (size_t i = 0; f && fgets(line, sizeof(line), f); i++) {
+		line[strcspn(line, "\n")] = '\0';
+		if (i < v->nslot_oids && strcmp(line, v->slot_oid[i]) != 0 && !keyed_ok)
+			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+				"key slot %zu was replaced since the last verify (blob %s, was %s); "
+				"if a passphrase was changed, run verify with the key to accept it",
+				i, v->slot_oid[i], line);
+	}
+	if (f)
+		fclose(f);
+	free(p);
+}
+
+/* ---- refs and the metadata ------------------------------------------------------------------ */
+
+static int add_stream(struct stream **list, size_t *n, const char *name, const uint8_t oid[20])
+{
+	struct stream *s = realloc(*list, (*n + 1) * sizeof(*s));
+
+	if (!s)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	*list = s;
+	s = &s[(*n)++];
+	memset(s, 0, sizeof(*s));
+	snprintf(s->name, sizeof(s->name), "%s", name);
+	memcpy(s->tip, oid, 20);
+	return 0;
+}
+
+static int ref_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	vctx *v = payload;
+	const char *rest;
+
+	if (strncmp(name, "refs/heads/", 11) == 0) {
+		rest = name + 11;
+		if (!amber_refname_valid(rest)) {
+			problem(v, AMBER_VERIFY_MALFORMED, oid, NULL, NULL,
+				"ref %s: not a valid stream name", name);
+			return 0;
+		}
+		if (add_stream(&v->streams, &v->nstreams, rest, oid) < 0)
+			return AMBER_ERROR;
+		v->streams[v->nstreams - 1].have_mark =
+			mark_read(v->streams[v->nstreams - 1].mark, v, rest) == 0;
+		return 0;
+	}
+	if (strncmp(name, "refs/tags/", 10) == 0) {
+		if (!amber_refname_valid(name + 10))
+			problem(v, AMBER_VERIFY_MALFORMED, oid, NULL, NULL,
+				"ref %s: not a valid tag name", name);
+		else
+			return add_stream(&v->tags, &v->ntags, name + 10, oid);
+	}
+	return 0;
+}
+
+/* The commit a tag ref names (peeling an annotated tag); 0 or -1. */
+static int tag_target(vctx *v, uint8_t target[20], const struct stream *t)
+{
+	amber_buf b = AMBER_BUF_INIT;
+	char hex[41] = "", what[96];
+	int type = 0, rc;
+
+	snprintf(what, sizeof(what), "tag %s", t->name);
+	memcpy(target, t->tip, 20);
+	if (oidset_find(&v->seen, t->tip, 0))
+		return 0;
+	amber_buf_init(&b, MAX_OBJECT);
+	rc = amber_store_read(&b, &type, v->a->store, t->tip, MAX_OBJECT);
+	amber_buf_dispose(&b);
+	amber_error_clear();
+	if (rc < 0 || type == AMBER_GIT_COMMIT)
+		return 0;  /* a lightweight tag, or reported by the walk below */
+	amber_buf_init(&b, MAX_OBJECT);
+	rc = obj_get(v, &b, &type, t->tip, AMBER_GIT_TAG, NULL, what) == 1 ? 0 : -1;
+	if (rc == 0 && b.len > 47 && memcmp(b.data, "object ", 7) == 0)
+		memcpy(hex, b.data + 7, 40);
+	if (rc == 0 && amber_oid_fromhex(target, hex) < 0) {
+		problem(v, AMBER_VERIFY_MALFORMED, t->tip, NULL, NULL, "%s: malformed tag", what);
+		rc = -1;
+	}
+	if (rc == 0)
+		check_signature(v, &b, AMBER_GIT_TAG, t->tip, NULL, what);
+	amber_error_clear();
+	amber_buf_dispose(&b);
+	return rc;
+}
+
+/* Tags name snapshots; one outside every stream is walked on its own. */
+static int check_tags(vctx *v)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < v->ntags; i++) {
+		struct stream t = v->tags[i];
+
+		if (tag_target(v, t.tip, &v->tags[i]) < 0)
+			continue;
+		rc = walk_stream(v, &t);
+	}
+	return rc;
+}
+
+/* A passphrase slot's public part (amberfs-format(5) KEY SLOTS). */
+static void check_slot(vctx *v, const uint8_t *d, size_t len, const uint8_t oid[20], size_t i)
+{
+	uint32_t ops, mem;
+
+	if (len != SLOT_LEN || memcmp(d, "AMBSLOT1", 8) != 0 || d[8] != 1 || d[9] != 1) {
+		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL,
+			"key slot %zu is malformed (not an AMBSLOT1 passphrase slot of %d bytes)",
+			i, SLOT_LEN);
+		return;
+	}
+	ops = (uint32_t)d[10] | (uint32_t)d[11] << 8 | (uint32_t)d[12] << 16 |
+	      (uint32_t)d[13] << 24;
+	mem = (uint32_t)d[14] | (uint32_t)d[15] << 8 | (uint32_t)d[16] << 16 |
+	      (uint32_t)d[17] << 24;
+	if (ops < 1 || ops > 100 || mem < 8 || mem > 4194304)
+		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL,
+			"key slot %zu has Argon2id costs out of bounds (%u passes, %u KiB)", i, ops,
+			mem);
+}
+
+static void check_slots(vctx *v, const uint8_t tree[20])
+{
+	amber_buf t = AMBER_BUF_INIT;
+	amber_tparsed *e = NULL;
+	size_t n = 0;
+	int type = 0;
+
+	amber_buf_init(&t, MAX_OBJECT);
+	if (obj_get(v, &t, &type, tree, AMBER_GIT_TREE, NULL, "key slot tree") == 1 &&
+	    amber_tree_parse(&e, &n, t.data, t.len, "key slot tree") < 0)
+		problem(v, AMBER_VERIFY_MALFORMED, tree, NULL, NULL, "%s", amber_error_last());
+	for (size_t i = 0; i < n && i < AMBER_MAX_SLOTS; i++) {
+		amber_buf s = AMBER_BUF_INIT;
+
+		amber_buf_init(&s, MAX_OBJECT);
+		amber_oid_tohex(v->slot_oid[v->nslot_oids++], e[i].oid);
+		if (e[i].mode != AMBER_GIT_MODE_BLOB)
+			problem(v, AMBER_VERIFY_KEYSLOT, e[i].oid, NULL, NULL,
+				"key slot %zu is not a blob", i);
+		else if (obj_get(v, &s, &type, e[i].oid, AMBER_GIT_BLOB, NULL, "key slot") == 1)
+			check_slot(v, s.data, s.len, e[i].oid, i);
+		amber_buf_dispose(&s);
+	}
+	free(e);
+	amber_buf_dispose(&t);
+}
+
+static void check_config_text(vctx *v, const amber_buf *b, const uint8_t oid[20])
+{
+	char *text = strndup((const char *)b->data, b->len);
+
+	v->cfg_encrypted = -1;
+	if (text && strstr(text, "\nencryption none\n"))
+		v->cfg_encrypted = 0;
+	else if (text && strstr(text, "\nencryption xchacha20poly1305-blake2b\n"))
+		v->cfg_encrypted = 1;
+	if (!text || strncmp(text, "format 1\nid ", 12) != 0 || v->cfg_encrypted < 0 ||
+	    !strstr(text, "\nchunker fastcdc-gear ") || !strstr(text, "\ncompression zstd "))
+		problem(v, AMBER_VERIFY_CONFIG, oid, NULL, NULL,
+			"the archive config is malformed (amberfs-format(5) THE METADATA COMMIT)");
+	free(text);
+}
+
+static void check_meta_tree(vctx *v, const uint8_t tree[20])
+{
+	amber_buf t = AMBER_BUF_INIT, cfg = AMBER_BUF_INIT;
+	amber_tparsed *e = NULL;
+	const amber_tparsed *x;
+	size_t n = 0;
+	int type = 0;
+
+	amber_buf_init(&t, MAX_OBJECT);
+	amber_buf_init(&cfg, MAX_OBJECT);
+	if (obj_get(v, &t, &type, tree, AMBER_GIT_TREE, NULL, "metadata tree") != 1)
+		goto done;
+	if (amber_tree_parse(&e, &n, t.data, t.len, "metadata tree") < 0) {
+		problem(v, AMBER_VERIFY_MALFORMED, tree, NULL, NULL, "%s", amber_error_last());
+		goto done;
+	}
+	if (!(x = amber_tree_find(e, n, "config")))
+		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL, "the archive has no config");
+	else if (obj_get(v, &cfg, &type, x->oid, AMBER_GIT_BLOB, NULL, "config") == 1)
+		check_config_text(v, &cfg, x->oid);
+	if ((x = amber_tree_find(e, n, "keys")))
+		check_slots(v, x->oid);
+	if (v->cfg_encrypted == 0 && x)
+		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL,
+			"the config says encryption none, yet the archive has key slots: the "
+			"config is inconsistent (edited?)");
+	if (v->cfg_encrypted == 1 && !x)
+		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL,
+			"the config says the archive is encrypted, yet it has no key slots");
+done:
+	free(e);
+	amber_buf_dispose(&cfg);
+	amber_buf_dispose(&t);
+}
+
+/* The metadata commit and its history (objects only). */
+static void check_meta(vctx *v)
+{
+	uint8_t oid[20], next[20];
+	int first = 1, has = 1, type = 0;
+
+	if (amber_store_ref_read(oid, v->a->store, AMBER_META_REF) < 0) {
+		problem(v, AMBER_VERIFY_MISSING, NULL, NULL, NULL, "%s is missing", AMBER_META_REF);
+		return;
+	}
+	while (has) {
+		amber_buf b = AMBER_BUF_INIT;
+		amber_commit c = {0};
+
+		has = 0;
+		amber_buf_init(&b, MAX_OBJECT);
+		if (obj_get(v, &b, &type, oid, AMBER_GIT_COMMIT, NULL, "metadata commit") == 1) {
+			if (amber_commit_parse(&c, b.data, b.len, AMBER_META_REF) < 0) {
+				problem(v, AMBER_VERIFY_MALFORMED, oid, NULL, NULL, "%s",
+					amber_error_last());
+			} else if (first) {
+				check_meta_tree(v, c.tree);
+			} else {
+				walk_tree(v, c.tree, NULL, 0, 0);
+			}
+			has = c.nparents == 1;
+			memcpy(next, c.parent, 20);
+		}
+		amber_commit_dispose(&c);
+		amber_buf_dispose(&b);
+		memcpy(oid, next, 20);
+		first = 0;
+	}
+}
+
+/* ---- keys ----------------------------------------------------------------------------- */
+
+/* 1 if k authenticates the sample snapshot record (or there is none). */
+static int key_authenticates(vctx *v, const amber_keys *k)
+{
+	size_t cap, len = 0;
+	uint8_t *bin;
+	amber_buf plain = AMBER_BUF_INIT;
+	int ok;
+
+	if (!v->sample_record)
+		return 1;
+	cap = strlen(v->sample_record);
+	if (!(bin = malloc(cap + 1)))
+		return 0;
+	ok = sodium_base642bin(bin, cap, v->sample_record, cap, NULL, &len, NULL,
+			       sodium_base64_VARIANT_ORIGINAL) == 0 &&
+	     amber_codec_decode(&plain, k, AMBER_OBJ_RECORD, NULL, bin, len, MAX_RECORD_B64) == 0;
+	amber_buf_dispose(&plain);
+	free(bin);
+	amber_error_clear();
+	return ok;
+}
+
+/* Try every slot with the passphrase; unlock with one that authenticates. */
+static int unlock_checked(vctx *v)
+{
+	amber_archive *a = v->a;
+	amber_keys *good = NULL;
+	int opened = 0;
+
+	for (size_t i = 0; i < a->nslots; i++) {
+		amber_keys *k = NULL;
+		int rc = amber_keyslot_open(&k, a->slots[i], a->slot_len[i], v->o->passphrase,
+					    v->o->passphrase_len);
+
+		if (rc < 0)
+			continue;
+		opened++;
+		if (!key_authenticates(v, k)) {
+			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+				"key slot %zu opens with this passphrase but its master key does "
+				"not authenticate the archive's snapshots (a replaced key slot)", i);
+			amber_keys_free(k);
+		} else if (!good) {
+			good = k;
+		} else {
+			amber_keys_free(k);
+		}
+	}
+	amber_error_clear();
+	if (!opened)
+		problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+			"no key slot opens with this passphrase: a wrong passphrase, or the key "
+			"slots were replaced; checks that need the key were skipped");
+	if (!good)
+		return 0;
+	amber_keys_free(a->keys);
+	a->keys = good;
+	amber_chunker_init(&a->chunker, a->keys->chunk_key, a->chunk_min, a->chunk_avg,
+			   a->chunk_max);
+	return 1;
+}
+
+/* ---- contents (key) -------------------------------------------------------------------- */
+
+static int path_join(char **out, const char *dir, const amber_entry *e)
+{
+	size_t dl = strlen(dir);
+
+	*out = malloc(dl + e->name_len + 2);
+	if (!*out)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(*out, dir, dl);
+	(*out)[dl] = '/';
+	memcpy(*out + dl + 1, e->name, e->name_len);
+	(*out)[dl + 1 + e->name_len] = '\0';
+	return 0;
+}
+
+static int content_kind(int rc)
+{
+	if (rc == AMBER_ENOTFOUND)
+		return AMBER_VERIFY_MISSING;
+	return AMBER_VERIFY_AUTH;
+}
+
+static void read_file_data(vctx *v, amber_snapshot *s, const amber_entry *e, const char *path)
+{
+	uint8_t *buf = malloc(AMBER_CHUNK_MAX);
+	uint64_t off = 0;
+	size_t n = 0;
+	int rc = buf ? 0 : AMBER_ERROR;
+
+	while (rc == 0 && off < e->size) {
+		rc = amber_file_read(&n, s, e, off, buf, AMBER_CHUNK_MAX);
+		if (rc == 0 && n == 0)
+			rc = amber_fail(AMBER_ECORRUPT, "file is shorter than its size %" PRIu64,
+					e->size);
+		off += n;
+		v->st.data_bytes += n;
+		progress(v);
+	}
+	if (rc < 0)
+		problem(v, content_kind(rc), e->link.oid, s->info.id, path,
+			"file data fails: %s", amber_error_last());
+	free(buf);
+}
+
+/* 1 if the structure pass found object oid bad. */
+static int is_bad(vctx *v, const uint8_t oid[20])
+{
+	uint8_t *f = oidset_find(&v->seen, oid, 0);
+
+	return f && *f == 2;
+}
+
+/* Name the path of a file whose chunks the structure pass found bad. */
+static int chunks_bad(vctx *v, amber_snapshot *s, const amber_entry *e, const amber_cobj *o,
+		      const char *path)
+{
+	const file_index *x = o->data;
+	int bad = 0;
+
+	for (size_t i = 0; i < x->n; i++)
+		if (is_bad(v, x->c[i].link.oid)) {
+			problem(v, AMBER_VERIFY_CORRUPT, x->c[i].link.oid, s->info.id, path,
+				"chunk %zu of this file is missing or corrupt", i);
+			bad = 1;
+		}
+	return bad;
+}
+
+static void check_file(vctx *v, amber_snapshot *s, const amber_entry *e, const char *path)
+{
+	amber_cobj *o = NULL;
+	uint8_t *flag;
+	int rc = 0;
+
+	v->st.files++;
+	if (e->type != AMBER_T_REG || e->content == AMBER_C_NONE)
+		return;
+	if ((flag = oidset_find(&v->files_ok, e->link.oid, 0)))
+		return;
+	if (e->content == AMBER_C_BLOB && is_bad(v, e->link.oid)) {
+		problem(v, AMBER_VERIFY_CORRUPT, e->link.oid, s->info.id, path,
+			"the file's data object is missing or corrupt");
+		return;
+	}
+	if (e->content == AMBER_C_CHUNKED) {
+		rc = amber_file_index(&o, v->a, e, path);
+		if (rc < 0) {
+			problem(v, content_kind(rc), e->link.oid, s->info.id, path,
+				"chunk index fails: %s", amber_error_last());
+			return;
+		}
+		rc = chunks_bad(v, s, e, o, path);
+		amber_cache_release(v->a->cache, o);
+		if (rc)
+			return;
+	}
+	if (v->o->read_data) {
+		uint64_t before = v->st.problems;
+
+		read_file_data(v, s, e, path);
+		if (v->st.problems != before)
+			return;
+	}
+	oidset_find(&v->files_ok, e->link.oid, 1);
+}
+
+static void walk_dir(vctx *v, amber_snapshot *s, const amber_entry *dir, const char *path,
+		     int depth)
+{
+	amber_dir *d = NULL;
+	uint64_t before = v->st.problems;
+	int rc;
+
+	v->st.dirs++;
+	if (oidset_find(&v->dirs_ok, dir->tree_oid, 0) || depth > MAX_DEPTH)
+		return;
+	rc = amber_dir_open(&d, s, dir);
+	if (rc < 0) {
+		problem(v, content_kind(rc), dir->link.oid, s->info.id, path[0] ? path : "/",
+			"directory fails: %s", amber_error_last());
+		return;
+	}
+	for (size_t i = 0; i < amber_dir_count(d); i++) {
+		const amber_entry *e = amber_dir_entry(d, i);
+		char *sub = NULL;
+
+		if (path_join(&sub, path, e) < 0)
+			break;
+		if (e->type == AMBER_T_DIR)
+			walk_dir(v, s, e, sub, depth + 1);
+		else
+			check_file(v, s, e, sub);
+		free(sub);
+		progress(v);
+	}
+	amber_dir_free(d);
+	if (v->st.problems == before)
+		oidset_find(&v->dirs_ok, dir->tree_oid, 1);
+}
+
+static void check_contents(vctx *v, const char *stream, const uint8_t oid[20])
+{
+	amber_snapshot *s = NULL;
+	char hex[41];
+	int rc;
+
+	amber_oid_tohex(hex, oid);
+	rc = amber_snapshot_open(&s, v->a, hex);
+	if (rc < 0) {
+		problem(v, content_kind(rc), oid, hex, NULL, "%s", amber_error_last());
+		return;
+	}
+	if (stream && strcmp(s->info.stream, stream) != 0)
+		problem(v, AMBER_VERIFY_HISTORY, oid, hex, NULL,
+			"snapshot belongs to stream '%s' (authenticated record), found on '%s'",
+			s->info.stream, stream);
+	walk_dir(v, s, &s->root, "", 0);
+	amber_snapshot_free(s);
+}
+
+static void walk_contents(vctx *v, const struct stream *st)
+{
+	uint8_t cur[20], parent[20];
+	int64_t t;
+	int has = 1;
+
+	memcpy(cur, st->tip, 20);
+	for (uint64_t n = 0; has && n < v->st.snapshots; n++) {
+		uint8_t *f = oidset_find(&v->seen, cur, 0);
+
+		if (!f || *f == 2)
+			break;  /* missing or corrupt: reported already */
+		check_contents(v, st->name, cur);
+		if (amber_commit_time(&t, parent, &has, v->a, cur) < 0)
+			break;
+		memcpy(cur, parent, 20);
+	}
+	amber_error_clear();
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+static void pack_problem(const char *file, const char *message, void *payload)
+{
+	problem(payload, AMBER_VERIFY_CORRUPT, NULL, NULL, NULL, "%s: %s", file, message);
+}
+
+static void check_config_vs_objects(vctx *v)
+{
+	if (v->cfg_encrypted == 0 && v->frames_e)
+		problem(v, AMBER_VERIFY_CONFIG, NULL, NULL, NULL,
+			"the config says encryption none, but %" PRIu64 " objects are encrypted "
+			"('E' frames): the config is inconsistent with the objects (edited?)",
+			v->frames_e);
+	if (v->cfg_encrypted == 1 && v->frames_p)
+		problem(v, AMBER_VERIFY_CONFIG, NULL, NULL, NULL,
+			"the config says the archive is encrypted, but %" PRIu64 " objects are "
+			"plain ('P' frames): the config is inconsistent with the objects",
+			v->frames_p);
+}
+
+static int structure_pass(vctx *v)
+{
+	int rc = amber_store_check_packs(v->a->store, pack_problem, v);
+
+	if (rc >= 0)
+		rc = amber_store_ref_foreach(v->a->store, "refs/*", ref_cb, v);
+	if (rc < 0)
+		return rc;
+	check_meta(v);
+	v->st.streams = v->nstreams;
+	for (size_t i = 0; rc == 0 && i < v->nstreams; i++)
+		rc = walk_stream(v, &v->streams[i]);
+	if (rc == 0)
+		rc = check_tags(v);
+	for (size_t i = 0; i < v->nstreams; i++)
+		check_mark(v, &v->streams[i]);
+	check_config_vs_objects(v);
+	v->config_bad = v->cfg_encrypted != (v->a->encrypted ? 1 : 0) ||
+			(v->cfg_encrypted == 0 && v->frames_e) ||
+			(v->cfg_encrypted == 1 && v->frames_p);
+	return rc;
+}
+
+/* Whether the keyed pass can run; unlocks with a checked slot when asked. */
+static int want_keyed(vctx *v)
+{
+	if (v->o->no_key || v->config_bad)
+		return 0;
+	if (!amber_archive_needs_key(v->a))
+		return 1;
+	return v->o->passphrase ? unlock_checked(v) : 0;
+}
+
+static void pin_public_key(vctx *v)
+{
+	if (v->o->public_key) {
+		memcpy(v->pk, v->o->public_key, 32);
+		v->have_pk = 1;
+	} else {
+		v->have_pk = amber_archive_signing_pubkey(v->pk, v->a) == 0;
+		amber_error_clear();
+	}
+}
+
+int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify_opts *opts)
+{
+	static const amber_verify_opts none = {0};
+	vctx v = {0};
+	int rc;
+
+	v.a = a;
+	v.o = opts ? opts : &none;
+	v.cfg_encrypted = -1;
+	pin_public_key(&v);
+	if (!v.o->no_marks && !(v.mark_dir = amber_archive_cache_dir(a)))
+		return AMBER_ERROR;
+	rc = structure_pass(&v);
+	if (rc == 0 && want_keyed(&v)) {
+		v.st.keyed = 1;
+		for (size_t i = 0; i < v.nstreams; i++)
+			walk_contents(&v, &v.streams[i]);
+	}
+	if (rc == 0)
+		check_slot_marks(&v, v.st.keyed && a->encrypted);
+	if (rc == 0 && v.st.problems == 0 && !v.o->no_marks) {
+		rc = marks_save(&v);
+		v.st.marks_updated = rc == 0;
+	}
+	if (v.o->progress)
+		v.o->progress(&v.st, v.o->payload);
+	if (stats)
+		*stats = v.st;
+	oidset_dispose(&v.seen);
+	oidset_dispose(&v.dirs_ok);
+	oidset_dispose(&v.files_ok);
+	free(v.streams);
+	free(v.tags);
+	free(v.sample_record);
+	free(v.mark_dir);
+	return rc;
+}
+
+/* ---- push ---------------------------------------------------------------------------------- */
+
+struct names {
+	char **v;
+	size_t n;
+};
+
+static int name_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	struct names *l = payload;
+	char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+
+	(void)oid;
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	l->v = v;
+	if (!(v[l->n] = strdup(name)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	l->n++;
+	return 0;
+}
+
+int amber_push(amber_push_stats *stats, amber_archive *a, const char *remote)
+{
+	static const char *const globs[] = {"refs/heads/*", "refs/tags/*", "refs/amberfs/*"};
+	struct names l = {0};
+	amber_push_stats st = {0};
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < 3; i++)
+		rc = amber_store_ref_foreach(a->store, globs[i], name_cb, &l);
+	st.refs = l.n;
+	if (rc == 0)
+		rc = amber_store_push(&st.updated, &st.created, a->store, remote,
+				      (const char *const *)l.v, l.n);
+	for (size_t i = 0; i < l.n; i++)
+		free(l.v[i]);
+	free(l.v);
+	if (stats)
+		*stats = st;
+	return rc;
+}
