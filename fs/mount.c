@@ -18,6 +18,7 @@
 #include "mount.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -423,6 +424,12 @@ int cmd_mount(int argc, char **argv)
 
 	if (!m)
 		return cli_error("out of memory");
+	/*
+	 * Each FUSE worker thread would otherwise get its own malloc arena
+	 * that keeps what it freed: two arenas keep the daemon's resident
+	 * size near its caches' caps.
+	 */
+	mallopt(M_ARENA_MAX, 2);
 	status = parse(m, &args);
 	if (status < 0) {
 		status = setup(m);

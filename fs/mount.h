@@ -34,6 +34,7 @@
 #define MNT_BLKSIZE (128u * 1024)
 #define MNT_SNAP_IDLE_MAX 32            /* unreferenced snapshots kept open */
 #define MNT_DIRCACHE_SLOTS 64           /* decoded listings kept for lookups */
+#define MNT_DIRCACHE_BYTES ((size_t)16 << 20) /* ... and their memory, idle ones */
 
 /* Fixed st_ino of the virtual directories (node ids are separate). */
 enum {
@@ -118,6 +119,7 @@ struct mnt_dirslot {
 	amber_dir *d;
 	unsigned refs;
 	uint64_t used;
+	size_t bytes;                   /* estimated memory of d */
 };
 
 /** Options, filled by fuse_opt_parse (see mount.c's table). */
@@ -174,6 +176,7 @@ struct mnt {
 	pthread_mutex_t dir_lock;       /* dircache */
 	struct mnt_dirslot dircache[MNT_DIRCACHE_SLOTS];
 	uint64_t dir_clock;
+	size_t dir_bytes;               /* sum of the slots' bytes (dir_lock) */
 
 	pthread_mutex_t tl_lock;        /* timelines (not thread-safe) */
 	struct mnt_tl *tls;

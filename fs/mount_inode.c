@@ -576,10 +576,48 @@ static struct mnt_dirslot *dir_victim(struct mnt *m)
 	return v;
 }
 
+/* A listing's memory, roughly: entries and their names and xattrs. */
+static size_t dir_bytes(const amber_dir *d)
+{
+	return amber_dir_count(d) * (sizeof(amber_entry) + 64) + 64;
+}
+
+/*
+ * Caller holds dir_lock.  Keep idle listings under MNT_DIRCACHE_BYTES by
+ * dropping the least recently used (a 20k-entry directory decodes to
+ * several MiB, so a slot count alone does not bound memory).  Returns the
+ * listings to free outside the lock, chained through a scratch array.
+ */
+static size_t dir_trim(struct mnt *m, const struct mnt_dirslot *keep, amber_dir **gone,
+		       size_t max)
+{
+	size_t n = 0;
+
+	while (m->dir_bytes > MNT_DIRCACHE_BYTES && n < max) {
+		struct mnt_dirslot *v = NULL;
+
+		for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
+			struct mnt_dirslot *s = &m->dircache[i];
+
+			if (s != keep && s->key && s->refs == 0 && (!v || s->used < v->used))
+				v = s;
+		}
+		if (!v)
+			break;
+		gone[n++] = v->d;
+		m->dir_bytes -= v->bytes;
+		v->d = NULL;
+		v->key = 0;
+		v->bytes = 0;
+	}
+	return n;
+}
+
 static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 {
 	struct mnt_dirslot *s;
-	amber_dir *old = NULL;
+	amber_dir *old = NULL, *gone[MNT_DIRCACHE_SLOTS];
+	size_t ngone = 0;
 
 	pthread_mutex_lock(&m->dir_lock);
 	s = dir_slot(m, key);
@@ -588,8 +626,12 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 		d = s->d;
 	} else if ((s = dir_victim(m))) {
 		old = s->d;
+		m->dir_bytes -= s->bytes;
 		s->key = key;
 		s->d = d;
+		s->bytes = dir_bytes(d);
+		m->dir_bytes += s->bytes;
+		ngone = dir_trim(m, s, gone, MNT_DIRCACHE_SLOTS);
 	}
 	if (s) {
 		s->refs++;
@@ -597,6 +639,8 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 	}
 	pthread_mutex_unlock(&m->dir_lock);
 	amber_dir_free(old);
+	while (ngone)
+		amber_dir_free(gone[--ngone]);
 	return d;
 }
 
@@ -638,6 +682,8 @@ void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d)
 	s = dir_slot(m, n->id);
 	if (s && d == NULL && s->refs == 0) {
 		gone = s->d;
+		m->dir_bytes -= s->bytes;
+		s->bytes = 0;
 		s->d = NULL;
 		s->key = 0;
 	} else if (s && s->d == d && d) {

@@ -23,9 +23,14 @@ int amber_buf_reserve(amber_buf *b, size_t extra)
 	need = b->len + extra;
 	if (need <= b->cap)
 		return 0;
-	cap = b->cap ? b->cap : 256;
-	while (cap < need)
-		cap = cap > max / 2 ? max : cap * 2;
+	/* double, but a large first reservation (a decoded chunk) gets exactly
+	 * what it asks for: cached buffers would otherwise hold up to twice
+	 * their size */
+	cap = b->cap > max / 2 ? max : b->cap * 2;
+	if (cap < 256)
+		cap = 256;
+	if (cap < need)
+		cap = need;
 	p = realloc(b->data, cap);
 	if (!p)
 		return amber_fail(AMBER_ERROR, "out of memory (%zu bytes)", cap);

@@ -733,7 +733,7 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 		*out = NULL;
 		return rc;
 	}
-	amber_cache_fill(a->cache, *out, b, b->len + 64, amber_buf_free);
+	amber_cache_fill(a->cache, *out, b, b->cap + 64, amber_buf_free);
 	return 0;
 }
 

@@ -106,6 +106,13 @@ static void global_init_once(void)
 	if (git_libgit2_opts(GIT_OPT_ENABLE_FSYNC_GITDIR, 1) < 0 ||
 	    git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0) < 0 ||
 	    git_libgit2_opts(GIT_OPT_SET_MWINDOW_FILE_LIMIT, (size_t)128) < 0 ||
+	    /* pack windows are mmapped and count in a reader's resident size:
+	     * keep them small so a mount's memory stays near its cache cap */
+	    git_libgit2_opts(GIT_OPT_SET_MWINDOW_SIZE, (size_t)8 << 20) < 0 ||
+	    git_libgit2_opts(GIT_OPT_SET_MWINDOW_MAPPED_LIMIT, (size_t)32 << 20) < 0 ||
+	    /* libgit2's object cache keeps small trees; our own cache bounds
+	     * what matters, so keep this one small too */
+	    git_libgit2_opts(GIT_OPT_SET_CACHE_MAX_SIZE, (ssize_t)16 << 20) < 0 ||
 	    /* archives on WORM media or copies owned by another user must open */
 	    git_libgit2_opts(GIT_OPT_SET_OWNER_VALIDATION, 0) < 0)
 		global_rc = AMBER_ERROR;
