@@ -124,11 +124,12 @@ static void free_chain(amber_cobj *dead)
 	}
 }
 
-amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY])
+/* Caller holds the lock: the loaded entry for key, held and made most
+ * recently used, waiting while another thread loads it; NULL if absent. */
+static amber_cobj *hold_loaded(amber_cache *c, const uint8_t key[AMBER_CKEY])
 {
 	amber_cobj *o;
 
-	pthread_mutex_lock(&c->lock);
 	while ((o = find(c, key)) && o->loading)
 		pthread_cond_wait(&c->loaded, &c->lock);
 	if (o) {
@@ -136,6 +137,15 @@ amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY])
 		unlink_lru(c, o);
 		push_front(c, o);
 	}
+	return o;
+}
+
+amber_cobj *amber_cache_get(amber_cache *c, const uint8_t key[AMBER_CKEY])
+{
+	amber_cobj *o;
+
+	pthread_mutex_lock(&c->lock);
+	o = hold_loaded(c, key);
 	pthread_mutex_unlock(&c->lock);
 	return o;
 }
@@ -164,12 +174,7 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	o->size = size;
 	o->free_fn = free_fn;
 	pthread_mutex_lock(&c->lock);
-	while ((old = find(c, key)) && old->loading)
-		pthread_cond_wait(&c->loaded, &c->lock);
-	if (old) {
-		old->refs++;
-		unlink_lru(c, old);
-		push_front(c, old);
+	if ((old = hold_loaded(c, key))) {
 		pthread_mutex_unlock(&c->lock);
 		obj_free(o);
 		return old;
@@ -204,13 +209,7 @@ amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], i
 
 	*mine = 0;
 	pthread_mutex_lock(&c->lock);
-	while ((o = find(c, key)) && o->loading)
-		pthread_cond_wait(&c->loaded, &c->lock);
-	if (o) {
-		o->refs++;
-		unlink_lru(c, o);
-		push_front(c, o);
-	} else if ((o = calloc(1, sizeof(*o)))) {
+	if (!(o = hold_loaded(c, key)) && (o = calloc(1, sizeof(*o)))) {
 		memcpy(o->key, key, AMBER_CKEY);
 		o->refs = 1;
 		o->loading = 1;
