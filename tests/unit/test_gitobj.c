@@ -9,7 +9,8 @@
 #include "store.h"
 
 #include <criterion/criterion.h>
-#include <ftw.h>
+
+#include "scratch.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,40 +25,14 @@
 		cr_assert_eq(rc_, 0, "%s = %d: %s", #expr, rc_, amber_error_last()); \
 	} while (0)
 
-static char base[4096];
-
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
-	snprintf(base, sizeof(base), "%s/amberfs-gitobj-XXXXXX", t && *t ? t : "/tmp");
-	cr_assert_not_null(mkdtemp(base));
+	scratch_make("gitobj");
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	return remove(p);
-}
-
-static void teardown(void)
-{
-	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(gitobj, .init = setup, .fini = teardown);
+TestSuite(gitobj, .init = setup, .fini = scratch_remove);
 
 /* Helpers ------------------------------------------------------------------------- */
-
-static char *at(const char *name)
-{
-	static char bufs[4][4200];
-	static int k;
-	char *p = bufs[k++ & 3];
-	int n = snprintf(p, 4200, "%s/%s", base, name);
-
-	cr_assert(n > 0 && n < 4200, "path too long");
-	return p;
-}
 
 /* Run a shell command; its stdout (trimmed of the final newline) into out. */
 static int run(char *out, size_t outsz, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -7,10 +7,11 @@
 #include "kvmap.h"
 
 #include <criterion/criterion.h>
+
+#include "scratch.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,40 +27,14 @@
 static const char MAGIC[8] = "KVTEST1\n";
 static const char OTHER_MAGIC[8] = "KVTEST2\n";
 
-static char base[4096];
-
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
-	snprintf(base, sizeof(base), "%s/amberfs-kvmap-XXXXXX", t && *t ? t : "/tmp");
-	cr_assert_not_null(mkdtemp(base));
+	scratch_make("kvmap");
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	return remove(p);
-}
-
-static void teardown(void)
-{
-	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(kvmap, .init = setup, .fini = teardown);
+TestSuite(kvmap, .init = setup, .fini = scratch_remove);
 
 /* Helpers --------------------------------------------------------------------- */
-
-static char *at(const char *name)
-{
-	static char bufs[4][4200];
-	static int k;
-	char *p = bufs[k++ & 3];
-	int n = snprintf(p, 4200, "%s/%s", base, name);
-
-	cr_assert(n > 0 && n < 4200, "path too long");
-	return p;
-}
 
 /* Key i: a well-spread hash, like the keyed hashes the map really holds. */
 static void mkkey(uint8_t key[32], uint32_t i)

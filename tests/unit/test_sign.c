@@ -11,8 +11,9 @@
 #include "store.h"
 
 #include <criterion/criterion.h>
+
+#include "scratch.h"
 #include <ctype.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,36 +26,13 @@
 		cr_assert_eq(rc_, 0, "%s = %d: %s", #expr, rc_, amber_error_last()); \
 	} while (0)
 
-static char base[4096];
-
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
 	cr_assert_eq(amber_global_init(), 0);
-	snprintf(base, sizeof(base), "%s/amberfs-sign-XXXXXX", t && *t ? t : "/tmp");
-	cr_assert_not_null(mkdtemp(base));
+	scratch_make("sign");
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	return remove(p);
-}
-
-static void teardown(void)
-{
-	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(sign, .init = setup, .fini = teardown);
-
-static char *at(const char *name)
-{
-	static char buf[4200];
-
-	snprintf(buf, sizeof(buf), "%s/%s", base, name);
-	return buf;
-}
+TestSuite(sign, .init = setup, .fini = scratch_remove);
 
 static const char msg[] = "tree 0123\n\nthe message\n";
 

@@ -6,10 +6,11 @@
 #include "store.h"
 
 #include <criterion/criterion.h>
+
+#include "scratch.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,42 +26,15 @@
 		cr_assert_eq(rc_, 0, "%s = %d: %s", #expr, rc_, amber_error_last()); \
 	} while (0)
 
-static char base[4096];	/* per-test scratch directory */
-
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
-
-	snprintf(base, sizeof(base), "%s/amberfs-store-XXXXXX", t && *t ? t : "/tmp");
-	cr_assert_not_null(mkdtemp(base));
+	scratch_make("store");
 	OK(amber_store_global_init());
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	return remove(p);
-}
-
-static void teardown(void)
-{
-	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(store, .init = setup, .fini = teardown);
+TestSuite(store, .init = setup, .fini = scratch_remove);
 
 /* Helpers ------------------------------------------------------------------- */
-
-static char *at(const char *name)
-{
-	static char bufs[4][4096];
-	static int k;
-	char *p = bufs[k++ & 3];
-
-	int n = snprintf(p, 4096, "%s/%s", base, name);
-
-	cr_assert(n > 0 && n < 4096, "path too long");
-	return p;
-}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 

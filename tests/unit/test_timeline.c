@@ -6,9 +6,10 @@
 #include "amber.h"
 
 #include <criterion/criterion.h>
+
+#include "scratch.h"
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,45 +28,20 @@
 #define T0 ((int64_t)1700000000 * 1000000000 + 123456789)
 #define STEP ((int64_t)3600 * 1000000000 + 1001)   /* an hour and a bit */
 
-static char base[4096];
-
 static void setup(void)
 {
-	const char *t = getenv("TMPDIR");
 	char cache[4200];
 
-	snprintf(base, sizeof(base), "%s/amberfs-timeline-XXXXXX", t && *t ? t : "/tmp");
-	cr_assert_not_null(mkdtemp(base));
+	scratch_make("timeline");
 	snprintf(cache, sizeof(cache), "%s/cache", base);
 	setenv("AMBERFS_KDF_INSECURE_FAST", "1", 1);
 	setenv("AMBERFS_CACHE_DIR", cache, 1);
 	OK(amber_global_init());
 }
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-	return remove(p);
-}
-
-static void teardown(void)
-{
-	nftw(base, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(timeline, .init = setup, .fini = teardown);
+TestSuite(timeline, .init = setup, .fini = scratch_remove);
 
 /* Helpers ------------------------------------------------------------------------------- */
-
-static char *at(const char *name)
-{
-	static char bufs[4][4200];
-	static int k;
-	char *p = bufs[k++ & 3];
-	int n = snprintf(p, 4200, "%s/%s", base, name);
-
-	cr_assert(n > 0 && n < 4200, "path too long");
-	return p;
-}
 
 static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
