@@ -1519,3 +1519,34 @@ size_t json_lines(const char *text, char ***objs)
 	*objs = v;
 	return n;
 }
+
+static const char *const git_ident_env[] = {
+	"GIT_AUTHOR_NAME=Mallory", "GIT_AUTHOR_EMAIL=mallory@example.invalid",
+	"GIT_COMMITTER_NAME=Mallory", "GIT_COMMITTER_EMAIL=mallory@example.invalid",
+	"GIT_CONFIG_NOSYSTEM=1", NULL
+};
+
+char *git_ok(const char *repo, const char *stdin_path, const char *arg0, ...)
+{
+	const char *argv[32];
+	size_t n = 0;
+	char *gd = xasprintf("--git-dir=%s", repo);
+	va_list ap;
+	run_opts o = {.env = git_ident_env, .stdin_path = stdin_path};
+	run_result r;
+
+	argv[n++] = "git";
+	argv[n++] = gd;
+	va_start(ap, arg0);
+	for (const char *a = arg0; a && n < 31; a = va_arg(ap, const char *))
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	run_argv(&r, &o, argv);
+	cr_assert_eq(r.status, 0, "git %s failed (exit %d): %s", arg0, r.status, r.err);
+	while (r.out_len > 0 && r.out[r.out_len - 1] == '\n')
+		r.out[--r.out_len] = '\0';
+	free(gd);
+	free(r.err);
+	return r.out;
+}

@@ -110,6 +110,13 @@ void amber_init_archive(const char *archive, int plain);
  */
 void amber_snapshot_ok(char id[41], const char *archive, const char *src, const char *const *extra);
 
+/**
+ * Run git --git-dir=repo with the words given (stdin from stdin_path or
+ * /dev/null, a fixed committer identity), assert exit 0, and return its
+ * stdout with trailing newlines cut (free it).
+ */
+char *git_ok(const char *repo, const char *stdin_path, const char *arg0, ...) ITEST_SENTINEL;
+
 /** Assert that `git fsck --full` passes on `repo`. */
 void assert_fsck(const char *repo);
 

@@ -19,40 +19,6 @@
 
 TestSuite(tamper, .init = itest_setup, .fini = itest_teardown, .timeout = 300);
 
-static const char *const git_ident_env[] = {
-	"GIT_AUTHOR_NAME=Mallory", "GIT_AUTHOR_EMAIL=mallory@example.invalid",
-	"GIT_COMMITTER_NAME=Mallory", "GIT_COMMITTER_EMAIL=mallory@example.invalid",
-	"GIT_CONFIG_NOSYSTEM=1", NULL
-};
-
-/* Run git on repo; assert success; return stdout with trailing newlines cut. */
-static char *git(const char *repo, const char *stdin_path, const char *arg0, ...)
-	ITEST_SENTINEL;
-
-static char *git(const char *repo, const char *stdin_path, const char *arg0, ...)
-{
-	const char *argv[32];
-	size_t n = 0;
-	char *gd = xasprintf("--git-dir=%s", repo);
-	argv[n++] = "git";
-	argv[n++] = gd;
-	va_list ap;
-	va_start(ap, arg0);
-	for (const char *a = arg0; a; a = va_arg(ap, const char *))
-		argv[n++] = a;
-	va_end(ap);
-	argv[n] = NULL;
-	run_opts o = { .env = git_ident_env, .stdin_path = stdin_path };
-	run_result r;
-	run_argv(&r, &o, argv);
-	cr_assert_eq(r.status, 0, "git %s failed (exit %d): %s", arg0, r.status, r.err);
-	while (r.out_len > 0 && r.out[r.out_len - 1] == '\n')
-		r.out[--r.out_len] = '\0';
-	free(gd);
-	free(r.err);
-	return r.out;
-}
-
 typedef struct tent {
 	char mode[8];
 	char type[8];
@@ -62,7 +28,7 @@ typedef struct tent {
 
 static size_t ls_tree(const char *repo, const char *treeish, tent *out, size_t max)
 {
-	char *text = git(repo, NULL, "ls-tree", treeish, NULL);
+	char *text = git_ok(repo, NULL, "ls-tree", treeish, NULL);
 	size_t n = 0;
 	char *save = NULL;
 	for (char *line = strtok_r(text, "\n", &save); line && n < max;
@@ -92,7 +58,7 @@ static char *mktree(const char *repo, const tent *v, size_t n)
 	for (size_t i = 0; i < n; i++)
 		fprintf(f, "%s %s %s\t%s\n", v[i].mode, v[i].type, v[i].oid, v[i].name);
 	fclose(f);
-	char *oid = git(repo, in, "mktree", NULL);
+	char *oid = git_ok(repo, in, "mktree", NULL);
 	free(in);
 	return oid;
 }
@@ -100,7 +66,7 @@ static char *mktree(const char *repo, const tent *v, size_t n)
 /* The message of a commit, written to a file; returns the file's path. */
 static char *message_file(const char *repo, const char *commit)
 {
-	char *raw = git(repo, NULL, "cat-file", "commit", commit, NULL);
+	char *raw = git_ok(repo, NULL, "cat-file", "commit", commit, NULL);
 	char *body = strstr(raw, "\n\n");
 	cr_assert(body, "commit %s has no message", commit);
 	char *path = xasprintf("%s/msg-%s", IT.tmp, commit);
@@ -115,21 +81,21 @@ static char *commit_tree(const char *repo, const char *tree, const char *parent,
 			 const char *msgfile)
 {
 	if (parent && *parent)
-		return git(repo, NULL, "commit-tree", tree, "-p", parent, "-F", msgfile, NULL);
-	return git(repo, NULL, "commit-tree", tree, "-F", msgfile, NULL);
+		return git_ok(repo, NULL, "commit-tree", tree, "-p", parent, "-F", msgfile, NULL);
+	return git_ok(repo, NULL, "commit-tree", tree, "-F", msgfile, NULL);
 }
 
 static char *parent_of(const char *repo, const char *commit)
 {
 	char *spec = xasprintf("%s^", commit);
-	char *p = git(repo, NULL, "rev-parse", "--verify", "-q", spec, NULL);
+	char *p = git_ok(repo, NULL, "rev-parse", "--verify", "-q", spec, NULL);
 	free(spec);
 	return p;
 }
 
 static void move_main(const char *repo, const char *commit)
 {
-	free(git(repo, NULL, "update-ref", "refs/heads/main", commit, NULL));
+	free(git_ok(repo, NULL, "update-ref", "refs/heads/main", commit, NULL));
 }
 
 /* Assert that an amberfs read command fails with an authentication error
@@ -403,7 +369,7 @@ Test(tamper, directory_tree_moved_under_a_sibling_token_is_rejected)
 static char *raw_commit_with(const char *arch, const char *commit, const char *key,
 			     const char *value)
 {
-	char *raw = git(arch, NULL, "cat-file", "commit", commit, NULL);
+	char *raw = git_ok(arch, NULL, "cat-file", "commit", commit, NULL);
 	char *pat = xasprintf("%s ", key);
 	char *line = strncmp(raw, pat, strlen(pat)) == 0 ? raw : NULL;
 	if (!line) {
@@ -415,12 +381,12 @@ static char *raw_commit_with(const char *arch, const char *commit, const char *k
 	}
 	char *eol = strchr(line, '\n');
 	*line = '\0';
-	/* git() cut the message's final newline; put it back. */
+	/* git_ok() cut the message's final newline; put it back. */
 	char *text = value ? xasprintf("%s%s %s%s\n", raw, key, value, eol)
 			   : xasprintf("%s%s\n", raw, eol + 1);
 	char *path = xasprintf("%s/raw-%d", IT.tmp, rand());
 	write_str(path, text);
-	char *oid = git(arch, NULL, "hash-object", "-t", "commit", "-w", path, NULL);
+	char *oid = git_ok(arch, NULL, "hash-object", "-t", "commit", "-w", path, NULL);
 	free(raw);
 	free(pat);
 	free(text);
@@ -432,7 +398,7 @@ Test(tamper, new_commit_pointing_at_an_old_root_is_rejected)
 {
 	two t;
 	setup_versions(&t);
-	char *tree1 = git(t.arch, NULL, "rev-parse", xasprintf("%s^{tree}", t.s1), NULL);
+	char *tree1 = git_ok(t.arch, NULL, "rev-parse", xasprintf("%s^{tree}", t.s1), NULL);
 	char *msg1 = message_file(t.arch, t.s1), *msg2 = message_file(t.arch, t.s2);
 	struct {
 		const char *what;

@@ -18,39 +18,6 @@
 
 TestSuite(verify, .init = itest_setup, .fini = itest_teardown, .timeout = 300);
 
-static const char *const git_env[] = {
-	"GIT_AUTHOR_NAME=Mallory", "GIT_AUTHOR_EMAIL=mallory@example.invalid",
-	"GIT_COMMITTER_NAME=Mallory", "GIT_COMMITTER_EMAIL=mallory@example.invalid",
-	"GIT_CONFIG_NOSYSTEM=1", NULL
-};
-
-static char *git(const char *repo, const char *stdin_path, const char *arg0, ...) ITEST_SENTINEL;
-
-/* Run git on repo; assert success; stdout with trailing newlines cut. */
-static char *git(const char *repo, const char *stdin_path, const char *arg0, ...)
-{
-	const char *argv[32];
-	size_t n = 0;
-	char *gd = xasprintf("--git-dir=%s", repo);
-	va_list ap;
-	argv[n++] = "git";
-	argv[n++] = gd;
-	va_start(ap, arg0);
-	for (const char *a = arg0; a; a = va_arg(ap, const char *))
-		argv[n++] = a;
-	va_end(ap);
-	argv[n] = NULL;
-	run_opts o = { .env = git_env, .stdin_path = stdin_path };
-	run_result r;
-	run_argv(&r, &o, argv);
-	cr_assert_eq(r.status, 0, "git %s failed (exit %d): %s", arg0, r.status, r.err);
-	while (r.out_len > 0 && r.out[r.out_len - 1] == '\n')
-		r.out[--r.out_len] = '\0';
-	free(gd);
-	free(r.err);
-	return r.out;
-}
-
 /* A small source tree with a multi-chunk file; returns its path. */
 static char *make_src(void)
 {
@@ -168,8 +135,8 @@ Test(verify, flipped_byte_in_a_pack_is_corrupt)
 	char s1[41], s2[41];
 	char *arch = two_snapshots(s1, s2, NULL);
 	char *spec = xasprintf("%s:", s2);
-	char *tree = git(arch, NULL, "rev-parse", spec, NULL);
-	char *ls = git(arch, NULL, "ls-tree", tree, NULL);
+	char *tree = git_ok(arch, NULL, "rev-parse", spec, NULL);
+	char *ls = git_ok(arch, NULL, "ls-tree", tree, NULL);
 	/* the first blob of the root tree that is a file chunk (not 'm') */
 	char oid[41] = "";
 	for (char *l = strtok(ls, "\n"); l; l = strtok(NULL, "\n")) {
@@ -213,19 +180,19 @@ Test(verify, ref_moved_back_is_a_rollback)
 	char s1[41], s2[41];
 	char *arch = two_snapshots(s1, s2, NULL);
 	expect_clean(arch, "--no-key", NULL);
-	free(git(arch, NULL, "update-ref", "refs/heads/main", s1, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", s1, NULL));
 	expect_problem(arch, "--no-key", "rollback", "ref moved back");
 	expect_problem(arch, NULL, "moved back", "ref moved back, with the key");
 	expect_no_word(arch, "--no-key", "rewritten");
 	/* the mark did not move: putting the ref back makes it clean again */
-	free(git(arch, NULL, "update-ref", "refs/heads/main", s2, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", s2, NULL));
 	expect_clean(arch, NULL, NULL);
 }
 
 /* The message of a commit in a file. */
 static char *message_file(const char *repo, const char *commit)
 {
-	char *raw = git(repo, NULL, "cat-file", "commit", commit, NULL);
+	char *raw = git_ok(repo, NULL, "cat-file", "commit", commit, NULL);
 	char *body = strstr(raw, "\n\n");
 	cr_assert(body);
 	char *path = xasprintf("%s/msg-%s", IT.tmp, commit);
@@ -241,9 +208,9 @@ Test(verify, ref_on_other_history_is_rewritten)
 	expect_clean(arch, NULL, NULL);
 	/* a new commit on s1 carrying s2's message and s1's tree */
 	char *spec = xasprintf("%s^{tree}", s1);
-	char *tree = git(arch, NULL, "rev-parse", spec, NULL);
-	char *x = git(arch, NULL, "commit-tree", tree, "-p", s1, "-F", message_file(arch, s2), NULL);
-	free(git(arch, NULL, "update-ref", "refs/heads/main", x, NULL));
+	char *tree = git_ok(arch, NULL, "rev-parse", spec, NULL);
+	char *x = git_ok(arch, NULL, "commit-tree", tree, "-p", s1, "-F", message_file(arch, s2), NULL);
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", x, NULL));
 	expect_problem(arch, "--no-key", "rewritten", "rewritten history");
 	expect_no_word(arch, "--no-key", "rollback");
 }
@@ -260,9 +227,9 @@ Test(verify, swapped_tree_fails_authentication)
 	char s1[41], s2[41];
 	char *arch = two_snapshots(s1, s2, NULL);
 	char *spec = xasprintf("%s^{tree}", s1);
-	char *tree = git(arch, NULL, "rev-parse", spec, NULL);
-	char *x = git(arch, NULL, "commit-tree", tree, "-p", s1, "-F", message_file(arch, s2), NULL);
-	free(git(arch, NULL, "update-ref", "refs/heads/main", x, NULL));
+	char *tree = git_ok(arch, NULL, "rev-parse", spec, NULL);
+	char *x = git_ok(arch, NULL, "commit-tree", tree, "-p", s1, "-F", message_file(arch, s2), NULL);
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", x, NULL));
 	expect_problem(arch, NULL, "authenticat", "swapped tree, with the key");
 	expect_problem(arch, NULL, "record", "the record names another tree");
 	expect_problem(arch, "--no-key", "author line", "swapped tree, no key");
@@ -271,9 +238,9 @@ Test(verify, swapped_tree_fails_authentication)
 /* Replace entry `name` of the meta tree (or of keys/) and commit a new meta. */
 static void new_meta(const char *arch, const char *config_blob, const char *slot_blob)
 {
-	char *meta = git(arch, NULL, "rev-parse", "refs/amberfs/meta", NULL);
+	char *meta = git_ok(arch, NULL, "rev-parse", "refs/amberfs/meta", NULL);
 	char *spec = xasprintf("%s^{tree}", meta);
-	char *ls = git(arch, NULL, "ls-tree", spec, NULL);
+	char *ls = git_ok(arch, NULL, "ls-tree", spec, NULL);
 	char *in = pjoin(IT.tmp, "mktree.in");
 	FILE *f = fopen(in, "w");
 	cr_assert(f);
@@ -286,31 +253,31 @@ static void new_meta(const char *arch, const char *config_blob, const char *slot
 			char *kin = pjoin(IT.tmp, "keys.in");
 			char *line = xasprintf("100644 blob %s\tslot-0\n", slot_blob);
 			write_str(kin, line);
-			char *kt = git(arch, kin, "mktree", NULL);
+			char *kt = git_ok(arch, kin, "mktree", NULL);
 			memcpy(o, kt, 41);
 		}
 		fprintf(f, "%s %s %s\t%s\n", mode, type, o, name);
 	}
 	fclose(f);
-	char *tree = git(arch, in, "mktree", NULL);
+	char *tree = git_ok(arch, in, "mktree", NULL);
 	char *msg = pjoin(IT.tmp, "meta.msg");
 	write_str(msg, "amberfs archive metadata\n");
-	char *c = git(arch, NULL, "commit-tree", tree, "-p", meta, "-F", msg, NULL);
-	free(git(arch, NULL, "update-ref", "refs/amberfs/meta", c, NULL));
+	char *c = git_ok(arch, NULL, "commit-tree", tree, "-p", meta, "-F", msg, NULL);
+	free(git_ok(arch, NULL, "update-ref", "refs/amberfs/meta", c, NULL));
 }
 
 Test(verify, config_claiming_no_encryption_is_inconsistent)
 {
 	char s1[41], s2[41];
 	char *arch = two_snapshots(s1, s2, NULL);
-	char *cfg = git(arch, NULL, "cat-file", "blob", "refs/amberfs/meta:config", NULL);
+	char *cfg = git_ok(arch, NULL, "cat-file", "blob", "refs/amberfs/meta:config", NULL);
 	char *p = strstr(cfg, "encryption xchacha20poly1305-blake2b");
 	cr_assert(p, "config: %s", cfg);
 	char *edited = xasprintf("%.*sencryption none%s\n", (int)(p - cfg), cfg,
 				 p + strlen("encryption xchacha20poly1305-blake2b"));
 	char *file = pjoin(IT.tmp, "config.edited");
 	write_str(file, edited);
-	char *blob = git(arch, NULL, "hash-object", "-w", file, NULL);
+	char *blob = git_ok(arch, NULL, "hash-object", "-w", file, NULL);
 	new_meta(arch, blob, NULL);
 	expect_problem(arch, "--no-key", "inconsistent", "config edited, no key");
 	expect_problem(arch, "--no-key", "encrypted", "config edited: objects are encrypted");
@@ -335,7 +302,7 @@ Test(verify, replaced_key_slot_does_not_open)
 	run_cmd(&r, &so, "git", gd, "cat-file", "blob", "refs/amberfs/meta:keys/slot-0", NULL);
 	assert_ok(&r, "cat-file slot");
 	run_result_dispose(&r);
-	char *blob = git(arch, NULL, "hash-object", "-w", slot, NULL);
+	char *blob = git_ok(arch, NULL, "hash-object", "-w", slot, NULL);
 	new_meta(arch, NULL, blob);
 	expect_problem(arch, NULL, "no key slot opens", "replaced slot, with the key");
 	expect_problem(arch, "--no-key", "slot 0 was replaced", "replaced slot, no key");
@@ -375,30 +342,30 @@ Test(verify, signed_archive_verifies_and_a_hand_edited_commit_fails)
 	expect_clean(arch, "--no-key", pk_opt);
 
 	/* a hand-edited signed commit: same signature, other bytes */
-	char *tip = git(arch, NULL, "rev-parse", "refs/heads/main", NULL);
-	char *raw = git(arch, NULL, "cat-file", "commit", tip, NULL);
+	char *tip = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	char *raw = git_ok(arch, NULL, "cat-file", "commit", tip, NULL);
 	char *p = strstr(raw, "amberfs snapshot ");
 	cr_assert(p && strstr(raw, "gpgsig"), "a signed snapshot commit: %s", raw);
 	p[strlen("amberfs snapsh")] = '0';
 	char *file = pjoin(IT.tmp, "edited.commit");
 	char *text = xasprintf("%s\n", raw);
 	write_str(file, text);
-	char *x = git(arch, NULL, "hash-object", "-t", "commit", "-w", file, NULL);
-	free(git(arch, NULL, "update-ref", "refs/heads/main", x, NULL));
+	char *x = git_ok(arch, NULL, "hash-object", "-t", "commit", "-w", file, NULL);
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", x, NULL));
 	expect_problem(arch, "--no-key", "bad signature", "hand-edited signed commit");
 
 	/* and a commit made without the key on top of signed history */
 	char *spec = xasprintf("%s^{tree}", tip);
-	char *tree = git(arch, NULL, "rev-parse", spec, NULL);
+	char *tree = git_ok(arch, NULL, "rev-parse", spec, NULL);
 	char *msg = pjoin(IT.tmp, "msg");
 	char *body = strstr(raw, "\n\n");
 	write_str(msg, body + 2);
-	char *y = git(arch, NULL, "commit-tree", tree, "-p", tip, "-F", msg, NULL);
-	free(git(arch, NULL, "update-ref", "refs/heads/main", y, NULL));
+	char *y = git_ok(arch, NULL, "commit-tree", tree, "-p", tip, "-F", msg, NULL);
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", y, NULL));
 	expect_problem(arch, "--no-key", "stripped", "unsigned commit above signed ones");
 
 	/* another archive's public key pinned: every signature is foreign */
-	free(git(arch, NULL, "update-ref", "refs/heads/main", tip, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", tip, NULL));
 	char *other = pjoin(IT.tmp, "other"), *okey = pjoin(IT.tmp, "other.key");
 	amber(&r, "init", other, "--signing-key", okey, NULL);
 	assert_ok(&r, "init other");
@@ -474,7 +441,7 @@ Test(verify, push_to_a_new_local_path_makes_a_verifying_replica)
 	amber(&r, "push", arch, url, NULL);
 	assert_ok(&r, "push over file://");
 	run_result_dispose(&r);
-	char *head = git(rep, NULL, "rev-parse", "refs/heads/main", NULL);
+	char *head = git_ok(rep, NULL, "rev-parse", "refs/heads/main", NULL);
 	cr_assert_str_eq(head, id);
 	expect_clean(rep, "--read-data", NULL);
 }
@@ -488,13 +455,13 @@ Test(verify, non_fast_forward_push_is_refused)
 	amber(&r, "push", arch, rep, NULL);
 	assert_ok(&r, "push");
 	run_result_dispose(&r);
-	free(git(arch, NULL, "update-ref", "refs/heads/main", s1, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", s1, NULL));
 	amber(&r, "push", arch, rep, NULL);
 	cr_assert_eq(r.status, 1, "a non-fast-forward push must fail: %s", r.err);
 	cr_assert(contains_nocase(r.err, "non-fast-forward"), "clear message: %s", r.err);
 	assert_one_error_line(&r, "refused push");
 	run_result_dispose(&r);
-	char *head = git(rep, NULL, "rev-parse", "refs/heads/main", NULL);
+	char *head = git_ok(rep, NULL, "rev-parse", "refs/heads/main", NULL);
 	cr_assert_str_eq(head, s2, "the replica's ref must not move back");
 }
 
@@ -547,6 +514,6 @@ Test(verify, coldsync_interrupted_then_rerun_verifies)
 	run_cmd(&r, &o, "sh", script, arch, cold, NULL);
 	assert_ok(&r, "coldsync after a new snapshot");
 	run_result_dispose(&r);
-	char *head = git(cold, NULL, "rev-parse", "refs/heads/main", NULL);
+	char *head = git_ok(cold, NULL, "rev-parse", "refs/heads/main", NULL);
 	cr_assert_str_eq(head, id);
 }
