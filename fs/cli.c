@@ -57,6 +57,49 @@ int cli_getopt(int argc, char **argv, const char *sopts, const struct option *lo
 	return c;
 }
 
+int cli_signing_key(const char *cmd, const char **key, int unsigned_ok)
+{
+	const char *env = getenv("AMBERFS_SIGNING_KEY");
+
+	if (*key && unsigned_ok)
+		return cli_usage(cmd, "--signing-key and --unsigned exclude each other");
+	if (*key && !**key)
+		return cli_usage(cmd, "--signing-key wants a file name");
+	if (!*key && !unsigned_ok && env && *env)
+		*key = env;
+	return -1;
+}
+
+enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE };
+
+int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const char **passfile,
+		       int argc, char **argv, const char *cmd, const char *usage,
+		       const char *help)
+{
+	static const struct option opts[] = {
+		{"stream", required_argument, NULL, READ_OPT_STREAM},
+		{"passphrase-file", required_argument, NULL, READ_OPT_PASSFILE},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+		if (c == 'h')
+			return cli_help(help);
+		else if (c == READ_OPT_STREAM)
+			*stream = optarg;
+		else if (c == READ_OPT_PASSFILE)
+			*passfile = optarg;
+		else
+			return cli_bad_option(cmd, c, argv);
+	}
+	if (cli_positionals(pos, npos, argc, argv, optind, cmd, usage))
+		return CLI_EXIT_USAGE;
+	return -1;
+}
+
 int cli_bad_option(const char *cmd, int c, char **argv)
 {
 	const char *arg = bad_token ? bad_token : argv[optind - 1];

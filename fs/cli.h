@@ -67,6 +67,23 @@ int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 int cli_getopt(int argc, char **argv, const char *sopts, const struct option *lopts);
 int cli_bad_option(const char *cmd, int c, char **argv);
 
+/**
+ * Settle the signing key of a writing command: --signing-key and --unsigned
+ * exclude each other, an empty file name is refused, and without either
+ * option $AMBERFS_SIGNING_KEY is the default.
+ * @return -1 to go on, else the usage exit status.
+ */
+int cli_signing_key(const char *cmd, const char **key, int unsigned_ok);
+
+/**
+ * Parse a read command that takes only --stream, --passphrase-file and
+ * --help and exactly `npos` operands (named in `usage`) into pos.
+ * @return -1 to go on, else the exit status.
+ */
+int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const char **passfile,
+		       int argc, char **argv, const char *cmd, const char *usage,
+		       const char *help);
+
 /** Print "amberfs: <message>" on stderr.  @return CLI_EXIT_ERROR. */
 int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

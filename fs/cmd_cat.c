@@ -23,8 +23,6 @@ static const char help[] =
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE };
-
 struct cat_args {
 	const char *pos[2];     /* ARCHIVE, SNAPSHOT:PATH */
 	const char *passfile;
@@ -34,28 +32,8 @@ struct cat_args {
 /* @return -1 to go on, else the exit status. */
 static int parse(struct cat_args *o, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"stream", required_argument, NULL, OPT_STREAM},
-		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	int c;
-
-	opterr = 0;
-	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-		if (c == 'h')
-			return cli_help(help);
-		else if (c == OPT_STREAM)
-			o->stream = optarg;
-		else if (c == OPT_PASSFILE)
-			o->passfile = optarg;
-		else
-			return cli_bad_option("cat", c, argv);
-	}
-	if (cli_positionals(o->pos, 2, argc, argv, optind, "cat", "ARCHIVE SNAPSHOT:PATH"))
-		return CLI_EXIT_USAGE;
-	return -1;
+	return cli_parse_read_cmd(o->pos, 2, &o->stream, &o->passfile, argc, argv, "cat",
+				  "ARCHIVE SNAPSHOT:PATH", help);
 }
 
 static int write_all(const char *buf, size_t len)

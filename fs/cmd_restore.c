@@ -24,8 +24,6 @@ static const char help[] =
 	"Exit status 3: restored, but some entries or metadata could not be written;\n"
 	"each is named in a warning on stderr.\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE };
-
 struct restore_args {
 	const char *pos[3];     /* ARCHIVE, SNAPSHOT[:PATH], DEST */
 	const char *passfile;
@@ -35,29 +33,8 @@ struct restore_args {
 /* @return -1 to go on, else the exit status. */
 static int parse(struct restore_args *o, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"stream", required_argument, NULL, OPT_STREAM},
-		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	int c;
-
-	opterr = 0;
-	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-		if (c == 'h')
-			return cli_help(help);
-		else if (c == OPT_STREAM)
-			o->stream = optarg;
-		else if (c == OPT_PASSFILE)
-			o->passfile = optarg;
-		else
-			return cli_bad_option("restore", c, argv);
-	}
-	if (cli_positionals(o->pos, 3, argc, argv, optind, "restore",
-			    "ARCHIVE SNAPSHOT[:PATH] DEST"))
-		return CLI_EXIT_USAGE;
-	return -1;
+	return cli_parse_read_cmd(o->pos, 3, &o->stream, &o->passfile, argc, argv, "restore",
+				  "ARCHIVE SNAPSHOT[:PATH] DEST", help);
 }
 
 static int restore(const struct restore_args *o, struct cli_target *t)

@@ -76,7 +76,6 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *env = getenv("AMBERFS_SIGNING_KEY");
 	int c, status;
 
 	opterr = 0;
@@ -85,13 +84,10 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		if (status >= 0)
 			return status;
 	}
-	if (o->opts.signing_key_path && o->opts.unsigned_ok)
-		return cli_usage("snapshot", "--signing-key and --unsigned exclude each other");
-	if (o->opts.signing_key_path && !*o->opts.signing_key_path)
-		return cli_usage("snapshot", "--signing-key wants a file name");
 	/* --unsigned overrides the environment's key */
-	if (!o->opts.signing_key_path && !o->opts.unsigned_ok && env && *env)
-		o->opts.signing_key_path = env;
+	status = cli_signing_key("snapshot", &o->opts.signing_key_path, o->opts.unsigned_ok);
+	if (status >= 0)
+		return status;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "snapshot", "ARCHIVE SRC"))
 		return CLI_EXIT_USAGE;
 	return -1;

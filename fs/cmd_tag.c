@@ -62,7 +62,6 @@ static int parse(struct tag_args *o, int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *env = getenv("AMBERFS_SIGNING_KEY");
 	int c, status;
 
 	opterr = 0;
@@ -71,12 +70,9 @@ static int parse(struct tag_args *o, int argc, char **argv)
 		if (status >= 0)
 			return status;
 	}
-	if (o->signing_key && o->unsigned_ok)
-		return cli_usage("tag", "--signing-key and --unsigned exclude each other");
-	if (o->signing_key && !*o->signing_key)
-		return cli_usage("tag", "--signing-key wants a file name");
-	if (!o->signing_key && !o->unsigned_ok && env && *env)
-		o->signing_key = env;
+	status = cli_signing_key("tag", &o->signing_key, o->unsigned_ok);
+	if (status >= 0)
+		return status;
 	if (cli_positionals(o->pos, 3, argc, argv, optind, "tag", "ARCHIVE SNAPSHOT NAME"))
 		return CLI_EXIT_USAGE;
 	return -1;
