@@ -1640,20 +1640,32 @@ Test(mount, concurrent_readers_live_snapshot_and_clean_unmount_exit_0)
 		free(names[i]);
 }
 
-Test(mount, sigterm_unmounts_and_the_daemon_exits_0)
+/*
+ * A one-file archive mounted by a foreground daemon (its stderr in *log),
+ * with latest/f already read through the mount.  @return the daemon's pid.
+ */
+static pid_t one_file_mount(char **mnt, char **log)
 {
 	char *src = pjoin(IT.tmp, "src");
+	char *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	pid_t daemon;
+
 	mkdir_p(src, 0755);
 	write_str(pjoin(src, "f"), "content\n");
-	char *arch = pjoin(IT.tmp, "archive");
 	amber_init_archive(arch, 0);
-	char id[41];
 	amber_snapshot_ok(id, arch, src, NULL);
-	char *mnt = mountpoint("mnt");
-	char *log = pjoin(IT.tmp, "daemon.log");
-	pid_t daemon = mount_fg(arch, mnt, log, NULL);
-	char *f = pjoin(mnt, "latest/f");
-	assert_file_content(f, "content\n");
+	*mnt = mountpoint("mnt");
+	*log = pjoin(IT.tmp, "daemon.log");
+	daemon = mount_fg(arch, *mnt, *log, NULL);
+	assert_file_content(pjoin(*mnt, "latest/f"), "content\n");
+	return daemon;
+}
+
+Test(mount, sigterm_unmounts_and_the_daemon_exits_0)
+{
+	char *mnt, *log;
+	pid_t daemon = one_file_mount(&mnt, &log);
 	cr_assert(kill(daemon, SIGTERM) == 0);
 	int st = wait_timeout(daemon, 15);
 	forget_pid(daemon);
@@ -1845,18 +1857,8 @@ Test(mount, corrupt_object_gives_eio_for_that_file_and_others_still_read)
 
 Test(mount, killed_daemon_leaves_enotconn_not_an_empty_directory)
 {
-	char *src = pjoin(IT.tmp, "src");
-	mkdir_p(src, 0755);
-	write_str(pjoin(src, "f"), "content\n");
-	char *arch = pjoin(IT.tmp, "archive");
-	amber_init_archive(arch, 0);
-	char id[41];
-	amber_snapshot_ok(id, arch, src, NULL);
-	char *mnt = mountpoint("mnt");
-	char *log = pjoin(IT.tmp, "daemon.log");
-	pid_t daemon = mount_fg(arch, mnt, log, NULL);
-	char *f = pjoin(mnt, "latest/f");
-	assert_file_content(f, "content\n");
+	char *mnt, *log;
+	pid_t daemon = one_file_mount(&mnt, &log);
 
 	cr_assert(kill(daemon, SIGKILL) == 0);
 	int st = wait_timeout(daemon, 10);
