@@ -24,12 +24,25 @@ void amber_error_clear(void)
 	last_code = AMBER_OK;
 }
 
+/*
+ * Callers may pass amber_error_last() itself as an argument, to prefix the
+ * cause with their own context: format into a scratch buffer first, so the
+ * source and the destination of vsnprintf never overlap.
+ */
+static void set_message(const char *fmt, va_list ap)
+{
+	char msg[sizeof(last_msg)];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	memcpy(last_msg, msg, sizeof(msg));
+}
+
 int amber_fail(int code, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	set_message(fmt, ap);
 	va_end(ap);
 	last_code = code;
 	return code;
@@ -42,7 +55,7 @@ int amber_fail_errno(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(last_msg, sizeof(last_msg), fmt, ap);
+	set_message(fmt, ap);
 	va_end(ap);
 	n = strlen(last_msg);
 	snprintf(last_msg + n, sizeof(last_msg) - n, ": %s", strerror(err));
