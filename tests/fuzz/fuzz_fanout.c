@@ -1,0 +1,24 @@
+/* Fan-out bucket lists of large directories. */
+#include "fuzz.h"
+
+#include "manifest.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+AMBER_FUZZ(fanout)
+{
+	amber_bucket *b = NULL;
+	unsigned bits = 0;
+	size_t n = 0;
+	amber_buf re = AMBER_BUF_INIT;
+
+	if (amber_fanout_decode(&b, &bits, &n, data, size) < 0)
+		return 0;
+	amber_buf_init(&re, (size_t)64 << 20);
+	if (amber_fanout_encode(&re, bits, b, n) == 0 && (re.len != size || memcmp(re.data, data, size)))
+		__builtin_trap();
+	amber_buf_dispose(&re);
+	free(b);
+	return 0;
+}
