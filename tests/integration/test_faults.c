@@ -51,3 +51,39 @@ Test(faults, encrypted_snapshot_survives_a_sample_of_kills_and_write_errors)
 {
 	sweep("17", "--encrypted");
 }
+
+/* tests/fault/bitflip.py with every K-th byte of the packs and indexes. */
+static void bitflip(const char *sample, const char *mode)
+{
+	run_result r;
+	const char *bin = getenv("AMBERFS_BIN");
+	const char *argv[] = {"python3", AMBER_SOURCE_DIR "/tests/fault/bitflip.py", bin,
+			      "--sample", sample, mode, NULL};
+	unsigned flips = 0, checked = 0, mounted = 0, failures = 1;
+	const char *line;
+
+	cr_assert_not_null(bin, "AMBERFS_BIN is not set");
+	run_argv(&r, &(run_opts){.timeout = 850}, argv);
+	cr_assert_eq(r.status, 0, "bit-flip sweep failed:\n%s\n%s", r.out, r.err);
+	line = strstr(r.out, " flips, ");
+	cr_assert_not_null(line, "no summary:\n%s\n%s", r.out, r.err);
+	while (line > r.out && line[-1] != '\n')
+		line--;
+	cr_assert_eq(sscanf(line, "%u flips, %u checked, %u mounted, %u failures", &flips,
+			    &checked, &mounted, &failures), 4, "summary: %s", line);
+	cr_assert_gt(flips, 1000, "the archive has too few pack bytes (%u)", flips);
+	cr_assert_gt(checked, 20);
+	cr_assert_gt(mounted, 5, "too few flips got as far as a mount (%u)", mounted);
+	cr_assert_eq(failures, 0);
+	run_result_dispose(&r);
+}
+
+Test(faults, plain_archive_serves_no_wrong_byte_after_a_bit_flip)
+{
+	bitflip("97", "--mount-every=1");
+}
+
+Test(faults, encrypted_archive_serves_no_wrong_byte_after_a_bit_flip)
+{
+	bitflip("101", "--encrypted");
+}
