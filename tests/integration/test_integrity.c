@@ -117,3 +117,82 @@ Test(integrity, stream_named_keyslots_verifies_twice_and_slot_swap_is_seen)
 	cr_assert(!contains_nocase(r.out, "rewritten"), "the stream is untouched: %s", r.out);
 	run_result_dispose(&r);
 }
+
+/* Number of commits on refs/heads/main. */
+static long commits_on_main(const char *arch)
+{
+	char *n = git_ok(arch, NULL, "rev-list", "--count", "refs/heads/main", NULL);
+	long v = strtol(n, NULL, 10);
+
+	free(n);
+	return v;
+}
+
+/* `snapshot --tag tag` must fail with exit 1 and leave main where it was. */
+static void tag_refused(const char *arch, const char *src, const char *tag, const char *word)
+{
+	long before = commits_on_main(arch);
+	char *tip = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	run_result r;
+
+	amber(&r, "snapshot", arch, src, "--tag", tag, NULL);
+	assert_exit(&r, 1, tag);
+	assert_one_error_line(&r, tag);
+	cr_assert(contains_nocase(r.err, word), "--tag %s: stderr should say '%s': %s", tag, word,
+		  r.err);
+	run_result_dispose(&r);
+	cr_assert_eq(commits_on_main(arch), before, "--tag %s: no snapshot may be written", tag);
+	char *now = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	cr_assert_str_eq(now, tip, "--tag %s: main must not move", tag);
+	free(tip), free(now);
+}
+
+Test(integrity, snapshot_refuses_an_existing_or_invalid_tag_before_writing)
+{
+	char *src = small_src(), *arch = pjoin(IT.tmp, "archive");
+	const char *const extra[] = { "--tag", "release", NULL };
+	char id[41];
+
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, extra);
+	write_str(pjoin(src, "a.txt"), "changed\n");
+	tag_refused(arch, src, "release", "exists");
+	/* valid for amberfs's name check, refused by git at the ref */
+	tag_refused(arch, src, "release.", "invalid tag name");
+}
+
+/*
+ * A tag that fails only when it is created (a git process holds its lock)
+ * comes after the snapshot is visible: the id is still printed, the exit
+ * status is 3 and the message says the snapshot exists without its tag.
+ */
+Test(integrity, tag_failing_after_the_snapshot_still_prints_its_id)
+{
+	char *src = small_src(), *arch = pjoin(IT.tmp, "archive");
+	char first[41];
+	run_result r;
+
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(first, arch, src, NULL);
+	mkdir_p(pjoin(arch, "refs/tags"), 0755);
+	write_str(pjoin(arch, "refs/tags/late.lock"), "");
+	write_str(pjoin(src, "a.txt"), "changed\n");
+	amber(&r, "snapshot", arch, src, "--tag", "late", NULL);
+	assert_exit(&r, 3, "snapshot --tag with the tag's lock held");
+	cr_assert_eq(r.out_len, 41, "stdout is the id: '%s'", r.out);
+	r.out[40] = '\0';
+	char *tip = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	cr_assert_str_eq(r.out, tip, "the printed id is the new tip of main");
+	cr_assert_str_neq(tip, first, "a new snapshot was written");
+	cr_assert(strstr(r.err, "was written") && strstr(r.err, "tag 'late' was not created"),
+		  "stderr says the snapshot exists without its tag: %s", r.err);
+	run_result_dispose(&r);
+	amber(&r, "verify", arch, NULL);
+	assert_ok(&r, "the snapshot without its tag verifies");
+	run_result_dispose(&r);
+	unlink(pjoin(arch, "refs/tags/late.lock"));
+	amber(&r, "tag", arch, tip, "late", NULL);
+	assert_ok(&r, "the tag can be created afterwards");
+	run_result_dispose(&r);
+	free(tip);
+}
