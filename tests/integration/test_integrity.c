@@ -6,6 +6,7 @@
  */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +117,43 @@ Test(integrity, stream_named_keyslots_verifies_twice_and_slot_swap_is_seen)
 	cr_assert(contains_nocase(r.out, "slot 0 was replaced"), "%s", r.out);
 	cr_assert(!contains_nocase(r.out, "rewritten"), "the stream is untouched: %s", r.out);
 	run_result_dispose(&r);
+}
+
+/* The archive's own directory in the cache (the only one there). */
+static char *archive_cache_dir(void)
+{
+	DIR *d = opendir(IT.cache);
+	struct dirent *e;
+	char *dir = NULL;
+
+	cr_assert(d, "cache directory %s", IT.cache);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			dir = pjoin(IT.cache, e->d_name);
+	closedir(d);
+	cr_assert(dir, "no archive directory in %s", IT.cache);
+	return dir;
+}
+
+/* A slot mark left by an older version (verified-keyslots) is still used. */
+Test(integrity, slot_mark_of_an_older_version_still_notices_a_swap)
+{
+	char *src = small_src(), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	run_result r;
+
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	verify_clean(arch, "--no-key", "first verify");
+	char *dir = archive_cache_dir();
+	char *now = pjoin(dir, "verified-.keyslots"), *old = pjoin(dir, "verified-keyslots");
+	cr_assert_eq(rename(now, old), 0, "the slot mark is %s", now);
+	replace_slot0(arch, foreign_slot(arch));
+	amber(&r, "verify", arch, "--no-key", NULL);
+	cr_assert_eq(r.status, 1, "a swapped slot is a problem: %s\n%s", r.out, r.err);
+	cr_assert(contains_nocase(r.out, "slot 0 was replaced"), "%s", r.out);
+	run_result_dispose(&r);
+	free(dir), free(now), free(old);
 }
 
 /* Number of commits on refs/heads/main. */
