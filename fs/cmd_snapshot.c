@@ -5,7 +5,8 @@
  *
  * Prints the new snapshot's commit id on stdout.  Source entries that cannot
  * be read are named on stderr and left out; the snapshot is still written,
- * and the exit status is then CLI_EXIT_PARTIAL.
+ * and the exit status is then CLI_EXIT_PARTIAL, as it is when --tag could
+ * not be created after the snapshot became visible.
  */
 #include "cli.h"
 
@@ -30,8 +31,10 @@ static const char help[] =
 	"                              has a signing key\n"
 	"  -h, --help                  show this help\n"
 	"\n"
-	"Exit status 3: the snapshot was written, but some entries of SRC could not\n"
-	"be read; each is named in a warning on stderr.\n";
+	"Exit status 3: the snapshot was written (its id is printed), but some entries\n"
+	"of SRC could not be read, each named in a warning on stderr, or the tag T\n"
+	"could not be created.  A tag that exists or that git refuses is refused\n"
+	"before anything is written (exit status 1).\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_TAG, OPT_MESSAGE, OPT_NO_CACHE, OPT_THREADS,
        OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
@@ -93,6 +96,15 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 	return -1;
 }
 
+/* The snapshot exists: its id goes to stdout like any other's. */
+static int tag_failed(const char *id)
+{
+	printf("%s\n", id);
+	fflush(stdout);
+	cli_error("%s", amber_error_last());
+	return CLI_EXIT_PARTIAL;
+}
+
 static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 {
 	char id[AMBER_OID_HEXSZ + 1];
@@ -108,6 +120,8 @@ static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 	cli_progress_end(&prog);
 	if (rc == AMBER_EBADKEY) /* the signing key, not the passphrase */
 		return cli_error("%s", amber_error_last());
+	if (rc && id[0]) /* written, but the tag was not created */
+		return tag_failed(id);
 	if (rc)
 		return cli_fail(rc, o->pos[0]);
 	printf("%s\n", id);

@@ -213,7 +213,9 @@ typedef struct amber_snapshot_opts {
  * durable and have been read back and checked.  Entries that cannot be read
  * are reported through opts->warn, counted in stats->errors and left out;
  * the snapshot is still written.
- * @param id_out   receives the new commit id (40 hex + NUL)
+ * @param id_out   receives the new commit id (40 hex + NUL); "" until the
+ *                 snapshot is visible, so an error with a non-empty id_out
+ *                 means the snapshot exists but opts->tag was not created
  * @param stats    receives the counters (may be NULL)
  * If the archive has a signing key, the commit carries an SSH signature
  * ("gpgsig" header) that `git verify-commit` accepts; opts->tag stays a
@@ -224,6 +226,7 @@ typedef struct amber_snapshot_opts {
  *         not the archive's, AMBER_EINVAL for a bad stream or tag name or a
  *         signing key for an archive that has none, AMBER_EEXISTS if the
  *         tag exists, AMBER_ENOTFOUND if `src` (or the key file) is missing.
+ *         An existing or invalid tag is refused before anything is written.
  */
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_archive *a, const char *src, const amber_snapshot_opts *opts);

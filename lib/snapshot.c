@@ -1378,16 +1378,24 @@ static int check_args(amber_archive *a, const char *src, const amber_snapshot_op
 	return 0;
 }
 
+/* Refuse a tag that exists or that git would not create, before anything is written. */
 static int tag_free(amber_archive *a, const char *tag)
 {
 	char ref[256];
 	uint8_t oid[20];
+	int rc;
 
 	if (!tag)
 		return 0;
 	snprintf(ref, sizeof(ref), "refs/tags/%s", tag);
-	if (amber_store_ref_read(oid, a->store, ref) == 0)
+	rc = amber_store_ref_read(oid, a->store, ref);
+	if (rc == 0)
 		return amber_fail(AMBER_EEXISTS, "tag '%s' already exists", tag);
+	if (rc == AMBER_EINVAL) /* e.g. a trailing '.', which git refuses */
+		return amber_fail(AMBER_EINVAL, "invalid tag name '%s': git refuses %s", tag, ref);
+	if (rc != AMBER_ENOTFOUND)
+		return rc;
+	amber_error_clear();
 	return 0;
 }
 
@@ -1431,12 +1439,31 @@ static int publish(snap *s, const amber_record *r, const uint8_t commit[20],
 	if (rc == 0)
 		rc = amber_store_ref_update(s->a->store, ref, commit, r->has_parent ? r->parent : NULL,
 					    "amberfs snapshot");
-	if (rc == 0 && s->o->tag) {
-		snprintf(ref, sizeof(ref), "refs/tags/%s", s->o->tag);
-		rc = amber_store_ref_update(s->a->store, ref, commit, NULL, "amberfs tag");
-	}
+	/* The snapshot is visible now: the caller gets its id whatever follows. */
 	if (rc == 0)
 		amber_oid_tohex(id_out, commit);
+	return rc;
+}
+
+/*
+ * The tag comes after the stream's ref (a tag must not name a snapshot that
+ * never became visible), so its failure leaves a snapshot without its tag:
+ * tag_free() refused what it could beforehand, and the message says so.
+ */
+static int tag_snapshot(snap *s, const amber_record *r, const uint8_t commit[20],
+			const char *id)
+{
+	char ref[256];
+	int rc;
+
+	if (!s->o->tag)
+		return 0;
+	snprintf(ref, sizeof(ref), "refs/tags/%s", s->o->tag);
+	rc = amber_store_ref_update(s->a->store, ref, commit, NULL, "amberfs tag");
+	if (rc < 0)
+		amber_fail(rc, "snapshot %s was written to stream '%s', but tag '%s' was not "
+			   "created (%s); name it with amberfs tag", id, r->stream, s->o->tag,
+			   amber_error_last());
 	return rc;
 }
 
@@ -1467,8 +1494,10 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
 		rc = write_commit(commit, s, &r);
 	if (rc == 0)
 		rc = publish(s, &r, commit, id_out);
-	if (rc == 0)
+	if (rc == 0) {
 		caches_save(s, files, chunks);
+		rc = tag_snapshot(s, &r, commit, id_out);
+	}
 	amber_entry_dispose(&root);
 	r.root_meta = NULL;
 	amber_record_dispose(&r);
@@ -1483,9 +1512,10 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	const amber_snapshot_opts *o = opts ? opts : &defaults;
 	struct stat st;
 	snap s;
-	int rc = check_args(a, src, o, &st);
+	int rc;
 
-	if (rc < 0)
+	id_out[0] = '\0';
+	if ((rc = check_args(a, src, o, &st)) < 0)
 		return rc;
 	memset(&s, 0, sizeof(s));
 	if ((rc = amber_archive_signer(&s.signer, a, o->signing_key_path, o->unsigned_ok)) < 0)

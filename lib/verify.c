@@ -31,9 +31,11 @@
  * High-water marks: CACHE/<archive id>/verified-<stream> holds the tip the
  * last clean run saw.  A tip that does not descend from it is a rollback
  * (the tip is an ancestor of the mark) or rewritten history (neither).
- * verified-keyslots holds the slot blob ids, so a slot swapped behind our
- * back is noticed even without the key.  Marks move only after a run
- * that found nothing.
+ * verified-.keyslots holds the slot blob ids, so a slot swapped behind our
+ * back is noticed even without the key; a stream name never starts with
+ * '.', so no stream's mark can be that file (older versions called it
+ * verified-keyslots, which a stream named "keyslots" shared).  Marks move
+ * only after a run that found nothing.
  */
 #include "amber_verify.h"
 
@@ -553,6 +555,9 @@ static int walk_stream(vctx *v, struct stream *s)
 
 /* ---- high-water marks -------------------------------------------------------------------- */
 
+/* Not a stream name (those never start with '.'), so no stream's mark. */
+#define SLOT_MARK ".keyslots"
+
 static char *mark_path(vctx *v, const char *name)
 {
 	size_t len;
@@ -665,15 +670,35 @@ static int marks_save(vctx *v)
 		strncat(text, line, sizeof(text) - strlen(text) - 1);
 	}
 	if (rc == 0)
-		rc = mark_write(v, "keyslots", text);
+		rc = mark_write(v, SLOT_MARK, text);
 	return rc;
+}
+
+/*
+ * The slot mark, or an older version's verified-keyslots when there is no
+ * new one yet and no stream could have written that file.
+ */
+static FILE *slot_mark_open(vctx *v)
+{
+	char *p = mark_path(v, SLOT_MARK);
+	FILE *f = p ? fopen(p, "r") : NULL;
+
+	free(p);
+	for (size_t i = 0; i < v->nstreams; i++)
+		if (strcmp(v->streams[i].name, "keyslots") == 0)
+			return f;
+	if (!f && (p = mark_path(v, "keyslots"))) {
+		f = fopen(p, "r");
+		free(p);
+	}
+	return f;
 }
 
 /* Slots whose blob changed since the last clean verify. */
 static void check_slot_marks(vctx *v, int keyed_ok)
 {
-	char *p = mark_path(v, "keyslots"), line[64];
-	FILE *f = p ? fopen(p, "r") : NULL;
+	char line[64];
+	FILE *f = slot_mark_open(v);
 
 	for (size_t i = 0; f && fgets(line, sizeof(line), f); i++) {
 		line[strcspn(line, "\n")] = '\0';
@@ -685,7 +710,6 @@ static void check_slot_marks(vctx *v, int keyed_ok)
 	}
 	if (f)
 		fclose(f);
-	free(p);
 }
 
 /* ---- refs and the metadata ------------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -247,6 +248,55 @@ Test(diff, three_changes_in_twenty_thousand_files_decrypt_only_those, .timeout =
 	amber_snapshot_free(sa);
 	amber_archive_free(ar);
 	free(accounts);
+	free(arch);
+	free(src);
+}
+
+/*
+ * Metadata changes that leave size, mode and mtime alone: an xattr value
+ * rewritten with one of the same length, and a new owner.  Each file's
+ * mtime is put back so that nothing but that change remains.
+ */
+static void meta_only_history(char a[41], char b[41], const char *arch, const char *src)
+{
+	char *x = pjoin(src, "xattr.txt"), *o = pjoin(src, "owned.txt");
+
+	mkdir_p(src, 0755);
+	write_str(x, "xattr value changes\n");
+	write_str(o, "owner changes\n");
+	set_mtime(x, 1500000000);
+	set_mtime(o, 1500000000);
+	cr_assert_eq(setxattr(x, "user.note", "aaaa", 4, 0), 0, "setxattr (user xattrs?)");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(a, arch, src, NULL);
+	cr_assert_eq(setxattr(x, "user.note", "bbbb", 4, 0), 0);
+	cr_assert_eq(lchown(o, 4321, 8765), 0, "lchown (needs root)");
+	set_mtime(x, 1500000000);
+	set_mtime(o, 1500000000);
+	amber_snapshot_ok(b, arch, src, NULL);
+	free(x);
+	free(o);
+}
+
+Test(diff, xattr_value_of_same_length_and_owner_change_are_reported)
+{
+	char a[41], b[41];
+	char *arch = pjoin(IT.tmp, "a"), *src = pjoin(IT.tmp, "src");
+	run_result r;
+
+	meta_only_history(a, b, arch, src);
+	amber(&r, "diff", arch, a, b, NULL);
+	assert_ok(&r, "diff");
+	char *got = status_paths(r.out);
+	cr_expect_str_eq(got, "m owned.txt\nm xattr.txt\n", "full output:\n%s", r.out);
+	cr_expect(strstr(r.out, "m\towned.txt\towner 0:0 -> 4321:8765\n"), "owner: %s", r.out);
+	cr_expect(strstr(r.out, "m\txattr.txt\txattrs\n"), "xattr: %s", r.out);
+	free(got);
+	run_result_dispose(&r);
+	amber(&r, "diff", arch, a, b, "--stat", NULL);
+	assert_ok(&r, "diff --stat");
+	cr_expect(strstr(r.out, "2 metadata only"), "stat: %s", r.out);
+	run_result_dispose(&r);
 	free(arch);
 	free(src);
 }

@@ -343,3 +343,54 @@ Test(chunker, reference_boundaries_are_pinned)
 	free(k);
 	free(d);
 }
+
+/* Chunk 3 MiB of noise(tag) with three bytes ending at `last` replaced. */
+static cuts *chunk_patched(uint8_t tag, size_t last, const uint8_t b[3])
+{
+	size_t n = 3 << 20;
+	uint8_t *d = noise(n, tag);
+	amber_chunker c;
+	cuts *k;
+
+	memcpy(d + last - 2, b, 3);
+	amber_chunker_init(&c, NULL, AMBER_CHUNK_MIN, AMBER_CHUNK_AVG, AMBER_CHUNK_MAX);
+	k = chunk_all(&c, d, n);
+	free(d);
+	return k;
+}
+
+/*
+ * The first cut candidate is a chunk of exactly min bytes.  The three bytes
+ * were chosen so that the hash at offset min - 1 clears the mask: the
+ * first chunk is min long, not a byte more.
+ */
+Test(chunker, a_cut_at_exactly_min_is_taken)
+{
+	static const uint8_t b[3] = {0x70, 0x1e, 0xf8};
+	static const size_t want[] = {
+		131072, 340571, 965154, 1848084, 2490638, 3134201, 3145728,
+	};
+	cuts *k = chunk_patched(21, AMBER_CHUNK_MIN - 1, b);
+
+	cr_assert_eq(k->end[0], AMBER_CHUNK_MIN, "first chunk %zu, want exactly min", k->end[0]);
+	cr_assert_eq(k->n, sizeof(want) / sizeof(want[0]));
+	cr_assert_eq(memcmp(k->end, want, sizeof(want)), 0, "chunk boundaries changed");
+	free(k);
+}
+
+/*
+ * And nothing shorter: here the hash at offset min - 2 clears the mask (a
+ * chunk of min - 1 bytes), which must not become a cut.
+ */
+Test(chunker, a_cut_one_byte_before_min_is_not_taken)
+{
+	static const uint8_t b[3] = {0x0a, 0xe2, 0x0e};
+	static const size_t want[] = {
+		147900, 630568, 1375534, 1951281, 2489742, 2765186, 3145728,
+	};
+	cuts *k = chunk_patched(22, AMBER_CHUNK_MIN - 2, b);
+
+	cr_assert_eq(k->n, sizeof(want) / sizeof(want[0]));
+	cr_assert_eq(memcmp(k->end, want, sizeof(want)), 0, "chunk boundaries changed");
+	free(k);
+}
