@@ -592,8 +592,12 @@ int amber_stat(amber_entry **out, amber_snapshot *s, const char *path)
 
 /*
  * Decoded chunks and chunk indexes live in the archive's shared cache
- * (cache.c), keyed by object id and kind, so several threads and snapshots
- * reading the same content decode it once.
+ * (cache.c), so several threads and snapshots reading the same content
+ * decode it once.  An entry is keyed by everything its decode checked: the
+ * link (object id and mac), the size the parent declared and, for an index,
+ * the chunk tree it was checked against.  Keyed by object id alone, a hostile
+ * manifest could name a good index under a larger file size, or a good chunk
+ * under another mac, and be served what was checked for someone else.
  */
 
 static void index_free(void *p)
@@ -605,10 +609,17 @@ static void index_free(void *p)
 	free(x);
 }
 
-static void ckey(uint8_t key[AMBER_CKEY], const uint8_t oid[20], uint8_t kind)
+void amber_link_key(uint8_t key[AMBER_CKEY], const amber_link *l, uint8_t kind, uint64_t size,
+		    const uint8_t *tree)
 {
-	memcpy(key, oid, 20);
+	memset(key, 0, AMBER_CKEY);
+	memcpy(key, l->oid, 20);
 	key[20] = kind;
+	memcpy(key + 21, l->mac, 24);
+	for (int i = 0; i < 8; i++)
+		key[45 + i] = (uint8_t)(size >> (8 * i));
+	if (tree)
+		memcpy(key + 53, tree, 20);
 }
 
 static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_chunkref *c,
@@ -665,6 +676,20 @@ static int decode_index(file_index **out, amber_archive *a, const amber_entry *e
 	return 0;
 }
 
+/* A cached index must cover exactly e's bytes (the key makes it so; this
+ * keeps a mistake there from ever becoming a read past a chunk). */
+static int index_fits(amber_cobj **o, amber_archive *a, const amber_entry *e, const char *what)
+{
+	const file_index *x = (*o)->data;
+
+	if (x->off[x->n] == e->size)
+		return 0;
+	amber_cache_release(a->cache, *o);
+	*o = NULL;
+	return amber_fail(AMBER_ECORRUPT, "%s: its chunk index covers %" PRIu64 " bytes, the "
+			  "file has %" PRIu64, what, x->off[x->n], e->size);
+}
+
 /* The held cache entry of the chunk index of multi-chunk file e. */
 int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, const char *what)
 {
@@ -672,11 +697,11 @@ int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, c
 	file_index *x = NULL;
 	int mine, rc;
 
-	ckey(key, e->link.oid, 'i');
+	amber_link_key(key, &e->link, 'i', e->size, e->tree_oid);
 	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
 		return amber_fail(AMBER_ERROR, "out of memory");
 	if (!mine)
-		return 0;
+		return index_fits(out, a, e, what);
 	if ((rc = decode_index(&x, a, e, what)) < 0) {
 		amber_cache_abandon(a->cache, *out);
 		*out = NULL;
@@ -717,7 +742,7 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 	amber_buf *b = NULL;
 	int mine, rc;
 
-	ckey(key, l->oid, 'c');
+	amber_link_key(key, l, 'c', len, NULL);
 	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
 		return amber_fail(AMBER_ERROR, "out of memory");
 	if (!mine) {
@@ -742,10 +767,15 @@ static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_lin
 {
 	amber_cobj *o = NULL;
 	int rc = amber_chunk_get(&o, a, l, clen, what);
+	const amber_buf *b = rc == 0 ? o->data : NULL;
 
+	*n = 0;
+	if (rc == 0 && (in >= b->len || b->len != clen))
+		rc = amber_fail(AMBER_ECORRUPT, "%s: read at byte %" PRIu64 " of a chunk of %zu "
+				"bytes (its index and the file size disagree)", what, in, b->len);
 	if (rc == 0) {
-		*n = clen - in < want ? (size_t)(clen - in) : want;
-		memcpy(buf, ((amber_buf *)o->data)->data + in, *n);
+		*n = b->len - in < want ? (size_t)(b->len - in) : want;
+		memcpy(buf, b->data + in, *n);
 	}
 	amber_cache_release(a->cache, o);
 	return rc;
@@ -819,7 +849,7 @@ static void prefetch_link(amber_archive *a, const amber_link *l, size_t len)
 {
 	uint8_t key[AMBER_CKEY];
 
-	ckey(key, l->oid, 'c');
+	amber_link_key(key, l, 'c', len, NULL);
 	if (!amber_cache_has(a->cache, key))
 		amber_archive_prefetch(a, l, len);
 }
@@ -1066,7 +1096,7 @@ void amber_archive_prefetch(amber_archive *a, const amber_link *l, size_t len)
 {
 	pthread_mutex_lock(&a->pf_lock);
 	for (size_t i = 0; i < a->pf_n; i++)
-		if (memcmp(a->pf_queue[i].oid, l->oid, 20) == 0)
+		if (memcmp(&a->pf_queue[i], l, sizeof(*l)) == 0 && a->pf_len[i] == len)
 			goto done;
 	if (!a->pf_started && !a->pf_stop)
 		a->pf_started = pthread_create(&a->pf_thread, NULL, prefetch_main, a) == 0;
