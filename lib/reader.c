@@ -66,6 +66,24 @@ void amber_snapshot_free(amber_snapshot *s)
 
 /* ---- commits and records ---------------------------------------------------- */
 
+/*
+ * Strict hash checking is off on the read path, where every object below a
+ * commit is bound to its parent's link by a mac.  A commit has no parent:
+ * its id is all that names it, so its bytes must hash to that id, or a
+ * genuine snapshot stored under another id would be served as that id.
+ * Commits are small, so this costs little.
+ */
+static int check_commit_id(const amber_buf *b, const uint8_t oid[20], const char *hex)
+{
+	uint8_t h[20];
+
+	amber_store_hash(h, AMBER_GIT_COMMIT, b->data, b->len);
+	if (memcmp(h, oid, 20) == 0)
+		return 0;
+	return amber_fail(AMBER_EAUTH, "snapshot %s: the commit stored under this id does not "
+			  "hash to it (another commit's bytes); run amberfs verify", hex);
+}
+
 static int read_commit(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		       const char *hex)
 {
@@ -77,6 +95,8 @@ static int read_commit(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot %s in archive %s", hex, a->path);
 	else if (rc == 0 && type != AMBER_GIT_COMMIT)
 		rc = amber_fail(AMBER_ENOTFOUND, "%s is not a snapshot (not a commit)", hex);
+	if (rc == 0)
+		rc = check_commit_id(&b, oid, hex);
 	if (rc == 0)
 		rc = amber_commit_parse(c, b.data, b.len, hex);
 	amber_buf_dispose(&b);
@@ -210,25 +230,48 @@ static int tag_cb(const char *name, const uint8_t oid[20], void *payload)
 	return 0;
 }
 
+/* The authenticated record of commit c, checked against it. */
+static int open_record(amber_record *r, amber_archive *a, const amber_commit *c,
+		       const char *hex)
+{
+	char *b64 = amber_trailer_get(c->message, "Amberfs-Record");
+	int rc = b64 ? decode_record(r, a, b64, hex) :
+		       amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", hex);
+
+	if (rc == 0)
+		rc = check_commit(c, r, hex);
+	free(b64);
+	return rc;
+}
+
+static int stream_mismatch(const char *hex, const char *has, const char *stream)
+{
+	return amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', not to stream '%s' "
+			  "whose ref names it (a moved ref); run amberfs verify", hex, has,
+			  stream ? stream : "main");
+}
+
+int amber_snapshot_check_stream(const amber_snapshot *s, const char *stream)
+{
+	if (strcmp(s->info.stream, stream ? stream : "main") == 0)
+		return 0;
+	return stream_mismatch(s->info.id, s->info.stream, stream);
+}
+
 int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 {
 	amber_snapshot *s = NULL;
 	amber_commit c = {0};
 	amber_record r = {0};
 	uint8_t oid[20];
-	char *b64 = NULL;
 	int rc = amber_archive_check_unlocked(a);
 
 	if (rc == 0 && amber_oid_fromhex(oid, id) < 0)
 		rc = amber_fail(AMBER_EINVAL, "'%s' is not a snapshot id", id);
 	if (rc == 0)
 		rc = read_commit(&c, a, oid, id);
-	if (rc == 0 && !(b64 = amber_trailer_get(c.message, "Amberfs-Record")))
-		rc = amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", id);
 	if (rc == 0)
-		rc = decode_record(&r, a, b64, id);
-	if (rc == 0)
-		rc = check_commit(&c, &r, id);
+		rc = open_record(&r, a, &c, id);
 	if (rc == 0 && !(s = calloc(1, sizeof(*s))))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0) {
@@ -243,7 +286,6 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 
 		rc = amber_store_ref_foreach(a->store, "refs/tags/*", tag_cb, &t);
 	}
-	free(b64);
 	amber_record_dispose(&r);
 	amber_commit_dispose(&c);
 	if (rc < 0) {
@@ -951,24 +993,26 @@ static int resolve_at(uint8_t oid[20], amber_archive *a, const char *stream, con
 	return resolve_time(oid, a, stream, t, spec);
 }
 
-static int resolve_oid(uint8_t oid[20], amber_archive *a, const char *stream, const char *spec)
+/* Resolve spec; via receives the stream whose ref it went through, or "". */
+static int resolve_oid(uint8_t oid[20], char via[AMBER_STREAM_MAX + 1], amber_archive *a,
+		       const char *stream, const char *spec)
 {
 	char ref[512];
 	size_t len = strlen(spec);
-
 	const char *at = strchr(spec, '@');
 
+	snprintf(via, AMBER_STREAM_MAX + 1, "%s", spec[0] == '@' || !strcmp(spec, "latest") ?
+		 (stream ? stream : "main") : "");
 	if (strcmp(spec, "latest") == 0)
 		return stream_tip(oid, a, stream);
 	if (spec[0] == '@')
 		return resolve_at(oid, a, stream, spec);
 	if (at && (size_t)(at - spec) <= AMBER_STREAM_MAX) {
 		/* STREAM@TIME; no tag or stream name contains '@' */
-		char st[AMBER_STREAM_MAX + 1];
-
-		snprintf(st, sizeof(st), "%.*s", (int)(at - spec), spec);
-		if (amber_refname_valid(st))
-			return resolve_at(oid, a, st, at);
+		snprintf(via, AMBER_STREAM_MAX + 1, "%.*s", (int)(at - spec), spec);
+		if (amber_refname_valid(via))
+			return resolve_at(oid, a, via, at);
+		via[0] = '\0';
 	}
 	if (len == 40 && is_hex(spec))
 		return amber_oid_fromhex(oid, spec);
@@ -989,18 +1033,40 @@ static int resolve_oid(uint8_t oid[20], amber_archive *a, const char *stream, co
 			  spec);
 }
 
+/*
+ * A snapshot reached through refs/heads/S must be one of S's, as its
+ * authenticated record says, or a ref moved to another stream's tip would
+ * be served as S.  A locked archive serves nothing, so it is not checked
+ * until it is unlocked.
+ */
+static int check_via(amber_archive *a, const amber_commit *c, const char *hex, const char *via)
+{
+	amber_record r = {0};
+	int rc;
+
+	if (!via[0] || amber_archive_needs_key(a))
+		return 0;
+	rc = open_record(&r, a, c, hex);
+	if (rc == 0 && strcmp(r.stream, via) != 0)
+		rc = stream_mismatch(hex, r.stream, via);
+	amber_record_dispose(&r);
+	return rc;
+}
+
 int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char *stream,
 		  const char *spec)
 {
+	char hex[41], via[AMBER_STREAM_MAX + 1];
 	uint8_t oid[20];
-	int rc = resolve_oid(oid, a, stream, spec);
+	int rc = resolve_oid(oid, via, a, stream, spec);
 	amber_commit c = {0};
-	char hex[41];
 
 	if (rc < 0)
 		return rc;
 	amber_oid_tohex(hex, oid);
 	rc = read_commit(&c, a, oid, hex);
+	if (rc == 0)
+		rc = check_via(a, &c, hex, via);
 	amber_commit_dispose(&c);
 	if (rc == 0)
 		memcpy(id_out, hex, 41);

@@ -550,3 +550,175 @@ Test(hostile, chunk_under_another_mac_is_not_served_from_the_cache)
 	free(pa);
 	free(pb);
 }
+
+/* ------------------------------------------------------------------ */
+/* A snapshot served under another identity                            */
+
+/* cat/ls/restore of spec must all fail naming `id`, never printing `secret`. */
+static void expect_cli_refused(const char *arch, const char *spec, const char *id,
+			       const char *secret)
+{
+	static const char *const cmds[] = { "cat", "ls", "restore" };
+	for (size_t i = 0; i < 3; i++) {
+		char *arg = xasprintf(i == 0 ? "%s:f" : "%s", spec);
+		char *dest = pjoin(IT.tmp, "restored");
+		run_result r;
+		if (i == 2)
+			amber(&r, cmds[i], arch, arg, dest, NULL);
+		else
+			amber(&r, cmds[i], arch, arg, NULL);
+		cr_assert_eq(r.status, 1, "%s %s: exit %d (stdout %s): %s", cmds[i], arg,
+			     r.status, r.out, r.err);
+		assert_one_error_line(&r, cmds[i]);
+		cr_assert(strstr(r.err, id), "%s %s: the error should name snapshot %s: %s",
+			  cmds[i], arg, id, r.err);
+		assert_not_contains(r.out, r.out_len, secret, cmds[i]);
+		cr_assert(!tree_contains_bytes(dest, secret, strlen(secret)),
+			  "restore %s wrote the other snapshot's data", arg);
+		run_result_dispose(&r);
+		rm_rf(dest);
+		free(dest);
+		free(arg);
+	}
+}
+
+/* Store `len` bytes as a loose commit object under id `hex`, whatever
+ * they hash to (as an attacker with write access can). */
+static void put_loose_as(const char *arch, const char *hex, const char *body, size_t len)
+{
+	char *head = xasprintf("commit %zu", len);
+	size_t hl = strlen(head) + 1, rawlen = hl + len;
+	char *raw = malloc(rawlen);
+	memcpy(raw, head, hl);
+	memcpy(raw + hl, body, len);
+	uLongf zlen = compressBound(rawlen);
+	Bytef *z = malloc(zlen);
+	cr_assert_eq(compress2(z, &zlen, (Bytef *)raw, rawlen, 1), Z_OK);
+	char *dir = xasprintf("%s/objects/%.2s", arch, hex);
+	char *path = xasprintf("%s/%s", dir, hex + 2);
+	mkdir_p(dir, 0755);
+	write_file(path, z, zlen, 0444);
+	free(path);
+	free(dir);
+	free(z);
+	free(raw);
+	free(head);
+}
+
+/* Two snapshots of a one-file tree: s1 holds `one`, s2 holds `two`. */
+static char *two_snapshots(char s1[41], const char *one, char s2[41], const char *two,
+			   const char *const *extra2)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	char *f = pjoin(src, "f");
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	write_str(f, one);
+	amber_snapshot_ok(s1, arch, src, NULL);
+	write_str(f, two);
+	amber_snapshot_ok(s2, arch, src, extra2);
+	free(f);
+	free(src);
+	return arch;
+}
+
+/* The mount must refuse path with EIO (lookup or read). */
+static void expect_mount_eio(const char *path)
+{
+	size_t len = 0;
+	int err = 0;
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		cr_assert_eq(errno, EIO, "stat %s: %s (want EIO)", path, strerror(errno));
+		return;
+	}
+	free(read_until_error(path, &len, &err));
+	cr_assert_eq(err, EIO, "reading %s: %s after %zu bytes (want EIO)", path, strerror(err),
+		     len);
+}
+
+static void expect_mount_reads(const char *path, const char *want)
+{
+	size_t len = 0;
+	int err = 0;
+	char *got = read_until_error(path, &len, &err);
+	cr_assert(err == 0 && len == strlen(want) && memcmp(got, want, len) == 0,
+		  "%s should read back (%s)", path, strerror(err));
+	free(got);
+}
+
+#define FAKE_ID "0123456789abcdef0123456789abcdef01234567"
+
+Test(hostile, genuine_commit_stored_under_another_id_is_refused)
+{
+	char s1[41], s2[41];
+	char *arch = two_snapshots(s1, "OLD-SNAPSHOT-DATA\n", s2, "current data\n", NULL);
+	size_t len = 0;
+	char *body = git_bytes(arch, &len, "cat-file", "commit", s1);
+	put_loose_as(arch, FAKE_ID, body, len);
+	char *loose = xasprintf("%s/objects/01/%s", arch, FAKE_ID + 2);
+	cr_assert(access(loose, F_OK) == 0);
+
+	expect_cli_refused(arch, FAKE_ID, FAKE_ID, "OLD-SNAPSHOT-DATA");
+	char *ref = pjoin(arch, "refs/tags/looks-fine");
+	write_str(ref, FAKE_ID "\n");
+	expect_cli_refused(arch, "looks-fine", FAKE_ID, "OLD-SNAPSHOT-DATA");
+	unlink(ref);
+
+	const char *mnt = mount_fg(arch);
+	char *p = xasprintf("%s/ids/%s/f", mnt, FAKE_ID);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/ids/%s/f", mnt, s1);
+	expect_mount_reads(p, "OLD-SNAPSHOT-DATA\n");
+	cr_assert(daemon_alive());
+	free(p);
+	free(ref);
+	free(loose);
+	free(body);
+}
+
+Test(hostile, stream_ref_moved_to_another_streams_snapshot_is_refused)
+{
+	char s1[41], s2[41];
+	const char *other[] = { "--stream", "other", NULL };
+	char *arch = two_snapshots(s1, "main data\n", s2, "OTHER-STREAM-DATA\n", other);
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", s2, NULL));
+
+	expect_cli_refused(arch, "latest", s2, "OTHER-STREAM-DATA");
+	expect_cli_refused(arch, "@2100-01-01T00:00:00Z", s2, "OTHER-STREAM-DATA");
+	expect_cli_refused(arch, "main@4102444800", s2, "OTHER-STREAM-DATA");
+	char *spec = xasprintf("%s:f", s2);
+	run_result r;
+	amber(&r, "cat", arch, spec, NULL);
+	assert_ok(&r, "cat of the genuine snapshot by id");
+	cr_assert_str_eq(r.out, "OTHER-STREAM-DATA\n");
+	run_result_dispose(&r);
+	amber(&r, "cat", arch, "--stream", "other", "latest:f", NULL);
+	assert_ok(&r, "cat of the other stream's latest");
+	run_result_dispose(&r);
+
+	const char *mnt = mount_fg(arch);
+	char *p = xasprintf("%s/latest/f", mnt);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/streams/main/latest/f", mnt);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/at/2100-01-01T00:00:00Z/f", mnt);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/streams/other/latest/f", mnt);
+	expect_mount_reads(p, "OTHER-STREAM-DATA\n");
+	free(p);
+	p = xasprintf("%s/ids/%s/f", mnt, s2);
+	expect_mount_reads(p, "OTHER-STREAM-DATA\n");
+	free(p);
+	cr_assert(daemon_alive());
+	char *log = read_file(pjoin(IT.tmp, "daemon.log"), NULL);
+	cr_assert(strstr(log, s2) && strstr(log, "stream"),
+		  "the daemon's log should name snapshot %s and its stream: %s", s2, log);
+	free(log);
+	free(spec);
+}
