@@ -664,24 +664,34 @@ void amber_link_key(uint8_t key[AMBER_CKEY], const amber_link *l, uint8_t kind, 
 		memcpy(key + 53, tree, 20);
 }
 
+/* 1 if tree entry x is blob `name` with id oid. */
+static int is_blob(const amber_tparsed *x, const char *name, const uint8_t oid[20])
+{
+	size_t nl = strlen(name);
+
+	return x->mode == AMBER_GIT_MODE_BLOB && x->name_len == nl &&
+	       memcmp(x->name, name, nl) == 0 && memcmp(x->oid, oid, 20) == 0;
+}
+
+/*
+ * A chunk tree holds exactly c00000000.. (one per chunk, fixed width, so
+ * git order is chunk order) and then "i", the index: checked in one pass.
+ */
 static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_chunkref *c,
 			    size_t n, const char *what)
 {
 	amber_buf tb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
-	const amber_tparsed *x;
 	size_t tn = 0;
 	int rc = read_tree(&tb, &t, &tn, a, e->tree_oid, what);
 
-	if (rc == 0 && (tn != n + 1 || !(x = amber_tree_find(t, tn, "i")) ||
-			memcmp(x->oid, e->link.oid, 20) != 0))
+	if (rc == 0 && (tn != n + 1 || !is_blob(&t[n], "i", e->link.oid)))
 		rc = tree_mismatch(what);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		char name[24];
 
 		snprintf(name, sizeof(name), "c%08zu", i);
-		x = amber_tree_find(t, tn, name);
-		if (!x || memcmp(x->oid, c[i].link.oid, 20) != 0)
+		if (!is_blob(&t[i], name, c[i].link.oid))
 			rc = tree_mismatch(what);
 	}
 	free(t);

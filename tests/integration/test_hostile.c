@@ -722,3 +722,71 @@ Test(hostile, stream_ref_moved_to_another_streams_snapshot_is_refused)
 	free(log);
 	free(spec);
 }
+
+/* ------------------------------------------------------------------ */
+/* A file of very many chunks                                          */
+
+#define MANY_CHUNKS 100000
+
+/* Add file `name` (a copy of `from`'s metadata) of n one-byte chunks "x",
+ * all the same chunk object: format-legal, and cheap to build.  (Its index,
+ * 56 bytes a chunk decoded, must fit the CLI's cache, or every chunk read
+ * evicts the one chunk and decodes it again.) */
+static void forge_many_chunks(forge *f, const char *from, const char *name, size_t n)
+{
+	amber_chunkref *c = calloc(n, sizeof(*c));
+	amber_tentry *t = calloc(n + 1, sizeof(*t));
+	amber_buf b = AMBER_BUF_INIT;
+	amber_link chunk;
+
+	put_framed(&chunk, f->arch, AMBER_OBJ_CHUNK, "x", 1);
+	for (size_t i = 0; i < n; i++) {
+		c[i].link = chunk;
+		c[i].len = 1;
+		snprintf(t[i].name, sizeof(t[i].name), "c%08zu", i);
+		t[i].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(t[i].oid, chunk.oid, 20);
+	}
+	amber_entry *e = forge_copy(f, from, name);
+	cr_assert_eq(amber_index_encode(&b, c, n), 0);
+	put_framed(&e->link, f->arch, AMBER_OBJ_INDEX, b.data, b.len);
+	strcpy(t[n].name, "i");
+	t[n].mode = AMBER_GIT_MODE_BLOB;
+	memcpy(t[n].oid, e->link.oid, 20);
+	amber_buf_reset(&b);
+	cr_assert_eq(amber_tree_build(&b, t, n + 1), 0);
+	put_obj(e->tree_oid, f->arch, "tree", b.data, b.len);
+	e->content = AMBER_C_CHUNKED;
+	e->size = n;
+	amber_buf_dispose(&b);
+	free(t);
+	free(c);
+}
+
+/* Checking a chunk tree entry by entry with a linear search was quadratic:
+ * this file took over a minute to open, now well under a second. */
+Test(hostile, file_of_100k_chunks_opens_and_reads_in_seconds)
+{
+	char *src = pjoin(IT.tmp, "src"), id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "seed"), "seed\n");
+	char *arch = plain_archive(src, id);
+	forge f;
+	forge_open(&f, arch, id);
+	forge_many_chunks(&f, "seed", "many", MANY_CHUNKS);
+	char *forged = forge_commit(&f);
+	move_main(arch, forged);
+	forge_dispose(&f);
+
+	run_opts o = { .timeout = 60 };
+	run_result r;
+	amber_o(&r, &o, "cat", arch, "latest:many", NULL);
+	assert_ok(&r, "cat of a file of many chunks");
+	cr_assert_eq(r.out_len, MANY_CHUNKS);
+	cr_assert_eq(strspn(r.out, "x"), MANY_CHUNKS, "the file should be all 'x'");
+	cr_log_info("cat of %d chunks: %.2f s", MANY_CHUNKS, r.seconds);
+	cr_assert(r.seconds < 10, "cat of a %d-chunk file took %.1f s", MANY_CHUNKS, r.seconds);
+	run_result_dispose(&r);
+	free(forged);
+	free(src);
+}
