@@ -314,6 +314,21 @@ static int snaproot(struct mnt *m, const char *id, double timeout, struct mnt_no
 	return o->e ? 0 : ENOMEM;
 }
 
+/* snaproot for a snapshot found on stream's time line: by its record it must
+ * belong to that stream (a ref moved to another stream's tip is EIO). */
+static int stream_snaproot(struct mnt *m, const char *stream, const char *id, double timeout,
+			   struct mnt_nodeinfo *o)
+{
+	struct mnt_snap *s;
+	int rc, err = mnt_snap_get(m, id, &s);
+
+	if (err)
+		return err;
+	rc = amber_snapshot_check_stream(s->s, stream);
+	mnt_snap_put(m, s);
+	return rc ? mnt_errno(m, rc, id) : snaproot(m, id, timeout, o);
+}
+
 static int stream_has_snapshots(struct mnt *m, const char *stream)
 {
 	amber_timeline *t;
@@ -431,7 +446,7 @@ static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
 	tl_unlock(m);
 	if (i < 0)
 		return ENOENT;
-	return snaproot(m, id, MNT_TIMEOUT_IMMUTABLE, o);
+	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
 }
 
 static int lookup_at(struct mnt *m, struct mnt_node *p, const char *name,
@@ -454,7 +469,7 @@ static int lookup_at(struct mnt *m, struct mnt_node *p, const char *name,
 	tl_unlock(m);
 	if (i < 0)
 		return ENOENT;
-	return snaproot(m, id, MNT_TIMEOUT_MOVING, o);
+	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_MOVING, o);
 }
 
 static int lookup_tag(struct mnt *m, const char *name, struct mnt_nodeinfo *o)

@@ -288,8 +288,11 @@ int amber_stream_list(amber_archive *a, int (*cb)(const char *stream, void *payl
  * (the newest snapshot of the stream at or before TIME; ISO 8601 in UTC or
  * with an offset, any precision, or "@EPOCH[.frac]"), or "STREAM@TIME"
  * (the same in another stream).
+ * The commit's bytes must hash to its id, and a snapshot reached through a
+ * stream ("latest", "@TIME", "STREAM@TIME") must belong to that stream by
+ * its authenticated record (checked once the archive is unlocked).
  * @param stream  NULL = "main"; used by "latest" and "@TIME"
- * @return 0, AMBER_ENOTFOUND, AMBER_EAMBIGUOUS, AMBER_EINVAL.
+ * @return 0, AMBER_ENOTFOUND, AMBER_EAMBIGUOUS, AMBER_EINVAL, AMBER_EAUTH.
  */
 int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char *stream,
 		  const char *spec);
@@ -315,6 +318,13 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id);
 
 /** The snapshot's info; owned by the snapshot. */
 const amber_snapinfo *amber_snapshot_info(const amber_snapshot *s);
+
+/**
+ * Check that s belongs to `stream` (NULL = "main") by its authenticated
+ * record: a snapshot reached through refs/heads/STREAM must.
+ * @return 0 or AMBER_EAUTH naming the snapshot and both streams.
+ */
+int amber_snapshot_check_stream(const amber_snapshot *s, const char *stream);
 
 /** Close a snapshot.  NULL-safe. */
 void amber_snapshot_free(amber_snapshot *s);

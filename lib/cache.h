@@ -11,7 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AMBER_CKEY 21  /* 20-byte object id + 1 kind byte */
+/*
+ * A key names a decoded object by everything its decoding checked, so an
+ * entry is only ever served for a link that would decode to the same thing:
+ *   object id (20) | kind (1) | mac (24) | declared size, u64 LE (8) |
+ *   tree id (20; zero when the decode checked no tree)
+ * The hash bucket comes from the object id and the kind.
+ */
+#define AMBER_CKEY 73
 
 typedef struct amber_cache amber_cache;
 

@@ -84,6 +84,42 @@ static int parse_tree_entry(amber_tparsed *t, const uint8_t **pp, const uint8_t 
 	return 0;
 }
 
+/*
+ * Parsed trees are in git order with no name twice (amber_tree_parse
+ * refuses anything else), so an entry is found by binary search for its
+ * name as a blob and then as a tree: git sorts a tree as if its name ended
+ * in '/', so the two may sit apart.
+ */
+static const amber_tparsed *tree_search(const amber_tparsed *t, size_t n, const char *name,
+					uint32_t mode)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = git_name_cmp(t[mid].name, t[mid].mode, name, mode);
+
+		if (c == 0)
+			return &t[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* A name that is both a blob and a tree passes the order check when other
+ * names sort between them ("a", "a.b", "a/"); find such pairs. */
+static int blob_and_tree_alike(const amber_tparsed *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].mode == AMBER_GIT_MODE_TREE &&
+		    tree_search(t, n, t[i].name, AMBER_GIT_MODE_BLOB))
+			return 1;
+	return 0;
+}
+
 int amber_tree_parse(amber_tparsed **out, size_t *n, const uint8_t *data, size_t len,
 		     const char *what)
 {
@@ -105,6 +141,8 @@ int amber_tree_parse(amber_tparsed **out, size_t *n, const uint8_t *data, size_t
 			goto bad;
 		cnt++;
 	}
+	if (blob_and_tree_alike(t, cnt))
+		goto bad;
 	*out = t;
 	*n = cnt;
 	return 0;
@@ -115,12 +153,9 @@ bad:
 
 const amber_tparsed *amber_tree_find(const amber_tparsed *t, size_t n, const char *name)
 {
-	size_t nl = strlen(name);
+	const amber_tparsed *x = tree_search(t, n, name, AMBER_GIT_MODE_BLOB);
 
-	for (size_t i = 0; i < n; i++)
-		if (t[i].name_len == nl && memcmp(t[i].name, name, nl) == 0)
-			return &t[i];
-	return NULL;
+	return x ? x : tree_search(t, n, name, AMBER_GIT_MODE_TREE);
 }
 
 int amber_commit_build(amber_buf *out, const uint8_t tree[20], const uint8_t *parent,

@@ -40,14 +40,15 @@ typedef struct amber_tparsed {
 } amber_tparsed;
 
 /**
- * Parse a tree, validating every entry (mode, name bytes, strict order).
+ * Parse a tree, validating every entry (mode, name bytes, strict git order,
+ * no name twice, not even as a blob and a tree).
  * *out is malloc'd (free()); names and oids point into data.
  * @return 0 or AMBER_ECORRUPT naming `what`.
  */
 int amber_tree_parse(amber_tparsed **out, size_t *n, const uint8_t *data, size_t len,
 		     const char *what);
 
-/** Find an entry by name in a parsed tree; NULL if absent. */
+/** Find an entry by name in a tree from amber_tree_parse(), in O(log n); NULL if absent. */
 const amber_tparsed *amber_tree_find(const amber_tparsed *t, size_t n, const char *name);
 
 typedef struct amber_commit {

@@ -66,6 +66,24 @@ void amber_snapshot_free(amber_snapshot *s)
 
 /* ---- commits and records ---------------------------------------------------- */
 
+/*
+ * Strict hash checking is off on the read path, where every object below a
+ * commit is bound to its parent's link by a mac.  A commit has no parent:
+ * its id is all that names it, so its bytes must hash to that id, or a
+ * genuine snapshot stored under another id would be served as that id.
+ * Commits are small, so this costs little.
+ */
+static int check_commit_id(const amber_buf *b, const uint8_t oid[20], const char *hex)
+{
+	uint8_t h[20];
+
+	amber_store_hash(h, AMBER_GIT_COMMIT, b->data, b->len);
+	if (memcmp(h, oid, 20) == 0)
+		return 0;
+	return amber_fail(AMBER_EAUTH, "snapshot %s: the commit stored under this id does not "
+			  "hash to it (another commit's bytes); run amberfs verify", hex);
+}
+
 static int read_commit(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		       const char *hex)
 {
@@ -77,6 +95,8 @@ static int read_commit(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot %s in archive %s", hex, a->path);
 	else if (rc == 0 && type != AMBER_GIT_COMMIT)
 		rc = amber_fail(AMBER_ENOTFOUND, "%s is not a snapshot (not a commit)", hex);
+	if (rc == 0)
+		rc = check_commit_id(&b, oid, hex);
 	if (rc == 0)
 		rc = amber_commit_parse(c, b.data, b.len, hex);
 	amber_buf_dispose(&b);
@@ -210,25 +230,48 @@ static int tag_cb(const char *name, const uint8_t oid[20], void *payload)
 	return 0;
 }
 
+/* The authenticated record of commit c, checked against it. */
+static int open_record(amber_record *r, amber_archive *a, const amber_commit *c,
+		       const char *hex)
+{
+	char *b64 = amber_trailer_get(c->message, "Amberfs-Record");
+	int rc = b64 ? decode_record(r, a, b64, hex) :
+		       amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", hex);
+
+	if (rc == 0)
+		rc = check_commit(c, r, hex);
+	free(b64);
+	return rc;
+}
+
+static int stream_mismatch(const char *hex, const char *has, const char *stream)
+{
+	return amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', not to stream '%s' "
+			  "whose ref names it (a moved ref); run amberfs verify", hex, has,
+			  stream ? stream : "main");
+}
+
+int amber_snapshot_check_stream(const amber_snapshot *s, const char *stream)
+{
+	if (strcmp(s->info.stream, stream ? stream : "main") == 0)
+		return 0;
+	return stream_mismatch(s->info.id, s->info.stream, stream);
+}
+
 int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 {
 	amber_snapshot *s = NULL;
 	amber_commit c = {0};
 	amber_record r = {0};
 	uint8_t oid[20];
-	char *b64 = NULL;
 	int rc = amber_archive_check_unlocked(a);
 
 	if (rc == 0 && amber_oid_fromhex(oid, id) < 0)
 		rc = amber_fail(AMBER_EINVAL, "'%s' is not a snapshot id", id);
 	if (rc == 0)
 		rc = read_commit(&c, a, oid, id);
-	if (rc == 0 && !(b64 = amber_trailer_get(c.message, "Amberfs-Record")))
-		rc = amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", id);
 	if (rc == 0)
-		rc = decode_record(&r, a, b64, id);
-	if (rc == 0)
-		rc = check_commit(&c, &r, id);
+		rc = open_record(&r, a, &c, id);
 	if (rc == 0 && !(s = calloc(1, sizeof(*s))))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0) {
@@ -243,7 +286,6 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 
 		rc = amber_store_ref_foreach(a->store, "refs/tags/*", tag_cb, &t);
 	}
-	free(b64);
 	amber_record_dispose(&r);
 	amber_commit_dispose(&c);
 	if (rc < 0) {
@@ -592,8 +634,12 @@ int amber_stat(amber_entry **out, amber_snapshot *s, const char *path)
 
 /*
  * Decoded chunks and chunk indexes live in the archive's shared cache
- * (cache.c), keyed by object id and kind, so several threads and snapshots
- * reading the same content decode it once.
+ * (cache.c), so several threads and snapshots reading the same content
+ * decode it once.  An entry is keyed by everything its decode checked: the
+ * link (object id and mac), the size the parent declared and, for an index,
+ * the chunk tree it was checked against.  Keyed by object id alone, a hostile
+ * manifest could name a good index under a larger file size, or a good chunk
+ * under another mac, and be served what was checked for someone else.
  */
 
 static void index_free(void *p)
@@ -605,30 +651,47 @@ static void index_free(void *p)
 	free(x);
 }
 
-static void ckey(uint8_t key[AMBER_CKEY], const uint8_t oid[20], uint8_t kind)
+void amber_link_key(uint8_t key[AMBER_CKEY], const amber_link *l, uint8_t kind, uint64_t size,
+		    const uint8_t *tree)
 {
-	memcpy(key, oid, 20);
+	memset(key, 0, AMBER_CKEY);
+	memcpy(key, l->oid, 20);
 	key[20] = kind;
+	memcpy(key + 21, l->mac, 24);
+	for (int i = 0; i < 8; i++)
+		key[45 + i] = (uint8_t)(size >> (8 * i));
+	if (tree)
+		memcpy(key + 53, tree, 20);
 }
 
+/* 1 if tree entry x is blob `name` with id oid. */
+static int is_blob(const amber_tparsed *x, const char *name, const uint8_t oid[20])
+{
+	size_t nl = strlen(name);
+
+	return x->mode == AMBER_GIT_MODE_BLOB && x->name_len == nl &&
+	       memcmp(x->name, name, nl) == 0 && memcmp(x->oid, oid, 20) == 0;
+}
+
+/*
+ * A chunk tree holds exactly c00000000.. (one per chunk, fixed width, so
+ * git order is chunk order) and then "i", the index: checked in one pass.
+ */
 static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_chunkref *c,
 			    size_t n, const char *what)
 {
 	amber_buf tb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
-	const amber_tparsed *x;
 	size_t tn = 0;
 	int rc = read_tree(&tb, &t, &tn, a, e->tree_oid, what);
 
-	if (rc == 0 && (tn != n + 1 || !(x = amber_tree_find(t, tn, "i")) ||
-			memcmp(x->oid, e->link.oid, 20) != 0))
+	if (rc == 0 && (tn != n + 1 || !is_blob(&t[n], "i", e->link.oid)))
 		rc = tree_mismatch(what);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		char name[24];
 
 		snprintf(name, sizeof(name), "c%08zu", i);
-		x = amber_tree_find(t, tn, name);
-		if (!x || memcmp(x->oid, c[i].link.oid, 20) != 0)
+		if (!is_blob(&t[i], name, c[i].link.oid))
 			rc = tree_mismatch(what);
 	}
 	free(t);
@@ -665,6 +728,20 @@ static int decode_index(file_index **out, amber_archive *a, const amber_entry *e
 	return 0;
 }
 
+/* A cached index must cover exactly e's bytes (the key makes it so; this
+ * keeps a mistake there from ever becoming a read past a chunk). */
+static int index_fits(amber_cobj **o, amber_archive *a, const amber_entry *e, const char *what)
+{
+	const file_index *x = (*o)->data;
+
+	if (x->off[x->n] == e->size)
+		return 0;
+	amber_cache_release(a->cache, *o);
+	*o = NULL;
+	return amber_fail(AMBER_ECORRUPT, "%s: its chunk index covers %" PRIu64 " bytes, the "
+			  "file has %" PRIu64, what, x->off[x->n], e->size);
+}
+
 /* The held cache entry of the chunk index of multi-chunk file e. */
 int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, const char *what)
 {
@@ -672,11 +749,11 @@ int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, c
 	file_index *x = NULL;
 	int mine, rc;
 
-	ckey(key, e->link.oid, 'i');
+	amber_link_key(key, &e->link, 'i', e->size, e->tree_oid);
 	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
 		return amber_fail(AMBER_ERROR, "out of memory");
 	if (!mine)
-		return 0;
+		return index_fits(out, a, e, what);
 	if ((rc = decode_index(&x, a, e, what)) < 0) {
 		amber_cache_abandon(a->cache, *out);
 		*out = NULL;
@@ -717,7 +794,7 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 	amber_buf *b = NULL;
 	int mine, rc;
 
-	ckey(key, l->oid, 'c');
+	amber_link_key(key, l, 'c', len, NULL);
 	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
 		return amber_fail(AMBER_ERROR, "out of memory");
 	if (!mine) {
@@ -742,10 +819,15 @@ static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_lin
 {
 	amber_cobj *o = NULL;
 	int rc = amber_chunk_get(&o, a, l, clen, what);
+	const amber_buf *b = rc == 0 ? o->data : NULL;
 
+	*n = 0;
+	if (rc == 0 && (in >= b->len || b->len != clen))
+		rc = amber_fail(AMBER_ECORRUPT, "%s: read at byte %" PRIu64 " of a chunk of %zu "
+				"bytes (its index and the file size disagree)", what, in, b->len);
 	if (rc == 0) {
-		*n = clen - in < want ? (size_t)(clen - in) : want;
-		memcpy(buf, ((amber_buf *)o->data)->data + in, *n);
+		*n = b->len - in < want ? (size_t)(b->len - in) : want;
+		memcpy(buf, b->data + in, *n);
 	}
 	amber_cache_release(a->cache, o);
 	return rc;
@@ -819,7 +901,7 @@ static void prefetch_link(amber_archive *a, const amber_link *l, size_t len)
 {
 	uint8_t key[AMBER_CKEY];
 
-	ckey(key, l->oid, 'c');
+	amber_link_key(key, l, 'c', len, NULL);
 	if (!amber_cache_has(a->cache, key))
 		amber_archive_prefetch(a, l, len);
 }
@@ -921,24 +1003,26 @@ static int resolve_at(uint8_t oid[20], amber_archive *a, const char *stream, con
 	return resolve_time(oid, a, stream, t, spec);
 }
 
-static int resolve_oid(uint8_t oid[20], amber_archive *a, const char *stream, const char *spec)
+/* Resolve spec; via receives the stream whose ref it went through, or "". */
+static int resolve_oid(uint8_t oid[20], char via[AMBER_STREAM_MAX + 1], amber_archive *a,
+		       const char *stream, const char *spec)
 {
 	char ref[512];
 	size_t len = strlen(spec);
-
 	const char *at = strchr(spec, '@');
 
+	snprintf(via, AMBER_STREAM_MAX + 1, "%s", spec[0] == '@' || !strcmp(spec, "latest") ?
+		 (stream ? stream : "main") : "");
 	if (strcmp(spec, "latest") == 0)
 		return stream_tip(oid, a, stream);
 	if (spec[0] == '@')
 		return resolve_at(oid, a, stream, spec);
 	if (at && (size_t)(at - spec) <= AMBER_STREAM_MAX) {
 		/* STREAM@TIME; no tag or stream name contains '@' */
-		char st[AMBER_STREAM_MAX + 1];
-
-		snprintf(st, sizeof(st), "%.*s", (int)(at - spec), spec);
-		if (amber_refname_valid(st))
-			return resolve_at(oid, a, st, at);
+		snprintf(via, AMBER_STREAM_MAX + 1, "%.*s", (int)(at - spec), spec);
+		if (amber_refname_valid(via))
+			return resolve_at(oid, a, via, at);
+		via[0] = '\0';
 	}
 	if (len == 40 && is_hex(spec))
 		return amber_oid_fromhex(oid, spec);
@@ -959,18 +1043,40 @@ static int resolve_oid(uint8_t oid[20], amber_archive *a, const char *stream, co
 			  spec);
 }
 
+/*
+ * A snapshot reached through refs/heads/S must be one of S's, as its
+ * authenticated record says, or a ref moved to another stream's tip would
+ * be served as S.  A locked archive serves nothing, so it is not checked
+ * until it is unlocked.
+ */
+static int check_via(amber_archive *a, const amber_commit *c, const char *hex, const char *via)
+{
+	amber_record r = {0};
+	int rc;
+
+	if (!via[0] || amber_archive_needs_key(a))
+		return 0;
+	rc = open_record(&r, a, c, hex);
+	if (rc == 0 && strcmp(r.stream, via) != 0)
+		rc = stream_mismatch(hex, r.stream, via);
+	amber_record_dispose(&r);
+	return rc;
+}
+
 int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char *stream,
 		  const char *spec)
 {
+	char hex[41], via[AMBER_STREAM_MAX + 1];
 	uint8_t oid[20];
-	int rc = resolve_oid(oid, a, stream, spec);
+	int rc = resolve_oid(oid, via, a, stream, spec);
 	amber_commit c = {0};
-	char hex[41];
 
 	if (rc < 0)
 		return rc;
 	amber_oid_tohex(hex, oid);
 	rc = read_commit(&c, a, oid, hex);
+	if (rc == 0)
+		rc = check_via(a, &c, hex, via);
 	amber_commit_dispose(&c);
 	if (rc == 0)
 		memcpy(id_out, hex, 41);
@@ -1066,7 +1172,7 @@ void amber_archive_prefetch(amber_archive *a, const amber_link *l, size_t len)
 {
 	pthread_mutex_lock(&a->pf_lock);
 	for (size_t i = 0; i < a->pf_n; i++)
-		if (memcmp(a->pf_queue[i].oid, l->oid, 20) == 0)
+		if (memcmp(&a->pf_queue[i], l, sizeof(*l)) == 0 && a->pf_len[i] == len)
 			goto done;
 	if (!a->pf_started && !a->pf_stop)
 		a->pf_started = pthread_create(&a->pf_thread, NULL, prefetch_main, a) == 0;

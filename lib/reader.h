@@ -44,6 +44,15 @@ typedef struct file_index {
 } file_index;
 
 /**
+ * The cache key (layout in cache.h) of link l decoded as `kind` ('c' chunk,
+ * 'i' index) for a parent that declares `size` bytes and, for an index, the
+ * chunk tree `tree` (NULL: none).  Two keys are equal only when decoding
+ * would check exactly the same things.
+ */
+void amber_link_key(uint8_t key[AMBER_CKEY], const amber_link *l, uint8_t kind, uint64_t size,
+		    const uint8_t *tree);
+
+/**
  * The cache entry (data: file_index) of the chunk index of multi-chunk
  * file e, decoding and checking it against the chunk tree if needed.
  * Release with amber_cache_release(a->cache, *out).

@@ -1024,6 +1024,19 @@ static int content_kind(int rc)
 	return AMBER_VERIFY_AUTH;
 }
 
+/* The files_ok/chunks_ok/dirs_ok key of a link: a digest of everything the
+ * reader checks when it decodes it, so one good read vouches only for links
+ * that would read the same (not for the same object under another size). */
+static const uint8_t *link_id(uint8_t id[20], const amber_link *l, uint8_t kind, uint64_t size,
+			      const uint8_t *tree)
+{
+	uint8_t key[AMBER_CKEY];
+
+	amber_link_key(key, l, kind, size, tree);
+	crypto_generichash(id, 20, key, sizeof(key), NULL, 0);
+	return id;
+}
+
 /*
  * Decode and authenticate every chunk of a file, each distinct chunk once
  * in the whole run: a ledger that grew in every snapshot shares all but its
@@ -1032,19 +1045,20 @@ static int content_kind(int rc)
  */
 static int read_chunks(vctx *v, const amber_chunkref *c, size_t n, const char *path)
 {
+	uint8_t id[20];
 	int rc = 0;
 
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		amber_cobj *o = NULL;
 
 		for (size_t k = i + 1; k < n && k < i + 4; k++)
-			if (!oidset_find(&v->chunks_ok, c[k].link.oid, 0))
+			if (!oidset_find(&v->chunks_ok, link_id(id, &c[k].link, 'c', c[k].len, NULL), 0))
 				amber_archive_prefetch(v->a, &c[k].link, c[k].len);
-		if (oidset_find(&v->chunks_ok, c[i].link.oid, 0))
+		if (oidset_find(&v->chunks_ok, link_id(id, &c[i].link, 'c', c[i].len, NULL), 0))
 			continue;
 		rc = amber_chunk_get(&o, v->a, &c[i].link, c[i].len, path);
 		amber_cache_release(v->a->cache, o);
-		if (rc == 0 && !oidset_find(&v->chunks_ok, c[i].link.oid, 1))
+		if (rc == 0 && !oidset_find(&v->chunks_ok, id, 1))
 			rc = amber_fail(AMBER_ERROR, "out of memory");
 		if (rc == 0)
 			v->st.data_bytes += c[i].len;
@@ -1100,13 +1114,13 @@ static int chunks_bad(vctx *v, amber_snapshot *s, const amber_entry *e, const am
 static void check_file(vctx *v, amber_snapshot *s, const amber_entry *e, const char *path)
 {
 	amber_cobj *o = NULL;
-	uint8_t *flag;
+	uint8_t *flag, id[20];
 	int rc = 0;
 
 	v->st.files++;
 	if (e->type != AMBER_T_REG || e->content == AMBER_C_NONE)
 		return;
-	if ((flag = oidset_find(&v->files_ok, e->link.oid, 0)))
+	if ((flag = oidset_find(&v->files_ok, link_id(id, &e->link, 'f', e->size, e->tree_oid), 0)))
 		return;
 	if (e->content == AMBER_C_BLOB && is_bad(v, e->link.oid)) {
 		problem(v, AMBER_VERIFY_CORRUPT, e->link.oid, s->info.id, path,
@@ -1132,7 +1146,7 @@ static void check_file(vctx *v, amber_snapshot *s, const amber_entry *e, const c
 		if (v->st.problems != before)
 			return;
 	}
-	oidset_find(&v->files_ok, e->link.oid, 1);
+	oidset_find(&v->files_ok, id, 1);
 }
 
 static void walk_dir(vctx *v, amber_snapshot *s, const amber_entry *dir, const char *path,

@@ -784,3 +784,56 @@ Test(gitobj, first_of_repeated_trailers_wins)
 	cr_assert_str_eq(v, "one");
 	free(v);
 }
+
+/* Trees: lookups ------------------------------------------------------------------------ */
+
+Test(gitobj, name_as_blob_and_tree_apart_is_refused)
+{
+	/* in git order ("a" < "a.b" < "a/"), but "a" twice, not side by side */
+	amber_buf b = AMBER_BUF_INIT;
+
+	raw_entry(&b, "100644", "a", 20);
+	raw_entry(&b, "100644", "a.b", 20);
+	raw_entry(&b, "40000", "a", 20);
+	assert_corrupt(&b, "a name both a blob and a tree, apart");
+}
+
+#define MANY 100000
+
+/* A tree of MANY token-named entries, half trees, and a lookup of each
+ * (and of a name that is absent): a linear search makes this quadratic,
+ * minutes instead of well under a second. */
+Test(gitobj, every_entry_of_a_100k_entry_tree_is_found_quickly, .timeout = 10)
+{
+	static char names[MANY][33]; /* 32-hex tokens, as in directory trees */
+	amber_tentry *e = calloc(MANY, sizeof(*e));
+	amber_buf b = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	size_t n = 0;
+
+	cr_assert_not_null(e);
+	for (unsigned i = 0; i < MANY; i++) {
+		snprintf(names[i], sizeof(names[i]), "%08x%024x", i * 2654435761u, i);
+		e[i].longname = names[i];
+		e[i].mode = i & 1 ? AMBER_GIT_MODE_TREE : AMBER_GIT_MODE_BLOB;
+		fake_oid(e[i].oid, i);
+	}
+	amber_buf_init(&b, (size_t)16 << 20);
+	OK(amber_tree_build(&b, e, MANY));
+	OK(amber_tree_parse(&t, &n, b.data, b.len, "big tree"));
+	cr_assert_eq(n, MANY);
+	for (unsigned i = 0; i < MANY; i++) {
+		const amber_tparsed *f = amber_tree_find(t, n, names[i]);
+		uint8_t oid[20];
+
+		fake_oid(oid, i);
+		cr_assert_not_null(f, "entry %u (%s) not found", i, names[i]);
+		cr_assert_eq(memcmp(f->oid, oid, 20), 0, "entry %u has the wrong id", i);
+		cr_assert_eq(f->mode, i & 1 ? AMBER_GIT_MODE_TREE : AMBER_GIT_MODE_BLOB);
+		names[i][31] = 'x'; /* never a token */
+		cr_assert_null(amber_tree_find(t, n, names[i]));
+	}
+	free(t);
+	free(e);
+	amber_buf_dispose(&b);
+}

@@ -1,0 +1,792 @@
+/*
+ * Hand-made hostile archives, read by the real amberfs binary and a real
+ * mount.  A plain archive authenticates nothing, so anyone who can write it
+ * can forge manifests, indexes and records that are each well-formed; the
+ * reader must still never return bytes that are not the file's, never
+ * crash, and never serve what it checked for one link under another.
+ *
+ * The forger here speaks the format through libamber's encoders (the format
+ * is public) and writes objects with `git hash-object -w`, as an attacker
+ * with write access would.
+ */
+#include "helpers.h"
+
+#include "amber.h"
+#include "buf.h"
+#include "codec.h"
+#include "gitobj.h"
+#include "keys.h"
+#include "manifest.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define BIG_SIZE ((size_t)3 << 20)
+#define READ_LIMIT (BIG_SIZE + ((size_t)1 << 20))
+
+/* ------------------------------------------------------------------ */
+/* A foreground mount, taken down in teardown                          */
+
+static char *hm_mnt;
+static pid_t hm_pid;
+
+static int is_mounted(const char *mnt)
+{
+	char *parent = xasprintf("%s/..", mnt);
+	struct stat a, b;
+	int yes = stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+	free(parent);
+	return yes;
+}
+
+static void quiet(const char *a0, const char *a1, const char *a2)
+{
+	run_opts o = { .timeout = 30 };
+	run_result r;
+	run_cmd(&r, &o, a0, a1, a2, NULL);
+	run_result_dispose(&r);
+}
+
+/* 1 if the daemon is still running. */
+static int daemon_alive(void)
+{
+	int st;
+	return hm_pid > 0 && waitpid(hm_pid, &st, WNOHANG) == 0;
+}
+
+static void hostile_setup(void)
+{
+	itest_setup();
+	hm_mnt = NULL;
+	hm_pid = 0;
+}
+
+static void hostile_teardown(void)
+{
+	if (hm_mnt && is_mounted(hm_mnt))
+		quiet("fusermount3", "-u", hm_mnt);
+	if (hm_mnt && is_mounted(hm_mnt))
+		quiet("umount", "-l", hm_mnt);
+	if (hm_pid > 0) {
+		kill(hm_pid, SIGTERM);
+		for (int i = 0; i < 250 && daemon_alive(); i++)
+			sleep_s(0.02);
+		if (daemon_alive()) {
+			kill(hm_pid, SIGKILL);
+			waitpid(hm_pid, NULL, 0);
+		}
+	}
+	free(hm_mnt);
+	itest_teardown();
+}
+
+TestSuite(hostile, .init = hostile_setup, .fini = hostile_teardown, .timeout = 300);
+
+/* Mount arch in the foreground at IT.tmp/mnt; returns the mount point. */
+static const char *mount_fg(const char *arch)
+{
+	char *log = pjoin(IT.tmp, "daemon.log");
+	hm_mnt = pjoin(IT.tmp, "mnt");
+	mkdir_p(hm_mnt, 0755);
+	const char *args[] = { "mount", arch, hm_mnt, "-f", NULL };
+	run_opts o = { .stderr_path = log };
+	hm_pid = amber_spawn(&o, args);
+	double end = now_s() + 30;
+	while (!is_mounted(hm_mnt)) {
+		cr_assert(daemon_alive(), "amberfs mount -f exited before mounting: %s",
+			  read_file(log, NULL));
+		cr_assert(now_s() < end, "%s not mounted after 30 s", hm_mnt);
+		sleep_s(0.02);
+	}
+	free(log);
+	return hm_mnt;
+}
+
+/*
+ * Read path through the mount; *err gets the errno that stopped it (0 at
+ * EOF or after BIG_SIZE + 1 MiB).  Returns the bytes read before that
+ * (malloc'd), *len their count.
+ */
+static char *read_until_error(const char *path, size_t *len, int *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	size_t cap = 1 << 20, n = 0;
+	char *buf = malloc(cap);
+	*err = 0;
+	for (;;) {
+		if (n + 65536 > cap)
+			buf = realloc(buf, cap *= 2);
+		ssize_t k = read(fd, buf + n, 65536);
+		if (k < 0) {
+			*err = errno;
+			break;
+		}
+		if (k == 0)
+			break;
+		n += (size_t)k;
+		if (n > READ_LIMIT)
+			break;
+	}
+	close(fd);
+	*len = n;
+	return buf;
+}
+
+/* ------------------------------------------------------------------ */
+/* The forger                                                          */
+
+/* stdout of `git --git-dir=arch ARGS` as bytes (binary-safe). */
+static char *git_bytes(const char *arch, size_t *len, const char *a0, const char *a1,
+		       const char *a2)
+{
+	char *out = xasprintf("%s/git-out-%d", IT.tmp, rand());
+	char *gd = xasprintf("--git-dir=%s", arch);
+	run_opts o = { .stdout_path = out };
+	run_result r;
+	run_cmd(&r, &o, "git", gd, a0, a1, a2, NULL);
+	assert_ok(&r, "git cat-file");
+	run_result_dispose(&r);
+	char *data = read_file(out, len);
+	unlink(out);
+	free(out);
+	free(gd);
+	return data;
+}
+
+/* Write an object with git; returns its id. */
+static void put_obj(uint8_t oid[20], const char *arch, const char *type, const void *data,
+		    size_t len)
+{
+	char *in = xasprintf("%s/obj-%d", IT.tmp, rand());
+	write_file(in, data, len, 0644);
+	char *hex = git_ok(arch, NULL, "hash-object", "-t", type, "-w", in, NULL);
+	cr_assert_eq(amber_oid_fromhex(oid, hex), 0, "hash-object printed %s", hex);
+	unlink(in);
+	free(in);
+	free(hex);
+}
+
+/* Frame `data` as an object of `type` (plain) and store it; fills link. */
+static void put_framed(amber_link *l, const char *arch, int type, const void *data, size_t len)
+{
+	amber_buf f = AMBER_BUF_INIT;
+	cr_assert_eq(amber_codec_encode(&f, l->mac, NULL, type, data, len, 0), 0);
+	put_obj(l->oid, arch, "blob", f.data, f.len);
+	amber_buf_dispose(&f);
+}
+
+/* Read and decode the framed blob `l` (plain). */
+static void get_framed(amber_buf *out, const char *arch, int type, const amber_link *l)
+{
+	char hex[41];
+	size_t len = 0;
+	amber_oid_tohex(hex, l->oid);
+	char *raw = git_bytes(arch, &len, "cat-file", "blob", hex);
+	amber_buf_init(out, 0);
+	cr_assert_eq(amber_codec_decode(out, NULL, type, l->mac, raw, len, (size_t)32 << 20), 0,
+		     "decode %s: %s", hex, amber_error_last());
+	free(raw);
+}
+
+/* A snapshot's record and root directory, to edit and commit again. */
+typedef struct forge {
+	const char *arch;
+	char *time;         /* the Amberfs-Time trailer */
+	amber_record r;
+	amber_entry *e;     /* root manifest */
+	size_t n;
+} forge;
+
+static void forge_open(forge *f, const char *arch, const char *commit)
+{
+	size_t len = 0, cap, blen = 0;
+	amber_commit c;
+	amber_buf plain = AMBER_BUF_INIT, m = AMBER_BUF_INIT;
+	char *raw = git_bytes(arch, &len, "cat-file", "commit", commit);
+
+	memset(f, 0, sizeof(*f));
+	f->arch = arch;
+	cr_assert_eq(amber_commit_parse(&c, (uint8_t *)raw, len, commit), 0);
+	f->time = amber_trailer_get(c.message, "Amberfs-Time");
+	char *b64 = amber_trailer_get(c.message, "Amberfs-Record");
+	cr_assert(f->time && b64, "commit %s has no amberfs trailers", commit);
+	cap = strlen(b64);
+	uint8_t *bin = malloc(cap);
+	cr_assert_eq(sodium_base642bin(bin, cap, b64, cap, NULL, &blen, NULL,
+				       sodium_base64_VARIANT_ORIGINAL), 0);
+	cr_assert_eq(amber_codec_decode(&plain, NULL, AMBER_OBJ_RECORD, NULL, bin, blen,
+					(size_t)4 << 20), 0, "record: %s", amber_error_last());
+	cr_assert_eq(amber_record_decode(&f->r, plain.data, plain.len), 0);
+	get_framed(&m, arch, AMBER_OBJ_MANIFEST, &f->r.root);
+	cr_assert_eq(amber_manifest_decode(&f->e, &f->n, m.data, m.len), 0);
+	amber_buf_dispose(&m);
+	amber_buf_dispose(&plain);
+	amber_commit_dispose(&c);
+	free(bin);
+	free(b64);
+	free(raw);
+}
+
+static amber_entry *forge_find(forge *f, const char *name)
+{
+	for (size_t i = 0; i < f->n; i++)
+		if (strcmp(f->e[i].name, name) == 0)
+			return &f->e[i];
+	cr_assert(0, "no entry '%s' in the root", name);
+	return NULL;
+}
+
+/* Add a copy of entry `from` named `name`; returns it. */
+static amber_entry *forge_copy(forge *f, const char *from, const char *name)
+{
+	f->e = realloc(f->e, (f->n + 1) * sizeof(*f->e));
+	amber_entry *e = &f->e[f->n];
+	cr_assert_eq(amber_entry_copy(e, forge_find(f, from)), 0);
+	free(e->name);
+	e->name = strdup(name);
+	e->name_len = strlen(name);
+	f->n++;
+	return e;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+	const amber_entry *x = a, *y = b;
+	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+/* Store the root manifest and the root tree that goes with it. */
+static void forge_root(forge *f, amber_link *m, uint8_t tree[20])
+{
+	amber_buf b = AMBER_BUF_INIT;
+	amber_tentry *t = calloc(f->n + 1, sizeof(*t));
+	char (*tok)[AMBER_TOKEN_HEXSZ + 1] = calloc(f->n, sizeof(*tok));
+	size_t tn = 0;
+
+	qsort(f->e, f->n, sizeof(*f->e), entry_cmp);
+	cr_assert_eq(amber_manifest_encode(&b, f->e, f->n), 0);
+	put_framed(m, f->arch, AMBER_OBJ_MANIFEST, b.data, b.len);
+	amber_buf_reset(&b);
+	strcpy(t[tn].name, "m");
+	t[tn].mode = AMBER_GIT_MODE_BLOB;
+	memcpy(t[tn++].oid, m->oid, 20);
+	for (size_t i = 0; i < f->n; i++) {
+		const amber_entry *e = &f->e[i];
+		if (e->content == AMBER_C_NONE)
+			continue;
+		amber_name_token(tok[i], NULL, e->name, e->name_len);
+		t[tn].longname = tok[i];
+		t[tn].mode = e->content == AMBER_C_BLOB ? AMBER_GIT_MODE_BLOB : AMBER_GIT_MODE_TREE;
+		memcpy(t[tn++].oid, e->content == AMBER_C_BLOB ? e->link.oid : e->tree_oid, 20);
+	}
+	cr_assert_eq(amber_tree_build(&b, t, tn), 0);
+	put_obj(tree, f->arch, "tree", b.data, b.len);
+	amber_buf_dispose(&b);
+	free(tok);
+	free(t);
+}
+
+/* The record's copy of the root entry, pointed at the new root. */
+static void forge_root_meta(forge *f, const amber_link *m, const uint8_t tree[20])
+{
+	amber_entry *e = NULL;
+	size_t n = 0;
+	amber_buf b = AMBER_BUF_INIT;
+
+	cr_assert_eq(amber_manifest_decode(&e, &n, f->r.root_meta, f->r.root_meta_len), 0);
+	cr_assert_eq(n, 1);
+	memcpy(e[0].tree_oid, tree, 20);
+	e[0].link = *m;
+	cr_assert_eq(amber_manifest_encode(&b, e, n), 0);
+	free(f->r.root_meta);
+	f->r.root_meta = b.data;
+	f->r.root_meta_len = b.len;
+	amber_entries_free(e, n);
+}
+
+/* Commit the edited root as a snapshot with the original's parent and
+ * time; returns the new commit id (malloc'd hex). */
+static char *forge_commit(forge *f)
+{
+	amber_buf rec = AMBER_BUF_INIT, frame = AMBER_BUF_INIT, c = AMBER_BUF_INIT;
+	uint8_t mac[AMBER_MAC_BYTES], oid[20];
+	amber_link m;
+	int64_t tn = 0;
+
+	forge_root(f, &m, f->r.tree);
+	f->r.root = m;
+	forge_root_meta(f, &m, f->r.tree);
+	cr_assert_eq(amber_record_encode(&rec, &f->r), 0);
+	cr_assert_eq(amber_codec_encode(&frame, mac, NULL, AMBER_OBJ_RECORD, rec.data, rec.len, 0),
+		     0);
+	size_t cap = sodium_base64_ENCODED_LEN(frame.len, sodium_base64_VARIANT_ORIGINAL);
+	char *b64 = malloc(cap);
+	sodium_bin2base64(b64, cap, frame.data, frame.len, sodium_base64_VARIANT_ORIGINAL);
+	char *msg = xasprintf("amberfs snapshot forged\n\nAmberfs-Time: %s\nAmberfs-Record: %s\n",
+			      f->time, b64);
+	cr_assert_eq(amber_time_parse(&tn, f->time), 0);
+	cr_assert_eq(amber_commit_build(&c, f->r.tree, f->r.has_parent ? f->r.parent : NULL,
+					tn / 1000000000, msg), 0);
+	put_obj(oid, f->arch, "commit", c.data, c.len);
+	char *hex = malloc(41);
+	amber_oid_tohex(hex, oid);
+	amber_buf_dispose(&c);
+	amber_buf_dispose(&frame);
+	amber_buf_dispose(&rec);
+	free(msg);
+	free(b64);
+	return hex;
+}
+
+static void forge_dispose(forge *f)
+{
+	amber_entries_free(f->e, f->n);
+	amber_record_dispose(&f->r);
+	free(f->time);
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks                                                              */
+
+static void move_main(const char *arch, const char *commit)
+{
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", commit, NULL));
+}
+
+/* A plain archive of src with one snapshot on main; returns the archive. */
+static char *plain_archive(const char *src, char id[41])
+{
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 1);
+	amber_snapshot_ok(id, arch, src, NULL);
+	return arch;
+}
+
+/* `amberfs restore` must fail naming `bad`; whatever it wrote of `bad` is at
+ * most `max` bytes and a prefix of `good` (never bytes from elsewhere). */
+static void expect_restore_refused(const char *arch, const char *bad, const char *good,
+				   size_t max)
+{
+	char *dest = pjoin(IT.tmp, "restored");
+	run_result r;
+	amber(&r, "restore", arch, "latest", dest, NULL);
+	cr_assert_neq(r.status, 0, "restore of a hostile archive succeeded");
+	cr_assert(r.status < 128, "restore was killed by signal %d: %s", r.status - 128, r.err);
+	cr_assert(strstr(r.err, bad), "restore's error should name '%s': %s", bad, r.err);
+	run_result_dispose(&r);
+	char *p = pjoin(dest, bad);
+	struct stat st;
+	if (stat(p, &st) == 0) {
+		size_t len = 0;
+		char *got = read_file(p, &len);
+		cr_assert(len <= max && memcmp(got, good, len) == 0,
+			  "restore wrote %zu bytes of %s that are not the file's", len, bad);
+		free(got);
+	}
+	free(p);
+	rm_rf(dest);
+	free(dest);
+}
+
+static void expect_verify_reports(const char *arch, const char *bad)
+{
+	run_result r;
+	amber(&r, "verify", arch, "--read-data", NULL);
+	cr_assert_neq(r.status, 0, "verify --read-data passed a hostile archive: %s%s", r.out,
+		      r.err);
+	cr_assert(r.status < 128, "verify was killed by signal %d", r.status - 128);
+	cr_assert(strstr(r.out, bad) || strstr(r.err, bad),
+		  "verify should name '%s':\n%s%s", bad, r.out, r.err);
+	run_result_dispose(&r);
+}
+
+/* ------------------------------------------------------------------ */
+/* One chunk index under two file sizes                                */
+
+/* An archive whose root has "a" (multi-chunk) and "b", a copy of a's entry
+ * that declares `extra` more bytes.  *orig receives a's bytes. */
+static char *shared_index_archive(char **orig, uint64_t extra)
+{
+	char *src = pjoin(IT.tmp, "src"), id[41];
+	mkdir_p(src, 0755);
+	char *a = pjoin(src, "a");
+	write_random_file(a, BIG_SIZE, 77, 0);
+	*orig = read_file(a, NULL);
+	char *arch = plain_archive(src, id);
+	forge f;
+	forge_open(&f, arch, id);
+	cr_assert_eq(forge_find(&f, "a")->content, AMBER_C_CHUNKED, "a should be multi-chunk");
+	forge_copy(&f, "a", "b")->size += extra;
+	char *forged = forge_commit(&f);
+	move_main(arch, forged);
+	forge_dispose(&f);
+	free(forged);
+	free(a);
+	free(src);
+	return arch;
+}
+
+Test(hostile, larger_file_sharing_a_chunk_index_is_refused_by_cat_restore_and_verify)
+{
+	char *orig = NULL;
+	char *arch = shared_index_archive(&orig, 65536);
+	run_result r;
+
+	amber(&r, "cat", arch, "latest:a", NULL);
+	assert_ok(&r, "cat latest:a");
+	cr_assert(r.out_len == BIG_SIZE && memcmp(r.out, orig, BIG_SIZE) == 0);
+	run_result_dispose(&r);
+	amber(&r, "cat", arch, "latest:b", NULL);
+	cr_assert_eq(r.status, 1, "cat latest:b: exit %d: %s", r.status, r.err);
+	cr_assert(r.out_len <= BIG_SIZE && memcmp(r.out, orig, r.out_len) == 0,
+		  "cat latest:b output %zu bytes that are not the file's", r.out_len);
+	run_result_dispose(&r);
+	expect_restore_refused(arch, "b", orig, BIG_SIZE);
+	expect_verify_reports(arch, "b");
+	free(orig);
+}
+
+/* Read a, then b, through the mount: b is EIO, never extra bytes. */
+static void mount_reads_b_as_eio(const char *mnt, const char *orig)
+{
+	char *pa = xasprintf("%s/latest/a", mnt), *pb = xasprintf("%s/latest/b", mnt);
+	size_t len = 0;
+	int err = 0;
+	char *got = read_until_error(pa, &len, &err);
+	cr_assert(err == 0 && len == BIG_SIZE && memcmp(got, orig, len) == 0, "a reads back");
+	free(got);
+	got = read_until_error(pb, &len, &err);
+	cr_assert_eq(err, EIO, "reading b should end in EIO, got %s after %zu bytes",
+		     strerror(err), len);
+	cr_assert(len <= BIG_SIZE && memcmp(got, orig, len) == 0,
+		  "the mount returned %zu bytes of b that are not the file's", len);
+	free(got);
+	free(pa);
+	free(pb);
+}
+
+Test(hostile, larger_file_sharing_a_chunk_index_is_eio_through_the_mount)
+{
+	char *orig = NULL;
+	char *arch = shared_index_archive(&orig, (uint64_t)1 << 36);
+	const char *mnt = mount_fg(arch);
+
+	mount_reads_b_as_eio(mnt, orig);
+	char *pb = xasprintf("%s/latest/b", mnt);
+	int fd = open(pb, O_RDONLY);
+	char buf[4096];
+	cr_assert(fd >= 0);
+	errno = 0;
+	cr_assert_eq(pread(fd, buf, sizeof(buf), (off_t)BIG_SIZE + 4096), -1,
+		     "a read past a's bytes in b returned data");
+	cr_assert_eq(errno, EIO);
+	errno = 0;
+	cr_assert_eq(pread(fd, buf, sizeof(buf), ((off_t)1 << 36) - 4096), -1,
+		     "a read near 2^36 in b returned data");
+	cr_assert_eq(errno, EIO);
+	close(fd);
+	cr_assert(daemon_alive(), "the daemon died");
+	mount_reads_b_as_eio(mnt, orig);
+	free(pb);
+	free(orig);
+}
+
+/* ------------------------------------------------------------------ */
+/* One chunk under two macs                                            */
+
+#define GOOD_TEXT "the one good chunk of a_good\n"
+
+static char *other_mac_archive(void)
+{
+	char *src = pjoin(IT.tmp, "src"), id[41];
+	mkdir_p(src, 0755);
+	char *a = pjoin(src, "a_good");
+	write_str(a, GOOD_TEXT);
+	char *arch = plain_archive(src, id);
+	forge f;
+	forge_open(&f, arch, id);
+	cr_assert_eq(forge_find(&f, "a_good")->content, AMBER_C_BLOB);
+	forge_copy(&f, "a_good", "b_badmac")->link.mac[0] ^= 1;
+	char *forged = forge_commit(&f);
+	move_main(arch, forged);
+	forge_dispose(&f);
+	free(forged);
+	free(a);
+	free(src);
+	return arch;
+}
+
+Test(hostile, chunk_under_another_mac_is_not_served_from_the_cache)
+{
+	char *arch = other_mac_archive();
+
+	expect_restore_refused(arch, "b_badmac", "", 0);
+	expect_verify_reports(arch, "b_badmac");
+
+	const char *mnt = mount_fg(arch);
+	char *pa = xasprintf("%s/latest/a_good", mnt), *pb = xasprintf("%s/latest/b_badmac", mnt);
+	size_t len = 0;
+	int err = 0;
+	char *got = read_until_error(pa, &len, &err);
+	cr_assert(err == 0 && len == strlen(GOOD_TEXT) && !memcmp(got, GOOD_TEXT, len));
+	free(got);
+	got = read_until_error(pb, &len, &err);
+	cr_assert_eq(err, EIO, "b_badmac should be EIO, got %s with %zu bytes", strerror(err),
+		     len);
+	cr_assert_eq(len, 0);
+	free(got);
+	cr_assert(daemon_alive());
+	free(pa);
+	free(pb);
+}
+
+/* ------------------------------------------------------------------ */
+/* A snapshot served under another identity                            */
+
+/* cat/ls/restore of spec must all fail naming `id`, never printing `secret`. */
+static void expect_cli_refused(const char *arch, const char *spec, const char *id,
+			       const char *secret)
+{
+	static const char *const cmds[] = { "cat", "ls", "restore" };
+	for (size_t i = 0; i < 3; i++) {
+		char *arg = xasprintf(i == 0 ? "%s:f" : "%s", spec);
+		char *dest = pjoin(IT.tmp, "restored");
+		run_result r;
+		if (i == 2)
+			amber(&r, cmds[i], arch, arg, dest, NULL);
+		else
+			amber(&r, cmds[i], arch, arg, NULL);
+		cr_assert_eq(r.status, 1, "%s %s: exit %d (stdout %s): %s", cmds[i], arg,
+			     r.status, r.out, r.err);
+		assert_one_error_line(&r, cmds[i]);
+		cr_assert(strstr(r.err, id), "%s %s: the error should name snapshot %s: %s",
+			  cmds[i], arg, id, r.err);
+		assert_not_contains(r.out, r.out_len, secret, cmds[i]);
+		cr_assert(!tree_contains_bytes(dest, secret, strlen(secret)),
+			  "restore %s wrote the other snapshot's data", arg);
+		run_result_dispose(&r);
+		rm_rf(dest);
+		free(dest);
+		free(arg);
+	}
+}
+
+/* Store `len` bytes as a loose commit object under id `hex`, whatever
+ * they hash to (as an attacker with write access can). */
+static void put_loose_as(const char *arch, const char *hex, const char *body, size_t len)
+{
+	char *head = xasprintf("commit %zu", len);
+	size_t hl = strlen(head) + 1, rawlen = hl + len;
+	char *raw = malloc(rawlen);
+	memcpy(raw, head, hl);
+	memcpy(raw + hl, body, len);
+	uLongf zlen = compressBound(rawlen);
+	Bytef *z = malloc(zlen);
+	cr_assert_eq(compress2(z, &zlen, (Bytef *)raw, rawlen, 1), Z_OK);
+	char *dir = xasprintf("%s/objects/%.2s", arch, hex);
+	char *path = xasprintf("%s/%s", dir, hex + 2);
+	mkdir_p(dir, 0755);
+	write_file(path, z, zlen, 0444);
+	free(path);
+	free(dir);
+	free(z);
+	free(raw);
+	free(head);
+}
+
+/* Two snapshots of a one-file tree: s1 holds `one`, s2 holds `two`. */
+static char *two_snapshots(char s1[41], const char *one, char s2[41], const char *two,
+			   const char *const *extra2)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	char *f = pjoin(src, "f");
+	char *arch = pjoin(IT.tmp, "archive");
+	amber_init_archive(arch, 0);
+	write_str(f, one);
+	amber_snapshot_ok(s1, arch, src, NULL);
+	write_str(f, two);
+	amber_snapshot_ok(s2, arch, src, extra2);
+	free(f);
+	free(src);
+	return arch;
+}
+
+/* The mount must refuse path with EIO (lookup or read). */
+static void expect_mount_eio(const char *path)
+{
+	size_t len = 0;
+	int err = 0;
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		cr_assert_eq(errno, EIO, "stat %s: %s (want EIO)", path, strerror(errno));
+		return;
+	}
+	free(read_until_error(path, &len, &err));
+	cr_assert_eq(err, EIO, "reading %s: %s after %zu bytes (want EIO)", path, strerror(err),
+		     len);
+}
+
+static void expect_mount_reads(const char *path, const char *want)
+{
+	size_t len = 0;
+	int err = 0;
+	char *got = read_until_error(path, &len, &err);
+	cr_assert(err == 0 && len == strlen(want) && memcmp(got, want, len) == 0,
+		  "%s should read back (%s)", path, strerror(err));
+	free(got);
+}
+
+#define FAKE_ID "0123456789abcdef0123456789abcdef01234567"
+
+Test(hostile, genuine_commit_stored_under_another_id_is_refused)
+{
+	char s1[41], s2[41];
+	char *arch = two_snapshots(s1, "OLD-SNAPSHOT-DATA\n", s2, "current data\n", NULL);
+	size_t len = 0;
+	char *body = git_bytes(arch, &len, "cat-file", "commit", s1);
+	put_loose_as(arch, FAKE_ID, body, len);
+	char *loose = xasprintf("%s/objects/01/%s", arch, FAKE_ID + 2);
+	cr_assert(access(loose, F_OK) == 0);
+
+	expect_cli_refused(arch, FAKE_ID, FAKE_ID, "OLD-SNAPSHOT-DATA");
+	char *ref = pjoin(arch, "refs/tags/looks-fine");
+	write_str(ref, FAKE_ID "\n");
+	expect_cli_refused(arch, "looks-fine", FAKE_ID, "OLD-SNAPSHOT-DATA");
+	unlink(ref);
+
+	const char *mnt = mount_fg(arch);
+	char *p = xasprintf("%s/ids/%s/f", mnt, FAKE_ID);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/ids/%s/f", mnt, s1);
+	expect_mount_reads(p, "OLD-SNAPSHOT-DATA\n");
+	cr_assert(daemon_alive());
+	free(p);
+	free(ref);
+	free(loose);
+	free(body);
+}
+
+Test(hostile, stream_ref_moved_to_another_streams_snapshot_is_refused)
+{
+	char s1[41], s2[41];
+	const char *other[] = { "--stream", "other", NULL };
+	char *arch = two_snapshots(s1, "main data\n", s2, "OTHER-STREAM-DATA\n", other);
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", s2, NULL));
+
+	expect_cli_refused(arch, "latest", s2, "OTHER-STREAM-DATA");
+	expect_cli_refused(arch, "@2100-01-01T00:00:00Z", s2, "OTHER-STREAM-DATA");
+	expect_cli_refused(arch, "main@4102444800", s2, "OTHER-STREAM-DATA");
+	char *spec = xasprintf("%s:f", s2);
+	run_result r;
+	amber(&r, "cat", arch, spec, NULL);
+	assert_ok(&r, "cat of the genuine snapshot by id");
+	cr_assert_str_eq(r.out, "OTHER-STREAM-DATA\n");
+	run_result_dispose(&r);
+	amber(&r, "cat", arch, "--stream", "other", "latest:f", NULL);
+	assert_ok(&r, "cat of the other stream's latest");
+	run_result_dispose(&r);
+
+	const char *mnt = mount_fg(arch);
+	char *p = xasprintf("%s/latest/f", mnt);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/streams/main/latest/f", mnt);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/at/2100-01-01T00:00:00Z/f", mnt);
+	expect_mount_eio(p);
+	free(p);
+	p = xasprintf("%s/streams/other/latest/f", mnt);
+	expect_mount_reads(p, "OTHER-STREAM-DATA\n");
+	free(p);
+	p = xasprintf("%s/ids/%s/f", mnt, s2);
+	expect_mount_reads(p, "OTHER-STREAM-DATA\n");
+	free(p);
+	cr_assert(daemon_alive());
+	char *log = read_file(pjoin(IT.tmp, "daemon.log"), NULL);
+	cr_assert(strstr(log, s2) && strstr(log, "stream"),
+		  "the daemon's log should name snapshot %s and its stream: %s", s2, log);
+	free(log);
+	free(spec);
+}
+
+/* ------------------------------------------------------------------ */
+/* A file of very many chunks                                          */
+
+#define MANY_CHUNKS 100000
+
+/* Add file `name` (a copy of `from`'s metadata) of n one-byte chunks "x",
+ * all the same chunk object: format-legal, and cheap to build.  (Its index,
+ * 56 bytes a chunk decoded, must fit the CLI's cache, or every chunk read
+ * evicts the one chunk and decodes it again.) */
+static void forge_many_chunks(forge *f, const char *from, const char *name, size_t n)
+{
+	amber_chunkref *c = calloc(n, sizeof(*c));
+	amber_tentry *t = calloc(n + 1, sizeof(*t));
+	amber_buf b = AMBER_BUF_INIT;
+	amber_link chunk;
+
+	put_framed(&chunk, f->arch, AMBER_OBJ_CHUNK, "x", 1);
+	for (size_t i = 0; i < n; i++) {
+		c[i].link = chunk;
+		c[i].len = 1;
+		snprintf(t[i].name, sizeof(t[i].name), "c%08zu", i);
+		t[i].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(t[i].oid, chunk.oid, 20);
+	}
+	amber_entry *e = forge_copy(f, from, name);
+	cr_assert_eq(amber_index_encode(&b, c, n), 0);
+	put_framed(&e->link, f->arch, AMBER_OBJ_INDEX, b.data, b.len);
+	strcpy(t[n].name, "i");
+	t[n].mode = AMBER_GIT_MODE_BLOB;
+	memcpy(t[n].oid, e->link.oid, 20);
+	amber_buf_reset(&b);
+	cr_assert_eq(amber_tree_build(&b, t, n + 1), 0);
+	put_obj(e->tree_oid, f->arch, "tree", b.data, b.len);
+	e->content = AMBER_C_CHUNKED;
+	e->size = n;
+	amber_buf_dispose(&b);
+	free(t);
+	free(c);
+}
+
+/* Checking a chunk tree entry by entry with a linear search was quadratic:
+ * this file took over a minute to open, now well under a second. */
+Test(hostile, file_of_100k_chunks_opens_and_reads_in_seconds)
+{
+	char *src = pjoin(IT.tmp, "src"), id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "seed"), "seed\n");
+	char *arch = plain_archive(src, id);
+	forge f;
+	forge_open(&f, arch, id);
+	forge_many_chunks(&f, "seed", "many", MANY_CHUNKS);
+	char *forged = forge_commit(&f);
+	move_main(arch, forged);
+	forge_dispose(&f);
+
+	run_opts o = { .timeout = 60 };
+	run_result r;
+	amber_o(&r, &o, "cat", arch, "latest:many", NULL);
+	assert_ok(&r, "cat of a file of many chunks");
+	cr_assert_eq(r.out_len, MANY_CHUNKS);
+	cr_assert_eq(strspn(r.out, "x"), MANY_CHUNKS, "the file should be all 'x'");
+	cr_log_info("cat of %d chunks: %.2f s", MANY_CHUNKS, r.seconds);
+	cr_assert(r.seconds < 10, "cat of a %d-chunk file took %.1f s", MANY_CHUNKS, r.seconds);
+	run_result_dispose(&r);
+	free(forged);
+	free(src);
+}
