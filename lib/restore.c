@@ -112,31 +112,56 @@ static int write_data(rest *r, int fd, const amber_entry *e)
 	return 0;
 }
 
-/* Owner, mode, xattrs and times, on an open fd or (fd < 0) by dfd+name. */
-static void apply_meta(rest *r, const amber_entry *e, int fd, int dfd, const char *name)
+/*
+ * Owner, mode, xattrs and times of e on fd.  fd is open on the node itself:
+ * a real descriptor for files and directories, an O_PATH one (opath) for
+ * the rest, reached through /proc/self/fd, which lands on the node even
+ * when it is a symlink and never follows what it points to.
+ */
+static void apply_meta(rest *r, const amber_entry *e, int fd, int opath)
 {
 	struct timespec ts[2];
-	char proc[64 + NAME_MAX];
+	char proc[64];
 	int is_link = e->type == AMBER_T_SYMLINK;
 
-	if (fd < 0) /* resolves the directory, not the entry's final symlink */
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dfd, name);
-	if (r->owner && (fd >= 0 ? fchown(fd, e->uid, e->gid) :
-		fchownat(dfd, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW)) < 0)
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (r->owner && fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		warn(r, "cannot set owner");
-	if (!is_link && (fd >= 0 ? fchmod(fd, e->mode) : fchmodat(dfd, name, e->mode, 0)) < 0)
+	if (!is_link && (opath ? chmod(proc, e->mode) : fchmod(fd, e->mode)) < 0)
 		warn(r, "cannot set mode");
 	for (size_t i = 0; i < e->nxattrs; i++) {
 		const amber_xattr *x = &e->xattrs[i];
 
-		if ((fd >= 0 ? fsetxattr(fd, x->name, x->value, x->value_len, 0) :
-			       lsetxattr(proc, x->name, x->value, x->value_len, 0)) < 0)
+		if ((opath ? setxattr(proc, x->name, x->value, x->value_len, 0) :
+			     fsetxattr(fd, x->name, x->value, x->value_len, 0)) < 0)
 			warn(r, "cannot set extended attribute");
 	}
 	ts[0].tv_sec = ts[1].tv_sec = e->mtime_sec;
 	ts[0].tv_nsec = ts[1].tv_nsec = e->mtime_nsec;
-	if ((fd >= 0 ? futimens(fd, ts) : utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
+	if ((opath ? utimensat(AT_FDCWD, proc, ts, 0) : futimens(fd, ts)) < 0)
 		warn(r, "cannot set times");
+}
+
+/*
+ * Open the node just made at dfd/name without following a symlink and
+ * check it is still the one made: whoever can write that directory (DEST
+ * itself may belong to another user) can swap it for a symlink, a link to
+ * another node or a node of their own between its creation and here.
+ * @return the descriptor or a negative error.
+ */
+static int open_created(rest *r, int dfd, const char *name, mode_t type, int flags)
+{
+	struct stat st;
+	int fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return amber_fail_errno("cannot open %s", r->path);
+	if (fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == type && st.st_uid == geteuid() &&
+	    (type == S_IFDIR || st.st_nlink == 1))
+		return fd;
+	close(fd);
+	return amber_fail(AMBER_ERROR, "%s was replaced by something else while being restored: "
+			  "restore into a directory that nobody else can write", r->path);
 }
 
 static linkmap *link_find(rest *r, uint64_t group)
@@ -180,7 +205,7 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 		return amber_fail_errno("cannot create %s", r->path);
 	rc = write_data(r, fd, e);
 	if (rc == 0)
-		apply_meta(r, e, fd, -1, NULL);
+		apply_meta(r, e, fd, 0);
 	close(fd);
 	if (rc == 0 && e->hardlink)
 		rc = link_add(r, e->hardlink, dfd, e->name);
@@ -188,9 +213,14 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 	return rc;
 }
 
+static const mode_t special_type[] = {
+	[AMBER_T_SYMLINK] = S_IFLNK, [AMBER_T_FIFO] = S_IFIFO,
+	[AMBER_T_CHR] = S_IFCHR, [AMBER_T_BLK] = S_IFBLK,
+};
+
 static int restore_special(rest *r, const amber_entry *e, int dfd)
 {
-	int rc = 0;
+	int rc = 0, fd;
 
 	if (e->type == AMBER_T_SYMLINK)
 		rc = symlinkat(e->target, dfd, e->name);
@@ -201,8 +231,12 @@ static int restore_special(rest *r, const amber_entry *e, int dfd)
 			     (dev_t)e->rdev);
 	if (rc < 0)
 		return amber_fail_errno("cannot create %s", r->path);
-	apply_meta(r, e, -1, dfd, e->name);
 	r->st.files++;
+	fd = open_created(r, dfd, e->name, special_type[e->type], O_PATH);
+	if (fd < 0)
+		return fd;
+	apply_meta(r, e, fd, 1);
+	close(fd);
 	return 0;
 }
 
@@ -219,9 +253,9 @@ static int restore_entry(rest *r, const amber_entry *e, int dfd)
 
 		rc = mkdirat(dfd, e->name, 0700) < 0 ? amber_fail_errno("cannot create %s", r->path)
 						     : 0;
-		if (rc == 0 && (fd = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-							      O_CLOEXEC)) < 0)
-			rc = amber_fail_errno("cannot open %s", r->path);
+		if (rc == 0 && (fd = open_created(r, dfd, e->name, S_IFDIR,
+						      O_RDONLY | O_DIRECTORY)) < 0)
+			rc = fd;
 		if (rc == 0)
 			rc = restore_tree(r, e, fd);
 		if (fd >= 0)
@@ -250,7 +284,7 @@ static int restore_tree(rest *r, const amber_entry *dir, int dfd)
 	}
 	amber_dir_free(d);
 	if (rc == 0)
-		apply_meta(r, dir, dfd, -1, NULL);
+		apply_meta(r, dir, dfd, 0);
 	r->st.dirs++;
 	return rc;
 }

@@ -1,0 +1,179 @@
+/*
+ * `amberfs restore` against hostile archives and hostile destinations.
+ *
+ * Swapping a node for a symlink between its creation and its metadata is
+ * a race; here it is made deterministic by running the real binary under
+ * ptrace and doing the swap at the exit of the mknodat that created it.
+ */
+#include "helpers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+TestSuite(restore, .init = itest_setup, .fini = itest_teardown, .timeout = 600);
+
+/* The user who owns DEST in the attacks: not root, not us. */
+#define OTHER_UID 4242
+
+static const char *const no_passphrase_env[] = { "AMBERFS_PASSPHRASE_FILE", NULL };
+
+/* A plain archive holding a snapshot of src; malloc'd path. */
+static char *plain_archive_of(const char *src)
+{
+	char *arch = pjoin(IT.tmp, "archive");
+	run_opts o = { .env = no_passphrase_env };
+	run_result r;
+
+	amber_init_archive(arch, 1);
+	amber_o(&r, &o, "snapshot", arch, src, NULL);
+	assert_ok(&r, "snapshot");
+	run_result_dispose(&r);
+	return arch;
+}
+
+/* ---- the ptrace harness --------------------------------------------------- */
+
+typedef struct swap_plan {
+	const char *dest;      /* the restore's DEST */
+	const char *name;      /* entry of DEST to swap once created */
+	const char *target;    /* what the planted symlink points to */
+	int swapped;
+} swap_plan;
+
+static void read_child_str(char *out, size_t cap, pid_t pid, uint64_t addr)
+{
+	struct iovec local = { out, cap - 1 }, remote = { (void *)(uintptr_t)addr, cap - 1 };
+	ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+
+	out[n > 0 ? (size_t)n : 0] = '\0';
+	out[cap - 1] = '\0';
+}
+
+/* At the exit of a successful mknodat(…, plan->name, …): replace the node. */
+static void on_syscall(swap_plan *plan, pid_t pid, uint64_t *nr, uint64_t *path_arg)
+{
+	struct __ptrace_syscall_info si;
+	char path[4096];
+
+	if (ptrace(PTRACE_GET_SYSCALL_INFO, pid, (void *)sizeof(si), &si) <= 0)
+		return;
+	if (si.op == PTRACE_SYSCALL_INFO_ENTRY) {
+		*nr = si.entry.nr;
+		*path_arg = si.entry.args[1];
+		return;
+	}
+	if (si.op != PTRACE_SYSCALL_INFO_EXIT || *nr != SYS_mknodat || si.exit.rval != 0)
+		return;
+	read_child_str(path, sizeof(path), pid, *path_arg);
+	if (strcmp(path, plan->name) != 0 || plan->swapped)
+		return;
+	char *at = pjoin(plan->dest, plan->name);
+	cr_assert(unlink(at) == 0, "unlink %s: %s", at, strerror(errno));
+	cr_assert(symlink(plan->target, at) == 0, "symlink %s: %s", at, strerror(errno));
+	plan->swapped = 1;
+	free(at);
+}
+
+/* Run `amberfs restore ARCH latest plan->dest` traced; @return its exit code. */
+static int restore_with_swap(const char *arch, swap_plan *plan)
+{
+	pid_t pid = fork();
+	int st, sig = 0;
+	uint64_t nr = 0, path_arg = 0;
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		char *errpath = pjoin(IT.tmp, "restore.err");
+		int null = open("/dev/null", O_RDWR);
+		int err = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(null, 0);
+		dup2(err, 2);
+		unsetenv("AMBERFS_PASSPHRASE_FILE");
+		ptrace(PTRACE_TRACEME, 0, NULL, NULL);
+		execl(IT.bin, IT.bin, "restore", arch, "latest", plan->dest, (char *)NULL);
+		_exit(127);
+	}
+	cr_assert(waitpid(pid, &st, 0) == pid && WIFSTOPPED(st), "tracee did not stop at exec");
+	cr_assert(ptrace(PTRACE_SETOPTIONS, pid, NULL,
+			 (void *)(PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL)) == 0);
+	for (;;) {
+		cr_assert(ptrace(PTRACE_SYSCALL, pid, NULL, (void *)(uintptr_t)sig) == 0);
+		cr_assert(waitpid(pid, &st, 0) == pid);
+		if (WIFEXITED(st))
+			return WEXITSTATUS(st);
+		if (WIFSIGNALED(st))
+			return 128 + WTERMSIG(st);
+		sig = 0;
+		if (WSTOPSIG(st) == (SIGTRAP | 0x80))
+			on_syscall(plan, pid, &nr, &path_arg);
+		else if (WSTOPSIG(st) != SIGTRAP)
+			sig = WSTOPSIG(st);
+	}
+}
+
+/*
+ * Restore, as root, a tree whose entry `name` is a node of mode 0666 into a
+ * DEST that another user owns, who swaps the node for a symlink to a
+ * root-owned 0600 file outside DEST right after it is created.  The file
+ * keeps its mode, owner and content, and restore says what happened.
+ */
+static void swapped_node_is_left_alone(const char *name, mode_t type)
+{
+	char *src = pjoin(IT.tmp, "src"), *node = pjoin(src, name);
+	char *secret = pjoin(IT.tmp, "secret"), *dest = pjoin(IT.tmp, "dest");
+	struct stat st;
+
+	mkdir_p(src, 0755);
+	cr_assert(mknod(node, type | 0666, type == S_IFIFO ? 0 : makedev(1, 3)) == 0,
+		  "mknod %s: %s", node, strerror(errno));
+	cr_assert(chmod(node, 0666) == 0);
+	write_str(secret, "root only\n");
+	cr_assert(chmod(secret, 0600) == 0);
+	char *arch = plain_archive_of(src);
+	mkdir_p(dest, 0755);
+	cr_assert(chown(dest, OTHER_UID, OTHER_UID) == 0);
+
+	swap_plan plan = { .dest = dest, .name = name, .target = secret };
+	int status = restore_with_swap(arch, &plan);
+
+	cr_assert(plan.swapped, "restore never created %s with mknodat", name);
+	cr_assert(stat(secret, &st) == 0);
+	cr_expect_eq(st.st_mode & 07777, 0600, "the outside file's mode became %o",
+		     st.st_mode & 07777);
+	cr_expect_eq(st.st_uid, 0, "the outside file's owner became %u", st.st_uid);
+	char *text = read_file(secret, NULL);
+	cr_expect_str_eq(text, "root only\n");
+	char *errpath = pjoin(IT.tmp, "restore.err"), *err = read_file(errpath, NULL);
+	cr_expect_eq(status, 1, "restore should fail on the swapped node, exit %d: %s", status,
+		     err);
+	cr_expect(strstr(err, "was replaced"), "restore should name the swap: %s", err);
+	free(err);
+	free(errpath);
+	free(text);
+	free(arch);
+	free(node);
+	free(src);
+	free(secret);
+	free(dest);
+}
+
+Test(restore, fifo_swapped_for_symlink_does_not_chmod_its_target)
+{
+	swapped_node_is_left_alone("pipe", S_IFIFO);
+}
+
+Test(restore, device_swapped_for_symlink_does_not_chmod_its_target)
+{
+	swapped_node_is_left_alone("null", S_IFCHR);
+}
