@@ -37,6 +37,7 @@ typedef struct rest {
 	amber_snapshot *s;
 	const amber_restore_opts *o;
 	amber_stats st;
+	amber_restore_skipped skipped;
 	int owner;
 	uint8_t *buf;
 	linkmap *links;
@@ -112,6 +113,24 @@ static int write_data(rest *r, int fd, const amber_entry *e)
 	return 0;
 }
 
+/* e's mode, without setuid and setgid on non-directories in safe mode. */
+static mode_t safe_mode(rest *r, const amber_entry *e)
+{
+	if (!r->o->safe || e->type == AMBER_T_DIR || !(e->mode & (S_ISUID | S_ISGID)))
+		return e->mode;
+	r->skipped.setid++;
+	return e->mode & ~(mode_t)(S_ISUID | S_ISGID);
+}
+
+/* In safe mode, attributes that grant privileges or steer the system are left out. */
+static int xattr_allowed(rest *r, const char *name)
+{
+	if (!r->o->safe || (strncmp(name, "security.", 9) != 0 && strncmp(name, "trusted.", 8) != 0))
+		return 1;
+	r->skipped.xattrs++;
+	return 0;
+}
+
 /*
  * Owner, mode, xattrs and times of e on fd.  fd is open on the node itself:
  * a real descriptor for files and directories, an O_PATH one (opath) for
@@ -127,11 +146,13 @@ static void apply_meta(rest *r, const amber_entry *e, int fd, int opath)
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (r->owner && fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		warn(r, "cannot set owner");
-	if (!is_link && (opath ? chmod(proc, e->mode) : fchmod(fd, e->mode)) < 0)
+	if (!is_link && (opath ? chmod(proc, safe_mode(r, e)) : fchmod(fd, safe_mode(r, e))) < 0)
 		warn(r, "cannot set mode");
 	for (size_t i = 0; i < e->nxattrs; i++) {
 		const amber_xattr *x = &e->xattrs[i];
 
+		if (!xattr_allowed(r, x->name))
+			continue;
 		if ((opath ? setxattr(proc, x->name, x->value, x->value_len, 0) :
 			     fsetxattr(fd, x->name, x->value, x->value_len, 0)) < 0)
 			warn(r, "cannot set extended attribute");
@@ -262,6 +283,9 @@ static int restore_entry(rest *r, const amber_entry *e, int dfd)
 			close(fd);
 	} else if (e->type == AMBER_T_REG) {
 		rc = restore_file(r, e, dfd);
+	} else if (r->o->safe && (e->type == AMBER_T_CHR || e->type == AMBER_T_BLK)) {
+		r->skipped.devices++;
+		rc = 0;
 	} else {
 		rc = restore_special(r, e, dfd);
 	}
@@ -331,7 +355,7 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	int fd = -1;
 	int rc = amber_stat(&e, s, path ? path : "");
 
-	r.owner = geteuid() == 0 && !r.o->no_owner;
+	r.owner = geteuid() == 0 && !r.o->no_owner && !r.o->safe;
 	if (rc == 0)
 		rc = dest_ready(dest);
 	if (rc == 0 && !(r.buf = malloc(BLOCK)))
@@ -348,6 +372,8 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	progress(&r, 1);
 	if (stats)
 		*stats = r.st;
+	if (r.o->skipped)
+		*r.o->skipped = r.skipped;
 	rest_dispose(&r);
 	amber_entry_free(e);
 	return rc;

@@ -19,6 +19,7 @@
 #include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 TestSuite(restore, .init = itest_setup, .fini = itest_teardown, .timeout = 600);
@@ -176,4 +177,117 @@ Test(restore, fifo_swapped_for_symlink_does_not_chmod_its_target)
 Test(restore, device_swapped_for_symlink_does_not_chmod_its_target)
 {
 	swapped_node_is_left_alone("null", S_IFCHR);
+}
+
+/* ---- --safe ------------------------------------------------------------------ */
+
+/* A valid VFS_CAP_REVISION_2 security.capability value granting cap_net_raw. */
+static const unsigned char cap_net_raw[20] = { 0x01, 0, 0, 0x02, 0, 0x20, 0, 0 };
+
+static void setx(const char *dir, const char *name, const char *attr, const void *v,
+		 size_t len)
+{
+	char *p = pjoin(dir, name);
+	cr_assert(lsetxattr(p, attr, v, len, 0) == 0, "setxattr %s %s: %s", attr, p,
+		  strerror(errno));
+	free(p);
+}
+
+static void make_at(const char *dir, const char *name, mode_t mode, dev_t rdev, uid_t uid)
+{
+	char *p = pjoin(dir, name);
+	if (S_ISREG(mode))
+		write_str(p, "#!/bin/sh\n");
+	else
+		cr_assert(mknod(p, mode, rdev) == 0, "mknod %s: %s", p, strerror(errno));
+	cr_assert(lchown(p, uid, uid) == 0 && chmod(p, mode & 07777) == 0);
+	free(p);
+}
+
+/* Devices, setuid/setgid files and privileged xattrs, as an attacker would ship them. */
+static char *privileged_archive(void)
+{
+	char *src = pjoin(IT.tmp, "src");
+	mkdir_p(src, 0755);
+	make_at(src, "null", S_IFCHR | 0666, makedev(1, 3), 0);
+	make_at(src, "loop", S_IFBLK | 0660, makedev(7, 200), 0);
+	make_at(src, "su", S_IFREG | 04755, 0, 0);
+	make_at(src, "sg", S_IFREG | 02755, 0, 0);
+	make_at(src, "cap", S_IFREG | 0755, 0, 0);
+	make_at(src, "theirs", S_IFREG | 0644, 0, 1234);
+	setx(src, "cap", "security.capability", cap_net_raw, sizeof(cap_net_raw));
+	setx(src, "cap", "trusted.overlay.opaque", "y", 1);
+	setx(src, "cap", "user.note", "kept", 4);
+	char *arch = plain_archive_of(src);
+	free(src);
+	return arch;
+}
+
+static struct stat lstat_in(const char *dir, const char *name)
+{
+	struct stat st;
+	char *p = pjoin(dir, name);
+	cr_assert(lstat(p, &st) == 0, "lstat %s: %s", p, strerror(errno));
+	free(p);
+	return st;
+}
+
+static ssize_t getx(const char *dir, const char *name, const char *attr)
+{
+	char buf[256], *p = pjoin(dir, name);
+	ssize_t n = lgetxattr(p, attr, buf, sizeof(buf));
+	free(p);
+	return n;
+}
+
+Test(restore, default_restore_as_root_keeps_devices_setid_and_capabilities)
+{
+	char *arch = privileged_archive(), *dest = pjoin(IT.tmp, "dest");
+	run_opts o = { .env = no_passphrase_env };
+	run_result r;
+
+	amber_o(&r, &o, "restore", arch, "latest", dest, NULL);
+	assert_ok(&r, "restore");
+	cr_expect_str_eq(r.err, "");
+	cr_expect(S_ISCHR(lstat_in(dest, "null").st_mode));
+	cr_expect_eq(lstat_in(dest, "null").st_rdev, makedev(1, 3));
+	cr_expect(S_ISBLK(lstat_in(dest, "loop").st_mode));
+	cr_expect_eq(lstat_in(dest, "su").st_mode & 07777, 04755);
+	cr_expect_eq(lstat_in(dest, "sg").st_mode & 07777, 02755);
+	cr_expect_eq(getx(dest, "cap", "security.capability"), (ssize_t)sizeof(cap_net_raw));
+	cr_expect_eq(getx(dest, "cap", "trusted.overlay.opaque"), 1);
+	cr_expect_eq(lstat_in(dest, "theirs").st_uid, 1234);
+	run_result_dispose(&r);
+	free(arch);
+	free(dest);
+}
+
+Test(restore, safe_restore_drops_devices_setid_privileged_xattrs_and_owners)
+{
+	char *arch = privileged_archive(), *dest = pjoin(IT.tmp, "dest"), *p;
+	run_opts o = { .env = no_passphrase_env };
+	run_result r;
+
+	amber_o(&r, &o, "restore", "--safe", arch, "latest", dest, NULL);
+	assert_ok(&r, "restore --safe");
+	p = pjoin(dest, "null");
+	cr_expect(access(p, F_OK) != 0, "--safe created the device node %s", p);
+	free(p);
+	p = pjoin(dest, "loop");
+	cr_expect(access(p, F_OK) != 0, "--safe created the device node %s", p);
+	free(p);
+	cr_expect_eq(lstat_in(dest, "su").st_mode & 07777, 0755);
+	cr_expect_eq(lstat_in(dest, "sg").st_mode & 07777, 0755);
+	cr_expect_eq(getx(dest, "cap", "security.capability"), -1);
+	cr_expect_eq(getx(dest, "cap", "trusted.overlay.opaque"), -1);
+	cr_expect_eq(getx(dest, "cap", "user.note"), 4, "--safe dropped an ordinary xattr");
+	cr_expect_eq(lstat_in(dest, "theirs").st_uid, getuid(), "--safe restored an owner");
+	cr_expect(strstr(r.err, "amberfs: --safe: 2 device node(s) not created\n"), "%s", r.err);
+	cr_expect(strstr(r.err, "amberfs: --safe: setuid/setgid bits cleared on 2 file(s)\n"),
+		  "%s", r.err);
+	cr_expect(strstr(r.err, "amberfs: --safe: 2 security.*/trusted.* xattr(s) not set\n"),
+		  "%s", r.err);
+	run_result_dispose(&r);
+	free(arch);
+	free(dest);
 }
