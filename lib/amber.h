@@ -529,6 +529,9 @@ typedef int (*amber_diff_cb)(const amber_change *c, void *payload);
 int amber_diff(amber_snapshot *a, amber_snapshot *b, const char *path, int ranges,
 	       amber_diff_cb cb, void *payload);
 
+/** How deep amber_restore() nests directories below the one it restores. */
+#define AMBER_RESTORE_MAX_DEPTH 4096
+
 /** What amber_restore() left out because `safe` was set. */
 typedef struct amber_restore_skipped {
 	uint64_t devices;      /**< device nodes not created */
@@ -555,7 +558,8 @@ typedef struct amber_restore_opts {
  * xattrs, symlinks, hardlink groups, fifos and device nodes (all but
  * the last with opts->safe).  Nothing it sets metadata on is reached
  * through a symlink; a node replaced by someone else while being
- * restored fails the restore.
+ * restored fails the restore.  Directories nested more than
+ * AMBER_RESTORE_MAX_DEPTH deep fail it with AMBER_ECORRUPT.
  * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH...
  */
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,

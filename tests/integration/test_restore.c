@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -289,5 +291,179 @@ Test(restore, safe_restore_drops_devices_setid_privileged_xattrs_and_owners)
 		  "%s", r.err);
 	run_result_dispose(&r);
 	free(arch);
+	free(dest);
+}
+
+/* ---- deep and heavy trees ------------------------------------------------ */
+
+/* Make dir/d/d/.../d, `levels` directories, each holding `xattrs` 64 KiB values. */
+static void make_chain(const char *dir, int levels, int xattrs)
+{
+	static unsigned char value[65536];
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	cr_assert(fd >= 0, "open %s: %s", dir, strerror(errno));
+	for (int i = 0; i < levels; i++) {
+		cr_assert(mkdirat(fd, "d", 0755) == 0, "mkdir level %d: %s", i, strerror(errno));
+		int sub = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		cr_assert(sub >= 0);
+		close(fd);
+		fd = sub;
+		for (int k = 0; k < xattrs; k++) {
+			char name[32];
+			snprintf(name, sizeof(name), "user.big%02d", k);
+			memset(value, 'a' + k % 26, sizeof(value));
+			cr_assert(fsetxattr(fd, name, value, sizeof(value), 0) == 0,
+				  "setxattr at level %d: %s", i, strerror(errno));
+		}
+	}
+	close(fd);
+}
+
+/* Remove dir/name, a chain of directories "d" too deep for paths, level by level. */
+static void rm_chain(const char *dir, const char *name)
+{
+	int top = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), fd;
+
+	cr_assert(top >= 0);
+	while ((fd = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0) {
+		int moved = renameat(fd, "d", top, ".chain") == 0;
+		close(fd);
+		if (!moved)
+			break;
+		cr_assert(unlinkat(top, name, AT_REMOVEDIR) == 0, "rmdir: %s", strerror(errno));
+		cr_assert(renameat(top, ".chain", top, name) == 0);
+	}
+	close(top);
+	char *p = pjoin(dir, name);
+	rm_rf(p);
+	free(p);
+}
+
+/* A plain archive of src snapshotted with a stack deep enough for its nesting. */
+static char *deep_archive_of(const char *src)
+{
+	char *arch = pjoin(IT.tmp, "archive");
+	static const char *const big_stack[] = { "prlimit", "--stack=1073741824", NULL };
+	run_opts o = { .env = no_passphrase_env, .prefix = big_stack };
+	run_result r;
+
+	amber_init_archive(arch, 1);
+	amber_o(&r, &o, "snapshot", arch, src, NULL);
+	assert_ok(&r, "snapshot of a deep tree");
+	run_result_dispose(&r);
+	return arch;
+}
+
+/* Deep trees are too deep for rm_rf's paths. */
+static void remove_chains(void)
+{
+	if (IT.tmp) {
+		rm_chain(IT.tmp, "src");
+		rm_chain(IT.tmp, "dest");
+	}
+	itest_teardown();
+}
+
+Test(restore, nesting_deeper_than_the_limit_is_a_clear_error, .fini = remove_chains)
+{
+	char *src = pjoin(IT.tmp, "src"), *dest = pjoin(IT.tmp, "dest");
+	run_opts o = { .env = no_passphrase_env };
+	run_result r;
+
+	mkdir_p(src, 0755);
+	make_chain(src, 5000, 0);
+	char *arch = deep_archive_of(src);
+	amber_o(&r, &o, "restore", arch, "latest", dest, NULL);
+	assert_exit(&r, 1, "restore of 5000 nested directories");
+	assert_one_error_line(&r, "restore of 5000 nested directories");
+	cr_expect(strstr(r.err, "/d/d/d: directories nested more than 4096 levels deep"),
+		  "the error should name the path and the limit: %s", r.err);
+	run_result_dispose(&r);
+	free(arch);
+	free(src);
+	free(dest);
+}
+
+Test(restore, nesting_up_to_the_limit_restores, .fini = remove_chains)
+{
+	char *src = pjoin(IT.tmp, "src"), *dest = pjoin(IT.tmp, "dest");
+	run_opts o = { .env = no_passphrase_env };
+	run_result r;
+
+	mkdir_p(src, 0755);
+	make_chain(src, 4096, 0);
+	char *arch = deep_archive_of(src);
+	amber_o(&r, &o, "restore", arch, "latest", dest, NULL);
+	assert_ok(&r, "restore of 4096 nested directories");
+	int fd = open(dest, O_RDONLY | O_DIRECTORY), levels = 0, sub;
+	while ((sub = openat(fd, "d", O_RDONLY | O_DIRECTORY)) >= 0) {
+		close(fd);
+		fd = sub;
+		levels++;
+	}
+	close(fd);
+	cr_expect_eq(levels, 4096);
+	run_result_dispose(&r);
+	free(arch);
+	free(src);
+	free(dest);
+}
+
+/* The heavy test's sources live in a tmpfs, which holds 2 MiB of xattrs per inode. */
+static void unmount_tmpfs(void)
+{
+	char *t = IT.tmp ? pjoin(IT.tmp, "tmpfs") : NULL;
+	if (t)
+		umount2(t, MNT_DETACH);
+	free(t);
+	itest_teardown();
+}
+
+/* Run amberfs restore ARCH latest DEST; @return its peak RSS in KiB, *status its exit. */
+static long restore_peak_kib(const char *arch, const char *dest, int *status)
+{
+	struct rusage ru;
+	int st;
+	pid_t pid = fork();
+
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		const char *asan = getenv("ASAN_OPTIONS");
+		char *opts = xasprintf("%s%squarantine_size_mb=0", asan ? asan : "",
+				       asan ? ":" : "");
+		setenv("ASAN_OPTIONS", opts, 1);
+		unsetenv("AMBERFS_PASSPHRASE_FILE");
+		execl(IT.bin, IT.bin, "restore", arch, "latest", dest, (char *)NULL);
+		_exit(127);
+	}
+	cr_assert(wait4(pid, &st, 0, &ru) == pid);
+	*status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	return ru.ru_maxrss;
+}
+
+Test(restore, nested_directories_with_big_xattrs_restore_in_bounded_memory,
+     .fini = unmount_tmpfs)
+{
+	char *t = pjoin(IT.tmp, "tmpfs"), *src = pjoin(t, "src"), *dest = pjoin(t, "dest");
+	int status;
+
+	mkdir_p(t, 0700);
+	cr_assert(mount("amberfs-test", t, "tmpfs", 0, "size=1g") == 0, "mount tmpfs: %s",
+		  strerror(errno));
+	mkdir_p(src, 0755);
+	/* 100 levels of 32 64 KiB xattrs: 200 MiB of metadata, a few KiB of archive */
+	make_chain(src, 100, 32);
+	char *arch = plain_archive_of(src);
+	long kib = restore_peak_kib(arch, dest, &status);
+	cr_assert_eq(status, 0, "restore exited %d", status);
+	cr_expect_lt(kib, 64L << 10, "restore peaked at %ld MiB", kib >> 10);
+	char *deepest = xasprintf("%s%s", dest, "/d/d/d/d/d/d/d/d/d/d");
+	cr_expect_eq(getxattr(deepest, "user.big31", NULL, 0), 65536,
+		     "the xattrs were not restored");
+	free(deepest);
+	free(arch);
+	free(t);
+	free(src);
 	free(dest);
 }
