@@ -1,5 +1,5 @@
 /*
- * amberfs restore ARCHIVE SNAPSHOT[:PATH] DEST [--stream S]
+ * amberfs restore ARCHIVE SNAPSHOT[:PATH] DEST [--safe] [--stream S]
  *
  * The library refuses a DEST that exists and is not an empty directory; we
  * do not check it first (that would race) and print its error.  Metadata
@@ -12,11 +12,15 @@
 #include <unistd.h>
 
 static const char help[] =
-	"Usage: amberfs restore ARCHIVE SNAPSHOT[:PATH] DEST\n"
+	"Usage: amberfs restore ARCHIVE SNAPSHOT[:PATH] DEST [--safe]\n"
 	"Copy PATH of SNAPSHOT (default: all of it) into DEST, which must not exist\n"
 	"or be an empty directory.  Contents, modes, times, xattrs, symlinks, hard\n"
 	"links, fifos and devices are restored, and owners when run as root.\n"
 	"\n"
+	"      --safe                  for an archive you do not trust: create no\n"
+	"                              device nodes, clear setuid and setgid bits,\n"
+	"                              set no security.* or trusted.* xattrs, and\n"
+	"                              leave everything owned by you\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n"
@@ -28,13 +32,54 @@ struct restore_args {
 	const char *pos[3];     /* ARCHIVE, SNAPSHOT[:PATH], DEST */
 	const char *passfile;
 	const char *stream;
+	int safe;
 };
+
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SAFE };
 
 /* @return -1 to go on, else the exit status. */
 static int parse(struct restore_args *o, int argc, char **argv)
 {
-	return cli_parse_read_cmd(o->pos, 3, &o->stream, &o->passfile, argc, argv, "restore",
-				  "ARCHIVE SNAPSHOT[:PATH] DEST", help);
+	static const struct option opts[] = {
+		{"safe", no_argument, NULL, OPT_SAFE},
+		{"stream", required_argument, NULL, OPT_STREAM},
+		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	int c;
+
+	opterr = 0;
+	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+		if (c == 'h')
+			return cli_help(help);
+		else if (c == OPT_SAFE)
+			o->safe = 1;
+		else if (c == OPT_STREAM)
+			o->stream = optarg;
+		else if (c == OPT_PASSFILE)
+			o->passfile = optarg;
+		else
+			return cli_bad_option("restore", c, argv);
+	}
+	if (cli_positionals(o->pos, 3, argc, argv, optind, "restore",
+			    "ARCHIVE SNAPSHOT[:PATH] DEST"))
+		return CLI_EXIT_USAGE;
+	return -1;
+}
+
+/* One line per kind of thing --safe left out. */
+static void report_skipped(const amber_restore_skipped *k)
+{
+	if (k->devices)
+		fprintf(stderr, "amberfs: --safe: %llu device node(s) not created\n",
+			(unsigned long long)k->devices);
+	if (k->setid)
+		fprintf(stderr, "amberfs: --safe: setuid/setgid bits cleared on %llu file(s)\n",
+			(unsigned long long)k->setid);
+	if (k->xattrs)
+		fprintf(stderr, "amberfs: --safe: %llu security.*/trusted.* xattr(s) not set\n",
+			(unsigned long long)k->xattrs);
 }
 
 static int restore(const struct restore_args *o, struct cli_target *t)
@@ -42,15 +87,19 @@ static int restore(const struct restore_args *o, struct cli_target *t)
 	amber_stats stats = {0};
 	struct cli_progress prog;
 	amber_restore_opts ro = {0};
+	amber_restore_skipped skipped = {0};
 	int rc;
 
 	cli_progress_init(&prog);
 	ro.no_owner = geteuid() != 0;
+	ro.safe = o->safe;
+	ro.skipped = &skipped;
 	ro.progress = cli_progress_cb;
 	ro.warn = cli_progress_warn;
 	ro.payload = &prog;
 	rc = amber_restore(&stats, t->snap, t->path, o->pos[2], &ro);
 	cli_progress_end(&prog);
+	report_skipped(&skipped);
 	if (rc)
 		return cli_fail(rc, o->pos[0]);
 	if (stats.errors == 0 && prog.warnings == 0)

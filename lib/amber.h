@@ -542,18 +542,37 @@ typedef int (*amber_diff_cb)(const amber_change *c, void *payload);
 int amber_diff(amber_snapshot *a, amber_snapshot *b, const char *path, int ranges,
 	       amber_diff_cb cb, void *payload);
 
+/** How deep amber_restore() nests directories below the one it restores. */
+#define AMBER_RESTORE_MAX_DEPTH 4096
+
+/** What amber_restore() left out because `safe` was set. */
+typedef struct amber_restore_skipped {
+	uint64_t devices;      /**< device nodes not created */
+	uint64_t setid;        /**< non-directories whose setuid/setgid bits were cleared */
+	uint64_t xattrs;       /**< security.* and trusted.* attributes not set */
+} amber_restore_skipped;
+
 /** Options for amber_restore(). */
 typedef struct amber_restore_opts {
 	int no_owner;          /**< do not chown (default when not root) */
 	amber_progress_cb progress;
 	amber_warn_cb warn;    /**< metadata that could not be applied */
 	void *payload;
+	/** For untrusted archives: create no device nodes, clear setuid and
+	 *  setgid on everything but directories, set no security.* or
+	 *  trusted.* attribute, and leave everything owned by the caller. */
+	int safe;
+	amber_restore_skipped *skipped; /**< if set, receives what `safe` left out */
 } amber_restore_opts;
 
 /**
  * Restore `path` of snapshot s into `dest`, which must not exist or be an
  * empty directory.  Restores contents, modes, owners (as root), ns mtimes,
- * xattrs, symlinks, hardlink groups, fifos and device nodes.
+ * xattrs, symlinks, hardlink groups, fifos and device nodes (all but
+ * the last with opts->safe).  Nothing it sets metadata on is reached
+ * through a symlink; a node replaced by someone else while being
+ * restored fails the restore.  Directories nested more than
+ * AMBER_RESTORE_MAX_DEPTH deep fail it with AMBER_ECORRUPT.
  * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH...
  */
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,

@@ -37,11 +37,14 @@ typedef struct rest {
 	amber_snapshot *s;
 	const amber_restore_opts *o;
 	amber_stats st;
+	amber_restore_skipped skipped;
 	int owner;
 	uint8_t *buf;
 	linkmap *links;
 	size_t nlinks, caplinks;
-	char path[8192];
+	char *path;            /* the entry being restored, for messages */
+	size_t pathcap;
+	size_t pending;        /* bytes held for directories not finished */
 	struct timespec last;
 } rest;
 
@@ -59,7 +62,7 @@ static void progress(rest *r, int force)
 {
 	struct timespec now;
 
-	if (!r->o->progress)
+	if (!r->o->progress || !r->path)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	if (!force && (now.tv_sec - r->last.tv_sec) * 1000000000L + (now.tv_nsec - r->last.tv_nsec) <
@@ -112,31 +115,76 @@ static int write_data(rest *r, int fd, const amber_entry *e)
 	return 0;
 }
 
-/* Owner, mode, xattrs and times, on an open fd or (fd < 0) by dfd+name. */
-static void apply_meta(rest *r, const amber_entry *e, int fd, int dfd, const char *name)
+/* e's mode, without setuid and setgid on non-directories in safe mode. */
+static mode_t safe_mode(rest *r, const amber_entry *e)
+{
+	if (!r->o->safe || e->type == AMBER_T_DIR || !(e->mode & (S_ISUID | S_ISGID)))
+		return e->mode;
+	r->skipped.setid++;
+	return e->mode & ~(mode_t)(S_ISUID | S_ISGID);
+}
+
+/* In safe mode, attributes that grant privileges or steer the system are left out. */
+static int xattr_allowed(rest *r, const char *name)
+{
+	if (!r->o->safe || (strncmp(name, "security.", 9) != 0 && strncmp(name, "trusted.", 8) != 0))
+		return 1;
+	r->skipped.xattrs++;
+	return 0;
+}
+
+/*
+ * Owner, mode, xattrs and times of e on fd.  fd is open on the node itself:
+ * a real descriptor for files and directories, an O_PATH one (opath) for
+ * the rest, reached through /proc/self/fd, which lands on the node even
+ * when it is a symlink and never follows what it points to.
+ */
+static void apply_meta(rest *r, const amber_entry *e, int fd, int opath)
 {
 	struct timespec ts[2];
-	char proc[64 + NAME_MAX];
+	char proc[64];
 	int is_link = e->type == AMBER_T_SYMLINK;
 
-	if (fd < 0) /* resolves the directory, not the entry's final symlink */
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d/%s", dfd, name);
-	if (r->owner && (fd >= 0 ? fchown(fd, e->uid, e->gid) :
-		fchownat(dfd, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW)) < 0)
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (r->owner && fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		warn(r, "cannot set owner");
-	if (!is_link && (fd >= 0 ? fchmod(fd, e->mode) : fchmodat(dfd, name, e->mode, 0)) < 0)
+	if (!is_link && (opath ? chmod(proc, safe_mode(r, e)) : fchmod(fd, safe_mode(r, e))) < 0)
 		warn(r, "cannot set mode");
 	for (size_t i = 0; i < e->nxattrs; i++) {
 		const amber_xattr *x = &e->xattrs[i];
 
-		if ((fd >= 0 ? fsetxattr(fd, x->name, x->value, x->value_len, 0) :
-			       lsetxattr(proc, x->name, x->value, x->value_len, 0)) < 0)
+		if (!xattr_allowed(r, x->name))
+			continue;
+		if ((opath ? setxattr(proc, x->name, x->value, x->value_len, 0) :
+			     fsetxattr(fd, x->name, x->value, x->value_len, 0)) < 0)
 			warn(r, "cannot set extended attribute");
 	}
 	ts[0].tv_sec = ts[1].tv_sec = e->mtime_sec;
 	ts[0].tv_nsec = ts[1].tv_nsec = e->mtime_nsec;
-	if ((fd >= 0 ? futimens(fd, ts) : utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW)) < 0)
+	if ((opath ? utimensat(AT_FDCWD, proc, ts, 0) : futimens(fd, ts)) < 0)
 		warn(r, "cannot set times");
+}
+
+/*
+ * Open the node just made at dfd/name without following a symlink and
+ * check it is still the one made: whoever can write that directory (DEST
+ * itself may belong to another user) can swap it for a symlink, a link to
+ * another node or a node of their own between its creation and here.
+ * @return the descriptor or a negative error.
+ */
+static int open_created(rest *r, int dfd, const char *name, mode_t type, int flags)
+{
+	struct stat st;
+	int fd = openat(dfd, name, flags | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0)
+		return amber_fail_errno("cannot open %s", r->path);
+	if (fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == type && st.st_uid == geteuid() &&
+	    (type == S_IFDIR || st.st_nlink == 1))
+		return fd;
+	close(fd);
+	return amber_fail(AMBER_ERROR, "%s was replaced by something else while being restored: "
+			  "restore into a directory that nobody else can write", r->path);
 }
 
 static linkmap *link_find(rest *r, uint64_t group)
@@ -180,7 +228,7 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 		return amber_fail_errno("cannot create %s", r->path);
 	rc = write_data(r, fd, e);
 	if (rc == 0)
-		apply_meta(r, e, fd, -1, NULL);
+		apply_meta(r, e, fd, 0);
 	close(fd);
 	if (rc == 0 && e->hardlink)
 		rc = link_add(r, e->hardlink, dfd, e->name);
@@ -188,9 +236,14 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 	return rc;
 }
 
+static const mode_t special_type[] = {
+	[AMBER_T_SYMLINK] = S_IFLNK, [AMBER_T_FIFO] = S_IFIFO,
+	[AMBER_T_CHR] = S_IFCHR, [AMBER_T_BLK] = S_IFBLK,
+};
+
 static int restore_special(rest *r, const amber_entry *e, int dfd)
 {
-	int rc = 0;
+	int rc = 0, fd;
 
 	if (e->type == AMBER_T_SYMLINK)
 		rc = symlinkat(e->target, dfd, e->name);
@@ -201,33 +254,27 @@ static int restore_special(rest *r, const amber_entry *e, int dfd)
 			     (dev_t)e->rdev);
 	if (rc < 0)
 		return amber_fail_errno("cannot create %s", r->path);
-	apply_meta(r, e, -1, dfd, e->name);
 	r->st.files++;
+	fd = open_created(r, dfd, e->name, special_type[e->type], O_PATH);
+	if (fd < 0)
+		return fd;
+	apply_meta(r, e, fd, 1);
+	close(fd);
 	return 0;
 }
 
-static int restore_tree(rest *r, const amber_entry *dir, int dfd);
-
-static int restore_entry(rest *r, const amber_entry *e, int dfd)
+/* A non-directory entry into the open directory dfd. */
+static int restore_leaf(rest *r, const amber_entry *e, int dfd)
 {
 	size_t l = strlen(r->path);
 	int rc;
 
-	snprintf(r->path + l, sizeof(r->path) - l, "/%s", e->name);
-	if (e->type == AMBER_T_DIR) {
-		int fd = -1;
-
-		rc = mkdirat(dfd, e->name, 0700) < 0 ? amber_fail_errno("cannot create %s", r->path)
-						     : 0;
-		if (rc == 0 && (fd = openat(dfd, e->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-							      O_CLOEXEC)) < 0)
-			rc = amber_fail_errno("cannot open %s", r->path);
-		if (rc == 0)
-			rc = restore_tree(r, e, fd);
-		if (fd >= 0)
-			close(fd);
-	} else if (e->type == AMBER_T_REG) {
+	snprintf(r->path + l, r->pathcap - l, "/%s", e->name);
+	if (e->type == AMBER_T_REG) {
 		rc = restore_file(r, e, dfd);
+	} else if (r->o->safe && (e->type == AMBER_T_CHR || e->type == AMBER_T_BLK)) {
+		r->skipped.devices++;
+		rc = 0;
 	} else {
 		rc = restore_special(r, e, dfd);
 	}
@@ -236,22 +283,253 @@ static int restore_entry(rest *r, const amber_entry *e, int dfd)
 	return rc;
 }
 
-/* Children of `dir` into the open directory dfd, then dir's own metadata. */
-static int restore_tree(rest *r, const amber_entry *dir, int dfd)
+/*
+ * Directories are restored without recursion and without keeping any
+ * listing open while descending: a level reads its directory's listing,
+ * restores the other entries, makes the subdirectories and keeps a small
+ * record of each, then drops the listing.  A directory's xattrs go on
+ * when it is made, except its ACLs (a default ACL would be inherited by
+ * the children made after it), which the record keeps with the owner,
+ * mode and mtime that go on after the children.  So memory is bounded by
+ * the records (PENDING_MAX in all) and one listing, and nesting by
+ * AMBER_RESTORE_MAX_DEPTH.
+ */
+#define PENDING_MAX ((size_t)256 << 20)
+
+typedef struct dirrec {
+	amber_entry e;     /* owns name and the deferred ACLs; no target, no other xattrs */
+	dev_t dev;         /* of the directory made, to know it again */
+	ino_t ino;
+	size_t cost;       /* bytes counted in rest.pending */
+} dirrec;
+
+typedef struct level {
+	int fd;            /* the directory, open */
+	dirrec self;
+	dirrec *subs;      /* its subdirectories, made, entered in order */
+	size_t cap, nsubs, next;
+	size_t pathlen;    /* r->path's length without this directory's name */
+} level;
+
+static int deferred_xattr(const amber_xattr *x)
+{
+	return strncmp(x->name, "system.posix_acl_", 17) == 0;
+}
+
+static void dirrec_dispose(rest *r, dirrec *d)
+{
+	r->pending -= d->cost;
+	amber_entry_dispose(&d->e);
+	memset(d, 0, sizeof(*d));
+}
+
+static int charge(rest *r, size_t bytes)
+{
+	r->pending += bytes;
+	if (r->pending <= PENDING_MAX)
+		return 0;
+	return amber_fail(AMBER_ERROR, "%s: more than %zu MiB of directories wait to be finished: "
+			  "restore the snapshot a part (SNAPSHOT:PATH) at a time", r->path,
+			  PENDING_MAX >> 20);
+}
+
+/* Copy e's ACLs into d (whose xattrs are empty). */
+static int keep_acls(rest *r, dirrec *d, const amber_entry *e)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < e->nxattrs; i++)
+		n += deferred_xattr(&e->xattrs[i]);
+	if (n && !(d->e.xattrs = calloc(n, sizeof(*d->e.xattrs))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		const amber_xattr *x = &e->xattrs[i];
+		amber_xattr *y = &d->e.xattrs[d->e.nxattrs];
+
+		if (!deferred_xattr(x))
+			continue;
+		y->name = strdup(x->name);
+		y->value = malloc(x->value_len ? x->value_len : 1);
+		if (!y->name || !y->value) {
+			free(y->name);
+			free(y->value);
+			return amber_fail(AMBER_ERROR, "out of memory");
+		}
+		memcpy(y->value, x->value, x->value_len);
+		y->value_len = x->value_len;
+		d->e.nxattrs++;
+		d->cost += strlen(x->name) + x->value_len;
+	}
+	return 0;
+}
+
+/* The record of directory e, made and open as fd; its other xattrs go on now. */
+static int dirrec_make(rest *r, dirrec *d, const amber_entry *e, int fd)
+{
+	struct stat st;
+
+	*d = (dirrec){.e = *e};
+	d->e.name = NULL;
+	d->e.target = NULL;
+	d->e.target_len = 0;
+	d->e.xattrs = NULL;
+	d->e.nxattrs = 0;
+	if (fstat(fd, &st) < 0)
+		return amber_fail_errno("cannot stat %s", r->path);
+	d->dev = st.st_dev;
+	d->ino = st.st_ino;
+	for (size_t i = 0; i < e->nxattrs; i++) {
+		const amber_xattr *x = &e->xattrs[i];
+
+		if (!deferred_xattr(x) && xattr_allowed(r, x->name) &&
+		    fsetxattr(fd, x->name, x->value, x->value_len, 0) < 0)
+			warn(r, "cannot set extended attribute");
+	}
+	if (!(d->e.name = strdup(e->name ? e->name : "")))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	d->cost = e->name_len + 1;
+	if (keep_acls(r, d, e) < 0) {
+		d->cost = 0; /* nothing charged yet */
+		return AMBER_ERROR;
+	}
+	return charge(r, d->cost);
+}
+
+/* Make subdirectory e of lv's directory and record it in lv->subs. */
+static int make_subdir(rest *r, level *lv, const amber_entry *e)
+{
+	size_t l = strlen(r->path);
+	int fd = -1, rc;
+
+	snprintf(r->path + l, r->pathcap - l, "/%s", e->name);
+	rc = mkdirat(lv->fd, e->name, 0700) < 0 ? amber_fail_errno("cannot create %s", r->path)
+						: 0;
+	if (rc == 0 && (fd = open_created(r, lv->fd, e->name, S_IFDIR,
+					  O_RDONLY | O_DIRECTORY)) < 0)
+		rc = fd;
+	if (rc == 0)
+		rc = dirrec_make(r, &lv->subs[lv->nsubs++], e, fd);
+	if (fd >= 0)
+		close(fd);
+	progress(r, 0);
+	r->path[l] = '\0';
+	return rc;
+}
+
+/* Read lv's listing, restore its entries and make its subdirectories. */
+static int fill(rest *r, level *lv)
 {
 	amber_dir *d = NULL;
-	int rc = amber_dir_open(&d, r->s, dir);
+	int rc = amber_dir_open(&d, r->s, &lv->self.e);
+	size_t n = rc == 0 ? amber_dir_count(d) : 0, ndirs = 0;
 
-	for (size_t i = 0; rc == 0 && i < amber_dir_count(d); i++) {
+	for (size_t i = 0; i < n; i++)
+		ndirs += amber_dir_entry(d, i)->type == AMBER_T_DIR;
+	lv->cap = ndirs;
+	if (ndirs && (rc = charge(r, ndirs * sizeof(dirrec))) == 0 &&
+	    !(lv->subs = calloc(ndirs, sizeof(dirrec))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		const amber_entry *e = amber_dir_entry(d, i);
+
 		/* decode the next small files while this one is written */
-		for (size_t j = i + 1; j < i + 4 && j < amber_dir_count(d); j++)
+		for (size_t j = i + 1; j < i + 4 && j < n; j++)
 			amber_file_prefetch(r->s, amber_dir_entry(d, j), 0);
-		rc = restore_entry(r, amber_dir_entry(d, i), dfd);
+		rc = e->type == AMBER_T_DIR ? make_subdir(r, lv, e) : restore_leaf(r, e, lv->fd);
 	}
 	amber_dir_free(d);
+	return rc;
+}
+
+static void level_dispose(rest *r, level *lv)
+{
+	for (size_t i = 0; i < lv->nsubs; i++)
+		dirrec_dispose(r, &lv->subs[i]);
+	free(lv->subs);
+	r->pending -= lv->cap * sizeof(dirrec);
+	dirrec_dispose(r, &lv->self);
+	if (lv->fd >= 0)
+		close(lv->fd);
+	r->path[lv->pathlen] = '\0';
+	memset(lv, 0, sizeof(*lv));
+	lv->fd = -1;
+}
+
+/* Open the recorded subdirectory sub of up, checking it is the one made. */
+static int open_recorded(rest *r, const level *up, const dirrec *sub)
+{
+	struct stat st;
+	int fd = open_created(r, up->fd, sub->e.name, S_IFDIR, O_RDONLY | O_DIRECTORY);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) == 0 && st.st_dev == sub->dev && st.st_ino == sub->ino)
+		return fd;
+	close(fd);
+	return amber_fail(AMBER_ERROR, "%s was replaced by something else while being restored: "
+			  "restore into a directory that nobody else can write", r->path);
+}
+
+/* The error for a directory nested too deep, naming the end of its path. */
+static int too_deep(rest *r)
+{
+	size_t len = strlen(r->path);
+	const char *tail = len > 200 ? r->path + len - 200 : r->path;
+
+	return amber_fail(AMBER_ECORRUPT, "%s%s: directories nested more than %d levels deep: "
+			  "restore the deeper part on its own (SNAPSHOT:PATH)",
+			  tail == r->path ? "" : "...", tail, AMBER_RESTORE_MAX_DEPTH);
+}
+
+/* Enter the next subdirectory of stack[*depth - 1] as a new level. */
+static int enter_next(rest *r, level *stack, size_t *depth)
+{
+	level *up = &stack[*depth - 1], *lv = &stack[*depth];
+	dirrec *sub = &up->subs[up->next++];
+	size_t l = strlen(r->path);
+	int rc = 0;
+
+	snprintf(r->path + l, r->pathcap - l, "/%s", sub->e.name);
+	if (*depth > AMBER_RESTORE_MAX_DEPTH)
+		return too_deep(r);
+	*lv = (level){.fd = -1, .self = *sub, .pathlen = l};
+	memset(sub, 0, sizeof(*sub));
+	(*depth)++;
+	lv->fd = open_recorded(r, up, &lv->self);
+	rc = lv->fd < 0 ? lv->fd : fill(r, lv);
+	return rc;
+}
+
+/* Children of `root` into the open directory dfd, then root's own metadata. */
+static int restore_tree(rest *r, const amber_entry *root, int dfd)
+{
+	level *stack = calloc(AMBER_RESTORE_MAX_DEPTH + 1, sizeof(*stack));
+	size_t depth = 0;
+	int rc = stack ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	if (rc == 0) {
+		stack[0] = (level){.fd = dup(dfd), .pathlen = strlen(r->path)};
+		depth = 1;
+		rc = stack[0].fd < 0 ? amber_fail_errno("cannot open %s", r->path)
+				     : dirrec_make(r, &stack[0].self, root, stack[0].fd);
+	}
 	if (rc == 0)
-		apply_meta(r, dir, dfd, -1, NULL);
-	r->st.dirs++;
+		rc = fill(r, &stack[0]);
+	while (rc == 0 && depth > 0) {
+		level *top = &stack[depth - 1];
+
+		if (top->next < top->nsubs) {
+			rc = enter_next(r, stack, &depth);
+			continue;
+		}
+		apply_meta(r, &top->self.e, top->fd, 0);
+		r->st.dirs++;
+		level_dispose(r, top);
+		depth--;
+	}
+	while (depth > 0)
+		level_dispose(r, &stack[--depth]);
+	free(stack);
 	return rc;
 }
 
@@ -286,6 +564,7 @@ static void rest_dispose(rest *r)
 	}
 	free(r->links);
 	free(r->buf);
+	free(r->path);
 }
 
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
@@ -297,23 +576,29 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	int fd = -1;
 	int rc = amber_stat(&e, s, path ? path : "");
 
-	r.owner = geteuid() == 0 && !r.o->no_owner;
+	r.owner = geteuid() == 0 && !r.o->no_owner && !r.o->safe;
 	if (rc == 0)
 		rc = dest_ready(dest);
 	if (rc == 0 && !(r.buf = malloc(BLOCK)))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0 && (fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = amber_fail_errno("cannot open %s", dest);
-	snprintf(r.path, sizeof(r.path), "%s", dest);
+	r.pathcap = strlen(dest) + (size_t)(AMBER_RESTORE_MAX_DEPTH + 2) * (NAME_MAX + 1) + 1;
+	if (rc == 0 && !(r.path = malloc(r.pathcap)))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (r.path)
+		snprintf(r.path, r.pathcap, "%s", dest);
 	if (rc == 0 && e->type == AMBER_T_DIR)
 		rc = restore_tree(&r, e, fd);
 	else if (rc == 0)
-		rc = restore_entry(&r, e, fd);
+		rc = restore_leaf(&r, e, fd);
 	if (fd >= 0)
 		close(fd);
 	progress(&r, 1);
 	if (stats)
 		*stats = r.st;
+	if (r.o->skipped)
+		*r.o->skipped = r.skipped;
 	rest_dispose(&r);
 	amber_entry_free(e);
 	return rc;
