@@ -572,7 +572,7 @@ typedef struct amber_restore_opts {
  * the last with opts->safe).  Nothing it sets metadata on is reached
  * through a symlink; a node replaced by someone else while being
  * restored fails the restore.  Directories nested more than
- * AMBER_RESTORE_MAX_DEPTH deep fail it with AMBER_ECORRUPT.
+ * AMBER_RESTORE_MAX_DEPTH deep fail it.
  * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH...
  */
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,

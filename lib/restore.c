@@ -5,8 +5,11 @@
  * a path that a symlink written earlier in the same restore could redirect.
  * Metadata goes on in the order that keeps it: data, owner (chown clears
  * setuid), mode, xattrs, times; directories get theirs after their
- * children, so their mtimes and restrictive modes survive.  Runs of zeros
- * become holes, so sparse files stay sparse.
+ * children, so their mtimes and restrictive modes survive (but for ACLs,
+ * their xattrs go on when they are made; see restore_tree).  Metadata is
+ * set through a descriptor of the node itself, opened without following
+ * symlinks and checked to be the node just made, never through a name.
+ * Runs of zeros become holes, so sparse files stay sparse.
  */
 #include "amber.h"
 #include "error.h"
@@ -284,7 +287,7 @@ static int restore_leaf(rest *r, const amber_entry *e, int dfd)
 }
 
 /*
- * Directories are restored without recursion and without keeping any
+ * restore_tree: directories are restored without recursion and without keeping any
  * listing open while descending: a level reads its directory's listing,
  * restores the other entries, makes the subdirectories and keeps a small
  * record of each, then drops the listing.  A directory's xattrs go on
@@ -476,7 +479,7 @@ static int too_deep(rest *r)
 	size_t len = strlen(r->path);
 	const char *tail = len > 200 ? r->path + len - 200 : r->path;
 
-	return amber_fail(AMBER_ECORRUPT, "%s%s: directories nested more than %d levels deep: "
+	return amber_fail(AMBER_ERROR, "%s%s: directories nested more than %d levels deep: "
 			  "restore the deeper part on its own (SNAPSHOT:PATH)",
 			  tail == r->path ? "" : "...", tail, AMBER_RESTORE_MAX_DEPTH);
 }
