@@ -100,6 +100,7 @@ static int parse(struct main_args *m, int argc, char **argv)
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
+		{"kdf-profile", required_argument, NULL, 'K'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
@@ -108,6 +109,13 @@ static int parse(struct main_args *m, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		if (c == 'h')
 			return print_usage();
+		if (c == 'K' && strcmp(optarg, "test") == 0) {
+			cli_kdf_test = 1; /* test suites only: see amberfs(1) */
+			continue;
+		}
+		if (c == 'K')
+			return main_usage_error("--kdf-profile: the only profile is 'test' "
+						"(insecure, for test suites), not '%s'", optarg);
 		if (c == 'V')
 			return printf("amberfs %s (archive format %d)\n", AMBERFS_VERSION,
 				      AMBER_FORMAT_VERSION) < 0;

@@ -374,11 +374,12 @@ static const char **amber_argv(const char *const args[])
 	size_t n = 0;
 	while (args[n])
 		n++;
-	const char **argv = calloc(n + 2, sizeof(*argv));
+	const char **argv = calloc(n + 3, sizeof(*argv));
 	cr_assert(IT.bin, "itest_setup() was not run");
 	argv[0] = IT.bin;
+	argv[1] = "--kdf-profile=test"; /* cheap key slots; see amber_a() */
 	for (size_t i = 0; i < n; i++)
-		argv[i + 1] = args[i];
+		argv[i + 2] = args[i];
 	return argv;
 }
 

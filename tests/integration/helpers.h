@@ -90,7 +90,9 @@ void itest_setup(void);
 void itest_teardown(void);
 
 /**
- * Run amberfs with args (NULL-terminated, without the program name).
+ * Run amberfs with args (NULL-terminated, without the program name), after
+ * the global option --kdf-profile=test (archives made by init get cheap,
+ * labelled test key slots, which only this option accepts when unlocking).
  * The environment gets AMBERFS_PASSPHRASE_FILE=IT.passfile,
  * AMBERFS_CACHE_DIR=IT.cache and HOME=IT.home, then o->env on top.
  */

@@ -440,8 +440,8 @@ Test(store, rollover_splits_into_several_valid_packs, .timeout = 60)
 	uint8_t *data[60], oid[60][20], again[20];
 	int is_new;
 
-	cr_assert_eq(setenv("AMBERFS_PACK_ROLLOVER_BYTES", "100000", 1), 0);
 	OK(amber_store_init(&s, at("a")));
+	amber_store_set_rollover(s, 100000);
 	OK(amber_packw_new(&w, s));
 	for (int i = 0; i < 60; i++) {
 		data[i] = random_bytes(10000);
@@ -536,8 +536,8 @@ Test(store, concurrent_adds_write_each_object_once, .timeout = 60)
 	amber_packw *w = NULL;
 	int total = 0;
 
-	cr_assert_eq(setenv("AMBERFS_PACK_ROLLOVER_BYTES", "200000", 1), 0);
 	OK(amber_store_init(&s, at("a")));
+	amber_store_set_rollover(s, 200000);
 	OK(amber_packw_new(&w, s));
 	for (int i = 0; i < NTHREADS; i++) {
 		k[i] = (struct worker){.w = w, .id = i};
