@@ -1551,3 +1551,18 @@ char *git_ok(const char *repo, const char *stdin_path, const char *arg0, ...)
 	free(r.err);
 	return r.out;
 }
+
+void amber_init_archive_real_kdf(const char *archive)
+{
+	char *pf = xasprintf("AMBERFS_PASSPHRASE_FILE=%s", IT.passfile);
+	char *cache = xasprintf("AMBERFS_CACHE_DIR=%s", IT.cache);
+	const char *env[] = {pf, cache, NULL};
+	run_opts o = {.env = env};
+	run_result r;
+
+	run_cmd(&r, &o, IT.bin, "init", archive, NULL); /* no --kdf-profile=test */
+	assert_ok(&r, "amberfs init (real KDF)");
+	run_result_dispose(&r);
+	free(cache);
+	free(pf);
+}

@@ -107,6 +107,13 @@ pid_t amber_spawn(const run_opts *o, const char *const args[]);
 void amber_init_archive(const char *archive, int plain);
 
 /**
+ * `amberfs init ARCHIVE` without --kdf-profile=test: an encrypted archive
+ * whose key slot has the real Argon2id cost, for runs through programs
+ * that call amberfs themselves (mount helpers).  Asserts success.
+ */
+void amber_init_archive_real_kdf(const char *archive);
+
+/**
  * `amberfs snapshot ARCHIVE SRC [extra...]`; asserts exit 0 and that stdout
  * is a 40-hex commit id, which is copied into id (41 bytes).
  */
