@@ -143,8 +143,8 @@ typedef struct amber_open_opts {
 	 *  0: 512 MiB. */
 	uint64_t pack_rollover;
 	/** Open an archive that says it is plain although this machine saw it
-	 *  encrypted, instead of failing with AMBER_EPLAIN (amber_verify()
-	 *  then reports it as a config problem). */
+	 *  encrypted or it has key slots, instead of failing with AMBER_EPLAIN
+	 *  (amber_verify() then reports it as a config problem). */
 	int plain_claim_ok;
 } amber_open_opts;
 
@@ -153,8 +153,9 @@ typedef struct amber_open_opts {
 /**
  * amber_archive_open() with options (NULL: the defaults).  Besides its
  * errors: AMBER_EPLAIN if the archive says it is plain while
- * opts->expect_encrypted is set or this machine's cache records it as
- * encrypted (its config was rewritten), AMBER_EINVAL for an unknown
+ * opts->expect_encrypted is set, this machine's cache records it as
+ * encrypted, or it has key slots (its config was rewritten),
+ * AMBER_EINVAL for an unknown
  * opts->version.  Opening an encrypted archive records that in the cache.
  */
 int amber_archive_open_ext(amber_archive **out, const char *path, const amber_open_opts *opts);

@@ -398,9 +398,10 @@ static int meta_write(amber_archive *a)
 
 /*
  * The config is not authenticated, so "encryption none" is only believed
- * when nothing says otherwise: a caller holding a key, or a record in this
- * machine's cache that the archive was seen encrypted (written when an
- * encrypted archive is created or opened), makes a plain claim an error.
+ * when nothing says otherwise: a caller holding a key, key slots in the
+ * metadata, or a record in this machine's cache that the archive was seen
+ * encrypted (written when an encrypted archive is created or opened) make
+ * a plain claim an error.
  */
 #define SEEN_ENCRYPTED "seen-encrypted"
 
@@ -460,6 +461,11 @@ static int check_plain_claim(const amber_archive *a, const amber_open_opts *o)
 				  "archive %s says it is not encrypted, but this machine saw it "
 				  "encrypted: its config was rewritten (a downgrade attack?); "
 				  "refusing to read it; run 'amberfs verify' on it", a->path);
+	if ((!o || !o->plain_claim_ok) && a->nslots > 0)
+		return amber_fail(AMBER_EPLAIN,
+				  "archive %s says it is not encrypted, yet it has key slots: its "
+				  "config was rewritten (a downgrade attack?); refusing to read it; "
+				  "run 'amberfs verify' on it", a->path);
 	return 0;
 }
 

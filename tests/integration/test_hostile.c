@@ -187,6 +187,22 @@ Test(hostile, downgrade_is_refused_where_the_archive_was_seen_encrypted)
 	run_result_dispose(&r);
 }
 
+/* A fresh machine, the passphrase from the environment: the key slots the
+ * attacker left in place give the downgrade away. */
+Test(hostile, downgrade_is_refused_while_the_archive_has_key_slots)
+{
+	char *arch = good_archive();
+	char *pf = xasprintf("AMBERFS_PASSPHRASE_FILE=%s", IT.passfile);
+	run_result r;
+
+	downgrade(arch);
+	const char *env[] = {fresh_machine_env("victim-cache")[0], pf, NULL};
+	amber_o(&r, &(run_opts){.env = env}, "cat", arch, "latest:file", NULL);
+	assert_refused(&r, 4, "key slots", "cat");
+	run_result_dispose(&r);
+	free(pf);
+}
+
 /* With "last line wins", one appended line turned encryption off. */
 Test(hostile, config_with_a_repeated_key_is_corrupt)
 {
