@@ -136,7 +136,8 @@ int cli_fail(int code, const char *archive)
 		return cli_error("wrong passphrase for %s: no key slot opens with it", archive);
 	if (!msg || !*msg)
 		return cli_error("%s: unexpected error %d", archive ? archive : "amberfs", code);
-	return cli_error("%s", msg);
+	cli_error("%s", msg);
+	return code == AMBER_EPLAIN ? CLI_EXIT_PLAIN : CLI_EXIT_ERROR;
 }
 
 int cli_help(const char *text)
@@ -183,14 +184,59 @@ int cli_parse_int(int *out, const char *text, int min, int max, const char *cmd,
 
 /* Archives and snapshots -------------------------------------------------- */
 
+int cli_kdf_test;
+
+/* The library reads no environment: this is where amberfs maps it. */
+static const char *cache_base(void)
+{
+	static char buf[4096];
+	const char *env = getenv("AMBERFS_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME");
+	const char *home = getenv("HOME");
+	int n = -1;
+
+	if (env && *env)
+		return env;
+	if (xdg && *xdg)
+		n = snprintf(buf, sizeof(buf), "%s/amberfs", xdg);
+	else if (home && *home)
+		n = snprintf(buf, sizeof(buf), "%s/.cache/amberfs", home);
+	return n > 0 && (size_t)n < sizeof(buf) ? buf : NULL;
+}
+
+static uint64_t pack_rollover(void)
+{
+	const char *env = getenv("AMBERFS_PACK_ROLLOVER_BYTES");
+	char *end = NULL;
+	unsigned long long v;
+
+	if (!env || !*env || strspn(env, "0123456789") != strlen(env))
+		return 0;
+	errno = 0;
+	v = strtoull(env, &end, 10);
+	return errno || *end ? 0 : v;
+}
+
+void cli_open_opts(amber_open_opts *o)
+{
+	amber_open_opts init = AMBER_OPEN_OPTS_INIT;
+
+	*o = init;
+	o->cache_dir = cache_base();
+	o->pack_rollover = pack_rollover();
+	o->weak_kdf_ok = cli_kdf_test;
+}
+
 int cli_open_archive(amber_archive **out, const char *path, const char *passfile)
 {
 	amber_archive *a = NULL;
+	amber_open_opts oo;
 	unsigned char *pass = NULL;
 	size_t len = 0;
 	int rc;
 
-	rc = amber_archive_open(&a, path);
+	cli_open_opts(&oo);
+	oo.expect_encrypted = passfile != NULL;
+	rc = amber_archive_open_ext(&a, path, &oo);
 	if (rc)
 		return cli_fail(rc, path);
 	if (amber_archive_needs_key(a)) {
@@ -201,9 +247,9 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 		rc = amber_archive_unlock(a, pass, len);
 		cli_secret_free(pass, len);
 		if (rc) {
-			cli_fail(rc, path);
+			rc = cli_fail(rc, path);
 			amber_archive_free(a);
-			return CLI_EXIT_ERROR;
+			return rc;
 		}
 	}
 	*out = a;

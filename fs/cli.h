@@ -23,7 +23,24 @@ enum cli_exit {
 	CLI_EXIT_ERROR = 1,     /**< the command failed */
 	CLI_EXIT_USAGE = 2,     /**< bad options or arguments */
 	CLI_EXIT_PARTIAL = 3,   /**< done, but some entries could not be handled */
+	CLI_EXIT_PLAIN = 4,     /**< refused: the archive says it is plain where
+				     encryption was expected (a downgrade?) */
 };
+
+/**
+ * Set by the global option --kdf-profile=test: init writes a test-profile
+ * key slot (minimum Argon2id cost) and unlocking accepts such weak slots.
+ * For test suites only; never set from the environment.
+ */
+extern int cli_kdf_test;
+
+/**
+ * The library options every command opens archives with, from the
+ * environment (AMBERFS_CACHE_DIR, else XDG_CACHE_HOME/amberfs, else
+ * $HOME/.cache/amberfs, else the library's default from the password
+ * database; AMBERFS_PACK_ROLLOVER_BYTES) and --kdf-profile.
+ */
+void cli_open_opts(amber_open_opts *o);
 
 /** Long-only option values start here, above every short option letter. */
 #define CLI_OPT_LONG 256
@@ -90,7 +107,7 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /**
  * Print the library's last error for a call that returned `code`, with the
  * wording amberfs(1) promises for a wrong passphrase on `archive`.
- * @return CLI_EXIT_ERROR.
+ * @return CLI_EXIT_PLAIN for AMBER_EPLAIN, else CLI_EXIT_ERROR.
  */
 int cli_fail(int code, const char *archive);
 
@@ -118,7 +135,10 @@ int cli_parse_int(int *out, const char *text, int min, int max, const char *cmd,
 /**
  * Open the archive at `path` and, if it is encrypted, unlock it with the
  * passphrase from `passfile`, $AMBERFS_PASSPHRASE_FILE or the terminal.
- * @return 0 (free *out with amber_archive_free) or CLI_EXIT_ERROR.
+ * An explicit `passfile` says the archive is encrypted: if it claims to be
+ * plain, that is refused (CLI_EXIT_PLAIN), as is a plain claim of an
+ * archive this machine saw encrypted.
+ * @return 0 (free *out with amber_archive_free) or the exit status.
  */
 int cli_open_archive(amber_archive **out, const char *path, const char *passfile);
 

@@ -76,6 +76,9 @@ static void print_created(const struct init_args *o, const amber_archive *a)
 
 	printf("Created %s archive %s (id %s)\n", o->plain ? "plain" : "encrypted",
 	       amber_archive_path(a), amber_archive_id(a));
+	if (!o->plain && cli_kdf_test)
+		fprintf(stderr, "amberfs: warning: %s: its key slot uses the insecure test KDF "
+			"profile (--kdf-profile=test): for test suites only\n", o->archive);
 	if (amber_archive_signing_pubkey(pk, a) == 0 &&
 	    amber_pubkey_format(line, sizeof(line), pk, "amberfs") == 0)
 		printf("Secret signing key written to %s (keep it apart from the archive)\n"
@@ -98,6 +101,7 @@ static int key_file_is_new(const char *path)
 static int create(const struct init_args *o)
 {
 	amber_create_opts co = {.plain = o->plain, .signing_key_path = o->signing_key};
+	amber_open_opts oo;
 	amber_archive *a = NULL;
 	unsigned char *pass = NULL;
 	size_t len = 0;
@@ -107,6 +111,9 @@ static int create(const struct init_args *o)
 		return CLI_EXIT_ERROR;
 	if (!o->plain && cli_secret_get(&pass, &len, o->archive, o->passfile, 1))
 		return CLI_EXIT_ERROR;
+	cli_open_opts(&oo);
+	co.open = &oo;
+	co.kdf_profile = cli_kdf_test ? AMBER_KDF_TEST : AMBER_KDF_DEFAULT;
 	co.passphrase = pass;
 	co.passphrase_len = len;
 	rc = amber_archive_create(&a, o->archive, &co);

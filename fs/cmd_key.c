@@ -107,12 +107,14 @@ static int new_signing(amber_archive *a, const char *path)
 int cmd_key(int argc, char **argv)
 {
 	struct key_args o = {0};
+	amber_open_opts oo;
 	amber_archive *a = NULL;
 	int rc, status = parse(&o, argc, argv);
 
 	if (status >= 0)
 		return status;
-	rc = amber_archive_open(&a, o.archive);
+	cli_open_opts(&oo);
+	rc = amber_archive_open_ext(&a, o.archive, &oo);
 	if (rc)
 		return cli_fail(rc, o.archive);
 	if (strcmp(o.sub, "new-signing") == 0)

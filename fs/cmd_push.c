@@ -58,12 +58,14 @@ int cmd_push(int argc, char **argv)
 {
 	struct push_args o = {0};
 	amber_push_stats st = {0};
+	amber_open_opts oo;
 	amber_archive *a = NULL;
 	int status = parse(&o, argc, argv), rc;
 
 	if (status >= 0)
 		return status;
-	rc = amber_archive_open(&a, o.pos[0]);
+	cli_open_opts(&oo);
+	rc = amber_archive_open_ext(&a, o.pos[0], &oo);
 	if (rc)
 		return cli_fail(rc, o.pos[0]);
 	rc = amber_push(&st, a, o.pos[1]);

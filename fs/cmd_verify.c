@@ -204,6 +204,11 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 	if (rc < 0)
 		return cli_fail(rc, o->pos[0]);
 	summary(&st, elapsed_s(&t0));
+	if (st.weak_slots)
+		fprintf(stderr, "amberfs: WARNING: %s: %" PRIu64 " key slot%s a weak or test-only "
+			"KDF cost: anyone with a copy of the archive can guess the passphrase "
+			"quickly; do not keep real data in it\n", o->pos[0], st.weak_slots,
+			st.weak_slots == 1 ? " uses" : "s use");
 	if (st.problems)
 		return cli_error("verify: %s: %" PRIu64 " problem%s found", o->pos[0], st.problems,
 				 st.problems == 1 ? "" : "s");
@@ -213,6 +218,7 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 int cmd_verify(int argc, char **argv)
 {
 	struct verify_args o = {0};
+	amber_open_opts oo;
 	amber_archive *a = NULL;
 	uint8_t pk[32];
 	int status = parse(&o, argc, argv), rc;
@@ -222,7 +228,10 @@ int cmd_verify(int argc, char **argv)
 	if (o.pubkey_file && load_pubkey(pk, o.pubkey_file))
 		return CLI_EXIT_ERROR;
 	o.raw = !isatty(STDOUT_FILENO);
-	rc = amber_archive_open(&a, o.pos[0]);
+	cli_open_opts(&oo);
+	oo.plain_claim_ok = 1; /* reported as a problem instead */
+	oo.expect_encrypted = o.passfile != NULL;
+	rc = amber_archive_open_ext(&a, o.pos[0], &oo);
 	if (rc)
 		return cli_fail(rc, o.pos[0]);
 	status = run(&o, a, o.pubkey_file ? pk : NULL);

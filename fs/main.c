@@ -33,8 +33,9 @@ static const struct cli_cmd commands[] = {
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
 static const char usage_head[] =
-	"Usage: amberfs [--help | --version] COMMAND [ARGS...]\n"
+	"Usage: amberfs [--help | --version] [--kdf-profile=test] COMMAND [ARGS...]\n"
 	"Encrypted, deduplicated snapshots of directory trees in a git object store.\n"
+	"(--kdf-profile=test: cheap, insecure key slots, for test suites only.)\n"
 	"\n"
 	"Commands:\n";
 
@@ -45,7 +46,8 @@ static const char usage_tail[] =
 	"from --passphrase-file FILE, AMBERFS_PASSPHRASE_FILE or the terminal.\n"
 	"\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 done but some entries\n"
-	"could not be read or restored (each one named in a warning).\n"
+	"could not be read or restored (each one named in a warning), 4 refused: the\n"
+	"archive says it is plain where encryption was expected.\n"
 	"See amberfs(1).\n";
 
 struct main_args {
@@ -100,6 +102,7 @@ static int parse(struct main_args *m, int argc, char **argv)
 	static const struct option opts[] = {
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
+		{"kdf-profile", required_argument, NULL, 'K'},
 		{NULL, 0, NULL, 0},
 	};
 	int c;
@@ -108,6 +111,13 @@ static int parse(struct main_args *m, int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "+:hV", opts, NULL)) != -1) {
 		if (c == 'h')
 			return print_usage();
+		if (c == 'K' && strcmp(optarg, "test") == 0) {
+			cli_kdf_test = 1; /* test suites only: see amberfs(1) */
+			continue;
+		}
+		if (c == 'K')
+			return main_usage_error("--kdf-profile: the only profile is 'test' "
+						"(insecure, for test suites), not '%s'", optarg);
 		if (c == 'V')
 			return printf("amberfs %s (archive format %d)\n", AMBERFS_VERSION,
 				      AMBER_FORMAT_VERSION) < 0;

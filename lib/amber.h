@@ -49,6 +49,8 @@ enum amber_error {
 	AMBER_ENOTDIR = -11,     /**< a path component is not a directory */
 	AMBER_EISDIR = -12,      /**< a file was expected, a directory found */
 	AMBER_ENEEDKEY = -13,    /**< the archive is encrypted and locked */
+	AMBER_EPLAIN = -14,      /**< the archive says it is plain where encryption was
+				      expected (a key was given, or it was seen encrypted) */
 };
 
 /**
@@ -83,7 +85,19 @@ typedef struct amber_create_opts {
 	 *  store the public key in the archive, whose snapshots must then be
 	 *  signed.  NULL: an archive without a signing key. */
 	const char *signing_key_path;
+	/** AMBER_KDF_DEFAULT, or AMBER_KDF_TEST: a passphrase slot with the
+	 *  minimum Argon2id cost, labelled as such, for test suites only (it
+	 *  opens only with amber_open_opts.weak_kdf_ok). */
+	int kdf_profile;
+	/** Settings of the returned handle (cache directory, pack size); NULL
+	 *  for the defaults. */
+	const struct amber_open_opts *open;
 } amber_create_opts;
+
+enum amber_kdf_profile {
+	AMBER_KDF_DEFAULT = 0,   /**< Argon2id, 3 passes, 64 MiB */
+	AMBER_KDF_TEST = 1,      /**< Argon2id at its minimum cost: insecure, tests only */
+};
 
 /**
  * Create a new archive at `path` (a directory that does not exist or is
@@ -104,6 +118,48 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
  */
 int amber_archive_open(amber_archive **out, const char *path);
 
+#define AMBER_OPEN_OPTS_VERSION 1
+
+/**
+ * Options for amber_archive_open_ext() (and amber_create_opts.open).
+ * Initialise with AMBER_OPEN_OPTS_INIT, then set fields: the library reads
+ * no environment variable, callers pass what they want here.
+ */
+typedef struct amber_open_opts {
+	unsigned int version;     /**< AMBER_OPEN_OPTS_VERSION */
+	/** Base of the local caches (time indexes, files cache, verify marks,
+	 *  the record that an archive was seen encrypted), kept in
+	 *  cache_dir/<archive id>/.  NULL: ~/.cache/amberfs of the user's home
+	 *  directory in the password database; "": no cache.  A directory that
+	 *  is not the user's own, or that others may write, is not used. */
+	const char *cache_dir;
+	/** The caller holds a key for this archive: if it says it is plain,
+	 *  opening fails with AMBER_EPLAIN instead of reading it unencrypted. */
+	int expect_encrypted;
+	/** Accept key slots of the test KDF profile (AMBER_KDF_TEST) and any
+	 *  below the minimum cost.  Tests only. */
+	int weak_kdf_ok;
+	/** Bytes written to one pack file before the writer starts another;
+	 *  0: 512 MiB. */
+	uint64_t pack_rollover;
+	/** Open an archive that says it is plain although this machine saw it
+	 *  encrypted or it has key slots, instead of failing with AMBER_EPLAIN
+	 *  (amber_verify() then reports it as a config problem). */
+	int plain_claim_ok;
+} amber_open_opts;
+
+#define AMBER_OPEN_OPTS_INIT {AMBER_OPEN_OPTS_VERSION, NULL, 0, 0, 0, 0}
+
+/**
+ * amber_archive_open() with options (NULL: the defaults).  Besides its
+ * errors: AMBER_EPLAIN if the archive says it is plain while
+ * opts->expect_encrypted is set, this machine's cache records it as
+ * encrypted, or it has key slots (its config was rewritten),
+ * AMBER_EINVAL for an unknown
+ * opts->version.  Opening an encrypted archive records that in the cache.
+ */
+int amber_archive_open_ext(amber_archive **out, const char *path, const amber_open_opts *opts);
+
 /** 1 if the archive is encrypted and not yet unlocked, else 0. */
 int amber_archive_needs_key(const amber_archive *a);
 
@@ -112,8 +168,11 @@ int amber_archive_is_encrypted(const amber_archive *a);
 
 /**
  * Unlock an encrypted archive with a passphrase.  The passphrase is read,
- * never kept.  No-op on a plain archive.
- * @return 0, AMBER_EBADKEY if no key slot opens with it.
+ * never kept.  Every key slot is tried; a slot that is malformed or asks
+ * for a cost out of bounds is skipped.
+ * @return 0, AMBER_EBADKEY if no key slot opens with it (or the best other
+ *         error of the slots), AMBER_EPLAIN on a plain archive: a caller
+ *         with a passphrase expected encryption.
  */
 AMBER_MUST_USE int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len);
 

@@ -76,6 +76,9 @@ typedef struct amber_verify_stats {
 	uint64_t problems;           /**< callback calls */
 	int keyed;                   /**< 1 if the keyed checks ran */
 	int marks_updated;           /**< 1 if the high-water marks moved */
+	/** Well-formed key slots with a weak KDF cost (the test profile, or
+	 *  below the minimum): not problems, but worth a loud warning. */
+	uint64_t weak_slots;
 } amber_verify_stats;
 
 /** Options for amber_verify().  All fields optional (zero = default). */

@@ -1,5 +1,6 @@
 #include "archive.h"
 
+#include "cachedir.h"
 #include "codec.h"
 #include "error.h"
 #include "gitobj.h"
@@ -61,6 +62,7 @@ void amber_archive_free(amber_archive *a)
 		free(a->slots[i]);
 	amber_keys_free(a->keys);
 	amber_store_free(a->store);
+	free(a->cache_base);
 	free(a->path);
 	free(a);
 }
@@ -86,35 +88,142 @@ static int config_format(amber_buf *out, const amber_archive *a)
 	return amber_buf_put(out, text, (size_t)n);
 }
 
-static int config_line(amber_archive *a, const char *line, int *seen)
-{
-	int fmt, lvl;
-	char word[64];
+/*
+ * The config is a few "key value..." lines, words separated by one space.
+ * Every number is checked for its full range and trailing garbage, and a
+ * key given twice makes the config corrupt: with "last line wins" a line
+ * appended by someone without the key could turn encryption off.
+ */
+#define CFG_FORMAT 1
+#define CFG_ID 2
+#define CFG_ENCRYPTION 4
+#define CFG_CHUNKER 8
+#define CFG_COMPRESSION 16
+#define CFG_ALL 31
+#define CFG_MAX_WORDS 6
 
-	if (sscanf(line, "format %d", &fmt) == 1) {
-		if (fmt != AMBER_FORMAT_VERSION)
-			return amber_fail(AMBER_ECORRUPT,
-					  "archive %s has format %d; this amberfs reads format %d: "
-					  "use a matching amberfs version",
-					  a->path, fmt, AMBER_FORMAT_VERSION);
-		*seen |= 1;
-	} else if (sscanf(line, "id %32[0-9a-f]", a->id) == 1 && strlen(a->id) == 32) {
-		*seen |= 2;
-	} else if (sscanf(line, "encryption %63s", word) == 1) {
-		if (strcmp(word, "none") == 0)
-			a->encrypted = 0;
-		else if (strcmp(word, "xchacha20poly1305-blake2b") == 0)
-			a->encrypted = 1;
-		else
+/* A decimal number in [0, max]: digits only (no sign, no space). */
+static int parse_num(uint64_t *out, const char *text, uint64_t max)
+{
+	char *end = NULL;
+	unsigned long long v;
+
+	if (!*text || strspn(text, "0123456789") != strlen(text))
+		return -1;
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno || *end || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_size(size_t *out, const char *text)
+{
+	uint64_t v;
+
+	if (parse_num(&v, text, AMBER_CHUNK_MAX) < 0)
+		return -1;
+	*out = (size_t)v;
+	return 0;
+}
+
+/* Split at single spaces; -1 for an empty word or too many words. */
+static int split_words(char *line, char **w)
+{
+	int n = 0;
+
+	for (char *p = line; p; n++) {
+		if (n == CFG_MAX_WORDS)
 			return -1;
-		*seen |= 4;
-	} else if (sscanf(line, "chunker fastcdc-gear %zu %zu %zu", &a->chunk_min,
-			  &a->chunk_avg, &a->chunk_max) == 3) {
-		*seen |= 8;
-	} else if (sscanf(line, "compression zstd %d", &lvl) == 1 && lvl >= 0 && lvl <= 19) {
-		a->zstd_level = lvl;
-		*seen |= 16;
+		w[n] = p;
+		if ((p = strchr(p, ' ')))
+			*p++ = '\0';
+		if (!*w[n])
+			return -1;
 	}
+	return n;
+}
+
+static int config_format_line(amber_archive *a, char **w, int n)
+{
+	uint64_t fmt;
+
+	if (n != 2 || parse_num(&fmt, w[1], UINT32_MAX) < 0)
+		return -1;
+	if (fmt != AMBER_FORMAT_VERSION)
+		return amber_fail(AMBER_ECORRUPT,
+				  "archive %s has format %" PRIu64 "; this amberfs reads format %d: "
+				  "use a matching amberfs version",
+				  a->path, fmt, AMBER_FORMAT_VERSION);
+	return CFG_FORMAT;
+}
+
+static int config_id_line(amber_archive *a, char **w, int n)
+{
+	if (n != 2 || strlen(w[1]) != 32 || strspn(w[1], "0123456789abcdef") != 32)
+		return -1;
+	memcpy(a->id, w[1], 33);
+	return CFG_ID;
+}
+
+static int config_encryption_line(amber_archive *a, char **w, int n)
+{
+	if (n == 2 && strcmp(w[1], "none") == 0)
+		a->encrypted = 0;
+	else if (n == 2 && strcmp(w[1], "xchacha20poly1305-blake2b") == 0)
+		a->encrypted = 1;
+	else
+		return -1;
+	return CFG_ENCRYPTION;
+}
+
+static int config_chunker_line(amber_archive *a, char **w, int n)
+{
+	if (n != 5 || strcmp(w[1], "fastcdc-gear") != 0 || parse_size(&a->chunk_min, w[2]) < 0 ||
+	    parse_size(&a->chunk_avg, w[3]) < 0 || parse_size(&a->chunk_max, w[4]) < 0)
+		return -1;
+	return CFG_CHUNKER;
+}
+
+static int config_compression_line(amber_archive *a, char **w, int n)
+{
+	uint64_t lvl;
+
+	if (n != 3 || strcmp(w[1], "zstd") != 0 || parse_num(&lvl, w[2], 19) < 0)
+		return -1;
+	a->zstd_level = (int)lvl;
+	return CFG_COMPRESSION;
+}
+
+/* The CFG_ bit of a known line, 0 for an unknown key, or < 0. */
+static int config_line(amber_archive *a, char **w, int n)
+{
+	static const struct {
+		const char *key;
+		int (*parse)(amber_archive *a, char **w, int n);
+	} keys[] = {
+		{"format", config_format_line},
+		{"id", config_id_line},
+		{"encryption", config_encryption_line},
+		{"chunker", config_chunker_line},
+		{"compression", config_compression_line},
+	};
+
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (strcmp(w[0], keys[i].key) == 0)
+			return keys[i].parse(a, w, n);
+	return 0;
+}
+
+/* Each key at most once, known or not. */
+static int key_repeated(const char *text, const char *line, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (const char *p = text; p < line; p += strlen(p) + 1)
+		if (strncmp(p, key, klen) == 0 && (p[klen] == ' ' || p[klen] == '\0'))
+			return 1;
 	return 0;
 }
 
@@ -125,22 +234,58 @@ static int chunker_params_valid(const amber_archive *a)
 	       (a->chunk_avg & (a->chunk_avg - 1)) == 0;
 }
 
+static int config_bad(const amber_archive *a, const char *why, const char *line)
+{
+	return amber_fail(AMBER_ECORRUPT, "archive %s: malformed config in %s (%s%s%.40s%s)",
+			  a->path, AMBER_META_REF, why, line ? ": '" : "", line ? line : "",
+			  line ? "'" : "");
+}
+
+/* Lines are cut in place (NUL for '\n') so key_repeated() can look back. */
+static int config_lines(amber_archive *a, char *text, size_t len, int *seen)
+{
+	char *w[CFG_MAX_WORDS], copy[256];
+	int n, bit;
+
+	for (char *line = text; line < text + len; line += strlen(line) + 1) {
+		char *nl = strchr(line, '\n');
+
+		if (nl)
+			*nl = '\0';
+		if (strlen(line) >= sizeof(copy))
+			return config_bad(a, "line too long", line);
+		memcpy(copy, line, strlen(line) + 1);
+		if ((n = split_words(copy, w)) < 0)
+			return config_bad(a, "bad spacing", line);
+		if (key_repeated(text, line, w[0]))
+			return config_bad(a, "a key given twice", line);
+		if ((bit = config_line(a, w, n)) < 0)
+			return bit == -1 ? config_bad(a, "bad value", line) : bit;
+		*seen |= bit;
+	}
+	return 0;
+}
+
 static int config_parse(amber_archive *a, const uint8_t *data, size_t len)
 {
-	char *text = strndup((const char *)data, len), *save = NULL;
-	int seen = 0, rc = 0;
+	char *text;
+	int seen = 0, rc;
 
-	if (!text)
+	if (memchr(data, '\0', len) || len == 0 || data[len - 1] != '\n')
+		return config_bad(a, "not lines of text", NULL);
+	if (!(text = malloc(len + 1)))
 		return amber_fail(AMBER_ERROR, "out of memory");
-	for (char *line = strtok_r(text, "\n", &save); line && rc == 0;
-	     line = strtok_r(NULL, "\n", &save))
-		rc = config_line(a, line, &seen);
+	memcpy(text, data, len);
+	text[len - 1] = '\0';
+	text[len] = '\0';
+	rc = config_lines(a, text, len - 1, &seen);
 	free(text);
-	if (rc == AMBER_ECORRUPT)
+	if (rc < 0)
 		return rc;
-	if (rc < 0 || seen != 31 || !chunker_params_valid(a))
-		return amber_fail(AMBER_ECORRUPT, "archive %s: malformed config in %s", a->path,
-				  AMBER_META_REF);
+	if (seen != CFG_ALL)
+		return config_bad(a, "a line is missing", NULL);
+	if (!chunker_params_valid(a))
+		return config_bad(a, "chunker sizes out of range", NULL);
 	return 0;
 }
 
@@ -249,6 +394,81 @@ static int meta_write(amber_archive *a)
 	return rc;
 }
 
+/* ---- the local record of encryption ------------------------------------- */
+
+/*
+ * The config is not authenticated, so "encryption none" is only believed
+ * when nothing says otherwise: a caller holding a key, key slots in the
+ * metadata, or a record in this machine's cache that the archive was seen
+ * encrypted (written when an encrypted archive is created or opened) make
+ * a plain claim an error.
+ */
+#define SEEN_ENCRYPTED "seen-encrypted"
+
+static char *record_path(const amber_archive *a)
+{
+	char *dir = amber_archive_cache_dir(a), *p = NULL;
+	size_t len;
+
+	if (!dir) {
+		amber_error_clear(); /* no cache: no record */
+		return NULL;
+	}
+	len = strlen(dir) + sizeof(SEEN_ENCRYPTED) + 1;
+	if ((p = malloc(len)))
+		snprintf(p, len, "%s/" SEEN_ENCRYPTED, dir);
+	free(dir);
+	return p;
+}
+
+static void record_encrypted(const amber_archive *a)
+{
+	char *p = record_path(a), text[64];
+	struct stat st;
+
+	if (p && lstat(p, &st) < 0) {
+		snprintf(text, sizeof(text), "%s encrypted\n", a->id);
+		if (amber_file_replace(p, text, strlen(text)) < 0)
+			amber_error_clear(); /* a cache that cannot be written: no record */
+	}
+	free(p);
+}
+
+int amber_archive_seen_encrypted(const amber_archive *a)
+{
+	char *p = record_path(a);
+	struct stat st;
+	int seen = p && lstat(p, &st) == 0;
+
+	free(p);
+	return seen;
+}
+
+static int check_plain_claim(const amber_archive *a, const amber_open_opts *o)
+{
+	if (a->encrypted) {
+		record_encrypted(a);
+		return 0;
+	}
+	if (o && o->expect_encrypted)
+		return amber_fail(AMBER_EPLAIN,
+				  "archive %s says it is not encrypted, yet a key was given for it: "
+				  "its config may have been rewritten to read attacker data as plain; "
+				  "refusing (give no passphrase if it really is a plain archive)",
+				  a->path);
+	if ((!o || !o->plain_claim_ok) && amber_archive_seen_encrypted(a))
+		return amber_fail(AMBER_EPLAIN,
+				  "archive %s says it is not encrypted, but this machine saw it "
+				  "encrypted: its config was rewritten (a downgrade attack?); "
+				  "refusing to read it; run 'amberfs verify' on it", a->path);
+	if ((!o || !o->plain_claim_ok) && a->nslots > 0)
+		return amber_fail(AMBER_EPLAIN,
+				  "archive %s says it is not encrypted, yet it has key slots: its "
+				  "config was rewritten (a downgrade attack?); refusing to read it; "
+				  "run 'amberfs verify' on it", a->path);
+	return 0;
+}
+
 /* ---- create / open -------------------------------------------------------- */
 
 static int new_keys(amber_archive *a, const amber_create_opts *o)
@@ -260,24 +480,29 @@ static int new_keys(amber_archive *a, const amber_create_opts *o)
 	rc = amber_keys_generate(&a->keys);
 	if (rc == 0)
 		rc = amber_keyslot_seal(&a->slots[0], &a->slot_len[0], a->keys, o->passphrase,
-					o->passphrase_len);
+					o->passphrase_len, o->kdf_profile);
 	if (rc == 0)
 		a->nslots = 1;
 	return rc;
 }
 
-static amber_archive *archive_alloc(const char *path)
+static amber_archive *archive_alloc(const char *path, const amber_open_opts *o)
 {
 	amber_archive *a = calloc(1, sizeof(*a));
+	const char *base = o ? o->cache_dir : NULL;
 
-	if (!a || !(a->path = strdup(path)) ||
+	if (!a || !(a->path = strdup(path)) || (base && !(a->cache_base = strdup(base))) ||
 	    !(a->cache = amber_cache_new(AMBER_DEFAULT_CACHE))) {
-		if (a)
+		if (a) {
+			free(a->cache_base);
 			free(a->path);
+		}
 		free(a);
 		amber_fail(AMBER_ERROR, "out of memory");
 		return NULL;
 	}
+	a->cache_none = base && !*base;
+	a->weak_kdf_ok = o && o->weak_kdf_ok;
 	pthread_mutex_init(&a->pf_lock, NULL);
 	pthread_cond_init(&a->pf_cond, NULL);
 	return a;
@@ -305,13 +530,25 @@ static int create_signing_key(amber_archive *a, const char *secret_path)
 	return rc;
 }
 
+static int open_opts_check(const amber_open_opts *o)
+{
+	if (o && o->version != AMBER_OPEN_OPTS_VERSION)
+		return amber_fail(AMBER_EINVAL, "amber_open_opts version %u is not %u: initialise it "
+				  "with AMBER_OPEN_OPTS_INIT", o->version, AMBER_OPEN_OPTS_VERSION);
+	return 0;
+}
+
 int amber_archive_create(amber_archive **out, const char *path, const amber_create_opts *opts)
 {
-	amber_archive *a = archive_alloc(path);
+	amber_archive *a;
 	uint8_t rnd[16];
 	int rc;
 
-	if (!a)
+	if (open_opts_check(opts->open) < 0)
+		return AMBER_EINVAL;
+	if (opts->kdf_profile != AMBER_KDF_DEFAULT && opts->kdf_profile != AMBER_KDF_TEST)
+		return amber_fail(AMBER_EINVAL, "unknown KDF profile %d", opts->kdf_profile);
+	if (!(a = archive_alloc(path, opts->open)))
 		return AMBER_ERROR;
 	a->encrypted = !opts->plain;
 	a->zstd_level = 1;
@@ -325,6 +562,8 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
 		rc = create_signing_key(a, opts->signing_key_path);
 	if (rc == 0)
 		rc = amber_store_init(&a->store, path);
+	if (rc == 0 && opts->open)
+		amber_store_set_rollover(a->store, opts->open->pack_rollover);
 	if (rc == 0)
 		rc = meta_write(a);
 	if (rc < 0 && a->has_sign_pk)
@@ -333,6 +572,8 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
 		amber_archive_free(a);
 		return rc;
 	}
+	if (a->encrypted)
+		record_encrypted(a);
 	setup_chunker(a);
 	*out = a;
 	return 0;
@@ -448,14 +689,25 @@ done:
 
 int amber_archive_open(amber_archive **out, const char *path)
 {
-	amber_archive *a = archive_alloc(path);
+	return amber_archive_open_ext(out, path, NULL);
+}
+
+int amber_archive_open_ext(amber_archive **out, const char *path, const amber_open_opts *opts)
+{
+	amber_archive *a;
 	int rc;
 
-	if (!a)
+	if (open_opts_check(opts) < 0)
+		return AMBER_EINVAL;
+	if (!(a = archive_alloc(path, opts)))
 		return AMBER_ERROR;
 	rc = amber_store_open(&a->store, path);
+	if (rc == 0 && opts)
+		amber_store_set_rollover(a->store, opts->pack_rollover);
 	if (rc == 0)
 		rc = load_meta(a);
+	if (rc == 0)
+		rc = check_plain_claim(a, opts);
 	if (rc < 0) {
 		amber_archive_free(a);
 		return rc;
@@ -466,25 +718,36 @@ int amber_archive_open(amber_archive **out, const char *path)
 	return 0;
 }
 
+/*
+ * Every slot is tried: one malformed or refused slot must not lock out a
+ * valid one after it.  A wrong passphrase is the answer if any slot said
+ * so; otherwise the first slot's own error.
+ */
 int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len)
 {
-	int rc = AMBER_EBADKEY;
+	char first[256] = "";
+	int rc = AMBER_EBADKEY, other = 0, badkey = 0;
 
-	if (!a->encrypted || a->keys)
+	if (!a->encrypted)
+		return amber_fail(AMBER_EPLAIN, "archive %s is not encrypted, yet a passphrase was "
+				  "given for it: refusing", a->path);
+	if (a->keys)
 		return 0;
-	for (size_t i = 0; i < a->nslots; i++) {
-		rc = amber_keyslot_open(&a->keys, a->slots[i], a->slot_len[i], pass, len);
-		if (rc != AMBER_EBADKEY)
-			break;
+	for (size_t i = 0; i < a->nslots && (rc = amber_keyslot_open(&a->keys, a->slots[i],
+			a->slot_len[i], pass, len, a->weak_kdf_ok)) < 0; i++) {
+		badkey |= rc == AMBER_EBADKEY;
+		if (rc != AMBER_EBADKEY && !other++)
+			snprintf(first, sizeof(first), "slot %zu: %s", i, amber_error_last());
 	}
-	if (rc == AMBER_EBADKEY)
-		return amber_fail(AMBER_EBADKEY,
-				  "wrong passphrase for archive %s: no key slot opens with it",
-				  a->path);
-	if (rc < 0)
-		return rc;
-	setup_chunker(a);
-	return 0;
+	if (rc == 0) {
+		setup_chunker(a);
+		return 0;
+	}
+	if (badkey || !other)
+		return amber_fail(AMBER_EBADKEY, "wrong passphrase for archive %s: no key slot "
+				  "opens with it%s%s%s", a->path, other ? " (unusable " : "",
+				  first, other ? ")" : "");
+	return amber_fail(AMBER_ECORRUPT, "archive %s: no usable key slot (%s)", a->path, first);
 }
 
 /* ---- signing keys ------------------------------------------------------------- */
@@ -648,25 +911,7 @@ int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l
 
 char *amber_archive_cache_dir(const amber_archive *a)
 {
-	const char *env = getenv("AMBERFS_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME");
-	const char *home = getenv("HOME");
-	char path[4096];
-	int n;
-
-	if (env && *env)
-		n = snprintf(path, sizeof(path), "%s/%s", env, a->id);
-	else if (xdg && *xdg)
-		n = snprintf(path, sizeof(path), "%s/amberfs/%s", xdg, a->id);
-	else
-		n = snprintf(path, sizeof(path), "%s/.cache/amberfs/%s", home ? home : "/tmp",
-			     a->id);
-	if (n < 0 || (size_t)n >= sizeof(path)) {
-		amber_fail(AMBER_ERROR, "cache directory path too long");
-		return NULL;
-	}
-	if (amber_mkdirs(path, 0700) < 0)
-		return NULL;
-	return strdup(path);
+	return amber_cachedir_get(a->cache_none ? "" : a->cache_base, a->id);
 }
 
 int amber_archive_set_cache(amber_archive *a, size_t bytes)

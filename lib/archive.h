@@ -28,6 +28,9 @@
 struct amber_archive {
 	char *path;
 	amber_store *store;
+	char *cache_base;          /* amber_open_opts.cache_dir (NULL: the default) */
+	int cache_none;            /* amber_open_opts.cache_dir was "" */
+	int weak_kdf_ok;           /* amber_open_opts.weak_kdf_ok */
 	int encrypted;
 	char id[33];
 	int zstd_level;
@@ -87,7 +90,13 @@ int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l
 int amber_archive_signer(amber_signer **out, const amber_archive *a, const char *path,
 			 int unsigned_ok);
 
-/** The user's cache directory for this archive (malloc'd), created. */
+/**
+ * The user's cache directory for this archive (malloc'd), created, or NULL
+ * (error set) if there is none or it is not safe to use (cachedir.h).
+ */
 char *amber_archive_cache_dir(const amber_archive *a);
+
+/** 1 if this machine's cache records that the archive was seen encrypted. */
+int amber_archive_seen_encrypted(const amber_archive *a);
 
 #endif

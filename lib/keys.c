@@ -6,9 +6,9 @@
  *   offset size  field
  *        0    8  magic     "AMBSLOT1"
  *        8    1  kind      1 = passphrase
- *        9    1  alg       1 = Argon2id v1.3
- *       10    4  opslimit  Argon2id passes (u32), 1..100 accepted
- *       14    4  memlimit  Argon2id memory in KiB (u32), 8..4194304 accepted
+ *        9    1  alg       1 = Argon2id v1.3; 2 = Argon2id v1.3, test profile
+ *       10    4  opslimit  Argon2id passes (u32)
+ *       14    4  memlimit  Argon2id memory in KiB (u32)
  *       18   16  salt      random
  *       34   24  nonce     random
  *       58   48  sealed    XChaCha20-Poly1305-IETF(key = kek, nonce,
@@ -20,7 +20,12 @@
  * The associated data covers every byte before the ciphertext, so the cost
  * parameters and the salt cannot be altered without the slot failing to
  * open.  The cost parameters are bounded before Argon2id runs: a hostile
- * slot must not make us allocate terabytes or spin for hours.
+ * slot must not make us allocate gigabytes or spin for minutes (at most
+ * 1 GiB, 32 passes, and passes x memory at most libsodium's "sensitive"
+ * level, 4 x 1 GiB).  A slot below the minimum (2 passes, 19 MiB) or of the
+ * test profile (alg 2: 1 pass, 8 KiB, which only test suites ask for) opens
+ * only when the caller explicitly accepts weak slots: nothing an archive or
+ * an environment says makes a reader trust a cheaply guessable slot.
  *
  * Subkeys: crypto_kdf_derive_from_key(master, id, context "amberfs1"),
  * ids as listed in keys.h.  An amber_keys lives in sodium_malloc memory
@@ -40,6 +45,7 @@
 #define SLOT_MAGIC_LEN 8
 #define SLOT_KIND_PASSPHRASE 1
 #define SLOT_ALG_ARGON2ID13 1
+#define SLOT_ALG_ARGON2ID13_TEST 2
 #define SLOT_SALT_OFF 18
 #define SLOT_NONCE_OFF (SLOT_SALT_OFF + crypto_pwhash_SALTBYTES)
 #define SLOT_CT_OFF (SLOT_NONCE_OFF + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES)
@@ -47,12 +53,11 @@
 
 #define SLOT_OPS_DEFAULT 3
 #define SLOT_MEM_KIB_DEFAULT (64u << 10)
-#define SLOT_OPS_LIMIT 100
-#if SIZE_MAX / 1024 >= (4u << 20)
-#define SLOT_MEM_KIB_LIMIT (4u << 20)  /* 4 GiB */
-#else
-#define SLOT_MEM_KIB_LIMIT ((uint32_t)(SIZE_MAX / 1024))  /* what size_t can express */
-#endif
+#define SLOT_OPS_MIN 2
+#define SLOT_MEM_KIB_MIN (19u << 10)
+#define SLOT_OPS_MAX 32
+#define SLOT_MEM_KIB_MAX (1u << 20)             /* 1 GiB */
+#define SLOT_WORK_MAX ((uint64_t)4 << 20)       /* passes x KiB: 4 passes over 1 GiB */
 
 static const char kdf_context[crypto_kdf_CONTEXTBYTES + 1] = "amberfs1";
 
@@ -119,15 +124,15 @@ void amber_keys_free(amber_keys *k)
 	sodium_free(k);
 }
 
-/* The slot's Argon2id cost: the default, or the minimum for test suites. */
-static void slot_cost(uint32_t *ops, uint32_t *mem_kib)
+/* The slot's algorithm byte and Argon2id cost for a profile. */
+static void slot_cost(int profile, uint8_t *alg, uint32_t *ops, uint32_t *mem_kib)
 {
-	const char *fast = getenv("AMBERFS_KDF_INSECURE_FAST");
-
-	if (fast && strcmp(fast, "1") == 0) {
+	if (profile == AMBER_KDF_TEST) {
+		*alg = SLOT_ALG_ARGON2ID13_TEST;
 		*ops = crypto_pwhash_OPSLIMIT_MIN;
 		*mem_kib = (uint32_t)(crypto_pwhash_MEMLIMIT_MIN >> 10);
 	} else {
+		*alg = SLOT_ALG_ARGON2ID13;
 		*ops = SLOT_OPS_DEFAULT;
 		*mem_kib = SLOT_MEM_KIB_DEFAULT;
 	}
@@ -145,19 +150,19 @@ static int derive_kek(uint8_t kek[AMBER_KEY_BYTES], const uint8_t *pass, size_t 
 }
 
 /* Everything before the salt: magic, kind, alg, opslimit, memlimit. */
-static void slot_prefix(uint8_t *s, uint32_t ops, uint32_t mem_kib)
+static void slot_prefix(uint8_t *s, uint8_t alg, uint32_t ops, uint32_t mem_kib)
 {
 	memcpy(s, SLOT_MAGIC, SLOT_MAGIC_LEN);
 	s[8] = SLOT_KIND_PASSPHRASE;
-	s[9] = SLOT_ALG_ARGON2ID13;
+	s[9] = alg;
 	put_le32(s + 10, ops);
 	put_le32(s + 14, mem_kib);
 }
 
 int amber_keyslot_seal(uint8_t **slot, size_t *slot_len, const amber_keys *k,
-		       const uint8_t *pass, size_t pass_len)
+		       const uint8_t *pass, size_t pass_len, int profile)
 {
-	uint8_t kek[AMBER_KEY_BYTES];
+	uint8_t kek[AMBER_KEY_BYTES], alg;
 	uint32_t ops, mem_kib;
 	uint8_t *s;
 
@@ -168,8 +173,8 @@ int amber_keyslot_seal(uint8_t **slot, size_t *slot_len, const amber_keys *k,
 	s = malloc(SLOT_LEN);
 	if (!s)
 		return amber_fail(AMBER_ERROR, "out of memory (key slot)");
-	slot_cost(&ops, &mem_kib);
-	slot_prefix(s, ops, mem_kib);
+	slot_cost(profile, &alg, &ops, &mem_kib);
+	slot_prefix(s, alg, ops, mem_kib);
 	randombytes_buf(s + SLOT_SALT_OFF, crypto_pwhash_SALTBYTES);
 	randombytes_buf(s + SLOT_NONCE_OFF, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
 	if (derive_kek(kek, pass, pass_len, s + SLOT_SALT_OFF, ops, mem_kib) < 0) {
@@ -185,26 +190,60 @@ int amber_keyslot_seal(uint8_t **slot, size_t *slot_len, const amber_keys *k,
 	return 0;
 }
 
+/* Costs a reader may pay: bounded above always, below unless weak_ok. */
+static int slot_cost_check(uint8_t alg, uint32_t ops, uint32_t mem_kib, int weak_ok)
+{
+	if (ops < crypto_pwhash_OPSLIMIT_MIN || ops > SLOT_OPS_MAX || mem_kib > SLOT_MEM_KIB_MAX ||
+	    mem_kib < (crypto_pwhash_MEMLIMIT_MIN >> 10) || (uint64_t)ops * mem_kib > SLOT_WORK_MAX)
+		return amber_fail(AMBER_ECORRUPT, "key slot asks for %u Argon2id passes over %u KiB "
+				  "(accepted: at most %u passes, %u KiB, and %llu KiB-passes)",
+				  ops, mem_kib, SLOT_OPS_MAX, SLOT_MEM_KIB_MAX,
+				  (unsigned long long)SLOT_WORK_MAX);
+	if (weak_ok)
+		return 0;
+	if (alg == SLOT_ALG_ARGON2ID13_TEST)
+		return amber_fail(AMBER_ECORRUPT, "key slot uses the insecure test KDF profile "
+				  "(%u pass, %u KiB): refused (only test suites accept it)", ops,
+				  mem_kib);
+	if (ops < SLOT_OPS_MIN || mem_kib < SLOT_MEM_KIB_MIN)
+		return amber_fail(AMBER_ECORRUPT, "key slot has a weak Argon2id cost (%u passes, "
+				  "%u KiB; the minimum is %u passes, %u KiB): refused", ops, mem_kib,
+				  SLOT_OPS_MIN, SLOT_MEM_KIB_MIN);
+	return 0;
+}
+
 /* Validate a slot's structure and read its cost, before any expensive work. */
-static int slot_parse(const uint8_t *s, size_t len, uint32_t *ops, uint32_t *mem_kib)
+static int slot_parse(const uint8_t *s, size_t len, uint32_t *ops, uint32_t *mem_kib,
+		      int weak_ok)
 {
 	if (len != SLOT_LEN || memcmp(s, SLOT_MAGIC, SLOT_MAGIC_LEN) != 0)
 		return amber_fail(AMBER_ECORRUPT, "key slot is malformed (%zu bytes, expected a "
 				  "%zu-byte " SLOT_MAGIC " slot)", len, (size_t)SLOT_LEN);
-	if (s[8] != SLOT_KIND_PASSPHRASE || s[9] != SLOT_ALG_ARGON2ID13)
+	if (s[8] != SLOT_KIND_PASSPHRASE ||
+	    (s[9] != SLOT_ALG_ARGON2ID13 && s[9] != SLOT_ALG_ARGON2ID13_TEST))
 		return amber_fail(AMBER_ECORRUPT, "key slot of unknown kind %u / algorithm %u",
 				  s[8], s[9]);
 	*ops = get_le32(s + 10);
 	*mem_kib = get_le32(s + 14);
-	if (*ops < crypto_pwhash_OPSLIMIT_MIN || *ops > SLOT_OPS_LIMIT)
-		return amber_fail(AMBER_ECORRUPT, "key slot asks for %u Argon2id passes "
-				  "(accepted: %u..%u)", *ops, (unsigned)crypto_pwhash_OPSLIMIT_MIN,
-				  SLOT_OPS_LIMIT);
-	if (*mem_kib < (crypto_pwhash_MEMLIMIT_MIN >> 10) || *mem_kib > SLOT_MEM_KIB_LIMIT)
-		return amber_fail(AMBER_ECORRUPT, "key slot asks for %u KiB of Argon2id memory "
-				  "(accepted: %u..%u)", *mem_kib,
-				  (unsigned)(crypto_pwhash_MEMLIMIT_MIN >> 10), SLOT_MEM_KIB_LIMIT);
-	return 0;
+	return slot_cost_check(s[9], *ops, *mem_kib, weak_ok);
+}
+
+int amber_keyslot_check(const uint8_t *slot, size_t slot_len)
+{
+	uint32_t ops, mem_kib;
+
+	return slot_parse(slot, slot_len, &ops, &mem_kib, 1);
+}
+
+int amber_keyslot_weak(const uint8_t *slot, size_t slot_len)
+{
+	uint32_t ops, mem_kib;
+
+	int weak = slot_parse(slot, slot_len, &ops, &mem_kib, 1) == 0 &&
+		   slot_parse(slot, slot_len, &ops, &mem_kib, 0) < 0;
+
+	amber_error_clear();
+	return weak;
 }
 
 static int slot_unseal(amber_keys *k, const uint8_t *s, const uint8_t kek[AMBER_KEY_BYTES])
@@ -218,7 +257,7 @@ static int slot_unseal(amber_keys *k, const uint8_t *s, const uint8_t kek[AMBER_
 }
 
 int amber_keyslot_open(amber_keys **out, const uint8_t *slot, size_t slot_len,
-		       const uint8_t *pass, size_t pass_len)
+		       const uint8_t *pass, size_t pass_len, int weak_ok)
 {
 	uint8_t kek[AMBER_KEY_BYTES];
 	uint32_t ops = 0, mem_kib = 0;
@@ -226,7 +265,7 @@ int amber_keyslot_open(amber_keys **out, const uint8_t *slot, size_t slot_len,
 	int rc;
 
 	*out = NULL;
-	rc = slot_parse(slot, slot_len, &ops, &mem_kib);
+	rc = slot_parse(slot, slot_len, &ops, &mem_kib, weak_ok);
 	if (rc < 0)
 		return rc;
 	rc = keys_alloc(&k);

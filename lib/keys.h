@@ -48,19 +48,27 @@ void amber_keys_free(amber_keys *k);
  * Seal the master key under a passphrase into a key slot blob (format in
  * amberfs-format(5): magic "AMBSLOT1", kind, Argon2id parameters, salt,
  * nonce, ciphertext).  *slot is malloc'd; the caller frees it.
- * The Argon2id cost is opslimit 3, memlimit 64 MiB, unless the environment
- * variable AMBERFS_KDF_INSECURE_FAST=1 asks for the minimum (tests only).
+ * @param profile  AMBER_KDF_DEFAULT (opslimit 3, memlimit 64 MiB) or
+ *                 AMBER_KDF_TEST (the minimum, labelled alg 2; tests only)
  */
 int amber_keyslot_seal(uint8_t **slot, size_t *slot_len, const amber_keys *k,
-		       const uint8_t *pass, size_t pass_len);
+		       const uint8_t *pass, size_t pass_len, int profile);
 
 /**
- * Open a passphrase key slot.
+ * Open a passphrase key slot.  Its cost is checked before any work: above
+ * the bounds it is refused; below the minimum, or of the test profile, it
+ * is refused unless weak_ok.
  * @return 0 and *out set, AMBER_EBADKEY if the passphrase does not open it,
- *         AMBER_ECORRUPT if the slot is malformed.
+ *         AMBER_ECORRUPT if the slot is malformed or its cost refused.
  */
 AMBER_MUST_USE int amber_keyslot_open(amber_keys **out, const uint8_t *slot, size_t slot_len,
-				      const uint8_t *pass, size_t pass_len);
+				      const uint8_t *pass, size_t pass_len, int weak_ok);
+
+/** AMBER_ECORRUPT (with a message) if a slot is malformed or its cost out of bounds. */
+int amber_keyslot_check(const uint8_t *slot, size_t slot_len);
+
+/** 1 if a well-formed slot is weak (test profile or below the minimum cost). */
+int amber_keyslot_weak(const uint8_t *slot, size_t slot_len);
 
 #define AMBER_TOKEN_HEXSZ 32
 

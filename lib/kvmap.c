@@ -1,5 +1,7 @@
 #include "kvmap.h"
 
+#include "cachedir.h"
+
 #include "amber.h"
 #include "error.h"
 
@@ -148,25 +150,12 @@ static int write_all(FILE *f, const amber_kvmap *m, const char magic[8], const u
 int amber_kvmap_save(const amber_kvmap *m, const char *path, const char magic[8],
 		     const uint8_t tag[32])
 {
-	char tmp[4096];
-	FILE *f;
-	int rc;
+	char *tmp = NULL;
+	FILE *f = amber_tmpfile_new(&tmp, path); /* unique, O_EXCL: never a planted file */
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= sizeof(tmp))
-		return amber_fail(AMBER_ERROR, "cache path too long: %s", path);
-	f = fopen(tmp, "wb");
 	if (!f)
-		return amber_fail_errno("cannot write cache file %s", tmp);
-	rc = write_all(f, m, magic, tag);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
-		rc = -1;
-	if (fclose(f) != 0)
-		rc = -1;
-	if (rc == 0 && rename(tmp, path) == 0)
-		return 0;
-	rc = amber_fail_errno("cannot write cache file %s", path);
-	unlink(tmp);
-	return rc;
+		return AMBER_ERROR;
+	return amber_tmpfile_commit(f, tmp, path, write_all(f, m, magic, tag) == 0);
 }
 
 int amber_mkdirs(const char *path, int mode)

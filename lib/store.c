@@ -33,6 +33,7 @@
 
 #include <assert.h>
 #include <dirent.h>
+#include <fnmatch.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -64,6 +65,7 @@ struct amber_store {
 	git_repository *repo;
 	git_odb *odb;		/* thread-safe; used without mu */
 	int lock_fd;		/* writer lock, -1 if not held */
+	uint64_t rollover;	/* pack size that starts a new pack; 0: PACK_ROLLOVER */
 };
 
 /* Errors ----------------------------------------------------------------- */
@@ -644,19 +646,9 @@ static int ents_grow(struct amber_packw *w)
 	return 0;
 }
 
-static uint64_t rollover_bytes(void)
+void amber_store_set_rollover(amber_store *s, uint64_t bytes)
 {
-	const char *env = getenv("AMBERFS_PACK_ROLLOVER_BYTES");
-	char *end;
-	unsigned long long v;
-
-	if (!env || !*env)
-		return PACK_ROLLOVER;
-	errno = 0;
-	v = strtoull(env, &end, 10);
-	if (errno || *end || v == 0)
-		return PACK_ROLLOVER;
-	return v;
+	s->rollover = bytes;
 }
 
 int amber_packw_new(amber_packw **out, amber_store *s)
@@ -670,7 +662,7 @@ int amber_packw_new(amber_packw **out, amber_store *s)
 	}
 	w->s = s;
 	w->fd = -1;
-	w->rollover = rollover_bytes();
+	w->rollover = s->rollover ? s->rollover : PACK_ROLLOVER;
 	pthread_mutex_init(&w->mu, NULL);
 	/* Adds skip the odb's refresh-on-miss; see what others wrote once here. */
 	if (amber_store_refresh(s) < 0) {
@@ -1079,6 +1071,9 @@ static int ref_code(int err)
 	}
 }
 
+static int packed_refs_broken(void);
+static int packed_lookup(uint8_t oid[20], amber_store *s, const char *name);
+
 int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name)
 {
 	git_oid id;
@@ -1086,6 +1081,8 @@ int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name)
 
 	pthread_mutex_lock(&s->mu);
 	err = git_reference_name_to_id(&id, s->repo, name);
+	if (err < 0 && err != GIT_ENOTFOUND && packed_refs_broken())
+		err = packed_lookup(id.id, s, name); /* no loose ref: libgit2 looked first */
 	pthread_mutex_unlock(&s->mu);
 	if (err == GIT_ENOTFOUND)
 		return amber_fail(AMBER_ENOTFOUND, "ref %s not found", name);
@@ -1177,6 +1174,190 @@ static int reflist_collect(struct reflist *l, amber_store *s, const char *glob)
 	return rc;
 }
 
+static void reflist_clear(struct reflist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+/*
+ * packed-refs, read tolerantly.  libgit2 refuses the whole file for one
+ * malformed line, which made every ref read and `verify` fail: here a
+ * malformed line is skipped (verify reports it, see
+ * amber_store_packed_refs_bad()) and the other refs stay readable.  Used
+ * only when libgit2 says the file is corrupt.  Lock held.
+ */
+#define PACKED_LINE_MAX 4096
+
+static int packed_refs_broken(void)
+{
+	const git_error *e = git_error_last();
+
+	return e && e->klass == GIT_ERROR_REFERENCE && e->message &&
+	       strstr(e->message, "packed references");
+}
+
+static int hex_oid(uint8_t oid[20], const char *hex)
+{
+	git_oid id;
+
+	if (strspn(hex, "0123456789abcdef") < 40 || git_oid_fromstrn(&id, hex, 40) < 0)
+		return -1;
+	memcpy(oid, id.id, 20);
+	return 0;
+}
+
+/* "<40 hex> <refname>\n"; a name with control bytes or spaces is malformed. */
+static int packed_line(uint8_t oid[20], char **name, char *line)
+{
+	size_t len = strcspn(line, "\n");
+
+	line[len] = '\0';
+	*name = line + 41;
+	if (len < 46 || line[40] != ' ' || hex_oid(oid, line) < 0 ||
+	    strncmp(*name, "refs/", 5) != 0)
+		return -1;
+	for (const char *p = *name; *p; p++)
+		if ((unsigned char)*p <= ' ' || *p == 0x7f)
+			return -1;
+	return 0;
+}
+
+/* Visit the well-formed lines; count the others (peeled "^" lines and the header aside). */
+static int packed_scan(amber_store *s, size_t *bad, size_t *first_bad,
+		       int (*cb)(const char *name, const uint8_t oid[20], void *payload),
+		       void *payload)
+{
+	char *path = path_join(git_repository_path(s->repo), "packed-refs"), *name;
+	char line[PACKED_LINE_MAX];
+	uint8_t oid[20];
+	FILE *f = path ? fopen(path, "re") : NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	*bad = *first_bad = 0;
+	free(path);
+	while (f && rc == 0 && fgets(line, sizeof(line), f)) {
+		n++;
+		if (line[0] == '#' || line[0] == '^')
+			continue;
+		if (packed_line(oid, &name, line) < 0 || strchr(line, '\0') == line + sizeof(line) - 1) {
+			if ((*bad)++ == 0)
+				*first_bad = n;
+			continue;
+		}
+		rc = cb(name, oid, payload);
+	}
+	if (f)
+		fclose(f);
+	return rc;
+}
+
+struct packed_find {
+	const char *name;
+	uint8_t *oid;
+	int found;
+};
+
+static int packed_find_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	struct packed_find *p = payload;
+
+	if (strcmp(name, p->name) == 0) {
+		memcpy(p->oid, oid, 20);
+		p->found = 1;
+	}
+	return 0;
+}
+
+static int packed_lookup(uint8_t oid[20], amber_store *s, const char *name)
+{
+	struct packed_find p = {name, oid, 0};
+	size_t bad, first;
+
+	packed_scan(s, &bad, &first, packed_find_cb, &p);
+	return p.found ? 0 : GIT_ENOTFOUND;
+}
+
+int amber_store_packed_refs_bad(amber_store *s, size_t *first_line)
+{
+	struct packed_find p = {"", NULL, 0};
+	size_t bad = 0;
+
+	pthread_mutex_lock(&s->mu);
+	packed_scan(s, &bad, first_line, packed_find_cb, &p);
+	pthread_mutex_unlock(&s->mu);
+	return bad > SIZE_MAX / 2 ? INT_MAX : (int)bad;
+}
+
+struct tolerant {
+	struct reflist *l;
+	const char *glob;
+	amber_store *s;
+};
+
+/* A packed ref, unless a loose ref of that name (which wins) exists. */
+static int tolerant_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	struct tolerant *t = payload;
+	git_reference *ref = NULL;
+	git_oid id;
+
+	if (fnmatch(t->glob, name, 0) != 0)
+		return 0;
+	git_oid_fromraw(&id, oid);
+	if (git_reference_lookup(&ref, t->s->repo, name) == 0 &&
+	    git_reference_type(ref) == GIT_REFERENCE_DIRECT)
+		git_oid_cpy(&id, git_reference_target(ref));
+	git_reference_free(ref);
+	return reflist_push(t->l, name, &id) < 0 ? amber_fail(AMBER_ERROR, "out of memory") : 0;
+}
+
+/* Loose refs under dir (relative to the git dir) that no packed line named. */
+static int loose_collect(struct tolerant *t, const char *rel, int depth)
+{
+	char *dir = path_join(git_repository_path(t->s->repo), rel);
+	DIR *d = dir ? opendir(dir) : NULL;
+	struct dirent *e;
+	int rc = 0;
+
+	while (d && rc == 0 && (e = readdir(d))) {
+		char *sub = e->d_name[0] == '.' ? NULL : path_join(rel, e->d_name);
+		git_reference *ref = NULL;
+		size_t i;
+
+		if (!sub)
+			continue;
+		for (i = 0; i < t->l->n && strcmp(t->l->v[i].name, sub) != 0; i++)
+			;
+		if (e->d_type == DT_DIR && depth < 32)
+			rc = loose_collect(t, sub, depth + 1);
+		else if (i == t->l->n && fnmatch(t->glob, sub, 0) == 0 &&
+			 git_reference_lookup(&ref, t->s->repo, sub) == 0 &&
+			 git_reference_type(ref) == GIT_REFERENCE_DIRECT &&
+			 reflist_push(t->l, sub, git_reference_target(ref)) < 0)
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		git_reference_free(ref);
+		free(sub);
+	}
+	if (d)
+		closedir(d);
+	free(dir);
+	return rc;
+}
+
+static int tolerant_collect(struct reflist *l, amber_store *s, const char *glob)
+{
+	struct tolerant t = {l, glob, s};
+	size_t bad, first;
+	int rc = packed_scan(s, &bad, &first, tolerant_cb, &t);
+
+	git_error_clear();
+	return rc == 0 ? loose_collect(&t, "refs", 0) : rc;
+}
+
 int amber_store_ref_foreach(amber_store *s, const char *glob,
 			    int (*cb)(const char *name, const uint8_t oid[20], void *payload),
 			    void *payload)
@@ -1187,13 +1368,15 @@ int amber_store_ref_foreach(amber_store *s, const char *glob,
 
 	pthread_mutex_lock(&s->mu);
 	rc = reflist_collect(&l, s, glob);
+	if (rc < 0 && packed_refs_broken()) {
+		reflist_clear(&l);
+		rc = tolerant_collect(&l, s, glob);
+	}
 	pthread_mutex_unlock(&s->mu);
 	/* Callbacks run unlocked so they may use the store themselves. */
 	for (i = 0; rc == 0 && i < l.n; i++)
 		rc = cb(l.v[i].name, l.v[i].oid, payload);
-	for (i = 0; i < l.n; i++)
-		free(l.v[i].name);
-	free(l.v);
+	reflist_clear(&l);
 	return rc;
 }
 

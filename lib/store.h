@@ -78,12 +78,14 @@ typedef struct amber_packw amber_packw;
  */
 int amber_packw_new(amber_packw **out, amber_store *s);
 
+/** Pack size at which later writers roll over to a new pack; 0: 512 MiB. */
+void amber_store_set_rollover(amber_store *s, uint64_t bytes);
+
 /**
  * Add an object (thread-safe).  Objects that already exist in the store or
  * were already added are not written again.  Rolls over to a new pack
- * file when the current one passes 512 MiB (for tests, the environment
- * variable AMBERFS_PACK_ROLLOVER_BYTES, read by amber_packw_new(), sets
- * another threshold).
+ * file when the current one passes 512 MiB, or the threshold set with
+ * amber_store_set_rollover() (read by amber_packw_new()).
  * @param oid_out  receives the object id
  * @param is_new   set to 1 if this call wrote it (may be NULL)
  */
@@ -123,6 +125,13 @@ int amber_store_ref_update(amber_store *s, const char *name, const uint8_t oid[2
 int amber_store_ref_foreach(amber_store *s, const char *glob,
 			    int (*cb)(const char *name, const uint8_t oid[20], void *payload),
 			    void *payload);
+
+/**
+ * Malformed lines of packed-refs (skipped by the ref readers, which keep
+ * every other ref readable).  @param first_line  receives the first one's
+ * line number.  @return how many (0 if none or no packed-refs).
+ */
+int amber_store_packed_refs_bad(amber_store *s, size_t *first_line);
 
 /**
  * Find the objects whose hex id starts with `prefix` (>= 4 hex chars).

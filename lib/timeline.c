@@ -10,6 +10,7 @@
  */
 #include "amber.h"
 #include "archive.h"
+#include "cachedir.h"
 #include "error.h"
 #include "reader.h"
 
@@ -120,21 +121,21 @@ static void load_cache(amber_timeline *t)
 
 static void save_cache(const amber_timeline *t)
 {
-	char tmp[4200];
+	char *tmp = NULL;
 	FILE *f;
 	int ok;
 
 	if (!t->cache_path)
 		return;
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", t->cache_path, (long)getpid());
-	if (!(f = fopen(tmp, "wb")))
-		return; /* read-only cache: run without persisting */
+	if (!(f = amber_tmpfile_new(&tmp, t->cache_path))) {
+		amber_error_clear(); /* read-only cache: run without persisting */
+		return;
+	}
 	ok = fwrite(TL_MAGIC, 1, 8, f) == 8 && fwrite(t->a->id, 1, 32, f) == 32;
 	for (size_t i = 0; ok && i < t->n; i++)
 		ok = fwrite(t->v[i].oid, 1, 20, f) == 20 && fwrite(&t->v[i].time_ns, 1, 8, f) == 8;
-	ok = fclose(f) == 0 && ok;
-	if (!ok || rename(tmp, t->cache_path) < 0)
-		unlink(tmp);
+	if (amber_tmpfile_commit(f, tmp, t->cache_path, ok) < 0)
+		amber_error_clear();
 }
 
 static long find_oid(const amber_timeline *t, const uint8_t oid[20])

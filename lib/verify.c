@@ -40,6 +40,7 @@
 #include "amber_verify.h"
 
 #include "archive.h"
+#include "cachedir.h"
 #include "chunker.h"
 #include "codec.h"
 #include "error.h"
@@ -64,7 +65,6 @@
 #define MAX_OBJECT ((size_t)1 << 30)
 #define MAX_RECORD_B64 ((size_t)1 << 20)
 #define MAX_DEPTH 1024
-#define SLOT_LEN 106
 
 /* ---- a set of object ids, each with a flag ------------------------------------ */
 
@@ -587,27 +587,15 @@ static int mark_read(uint8_t oid[20], vctx *v, const char *name)
 	return rc;
 }
 
-/* Replace the mark file atomically (write, fsync, rename). */
+/* Replace the mark file atomically (a new temporary file, fsync, rename). */
 static int mark_write(vctx *v, const char *name, const char *text)
 {
-	char *p = mark_path(v, name), *tmp = NULL;
-	int fd = -1, rc = -1;
-	size_t len = strlen(text);
+	char *p = mark_path(v, name);
+	int rc = p ? amber_file_replace(p, text, strlen(text)) : AMBER_ERROR;
 
-	if (p && (tmp = malloc(strlen(p) + 8)))
-		snprintf(tmp, strlen(p) + 8, "%s.tmp", p);
-	if (tmp)
-		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd >= 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
-	    close(fd) == 0) {
-		fd = -1;
-		rc = rename(tmp, p);
-	}
-	if (fd >= 0)
-		close(fd);
 	if (rc < 0)
-		amber_fail_errno("cannot write verify mark %s", p ? p : name);
-	free(tmp);
+		amber_fail(AMBER_ERROR, "cannot write verify mark %s: %s", p ? p : name,
+			   amber_error_last());
 	free(p);
 	return rc < 0 ? AMBER_ERROR : 0;
 }
@@ -806,22 +794,11 @@ static int check_tags(vctx *v)
 /* A passphrase slot's public part (amberfs-format(5) KEY SLOTS). */
 static void check_slot(vctx *v, const uint8_t *d, size_t len, const uint8_t oid[20], size_t i)
 {
-	uint32_t ops, mem;
-
-	if (len != SLOT_LEN || memcmp(d, "AMBSLOT1", 8) != 0 || d[8] != 1 || d[9] != 1) {
-		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL,
-			"key slot %zu is malformed (not an AMBSLOT1 passphrase slot of %d bytes)",
-			i, SLOT_LEN);
-		return;
-	}
-	ops = (uint32_t)d[10] | (uint32_t)d[11] << 8 | (uint32_t)d[12] << 16 |
-	      (uint32_t)d[13] << 24;
-	mem = (uint32_t)d[14] | (uint32_t)d[15] << 8 | (uint32_t)d[16] << 16 |
-	      (uint32_t)d[17] << 24;
-	if (ops < 1 || ops > 100 || mem < 8 || mem > 4194304)
-		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL,
-			"key slot %zu has Argon2id costs out of bounds (%u passes, %u KiB)", i, ops,
-			mem);
+	if (amber_keyslot_check(d, len) < 0)
+		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL, "key slot %zu: %s", i,
+			amber_error_last());
+	else if (amber_keyslot_weak(d, len))
+		v->st.weak_slots++;
 }
 
 static void check_slots(vctx *v, const uint8_t tree[20])
@@ -896,6 +873,10 @@ static void check_meta_tree(vctx *v, const uint8_t tree[20])
 	if (v->cfg_encrypted == 1 && !x)
 		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL,
 			"the config says the archive is encrypted, yet it has no key slots");
+	if (v->cfg_encrypted == 0 && amber_archive_seen_encrypted(v->a))
+		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL,
+			"the config says encryption none, but this machine saw the archive "
+			"encrypted: the config was rewritten (a downgrade)");
 done:
 	free(e);
 	amber_buf_dispose(&cfg);
@@ -971,7 +952,7 @@ static int unlock_checked(vctx *v)
 	for (size_t i = 0; i < a->nslots; i++) {
 		amber_keys *k = NULL;
 		int rc = amber_keyslot_open(&k, a->slots[i], a->slot_len[i], v->o->passphrase,
-					    v->o->passphrase_len);
+					    v->o->passphrase_len, a->weak_kdf_ok);
 
 		if (rc < 0)
 			continue;
@@ -1248,10 +1229,18 @@ static int structure_pass(vctx *v)
 {
 	int rc = amber_store_check_packs(v->a->store, pack_problem, v);
 
+	size_t line = 0;
+	int bad;
+
 	if (rc >= 0)
 		rc = amber_store_ref_foreach(v->a->store, "refs/*", ref_cb, v);
 	if (rc < 0)
 		return rc;
+	if ((bad = amber_store_packed_refs_bad(v->a->store, &line)) > 0)
+		problem(v, AMBER_VERIFY_MALFORMED, NULL, NULL, NULL,
+			"packed-refs has %d malformed line%s (the first is line %zu), skipped: the "
+			"other refs were checked; remove or repair the line", bad,
+			bad == 1 ? "" : "s", line);
 	check_meta(v);
 	v->st.streams = v->nstreams;
 	for (size_t i = 0; rc == 0 && i < v->nstreams; i++)

@@ -374,11 +374,12 @@ static const char **amber_argv(const char *const args[])
 	size_t n = 0;
 	while (args[n])
 		n++;
-	const char **argv = calloc(n + 2, sizeof(*argv));
+	const char **argv = calloc(n + 3, sizeof(*argv));
 	cr_assert(IT.bin, "itest_setup() was not run");
 	argv[0] = IT.bin;
+	argv[1] = "--kdf-profile=test"; /* cheap key slots; see amber_a() */
 	for (size_t i = 0; i < n; i++)
-		argv[i + 1] = args[i];
+		argv[i + 2] = args[i];
 	return argv;
 }
 
@@ -1549,4 +1550,19 @@ char *git_ok(const char *repo, const char *stdin_path, const char *arg0, ...)
 	free(gd);
 	free(r.err);
 	return r.out;
+}
+
+void amber_init_archive_real_kdf(const char *archive)
+{
+	char *pf = xasprintf("AMBERFS_PASSPHRASE_FILE=%s", IT.passfile);
+	char *cache = xasprintf("AMBERFS_CACHE_DIR=%s", IT.cache);
+	const char *env[] = {pf, cache, NULL};
+	run_opts o = {.env = env};
+	run_result r;
+
+	run_cmd(&r, &o, IT.bin, "init", archive, NULL); /* no --kdf-profile=test */
+	assert_ok(&r, "amberfs init (real KDF)");
+	run_result_dispose(&r);
+	free(cache);
+	free(pf);
 }

@@ -90,7 +90,9 @@ void itest_setup(void);
 void itest_teardown(void);
 
 /**
- * Run amberfs with args (NULL-terminated, without the program name).
+ * Run amberfs with args (NULL-terminated, without the program name), after
+ * the global option --kdf-profile=test (archives made by init get cheap,
+ * labelled test key slots, which only this option accepts when unlocking).
  * The environment gets AMBERFS_PASSPHRASE_FILE=IT.passfile,
  * AMBERFS_CACHE_DIR=IT.cache and HOME=IT.home, then o->env on top.
  */
@@ -103,6 +105,13 @@ pid_t amber_spawn(const run_opts *o, const char *const args[]);
 
 /** `amberfs init ARCHIVE` (encrypted unless plain); asserts success. */
 void amber_init_archive(const char *archive, int plain);
+
+/**
+ * `amberfs init ARCHIVE` without --kdf-profile=test: an encrypted archive
+ * whose key slot has the real Argon2id cost, for runs through programs
+ * that call amberfs themselves (mount helpers).  Asserts success.
+ */
+void amber_init_archive_real_kdf(const char *archive);
 
 /**
  * `amberfs snapshot ARCHIVE SRC [extra...]`; asserts exit 0 and that stdout

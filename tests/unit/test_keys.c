@@ -25,7 +25,6 @@
 static void setup(void)
 {
 	cr_assert_geq(sodium_init(), 0);
-	cr_assert_eq(setenv("AMBERFS_KDF_INSECURE_FAST", "1", 1), 0);
 }
 
 TestSuite(keys, .init = setup);
@@ -49,7 +48,7 @@ static void assert_same_keys(const amber_keys *a, const amber_keys *b)
 static void seal_new(amber_keys **k, uint8_t **slot, size_t *len)
 {
 	OK(amber_keys_generate(k));
-	OK(amber_keyslot_seal(slot, len, *k, PASS, PASS_LEN));
+	OK(amber_keyslot_seal(slot, len, *k, PASS, PASS_LEN, AMBER_KDF_TEST));
 	cr_assert_eq(*len, SLOT_LEN);
 }
 
@@ -100,7 +99,7 @@ Test(keys, slot_round_trip_recovers_the_master_key)
 
 	seal_new(&k, &slot, &len);
 	cr_assert_null(memmem(slot, len, k->master, AMBER_KEY_BYTES), "master key in the clear");
-	OK(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN));
+	OK(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 1));
 	assert_same_keys(k, opened);
 	amber_keys_free(k);
 	amber_keys_free(opened);
@@ -116,7 +115,7 @@ Test(keys, slot_layout_matches_the_format)
 	seal_new(&k, &slot, &len);
 	cr_assert_eq(memcmp(slot, "AMBSLOT1", 8), 0);
 	cr_assert_eq(slot[8], 1, "kind");
-	cr_assert_eq(slot[9], 1, "alg");
+	cr_assert_eq(slot[9], 2, "alg: Argon2id, labelled as the test profile");
 	cr_assert_eq(get_le32(slot + OPS_OFF), crypto_pwhash_OPSLIMIT_MIN);
 	cr_assert_eq(get_le32(slot + MEM_OFF), crypto_pwhash_MEMLIMIT_MIN / 1024);
 	amber_keys_free(k);
@@ -129,8 +128,9 @@ Test(keys, default_cost_is_three_passes_and_64_mib)
 	uint8_t *slot = NULL;
 	size_t len;
 
-	cr_assert_eq(unsetenv("AMBERFS_KDF_INSECURE_FAST"), 0);
-	seal_new(&k, &slot, &len);
+	OK(amber_keys_generate(&k));
+	OK(amber_keyslot_seal(&slot, &len, k, PASS, PASS_LEN, AMBER_KDF_DEFAULT));
+	cr_assert_eq(slot[9], 1, "alg: Argon2id");
 	cr_assert_eq(get_le32(slot + OPS_OFF), 3);
 	cr_assert_eq(get_le32(slot + MEM_OFF), 64 * 1024);
 	amber_keys_free(k);
@@ -144,7 +144,7 @@ Test(keys, sealing_twice_gives_different_slots)
 	size_t la, lb;
 
 	seal_new(&k, &a, &la);
-	OK(amber_keyslot_seal(&b, &lb, k, PASS, PASS_LEN));
+	OK(amber_keyslot_seal(&b, &lb, k, PASS, PASS_LEN, AMBER_KDF_TEST));
 	cr_assert_neq(memcmp(a, b, la), 0, "salt and nonce must be fresh");
 	amber_keys_free(k);
 	free(a);
@@ -160,11 +160,11 @@ Test(keys, wrong_passphrase_is_bad_key)
 
 	seal_new(&k, &slot, &len);
 	rc = amber_keyslot_open(&opened, slot, len, (const uint8_t *)"correct horse battery stapl",
-				PASS_LEN - 1);
+				PASS_LEN - 1, 1);
 	cr_assert_eq(rc, AMBER_EBADKEY, "rc %d: %s", rc, amber_error_last());
 	cr_assert_null(opened);
 	cr_assert_neq(strstr(amber_error_last(), "passphrase"), NULL);
-	rc = amber_keyslot_open(&opened, slot, len, (const uint8_t *)"", 0);
+	rc = amber_keyslot_open(&opened, slot, len, (const uint8_t *)"", 0, 1);
 	cr_assert_eq(rc, AMBER_EBADKEY);
 	amber_keys_free(k);
 	free(slot);
@@ -181,7 +181,7 @@ Test(keys, corrupted_slot_never_opens)
 	for (size_t i = 0; i < len; i++) {
 		for (int bit = 0; bit < 8; bit += 7) {
 			slot[i] ^= (uint8_t)(1u << bit);
-			rc = amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN);
+			rc = amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 1);
 			cr_assert(rc == AMBER_ECORRUPT || rc == AMBER_EBADKEY,
 				  "flip of bit %d at %zu: rc %d (%s)", bit, i, rc,
 				  amber_error_last());
@@ -201,11 +201,11 @@ Test(keys, truncated_or_extended_slot_is_corrupt)
 
 	seal_new(&k, &slot, &len);
 	for (size_t l = 0; l < len; l++)
-		cr_assert_eq(amber_keyslot_open(&opened, slot, l, PASS, PASS_LEN), AMBER_ECORRUPT,
+		cr_assert_eq(amber_keyslot_open(&opened, slot, l, PASS, PASS_LEN, 1), AMBER_ECORRUPT,
 			     "truncated to %zu", l);
 	memcpy(big, slot, len);
 	big[len] = 0;
-	cr_assert_eq(amber_keyslot_open(&opened, big, len + 1, PASS, PASS_LEN), AMBER_ECORRUPT);
+	cr_assert_eq(amber_keyslot_open(&opened, big, len + 1, PASS, PASS_LEN, 1), AMBER_ECORRUPT);
 	amber_keys_free(k);
 	free(slot);
 }
@@ -219,7 +219,7 @@ static int open_with_cost(const uint8_t *slot, uint32_t ops, uint32_t mem_kib)
 	memcpy(copy, slot, SLOT_LEN);
 	put_le32(copy + OPS_OFF, ops);
 	put_le32(copy + MEM_OFF, mem_kib);
-	rc = amber_keyslot_open(&opened, copy, SLOT_LEN, PASS, PASS_LEN);
+	rc = amber_keyslot_open(&opened, copy, SLOT_LEN, PASS, PASS_LEN, 1);
 	amber_keys_free(opened);
 	return rc;
 }
@@ -257,10 +257,10 @@ Test(keys, unknown_kind_or_algorithm_is_corrupt)
 
 	seal_new(&k, &slot, &len);
 	slot[8] = 2;
-	cr_assert_eq(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN), AMBER_ECORRUPT);
+	cr_assert_eq(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 1), AMBER_ECORRUPT);
 	slot[8] = 1;
-	slot[9] = 2;
-	cr_assert_eq(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN), AMBER_ECORRUPT);
+	slot[9] = 3;
+	cr_assert_eq(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 1), AMBER_ECORRUPT);
 	amber_keys_free(k);
 	free(slot);
 }
@@ -323,4 +323,78 @@ Test(keys, content_hash_is_keyed)
 	cr_assert_neq(memcmp(h1, h3, 32), 0);
 	amber_keys_free(a);
 	amber_keys_free(b);
+}
+
+/* ---- weak key slots ------------------------------------------------------ */
+
+Test(keys, test_profile_slot_opens_only_when_weak_slots_are_accepted)
+{
+	amber_keys *k = NULL, *opened = NULL;
+	uint8_t *slot = NULL;
+	size_t len;
+	int rc;
+
+	seal_new(&k, &slot, &len);
+	rc = amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 0);
+	cr_assert_eq(rc, AMBER_ECORRUPT, "rc %d: %s", rc, amber_error_last());
+	cr_assert_null(opened);
+	cr_assert_neq(strstr(amber_error_last(), "test KDF profile"), NULL, "%s",
+		      amber_error_last());
+	cr_assert_eq(amber_keyslot_weak(slot, len), 1);
+	amber_keys_free(k);
+	free(slot);
+}
+
+/* A slot labelled Argon2id (alg 1) but below the minimum cost: refused
+ * before any work unless weak slots are accepted (then the altered,
+ * authenticated cost makes it a wrong key). */
+Test(keys, slot_below_minimum_cost_is_refused, .timeout = 30)
+{
+	amber_keys *k = NULL, *opened = NULL;
+	uint8_t *slot = NULL;
+	size_t len;
+
+	OK(amber_keys_generate(&k));
+	OK(amber_keyslot_seal(&slot, &len, k, PASS, PASS_LEN, AMBER_KDF_DEFAULT));
+	cr_assert_eq(amber_keyslot_weak(slot, len), 0);
+	put_le32(slot + OPS_OFF, 1);
+	cr_assert_eq(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 0), AMBER_ECORRUPT);
+	cr_assert_neq(strstr(amber_error_last(), "weak"), NULL, "%s", amber_error_last());
+	cr_assert_eq(amber_keyslot_weak(slot, len), 1);
+	cr_assert_eq(amber_keyslot_open(&opened, slot, len, PASS, PASS_LEN, 1), AMBER_EBADKEY);
+	amber_keys_free(k);
+	free(slot);
+}
+
+/* The environment no longer chooses the cost: only the caller's profile does. */
+Test(keys, environment_does_not_weaken_the_default_profile)
+{
+	amber_keys *k = NULL;
+	uint8_t *slot = NULL;
+	size_t len;
+
+	cr_assert_eq(setenv("AMBERFS_KDF_INSECURE_FAST", "1", 1), 0);
+	OK(amber_keys_generate(&k));
+	OK(amber_keyslot_seal(&slot, &len, k, PASS, PASS_LEN, AMBER_KDF_DEFAULT));
+	cr_assert_eq(slot[9], 1);
+	cr_assert_eq(get_le32(slot + OPS_OFF), 3);
+	cr_assert_eq(get_le32(slot + MEM_OFF), 64 * 1024);
+	amber_keys_free(k);
+	free(slot);
+}
+
+/* 100 passes over 4 GiB took 45 s and 4.2 GiB: refused before Argon2id. */
+Test(keys, costly_slot_is_refused_at_once, .timeout = 5)
+{
+	amber_keys *k = NULL;
+	uint8_t *slot = NULL;
+	size_t len;
+
+	seal_new(&k, &slot, &len);
+	cr_assert_eq(open_with_cost(slot, 100, 4u << 20), AMBER_ECORRUPT);
+	cr_assert_eq(open_with_cost(slot, 33, 8), AMBER_ECORRUPT);
+	cr_assert_eq(open_with_cost(slot, 1, (1u << 20) + 1), AMBER_ECORRUPT);
+	cr_assert_eq(open_with_cost(slot, 5, 1u << 20), AMBER_ECORRUPT, "over the work bound");
+	amber_keys_free(k);
+	free(slot);
 }

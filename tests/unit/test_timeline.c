@@ -28,14 +28,12 @@
 #define T0 ((int64_t)1700000000 * 1000000000 + 123456789)
 #define STEP ((int64_t)3600 * 1000000000 + 1001)   /* an hour and a bit */
 
+static char cache[4200];
+
 static void setup(void)
 {
-	char cache[4200];
-
 	scratch_make("timeline");
 	snprintf(cache, sizeof(cache), "%s/cache", base);
-	setenv("AMBERFS_KDF_INSECURE_FAST", "1", 1);
-	setenv("AMBERFS_CACHE_DIR", cache, 1);
 	OK(amber_global_init());
 }
 
@@ -69,9 +67,12 @@ static void write_file(const char *path, const void *data, size_t len)
 
 static amber_archive *new_archive(const char *pass)
 {
-	amber_create_opts o = {0};
+	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
+	amber_create_opts o = {.kdf_profile = AMBER_KDF_TEST, .open = &oo};
 	amber_archive *a = NULL;
 
+	oo.cache_dir = cache;
+	oo.weak_kdf_ok = 1;
 	if (pass) {
 		o.passphrase = (const unsigned char *)pass;
 		o.passphrase_len = strlen(pass);
