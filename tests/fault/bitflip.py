@@ -46,7 +46,7 @@ class Flip:
         return ["--passphrase-file", os.path.join(self.work, "pass")] if self.encrypted else []
 
     def amber(self, *argv):
-        r = run([self.bin] + list(argv), self.env)
+        r = run([self.bin, "--kdf-profile=test"] + list(argv), self.env)
         if r.returncode < 0 or r.returncode >= 128 or any(s in r.stderr for s in SANITIZER):
             raise Crash("%s: exit %d: %s" % (argv[0], r.returncode, r.stderr[-400:]))
         return r
@@ -113,7 +113,8 @@ class Flip:
         mnt = os.path.join(self.work, "mnt")
         os.makedirs(mnt, exist_ok=True)
         log = os.path.join(self.work, "mount.log")
-        p = subprocess.Popen([self.bin, "mount", arch, mnt, "-f"] + self.key_opts(),
+        p = subprocess.Popen([self.bin, "--kdf-profile=test", "mount", arch, mnt, "-f"] +
+                             self.key_opts(),
                              env=self.env, stdout=subprocess.DEVNULL,
                              stderr=open(log, "w"))
         bad = 0

@@ -80,7 +80,7 @@ class Sweep:
         return ["--passphrase-file", os.path.join(self.work, "pass")] if self.encrypted else []
 
     def amber(self, *argv, env=None, prefix=()):
-        return run(list(prefix) + [self.bin] + list(argv), env or self.env)
+        return run(list(prefix) + [self.bin, "--kdf-profile=test"] + list(argv), env or self.env)
 
     def setup(self):
         w = self.work

@@ -11,7 +11,7 @@ AMBER_FUZZ(keyslot)
 	amber_keys *k = NULL;
 
 	fuzz_init();
-	if (amber_keyslot_open(&k, data, size, (const uint8_t *)"pass", 4) == 0)
+	if (amber_keyslot_open(&k, data, size, (const uint8_t *)"pass", 4, 1) == 0)
 		amber_keys_free(k);
 	return 0;
 }
