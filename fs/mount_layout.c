@@ -105,13 +105,35 @@ void mnt_tl_destroy(struct mnt *m)
 
 /* Names ----------------------------------------------------------------- */
 
+/* a / b rounded down: times before 1970 are negative. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b < 0);
+}
+
+/*
+ * Times come from unauthenticated commit trailers and may be anywhere in
+ * int64.  The first day of that range (1677-09-21) starts before INT64_MIN,
+ * so it starts at INT64_MIN here (which is also what parsing its name
+ * gives); the last day (2262-04-11) has no representable next midnight.
+ */
 static int64_t day_of(int64_t ns)
 {
-	int64_t d = ns / DAY_NS;
+	int64_t d;
 
-	if (ns % DAY_NS < 0)
-		d--;
-	return d * DAY_NS;
+	if (__builtin_mul_overflow(floor_div(ns, DAY_NS), DAY_NS, &d))
+		return INT64_MIN;
+	return d;
+}
+
+/* Index of the first snapshot after the day starting at `day`. Caller holds tl_lock. */
+static size_t day_end(const amber_timeline *t, int64_t day)
+{
+	int64_t next;
+
+	if (__builtin_mul_overflow(floor_div(day, DAY_NS) + 1, DAY_NS, &next))
+		return amber_timeline_count(t);
+	return amber_timeline_lower_bound(t, next);
 }
 
 static void utc(struct tm *tm, int64_t ns, long *usec)
@@ -141,7 +163,7 @@ static void day_name(char out[32], int64_t ns)
 /* The name of snapshot i of t (see the collision rule above). */
 static void snap_name(char out[48], const amber_timeline *t, size_t i)
 {
-	int64_t us = amber_timeline_time(t, i) / 1000;
+	int64_t us = floor_div(amber_timeline_time(t, i), 1000);
 	struct tm tm;
 	size_t k = i;
 	long frac;
@@ -150,7 +172,7 @@ static void snap_name(char out[48], const amber_timeline *t, size_t i)
 	utc(&tm, amber_timeline_time(t, i), &frac);
 	len = snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%06ldZ", tm.tm_year + 1900,
 		       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-	while (k > 0 && amber_timeline_time(t, k - 1) / 1000 == us)
+	while (k > 0 && floor_div(amber_timeline_time(t, k - 1), 1000) == us)
 		k--;
 	if (k < i)
 		snprintf(out + len, 48 - (size_t)len, "~%zu", i - k + 1);
@@ -374,7 +396,7 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	char check[32];
 	amber_timeline *t;
 	int64_t ns;
-	size_t i, n;
+	size_t i;
 	int err;
 
 	if (amber_time_parse(&ns, name) || day_of(ns) != ns)
@@ -386,8 +408,7 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	if (err)
 		return err;
 	i = amber_timeline_lower_bound(t, ns);
-	n = amber_timeline_count(t);
-	err = i < n && amber_timeline_time(t, i) < ns + DAY_NS ? 0 : ENOENT;
+	err = i < day_end(t, ns) ? 0 : ENOENT;
 	tl_unlock(m);
 	if (!err)
 		err = virt(o, MK_DAY, vino(MK_DAY, p->stream, ns), p->stream);
@@ -406,7 +427,7 @@ static long find_in_day(const amber_timeline *t, const struct mnt_node *p, const
 	if (amber_time_parse(&ns, base) || day_of(ns) != p->day_ns)
 		return -1;
 	for (i = amber_timeline_lower_bound(t, ns); i < n; i++) {
-		if (amber_timeline_time(t, i) / 1000 != ns / 1000)
+		if (floor_div(amber_timeline_time(t, i), 1000) != floor_div(ns, 1000))
 			break;
 		snap_name(check, t, i);
 		if (strcmp(check, name) == 0)
@@ -609,7 +630,9 @@ static int list_days(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn em
 	for (; i < count; i = next) {
 		int64_t day = day_of(amber_timeline_time(t, i));
 
-		next = amber_timeline_lower_bound(t, day + DAY_NS);
+		next = day_end(t, day);
+		if (next <= i)          /* times strictly increase; never loop anyway */
+			next = i + 1;
 		day_name(name, day);
 		if (emit(ctx, name, vino(MK_DAY, n->stream, day), S_IFDIR,
 			 (off_t)(next + COOKIE_BASE)))
@@ -629,7 +652,7 @@ static int list_day(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn emi
 	if (err)
 		return err;
 	i = amber_timeline_lower_bound(t, n->day_ns);
-	end = amber_timeline_lower_bound(t, n->day_ns + DAY_NS);
+	end = day_end(t, n->day_ns);
 	for (i = i > p ? i : p; i < end; i++) {
 		snap_name(name, t, i);
 		amber_timeline_id(id, t, i);

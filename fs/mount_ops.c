@@ -106,9 +106,10 @@ void mnt_fill_stat(struct mnt *m, const struct mnt_node *n, struct stat *st)
 		if (n->kind == MK_SNAPROOT) {
 			/* a snapshot directory is dated by its snapshot */
 			int64_t t = amber_snapshot_info(n->snap->s)->time_ns;
+			int64_t ns = t % 1000000000;    /* negative before 1970 */
 
-			st->st_mtim.tv_sec = (time_t)(t / 1000000000);
-			st->st_mtim.tv_nsec = (long)(t % 1000000000);
+			st->st_mtim.tv_sec = (time_t)(t / 1000000000 - (ns < 0));
+			st->st_mtim.tv_nsec = (long)(ns < 0 ? ns + 1000000000 : ns);
 			st->st_atim = st->st_ctim = st->st_mtim;
 		}
 		return;

@@ -2189,3 +2189,148 @@ Test(mount, passphrase_from_flag_env_or_option_and_bad_mounts_refused)
 	free(a);
 	free(bad);
 }
+
+/* ------------------------------------------------------------------ */
+/* 9. Hostile archives: what someone who can write the store may plant  */
+
+/*
+ * Sorted names in a directory, one per line, like list_dir(), but a
+ * listing that goes past `max` entries fails the test instead of running
+ * on forever.
+ */
+static char *list_dir_capped(const char *path, size_t max)
+{
+	DIR *d = opendir(path);
+	cr_assert(d, "opendir %s: %s", path, strerror(errno));
+	char **v = NULL, *out;
+	size_t n = 0, total = 1;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		cr_assert(n < max, "the listing of %s does not end: more than %zu entries "
+			  "(the last: '%s')", path, max, de->d_name);
+		v = realloc(v, (n + 1) * sizeof(*v));
+		v[n++] = strdup(de->d_name);
+		total += strlen(de->d_name) + 1;
+	}
+	closedir(d);
+	for (size_t i = 1; i < n; i++) {
+		for (size_t j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+			char *t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	}
+	out = calloc(1, total);
+	for (size_t i = 0, len = 0; i < n; i++) {
+		len += (size_t)snprintf(out + len, total - len, "%s\n", v[i]);
+		free(v[i]);
+	}
+	free(v);
+	return out;
+}
+
+/*
+ * A commit with the tree and message of `model` but the Amberfs-Time
+ * trailer set to `when`, on `parent` (NULL: a root commit).  Git plumbing
+ * only: the times are not authenticated until a snapshot is opened, so
+ * this needs no key.
+ */
+static char *forge_time(const char *arch, const char *model, const char *parent,
+			const char *when)
+{
+	static int seq;
+	char *raw = git_ok(arch, NULL, "cat-file", "commit", model, NULL);
+	char *body = strstr(raw, "\n\n");
+	cr_assert(body, "commit %s has no message", model);
+	char *t = strstr(body, "\nAmberfs-Time: ");
+	cr_assert(t, "commit %s has no Amberfs-Time trailer:\n%s", model, raw);
+	char *eol = strchr(t + 1, '\n');
+	*t = '\0';
+	char *msg = xasprintf("%s\nAmberfs-Time: %s%s\n", body + 2, when, eol ? eol : "");
+	char *path = xasprintf("%s/forged-msg-%d", IT.tmp, seq++);
+	write_str(path, msg);
+	char *spec = xasprintf("%s^{tree}", model);
+	char *tree = git_ok(arch, NULL, "rev-parse", spec, NULL);
+	char *oid = parent ? git_ok(arch, NULL, "commit-tree", tree, "-p", parent, "-F", path,
+				    NULL)
+			   : git_ok(arch, NULL, "commit-tree", tree, "-F", path, NULL);
+	free(tree);
+	free(spec);
+	free(path);
+	free(msg);
+	free(raw);
+	return oid;
+}
+
+/*
+ * Snapshot times come from commit trailers that anyone who can write the
+ * store can forge.  The ends of the int64 ns range (1677-09-21, whose
+ * midnight is not representable, and 2262-04-11, whose next midnight is
+ * not) and times just around 1970 must still list as one directory per
+ * day, each listing must end, and each name must resolve to its snapshot
+ * (which then fails authentication: EIO, not ENOENT).
+ */
+Test(mount, forged_extreme_snapshot_times_list_by_day_and_listings_end)
+{
+	static const struct {
+		const char *when, *day, *name;
+	} f[] = {
+		{ "1600-01-01T00:00:00Z", "1677-09-21", "16770921T001243.145224Z" },
+		{ "1969-12-31T23:59:59.999999999Z", "1969-12-31", "19691231T235959.999999Z" },
+		{ "1970-01-01T00:00:00Z", "1970-01-01", "19700101T000000.000000Z" },
+		{ "2262-04-11T23:47:16.854775807Z", "2262-04-11", "22620411T234716.854775Z" },
+	};
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41], *tip = NULL;
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		char *c = forge_time(arch, id, tip, f[i].when);
+		free(tip);
+		tip = c;
+	}
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", tip, NULL));
+
+	char *mnt = mountpoint("mnt");
+	mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), NULL);
+	char *days = list_dir_capped(pjoin(mnt, "snapshots"), 64);
+	cr_assert_str_eq(days, "1677-09-21\n1969-12-31\n1970-01-01\n2262-04-11\n",
+			 "snapshots/ of the forged times:\n%s", days);
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		char *day = xasprintf("%s/snapshots/%s", mnt, f[i].day);
+		char *want = xasprintf("%s\n", f[i].name);
+		char *got = list_dir_capped(day, 64);
+		cr_assert_str_eq(got, want, "%s lists '%s'", day, got);
+		char *snap = pjoin(day, f[i].name);
+		struct stat st;
+		errno = 0;
+		cr_assert(stat(snap, &st) != 0 && errno == EIO,
+			  "%s: a forged snapshot must be found and then fail authentication "
+			  "(EIO), got %s", snap, errno ? strerror(errno) : "success");
+		free(snap);
+		free(got);
+		free(want);
+		free(day);
+	}
+	char *latest = readlink_str(pjoin(mnt, "latest"));
+	cr_assert(latest && !strcmp(latest, "snapshots/2262-04-11/22620411T234716.854775Z"),
+		  "latest -> %s", latest ? latest : strerror(errno));
+	run_result r;
+	run_opts o = { .timeout = 20 };
+	char *snaps = pjoin(mnt, "snapshots"), *last = pjoin(snaps, "2262-04-11");
+	run_cmd(&r, &o, "ls", "-1", snaps, last, NULL);
+	assert_ok(&r, "ls -1 snapshots/ snapshots/2262-04-11/");
+	run_result_dispose(&r);
+	free(last);
+	free(snaps);
+	free(latest);
+	free(days);
+	free(mnt);
+	free(tip);
+	free(arch);
+	free(src);
+}
