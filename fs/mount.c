@@ -387,6 +387,10 @@ static int run(struct mnt *m, struct fuse_args *args)
 			m->daemonized = !m->o.foreground;
 			if (m->daemonized && !m->logf)
 				openlog("amberfs", LOG_PID, LOG_DAEMON);
+			/* the fork left the keys' memory locks behind in the parent */
+			if (m->daemonized && amber_archive_lock_keys(m->a))
+				mnt_log(m, "%s: keys may be swapped out: %s", m->archive_abs,
+					amber_error_last());
 			rc = serve(m, se);
 			status = rc < 0 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
 			if (rc < 0)

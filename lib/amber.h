@@ -546,6 +546,14 @@ typedef struct amber_restore_opts {
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
 		  const amber_restore_opts *opts);
 
+/**
+ * Lock the archive's key memory again.  Keys live in locked memory, but a
+ * child made by fork() (a daemon) does not inherit memory locks: it calls
+ * this to keep its keys out of swap.  No-op for a plain or locked archive.
+ * @return 0, or AMBER_ERROR if the memory cannot be locked (RLIMIT_MEMLOCK).
+ */
+int amber_archive_lock_keys(amber_archive *a);
+
 #ifdef __cplusplus
 }
 #endif

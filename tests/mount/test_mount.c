@@ -2334,3 +2334,116 @@ Test(mount, forged_extreme_snapshot_times_list_by_day_and_listings_end)
 	free(arch);
 	free(src);
 }
+
+/* The pid of the one amberfs daemon whose argv names mount point `mnt`. */
+static pid_t daemon_of(const char *mnt)
+{
+	DIR *d = opendir("/proc");
+	cr_assert(d, "opendir /proc: %s", strerror(errno));
+	pid_t found = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char *end, buf[8192];
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0)
+			continue;
+		char *p = xasprintf("/proc/%ld/cmdline", pid);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		free(p);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		int is_mount = 0, names_mnt = 0;
+		for (char *a = buf; a < buf + n; a += strlen(a) + 1) {
+			is_mount |= !strcmp(a, "mount");
+			names_mnt |= !strcmp(a, mnt);
+		}
+		if (!is_mount || !names_mnt || !strstr(buf, "amberfs"))
+			continue;
+		cr_assert(!found, "two amberfs processes serve %s: %d and %ld", mnt, (int)found,
+			  pid);
+		found = (pid_t)pid;
+	}
+	closedir(d);
+	cr_assert(found, "no amberfs daemon serves %s", mnt);
+	return found;
+}
+
+/* The line of /proc/PID/FILE that starts with `key`, without the key. */
+static char *proc_line(pid_t pid, const char *file, const char *key)
+{
+	char *p = xasprintf("/proc/%d/%s", (int)pid, file);
+	char *text = read_file(p, NULL), *line = text, *res = NULL;
+	while (line && *line) {
+		char *eol = strchr(line, '\n');
+		if (eol)
+			*eol = '\0';
+		if (!strncmp(line, key, strlen(key))) {
+			res = strdup(line + strlen(key));
+			break;
+		}
+		line = eol ? eol + 1 : NULL;
+	}
+	cr_assert(res, "%s has no line '%s':\n%s", p, key, text);
+	free(text);
+	free(p);
+	return res;
+}
+
+/*
+ * The daemon holds the archive's keys and decrypted data.  In the usual
+ * background mode it is a child of the process that unlocked the archive,
+ * and a fork does not inherit memory locks: its keys must be locked again.
+ * It must not dump core, and must not be dumpable (which also keeps other
+ * processes of its user out of its memory).  The daemon runs as root with
+ * group nogroup: the kernel shows a dumpable process's /proc files as its
+ * own uid:gid, and a non-dumpable one's as root:root.
+ */
+Test(mount, background_daemon_locks_its_keys_and_cannot_dump)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	const char *const prefix[] = { "setpriv", "--regid=65534", "--clear-groups", "--", NULL };
+	const char *const args[] = { "mount", arch, mnt, "-o", "allow_other", NULL };
+	run_opts o = { .prefix = prefix, .timeout = 60 };
+	run_result r;
+	amber_a(&r, &o, args);
+	assert_ok(&r, "amberfs mount (background, group nogroup)");
+	run_result_dispose(&r);
+	assert_is_amberfs_mount(mnt, "right after `amberfs mount` returned");
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	pid_t pid = daemon_of(mnt);
+
+	char *gid = proc_line(pid, "status", "Gid:");
+	cr_assert_eq(strtol(gid, NULL, 10), 65534, "the daemon runs with gid%s", gid);
+	char *lck = proc_line(pid, "status", "VmLck:");
+	long long kb = strtoll(lck, NULL, 10);
+	cr_assert(kb > 0, "the daemon's keys are not in locked memory: VmLck:%s", lck);
+	char *core = proc_line(pid, "limits", "Max core file size");
+	char soft[32] = "", hard[32] = "";
+	sscanf(core, "%31s %31s", soft, hard);
+	cr_assert(!strcmp(soft, "0") && !strcmp(hard, "0"),
+		  "the daemon may dump core: Max core file size%s", core);
+	char *status = xasprintf("/proc/%d/status", (int)pid);
+	struct stat st;
+	cr_assert(stat(status, &st) == 0, "stat %s: %s", status, strerror(errno));
+	cr_assert(st.st_uid == 0 && st.st_gid == 0,
+		  "%s is owned by %d:%d: the daemon is dumpable", status, (int)st.st_uid,
+		  (int)st.st_gid);
+	unmount_ok(mnt);
+	free(status);
+	free(core);
+	free(lck);
+	free(gid);
+	free(mnt);
+	free(arch);
+	free(src);
+}
