@@ -51,7 +51,7 @@ static const char help[] =
 	"                         (default main)\n"
 	"  -o allow_other         let other users in (adds default_permissions)\n"
 	"  -o allow_root          let root in\n"
-	"  -o default_permissions let the kernel check the stored modes\n"
+	"  -o default_permissions let the kernel check the stored modes and ACLs\n"
 	"  -o show_provenance     list the user.amberfs.* attributes in listxattr\n"
 	"  -o log=FILE            append error lines to FILE (default: standard\n"
 	"                         error in the foreground, syslog in the background)\n"

@@ -755,9 +755,30 @@ static void amberfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/*
+ * Stored system.posix_acl_* attributes are served as they were, so when
+ * the kernel checks permissions (default_permissions, always on for a
+ * shared mount) it must also enforce them: FUSE_CAP_POSIX_ACL.  Without it
+ * the kernel checks the mode bits alone, and a user whom an ACL denied at
+ * the source could read the file through the mount.  A single-user mount
+ * without default_permissions checks nothing, as before: its user holds
+ * the key.
+ */
+static void want_acls(struct mnt *m, struct fuse_conn_info *conn)
+{
+	if (!m->o.default_permissions)
+		return;
+	if (conn->capable & FUSE_CAP_POSIX_ACL)
+		conn->want |= FUSE_CAP_POSIX_ACL;
+	else
+		mnt_log(m, "%s: the kernel cannot enforce POSIX ACLs: access is checked by "
+			"the mode bits alone", m->mountpoint_abs);
+}
+
 /* max_write sets max_pages (libfuse 3.14), which bounds every read request. */
 static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	want_acls(userdata, conn);
 	conn->max_write = MNT_READ_MAX;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;

@@ -2447,3 +2447,76 @@ Test(mount, background_daemon_locks_its_keys_and_cannot_dump)
 	free(arch);
 	free(src);
 }
+
+/* Run `cat path` as nobody; @return its result (dispose it). */
+static void cat_as_nobody(run_result *r, const char *path)
+{
+	const char *const prefix[] = { "setpriv", "--reuid=65534", "--regid=65534",
+				       "--clear-groups", "--", NULL };
+	run_opts o = { .prefix = prefix, .timeout = 30 };
+	run_cmd(r, &o, "cat", path, NULL);
+}
+
+/*
+ * POSIX ACLs are stored and served as system.posix_acl_* attributes; a
+ * shared mount (allow_other, hence default_permissions) must enforce them
+ * as the source did, not just the mode bits: a file of mode 0644 whose ACL
+ * denies nobody, and a directory likewise, stay closed to nobody.  A
+ * single-user mount lets no other user in at all.
+ */
+Test(mount, shared_mount_enforces_stored_posix_acls)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	mkdir_p(pjoin(src, "closed"), 0755);
+	write_file(pjoin(src, "open"), "open\n", 5, 0644);
+	write_file(pjoin(src, "denied"), "secret\n", 7, 0644);
+	write_file(pjoin(src, "closed/inner"), "inner\n", 6, 0644);
+	const char *acl_targets[] = { "denied", "closed" };
+	for (size_t i = 0; i < 2; i++) {
+		run_result r;
+		run_cmd(&r, NULL, "setfacl", "-m", "u:nobody:---", pjoin(src, acl_targets[i]),
+			NULL);
+		assert_ok(&r, "setfacl -m u:nobody:---");
+		run_result_dispose(&r);
+	}
+	/* the source denies nobody; nobody must reach the mount point itself */
+	cr_assert(chmod(IT.tmp, 0711) == 0, "chmod %s: %s", IT.tmp, strerror(errno));
+	run_result r;
+	cat_as_nobody(&r, pjoin(src, "denied"));
+	cr_assert(r.status != 0, "the source file should be closed to nobody: %s", r.out);
+	run_result_dispose(&r);
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+
+	char *mnt = mountpoint("mnt");
+	const char *const shared[] = { "-o", "allow_other", NULL };
+	mount_bg(arch, mnt, NULL, shared);
+	cat_as_nobody(&r, pjoin(mnt, "latest/open"));
+	assert_ok(&r, "nobody reads a plain 0644 file through the shared mount");
+	cr_assert_str_eq(r.out, "open\n");
+	run_result_dispose(&r);
+	const char *closed[] = { "latest/denied", "latest/closed/inner" };
+	for (size_t i = 0; i < 2; i++) {
+		cat_as_nobody(&r, pjoin(mnt, closed[i]));
+		cr_assert(r.status != 0 && strstr(r.err, "Permission denied"),
+			  "%s: an ACL denies nobody at the source, but through the mount: "
+			  "exit %d, stdout '%s', stderr '%s'", closed[i], r.status, r.out, r.err);
+		assert_not_contains(r.out, r.out_len, "secret", closed[i]);
+		run_result_dispose(&r);
+	}
+	assert_file_content(pjoin(mnt, "latest/denied"), "secret\n");
+	unmount_ok(mnt);
+
+	mount_bg(arch, mnt, NULL, NULL);
+	cat_as_nobody(&r, pjoin(mnt, "latest/open"));
+	cr_assert(r.status != 0 && strstr(r.err, "Permission denied"),
+		  "a single-user mount let nobody in: exit %d, stderr '%s'", r.status, r.err);
+	run_result_dispose(&r);
+	assert_file_content(pjoin(mnt, "latest/denied"), "secret\n");
+	unmount_ok(mnt);
+	free(mnt);
+	free(arch);
+	free(src);
+}
