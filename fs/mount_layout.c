@@ -26,7 +26,6 @@
  */
 #include "mount.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,14 +244,14 @@ static int strv_has(const struct strv *s, const char *str)
 	return s->n && bsearch(&str, s->v, s->n, sizeof(*s->v), cmp_str) != NULL;
 }
 
-static int stream_cb(const char *stream, void *payload)
+static int strv_cb(const char *stream, void *payload)
 {
 	return strv_add(payload, stream) ? AMBER_ERROR : 0;
 }
 
 static int list_streams(struct mnt *m, struct strv *out)
 {
-	int rc = amber_stream_list(m->a, stream_cb, out);
+	int rc = amber_stream_list(m->a, strv_cb, out);
 
 	if (rc && rc != AMBER_ENOTFOUND)
 		return mnt_errno(m, rc, "streams");
@@ -260,55 +259,19 @@ static int list_streams(struct mnt *m, struct strv *out)
 	return 0;
 }
 
-/* Tag names are [A-Za-z0-9._-]{1,64} (amberfs-format(5)). */
-static int tag_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > AMBER_STREAM_MAX || s[0] == '.')
-		return 0;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-			 "0123456789._-") == n;
-}
-
-static void tags_packed(struct mnt *m, struct strv *out)
-{
-	char path[4096], line[512], *name;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/packed-refs", m->archive_abs);
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		name = strstr(line, " refs/tags/");
-		if (name && tag_name_ok(name + 11))
-			strv_add(out, name + 11);
-	}
-	fclose(f);
-}
-
 /*
- * libamber resolves tags but does not list them; the refs are read here,
- * loose and packed.  Only the names come from here: what a tag points to
- * is resolved and authenticated by amber_resolve and amber_snapshot_open.
+ * Only the names come from here (lib skips refs with names it would never
+ * write): what a tag points to is resolved and authenticated by
+ * amber_resolve and amber_snapshot_open.
  */
-static void list_tags(struct mnt *m, struct strv *out)
+static int list_tags(struct mnt *m, struct strv *out)
 {
-	char path[4096];
-	struct dirent *de;
-	DIR *d;
+	int rc = amber_tag_list(m->a, strv_cb, out);
 
-	snprintf(path, sizeof(path), "%s/refs/tags", m->archive_abs);
-	d = opendir(path);
-	while (d && (de = readdir(d)))
-		if (tag_name_ok(de->d_name))
-			strv_add(out, de->d_name);
-	if (d)
-		closedir(d);
-	tags_packed(m, out);
+	if (rc)
+		return mnt_errno(m, rc, "tags");
 	strv_sort_unique(out);
+	return 0;
 }
 
 /* Lookup ------------------------------------------------------------------- */
@@ -482,13 +445,11 @@ static int lookup_tag(struct mnt *m, const char *name, struct mnt_nodeinfo *o)
 {
 	char id[AMBER_OID_HEXSZ + 1];
 	struct strv tags = {0};
-	int found, rc;
+	int err = list_tags(m, &tags), found = strv_has(&tags, name), rc;
 
-	list_tags(m, &tags);
-	found = strv_has(&tags, name);
 	strv_free(&tags);
-	if (!found)
-		return ENOENT;
+	if (err || !found)
+		return err ? err : ENOENT;
 	rc = amber_resolve(id, m->a, NULL, name);
 	if (rc)
 		return rc == AMBER_ENOTFOUND ? ENOENT : mnt_errno(m, rc, name);
@@ -717,8 +678,9 @@ int mnt_layout_list(struct mnt *m, struct mnt_node *n, off_t off, mnt_emit_fn em
 			list_strv(&v, p, MK_STREAM, emit, ctx);
 		break;
 	case MK_TAGS:
-		list_tags(m, &v);
-		list_strv(&v, p, MK_TAGS, emit, ctx);
+		err = list_tags(m, &v);
+		if (!err)
+			list_strv(&v, p, MK_TAGS, emit, ctx);
 		break;
 	default:
 		return ENOTDIR;

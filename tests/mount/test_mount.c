@@ -2520,3 +2520,64 @@ Test(mount, shared_mount_enforces_stored_posix_acls)
 	free(arch);
 	free(src);
 }
+
+/*
+ * Tags are listed from the store's refs, and anyone who can write the
+ * store can plant refs under refs/tags/ with names amberfs never writes:
+ * a leading '-' or '.', "..", a ".lock" suffix, a space, a '/', more than
+ * 64 bytes; loose (git update-ref, or a file) or as packed-refs lines.
+ * None of them shows in tags/ or resolves there; the good tags do.
+ */
+Test(mount, tags_with_hostile_names_are_not_listed_or_resolved)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	const char *tag[] = { "--tag", "good", NULL };
+	amber_snapshot_ok(id, arch, src, tag);
+	free(git_ok(arch, NULL, "update-ref", "refs/tags/also.good_1-x", id, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/tags/-x", id, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/tags/sub/x", id, NULL));
+	char *line = xasprintf("%s\n", id);
+	write_str(pjoin(arch, "refs/tags/loose.lock"), line);
+	write_str(pjoin(arch, "refs/tags/.dot"), line);
+	char long_name[70];
+	memset(long_name, 'a', 65);
+	long_name[65] = '\0';
+	const char *packed[] = { "a..b", "p.lock", "-dash", ".hidden", "sp ace", long_name };
+	char *pr = pjoin(arch, "packed-refs");
+	struct stat st;
+	cr_assert(stat(pr, &st) != 0, "this test writes packed-refs from scratch");
+	FILE *f = fopen(pr, "w");
+	cr_assert(f, "fopen %s: %s", pr, strerror(errno));
+	for (size_t i = 0; i < sizeof(packed) / sizeof(packed[0]); i++)
+		fprintf(f, "%s refs/tags/%s\n", id, packed[i]);
+	cr_assert(fclose(f) == 0);
+
+	char *mnt = mountpoint("mnt");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	mount_fg(arch, mnt, log, NULL);
+	char *tags = list_dir_capped(pjoin(mnt, "tags"), 64);
+	cr_assert_str_eq(tags, "also.good_1-x\ngood\n", "tags/ lists:\n%s\ndaemon log: %s", tags,
+			 read_file(log, NULL));
+	assert_file_content(pjoin(mnt, "tags/good/f"), "content\n");
+	assert_file_content(pjoin(mnt, "tags/also.good_1-x/f"), "content\n");
+	const char *hostile[] = { "-x", "sub", "loose.lock", ".dot", "a..b", "p.lock", "-dash",
+				  ".hidden", "sp ace", long_name };
+	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+		char *p = xasprintf("%s/tags/%s", mnt, hostile[i]);
+		errno = 0;
+		cr_assert(lstat(p, &st) != 0 && errno == ENOENT,
+			  "tags/%s: a hostile tag name must not resolve (got %s)", hostile[i],
+			  errno ? strerror(errno) : "success");
+		free(p);
+	}
+	free(tags);
+	free(pr);
+	free(line);
+	free(mnt);
+	free(arch);
+	free(src);
+}
