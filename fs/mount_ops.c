@@ -583,17 +583,21 @@ static int xa_snaproot(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *
 static void stats_line(struct mnt *m, char *out, size_t cap)
 {
 	amber_counters c;
+	size_t dir_bytes;
 
 	amber_archive_counters(m->a, &c);
+	pthread_mutex_lock(&m->dir_lock);
+	dir_bytes = m->dir_bytes;
+	pthread_mutex_unlock(&m->dir_lock);
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
-		 "dirs_decoded=%llu cache_hits=%llu",
+		 "dirs_decoded=%llu cache_hits=%llu dir_cache_bytes=%zu",
 		 (unsigned long long)atomic_load(&m->n.lookups),
 		 (unsigned long long)atomic_load(&m->n.opens),
 		 (unsigned long long)atomic_load(&m->n.reads),
 		 (unsigned long long)atomic_load(&m->n.read_bytes),
 		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
-		 (unsigned long long)c.cache_hits);
+		 (unsigned long long)c.cache_hits, dir_bytes);
 }
 
 static int xa_stored(const amber_entry *e, xa_fn fn, void *ctx, struct xa *x)

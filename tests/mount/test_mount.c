@@ -2581,3 +2581,91 @@ Test(mount, tags_with_hostile_names_are_not_listed_or_resolved)
 	free(arch);
 	free(src);
 }
+
+/* Anonymous resident memory of process pid (not the pack files it maps), in KiB. */
+static long long rss_anon_kib(pid_t pid)
+{
+	char *v = proc_line(pid, "status", "RssAnon:");
+	long long kb = strtoll(v, NULL, 10);
+	free(v);
+	return kb;
+}
+
+#define BIGX_DIRS 60
+#define BIGX_FILES 250
+#define BIGX_VALUE 3900
+
+/*
+ * Decoded listings are cached for lookups under a memory bound (16 MiB of
+ * idle listings).  Their memory is mostly what the archive put in them:
+ * names, targets and xattrs.  60 directories of 250 entries with 3.9 KB of
+ * xattrs each decode to about 60 MB: looking a name up in every one of them
+ * must leave the daemon's own (anonymous) resident memory within the bound
+ * plus slack, and user.amberfs.stats must account for the xattrs.
+ */
+Test(mount, listing_cache_counts_xattrs_and_stays_within_its_bound)
+{
+	char *p = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41], value[BIGX_VALUE];
+	uint64_t seed = 99;
+	/* a tmpfs (taken down in teardown): 15,000 xattr blocks are slow on disk */
+	char *src = mt_register(p, 1);
+	cr_assert(mount("tmpfs", src, "tmpfs", 0, "size=256m,mode=0755") == 0,
+		  "mount tmpfs on %s: %s", src, strerror(errno));
+	for (int d = 0; d < BIGX_DIRS; d++) {
+		char *dir = xasprintf("%s/d%02d", src, d);
+		mkdir_p(dir, 0755);
+		for (int i = 0; i < BIGX_FILES; i++) {
+			char *f = xasprintf("%s/f%03d", dir, i);
+			write_file(f, "", 0, 0644);
+			fill_random(value, sizeof(value), &seed);
+			cr_assert(setxattr(f, "user.big", value, sizeof(value), 0) == 0,
+				  "setxattr %s: %s", f, strerror(errno));
+			free(f);
+		}
+		free(dir);
+	}
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+
+	/* an ASan build holds freed memory in quarantine; let it reuse it as malloc does */
+	const char *asan = getenv("ASAN_OPTIONS");
+	char *asan_opts = xasprintf("%s%squarantine_size_mb=0", asan ? asan : "",
+				    asan && *asan ? ":" : "");
+	cr_assert(setenv("ASAN_OPTIONS", asan_opts, 1) == 0);
+	char *mnt = mountpoint("mnt");
+	const char *const small[] = { "-o", "cache_size=1M", NULL };
+	pid_t pid = mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), small);
+	char *snap = latest_dir(mnt);
+	struct stat st;
+	cr_assert(stat(snap, &st) == 0, "stat %s: %s", snap, strerror(errno));
+	long long rss0 = rss_anon_kib(pid), one = 0;
+	for (int d = 0; d < BIGX_DIRS; d++) {
+		char *miss = xasprintf("%s/d%02d/no such file", snap, d);
+		cr_assert(stat(miss, &st) != 0 && errno == ENOENT, "stat %s: %s", miss,
+			  strerror(errno));
+		free(miss);
+		if (d == 0) {
+			char *stats = xget_ok(mnt, "user.amberfs.stats");
+			one = stats_counter(stats, "dir_cache_bytes");
+			free(stats);
+		}
+	}
+	long long grown = rss_anon_kib(pid) - rss0;
+	cr_log_info("the listing cache grew the daemon by %lld KiB", grown);
+	cr_assert(grown < 32 << 10, "the listing cache grew the daemon by %lld KiB (bound: "
+		  "16 MiB of listings)", grown);
+	char *stats = xget_ok(mnt, "user.amberfs.stats");
+	long long all = stats_counter(stats, "dir_cache_bytes");
+	cr_assert(one >= (long long)BIGX_FILES * BIGX_VALUE,
+		  "one cached listing of %d entries with %d bytes of xattrs each is accounted "
+		  "as %lld bytes", BIGX_FILES, BIGX_VALUE, one);
+	cr_assert(all <= 16 << 20, "the listing cache holds %lld bytes, over its 16 MiB", all);
+	free(stats);
+	free(snap);
+	free(mnt);
+	free(asan_opts);
+	free(arch);
+	free(src);
+	free(p);
+}
