@@ -2426,7 +2426,13 @@ Test(mount, background_daemon_locks_its_keys_and_cannot_dump)
 	cr_assert_eq(strtol(gid, NULL, 10), 65534, "the daemon runs with gid%s", gid);
 	char *lck = proc_line(pid, "status", "VmLck:");
 	long long kb = strtoll(lck, NULL, 10);
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan's mlock() interceptor does nothing (a daemon that never forked has
+	 * VmLck 0 too): the plain build checks the lock */
+	cr_log_info("ASan build: mlock is a no-op, VmLck:%s (%lld) not checked", lck, kb);
+#else
 	cr_assert(kb > 0, "the daemon's keys are not in locked memory: VmLck:%s", lck);
+#endif
 	char *core = proc_line(pid, "limits", "Max core file size");
 	char soft[32] = "", hard[32] = "";
 	sscanf(core, "%31s %31s", soft, hard);
