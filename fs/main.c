@@ -10,6 +10,8 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #ifndef AMBERFS_VERSION
 #define AMBERFS_VERSION "0.1.0"
@@ -135,8 +137,23 @@ static int parse(struct main_args *m, int argc, char **argv)
 	return -1;
 }
 
+/*
+ * Commands handle keys and decrypted data: a crash must not write them to
+ * a core file (RLIMIT_CORE 0 stops files, and a non-dumpable process is not
+ * dumped even through a core_pattern pipe, nor ptrace-readable by other
+ * processes of the same user).  Children inherit both across fork.
+ */
+static void harden(void)
+{
+	struct rlimit none = {0, 0};
+
+	setrlimit(RLIMIT_CORE, &none);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
 static int setup(void)
 {
+	harden();
 	if (amber_global_init())
 		return cli_error("cannot initialise: %s", amber_error_last());
 	return 0;

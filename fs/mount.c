@@ -51,7 +51,7 @@ static const char help[] =
 	"                         (default main)\n"
 	"  -o allow_other         let other users in (adds default_permissions)\n"
 	"  -o allow_root          let root in\n"
-	"  -o default_permissions let the kernel check the stored modes\n"
+	"  -o default_permissions let the kernel check the stored modes and ACLs\n"
 	"  -o show_provenance     list the user.amberfs.* attributes in listxattr\n"
 	"  -o log=FILE            append error lines to FILE (default: standard\n"
 	"                         error in the foreground, syslog in the background)\n"
@@ -387,6 +387,10 @@ static int run(struct mnt *m, struct fuse_args *args)
 			m->daemonized = !m->o.foreground;
 			if (m->daemonized && !m->logf)
 				openlog("amberfs", LOG_PID, LOG_DAEMON);
+			/* the fork left the keys' memory locks behind in the parent */
+			if (m->daemonized && amber_archive_lock_keys(m->a))
+				mnt_log(m, "%s: keys may be swapped out: %s", m->archive_abs,
+					amber_error_last());
 			rc = serve(m, se);
 			status = rc < 0 ? CLI_EXIT_ERROR : CLI_EXIT_OK;
 			if (rc < 0)

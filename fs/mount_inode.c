@@ -576,10 +576,37 @@ static struct mnt_dirslot *dir_victim(struct mnt *m)
 	return v;
 }
 
-/* A listing's memory, roughly: entries and their names and xattrs. */
+/* Heap bytes of one separate allocation of n bytes, with malloc's overhead. */
+#define MNT_ALLOC(n) ((size_t)(n) + 16)
+
+/*
+ * An entry's memory: the struct, its name, symlink target and xattrs
+ * (names and values), each a separate allocation.  Names and xattrs come
+ * from the archive and can be large (a 20k-entry directory with 4 KiB of
+ * xattrs each is 80 MiB), so they are counted, not guessed.
+ */
+static size_t entry_bytes(const amber_entry *e)
+{
+	size_t n = sizeof(*e) + MNT_ALLOC(e->name_len + 1);
+
+	if (e->target)
+		n += MNT_ALLOC(e->target_len + 1);
+	if (e->nxattrs)
+		n += MNT_ALLOC(e->nxattrs * sizeof(*e->xattrs));
+	for (size_t i = 0; i < e->nxattrs; i++)
+		n += MNT_ALLOC(strlen(e->xattrs[i].name) + 1) +
+		     MNT_ALLOC(e->xattrs[i].value_len + 1);
+	return n;
+}
+
+/* A listing's memory: its entries and their names, targets and xattrs. */
 static size_t dir_bytes(const amber_dir *d)
 {
-	return amber_dir_count(d) * (sizeof(amber_entry) + 64) + 64;
+	size_t n = MNT_ALLOC(64), count = amber_dir_count(d);
+
+	for (size_t i = 0; i < count; i++)
+		n += entry_bytes(amber_dir_entry(d, i));
+	return n;
 }
 
 /*
@@ -617,7 +644,7 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 {
 	struct mnt_dirslot *s;
 	amber_dir *old = NULL, *gone[MNT_DIRCACHE_SLOTS];
-	size_t ngone = 0;
+	size_t ngone = 0, bytes = dir_bytes(d);
 
 	pthread_mutex_lock(&m->dir_lock);
 	s = dir_slot(m, key);
@@ -629,7 +656,7 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 		m->dir_bytes -= s->bytes;
 		s->key = key;
 		s->d = d;
-		s->bytes = dir_bytes(d);
+		s->bytes = bytes;
 		m->dir_bytes += s->bytes;
 		ngone = dir_trim(m, s, gone, MNT_DIRCACHE_SLOTS);
 	}
@@ -672,25 +699,30 @@ int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out)
 /*
  * Release a listing from mnt_dir_get.  With d == NULL, node n is going
  * away: drop its slot (it is idle then, since no request runs on n).
+ * A listing that goes idle while the cache is over its bound (one huge
+ * directory, or several in use at once) is trimmed now, itself included.
  */
 void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d)
 {
 	struct mnt_dirslot *s;
-	amber_dir *gone = NULL;
+	amber_dir *gone[MNT_DIRCACHE_SLOTS + 1];
+	size_t ngone = 0;
 
 	pthread_mutex_lock(&m->dir_lock);
 	s = dir_slot(m, n->id);
 	if (s && d == NULL && s->refs == 0) {
-		gone = s->d;
+		gone[ngone++] = s->d;
 		m->dir_bytes -= s->bytes;
 		s->bytes = 0;
 		s->d = NULL;
 		s->key = 0;
 	} else if (s && s->d == d && d) {
 		s->refs--;
+		ngone = dir_trim(m, NULL, gone, MNT_DIRCACHE_SLOTS);
 	} else {
-		gone = d;       /* never cached: all slots were busy */
+		gone[ngone++] = d;      /* never cached: all slots were busy */
 	}
 	pthread_mutex_unlock(&m->dir_lock);
-	amber_dir_free(gone);
+	while (ngone)
+		amber_dir_free(gone[--ngone]);
 }

@@ -26,7 +26,6 @@
  */
 #include "mount.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,13 +104,35 @@ void mnt_tl_destroy(struct mnt *m)
 
 /* Names ----------------------------------------------------------------- */
 
+/* a / b rounded down: times before 1970 are negative. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b < 0);
+}
+
+/*
+ * Times come from unauthenticated commit trailers and may be anywhere in
+ * int64.  The first day of that range (1677-09-21) starts before INT64_MIN,
+ * so it starts at INT64_MIN here (which is also what parsing its name
+ * gives); the last day (2262-04-11) has no representable next midnight.
+ */
 static int64_t day_of(int64_t ns)
 {
-	int64_t d = ns / DAY_NS;
+	int64_t d;
 
-	if (ns % DAY_NS < 0)
-		d--;
-	return d * DAY_NS;
+	if (__builtin_mul_overflow(floor_div(ns, DAY_NS), DAY_NS, &d))
+		return INT64_MIN;
+	return d;
+}
+
+/* Index of the first snapshot after the day starting at `day`. Caller holds tl_lock. */
+static size_t day_end(const amber_timeline *t, int64_t day)
+{
+	int64_t next;
+
+	if (__builtin_mul_overflow(floor_div(day, DAY_NS) + 1, DAY_NS, &next))
+		return amber_timeline_count(t);
+	return amber_timeline_lower_bound(t, next);
 }
 
 static void utc(struct tm *tm, int64_t ns, long *usec)
@@ -141,7 +162,7 @@ static void day_name(char out[32], int64_t ns)
 /* The name of snapshot i of t (see the collision rule above). */
 static void snap_name(char out[48], const amber_timeline *t, size_t i)
 {
-	int64_t us = amber_timeline_time(t, i) / 1000;
+	int64_t us = floor_div(amber_timeline_time(t, i), 1000);
 	struct tm tm;
 	size_t k = i;
 	long frac;
@@ -150,7 +171,7 @@ static void snap_name(char out[48], const amber_timeline *t, size_t i)
 	utc(&tm, amber_timeline_time(t, i), &frac);
 	len = snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%06ldZ", tm.tm_year + 1900,
 		       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-	while (k > 0 && amber_timeline_time(t, k - 1) / 1000 == us)
+	while (k > 0 && floor_div(amber_timeline_time(t, k - 1), 1000) == us)
 		k--;
 	if (k < i)
 		snprintf(out + len, 48 - (size_t)len, "~%zu", i - k + 1);
@@ -223,14 +244,14 @@ static int strv_has(const struct strv *s, const char *str)
 	return s->n && bsearch(&str, s->v, s->n, sizeof(*s->v), cmp_str) != NULL;
 }
 
-static int stream_cb(const char *stream, void *payload)
+static int strv_cb(const char *stream, void *payload)
 {
 	return strv_add(payload, stream) ? AMBER_ERROR : 0;
 }
 
 static int list_streams(struct mnt *m, struct strv *out)
 {
-	int rc = amber_stream_list(m->a, stream_cb, out);
+	int rc = amber_stream_list(m->a, strv_cb, out);
 
 	if (rc && rc != AMBER_ENOTFOUND)
 		return mnt_errno(m, rc, "streams");
@@ -238,55 +259,19 @@ static int list_streams(struct mnt *m, struct strv *out)
 	return 0;
 }
 
-/* Tag names are [A-Za-z0-9._-]{1,64} (amberfs-format(5)). */
-static int tag_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n > AMBER_STREAM_MAX || s[0] == '.')
-		return 0;
-	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-			 "0123456789._-") == n;
-}
-
-static void tags_packed(struct mnt *m, struct strv *out)
-{
-	char path[4096], line[512], *name;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/packed-refs", m->archive_abs);
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		name = strstr(line, " refs/tags/");
-		if (name && tag_name_ok(name + 11))
-			strv_add(out, name + 11);
-	}
-	fclose(f);
-}
-
 /*
- * libamber resolves tags but does not list them; the refs are read here,
- * loose and packed.  Only the names come from here: what a tag points to
- * is resolved and authenticated by amber_resolve and amber_snapshot_open.
+ * Only the names come from here (lib skips refs with names it would never
+ * write): what a tag points to is resolved and authenticated by
+ * amber_resolve and amber_snapshot_open.
  */
-static void list_tags(struct mnt *m, struct strv *out)
+static int list_tags(struct mnt *m, struct strv *out)
 {
-	char path[4096];
-	struct dirent *de;
-	DIR *d;
+	int rc = amber_tag_list(m->a, strv_cb, out);
 
-	snprintf(path, sizeof(path), "%s/refs/tags", m->archive_abs);
-	d = opendir(path);
-	while (d && (de = readdir(d)))
-		if (tag_name_ok(de->d_name))
-			strv_add(out, de->d_name);
-	if (d)
-		closedir(d);
-	tags_packed(m, out);
+	if (rc)
+		return mnt_errno(m, rc, "tags");
 	strv_sort_unique(out);
+	return 0;
 }
 
 /* Lookup ------------------------------------------------------------------- */
@@ -389,7 +374,7 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	char check[32];
 	amber_timeline *t;
 	int64_t ns;
-	size_t i, n;
+	size_t i;
 	int err;
 
 	if (amber_time_parse(&ns, name) || day_of(ns) != ns)
@@ -401,8 +386,7 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	if (err)
 		return err;
 	i = amber_timeline_lower_bound(t, ns);
-	n = amber_timeline_count(t);
-	err = i < n && amber_timeline_time(t, i) < ns + DAY_NS ? 0 : ENOENT;
+	err = i < day_end(t, ns) ? 0 : ENOENT;
 	tl_unlock(m);
 	if (!err)
 		err = virt(o, MK_DAY, vino(MK_DAY, p->stream, ns), p->stream);
@@ -421,7 +405,7 @@ static long find_in_day(const amber_timeline *t, const struct mnt_node *p, const
 	if (amber_time_parse(&ns, base) || day_of(ns) != p->day_ns)
 		return -1;
 	for (i = amber_timeline_lower_bound(t, ns); i < n; i++) {
-		if (amber_timeline_time(t, i) / 1000 != ns / 1000)
+		if (floor_div(amber_timeline_time(t, i), 1000) != floor_div(ns, 1000))
 			break;
 		snap_name(check, t, i);
 		if (strcmp(check, name) == 0)
@@ -476,13 +460,11 @@ static int lookup_tag(struct mnt *m, const char *name, struct mnt_nodeinfo *o)
 {
 	char id[AMBER_OID_HEXSZ + 1];
 	struct strv tags = {0};
-	int found, rc;
+	int err = list_tags(m, &tags), found = strv_has(&tags, name), rc;
 
-	list_tags(m, &tags);
-	found = strv_has(&tags, name);
 	strv_free(&tags);
-	if (!found)
-		return ENOENT;
+	if (err || !found)
+		return err ? err : ENOENT;
 	rc = amber_resolve(id, m->a, NULL, name);
 	if (rc)
 		return rc == AMBER_ENOTFOUND ? ENOENT : mnt_errno(m, rc, name);
@@ -624,7 +606,9 @@ static int list_days(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn em
 	for (; i < count; i = next) {
 		int64_t day = day_of(amber_timeline_time(t, i));
 
-		next = amber_timeline_lower_bound(t, day + DAY_NS);
+		next = day_end(t, day);
+		if (next <= i)          /* times strictly increase; never loop anyway */
+			next = i + 1;
 		day_name(name, day);
 		if (emit(ctx, name, vino(MK_DAY, n->stream, day), S_IFDIR,
 			 (off_t)(next + COOKIE_BASE)))
@@ -644,7 +628,7 @@ static int list_day(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn emi
 	if (err)
 		return err;
 	i = amber_timeline_lower_bound(t, n->day_ns);
-	end = amber_timeline_lower_bound(t, n->day_ns + DAY_NS);
+	end = day_end(t, n->day_ns);
 	for (i = i > p ? i : p; i < end; i++) {
 		snap_name(name, t, i);
 		amber_timeline_id(id, t, i);
@@ -709,8 +693,9 @@ int mnt_layout_list(struct mnt *m, struct mnt_node *n, off_t off, mnt_emit_fn em
 			list_strv(&v, p, MK_STREAM, emit, ctx);
 		break;
 	case MK_TAGS:
-		list_tags(m, &v);
-		list_strv(&v, p, MK_TAGS, emit, ctx);
+		err = list_tags(m, &v);
+		if (!err)
+			list_strv(&v, p, MK_TAGS, emit, ctx);
 		break;
 	default:
 		return ENOTDIR;

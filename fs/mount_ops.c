@@ -106,9 +106,10 @@ void mnt_fill_stat(struct mnt *m, const struct mnt_node *n, struct stat *st)
 		if (n->kind == MK_SNAPROOT) {
 			/* a snapshot directory is dated by its snapshot */
 			int64_t t = amber_snapshot_info(n->snap->s)->time_ns;
+			int64_t ns = t % 1000000000;    /* negative before 1970 */
 
-			st->st_mtim.tv_sec = (time_t)(t / 1000000000);
-			st->st_mtim.tv_nsec = (long)(t % 1000000000);
+			st->st_mtim.tv_sec = (time_t)(t / 1000000000 - (ns < 0));
+			st->st_mtim.tv_nsec = (long)(ns < 0 ? ns + 1000000000 : ns);
 			st->st_atim = st->st_ctim = st->st_mtim;
 		}
 		return;
@@ -582,17 +583,21 @@ static int xa_snaproot(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *
 static void stats_line(struct mnt *m, char *out, size_t cap)
 {
 	amber_counters c;
+	size_t dir_bytes;
 
 	amber_archive_counters(m->a, &c);
+	pthread_mutex_lock(&m->dir_lock);
+	dir_bytes = m->dir_bytes;
+	pthread_mutex_unlock(&m->dir_lock);
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
-		 "dirs_decoded=%llu cache_hits=%llu",
+		 "dirs_decoded=%llu cache_hits=%llu dir_cache_bytes=%zu",
 		 (unsigned long long)atomic_load(&m->n.lookups),
 		 (unsigned long long)atomic_load(&m->n.opens),
 		 (unsigned long long)atomic_load(&m->n.reads),
 		 (unsigned long long)atomic_load(&m->n.read_bytes),
 		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
-		 (unsigned long long)c.cache_hits);
+		 (unsigned long long)c.cache_hits, dir_bytes);
 }
 
 static int xa_stored(const amber_entry *e, xa_fn fn, void *ctx, struct xa *x)
@@ -754,9 +759,30 @@ static void amberfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/*
+ * Stored system.posix_acl_* attributes are served as they were, so when
+ * the kernel checks permissions (default_permissions, always on for a
+ * shared mount) it must also enforce them: FUSE_CAP_POSIX_ACL.  Without it
+ * the kernel checks the mode bits alone, and a user whom an ACL denied at
+ * the source could read the file through the mount.  A single-user mount
+ * without default_permissions checks nothing, as before: its user holds
+ * the key.
+ */
+static void want_acls(struct mnt *m, struct fuse_conn_info *conn)
+{
+	if (!m->o.default_permissions)
+		return;
+	if (conn->capable & FUSE_CAP_POSIX_ACL)
+		conn->want |= FUSE_CAP_POSIX_ACL;
+	else
+		mnt_log(m, "%s: the kernel cannot enforce POSIX ACLs: access is checked by "
+			"the mode bits alone", m->mountpoint_abs);
+}
+
 /* max_write sets max_pages (libfuse 3.14), which bounds every read request. */
 static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
+	want_acls(userdata, conn);
 	conn->max_write = MNT_READ_MAX;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;

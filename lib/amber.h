@@ -637,6 +637,26 @@ typedef struct amber_restore_opts {
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
 		  const amber_restore_opts *opts);
 
+/**
+ * Lock the archive's key memory again.  Keys live in locked memory, but a
+ * child made by fork() (a daemon) does not inherit memory locks: it calls
+ * this to keep its keys out of swap.  No-op for a plain or locked archive.
+ * @return 0, or AMBER_ERROR if the memory cannot be locked (RLIMIT_MEMLOCK).
+ */
+int amber_archive_lock_keys(amber_archive *a);
+
+/**
+ * List the archive's tags: cb gets each tag's name (without "refs/tags/"),
+ * in no particular order.  Refs under refs/tags/ whose name is not a valid
+ * tag name (one component of [A-Za-z0-9._-], at most AMBER_STREAM_MAX
+ * bytes, not starting with '.' or '-', without "..", not ending ".lock")
+ * are skipped: anyone who can write the store can plant them.  The names
+ * are not authenticated; amber_resolve() and amber_snapshot_open() check
+ * what a tag names.  The name is valid only during the callback.
+ * @return 0, the callback's non-zero value to stop, or an error.
+ */
+int amber_tag_list(amber_archive *a, int (*cb)(const char *tag, void *payload), void *payload);
+
 #ifdef __cplusplus
 }
 #endif

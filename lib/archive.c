@@ -67,6 +67,11 @@ void amber_archive_free(amber_archive *a)
 	free(a);
 }
 
+int amber_archive_lock_keys(amber_archive *a)
+{
+	return amber_keys_lock(a->keys);
+}
+
 static void setup_chunker(amber_archive *a)
 {
 	amber_chunker_init(&a->chunker, a->encrypted ? a->keys->chunk_key : NULL, a->chunk_min,

@@ -35,6 +35,7 @@
 
 #include "error.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +123,14 @@ void amber_keys_free(amber_keys *k)
 {
 	/* sodium_free makes the pages writable again and wipes them. */
 	sodium_free(k);
+}
+
+/* Memory locks are not inherited across fork(): a child locks its keys again. */
+int amber_keys_lock(const amber_keys *k)
+{
+	if (k && sodium_mlock((void *)k, sizeof(*k)) != 0)
+		return amber_fail(AMBER_ERROR, "cannot lock the key memory: %s", strerror(errno));
+	return 0;
 }
 
 /* The slot's algorithm byte and Argon2id cost for a profile. */

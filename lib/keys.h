@@ -44,6 +44,9 @@ int amber_keys_from_master(amber_keys **out, const uint8_t master[AMBER_KEY_BYTE
 /** Wipe and free.  NULL-safe. */
 void amber_keys_free(amber_keys *k);
 
+/** Lock k's pages in memory again (after fork).  NULL-safe.  @return 0 or AMBER_ERROR. */
+int amber_keys_lock(const amber_keys *k);
+
 /**
  * Seal the master key under a passphrase into a key slot blob (format in
  * amberfs-format(5): magic "AMBSLOT1", kind, Argon2id parameters, salt,

@@ -1147,7 +1147,9 @@ static int reflist_push(struct reflist *l, const char *name, const git_oid *id)
 
 /*
  * Snapshot the matching refs (lock held).  Symbolic refs are resolved; a
- * dangling one names nothing and is skipped.
+ * dangling one names nothing and is skipped.  A direct ref is taken as it
+ * is: looking it up again by name would fail the whole listing on one
+ * name git would not write (anyone can plant one); callers judge names.
  */
 static int reflist_collect(struct reflist *l, amber_store *s, const char *glob)
 {
@@ -1158,7 +1160,8 @@ static int reflist_collect(struct reflist *l, amber_store *s, const char *glob)
 	if (git_reference_iterator_glob_new(&it, s->repo, glob) < 0)
 		return git_fail(AMBER_ERROR, "cannot list refs %s", glob);
 	while (rc == 0 && (err = git_reference_next(&ref, it)) == 0) {
-		err = git_reference_resolve(&res, ref);
+		err = git_reference_type(ref) == GIT_REFERENCE_DIRECT ? git_reference_dup(&res, ref)
+								       : git_reference_resolve(&res, ref);
 		if (err < 0 && err != GIT_ENOTFOUND)
 			rc = git_fail(AMBER_ERROR, "ref %s", git_reference_name(ref));
 		else if (err == 0 &&

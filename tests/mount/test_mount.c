@@ -2189,3 +2189,490 @@ Test(mount, passphrase_from_flag_env_or_option_and_bad_mounts_refused)
 	free(a);
 	free(bad);
 }
+
+/* ------------------------------------------------------------------ */
+/* 9. Hostile archives: what someone who can write the store may plant  */
+
+/*
+ * Sorted names in a directory, one per line, like list_dir(), but a
+ * listing that goes past `max` entries fails the test instead of running
+ * on forever.
+ */
+static char *list_dir_capped(const char *path, size_t max)
+{
+	DIR *d = opendir(path);
+	cr_assert(d, "opendir %s: %s", path, strerror(errno));
+	char **v = NULL, *out;
+	size_t n = 0, total = 1;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		cr_assert(n < max, "the listing of %s does not end: more than %zu entries "
+			  "(the last: '%s')", path, max, de->d_name);
+		v = realloc(v, (n + 1) * sizeof(*v));
+		v[n++] = strdup(de->d_name);
+		total += strlen(de->d_name) + 1;
+	}
+	closedir(d);
+	for (size_t i = 1; i < n; i++) {
+		for (size_t j = i; j > 0 && strcmp(v[j - 1], v[j]) > 0; j--) {
+			char *t = v[j];
+			v[j] = v[j - 1];
+			v[j - 1] = t;
+		}
+	}
+	out = calloc(1, total);
+	for (size_t i = 0, len = 0; i < n; i++) {
+		len += (size_t)snprintf(out + len, total - len, "%s\n", v[i]);
+		free(v[i]);
+	}
+	free(v);
+	return out;
+}
+
+/*
+ * A commit with the tree and message of `model` but the Amberfs-Time
+ * trailer set to `when`, on `parent` (NULL: a root commit).  Git plumbing
+ * only: the times are not authenticated until a snapshot is opened, so
+ * this needs no key.
+ */
+static char *forge_time(const char *arch, const char *model, const char *parent,
+			const char *when)
+{
+	static int seq;
+	char *raw = git_ok(arch, NULL, "cat-file", "commit", model, NULL);
+	char *body = strstr(raw, "\n\n");
+	cr_assert(body, "commit %s has no message", model);
+	char *t = strstr(body, "\nAmberfs-Time: ");
+	cr_assert(t, "commit %s has no Amberfs-Time trailer:\n%s", model, raw);
+	char *eol = strchr(t + 1, '\n');
+	*t = '\0';
+	char *msg = xasprintf("%s\nAmberfs-Time: %s%s\n", body + 2, when, eol ? eol : "");
+	char *path = xasprintf("%s/forged-msg-%d", IT.tmp, seq++);
+	write_str(path, msg);
+	char *spec = xasprintf("%s^{tree}", model);
+	char *tree = git_ok(arch, NULL, "rev-parse", spec, NULL);
+	char *oid = parent ? git_ok(arch, NULL, "commit-tree", tree, "-p", parent, "-F", path,
+				    NULL)
+			   : git_ok(arch, NULL, "commit-tree", tree, "-F", path, NULL);
+	free(tree);
+	free(spec);
+	free(path);
+	free(msg);
+	free(raw);
+	return oid;
+}
+
+/*
+ * Snapshot times come from commit trailers that anyone who can write the
+ * store can forge.  The ends of the int64 ns range (1677-09-21, whose
+ * midnight is not representable, and 2262-04-11, whose next midnight is
+ * not) and times just around 1970 must still list as one directory per
+ * day, each listing must end, and each name must resolve to its snapshot
+ * (which then fails authentication: EIO, not ENOENT).
+ */
+Test(mount, forged_extreme_snapshot_times_list_by_day_and_listings_end)
+{
+	static const struct {
+		const char *when, *day, *name;
+	} f[] = {
+		{ "1600-01-01T00:00:00Z", "1677-09-21", "16770921T001243.145224Z" },
+		{ "1969-12-31T23:59:59.999999999Z", "1969-12-31", "19691231T235959.999999Z" },
+		{ "1970-01-01T00:00:00Z", "1970-01-01", "19700101T000000.000000Z" },
+		{ "2262-04-11T23:47:16.854775807Z", "2262-04-11", "22620411T234716.854775Z" },
+	};
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41], *tip = NULL;
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		char *c = forge_time(arch, id, tip, f[i].when);
+		free(tip);
+		tip = c;
+	}
+	free(git_ok(arch, NULL, "update-ref", "refs/heads/main", tip, NULL));
+
+	char *mnt = mountpoint("mnt");
+	mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), NULL);
+	char *days = list_dir_capped(pjoin(mnt, "snapshots"), 64);
+	cr_assert_str_eq(days, "1677-09-21\n1969-12-31\n1970-01-01\n2262-04-11\n",
+			 "snapshots/ of the forged times:\n%s", days);
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		char *day = xasprintf("%s/snapshots/%s", mnt, f[i].day);
+		char *want = xasprintf("%s\n", f[i].name);
+		char *got = list_dir_capped(day, 64);
+		cr_assert_str_eq(got, want, "%s lists '%s'", day, got);
+		char *snap = pjoin(day, f[i].name);
+		struct stat st;
+		errno = 0;
+		cr_assert(stat(snap, &st) != 0 && errno == EIO,
+			  "%s: a forged snapshot must be found and then fail authentication "
+			  "(EIO), got %s", snap, errno ? strerror(errno) : "success");
+		free(snap);
+		free(got);
+		free(want);
+		free(day);
+	}
+	char *latest = readlink_str(pjoin(mnt, "latest"));
+	cr_assert(latest && !strcmp(latest, "snapshots/2262-04-11/22620411T234716.854775Z"),
+		  "latest -> %s", latest ? latest : strerror(errno));
+	run_result r;
+	run_opts o = { .timeout = 20 };
+	char *snaps = pjoin(mnt, "snapshots"), *last = pjoin(snaps, "2262-04-11");
+	run_cmd(&r, &o, "ls", "-1", snaps, last, NULL);
+	assert_ok(&r, "ls -1 snapshots/ snapshots/2262-04-11/");
+	run_result_dispose(&r);
+	free(last);
+	free(snaps);
+	free(latest);
+	free(days);
+	free(mnt);
+	free(tip);
+	free(arch);
+	free(src);
+}
+
+/* The pid of the one amberfs daemon whose argv names mount point `mnt`. */
+static pid_t daemon_of(const char *mnt)
+{
+	DIR *d = opendir("/proc");
+	cr_assert(d, "opendir /proc: %s", strerror(errno));
+	pid_t found = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		char *end, buf[8192];
+		long pid = strtol(de->d_name, &end, 10);
+		if (*end || pid <= 0)
+			continue;
+		char *p = xasprintf("/proc/%ld/cmdline", pid);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+		if (fd >= 0)
+			close(fd);
+		free(p);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		int is_mount = 0, names_mnt = 0;
+		for (char *a = buf; a < buf + n; a += strlen(a) + 1) {
+			is_mount |= !strcmp(a, "mount");
+			names_mnt |= !strcmp(a, mnt);
+		}
+		if (!is_mount || !names_mnt || !strstr(buf, "amberfs"))
+			continue;
+		cr_assert(!found, "two amberfs processes serve %s: %d and %ld", mnt, (int)found,
+			  pid);
+		found = (pid_t)pid;
+	}
+	closedir(d);
+	cr_assert(found, "no amberfs daemon serves %s", mnt);
+	return found;
+}
+
+/* The line of /proc/PID/FILE that starts with `key`, without the key. */
+static char *proc_line(pid_t pid, const char *file, const char *key)
+{
+	char *p = xasprintf("/proc/%d/%s", (int)pid, file);
+	char *text = read_file(p, NULL), *line = text, *res = NULL;
+	while (line && *line) {
+		char *eol = strchr(line, '\n');
+		if (eol)
+			*eol = '\0';
+		if (!strncmp(line, key, strlen(key))) {
+			res = strdup(line + strlen(key));
+			break;
+		}
+		line = eol ? eol + 1 : NULL;
+	}
+	cr_assert(res, "%s has no line '%s':\n%s", p, key, text);
+	free(text);
+	free(p);
+	return res;
+}
+
+/*
+ * The daemon holds the archive's keys and decrypted data.  In the usual
+ * background mode it is a child of the process that unlocked the archive,
+ * and a fork does not inherit memory locks: its keys must be locked again.
+ * It must not dump core, and must not be dumpable (which also keeps other
+ * processes of its user out of its memory).  The daemon runs as root with
+ * group nogroup: the kernel shows a dumpable process's /proc files as its
+ * own uid:gid, and a non-dumpable one's as root:root.
+ */
+Test(mount, background_daemon_locks_its_keys_and_cannot_dump)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	const char *const prefix[] = { "setpriv", "--regid=65534", "--clear-groups", "--", NULL };
+	const char *const args[] = { "mount", arch, mnt, "-o", "allow_other", NULL };
+	run_opts o = { .prefix = prefix, .timeout = 60 };
+	run_result r;
+	amber_a(&r, &o, args);
+	assert_ok(&r, "amberfs mount (background, group nogroup)");
+	run_result_dispose(&r);
+	assert_is_amberfs_mount(mnt, "right after `amberfs mount` returned");
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	pid_t pid = daemon_of(mnt);
+
+	char *gid = proc_line(pid, "status", "Gid:");
+	cr_assert_eq(strtol(gid, NULL, 10), 65534, "the daemon runs with gid%s", gid);
+	char *lck = proc_line(pid, "status", "VmLck:");
+	long long kb = strtoll(lck, NULL, 10);
+#if defined(__SANITIZE_ADDRESS__)
+	/* ASan's mlock() interceptor does nothing (a daemon that never forked has
+	 * VmLck 0 too): the plain build checks the lock */
+	cr_log_info("ASan build: mlock is a no-op, VmLck:%s (%lld) not checked", lck, kb);
+#else
+	cr_assert(kb > 0, "the daemon's keys are not in locked memory: VmLck:%s", lck);
+#endif
+	char *core = proc_line(pid, "limits", "Max core file size");
+	char soft[32] = "", hard[32] = "";
+	sscanf(core, "%31s %31s", soft, hard);
+	cr_assert(!strcmp(soft, "0") && !strcmp(hard, "0"),
+		  "the daemon may dump core: Max core file size%s", core);
+	char *status = xasprintf("/proc/%d/status", (int)pid);
+	struct stat st;
+	cr_assert(stat(status, &st) == 0, "stat %s: %s", status, strerror(errno));
+	cr_assert(st.st_uid == 0 && st.st_gid == 0,
+		  "%s is owned by %d:%d: the daemon is dumpable", status, (int)st.st_uid,
+		  (int)st.st_gid);
+	unmount_ok(mnt);
+	free(status);
+	free(core);
+	free(lck);
+	free(gid);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
+/* Run `cat path` as nobody; @return its result (dispose it). */
+static void cat_as_nobody(run_result *r, const char *path)
+{
+	const char *const prefix[] = { "setpriv", "--reuid=65534", "--regid=65534",
+				       "--clear-groups", "--", NULL };
+	run_opts o = { .prefix = prefix, .timeout = 30 };
+	run_cmd(r, &o, "cat", path, NULL);
+}
+
+/*
+ * POSIX ACLs are stored and served as system.posix_acl_* attributes; a
+ * shared mount (allow_other, hence default_permissions) must enforce them
+ * as the source did, not just the mode bits: a file of mode 0644 whose ACL
+ * denies nobody, and a directory likewise, stay closed to nobody.  A
+ * single-user mount lets no other user in at all.
+ */
+Test(mount, shared_mount_enforces_stored_posix_acls)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	mkdir_p(pjoin(src, "closed"), 0755);
+	write_file(pjoin(src, "open"), "open\n", 5, 0644);
+	write_file(pjoin(src, "denied"), "secret\n", 7, 0644);
+	write_file(pjoin(src, "closed/inner"), "inner\n", 6, 0644);
+	const char *acl_targets[] = { "denied", "closed" };
+	for (size_t i = 0; i < 2; i++) {
+		run_result r;
+		run_cmd(&r, NULL, "setfacl", "-m", "u:nobody:---", pjoin(src, acl_targets[i]),
+			NULL);
+		assert_ok(&r, "setfacl -m u:nobody:---");
+		run_result_dispose(&r);
+	}
+	/* the source denies nobody; nobody must reach the mount point itself */
+	cr_assert(chmod(IT.tmp, 0711) == 0, "chmod %s: %s", IT.tmp, strerror(errno));
+	run_result r;
+	cat_as_nobody(&r, pjoin(src, "denied"));
+	cr_assert(r.status != 0, "the source file should be closed to nobody: %s", r.out);
+	run_result_dispose(&r);
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+
+	char *mnt = mountpoint("mnt");
+	const char *const shared[] = { "-o", "allow_other", NULL };
+	mount_bg(arch, mnt, NULL, shared);
+	cat_as_nobody(&r, pjoin(mnt, "latest/open"));
+	assert_ok(&r, "nobody reads a plain 0644 file through the shared mount");
+	cr_assert_str_eq(r.out, "open\n");
+	run_result_dispose(&r);
+	const char *closed[] = { "latest/denied", "latest/closed/inner" };
+	for (size_t i = 0; i < 2; i++) {
+		cat_as_nobody(&r, pjoin(mnt, closed[i]));
+		cr_assert(r.status != 0 && strstr(r.err, "Permission denied"),
+			  "%s: an ACL denies nobody at the source, but through the mount: "
+			  "exit %d, stdout '%s', stderr '%s'", closed[i], r.status, r.out, r.err);
+		assert_not_contains(r.out, r.out_len, "secret", closed[i]);
+		run_result_dispose(&r);
+	}
+	assert_file_content(pjoin(mnt, "latest/denied"), "secret\n");
+	unmount_ok(mnt);
+
+	mount_bg(arch, mnt, NULL, NULL);
+	cat_as_nobody(&r, pjoin(mnt, "latest/open"));
+	cr_assert(r.status != 0 && strstr(r.err, "Permission denied"),
+		  "a single-user mount let nobody in: exit %d, stderr '%s'", r.status, r.err);
+	run_result_dispose(&r);
+	assert_file_content(pjoin(mnt, "latest/denied"), "secret\n");
+	unmount_ok(mnt);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
+/*
+ * Tags are listed from the store's refs, and anyone who can write the
+ * store can plant refs under refs/tags/ with names amberfs never writes:
+ * a leading '-' or '.', "..", a ".lock" suffix, a space, a '/', more than
+ * 64 bytes; loose (git update-ref, or a file) or as packed-refs lines.
+ * None of them shows in tags/ or resolves there; the good tags do.
+ */
+Test(mount, tags_with_hostile_names_are_not_listed_or_resolved)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	const char *tag[] = { "--tag", "good", NULL };
+	amber_snapshot_ok(id, arch, src, tag);
+	free(git_ok(arch, NULL, "update-ref", "refs/tags/also.good_1-x", id, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/tags/-x", id, NULL));
+	free(git_ok(arch, NULL, "update-ref", "refs/tags/sub/x", id, NULL));
+	char *line = xasprintf("%s\n", id);
+	write_str(pjoin(arch, "refs/tags/loose.lock"), line);
+	write_str(pjoin(arch, "refs/tags/.dot"), line);
+	char long_name[70];
+	memset(long_name, 'a', 65);
+	long_name[65] = '\0';
+	const char *packed[] = { "a..b", "p.lock", "-dash", ".hidden", "sp ace", long_name };
+	char *pr = pjoin(arch, "packed-refs");
+	struct stat st;
+	cr_assert(stat(pr, &st) != 0, "this test writes packed-refs from scratch");
+	FILE *f = fopen(pr, "w");
+	cr_assert(f, "fopen %s: %s", pr, strerror(errno));
+	for (size_t i = 0; i < sizeof(packed) / sizeof(packed[0]); i++)
+		fprintf(f, "%s refs/tags/%s\n", id, packed[i]);
+	cr_assert(fclose(f) == 0);
+
+	char *mnt = mountpoint("mnt");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	mount_fg(arch, mnt, log, NULL);
+	char *tags = list_dir_capped(pjoin(mnt, "tags"), 64);
+	cr_assert_str_eq(tags, "also.good_1-x\ngood\n", "tags/ lists:\n%s\ndaemon log: %s", tags,
+			 read_file(log, NULL));
+	assert_file_content(pjoin(mnt, "tags/good/f"), "content\n");
+	assert_file_content(pjoin(mnt, "tags/also.good_1-x/f"), "content\n");
+	const char *hostile[] = { "-x", "sub", "loose.lock", ".dot", "a..b", "p.lock", "-dash",
+				  ".hidden", "sp ace", long_name };
+	for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+		char *p = xasprintf("%s/tags/%s", mnt, hostile[i]);
+		errno = 0;
+		cr_assert(lstat(p, &st) != 0 && errno == ENOENT,
+			  "tags/%s: a hostile tag name must not resolve (got %s)", hostile[i],
+			  errno ? strerror(errno) : "success");
+		free(p);
+	}
+	free(tags);
+	free(pr);
+	free(line);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
+/* Anonymous resident memory of process pid (not the pack files it maps), in KiB. */
+static long long rss_anon_kib(pid_t pid)
+{
+	char *v = proc_line(pid, "status", "RssAnon:");
+	long long kb = strtoll(v, NULL, 10);
+	free(v);
+	return kb;
+}
+
+#define BIGX_DIRS 60
+#define BIGX_FILES 320
+#define BIGX_VALUE 3900
+
+/*
+ * Decoded listings are cached for lookups under a memory bound (16 MiB of
+ * idle listings).  Their memory is mostly what the archive put in them:
+ * names, targets and xattrs.  60 directories of 320 entries with 3.9 KB of
+ * xattrs each decode to about 75 MB: looking a name up in every one of them
+ * must leave the daemon's own (anonymous) resident memory within the bound
+ * plus slack (decoding buffers, and an ASan build's shadow and redzones),
+ * and user.amberfs.stats must account for the xattrs.
+ */
+Test(mount, listing_cache_counts_xattrs_and_stays_within_its_bound)
+{
+	char *p = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41], value[BIGX_VALUE];
+	uint64_t seed = 99;
+	/* a tmpfs (taken down in teardown): 15,000 xattr blocks are slow on disk */
+	char *src = mt_register(p, 1);
+	cr_assert(mount("tmpfs", src, "tmpfs", 0, "size=256m,mode=0755") == 0,
+		  "mount tmpfs on %s: %s", src, strerror(errno));
+	for (int d = 0; d < BIGX_DIRS; d++) {
+		char *dir = xasprintf("%s/d%02d", src, d);
+		mkdir_p(dir, 0755);
+		for (int i = 0; i < BIGX_FILES; i++) {
+			char *f = xasprintf("%s/f%03d", dir, i);
+			write_file(f, "", 0, 0644);
+			fill_random(value, sizeof(value), &seed);
+			cr_assert(setxattr(f, "user.big", value, sizeof(value), 0) == 0,
+				  "setxattr %s: %s", f, strerror(errno));
+			free(f);
+		}
+		free(dir);
+	}
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+
+	/* an ASan build holds freed memory in quarantine; let it reuse it as malloc does */
+	const char *asan = getenv("ASAN_OPTIONS");
+	char *asan_opts = xasprintf("%s%squarantine_size_mb=0", asan ? asan : "",
+				    asan && *asan ? ":" : "");
+	cr_assert(setenv("ASAN_OPTIONS", asan_opts, 1) == 0);
+	char *mnt = mountpoint("mnt");
+	const char *const small[] = { "-o", "cache_size=1M", NULL };
+	pid_t pid = mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), small);
+	char *snap = latest_dir(mnt);
+	struct stat st;
+	cr_assert(stat(snap, &st) == 0, "stat %s: %s", snap, strerror(errno));
+	long long rss0 = rss_anon_kib(pid), one = 0;
+	for (int d = 0; d < BIGX_DIRS; d++) {
+		char *miss = xasprintf("%s/d%02d/no such file", snap, d);
+		cr_assert(stat(miss, &st) != 0 && errno == ENOENT, "stat %s: %s", miss,
+			  strerror(errno));
+		free(miss);
+		if (d == 0) {
+			char *stats = xget_ok(mnt, "user.amberfs.stats");
+			one = stats_counter(stats, "dir_cache_bytes");
+			free(stats);
+		}
+	}
+	long long grown = rss_anon_kib(pid) - rss0;
+	cr_log_info("the listing cache grew the daemon by %lld KiB", grown);
+	cr_assert(grown < 48 << 10, "the listing cache grew the daemon by %lld KiB (bound: "
+		  "16 MiB of listings)", grown);
+	char *stats = xget_ok(mnt, "user.amberfs.stats");
+	long long all = stats_counter(stats, "dir_cache_bytes");
+	cr_assert(one >= (long long)BIGX_FILES * BIGX_VALUE,
+		  "one cached listing of %d entries with %d bytes of xattrs each is accounted "
+		  "as %lld bytes", BIGX_FILES, BIGX_VALUE, one);
+	cr_assert(all <= 16 << 20, "the listing cache holds %lld bytes, over its 16 MiB", all);
+	free(stats);
+	free(snap);
+	free(mnt);
+	free(asan_opts);
+	free(arch);
+	free(src);
+	free(p);
+}
