@@ -64,7 +64,7 @@ static void print_text(const amber_snapinfo *in)
 {
 	char when[40], size[32], fresh[32];
 
-	amber_time_format(when, in->time_ns, 6);
+	amber_time_format(when, in->time_ns, 9);
 	cli_human_size(size, in->stats.bytes);
 	cli_human_size(fresh, in->stats.bytes_new);
 	printf("%s  %s  %6llu files  %10s  %10s new", in->id, when,

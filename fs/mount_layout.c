@@ -3,8 +3,9 @@
  *
  *   latest                 symlink to snapshots/<day>/<name> (newest)
  *   snapshots/<day>/<name> every snapshot, <day> = YYYY-MM-DD (UTC),
- *                          <name> = YYYYMMDDTHHMMSS.ffffffZ
- *   at/<time>              the newest snapshot at or before <time>
+ *                          <name> = YYYYMMDDTHHMMSS.fffffffffZ (ns)
+ *   at/<time>              the newest snapshot before the end of the span
+ *                          <time> denotes (14:03:07 is in force to :08)
  *   streams/<s>/...        latest, snapshots and at of every stream
  *   tags/<tag>             tagged snapshots
  *   ids/<id>               every snapshot by commit id (prefixes resolve)
@@ -21,8 +22,8 @@
  * and day directories, (stream ordinal << 40 | index) for ids/, and a list
  * index for the short lists (root, streams/, tags/).
  *
- * Two snapshots in the same microsecond would share a name; the second gets
- * "~2", the third "~3", and so on.
+ * Names carry the stored time to the ns: times strictly increase along a
+ * stream, so no two snapshots of a day share a name.
  */
 #include "mount.h"
 
@@ -138,22 +139,21 @@ static void day_name(char out[32], int64_t ns)
 	snprintf(out, 32, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
 }
 
-/* The name of snapshot i of t (see the collision rule above). */
+/*
+ * The name of snapshot i of t: its time to the ns, as stored, so that the
+ * name is unique in its stream (times strictly increase) and resolves to it
+ * here, under at/ and as a CLI @TIME.
+ */
 static void snap_name(char out[48], const amber_timeline *t, size_t i)
 {
-	int64_t us = amber_timeline_time(t, i) / 1000;
 	struct tm tm;
-	size_t k = i;
-	long frac;
-	int len;
+	int64_t ns = amber_timeline_time(t, i);
+	long us;
 
-	utc(&tm, amber_timeline_time(t, i), &frac);
-	len = snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%06ldZ", tm.tm_year + 1900,
-		       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-	while (k > 0 && amber_timeline_time(t, k - 1) / 1000 == us)
-		k--;
-	if (k < i)
-		snprintf(out + len, 48 - (size_t)len, "~%zu", i - k + 1);
+	utc(&tm, ns, &us);
+	snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%09ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 (long)(((ns % 1000000000LL) + 1000000000LL) % 1000000000LL));
 }
 
 static uint64_t vino(enum mnt_kind kind, const char *stream, int64_t day)
@@ -395,24 +395,22 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	return err;
 }
 
-/* The index named `name` in day directory p, or -1. Caller holds tl_lock. */
+/*
+ * The index named `name` in day directory p, or -1: the snapshot taken at
+ * exactly that time, however it is spelled (the listed name, or the time
+ * `amberfs log` prints).  Caller holds tl_lock.
+ */
 static long find_in_day(const amber_timeline *t, const struct mnt_node *p, const char *name)
 {
-	char base[48], check[48];
 	int64_t ns;
-	size_t i, n = amber_timeline_count(t);
+	size_t i;
 
-	snprintf(base, sizeof(base), "%.*s", (int)strcspn(name, "~"), name);
-	if (amber_time_parse(&ns, base) || day_of(ns) != p->day_ns)
+	if (amber_time_parse(&ns, name) || day_of(ns) != p->day_ns)
 		return -1;
-	for (i = amber_timeline_lower_bound(t, ns); i < n; i++) {
-		if (amber_timeline_time(t, i) / 1000 != ns / 1000)
-			break;
-		snap_name(check, t, i);
-		if (strcmp(check, name) == 0)
-			return (long)i;
-	}
-	return -1;
+	i = amber_timeline_lower_bound(t, ns);
+	if (i >= amber_timeline_count(t) || amber_timeline_time(t, i) != ns)
+		return -1;
+	return (long)i;
 }
 
 static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
@@ -439,16 +437,17 @@ static int lookup_at(struct mnt *m, struct mnt_node *p, const char *name,
 {
 	char id[AMBER_OID_HEXSZ + 1];
 	amber_timeline *t;
-	int64_t ns;
+	int64_t ns, end;
 	long i;
 	int err;
 
-	if (amber_time_parse(&ns, name))
+	/* the span the name denotes: a printed (truncated) time finds its own */
+	if (amber_time_parse_span(&ns, &end, name))
 		return ENOENT;
 	err = tl_lock(m, p->stream, 1, &t);
 	if (err)
 		return err;
-	i = amber_timeline_find(t, ns);
+	i = (long)amber_timeline_lower_bound(t, end) - 1;
 	if (i >= 0)
 		amber_timeline_id(id, t, (size_t)i);
 	tl_unlock(m);
