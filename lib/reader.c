@@ -882,16 +882,47 @@ int amber_commit_time(int64_t *time_ns, uint8_t parent[20], int *has_parent, amb
 	return rc;
 }
 
-/* Newest snapshot of the stream taken before `end`, through the time index
- * (amber_snapshot_open then authenticates the one chosen). */
+int amber_record_read(amber_record *r, amber_archive *a, const uint8_t oid[20])
+{
+	amber_commit c = {0};
+	char hex[41], *b64 = NULL;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	amber_oid_tohex(hex, oid);
+	rc = read_commit(&c, a, oid, hex);
+	if (rc == 0 && !(b64 = amber_trailer_get(c.message, "Amberfs-Record")))
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", hex);
+	if (rc == 0)
+		rc = decode_record(r, a, b64, hex);
+	if (rc == 0 && (rc = check_commit(&c, r, hex)) < 0)
+		amber_record_dispose(r);
+	free(b64);
+	amber_commit_dispose(&c);
+	return rc;
+}
+
+/* Newest snapshot of the stream taken before `end`, through the skip links
+ * of the records or else the time index (amber_snapshot_open then
+ * authenticates the one chosen). */
 static int resolve_time(uint8_t out[20], amber_archive *a, const char *stream, int64_t end,
 			const char *spec)
 {
 	amber_timeline *tl = NULL;
 	char hex[41];
 	size_t i = 0;
-	int rc = amber_timeline_open(&tl, a, stream);
+	uint8_t tip[20];
+	int rc = stream_tip(tip, a, stream);
 
+	/* the skip links of the records; archives written before them walk */
+	if (rc == 0)
+		rc = amber_history_find(out, a, stream ? stream : "main", tip, end);
+	if (rc == AMBER_ENOTFOUND)
+		return amber_fail(rc, "no snapshot of stream '%s' at or before %s",
+				  stream ? stream : "main", spec + 1);
+	if (rc <= 0)
+		return rc;
+	rc = amber_timeline_open(&tl, a, stream);
 	if (rc == 0 && (i = amber_timeline_lower_bound(tl, end)) == 0)
 		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot of stream '%s' at or before %s",
 				stream ? stream : "main", spec + 1);
