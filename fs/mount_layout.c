@@ -140,20 +140,24 @@ static void day_name(char out[32], int64_t ns)
 }
 
 /*
- * The name of snapshot i of t: its time to the ns, as stored, so that the
- * name is unique in its stream (times strictly increase) and resolves to it
- * here, under at/ and as a CLI @TIME.
+ * The name of a snapshot taken at ns: its time to the ns, as stored, so
+ * that the name is unique in its stream (times strictly increase) and
+ * resolves to it here, under at/ and as a CLI @TIME.
  */
-static void snap_name(char out[48], const amber_timeline *t, size_t i)
+static void time_name(char out[48], int64_t ns)
 {
 	struct tm tm;
-	int64_t ns = amber_timeline_time(t, i);
 	long us;
 
 	utc(&tm, ns, &us);
 	snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%09ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
 		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		 (long)(((ns % 1000000000LL) + 1000000000LL) % 1000000000LL));
+}
+
+static void snap_name(char out[48], const amber_timeline *t, size_t i)
+{
+	time_name(out, amber_timeline_time(t, i));
 }
 
 static uint64_t vino(enum mnt_kind kind, const char *stream, int64_t day)
@@ -314,16 +318,11 @@ static int snaproot(struct mnt *m, const char *id, double timeout, struct mnt_no
 	return o->e ? 0 : ENOMEM;
 }
 
+/* From the ref: never walks the history (mounting stays O(1)). */
 static int stream_has_snapshots(struct mnt *m, const char *stream)
 {
-	amber_timeline *t;
-	size_t n;
-
-	if (tl_lock(m, stream, 1, &t))
-		return 0;
-	n = amber_timeline_count(t);
-	tl_unlock(m);
-	return n > 0;
+	char id[AMBER_OID_HEXSZ + 1];
+	return amber_resolve(id, m->a, stream, "latest") == 0;
 }
 
 /* Names shared by the root (for the default stream) and streams/<s>/. */
@@ -432,27 +431,27 @@ static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
 	return snaproot(m, id, MNT_TIMEOUT_IMMUTABLE, o);
 }
 
+/*
+ * The newest snapshot before the end of the span `name` denotes, by the
+ * skip links of the records from the stream's tip: O(log n) record reads,
+ * no walk of the history (amber_resolve).  Reading the ref each time keeps
+ * at/ live.
+ */
 static int lookup_at(struct mnt *m, struct mnt_node *p, const char *name,
 		     struct mnt_nodeinfo *o)
 {
-	char id[AMBER_OID_HEXSZ + 1];
-	amber_timeline *t;
+	char id[AMBER_OID_HEXSZ + 1], spec[300];
 	int64_t ns, end;
-	long i;
-	int err;
+	int rc;
 
-	/* the span the name denotes: a printed (truncated) time finds its own */
-	if (amber_time_parse_span(&ns, &end, name))
+	if (amber_time_parse_span(&ns, &end, name) || strlen(name) > 256)
 		return ENOENT;
-	err = tl_lock(m, p->stream, 1, &t);
-	if (err)
-		return err;
-	i = (long)amber_timeline_lower_bound(t, end) - 1;
-	if (i >= 0)
-		amber_timeline_id(id, t, (size_t)i);
-	tl_unlock(m);
-	if (i < 0)
+	snprintf(spec, sizeof(spec), "@%s", name);
+	rc = amber_resolve(id, m->a, p->stream, spec);
+	if (rc == AMBER_ENOTFOUND || rc == AMBER_EINVAL)
 		return ENOENT;
+	if (rc)
+		return mnt_errno(m, rc, name);
 	return snaproot(m, id, MNT_TIMEOUT_MOVING, o);
 }
 
@@ -517,21 +516,22 @@ int mnt_layout_is_virtual_dir(const struct mnt_node *n)
 
 int mnt_layout_readlink(struct mnt *m, struct mnt_node *n, char *out, size_t cap)
 {
-	char day[32], name[48];
-	amber_timeline *t;
-	size_t count;
-	int err = tl_lock(m, n->stream, 1, &t);
+	char day[32], name[48], id[AMBER_OID_HEXSZ + 1];
+	struct mnt_snap *snap = NULL;
+	int64_t ns;
+	int rc = amber_resolve(id, m->a, n->stream, "latest");
 
-	if (err)
-		return err;
-	count = amber_timeline_count(t);
-	if (count) {
-		day_name(day, amber_timeline_time(t, count - 1));
-		snap_name(name, t, count - 1);
-	}
-	tl_unlock(m);
-	if (!count)
+	if (rc == AMBER_ENOTFOUND)
 		return ENOENT;
+	if (rc)
+		return mnt_errno(m, rc, n->stream);
+	rc = mnt_snap_get(m, id, &snap);
+	if (rc)
+		return rc;
+	ns = amber_snapshot_info(snap->s)->time_ns;
+	mnt_snap_put(m, snap);
+	day_name(day, ns);
+	time_name(name, ns);
 	snprintf(out, cap, "snapshots/%s/%s", day, name);
 	return 0;
 }
