@@ -1,34 +1,59 @@
 /*
- * amberfs log ARCHIVE [--stream S] [--json] [--passphrase-file FILE]
+ * amberfs log ARCHIVE [--stream S] [-n N] [--json] [--passphrase-file FILE]
  *
  * The JSON form is an array with one object per line, so that both JSON
- * parsers and line tools (grep, head) can read it.
+ * parsers and line tools (grep, head) can read it.  Both stream: each
+ * snapshot is printed as the walk reaches it, so memory does not grow with
+ * the history, and -n stops the walk after N snapshots.
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static const char help[] =
-	"Usage: amberfs log ARCHIVE [--stream S] [--json]\n"
+	"Usage: amberfs log ARCHIVE [--stream S] [-n N] [--json]\n"
 	"List the snapshots of a stream, newest first: commit id, UTC time, files,\n"
 	"total size, size of the new data stored, and tags.\n"
 	"\n"
 	"      --stream S              list stream S (default: main)\n"
+	"  -n, --max-count N           list only the N newest snapshots\n"
 	"      --json                  write a JSON array, one snapshot object per line\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE };
 
+#define LOG_ENOUGH 1    /* visit(): -n snapshots printed, stop the walk */
+
 struct log_args {
 	const char *archive;
 	const char *passfile;
 	const char *stream;
 	int json;
+	size_t max;             /* 0: all */
 	size_t count;           /* snapshots printed so far */
 };
+
+/* A positive count for -n; 0 or -1 as in the usage message. */
+static int parse_count(size_t *out, const char *text)
+{
+	char *end = NULL;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno || !end || *end || text[0] < '0' || text[0] > '9' || v == 0 || v > SIZE_MAX) {
+		fprintf(stderr, "amberfs: log: -n wants a positive count, not '%s'\n", text);
+		return -1;
+	}
+	*out = (size_t)v;
+	return 0;
+}
 
 /* @return -1 to go on, else the exit status. */
 static int parse(struct log_args *o, int argc, char **argv)
@@ -36,6 +61,7 @@ static int parse(struct log_args *o, int argc, char **argv)
 	static const struct option opts[] = {
 		{"stream", required_argument, NULL, OPT_STREAM},
 		{"json", no_argument, NULL, OPT_JSON},
+		{"max-count", required_argument, NULL, 'n'},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -43,9 +69,13 @@ static int parse(struct log_args *o, int argc, char **argv)
 	int c;
 
 	opterr = 0;
-	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+	while ((c = cli_getopt(argc, argv, ":hn:", opts)) != -1) {
 		if (c == 'h')
 			return cli_help(help);
+		else if (c == 'n' && parse_count(&o->max, optarg))
+			return CLI_EXIT_USAGE;
+		else if (c == 'n')
+			continue;
 		else if (c == OPT_STREAM)
 			o->stream = optarg;
 		else if (c == OPT_JSON)
@@ -64,7 +94,7 @@ static void print_text(const amber_snapinfo *in)
 {
 	char when[40], size[32], fresh[32];
 
-	amber_time_format(when, in->time_ns, 6);
+	amber_time_format(when, in->time_ns, 9);
 	cli_human_size(size, in->stats.bytes);
 	cli_human_size(fresh, in->stats.bytes_new);
 	printf("%s  %s  %6llu files  %10s  %10s new", in->id, when,
@@ -133,14 +163,14 @@ static int visit(const amber_snapinfo *info, void *payload)
 		print_json(info);
 	}
 	o->count++;
-	return 0;
+	return o->max && o->count >= o->max ? LOG_ENOUGH : 0;
 }
 
 static int list(struct log_args *o, amber_archive *a)
 {
 	int rc = amber_log(a, o->stream, visit, o);
 
-	if (rc)
+	if (rc && rc != LOG_ENOUGH)
 		return cli_fail(rc, o->archive);
 	if (o->json)
 		fputs(o->count ? "\n]\n" : "[]\n", stdout);

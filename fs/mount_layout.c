@@ -3,8 +3,9 @@
  *
  *   latest                 symlink to snapshots/<day>/<name> (newest)
  *   snapshots/<day>/<name> every snapshot, <day> = YYYY-MM-DD (UTC),
- *                          <name> = YYYYMMDDTHHMMSS.ffffffZ
- *   at/<time>              the newest snapshot at or before <time>
+ *                          <name> = YYYYMMDDTHHMMSS.fffffffffZ (ns)
+ *   at/<time>              the newest snapshot before the end of the span
+ *                          <time> denotes (14:03:07 is in force to :08)
  *   streams/<s>/...        latest, snapshots and at of every stream
  *   tags/<tag>             tagged snapshots
  *   ids/<id>               every snapshot by commit id (prefixes resolve)
@@ -21,8 +22,8 @@
  * and day directories, (stream ordinal << 40 | index) for ids/, and a list
  * index for the short lists (root, streams/, tags/).
  *
- * Two snapshots in the same microsecond would share a name; the second gets
- * "~2", the third "~3", and so on.
+ * Names carry the stored time to the ns: times strictly increase along a
+ * stream, so no two snapshots of a day share a name.
  */
 #include "mount.h"
 
@@ -159,22 +160,25 @@ static void day_name(char out[32], int64_t ns)
 	snprintf(out, 32, "%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
 }
 
-/* The name of snapshot i of t (see the collision rule above). */
+/*
+ * The name of a snapshot taken at ns: its time to the ns, as stored, so
+ * that the name is unique in its stream (times strictly increase) and
+ * resolves to it here, under at/ and as a CLI @TIME.
+ */
+static void time_name(char out[48], int64_t ns)
+{
+	struct tm tm;
+	long us;
+
+	utc(&tm, ns, &us);
+	snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%09ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+		 (long)(((ns % 1000000000LL) + 1000000000LL) % 1000000000LL));
+}
+
 static void snap_name(char out[48], const amber_timeline *t, size_t i)
 {
-	int64_t us = floor_div(amber_timeline_time(t, i), 1000);
-	struct tm tm;
-	size_t k = i;
-	long frac;
-	int len;
-
-	utc(&tm, amber_timeline_time(t, i), &frac);
-	len = snprintf(out, 48, "%04d%02d%02dT%02d%02d%02d.%06ldZ", tm.tm_year + 1900,
-		       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-	while (k > 0 && floor_div(amber_timeline_time(t, k - 1), 1000) == us)
-		k--;
-	if (k < i)
-		snprintf(out + len, 48 - (size_t)len, "~%zu", i - k + 1);
+	time_name(out, amber_timeline_time(t, i));
 }
 
 static uint64_t vino(enum mnt_kind kind, const char *stream, int64_t day)
@@ -314,16 +318,11 @@ static int stream_snaproot(struct mnt *m, const char *stream, const char *id, do
 	return rc ? mnt_errno(m, rc, id) : snaproot(m, id, timeout, o);
 }
 
+/* From the ref: never walks the history (mounting stays O(1)). */
 static int stream_has_snapshots(struct mnt *m, const char *stream)
 {
-	amber_timeline *t;
-	size_t n;
-
-	if (tl_lock(m, stream, 1, &t))
-		return 0;
-	n = amber_timeline_count(t);
-	tl_unlock(m);
-	return n > 0;
+	char id[AMBER_OID_HEXSZ + 1];
+	return amber_resolve(id, m->a, stream, "latest") == 0;
 }
 
 /* Names shared by the root (for the default stream) and streams/<s>/. */
@@ -394,24 +393,22 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	return err;
 }
 
-/* The index named `name` in day directory p, or -1. Caller holds tl_lock. */
+/*
+ * The index named `name` in day directory p, or -1: the snapshot taken at
+ * exactly that time, however it is spelled (the listed name, or the time
+ * `amberfs log` prints).  Caller holds tl_lock.
+ */
 static long find_in_day(const amber_timeline *t, const struct mnt_node *p, const char *name)
 {
-	char base[48], check[48];
 	int64_t ns;
-	size_t i, n = amber_timeline_count(t);
+	size_t i;
 
-	snprintf(base, sizeof(base), "%.*s", (int)strcspn(name, "~"), name);
-	if (amber_time_parse(&ns, base) || day_of(ns) != p->day_ns)
+	if (amber_time_parse(&ns, name) || day_of(ns) != p->day_ns)
 		return -1;
-	for (i = amber_timeline_lower_bound(t, ns); i < n; i++) {
-		if (floor_div(amber_timeline_time(t, i), 1000) != floor_div(ns, 1000))
-			break;
-		snap_name(check, t, i);
-		if (strcmp(check, name) == 0)
-			return (long)i;
-	}
-	return -1;
+	i = amber_timeline_lower_bound(t, ns);
+	if (i >= amber_timeline_count(t) || amber_timeline_time(t, i) != ns)
+		return -1;
+	return (long)i;
 }
 
 static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
@@ -433,26 +430,27 @@ static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
 	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
 }
 
+/*
+ * The newest snapshot before the end of the span `name` denotes, by the
+ * skip links of the records from the stream's tip: O(log n) record reads,
+ * no walk of the history (amber_resolve).  Reading the ref each time keeps
+ * at/ live.
+ */
 static int lookup_at(struct mnt *m, struct mnt_node *p, const char *name,
 		     struct mnt_nodeinfo *o)
 {
-	char id[AMBER_OID_HEXSZ + 1];
-	amber_timeline *t;
-	int64_t ns;
-	long i;
-	int err;
+	char id[AMBER_OID_HEXSZ + 1], spec[300];
+	int64_t ns, end;
+	int rc;
 
-	if (amber_time_parse(&ns, name))
+	if (amber_time_parse_span(&ns, &end, name) || strlen(name) > 256)
 		return ENOENT;
-	err = tl_lock(m, p->stream, 1, &t);
-	if (err)
-		return err;
-	i = amber_timeline_find(t, ns);
-	if (i >= 0)
-		amber_timeline_id(id, t, (size_t)i);
-	tl_unlock(m);
-	if (i < 0)
+	snprintf(spec, sizeof(spec), "@%s", name);
+	rc = amber_resolve(id, m->a, p->stream, spec);
+	if (rc == AMBER_ENOTFOUND || rc == AMBER_EINVAL)
 		return ENOENT;
+	if (rc)
+		return mnt_errno(m, rc, name);
 	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_MOVING, o);
 }
 
@@ -515,21 +513,22 @@ int mnt_layout_is_virtual_dir(const struct mnt_node *n)
 
 int mnt_layout_readlink(struct mnt *m, struct mnt_node *n, char *out, size_t cap)
 {
-	char day[32], name[48];
-	amber_timeline *t;
-	size_t count;
-	int err = tl_lock(m, n->stream, 1, &t);
+	char day[32], name[48], id[AMBER_OID_HEXSZ + 1];
+	struct mnt_snap *snap = NULL;
+	int64_t ns;
+	int rc = amber_resolve(id, m->a, n->stream, "latest");
 
-	if (err)
-		return err;
-	count = amber_timeline_count(t);
-	if (count) {
-		day_name(day, amber_timeline_time(t, count - 1));
-		snap_name(name, t, count - 1);
-	}
-	tl_unlock(m);
-	if (!count)
+	if (rc == AMBER_ENOTFOUND)
 		return ENOENT;
+	if (rc)
+		return mnt_errno(m, rc, n->stream);
+	rc = mnt_snap_get(m, id, &snap);
+	if (rc)
+		return rc;
+	ns = amber_snapshot_info(snap->s)->time_ns;
+	mnt_snap_put(m, snap);
+	day_name(day, ns);
+	time_name(name, ns);
 	snprintf(out, cap, "snapshots/%s/%s", day, name);
 	return 0;
 }

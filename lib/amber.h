@@ -344,7 +344,8 @@ int amber_stream_list(amber_archive *a, int (*cb)(const char *stream, void *payl
 /**
  * Resolve a snapshot spec to a commit id.  Specs: "latest", a full commit
  * id or a unique prefix of at least 7 hex digits, a tag name, "@TIME"
- * (the newest snapshot of the stream at or before TIME; ISO 8601 in UTC or
+ * (the newest snapshot of the stream taken before the end of the span TIME
+ * denotes, see amber_time_parse_span(); ISO 8601 in UTC or
  * with an offset, any precision, or "@EPOCH[.frac]"), or "STREAM@TIME"
  * (the same in another stream).
  * The commit's bytes must hash to its id, and a snapshot reached through a
@@ -362,6 +363,15 @@ int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char
  * @return 0 or AMBER_EINVAL.
  */
 int amber_time_parse(int64_t *ns_out, const char *text);
+
+/**
+ * Parse a time as amber_time_parse() does, and give the span it denotes at
+ * the precision it is written in: [*start, *end).  A date is a day, "hh:mm"
+ * a minute, "hh:mm:ss" a second, and each fractional digit a tenth of the
+ * unit before it ("@EPOCH" is a second); nine or more digits are one ns.
+ * @return 0 or AMBER_EINVAL.
+ */
+int amber_time_parse_span(int64_t *start, int64_t *end, const char *text);
 
 /** Format `ns` as ISO 8601 UTC with `digits` (0..9) fractional digits. */
 void amber_time_format(char out[40], int64_t ns, int digits);

@@ -19,6 +19,8 @@
  *             time_ns i64 | host, source, message (len u16 | bytes) |
  *             7 x u64 stats (files dirs bytes bytes_read bytes_new
  *             objects_new errors)
+ *             layout 2 (ver 2) adds: height u64 | nskip u8 |
+ *             (oid 20 | time_ns i64)[nskip]   (the time index)
  *
  * Every layout is canonical: one set of values has exactly one encoding
  * (optional fields are absent rather than zero-filled, unused fields must
@@ -40,6 +42,7 @@
 #include <string.h>
 
 #define LAYOUT_VERSION 1
+#define RECORD_VERSION_INDEXED 2
 #define RECORD_TEXT_MAX 4096
 #define MODE_MASK 07777u
 #define NSEC_PER_SEC 1000000000u
@@ -801,8 +804,30 @@ static const char *root_meta_defect(const amber_record *r)
 	return why;
 }
 
+/*
+ * What one record can say about its own index: the link count its height
+ * implies, the parent as link 0, older times the farther back.  Whether the
+ * links name the right ancestors is checked by readers that follow them and
+ * by verify (lib/history.c).
+ */
+static const char *index_defect(const amber_record *r)
+{
+	if (r->has_parent != (r->height > 1))
+		return "height does not match having a parent";
+	if (r->nskip != amber_skip_count(r->height))
+		return "wrong number of skip links for its height";
+	if (r->nskip && memcmp(r->skip[0].oid, r->parent, 20) != 0)
+		return "first skip link is not the parent";
+	for (size_t i = 0; i < r->nskip; i++)
+		if (r->skip[i].time_ns >= (i ? r->skip[i - 1].time_ns : r->time_ns))
+			return "skip link times do not decrease";
+	return NULL;
+}
+
 static const char *record_defect(const amber_record *r)
 {
+	const char *why;
+
 	if (r->has_parent != 0 && r->has_parent != 1)
 		return "has_parent is not 0 or 1";
 	if (!r->has_parent && !all_zero(r->parent, sizeof(r->parent)))
@@ -815,6 +840,8 @@ static const char *record_defect(const amber_record *r)
 		return "text field longer than 4096 bytes";
 	if (r->root_meta_len > UINT32_MAX)
 		return "root entry too large";
+	if (r->height && (why = index_defect(r)) != NULL)
+		return why;
 	return root_meta_defect(r);
 }
 
@@ -845,7 +872,7 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 
 	if ((why = record_defect(r)) != NULL)
 		return amber_fail(AMBER_EINVAL, "record: %s", why);
-	w_u8(&w, LAYOUT_VERSION);
+	w_u8(&w, r->height ? RECORD_VERSION_INDEXED : LAYOUT_VERSION);
 	w_bytes(&w, r->tree, sizeof(r->tree));
 	w_u8(&w, (uint8_t)r->has_parent);
 	w_bytes(&w, r->parent, sizeof(r->parent));
@@ -860,6 +887,14 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 	put_text(&w, r->source);
 	put_text(&w, r->message);
 	put_stats(&w, &r->stats);
+	if (r->height) {
+		w_u64(&w, r->height);
+		w_u8(&w, (uint8_t)r->nskip);
+		for (size_t i = 0; i < r->nskip; i++) {
+			w_bytes(&w, r->skip[i].oid, 20);
+			w_u64(&w, (uint64_t)r->skip[i].time_ns);
+		}
+	}
 	return w_finish(&w, start);
 }
 
@@ -921,7 +956,23 @@ static void get_stats(amber_stats *s, amber_rd *r)
 	amber_rd_u64(r, &s->errors);
 }
 
-static int get_record(amber_record *rec, amber_rd *r)
+static int get_index(amber_record *rec, amber_rd *r)
+{
+	uint8_t n = 0;
+
+	amber_rd_u64(r, &rec->height);
+	amber_rd_u8(r, &n);
+	if (rec->height == 0 || n > AMBER_SKIP_MAX)
+		return amber_fail(AMBER_ECORRUPT, "record: invalid height or skip link count");
+	rec->nskip = n;
+	for (size_t i = 0; i < rec->nskip; i++) {
+		r_copy(r, rec->skip[i].oid, 20);
+		r_i64(r, &rec->skip[i].time_ns);
+	}
+	return 0;
+}
+
+static int get_record(amber_record *rec, amber_rd *r, int indexed)
 {
 	uint8_t hp = 0;
 	const char *why;
@@ -940,6 +991,8 @@ static int get_record(amber_record *rec, amber_rd *r)
 	    (rc = get_text(&rec->message, r)) < 0)
 		return rc;
 	get_stats(&rec->stats, r);
+	if (indexed && (rc = get_index(rec, r)) < 0)
+		return rc;
 	if ((rc = r_finish(r, "record")) < 0)
 		return rc;
 	if ((why = record_defect(rec)) != NULL)
@@ -950,13 +1003,17 @@ static int get_record(amber_record *rec, amber_rd *r)
 int amber_record_decode(amber_record *rec, const void *data, size_t len)
 {
 	amber_rd r;
+	uint8_t ver = 0;
 	int rc;
 
 	memset(rec, 0, sizeof(*rec));
 	amber_rd_init(&r, data, len);
-	if ((rc = r_version(&r, "record")) < 0)
-		return rc;
-	if ((rc = get_record(rec, &r)) < 0)
+	if (amber_rd_u8(&r, &ver) < 0)
+		return amber_fail(AMBER_ECORRUPT, "record: empty payload");
+	/* layout 1 records (no index) stay readable: readers walk instead */
+	if (ver != LAYOUT_VERSION && ver != RECORD_VERSION_INDEXED)
+		return amber_fail(AMBER_ECORRUPT, "record: unknown layout version %u", ver);
+	if ((rc = get_record(rec, &r, ver == RECORD_VERSION_INDEXED)) < 0)
 		amber_record_dispose(rec);
 	return rc;
 }

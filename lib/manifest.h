@@ -94,6 +94,30 @@ int amber_index_encode(amber_buf *out, const amber_chunkref *c, size_t n);
 int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t len,
 		       uint64_t file_size, size_t max_chunk);
 
+/*
+ * The time index in the records (record layout 2): snapshot number `height`
+ * (1 for the first of a stream) links to its ancestors at heights
+ * height - 2^i for i = 0 .. ctz(height) that exist (>= 1), each with that
+ * ancestor's time: a deterministic skip list, so the newest snapshot before
+ * a time is O(log n) record reads from the tip.  Link 0 is the parent.
+ */
+#define AMBER_SKIP_MAX 64
+
+typedef struct amber_skiplink {
+	uint8_t oid[20];
+	int64_t time_ns;
+} amber_skiplink;
+
+/** Number of skip links a record at `height` (>= 1) carries. */
+static inline size_t amber_skip_count(uint64_t height)
+{
+	size_t n = 0;
+
+	for (unsigned i = 0; i < 64 && height > (1ULL << i) && height % (1ULL << i) == 0; i++)
+		n++;
+	return n;
+}
+
 /** The authenticated record a snapshot commit carries. */
 typedef struct amber_record {
 	uint8_t tree[20];          /* the commit's root tree */
@@ -112,8 +136,12 @@ typedef struct amber_record {
 	char *source;
 	char *message;
 	amber_stats stats;
+	uint64_t height;           /* 0: a layout 1 record, which has no index */
+	size_t nskip;              /* amber_skip_count(height) */
+	amber_skiplink skip[AMBER_SKIP_MAX];
 } amber_record;
 
+/** Encode: layout 2 (with the index) if r->height, else layout 1. */
 int amber_record_encode(amber_buf *out, const amber_record *r);
 int amber_record_decode(amber_record *r, const void *data, size_t len);
 /** Free the strings and root_meta of a record. */

@@ -964,21 +964,52 @@ int amber_commit_time(int64_t *time_ns, uint8_t parent[20], int *has_parent, amb
 	return rc;
 }
 
-/* Newest snapshot of the stream at or before t, through the time index
- * (amber_snapshot_open then authenticates the one chosen). */
-static int resolve_time(uint8_t out[20], amber_archive *a, const char *stream, int64_t t,
+int amber_record_read(amber_record *r, amber_archive *a, const uint8_t oid[20])
+{
+	amber_commit c = {0};
+	char hex[41], *b64 = NULL;
+	int rc;
+
+	memset(r, 0, sizeof(*r));
+	amber_oid_tohex(hex, oid);
+	rc = read_commit(&c, a, oid, hex);
+	if (rc == 0 && !(b64 = amber_trailer_get(c.message, "Amberfs-Record")))
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: commit has no amberfs record", hex);
+	if (rc == 0)
+		rc = decode_record(r, a, b64, hex);
+	if (rc == 0 && (rc = check_commit(&c, r, hex)) < 0)
+		amber_record_dispose(r);
+	free(b64);
+	amber_commit_dispose(&c);
+	return rc;
+}
+
+/* Newest snapshot of the stream taken before `end`, through the skip links
+ * of the records or else the time index (amber_snapshot_open then
+ * authenticates the one chosen). */
+static int resolve_time(uint8_t out[20], amber_archive *a, const char *stream, int64_t end,
 			const char *spec)
 {
 	amber_timeline *tl = NULL;
 	char hex[41];
-	long i;
-	int rc = amber_timeline_open(&tl, a, stream);
+	size_t i = 0;
+	uint8_t tip[20];
+	int rc = stream_tip(tip, a, stream);
 
-	if (rc == 0 && (i = amber_timeline_find(tl, t)) < 0)
+	/* the skip links of the records; archives written before them walk */
+	if (rc == 0)
+		rc = amber_history_find(out, a, stream ? stream : "main", tip, end);
+	if (rc == AMBER_ENOTFOUND)
+		return amber_fail(rc, "no snapshot of stream '%s' at or before %s",
+				  stream ? stream : "main", spec + 1);
+	if (rc <= 0)
+		return rc;
+	rc = amber_timeline_open(&tl, a, stream);
+	if (rc == 0 && (i = amber_timeline_lower_bound(tl, end)) == 0)
 		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot of stream '%s' at or before %s",
 				stream ? stream : "main", spec + 1);
 	if (rc == 0) {
-		amber_timeline_id(hex, tl, (size_t)i);
+		amber_timeline_id(hex, tl, i - 1);
 		rc = amber_oid_fromhex(out, hex);
 	}
 	amber_timeline_free(tl);
@@ -995,12 +1026,15 @@ static int is_hex(const char *s)
 
 static int resolve_at(uint8_t oid[20], amber_archive *a, const char *stream, const char *spec)
 {
-	int64_t t;
+	int64_t t, end;
 
-	if (amber_time_parse(&t, spec) < 0 && amber_time_parse(&t, spec + 1) < 0)
+	/* A time names the span its precision covers: 14:03:07 is in force
+	 * until 14:03:08, so a printed (truncated) time finds its snapshot. */
+	if (amber_time_parse_span(&t, &end, spec) < 0 &&
+	    amber_time_parse_span(&t, &end, spec + 1) < 0)
 		return amber_fail(AMBER_EINVAL, "'%s' is not a time (ISO 8601 or @EPOCH[.frac])",
 				  spec);
-	return resolve_time(oid, a, stream, t, spec);
+	return resolve_time(oid, a, stream, end, spec);
 }
 
 /* Resolve spec; via receives the stream whose ref it went through, or "". */

@@ -74,4 +74,46 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 int amber_commit_time(int64_t *time_ns, uint8_t parent[20], int *has_parent, amber_archive *a,
 		      const uint8_t oid[20]);
 
+/**
+ * Read and authenticate the record of snapshot commit `oid`, checked
+ * against the commit (tree, parent, time).  Dispose *r with
+ * amber_record_dispose().
+ */
+int amber_record_read(amber_record *r, amber_archive *a, const uint8_t oid[20]);
+
+/* The time index in the records (lib/history.c). */
+
+/** amber_history_find(): the records carry no index; walk instead. */
+#define AMBER_HISTORY_NO_INDEX 1
+
+/**
+ * The newest snapshot of `stream` (tip `tip`) taken before `end`, by the
+ * skip links of the records: O(log n) authenticated record reads.
+ * @return 0 with *out set, AMBER_ENOTFOUND if every snapshot is at or after
+ *         end, AMBER_HISTORY_NO_INDEX for records without an index (written
+ *         before it existed), or an error (AMBER_EAUTH for a link that does
+ *         not match the record it names).
+ */
+int amber_history_find(uint8_t out[20], amber_archive *a, const char *stream,
+		       const uint8_t tip[20], int64_t end);
+
+/**
+ * Fill in r->height and r->skip of a new record from its parent (r->parent,
+ * r->has_parent, r->stream set).
+ */
+int amber_history_links(amber_record *r, amber_archive *a);
+
+/** A defect found by amber_history_check() in the record of snapshot `oid`. */
+typedef void (*amber_history_problem_fn)(const uint8_t oid[20], const char *msg, void *payload);
+
+/**
+ * Check the index of every record of the stream whose tip is `tip`: heights
+ * count down to 1 and each skip link names the ancestor at its distance,
+ * with its time.  Each defect goes to `fn`.
+ * @return 0 when the walk finished (defects or not), or the error that
+ *         stopped it (an unreadable record).
+ */
+int amber_history_check(amber_archive *a, const char *stream, const uint8_t tip[20],
+			amber_history_problem_fn fn, void *payload);
+
 #endif

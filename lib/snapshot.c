@@ -28,6 +28,7 @@
 #include "kvmap.h"
 #include "manifest.h"
 #include "pool.h"
+#include "reader.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1490,6 +1491,8 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
 		rc = choose_time(&r, s);
 	if (rc == 0)
 		rc = fill_record(&r, s, &root, src, &rootmeta);
+	if (rc == 0)
+		rc = amber_history_links(&r, s->a);     /* the time index */
 	if (rc == 0)
 		rc = write_commit(commit, s, &r);
 	if (rc == 0)

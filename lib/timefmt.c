@@ -10,6 +10,7 @@
  * A time without a zone is UTC, never local time: a snapshot spec must mean
  * the same instant on every machine that reads the archive, whatever its TZ.
  * Fractions may have any number of digits and are truncated to ns; a
+ * time also names the span its precision covers (amber_time_parse_span); a
  * leap second (ss = 60) clamps to hh:mm:59.999999999 so that it still sorts
  * after every earlier instant and before the next minute.
  *
@@ -30,6 +31,7 @@
 typedef struct tparse {
 	const char *p;      /* cursor */
 	const char *why;    /* first defect found, NULL if none */
+	int64_t unit;       /* ns spanned by the last digit given (the precision) */
 } tparse;
 
 typedef struct civil {
@@ -111,7 +113,7 @@ static void defect(tparse *t, const char *why)
 		t->why = why;
 }
 
-/* ".digits" or ",digits": any count, truncated to ns. */
+/* ".digits" or ",digits": any count, truncated to ns (and so is the unit). */
 static int64_t fraction(tparse *t)
 {
 	int64_t ns = 0, scale = NS / 10;
@@ -120,8 +122,10 @@ static int64_t fraction(tparse *t)
 		return 0;
 	if (!is_digit(*t->p))
 		defect(t, "no digits after the decimal point");
-	for (; is_digit(*t->p); t->p++, scale /= 10)
+	for (; is_digit(*t->p); t->p++, scale /= 10) {
 		ns += (*t->p - '0') * scale;
+		t->unit = scale ? scale : 1;
+	}
 	return ns;
 }
 
@@ -150,8 +154,10 @@ static void parse_clock(tparse *t, civil *c)
 	c->hour = (int)read_digits(t, 2, "expected a 2-digit hour");
 	ext = accept(t, ':');
 	c->min = (int)read_digits(t, 2, "expected 2-digit minutes");
+	t->unit = 60 * NS;
 	if ((ext && accept(t, ':')) || (!ext && is_digit(*t->p))) {
 		c->sec = (int)read_digits(t, 2, "expected 2-digit seconds");
+		t->unit = NS;
 		c->frac_ns = fraction(t);
 	}
 	if (c->hour > 23 || c->min > 59 || c->sec > 60)
@@ -198,6 +204,7 @@ static int parse_iso(int64_t *ns_out, tparse *t)
 	int64_t secs;
 
 	parse_date(t, &c);
+	t->unit = SECS_PER_DAY * NS;
 	if (!t->why && (accept(t, 'T') || accept(t, 't') || accept(t, ' '))) {
 		parse_clock(t, &c);
 		if (!t->why)
@@ -210,6 +217,7 @@ static int parse_iso(int64_t *ns_out, tparse *t)
 	if (c.sec == 60) {
 		c.sec = 59;
 		c.frac_ns = NS - 1;
+		t->unit = 1;    /* the leap second ends where the next minute begins */
 	}
 	secs = days_from_civil(c.year, c.month, c.day) * SECS_PER_DAY + c.hour * 3600 +
 	       c.min * 60 + c.sec - c.offset;
@@ -222,6 +230,7 @@ static int parse_epoch(int64_t *ns_out, tparse *t)
 {
 	int64_t secs = 0, frac;
 
+	t->unit = NS;
 	if (!is_digit(*t->p))
 		defect(t, "expected seconds since the epoch after '@'");
 	for (; is_digit(*t->p) && !t->why; t->p++)
@@ -238,7 +247,19 @@ static int parse_epoch(int64_t *ns_out, tparse *t)
 
 int amber_time_parse(int64_t *ns_out, const char *text)
 {
-	tparse t = {text, NULL};
+	int64_t end;
+
+	return amber_time_parse_span(ns_out, &end, text);
+}
+
+/*
+ * A time names the span of every instant that prints as that text at the
+ * precision it is written in (times are printed truncated, never rounded):
+ * "14:03:07" is [14:03:07, 14:03:08), "14:03:07.250" is a millisecond.
+ */
+int amber_time_parse_span(int64_t *start, int64_t *end, const char *text)
+{
+	tparse t = {text, NULL, 1};
 	int64_t ns = 0;
 	int rc;
 
@@ -252,7 +273,9 @@ int amber_time_parse(int64_t *ns_out, const char *text)
 		return amber_fail(AMBER_EINVAL,
 				  "invalid time \"%.80s\": %s (use ISO 8601 such as "
 				  "2026-11-20T14:03:07Z, or @EPOCH)", text, t.why);
-	*ns_out = ns;
+	*start = ns;
+	if (__builtin_add_overflow(ns, t.unit, end))
+		*end = INT64_MAX;
 	return 0;
 }
 

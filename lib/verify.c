@@ -1184,6 +1184,21 @@ static void check_contents(vctx *v, const char *stream, const uint8_t oid[20])
 	amber_snapshot_free(s);
 }
 
+static void index_problem(const uint8_t oid[20], const char *msg, void *payload)
+{
+	char hex[41];
+
+	amber_oid_tohex(hex, oid);
+	problem(payload, AMBER_VERIFY_HISTORY, oid, hex, NULL, "%s", msg);
+}
+
+/* The time index in the records: a forged skip link is tampering. */
+static void check_index(vctx *v, const struct stream *st)
+{
+	if (amber_history_check(v->a, st->name, st->tip, index_problem, v) < 0)
+		amber_error_clear();    /* unreadable records: reported by the walk */
+}
+
 static void walk_contents(vctx *v, const struct stream *st)
 {
 	uint8_t cur[20], parent[20];
@@ -1292,8 +1307,10 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	rc = structure_pass(&v);
 	if (rc == 0 && want_keyed(&v)) {
 		v.st.keyed = 1;
-		for (size_t i = 0; i < v.nstreams; i++)
+		for (size_t i = 0; i < v.nstreams; i++) {
+			check_index(&v, &v.streams[i]);
 			walk_contents(&v, &v.streams[i]);
+		}
 	}
 	if (rc == 0)
 		check_slot_marks(&v, v.st.keyed && a->encrypted);

@@ -175,3 +175,73 @@ Test(timefmt, format_round_trips)
 		cr_expect_eq(parse_ok(out), d * 86400 * S + 3723 * S, "%s", out);
 	}
 }
+
+/* The span a time denotes: every instant that prints as that text. */
+static void expect_span(const char *text, int64_t start, int64_t len)
+{
+	int64_t s = -1, e = -1;
+	int rc = amber_time_parse_span(&s, &e, text);
+
+	cr_assert_eq(rc, 0, "parse \"%s\" failed: %s", text, amber_error_last());
+	cr_expect_eq(s, start, "\"%s\": start %lld, want %lld", text, (long long)s,
+		     (long long)start);
+	cr_expect_eq(e - s, len, "\"%s\": spans %lld ns, want %lld", text, (long long)(e - s),
+		     (long long)len);
+}
+
+Test(timefmt, span_of_each_precision)
+{
+	expect_span("2026-11-20", 1795132800LL * S, 86400 * S);
+	expect_span("20261120", 1795132800LL * S, 86400 * S);
+	expect_span("2026-11-20T14:03Z", 1795183380LL * S, 60 * S);
+	expect_span("20261120T1403", 1795183380LL * S, 60 * S);
+	expect_span("2026-11-20T14:03:07Z", T0 * S, S);
+	expect_span("2026-11-20T14:03:07.1Z", T0 * S + 100000000, 100000000);
+	expect_span("2026-11-20T14:03:07.120Z", T0 * S + 120000000, 1000000);
+	expect_span("2026-11-20T14:03:07.123456Z", T0 * S + 123456000, 1000);
+	expect_span("20261120T140307.123456Z", T0 * S + 123456000, 1000);
+	expect_span("2026-11-20T14:03:07.123456789Z", T0 * S + 123456789, 1);
+	expect_span("2026-11-20T14:03:07.1234567891Z", T0 * S + 123456789, 1);
+	expect_span("2026-11-20T16:03:07.5+02:00", T0 * S + 500000000, 100000000);
+}
+
+Test(timefmt, span_of_epoch_forms)
+{
+	expect_span("@1795183387", T0 * S, S);
+	expect_span("@1795183387.5", T0 * S + 500000000, 100000000);
+	expect_span("@1795183387.000001", T0 * S + 1000, 1000);
+	expect_span("@1795183387.123456789", T0 * S + 123456789, 1);
+}
+
+Test(timefmt, span_of_a_leap_second_ends_at_the_next_minute)
+{
+	expect_span("2016-12-31T23:59:60Z", 1483228800LL * S - 1, 1);
+	expect_span("2016-12-31T23:59:60.5Z", 1483228800LL * S - 1, 1);
+}
+
+Test(timefmt, span_saturates_at_the_end_of_the_range)
+{
+	int64_t s = 0, e = 0;
+
+	cr_assert_eq(amber_time_parse_span(&s, &e, "2999-01-01"), 0);
+	cr_expect_eq(s, INT64_MAX);
+	cr_expect_eq(e, INT64_MAX);
+}
+
+Test(timefmt, formatted_times_span_exactly_their_digits)
+{
+	const int64_t t = T0 * S + 123456789;
+
+	for (int digits = 0; digits <= 9; digits++) {
+		char out[40];
+		int64_t unit = S, s = 0, e = 0;
+
+		for (int i = 0; i < digits; i++)
+			unit /= 10;
+		amber_time_format(out, t, digits);
+		cr_assert_eq(amber_time_parse_span(&s, &e, out), 0, "%s", out);
+		cr_expect(s <= t && t < e, "%s: [%lld, %lld) misses %lld", out, (long long)s,
+			  (long long)e, (long long)t);
+		cr_expect_eq(e - s, unit, "%s spans %lld ns", out, (long long)(e - s));
+	}
+}

@@ -1,0 +1,283 @@
+/*
+ * The time index that travels with the archive: skip links in the records.
+ *
+ * Snapshot number h of a stream (its height: 1 for the first) carries in
+ * its authenticated record the ids and times of its ancestors at heights
+ * h - 2^i for every i <= ctz(h) with h - 2^i >= 1.  Link 0 is the parent;
+ * a snapshot at an odd height has only that, one at a multiple of 2^k has
+ * k + 1 links, two on average.  This is a deterministic skip list laid
+ * backwards along the first-parent chain:
+ *
+ *   - Finding the newest snapshot before a time T from the tip: at a node
+ *     at or after T, jump along its farthest link whose time is still at
+ *     or after T; when even the parent is before T, the parent is the
+ *     answer.  Going back, the levels first rise (each jump lands on a
+ *     multiple of a larger power of two), then, once a level overshoots,
+ *     they strictly fall: at most 2 log2(n) record reads.
+ *   - Times in the links let each step decide without reading the node it
+ *     does not jump to; the node jumped to is read, authenticated, and must
+ *     have the height and time its link promised, or the archive is
+ *     tampered with (AMBER_EAUTH).
+ *
+ * Records written before the index (layout 1) have height 0 and no links;
+ * a search that meets one reports AMBER_HISTORY_NO_INDEX and the caller
+ * walks the history instead (amber_timeline).  A record written on top of
+ * such a history counts its ancestors once to learn its height.
+ */
+#include "amber.h"
+#include "archive.h"
+#include "error.h"
+#include "manifest.h"
+#include "reader.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The record of `oid`, which a link said is at `height` with `time`
+ * (height 0: no expectation). */
+static int read_node(amber_record *r, amber_archive *a, const char *stream,
+		     const uint8_t oid[20], uint64_t height, int64_t time)
+{
+	char hex[41];
+	int rc = amber_record_read(r, a, oid);
+
+	if (rc < 0)
+		return rc;
+	amber_oid_tohex(hex, oid);
+	if (strcmp(r->stream, stream) != 0)
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', found on "
+				"stream '%s'", hex, r->stream, stream);
+	else if (height && ((r->height && r->height != height) || r->time_ns != time))
+		rc = amber_fail(AMBER_EAUTH, "snapshot %s: a skip link names it with another "
+				"height or time (tampered index; run amberfs verify)", hex);
+	if (rc < 0)
+		amber_record_dispose(r);
+	return rc;
+}
+
+/* The farthest link of r whose time is at or after end (r->skip[0] is). */
+static size_t farthest_at_or_after(const amber_record *r, int64_t end)
+{
+	size_t j = 0;
+
+	while (j + 1 < r->nskip && r->skip[j + 1].time_ns >= end)
+		j++;
+	return j;
+}
+
+int amber_history_find(uint8_t out[20], amber_archive *a, const char *stream,
+		       const uint8_t tip[20], int64_t end)
+{
+	amber_record r;
+	uint64_t h;
+	int64_t t;
+	size_t j;
+	int rc = read_node(&r, a, stream, tip, 0, 0);
+
+	while (rc == 0 && r.time_ns >= end) {
+		if (r.height == 0) {
+			rc = AMBER_HISTORY_NO_INDEX;
+		} else if (r.nskip == 0) {
+			rc = AMBER_ENOTFOUND;
+		} else if (r.skip[0].time_ns < end) {
+			memcpy(out, r.skip[0].oid, 20);
+			amber_record_dispose(&r);
+			return 0;
+		} else {
+			j = farthest_at_or_after(&r, end);
+			memcpy(out, r.skip[j].oid, 20);
+			h = r.height - (1ULL << j);
+			t = r.skip[j].time_ns;
+			amber_record_dispose(&r);
+			rc = read_node(&r, a, stream, out, h, t);
+			continue;
+		}
+		amber_record_dispose(&r);
+		return rc;
+	}
+	if (rc == 0) {
+		memcpy(out, tip, 20);
+		amber_record_dispose(&r);
+	}
+	return rc;
+}
+
+/* ---- writing the links ---------------------------------------------------------------- */
+
+/* Height of `oid` in a history without an index: count to the first. */
+static int count_height(uint64_t *h, amber_archive *a, const uint8_t oid[20])
+{
+	uint8_t cur[20], parent[20];
+	int64_t t;
+	int has = 1, rc = 0;
+
+	memcpy(cur, oid, 20);
+	for (*h = 0; rc == 0 && has; (*h)++, memcpy(cur, parent, 20))
+		rc = amber_commit_time(&t, parent, &has, a, cur);
+	return rc;
+}
+
+/*
+ * The ancestor at height `target` of `from` (at height `from_h`), with its
+ * time: along the farthest link that does not pass the target, or parent
+ * by parent through records without links.
+ */
+static int seek_height(amber_skiplink *out, amber_archive *a, const char *stream,
+		       const amber_skiplink *from, uint64_t from_h, uint64_t target)
+{
+	amber_record r;
+	amber_skiplink cur = *from;
+	uint64_t h = from_h;
+	int rc = 0;
+
+	while (rc == 0 && h > target) {
+		size_t j = 0;
+
+		if ((rc = read_node(&r, a, stream, cur.oid, h, cur.time_ns)) < 0)
+			break;
+		if (r.height == 0 && !r.has_parent)
+			rc = amber_fail(AMBER_ECORRUPT, "stream '%s' is shorter than its index says",
+					stream);
+		else if (r.height == 0) {
+			memcpy(cur.oid, r.parent, 20);
+			h--;
+			amber_record_dispose(&r);
+			if ((rc = amber_record_read(&r, a, cur.oid)) < 0)
+				break;
+			cur.time_ns = r.time_ns;
+		} else {
+			while (j + 1 < r.nskip && h - (1ULL << (j + 1)) >= target)
+				j++;
+			cur = r.skip[j];
+			h -= 1ULL << j;
+		}
+		amber_record_dispose(&r);
+	}
+	if (rc == 0)
+		*out = cur;
+	return rc;
+}
+
+int amber_history_links(amber_record *r, amber_archive *a)
+{
+	amber_record p;
+	uint64_t ph;
+	int rc;
+
+	r->nskip = 0;
+	r->height = 1;
+	if (!r->has_parent)
+		return 0;
+	if ((rc = read_node(&p, a, r->stream, r->parent, 0, 0)) < 0)
+		return rc;
+	ph = p.height;
+	memcpy(r->skip[0].oid, r->parent, 20);
+	r->skip[0].time_ns = p.time_ns;
+	amber_record_dispose(&p);
+	if (ph == 0 && (rc = count_height(&ph, a, r->parent)) < 0)
+		return rc;
+	r->height = ph + 1;
+	r->nskip = amber_skip_count(r->height);
+	/* link i is link i - 1 of the ancestor link i - 1 names */
+	for (size_t i = 1; rc == 0 && i < r->nskip; i++)
+		rc = seek_height(&r->skip[i], a, r->stream, &r->skip[i - 1],
+				 r->height - (1ULL << (i - 1)), r->height - (1ULL << i));
+	return rc;
+}
+
+/* ---- checking the links --------------------------------------------------------------- */
+
+/* A link seen on the way down, to be met at its height. */
+typedef struct pending {
+	uint64_t height;
+	amber_skiplink link;
+	uint8_t from[20];       /* the record that holds it */
+} pending;
+
+typedef struct hcheck {
+	pending *v;
+	size_t n, cap;
+	amber_history_problem_fn fn;
+	void *payload;
+} hcheck;
+
+static int expect_link(hcheck *c, const amber_record *r, const uint8_t oid[20], size_t i)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		pending *v = realloc(c->v, cap * sizeof(*v));
+
+		if (!v)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n].height = r->height - (1ULL << i);
+	c->v[c->n].link = r->skip[i];
+	memcpy(c->v[c->n].from, oid, 20);
+	c->n++;
+	return 0;
+}
+
+/* Meet the links that name height h: they must name (oid, time). */
+static void meet(hcheck *c, uint64_t h, const uint8_t oid[20], int64_t time)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->v[i].height != h) {
+			c->v[k++] = c->v[i];
+			continue;
+		}
+		if (memcmp(c->v[i].link.oid, oid, 20) != 0 || c->v[i].link.time_ns != time)
+			c->fn(c->v[i].from, "a skip link does not name the ancestor at its "
+			      "distance, or not with its time (tampered time index)", c->payload);
+	}
+	c->n = k;
+}
+
+/* One record on the way down; *h is its height if known (0 until then). */
+static int check_one(hcheck *c, const amber_record *r, const uint8_t oid[20], uint64_t *h)
+{
+	int rc = 0;
+
+	if (r->height && *h && r->height != *h)
+		c->fn(oid, "height is not one less than its child's (tampered time index)",
+		      c->payload);
+	if (r->height && !*h)
+		*h = r->height;
+	if (*h)
+		meet(c, *h, oid, r->time_ns);
+	for (size_t i = 0; rc == 0 && i < r->nskip; i++)
+		rc = expect_link(c, r, oid, i);
+	if (!r->has_parent && *h > 1)
+		c->fn(oid, "the first snapshot of the stream has a height above 1 (tampered "
+		      "time index)", c->payload);
+	return rc;
+}
+
+int amber_history_check(amber_archive *a, const char *stream, const uint8_t tip[20],
+			amber_history_problem_fn fn, void *payload)
+{
+	hcheck c = {NULL, 0, 0, fn, payload};
+	amber_record r;
+	uint8_t cur[20];
+	uint64_t h = 0;
+	int rc = 0, more = 1;
+
+	memcpy(cur, tip, 20);
+	while (rc == 0 && more) {
+		if ((rc = read_node(&r, a, stream, cur, 0, 0)) < 0)
+			break;
+		rc = check_one(&c, &r, cur, &h);
+		more = r.has_parent;
+		memcpy(cur, r.parent, 20);
+		h -= h > 0;
+		amber_record_dispose(&r);
+	}
+	if (rc == 0 && c.n)
+		fn(c.v[0].from, "a skip link names a height below the first snapshot (tampered "
+		   "time index)", payload);
+	free(c.v);
+	return rc;
+}

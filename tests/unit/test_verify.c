@@ -1,0 +1,119 @@
+/* amber_verify() on a clean archive and on damaged ones. */
+#include "libfix.h"
+
+#include <dirent.h>
+
+static void setup(void)
+{
+	scratch_make("verify");
+	mkdir(at("src"), 0755);
+	put_file("src/f", "verify me\n");
+}
+
+TestSuite(verify, .init = setup, .fini = scratch_remove);
+
+struct problems {
+	int n;
+	int kinds[8];
+	char first[512];
+};
+
+static void on_problem(const amber_verify_problem *p, void *payload)
+{
+	struct problems *pr = payload;
+
+	if (pr->n < 8)
+		pr->kinds[pr->n] = p->kind;
+	if (pr->n++ == 0)
+		snprintf(pr->first, sizeof(pr->first), "%s", p->message);
+}
+
+static void run_verify(struct problems *pr, amber_archive *a, int read_data)
+{
+	amber_verify_opts o = {0};
+	amber_verify_stats st;
+
+	o.read_data = read_data;
+	o.no_marks = 1;
+	o.problem = on_problem;
+	o.payload = pr;
+	OK(amber_verify(&st, a, &o));
+	cr_assert_eq(st.problems, (uint64_t)pr->n);
+}
+
+Test(verify, a_clean_archive_has_no_problem_and_counts_what_it_read)
+{
+	amber_archive *a = fix_archive(0);
+	amber_verify_opts o = {0};
+	amber_verify_stats st;
+	struct problems pr = {0};
+	char id[AMBER_OID_HEXSZ + 1];
+
+	fix_snapshot(id, a, 1);
+	put_file("src/f", "changed\n");
+	fix_snapshot(id, a, 2);
+	o.read_data = 1;
+	o.no_marks = 1;
+	o.problem = on_problem;
+	o.payload = &pr;
+	OK(amber_verify(&st, a, &o));
+	cr_assert_eq(pr.n, 0, "problem on a clean archive: %s", pr.first);
+	cr_assert_eq(st.snapshots, 2);
+	cr_assert(st.keyed);
+	cr_assert_gt(st.objects, 4);
+	cr_assert_eq(st.data_bytes, strlen("verify me\n") + strlen("changed\n"));
+}
+
+/* Flip one byte in the middle of the archive's (only) pack. */
+static void flip_pack_byte(void)
+{
+	DIR *d = opendir(at("archive/objects/pack"));
+	struct dirent *de;
+	char path[8192] = {0};
+	struct stat st;
+	unsigned char b;
+	int fd;
+
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		if (strstr(de->d_name, ".pack"))
+			snprintf(path, sizeof(path), "%s/archive/objects/pack/%s", base, de->d_name);
+	closedir(d);
+	cr_assert_neq(path[0], 0, "no pack");
+	chmod(path, 0644);
+	fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	fstat(fd, &st);
+	cr_assert_eq(pread(fd, &b, 1, st.st_size / 2), 1);
+	b ^= 0xff;
+	cr_assert_eq(pwrite(fd, &b, 1, st.st_size / 2), 1);
+	close(fd);
+}
+
+Test(verify, a_flipped_pack_byte_is_reported_as_corruption)
+{
+	amber_archive *a = fix_archive(0), *b = NULL;
+	amber_open_opts oo = fix_open_opts();
+	struct problems pr = {0};
+	char id[AMBER_OID_HEXSZ + 1];
+
+	fix_snapshot(id, a, 1);
+	amber_archive_free(a);
+	flip_pack_byte();
+	OK(amber_archive_open_ext(&b, at("archive"), &oo));
+	OK(amber_archive_unlock(b, (const unsigned char *)PASS, strlen(PASS)));
+	run_verify(&pr, b, 1);
+	cr_assert_gt(pr.n, 0, "a flipped byte went unnoticed");
+	cr_assert_eq(pr.kinds[0], AMBER_VERIFY_CORRUPT, "first problem: %s", pr.first);
+	amber_archive_free(b);
+}
+
+Test(verify, every_kind_has_a_name)
+{
+	for (int k = AMBER_VERIFY_MISSING; k <= AMBER_VERIFY_KEYSLOT; k++) {
+		const char *n = amber_verify_kind_name(k);
+
+		cr_assert_not_null(n);
+		cr_assert_neq(strlen(n), 0);
+	}
+}
