@@ -553,7 +553,7 @@ int amber_repack_locked(amber_repack_stats *st, amber_store *s, unsigned flags)
 	st->packs_before = l.n;
 	/* A pack found unmergeable while copying is marked skip and planned around. */
 	while (rc == 0 && (rc = attempt(st, s, &l, dir, flags)) == 1)
-		;
+		rc = 0;
 	plist_dispose(&l);
 	if (rc == 0 && (rc = list_packs(&l, dir)) == 0)
 		st->packs_after = l.n;

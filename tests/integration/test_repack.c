@@ -563,3 +563,37 @@ Test(repack, a_mount_and_a_restore_across_a_repack_read_correct_bytes)
 	cr_assert(!strstr(dlog, "rror"), "the daemon logged an error: %s", dlog);
 	assert_fsck(c.arch);
 }
+
+/* ------------------------------------------------------------------ */
+/* 4. Packs amberfs did not write                                       */
+
+/*
+ * `git repack -f` writes OFS_DELTA entries, whose base is named by its
+ * position in the pack: such a pack cannot be copied entry by entry, so
+ * repack must leave it alone and merge the others.
+ */
+Test(repack, a_pack_with_deltas_written_by_git_is_left_alone)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char ids[6][41], buf[128];
+	run_result r;
+
+	make_plain_tree(src);
+	amber_init_archive(arch, 1);
+	for (int i = 0; i < 6; i++) {
+		if (i == 3) {
+			free(git_ok(arch, NULL, "repack", "-a", "-d", "-f", "--window=50", "-q", NULL));
+			cr_assert_eq(count_packs(arch), 1);
+		}
+		step_content(buf, sizeof(buf), i);
+		write_str(pjoin(src, "step"), buf);
+		amber_snapshot_ok(ids[i], arch, src, NULL);
+	}
+	amber(&r, "repack", "--all", arch, NULL);
+	assert_ok(&r, "repack --all next to a pack with deltas");
+	run_result_dispose(&r);
+	cr_assert_eq(count_packs(arch), 2, "the delta pack stays, the others become one");
+	assert_fsck(arch);
+	for (int i = 0; i < 6; i++)
+		check_plain_snapshot(arch, src, ids[i], i);
+}
