@@ -597,3 +597,122 @@ Test(repack, a_pack_with_deltas_written_by_git_is_left_alone)
 	for (int i = 0; i < 6; i++)
 		check_plain_snapshot(arch, src, ids[i], i);
 }
+
+/* ------------------------------------------------------------------ */
+/* 5. An archive from before consolidation, mounted while it is repacked */
+
+#define MANY 200
+
+/* One pack per snapshot, as amberfs wrote before it consolidated packs. */
+static void one_pack_per_commit(const char *arch, char (*ids)[41], int n)
+{
+	char *list = pjoin(IT.tmp, "objects.list"), *base = pjoin(arch, "objects/pack/pack");
+	char *old = git_ok(arch, NULL, "rev-parse", "--git-path", "objects/pack", NULL);
+	char *before = pjoin(IT.tmp, "packs.before");
+	run_result r;
+
+	run_cmd(&r, NULL, "sh", "-c", "ls \"$0\"/pack-*.pack > \"$1\"", arch, before, NULL);
+	run_result_dispose(&r);
+	for (int i = -1; i < n; i++) {
+		/* -1: the metadata ref; then each snapshot's own new objects */
+		char *range = i < 0 ? strdup("refs/amberfs/meta")
+			: i == 0 ? strdup(ids[0]) : xasprintf("%s ^%s", ids[i], ids[i - 1]);
+		char *cmd = xasprintf("git --git-dir=\"$0\" rev-list --objects %s | "
+				      "git --git-dir=\"$0\" pack-objects -q --window=0 --depth=0 \"$1\" "
+				      "> /dev/null", range);
+		run_cmd(&r, NULL, "sh", "-c", cmd, arch, base, NULL);
+		assert_ok(&r, "git pack-objects");
+		run_result_dispose(&r);
+		free(cmd);
+		free(range);
+	}
+	run_cmd(&r, NULL, "sh", "-c", "for p in $(cat \"$0\"); do rm -f \"$p\" \"${p%.pack}.idx\"; "
+		"done", before, NULL);
+	assert_ok(&r, "removing the consolidated packs");
+	run_result_dispose(&r);
+	free(before);
+	free(old);
+	free(base);
+	free(list);
+}
+
+typedef struct step_reader {
+	const char *mnt;
+	char (*ids)[41];
+	volatile int stop;
+	int reads, errors;
+	char msg[512];
+} step_reader;
+
+static void *step_reader_main(void *arg)
+{
+	step_reader *rd = arg;
+	char want[128];
+
+	/* a stride through all snapshots, so that every pack is opened in turn */
+	for (int j = 0; !rd->stop; j++) {
+		int i = (j * 37) % MANY;
+		char *path = xasprintf("%s/ids/%s/step", rd->mnt, rd->ids[i]);
+		size_t len = 0;
+		char *got = NULL;
+		int fd = open(path, O_RDONLY);
+		step_content(want, sizeof(want), i);
+		if (fd >= 0) {
+			got = calloc(1, 256);
+			ssize_t n = read(fd, got, 255);
+			len = n > 0 ? (size_t)n : 0;
+			close(fd);
+		}
+		if (!got || len != strlen(want) || memcmp(got, want, len)) {
+			rd->errors++;
+			snprintf(rd->msg, sizeof(rd->msg), "%s: %s", path,
+				 fd < 0 ? strerror(errno) : "wrong bytes");
+		}
+		rd->reads++;
+		free(got);
+		free(path);
+	}
+	return NULL;
+}
+
+Test(repack, a_mount_of_a_many_pack_archive_reads_across_its_first_repack)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	static char ids[MANY][41];
+	amber_archive *a = NULL;
+
+	make_plain_tree(src);
+	amber_init_archive(arch, 1);
+	cr_assert_eq(amber_global_init(), 0);
+	cr_assert_eq(amber_archive_open(&a, arch), 0, "%s", amber_error_last());
+	write_history(a, src, 0, MANY, ids, NULL, NULL);
+	amber_archive_free(a);
+	one_pack_per_commit(arch, ids, MANY);
+	cr_assert_geq(count_packs(arch), MANY, "more packs than libgit2 keeps open (128)");
+	assert_fsck(arch);
+
+	char *mnt = pjoin(IT.tmp, "mnt"), *log = pjoin(IT.tmp, "daemon.log");
+	mkdir_p(mnt, 0755);
+	char *abs = realpath(mnt, NULL);
+	pid_t daemon = mount_fg(arch, abs, log);
+	step_reader rd = { .mnt = abs, .ids = ids };
+	pthread_t th;
+	cr_assert_eq(pthread_create(&th, NULL, step_reader_main, &rd), 0);
+	sleep_s(2);	/* every pack opened once, most closed again */
+	int before = rd.reads;
+	run_result r;
+	amber(&r, "repack", arch, NULL);
+	assert_ok(&r, "the first repack of a many-pack archive under a mount");
+	run_result_dispose(&r);
+	cr_assert_lt(count_packs(arch), 16);
+	sleep_s(2);
+	rd.stop = 1;
+	pthread_join(th, NULL);
+	fprintf(stderr, "repack: %d reads through the mount, %d of them after the repack began\n",
+		rd.reads, rd.reads - before);
+	cr_assert_eq(rd.errors, 0, "%d of %d reads failed; last: %s", rd.errors, rd.reads, rd.msg);
+	cr_assert_geq(rd.reads - before, MANY, "too few reads after the repack to tell");
+	unmount(abs, daemon);
+	char *dlog = read_file(log, NULL);
+	cr_assert(!strstr(dlog, "rror"), "the daemon logged an error: %s", dlog);
+}
