@@ -30,6 +30,7 @@ static const struct cli_cmd commands[] = {
 	{"key", cmd_key, "manage the archive's signing key"},
 	{"verify", cmd_verify, "check an archive's objects, snapshots and signatures"},
 	{"push", cmd_push, "copy an archive to another git repository"},
+	{"repack", cmd_repack, "merge small pack files (every snapshot does this too)"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

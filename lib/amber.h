@@ -666,6 +666,33 @@ int amber_archive_lock_keys(amber_archive *a);
  * @return 0, the callback's non-zero value to stop, or an error.
  */
 int amber_tag_list(amber_archive *a, int (*cb)(const char *tag, void *payload), void *payload);
+/* Pack consolidation ------------------------------------------------- */
+
+/** What amber_archive_repack() did. */
+typedef struct amber_repack_stats {
+	uint64_t packs_before;       /**< pack files before */
+	uint64_t packs_merged;       /**< pack files merged into new ones and removed */
+	uint64_t packs_after;        /**< pack files after */
+	uint64_t objects;            /**< object entries copied */
+	uint64_t bytes;              /**< bytes copied */
+} amber_repack_stats;
+
+/** amber_archive_repack() flag: merge every pack below the rollover size. */
+#define AMBER_REPACK_ALL 1u
+
+/**
+ * Consolidate the archive's pack files under its writer lock, as every
+ * snapshot does when it is written: the smallest packs are merged until
+ * each pack is at least twice the size of all smaller ones together, so a
+ * history of n snapshots keeps O(log n) packs.  Objects are copied byte for
+ * byte (ciphertext is never decoded); old packs are removed only once the
+ * merged pack is durable.  Needs no key.  Readers may keep running.
+ * @param st     receives what was done (may be NULL)
+ * @param flags  0 or AMBER_REPACK_ALL
+ * @return 0, AMBER_ELOCKED (another writer is active), AMBER_ECORRUPT (a
+ *         pack does not match its index; nothing was removed), AMBER_ERROR.
+ */
+int amber_archive_repack(amber_repack_stats *st, amber_archive *a, unsigned flags);
 
 #ifdef __cplusplus
 }

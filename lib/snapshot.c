@@ -29,6 +29,7 @@
 #include "manifest.h"
 #include "pool.h"
 #include "reader.h"
+#include "repack.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1508,6 +1509,19 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
 	return rc;
 }
 
+/*
+ * Consolidate packs while the writer lock is still held (repack.c), so that
+ * the cost of the next snapshot does not grow with history.  The snapshot
+ * is already published: a failure here is only a warning.
+ */
+static void snap_repack(snap *s)
+{
+	amber_repack_stats st;
+
+	if (amber_repack_locked(&st, s->a->store, AMBER_REPACK_LAZY) < 0 && s->o->warn)
+		s->o->warn(amber_store_path(s->a->store), amber_error_last(), s->o->payload);
+}
+
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_archive *a, const char *src, const amber_snapshot_opts *opts)
 {
@@ -1533,6 +1547,8 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 		rc = snap_setup(&s, a, o);
 	if (rc == 0)
 		rc = snap_run(&s, src, &st, id_out);
+	if (rc == 0)
+		snap_repack(&s);
 	progress(&s, 1);
 	if (stats)
 		*stats = s.st;

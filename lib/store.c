@@ -391,21 +391,17 @@ static int read_check_size(amber_store *s, const git_oid *id, const char *hex, s
 	return 0;
 }
 
-int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_t oid[20],
-		     size_t max)
+static int read_once(amber_buf *out, int *type_out, amber_store *s, const git_oid *id,
+		     const char *hex, size_t max)
 {
 	git_odb_object *obj = NULL;
-	git_oid id;
-	char hex[41];
 	size_t len;
 	int err, type;
 
-	amber_oid_tohex(hex, oid);
-	git_oid_fromraw(&id, oid);
-	err = read_check_size(s, &id, hex, max);
+	err = read_check_size(s, id, hex, max);
 	if (err < 0)
 		return err;
-	err = git_odb_read(&obj, s->odb, &id);
+	err = git_odb_read(&obj, s->odb, id);
 	if (err < 0)
 		return read_fail(err, hex);
 	len = git_odb_object_size(obj);
@@ -420,6 +416,27 @@ int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_
 	git_odb_object_free(obj);
 	if (err == 0 && type_out)
 		*type_out = type;
+	return err;
+}
+
+/*
+ * A repack (lib/repack.c) may delete the pack that held the object after
+ * the odb last scanned objects/pack; libgit2 then fails to open it by name
+ * (not always with "not found").  Rescan once and look again before
+ * reporting the object missing or corrupt.
+ */
+int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_t oid[20],
+		     size_t max)
+{
+	git_oid id;
+	char hex[41];
+	int err;
+
+	amber_oid_tohex(hex, oid);
+	git_oid_fromraw(&id, oid);
+	err = read_once(out, type_out, s, &id, hex, max);
+	if (err < 0 && git_odb_refresh(s->odb) == 0)
+		err = read_once(out, type_out, s, &id, hex, max);
 	return err;
 }
 
@@ -585,6 +602,7 @@ struct amber_packw {
 	uint64_t gen;		/* packs committed by this writer */
 	uint64_t bytes;		/* total entry bytes written; read atomically */
 	int broken;		/* the temporary pack holds a partial entry */
+	uint8_t (*installed)[20]; /* checksums of the packs committed, [gen] */
 };
 
 static size_t slot_of(const uint8_t oid[20], size_t nslots)
@@ -791,6 +809,69 @@ int amber_packw_add(uint8_t oid_out[20], int *is_new, amber_packw *w, int type,
 uint64_t amber_packw_bytes(const amber_packw *w)
 {
 	return __atomic_load_n(&w->bytes, __ATOMIC_RELAXED);
+}
+
+/* Append an already-encoded entry (lock held); cut off again on failure. */
+static int pack_append_raw(struct amber_packw *w, const uint8_t oid[20], uint32_t crc,
+			   const uint8_t *entry, size_t len)
+{
+	struct iovec v = {(void *)entry, len};
+	struct entry *ent;
+
+	if (w->broken)
+		return amber_fail(AMBER_ERROR, "%s: earlier write failed", w->tmp);
+	if (ents_grow(w) < 0)
+		return AMBER_ERROR;
+	if (writev_all(w->fd, &v, 1) < 0) {
+		int rc = amber_fail_errno("write %s", w->tmp);
+
+		if (ftruncate(w->fd, (off_t)w->off) < 0 ||
+		    lseek(w->fd, (off_t)w->off, SEEK_SET) < 0)
+			w->broken = 1;
+		return rc;
+	}
+	if ((w->off + len) / WRITEBACK_STEP != w->off / WRITEBACK_STEP)
+		sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	ent = &w->ents[w->nents];
+	memcpy(ent->oid, oid, 20);
+	ent->crc = crc;
+	ent->off = w->off;
+	set_insert(w, w->nents++);
+	w->off += len;
+	__atomic_add_fetch(&w->bytes, len, __ATOMIC_RELAXED);
+	return 0;
+}
+
+int amber_packw_add_raw(amber_packw *w, const uint8_t oid[20], uint32_t crc,
+			const void *entry, size_t len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&w->mu);
+	if (!set_contains(w, oid)) {
+		if (w->fd < 0)
+			rc = pack_open(w);
+		if (rc == 0)
+			rc = pack_append_raw(w, oid, crc, entry, len);
+		if (rc == 0 && w->off >= w->rollover)
+			rc = pack_finish(w);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return rc;
+}
+
+uint64_t amber_packw_rollover(const amber_packw *w)
+{
+	return w->rollover;
+}
+
+int amber_packw_installed(const amber_packw *w, const uint8_t sum[20])
+{
+	for (uint64_t i = 0; i < w->gen; i++) {
+		if (!memcmp(w->installed[i], sum, 20))
+			return 1;
+	}
+	return 0;
 }
 
 /* Pack commit --------------------------------------------------------------- */
@@ -1008,12 +1089,16 @@ done:
 /* Seal, index and install the current pack, then let the odb see it. */
 static int pack_finish(struct amber_packw *w)
 {
-	uint8_t sum[20];
+	uint8_t sum[20], (*inst)[20];
 	char *idx_tmp = NULL;
 	int rc;
 
 	if (w->broken)
 		return amber_fail(AMBER_ERROR, "%s: earlier write failed", w->tmp);
+	inst = realloc(w->installed, (w->gen + 1) * sizeof(*inst));
+	if (!inst)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	w->installed = inst;
 	rc = pack_seal(w, sum);
 	if (rc == 0)
 		rc = idx_write(&idx_tmp, w, sum);
@@ -1030,7 +1115,7 @@ static int pack_finish(struct amber_packw *w)
 	close(w->fd);
 	w->fd = -1;	/* installed: pack_discard must not unlink it */
 	pack_discard(w);
-	w->gen++;
+	memcpy(w->installed[w->gen++], sum, 20);
 	return amber_store_refresh(w->s);
 }
 
@@ -1053,6 +1138,7 @@ void amber_packw_free(amber_packw *w)
 	pthread_mutex_destroy(&w->mu);
 	free(w->ents);
 	free(w->slots);
+	free(w->installed);
 	free(w->tmpdir);
 	free(w);
 }

@@ -51,7 +51,9 @@ void amber_store_free(amber_store *s);
 const char *amber_store_path(const amber_store *s);
 
 /**
- * Read object `oid` into out (appended).  Thread-safe.
+ * Read object `oid` into out (appended).  Thread-safe.  A failed read is
+ * retried once after rescanning objects/pack, since a repack may have
+ * replaced the pack that held it.
  * @param type_out receives an amber_gittype (may be NULL)
  * @param max      refuse objects larger than this (AMBER_ECORRUPT)
  * @return 0, AMBER_ENOTFOUND, AMBER_ECORRUPT.
@@ -101,6 +103,22 @@ uint64_t amber_packw_bytes(const amber_packw *w);
  * nothing if no object was added.
  */
 int amber_packw_commit(amber_packw *w);
+
+/**
+ * Add an already-encoded pack entry (thread-safe), copied byte for byte:
+ * the repacker moves objects between packs without decoding them.  The
+ * entry must not be an OFS_DELTA (its base offset would be wrong here).
+ * An id already added to this writer is skipped; the store is not asked.
+ * @param crc  crc32 of the entry bytes, for the .idx
+ */
+int amber_packw_add_raw(amber_packw *w, const uint8_t oid[20], uint32_t crc,
+			const void *entry, size_t len);
+
+/** The pack size at which this writer starts a new pack. */
+uint64_t amber_packw_rollover(const amber_packw *w);
+
+/** 1 if this writer installed the pack whose trailing checksum is `sum`. */
+int amber_packw_installed(const amber_packw *w, const uint8_t sum[20]);
 
 /** Abort (if not committed) and free.  NULL-safe. */
 void amber_packw_free(amber_packw *w);
