@@ -28,6 +28,7 @@
 #include "kvmap.h"
 #include "manifest.h"
 #include "pool.h"
+#include "reader.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1595,5 +1596,727 @@ int amber_tag_create(amber_archive *a, const char *id, const char *name, const c
 		amber_store_unlock(a->store);
 	}
 	amber_signer_free(signer);
+	return rc;
+}
+
+/* ---- writer sessions ------------------------------------------------------------------ */
+
+/*
+ * A writer session keeps, between snapshots, what amber_snapshot_create()
+ * sets up and tears down on every call: the signer, the worker pool, the
+ * read buffer, the files and chunk caches (in memory; saved after each
+ * whole walk and at close) and the previous snapshot.
+ *
+ * An incremental snapshot is a walk of the caller's changed paths arranged
+ * as a trie.  For each directory on the way to a changed path, the
+ * previous snapshot's listing is decoded and copied, except for the
+ * children the trie names: those are looked at again (stat; gone ones are
+ * dropped; files are read again; directories that were directories are
+ * recursed into, or keep their old tree when nothing below them is named;
+ * anything new or flagged `subtree` is walked like a whole snapshot walks
+ * it).  Directories nobody named are never listed nor stat'ed: their old
+ * manifests are reused by link.  Totals (files, dirs, bytes) are the
+ * previous snapshot's, minus what was replaced or removed, plus what was
+ * walked.
+ *
+ * Hard links are the exception: group ids are allocated by a whole walk
+ * and link counts change on other paths than the one that changed, so a
+ * change touching a hard-linked file (old or new) makes the snapshot a
+ * whole walk (NEED_FULL).
+ */
+
+#define NEED_FULL 2            /* internal: redo this snapshot as a whole walk */
+#define DIRTY_MAX 200000       /* more changed paths than this: a whole walk */
+
+struct amber_writer {
+	amber_archive *a;
+	char *src;
+	amber_writer_opts o;       /* strings borrowed from the caller */
+	amber_signer *signer;
+	amber_pool *pool;
+	amber_kvmap *files, *chunks;
+	uint8_t *buf;
+	char files_path[4096], chunks_path[4096];
+	amber_snapshot *prev;      /* the stream's tip this session knows, or NULL */
+	uint8_t tip[20];
+	int has_tip;
+};
+
+/* The changed paths as a trie; kids in name order. */
+typedef struct dnode {
+	char *name;
+	int named, tree;
+	struct dnode **kids;
+	size_t nkids, cap;
+} dnode;
+
+/* One incremental snapshot. */
+typedef struct incr {
+	snap *s;
+	amber_writer *w;
+	amber_stats gone;          /* counts of old entries replaced or removed */
+} incr;
+
+static void dnode_free(dnode *n)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n->nkids; i++)
+		dnode_free(n->kids[i]);
+	free(n->kids);
+	free(n->name);
+	free(n);
+}
+
+/* The kid `name` of n: paths arrive in trie pre-order, so it is the last. */
+static dnode *dnode_kid(dnode *n, const char *name, size_t len)
+{
+	dnode *k = n->nkids ? n->kids[n->nkids - 1] : NULL;
+
+	if (k && strlen(k->name) == len && memcmp(k->name, name, len) == 0)
+		return k;
+	if (n->nkids == n->cap) {
+		size_t cap = n->cap ? n->cap * 2 : 4;
+		dnode **v = realloc(n->kids, cap * sizeof(*v));
+
+		if (!v)
+			return NULL;
+		n->kids = v;
+		n->cap = cap;
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k || !(k->name = strndup(name, len))) {
+		free(k);
+		return NULL;
+	}
+	n->kids[n->nkids++] = k;
+	return k;
+}
+
+/* Bytes in trie order: end of string, then '/', then the rest. */
+static int path_byte(const char *p)
+{
+	unsigned char c = (unsigned char)*p;
+
+	return c == '/' ? 1 : c ? c + 1 : 0;
+}
+
+static int dirty_cmp(const void *x, const void *y)
+{
+	const char *a = ((const amber_dirty *)x)->path, *b = ((const amber_dirty *)y)->path;
+
+	for (; *a && *a == *b; a++, b++)
+		;
+	return path_byte(a) - path_byte(b);
+}
+
+/* "a//b/" -> "a/b"; AMBER_EINVAL for "." or ".." components or long names. */
+static int dirty_norm(char **out, const char *path)
+{
+	char *v = malloc(strlen(path) + 1), *o = v;
+	const char *p = path;
+
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	while (*p) {
+		size_t l;
+
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		l = strcspn(p, "/");
+		if (!amber_name_valid(p, l)) {
+			free(v);
+			return amber_fail(AMBER_EINVAL, "changed path '%s' is not a path below the "
+					  "source", path);
+		}
+		if (o != v)
+			*o++ = '/';
+		memcpy(o, p, l);
+		o += l;
+		p += l;
+	}
+	*o = '\0';
+	*out = v;
+	return 0;
+}
+
+static int trie_add(dnode *root, const char *path, int tree)
+{
+	dnode *n = root;
+
+	for (const char *p = path; *p;) {
+		size_t l = strcspn(p, "/");
+
+		if (!(n = dnode_kid(n, p, l)))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		p += l + (p[l] == '/');
+	}
+	n->named = 1;
+	n->tree |= tree != 0;
+	return 0;
+}
+
+static int dirty_trie(dnode **out, const amber_dirty *d, size_t n)
+{
+	amber_dirty *v = calloc(n ? n : 1, sizeof(*v));
+	dnode *root = calloc(1, sizeof(*root));
+	size_t m = 0;
+	int rc = (v && root) ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char *p = NULL;
+
+		rc = dirty_norm(&p, d[i].path ? d[i].path : "");
+		v[m].path = p;
+		v[m++].subtree = d[i].subtree;
+	}
+	if (rc == 0 && m > 1)
+		qsort(v, m, sizeof(*v), dirty_cmp);
+	for (size_t i = 0; rc == 0 && i < m; i++)
+		rc = trie_add(root, v[i].path, v[i].subtree);
+	for (size_t i = 0; v && i < m; i++)
+		free((char *)v[i].path);
+	free(v);
+	if (rc < 0) {
+		dnode_free(root);
+		return rc;
+	}
+	*out = root;
+	return 0;
+}
+
+/* Add an old entry's counts (a directory: its whole subtree) to c. */
+static int old_counts(amber_stats *c, amber_writer *w, const amber_entry *e)
+{
+	amber_dir *d = NULL;
+	int rc;
+
+	if (e->hardlink)
+		return NEED_FULL;
+	if (e->type != AMBER_T_DIR) {
+		c->files++;
+		c->bytes += e->type == AMBER_T_REG ? e->size : 0;
+		return 0;
+	}
+	c->dirs++;
+	rc = amber_dir_open(&d, w->prev, e);
+	for (size_t i = 0; rc == 0 && i < amber_dir_count(d); i++)
+		rc = old_counts(c, w, amber_dir_entry(d, i));
+	amber_dir_free(d);
+	return rc;
+}
+
+/* A directory's own metadata and xattrs from its open descriptor. */
+static int dir_meta(snap *s, amber_entry *e, int fd)
+{
+	struct stat st;
+	char path[64];
+	int rc;
+
+	if (fstat(fd, &st) < 0)
+		return amber_fail_errno("cannot stat directory %s", s->path[0] ? s->path : ".");
+	meta_from_stat(e, &st);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/.", fd);
+	rc = read_xattrs(s, e, path);
+	if (rc == 0 && e->nxattrs > 1)
+		qsort(e->xattrs, e->nxattrs, sizeof(*e->xattrs), xattr_cmp);
+	return rc;
+}
+
+static int entry_cmp(const void *x, const void *y)
+{
+	const amber_entry *a = x, *b = y;
+
+	return amber_name_cmp(a->name, a->name_len, b->name, b->name_len);
+}
+
+/* Walk the fresh kids like a whole walk does and move them into ne. */
+static int fresh_finish(snap *s, dirwork *d, int dfd, amber_entry *ne, size_t *k)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc >= 0 && i < d->n; i++)
+		rc = dir_entry(s, d, i, dfd, s->buf);
+	for (size_t i = 0; rc >= 0 && i < d->n; i++) {
+		pending *p = d->p[i];
+
+		if (!p)
+			continue;
+		rc = pending_finish(s, &d->e[p->entry], p);
+		if (rc == 0)
+			files_cache_put(s, p->key, &p->fc, &d->e[p->entry]);
+	}
+	if (rc < 0)
+		return rc;
+	memcpy(ne + *k, d->e, d->kept * sizeof(*ne));
+	*k += d->kept;
+	d->kept = 0;
+	return 0;
+}
+
+static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		      amber_entry *self);
+
+/* A directory that was one: fresh metadata, old contents except named paths. */
+static int update_subdir(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+			 amber_entry *e)
+{
+	int fd = openat(dfd, kid->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0) {
+		warn_errno(x->s, x->s->path, "cannot open directory");
+		return 1;
+	}
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(kid->name);
+	e->name_len = strlen(kid->name);
+	e->type = AMBER_T_DIR;
+	rc = e->name ? dir_meta(x->s, e, fd) : amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0 && kid->nkids) {
+		rc = update_dir(x, fd, oe, kid, e);
+	} else if (rc == 0) {
+		e->content = oe->content;
+		memcpy(e->tree_oid, oe->tree_oid, 20);
+		e->link = oe->link;
+	}
+	close(fd);
+	if (rc != 0)
+		amber_entry_dispose(e);
+	return rc;
+}
+
+static int fresh_add(dirwork *fresh, const char *name)
+{
+	if (!(fresh->names[fresh->n] = strdup(name)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	fresh->n++;
+	return 0;
+}
+
+/* One named child: dropped, recursed into, or queued as fresh. */
+static int update_kid(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+		      amber_entry *ne, size_t *k, dirwork *fresh)
+{
+	snap *s = x->s;
+	struct stat st;
+	size_t saved;
+	int rc;
+
+	path_push(s, &saved, kid->name);
+	if (fstatat(dfd, kid->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			warn_errno(s, s->path, "cannot stat");
+		rc = oe ? old_counts(&x->gone, x->w, oe) : 0;
+	} else if (S_ISDIR(st.st_mode) && oe && oe->type == AMBER_T_DIR && !kid->tree) {
+		rc = update_subdir(x, dfd, oe, kid, &ne[*k]);
+		if (rc == 0)
+			(*k)++;
+		else if (rc == 1)
+			rc = old_counts(&x->gone, x->w, oe);
+	} else {
+		rc = oe ? old_counts(&x->gone, x->w, oe) : 0;
+		if (rc == 0)
+			rc = fresh_add(fresh, kid->name);
+	}
+	s->path[saved] = '\0';
+	return rc;
+}
+
+static int update_alloc(amber_entry **ne, dirwork *fresh, size_t nold, size_t nkids)
+{
+	*ne = calloc(nold + nkids + 1, sizeof(**ne));
+	fresh->names = calloc(nkids + 1, sizeof(*fresh->names));
+	fresh->e = calloc(nkids + 1, sizeof(*fresh->e));
+	fresh->p = calloc(nkids + 1, sizeof(*fresh->p));
+	if (!*ne || !fresh->names || !fresh->e || !fresh->p)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	return 0;
+}
+
+/* Merge the old listing of `old` with the named kids and write the result. */
+static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		      amber_entry *self)
+{
+	amber_dir *od = NULL;
+	dirwork fresh = {0};
+	amber_entry *ne = NULL;
+	size_t k = 0, nold = 0, i = 0, j = 0;
+	int rc = amber_dir_open(&od, x->w->prev, old);
+
+	if (rc == 0)
+		rc = update_alloc(&ne, &fresh, nold = amber_dir_count(od), node->nkids);
+	while (rc == 0 && (i < nold || j < node->nkids)) {
+		const amber_entry *oe = i < nold ? amber_dir_entry(od, i) : NULL;
+		const dnode *kid = j < node->nkids ? node->kids[j] : NULL;
+		int c = !kid ? -1 : !oe ? 1 : amber_name_cmp(oe->name, oe->name_len, kid->name,
+							     strlen(kid->name));
+
+		if (c < 0) {
+			rc = amber_entry_copy(&ne[k], oe);
+			k += rc == 0;
+			i++;
+			continue;
+		}
+		rc = update_kid(x, dfd, c == 0 ? oe : NULL, kid, ne, &k, &fresh);
+		i += c == 0;
+		j++;
+	}
+	if (rc == 0)
+		rc = fresh_finish(x->s, &fresh, dfd, ne, &k);
+	if (rc == 0 && x->s->fatal)
+		rc = amber_fail(x->s->fatal_code, "%s", x->s->fatal_msg);
+	if (rc == 0 && k > 1)
+		qsort(ne, k, sizeof(*ne), entry_cmp);
+	if (rc == 0)
+		rc = write_dir(x->s, self, ne, k);
+	if (ne)
+		amber_entries_free(ne, k);
+	if (fresh.names)
+		dirwork_dispose(x->s, &fresh);
+	amber_dir_free(od);
+	return rc;
+}
+
+static uint64_t minus(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+/* The root of an incremental snapshot. */
+static int incr_tree(snap *s, amber_writer *w, const dnode *trie, amber_entry *root)
+{
+	incr x = {.s = s, .w = w};
+	const amber_stats *old = &amber_snapshot_info(w->prev)->stats;
+	int fd = open(w->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0)
+		return amber_fail_errno("cannot open source %s", w->src);
+	root->name = strdup("root");
+	root->name_len = 4;
+	root->type = AMBER_T_DIR;
+	rc = root->name ? dir_meta(s, root, fd) : amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0 && trie->nkids) {
+		rc = update_dir(&x, fd, &w->prev->root, trie, root);
+	} else if (rc == 0) {
+		root->content = w->prev->root.content;
+		memcpy(root->tree_oid, w->prev->root.tree_oid, 20);
+		root->link = w->prev->root.link;
+	}
+	close(fd);
+	if (rc == 0 && s->nhl)
+		rc = NEED_FULL; /* a hard-linked file was walked */
+	s->st.files += minus(old->files, x.gone.files);
+	s->st.dirs += minus(old->dirs, x.gone.dirs);
+	s->st.bytes += minus(old->bytes, x.gone.bytes);
+	return rc;
+}
+
+static int full_tree(snap *s, amber_writer *w, amber_entry *root)
+{
+	struct stat st;
+
+	if (stat(w->src, &st) < 0)
+		return amber_fail_errno("cannot read source %s", w->src);
+	if (!S_ISDIR(st.st_mode))
+		return amber_fail(AMBER_EINVAL, "source %s is not a directory", w->src);
+	return snap_tree(s, root, w->src, &st);
+}
+
+/* 1 if root is what the tip has (tree, manifest and the root's own metadata). */
+static int root_unchanged(amber_writer *w, const amber_entry *root)
+{
+	amber_buf x = AMBER_BUF_INIT, y = AMBER_BUF_INIT;
+	int same = memcmp(root->tree_oid, w->prev->root.tree_oid, 20) == 0 &&
+		   amber_manifest_encode(&x, root, 1) == 0 &&
+		   amber_manifest_encode(&y, &w->prev->root, 1) == 0 && x.len == y.len &&
+		   memcmp(x.data, y.data, x.len) == 0;
+
+	amber_error_clear();
+	amber_buf_dispose(&x);
+	amber_buf_dispose(&y);
+	return same;
+}
+
+static const char *writer_stream(const amber_writer *w)
+{
+	return w->o.snap.stream ? w->o.snap.stream : "main";
+}
+
+/* Follow the stream's ref: *full is set when it is not our last snapshot. */
+static int writer_sync_tip(amber_writer *w, int *full)
+{
+	uint8_t tip[20];
+	char ref[256], hex[41];
+	int rc;
+
+	snprintf(ref, sizeof(ref), "refs/heads/%s", writer_stream(w));
+	rc = amber_store_ref_read(tip, w->a->store, ref);
+	if (rc == 0 && w->prev && memcmp(tip, w->tip, 20) == 0)
+		return 0;
+	*full = 1;
+	amber_snapshot_free(w->prev);
+	w->prev = NULL;
+	w->has_tip = 0;
+	if (rc == AMBER_ENOTFOUND) {
+		amber_error_clear();
+		return 0;
+	}
+	if (rc == 0)
+		rc = amber_store_refresh(w->a->store);
+	amber_oid_tohex(hex, tip);
+	if (rc == 0)
+		rc = amber_snapshot_open(&w->prev, w->a, hex);
+	if (rc == 0) {
+		memcpy(w->tip, tip, 20);
+		w->has_tip = 1;
+	}
+	return rc;
+}
+
+/* The new commit becomes the session's previous snapshot. */
+static void writer_advance(amber_writer *w, const uint8_t commit[20])
+{
+	char hex[41];
+
+	amber_snapshot_free(w->prev);
+	w->prev = NULL;
+	amber_oid_tohex(hex, commit);
+	if (amber_snapshot_open(&w->prev, w->a, hex) < 0) {
+		amber_error_clear(); /* published; the next snapshot walks everything */
+		w->has_tip = 0;
+		return;
+	}
+	memcpy(w->tip, commit, 20);
+	w->has_tip = 1;
+}
+
+static int session_setup(snap *s, amber_writer *w, const amber_snapshot_opts *o, int full)
+{
+	s->a = w->a;
+	s->o = o;
+	s->start_ns = now_ns();
+	pthread_mutex_init(&s->lock, NULL);
+	s->files_old = w->files;
+	s->files_new = full ? amber_kvmap_new(sizeof(fc_val)) : w->files;
+	s->chunks = w->chunks;
+	s->buf = w->buf;
+	s->pool = w->pool;
+	s->signer = w->signer;
+	if (!s->files_new)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	return amber_packw_new(&s->w, w->a->store);
+}
+
+static void writer_caches_reload(amber_writer *w)
+{
+	snap t = {.a = w->a, .o = &w->o.snap};
+	amber_kvmap *c = amber_kvmap_new(sizeof(cc_val));
+
+	if (!c)
+		return; /* keep the old one: entries may name lost objects only
+			   if a pack was abandoned, and then exists() is asked */
+	amber_kvmap_free(w->chunks);
+	w->chunks = t.chunks = c;
+	t.files_old = amber_kvmap_new(sizeof(fc_val));
+	if (t.files_old)
+		caches_load(&t, w->files_path, w->chunks_path);
+	amber_kvmap_free(t.files_old);
+}
+
+/*
+ * Give back what the snapshot borrowed.  A whole walk's files cache
+ * replaces the session's; after a failure the chunk cache may name objects
+ * of an abandoned pack, so it is reloaded from disk.
+ */
+static void session_release(snap *s, amber_writer *w, int full, int rc)
+{
+	if (full && rc >= 0 && rc != NEED_FULL) {
+		amber_kvmap_free(w->files);
+		w->files = s->files_new;
+	} else if (full) {
+		amber_kvmap_free(s->files_new);
+	}
+	s->files_old = s->files_new = s->chunks = NULL;
+	s->buf = NULL;
+	s->pool = NULL;
+	s->signer = NULL;
+	snap_dispose(s);
+	if (rc < 0)
+		writer_caches_reload(w);
+}
+
+static void writer_save(amber_writer *w)
+{
+	snap t = {.a = w->a, .o = &w->o.snap, .files_new = w->files, .chunks = w->chunks};
+
+	caches_save(&t, w->files_path, w->chunks_path);
+}
+
+static int writer_commit(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer *w,
+			 amber_entry *root)
+{
+	amber_record r = {0};
+	amber_buf rootmeta = AMBER_BUF_INIT;
+	uint8_t commit[20];
+	int rc;
+
+	r.has_parent = w->has_tip;
+	memcpy(r.parent, w->tip, 20);
+	rc = choose_time(&r, s);
+	if (rc == 0)
+		rc = fill_record(&r, s, root, w->src, &rootmeta);
+	if (rc == 0)
+		rc = write_commit(commit, s, &r);
+	if (rc == 0)
+		rc = publish(s, &r, commit, id_out);
+	if (rc == 0)
+		writer_advance(w, commit);
+	r.root_meta = NULL;
+	amber_record_dispose(&r);
+	amber_buf_dispose(&rootmeta);
+	return rc;
+}
+
+/*
+ * One snapshot, whole (full) or incremental.  When nothing changed, or an
+ * incremental walk gives up for a whole one, the pack is still committed
+ * (it is usually empty) so that the chunk cache never names a lost object.
+ */
+static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_writer *w,
+		      const dnode *trie, int full)
+{
+	amber_snapshot_opts o = w->o.snap;
+	amber_entry root = {0};
+	snap s;
+	int rc;
+
+	o.no_cache = o.no_cache || !full; /* named files are read again */
+	memset(&s, 0, sizeof(s));
+	rc = session_setup(&s, w, &o, full);
+	if (rc == 0)
+		rc = full ? full_tree(&s, w, &root) : incr_tree(&s, w, trie, &root);
+	if (rc == 0 && w->prev && root_unchanged(w, &root))
+		rc = 1;
+	if (rc == 1 || rc == NEED_FULL) {
+		int crc = amber_packw_commit(s.w);
+
+		rc = crc < 0 ? crc : rc;
+	}
+	if (rc == 1)
+		amber_oid_tohex(id_out, w->tip);
+	if (rc == 0)
+		rc = writer_commit(id_out, &s, w, &root);
+	s.st.bytes_new = atomic_load(&s.bytes_new);
+	s.st.objects_new = atomic_load(&s.objects_new);
+	if (st)
+		*st = s.st;
+	amber_entry_dispose(&root);
+	session_release(&s, w, full, rc);
+	if (full && rc >= 0)
+		writer_save(w);
+	return rc;
+}
+
+int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
+			  amber_writer *w, const amber_dirty *dirty, size_t n)
+{
+	dnode *trie = NULL;
+	int full = !dirty || n > DIRTY_MAX, rc = amber_store_lock(w->a->store);
+
+	if (rc < 0)
+		return rc;
+	rc = writer_sync_tip(w, &full);
+	if (rc == 0 && !full)
+		rc = dirty_trie(&trie, dirty, n);
+	if (rc == 0 && !full && trie->tree)
+		full = 1;
+	if (rc == 0)
+		rc = writer_run(id_out, stats, w, trie, full);
+	if (rc == NEED_FULL)
+		rc = writer_run(id_out, stats, w, NULL, 1);
+	dnode_free(trie);
+	amber_store_unlock(w->a->store);
+	return rc;
+}
+
+static int writer_check(const amber_writer_opts *o)
+{
+	if (!o || o->version != AMBER_WRITER_OPTS_VERSION)
+		return amber_fail(AMBER_EINVAL, "writer options of an unknown version");
+	if (o->snap.tag || o->snap.time_ns)
+		return amber_fail(AMBER_EINVAL, "a writer session neither tags nor sets times");
+	return 0;
+}
+
+static int writer_setup(amber_writer *w)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int threads = w->o.snap.threads > 0 ? w->o.snap.threads : (int)(cores > 0 ? cores : 2);
+	snap t = {.a = w->a, .o = &w->o.snap};
+
+	w->files = amber_kvmap_new(sizeof(fc_val));
+	w->chunks = amber_kvmap_new(sizeof(cc_val));
+	w->buf = malloc(READ_BUF);
+	if (!w->src || !w->files || !w->chunks || !w->buf)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	cache_paths(&t, w->files_path, w->chunks_path, sizeof(w->files_path));
+	t.files_old = w->files;
+	t.chunks = w->chunks;
+	caches_load(&t, w->files_path, w->chunks_path);
+	return amber_pool_new(&w->pool, threads, MAX_INFLIGHT);
+}
+
+int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
+		      const amber_writer_opts *opts)
+{
+	amber_writer *w = NULL;
+	struct stat st;
+	int rc = writer_check(opts);
+
+	if (rc == 0)
+		rc = check_args(a, src, &opts->snap, &st);
+	if (rc == 0 && !(w = calloc(1, sizeof(*w))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc < 0)
+		return rc;
+	w->a = a;
+	w->o = *opts;
+	w->src = strdup(src);
+	rc = amber_archive_signer(&w->signer, a, opts->snap.signing_key_path,
+				  opts->snap.unsigned_ok);
+	if (rc == 0)
+		rc = writer_setup(w);
+	if (rc < 0) {
+		w->files_path[0] = '\0'; /* nothing to save */
+		amber_writer_close(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+int amber_writer_close(amber_writer *w)
+{
+	int rc = 0;
+
+	if (!w)
+		return 0;
+	if (w->files && w->chunks && w->files_path[0] &&
+	    (amber_kvmap_save(w->files, w->files_path, FILES_MAGIC, (const uint8_t *)w->a->id) < 0 ||
+	     amber_kvmap_save(w->chunks, w->chunks_path, CHUNKS_MAGIC,
+			      (const uint8_t *)w->a->id) < 0))
+		rc = AMBER_ERROR;
+	amber_snapshot_free(w->prev);
+	amber_pool_free(w->pool);
+	amber_kvmap_free(w->files);
+	amber_kvmap_free(w->chunks);
+	free(w->buf);
+	amber_signer_free(w->signer);
+	free(w->src);
+	free(w);
 	return rc;
 }
