@@ -47,6 +47,7 @@ int cmd_key(int argc, char **argv);
 int cmd_tag(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_push(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 /* Usage and errors ----------------------------------------------------- */
 

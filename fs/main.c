@@ -28,6 +28,7 @@ static const struct cli_cmd commands[] = {
 	{"key", cmd_key, "manage the archive's signing key"},
 	{"verify", cmd_verify, "check an archive's objects, snapshots and signatures"},
 	{"push", cmd_push, "copy an archive to another git repository"},
+	{"watch", cmd_watch, "keep snapshotting a directory tree as it changes"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
