@@ -359,3 +359,36 @@ Test(watch, kill_9_at_any_moment_then_restart_needs_nothing, .timeout = 120)
 	free(dest);
 	watcher_dispose(&w);
 }
+
+Test(watch, a_systemd_credential_gives_the_passphrase, .timeout = 60)
+{
+	watcher w;
+	char *cred = pjoin(IT.tmp, "credentials"), *pass = pjoin(cred, "passphrase");
+	char *env_cred = xasprintf("CREDENTIALS_DIRECTORY=%s", cred);
+	const char *env[] = {"AMBERFS_PASSPHRASE_FILE", env_cred, NULL};
+	const char *args[] = {"watch", NULL, NULL, "--json", "--interval", INTERVAL_ARG, NULL};
+	run_opts o = {.env = env};
+
+	watcher_init(&w);
+	mkdir_p(cred, 0700);
+	write_passfile(pass, IT_PASSPHRASE);
+	args[1] = w.arch;
+	args[2] = w.src;
+	o.stdout_path = w.json;
+	o.stderr_path = w.err;
+	w.pid = amber_spawn(&o, args);
+	wait_lines(&w, "\"event\":\"ready\"", 1, 30);
+	cr_assert_eq(stop(&w, SIGTERM), 0);
+	/* and without it, no passphrase at all: a clear error */
+	env[1] = NULL;
+	w.pid = amber_spawn(&o, args);
+	cr_assert_eq(wait_exit(w.pid), 1);
+	char *err = read_file(w.err, NULL);
+
+	cr_assert(strstr(err, "is encrypted"), "%s", err);
+	free(err);
+	free(env_cred);
+	free(pass);
+	free(cred);
+	watcher_dispose(&w);
+}
