@@ -33,6 +33,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -1640,6 +1641,9 @@ struct amber_writer {
 	amber_snapshot *prev;      /* the stream's tip this session knows, or NULL */
 	uint8_t tip[20];
 	int has_tip;
+	char **suspects;           /* append-only files read from their tail since the
+				      last whole walk, checked by the next one */
+	size_t nsuspects;
 };
 
 /* The changed paths as a trie; kids in name order. */
@@ -1896,6 +1900,9 @@ static int fresh_add(dirwork *fresh, const char *name)
 	return 0;
 }
 
+static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+		      const struct stat *st, amber_entry *e);
+
 /* One named child: dropped, recursed into, or queued as fresh. */
 static int update_kid(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
 		      amber_entry *ne, size_t *k, dirwork *fresh)
@@ -1916,7 +1923,10 @@ static int update_kid(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
 			(*k)++;
 		else if (rc == 1)
 			rc = old_counts(&x->gone, x->w, oe);
-	} else {
+	} else if ((rc = append_try(x, dfd, oe, kid, &st, &ne[*k])) == 0) {
+		(*k)++;
+		rc = old_counts(&x->gone, x->w, oe);
+	} else if (rc == 1) {
 		rc = oe ? old_counts(&x->gone, x->w, oe) : 0;
 		if (rc == 0)
 			rc = fresh_add(fresh, kid->name);
@@ -2013,6 +2023,291 @@ static int incr_tree(snap *s, amber_writer *w, const dnode *trie, amber_entry *r
 	s->st.dirs += minus(old->dirs, x.gone.dirs);
 	s->st.bytes += minus(old->bytes, x.gone.bytes);
 	return rc;
+}
+
+/*
+ * Append-only files.  A file the caller declared append-only (a glob of
+ * amber_writer_opts) and names as changed is read from the start of its
+ * last stored chunk: the stored chunks before it are kept, and since chunk
+ * boundaries depend only on the bytes since the previous boundary, the
+ * chunks cut from there are the ones a whole read would cut.  The stored
+ * last chunk is first compared with the file's bytes; a file that shrank
+ * or whose tail differs is read whole, with a warning.  Bytes before the
+ * tail are not checked here: such files are remembered as suspects and the
+ * next whole walk reads them whole (their files-cache entries are never
+ * refreshed by a tail read) and warns if their earlier chunks changed.
+ */
+
+static int append_glob(const amber_writer *w, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	for (const char *const *g = w->o.append_only; g && *g; g++)
+		if (strchr(*g, '/') ? fnmatch(*g, path, FNM_PATHNAME) == 0
+				    : fnmatch(*g, base, 0) == 0)
+			return 1;
+	return 0;
+}
+
+/* The chunk list of stored regular file e (malloc'd). */
+static int stored_chunks(amber_chunkref **out, size_t *n, amber_archive *a, const amber_entry *e)
+{
+	amber_cobj *o = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (e->content == AMBER_C_BLOB) {
+		if (!(*out = malloc(sizeof(**out))))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		(*out)[0].link = e->link;
+		(*out)[0].len = (uint32_t)e->size;
+		*n = 1;
+		return 0;
+	}
+	if (e->content != AMBER_C_CHUNKED)
+		return 0;
+	rc = amber_file_index(&o, a, e, e->name);
+	if (rc == 0) {
+		const file_index *x = o->data;
+
+		*out = malloc(x->n * sizeof(**out));
+		if (*out) {
+			memcpy(*out, x->c, x->n * sizeof(**out));
+			*n = x->n;
+		} else {
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		}
+	}
+	amber_cache_release(a->cache, o);
+	return rc;
+}
+
+/* 1 if the file's bytes at off are the stored chunk c. */
+static int tail_matches(snap *s, int fd, const amber_chunkref *c, uint64_t off)
+{
+	amber_cobj *o = NULL;
+	uint8_t *b = malloc(c->len);
+	int same = b && pread(fd, b, c->len, (off_t)off) == (ssize_t)c->len &&
+		   amber_chunk_get(&o, s->a, &c->link, c->len, s->path) == 0 &&
+		   memcmp(((amber_buf *)o->data)->data, b, c->len) == 0;
+
+	amber_cache_release(s->a->cache, o);
+	amber_error_clear();
+	free(b);
+	return same;
+}
+
+/* A file from chunk refs: one blob, or an index and a chunk tree. */
+static int refs_objects(snap *s, amber_entry *e, const amber_chunkref *refs, size_t n)
+{
+	amber_tentry *te = calloc(n + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = te ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	e->content = n == 1 ? AMBER_C_BLOB : AMBER_C_CHUNKED;
+	if (n == 1)
+		e->link = refs[0].link;
+	for (size_t i = 0; rc == 0 && n > 1 && i < n; i++) {
+		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
+		te[i].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[i].oid, refs[i].link.oid, 20);
+	}
+	if (rc == 0 && n > 1 && (rc = amber_index_encode(&b, refs, n)) == 0)
+		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, b.data, b.len);
+	if (rc == 0 && n > 1) {
+		snprintf(te[n].name, sizeof(te[n].name), "i");
+		te[n].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[n].oid, e->link.oid, 20);
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, n + 1);
+	}
+	if (rc == 0 && n > 1)
+		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+/* The kept chunks plus the ones just read become e's content. */
+static int append_finish(snap *s, amber_entry *e, amber_chunkref *old, size_t keep, pending *p)
+{
+	amber_chunkref *refs = NULL;
+	int rc = 0;
+
+	amber_pool_wait(s->pool, &p->group);
+	for (size_t i = 0; i < p->n; i++)
+		if (p->chunks[i]->rc < 0)
+			return amber_fail(p->chunks[i]->rc, "%s", p->chunks[i]->msg);
+	if (s->fatal)
+		return amber_fail(s->fatal_code, "%s", s->fatal_msg);
+	if (!(refs = malloc((keep + p->n + 1) * sizeof(*refs))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(refs, old, keep * sizeof(*refs));
+	for (size_t i = 0; i < p->n; i++) {
+		refs[keep + i].link = p->chunks[i]->link;
+		refs[keep + i].len = (uint32_t)p->chunks[i]->len;
+	}
+	if (keep + p->n > 0)
+		rc = refs_objects(s, e, refs, keep + p->n);
+	free(refs);
+	return rc;
+}
+
+/* Name, metadata and xattrs of a regular file read from its tail. */
+static int append_entry(snap *s, amber_entry *e, int dfd, const char *name, const struct stat *st)
+{
+	char path[64 + NAME_MAX];
+	int rc;
+
+	e->name = strdup(name);
+	e->name_len = strlen(name);
+	e->type = AMBER_T_REG;
+	e->size = (uint64_t)st->st_size;
+	meta_from_stat(e, st);
+	if (!e->name)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dfd, name);
+	rc = read_xattrs(s, e, path);
+	if (rc == 0 && e->nxattrs > 1)
+		qsort(e->xattrs, e->nxattrs, sizeof(*e->xattrs), xattr_cmp);
+	s->st.files++;
+	s->st.bytes += e->size;
+	return rc;
+}
+
+/*
+ * One attempt at reading fd from `off`: 0 done, 1 read it whole instead
+ * (warned), 2 it changed while being read (try again), <0 fatal.
+ */
+static int append_once(snap *s, int fd, amber_chunkref *old, size_t n, uint64_t old_size,
+		       amber_entry *e, struct stat *st)
+{
+	uint64_t off = old_size - old[n - 1].len;
+	struct stat after;
+	pending p = {0};
+	int64_t got;
+	int rc = 2;
+
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || st->st_nlink > 1)
+		return 1;
+	if ((uint64_t)st->st_size < old_size || !tail_matches(s, fd, &old[n - 1], off)) {
+		warn(s, s->path, "declared append-only, but it shrank or its stored end no longer "
+			"matches (rewritten?): read whole", 0);
+		return 1;
+	}
+	if (lseek(fd, (off_t)off, SEEK_SET) < 0 || (got = read_chunks(&p, s, fd, s->buf)) < 0) {
+		pending_clear(&p, s);
+		return s->fatal ? amber_fail(s->fatal_code, "%s", s->fatal_msg) : 1;
+	}
+	if (fstat(fd, &after) == 0 && same_version(st, &after) &&
+	    (uint64_t)got == (uint64_t)st->st_size - off)
+		rc = append_finish(s, e, old, n - 1, &p);
+	pending_clear(&p, s);
+	return rc;
+}
+
+static int suspect_add(amber_writer *w, const char *path)
+{
+	char **v;
+
+	for (size_t i = 0; i < w->nsuspects; i++)
+		if (strcmp(w->suspects[i], path) == 0)
+			return 0;
+	v = realloc(w->suspects, (w->nsuspects + 1) * sizeof(*v));
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	w->suspects = v;
+	if (!(v[w->nsuspects] = strdup(path)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	w->nsuspects++;
+	return 0;
+}
+
+/*
+ * Read a changed append-only file from its last stored chunk into e.
+ * @return 0 done, 1 not such a file or read it whole instead, <0 fatal.
+ */
+static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+		      const struct stat *st0, amber_entry *e)
+{
+	snap *s = x->s;
+	amber_chunkref *old = NULL;
+	struct stat st;
+	size_t n = 0;
+	int fd, rc = 1;
+
+	if (!oe || kid->tree || !S_ISREG(st0->st_mode) || oe->type != AMBER_T_REG ||
+	    oe->hardlink || st0->st_nlink > 1 || !append_glob(x->w, s->path))
+		return 1;
+	if (stored_chunks(&old, &n, s->a, oe) < 0 || n == 0) {
+		amber_error_clear(); /* unreadable index or empty: read it whole */
+		free(old);
+		return 1;
+	}
+	memset(e, 0, sizeof(*e));
+	fd = openat(dfd, kid->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	for (int attempt = 0; fd >= 0 && attempt < READ_RETRIES && rc != 0; attempt++) {
+		rc = append_once(s, fd, old, n, oe->size, e, &st);
+		if (rc == 1 || rc < 0)
+			break;
+	}
+	if (fd >= 0)
+		close(fd);
+	rc = rc == 2 ? 1 : rc;
+	if (rc == 0)
+		rc = append_entry(s, e, dfd, kid->name, &st);
+	if (rc == 0)
+		rc = suspect_add(x->w, s->path);
+	if (rc != 0)
+		amber_entry_dispose(e);
+	free(old);
+	return rc;
+}
+
+/* 1 if the first n-1 chunks of a (n chunks) are the first chunks of b. */
+static int chunks_extend(const amber_chunkref *a, size_t na, const amber_chunkref *b, size_t nb)
+{
+	if (na < 2)
+		return 1;
+	if (nb < na - 1)
+		return 0;
+	for (size_t i = 0; i + 1 < na; i++)
+		if (memcmp(a[i].link.oid, b[i].link.oid, 20) != 0)
+			return 0;
+	return 1;
+}
+
+/* After a whole walk: did a suspect's earlier bytes change behind its promise? */
+static void suspect_check(snap *s, amber_snapshot *before, amber_snapshot *after,
+			  const char *path)
+{
+	amber_entry *eo = NULL, *en = NULL;
+	amber_chunkref *co = NULL, *cn = NULL;
+	size_t no = 0, nn = 0;
+
+	if (amber_stat(&eo, before, path) == 0 && amber_stat(&en, after, path) == 0 &&
+	    eo->type == AMBER_T_REG && en->type == AMBER_T_REG &&
+	    stored_chunks(&co, &no, s->a, eo) == 0 && stored_chunks(&cn, &nn, s->a, en) == 0 &&
+	    !chunks_extend(co, no, cn, nn))
+		warn(s, path, "declared append-only, but bytes before its end changed: the "
+			"snapshots since it was last read whole may hold stale bytes there; "
+			"this one stores it whole", 1);
+	amber_error_clear();
+	free(co);
+	free(cn);
+	amber_entry_free(eo);
+	amber_entry_free(en);
+}
+
+static void suspects_clear(amber_writer *w)
+{
+	for (size_t i = 0; i < w->nsuspects; i++)
+		free(w->suspects[i]);
+	free(w->suspects);
+	w->suspects = NULL;
+	w->nsuspects = 0;
 }
 
 static int full_tree(snap *s, amber_writer *w, amber_entry *root)
@@ -2181,6 +2476,22 @@ static int writer_commit(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer
 	return rc;
 }
 
+/* Commit; after a whole walk, check the append-only suspects against it. */
+static int writer_commit_checked(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer *w,
+				 amber_entry *root, int full)
+{
+	amber_snapshot *before = full && w->nsuspects ? w->prev : NULL;
+	int rc;
+
+	if (before)
+		w->prev = NULL; /* kept for the check; the commit opens the new one */
+	rc = writer_commit(id_out, s, w, root);
+	for (size_t i = 0; rc == 0 && before && w->prev && i < w->nsuspects; i++)
+		suspect_check(s, before, w->prev, w->suspects[i]);
+	amber_snapshot_free(before);
+	return rc;
+}
+
 /*
  * One snapshot, whole (full) or incremental.  When nothing changed, or an
  * incremental walk gives up for a whole one, the pack is still committed
@@ -2209,7 +2520,9 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 	if (rc == 1)
 		amber_oid_tohex(id_out, w->tip);
 	if (rc == 0)
-		rc = writer_commit(id_out, &s, w, &root);
+		rc = writer_commit_checked(id_out, &s, w, &root, full);
+	if (full && rc >= 0)
+		suspects_clear(w);
 	s.st.bytes_new = atomic_load(&s.bytes_new);
 	s.st.objects_new = atomic_load(&s.objects_new);
 	if (st)
@@ -2311,6 +2624,7 @@ int amber_writer_close(amber_writer *w)
 			      (const uint8_t *)w->a->id) < 0))
 		rc = AMBER_ERROR;
 	amber_snapshot_free(w->prev);
+	suspects_clear(w);
 	amber_pool_free(w->pool);
 	amber_kvmap_free(w->files);
 	amber_kvmap_free(w->chunks);

@@ -10,6 +10,7 @@
  */
 #include "helpers.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,5 +391,62 @@ Test(watch, a_systemd_credential_gives_the_passphrase, .timeout = 60)
 	free(env_cred);
 	free(pass);
 	free(cred);
+	watcher_dispose(&w);
+}
+
+/* bytes_read of the newest snapshot report */
+static long long last_bytes_read(const watcher *w)
+{
+	char *t = json_text(w), **objs = NULL;
+	size_t n = json_lines(t, &objs);
+	long long v = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (strstr(objs[i], "\"event\":\"snapshot\""))
+			v = json_get_ll(objs[i], "bytes_read");
+		free(objs[i]);
+	}
+	free(objs);
+	free(t);
+	return v;
+}
+
+Test(watch, append_only_files_are_read_from_their_tail, .timeout = 120)
+{
+	watcher w;
+	char *f, *dest;
+	const char *globs[] = {"--append-only", "*.log", NULL};
+	int snaps = 0;
+	run_result r;
+
+	watcher_init(&w);
+	f = src_path(&w, "ledger.log");
+	write_random_file(f, 6 << 20, 1, 0);
+	start(&w, 1, globs);
+	for (int i = 0; i < 3; i++) {
+		CHANGE(&w, snaps, write_random_file(f, 64 << 10, (uint64_t)i + 2, 1));
+		cr_assert_leq(last_bytes_read(&w), (2 << 20) + (64 << 10),
+			      "an append re-read %lld bytes", last_bytes_read(&w));
+	}
+	cr_assert_geq(assert_all_snapshots_exact(&w), 4);
+	/* a broken promise: an early byte rewritten, then an append */
+	snaps = count_lines(&w, "\"event\":\"snapshot\"");
+	int fd = open(f, O_WRONLY);
+
+	cr_assert_eq(pwrite(fd, "rewritten in place", 18, 1000), 18);
+	close(fd);
+	write_random_file(f, 1000, 98, 1);
+	wait_lines(&w, "\"event\":\"snapshot\"", snaps + 1, 10);
+	cr_assert_eq(count_lines(&w, "declared append-only"), 0, "the tail alone looks fine");
+	kill(w.pid, SIGHUP); /* a whole walk now */
+	wait_lines(&w, "declared append-only, but bytes before its end changed", 1, 10);
+	cr_assert_eq(stop(&w, SIGTERM), 0);
+	dest = pjoin(IT.tmp, "final");
+	amber(&r, "restore", w.arch, "latest", dest, NULL);
+	assert_ok(&r, "restore");
+	assert_trees_equal(w.src, dest, TD_SKIP_ROOT_META, "after the whole walk");
+	run_result_dispose(&r);
+	free(dest);
+	free(f);
 	watcher_dispose(&w);
 }

@@ -291,3 +291,106 @@ Test(writer, bad_paths_and_options_are_refused, .timeout = 60)
 	OK(amber_writer_close(w));
 	amber_archive_free(a);
 }
+
+/* ---- append-only files ---------------------------------------------------------------- */
+
+static char warned[8192];
+
+static void on_warn(const char *path, const char *message, void *payload)
+{
+	size_t l = strlen(warned);
+
+	snprintf(warned + l, sizeof(warned) - l, "%s: %s\n", path, message);
+}
+
+static amber_writer *open_append_writer(amber_archive *a)
+{
+	static const char *const globs[] = {"*.log", NULL};
+	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
+	amber_writer *w = NULL;
+
+	o.snap.threads = 1;
+	o.snap.warn = on_warn;
+	o.append_only = globs;
+	warned[0] = '\0';
+	OK(amber_writer_open(&w, a, src(""), &o));
+	return w;
+}
+
+/* Append (or write at off, if off >= 0) n pseudo-random bytes. */
+static void scribble(const char *rel, long off, size_t n, uint64_t seed)
+{
+	char path[4200];
+	uint8_t *b = malloc(n);
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/src/%s", base, rel);
+	for (size_t i = 0; i < n; i++) {
+		seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+		b[i] = (uint8_t)seed;
+	}
+	fd = open(path, O_WRONLY | O_CREAT | (off < 0 ? O_APPEND : 0), 0644);
+	cr_assert_geq(fd, 0);
+	if (off < 0)
+		cr_assert_eq(write(fd, b, n), (ssize_t)n);
+	else
+		cr_assert_eq(pwrite(fd, b, n, off), (ssize_t)n);
+	close(fd);
+	free(b);
+}
+
+Test(writer, an_append_only_file_is_read_from_its_last_chunk, .timeout = 60)
+{
+	amber_archive *a = new_archive();
+	amber_writer *w;
+	amber_stats st;
+	char id[AMBER_OID_HEXSZ + 1];
+
+	make_tree();
+	scribble("data.log", -1, 6 << 20, 1);
+	w = open_append_writer(a);
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	for (int i = 0; i < 3; i++) {
+		scribble("data.log", -1, 100 << 10, (uint64_t)i + 2);
+		OK(amber_writer_snapshot(id, &st, w, (amber_dirty[]){{"data.log", 0}}, 1));
+		cr_assert_leq(st.bytes_read, (2u << 20) + (100u << 10),
+			      "read %llu bytes of a 6 MiB file", (unsigned long long)st.bytes_read);
+		/* the chunks cut from the tail are those of a whole read */
+		assert_like_whole_walk(a, id, "appended");
+	}
+	cr_assert_str_eq(warned, "");
+	OK(amber_writer_close(w));
+	amber_archive_free(a);
+}
+
+Test(writer, a_broken_append_only_promise_is_caught_and_said, .timeout = 60)
+{
+	amber_archive *a = new_archive();
+	amber_writer *w;
+	char id[AMBER_OID_HEXSZ + 1];
+
+	make_tree();
+	scribble("data.log", -1, 6 << 20, 1);
+	w = open_append_writer(a);
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	/* an early byte rewritten, then an append: the tail still matches */
+	scribble("data.log", 100, 16, 7);
+	scribble("data.log", -1, 1000, 8);
+	OK(amber_writer_snapshot(id, NULL, w, (amber_dirty[]){{"data.log", 0}}, 1));
+	cr_assert_str_eq(warned, "");
+	/* the next whole walk reads it whole and says so */
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	cr_assert(strstr(warned, "data.log: declared append-only, but bytes before its end"),
+		  "warnings: %s", warned);
+	assert_like_whole_walk(a, id, "after the whole walk");
+	/* truncated and rewritten: the stored end does not match, read whole */
+	warned[0] = '\0';
+	cr_assert_eq(truncate(src("data.log"), 0), 0);
+	scribble("data.log", -1, (6 << 20) + 5, 9);
+	OK(amber_writer_snapshot(id, NULL, w, (amber_dirty[]){{"data.log", 0}}, 1));
+	cr_assert(strstr(warned, "data.log: declared append-only, but it shrank or its stored end"),
+		  "warnings: %s", warned);
+	assert_like_whole_walk(a, id, "rewritten");
+	OK(amber_writer_close(w));
+	amber_archive_free(a);
+}
