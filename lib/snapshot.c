@@ -129,6 +129,7 @@ typedef struct snap {
 	int fatal_code;
 	struct timespec last_progress;
 	amber_signer *signer;   /* NULL: unsigned commit */
+	const char *const *append_only; /* globs of files that only grow (writer sessions) */
 	uint8_t *buf;           /* read buffer of the walking thread */
 	char path[8192];        /* current relative path */
 } snap;
@@ -348,8 +349,11 @@ static void pending_clear(pending *p, snap *s)
 	p->n = p->cap = 0;
 }
 
-/* Read fd to its end, queueing chunks.  Returns bytes read or -1 (errno). */
-static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
+/*
+ * Read fd to its end, or `limit` bytes, queueing chunks.  Returns bytes
+ * read or -1 (errno).
+ */
+static int64_t read_chunks_upto(pending *p, snap *s, int fd, uint8_t *buf, uint64_t limit)
 {
 	const amber_chunker *ch = &s->a->chunker;
 	size_t pos = 0, avail = 0;
@@ -362,7 +366,9 @@ static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
 			avail -= pos;
 			pos = 0;
 			while (!eof && avail < READ_BUF) {
-				ssize_t r = read(fd, buf + avail, READ_BUF - avail);
+				uint64_t left = limit - (uint64_t)total;
+				size_t want = READ_BUF - avail < left ? READ_BUF - avail : (size_t)left;
+				ssize_t r = want ? read(fd, buf + avail, want) : 0;
 
 				if (r < 0 && errno == EINTR)
 					continue;
@@ -388,6 +394,25 @@ static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
 	}
 }
 
+/* 1 if path matches one of the append-only globs (NULL-terminated, may be NULL). */
+static int append_glob(const char *const *globs, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	for (const char *const *g = globs; g && *g; g++)
+		if (strchr(*g, '/') ? fnmatch(*g, path, FNM_PATHNAME) == 0
+				    : fnmatch(*g, base, 0) == 0)
+			return 1;
+	return 0;
+}
+
+/* The same file, only grown (an append-only file read up to its old size). */
+static int same_prefix(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && b->st_size >= a->st_size;
+}
+
 static int same_version(const struct stat *a, const struct stat *b)
 {
 	return a->st_size == b->st_size && a->st_ino == b->st_ino &&
@@ -404,6 +429,8 @@ static int same_version(const struct stat *a, const struct stat *b)
 static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat *st,
 		     uint8_t *buf)
 {
+	int grows = append_glob(s->append_only, s->path);
+
 	for (int attempt = 0; attempt < READ_RETRIES; attempt++) {
 		struct stat before, after;
 		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
@@ -418,7 +445,9 @@ static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat
 			warn(s, s->path, "changed type while being read; not stored", 1);
 			return 1;
 		}
-		got = read_chunks(p, s, fd, buf);
+		/* an append-only file is read up to the size it had: bytes below
+		 * it never change, so growth meanwhile does not tear it */
+		got = read_chunks_upto(p, s, fd, buf, grows ? (uint64_t)before.st_size : UINT64_MAX);
 		if (got < 0) {
 			warn_errno(s, s->path, "read failed");
 			close(fd);
@@ -427,8 +456,9 @@ static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat
 		}
 		fstat(fd, &after);
 		close(fd);
-		if (same_version(&before, &after) && got == before.st_size) {
-			*st = after;
+		if ((grows ? same_prefix(&before, &after) : same_version(&before, &after)) &&
+		    got == before.st_size) {
+			*st = grows ? before : after;
 			return 0;
 		}
 		pending_clear(p, s);
@@ -2038,18 +2068,6 @@ static int incr_tree(snap *s, amber_writer *w, const dnode *trie, amber_entry *r
  * refreshed by a tail read) and warns if their earlier chunks changed.
  */
 
-static int append_glob(const amber_writer *w, const char *path)
-{
-	const char *base = strrchr(path, '/');
-
-	base = base ? base + 1 : path;
-	for (const char *const *g = w->o.append_only; g && *g; g++)
-		if (strchr(*g, '/') ? fnmatch(*g, path, FNM_PATHNAME) == 0
-				    : fnmatch(*g, base, 0) == 0)
-			return 1;
-	return 0;
-}
-
 /* The chunk list of stored regular file e (malloc'd). */
 static int stored_chunks(amber_chunkref **out, size_t *n, amber_archive *a, const amber_entry *e)
 {
@@ -2197,11 +2215,13 @@ static int append_once(snap *s, int fd, amber_chunkref *old, size_t n, uint64_t 
 			"matches (rewritten?): read whole", 0);
 		return 1;
 	}
-	if (lseek(fd, (off_t)off, SEEK_SET) < 0 || (got = read_chunks(&p, s, fd, s->buf)) < 0) {
+	if (lseek(fd, (off_t)off, SEEK_SET) < 0 ||
+	    (got = read_chunks_upto(&p, s, fd, s->buf, (uint64_t)st->st_size - off)) < 0) {
 		pending_clear(&p, s);
 		return s->fatal ? amber_fail(s->fatal_code, "%s", s->fatal_msg) : 1;
 	}
-	if (fstat(fd, &after) == 0 && same_version(st, &after) &&
+	/* read up to the size it had: growth meanwhile is the next snapshot's */
+	if (fstat(fd, &after) == 0 && same_prefix(st, &after) &&
 	    (uint64_t)got == (uint64_t)st->st_size - off)
 		rc = append_finish(s, e, old, n - 1, &p);
 	pending_clear(&p, s);
@@ -2239,7 +2259,7 @@ static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
 	int fd, rc = 1;
 
 	if (!oe || kid->tree || !S_ISREG(st0->st_mode) || oe->type != AMBER_T_REG ||
-	    oe->hardlink || st0->st_nlink > 1 || !append_glob(x->w, s->path))
+	    oe->hardlink || st0->st_nlink > 1 || !append_glob(x->w->o.append_only, s->path))
 		return 1;
 	if (stored_chunks(&old, &n, s->a, oe) < 0 || n == 0) {
 		amber_error_clear(); /* unreadable index or empty: read it whole */
@@ -2401,6 +2421,7 @@ static int session_setup(snap *s, amber_writer *w, const amber_snapshot_opts *o,
 	s->buf = w->buf;
 	s->pool = w->pool;
 	s->signer = w->signer;
+	s->append_only = w->o.append_only;
 	if (!s->files_new)
 		return amber_fail(AMBER_ERROR, "out of memory");
 	return amber_packw_new(&s->w, w->a->store);

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -391,6 +393,86 @@ Test(writer, a_broken_append_only_promise_is_caught_and_said, .timeout = 60)
 	cr_assert(strstr(warned, "data.log: declared append-only, but it shrank or its stored end"),
 		  "warnings: %s", warned);
 	assert_like_whole_walk(a, id, "rewritten");
+	OK(amber_writer_close(w));
+	amber_archive_free(a);
+}
+
+/* A child that appends to rel until killed. */
+static pid_t start_appender(const char *rel)
+{
+	pid_t pid = fork();
+
+	cr_assert_neq(pid, -1);
+	if (pid == 0) {
+		char path[4200], line[64];
+		int fd;
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+		snprintf(path, sizeof(path), "%s/src/%s", base, rel);
+		fd = open(path, O_WRONLY | O_APPEND);
+		for (unsigned long i = 0; fd >= 0; i++) {
+			int n = snprintf(line, sizeof(line), "appended line %lu\n", i);
+
+			if (write(fd, line, (size_t)n) != n)
+				_exit(1);
+			usleep(50);
+		}
+		_exit(1);
+	}
+	return pid;
+}
+
+/* The stored file is a prefix of the file on disk, of at least min bytes. */
+static void assert_stored_prefix(amber_archive *a, const char *id, const char *rel, size_t min)
+{
+	amber_snapshot *s = NULL;
+	amber_entry *e = NULL;
+	char path[4200];
+	size_t got = 0;
+
+	OK(amber_snapshot_open(&s, a, id));
+	OK(amber_stat(&e, s, rel));
+	cr_assert_geq(e->size, min);
+	uint8_t *stored = malloc(e->size), *disk = malloc(e->size);
+
+	OK(amber_file_read(&got, s, e, 0, stored, e->size));
+	cr_assert_eq(got, e->size);
+	snprintf(path, sizeof(path), "%s/src/%s", base, rel);
+	int fd = open(path, O_RDONLY);
+
+	cr_assert_eq(pread(fd, disk, e->size, 0), (ssize_t)e->size);
+	close(fd);
+	cr_assert(memcmp(stored, disk, e->size) == 0, "the stored %s is not the file's prefix", rel);
+	free(stored);
+	free(disk);
+	amber_entry_free(e);
+	amber_snapshot_free(s);
+}
+
+Test(writer, an_append_only_file_that_never_holds_still_is_stored, .timeout = 60)
+{
+	amber_archive *a = new_archive();
+	amber_writer *w;
+	amber_stats st;
+	char id[AMBER_OID_HEXSZ + 1];
+	pid_t child;
+
+	make_tree();
+	scribble("data.log", -1, 6 << 20, 1);
+	w = open_append_writer(a);
+	child = start_appender("data.log");
+	sleep(1);
+	OK(amber_writer_snapshot(id, &st, w, NULL, 0)); /* read whole */
+	cr_assert_eq(st.errors, 0, "warnings: %s", warned);
+	for (int i = 0; i < 3; i++) {
+		usleep(200000);
+		OK(amber_writer_snapshot(id, &st, w, (amber_dirty[]){{"data.log", 0}}, 1));
+		cr_assert_eq(st.errors, 0, "warnings: %s", warned);
+	}
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	assert_stored_prefix(a, id, "data.log", 6 << 20);
+	cr_assert_str_eq(warned, "");
 	OK(amber_writer_close(w));
 	amber_archive_free(a);
 }
