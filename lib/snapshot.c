@@ -1976,21 +1976,18 @@ static int update_alloc(amber_entry **ne, dirwork *fresh, size_t nold, size_t nk
 	return 0;
 }
 
-/* Merge the old listing of `old` with the named kids and write the result. */
-static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *node,
-		      amber_entry *self)
+/* Merge listing od (NULL: empty) with the named kids: *out sorted, *n entries. */
+static int merge_listing(incr *x, int dfd, const amber_dir *od, dnode *const *kids,
+			 size_t nkids, amber_entry **out, size_t *n)
 {
-	amber_dir *od = NULL;
 	dirwork fresh = {0};
 	amber_entry *ne = NULL;
-	size_t k = 0, nold = 0, i = 0, j = 0;
-	int rc = amber_dir_open(&od, x->w->prev, old);
+	size_t k = 0, nold = od ? amber_dir_count(od) : 0, i = 0, j = 0;
+	int rc = update_alloc(&ne, &fresh, nold, nkids);
 
-	if (rc == 0)
-		rc = update_alloc(&ne, &fresh, nold = amber_dir_count(od), node->nkids);
-	while (rc == 0 && (i < nold || j < node->nkids)) {
+	while (rc == 0 && (i < nold || j < nkids)) {
 		const amber_entry *oe = i < nold ? amber_dir_entry(od, i) : NULL;
-		const dnode *kid = j < node->nkids ? node->kids[j] : NULL;
+		const dnode *kid = j < nkids ? kids[j] : NULL;
 		int c = !kid ? -1 : !oe ? 1 : amber_name_cmp(oe->name, oe->name_len, kid->name,
 							     strlen(kid->name));
 
@@ -2010,13 +2007,197 @@ static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *nod
 		rc = amber_fail(x->s->fatal_code, "%s", x->s->fatal_msg);
 	if (rc == 0 && k > 1)
 		qsort(ne, k, sizeof(*ne), entry_cmp);
+	if (fresh.names)
+		dirwork_dispose(x->s, &fresh);
+	if (rc != 0 && ne)
+		amber_entries_free(ne, k);
+	*out = rc == 0 ? ne : NULL;
+	*n = rc == 0 ? k : 0;
+	return rc;
+}
+
+static int update_flat(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		       amber_entry *self)
+{
+	amber_dir *od = NULL;
+	amber_entry *ne = NULL;
+	size_t k = 0;
+	int rc = amber_dir_open(&od, x->w->prev, old);
+
+	if (rc == 0)
+		rc = merge_listing(x, dfd, od, node->kids, node->nkids, &ne, &k);
 	if (rc == 0)
 		rc = write_dir(x->s, self, ne, k);
 	if (ne)
 		amber_entries_free(ne, k);
-	if (fresh.names)
-		dirwork_dispose(x->s, &fresh);
 	amber_dir_free(od);
+	return rc;
+}
+
+/* ---- large directories: only the buckets holding a named path ---- */
+
+#define RETRY_FLAT 3               /* internal: the fan-out changes shape */
+
+typedef struct kidbucket {
+	unsigned bucket;
+	size_t idx;
+} kidbucket;
+
+static int kidbucket_cmp(const void *x, const void *y)
+{
+	const kidbucket *a = x, *b = y;
+
+	if (a->bucket != b->bucket)
+		return a->bucket < b->bucket ? -1 : 1;
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static int bucket_leaf(snap *s, amber_bucket *b, unsigned id, amber_entry *e, size_t n)
+{
+	char(*tok)[AMBER_TOKEN_HEXSZ + 1] = calloc(n, sizeof(*tok));
+	int rc;
+
+	if (!tok)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		amber_name_token(tok[i], amber_archive_keys(s->a), e[i].name, e[i].name_len);
+	b->id = (uint16_t)id;
+	b->count = (uint32_t)n;
+	rc = write_leaf(s, b->tree_oid, &b->link, e, n, tok);
+	free(tok);
+	return rc;
+}
+
+/* The bucket list and tree of a fanned-out directory (as write_fanout ends). */
+static int bucket_list(snap *s, amber_entry *self, unsigned bits, const amber_bucket *bk,
+		       size_t nb)
+{
+	amber_tentry *te = calloc(nb + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = te ? amber_fanout_encode(&b, bits, bk, nb) : amber_fail(AMBER_ERROR, "out of memory");
+
+	self->content = AMBER_C_DIR;
+	if (rc == 0)
+		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, b.data, b.len);
+	if (rc == 0) {
+		snprintf(te[0].name, sizeof(te[0].name), "m");
+		te[0].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[0].oid, self->link.oid, 20);
+		for (size_t i = 0; i < nb; i++) {
+			snprintf(te[i + 1].name, sizeof(te[i + 1].name), "b%04x", bk[i].id);
+			te[i + 1].mode = AMBER_GIT_MODE_TREE;
+			memcpy(te[i + 1].oid, bk[i].tree_oid, 20);
+		}
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, nb + 1);
+	}
+	if (rc == 0)
+		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+/* Bucket `id` (old: ob, or NULL) merged with its named kids into *nbk. */
+static int update_bucket(incr *x, int dfd, const amber_entry *old, const amber_fanout_view *v,
+			 const amber_bucket *ob, unsigned id, dnode *const *kids, size_t g,
+			 amber_bucket *nbk)
+{
+	amber_dir *bd = NULL;
+	amber_entry *ne = NULL;
+	size_t k = 0;
+	int rc = ob ? amber_dir_open_bucket(&bd, x->w->prev, old, ob, v->bits) : 0;
+
+	if (rc == 0)
+		rc = merge_listing(x, dfd, bd, kids, g, &ne, &k);
+	nbk->count = 0;
+	if (rc == 0 && k)
+		rc = bucket_leaf(x->s, nbk, id, ne, k);
+	if (ne)
+		amber_entries_free(ne, k);
+	amber_dir_free(bd);
+	return rc;
+}
+
+static int group_kids(kidbucket **out, incr *x, const dnode *node, unsigned bits)
+{
+	kidbucket *kb = malloc((node->nkids + 1) * sizeof(*kb));
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+
+	if (!kb)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < node->nkids; i++) {
+		const char *nm = node->kids[i]->name;
+
+		amber_name_token(tok, amber_archive_keys(x->s->a), nm, strlen(nm));
+		kb[i].bucket = amber_token_bucket(tok, bits);
+		kb[i].idx = i;
+	}
+	qsort(kb, node->nkids, sizeof(*kb), kidbucket_cmp);
+	*out = kb;
+	return 0;
+}
+
+/*
+ * A fanned-out directory: decode and rewrite only the buckets that hold a
+ * named path; the others keep their trees.  RETRY_FLAT if the entry count
+ * no longer gives the same fan-out (then the whole directory is rewritten).
+ */
+static int update_fanout(incr *x, int dfd, const amber_entry *old, const dnode *node,
+			 amber_entry *self, const amber_fanout_view *v)
+{
+	size_t nk = node->nkids, nb = 0, i = 0, j = 0;
+	kidbucket *kb = NULL;
+	dnode **grp = malloc((nk + 1) * sizeof(*grp));
+	amber_bucket *out = malloc((v->nb + nk + 1) * sizeof(*out));
+	uint64_t total = 0;
+	int rc = (grp && out) ? group_kids(&kb, x, node, v->bits)
+			      : amber_fail(AMBER_ERROR, "out of memory");
+
+	while (rc == 0 && (i < v->nb || j < nk)) {
+		unsigned oid_ = i < v->nb ? v->b[i].id : UINT_MAX, kid_ = j < nk ? kb[j].bucket : UINT_MAX;
+		unsigned id = oid_ < kid_ ? oid_ : kid_;
+		const amber_bucket *ob = oid_ == id ? &v->b[i++] : NULL;
+		size_t g = 0;
+
+		while (j < nk && kb[j].bucket == id)
+			grp[g++] = node->kids[kb[j++].idx];
+		if (g == 0)
+			out[nb] = *ob;
+		else
+			rc = update_bucket(x, dfd, old, v, ob, id, grp, g, &out[nb]);
+		total += out[nb].count;
+		nb += out[nb].count > 0;
+	}
+	if (rc == 0 && (total <= AMBER_FANOUT_THRESHOLD || fanout_bits(total) != v->bits))
+		rc = RETRY_FLAT;
+	if (rc == 0)
+		rc = bucket_list(x->s, self, v->bits, out, nb);
+	free(kb);
+	free(grp);
+	free(out);
+	return rc;
+}
+
+/* Merge the old listing of `old` with the named kids and write the result. */
+static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		      amber_entry *self)
+{
+	amber_fanout_view v = {0};
+	amber_stats gone = x->gone, st = x->s->st;
+	int rc = amber_dir_buckets(&v, x->w->prev, old);
+
+	if (rc == 0 && v.b) {
+		rc = update_fanout(x, dfd, old, node, self, &v);
+		if (rc == RETRY_FLAT) {
+			x->gone = gone; /* counted again by the flat pass */
+			x->s->st = st;
+			rc = update_flat(x, dfd, old, node, self);
+		}
+	} else if (rc == 0) {
+		rc = update_flat(x, dfd, old, node, self);
+	}
+	free(v.b);
 	return rc;
 }
 

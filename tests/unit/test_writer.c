@@ -476,3 +476,66 @@ Test(writer, an_append_only_file_that_never_holds_still_is_stored, .timeout = 60
 	OK(amber_writer_close(w));
 	amber_archive_free(a);
 }
+
+/* ---- large directories ------------------------------------------------------------------ */
+
+static void make_big_dir(const char *rel, int n)
+{
+	char name[4200];
+
+	cr_assert_eq(mkdir(src(rel), 0755), 0);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "%s/acct-%05d.json", rel, i);
+		put(name, name);
+	}
+}
+
+Test(writer, a_large_directory_rewrites_only_the_buckets_that_changed, .timeout = 60)
+{
+	amber_archive *a = new_archive();
+	amber_writer *w;
+	amber_counters c0, c1;
+	char id[AMBER_OID_HEXSZ + 1];
+
+	make_tree();
+	make_big_dir("accounts", 1500);
+	w = open_writer(a);
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	put("accounts/acct-00007.json", "{\"margin\": 1}\n");
+	put("accounts/acct-new.json", "{}\n");
+	cr_assert_eq(unlink(src("accounts/acct-00100.json")), 0);
+	amber_archive_counters(a, &c0);
+	step(a, w, (amber_dirty[]){{"accounts/acct-00007.json", 0}, {"accounts/acct-new.json", 0},
+				   {"accounts/acct-00100.json", 0}}, 3, "three changes in 1500");
+	amber_archive_counters(a, &c1);
+	/* the session decoded root, the bucket list and at most three buckets;
+	 * the whole walk it is compared with decodes its own root only */
+	cr_assert_leq(c1.dirs_decoded - c0.dirs_decoded, 1 + 1 + 3 + 4,
+		      "decoded %llu manifests", (unsigned long long)(c1.dirs_decoded - c0.dirs_decoded));
+	OK(amber_writer_close(w));
+	amber_archive_free(a);
+}
+
+Test(writer, a_directory_that_shrinks_below_the_fan_out_is_rewritten_whole, .timeout = 60)
+{
+	amber_archive *a = new_archive();
+	amber_writer *w;
+	char id[AMBER_OID_HEXSZ + 1], name[64];
+
+	make_tree();
+	make_big_dir("accounts", 1026);
+	w = open_writer(a);
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	for (int i = 0; i < 3; i++) {
+		snprintf(name, sizeof(name), "accounts/acct-%05d.json", i * 300);
+		cr_assert_eq(unlink(src(name)), 0);
+	}
+	step(a, w, (amber_dirty[]){{"accounts/acct-00000.json", 0}, {"accounts/acct-00300.json", 0},
+				   {"accounts/acct-00600.json", 0}}, 3, "1026 entries down to 1023");
+	put("accounts/acct-00000.json", "back\n");
+	put("accounts/acct-00300.json", "back\n");
+	step(a, w, (amber_dirty[]){{"accounts/acct-00000.json", 0}, {"accounts/acct-00300.json", 0}},
+	     2, "1023 entries up to 1025");
+	OK(amber_writer_close(w));
+	amber_archive_free(a);
+}
