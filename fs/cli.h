@@ -65,6 +65,7 @@ int cmd_tag(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_push(int argc, char **argv);
 int cmd_repack(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 /* Usage and errors ----------------------------------------------------- */
 

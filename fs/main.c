@@ -31,6 +31,7 @@ static const struct cli_cmd commands[] = {
 	{"verify", cmd_verify, "check an archive's objects, snapshots and signatures"},
 	{"push", cmd_push, "copy an archive to another git repository"},
 	{"repack", cmd_repack, "merge small pack files (every snapshot does this too)"},
+	{"watch", cmd_watch, "keep snapshotting a directory tree as it changes"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -693,6 +693,102 @@ typedef struct amber_repack_stats {
  *         pack does not match its index; nothing was removed), AMBER_ERROR.
  */
 int amber_archive_repack(amber_repack_stats *st, amber_archive *a, unsigned flags);
+/* ------------------------------------------------------------------ */
+/* Writer sessions (continuous capture)                                */
+
+/**
+ * A writer session: a long-lived snapshot writer for one source directory
+ * and one stream.  It unlocks nothing itself (the archive is unlocked
+ * already) but keeps, between snapshots, what amber_snapshot_create()
+ * builds and drops on every call: the signing key, the compression
+ * workers, the files and chunk caches in memory, and the previous
+ * snapshot, whose directory manifests are reused for every directory the
+ * caller does not name as changed.  A snapshot then costs in proportion to
+ * what changed, not to the size of the tree.
+ *
+ * Thread model: one thread at a time calls a session's functions (the
+ * session's compression workers are its own).  The archive's writer lock
+ * is taken by each amber_writer_snapshot() call and released before it
+ * returns, so other writers (tags, one-off snapshots) can interleave;
+ * whenever the stream's tip is not the session's own last snapshot, the
+ * next snapshot walks the whole source again.
+ */
+typedef struct amber_writer amber_writer;
+
+#define AMBER_WRITER_OPTS_VERSION 1
+
+/** Options for amber_writer_open(). */
+typedef struct amber_writer_opts {
+	unsigned version;          /**< AMBER_WRITER_OPTS_VERSION */
+	/** stream, message, threads, no_cache (for whole walks), warn,
+	 *  payload, signing_key_path and unsigned_ok as for
+	 *  amber_snapshot_create(); tag and time_ns must be unset. */
+	amber_snapshot_opts snap;
+	/** fnmatch(3) globs of files the caller promises are only ever
+	 *  appended to: a glob with a '/' matches the whole relative path
+	 *  (FNM_PATHNAME), one without matches the file name.  Such a file,
+	 *  named as changed, is read from its last stored chunk boundary
+	 *  after checking that the stored tail still matches the file (else
+	 *  it is read whole, with a warning).  NULL-terminated; may be NULL. */
+	const char *const *append_only;
+} amber_writer_opts;
+
+#define AMBER_WRITER_OPTS_INIT {AMBER_WRITER_OPTS_VERSION, {0}, NULL}
+
+/** A path that changed since the session's last snapshot. */
+typedef struct amber_dirty {
+	/** Relative to the source ("" or "/" is the source itself).  The entry
+	 *  there is looked at again: gone, it is removed; a file is re-read
+	 *  (append-only files from their tail); a directory that existed at the
+	 *  last snapshot gets its own metadata refreshed and keeps its contents
+	 *  except for paths below it that are named too.  Every directory on
+	 *  the way to a named path has its metadata refreshed. */
+	const char *path;
+	/** Non-zero: everything at and below path is walked again (a directory
+	 *  created, moved in or replaced).  A directory replaced by another one
+	 *  must be named with subtree set. */
+	int subtree;
+} amber_dirty;
+
+/**
+ * Open a writer session on source directory `src`.  Loads the caches of
+ * the stream from the cache directory and the signing key; no lock is
+ * held between snapshots.
+ * @return 0, AMBER_EINVAL (bad options: a tag, a time, a bad stream name,
+ *         a bad options version), AMBER_ENOTFOUND (src missing),
+ *         AMBER_ENEEDKEY / AMBER_EBADKEY as for amber_snapshot_create().
+ *         Close with amber_writer_close().
+ */
+int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
+		      const amber_writer_opts *opts);
+
+/**
+ * Write a snapshot of the source if it changed.  With `dirty` NULL the
+ * whole source is walked (as amber_snapshot_create() does, trusting the
+ * files cache); the first snapshot of a session, and any after another
+ * writer moved the stream, is such a walk whatever is passed.  Otherwise
+ * only the named paths are looked at: the caller must name every path
+ * that changed since the session's last snapshot (see amber_dirty).
+ * Changes involving hard-linked files make the snapshot a whole walk.
+ * Stats are the tree's totals (files, dirs, bytes) and this snapshot's
+ * work (bytes_read, bytes_new, objects_new, errors).
+ * @param id_out  the new commit id, or the tip's when nothing changed
+ * @param stats   may be NULL
+ * @return 0 when a snapshot was written, 1 when the source is as the tip
+ *         has it (nothing written), or an error as amber_snapshot_create()
+ *         returns (AMBER_ELOCKED: another writer holds the lock; try
+ *         again).  After an error the session is still usable; name the
+ *         same paths again (or pass NULL).
+ */
+int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
+			  amber_writer *w, const amber_dirty *dirty, size_t n);
+
+/**
+ * Save the session's caches to the cache directory and free it.  NULL-safe.
+ * @return 0, or AMBER_ERROR if the caches could not be saved (nothing is
+ *         lost: they are rebuilt by the next whole walk).
+ */
+int amber_writer_close(amber_writer *w);
 
 #ifdef __cplusplus
 }

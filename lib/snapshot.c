@@ -34,6 +34,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -129,6 +130,7 @@ typedef struct snap {
 	int fatal_code;
 	struct timespec last_progress;
 	amber_signer *signer;   /* NULL: unsigned commit */
+	const char *const *append_only; /* globs of files that only grow (writer sessions) */
 	uint8_t *buf;           /* read buffer of the walking thread */
 	char path[8192];        /* current relative path */
 } snap;
@@ -348,8 +350,11 @@ static void pending_clear(pending *p, snap *s)
 	p->n = p->cap = 0;
 }
 
-/* Read fd to its end, queueing chunks.  Returns bytes read or -1 (errno). */
-static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
+/*
+ * Read fd to its end, or `limit` bytes, queueing chunks.  Returns bytes
+ * read or -1 (errno).
+ */
+static int64_t read_chunks_upto(pending *p, snap *s, int fd, uint8_t *buf, uint64_t limit)
 {
 	const amber_chunker *ch = &s->a->chunker;
 	size_t pos = 0, avail = 0;
@@ -362,7 +367,9 @@ static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
 			avail -= pos;
 			pos = 0;
 			while (!eof && avail < READ_BUF) {
-				ssize_t r = read(fd, buf + avail, READ_BUF - avail);
+				uint64_t left = limit - (uint64_t)total;
+				size_t want = READ_BUF - avail < left ? READ_BUF - avail : (size_t)left;
+				ssize_t r = want ? read(fd, buf + avail, want) : 0;
 
 				if (r < 0 && errno == EINTR)
 					continue;
@@ -388,6 +395,25 @@ static int64_t read_chunks(pending *p, snap *s, int fd, uint8_t *buf)
 	}
 }
 
+/* 1 if path matches one of the append-only globs (NULL-terminated, may be NULL). */
+static int append_glob(const char *const *globs, const char *path)
+{
+	const char *base = strrchr(path, '/');
+
+	base = base ? base + 1 : path;
+	for (const char *const *g = globs; g && *g; g++)
+		if (strchr(*g, '/') ? fnmatch(*g, path, FNM_PATHNAME) == 0
+				    : fnmatch(*g, base, 0) == 0)
+			return 1;
+	return 0;
+}
+
+/* The same file, only grown (an append-only file read up to its old size). */
+static int same_prefix(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && b->st_size >= a->st_size;
+}
+
 static int same_version(const struct stat *a, const struct stat *b)
 {
 	return a->st_size == b->st_size && a->st_ino == b->st_ino &&
@@ -404,6 +430,8 @@ static int same_version(const struct stat *a, const struct stat *b)
 static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat *st,
 		     uint8_t *buf)
 {
+	int grows = append_glob(s->append_only, s->path);
+
 	for (int attempt = 0; attempt < READ_RETRIES; attempt++) {
 		struct stat before, after;
 		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
@@ -418,7 +446,9 @@ static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat
 			warn(s, s->path, "changed type while being read; not stored", 1);
 			return 1;
 		}
-		got = read_chunks(p, s, fd, buf);
+		/* an append-only file is read up to the size it had: bytes below
+		 * it never change, so growth meanwhile does not tear it */
+		got = read_chunks_upto(p, s, fd, buf, grows ? (uint64_t)before.st_size : UINT64_MAX);
 		if (got < 0) {
 			warn_errno(s, s->path, "read failed");
 			close(fd);
@@ -427,8 +457,9 @@ static int read_file(pending *p, snap *s, int dfd, const char *name, struct stat
 		}
 		fstat(fd, &after);
 		close(fd);
-		if (same_version(&before, &after) && got == before.st_size) {
-			*st = after;
+		if ((grows ? same_prefix(&before, &after) : same_version(&before, &after)) &&
+		    got == before.st_size) {
+			*st = grows ? before : after;
 			return 0;
 		}
 		pending_clear(p, s);
@@ -1644,5 +1675,1212 @@ int amber_tag_create(amber_archive *a, const char *id, const char *name, const c
 		amber_store_unlock(a->store);
 	}
 	amber_signer_free(signer);
+	return rc;
+}
+
+/* ---- writer sessions ------------------------------------------------------------------ */
+
+/*
+ * A writer session keeps, between snapshots, what amber_snapshot_create()
+ * sets up and tears down on every call: the signer, the worker pool, the
+ * read buffer, the files and chunk caches (in memory; saved after each
+ * whole walk and at close) and the previous snapshot.
+ *
+ * An incremental snapshot is a walk of the caller's changed paths arranged
+ * as a trie.  For each directory on the way to a changed path, the
+ * previous snapshot's listing is decoded and copied, except for the
+ * children the trie names: those are looked at again (stat; gone ones are
+ * dropped; files are read again; directories that were directories are
+ * recursed into, or keep their old tree when nothing below them is named;
+ * anything new or flagged `subtree` is walked like a whole snapshot walks
+ * it).  Directories nobody named are never listed nor stat'ed: their old
+ * manifests are reused by link.  Totals (files, dirs, bytes) are the
+ * previous snapshot's, minus what was replaced or removed, plus what was
+ * walked.
+ *
+ * Hard links are the exception: group ids are allocated by a whole walk
+ * and link counts change on other paths than the one that changed, so a
+ * change touching a hard-linked file (old or new) makes the snapshot a
+ * whole walk (NEED_FULL).
+ */
+
+#define NEED_FULL 2            /* internal: redo this snapshot as a whole walk */
+#define DIRTY_MAX 200000       /* more changed paths than this: a whole walk */
+
+struct amber_writer {
+	amber_archive *a;
+	char *src;
+	amber_writer_opts o;       /* strings borrowed from the caller */
+	amber_signer *signer;
+	amber_pool *pool;
+	amber_kvmap *files, *chunks;
+	uint8_t *buf;
+	char files_path[4096], chunks_path[4096];
+	amber_snapshot *prev;      /* the stream's tip this session knows, or NULL */
+	uint8_t tip[20];
+	int has_tip;
+	char **suspects;           /* append-only files read from their tail since the
+				      last whole walk, checked by the next one */
+	size_t nsuspects;
+};
+
+/* The changed paths as a trie; kids in name order. */
+typedef struct dnode {
+	char *name;
+	int named, tree;
+	struct dnode **kids;
+	size_t nkids, cap;
+} dnode;
+
+/* One incremental snapshot. */
+typedef struct incr {
+	snap *s;
+	amber_writer *w;
+	amber_stats gone;          /* counts of old entries replaced or removed */
+} incr;
+
+static void dnode_free(dnode *n)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n->nkids; i++)
+		dnode_free(n->kids[i]);
+	free(n->kids);
+	free(n->name);
+	free(n);
+}
+
+/* The kid `name` of n: paths arrive in trie pre-order, so it is the last. */
+static dnode *dnode_kid(dnode *n, const char *name, size_t len)
+{
+	dnode *k = n->nkids ? n->kids[n->nkids - 1] : NULL;
+
+	if (k && strlen(k->name) == len && memcmp(k->name, name, len) == 0)
+		return k;
+	if (n->nkids == n->cap) {
+		size_t cap = n->cap ? n->cap * 2 : 4;
+		dnode **v = realloc(n->kids, cap * sizeof(*v));
+
+		if (!v)
+			return NULL;
+		n->kids = v;
+		n->cap = cap;
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k || !(k->name = strndup(name, len))) {
+		free(k);
+		return NULL;
+	}
+	n->kids[n->nkids++] = k;
+	return k;
+}
+
+/* Bytes in trie order: end of string, then '/', then the rest. */
+static int path_byte(const char *p)
+{
+	unsigned char c = (unsigned char)*p;
+
+	return c == '/' ? 1 : c ? c + 1 : 0;
+}
+
+static int dirty_cmp(const void *x, const void *y)
+{
+	const char *a = ((const amber_dirty *)x)->path, *b = ((const amber_dirty *)y)->path;
+
+	for (; *a && *a == *b; a++, b++)
+		;
+	return path_byte(a) - path_byte(b);
+}
+
+/* "a//b/" -> "a/b"; AMBER_EINVAL for "." or ".." components or long names. */
+static int dirty_norm(char **out, const char *path)
+{
+	char *v = malloc(strlen(path) + 1), *o = v;
+	const char *p = path;
+
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	while (*p) {
+		size_t l;
+
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		l = strcspn(p, "/");
+		if (!amber_name_valid(p, l)) {
+			free(v);
+			return amber_fail(AMBER_EINVAL, "changed path '%s' is not a path below the "
+					  "source", path);
+		}
+		if (o != v)
+			*o++ = '/';
+		memcpy(o, p, l);
+		o += l;
+		p += l;
+	}
+	*o = '\0';
+	*out = v;
+	return 0;
+}
+
+static int trie_add(dnode *root, const char *path, int tree)
+{
+	dnode *n = root;
+
+	for (const char *p = path; *p;) {
+		size_t l = strcspn(p, "/");
+
+		if (!(n = dnode_kid(n, p, l)))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		p += l + (p[l] == '/');
+	}
+	n->named = 1;
+	n->tree |= tree != 0;
+	return 0;
+}
+
+static int dirty_trie(dnode **out, const amber_dirty *d, size_t n)
+{
+	amber_dirty *v = calloc(n ? n : 1, sizeof(*v));
+	dnode *root = calloc(1, sizeof(*root));
+	size_t m = 0;
+	int rc = (v && root) ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char *p = NULL;
+
+		rc = dirty_norm(&p, d[i].path ? d[i].path : "");
+		v[m].path = p;
+		v[m++].subtree = d[i].subtree;
+	}
+	if (rc == 0 && m > 1)
+		qsort(v, m, sizeof(*v), dirty_cmp);
+	for (size_t i = 0; rc == 0 && i < m; i++)
+		rc = trie_add(root, v[i].path, v[i].subtree);
+	for (size_t i = 0; v && i < m; i++)
+		free((char *)v[i].path);
+	free(v);
+	if (rc < 0) {
+		dnode_free(root);
+		return rc;
+	}
+	*out = root;
+	return 0;
+}
+
+/* Add an old entry's counts (a directory: its whole subtree) to c. */
+static int old_counts(amber_stats *c, amber_writer *w, const amber_entry *e)
+{
+	amber_dir *d = NULL;
+	int rc;
+
+	if (e->hardlink)
+		return NEED_FULL;
+	if (e->type != AMBER_T_DIR) {
+		c->files++;
+		c->bytes += e->type == AMBER_T_REG ? e->size : 0;
+		return 0;
+	}
+	c->dirs++;
+	rc = amber_dir_open(&d, w->prev, e);
+	for (size_t i = 0; rc == 0 && i < amber_dir_count(d); i++)
+		rc = old_counts(c, w, amber_dir_entry(d, i));
+	amber_dir_free(d);
+	return rc;
+}
+
+/* A directory's own metadata and xattrs from its open descriptor. */
+static int dir_meta(snap *s, amber_entry *e, int fd)
+{
+	struct stat st;
+	char path[64];
+	int rc;
+
+	if (fstat(fd, &st) < 0)
+		return amber_fail_errno("cannot stat directory %s", s->path[0] ? s->path : ".");
+	meta_from_stat(e, &st);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/.", fd);
+	rc = read_xattrs(s, e, path);
+	if (rc == 0 && e->nxattrs > 1)
+		qsort(e->xattrs, e->nxattrs, sizeof(*e->xattrs), xattr_cmp);
+	return rc;
+}
+
+static int entry_cmp(const void *x, const void *y)
+{
+	const amber_entry *a = x, *b = y;
+
+	return amber_name_cmp(a->name, a->name_len, b->name, b->name_len);
+}
+
+/* Walk the fresh kids like a whole walk does and move them into ne. */
+static int fresh_finish(snap *s, dirwork *d, int dfd, amber_entry *ne, size_t *k)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc >= 0 && i < d->n; i++)
+		rc = dir_entry(s, d, i, dfd, s->buf);
+	for (size_t i = 0; rc >= 0 && i < d->n; i++) {
+		pending *p = d->p[i];
+
+		if (!p)
+			continue;
+		rc = pending_finish(s, &d->e[p->entry], p);
+		if (rc == 0)
+			files_cache_put(s, p->key, &p->fc, &d->e[p->entry]);
+	}
+	if (rc < 0)
+		return rc;
+	memcpy(ne + *k, d->e, d->kept * sizeof(*ne));
+	*k += d->kept;
+	d->kept = 0;
+	return 0;
+}
+
+static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		      amber_entry *self);
+
+/* A directory that was one: fresh metadata, old contents except named paths. */
+static int update_subdir(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+			 amber_entry *e)
+{
+	int fd = openat(dfd, kid->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0) {
+		warn_errno(x->s, x->s->path, "cannot open directory");
+		return 1;
+	}
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(kid->name);
+	e->name_len = strlen(kid->name);
+	e->type = AMBER_T_DIR;
+	rc = e->name ? dir_meta(x->s, e, fd) : amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0 && kid->nkids) {
+		rc = update_dir(x, fd, oe, kid, e);
+	} else if (rc == 0) {
+		e->content = oe->content;
+		memcpy(e->tree_oid, oe->tree_oid, 20);
+		e->link = oe->link;
+	}
+	close(fd);
+	if (rc != 0)
+		amber_entry_dispose(e);
+	return rc;
+}
+
+static int fresh_add(dirwork *fresh, const char *name)
+{
+	if (!(fresh->names[fresh->n] = strdup(name)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	fresh->n++;
+	return 0;
+}
+
+static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+		      const struct stat *st, amber_entry *e);
+
+/* One named child: dropped, recursed into, or queued as fresh. */
+static int update_kid(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+		      amber_entry *ne, size_t *k, dirwork *fresh)
+{
+	snap *s = x->s;
+	struct stat st;
+	size_t saved;
+	int rc;
+
+	path_push(s, &saved, kid->name);
+	if (fstatat(dfd, kid->name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT && errno != ENOTDIR)
+			warn_errno(s, s->path, "cannot stat");
+		rc = oe ? old_counts(&x->gone, x->w, oe) : 0;
+	} else if (S_ISDIR(st.st_mode) && oe && oe->type == AMBER_T_DIR && !kid->tree) {
+		rc = update_subdir(x, dfd, oe, kid, &ne[*k]);
+		if (rc == 0)
+			(*k)++;
+		else if (rc == 1)
+			rc = old_counts(&x->gone, x->w, oe);
+	} else if ((rc = append_try(x, dfd, oe, kid, &st, &ne[*k])) == 0) {
+		(*k)++;
+		rc = old_counts(&x->gone, x->w, oe);
+	} else if (rc == 1) {
+		rc = oe ? old_counts(&x->gone, x->w, oe) : 0;
+		if (rc == 0)
+			rc = fresh_add(fresh, kid->name);
+	}
+	s->path[saved] = '\0';
+	return rc;
+}
+
+static int update_alloc(amber_entry **ne, dirwork *fresh, size_t nold, size_t nkids)
+{
+	*ne = calloc(nold + nkids + 1, sizeof(**ne));
+	fresh->names = calloc(nkids + 1, sizeof(*fresh->names));
+	fresh->e = calloc(nkids + 1, sizeof(*fresh->e));
+	fresh->p = calloc(nkids + 1, sizeof(*fresh->p));
+	if (!*ne || !fresh->names || !fresh->e || !fresh->p)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	return 0;
+}
+
+/* Merge listing od (NULL: empty) with the named kids: *out sorted, *n entries. */
+static int merge_listing(incr *x, int dfd, const amber_dir *od, dnode *const *kids,
+			 size_t nkids, amber_entry **out, size_t *n)
+{
+	dirwork fresh = {0};
+	amber_entry *ne = NULL;
+	size_t k = 0, nold = od ? amber_dir_count(od) : 0, i = 0, j = 0;
+	int rc = update_alloc(&ne, &fresh, nold, nkids);
+
+	while (rc == 0 && (i < nold || j < nkids)) {
+		const amber_entry *oe = i < nold ? amber_dir_entry(od, i) : NULL;
+		const dnode *kid = j < nkids ? kids[j] : NULL;
+		int c = !kid ? -1 : !oe ? 1 : amber_name_cmp(oe->name, oe->name_len, kid->name,
+							     strlen(kid->name));
+
+		if (c < 0) {
+			rc = amber_entry_copy(&ne[k], oe);
+			k += rc == 0;
+			i++;
+			continue;
+		}
+		rc = update_kid(x, dfd, c == 0 ? oe : NULL, kid, ne, &k, &fresh);
+		i += c == 0;
+		j++;
+	}
+	if (rc == 0)
+		rc = fresh_finish(x->s, &fresh, dfd, ne, &k);
+	if (rc == 0 && x->s->fatal)
+		rc = amber_fail(x->s->fatal_code, "%s", x->s->fatal_msg);
+	if (rc == 0 && k > 1)
+		qsort(ne, k, sizeof(*ne), entry_cmp);
+	if (fresh.names)
+		dirwork_dispose(x->s, &fresh);
+	if (rc != 0 && ne)
+		amber_entries_free(ne, k);
+	*out = rc == 0 ? ne : NULL;
+	*n = rc == 0 ? k : 0;
+	return rc;
+}
+
+static int update_flat(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		       amber_entry *self)
+{
+	amber_dir *od = NULL;
+	amber_entry *ne = NULL;
+	size_t k = 0;
+	int rc = amber_dir_open(&od, x->w->prev, old);
+
+	if (rc == 0)
+		rc = merge_listing(x, dfd, od, node->kids, node->nkids, &ne, &k);
+	if (rc == 0)
+		rc = write_dir(x->s, self, ne, k);
+	if (ne)
+		amber_entries_free(ne, k);
+	amber_dir_free(od);
+	return rc;
+}
+
+/* ---- large directories: only the buckets holding a named path ---- */
+
+#define RETRY_FLAT 3               /* internal: the fan-out changes shape */
+
+typedef struct kidbucket {
+	unsigned bucket;
+	size_t idx;
+} kidbucket;
+
+static int kidbucket_cmp(const void *x, const void *y)
+{
+	const kidbucket *a = x, *b = y;
+
+	if (a->bucket != b->bucket)
+		return a->bucket < b->bucket ? -1 : 1;
+	return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static int bucket_leaf(snap *s, amber_bucket *b, unsigned id, amber_entry *e, size_t n)
+{
+	char(*tok)[AMBER_TOKEN_HEXSZ + 1] = calloc(n, sizeof(*tok));
+	int rc;
+
+	if (!tok)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < n; i++)
+		amber_name_token(tok[i], amber_archive_keys(s->a), e[i].name, e[i].name_len);
+	b->id = (uint16_t)id;
+	b->count = (uint32_t)n;
+	rc = write_leaf(s, b->tree_oid, &b->link, e, n, tok);
+	free(tok);
+	return rc;
+}
+
+/* The bucket list and tree of a fanned-out directory (as write_fanout ends). */
+static int bucket_list(snap *s, amber_entry *self, unsigned bits, const amber_bucket *bk,
+		       size_t nb)
+{
+	amber_tentry *te = calloc(nb + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = te ? amber_fanout_encode(&b, bits, bk, nb) : amber_fail(AMBER_ERROR, "out of memory");
+
+	self->content = AMBER_C_DIR;
+	if (rc == 0)
+		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, b.data, b.len);
+	if (rc == 0) {
+		snprintf(te[0].name, sizeof(te[0].name), "m");
+		te[0].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[0].oid, self->link.oid, 20);
+		for (size_t i = 0; i < nb; i++) {
+			snprintf(te[i + 1].name, sizeof(te[i + 1].name), "b%04x", bk[i].id);
+			te[i + 1].mode = AMBER_GIT_MODE_TREE;
+			memcpy(te[i + 1].oid, bk[i].tree_oid, 20);
+		}
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, nb + 1);
+	}
+	if (rc == 0)
+		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+/* Bucket `id` (old: ob, or NULL) merged with its named kids into *nbk. */
+static int update_bucket(incr *x, int dfd, const amber_entry *old, const amber_fanout_view *v,
+			 const amber_bucket *ob, unsigned id, dnode *const *kids, size_t g,
+			 amber_bucket *nbk)
+{
+	amber_dir *bd = NULL;
+	amber_entry *ne = NULL;
+	size_t k = 0;
+	int rc = ob ? amber_dir_open_bucket(&bd, x->w->prev, old, ob, v->bits) : 0;
+
+	if (rc == 0)
+		rc = merge_listing(x, dfd, bd, kids, g, &ne, &k);
+	nbk->count = 0;
+	if (rc == 0 && k)
+		rc = bucket_leaf(x->s, nbk, id, ne, k);
+	if (ne)
+		amber_entries_free(ne, k);
+	amber_dir_free(bd);
+	return rc;
+}
+
+static int group_kids(kidbucket **out, incr *x, const dnode *node, unsigned bits)
+{
+	kidbucket *kb = malloc((node->nkids + 1) * sizeof(*kb));
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+
+	if (!kb)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < node->nkids; i++) {
+		const char *nm = node->kids[i]->name;
+
+		amber_name_token(tok, amber_archive_keys(x->s->a), nm, strlen(nm));
+		kb[i].bucket = amber_token_bucket(tok, bits);
+		kb[i].idx = i;
+	}
+	qsort(kb, node->nkids, sizeof(*kb), kidbucket_cmp);
+	*out = kb;
+	return 0;
+}
+
+/*
+ * A fanned-out directory: decode and rewrite only the buckets that hold a
+ * named path; the others keep their trees.  RETRY_FLAT if the entry count
+ * no longer gives the same fan-out (then the whole directory is rewritten).
+ */
+static int update_fanout(incr *x, int dfd, const amber_entry *old, const dnode *node,
+			 amber_entry *self, const amber_fanout_view *v)
+{
+	size_t nk = node->nkids, nb = 0, i = 0, j = 0;
+	kidbucket *kb = NULL;
+	dnode **grp = malloc((nk + 1) * sizeof(*grp));
+	amber_bucket *out = malloc((v->nb + nk + 1) * sizeof(*out));
+	uint64_t total = 0;
+	int rc = (grp && out) ? group_kids(&kb, x, node, v->bits)
+			      : amber_fail(AMBER_ERROR, "out of memory");
+
+	while (rc == 0 && (i < v->nb || j < nk)) {
+		unsigned oid_ = i < v->nb ? v->b[i].id : UINT_MAX, kid_ = j < nk ? kb[j].bucket : UINT_MAX;
+		unsigned id = oid_ < kid_ ? oid_ : kid_;
+		const amber_bucket *ob = oid_ == id ? &v->b[i++] : NULL;
+		size_t g = 0;
+
+		while (j < nk && kb[j].bucket == id)
+			grp[g++] = node->kids[kb[j++].idx];
+		if (g == 0)
+			out[nb] = *ob;
+		else
+			rc = update_bucket(x, dfd, old, v, ob, id, grp, g, &out[nb]);
+		total += out[nb].count;
+		nb += out[nb].count > 0;
+	}
+	if (rc == 0 && (total <= AMBER_FANOUT_THRESHOLD || fanout_bits(total) != v->bits))
+		rc = RETRY_FLAT;
+	if (rc == 0)
+		rc = bucket_list(x->s, self, v->bits, out, nb);
+	free(kb);
+	free(grp);
+	free(out);
+	return rc;
+}
+
+/* Merge the old listing of `old` with the named kids and write the result. */
+static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *node,
+		      amber_entry *self)
+{
+	amber_fanout_view v = {0};
+	amber_stats gone = x->gone, st = x->s->st;
+	int rc = amber_dir_buckets(&v, x->w->prev, old);
+
+	if (rc == 0 && v.b) {
+		rc = update_fanout(x, dfd, old, node, self, &v);
+		if (rc == RETRY_FLAT) {
+			x->gone = gone; /* counted again by the flat pass */
+			x->s->st = st;
+			rc = update_flat(x, dfd, old, node, self);
+		}
+	} else if (rc == 0) {
+		rc = update_flat(x, dfd, old, node, self);
+	}
+	free(v.b);
+	return rc;
+}
+
+static uint64_t minus(uint64_t a, uint64_t b)
+{
+	return a > b ? a - b : 0;
+}
+
+/* The root of an incremental snapshot. */
+static int incr_tree(snap *s, amber_writer *w, const dnode *trie, amber_entry *root)
+{
+	incr x = {.s = s, .w = w};
+	const amber_stats *old = &amber_snapshot_info(w->prev)->stats;
+	int fd = open(w->src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0)
+		return amber_fail_errno("cannot open source %s", w->src);
+	root->name = strdup("root");
+	root->name_len = 4;
+	root->type = AMBER_T_DIR;
+	rc = root->name ? dir_meta(s, root, fd) : amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0 && trie->nkids) {
+		rc = update_dir(&x, fd, &w->prev->root, trie, root);
+	} else if (rc == 0) {
+		root->content = w->prev->root.content;
+		memcpy(root->tree_oid, w->prev->root.tree_oid, 20);
+		root->link = w->prev->root.link;
+	}
+	close(fd);
+	if (rc == 0 && s->nhl)
+		rc = NEED_FULL; /* a hard-linked file was walked */
+	s->st.files += minus(old->files, x.gone.files);
+	s->st.dirs += minus(old->dirs, x.gone.dirs);
+	s->st.bytes += minus(old->bytes, x.gone.bytes);
+	return rc;
+}
+
+/*
+ * Append-only files.  A file the caller declared append-only (a glob of
+ * amber_writer_opts) and names as changed is read from the start of its
+ * last stored chunk: the stored chunks before it are kept, and since chunk
+ * boundaries depend only on the bytes since the previous boundary, the
+ * chunks cut from there are the ones a whole read would cut.  The stored
+ * last chunk is first compared with the file's bytes; a file that shrank
+ * or whose tail differs is read whole, with a warning.  Bytes before the
+ * tail are not checked here: such files are remembered as suspects and the
+ * next whole walk reads them whole (their files-cache entries are never
+ * refreshed by a tail read) and warns if their earlier chunks changed.
+ */
+
+/* The chunk list of stored regular file e (malloc'd). */
+static int stored_chunks(amber_chunkref **out, size_t *n, amber_archive *a, const amber_entry *e)
+{
+	amber_cobj *o = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	*n = 0;
+	if (e->content == AMBER_C_BLOB) {
+		if (!(*out = malloc(sizeof(**out))))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		(*out)[0].link = e->link;
+		(*out)[0].len = (uint32_t)e->size;
+		*n = 1;
+		return 0;
+	}
+	if (e->content != AMBER_C_CHUNKED)
+		return 0;
+	rc = amber_file_index(&o, a, e, e->name);
+	if (rc == 0) {
+		const file_index *x = o->data;
+
+		*out = malloc(x->n * sizeof(**out));
+		if (*out) {
+			memcpy(*out, x->c, x->n * sizeof(**out));
+			*n = x->n;
+		} else {
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		}
+	}
+	amber_cache_release(a->cache, o);
+	return rc;
+}
+
+/* 1 if the file's bytes at off are the stored chunk c. */
+static int tail_matches(snap *s, int fd, const amber_chunkref *c, uint64_t off)
+{
+	amber_cobj *o = NULL;
+	uint8_t *b = malloc(c->len);
+	int same = b && pread(fd, b, c->len, (off_t)off) == (ssize_t)c->len &&
+		   amber_chunk_get(&o, s->a, &c->link, c->len, s->path) == 0 &&
+		   memcmp(((amber_buf *)o->data)->data, b, c->len) == 0;
+
+	amber_cache_release(s->a->cache, o);
+	amber_error_clear();
+	free(b);
+	return same;
+}
+
+/* A file from chunk refs: one blob, or an index and a chunk tree. */
+static int refs_objects(snap *s, amber_entry *e, const amber_chunkref *refs, size_t n)
+{
+	amber_tentry *te = calloc(n + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = te ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	e->content = n == 1 ? AMBER_C_BLOB : AMBER_C_CHUNKED;
+	if (n == 1)
+		e->link = refs[0].link;
+	for (size_t i = 0; rc == 0 && n > 1 && i < n; i++) {
+		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
+		te[i].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[i].oid, refs[i].link.oid, 20);
+	}
+	if (rc == 0 && n > 1 && (rc = amber_index_encode(&b, refs, n)) == 0)
+		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, b.data, b.len);
+	if (rc == 0 && n > 1) {
+		snprintf(te[n].name, sizeof(te[n].name), "i");
+		te[n].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[n].oid, e->link.oid, 20);
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, n + 1);
+	}
+	if (rc == 0 && n > 1)
+		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+/* The kept chunks plus the ones just read become e's content. */
+static int append_finish(snap *s, amber_entry *e, amber_chunkref *old, size_t keep, pending *p)
+{
+	amber_chunkref *refs = NULL;
+	int rc = 0;
+
+	amber_pool_wait(s->pool, &p->group);
+	for (size_t i = 0; i < p->n; i++)
+		if (p->chunks[i]->rc < 0)
+			return amber_fail(p->chunks[i]->rc, "%s", p->chunks[i]->msg);
+	if (s->fatal)
+		return amber_fail(s->fatal_code, "%s", s->fatal_msg);
+	if (!(refs = malloc((keep + p->n + 1) * sizeof(*refs))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(refs, old, keep * sizeof(*refs));
+	for (size_t i = 0; i < p->n; i++) {
+		refs[keep + i].link = p->chunks[i]->link;
+		refs[keep + i].len = (uint32_t)p->chunks[i]->len;
+	}
+	if (keep + p->n > 0)
+		rc = refs_objects(s, e, refs, keep + p->n);
+	free(refs);
+	return rc;
+}
+
+/* Name, metadata and xattrs of a regular file read from its tail. */
+static int append_entry(snap *s, amber_entry *e, int dfd, const char *name, const struct stat *st)
+{
+	char path[64 + NAME_MAX];
+	int rc;
+
+	e->name = strdup(name);
+	e->name_len = strlen(name);
+	e->type = AMBER_T_REG;
+	e->size = (uint64_t)st->st_size;
+	meta_from_stat(e, st);
+	if (!e->name)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dfd, name);
+	rc = read_xattrs(s, e, path);
+	if (rc == 0 && e->nxattrs > 1)
+		qsort(e->xattrs, e->nxattrs, sizeof(*e->xattrs), xattr_cmp);
+	s->st.files++;
+	s->st.bytes += e->size;
+	return rc;
+}
+
+/*
+ * One attempt at reading fd from `off`: 0 done, 1 read it whole instead
+ * (warned), 2 it changed while being read (try again), <0 fatal.
+ */
+static int append_once(snap *s, int fd, amber_chunkref *old, size_t n, uint64_t old_size,
+		       amber_entry *e, struct stat *st)
+{
+	uint64_t off = old_size - old[n - 1].len;
+	struct stat after;
+	pending p = {0};
+	int64_t got;
+	int rc = 2;
+
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || st->st_nlink > 1)
+		return 1;
+	if ((uint64_t)st->st_size < old_size || !tail_matches(s, fd, &old[n - 1], off)) {
+		warn(s, s->path, "declared append-only, but it shrank or its stored end no longer "
+			"matches (rewritten?): read whole", 0);
+		return 1;
+	}
+	if (lseek(fd, (off_t)off, SEEK_SET) < 0 ||
+	    (got = read_chunks_upto(&p, s, fd, s->buf, (uint64_t)st->st_size - off)) < 0) {
+		pending_clear(&p, s);
+		return s->fatal ? amber_fail(s->fatal_code, "%s", s->fatal_msg) : 1;
+	}
+	/* read up to the size it had: growth meanwhile is the next snapshot's */
+	if (fstat(fd, &after) == 0 && same_prefix(st, &after) &&
+	    (uint64_t)got == (uint64_t)st->st_size - off)
+		rc = append_finish(s, e, old, n - 1, &p);
+	pending_clear(&p, s);
+	return rc;
+}
+
+static int suspect_add(amber_writer *w, const char *path)
+{
+	char **v;
+
+	for (size_t i = 0; i < w->nsuspects; i++)
+		if (strcmp(w->suspects[i], path) == 0)
+			return 0;
+	v = realloc(w->suspects, (w->nsuspects + 1) * sizeof(*v));
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	w->suspects = v;
+	if (!(v[w->nsuspects] = strdup(path)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	w->nsuspects++;
+	return 0;
+}
+
+/*
+ * Read a changed append-only file from its last stored chunk into e.
+ * @return 0 done, 1 not such a file or read it whole instead, <0 fatal.
+ */
+static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
+		      const struct stat *st0, amber_entry *e)
+{
+	snap *s = x->s;
+	amber_chunkref *old = NULL;
+	struct stat st;
+	size_t n = 0;
+	int fd, rc = 1;
+
+	if (!oe || kid->tree || !S_ISREG(st0->st_mode) || oe->type != AMBER_T_REG ||
+	    oe->hardlink || st0->st_nlink > 1 || !append_glob(x->w->o.append_only, s->path))
+		return 1;
+	if (stored_chunks(&old, &n, s->a, oe) < 0 || n == 0) {
+		amber_error_clear(); /* unreadable index or empty: read it whole */
+		free(old);
+		return 1;
+	}
+	memset(e, 0, sizeof(*e));
+	fd = openat(dfd, kid->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+	for (int attempt = 0; fd >= 0 && attempt < READ_RETRIES && rc != 0; attempt++) {
+		rc = append_once(s, fd, old, n, oe->size, e, &st);
+		if (rc == 1 || rc < 0)
+			break;
+	}
+	if (fd >= 0)
+		close(fd);
+	rc = rc == 2 ? 1 : rc;
+	if (rc == 0)
+		rc = append_entry(s, e, dfd, kid->name, &st);
+	if (rc == 0)
+		rc = suspect_add(x->w, s->path);
+	if (rc != 0)
+		amber_entry_dispose(e);
+	free(old);
+	return rc;
+}
+
+/* 1 if the first n-1 chunks of a (n chunks) are the first chunks of b. */
+static int chunks_extend(const amber_chunkref *a, size_t na, const amber_chunkref *b, size_t nb)
+{
+	if (na < 2)
+		return 1;
+	if (nb < na - 1)
+		return 0;
+	for (size_t i = 0; i + 1 < na; i++)
+		if (memcmp(a[i].link.oid, b[i].link.oid, 20) != 0)
+			return 0;
+	return 1;
+}
+
+/* After a whole walk: did a suspect's earlier bytes change behind its promise? */
+static void suspect_check(snap *s, amber_snapshot *before, amber_snapshot *after,
+			  const char *path)
+{
+	amber_entry *eo = NULL, *en = NULL;
+	amber_chunkref *co = NULL, *cn = NULL;
+	size_t no = 0, nn = 0;
+
+	if (amber_stat(&eo, before, path) == 0 && amber_stat(&en, after, path) == 0 &&
+	    eo->type == AMBER_T_REG && en->type == AMBER_T_REG &&
+	    stored_chunks(&co, &no, s->a, eo) == 0 && stored_chunks(&cn, &nn, s->a, en) == 0 &&
+	    !chunks_extend(co, no, cn, nn))
+		warn(s, path, "declared append-only, but bytes before its end changed: the "
+			"snapshots since it was last read whole may hold stale bytes there; "
+			"this one stores it whole", 1);
+	amber_error_clear();
+	free(co);
+	free(cn);
+	amber_entry_free(eo);
+	amber_entry_free(en);
+}
+
+static void suspects_clear(amber_writer *w)
+{
+	for (size_t i = 0; i < w->nsuspects; i++)
+		free(w->suspects[i]);
+	free(w->suspects);
+	w->suspects = NULL;
+	w->nsuspects = 0;
+}
+
+static int full_tree(snap *s, amber_writer *w, amber_entry *root)
+{
+	struct stat st;
+
+	if (stat(w->src, &st) < 0)
+		return amber_fail_errno("cannot read source %s", w->src);
+	if (!S_ISDIR(st.st_mode))
+		return amber_fail(AMBER_EINVAL, "source %s is not a directory", w->src);
+	return snap_tree(s, root, w->src, &st);
+}
+
+/* 1 if root is what the tip has (tree, manifest and the root's own metadata). */
+static int root_unchanged(amber_writer *w, const amber_entry *root)
+{
+	amber_buf x = AMBER_BUF_INIT, y = AMBER_BUF_INIT;
+	int same = memcmp(root->tree_oid, w->prev->root.tree_oid, 20) == 0 &&
+		   amber_manifest_encode(&x, root, 1) == 0 &&
+		   amber_manifest_encode(&y, &w->prev->root, 1) == 0 && x.len == y.len &&
+		   memcmp(x.data, y.data, x.len) == 0;
+
+	amber_error_clear();
+	amber_buf_dispose(&x);
+	amber_buf_dispose(&y);
+	return same;
+}
+
+static const char *writer_stream(const amber_writer *w)
+{
+	return w->o.snap.stream ? w->o.snap.stream : "main";
+}
+
+/* Follow the stream's ref: *full is set when it is not our last snapshot. */
+static int writer_sync_tip(amber_writer *w, int *full)
+{
+	uint8_t tip[20];
+	char ref[256], hex[41];
+	int rc;
+
+	snprintf(ref, sizeof(ref), "refs/heads/%s", writer_stream(w));
+	rc = amber_store_ref_read(tip, w->a->store, ref);
+	if (rc == 0 && w->prev && memcmp(tip, w->tip, 20) == 0)
+		return 0;
+	*full = 1;
+	amber_snapshot_free(w->prev);
+	w->prev = NULL;
+	w->has_tip = 0;
+	if (rc == AMBER_ENOTFOUND) {
+		amber_error_clear();
+		return 0;
+	}
+	if (rc == 0)
+		rc = amber_store_refresh(w->a->store);
+	amber_oid_tohex(hex, tip);
+	if (rc == 0)
+		rc = amber_snapshot_open(&w->prev, w->a, hex);
+	if (rc == 0) {
+		memcpy(w->tip, tip, 20);
+		w->has_tip = 1;
+	}
+	return rc;
+}
+
+/* The new commit becomes the session's previous snapshot. */
+static void writer_advance(amber_writer *w, const uint8_t commit[20])
+{
+	char hex[41];
+
+	amber_snapshot_free(w->prev);
+	w->prev = NULL;
+	amber_oid_tohex(hex, commit);
+	if (amber_snapshot_open(&w->prev, w->a, hex) < 0) {
+		amber_error_clear(); /* published; the next snapshot walks everything */
+		w->has_tip = 0;
+		return;
+	}
+	memcpy(w->tip, commit, 20);
+	w->has_tip = 1;
+}
+
+static int session_setup(snap *s, amber_writer *w, const amber_snapshot_opts *o, int full)
+{
+	s->a = w->a;
+	s->o = o;
+	s->start_ns = now_ns();
+	pthread_mutex_init(&s->lock, NULL);
+	s->files_old = w->files;
+	s->files_new = full ? amber_kvmap_new(sizeof(fc_val)) : w->files;
+	s->chunks = w->chunks;
+	s->buf = w->buf;
+	s->pool = w->pool;
+	s->signer = w->signer;
+	s->append_only = w->o.append_only;
+	if (!s->files_new)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	return amber_packw_new(&s->w, w->a->store);
+}
+
+static void writer_caches_reload(amber_writer *w)
+{
+	snap t = {.a = w->a, .o = &w->o.snap};
+	amber_kvmap *c = amber_kvmap_new(sizeof(cc_val));
+
+	if (!c)
+		return; /* keep the old one: entries may name lost objects only
+			   if a pack was abandoned, and then exists() is asked */
+	amber_kvmap_free(w->chunks);
+	w->chunks = t.chunks = c;
+	t.files_old = amber_kvmap_new(sizeof(fc_val));
+	if (t.files_old)
+		caches_load(&t, w->files_path, w->chunks_path);
+	amber_kvmap_free(t.files_old);
+}
+
+/*
+ * Give back what the snapshot borrowed.  A whole walk's files cache
+ * replaces the session's; after a failure the chunk cache may name objects
+ * of an abandoned pack, so it is reloaded from disk.
+ */
+static void session_release(snap *s, amber_writer *w, int full, int rc)
+{
+	if (full && rc >= 0 && rc != NEED_FULL) {
+		amber_kvmap_free(w->files);
+		w->files = s->files_new;
+	} else if (full) {
+		amber_kvmap_free(s->files_new);
+	}
+	s->files_old = s->files_new = s->chunks = NULL;
+	s->buf = NULL;
+	s->pool = NULL;
+	s->signer = NULL;
+	snap_dispose(s);
+	if (rc < 0)
+		writer_caches_reload(w);
+}
+
+static void writer_save(amber_writer *w)
+{
+	snap t = {.a = w->a, .o = &w->o.snap, .files_new = w->files, .chunks = w->chunks};
+
+	caches_save(&t, w->files_path, w->chunks_path);
+}
+
+static int writer_commit(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer *w,
+			 amber_entry *root)
+{
+	amber_record r = {0};
+	amber_buf rootmeta = AMBER_BUF_INIT;
+	uint8_t commit[20];
+	int rc;
+
+	r.has_parent = w->has_tip;
+	memcpy(r.parent, w->tip, 20);
+	rc = choose_time(&r, s);
+	if (rc == 0)
+		rc = fill_record(&r, s, root, w->src, &rootmeta);
+	if (rc == 0)
+		rc = write_commit(commit, s, &r);
+	if (rc == 0)
+		rc = publish(s, &r, commit, id_out);
+	if (rc == 0)
+		writer_advance(w, commit);
+	r.root_meta = NULL;
+	amber_record_dispose(&r);
+	amber_buf_dispose(&rootmeta);
+	return rc;
+}
+
+/* Commit; after a whole walk, check the append-only suspects against it. */
+static int writer_commit_checked(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer *w,
+				 amber_entry *root, int full)
+{
+	amber_snapshot *before = full && w->nsuspects ? w->prev : NULL;
+	int rc;
+
+	if (before)
+		w->prev = NULL; /* kept for the check; the commit opens the new one */
+	rc = writer_commit(id_out, s, w, root);
+	for (size_t i = 0; rc == 0 && before && w->prev && i < w->nsuspects; i++)
+		suspect_check(s, before, w->prev, w->suspects[i]);
+	amber_snapshot_free(before);
+	return rc;
+}
+
+/*
+ * One snapshot, whole (full) or incremental.  When nothing changed, or an
+ * incremental walk gives up for a whole one, the pack is still committed
+ * (it is usually empty) so that the chunk cache never names a lost object.
+ */
+static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_writer *w,
+		      const dnode *trie, int full)
+{
+	amber_snapshot_opts o = w->o.snap;
+	amber_entry root = {0};
+	snap s;
+	int rc;
+
+	o.no_cache = o.no_cache || !full; /* named files are read again */
+	memset(&s, 0, sizeof(s));
+	rc = session_setup(&s, w, &o, full);
+	if (rc == 0)
+		rc = full ? full_tree(&s, w, &root) : incr_tree(&s, w, trie, &root);
+	if (rc == 0 && w->prev && root_unchanged(w, &root))
+		rc = 1;
+	if (rc == 1 || rc == NEED_FULL) {
+		int crc = amber_packw_commit(s.w);
+
+		rc = crc < 0 ? crc : rc;
+	}
+	if (rc == 1)
+		amber_oid_tohex(id_out, w->tip);
+	if (rc == 0)
+		rc = writer_commit_checked(id_out, &s, w, &root, full);
+	if (full && rc >= 0)
+		suspects_clear(w);
+	s.st.bytes_new = atomic_load(&s.bytes_new);
+	s.st.objects_new = atomic_load(&s.objects_new);
+	if (st)
+		*st = s.st;
+	amber_entry_dispose(&root);
+	session_release(&s, w, full, rc);
+	if (full && rc >= 0)
+		writer_save(w);
+	return rc;
+}
+
+int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
+			  amber_writer *w, const amber_dirty *dirty, size_t n)
+{
+	dnode *trie = NULL;
+	int full = !dirty || n > DIRTY_MAX, rc = amber_store_lock(w->a->store);
+
+	if (rc < 0)
+		return rc;
+	rc = writer_sync_tip(w, &full);
+	if (rc == 0 && !full)
+		rc = dirty_trie(&trie, dirty, n);
+	if (rc == 0 && !full && trie->tree)
+		full = 1;
+	if (rc == 0)
+		rc = writer_run(id_out, stats, w, trie, full);
+	if (rc == NEED_FULL)
+		rc = writer_run(id_out, stats, w, NULL, 1);
+	dnode_free(trie);
+	amber_store_unlock(w->a->store);
+	return rc;
+}
+
+static int writer_check(const amber_writer_opts *o)
+{
+	if (!o || o->version != AMBER_WRITER_OPTS_VERSION)
+		return amber_fail(AMBER_EINVAL, "writer options of an unknown version");
+	if (o->snap.tag || o->snap.time_ns)
+		return amber_fail(AMBER_EINVAL, "a writer session neither tags nor sets times");
+	return 0;
+}
+
+static int writer_setup(amber_writer *w)
+{
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int threads = w->o.snap.threads > 0 ? w->o.snap.threads : (int)(cores > 0 ? cores : 2);
+	snap t = {.a = w->a, .o = &w->o.snap};
+
+	w->files = amber_kvmap_new(sizeof(fc_val));
+	w->chunks = amber_kvmap_new(sizeof(cc_val));
+	w->buf = malloc(READ_BUF);
+	if (!w->src || !w->files || !w->chunks || !w->buf)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	cache_paths(&t, w->files_path, w->chunks_path, sizeof(w->files_path));
+	t.files_old = w->files;
+	t.chunks = w->chunks;
+	caches_load(&t, w->files_path, w->chunks_path);
+	return amber_pool_new(&w->pool, threads, MAX_INFLIGHT);
+}
+
+int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
+		      const amber_writer_opts *opts)
+{
+	amber_writer *w = NULL;
+	struct stat st;
+	int rc = writer_check(opts);
+
+	if (rc == 0)
+		rc = check_args(a, src, &opts->snap, &st);
+	if (rc == 0 && !(w = calloc(1, sizeof(*w))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc < 0)
+		return rc;
+	w->a = a;
+	w->o = *opts;
+	w->src = strdup(src);
+	rc = amber_archive_signer(&w->signer, a, opts->snap.signing_key_path,
+				  opts->snap.unsigned_ok);
+	if (rc == 0)
+		rc = writer_setup(w);
+	if (rc < 0) {
+		w->files_path[0] = '\0'; /* nothing to save */
+		amber_writer_close(w);
+		return rc;
+	}
+	*out = w;
+	return 0;
+}
+
+int amber_writer_close(amber_writer *w)
+{
+	int rc = 0;
+
+	if (!w)
+		return 0;
+	if (w->files && w->chunks && w->files_path[0] &&
+	    (amber_kvmap_save(w->files, w->files_path, FILES_MAGIC, (const uint8_t *)w->a->id) < 0 ||
+	     amber_kvmap_save(w->chunks, w->chunks_path, CHUNKS_MAGIC,
+			      (const uint8_t *)w->a->id) < 0))
+		rc = AMBER_ERROR;
+	amber_snapshot_free(w->prev);
+	suspects_clear(w);
+	amber_pool_free(w->pool);
+	amber_kvmap_free(w->files);
+	amber_kvmap_free(w->chunks);
+	free(w->buf);
+	amber_signer_free(w->signer);
+	free(w->src);
+	free(w);
 	return rc;
 }
