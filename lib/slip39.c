@@ -56,6 +56,13 @@
 #define ROUNDS 4
 #define SECRET_MAX AMBER_SLIP39_MAX_SECRET
 
+/*
+ * sodium_malloc puts the block right before a guard page, so the pointer is
+ * only as aligned as the size is: round sizes of blocks with pointers or
+ * size_t fields up to 16.
+ */
+#define ALIGNED_SIZE(n) (((n) + 15) & ~(size_t)15)
+
 typedef struct {
 	uint16_t id;
 	uint8_t ext, e, gi, gt, gc, mi, mt;
@@ -232,7 +239,7 @@ static int feistel(uint8_t *out, const uint8_t *in, size_t len, const char *pass
 		   const share *params, bool decrypt)
 {
 	size_t half = len / 2, plen = strlen(passphrase);
-	feistel_mem *m = sodium_malloc(sizeof(*m) + 1 + plen);
+	feistel_mem *m = sodium_malloc(ALIGNED_SIZE(sizeof(*m) + 1 + plen));
 
 	if (!m)
 		return amber_fail(AMBER_ERROR, "out of memory for the SLIP-0039 passphrase");
@@ -822,7 +829,7 @@ static void split_members(char **out, split_mem *m, const amber_slip39_group *gr
 
 static char **alloc_mnemonics(size_t count)
 {
-	char **out = sodium_malloc(count * (sizeof(char *) + MNEMONIC_MAX));
+	char **out = sodium_malloc(ALIGNED_SIZE(count * (sizeof(char *) + MNEMONIC_MAX)));
 	char *text;
 
 	if (!out)

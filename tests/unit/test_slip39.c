@@ -527,3 +527,19 @@ Test(slip39, iteration_exponent_round_trips)
 	cr_assert_eq(memcmp(got, secret, 16), 0);
 	amber_slip39_free(m, n);
 }
+
+/* sodium_malloc blocks end at a guard page: the pointer array must still be aligned. */
+Test(slip39, mnemonic_array_is_aligned_for_every_count)
+{
+	uint8_t secret[16] = {1};
+
+	for (uint8_t c = 1; c <= AMBER_SLIP39_MAX_MEMBERS; c++) {
+		amber_slip39_group g = {c == 1 ? 1 : 2, c};
+		char **m;
+		size_t n;
+
+		OK(amber_slip39_split(&m, &n, secret, sizeof(secret), NULL, 1, &g, 1, 0, true));
+		cr_assert_eq((uintptr_t)m % _Alignof(char *), 0, "%u shares: misaligned", c);
+		amber_slip39_free(m, n);
+	}
+}
