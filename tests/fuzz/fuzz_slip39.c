@@ -8,6 +8,7 @@
 
 #include "slip39.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,15 +17,17 @@
 /* The iteration exponent from the second word of m, or 0 if unreadable. */
 static unsigned exponent_of(const char *m)
 {
+	static const char space[] = " \t\r\f\v";
 	char w[AMBER_SLIP39_WORD_MAX + 2] = {0};
-	size_t skip = strspn(m, " \t"), len;
+	size_t skip = strspn(m, space), len;
 
-	m += skip + strcspn(m + skip, " \t");
-	m += strspn(m, " \t");
-	len = strcspn(m, " \t");
+	m += skip + strcspn(m + skip, space);
+	m += strspn(m, space);
+	len = strcspn(m, space);
 	if (len > AMBER_SLIP39_WORD_MAX)
 		return 0;
-	memcpy(w, m, len);
+	for (size_t i = 0; i < len; i++)
+		w[i] = (char)tolower((unsigned char)m[i]);
 	for (unsigned i = 0; i < AMBER_SLIP39_WORDS; i++)
 		if (strcmp(w, amber_slip39_words[i]) == 0)
 			return i & 15;
