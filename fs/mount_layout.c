@@ -318,11 +318,16 @@ static int stream_snaproot(struct mnt *m, const char *stream, const char *id, do
 	return rc ? mnt_errno(m, rc, id) : snaproot(m, id, timeout, o);
 }
 
-/* From the ref: never walks the history (mounting stays O(1)). */
+/*
+ * From the ref: never walks the history (mounting stays O(1)).  A tip that
+ * cannot be resolved for another reason than "no snapshot" (a forged or
+ * damaged record) still has a `latest`, whose readlink is EIO: the view
+ * must not silently look empty.
+ */
 static int stream_has_snapshots(struct mnt *m, const char *stream)
 {
 	char id[AMBER_OID_HEXSZ + 1];
-	return amber_resolve(id, m->a, stream, "latest") == 0;
+	return amber_resolve(id, m->a, stream, "latest") != AMBER_ENOTFOUND;
 }
 
 /* Names shared by the root (for the default stream) and streams/<s>/. */

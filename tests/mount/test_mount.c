@@ -2274,10 +2274,10 @@ Test(mount, forged_extreme_snapshot_times_list_by_day_and_listings_end)
 	static const struct {
 		const char *when, *day, *name;
 	} f[] = {
-		{ "1600-01-01T00:00:00Z", "1677-09-21", "16770921T001243.145224Z" },
-		{ "1969-12-31T23:59:59.999999999Z", "1969-12-31", "19691231T235959.999999Z" },
-		{ "1970-01-01T00:00:00Z", "1970-01-01", "19700101T000000.000000Z" },
-		{ "2262-04-11T23:47:16.854775807Z", "2262-04-11", "22620411T234716.854775Z" },
+		{ "1600-01-01T00:00:00Z", "1677-09-21", "16770921T001243.145224192Z" },
+		{ "1969-12-31T23:59:59.999999999Z", "1969-12-31", "19691231T235959.999999999Z" },
+		{ "1970-01-01T00:00:00Z", "1970-01-01", "19700101T000000.000000000Z" },
+		{ "2262-04-11T23:47:16.854775807Z", "2262-04-11", "22620411T234716.854775807Z" },
 	};
 	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
 	char id[41], *tip = NULL;
@@ -2313,9 +2313,10 @@ Test(mount, forged_extreme_snapshot_times_list_by_day_and_listings_end)
 		free(want);
 		free(day);
 	}
+	/* The forged tip's record does not authenticate: latest is there, and
+	 * reading it is EIO (never a silently empty view). */
 	char *latest = readlink_str(pjoin(mnt, "latest"));
-	cr_assert(latest && !strcmp(latest, "snapshots/2262-04-11/22620411T234716.854775Z"),
-		  "latest -> %s", latest ? latest : strerror(errno));
+	cr_assert(!latest && errno == EIO, "latest -> %s", latest ? latest : strerror(errno));
 	run_result r;
 	run_opts o = { .timeout = 20 };
 	char *snaps = pjoin(mnt, "snapshots"), *last = pjoin(snaps, "2262-04-11");
