@@ -112,6 +112,16 @@ size_t amber_kvmap_count(const amber_kvmap *m)
 	return m->count;
 }
 
+void amber_kvmap_each(amber_kvmap *m, void (*fn)(void *value, void *arg), void *arg)
+{
+	for (size_t i = 0; i < m->cap; i++) {
+		uint8_t *slot = m->slots + i * m->slot;
+
+		if (slot[32])
+			fn(slot + VOFF, arg);
+	}
+}
+
 void amber_kvmap_load(amber_kvmap *m, const char *path, const char magic[8],
 		      const uint8_t tag[32])
 {

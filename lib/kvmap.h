@@ -24,6 +24,9 @@ int amber_kvmap_put(amber_kvmap *m, const uint8_t key[32], const void *value);
 
 size_t amber_kvmap_count(const amber_kvmap *m);
 
+/** Call fn on every value (in no particular order); fn may change it in place. */
+void amber_kvmap_each(amber_kvmap *m, void (*fn)(void *value, void *arg), void *arg);
+
 /**
  * Load entries from `path` whose header matches `magic` (8 bytes) and
  * `tag` (32 bytes, e.g. the archive id); anything unreadable is ignored.

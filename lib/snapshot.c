@@ -1336,12 +1336,24 @@ static void cache_paths(snap *s, char *files, char *chunks, size_t len)
 	free(dir);
 }
 
+static void cc_unverify(void *value, void *arg)
+{
+	((cc_val *)value)->verified = 0;
+}
+
+/*
+ * The caches are keyed by archive id, and a copy of an archive (cp -a, a
+ * restored backup, a replica) has the same id but not necessarily the same
+ * objects: a chunk cached as stored by another run is checked against this
+ * store before it is used.
+ */
 static void caches_load(snap *s, const char *files, const char *chunks)
 {
 	if (!files[0])
 		return;
 	amber_kvmap_load(s->files_old, files, FILES_MAGIC, (const uint8_t *)s->a->id);
 	amber_kvmap_load(s->chunks, chunks, CHUNKS_MAGIC, (const uint8_t *)s->a->id);
+	amber_kvmap_each(s->chunks, cc_unverify, NULL);
 }
 
 static void caches_save(snap *s, const char *files, const char *chunks)

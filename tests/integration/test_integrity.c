@@ -472,3 +472,30 @@ Test(integrity, chmod_between_snapshots_changes_st_ino_through_the_mount,
 	cr_assert(lstat(p, &st) == 0 && (st.st_mode & 07777) == 0600, "mode through the mount");
 	free(p);
 }
+
+/*
+ * A copy of an archive (same archive id) that shares the user's cache must
+ * not reference chunks that only the original holds: the chunk cache says
+ * which chunks a run stored, not which this store has.
+ */
+Test(integrity, a_copy_sharing_the_cache_stores_its_own_chunks)
+{
+	char *src = pjoin(IT.tmp, "src"), *a = pjoin(IT.tmp, "a"), *b = pjoin(IT.tmp, "b");
+	char *out = pjoin(IT.tmp, "out"), id[41];
+	run_result r;
+
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "old"), "before the copy\n");
+	amber_init_archive(a, 0);
+	amber_snapshot_ok(id, a, src, NULL);
+	cr_assert_eq(run_cmd(&r, NULL, "cp", "-a", a, b, NULL), 0, "cp -a: %s", r.err);
+	run_result_dispose(&r);
+	write_random_file(pjoin(src, "new"), 3 << 20, 42, 0);
+	amber_snapshot_ok(id, a, src, NULL);
+	amber_snapshot_ok(id, b, src, NULL);
+	assert_fsck(b);
+	cr_assert_eq(amber(&r, "restore", b, id, out, "--passphrase-file", IT.passfile, NULL), 0,
+		     "restore from the copy: %s", r.err);
+	run_result_dispose(&r);
+	assert_trees_equal(src, out, 0, "the copy's snapshot");
+}
