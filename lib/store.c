@@ -1660,8 +1660,16 @@ static int pack_check_one(amber_store *s, const char *dir, const char *name,
 	memcpy(idx + strlen(idx) - 4, "idx", 4);
 	ifd = open(idx, O_RDONLY | O_CLOEXEC);
 	if (ifd < 0 || fstat(ifd, &st) < 0 || st.st_size < 48 ||
-	    pread(ifd, itail, 40, st.st_size - 40) != 40 || memcmp(itail, tail, 20) != 0)
+	    pread(ifd, itail, 40, st.st_size - 40) != 40 || memcmp(itail, tail, 20) != 0) {
 		snprintf(msg, sizeof(msg), "pack index is missing or does not match its pack");
+		goto done;
+	}
+	/* The index ends with its own checksum: a flipped byte in its fan-out,
+	 * ids, CRCs or offsets is found here, not only when a read fails. */
+	rc = hash_file(sum, ifd, (uint64_t)st.st_size - 20, idx);
+	if (rc == 0 && memcmp(sum, itail + 20, 20) != 0)
+		snprintf(msg, sizeof(msg), "corrupt pack index %.*s: its checksum does not match "
+			 "its contents (damaged bytes)", (int)(strlen(name) - 5), name);
 done:
 	if (rc == 0 && msg[0] && cb)
 		cb(rel, msg, payload);

@@ -64,8 +64,8 @@ Test(verify, a_clean_archive_has_no_problem_and_counts_what_it_read)
 	cr_assert_eq(st.data_bytes, strlen("verify me\n") + strlen("changed\n"));
 }
 
-/* Flip one byte in the middle of the archive's (only) pack. */
-static void flip_pack_byte(void)
+/* Flip one byte of the archive's (only) pack or index, at off (< 0: the middle). */
+static void flip_byte(const char *ext, long off)
 {
 	DIR *d = opendir(at("archive/objects/pack"));
 	struct dirent *de;
@@ -76,7 +76,7 @@ static void flip_pack_byte(void)
 
 	cr_assert_not_null(d);
 	while ((de = readdir(d)))
-		if (strstr(de->d_name, ".pack"))
+		if (strstr(de->d_name, ext))
 			snprintf(path, sizeof(path), "%s/archive/objects/pack/%s", base, de->d_name);
 	closedir(d);
 	cr_assert_neq(path[0], 0, "no pack");
@@ -84,9 +84,11 @@ static void flip_pack_byte(void)
 	fd = open(path, O_RDWR);
 	cr_assert_geq(fd, 0);
 	fstat(fd, &st);
-	cr_assert_eq(pread(fd, &b, 1, st.st_size / 2), 1);
+	if (off < 0)
+		off = st.st_size / 2;
+	cr_assert_eq(pread(fd, &b, 1, off), 1);
 	b ^= 0xff;
-	cr_assert_eq(pwrite(fd, &b, 1, st.st_size / 2), 1);
+	cr_assert_eq(pwrite(fd, &b, 1, off), 1);
 	close(fd);
 }
 
@@ -99,7 +101,7 @@ Test(verify, a_flipped_pack_byte_is_reported_as_corruption)
 
 	fix_snapshot(id, a, 1);
 	amber_archive_free(a);
-	flip_pack_byte();
+	flip_byte(".pack", -1);
 	OK(amber_archive_open_ext(&b, at("archive"), &oo));
 	OK(amber_archive_unlock(b, (const unsigned char *)PASS, strlen(PASS)));
 	run_verify(&pr, b, 1);
@@ -116,4 +118,44 @@ Test(verify, every_kind_has_a_name)
 		cr_assert_not_null(n);
 		cr_assert_neq(strlen(n), 0);
 	}
+}
+
+/* The first byte of the index's CRC table (after the header, the fan-out
+ * and the object ids): no read uses it, only its checksum covers it. */
+static long idx_crc_offset(void)
+{
+	DIR *d = opendir(at("archive/objects/pack"));
+	struct dirent *de;
+	char path[8192] = {0};
+	uint8_t n[4];
+	int fd;
+
+	while ((de = readdir(d)))
+		if (strstr(de->d_name, ".idx"))
+			snprintf(path, sizeof(path), "%s/archive/objects/pack/%s", base, de->d_name);
+	closedir(d);
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, n, 4, 8 + 255 * 4), 4);
+	close(fd);
+	return 8 + 1024 + 20L * ((long)n[0] << 24 | n[1] << 16 | n[2] << 8 | n[3]);
+}
+
+Test(verify, a_flipped_byte_no_read_uses_is_still_found_in_the_index)
+{
+	amber_archive *a = fix_archive(0), *b = NULL;
+	amber_open_opts oo = fix_open_opts();
+	struct problems pr = {0};
+	char id[AMBER_OID_HEXSZ + 1];
+
+	fix_snapshot(id, a, 1);
+	amber_archive_free(a);
+	flip_byte(".idx", idx_crc_offset());
+	OK(amber_archive_open_ext(&b, at("archive"), &oo));
+	OK(amber_archive_unlock(b, (const unsigned char *)PASS, strlen(PASS)));
+	run_verify(&pr, b, 1);
+	cr_assert_eq(pr.n, 1, "a damaged index CRC gave %d problems", pr.n);
+	cr_assert_eq(pr.kinds[0], AMBER_VERIFY_CORRUPT);
+	cr_assert_not_null(strstr(pr.first, "pack index"), "message: %s", pr.first);
+	amber_archive_free(b);
 }
