@@ -39,7 +39,7 @@ static inline amber_open_opts fix_open_opts(void)
 {
 	amber_open_opts o = AMBER_OPEN_OPTS_INIT;
 
-	o.cache_dir = at("cache");
+	o.cache_dir = strdup(at("cache")); /* at() reuses its buffers */
 	o.weak_kdf_ok = 1;
 	return o;
 }

@@ -42,8 +42,7 @@ static void setup(void)
 	if (stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode))
 		setenv("TMPDIR", "/dev/shm", 1);
 	scratch_make("history");
-	setenv("AMBERFS_KDF_INSECURE_FAST", "1", 1);
-	setenv("AMBERFS_CACHE_DIR", at("cache"), 1);
+	mkdir(at("cache"), 0700);
 	OK(amber_global_init());
 }
 
@@ -58,11 +57,24 @@ static void write_file(const char *path, const void *data, size_t len)
 	cr_assert_eq(fclose(f), 0);
 }
 
+/* Open options with the caches in `dir` of the scratch directory. */
+static amber_open_opts caches_in(const char *dir)
+{
+	amber_open_opts o = AMBER_OPEN_OPTS_INIT;
+
+	mkdir(at(dir), 0700);
+	o.cache_dir = strdup(at(dir)); /* at() reuses its buffers */
+	return o;
+}
+
 static amber_archive *new_archive(void)
 {
+	static amber_open_opts oo;
 	amber_create_opts o = {.plain = 1};
 	amber_archive *a = NULL;
 
+	oo = caches_in("cache");
+	o.open = &oo;
 	cr_assert_eq(mkdir(at("src"), 0755), 0);
 	OK(amber_archive_create(&a, at("arch"), &o));
 	return a;
@@ -202,8 +214,9 @@ Test(history, an_empty_cache_resolves_without_walking_the_history)
 
 	history(a, ids, t, 200);
 	amber_archive_free(a);
-	setenv("AMBERFS_CACHE_DIR", at("fresh-cache"), 1);
-	OK(amber_archive_open(&b, at("arch")));
+	amber_open_opts fresh = caches_in("fresh-cache");
+
+	OK(amber_archive_open_ext(&b, at("arch"), &fresh));
 	snprintf(tlfile, sizeof(tlfile), "%s/fresh-cache/%s/timeline-main", base,
 		 amber_archive_id(b));
 	OK(resolve_ns(got, b, t[77] + 1));
@@ -378,7 +391,9 @@ Test(history, verify_reports_a_forged_skip_link)
 	rewrite_tip(a, &r, r.parent);
 	amber_record_dispose(&r);
 	amber_archive_free(a);
-	OK(amber_archive_open(&a, at("arch")));
+	amber_open_opts oo = caches_in("cache");
+
+	OK(amber_archive_open_ext(&a, at("arch"), &oo));
 	s = verify_run(a);
 	cr_assert_geq(s.history, 1, "verify did not report the forged skip link (%d problems)",
 		      s.total);

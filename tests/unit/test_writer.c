@@ -30,12 +30,8 @@
 
 static void setup(void)
 {
-	char cache[4200];
-
 	scratch_make("writer");
-	snprintf(cache, sizeof(cache), "%s/cache", base);
-	setenv("AMBERFS_KDF_INSECURE_FAST", "1", 1);
-	setenv("AMBERFS_CACHE_DIR", cache, 1);
+	mkdir(at("cache"), 0700);
 	OK(amber_global_init());
 }
 
@@ -77,9 +73,14 @@ static char *src(const char *rel)
 
 static amber_archive *new_archive(void)
 {
+	static amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
 	amber_create_opts o = {0};
 	amber_archive *a = NULL;
 
+	oo.cache_dir = strdup(at("cache")); /* at() reuses its buffers */
+	oo.weak_kdf_ok = 1;
+	o.open = &oo;
+	o.kdf_profile = AMBER_KDF_TEST; /* cheap key slot: these tests are about the writer */
 	o.passphrase = (const unsigned char *)"writer test";
 	o.passphrase_len = strlen("writer test");
 	cr_assert_eq(mkdir(src(""), 0755), 0);
