@@ -114,7 +114,7 @@ class Sweep:
 
     def command(self, d):
         if self.cmd == "repack":
-            return ["repack", os.path.join(d, "a")] + self.key_opts()
+            return ["repack", os.path.join(d, "a"), "--all"]  # needs no key
         return ["snapshot", os.path.join(d, "a"), self.src] + self.key_opts()
 
     def count_points(self):
