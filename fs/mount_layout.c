@@ -65,6 +65,13 @@ static struct mnt_tl *tl_open(struct mnt *m, const char *stream, int *err)
  * Lock the time lines and give the one of `stream`, refreshed if `fresh`
  * and stale.  @return 0 with tl_lock held, or an errno with it released.
  */
+/*
+ * tl_lock's `fresh`: 0 as it is, 1 refreshed if older than MNT_REFRESH_NS,
+ * TL_NOW refreshed now.  latest and at/ read the ref itself, so a name they
+ * give may be newer than the time line: lookups that miss refresh at once.
+ */
+#define TL_NOW 2
+
 static int tl_lock(struct mnt *m, const char *stream, int fresh, amber_timeline **out)
 {
 	struct mnt_tl *t;
@@ -77,7 +84,7 @@ static int tl_lock(struct mnt *m, const char *stream, int fresh, amber_timeline 
 		pthread_mutex_unlock(&m->tl_lock);
 		return err;
 	}
-	if (fresh && mnt_now_ns() - t->refreshed_ns > MNT_REFRESH_NS) {
+	if (fresh == TL_NOW || (fresh && mnt_now_ns() - t->refreshed_ns > MNT_REFRESH_NS)) {
 		rc = amber_timeline_refresh(t->t, NULL);
 		if (rc)
 			mnt_errno(m, rc, stream);   /* keep serving what we have */
@@ -386,12 +393,16 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	day_name(check, ns);
 	if (strcmp(check, name) != 0)
 		return ENOENT;
-	err = tl_lock(m, p->stream, 1, &t);
-	if (err)
-		return err;
-	i = amber_timeline_lower_bound(t, ns);
-	err = i < day_end(t, ns) ? 0 : ENOENT;
-	tl_unlock(m);
+	for (int fresh = 1; fresh <= TL_NOW; fresh++) {
+		err = tl_lock(m, p->stream, fresh, &t);
+		if (err)
+			return err;
+		i = amber_timeline_lower_bound(t, ns);
+		err = i < day_end(t, ns) ? 0 : ENOENT;
+		tl_unlock(m);
+		if (!err)
+			break;
+	}
 	if (!err)
 		err = virt(o, MK_DAY, vino(MK_DAY, p->stream, ns), p->stream);
 	o->day_ns = ns;
@@ -421,15 +432,18 @@ static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
 {
 	char id[AMBER_OID_HEXSZ + 1];
 	amber_timeline *t;
-	long i;
-	int err = tl_lock(m, p->stream, 1, &t);
+	long i = -1;
 
-	if (err)
-		return err;
-	i = find_in_day(t, p, name);
-	if (i >= 0)
-		amber_timeline_id(id, t, (size_t)i);
-	tl_unlock(m);
+	for (int fresh = 1; i < 0 && fresh <= TL_NOW; fresh++) {
+		int err = tl_lock(m, p->stream, fresh, &t);
+
+		if (err)
+			return err;
+		i = find_in_day(t, p, name);
+		if (i >= 0)
+			amber_timeline_id(id, t, (size_t)i);
+		tl_unlock(m);
+	}
 	if (i < 0)
 		return ENOENT;
 	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
