@@ -65,31 +65,39 @@ Test(verify, a_clean_archive_has_no_problem_and_counts_what_it_read)
 	cr_assert_eq(st.data_bytes, strlen("verify me\n") + strlen("changed\n"));
 }
 
-/* Flip one byte of the archive's (only) pack or index, at off (< 0: the middle). */
-static void flip_byte(const char *ext, long off)
+/* The largest pack file with extension ext: the snapshot's, not the one
+ * archive creation wrote. */
+static void largest(char path[8192], const char *ext)
 {
 	DIR *d = opendir(at("archive/objects/pack"));
 	struct dirent *de;
-	char path[8192] = {0};
 	struct stat st;
-	unsigned char b;
-	int fd;
-
-	cr_assert_not_null(d);
-	/* The largest: the snapshot's pack, not the one archive creation wrote. */
 	off_t best = -1;
 
+	cr_assert_not_null(d);
+	path[0] = '\0';
 	while ((de = readdir(d))) {
 		char p[8192];
 
 		snprintf(p, sizeof(p), "%s/archive/objects/pack/%s", base, de->d_name);
 		if (strstr(de->d_name, ext) && stat(p, &st) == 0 && st.st_size > best) {
 			best = st.st_size;
-			memcpy(path, p, sizeof(path));
+			memcpy(path, p, 8192);
 		}
 	}
 	closedir(d);
-	cr_assert_neq(path[0], 0, "no pack");
+	cr_assert_neq(path[0], 0, "no %s file", ext);
+}
+
+/* Flip one byte of the largest pack or index, at off (< 0: the middle). */
+static void flip_byte(const char *ext, long off)
+{
+	char path[8192];
+	struct stat st;
+	unsigned char b;
+	int fd;
+
+	largest(path, ext);
 	chmod(path, 0644);
 	fd = open(path, O_RDWR);
 	cr_assert_geq(fd, 0);
@@ -147,16 +155,11 @@ Test(verify, every_kind_has_a_name)
  * and the object ids): no read uses it, only its checksum covers it. */
 static long idx_crc_offset(void)
 {
-	DIR *d = opendir(at("archive/objects/pack"));
-	struct dirent *de;
-	char path[8192] = {0};
+	char path[8192];
 	uint8_t n[4];
 	int fd;
 
-	while ((de = readdir(d)))
-		if (strstr(de->d_name, ".idx"))
-			snprintf(path, sizeof(path), "%s/archive/objects/pack/%s", base, de->d_name);
-	closedir(d);
+	largest(path, ".idx");
 	fd = open(path, O_RDONLY);
 	cr_assert_geq(fd, 0);
 	cr_assert_eq(pread(fd, n, 4, 8 + 255 * 4), 4);
