@@ -313,19 +313,22 @@ Test(crash, sigkill_at_any_point_keeps_earlier_snapshots_and_fsck_clean)
 	fprintf(stderr, "crash: setup %.1f s, T = %.2f s\n", now_s() - t_start, T);
 
 	/*
-	 * 21 kills at T*i/22, plus two around T's end (the publishing phase).  An
+	 * 11 kills at T*i/12, plus two around T's end (the publishing phase);
+	 * tests/fault/sweep.py kills a small snapshot at every mutating system
+	 * call, so this test keeps to moments of a large one.  An
 	 * attempt that finishes before its kill time committed; its duration then
 	 * becomes T, so later kills still land inside a snapshot (each commit
 	 * also adds the fresh data to the archive, which makes fsck slower).
 	 */
-	double points[23];
-	for (int i = 1; i <= 21; i++)
-		points[i - 1] = i / 22.0;
-	points[21] = 0.985;
-	points[22] = 1.02;
+	enum { KILLS = 13 };
+	double points[KILLS];
+	for (int i = 1; i <= KILLS - 2; i++)
+		points[i - 1] = i / (double)(KILLS - 1);
+	points[KILLS - 2] = 0.985;
+	points[KILLS - 1] = 1.02;
 	int committed = 0;
 	uint64_t objs_size = UINT64_MAX;   /* first attempt: new data, as when T was measured */
-	for (int i = 1; i <= 23; i++) {
+	for (int i = 1; i <= KILLS; i++) {
 		uint64_t now_size = du_bytes(c.objs);
 		if (now_size != objs_size) {
 			/* Something was published: make the next attempt's data new again. */
