@@ -160,29 +160,36 @@ Test(roundtrip, unchanged_tree_second_snapshot_adds_almost_nothing)
 	assert_fsck(arch);
 }
 
+/* The same property at a quarter of the size under ASan, which is slow to write it. */
+#ifdef __SANITIZE_ADDRESS__
+#define HUGE_MIB 128
+#else
+#define HUGE_MIB 512
+#endif
+
 Test(roundtrip, append_to_huge_file_stores_only_the_tail, .timeout = 900)
 {
 	char *src = pjoin(IT.tmp, "src");
 	mkdir_p(src, 0755);
 	char *big = pjoin(src, "huge");
-	write_random_file(big, (uint64_t)512 << 20, 2024, 0);
+	write_random_file(big, (uint64_t)HUGE_MIB << 20, 2024, 0);
 	char *arch = pjoin(IT.tmp, "archive");
 	char *objs = pjoin(arch, "objects");
 	amber_init_archive(arch, 0);
 	char id1[41], id2[41];
 	amber_snapshot_ok(id1, arch, src, NULL);
 	uint64_t s1 = du_bytes(objs);
-	cr_assert(s1 >= (uint64_t)512 << 20, "512 MiB of random data stored in %llu bytes?",
-		  (unsigned long long)s1);
+	cr_assert(s1 >= (uint64_t)HUGE_MIB << 20, "%d MiB of random data stored in %llu bytes?",
+		  HUGE_MIB, (unsigned long long)s1);
 	write_random_file(big, (uint64_t)1 << 20, 777, 1);
 	amber_snapshot_ok(id2, arch, src, NULL);
 	uint64_t s2 = du_bytes(objs);
 	uint64_t growth = s2 - s1;
 	uint64_t lo = (uint64_t)1 << 20, hi = ((uint64_t)3 << 20) + (64u << 10);
 	cr_assert(growth >= lo && growth <= hi,
-		  "appending 1 MiB to a 512 MiB file grew objects/ by %llu bytes "
+		  "appending 1 MiB to a %d MiB file grew objects/ by %llu bytes "
 		  "(expected between %llu and %llu)",
-		  (unsigned long long)growth, (unsigned long long)lo, (unsigned long long)hi);
+		  HUGE_MIB, (unsigned long long)growth, (unsigned long long)lo, (unsigned long long)hi);
 
 	char *out = pjoin(IT.tmp, "huge.out");
 	run_opts o = { .stdout_path = out };
