@@ -313,14 +313,14 @@ Test(crash, sigkill_at_any_point_keeps_earlier_snapshots_and_fsck_clean)
 	fprintf(stderr, "crash: setup %.1f s, T = %.2f s\n", now_s() - t_start, T);
 
 	/*
-	 * 11 kills at T*i/12, plus two around T's end (the publishing phase);
+	 * 7 kills at T*i/8, plus two around T's end (the publishing phase);
 	 * tests/fault/sweep.py kills a small snapshot at every mutating system
 	 * call, so this test keeps to moments of a large one.  An
 	 * attempt that finishes before its kill time committed; its duration then
 	 * becomes T, so later kills still land inside a snapshot (each commit
 	 * also adds the fresh data to the archive, which makes fsck slower).
 	 */
-	enum { KILLS = 13 };
+	enum { KILLS = 9 };
 	double points[KILLS];
 	for (int i = 1; i <= KILLS - 2; i++)
 		points[i - 1] = i / (double)(KILLS - 1);
