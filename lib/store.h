@@ -1,8 +1,9 @@
 /*
  * The git object store: the only module that speaks to libgit2.
  *
- * Objects are written by our own pack writer (DESIGN.md: libgit2's pack
- * builder deflates at level 6 and searches deltas, ~6.5 MB/s on ciphertext):
+ * Objects are written by our own pack writer, because libgit2 1.5's pack
+ * builder always deflates at level 6 and searches for deltas, which on
+ * incompressible ciphertext ran at about 6.5 MB/s on a 2-core machine:
  * each object is a pack entry with no delta whose zlib stream uses stored
  * blocks; the .idx (version 2) is written by us as well; both are fsynced
  * under temporary names, renamed into objects/pack/ (.pack first, .idx

@@ -1,7 +1,9 @@
 /*
- * The amberfs command line: clear one-line errors that lose nothing
- * (DESIGN.md invariant 7), exit codes, snapshot spec resolution, log/ls/cat
- * output, and keeping the passphrase out of argv and output (invariant 8).
+ * The amberfs command line: bad input (a wrong key, a missing archive, a
+ * malformed spec) gets one clear error line that names the thing and
+ * loses nothing; the exit codes of amberfs(1); snapshot spec resolution;
+ * log/ls/cat output; and secrets kept out of argv, logs and output (a
+ * passphrase is read only from a file, a descriptor or the terminal).
  */
 #include "helpers.h"
 
