@@ -70,13 +70,14 @@ int cli_signing_key(const char *cmd, const char **key, int unsigned_ok)
 	return -1;
 }
 
-enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE };
+enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE, READ_OPT_SAFE };
 
 int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const char **passfile,
-		       int argc, char **argv, const char *cmd, const char *usage,
+		       int *safe, int argc, char **argv, const char *cmd, const char *usage,
 		       const char *help)
 {
 	static const struct option opts[] = {
+		{"safe", no_argument, NULL, READ_OPT_SAFE},
 		{"stream", required_argument, NULL, READ_OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, READ_OPT_PASSFILE},
 		{"help", no_argument, NULL, 'h'},
@@ -92,6 +93,8 @@ int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const ch
 			*stream = optarg;
 		else if (c == READ_OPT_PASSFILE)
 			*passfile = optarg;
+		else if (c == READ_OPT_SAFE && safe)
+			*safe = 1;
 		else
 			return cli_bad_option(cmd, c, argv);
 	}

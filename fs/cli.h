@@ -95,12 +95,13 @@ int cli_bad_option(const char *cmd, int c, char **argv);
 int cli_signing_key(const char *cmd, const char **key, int unsigned_ok);
 
 /**
- * Parse a read command that takes only --stream, --passphrase-file and
- * --help and exactly `npos` operands (named in `usage`) into pos.
+ * Parse a read command that takes only --stream, --passphrase-file,
+ * --help and (when `safe` is not NULL) --safe, and exactly `npos`
+ * operands (named in `usage`) into pos.
  * @return -1 to go on, else the exit status.
  */
 int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const char **passfile,
-		       int argc, char **argv, const char *cmd, const char *usage,
+		       int *safe, int argc, char **argv, const char *cmd, const char *usage,
 		       const char *help);
 
 /** Print "amberfs: <message>" on stderr.  @return CLI_EXIT_ERROR. */

@@ -32,7 +32,7 @@ struct cat_args {
 /* @return -1 to go on, else the exit status. */
 static int parse(struct cat_args *o, int argc, char **argv)
 {
-	return cli_parse_read_cmd(o->pos, 2, &o->stream, &o->passfile, argc, argv, "cat",
+	return cli_parse_read_cmd(o->pos, 2, &o->stream, &o->passfile, NULL, argc, argv, "cat",
 				  "ARCHIVE SNAPSHOT:PATH", help);
 }
 

@@ -35,37 +35,11 @@ struct restore_args {
 	int safe;
 };
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SAFE };
-
 /* @return -1 to go on, else the exit status. */
 static int parse(struct restore_args *o, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"safe", no_argument, NULL, OPT_SAFE},
-		{"stream", required_argument, NULL, OPT_STREAM},
-		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	int c;
-
-	opterr = 0;
-	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
-		if (c == 'h')
-			return cli_help(help);
-		else if (c == OPT_SAFE)
-			o->safe = 1;
-		else if (c == OPT_STREAM)
-			o->stream = optarg;
-		else if (c == OPT_PASSFILE)
-			o->passfile = optarg;
-		else
-			return cli_bad_option("restore", c, argv);
-	}
-	if (cli_positionals(o->pos, 3, argc, argv, optind, "restore",
-			    "ARCHIVE SNAPSHOT[:PATH] DEST"))
-		return CLI_EXIT_USAGE;
-	return -1;
+	return cli_parse_read_cmd(o->pos, 3, &o->stream, &o->passfile, &o->safe, argc, argv,
+				  "restore", "ARCHIVE SNAPSHOT[:PATH] DEST", help);
 }
 
 /* One line per kind of thing --safe left out. */
