@@ -35,6 +35,12 @@ enum cli_exit {
 extern int cli_kdf_test;
 
 /**
+ * Set when amberfs runs as `amberfs ARCHIVE MOUNTPOINT -o OPTIONS` (the
+ * form mount.fuse3 uses): mount then drops the "rw" mount(8) adds.
+ */
+extern int cli_mount_helper;
+
+/**
  * The library options every command opens archives with, from the
  * environment (AMBERFS_CACHE_DIR, else XDG_CACHE_HOME/amberfs, else
  * $HOME/.cache/amberfs, else the library's default from the password
@@ -244,6 +250,10 @@ struct cli_progress {
 	int64_t start_ns;       /**< CLOCK_MONOTONIC at cli_progress_init */
 	int64_t last_ns;        /**< when the line was last drawn */
 	uint64_t warnings;      /**< warnings reported so far */
+	const char *noun;       /**< what `files` counts, singular (default "file") */
+	char path[512];         /**< the entry the line last showed */
+	uint64_t path_base;     /**< bytes_read when that entry first showed */
+	uint64_t path_files;    /**< files done when that entry first showed */
 };
 
 void cli_progress_init(struct cli_progress *p);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #ifndef AMBERFS_VERSION
 #define AMBERFS_VERSION "0.1.0"
@@ -100,6 +101,34 @@ static int parse_help(struct main_args *m, int argc, char **argv)
 	return -1;
 }
 
+int cli_mount_helper;
+
+/*
+ * `amberfs ARCHIVE MOUNTPOINT [-o OPTIONS]`: how mount.fuse3 runs the
+ * filesystem program for `mount -t fuse.amberfs` when mount.fuse.amberfs
+ * is not installed where mount(8) looks.  The first word is then a path,
+ * not a command.
+ */
+static int helper_form(int argc, char **argv)
+{
+	return argc >= 2 && (strchr(argv[0], '/') || access(argv[0], F_OK) == 0) &&
+	       argv[1][0] != '-';
+}
+
+/* Run it as `amberfs mount ...`, with the words mount(8) adds (rw) allowed. */
+static int parse_helper_form(struct main_args *m, int argc, char **argv)
+{
+	static char mount_word[] = "mount";
+
+	/* argv[optind - 1] is the program name or a global option: reuse its slot */
+	m->cmd = find_command(mount_word);
+	m->argc = argc - optind + 1;
+	m->argv = argv + optind - 1;
+	m->argv[0] = mount_word;
+	cli_mount_helper = 1;
+	return -1;
+}
+
 /* @return -1 to run m->cmd, else the exit status. */
 static int parse(struct main_args *m, int argc, char **argv)
 {
@@ -132,6 +161,8 @@ static int parse(struct main_args *m, int argc, char **argv)
 	if (strcmp(argv[optind], "help") == 0)
 		return parse_help(m, argc - optind, argv + optind);
 	m->cmd = find_command(argv[optind]);
+	if (!m->cmd && helper_form(argc - optind, argv + optind))
+		return parse_helper_form(m, argc, argv);
 	if (!m->cmd)
 		return main_usage_error("unknown command '%s'", argv[optind]);
 	m->argc = argc - optind;

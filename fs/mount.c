@@ -224,7 +224,7 @@ static int validate(struct mnt_opts *o)
 	}
 	if (o->npos < 2)
 		return cli_usage("mount", "missing operand (expected ARCHIVE MOUNTPOINT)");
-	if (o->rw)
+	if (o->rw && !cli_mount_helper)
 		return cli_usage("mount", "option 'rw': amberfs mounts are read-only");
 	o->cache_size = DEFAULT_CACHE_SIZE;
 	if (o->cache_size_text && parse_size(&o->cache_size, o->cache_size_text))
@@ -257,6 +257,67 @@ static int parse(struct mnt *m, struct fuse_args *args)
 }
 
 /* Setup ----------------------------------------------------------------------- */
+
+/* Undo mountinfo's octal escapes (\040 for a space ...) in place. */
+static void unescape_mountinfo(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/*
+ * The mount last stacked on `dir`, if any (its type and source).  An
+ * autofs mount (x-systemd.automount) is what we are meant to cover, so it
+ * does not count.  @return 1 if one is there.
+ */
+static int mounted_on(const char *dir, char *type, char *source, size_t cap)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, *sep, mnt[PATH_MAX], fstype[256], src[PATH_MAX];
+	size_t n = 0;
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (getline(&line, &n, f) > 0) {
+		sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		    sscanf(sep + 3, "%255s %4095s", fstype, src) != 2)
+			continue;
+		unescape_mountinfo(mnt);
+		if (strcmp(mnt, dir) != 0)
+			continue;
+		found = strcmp(fstype, "autofs") != 0;
+		unescape_mountinfo(src);
+		snprintf(type, cap, "%s", fstype);
+		snprintf(source, cap, "%s", src);
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* A second mount on the same directory would hide the first one. */
+static int refuse_stacking(const char *dir)
+{
+	char type[PATH_MAX], source[PATH_MAX];
+
+	if (!mounted_on(dir, type, source, sizeof(type)))
+		return 0;
+	return cli_error("%s is already a mount point (%s on %s, type %s): unmount it first "
+			 "(fusermount3 -u %s) or choose another directory",
+			 dir, source, dir, type, dir);
+}
 
 /* The daemon runs in "/", so every path it keeps must be absolute. */
 static char *absolute(const char *path)
@@ -332,6 +393,8 @@ static int setup(struct mnt *m)
 	m->mountpoint_abs = realpath(m->o.pos[1], NULL);
 	if (!m->mountpoint_abs)
 		return cli_error("mount point %s: %s", m->o.pos[1], strerror(errno));
+	if ((status = refuse_stacking(m->mountpoint_abs)))
+		return status;
 	if (m->o.cache_dir && (status = set_cache_dir(m->o.cache_dir)))
 		return status;
 	if (m->o.log && !(m->logf = fopen(m->o.log, "ae")))
