@@ -1,5 +1,5 @@
 /*
- * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [--message M]
+ * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [-m|--message M]
  *                  [--no-cache] [--threads N] [--passphrase-file FILE]
  *                  [--signing-key FILE | --unsigned]
  *
@@ -11,7 +11,10 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char help[] =
 	"Usage: amberfs snapshot ARCHIVE SRC [OPTIONS]\n"
@@ -19,7 +22,7 @@ static const char help[] =
 	"\n"
 	"      --stream S              add the snapshot to stream S (default: main)\n"
 	"      --tag T                 also name the snapshot T (T must be new)\n"
-	"      --message M             store the free text M with the snapshot\n"
+	"  -m, --message M             store the free text M with the snapshot\n"
 	"      --no-cache              re-read every file instead of trusting the files\n"
 	"                              cache ($AMBERFS_CACHE_DIR)\n"
 	"      --threads N             compression threads (default 0: one per core)\n"
@@ -51,6 +54,7 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case 'h': return cli_help(help);
 	case OPT_STREAM: o->opts.stream = optarg; return -1;
 	case OPT_TAG: o->opts.tag = optarg; return -1;
+	case 'm':
 	case OPT_MESSAGE: o->opts.message = optarg; return -1;
 	case OPT_NO_CACHE: o->opts.no_cache = 1; return -1;
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
@@ -82,7 +86,7 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 	int c, status;
 
 	opterr = 0;
-	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+	while ((c = cli_getopt(argc, argv, ":hm:", opts)) != -1) {
 		status = option(o, c, argv);
 		if (status >= 0)
 			return status;
@@ -132,6 +136,29 @@ static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 	return CLI_EXIT_PARTIAL;
 }
 
+/*
+ * `amberfs snapshot SRC ARCHIVE` is an easy slip: when the first operand is
+ * a directory but no git repository, say which operand comes first.
+ */
+static int operands_swapped(const struct snapshot_args *o)
+{
+	struct stat st;
+	char *head = NULL;
+	int repo;
+
+	if (stat(o->pos[0], &st) != 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	if (asprintf(&head, "%s/HEAD", o->pos[0]) < 0)
+		return 0;
+	repo = access(head, F_OK) == 0;
+	free(head);
+	if (repo)
+		return 0;
+	return cli_error("%s is not an amberfs archive: the archive comes first "
+			 "(amberfs snapshot ARCHIVE SRC; 'amberfs init ARCHIVE' creates one)",
+			 o->pos[0]);
+}
+
 int cmd_snapshot(int argc, char **argv)
 {
 	struct snapshot_args o = {0};
@@ -139,6 +166,8 @@ int cmd_snapshot(int argc, char **argv)
 	int status = parse(&o, argc, argv);
 
 	if (status >= 0)
+		return status;
+	if ((status = operands_swapped(&o)))
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
 	if (status == 0)

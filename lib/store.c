@@ -316,7 +316,8 @@ int amber_store_open(amber_store **out, const char *path)
 	}
 	err = git_repository_open_ext(&repo, path, flags, NULL);
 	if (err == GIT_ENOTFOUND)
-		return amber_fail(AMBER_ENOTARCHIVE, "%s is not a git repository", path);
+		return amber_fail(AMBER_ENOTARCHIVE, "%s is not an amberfs archive (not a git repository)",
+				  path);
 	if (err < 0)
 		return git_fail(AMBER_ERROR, "%s: cannot open repository", path);
 	return store_new(out, path, repo);
