@@ -206,7 +206,8 @@ static void print_stat(const struct diff_args *o)
 	cli_human_size(a, o->added_bytes);
 	cli_human_size(r, o->removed_bytes);
 	printf("%" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " modified, %" PRIu64
-	       " type changed, %" PRIu64 " metadata only; %s in, %s out\n",
+	       " type changed, %" PRIu64 " metadata only; %s of file data added or changed, "
+	       "%s removed or replaced\n",
 	       o->count['A'], o->count['D'], o->count['M'], o->count['T'], o->count['m'], a, r);
 }
 

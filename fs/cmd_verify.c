@@ -142,7 +142,8 @@ static void on_progress(const amber_verify_stats *s, void *payload)
 	struct verify_args *o = payload;
 	amber_stats st = {0};
 
-	/* Reuse the shared progress line: files/dirs and bytes read so far. */
+	/* Reuse the shared progress line: objects and bytes read so far. */
+	o->prog.noun = "object";
 	st.files = s->objects;
 	st.dirs = s->snapshots;
 	st.bytes = s->bytes + s->data_bytes;
@@ -164,14 +165,16 @@ static void summary(const amber_verify_stats *s, double secs)
 	uint64_t bytes = s->bytes + s->data_bytes;
 
 	cli_human_size(size, bytes);
-	printf("verify: %" PRIu64 " problem%s; %" PRIu64 " snapshots in %" PRIu64
-	       " streams (%" PRIu64 " signed and verified, %" PRIu64 " unsigned",
-	       s->problems, s->problems == 1 ? "" : "s", s->snapshots, s->streams, s->signed_ok,
-	       s->unsigned_snapshots);
+	printf("verify: %" PRIu64 " problem%s; %" PRIu64 " snapshot%s in %" PRIu64
+	       " stream%s (%" PRIu64 " signed and verified, %" PRIu64 " unsigned",
+	       s->problems, s->problems == 1 ? "" : "s", s->snapshots, s->snapshots == 1 ? "" : "s",
+	       s->streams, s->streams == 1 ? "" : "s", s->signed_ok, s->unsigned_snapshots);
 	if (s->unchecked)
 		printf(", %" PRIu64 " signed but no public key to check", s->unchecked);
-	printf("), %" PRIu64 " objects, %s read in %.1f s (%.1f MB/s)%s\n", s->objects, size,
-	       secs, secs > 0 ? (double)bytes / 1e6 / secs : 0.0,
+	/* the same units as every other figure: IEC sizes, MiB/s */
+	printf("), %" PRIu64 " object%s, %s read in %.1f s (%.1f MiB/s)%s\n", s->objects,
+	       s->objects == 1 ? "" : "s", size, secs,
+	       secs > 0 ? (double)bytes / 1048576.0 / secs : 0.0,
 	       s->keyed ? "" : "; contents not authenticated (no key)");
 }
 
