@@ -48,6 +48,11 @@ extern int cli_mount_helper;
  */
 void cli_open_opts(amber_open_opts *o);
 
+/** How every command's help names snapshots (help stands without the man page). */
+#define CLI_HELP_SNAPSHOT \
+	"SNAPSHOT is latest (the newest), a commit id or a unique prefix of at least 7\n" \
+	"hex digits, a tag, or @TIME (ISO 8601 in UTC or with an offset, or @EPOCH).\n"
+
 /** Long-only option values start here, above every short option letter. */
 #define CLI_OPT_LONG 256
 

@@ -18,6 +18,7 @@
 static const char help[] =
 	"Usage: amberfs cat ARCHIVE SNAPSHOT:PATH\n"
 	"Write the contents of regular file PATH of SNAPSHOT to standard output.\n"
+	CLI_HELP_SNAPSHOT
 	"\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
