@@ -31,7 +31,9 @@ static const char help[] =
 	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
 	"                              archive with a signing key needs it\n"
 	"      --unsigned              write an unsigned snapshot into an archive that\n"
-	"                              has a signing key\n"
+	"                              has a signing key; its encrypted record says so,\n"
+	"                              and verify reports it as a warning, not as a\n"
+	"                              stripped signature\n"
 	"  -h, --help                  show this help\n"
 	"\n"
 	"Exit status 3: the snapshot was written (its id is printed), but some entries\n"
@@ -109,6 +111,19 @@ static int tag_failed(const char *id)
 	return CLI_EXIT_PARTIAL;
 }
 
+/* Say what --unsigned did in an archive that has a signing key. */
+static void unsigned_note(const struct snapshot_args *o, amber_archive *a, const char *id)
+{
+	uint8_t pk[32];
+
+	if (!o->opts.unsigned_ok || o->opts.signing_key_path ||
+	    amber_archive_signing_pubkey(pk, a) != 0)
+		return;
+	fprintf(stderr, "amberfs: note: snapshot %.12s is unsigned (--unsigned) though archive %s "
+		"has a signing key; its record says it was left unsigned on purpose, and verify "
+		"reports it as a warning\n", id, o->pos[0]);
+}
+
 static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 {
 	char id[AMBER_OID_HEXSZ + 1];
@@ -129,6 +144,7 @@ static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 	if (rc)
 		return cli_fail(rc, o->pos[0]);
 	printf("%s\n", id);
+	unsigned_note(o, a, id);
 	if (stats.errors == 0)
 		return CLI_EXIT_OK;
 	fprintf(stderr, "amberfs: snapshot %s is incomplete: %llu entries of %s could not be "

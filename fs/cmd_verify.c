@@ -127,6 +127,19 @@ static void on_problem(const amber_verify_problem *p, void *payload)
 	fflush(stdout);
 }
 
+/* Findings that are not problems: "warning: KIND: message; snapshot ID". */
+static void on_warning(const amber_verify_problem *p, void *payload)
+{
+	struct verify_args *o = payload;
+
+	cli_progress_end(&o->prog);
+	printf("warning: %s: ", amber_verify_kind_name(p->kind));
+	cli_print_name(stdout, p->message, strlen(p->message), o->raw);
+	print_field(o, "snapshot", p->snapshot);
+	putchar('\n');
+	fflush(stdout);
+}
+
 static void on_unsigned(const char *id, void *payload)
 {
 	struct verify_args *o = payload;
@@ -165,9 +178,12 @@ static void summary(const amber_verify_stats *s, double secs)
 	uint64_t bytes = s->bytes + s->data_bytes;
 
 	cli_human_size(size, bytes);
-	printf("verify: %" PRIu64 " problem%s; %" PRIu64 " snapshot%s in %" PRIu64
+	printf("verify: %" PRIu64 " problem%s", s->problems, s->problems == 1 ? "" : "s");
+	if (s->warnings)
+		printf(", %" PRIu64 " warning%s", s->warnings, s->warnings == 1 ? "" : "s");
+	printf("; %" PRIu64 " snapshot%s in %" PRIu64
 	       " stream%s (%" PRIu64 " signed and verified, %" PRIu64 " unsigned",
-	       s->problems, s->problems == 1 ? "" : "s", s->snapshots, s->snapshots == 1 ? "" : "s",
+	       s->snapshots, s->snapshots == 1 ? "" : "s",
 	       s->streams, s->streams == 1 ? "" : "s", s->signed_ok, s->unsigned_snapshots);
 	if (s->unchecked)
 		printf(", %" PRIu64 " signed but no public key to check", s->unchecked);
@@ -196,6 +212,7 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 	vo.read_data = o->read_data;
 	vo.public_key = pk;
 	vo.problem = on_problem;
+	vo.warning = on_warning;
 	vo.unsigned_snapshot = on_unsigned;
 	vo.progress = on_progress;
 	vo.payload = o;

@@ -1293,6 +1293,8 @@ static int fill_record(amber_record *r, snap *s, const amber_entry *root, const 
 	s->st.bytes_new = atomic_load(&s->bytes_new);
 	s->st.objects_new = atomic_load(&s->objects_new);
 	r->stats = s->st;
+	/* the authenticated record tells a deliberate --unsigned from a stripped signature */
+	r->unsigned_on_purpose = !s->signer && s->a->has_sign_pk;
 	if (!r->host || !r->source || !r->message)
 		return amber_fail(AMBER_ERROR, "out of memory");
 	rc = amber_manifest_encode(rootmeta, root, 1);

@@ -163,6 +163,9 @@ typedef struct vctx {
 	size_t nslot_oids;
 	int64_t last_progress;
 	char *mark_dir;
+	/* unsigned snapshots above signed history, judged once the key is known */
+	struct unsigned_above { uint8_t oid[20]; char stream[AMBER_STREAM_MAX + 1]; } *ua;
+	size_t nua;
 } vctx;
 
 static int64_t mono_ns(void)
@@ -516,6 +519,76 @@ done:
 	return rc < -1 ? rc : 0;
 }
 
+/* Remember an unsigned snapshot above signed history (judged by judge_unsigned). */
+static void unsigned_above(vctx *v, const char *hex, const char *stream)
+{
+	struct unsigned_above *n = realloc(v->ua, (v->nua + 1) * sizeof(*n));
+
+	if (!n) {
+		problem(v, AMBER_VERIFY_SIGNATURE, NULL, hex, NULL,
+			"snapshot %s is unsigned but older snapshots of stream '%s' are signed "
+			"(out of memory to judge it further)", hex, stream);
+		return;
+	}
+	v->ua = n;
+	amber_oid_fromhex(n[v->nua].oid, hex);
+	snprintf(n[v->nua].stream, sizeof(n[v->nua].stream), "%s", stream);
+	v->nua++;
+}
+
+static void warning(vctx *v, const char *snap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void warning(vctx *v, const char *snap, const char *fmt, ...)
+{
+	amber_verify_problem p = {0};
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p.kind = AMBER_VERIFY_SIGNATURE;
+	p.object = "";
+	p.snapshot = snap;
+	p.path = "";
+	p.message = msg;
+	v->st.warnings++;
+	if (v->o->warning)
+		v->o->warning(&p, v->o->payload);
+}
+
+/*
+ * An unsigned snapshot above signed ones is a stripped signature unless its
+ * record, authenticated with the archive's key, says a key holder wrote it
+ * unsigned on purpose (--unsigned).  A plain archive's record is not
+ * authenticated, and without the key it cannot be read: both stay problems.
+ */
+static void judge_unsigned(vctx *v, const struct unsigned_above *u)
+{
+	amber_record rec;
+	char hex[41];
+	int deliberate = 0, readable = v->st.keyed && v->a->encrypted;
+
+	amber_oid_tohex(hex, u->oid);
+	if (readable && amber_record_read(&rec, v->a, u->oid) == 0) {
+		deliberate = rec.unsigned_on_purpose;
+		amber_record_dispose(&rec);
+	} else if (readable) {
+		amber_error_clear(); /* an unreadable record is reported by the keyed walk */
+	}
+	if (deliberate) {
+		warning(v, hex, "snapshot %s of stream '%s' is unsigned: its authenticated record "
+			"says a key holder wrote it unsigned on purpose (--unsigned)", hex, u->stream);
+		return;
+	}
+	problem(v, AMBER_VERIFY_SIGNATURE, NULL, hex, NULL,
+		"snapshot %s is unsigned but older snapshots of stream '%s' are signed: %s", hex,
+		u->stream, readable ? "its signature was stripped (rewritten commit)" :
+		!v->a->encrypted ? "a stripped signature, or --unsigned (a plain archive's "
+		"record cannot prove which)" : "a stripped signature unless it was written "
+		"with --unsigned (verify with the key to tell)");
+}
+
 /*
  * Walk a stream from its tip along first parents.  Signatures: walking
  * back, a signed snapshot below an unsigned one means the newer one lost
@@ -542,10 +615,7 @@ static int walk_stream(vctx *v, struct stream *s)
 		if (is_signed == 0 && !unsigned_hex[0])
 			memcpy(unsigned_hex, hex, 41);
 		if (is_signed == 1 && unsigned_hex[0]) {
-			problem(v, AMBER_VERIFY_SIGNATURE, NULL, unsigned_hex, NULL,
-				"snapshot %s is unsigned but older snapshots of stream '%s' are "
-				"signed: its signature was stripped (rewritten commit)",
-				unsigned_hex, s->name);
+			unsigned_above(v, unsigned_hex, s->name);
 			unsigned_hex[0] = '\0';
 		}
 		memcpy(cur, next, 20);
@@ -1312,6 +1382,8 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 			walk_contents(&v, &v.streams[i]);
 		}
 	}
+	for (size_t i = 0; rc == 0 && i < v.nua; i++)
+		judge_unsigned(&v, &v.ua[i]);
 	if (rc == 0)
 		check_slot_marks(&v, v.st.keyed && a->encrypted);
 	if (rc == 0 && v.st.problems == 0 && !v.o->no_marks) {
@@ -1326,6 +1398,7 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	oidset_dispose(&v.dirs_ok);
 	oidset_dispose(&v.files_ok);
 	oidset_dispose(&v.chunks_ok);
+	free(v.ua);
 	free(v.streams);
 	free(v.tags);
 	free(v.sample_record);
