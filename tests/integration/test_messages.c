@@ -194,7 +194,17 @@ Test(messages, snapshot_progress_moves_while_one_large_file_is_read)
 
 Test(messages, scripts_test_says_what_it_is_doing)
 {
-	const char *env[] = { "AMBERFS_NO_ASAN=1", NULL };
+	/* ninja and meson stubs: the suite must not rebuild the tree it runs from */
+	char *bin = pjoin(IT.tmp, "bin");
+	mkdir_p(bin, 0755);
+	char *stub = pjoin(bin, "ninja");
+	write_file(stub, "#!/bin/sh\nexit 0\n", 17, 0755);
+	free(stub);
+	stub = pjoin(bin, "meson");
+	write_file(stub, "#!/bin/sh\nexit 0\n", 17, 0755);
+	free(stub);
+	char *path = xasprintf("PATH=%s:/usr/sbin:/usr/bin:/sbin:/bin", bin);
+	const char *env[] = { "AMBERFS_NO_ASAN=1", path, NULL };
 	run_opts o = { .env = env, .timeout = 600, .cwd = AMBER_SOURCE_DIR };
 	run_result r;
 	run_cmd(&r, &o, "scripts/test", "no-such-test-program", NULL);
@@ -202,6 +212,8 @@ Test(messages, scripts_test_says_what_it_is_doing)
 		  "scripts/test should say it checks dependencies and builds: %s", r.out);
 	cr_assert(strstr(r.out, "0 passed, 0 failed"), "%s", r.out);
 	run_result_dispose(&r);
+	free(path);
+	free(bin);
 }
 
 /* ---- point 13: no raw escape codes off a terminal ---------------------- */
@@ -306,4 +318,22 @@ Test(messages, every_command_help_stands_on_its_own)
 	}
 	cr_assert(n >= 14, "only %d commands listed: %s", n, top);
 	free(top);
+}
+
+Test(messages, log_and_repack_say_one_file_and_use_iec_sizes)
+{
+	char id[41];
+	char *arch = small_archive(id, 1); /* one file: a.txt */
+	run_result r;
+	amber(&r, "log", arch, NULL);
+	assert_ok(&r, "log");
+	cr_assert(strstr(r.out, " 1 file ") && !strstr(r.out, " 1 files"),
+		  "log should say '1 file': %s", r.out);
+	run_result_dispose(&r);
+	amber(&r, "repack", arch, "--all", NULL);
+	assert_ok(&r, "repack --all");
+	cr_assert(!strstr(r.out, " bytes copied") && !strstr(r.out, " 1 packs") &&
+		  !strstr(r.out, " 1 objects"), "repack: IEC sizes and singulars: %s", r.out);
+	run_result_dispose(&r);
+	free(arch);
 }

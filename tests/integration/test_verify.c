@@ -57,7 +57,7 @@ static void expect_clean(const char *arch, const char *extra1, const char *extra
 	char *what = xasprintf("verify %s %s", extra1 ? extra1 : "", extra2 ? extra2 : "");
 	assert_ok(&r, what);
 	cr_assert(strstr(r.out, "verify: 0 problems"), "%s: no summary line: %s", what, r.out);
-	cr_assert(strstr(r.out, "MB/s"), "%s: the summary gives throughput: %s", what, r.out);
+	cr_assert(strstr(r.out, "MiB/s"), "%s: the summary gives throughput: %s", what, r.out);
 	free(what);
 	run_result_dispose(&r);
 }
