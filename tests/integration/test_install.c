@@ -224,6 +224,18 @@ Test(install, installed_amberfs_and_mount_helper_mount_an_archive)
 	char *a = pjoin(mnt, "latest/a.txt");
 	char *got = read_file(a, NULL);
 	cr_assert_str_eq(got, "alpha\n");
+
+	/* amberfs-coldsync finds the amberfs installed next to it, whatever PATH says */
+	char *cold = xasprintf("%s/bin/amberfs-coldsync", in.root);
+	char *copy = pjoin(IT.tmp, "copy");
+	const char *bare_env[] = { cache, home, "PATH=/usr/bin:/bin", "AMBERFS_BIN", NULL };
+	run_opts co = { .env = bare_env, .timeout = 120 };
+	run_cmd(&r, &co, cold, arch, copy, NULL);
+	cr_assert_eq(r.status, 0, "installed amberfs-coldsync without amberfs on PATH: exit %d: %s",
+		     r.status, r.err);
+	run_result_dispose(&r);
+	free(copy);
+	free(cold);
 	run_cmd(&r, &o, "fusermount3", "-u", mnt, NULL);
 	assert_ok(&r, "fusermount3 -u");
 	run_result_dispose(&r);
