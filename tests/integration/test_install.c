@@ -176,6 +176,23 @@ Test(install, amberfs_helpers_man_pages_and_completion_go_where_they_are_found)
 	run_result_dispose(&r);
 	free(lib3);
 
+	/* the example systemd unit, with its Documentation= pages found */
+	char *unit_src = xasprintf("%s/share/doc/amberfs/examples/amberfs-vault.mount", in.root);
+	char *unit = pjoin(IT.tmp, "mnt-vault.mount"); /* the name its Where= needs */
+	char *utext = read_file(unit_src, NULL);
+	write_str(unit, utext);
+	char *manpath = xasprintf("MANPATH=%s/share/man", in.root);
+	const char *menv[] = { manpath, NULL };
+	run_opts mo = { .env = menv, .timeout = 60 };
+	run_cmd(&r, &mo, "systemd-analyze", "verify", unit, NULL);
+	cr_assert_eq(r.status, 0, "systemd-analyze verify of the installed example unit: %s%s",
+		     r.out, r.err);
+	run_result_dispose(&r);
+	free(manpath);
+	free(utext);
+	free(unit);
+	free(unit_src);
+
 	/* bash-completion's completionsdir, relative to our prefix */
 	char *comp = completion_file(&in);
 	assert_file(comp, 0, "bash completion");
