@@ -3044,9 +3044,12 @@ Test(mount, systemd_mount_unit_verifies_and_mounts_where_systemd_runs, .fini = s
 	cr_assert(!strstr(r.err, name), "systemd-analyze verify complains: %s", r.err);
 	run_result_dispose(&r);
 	if (access("/run/systemd/system", F_OK) != 0) {
-		/* systemd is not PID 1 here: nothing can start the unit */
-		cr_log_warn("systemd is not running (PID 1 is not systemd): %s verified, not "
-			    "started", name);
+		/*
+		 * systemd is not PID 1 here: nothing can start the unit.  Said on
+		 * stderr (a Criterion warning would fail the program's exit status).
+		 */
+		fprintf(stderr, "note: systemd is not running (PID 1 is not systemd): %s was "
+			"verified, not started\n", name);
 	} else {
 		sys_helper_ready();
 		char *run = pjoin("/run/systemd/system", name);
