@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -2835,12 +2836,29 @@ static void sys_restore(void)
 }
 
 /*
+ * The tests that change /etc/fstab or /sbin take this lock first, so that
+ * two suites on one machine (a plain and an ASan pass, two worktrees) take
+ * turns; it is released when the test's process exits.
+ */
+static void sys_lock(void)
+{
+	static int held;
+	if (held)
+		return;
+	held = 1;
+	int fd = open("/run/lock/amberfs-itest-system.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0, "/run/lock/amberfs-itest-system.lock: %s", strerror(errno));
+	cr_assert(flock(fd, LOCK_EX) == 0, "flock: %s", strerror(errno));
+}
+
+/*
  * mount(8) runs /sbin/mount.fuse.amberfs for type fuse.amberfs.  An
  * installed one is used as it is (it runs $AMBERFS, the build's binary
  * here); otherwise the build's helper is put there for the test.
  */
 static void sys_helper_ready(void)
 {
+	sys_lock();
 	if (access(SYS_HELPER, X_OK) == 0)
 		return;
 	char *helper = find_helper();
@@ -2914,6 +2932,7 @@ Test(mount, fstab_line_mounts_with_mount_mountpoint, .fini = sys_fini)
 	sys_helper_ready();
 
 	size_t len;
+	sys_lock();
 	char *orig = read_file(FSTAB, &len);
 	char *left = strstr(orig, FSTAB_MARK); /* from a run that was killed */
 	if (left)
