@@ -1157,17 +1157,19 @@ static int ref_code(int err)
 	}
 }
 
-static int packed_refs_broken(void);
+static int packed_refs_broken(amber_store *s, size_t *first_bad);
+static int packed_refs_refused(amber_store *s, const char *what, size_t line);
 static int packed_lookup(uint8_t oid[20], amber_store *s, const char *name);
 
 int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name)
 {
 	git_oid id;
+	size_t line;
 	int err;
 
 	pthread_mutex_lock(&s->mu);
 	err = git_reference_name_to_id(&id, s->repo, name);
-	if (err < 0 && err != GIT_ENOTFOUND && packed_refs_broken())
+	if (err < 0 && packed_refs_broken(s, &line))
 		err = packed_lookup(id.id, s, name); /* no loose ref: libgit2 looked first */
 	pthread_mutex_unlock(&s->mu);
 	if (err == GIT_ENOTFOUND)
@@ -1183,13 +1185,18 @@ int amber_store_ref_update(amber_store *s, const char *name, const uint8_t oid[2
 {
 	git_reference *ref = NULL;
 	git_oid id, cur;
+	size_t line;
 	int err;
 
 	git_oid_fromraw(&id, oid);
 	if (expect)
 		git_oid_fromraw(&cur, expect);
-	/* With an expected value libgit2 needs force, or it refuses to replace. */
 	pthread_mutex_lock(&s->mu);
+	if (packed_refs_broken(s, &line)) {
+		pthread_mutex_unlock(&s->mu);
+		return packed_refs_refused(s, name, line);
+	}
+	/* With an expected value libgit2 needs force, or it refuses to replace. */
 	err = git_reference_create_matching(&ref, s->repo, name, &id, expect != NULL,
 					    expect ? &cur : NULL, log_message);
 	pthread_mutex_unlock(&s->mu);
@@ -1273,19 +1280,44 @@ static void reflist_clear(struct reflist *l)
 
 /*
  * packed-refs, read tolerantly.  libgit2 refuses the whole file for one
- * malformed line, which made every ref read and `verify` fail: here a
- * malformed line is skipped (verify reports it, see
- * amber_store_packed_refs_bad()) and the other refs stay readable.  Used
- * only when libgit2 says the file is corrupt.  Lock held.
+ * malformed line, and after that first refusal it goes on as if the file
+ * held no refs at all (it remembers the file as read): the second listing
+ * in a process silently lost every packed tag.  So whenever the file has a
+ * malformed line, refs are read here instead: the line is skipped (verify
+ * reports it, see amber_store_packed_refs_bad()) and the other refs stay
+ * readable.  Writes are refused until the line is repaired, as git does:
+ * libgit2 would check "the ref still has its expected value" and "the tag
+ * does not exist yet" against that empty view.  Lock held.
  */
 #define PACKED_LINE_MAX 4096
 
-static int packed_refs_broken(void)
-{
-	const git_error *e = git_error_last();
+static int packed_scan(amber_store *s, size_t *bad, size_t *first_bad,
+		       int (*cb)(const char *name, const uint8_t oid[20], void *payload),
+		       void *payload);
 
-	return e && e->klass == GIT_ERROR_REFERENCE && e->message &&
-	       strstr(e->message, "packed references");
+static int packed_none_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	(void)name, (void)oid, (void)payload;
+	return 0;
+}
+
+/* 1 if packed-refs has a malformed line (the first one's number in *first_bad). */
+static int packed_refs_broken(amber_store *s, size_t *first_bad)
+{
+	size_t bad = 0;
+
+	packed_scan(s, &bad, first_bad, packed_none_cb, NULL);
+	return bad > 0;
+}
+
+/* `what`: the ref that was not updated, or NULL when nothing was written. */
+static int packed_refs_refused(amber_store *s, const char *what, size_t line)
+{
+	return amber_fail(AMBER_ECORRUPT,
+			  "%spacked-refs: line %zu is malformed, so %s%s (git refuses the file "
+			  "too): remove or repair the line (amberfs verify lists it), then retry",
+			  git_repository_path(s->repo), line, what ? "this did not update " :
+			  "nothing was written", what ? what : "");
 }
 
 static int hex_oid(uint8_t oid[20], const char *hex)
@@ -1452,15 +1484,14 @@ int amber_store_ref_foreach(amber_store *s, const char *glob,
 			    void *payload)
 {
 	struct reflist l = {0};
+	size_t i, line;
 	int rc;
-	size_t i;
 
 	pthread_mutex_lock(&s->mu);
-	rc = reflist_collect(&l, s, glob);
-	if (rc < 0 && packed_refs_broken()) {
-		reflist_clear(&l);
+	if (packed_refs_broken(s, &line))
 		rc = tolerant_collect(&l, s, glob);
-	}
+	else
+		rc = reflist_collect(&l, s, glob);
 	pthread_mutex_unlock(&s->mu);
 	/* Callbacks run unlocked so they may use the store themselves. */
 	for (i = 0; rc == 0 && i < l.n; i++)
@@ -1537,7 +1568,8 @@ static void clear_stale_tmp(amber_store *s)
 int amber_store_lock(amber_store *s)
 {
 	char *path;
-	int fd;
+	size_t line;
+	int fd, broken;
 
 	if (s->lock_fd >= 0)
 		return 0;
@@ -1563,6 +1595,14 @@ int amber_store_lock(amber_store *s)
 	}
 	free(path);
 	s->lock_fd = fd;
+	/* Refused before any work: the write would fail at its ref update. */
+	pthread_mutex_lock(&s->mu);
+	broken = packed_refs_broken(s, &line);
+	pthread_mutex_unlock(&s->mu);
+	if (broken) {
+		amber_store_unlock(s);
+		return packed_refs_refused(s, NULL, line);
+	}
 	lock_note_pid(fd);
 	clear_stale_tmp(s);
 	return 0;
