@@ -719,6 +719,11 @@ char *amber_archive_cache_dir(const amber_archive *a)
 	return amber_cachedir_get(a->cache_none ? "" : a->cache_base, a->id);
 }
 
+int amber_archive_cache_check(const amber_archive *a)
+{
+	return amber_cachedir_check(a->cache_none ? "" : a->cache_base, a->id);
+}
+
 int amber_archive_set_cache(amber_archive *a, size_t bytes)
 {
 	amber_cache *c = amber_cache_new(bytes);

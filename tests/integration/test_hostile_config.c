@@ -520,3 +520,61 @@ Test(hostile_config, home_unset_does_not_use_tmp)
 	free(home_cache);
 	free(tmpdir);
 }
+
+/* ---- the local cache directory ------------------------------------------------------------ */
+
+/* stderr holds exactly one line, the warning about `dir`. */
+static void expect_one_cache_warning(const run_result *r, const char *dir, const char *what)
+{
+	const char *nl = strchr(r->err, '\n');
+
+	cr_assert_eq(r->status, 0, "%s: exit %d: %s", what, r->status, r->err);
+	cr_assert(strncmp(r->err, "amberfs: warning: cache directory ", 34) == 0 &&
+		  strstr(r->err, dir) && strstr(r->err, "not safe") &&
+		  strstr(r->err, "AMBERFS_CACHE_DIR"), "%s: %s", what, r->err);
+	cr_assert(nl && nl[1] == '\0', "%s: one line expected: %s", what, r->err);
+}
+
+/*
+ * A cache directory that others may write, or that is not the caller's,
+ * is not used (so nobody can plant files in it), and ls, log and snapshot
+ * say so once each, naming it and what to do, instead of going silently
+ * slower.
+ */
+Test(hostile_config, unsafe_cache_directory_is_named_once_by_ls_log_and_snapshot)
+{
+	char *arch = good_archive(), *src = pjoin(IT.tmp, "src"), *cache = pjoin(IT.tmp, "shared");
+	char *env = xasprintf("AMBERFS_CACHE_DIR=%s", cache);
+	const char *const vars[] = {env, NULL};
+	run_opts o = {.env = vars};
+	run_result r;
+
+	mkdir_p(cache, 0700);
+	cr_assert_eq(chmod(cache, 01777), 0);
+	amber_o(&r, &o, "ls", arch, "latest", NULL);
+	expect_one_cache_warning(&r, cache, "ls");
+	cr_assert(strstr(r.out, "file"), "ls: %s", r.out);
+	run_result_dispose(&r);
+	amber_o(&r, &o, "log", arch, NULL);
+	expect_one_cache_warning(&r, cache, "log");
+	run_result_dispose(&r);
+	amber_o(&r, &o, "snapshot", arch, src, NULL);
+	expect_one_cache_warning(&r, cache, "snapshot");
+	run_result_dispose(&r);
+	cr_assert_eq(chmod(cache, 0700), 0);
+	if (geteuid() == 0) { /* someone else's, mode 0700 */
+		cr_assert_eq(chown(cache, 65534, 65534), 0);
+		amber_o(&r, &o, "log", arch, NULL);
+		expect_one_cache_warning(&r, cache, "log, another user's directory");
+		cr_assert(strstr(r.err, "uid 65534"), "%s", r.err);
+		run_result_dispose(&r);
+		cr_assert_eq(chown(cache, 0, 0), 0);
+	}
+	amber_o(&r, &o, "log", arch, NULL);
+	assert_ok(&r, "log with a safe cache");
+	cr_assert_str_eq(r.err, "", "no warning for a safe cache directory");
+	run_result_dispose(&r);
+	free(env);
+	free(cache);
+	free(src);
+}
