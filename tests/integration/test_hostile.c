@@ -927,3 +927,70 @@ Test(hostile, source_deeper_than_an_archive_may_is_refused_by_snapshot)
 	free(deep);
 	free(ok);
 }
+
+/* ------------------------------------------------------------------ */
+/* A pack index whose offset points past its pack                      */
+
+/* Flip the third byte of the first offset of the largest pack index
+ * (found by the bit-flip sweep): libgit2 read past the end of the
+ * mapped pack and every reader died of SIGBUS. */
+static char *flip_an_offset(const char *arch)
+{
+	char *dir = pjoin(arch, "objects/pack"), *best = NULL;
+	run_result r;
+	size_t best_len = 0, len = 0;
+
+	run_cmd(&r, NULL, "find", dir, "-name", "*.idx", NULL);
+	assert_ok(&r, "find pack indexes");
+	for (char *save = NULL, *idx = strtok_r(r.out, "\n", &save); idx;
+	     idx = strtok_r(NULL, "\n", &save)) {
+		free(read_file(idx, &len));
+		if (len > best_len) {
+			free(best);
+			best = strdup(idx);
+			best_len = len;
+		}
+	}
+	run_result_dispose(&r);
+	cr_assert(best, "no pack index in %s", dir);
+	uint8_t *b = (uint8_t *)read_file(best, &len);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	size_t at = 1032 + 24 * (size_t)n + 2;
+	cr_assert(n > 0 && at < len);
+	b[at] ^= 0xFF;
+	cr_assert_eq(chmod(best, 0644), 0);
+	write_file(best, b, len, 0644);
+	free(b);
+	free(dir);
+	return best;
+}
+
+static void expect_damaged_index(const char *what, const char *idx, const char *arg0,
+				 const char *arg1, const char *arg2, const char *arg3)
+{
+	run_result r;
+	amber(&r, arg0, arg1, arg2, arg3, NULL);
+	cr_assert_eq(r.status, 1, "%s: exit %d (a signal is > 128); stderr %.300s", what,
+		     r.status, r.err);
+	cr_assert(strstr(r.err, strrchr(idx, '/') + 1) && strstr(r.err, "git index-pack"),
+		  "%s should name the index and the fix: %s", what, r.err);
+	run_result_dispose(&r);
+}
+
+Test(hostile, pack_index_offset_past_its_pack_is_refused_not_a_crash)
+{
+	char *src = pjoin(IT.tmp, "src"), *dest = pjoin(IT.tmp, "dest"), id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "a.txt"), "alpha\n");
+	write_str(pjoin(src, "b.txt"), "bravo\n");
+	char *arch = plain_archive(src, id);
+	char *idx = flip_an_offset(arch);
+
+	expect_damaged_index("verify", idx, "verify", arch, "--read-data", NULL);
+	expect_damaged_index("restore", idx, "restore", arch, "latest", dest);
+	expect_damaged_index("cat", idx, "cat", arch, "latest:a.txt", NULL);
+	cr_assert(access(dest, F_OK) != 0, "restore created %s", dest);
+	free(idx);
+	free(dest);
+	free(src);
+}
