@@ -1102,11 +1102,11 @@ static int dir_finish(snap *s, dirwork *d, amber_entry *self)
 static int too_deep(snap *s)
 {
 	size_t len = strlen(s->path);
+	const char *tail = len > 200 ? s->path + len - 200 : s->path;
 
-	return amber_fail(AMBER_EINVAL, "source %s%s: directories nested more than %d levels deep, "
-			  "more than an archive holds: snapshot the deeper part as a source of "
-			  "its own", len > 200 ? "..." : "", len > 200 ? s->path + len - 200 : s->path,
-			  AMBER_MAX_DEPTH);
+	return amber_fail(AMBER_EINVAL, "source %s%s: directories nested more than %d levels "
+			  "deep, more than an archive holds: snapshot the deeper part as a "
+			  "source of its own", tail == s->path ? "" : "...", tail, AMBER_MAX_DEPTH);
 }
 
 static int snap_dir(snap *s, int dfd, amber_entry *self)
@@ -1990,7 +1990,8 @@ static int update_subdir(incr *x, int dfd, const amber_entry *oe, const dnode *k
 	rc = e->name ? dir_meta(x->s, e, fd) : amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0 && kid->nkids) {
 		x->s->depth++;
-		rc = x->s->depth > AMBER_MAX_DEPTH ? too_deep(x->s) : update_dir(x, fd, oe, kid, e);
+		rc = x->s->depth > AMBER_MAX_DEPTH ? too_deep(x->s)
+						   : update_dir(x, fd, oe, kid, e);
 		x->s->depth--;
 	} else if (rc == 0) {
 		e->content = oe->content;
