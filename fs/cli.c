@@ -229,6 +229,17 @@ void cli_open_opts(amber_open_opts *o)
 	o->weak_kdf_ok = cli_kdf_test;
 }
 
+/* The library skips an unsafe cache directory without a word: say so, once. */
+static void cache_warn_once(const amber_archive *a)
+{
+	static int warned;
+
+	if (!warned && amber_archive_cache_check(a) < 0) {
+		warned = 1;
+		fprintf(stderr, "amberfs: warning: %s\n", amber_error_last());
+	}
+}
+
 int cli_open_archive(amber_archive **out, const char *path, const char *passfile)
 {
 	amber_archive *a = NULL;
@@ -255,6 +266,7 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 			return rc;
 		}
 	}
+	cache_warn_once(a);
 	*out = a;
 	return 0;
 }

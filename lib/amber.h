@@ -182,6 +182,17 @@ const char *amber_archive_path(const amber_archive *a);
 /** The archive's random id (32 hex characters); owned by the archive. */
 const char *amber_archive_id(const amber_archive *a);
 
+/**
+ * Whether the archive's local cache directory (amber_open_opts.cache_dir)
+ * can be used.  One that is not the caller's own, or that others may
+ * write, is never used: the caches are skipped (slower, never wrong), and
+ * this says so, so that a front end can tell the user once.  Creates
+ * nothing.
+ * @return 0, or AMBER_ERROR with the reason (naming the directory and what
+ *         to do) in amber_error_last().
+ */
+int amber_archive_cache_check(const amber_archive *a);
+
 /** Close an archive and wipe its keys.  NULL-safe. */
 void amber_archive_free(amber_archive *a);
 

@@ -28,6 +28,7 @@ typedef struct differ {
 	int ranges;
 	amber_diff_cb cb;
 	void *payload;
+	unsigned depth;           /* of the directories being compared */
 	char path[8192];
 } differ;
 
@@ -387,17 +388,12 @@ static int diff_fanout(differ *d, const amber_entry *o, const amber_entry *n,
 	return rc;
 }
 
-static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
+static int diff_dirs_at(differ *d, const amber_entry *o, const amber_entry *n)
 {
 	amber_fanout_view vo = {0}, vn = {0};
 	amber_dir *x = NULL, *y = NULL;
-	int rc;
+	int rc = amber_dir_buckets(&vo, d->a, o);
 
-	/* the same tree and manifest: identical below, nothing decrypted */
-	if (memcmp(o->tree_oid, n->tree_oid, 20) == 0 &&
-	    memcmp(&o->link, &n->link, sizeof(o->link)) == 0)
-		return 0;
-	rc = amber_dir_buckets(&vo, d->a, o);
 	if (rc == 0)
 		rc = amber_dir_buckets(&vn, d->b, n);
 	if (rc == 0 && vo.b && vn.b && vo.bits == vn.bits) {
@@ -410,6 +406,25 @@ static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
 	}
 	free(vo.b);
 	free(vn.b);
+	return rc;
+}
+
+/* Recursive: bounded by AMBER_MAX_DEPTH, as no archive nests deeper. */
+static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
+{
+	int rc;
+
+	/* the same tree and manifest: identical below, nothing decrypted */
+	if (memcmp(o->tree_oid, n->tree_oid, 20) == 0 &&
+	    memcmp(&o->link, &n->link, sizeof(o->link)) == 0)
+		return 0;
+	if (d->depth > AMBER_MAX_DEPTH)
+		return amber_fail(AMBER_ECORRUPT, "%.200s...: directories nested more than %d "
+				  "levels deep, which no archive holds: the archive is malformed "
+				  "(see amberfs verify)", d->path, AMBER_MAX_DEPTH);
+	d->depth++;
+	rc = diff_dirs_at(d, o, n);
+	d->depth--;
 	return rc;
 }
 

@@ -23,6 +23,10 @@
 #define AMBER_TARGET_MAX 4096
 #define AMBER_INDEX_MAX_CHUNKS (1u << 24)
 #define AMBER_FANOUT_THRESHOLD 1024  /* directories with more entries fan out */
+/* Directories nest at most this deep below a snapshot's root (a root's
+ * child is at depth 1): writers refuse deeper sources, and readers that
+ * walk a tree stop there with an error instead of running out of stack. */
+#define AMBER_MAX_DEPTH 1024
 
 /** 1 if name[0..len) is a valid entry name, else 0. */
 int amber_name_valid(const char *name, size_t len);

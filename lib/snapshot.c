@@ -135,6 +135,7 @@ typedef struct snap {
 	amber_signer *signer;   /* NULL: unsigned commit */
 	const char *const *append_only; /* globs of files that only grow (writer sessions) */
 	uint8_t *buf;           /* read buffer of the walking thread */
+	unsigned depth;         /* of the directory being walked (the root's is 0) */
 	char path[8192];        /* current relative path */
 } snap;
 
@@ -768,7 +769,9 @@ static int do_entry(snap *s, amber_entry *e, int dfd, const char *name, pending 
 			return 1;
 		}
 		e->type = AMBER_T_DIR;
+		s->depth++;
 		rc = snap_dir(s, fd, e);
+		s->depth--;
 		close(fd);
 		break;
 	}
@@ -1095,11 +1098,24 @@ static int dir_finish(snap *s, dirwork *d, amber_entry *self)
 	return rc;
 }
 
+/* A source deeper than an archive may be: refused, naming the end of its path. */
+static int too_deep(snap *s)
+{
+	size_t len = strlen(s->path);
+	const char *tail = len > 200 ? s->path + len - 200 : s->path;
+
+	return amber_fail(AMBER_EINVAL, "source %s%s: directories nested more than %d levels "
+			  "deep, more than an archive holds: snapshot the deeper part as a "
+			  "source of its own", tail == s->path ? "" : "...", tail, AMBER_MAX_DEPTH);
+}
+
 static int snap_dir(snap *s, int dfd, amber_entry *self)
 {
 	dirwork d = {0};
 	int rc = 0;
 
+	if (s->depth > AMBER_MAX_DEPTH)
+		return too_deep(s);
 	s->st.dirs++;
 	if (list_names(&d.names, &d.n, dfd) < 0) {
 		warn_errno(s, s->path[0] ? s->path : ".", "cannot list directory");
@@ -1975,7 +1991,10 @@ static int update_subdir(incr *x, int dfd, const amber_entry *oe, const dnode *k
 	e->type = AMBER_T_DIR;
 	rc = e->name ? dir_meta(x->s, e, fd) : amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0 && kid->nkids) {
-		rc = update_dir(x, fd, oe, kid, e);
+		x->s->depth++;
+		rc = x->s->depth > AMBER_MAX_DEPTH ? too_deep(x->s)
+						   : update_dir(x, fd, oe, kid, e);
+		x->s->depth--;
 	} else if (rc == 0) {
 		e->content = oe->content;
 		memcpy(e->tree_oid, oe->tree_oid, 20);

@@ -67,7 +67,8 @@
 
 #define MAX_OBJECT ((size_t)1 << 30)
 #define MAX_RECORD_B64 ((size_t)1 << 20)
-#define MAX_DEPTH 1024
+/* git trees nest a directory's tree and its fan-out buckets' per level */
+#define MAX_DEPTH (2 * AMBER_MAX_DEPTH + 2)
 
 /* ---- a set of object ids, each with a flag ------------------------------------ */
 
@@ -1211,8 +1212,13 @@ static void walk_dir(vctx *v, amber_snapshot *s, const amber_entry *dir, const c
 	int rc;
 
 	v->st.dirs++;
-	if (oidset_find(&v->dirs_ok, dir->tree_oid, 0) || depth > MAX_DEPTH)
+	if (oidset_find(&v->dirs_ok, dir->tree_oid, 0))
 		return;
+	if (depth > AMBER_MAX_DEPTH) {
+		problem(v, AMBER_VERIFY_MALFORMED, dir->link.oid, s->info.id, path,
+			"directories nested more than %d levels deep", AMBER_MAX_DEPTH);
+		return;
+	}
 	rc = amber_dir_open(&d, s, dir);
 	if (rc < 0) {
 		problem(v, content_kind(rc), dir->link.oid, s->info.id, path[0] ? path : "/",

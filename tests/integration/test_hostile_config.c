@@ -393,6 +393,64 @@ Test(hostile_config, malformed_packed_refs_line_spares_the_other_refs)
 	free(packed);
 }
 
+static void expect_packed_refs_refusal(run_result *r, const char *what)
+{
+	cr_assert_eq(r->status, 1, "%s: exit %d; stdout %s; stderr %s", what, r->status, r->out,
+		     r->err);
+	cr_assert(strstr(r->err, "packed-refs: line 6 is malformed") &&
+		  strstr(r->err, "remove or repair the line"), "%s: %s", what, r->err);
+	run_result_dispose(r);
+}
+
+/*
+ * Writes refuse (as git does), naming the file, its line and what to do;
+ * readers keep every other ref, packed tags included, however often they
+ * list them; once the line is removed, writing works again.
+ */
+Test(hostile_config, malformed_packed_refs_line_refuses_writes_and_keeps_tags)
+{
+	char *arch = good_archive(), *packed = pjoin(arch, "packed-refs");
+	char *src = pjoin(IT.tmp, "src"), *fresh = pjoin(IT.tmp, "src/new"), *main = NULL;
+	char id[41];
+	run_result r;
+
+	amber(&r, "tag", arch, "latest", "t1", NULL);
+	assert_ok(&r, "tag t1");
+	run_result_dispose(&r);
+	free(git_ok(arch, NULL, "pack-refs", "--all", NULL));
+	main = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	int fd = open(packed, O_WRONLY | O_APPEND);
+	cr_assert(fd >= 0);
+	cr_assert(write(fd, "this is not a ref\n", 18) == 18);
+	close(fd);
+	write_str(fresh, "new\n");
+	amber(&r, "snapshot", arch, src, NULL);
+	expect_packed_refs_refusal(&r, "snapshot");
+	amber(&r, "tag", arch, "latest", "t2", NULL);
+	expect_packed_refs_refusal(&r, "tag");
+	amber(&r, "log", arch, NULL);
+	assert_ok(&r, "log");
+	cr_assert(strstr(r.out, "tags: t1"), "log lost the packed tag: %s", r.out);
+	run_result_dispose(&r);
+	char *loose_main = pjoin(arch, "refs/heads/main"), *loose_t2 = pjoin(arch, "refs/tags/t2");
+	cr_assert(access(loose_main, F_OK) != 0 && access(loose_t2, F_OK) != 0, "a ref was written");
+	free(loose_main);
+	free(loose_t2);
+	run_opts o = {0};
+	run_cmd(&r, &o, "sed", "-i", "/not a ref/d", packed, NULL);
+	assert_ok(&r, "sed");
+	run_result_dispose(&r);
+	char *now = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	cr_assert_str_eq(now, main, "main moved while packed-refs was malformed");
+	free(now);
+	amber_snapshot_ok(id, arch, src, NULL);
+	assert_fsck(arch);
+	free(main);
+	free(fresh);
+	free(src);
+	free(packed);
+}
+
 /* ---- the cache directory -------------------------------------------------------------- */
 
 static char *cache_of(const char *arch)
@@ -461,4 +519,62 @@ Test(hostile_config, home_unset_does_not_use_tmp)
 	rm_rf(home_cache);
 	free(home_cache);
 	free(tmpdir);
+}
+
+/* ---- the local cache directory ------------------------------------------------------------ */
+
+/* stderr holds exactly one line, the warning about `dir`. */
+static void expect_one_cache_warning(const run_result *r, const char *dir, const char *what)
+{
+	const char *nl = strchr(r->err, '\n');
+
+	cr_assert_eq(r->status, 0, "%s: exit %d: %s", what, r->status, r->err);
+	cr_assert(strncmp(r->err, "amberfs: warning: cache directory ", 34) == 0 &&
+		  strstr(r->err, dir) && strstr(r->err, "not safe") &&
+		  strstr(r->err, "AMBERFS_CACHE_DIR"), "%s: %s", what, r->err);
+	cr_assert(nl && nl[1] == '\0', "%s: one line expected: %s", what, r->err);
+}
+
+/*
+ * A cache directory that others may write, or that is not the caller's,
+ * is not used (so nobody can plant files in it), and ls, log and snapshot
+ * say so once each, naming it and what to do, instead of going silently
+ * slower.
+ */
+Test(hostile_config, unsafe_cache_directory_is_named_once_by_ls_log_and_snapshot)
+{
+	char *arch = good_archive(), *src = pjoin(IT.tmp, "src"), *cache = pjoin(IT.tmp, "shared");
+	char *env = xasprintf("AMBERFS_CACHE_DIR=%s", cache);
+	const char *const vars[] = {env, NULL};
+	run_opts o = {.env = vars};
+	run_result r;
+
+	mkdir_p(cache, 0700);
+	cr_assert_eq(chmod(cache, 01777), 0);
+	amber_o(&r, &o, "ls", arch, "latest", NULL);
+	expect_one_cache_warning(&r, cache, "ls");
+	cr_assert(strstr(r.out, "file"), "ls: %s", r.out);
+	run_result_dispose(&r);
+	amber_o(&r, &o, "log", arch, NULL);
+	expect_one_cache_warning(&r, cache, "log");
+	run_result_dispose(&r);
+	amber_o(&r, &o, "snapshot", arch, src, NULL);
+	expect_one_cache_warning(&r, cache, "snapshot");
+	run_result_dispose(&r);
+	cr_assert_eq(chmod(cache, 0700), 0);
+	if (geteuid() == 0) { /* someone else's, mode 0700 */
+		cr_assert_eq(chown(cache, 65534, 65534), 0);
+		amber_o(&r, &o, "log", arch, NULL);
+		expect_one_cache_warning(&r, cache, "log, another user's directory");
+		cr_assert(strstr(r.err, "uid 65534"), "%s", r.err);
+		run_result_dispose(&r);
+		cr_assert_eq(chown(cache, 0, 0), 0);
+	}
+	amber_o(&r, &o, "log", arch, NULL);
+	assert_ok(&r, "log with a safe cache");
+	cr_assert_str_eq(r.err, "", "no warning for a safe cache directory");
+	run_result_dispose(&r);
+	free(env);
+	free(cache);
+	free(src);
 }
