@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #define XATTR_PREFIX "user.amberfs."
 
@@ -200,10 +201,15 @@ static int do_lookup(struct mnt *m, fuse_ino_t parent, const char *name,
 	return err;
 }
 
+static void raise_readahead(struct mnt *m);
+
 static void amberfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	int err = do_lookup(M(req), parent, name, &e);
+	int err;
+
+	raise_readahead(M(req));
+	err = do_lookup(M(req), parent, name, &e);
 
 	if (err)
 		fuse_reply_err(req, err);
@@ -232,6 +238,7 @@ static void amberfs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_
 	struct mnt_node *n = mnt_node_by_id(M(req), ino);
 	struct stat st;
 
+	raise_readahead(M(req));
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -779,11 +786,61 @@ static void want_acls(struct mnt *m, struct fuse_conn_info *conn)
 			"the mode bits alone", m->mountpoint_abs);
 }
 
+/*
+ * The kernel reads ahead of a sequential reader by the read-ahead of the
+ * mount's backing device (bdi), 128 KiB by default, in requests of at most
+ * max_pages.  A larger window keeps several requests of 1 MiB in flight,
+ * which the worker threads decode on all cores while the reader consumes
+ * the previous ones.  FUSE offers no way to ask for it at INIT (the reply's
+ * max_readahead can only lower the bdi's value), so the daemon raises
+ * /sys/class/bdi/MAJ:MIN/read_ahead_kb itself, once, on the first request
+ * after INIT (a file opened later starts with the new window).  Writing it
+ * needs root; without it the default stays, and nothing else changes.
+ */
+static void raise_readahead(struct mnt *m)
+{
+	char line[8192], path[128], dev[32] = "", mp[4096], want[32];
+	FILE *f;
+	int fd, n, cur = 0;
+
+	if (atomic_load(&m->readahead_set) || atomic_exchange(&m->readahead_set, 1))
+		return;
+	if (!(f = fopen("/proc/self/mountinfo", "re")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char d[32], *sep = strstr(line, " - ");
+
+		/* id parent MAJ:MIN root mountpoint ... - fstype; the newest mount wins */
+		if (sep && strncmp(sep + 3, "fuse", 4) == 0 &&
+		    sscanf(line, "%*u %*u %31s %*s %4095s", d, mp) == 2 &&
+		    strcmp(mp, m->mountpoint_abs) == 0) /* (no octal escapes: no space in it) */
+			memcpy(dev, d, sizeof(dev));
+	}
+	fclose(f);
+	if (!dev[0] || strchr(dev, '/'))
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = (int)read(fd, line, sizeof(line) - 1);
+		line[n > 0 ? n : 0] = '\0';
+		cur = atoi(line);
+		close(fd);
+	}
+	if (cur >= (int)MNT_READAHEAD_KB || (fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+		return;
+	n = snprintf(want, sizeof(want), "%u\n", MNT_READAHEAD_KB);
+	if (write(fd, want, (size_t)n) != n && m->o.debug)
+		mnt_log(m, "%s: cannot raise the read-ahead to %u KiB: %s", path, MNT_READAHEAD_KB,
+			strerror(errno));
+	close(fd);
+}
+
 /* max_write sets max_pages (libfuse 3.14), which bounds every read request. */
 static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	want_acls(userdata, conn);
 	conn->max_write = MNT_READ_MAX;
+	conn->max_readahead = MNT_READAHEAD_KB * 1024; /* lowered to the kernel's offer */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
