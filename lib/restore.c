@@ -25,7 +25,6 @@
 #include "error.h"
 #include "manifest.h"
 #include "pool.h"
-#include "reader.h"
 
 #include <dirent.h>
 #include <errno.h>
