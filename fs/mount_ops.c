@@ -494,8 +494,25 @@ static void amberfs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_
 	fuse_reply_err(req, 0);
 }
 
+/*
+ * A read is answered straight from the decoded chunks (writev of pieces
+ * pinned in the cache): no buffer to allocate and fill per request.  A
+ * request spanning more pieces than MNT_READ_PIECES (chunks are at least
+ * 128 KiB, so only a corrupt index gets there) is copied instead, because a
+ * short reply would read as the end of the file.
+ */
+#define MNT_READ_PIECES 16
+
+struct mnt_read {
+	amber_piece p[MNT_READ_PIECES];
+	size_t n;
+	amber_snapshot *s;      /* of the pieces */
+	char *buf;              /* the copy, when the pieces were not enough */
+	size_t got;
+};
+
 static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
-		   struct fuse_file_info *fi, char **buf, size_t *got)
+		   struct fuse_file_info *fi, struct mnt_read *r)
 {
 	struct mnt_node *n = mnt_node_by_id(m, ino);
 	struct mnt_fh *fh = (struct mnt_fh *)(uintptr_t)fi->fh;
@@ -503,34 +520,49 @@ static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
 
 	if (!n || !in_snapshot(n))
 		return n ? EISDIR : ESTALE;
-	*got = 0;
 	if (off < 0 || (uint64_t)off >= n->e->size)
 		return 0;
 	size = size < MNT_READ_MAX ? size : MNT_READ_MAX;
-	if (!(*buf = malloc(size ? size : 1)))
-		return ENOMEM;
-	rc = amber_file_read(got, n->snap->s, n->e, (uint64_t)off, *buf, size);
+	if ((uint64_t)off + size > n->e->size)
+		size = (size_t)(n->e->size - (uint64_t)off);
+	r->s = n->snap->s;
+	rc = amber_file_pieces(r->p, MNT_READ_PIECES, &r->n, &r->got, r->s, n->e, (uint64_t)off,
+			       size);
+	if (rc == 0 && r->got < size) {
+		amber_file_pieces_release(n->snap->s, r->p, r->n);
+		r->n = r->got = 0;
+		if (!(r->buf = malloc(size ? size : 1)))
+			return ENOMEM;
+		rc = amber_file_read(&r->got, n->snap->s, n->e, (uint64_t)off, r->buf, size);
+	}
 	if (rc)
 		return node_errno(m, n, rc);
 	atomic_fetch_add(&m->n.reads, 1);
-	atomic_fetch_add(&m->n.read_bytes, *got);
-	if (atomic_exchange(&fh->next, (uint64_t)off + *got) == (uint64_t)off)
-		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + *got);
+	atomic_fetch_add(&m->n.read_bytes, r->got);
+	if (atomic_exchange(&fh->next, (uint64_t)off + r->got) == (uint64_t)off)
+		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + r->got);
 	return 0;
 }
 
 static void amberfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			    struct fuse_file_info *fi)
 {
-	char *buf = NULL;
-	size_t got = 0;
-	int err = do_read(M(req), ino, size, off, fi, &buf, &got);
+	struct mnt_read r = {.n = 0};
+	struct iovec iov[MNT_READ_PIECES];
+	int err = do_read(M(req), ino, size, off, fi, &r);
 
-	if (err)
+	if (err) {
 		fuse_reply_err(req, err);
-	else
-		fuse_reply_buf(req, buf, got);
-	free(buf);
+	} else if (r.buf || r.n == 0) {
+		fuse_reply_buf(req, r.buf, r.got);
+	} else {
+		for (size_t i = 0; i < r.n; i++)
+			iov[i] = (struct iovec){(void *)(uintptr_t)r.p[i].data, r.p[i].len};
+		fuse_reply_iov(req, iov, (int)r.n);
+	}
+	if (r.n) /* the node, so its snapshot, outlives the request */
+		amber_file_pieces_release(r.s, r.p, r.n);
+	free(r.buf);
 }
 
 /* Extended attributes ------------------------------------------------------------ */
