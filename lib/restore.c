@@ -243,8 +243,16 @@ static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t 
 
 static void apply_meta(rest *r, const char *path, const amber_entry *e, int fd, int opath);
 
+/*
+ * The last range of f is done.  A file whose data failed (or that the
+ * restore gave up on) is cut to nothing: its size was set up front and its
+ * ranges are written in any order, so what is there is not a prefix of the
+ * file, and nothing that is not the file's may be left behind.
+ */
 static void file_finish(rest *r, filejob *f, int failed)
 {
+	if (failed && ftruncate(f->fd, 0) < 0)
+		warn_at(r, f->path, "cannot empty the file after its data failed");
 	if (!failed)
 		apply_meta(r, f->path, f->e, f->fd, 0);
 	close(f->fd);
@@ -420,6 +428,8 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 			free(f->path);
 			free(f);
 		}
+		if (ftruncate(fd, 0) < 0) /* leave no zeros that are not the file's */
+			warn_at(r, r->path, "cannot empty the file after it failed");
 		close(fd);
 		return rc;
 	}

@@ -229,6 +229,12 @@ Test(restore, a_corrupt_chunk_fails_the_restore_with_files_in_flight)
 	cr_assert(rc == AMBER_EAUTH || rc == AMBER_ECORRUPT, "rc %d: %s", rc, amber_error_last());
 	cr_assert_not_null(strstr(amber_error_last(), "big"), "the error does not name the file: %s",
 			   amber_error_last());
+	{ /* nothing that is not the file's is left: not even zeros of its size */
+		struct stat st;
+
+		cr_assert(stat(at("out/big"), &st) != 0 || st.st_size == 0,
+			  "a failed file was left with %lld bytes", (long long)st.st_size);
+	}
 	amber_snapshot_free(s);
 	amber_archive_free(b);
 }
