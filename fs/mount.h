@@ -31,6 +31,7 @@
 #define MNT_REFRESH_NS 500000000LL
 
 #define MNT_READ_MAX (1u << 20)         /* largest read request we serve */
+#define MNT_READAHEAD_KB 8192u          /* kernel read-ahead asked for the mount */
 #define MNT_BLKSIZE (128u * 1024)
 #define MNT_SNAP_IDLE_MAX 32            /* unreferenced snapshots kept open */
 #define MNT_DIRCACHE_SLOTS 64           /* decoded listings kept for lookups */
@@ -182,6 +183,7 @@ struct mnt {
 	struct mnt_tl *tls;
 
 	struct mnt_counters n;
+	atomic_int readahead_set;       /* the bdi read-ahead was raised (or tried) */
 };
 
 /* mount.c (cmd_mount is declared in cli.h) */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #define XATTR_PREFIX "user.amberfs."
 
@@ -200,10 +201,15 @@ static int do_lookup(struct mnt *m, fuse_ino_t parent, const char *name,
 	return err;
 }
 
+static void raise_readahead(struct mnt *m);
+
 static void amberfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
-	int err = do_lookup(M(req), parent, name, &e);
+	int err;
+
+	raise_readahead(M(req));
+	err = do_lookup(M(req), parent, name, &e);
 
 	if (err)
 		fuse_reply_err(req, err);
@@ -232,6 +238,7 @@ static void amberfs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_
 	struct mnt_node *n = mnt_node_by_id(M(req), ino);
 	struct stat st;
 
+	raise_readahead(M(req));
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
@@ -487,8 +494,25 @@ static void amberfs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_
 	fuse_reply_err(req, 0);
 }
 
+/*
+ * A read is answered straight from the decoded chunks (writev of pieces
+ * pinned in the cache): no buffer to allocate and fill per request.  A
+ * request spanning more pieces than MNT_READ_PIECES (chunks are at least
+ * 128 KiB, so only a corrupt index gets there) is copied instead, because a
+ * short reply would read as the end of the file.
+ */
+#define MNT_READ_PIECES 16
+
+struct mnt_read {
+	amber_piece p[MNT_READ_PIECES];
+	size_t n;
+	amber_snapshot *s;      /* of the pieces */
+	char *buf;              /* the copy, when the pieces were not enough */
+	size_t got;
+};
+
 static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
-		   struct fuse_file_info *fi, char **buf, size_t *got)
+		   struct fuse_file_info *fi, struct mnt_read *r)
 {
 	struct mnt_node *n = mnt_node_by_id(m, ino);
 	struct mnt_fh *fh = (struct mnt_fh *)(uintptr_t)fi->fh;
@@ -496,34 +520,49 @@ static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
 
 	if (!n || !in_snapshot(n))
 		return n ? EISDIR : ESTALE;
-	*got = 0;
 	if (off < 0 || (uint64_t)off >= n->e->size)
 		return 0;
 	size = size < MNT_READ_MAX ? size : MNT_READ_MAX;
-	if (!(*buf = malloc(size ? size : 1)))
-		return ENOMEM;
-	rc = amber_file_read(got, n->snap->s, n->e, (uint64_t)off, *buf, size);
+	if ((uint64_t)off + size > n->e->size)
+		size = (size_t)(n->e->size - (uint64_t)off);
+	r->s = n->snap->s;
+	rc = amber_file_pieces(r->p, MNT_READ_PIECES, &r->n, &r->got, r->s, n->e, (uint64_t)off,
+			       size);
+	if (rc == 0 && r->got < size) {
+		amber_file_pieces_release(n->snap->s, r->p, r->n);
+		r->n = r->got = 0;
+		if (!(r->buf = malloc(size ? size : 1)))
+			return ENOMEM;
+		rc = amber_file_read(&r->got, n->snap->s, n->e, (uint64_t)off, r->buf, size);
+	}
 	if (rc)
 		return node_errno(m, n, rc);
 	atomic_fetch_add(&m->n.reads, 1);
-	atomic_fetch_add(&m->n.read_bytes, *got);
-	if (atomic_exchange(&fh->next, (uint64_t)off + *got) == (uint64_t)off)
-		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + *got);
+	atomic_fetch_add(&m->n.read_bytes, r->got);
+	if (atomic_exchange(&fh->next, (uint64_t)off + r->got) == (uint64_t)off)
+		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + r->got);
 	return 0;
 }
 
 static void amberfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			    struct fuse_file_info *fi)
 {
-	char *buf = NULL;
-	size_t got = 0;
-	int err = do_read(M(req), ino, size, off, fi, &buf, &got);
+	struct mnt_read r = {.n = 0};
+	struct iovec iov[MNT_READ_PIECES];
+	int err = do_read(M(req), ino, size, off, fi, &r);
 
-	if (err)
+	if (err) {
 		fuse_reply_err(req, err);
-	else
-		fuse_reply_buf(req, buf, got);
-	free(buf);
+	} else if (r.buf || r.n == 0) {
+		fuse_reply_buf(req, r.buf, r.got);
+	} else {
+		for (size_t i = 0; i < r.n; i++)
+			iov[i] = (struct iovec){(void *)(uintptr_t)r.p[i].data, r.p[i].len};
+		fuse_reply_iov(req, iov, (int)r.n);
+	}
+	if (r.n) /* the node, so its snapshot, outlives the request */
+		amber_file_pieces_release(r.s, r.p, r.n);
+	free(r.buf);
 }
 
 /* Extended attributes ------------------------------------------------------------ */
@@ -779,11 +818,61 @@ static void want_acls(struct mnt *m, struct fuse_conn_info *conn)
 			"the mode bits alone", m->mountpoint_abs);
 }
 
+/*
+ * The kernel reads ahead of a sequential reader by the read-ahead of the
+ * mount's backing device (bdi), 128 KiB by default, in requests of at most
+ * max_pages.  A larger window keeps several requests of 1 MiB in flight,
+ * which the worker threads decode on all cores while the reader consumes
+ * the previous ones.  FUSE offers no way to ask for it at INIT (the reply's
+ * max_readahead can only lower the bdi's value), so the daemon raises
+ * /sys/class/bdi/MAJ:MIN/read_ahead_kb itself, once, on the first request
+ * after INIT (a file opened later starts with the new window).  Writing it
+ * needs root; without it the default stays, and nothing else changes.
+ */
+static void raise_readahead(struct mnt *m)
+{
+	char line[8192], path[128], dev[32] = "", mp[4096], want[32];
+	FILE *f;
+	int fd, n, cur = 0;
+
+	if (atomic_load(&m->readahead_set) || atomic_exchange(&m->readahead_set, 1))
+		return;
+	if (!(f = fopen("/proc/self/mountinfo", "re")))
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char d[32], *sep = strstr(line, " - ");
+
+		/* id parent MAJ:MIN root mountpoint ... - fstype; the newest mount wins */
+		if (sep && strncmp(sep + 3, "fuse", 4) == 0 &&
+		    sscanf(line, "%*u %*u %31s %*s %4095s", d, mp) == 2 &&
+		    strcmp(mp, m->mountpoint_abs) == 0) /* (no octal escapes: no space in it) */
+			memcpy(dev, d, sizeof(dev));
+	}
+	fclose(f);
+	if (!dev[0] || strchr(dev, '/'))
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = (int)read(fd, line, sizeof(line) - 1);
+		line[n > 0 ? n : 0] = '\0';
+		cur = atoi(line);
+		close(fd);
+	}
+	if (cur >= (int)MNT_READAHEAD_KB || (fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+		return;
+	n = snprintf(want, sizeof(want), "%u\n", MNT_READAHEAD_KB);
+	if (write(fd, want, (size_t)n) != n && m->o.debug)
+		mnt_log(m, "%s: cannot raise the read-ahead to %u KiB: %s", path, MNT_READAHEAD_KB,
+			strerror(errno));
+	close(fd);
+}
+
 /* max_write sets max_pages (libfuse 3.14), which bounds every read request. */
 static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	want_acls(userdata, conn);
 	conn->max_write = MNT_READ_MAX;
+	conn->max_readahead = MNT_READAHEAD_KB * 1024; /* lowered to the kernel's offer */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)

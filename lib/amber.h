@@ -538,6 +538,30 @@ void amber_dir_free(amber_dir *d);
 int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
 		    void *buf, size_t len);
 
+/** A piece of a file's bytes inside a decoded, authenticated chunk. */
+typedef struct amber_piece {
+	const void *data;
+	size_t len;
+	void *ref;              /**< pins the chunk; see amber_file_pieces_release() */
+} amber_piece;
+
+/**
+ * amber_file_read() without the copy: up to `len` bytes of regular file e
+ * at `off`, as at most `max` pieces pointing into decoded chunks (each
+ * authenticated before it is handed out), pinned in the archive's cache
+ * until released.  For replying straight from the chunks (writev).
+ * @param n      receives the number of pieces
+ * @param nread  receives their total: short at end of file, or when `max`
+ *               pieces were not enough (read the rest, or use
+ *               amber_file_read())
+ * @return 0 or an error as amber_file_read(); on error nothing is held.
+ */
+int amber_file_pieces(amber_piece *p, size_t max, size_t *n, size_t *nread, amber_snapshot *s,
+		      const amber_entry *e, uint64_t off, size_t len);
+
+/** Release pieces from amber_file_pieces(). */
+void amber_file_pieces_release(amber_snapshot *s, amber_piece *p, size_t n);
+
 /* Long-lived readers (the FUSE daemon) ------------------------------ */
 
 /**

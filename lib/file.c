@@ -278,3 +278,80 @@ int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint
 	return amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
 			  e->size);
 }
+
+/* One piece: bytes [in, in + want) of the chunk l (clen bytes), pinned. */
+static int chunk_piece(amber_piece *p, amber_archive *a, const amber_link *l, size_t clen,
+		       uint64_t in, size_t want, const char *what)
+{
+	amber_cobj *o = NULL;
+	int rc = amber_chunk_get(&o, a, l, clen, what);
+	const amber_buf *b = rc == 0 ? o->data : NULL;
+
+	if (rc == 0 && (in >= b->len || b->len != clen))
+		rc = amber_fail(AMBER_ECORRUPT, "%s: read at byte %" PRIu64 " of a chunk of %zu "
+				"bytes (its index and the file size disagree)", what, in, b->len);
+	if (rc < 0) {
+		amber_cache_release(a->cache, o);
+		return rc;
+	}
+	p->data = b->data + in;
+	p->len = b->len - in < want ? (size_t)(b->len - in) : want;
+	p->ref = o;
+	return 0;
+}
+
+void amber_file_pieces_release(amber_snapshot *s, amber_piece *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		amber_cache_release(s->a->cache, p[i].ref);
+}
+
+int amber_file_pieces(amber_piece *p, size_t max, size_t *n, size_t *nread, amber_snapshot *s,
+		      const amber_entry *e, uint64_t off, size_t len)
+{
+	char what[AMBER_NAME_MAX + 16];
+	amber_cobj *o = NULL;
+	const file_index *x;
+	int rc = 0;
+
+	*n = *nread = 0;
+	if (e->type == AMBER_T_DIR)
+		return amber_fail(AMBER_EISDIR, "%s is a directory", e->name);
+	if (e->type != AMBER_T_REG)
+		return amber_fail(AMBER_EINVAL, "%s is not a regular file", e->name);
+	if (off >= e->size || len == 0 || max == 0)
+		return 0;
+	if (len > e->size - off)
+		len = (size_t)(e->size - off);
+	snprintf(what, sizeof(what), "file '%s'", e->name);
+	if (e->content == AMBER_C_BLOB) {
+		rc = chunk_piece(p, s->a, &e->link, (size_t)e->size, off, len, what);
+		if (rc == 0) {
+			*n = 1;
+			*nread = p->len;
+		}
+		return rc;
+	}
+	if (e->content != AMBER_C_CHUNKED)
+		return amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
+				  e->size);
+	rc = amber_file_index(&o, s->a, e, what);
+	x = o ? o->data : NULL;
+	for (size_t i = rc == 0 ? amber_file_chunk_at(x, off) : 0;
+	     rc == 0 && len > 0 && i < x->n && *n < max; i++) {
+		rc = chunk_piece(&p[*n], s->a, &x->c[i].link, x->c[i].len, off - x->off[i], len,
+				 what);
+		if (rc < 0)
+			break;
+		len -= p[*n].len;
+		off += p[*n].len;
+		*nread += p[*n].len;
+		(*n)++;
+	}
+	amber_cache_release(s->a->cache, o);
+	if (rc < 0) {
+		amber_file_pieces_release(s, p, *n);
+		*n = *nread = 0;
+	}
+	return rc;
+}

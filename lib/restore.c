@@ -10,15 +10,27 @@
  * set through a descriptor of the node itself, opened without following
  * symlinks and checked to be the node just made, never through a name.
  * Runs of zeros become holes, so sparse files stay sparse.
+ *
+ * Data is written by a few worker threads, several files (and, for a large
+ * file, several ranges of it) in flight: the walking thread creates each
+ * file (so every name is still made relative to a checked directory
+ * descriptor), sets its size and hands the descriptor to the workers, which
+ * decode and write ranges with pwrite and, when the last range of a file is
+ * done, set its metadata and close it.  A listing is kept until the workers
+ * are done with its entries, and a directory's own metadata goes on after
+ * that.  Nothing is synced per file; one syncfs at the end makes the whole
+ * restore durable before amber_restore returns.
  */
 #include "amber.h"
 #include "error.h"
 #include "manifest.h"
+#include "pool.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +40,12 @@
 #include <unistd.h>
 
 #define BLOCK ((size_t)4 << 20)
+/* Workers and the bytes in flight: a file holds a descriptor until it is
+ * done, so each counts FILE_COST besides its data, which bounds the open
+ * descriptors (IN_FLIGHT / FILE_COST) as well as the memory. */
+#define WORKERS_MAX 8
+#define IN_FLIGHT ((size_t)48 << 20)
+#define FILE_COST ((size_t)256 << 10)
 
 typedef struct linkmap {
 	uint64_t group;
@@ -38,10 +56,16 @@ typedef struct linkmap {
 typedef struct rest {
 	amber_snapshot *s;
 	const amber_restore_opts *o;
-	amber_stats st;
+	amber_stats st;        /* under lock once the workers run */
 	amber_restore_skipped skipped;
 	int owner;
-	uint8_t *buf;
+	amber_pool *pool;
+	amber_group group;     /* every range handed to the pool */
+	pthread_mutex_t lock;  /* st, skipped, the callbacks, bufs, failure */
+	uint8_t *bufs[WORKERS_MAX + 1]; /* free BLOCK-sized buffers */
+	size_t nbufs;
+	int fail_rc;           /* first failure of a worker, and its message */
+	char *fail_msg;
 	linkmap *links;
 	size_t nlinks, caplinks;
 	char *path;            /* the entry being restored, for messages */
@@ -50,14 +74,17 @@ typedef struct rest {
 	struct timespec last;
 } rest;
 
-static void warn(rest *r, const char *what)
+/* Metadata of `path` that could not be set: counted and reported, not fatal. */
+static void warn_at(rest *r, const char *path, const char *what)
 {
 	char msg[512];
 
 	snprintf(msg, sizeof(msg), "%s: %s", what, strerror(errno));
+	pthread_mutex_lock(&r->lock);
 	r->st.errors++;
 	if (r->o->warn)
-		r->o->warn(r->path, msg, r->o->payload);
+		r->o->warn(path, msg, r->o->payload);
+	pthread_mutex_unlock(&r->lock);
 }
 
 static void progress(rest *r, int force)
@@ -71,7 +98,86 @@ static void progress(rest *r, int force)
 			      100000000L)
 		return;
 	r->last = now;
+	pthread_mutex_lock(&r->lock);
 	r->o->progress(&r->st, r->path, r->o->payload);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- the workers --------------------------------------------------------------------- */
+
+/* A regular file being written: made by the walking thread, finished by the worker
+ * that completes its last range. */
+typedef struct rangejob rangejob;
+typedef struct filejob {
+	rest *r;
+	const amber_entry *e;  /* in a listing kept until the pool is drained */
+	int fd;
+	char *path;            /* for messages */
+	size_t left;           /* ranges not finished, under r->lock */
+	int failed;            /* under r->lock */
+	rangejob *jobs;
+} filejob;
+
+struct rangejob {
+	amber_task t;          /* first: the pool hands back &t */
+	filejob *f;
+	uint64_t off, len;
+};
+
+static int stopped(rest *r)
+{
+	int s;
+
+	pthread_mutex_lock(&r->lock);
+	s = r->fail_rc != 0;
+	pthread_mutex_unlock(&r->lock);
+	return s;
+}
+
+/* Keep the first failure of a worker (the thread-local message goes with it). */
+static void fail_keep(rest *r, int rc)
+{
+	pthread_mutex_lock(&r->lock);
+	if (r->fail_rc == 0) {
+		r->fail_rc = rc;
+		r->fail_msg = strdup(amber_error_last());
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The first failure of a worker as this thread's error (0 if none). */
+static int fail_report(rest *r)
+{
+	int rc;
+
+	pthread_mutex_lock(&r->lock);
+	rc = r->fail_rc;
+	pthread_mutex_unlock(&r->lock);
+	if (rc == 0)
+		return 0;
+	return amber_fail(rc, "%s", r->fail_msg ? r->fail_msg : "out of memory");
+}
+
+static uint8_t *buf_get(rest *r)
+{
+	uint8_t *b = NULL;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->nbufs)
+		b = r->bufs[--r->nbufs];
+	pthread_mutex_unlock(&r->lock);
+	return b ? b : malloc(BLOCK);
+}
+
+static void buf_put(rest *r, uint8_t *b)
+{
+	pthread_mutex_lock(&r->lock);
+	if (r->nbufs < sizeof(r->bufs) / sizeof(r->bufs[0])) {
+		r->bufs[r->nbufs++] = b;
+		b = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	free(b);
 }
 
 static int all_zero(const uint8_t *p, size_t n)
@@ -79,42 +185,107 @@ static int all_zero(const uint8_t *p, size_t n)
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
 }
 
-static int write_data(rest *r, int fd, const amber_entry *e)
+/* buf[0, n) at off of f, but for aligned HOLE_GRAIN runs of zeros, left as holes. */
+#define HOLE_GRAIN ((size_t)64 << 10)
+static int write_nonzero(filejob *f, const uint8_t *buf, size_t n, uint64_t off)
 {
-	uint64_t off = 0;
+	size_t i = 0;
 
-	while (off < e->size) {
-		size_t n = 0;
+	while (i < n) {
+		size_t j, g = n - i < HOLE_GRAIN ? n - i : HOLE_GRAIN;
+
+		if (all_zero(buf + i, g)) {
+			i += g;
+			continue;
+		}
+		for (j = i + g; j < n; j += g) { /* the run of grains to write */
+			g = n - j < HOLE_GRAIN ? n - j : HOLE_GRAIN;
+			if (all_zero(buf + j, g))
+				break;
+		}
+		while (i < j) {
+			ssize_t w = pwrite(f->fd, buf + i, j - i, (off_t)(off + i));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return amber_fail_errno("cannot write %s", f->path);
+			i += (size_t)w;
+		}
+	}
+	return 0;
+}
+
+/* Bytes [off, off + len) of f: runs of zeros are left as holes (the size is set). */
+static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t *buf)
+{
+	uint64_t end = off + len;
+
+	while (off < end) {
+		size_t n = 0, want = end - off < BLOCK ? (size_t)(end - off) : BLOCK;
 		int rc;
 
-		amber_file_prefetch(r->s, e, off + BLOCK);
-		rc = amber_file_read(&n, r->s, e, off, r->buf, BLOCK);
-
+		amber_file_prefetch(r->s, f->e, off + BLOCK);
+		rc = amber_file_read(&n, r->s, f->e, off, buf, want);
 		if (rc < 0)
-			return amber_fail(rc, "%s: %s", r->path, amber_error_last());
+			return amber_fail(rc, "%s: %s", f->path, amber_error_last());
 		if (n == 0)
-			return amber_fail(AMBER_ECORRUPT, "%s: shorter than its size", r->path);
-		if (all_zero(r->buf, n)) {
-			if (lseek(fd, (off_t)n, SEEK_CUR) < 0)
-				return amber_fail_errno("%s: seek failed", r->path);
-		} else {
-			for (size_t done = 0; done < n;) {
-				ssize_t w = write(fd, r->buf + done, n - done);
-
-				if (w < 0 && errno == EINTR)
-					continue;
-				if (w < 0)
-					return amber_fail_errno("cannot write %s", r->path);
-				done += (size_t)w;
-			}
-		}
+			return amber_fail(AMBER_ECORRUPT, "%s: shorter than its size", f->path);
+		if ((rc = write_nonzero(f, buf, n, off)) < 0)
+			return rc;
 		off += n;
+		pthread_mutex_lock(&r->lock);
 		r->st.bytes += n;
-		progress(r, 0);
+		pthread_mutex_unlock(&r->lock);
 	}
-	if (ftruncate(fd, (off_t)e->size) < 0)
-		return amber_fail_errno("cannot write %s", r->path);
 	return 0;
+}
+
+static void apply_meta(rest *r, const char *path, const amber_entry *e, int fd, int opath);
+
+/*
+ * The last range of f is done.  A file whose data failed (or that the
+ * restore gave up on) is cut to nothing: its size was set up front and its
+ * ranges are written in any order, so what is there is not a prefix of the
+ * file, and nothing that is not the file's may be left behind.
+ */
+static void file_finish(rest *r, filejob *f, int failed)
+{
+	if (failed && ftruncate(f->fd, 0) < 0)
+		warn_at(r, f->path, "cannot empty the file after its data failed");
+	if (!failed)
+		apply_meta(r, f->path, f->e, f->fd, 0);
+	close(f->fd);
+	free(f->path);
+	free(f->jobs);
+	free(f);
+}
+
+static void range_run(amber_task *t)
+{
+	rangejob *j = (rangejob *)t;
+	filejob *f = j->f;
+	rest *r = f->r;
+	uint8_t *buf = NULL;
+	int rc = 0, last, failed;
+
+	if (j->len && !stopped(r)) {
+		if (!(buf = buf_get(r)))
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		if (rc == 0)
+			rc = write_range(r, f, j->off, j->len, buf);
+		if (buf)
+			buf_put(r, buf);
+		if (rc < 0)
+			fail_keep(r, rc);
+	}
+	pthread_mutex_lock(&r->lock);
+	f->failed |= rc < 0 || r->fail_rc != 0;
+	failed = f->failed;
+	last = --f->left == 0;
+	pthread_mutex_unlock(&r->lock);
+	if (last)
+		file_finish(r, f, failed); /* frees j */
 }
 
 /* e's mode, without setuid and setgid on non-directories in safe mode. */
@@ -122,7 +293,9 @@ static mode_t safe_mode(rest *r, const amber_entry *e)
 {
 	if (!r->o->safe || e->type == AMBER_T_DIR || !(e->mode & (S_ISUID | S_ISGID)))
 		return e->mode;
+	pthread_mutex_lock(&r->lock);
 	r->skipped.setid++;
+	pthread_mutex_unlock(&r->lock);
 	return e->mode & ~(mode_t)(S_ISUID | S_ISGID);
 }
 
@@ -131,7 +304,9 @@ static int xattr_allowed(rest *r, const char *name)
 {
 	if (!r->o->safe || (strncmp(name, "security.", 9) != 0 && strncmp(name, "trusted.", 8) != 0))
 		return 1;
+	pthread_mutex_lock(&r->lock);
 	r->skipped.xattrs++;
+	pthread_mutex_unlock(&r->lock);
 	return 0;
 }
 
@@ -141,7 +316,7 @@ static int xattr_allowed(rest *r, const char *name)
  * the rest, reached through /proc/self/fd, which lands on the node even
  * when it is a symlink and never follows what it points to.
  */
-static void apply_meta(rest *r, const amber_entry *e, int fd, int opath)
+static void apply_meta(rest *r, const char *path, const amber_entry *e, int fd, int opath)
 {
 	struct timespec ts[2];
 	char proc[64];
@@ -149,9 +324,9 @@ static void apply_meta(rest *r, const amber_entry *e, int fd, int opath)
 
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (r->owner && fchownat(fd, "", e->uid, e->gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
-		warn(r, "cannot set owner");
+		warn_at(r, path, "cannot set owner");
 	if (!is_link && (opath ? chmod(proc, safe_mode(r, e)) : fchmod(fd, safe_mode(r, e))) < 0)
-		warn(r, "cannot set mode");
+		warn_at(r, path, "cannot set mode");
 	for (size_t i = 0; i < e->nxattrs; i++) {
 		const amber_xattr *x = &e->xattrs[i];
 
@@ -159,12 +334,12 @@ static void apply_meta(rest *r, const amber_entry *e, int fd, int opath)
 			continue;
 		if ((opath ? setxattr(proc, x->name, x->value, x->value_len, 0) :
 			     fsetxattr(fd, x->name, x->value, x->value_len, 0)) < 0)
-			warn(r, "cannot set extended attribute");
+			warn_at(r, path, "cannot set extended attribute");
 	}
 	ts[0].tv_sec = ts[1].tv_sec = e->mtime_sec;
 	ts[0].tv_nsec = ts[1].tv_nsec = e->mtime_nsec;
 	if ((opath ? utimensat(AT_FDCWD, proc, ts, 0) : futimens(fd, ts)) < 0)
-		warn(r, "cannot set times");
+		warn_at(r, path, "cannot set times");
 }
 
 /*
@@ -215,10 +390,17 @@ static int link_add(rest *r, uint64_t group, int dfd, const char *name)
 	return 0;
 }
 
+/*
+ * Create regular file e in dfd and hand its data to the workers (e must stay
+ * valid until the pool is drained).  Its size is set at once, so the ranges
+ * can be written in any order and runs of zeros stay holes.
+ */
 static int restore_file(rest *r, const amber_entry *e, int dfd)
 {
 	linkmap *l = e->hardlink ? link_find(r, e->hardlink) : NULL;
-	int fd, rc;
+	filejob *f = NULL;
+	uint64_t nr;
+	int fd, rc = 0;
 
 	if (l) {
 		if (linkat(l->dfd, l->name, dfd, e->name, 0) < 0)
@@ -228,14 +410,42 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 	fd = openat(dfd, e->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return amber_fail_errno("cannot create %s", r->path);
-	rc = write_data(r, fd, e);
-	if (rc == 0)
-		apply_meta(r, e, fd, 0);
-	close(fd);
+	pthread_mutex_lock(&r->lock);
+	r->st.files++;
+	pthread_mutex_unlock(&r->lock);
+	nr = e->size ? (e->size - 1) / BLOCK + 1 : 1;
+	if (e->size > (uint64_t)INT64_MAX)
+		rc = amber_fail(AMBER_ECORRUPT, "%s: size out of range", r->path);
+	else if (ftruncate(fd, (off_t)e->size) < 0)
+		rc = amber_fail_errno("cannot write %s", r->path);
 	if (rc == 0 && e->hardlink)
 		rc = link_add(r, e->hardlink, dfd, e->name);
-	r->st.files++;
-	return rc;
+	if (rc == 0 && (!(f = calloc(1, sizeof(*f))) || !(f->path = strdup(r->path)) ||
+			!(f->jobs = calloc((size_t)nr, sizeof(*f->jobs)))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc < 0) {
+		if (f) {
+			free(f->path);
+			free(f);
+		}
+		if (ftruncate(fd, 0) < 0) /* leave no zeros that are not the file's */
+			warn_at(r, r->path, "cannot empty the file after it failed");
+		close(fd);
+		return rc;
+	}
+	*f = (filejob){.r = r, .e = e, .fd = fd, .path = f->path, .left = (size_t)nr,
+		       .jobs = f->jobs};
+	for (uint64_t i = 0; i < nr; i++) {
+		rangejob *j = &f->jobs[i];
+
+		j->f = f;
+		j->off = i * BLOCK;
+		j->len = e->size - j->off < BLOCK ? e->size - j->off : BLOCK;
+		j->t.run = range_run;
+		j->t.cost = (size_t)j->len + (i == 0 ? FILE_COST : 0);
+		amber_pool_submit(r->pool, &j->t, &r->group); /* f may be gone after the last */
+	}
+	return 0;
 }
 
 static const mode_t special_type[] = {
@@ -260,7 +470,7 @@ static int restore_special(rest *r, const amber_entry *e, int dfd)
 	fd = open_created(r, dfd, e->name, special_type[e->type], O_PATH);
 	if (fd < 0)
 		return fd;
-	apply_meta(r, e, fd, 1);
+	apply_meta(r, r->path, e, fd, 1);
 	close(fd);
 	return 0;
 }
@@ -385,7 +595,7 @@ static int dirrec_make(rest *r, dirrec *d, const amber_entry *e, int fd)
 
 		if (!deferred_xattr(x) && xattr_allowed(r, x->name) &&
 		    fsetxattr(fd, x->name, x->value, x->value_len, 0) < 0)
-			warn(r, "cannot set extended attribute");
+			warn_at(r, r->path, "cannot set extended attribute");
 	}
 	if (!(d->e.name = strdup(e->name ? e->name : "")))
 		return amber_fail(AMBER_ERROR, "out of memory");
@@ -431,7 +641,7 @@ static int fill(rest *r, level *lv)
 	if (ndirs && (rc = charge(r, ndirs * sizeof(dirrec))) == 0 &&
 	    !(lv->subs = calloc(ndirs, sizeof(dirrec))))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
-	for (size_t i = 0; rc == 0 && i < n; i++) {
+	for (size_t i = 0; rc == 0 && i < n && !stopped(r); i++) {
 		const amber_entry *e = amber_dir_entry(d, i);
 
 		/* decode the next small files while this one is written */
@@ -439,6 +649,9 @@ static int fill(rest *r, level *lv)
 			amber_file_prefetch(r->s, amber_dir_entry(d, j), 0);
 		rc = e->type == AMBER_T_DIR ? make_subdir(r, lv, e) : restore_leaf(r, e, lv->fd);
 	}
+	amber_pool_wait(r->pool, &r->group); /* the workers hold entries of d */
+	if (rc == 0)
+		rc = fail_report(r);
 	amber_dir_free(d);
 	return rc;
 }
@@ -524,7 +737,7 @@ static int restore_tree(rest *r, const amber_entry *root, int dfd)
 			rc = enter_next(r, stack, &depth);
 			continue;
 		}
-		apply_meta(r, &top->self.e, top->fd, 0);
+		apply_meta(r, r->path, &top->self.e, top->fd, 0);
 		r->st.dirs++;
 		level_dispose(r, top);
 		depth--;
@@ -565,8 +778,18 @@ static void rest_dispose(rest *r)
 		free(r->links[i].name);
 	}
 	free(r->links);
-	free(r->buf);
+	for (size_t i = 0; i < r->nbufs; i++)
+		free(r->bufs[i]);
+	free(r->fail_msg);
 	free(r->path);
+	pthread_mutex_destroy(&r->lock);
+}
+
+static int workers(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 2 ? 2 : n > WORKERS_MAX ? WORKERS_MAX : (int)n;
 }
 
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
@@ -578,11 +801,12 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	int fd = -1;
 	int rc = amber_stat(&e, s, path ? path : "");
 
+	pthread_mutex_init(&r.lock, NULL);
 	r.owner = geteuid() == 0 && !r.o->no_owner && !r.o->safe;
 	if (rc == 0)
 		rc = dest_ready(dest);
-	if (rc == 0 && !(r.buf = malloc(BLOCK)))
-		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0)
+		rc = amber_pool_new(&r.pool, workers(), IN_FLIGHT);
 	if (rc == 0 && (fd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = amber_fail_errno("cannot open %s", dest);
 	r.pathcap = strlen(dest) + (size_t)(AMBER_RESTORE_MAX_DEPTH + 2) * (NAME_MAX + 1) + 1;
@@ -594,6 +818,14 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 		rc = restore_tree(&r, e, fd);
 	else if (rc == 0)
 		rc = restore_leaf(&r, e, fd);
+	if (r.pool)
+		amber_pool_wait(r.pool, &r.group);
+	if (rc == 0)
+		rc = fail_report(&r);
+	/* one sync of the whole filesystem instead of one per file */
+	if (rc == 0 && syncfs(fd) < 0)
+		rc = amber_fail_errno("cannot sync %s", dest);
+	amber_pool_free(r.pool);
 	if (fd >= 0)
 		close(fd);
 	progress(&r, 1);

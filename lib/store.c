@@ -2006,6 +2006,201 @@ static int push_run(struct push_state *p, amber_store *s, const char *url, char 
 	return 0;
 }
 
+/*
+ * Seeding a new local replica: the archive's objects are already final
+ * (packs of encrypted objects, no deltas), so instead of letting libgit2
+ * enumerate, re-pack and re-index every object, the finished packs (and any
+ * loose objects) are copied as they are, each copied pack is checked on the
+ * receiving side (its SHA-1 trailer over its bytes, and its index's), and
+ * the refs are created there without force once their objects are present.
+ * Refs are read before the copy, so a snapshot written meanwhile is either
+ * wholly in the copy or not named.  One syncfs at the end.
+ */
+static int copy_file(const char *src, const char *dst)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+	struct stat st;
+	off_t left;
+
+	if (in < 0 || fstat(in, &st) < 0) {
+		rc = amber_fail_errno("cannot read %s", src);
+		goto done;
+	}
+	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+	if (out < 0) {
+		rc = amber_fail_errno("cannot create %s", dst);
+		goto done;
+	}
+	for (left = st.st_size; left > 0;) {
+		ssize_t k = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) { /* no copy_file_range between these filesystems: plain copy */
+			char buf[1 << 16];
+
+			k = read(in, buf, sizeof(buf));
+			if (k > 0 && write(out, buf, (size_t)k) != k)
+				k = -1;
+			if (k <= 0) {
+				rc = amber_fail_errno("cannot copy %s", src);
+				break;
+			}
+		}
+		left -= k;
+	}
+done:
+	if (out >= 0 && close(out) < 0 && rc == 0)
+		rc = amber_fail_errno("cannot write %s", dst);
+	if (in >= 0)
+		close(in);
+	return rc;
+}
+
+struct seed_check {
+	char msg[600];
+};
+
+static void seed_problem(const char *file, const char *message, void *payload)
+{
+	struct seed_check *c = payload;
+
+	if (!c->msg[0])
+		snprintf(c->msg, sizeof(c->msg), "%s: %s", file, message);
+}
+
+/* Copy the finished packs (.idx after its .pack) and check each copy. */
+static int seed_packs(amber_store *s, const char *dst)
+{
+	char *from = path_join(s->path, "objects/pack"), *to = path_join(dst, "objects/pack");
+	struct seed_check c = {{0}};
+	DIR *d = from ? opendir(from) : NULL;
+	struct dirent *de;
+	int rc = 0;
+
+	if (!from || !to)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	else if (!d)
+		rc = amber_fail_errno("cannot read %s", from);
+	while (rc == 0 && d && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		char name[512], *a = NULL, *b = NULL;
+
+		if (len < 10 || len > 400 || strncmp(de->d_name, "pack-", 5) != 0 ||
+		    strcmp(de->d_name + len - 5, ".pack") != 0)
+			continue;
+		snprintf(name, sizeof(name), "%.*s.idx", (int)(len - 5), de->d_name);
+		if (!(a = path_join(from, name)) || access(a, F_OK) != 0) {
+			free(a);
+			continue; /* not finished */
+		}
+		free(a);
+		a = path_join(from, de->d_name);
+		b = path_join(to, de->d_name);
+		rc = a && b ? copy_file(a, b) : amber_fail(AMBER_ERROR, "out of memory");
+		free(a);
+		free(b);
+		a = path_join(from, name);
+		b = path_join(to, name);
+		if (rc == 0)
+			rc = a && b ? copy_file(a, b) : amber_fail(AMBER_ERROR, "out of memory");
+		free(a);
+		free(b);
+		if (rc == 0)
+			rc = pack_check_one(s, to, de->d_name, seed_problem, &c);
+		if (rc == 0 && c.msg[0])
+			rc = amber_fail(AMBER_ECORRUPT, "push to %s: the copy of %s", dst, c.msg);
+	}
+	if (d)
+		closedir(d);
+	free(from);
+	free(to);
+	return rc;
+}
+
+/* Copy the loose objects (objects/xx/...), if any. */
+static int seed_loose(amber_store *s, const char *dst)
+{
+	static const char hex[] = "0123456789abcdef";
+	int rc = 0;
+
+	for (int i = 0; rc == 0 && i < 256; i++) {
+		char sub[16], *from, *to;
+		struct dirent *de;
+		DIR *d;
+
+		snprintf(sub, sizeof(sub), "objects/%c%c", hex[i >> 4], hex[i & 15]);
+		from = path_join(s->path, sub);
+		to = path_join(dst, sub);
+		d = from ? opendir(from) : NULL;
+		if (!from || !to)
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+		else if (d && mkdir(to, 0755) < 0 && errno != EEXIST)
+			rc = amber_fail_errno("cannot create %s", to);
+		while (rc == 0 && d && (de = readdir(d))) {
+			char *a, *b;
+
+			if (strlen(de->d_name) != 38 || strspn(de->d_name, hex) != 38)
+				continue;
+			a = path_join(from, de->d_name);
+			b = path_join(to, de->d_name);
+			rc = a && b ? copy_file(a, b) : amber_fail(AMBER_ERROR, "out of memory");
+			free(a);
+			free(b);
+		}
+		if (d)
+			closedir(d);
+		free(from);
+		free(to);
+	}
+	return rc;
+}
+
+static int seed_replica(uint64_t *updated, amber_store *s, const char *dst,
+			const char *const *names, size_t n)
+{
+	git_oid *oids = calloc(n ? n : 1, sizeof(*oids));
+	git_repository *r = NULL;
+	git_odb *odb = NULL;
+	int rc = oids ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (git_reference_name_to_id(&oids[i], s->repo, names[i]) < 0)
+			rc = git_fail(AMBER_ERROR, "cannot read ref %s", names[i]);
+	pthread_mutex_unlock(&s->mu);
+	if (rc == 0)
+		rc = seed_packs(s, dst);
+	if (rc == 0)
+		rc = seed_loose(s, dst);
+	if (rc == 0 && (git_repository_open_bare(&r, dst) < 0 || git_repository_odb(&odb, r) < 0))
+		rc = git_fail(AMBER_ERROR, "%s: cannot open the new replica", dst);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		git_reference *ref = NULL;
+
+		if (!git_odb_exists(odb, &oids[i]))
+			rc = amber_fail(AMBER_ECORRUPT, "push to %s: the object of %s is missing "
+					"from the copy", dst, names[i]);
+		else if (git_reference_create(&ref, r, names[i], &oids[i], 0, "amberfs push") < 0)
+			rc = git_fail(AMBER_ERROR, "push to %s: cannot create ref %s", dst, names[i]);
+		else
+			(*updated)++;
+		git_reference_free(ref);
+	}
+	git_odb_free(odb);
+	git_repository_free(r);
+	if (rc == 0) {
+		int fd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (fd < 0 || syncfs(fd) < 0)
+			rc = amber_fail_errno("cannot sync %s", dst);
+		if (fd >= 0)
+			close(fd);
+	}
+	free(oids);
+	return rc;
+}
+
 int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char *url,
 		     const char *const *names, size_t n)
 {
@@ -2023,7 +2218,9 @@ int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char
 	}
 	if (rc == 0)
 		rc = push_prepare(created, url);
-	if (rc == 0 && n > 0)
+	if (rc == 0 && *created)
+		rc = seed_replica(&p.updated, s, local_path(url), names, n);
+	else if (rc == 0 && n > 0)
 		rc = push_run(&p, s, url, specs, n);
 	for (size_t i = 0; specs && i < n; i++)
 		free(specs[i]);

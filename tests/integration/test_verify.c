@@ -7,6 +7,7 @@
  */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -443,6 +444,39 @@ Test(verify, push_to_a_new_local_path_makes_a_verifying_replica)
 	run_result_dispose(&r);
 	char *head = git_ok(rep, NULL, "rev-parse", "refs/heads/main", NULL);
 	cr_assert_str_eq(head, id);
+	expect_clean(rep, "--read-data", NULL);
+}
+
+/* The names of the .pack files in repo's objects/pack, sorted, one per line. */
+static char *pack_names(const char *repo)
+{
+	char *dir = xasprintf("%s/objects/pack", repo), *out = xasprintf("%s", "");
+	struct dirent **v = NULL;
+	int n = scandir(dir, &v, NULL, alphasort);
+
+	cr_assert_geq(n, 0, "cannot list %s", dir);
+	for (int i = 0; i < n; i++) {
+		if (strstr(v[i]->d_name, ".pack"))
+			out = xasprintf("%s%s\n", out, v[i]->d_name);
+		free(v[i]);
+	}
+	free(v);
+	return out;
+}
+
+Test(verify, a_new_replica_gets_the_archive_packs_as_they_are)
+{
+	char s1[41], s2[41];
+	char *arch = two_snapshots(s1, s2, NULL);
+	char *rep = pjoin(IT.tmp, "replica.git");
+	run_result r;
+
+	amber(&r, "push", arch, rep, NULL);
+	assert_ok(&r, "push to a new path");
+	run_result_dispose(&r);
+	/* no re-packing: the same pack files (named by their checksum) */
+	cr_assert_str_eq(pack_names(rep), pack_names(arch));
+	cr_assert_str_eq(git_ok(rep, NULL, "rev-parse", "refs/heads/main", NULL), s2);
 	expect_clean(rep, "--read-data", NULL);
 }
 

@@ -1,6 +1,12 @@
 /* Resolving specs, listing directories and reading files of snapshots. */
 #include "libfix.h"
 
+#include <dirent.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
 static void setup(void)
 {
 	scratch_make("reader");
@@ -84,4 +90,149 @@ Test(reader, reads_at_and_past_the_end_return_what_is_there)
 	cr_assert_eq(amber_stat(&e, s, "a/under-a-file"), AMBER_ENOTDIR);
 	amber_snapshot_free(s);
 	amber_archive_free(a);
+}
+
+/* ---- amber_file_pieces: reads without a copy ---------------------------------------- */
+
+#define PIECES_SIZE (((size_t)6 << 20) + 4321)
+
+static uint8_t *pieces_source(void)
+{
+	uint8_t *data = malloc(PIECES_SIZE);
+	int fd = open(at("src/big"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	cr_assert_not_null(data);
+	cr_assert_geq(fd, 0);
+	randombytes_buf(data, PIECES_SIZE);
+	cr_assert_eq(write(fd, data, PIECES_SIZE), (ssize_t)PIECES_SIZE);
+	close(fd);
+	return data;
+}
+
+/* Check the pieces of [off, off + len) against src; @return the bytes read. */
+static size_t check_pieces(amber_snapshot *s, const amber_entry *e, const uint8_t *src,
+			   uint64_t off, size_t len)
+{
+	amber_piece p[16];
+	size_t n = 0, got = 0, at_ = 0;
+
+	OK(amber_file_pieces(p, 16, &n, &got, s, e, off, len));
+	for (size_t i = 0; i < n; i++) {
+		cr_assert(memcmp(p[i].data, src + off + at_, p[i].len) == 0,
+			  "piece %zu of a read at %llu differs", i, (unsigned long long)off);
+		at_ += p[i].len;
+	}
+	cr_assert_eq(at_, got);
+	amber_file_pieces_release(s, p, n);
+	return got;
+}
+
+struct pieces_job {
+	amber_snapshot *s;
+	const amber_entry *e;
+	const uint8_t *src;
+	unsigned seed;
+};
+
+static void *pieces_reader(void *arg)
+{
+	struct pieces_job *j = arg;
+
+	for (int k = 0; k < 200; k++) {
+		uint64_t off = (uint64_t)rand_r(&j->seed) % PIECES_SIZE;
+		size_t len = (size_t)rand_r(&j->seed) % ((size_t)1 << 20) + 1;
+
+		amber_file_prefetch(j->s, j->e, off + len);
+		check_pieces(j->s, j->e, j->src, off, len);
+	}
+	return NULL;
+}
+
+Test(reader, pieces_of_a_multi_chunk_file_are_its_bytes_under_concurrent_read_ahead)
+{
+	amber_archive *a = fix_archive(0);
+	amber_snapshot *s = NULL;
+	amber_entry *e = NULL;
+	char id[AMBER_OID_HEXSZ + 1];
+	uint8_t *src = pieces_source();
+	struct pieces_job jobs[3];
+	pthread_t t[3];
+
+	fix_snapshot(id, a, 1);
+	OK(amber_archive_set_cache(a, (size_t)4 << 20)); /* smaller than the file: evictions */
+	OK(amber_snapshot_open(&s, a, id));
+	OK(amber_stat(&e, s, "big"));
+	cr_assert_eq(check_pieces(s, e, src, 0, (size_t)1 << 20), (size_t)1 << 20);
+	cr_assert_eq(check_pieces(s, e, src, PIECES_SIZE - 10, 100), 10, "short only at the end");
+	cr_assert_eq(check_pieces(s, e, src, PIECES_SIZE, 100), 0);
+	for (int i = 0; i < 3; i++) {
+		jobs[i] = (struct pieces_job){s, e, src, (unsigned)i + 1};
+		cr_assert_eq(pthread_create(&t[i], NULL, pieces_reader, &jobs[i]), 0);
+	}
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	amber_entry_free(e);
+	amber_snapshot_free(s);
+	amber_archive_free(a);
+	free(src);
+}
+
+Test(reader, a_corrupt_chunk_gives_no_pieces)
+{
+	amber_archive *a = fix_archive(0), *b = NULL;
+	amber_open_opts oo = fix_open_opts();
+	amber_snapshot *s = NULL;
+	amber_entry *e = NULL;
+	amber_piece p[16];
+	char id[AMBER_OID_HEXSZ + 1], path[8192] = {0};
+	uint8_t *src = pieces_source(), x;
+	size_t n = 7, got = 7;
+	int rc = 0, fd;
+	DIR *d;
+	struct dirent *de;
+	struct stat st;
+	off_t best = -1;
+
+	fix_snapshot(id, a, 1);
+	amber_archive_free(a);
+	d = opendir(at("archive/objects/pack"));
+	cr_assert_not_null(d);
+	while ((de = readdir(d))) {
+		char q[8192];
+
+		snprintf(q, sizeof(q), "%s/archive/objects/pack/%s", base, de->d_name);
+		if (strstr(de->d_name, ".pack") && stat(q, &st) == 0 && st.st_size > best) {
+			best = st.st_size;
+			memcpy(path, q, sizeof(path));
+		}
+	}
+	closedir(d);
+	chmod(path, 0644);
+	fd = open(path, O_RDWR);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &x, 1, best / 2), 1);
+	x ^= 0x20;
+	cr_assert_eq(pwrite(fd, &x, 1, best / 2), 1);
+	close(fd);
+	OK(amber_archive_open_ext(&b, at("archive"), &oo));
+	OK(amber_archive_unlock(b, (const unsigned char *)PASS, strlen(PASS)));
+	OK(amber_snapshot_open(&s, b, id));
+	OK(amber_stat(&e, s, "big"));
+	/* read the whole file with read-ahead: some piece must fail, none may differ */
+	for (uint64_t off = 0; off < PIECES_SIZE && rc == 0; off += got) {
+		amber_file_prefetch(s, e, off + ((size_t)1 << 20));
+		rc = amber_file_pieces(p, 16, &n, &got, s, e, off, (size_t)1 << 20);
+		for (size_t i = 0, at_ = 0; rc == 0 && i < n; at_ += p[i].len, i++)
+			cr_assert(memcmp(p[i].data, src + off + at_, p[i].len) == 0,
+				  "a wrong byte was served");
+		if (rc == 0)
+			amber_file_pieces_release(s, p, n);
+	}
+	cr_assert(rc == AMBER_EAUTH || rc == AMBER_ECORRUPT, "rc %d: %s", rc, amber_error_last());
+	cr_assert_eq(n, 0, "pieces held after an error");
+	cr_assert_eq(got, 0);
+	amber_entry_free(e);
+	amber_snapshot_free(s);
+	amber_archive_free(b);
+	free(src);
 }
