@@ -130,12 +130,14 @@ static int rewrite(const char *src, const char *rel, int book)
 	return fclose(f) || rc ? -1 : 0;
 }
 
+static unsigned seed = 1;
+
 static int new_account(const char *src, int k, char *rel, size_t len)
 {
 	char path[4096];
 	FILE *f;
 
-	snprintf(rel, len, "accounts/B%07d.json", k);
+	snprintf(rel, len, "accounts/B%05u%07d.json", seed % 100000, k);
 	snprintf(path, sizeof(path), "%s/%s", src, rel);
 	if (!(f = fopen(path, "wx")))
 		return -1;
@@ -231,7 +233,8 @@ int main(int argc, char **argv)
 
 	if (argc < 4 || argc > 5 || !ms)
 		return fprintf(stderr, "usage: writer-bench ARCHIVE SRC SECONDS [SEED]\n"), 2;
-	srandom(argc == 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1);
+	seed = argc == 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
+	srandom(seed);
 	o.append_only = append;
 	if (amber_global_init() || amber_archive_open(&a, argv[1]) || unlock(a) ||
 	    amber_writer_open(&w, a, argv[2], &o))
