@@ -1,12 +1,14 @@
 /*
- * writer-bench ARCHIVE SRC SECONDS [SEED]: the in-process capture figure of
+ * writer-bench ARCHIVE SRC SECONDS [SEED [LEDGER]]: the in-process capture figure of
  * bench/rpo-bench.  One writer session on SRC (a gen-exchange tree, ledger
  * declared append-only); then, SECONDS times, one second's worth of the
  * rpo-bench change stream is applied (ledger +100 KiB in 100 appends, 5 order
  * books rewritten in place, 20 margin accounts edited, a new account every
  * 20 seconds) and one amber_writer_snapshot() is taken with the list of the
  * paths that changed.  Prints the snapshot times (p50, p99, max) and the mean
- * bytes written per snapshot.  The passphrase comes from
+ * bytes written per snapshot.  LEDGER: a file of ledger lines to append (about
+ * 1 KiB of whole lines at a time; bench/rpo-bench makes it with gen-exchange's
+ * generator), else synthetic lines.  The passphrase comes from
  * AMBERFS_PASSPHRASE_FILE; a plain archive needs none.
  */
 #include "amber.h"
@@ -74,6 +76,41 @@ static int list(names *out, const char *src, const char *dir)
 	return out->n ? 0 : -1;
 }
 
+/* Ledger lines to append (bench/rpo-bench writes them as gen-exchange does). */
+static char *stream;
+static size_t stream_len, stream_at;
+
+static int load_stream(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	long n;
+
+	if (!f || fseek(f, 0, SEEK_END) || (n = ftell(f)) <= 0)
+		return f ? fclose(f), -1 : -1;
+	rewind(f);
+	stream = malloc((size_t)n);
+	if (!stream || fread(stream, 1, (size_t)n, f) != (size_t)n)
+		return fclose(f), -1;
+	stream_len = (size_t)n;
+	return fclose(f);
+}
+
+/* About 1 KiB of whole lines from the stream; 0 when it is used up. */
+static size_t stream_next(const char **p)
+{
+	char *nl;
+	size_t start = stream_at;
+
+	if (stream_at + KIB > stream_len)
+		return 0;
+	nl = memchr(stream + stream_at + KIB - 1, '\n', stream_len - stream_at - KIB + 1);
+	if (!nl)
+		return 0;
+	stream_at = (size_t)(nl - stream) + 1;
+	*p = stream + start;
+	return stream_at - start;
+}
+
 static int ledger_append(const char *src, unsigned long *seq)
 {
 	char path[4096], line[KIB];
@@ -83,10 +120,18 @@ static int ledger_append(const char *src, unsigned long *seq)
 	if (!(f = fopen(path, "ab")))
 		return -1;
 	for (int i = 0; i < 100; i++) {
+		const char *p;
+		size_t n = stream_next(&p);
+
+		if (n) {
+			if (fwrite(p, 1, n, f) != n || fflush(f) != 0)
+				return fclose(f), -1;
+			continue;
+		}
 		memset(line, ' ', sizeof(line));
-		int n = snprintf(line, sizeof(line), "%020lu %016lx", ++*seq,
+		int k = snprintf(line, sizeof(line), "%020lu %016lx", ++*seq,
 				 (unsigned long)random() * 2654435761UL);
-		line[n] = ' ';
+		line[k] = ' ';
 		line[sizeof(line) - 1] = '\n';
 		if (fwrite(line, 1, sizeof(line), f) != sizeof(line) || fflush(f) != 0)
 			return fclose(f), -1;
@@ -231,9 +276,11 @@ int main(int argc, char **argv)
 	uint64_t bytes = 0;
 	struct timespec t0;
 
-	if (argc < 4 || argc > 5 || !ms)
-		return fprintf(stderr, "usage: writer-bench ARCHIVE SRC SECONDS [SEED]\n"), 2;
-	seed = argc == 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
+	if (argc < 4 || argc > 6 || !ms)
+		return fprintf(stderr, "usage: writer-bench ARCHIVE SRC SECONDS [SEED [LEDGER]]\n"), 2;
+	if (argc == 6 && load_stream(argv[5]) < 0)
+		return perror(argv[5]), 1;
+	seed = argc >= 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
 	srandom(seed);
 	o.append_only = append;
 	if (amber_global_init() || amber_archive_open(&a, argv[1]) || unlock(a) ||
