@@ -762,9 +762,13 @@ typedef struct amber_writer_opts {
 	/** fnmatch(3) globs of files the caller promises are only ever
 	 *  appended to: a glob with a '/' matches the whole relative path
 	 *  (FNM_PATHNAME), one without matches the file name.  Such a file,
-	 *  named as changed, is read from its last stored chunk boundary
-	 *  after checking that the stored tail still matches the file (else
-	 *  it is read whole, with a warning).  NULL-terminated; may be NULL. */
+	 *  named as changed, is read from its last chunk boundary the
+	 *  chunker cut, after checking that the stored bytes from there still
+	 *  match the file (else it is read whole, with a warning); the uncut
+	 *  end is stored as fragments, one per snapshot holding only what was
+	 *  appended since, so a growing tail is not stored again whole each
+	 *  time.  The next whole walk reads it whole and warns if bytes before
+	 *  its end changed.  NULL-terminated; may be NULL. */
 	const char *const *append_only;
 } amber_writer_opts;
 
