@@ -793,7 +793,7 @@ Test(keys, a_running_command_shows_no_secret_in_cmdline_or_environ)
 	size_t len;
 
 	mkdir_p(src, 0755);
-	write_random_file(pjoin(src, "big"), 4 << 20, 7, 0);
+	write_random_file(pjoin(src, "big"), 1 << 20, 7, 0);
 	amber_init_archive(arch, 0);
 	amber_snapshot_ok(id, arch, src, NULL);
 	const char *add[] = {"key", "add-keyfile", arch, kf, NULL};
