@@ -2796,3 +2796,99 @@ Test(mount, every_printed_snapshot_name_resolves_to_that_snapshot)
 	free(ver);
 	free(src);
 }
+
+/* 1 if /proc/PID/FILE holds needle[0..n). */
+static int proc_holds(pid_t pid, const char *file, const void *needle, size_t n)
+{
+	char *p = xasprintf("/proc/%d/%s", (int)pid, file);
+	size_t len = 0;
+	char *data = read_file(p, &len);
+	int found = 0;
+
+	for (size_t i = 0; data && i + n <= len && !found; i++)
+		found = memcmp(data + i, needle, n) == 0;
+	free(data);
+	free(p);
+	return found;
+}
+
+/*
+ * A mount unlocked with recovery shares (-o share=, the way an fstab line
+ * gives them): it serves the snapshot, its cmdline and environ hold file
+ * names and no secret, and with its core limit raised from outside, a
+ * SIGABRT dumps no core (the daemon is not dumpable).
+ */
+Test(mount, shares_unlock_the_mount_and_no_core_or_proc_file_shows_them)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive"), id[41];
+	char *dir = pjoin(IT.tmp, "shares"), *cwd = pjoin(IT.tmp, "daemon-cwd");
+	run_result r;
+
+	mkdir_p(src, 0755);
+	mkdir_p(cwd, 0700);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	amber(&r, "key", "split", arch, "--threshold", "2", "--shares", "3",
+	      "--iteration-exponent", "0", "--out-dir", dir, NULL);
+	assert_ok(&r, "key split");
+	run_result_dispose(&r);
+	FILE *ls = popen(xasprintf("ls %s", dir), "r");
+	char f1[256] = "", f3[256] = "", skip[256];
+	cr_assert(ls && fgets(f1, sizeof(f1), ls) && fgets(skip, sizeof(skip), ls) &&
+		  fgets(f3, sizeof(f3), ls));
+	pclose(ls);
+	f1[strcspn(f1, "\n")] = f3[strcspn(f3, "\n")] = '\0';
+	size_t len;
+	char *m1 = read_file(pjoin(dir, f1), &len);
+
+	char *mnt = mountpoint("mnt"), *log = pjoin(IT.tmp, "daemon.log");
+	char *opt = xasprintf("share=%s/%s,share=%s/%s", dir, f1, dir, f3);
+	const char *const args[] = { "mount", arch, mnt, "-f", "-o", opt, NULL };
+	const char *const env[] = { "AMBERFS_PASSPHRASE_FILE", NULL };
+	run_opts o = { .stderr_path = log, .env = env, .cwd = cwd };
+	pid_t pid = amber_spawn(&o, args);
+	double end = now_s() + 30;
+	while (!is_mounted(mnt)) {
+		cr_assert(wait_timeout(pid, 0) == -2, "the mount exited: %s", read_file(log, NULL));
+		cr_assert(now_s() < end, "not mounted after 30 s");
+		sleep_s(0.02);
+	}
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	cr_assert(!proc_holds(pid, "cmdline", m1, 30), "a share in the daemon's cmdline");
+	cr_assert(!proc_holds(pid, "environ", m1, 30), "a share in the daemon's environ");
+	cr_assert(!proc_holds(pid, "cmdline", IT_PASSPHRASE, strlen(IT_PASSPHRASE)));
+	cr_assert(!proc_holds(pid, "environ", IT_PASSPHRASE, strlen(IT_PASSPHRASE)));
+	cr_assert(proc_holds(pid, "cmdline", "share=", 6), "not the daemon's cmdline");
+
+	/* a core would land in its working directory (core_pattern "core") */
+	char *cwdlink = xasprintf("/proc/%d/cwd", (int)pid), real[4096];
+	ssize_t rl = readlink(cwdlink, real, sizeof(real) - 1);
+	cr_assert(rl > 0);
+	real[rl] = '\0';
+	cr_assert_str_eq(real, cwd, "the daemon runs in %s", real);
+	free(cwdlink);
+	/* raise its core limit from outside, then make it abort */
+	char *pidarg = xasprintf("%d", (int)pid);
+	run_cmd(&r, &(run_opts){0}, "prlimit", "--pid", pidarg, "--core=unlimited:unlimited",
+		NULL);
+	assert_ok(&r, "prlimit --core=unlimited");
+	run_result_dispose(&r);
+	char *lim = proc_line(pid, "limits", "Max core file size");
+	cr_assert(strstr(lim, "unlimited"), "the core limit was not raised: %s", lim);
+	kill(pid, SIGABRT);
+	int st = wait_timeout(pid, 30);
+	forget_pid(pid);
+	cr_assert_eq(st, 128 + SIGABRT, "the daemon ended with status %d", st);
+	ls = popen(xasprintf("ls -A %s", cwd), "r");
+	char line[256] = "";
+	cr_assert(ls);
+	cr_assert(!fgets(line, sizeof(line), ls), "the daemon dumped core: %s", line);
+	pclose(ls);
+	free(lim);
+	free(pidarg);
+	free(opt);
+	free(log);
+	free(mnt);
+	free(m1);
+}
