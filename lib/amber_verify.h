@@ -82,6 +82,10 @@ typedef struct amber_verify_stats {
 	/** Warnings: findings that are not problems (a snapshot whose
 	 *  authenticated record says it was written unsigned on purpose). */
 	uint64_t warnings;
+	/** The archive predates the metadata authenticator (checked with the
+	 *  key): its slots and config are not authenticated; 'amberfs key
+	 *  seal' adds it.  Not a problem. */
+	int meta_unauthenticated;
 } amber_verify_stats;
 
 /** Options for amber_verify().  All fields optional (zero = default). */
