@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,7 +136,8 @@ int cli_fail(int code, const char *archive)
 {
 	const char *msg = amber_error_last();
 
-	if (code == AMBER_EBADKEY && archive)
+	/* a wrong token PIN or token key says so itself */
+	if (code == AMBER_EBADKEY && archive && !(msg && strstr(msg, "token")))
 		return cli_error("wrong passphrase for %s: no key slot opens with it", archive);
 	if (!msg || !*msg)
 		return cli_error("%s: unexpected error %d", archive ? archive : "amberfs", code);
@@ -257,6 +259,27 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 	}
 	*out = a;
 	return 0;
+}
+
+int cli_is_token_uri(const char *spec)
+{
+	return spec && strncasecmp(spec, "pkcs11:", 7) == 0;
+}
+
+int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, const char *cmd)
+{
+	unsigned char *pin = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (!cli_is_token_uri(key))
+		return pinfile ? cli_usage(cmd, "--pin-file goes with a pkcs11: URI as "
+					   "--signing-key") : 0;
+	if (cli_pin_get(&pin, &len, key, pinfile))
+		return CLI_EXIT_ERROR;
+	rc = amber_archive_set_token_pin(a, pin, len);
+	cli_secret_free(pin, len);
+	return rc ? cli_fail(rc, amber_archive_path(a)) : 0;
 }
 
 /* "@EPOCH[.frac]" parses with its '@', ISO forms without it. */

@@ -228,6 +228,25 @@ void cli_time_iso(char out[64], int64_t sec, uint32_t nsec, int digits);
 int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
 		   int confirm);
 
+/**
+ * Obtain the PIN of the token that the pkcs11: URI `uri` names: from
+ * `file` if given, else from the terminal when stdin is one.  The result
+ * lives in sodium_malloc memory; release it with cli_secret_free().
+ * @return 0, or CLI_EXIT_ERROR after printing why.
+ */
+int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *file);
+
+/**
+ * Give the archive the PIN for its signing key when `key` is a pkcs11:
+ * URI (read as cli_pin_get() does).  A `pinfile` without such a key is a
+ * usage error of `cmd`.
+ * @return 0 or the exit status.
+ */
+int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, const char *cmd);
+
+/** 1 if `spec` is a pkcs11: URI (a key held in a token). */
+int cli_is_token_uri(const char *spec);
+
 /** Wipe and free a passphrase from cli_secret_get().  NULL-safe. */
 void cli_secret_free(unsigned char *secret, size_t len);
 

@@ -1,5 +1,5 @@
 /*
- * amberfs key new-signing ARCHIVE [--signing-key FILE]
+ * amberfs key new-signing ARCHIVE [--signing-key FILE|pkcs11:URI [--pin-file FILE]]
  * amberfs key show-public ARCHIVE
  *
  * The archive's Ed25519 signing key.  Neither subcommand needs the
@@ -13,7 +13,8 @@
 #include <string.h>
 
 static const char help[] =
-	"Usage: amberfs key new-signing ARCHIVE [--signing-key FILE]\n"
+	"Usage: amberfs key new-signing ARCHIVE [--signing-key FILE|pkcs11:URI\n"
+	"                                       [--pin-file FILE]]\n"
 	"       amberfs key show-public ARCHIVE\n"
 	"Manage the archive's Ed25519 signing key.\n"
 	"\n"
@@ -24,15 +25,20 @@ static const char help[] =
 	"                 public-key line (for an allowed-signers file)\n"
 	"\n"
 	"      --signing-key FILE  new-signing: where to write the secret key\n"
-	"                          (default: $AMBERFS_SIGNING_KEY); never overwritten\n"
+	"                          (default: $AMBERFS_SIGNING_KEY); never overwritten;\n"
+	"                          or the pkcs11:URI of an Ed25519 key in a token,\n"
+	"                          whose public key the archive then keeps\n"
+	"      --pin-file FILE     read the token's PIN from FILE (default: ask on\n"
+	"                          the terminal)\n"
 	"  -h, --help              show this help\n";
 
-enum { OPT_SIGNING_KEY = CLI_OPT_LONG };
+enum { OPT_SIGNING_KEY = CLI_OPT_LONG, OPT_PIN_FILE };
 
 struct key_args {
 	const char *sub;        /* "new-signing" or "show-public" */
 	const char *archive;
 	const char *signing_key;
+	const char *pinfile;
 };
 
 /* @return -1 to go on, else the exit status. */
@@ -40,6 +46,7 @@ static int parse(struct key_args *o, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -52,6 +59,8 @@ static int parse(struct key_args *o, int argc, char **argv)
 			return cli_help(help);
 		else if (c == OPT_SIGNING_KEY)
 			o->signing_key = optarg;
+		else if (c == OPT_PIN_FILE)
+			o->pinfile = optarg;
 		else
 			return cli_bad_option("key", c, argv);
 	}
@@ -61,8 +70,8 @@ static int parse(struct key_args *o, int argc, char **argv)
 	if (strcmp(o->sub, "new-signing") != 0 && strcmp(o->sub, "show-public") != 0)
 		return cli_usage("key", "unknown subcommand '%s' (expected new-signing or "
 				 "show-public)", o->sub);
-	if (o->signing_key && strcmp(o->sub, "new-signing") != 0)
-		return cli_usage("key", "--signing-key goes with new-signing only");
+	if ((o->signing_key || o->pinfile) && strcmp(o->sub, "new-signing") != 0)
+		return cli_usage("key", "--signing-key and --pin-file go with new-signing only");
 	if (!o->signing_key && env && *env && strcmp(o->sub, "new-signing") == 0)
 		o->signing_key = env;
 	if (!o->signing_key && strcmp(o->sub, "new-signing") == 0)
@@ -93,14 +102,22 @@ static int print_public(const amber_archive *a)
 	return CLI_EXIT_OK;
 }
 
-static int new_signing(amber_archive *a, const char *path)
+static int new_signing(amber_archive *a, const struct key_args *o)
 {
-	int rc = amber_archive_add_signing_key(a, path);
+	const char *path = o->signing_key;
+	int rc = cli_archive_pin(a, path, o->pinfile, "key");
 
 	if (rc)
+		return rc;
+	if ((rc = amber_archive_add_signing_key(a, path)))
 		return cli_fail(rc, amber_archive_path(a));
-	fprintf(stderr, "amberfs: secret signing key written to %s (keep it apart from the "
-		"archive); snapshots of %s must now be signed\n", path, amber_archive_path(a));
+	if (cli_is_token_uri(path))
+		fprintf(stderr, "amberfs: the archive's signing key is now the token key %s; "
+			"snapshots of %s must now be signed\n", path, amber_archive_path(a));
+	else
+		fprintf(stderr, "amberfs: secret signing key written to %s (keep it apart from "
+			"the archive); snapshots of %s must now be signed\n", path,
+			amber_archive_path(a));
 	return print_public(a);
 }
 
@@ -118,7 +135,7 @@ int cmd_key(int argc, char **argv)
 	if (rc)
 		return cli_fail(rc, o.archive);
 	if (strcmp(o.sub, "new-signing") == 0)
-		status = new_signing(a, o.signing_key);
+		status = new_signing(a, &o);
 	else
 		status = print_public(a);
 	amber_archive_free(a);

@@ -1,7 +1,7 @@
 /*
  * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [--message M]
  *                  [--no-cache] [--threads N] [--passphrase-file FILE]
- *                  [--signing-key FILE | --unsigned]
+ *                  [--signing-key FILE|pkcs11:URI [--pin-file FILE] | --unsigned]
  *
  * Prints the new snapshot's commit id on stdout.  Source entries that cannot
  * be read are named on stderr and left out; the snapshot is still written,
@@ -26,7 +26,10 @@ static const char help[] =
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"      --signing-key FILE      sign the snapshot with the archive's secret signing\n"
 	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
-	"                              archive with a signing key needs it\n"
+	"                              archive with a signing key needs it; or the\n"
+	"                              pkcs11:URI of the archive's key in a token\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"      --unsigned              write an unsigned snapshot into an archive that\n"
 	"                              has a signing key\n"
 	"  -h, --help                  show this help\n"
@@ -37,11 +40,12 @@ static const char help[] =
 	"before anything is written (exit status 1).\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_TAG, OPT_MESSAGE, OPT_NO_CACHE, OPT_THREADS,
-       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
+       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE };
 
 struct snapshot_args {
 	const char *pos[2];     /* ARCHIVE, SRC */
 	const char *passfile;
+	const char *pinfile;
 	amber_snapshot_opts opts;
 };
 
@@ -56,6 +60,7 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->opts.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.unsigned_ok = 1; return -1;
+	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
 	case OPT_THREADS:
 		if (cli_parse_int(&o->opts.threads, optarg, 0, 1024, "snapshot", "--threads"))
 			return CLI_EXIT_USAGE;
@@ -76,6 +81,7 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -141,6 +147,8 @@ int cmd_snapshot(int argc, char **argv)
 	if (status >= 0)
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = cli_archive_pin(a, o.opts.signing_key_path, o.pinfile, "snapshot");
 	if (status == 0)
 		status = write_snapshot(&o, a);
 	amber_archive_free(a);

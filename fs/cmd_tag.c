@@ -1,6 +1,7 @@
 /*
  * amberfs tag ARCHIVE SNAPSHOT NAME [-m MSG] [--stream S]
- *             [--signing-key FILE | --unsigned] [--passphrase-file FILE]
+ *             [--signing-key FILE|pkcs11:URI [--pin-file FILE] | --unsigned]
+ *             [--passphrase-file FILE]
  *
  * Names a snapshot with an annotated tag object, refs/tags/NAME.  The
  * snapshot is opened (its record authenticated) before it is named.  In an
@@ -20,13 +21,16 @@ static const char help[] =
 	"  -m, --message MSG           the tag's message (default: \"amberfs tag NAME\")\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --signing-key FILE      the archive's secret signing key (default:\n"
-	"                              $AMBERFS_SIGNING_KEY)\n"
+	"                              $AMBERFS_SIGNING_KEY), or the pkcs11:URI of\n"
+	"                              the archive's key in a token\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"      --unsigned              write an unsigned tag in an archive that has a\n"
 	"                              signing key\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE };
 
 struct tag_args {
 	const char *pos[3];     /* ARCHIVE, SNAPSHOT, NAME */
@@ -34,6 +38,7 @@ struct tag_args {
 	const char *stream;
 	const char *passfile;
 	const char *signing_key;
+	const char *pinfile;
 	int unsigned_ok;
 };
 
@@ -46,6 +51,7 @@ static int option(struct tag_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->signing_key = optarg; return -1;
 	case OPT_UNSIGNED: o->unsigned_ok = 1; return -1;
+	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
 	}
 	return cli_bad_option("tag", c, argv);
 }
@@ -59,6 +65,7 @@ static int parse(struct tag_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -102,6 +109,8 @@ int cmd_tag(int argc, char **argv)
 	if (status >= 0)
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = cli_archive_pin(a, o.signing_key, o.pinfile, "tag");
 	if (status == 0)
 		status = make_tag(&o, a);
 	amber_archive_free(a);

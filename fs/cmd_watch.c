@@ -61,7 +61,11 @@ static const char help[] =
 	"                              $CREDENTIALS_DIRECTORY/passphrase)\n"
 	"      --signing-key FILE      sign with the secret key in FILE (default:\n"
 	"                              $AMBERFS_SIGNING_KEY, else\n"
-	"                              $CREDENTIALS_DIRECTORY/signing-key if present)\n"
+	"                              $CREDENTIALS_DIRECTORY/signing-key if present),\n"
+	"                              or the pkcs11:URI of the archive's token key\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default:\n"
+	"                              $CREDENTIALS_DIRECTORY/pin if present, else ask\n"
+	"                              on the terminal)\n"
 	"      --unsigned              write unsigned snapshots into a signing archive\n"
 	"  -h, --help                  show this help\n"
 	"\n"
@@ -70,7 +74,8 @@ static const char help[] =
 	"the sequence number its report carries.\n";
 
 enum { OPT_INTERVAL = CLI_OPT_LONG, OPT_STREAM, OPT_APPEND, OPT_QUIESCE, OPT_RESUME,
-       OPT_RESCAN, OPT_JSON, OPT_THREADS, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
+       OPT_RESCAN, OPT_JSON, OPT_THREADS, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED,
+       OPT_PIN_FILE };
 
 #define MAX_GLOBS 64
 #define DIRTY_LIMIT 100000    /* more changed paths: walk everything instead */
@@ -82,13 +87,14 @@ enum { OPT_INTERVAL = CLI_OPT_LONG, OPT_STREAM, OPT_APPEND, OPT_QUIESCE, OPT_RES
 struct watch_args {
 	const char *pos[2];     /* ARCHIVE, SRC */
 	const char *passfile;
+	const char *pinfile;
 	const char *quiesce, *resume;
 	int64_t interval, rescan;
 	int json;
 	const char *globs[MAX_GLOBS + 1];
 	int nglobs;
 	amber_writer_opts opts;
-	char cred_pass[4096], cred_key[4096];
+	char cred_pass[4096], cred_key[4096], cred_pin[4096];
 };
 
 /* The changed paths of the next capture (a set). */
@@ -152,6 +158,7 @@ static int option(struct watch_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->opts.snap.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.snap.unsigned_ok = 1; return -1;
+	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
 	case OPT_INTERVAL:
 		return parse_duration(&o->interval, optarg, 10000000, "--interval") ? CLI_EXIT_USAGE
 										       : -1;
@@ -186,6 +193,10 @@ static void credentials(struct watch_args *o)
 	if (!o->opts.snap.signing_key_path && !o->opts.snap.unsigned_ok &&
 	    access(o->cred_key, R_OK) == 0)
 		o->opts.snap.signing_key_path = o->cred_key;
+	snprintf(o->cred_pin, sizeof(o->cred_pin), "%s/pin", dir);
+	if (!o->pinfile && cli_is_token_uri(o->opts.snap.signing_key_path) &&
+	    access(o->cred_pin, R_OK) == 0)
+		o->pinfile = o->cred_pin;
 }
 
 static int parse(struct watch_args *o, int argc, char **argv)
@@ -202,6 +213,7 @@ static int parse(struct watch_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -799,6 +811,8 @@ int cmd_watch(int argc, char **argv)
 	o.opts.snap.warn = on_warn;
 	o.opts.snap.payload = &x;
 	status = cli_open_archive(&x.a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = cli_archive_pin(x.a, o.opts.snap.signing_key_path, o.pinfile, "watch");
 	if (status == 0)
 		status = start(&x);
 	if (status == 0)
