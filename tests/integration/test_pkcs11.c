@@ -1,0 +1,440 @@
+/*
+ * Keys in a real PKCS#11 token: SoftHSM2, set up by each test in its own
+ * scratch directory (a softhsm2.conf there, SOFTHSM2_CONF pointing at it,
+ * softhsm2-util to make the token, pkcs11-tool to make the keys).  amberfs
+ * finds the token through p11-kit, where SoftHSM2 registers itself, or
+ * through a URI's module-path.
+ *
+ * Signatures the token makes must pass `git verify-commit`/`verify-tag`
+ * with the allowed-signers file and `amberfs verify`, exactly as a key
+ * file's do, and the archive's public key must be the token's.  A wrong
+ * PIN, a missing token, a missing key, a PIN inside the URI and a token
+ * that goes away while `watch` runs each give one clear line naming the
+ * token, and leave the refs and the pack files as they were.
+ *
+ * SoftHSM2 missing is a failure, never a skip: scripts/install-deps
+ * installs it.
+ */
+#include "helpers.h"
+
+#include "sign.h"
+
+#include <dirent.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SOFTHSM_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define TOKEN_LABEL "amberfs-test"
+#define USER_PIN "48151623"
+#define SO_PIN "99887766"
+#define KEY_URI "pkcs11:token=" TOKEN_LABEL ";object=snapsign"
+#define PRINCIPAL "amberfs@localhost"
+
+static void setup(void)
+{
+	unsetenv("AMBERFS_SIGNING_KEY");
+	cr_assert_eq(amber_global_init(), 0);
+	itest_setup();
+}
+
+TestSuite(pkcs11, .init = setup, .fini = itest_teardown, .timeout = 300);
+
+typedef struct token {
+	char *dir;              /* the token store */
+	char *pinfile, *badpin;
+} token;
+
+static void must_run(const char *what, const char *arg0, ...) ITEST_SENTINEL;
+
+static void must_run(const char *what, const char *arg0, ...)
+{
+	const char *argv[32];
+	size_t n = 0;
+	va_list ap;
+	run_result r;
+
+	va_start(ap, arg0);
+	for (const char *a = arg0; a && n < 31; a = va_arg(ap, const char *))
+		argv[n++] = a;
+	va_end(ap);
+	argv[n] = NULL;
+	run_argv(&r, NULL, argv);
+	cr_assert_eq(r.status, 0, "%s failed (exit %d): is SoftHSM2/OpenSC installed? "
+		     "(scripts/install-deps)\n%s%s", what, r.status, r.out, r.err);
+	run_result_dispose(&r);
+}
+
+/* A fresh SoftHSM2 token with an Ed25519 key pair "snapsign" (id 01). */
+static void token_setup(token *t)
+{
+	char *conf = pjoin(IT.tmp, "softhsm2.conf");
+
+	cr_assert_eq(access(SOFTHSM_MODULE, R_OK), 0,
+		     "SoftHSM2 is not installed (%s missing): scripts/install-deps installs "
+		     "softhsm2", SOFTHSM_MODULE);
+	t->dir = pjoin(IT.tmp, "tokens");
+	mkdir_p(t->dir, 0700);
+	write_str(conf, xasprintf("directories.tokendir = %s\nobjectstore.backend = file\n"
+				  "log.level = ERROR\nslots.removable = false\n", t->dir));
+	setenv("SOFTHSM2_CONF", conf, 1);
+	must_run("softhsm2-util --init-token", "softhsm2-util", "--init-token", "--free",
+		 "--label", TOKEN_LABEL, "--so-pin", SO_PIN, "--pin", USER_PIN, NULL);
+	must_run("pkcs11-tool --keypairgen", "pkcs11-tool", "--module", SOFTHSM_MODULE,
+		 "--token-label", TOKEN_LABEL, "--login", "--pin", USER_PIN, "--keypairgen",
+		 "--key-type", "EC:edwards25519", "--label", "snapsign", "--id", "01", NULL);
+	t->pinfile = pjoin(IT.tmp, "pin");
+	write_passfile(t->pinfile, USER_PIN "\n");
+	t->badpin = pjoin(IT.tmp, "badpin");
+	write_passfile(t->badpin, "11112222\n");
+	free(conf);
+}
+
+/* The token's Ed25519 public key as pkcs11-tool lists it (64 hex digits). */
+static char *token_pubkey_hex(void)
+{
+	run_result r;
+	char *p, *hex;
+
+	run_cmd(&r, NULL, "pkcs11-tool", "--module", SOFTHSM_MODULE, "--token-label", TOKEN_LABEL,
+		"--list-objects", "--type", "pubkey", NULL);
+	cr_assert_eq(r.status, 0, "pkcs11-tool --list-objects: %s", r.err);
+	p = strstr(r.out, "EC_POINT:");
+	cr_assert_not_null(p, "no EC_POINT in %s", r.out);
+	p += strspn(p + 9, " ") + 9;
+	cr_assert(strncmp(p, "0420", 4) == 0, "an OCTET STRING of 32 bytes: %.70s", p);
+	hex = strndup(p + 4, 64);
+	run_result_dispose(&r);
+	return hex;
+}
+
+static char *show_public(const char *arc)
+{
+	run_result r;
+
+	amber(&r, "key", "show-public", arc, NULL);
+	assert_ok(&r, "key show-public");
+	r.out[strcspn(r.out, "\n")] = '\0';
+	free(r.err);
+	return r.out;
+}
+
+static char *allowed_signers(const char *arc)
+{
+	char *path = pjoin(IT.tmp, "allowed_signers"), *pub = show_public(arc);
+
+	write_str(path, xasprintf("%s %s\n", PRINCIPAL, pub));
+	free(pub);
+	return path;
+}
+
+static int git_verify(const char *arc, const char *allowed, const char *how, const char *rev)
+{
+	char *gd = xasprintf("--git-dir=%s", arc), *cfg =
+		xasprintf("gpg.ssh.allowedSignersFile=%s", allowed);
+	const char *const env[] = {"GIT_CONFIG_NOSYSTEM=1", NULL};
+	run_opts o = {.env = env};
+	run_result r;
+	int st = run_cmd(&r, &o, "git", gd, "-c", "gpg.format=ssh", "-c", cfg, how, rev, NULL);
+
+	if (st == 0)
+		cr_expect(strstr(r.err, "Good \"git\" signature for " PRINCIPAL) != NULL,
+			  "git %s %s: %s", how, rev, r.err);
+	run_result_dispose(&r);
+	free(gd);
+	free(cfg);
+	return st;
+}
+
+/* Refs and pack files of an archive, to show that nothing was written. */
+static char *store_state(const char *arc)
+{
+	char *refs = git_ok(arc, NULL, "for-each-ref", "--format=%(refname) %(objectname)", NULL);
+	char *packs = pjoin(arc, "objects/pack"), *out;
+	char *list = strdup("");
+	DIR *d = opendir(packs);
+	struct dirent *e;
+
+	cr_assert_not_null(d);
+	while ((e = readdir(d))) {
+		char *n = xasprintf("%s%s\n", list, e->d_name);
+
+		free(list);
+		list = n;
+	}
+	closedir(d);
+	/* readdir order is stable for an unchanged directory; sort anyway */
+	out = xasprintf("%s\n--\n%s", refs, list);
+	free(refs);
+	free(list);
+	free(packs);
+	return out;
+}
+
+static void mk_src(const char *src)
+{
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "book"), "bid 100 ask 101\n");
+}
+
+static void init_with_token(const char *arc, const token *t)
+{
+	run_result r;
+
+	amber(&r, "init", arc, "--signing-key", KEY_URI, "--pin-file", t->pinfile, NULL);
+	assert_ok(&r, "init --signing-key pkcs11:");
+	cr_expect(strstr(r.out, "never leaves the token") != NULL, "%s", r.out);
+	assert_not_contains(r.out, r.out_len, USER_PIN, "init stdout");
+	assert_not_contains(r.err, r.err_len, USER_PIN, "init stderr");
+	run_result_dispose(&r);
+}
+
+static void snapshot_token(char id[41], const char *arc, const char *src, const token *t)
+{
+	const char *extra[] = {"--signing-key", KEY_URI, "--pin-file", t->pinfile, NULL};
+
+	amber_snapshot_ok(id, arc, src, extra);
+}
+
+/* ------------------------------------------------------------------ */
+
+Test(pkcs11, token_signatures_pass_git_and_amberfs_verify)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[3][41];
+	run_result r;
+
+	token_setup(&t);
+	mk_src(src);
+	init_with_token(arc, &t);
+
+	/* the archive's public key is the token's, and no key file appeared */
+	uint8_t pk[32];
+	char hex[65], *pub = show_public(arc), *want = token_pubkey_hex();
+	cr_assert_eq(amber_pubkey_parse(pk, pub), 0, "%s", pub);
+	for (int i = 0; i < 32; i++)
+		snprintf(hex + 2 * i, 3, "%02x", pk[i]);
+	cr_expect_str_eq(hex, want, "the archive's signing key is the token's public key");
+	cr_expect_neq(access(KEY_URI, F_OK), 0, "no file named after the URI");
+
+	for (int i = 0; i < 3; i++) {
+		write_str(pjoin(src, "tick"), xasprintf("tick %d\n", i));
+		snapshot_token(id[i], arc, src, &t);
+	}
+	amber(&r, "tag", arc, "latest", "incident-7", "-m", "frozen", "--signing-key", KEY_URI,
+	      "--pin-file", t.pinfile, NULL);
+	assert_ok(&r, "tag with the token key");
+	run_result_dispose(&r);
+
+	char *allowed = allowed_signers(arc);
+	for (int i = 0; i < 3; i++)
+		cr_expect_eq(git_verify(arc, allowed, "verify-commit", id[i]), 0,
+			     "git verify-commit %s", id[i]);
+	cr_expect_eq(git_verify(arc, allowed, "verify-tag", "incident-7"), 0, "git verify-tag");
+
+	amber(&r, "verify", arc, NULL);
+	assert_ok(&r, "amberfs verify");
+	cr_expect(strstr(r.out, "3 signed and verified") != NULL, "%s", r.out);
+	run_result_dispose(&r);
+	assert_fsck(arc);
+
+	/* a token signature over edited bytes fails like a file key's */
+	char *raw = git_ok(arc, NULL, "cat-file", "commit", id[2], NULL);
+	char *edited = xasprintf("%s\n", raw), *hit = strstr(edited, "amberfs snapshot");
+	cr_assert_not_null(hit);
+	hit[0] = 'A';
+	char *path = pjoin(IT.tmp, "edited");
+	write_str(path, edited);
+	char *bad = git_ok(arc, path, "hash-object", "-w", "-t", "commit", "--stdin", NULL);
+	cr_expect_neq(git_verify(arc, allowed, "verify-commit", bad), 0, "an edited commit");
+	free(bad);
+	free(path);
+	free(edited);
+	free(raw);
+	free(allowed);
+	free(pub);
+	free(want);
+}
+
+Test(pkcs11, module_path_and_module_name_pick_the_module)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[41];
+	run_result r;
+	const char *uris[] = {
+		KEY_URI "?module-path=" SOFTHSM_MODULE,
+		KEY_URI "?module-name=softhsm2",
+		"pkcs11:token=" TOKEN_LABEL ";id=%01",
+	};
+
+	token_setup(&t);
+	mk_src(src);
+	init_with_token(arc, &t);
+	for (size_t i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
+		const char *extra[] = {"--signing-key", uris[i], "--pin-file", t.pinfile, NULL};
+
+		write_str(pjoin(src, "tick"), xasprintf("tick %zu\n", i));
+		amber_snapshot_ok(id, arc, src, extra);
+	}
+	char *before = store_state(arc);
+	amber(&r, "snapshot", arc, src, "--signing-key", KEY_URI "?module-name=nosuchmodule",
+	      "--pin-file", t.pinfile, NULL);
+	assert_exit(&r, 1, "an unknown module-name");
+	assert_one_error_line(&r, "an unknown module-name");
+	cr_expect(strstr(r.err, "nosuchmodule") != NULL, "%s", r.err);
+	run_result_dispose(&r);
+	char *after = store_state(arc);
+	cr_expect_str_eq(after, before, "nothing written");
+	free(before);
+	free(after);
+}
+
+/* Run a snapshot that must fail with one line containing each needle. */
+static void expect_refused(const char *arc, const char *src, const char *what,
+			   const char *const *args, const char *n1, const char *n2)
+{
+	char *before = store_state(arc), *after;
+	const char *argv[16] = {"snapshot", arc, src};
+	size_t k = 3;
+	run_result r;
+
+	for (; *args && k < 15; args++)
+		argv[k++] = *args;
+	argv[k] = NULL;
+	amber_a(&r, NULL, argv);
+	assert_exit(&r, 1, what);
+	assert_one_error_line(&r, what);
+	cr_expect(strstr(r.err, n1) != NULL, "%s: '%s' not in: %s", what, n1, r.err);
+	cr_expect(!n2 || strstr(r.err, n2) != NULL, "%s: '%s' not in: %s", what, n2, r.err);
+	assert_not_contains(r.err, r.err_len, USER_PIN, what);
+	run_result_dispose(&r);
+	after = store_state(arc);
+	cr_expect_str_eq(after, before, "%s: refs and packs unchanged", what);
+	free(before);
+	free(after);
+}
+
+Test(pkcs11, token_errors_are_one_line_and_write_nothing)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[41];
+
+	token_setup(&t);
+	mk_src(src);
+	init_with_token(arc, &t);
+	snapshot_token(id, arc, src, &t);
+	write_str(pjoin(src, "book"), "bid 99 ask 102\n");
+
+	const char *wrong_pin[] = {"--signing-key", KEY_URI, "--pin-file", t.badpin, NULL};
+	expect_refused(arc, src, "a wrong PIN", wrong_pin, "wrong PIN", "token '" TOKEN_LABEL);
+	const char *no_token[] = {"--signing-key", "pkcs11:token=absent-token;object=snapsign",
+				  "--pin-file", t.pinfile, NULL};
+	expect_refused(arc, src, "a missing token", no_token, "no token matches",
+		       "absent-token");
+	const char *no_key[] = {"--signing-key", "pkcs11:token=" TOKEN_LABEL ";object=nokey",
+				"--pin-file", t.pinfile, NULL};
+	expect_refused(arc, src, "a missing key", no_key, "no Ed25519 private key", "nokey");
+	const char *in_uri[] = {"--signing-key", KEY_URI "?pin-value=" USER_PIN, NULL};
+	expect_refused(arc, src, "a PIN in the URI", in_uri, "--pin-file", "pin-value");
+	const char *no_pin[] = {"--signing-key", KEY_URI, NULL};
+	expect_refused(arc, src, "no PIN and no terminal", no_pin, "--pin-file", KEY_URI);
+	run_result r;
+	const char *argv[] = {"snapshot", arc, src, "--pin-file", t.pinfile, "--unsigned", NULL};
+	amber_a(&r, NULL, argv);
+	assert_exit(&r, 2, "--pin-file without a token key");
+	run_result_dispose(&r);
+
+	/* init with a wrong PIN creates no archive */
+	char *arc2 = pjoin(IT.tmp, "arc2");
+	amber(&r, "init", arc2, "--signing-key", KEY_URI, "--pin-file", t.badpin, NULL);
+	assert_exit(&r, 1, "init with a wrong PIN");
+	assert_one_error_line(&r, "init with a wrong PIN");
+	cr_expect(strstr(r.err, "wrong PIN") != NULL, "%s", r.err);
+	run_result_dispose(&r);
+	cr_expect_neq(access(pjoin(arc2, "objects"), F_OK), 0, "no archive was created");
+
+	/* the same token key still works after all that */
+	snapshot_token(id, arc, src, &t);
+}
+
+Test(pkcs11, key_new_signing_takes_a_token_key)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[41];
+	run_result r;
+
+	token_setup(&t);
+	mk_src(src);
+	amber_init_archive(arc, 0);
+	amber(&r, "key", "new-signing", arc, "--signing-key", KEY_URI, "--pin-file", t.pinfile,
+	      NULL);
+	assert_ok(&r, "key new-signing pkcs11:");
+	run_result_dispose(&r);
+	snapshot_token(id, arc, src, &t);
+	char *allowed = allowed_signers(arc);
+	cr_expect_eq(git_verify(arc, allowed, "verify-commit", id), 0);
+	free(allowed);
+}
+
+/* Wait until `file` contains `needle`; assert within `timeout` seconds. */
+static void wait_for(const char *file, const char *needle, double timeout, const char *errf)
+{
+	double t0 = now_s();
+
+	for (;;) {
+		char *text = access(file, F_OK) == 0 ? read_file(file, NULL) : strdup("");
+		int hit = strstr(text, needle) != NULL;
+
+		free(text);
+		if (hit)
+			return;
+		cr_assert(now_s() - t0 < timeout, "no '%s' in %s after %.0f s; stderr: %s", needle,
+			  file, timeout, read_file(errf, NULL));
+		sleep_s(0.02);
+	}
+}
+
+/*
+ * The token goes away while a command holds it: `watch` logs in and signs
+ * its first snapshot; then the token's store is removed (SoftHSM2 then
+ * fails every operation on the key, as a pulled device does) and the
+ * source changes.  The next capture must fail with one line naming the
+ * token, and leave the refs and packs as they were.
+ */
+Test(pkcs11, token_gone_mid_watch_writes_nothing)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src");
+	char *json = pjoin(IT.tmp, "watch.json"), *err = pjoin(IT.tmp, "watch.err");
+
+	token_setup(&t);
+	mk_src(src);
+	init_with_token(arc, &t);
+	const char *argv[] = {"watch", arc, src, "--interval", "100ms", "--json",
+			      "--signing-key", KEY_URI, "--pin-file", t.pinfile, NULL};
+	run_opts o = {.stdout_path = json, .stderr_path = err};
+	pid_t pid = amber_spawn(&o, argv);
+
+	wait_for(json, "\"ready\"", 30, err);
+	char *before = store_state(arc);
+	cr_assert_eq(rm_rf(t.dir), 0);
+	write_str(pjoin(src, "book"), "bid 1 ask 2\n");
+	wait_for(err, "went away", 30, err);
+	char *after = store_state(arc);
+	cr_expect_str_eq(after, before, "refs and packs unchanged");
+	kill(pid, SIGTERM);
+	wait_exit(pid);
+
+	char *e = read_file(err, NULL);
+	char *line = strstr(e, "amberfs: watch: snapshot failed");
+	cr_expect_not_null(line, "%s", e);
+	cr_expect(strstr(e, "token '" TOKEN_LABEL "' (" KEY_URI ")") != NULL, "%s", e);
+	assert_not_contains(e, strlen(e), USER_PIN, "watch stderr");
+	free(after);
+	free(before);
+	free(e);
+}
