@@ -61,6 +61,7 @@ void amber_archive_free(amber_archive *a)
 	amber_cache_free(a->cache);
 	for (size_t i = 0; i < a->nslots; i++)
 		free(a->slots[i]);
+	free(a->config_raw);
 	amber_keys_free(a->keys);
 	amber_archive_set_token_pin(a, NULL, 0);
 	amber_store_free(a->store);
@@ -78,6 +79,11 @@ static void setup_chunker(amber_archive *a)
 {
 	amber_chunker_init(&a->chunker, a->encrypted ? a->keys->chunk_key : NULL, a->chunk_min,
 			   a->chunk_avg, a->chunk_max);
+}
+
+void amber_archive_setup_chunker(amber_archive *a)
+{
+	setup_chunker(a);
 }
 
 /* ---- config text ------------------------------------------------------ */
@@ -342,25 +348,43 @@ static int signing_tree(amber_tentry *top, amber_archive *a, amber_packw *w)
 	return rc < 0 ? rc : add_tree(top->oid, w, &pub, 1);
 }
 
+/* The config's bytes, kept as the authenticator covers them. */
+static int config_keep(amber_archive *a, const uint8_t *data, size_t len)
+{
+	free(a->config_raw);
+	a->config_len = 0;
+	if (!(a->config_raw = malloc(len ? len : 1)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(a->config_raw, data, len);
+	a->config_len = len;
+	return 0;
+}
+
 static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 {
-	amber_tentry top[3], slots[AMBER_MAX_SLOTS];
+	amber_tentry top[4], slots[AMBER_MAX_SLOTS];
 	amber_buf cfg = AMBER_BUF_INIT;
-	char name[24];
+	char name[16], auth[96];
 	size_t n = 1;
 	int rc = config_format(&cfg, a);
 
 	if (rc == 0)
+		rc = config_keep(a, cfg.data, cfg.len);
+	if (rc == 0)
 		rc = add_blob(&top[0], w, "config", cfg.data, cfg.len);
 	amber_buf_dispose(&cfg);
 	for (size_t i = 0; rc == 0 && i < a->nslots; i++) {
-		snprintf(name, sizeof(name), "slot-%u", (unsigned)i);
+		amber_slot_name(name, i);
 		rc = add_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
 	}
 	if (rc == 0 && a->nslots > 0) { /* plain archives have no key slots */
 		tree_entry(&top[n], "keys");
 		rc = add_tree(top[n++].oid, w, slots, a->nslots);
 	}
+	if (rc == 0 && a->nslots > 0)
+		rc = amber_archive_auth_text(auth, a, a->slots, a->slot_len, a->nslots);
+	if (rc == 0 && a->nslots > 0)
+		rc = add_blob(&top[n++], w, "auth", auth, strlen(auth));
 	if (rc == 0 && a->has_sign_pk)
 		rc = signing_tree(&top[n++], a, w);
 	return rc < 0 ? rc : add_tree(root, w, top, n);
@@ -484,10 +508,13 @@ static int new_keys(amber_archive *a, const amber_create_opts *o)
 
 	if (!o->passphrase || o->passphrase_len == 0)
 		return amber_fail(AMBER_EINVAL, "an encrypted archive needs a passphrase");
+	amber_slot_new n = {.kind = AMBER_SLOT_PASSPHRASE, .label = "initial",
+			    .secret = o->passphrase, .secret_len = o->passphrase_len,
+			    .kdf_profile = o->kdf_profile};
+
 	rc = amber_keys_generate(&a->keys);
 	if (rc == 0)
-		rc = amber_keyslot_seal(&a->slots[0], &a->slot_len[0], a->keys, o->passphrase,
-					o->passphrase_len, o->kdf_profile);
+		rc = amber_slot_seal(&a->slots[0], &a->slot_len[0], a->keys, &n);
 	if (rc == 0)
 		a->nslots = 1;
 	return rc;
@@ -625,6 +652,12 @@ static int read_meta_blob(amber_buf *out, amber_archive *a, const uint8_t oid[20
 	return rc;
 }
 
+int amber_archive_read_meta(amber_buf *out, amber_archive *a, const uint8_t oid[20],
+			    int want_type)
+{
+	return read_meta_blob(out, a, oid, want_type);
+}
+
 static int load_slots(amber_archive *a, const uint8_t tree_oid[20])
 {
 	amber_buf t = AMBER_BUF_INIT;
@@ -645,6 +678,23 @@ static int load_slots(amber_archive *a, const uint8_t tree_oid[20])
 	}
 	free(e);
 	amber_buf_dispose(&t);
+	return rc;
+}
+
+/* auth: "blake2b-256 <64 hex digits>\n" */
+static int load_auth(amber_archive *a, const uint8_t oid[20])
+{
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = read_meta_blob(&b, a, oid, AMBER_GIT_BLOB);
+
+	if (rc == 0 && (b.len != 77 || memcmp(b.data, "blake2b-256 ", 12) != 0 ||
+			b.data[76] != '\n' ||
+			sodium_hex2bin(a->auth, 32, (const char *)b.data + 12, 64, NULL, NULL,
+				       NULL) != 0))
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s: malformed metadata authenticator in "
+				"%s", a->path, AMBER_META_REF);
+	a->has_auth = rc == 0;
+	amber_buf_dispose(&b);
 	return rc;
 }
 
@@ -706,6 +756,10 @@ static int load_meta(amber_archive *a)
 		rc = read_meta_blob(&cfg, a, x->oid, AMBER_GIT_BLOB);
 	if (rc == 0)
 		rc = config_parse(a, cfg.data, cfg.len);
+	if (rc == 0)
+		rc = config_keep(a, cfg.data, cfg.len);
+	if (rc == 0 && (x = amber_tree_find(e, n, "auth")))
+		rc = load_auth(a, x->oid);
 	if (rc == 0 && (x = amber_tree_find(e, n, "keys")))
 		rc = load_slots(a, x->oid);
 	if (rc == 0 && (x = amber_tree_find(e, n, "signing")))
@@ -752,36 +806,9 @@ int amber_archive_open_ext(amber_archive **out, const char *path, const amber_op
 	return 0;
 }
 
-/*
- * Every slot is tried: one malformed or refused slot must not lock out a
- * valid one after it.  A wrong passphrase is the answer if any slot said
- * so; otherwise the first slot's own error.
- */
 int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len)
 {
-	char first[256] = "";
-	int rc = AMBER_EBADKEY, other = 0, badkey = 0;
-
-	if (!a->encrypted)
-		return amber_fail(AMBER_EPLAIN, "archive %s is not encrypted, yet a passphrase was "
-				  "given for it: refusing", a->path);
-	if (a->keys)
-		return 0;
-	for (size_t i = 0; i < a->nslots && (rc = amber_keyslot_open(&a->keys, a->slots[i],
-			a->slot_len[i], pass, len, a->weak_kdf_ok)) < 0; i++) {
-		badkey |= rc == AMBER_EBADKEY;
-		if (rc != AMBER_EBADKEY && !other++)
-			snprintf(first, sizeof(first), "slot %zu: %s", i, amber_error_last());
-	}
-	if (rc == 0) {
-		setup_chunker(a);
-		return 0;
-	}
-	if (badkey || !other)
-		return amber_fail(AMBER_EBADKEY, "wrong passphrase for archive %s: no key slot "
-				  "opens with it%s%s%s", a->path, other ? " (unusable " : "",
-				  first, other ? ")" : "");
-	return amber_fail(AMBER_ECORRUPT, "archive %s: no usable key slot (%s)", a->path, first);
+	return amber_archive_unlock_with(a, AMBER_SLOT_PASSPHRASE, pass, len);
 }
 
 /* ---- signing keys ------------------------------------------------------------- */

@@ -951,8 +951,8 @@ static int unlock_checked(vctx *v)
 
 	for (size_t i = 0; i < a->nslots; i++) {
 		amber_keys *k = NULL;
-		int rc = amber_keyslot_open(&k, a->slots[i], a->slot_len[i], v->o->passphrase,
-					    v->o->passphrase_len, a->weak_kdf_ok);
+		int rc = amber_slot_open(&k, a->slots[i], a->slot_len[i], AMBER_SLOT_PASSPHRASE,
+					 v->o->passphrase, v->o->passphrase_len, a->weak_kdf_ok);
 
 		if (rc < 0)
 			continue;
