@@ -5,6 +5,8 @@
  */
 #include "cli.h"
 
+#include "amber_keys.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <sodium.h>
@@ -71,7 +73,8 @@ int cli_signing_key(const char *cmd, const char **key, int unsigned_ok)
 	return -1;
 }
 
-enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE, READ_OPT_SAFE };
+enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE, READ_OPT_SAFE, READ_OPT_TOKEN,
+       READ_OPT_PIN };
 
 int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const char **passfile,
 		       int *safe, int argc, char **argv, const char *cmd, const char *usage,
@@ -81,6 +84,8 @@ int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const ch
 		{"safe", no_argument, NULL, READ_OPT_SAFE},
 		{"stream", required_argument, NULL, READ_OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, READ_OPT_PASSFILE},
+		{"token-uri", required_argument, NULL, READ_OPT_TOKEN},
+		{"pin-file", required_argument, NULL, READ_OPT_PIN},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -96,9 +101,13 @@ int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const ch
 			*passfile = optarg;
 		else if (c == READ_OPT_SAFE && safe)
 			*safe = 1;
+		else if (c == READ_OPT_TOKEN || c == READ_OPT_PIN)
+			cli_token_option(c == READ_OPT_TOKEN, optarg);
 		else
 			return cli_bad_option(cmd, c, argv);
 	}
+	if (cli_token_check(cmd))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(pos, npos, argc, argv, optind, cmd, usage))
 		return CLI_EXIT_USAGE;
 	return -1;
@@ -137,7 +146,8 @@ int cli_fail(int code, const char *archive)
 	const char *msg = amber_error_last();
 
 	/* a wrong token PIN or token key says so itself */
-	if (code == AMBER_EBADKEY && archive && !(msg && strstr(msg, "token")))
+	if (code == AMBER_EBADKEY && archive &&
+	    !(msg && (strstr(msg, "token") || strstr(msg, "pkcs11"))))
 		return cli_error("wrong passphrase for %s: no key slot opens with it", archive);
 	if (!msg || !*msg)
 		return cli_error("%s: unexpected error %d", archive ? archive : "amberfs", code);
@@ -231,6 +241,24 @@ void cli_open_opts(amber_open_opts *o)
 	o->weak_kdf_ok = cli_kdf_test;
 }
 
+const char *cli_token_uri;
+const char *cli_pin_file;
+
+static int token_unlock(amber_archive *a, const char *path)
+{
+	unsigned char *pin = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (cli_pin_get(&pin, &len, cli_token_uri, cli_pin_file))
+		return CLI_EXIT_ERROR;
+	rc = amber_archive_set_token_pin(a, pin, len);
+	cli_secret_free(pin, len);
+	if (rc == 0)
+		rc = amber_archive_unlock_token(a, cli_token_uri);
+	return rc ? cli_fail(rc, path) : 0;
+}
+
 int cli_open_archive(amber_archive **out, const char *path, const char *passfile)
 {
 	amber_archive *a = NULL;
@@ -240,11 +268,16 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 	int rc;
 
 	cli_open_opts(&oo);
-	oo.expect_encrypted = passfile != NULL;
+	oo.expect_encrypted = passfile != NULL || cli_token_uri != NULL;
 	rc = amber_archive_open_ext(&a, path, &oo);
 	if (rc)
 		return cli_fail(rc, path);
-	if (amber_archive_needs_key(a)) {
+	if (amber_archive_needs_key(a) && cli_token_uri) {
+		if ((rc = token_unlock(a, path))) {
+			amber_archive_free(a);
+			return rc;
+		}
+	} else if (amber_archive_needs_key(a)) {
 		if (cli_secret_get(&pass, &len, path, passfile, 0)) {
 			amber_archive_free(a);
 			return CLI_EXIT_ERROR;
@@ -261,6 +294,21 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 	return 0;
 }
 
+void cli_token_option(int is_uri, const char *arg)
+{
+	if (is_uri)
+		cli_token_uri = arg;
+	else
+		cli_pin_file = arg;
+}
+
+int cli_token_check(const char *cmd)
+{
+	if (cli_token_uri && !cli_is_token_uri(cli_token_uri))
+		return cli_usage(cmd, "--token-uri wants a pkcs11: URI (RFC 7512)");
+	return 0;
+}
+
 int cli_is_token_uri(const char *spec)
 {
 	return spec && strncasecmp(spec, "pkcs11:", 7) == 0;
@@ -272,6 +320,10 @@ int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, cons
 	size_t len = 0;
 	int rc;
 
+	if (cli_token_uri && cli_is_token_uri(key))
+		return 0; /* the unlock gave the archive the PIN already */
+	if (!cli_is_token_uri(key) && cli_token_uri)
+		return 0; /* --pin-file was for the token that unlocked */
 	if (!cli_is_token_uri(key))
 		return pinfile ? cli_usage(cmd, "--pin-file goes with a pkcs11: URI as "
 					   "--signing-key") : 0;

@@ -96,7 +96,7 @@ int cli_signing_key(const char *cmd, const char **key, int unsigned_ok);
 
 /**
  * Parse a read command that takes only --stream, --passphrase-file,
- * --help and (when `safe` is not NULL) --safe, and exactly `npos`
+ * --token-uri, --pin-file, --help and (when `safe` is not NULL) --safe, and exactly `npos`
  * operands (named in `usage`) into pos.
  * @return -1 to go on, else the exit status.
  */
@@ -243,6 +243,20 @@ int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *f
  * @return 0 or the exit status.
  */
 int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, const char *cmd);
+
+/**
+ * --token-uri U and --pin-file F of the running command: cli_open_archive()
+ * unlocks with the AES key of that token (a pkcs11 key slot) instead of a
+ * passphrase, the PIN read from F or the terminal.  NULL when not given.
+ */
+extern const char *cli_token_uri;
+extern const char *cli_pin_file;
+
+/** Take --token-uri (is_uri) or --pin-file's argument. */
+void cli_token_option(int is_uri, const char *arg);
+
+/** Usage error of `cmd` for a --token-uri that is not a pkcs11: URI. @return 0 or exit. */
+int cli_token_check(const char *cmd);
 
 /** 1 if `spec` is a pkcs11: URI (a key held in a token). */
 int cli_is_token_uri(const char *spec);

@@ -30,9 +30,14 @@ static const char help[] =
 	"      --json                  one JSON object per line (see amberfs(1))\n"
 	"      --stream S              resolve latest and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STAT = CLI_OPT_LONG, OPT_JSON, OPT_NAMES, OPT_STREAM, OPT_PASSFILE };
+enum { OPT_STAT = CLI_OPT_LONG, OPT_JSON, OPT_NAMES, OPT_STREAM, OPT_PASSFILE, OPT_TOKEN_URI,
+       OPT_PIN_FILE };
 
 struct diff_args {
 	const char *pos[4];     /* ARCHIVE, A, B, PATH */
@@ -56,6 +61,8 @@ static int parse_opt(struct diff_args *o, int c, char **argv)
 		o->stream = optarg;
 	else if (c == OPT_PASSFILE)
 		o->passfile = optarg;
+	else if (c == OPT_TOKEN_URI || c == OPT_PIN_FILE)
+		cli_token_option(c == OPT_TOKEN_URI, optarg);
 	else
 		return cli_bad_option("diff", c, argv);
 	return -1;
@@ -69,6 +76,8 @@ static int parse(struct diff_args *o, int argc, char **argv)
 		{"name-only", no_argument, NULL, OPT_NAMES},
 		{"stream", required_argument, NULL, OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -83,6 +92,8 @@ static int parse(struct diff_args *o, int argc, char **argv)
 	o->pos[3] = "";
 	if (argc - optind == 4)
 		o->pos[3] = argv[argc - 1];
+	if (cli_token_check("diff"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 3, argc - (argc - optind == 4), argv, optind, "diff",
 			    "ARCHIVE A B [PATH]"))
 		return CLI_EXIT_USAGE;

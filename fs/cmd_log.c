@@ -24,9 +24,13 @@ static const char help[] =
 	"  -n, --max-count N           list only the N newest snapshots\n"
 	"      --json                  write a JSON array, one snapshot object per line\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE };
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE, OPT_TOKEN_URI, OPT_PIN_FILE };
 
 #define LOG_ENOUGH 1    /* visit(): -n snapshots printed, stop the walk */
 
@@ -63,6 +67,8 @@ static int parse(struct log_args *o, int argc, char **argv)
 		{"json", no_argument, NULL, OPT_JSON},
 		{"max-count", required_argument, NULL, 'n'},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -82,9 +88,13 @@ static int parse(struct log_args *o, int argc, char **argv)
 			o->json = 1;
 		else if (c == OPT_PASSFILE)
 			o->passfile = optarg;
+		else if (c == OPT_TOKEN_URI || c == OPT_PIN_FILE)
+			cli_token_option(c == OPT_TOKEN_URI, optarg);
 		else
 			return cli_bad_option("log", c, argv);
 	}
+	if (cli_token_check("log"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(&o->archive, 1, argc, argv, optind, "log", "ARCHIVE"))
 		return CLI_EXIT_USAGE;
 	return -1;

@@ -25,9 +25,13 @@ static const char help[] =
 	"      --json                  write a JSON array, one entry object per line\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_JSON = CLI_OPT_LONG, OPT_STREAM, OPT_PASSFILE };
+enum { OPT_JSON = CLI_OPT_LONG, OPT_STREAM, OPT_PASSFILE, OPT_TOKEN_URI, OPT_PIN_FILE };
 
 struct ls_args {
 	const char *pos[2];     /* ARCHIVE, SNAPSHOT[:PATH] */
@@ -49,6 +53,8 @@ static int parse(struct ls_args *o, int argc, char **argv)
 		{"json", no_argument, NULL, OPT_JSON},
 		{"stream", required_argument, NULL, OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
+		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
+		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -64,11 +70,15 @@ static int parse(struct ls_args *o, int argc, char **argv)
 			o->json = 1;
 		else if (c == OPT_STREAM)
 			o->stream = optarg;
+		else if (c == OPT_TOKEN_URI || c == OPT_PIN_FILE)
+			cli_token_option(c == OPT_TOKEN_URI, optarg);
 		else if (c == OPT_PASSFILE)
 			o->passfile = optarg;
 		else
 			return cli_bad_option("ls", c, argv);
 	}
+	if (cli_token_check("ls"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "ls", "ARCHIVE SNAPSHOT[:PATH]"))
 		return CLI_EXIT_USAGE;
 	return -1;

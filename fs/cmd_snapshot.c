@@ -28,6 +28,8 @@ static const char help[] =
 	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
 	"                              archive with a signing key needs it; or the\n"
 	"                              pkcs11:URI of the archive's key in a token\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
 	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
 	"                              the terminal)\n"
 	"      --unsigned              write an unsigned snapshot into an archive that\n"
@@ -40,7 +42,7 @@ static const char help[] =
 	"before anything is written (exit status 1).\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_TAG, OPT_MESSAGE, OPT_NO_CACHE, OPT_THREADS,
-       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE };
+       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE, OPT_TOKEN_URI };
 
 struct snapshot_args {
 	const char *pos[2];     /* ARCHIVE, SRC */
@@ -60,7 +62,8 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->opts.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
+	case OPT_PIN_FILE: o->pinfile = cli_pin_file = optarg; return -1;
+	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	case OPT_THREADS:
 		if (cli_parse_int(&o->opts.threads, optarg, 0, 1024, "snapshot", "--threads"))
 			return CLI_EXIT_USAGE;
@@ -82,6 +85,7 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
 		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
+		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -97,6 +101,8 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 	status = cli_signing_key("snapshot", &o->opts.signing_key_path, o->opts.unsigned_ok);
 	if (status >= 0)
 		return status;
+	if (cli_token_check("snapshot"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "snapshot", "ARCHIVE SRC"))
 		return CLI_EXIT_USAGE;
 	return -1;

@@ -23,6 +23,8 @@ static const char help[] =
 	"      --signing-key FILE      the archive's secret signing key (default:\n"
 	"                              $AMBERFS_SIGNING_KEY), or the pkcs11:URI of\n"
 	"                              the archive's key in a token\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
 	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
 	"                              the terminal)\n"
 	"      --unsigned              write an unsigned tag in an archive that has a\n"
@@ -30,7 +32,8 @@ static const char help[] =
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE };
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE,
+       OPT_TOKEN_URI };
 
 struct tag_args {
 	const char *pos[3];     /* ARCHIVE, SNAPSHOT, NAME */
@@ -51,7 +54,8 @@ static int option(struct tag_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->signing_key = optarg; return -1;
 	case OPT_UNSIGNED: o->unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
+	case OPT_PIN_FILE: o->pinfile = cli_pin_file = optarg; return -1;
+	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	}
 	return cli_bad_option("tag", c, argv);
 }
@@ -66,6 +70,7 @@ static int parse(struct tag_args *o, int argc, char **argv)
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
 		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
+		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -80,6 +85,8 @@ static int parse(struct tag_args *o, int argc, char **argv)
 	status = cli_signing_key("tag", &o->signing_key, o->unsigned_ok);
 	if (status >= 0)
 		return status;
+	if (cli_token_check("tag"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 3, argc, argv, optind, "tag", "ARCHIVE SNAPSHOT NAME"))
 		return CLI_EXIT_USAGE;
 	return -1;

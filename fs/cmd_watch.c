@@ -63,6 +63,8 @@ static const char help[] =
 	"                              $AMBERFS_SIGNING_KEY, else\n"
 	"                              $CREDENTIALS_DIRECTORY/signing-key if present),\n"
 	"                              or the pkcs11:URI of the archive's token key\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
 	"      --pin-file FILE         read the token's PIN from FILE (default:\n"
 	"                              $CREDENTIALS_DIRECTORY/pin if present, else ask\n"
 	"                              on the terminal)\n"
@@ -75,7 +77,7 @@ static const char help[] =
 
 enum { OPT_INTERVAL = CLI_OPT_LONG, OPT_STREAM, OPT_APPEND, OPT_QUIESCE, OPT_RESUME,
        OPT_RESCAN, OPT_JSON, OPT_THREADS, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED,
-       OPT_PIN_FILE };
+       OPT_PIN_FILE, OPT_TOKEN_URI };
 
 #define MAX_GLOBS 64
 #define DIRTY_LIMIT 100000    /* more changed paths: walk everything instead */
@@ -159,6 +161,7 @@ static int option(struct watch_args *o, int c, char **argv)
 	case OPT_SIGNING_KEY: o->opts.snap.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.snap.unsigned_ok = 1; return -1;
 	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
+	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	case OPT_INTERVAL:
 		return parse_duration(&o->interval, optarg, 10000000, "--interval") ? CLI_EXIT_USAGE
 										       : -1;
@@ -194,7 +197,7 @@ static void credentials(struct watch_args *o)
 	    access(o->cred_key, R_OK) == 0)
 		o->opts.snap.signing_key_path = o->cred_key;
 	snprintf(o->cred_pin, sizeof(o->cred_pin), "%s/pin", dir);
-	if (!o->pinfile && cli_is_token_uri(o->opts.snap.signing_key_path) &&
+	if (!o->pinfile && (cli_is_token_uri(o->opts.snap.signing_key_path) || cli_token_uri) &&
 	    access(o->cred_pin, R_OK) == 0)
 		o->pinfile = o->cred_pin;
 }
@@ -214,6 +217,7 @@ static int parse(struct watch_args *o, int argc, char **argv)
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
 		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
+		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -232,6 +236,9 @@ static int parse(struct watch_args *o, int argc, char **argv)
 	if (status >= 0)
 		return status;
 	credentials(o);
+	cli_pin_file = o->pinfile;
+	if (cli_token_check("watch"))
+		return CLI_EXIT_USAGE;
 	o->opts.append_only = o->globs;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "watch", "ARCHIVE SRC"))
 		return CLI_EXIT_USAGE;

@@ -45,6 +45,9 @@ static const char help[] =
 	"  -s                     serve requests in one thread\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -o passphrase_file=FILE     the same\n"
+	"  -o token_uri=pkcs11:URI     unlock with the AES key of a PKCS#11 token (a\n"
+	"                              pkcs11 key slot) instead of a passphrase\n"
+	"  -o pin_file=FILE       the token's PIN (default: ask on the terminal)\n"
 	"  -o cache_size=SIZE     decoded-data cache, with K, M or G (default 256M)\n"
 	"  -o cache_dir=DIR       where time indexes are cached (AMBERFS_CACHE_DIR)\n"
 	"  -o stream=S            stream of the top-level latest, snapshots/, at/\n"
@@ -72,6 +75,8 @@ static const struct fuse_opt opt_spec[] = {
 	MNT_OPT("passphrase_file=%s", passfile, 0),
 	MNT_OPT("--passphrase-file=%s", passfile, 0),
 	MNT_OPT("--passphrase-file %s", passfile, 0),
+	MNT_OPT("token_uri=%s", token_uri, 0),
+	MNT_OPT("pin_file=%s", pin_file, 0),
 	MNT_OPT("cache_size=%s", cache_size_text, 0),
 	MNT_OPT("cache_dir=%s", cache_dir, 0),
 	MNT_OPT("log=%s", log, 0),
@@ -336,6 +341,10 @@ static int setup(struct mnt *m)
 		return status;
 	if (m->o.log && !(m->logf = fopen(m->o.log, "ae")))
 		return cli_error("cannot open log file %s: %s", m->o.log, strerror(errno));
+	cli_token_option(1, m->o.token_uri);
+	cli_token_option(0, m->o.pin_file);
+	if (cli_token_check("mount"))
+		return CLI_EXIT_USAGE;
 	status = cli_open_archive(&m->a, m->archive_abs, m->o.passfile);
 	if (status)
 		return status;
@@ -414,6 +423,8 @@ static void teardown(struct mnt *m)
 	free(m->archive_abs);
 	free(m->mountpoint_abs);
 	free(m->o.passfile);
+	free(m->o.token_uri);
+	free(m->o.pin_file);
 	free(m->o.cache_size_text);
 	free(m->o.cache_dir);
 	free(m->o.log);

@@ -494,3 +494,128 @@ int amber_p11_ed25519_sign(uint8_t sig[64], amber_p11 *t, const void *msg, size_
 				  (unsigned long)siglen);
 	return 0;
 }
+
+/* ---- AES key wrap --------------------------------------------------------------------- */
+
+static void describe(amber_p11_ident *id, amber_p11 *t)
+{
+	CK_TOKEN_INFO ti;
+	char label[65] = "";
+	CK_ATTRIBUTE a[2] = {
+		{CKA_ID, id->key_id, sizeof(id->key_id)},
+		{CKA_LABEL, label, sizeof(label) - 1},
+	};
+
+	memset(id, 0, sizeof(*id));
+	if (t->m->C_GetTokenInfo(t->slot, &ti) == CKR_OK) {
+		padded(id->serial, sizeof(id->serial), ti.serialNumber, sizeof(ti.serialNumber));
+		padded(id->label, sizeof(id->label), ti.label, sizeof(ti.label));
+	}
+	if (t->m->C_GetAttributeValue(t->sess, t->key, a, 2) != CKR_OK) {
+		/* one of them may be absent or too long: ask separately */
+		a[0].ulValueLen = a[1].ulValueLen = 0;
+		a[0].ulValueLen = sizeof(id->key_id);
+		if (t->m->C_GetAttributeValue(t->sess, t->key, &a[0], 1) != CKR_OK)
+			a[0].ulValueLen = 0;
+		a[1].ulValueLen = sizeof(label) - 1;
+		if (t->m->C_GetAttributeValue(t->sess, t->key, &a[1], 1) != CKR_OK)
+			a[1].ulValueLen = 0;
+	}
+	id->key_id_len = a[0].ulValueLen <= sizeof(id->key_id) ? a[0].ulValueLen : 0;
+	if (a[1].ulValueLen < sizeof(label))
+		label[a[1].ulValueLen] = '\0';
+	snprintf(id->key_label, sizeof(id->key_label), "%s", label);
+}
+
+int amber_p11_aes_key(amber_p11_ident *id, amber_p11 *t)
+{
+	CK_OBJECT_HANDLE h[2];
+	CK_ULONG n = 0;
+	int rc = find_objects(h, &n, t, CKO_SECRET_KEY, CKK_AES, NULL);
+
+	if (rc < 0)
+		return rc;
+	if (n == 0)
+		return amber_fail(AMBER_ENOTFOUND,
+				  "%s holds no AES key that matches the URI: check its id= and "
+				  "object= (make one with pkcs11-tool --keygen --key-type AES:32)",
+				  t->name);
+	if (n > 1)
+		return amber_fail(AMBER_EINVAL, "several AES keys on %s match the URI: add id= or "
+				  "object= to it", t->name);
+	t->key = h[0];
+	describe(id, t);
+	return 0;
+}
+
+int amber_p11_wrap(uint8_t *out, amber_p11 *t, const uint8_t *secret, size_t len)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE tmpl[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &no, sizeof(no)},           {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+		{CKA_VALUE, (void *)secret, len},
+	};
+	CK_MECHANISM mech = {CKM_AES_KEY_WRAP, NULL, 0};
+	CK_OBJECT_HANDLE obj;
+	CK_ULONG outlen = len + 8;
+	CK_RV rv = t->m->C_CreateObject(t->sess, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &obj);
+
+	if (rv != CKR_OK)
+		return fail_rv(t, rv, "taking in the key to wrap");
+	rv = t->m->C_WrapKey(t->sess, &mech, t->key, obj, out, &outlen);
+	t->m->C_DestroyObject(t->sess, obj);
+	if (rv == CKR_KEY_FUNCTION_NOT_PERMITTED || rv == CKR_WRAPPING_KEY_TYPE_INCONSISTENT)
+		return amber_fail(AMBER_EINVAL, "the AES key on %s may not wrap keys (%s): make it "
+				  "with wrap and unwrap allowed", t->name, p11_kit_strerror(rv));
+	if (rv != CKR_OK)
+		return fail_rv(t, rv, "wrapping");
+	if (outlen != len + 8)
+		return amber_fail(AMBER_ERROR, "%s wrapped %zu bytes into %lu", t->name, len,
+				  (unsigned long)outlen);
+	return 0;
+}
+
+/* Read the unwrapped object's value into secret, then destroy the object. */
+static int take_value(uint8_t *secret, size_t len, amber_p11 *t, CK_OBJECT_HANDLE obj)
+{
+	CK_ATTRIBUTE v = {CKA_VALUE, secret, len};
+	CK_RV rv = t->m->C_GetAttributeValue(t->sess, obj, &v, 1);
+
+	t->m->C_DestroyObject(t->sess, obj);
+	if (rv != CKR_OK)
+		return fail_rv(t, rv, "reading the unwrapped key");
+	if (v.ulValueLen != len)
+		return amber_fail(AMBER_ERROR, "%s unwrapped %lu bytes, not %zu", t->name,
+				  (unsigned long)v.ulValueLen, len);
+	return 0;
+}
+
+int amber_p11_unwrap(uint8_t *secret, amber_p11 *t, const uint8_t *wrapped, size_t wlen)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_ATTRIBUTE tmpl[] = {
+		{CKA_CLASS, &cls, sizeof(cls)},         {CKA_KEY_TYPE, &kt, sizeof(kt)},
+		{CKA_TOKEN, &no, sizeof(no)},           {CKA_EXTRACTABLE, &yes, sizeof(yes)},
+		{CKA_SENSITIVE, &no, sizeof(no)},
+	};
+	CK_MECHANISM mech = {CKM_AES_KEY_WRAP, NULL, 0};
+	CK_OBJECT_HANDLE obj;
+	CK_RV rv;
+
+	if (wlen < 16 || wlen % 8)
+		return amber_fail(AMBER_EBADKEY, "a wrapped key of %zu bytes", wlen);
+	rv = t->m->C_UnwrapKey(t->sess, &mech, t->key, (CK_BYTE_PTR)wrapped, wlen, tmpl,
+			       sizeof(tmpl) / sizeof(tmpl[0]), &obj);
+	if (rv == CKR_WRAPPED_KEY_INVALID || rv == CKR_ENCRYPTED_DATA_INVALID ||
+	    rv == CKR_WRAPPED_KEY_LEN_RANGE || rv == CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)
+		return amber_fail(AMBER_EBADKEY, "the AES key on %s did not wrap this key (%s)",
+				  t->name, p11_kit_strerror(rv));
+	if (rv != CKR_OK)
+		return fail_rv(t, rv, "unwrapping");
+	return take_value(secret, wlen - 8, t, obj);
+}

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "amber.h"
+
 /** A logged-in session on one token. */
 typedef struct amber_p11 amber_p11;
 
@@ -49,5 +51,39 @@ int amber_p11_ed25519_key(uint8_t pk[32], amber_p11 *t);
  * @return 0, or AMBER_ERROR naming the token when it failed or went away.
  */
 int amber_p11_ed25519_sign(uint8_t sig[64], amber_p11 *t, const void *msg, size_t len);
+
+/* ---- key slots: a token AES key wraps a slot's key-encryption key ---------------- */
+
+/** What identifies a token and its key in a key slot (no secrets). */
+typedef struct amber_p11_ident {
+	char serial[33], label[33];   /**< CK_TOKEN_INFO serialNumber and label, trimmed */
+	uint8_t key_id[64];           /**< the key's CKA_ID */
+	size_t key_id_len;
+	char key_label[65];           /**< the key's CKA_LABEL (truncated) */
+} amber_p11_ident;
+
+/**
+ * Select the AES secret key the URI names, which must be allowed to wrap
+ * and unwrap, and describe it and its token.
+ * @return 0, AMBER_ENOTFOUND, AMBER_EINVAL (several match), AMBER_ERROR.
+ */
+int amber_p11_aes_key(amber_p11_ident *id, amber_p11 *t);
+
+/**
+ * Wrap `len` secret bytes (a multiple of 8) with the selected AES key
+ * (CKM_AES_KEY_WRAP, RFC 3394): the bytes go into the token as a
+ * temporary session object, which is destroyed.  out gets len + 8 bytes.
+ * @return 0 or AMBER_ERROR.
+ */
+int amber_p11_wrap(uint8_t *out, amber_p11 *t, const uint8_t *secret, size_t len);
+
+/**
+ * Unwrap `wlen` bytes made by amber_p11_wrap() into secret (wlen - 8
+ * bytes, caller's locked memory).
+ * @return 0, AMBER_EBADKEY (not wrapped by this key: the integrity check
+ *         failed), AMBER_ERROR (the token failed or went away).
+ */
+AMBER_MUST_USE int amber_p11_unwrap(uint8_t *secret, amber_p11 *t, const uint8_t *wrapped,
+				    size_t wlen);
 
 #endif
