@@ -593,6 +593,14 @@ static int take_value(uint8_t *secret, size_t len, amber_p11 *t, CK_OBJECT_HANDL
 	return 0;
 }
 
+static int key_present(amber_p11 *t)
+{
+	CK_OBJECT_CLASS cls;
+	CK_ATTRIBUTE a = {CKA_CLASS, &cls, sizeof(cls)};
+
+	return t->m->C_GetAttributeValue(t->sess, t->key, &a, 1) == CKR_OK;
+}
+
 int amber_p11_unwrap(uint8_t *secret, amber_p11 *t, const uint8_t *wrapped, size_t wlen)
 {
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
@@ -611,6 +619,10 @@ int amber_p11_unwrap(uint8_t *secret, amber_p11 *t, const uint8_t *wrapped, size
 		return amber_fail(AMBER_EBADKEY, "a wrapped key of %zu bytes", wlen);
 	rv = t->m->C_UnwrapKey(t->sess, &mech, t->key, (CK_BYTE_PTR)wrapped, wlen, tmpl,
 			       sizeof(tmpl) / sizeof(tmpl[0]), &obj);
+	/* SoftHSM2 says CKR_GENERAL_ERROR for a failed integrity check: it is
+	 * one if the key is still there to ask */
+	if ((rv == CKR_GENERAL_ERROR || rv == CKR_FUNCTION_FAILED) && key_present(t))
+		rv = CKR_WRAPPED_KEY_INVALID;
 	if (rv == CKR_WRAPPED_KEY_INVALID || rv == CKR_ENCRYPTED_DATA_INVALID ||
 	    rv == CKR_WRAPPED_KEY_LEN_RANGE || rv == CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT)
 		return amber_fail(AMBER_EBADKEY, "the AES key on %s did not wrap this key (%s)",

@@ -438,3 +438,202 @@ Test(pkcs11, token_gone_mid_watch_writes_nothing)
 	free(before);
 	free(e);
 }
+
+/* ------------------------------------------------------------------ */
+/* Key slots held by the token (kind 4)                                */
+
+#define WRAP_URI "pkcs11:token=" TOKEN_LABEL ";object=vault"
+#define OTHER_URI "pkcs11:token=" TOKEN_LABEL ";object=other"
+
+static const char *const no_pass_env[] = {"AMBERFS_PASSPHRASE_FILE", NULL};
+
+/* Two AES-256 keys on the token: "vault" (id 02) and "other" (id 03). */
+static void token_aes_keys(void)
+{
+	must_run("pkcs11-tool --keygen vault", "pkcs11-tool", "--module", SOFTHSM_MODULE,
+		 "--token-label", TOKEN_LABEL, "--login", "--pin", USER_PIN, "--keygen",
+		 "--key-type", "AES:32", "--label", "vault", "--id", "02", "--sensitive", NULL);
+	must_run("pkcs11-tool --keygen other", "pkcs11-tool", "--module", SOFTHSM_MODULE,
+		 "--token-label", TOKEN_LABEL, "--login", "--pin", USER_PIN, "--keygen",
+		 "--key-type", "AES:32", "--label", "other", "--id", "03", "--sensitive", NULL);
+}
+
+/* amberfs with the words given and no passphrase in the environment. */
+static int amber_np(run_result *r, const char *arg0, ...) ITEST_SENTINEL;
+
+static int amber_np(run_result *r, const char *arg0, ...)
+{
+	const char *args[32];
+	size_t n = 0;
+	va_list ap;
+	run_opts o = {.env = no_pass_env, .timeout = 120};
+
+	va_start(ap, arg0);
+	for (const char *a = arg0; a && n < 31; a = va_arg(ap, const char *))
+		args[n++] = a;
+	va_end(ap);
+	args[n] = NULL;
+	return amber_a(r, &o, args);
+}
+
+static void add_slot(const char *arc, const token *t)
+{
+	run_result r;
+
+	amber(&r, "key", "add-pkcs11", arc, "--token-uri", WRAP_URI, "--pin-file", t->pinfile,
+	      "--label", "vault", NULL);
+	assert_ok(&r, "key add-pkcs11");
+	assert_not_contains(r.err, r.err_len, USER_PIN, "add-pkcs11 stderr");
+	run_result_dispose(&r);
+}
+
+Test(pkcs11, a_token_slot_opens_the_archive_for_reads_and_writes)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[41];
+	run_result r;
+
+	token_setup(&t);
+	token_aes_keys();
+	mk_src(src);
+	amber_init_archive(arc, 0);
+	amber_snapshot_ok(id, arc, src, NULL);
+	add_slot(arc, &t);
+
+	/* the slot records the token and key, never the key's value */
+	char *tree = git_ok(arc, NULL, "ls-tree", "refs/amberfs/meta:keys", NULL);
+	cr_expect(strstr(tree, "slot-01") != NULL, "a second slot: %s", tree);
+	char *gd = xasprintf("--git-dir=%s", arc);
+	run_cmd(&r, NULL, "git", gd, "cat-file", "blob", "refs/amberfs/meta:keys/slot-01", NULL);
+	cr_assert_eq(r.status, 0, "%s", r.err);
+	cr_expect(memmem(r.out, r.out_len, "AMBSLOT2\x04", 9) != NULL, "a kind-4 slot");
+	cr_expect(memmem(r.out, r.out_len, WRAP_URI, strlen(WRAP_URI)) != NULL,
+		  "the slot names its URI");
+	cr_expect(memmem(r.out, r.out_len, "vault", 5) != NULL, "and the key's label");
+	run_result_dispose(&r);
+	free(gd);
+	free(tree);
+
+	amber_np(&r, "cat", arc, "latest:book", "--token-uri", WRAP_URI, "--pin-file", t.pinfile,
+		 NULL);
+	assert_ok(&r, "cat with --token-uri");
+	cr_expect_str_eq(r.out, "bid 100 ask 101\n");
+	run_result_dispose(&r);
+	amber_np(&r, "ls", arc, "latest", "--token-uri", WRAP_URI "?module-name=softhsm2",
+		 "--pin-file", t.pinfile, NULL);
+	assert_ok(&r, "ls with --token-uri and module-name");
+	cr_expect_str_eq(r.out, "book\n");
+	run_result_dispose(&r);
+	amber_np(&r, "log", arc, "--token-uri", WRAP_URI, "--pin-file", t.pinfile, NULL);
+	assert_ok(&r, "log with --token-uri");
+	run_result_dispose(&r);
+
+	write_str(pjoin(src, "book"), "bid 101 ask 102\n");
+	amber_np(&r, "snapshot", arc, src, "--token-uri", WRAP_URI, "--pin-file", t.pinfile, NULL);
+	assert_ok(&r, "snapshot with --token-uri");
+	run_result_dispose(&r);
+	amber_np(&r, "cat", arc, "latest:book", "--token-uri", WRAP_URI, "--pin-file", t.pinfile,
+		 NULL);
+	assert_ok(&r, "cat of the new snapshot");
+	cr_expect_str_eq(r.out, "bid 101 ask 102\n");
+	run_result_dispose(&r);
+
+	/* the passphrase still opens it, and verify finds nothing wrong */
+	amber(&r, "verify", arc, NULL);
+	assert_ok(&r, "verify");
+	run_result_dispose(&r);
+	assert_fsck(arc);
+}
+
+/* A read that must fail with one line holding each needle; nothing changes. */
+static void expect_unlock_refused(const char *arc, const char *what, const char *uri,
+				  const char *pinfile, const char *n1, const char *n2)
+{
+	char *before = store_state(arc), *after;
+	run_result r;
+
+	amber_np(&r, "snapshot", arc, pjoin(IT.tmp, "src"), "--token-uri", uri, "--pin-file",
+		 pinfile, NULL);
+	assert_exit(&r, 1, what);
+	assert_one_error_line(&r, what);
+	cr_expect(strstr(r.err, n1) != NULL, "%s: '%s' not in: %s", what, n1, r.err);
+	cr_expect(strstr(r.err, n2) != NULL, "%s: '%s' not in: %s", what, n2, r.err);
+	cr_expect(strstr(r.err, "wrong passphrase") == NULL, "%s: %s", what, r.err);
+	assert_not_contains(r.err, r.err_len, USER_PIN, what);
+	run_result_dispose(&r);
+	after = store_state(arc);
+	cr_expect_str_eq(after, before, "%s: refs and packs unchanged", what);
+	free(before);
+	free(after);
+}
+
+Test(pkcs11, token_slot_errors_are_one_line_and_write_nothing)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[41];
+
+	token_setup(&t);
+	token_aes_keys();
+	mk_src(src);
+	amber_init_archive(arc, 0);
+	amber_snapshot_ok(id, arc, src, NULL);
+	write_str(pjoin(src, "book"), "changed\n");
+
+	expect_unlock_refused(arc, "no pkcs11 slot yet", WRAP_URI, t.pinfile, "no pkcs11 key slot",
+			      "key list");
+	add_slot(arc, &t);
+	expect_unlock_refused(arc, "a wrong PIN", WRAP_URI, t.badpin, "wrong PIN",
+			      "token '" TOKEN_LABEL "'");
+	expect_unlock_refused(arc, "another AES key", OTHER_URI, t.pinfile, "opens no pkcs11 key slot",
+			      OTHER_URI);
+	expect_unlock_refused(arc, "a missing key", "pkcs11:token=" TOKEN_LABEL ";object=gone",
+			      t.pinfile, "no AES key", "object=gone");
+	expect_unlock_refused(arc, "a missing token", "pkcs11:token=elsewhere;object=vault",
+			      t.pinfile, "no token matches", "elsewhere");
+
+	/* the token went away: its store removed */
+	char *moved = pjoin(IT.tmp, "tokens.away");
+	cr_assert_eq(rename(t.dir, moved), 0);
+	mkdir_p(t.dir, 0700);
+	expect_unlock_refused(arc, "the token gone", WRAP_URI, t.pinfile, "no token matches",
+			      TOKEN_LABEL);
+	free(moved);
+}
+
+Test(pkcs11, mount_takes_the_token_as_o_options)
+{
+	token t;
+	char *arc = pjoin(IT.tmp, "arc"), *src = pjoin(IT.tmp, "src"), id[41];
+	char *mnt = pjoin(IT.tmp, "mnt");
+	run_result r;
+
+	token_setup(&t);
+	token_aes_keys();
+	mk_src(src);
+	mkdir_p(mnt, 0755);
+	amber_init_archive(arc, 0);
+	amber_snapshot_ok(id, arc, src, NULL);
+	add_slot(arc, &t);
+	/* as an fstab line gives them: fstab-only words around ours */
+	char *opts = xasprintf("noauto,_netdev,token_uri=%s,pin_file=%s,ro", WRAP_URI, t.pinfile);
+	amber_np(&r, "mount", arc, mnt, "-o", opts, NULL);
+	assert_ok(&r, "mount -o token_uri=,pin_file=");
+	cr_expect_eq(r.err_len, 0, "%s", r.err);
+	run_result_dispose(&r);
+	char *book = read_file(pjoin(mnt, "latest/book"), NULL);
+	run_cmd(&r, NULL, "fusermount3", "-u", mnt, NULL);
+	cr_expect_eq(r.status, 0, "fusermount3 -u: %s", r.err);
+	run_result_dispose(&r);
+	cr_expect_str_eq(book, "bid 100 ask 101\n");
+
+	/* a wrong PIN: one line, no mount */
+	char *bad = xasprintf("token_uri=%s,pin_file=%s", WRAP_URI, t.badpin);
+	amber_np(&r, "mount", arc, mnt, "-o", bad, NULL);
+	assert_exit(&r, 1, "mount with a wrong PIN");
+	assert_one_error_line(&r, "mount with a wrong PIN");
+	cr_expect(strstr(r.err, "wrong PIN") != NULL, "%s", r.err);
+	run_result_dispose(&r);
+	free(bad);
+	free(book);
+	free(opts);
+}
