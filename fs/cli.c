@@ -241,54 +241,20 @@ void cli_open_opts(amber_open_opts *o)
 	o->weak_kdf_ok = cli_kdf_test;
 }
 
-const char *cli_token_uri;
-const char *cli_pin_file;
-
-static int token_unlock(amber_archive *a, const char *path)
-{
-	unsigned char *pin = NULL;
-	size_t len = 0;
-	int rc;
-
-	if (cli_pin_get(&pin, &len, cli_token_uri, cli_pin_file))
-		return CLI_EXIT_ERROR;
-	rc = amber_archive_set_token_pin(a, pin, len);
-	cli_secret_free(pin, len);
-	if (rc == 0)
-		rc = amber_archive_unlock_token(a, cli_token_uri);
-	return rc ? cli_fail(rc, path) : 0;
-}
-
 int cli_open_archive(amber_archive **out, const char *path, const char *passfile)
 {
 	amber_archive *a = NULL;
 	amber_open_opts oo;
-	unsigned char *pass = NULL;
-	size_t len = 0;
 	int rc;
 
 	cli_open_opts(&oo);
-	oo.expect_encrypted = passfile != NULL || cli_token_uri != NULL;
+	oo.expect_encrypted = passfile != NULL || cli_unlock_given();
 	rc = amber_archive_open_ext(&a, path, &oo);
 	if (rc)
 		return cli_fail(rc, path);
-	if (amber_archive_needs_key(a) && cli_token_uri) {
-		if ((rc = token_unlock(a, path))) {
-			amber_archive_free(a);
-			return rc;
-		}
-	} else if (amber_archive_needs_key(a)) {
-		if (cli_secret_get(&pass, &len, path, passfile, 0)) {
-			amber_archive_free(a);
-			return CLI_EXIT_ERROR;
-		}
-		rc = amber_archive_unlock(a, pass, len);
-		cli_secret_free(pass, len);
-		if (rc) {
-			rc = cli_fail(rc, path);
-			amber_archive_free(a);
-			return rc;
-		}
+	if (amber_archive_needs_key(a) && (rc = cli_unlock_archive(a, path, passfile)) != 0) {
+		amber_archive_free(a);
+		return rc;
 	}
 	*out = a;
 	return 0;
@@ -297,14 +263,14 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 void cli_token_option(int is_uri, const char *arg)
 {
 	if (is_uri)
-		cli_token_uri = arg;
+		cli_unlock_src.token_uri = arg;
 	else
-		cli_pin_file = arg;
+		cli_unlock_src.pin_file = arg;
 }
 
 int cli_token_check(const char *cmd)
 {
-	if (cli_token_uri && !cli_is_token_uri(cli_token_uri))
+	if (cli_unlock_src.token_uri && !cli_is_token_uri(cli_unlock_src.token_uri))
 		return cli_usage(cmd, "--token-uri wants a pkcs11: URI (RFC 7512)");
 	return 0;
 }
@@ -320,9 +286,11 @@ int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, cons
 	size_t len = 0;
 	int rc;
 
-	if (cli_token_uri && cli_is_token_uri(key))
+	if (!pinfile)
+		pinfile = cli_unlock_src.pin_file;
+	if (cli_unlock_src.token_uri && cli_is_token_uri(key))
 		return 0; /* the unlock gave the archive the PIN already */
-	if (!cli_is_token_uri(key) && cli_token_uri)
+	if (!cli_is_token_uri(key) && cli_unlock_src.token_uri)
 		return 0; /* --pin-file was for the token that unlocked */
 	if (!cli_is_token_uri(key))
 		return pinfile ? cli_usage(cmd, "--pin-file goes with a pkcs11: URI as "

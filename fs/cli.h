@@ -244,15 +244,7 @@ int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *f
  */
 int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, const char *cmd);
 
-/**
- * --token-uri U and --pin-file F of the running command: cli_open_archive()
- * unlocks with the AES key of that token (a pkcs11 key slot) instead of a
- * passphrase, the PIN read from F or the terminal.  NULL when not given.
- */
-extern const char *cli_token_uri;
-extern const char *cli_pin_file;
-
-/** Take --token-uri (is_uri) or --pin-file's argument. */
+/** Take --token-uri (is_uri) or --pin-file's argument into cli_unlock_src. */
 void cli_token_option(int is_uri, const char *arg);
 
 /** Usage error of `cmd` for a --token-uri that is not a pkcs11: URI. @return 0 or exit. */
@@ -263,6 +255,80 @@ int cli_is_token_uri(const char *spec);
 
 /** Wipe and free a passphrase from cli_secret_get().  NULL-safe. */
 void cli_secret_free(unsigned char *secret, size_t len);
+
+/**
+ * A new passphrase for a key slot: from `file` (--new-passphrase-file)
+ * or the terminal, asked twice.  One under 12 characters is refused off a
+ * terminal unless `weak_ok`, and warned about on one.  Free with
+ * cli_secret_free().  @return 0 or CLI_EXIT_ERROR after printing why.
+ */
+int cli_new_passphrase(unsigned char **out, size_t *len, const char *archive, const char *file,
+		       int weak_ok);
+
+/**
+ * The weak-passphrase rule for a new passphrase: under CLI_PASSPHRASE_MIN
+ * characters it is warned about when typed on a terminal (`tty`) and
+ * refused otherwise (wiped, *pass NULL) unless `weak_ok`.
+ * @return 0 or CLI_EXIT_ERROR after printing why.
+ */
+int cli_passphrase_strong(unsigned char **pass, size_t *len, int weak_ok, int tty);
+
+/** Shortest new passphrase taken without --weak-ok, in characters. */
+#define CLI_PASSPHRASE_MIN 12
+
+/* Other secrets (unlock.c) ---------------------------------------------- */
+
+#define CLI_SHARE_ARGS_MAX 32    /**< --share options */
+#define CLI_SHARES_MAX 256       /**< mnemonics in all */
+
+/**
+ * The secrets named on the command line besides a passphrase: filled by
+ * cli_unlock_scan() (and the mount's -o options), used by
+ * cli_unlock_archive().  A token's URI and PIN file join them.
+ */
+struct cli_unlock {
+	const char *keyfile;                   /**< --keyfile F */
+	const char *shares[CLI_SHARE_ARGS_MAX]; /**< --share F (file or directory) */
+	size_t nshares;
+	const char *share_passfile;            /**< --share-passphrase-file F */
+	/** --token-uri U: unlock with the AES key of that token (a pkcs11 key
+	 *  slot); --pin-file F: the PIN of the token of --token-uri or of a
+	 *  pkcs11: signing key (default: $CREDENTIALS_DIRECTORY/pin, else the
+	 *  terminal) */
+	const char *token_uri;
+	const char *pin_file;
+};
+
+extern struct cli_unlock cli_unlock_src;
+
+/**
+ * Take --keyfile, --share and --share-passphrase-file (as "--opt F" or
+ * "--opt=F", up to a "--") out of a command's argv (argv[0] is the
+ * command's name) into cli_unlock_src, so that every command accepts them.
+ * @return 0, or CLI_EXIT_USAGE after printing why.
+ */
+int cli_unlock_scan(int *argc, char **argv);
+
+/** Add one share file or directory (the mount's -o share=F). @return 0 or CLI_EXIT_USAGE. */
+int cli_unlock_add_share(const char *file);
+
+/** 1 if --keyfile or --share was given. */
+int cli_unlock_given(void);
+
+/**
+ * Unlock `a` with what was given: --keyfile, --share, else the passphrase
+ * (`passfile`, $AMBERFS_PASSPHRASE_FILE), else the systemd credentials
+ * (see unlock.c), else the terminal.
+ * @return 0 or the exit status after printing why.
+ */
+int cli_unlock_archive(amber_archive *a, const char *path, const char *passfile);
+
+/**
+ * A secret file's path: a name without '/' is taken from
+ * $CREDENTIALS_DIRECTORY when that is set and holds it.  malloc'd (NULL
+ * when out of memory).
+ */
+char *cli_secret_path(const char *name);
 
 /* Progress (progress.c) --------------------------------------------------- */
 

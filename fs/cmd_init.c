@@ -7,6 +7,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char help[] =
 	"Usage: amberfs init ARCHIVE [--plain] [--passphrase-file FILE]\n"
@@ -28,9 +29,11 @@ static const char help[] =
 	"                              archive; the secret key never leaves the token\n"
 	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
 	"                              the terminal)\n"
+	"      --weak-ok               accept a passphrase under 12 characters (refused\n"
+	"                              otherwise, unless typed on a terminal: a warning)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_PIN_FILE };
+enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_PIN_FILE, OPT_WEAK_OK };
 
 struct init_args {
 	const char *archive;
@@ -38,6 +41,7 @@ struct init_args {
 	const char *signing_key;
 	const char *pinfile;
 	int plain;
+	int weak_ok;
 };
 
 /* @return -1 to go on, else the exit status. */
@@ -48,6 +52,7 @@ static int parse(struct init_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
+		{"weak-ok", no_argument, NULL, OPT_WEAK_OK},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -66,6 +71,8 @@ static int parse(struct init_args *o, int argc, char **argv)
 			o->signing_key = optarg;
 		else if (c == OPT_PIN_FILE)
 			o->pinfile = optarg;
+		else if (c == OPT_WEAK_OK)
+			o->weak_ok = 1;
 		else
 			return cli_bad_option("init", c, argv);
 	}
@@ -75,6 +82,8 @@ static int parse(struct init_args *o, int argc, char **argv)
 		return cli_usage("init", "--signing-key wants a file name");
 	if (!o->signing_key && env && *env)
 		o->signing_key = env;
+	if (!o->pinfile)
+		o->pinfile = cli_unlock_src.pin_file; /* main() took --pin-file out of argv */
 	if (o->pinfile && !cli_is_token_uri(o->signing_key))
 		return cli_usage("init", "--pin-file goes with a pkcs11: URI as --signing-key");
 	if (cli_positionals(&o->archive, 1, argc, argv, optind, "init", "ARCHIVE"))
@@ -128,6 +137,9 @@ static int create(const struct init_args *o)
 	if (o->signing_key && !token && key_file_is_new(o->signing_key))
 		return CLI_EXIT_ERROR;
 	if (!o->plain && cli_secret_get(&pass, &len, o->archive, o->passfile, 1))
+		return CLI_EXIT_ERROR;
+	if (!o->plain && cli_passphrase_strong(&pass, &len, o->weak_ok,
+					       !o->passfile && isatty(STDIN_FILENO)))
 		return CLI_EXIT_ERROR;
 	if (token && cli_pin_get(&pin, &pinlen, o->signing_key, o->pinfile)) {
 		cli_secret_free(pass, len);

@@ -62,7 +62,7 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->opts.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = cli_pin_file = optarg; return -1;
+	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
 	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	case OPT_THREADS:
 		if (cli_parse_int(&o->opts.threads, optarg, 0, 1024, "snapshot", "--threads"))

@@ -54,7 +54,7 @@ static int option(struct tag_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->signing_key = optarg; return -1;
 	case OPT_UNSIGNED: o->unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = cli_pin_file = optarg; return -1;
+	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
 	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	}
 	return cli_bad_option("tag", c, argv);

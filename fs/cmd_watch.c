@@ -96,7 +96,7 @@ struct watch_args {
 	const char *globs[MAX_GLOBS + 1];
 	int nglobs;
 	amber_writer_opts opts;
-	char cred_pass[4096], cred_key[4096], cred_pin[4096];
+	char cred_pass[4096], cred_key[4096];
 };
 
 /* The changed paths of the next capture (a set). */
@@ -196,10 +196,6 @@ static void credentials(struct watch_args *o)
 	if (!o->opts.snap.signing_key_path && !o->opts.snap.unsigned_ok &&
 	    access(o->cred_key, R_OK) == 0)
 		o->opts.snap.signing_key_path = o->cred_key;
-	snprintf(o->cred_pin, sizeof(o->cred_pin), "%s/pin", dir);
-	if (!o->pinfile && (cli_is_token_uri(o->opts.snap.signing_key_path) || cli_token_uri) &&
-	    access(o->cred_pin, R_OK) == 0)
-		o->pinfile = o->cred_pin;
 }
 
 static int parse(struct watch_args *o, int argc, char **argv)
@@ -236,7 +232,8 @@ static int parse(struct watch_args *o, int argc, char **argv)
 	if (status >= 0)
 		return status;
 	credentials(o);
-	cli_pin_file = o->pinfile;
+	if (o->pinfile && !cli_unlock_src.pin_file)
+		cli_unlock_src.pin_file = o->pinfile;
 	if (cli_token_check("watch"))
 		return CLI_EXIT_USAGE;
 	o->opts.append_only = o->globs;

@@ -27,7 +27,7 @@ static const struct cli_cmd commands[] = {
 	{"diff", cmd_diff, "show what changed between two snapshots"},
 	{"mount", cmd_mount, "mount the snapshots read-only as a time-travel tree (FUSE)"},
 	{"tag", cmd_tag, "name a snapshot with a signed annotated tag"},
-	{"key", cmd_key, "manage the archive's signing key"},
+	{"key", cmd_key, "manage key slots, recovery shares and the signing key"},
 	{"verify", cmd_verify, "check an archive's objects, snapshots and signatures"},
 	{"push", cmd_push, "copy an archive to another git repository"},
 	{"repack", cmd_repack, "merge small pack files (every snapshot does this too)"},
@@ -46,8 +46,11 @@ static const char usage_head[] =
 static const char usage_tail[] =
 	"\n"
 	"Run 'amberfs COMMAND --help' (or 'amberfs help COMMAND') for its options.\n"
-	"ARCHIVE may be left out when AMBERFS_ARCHIVE names it.  Passphrases come\n"
-	"from --passphrase-file FILE, AMBERFS_PASSPHRASE_FILE or the terminal.\n"
+	"ARCHIVE may be left out when AMBERFS_ARCHIVE names it.  Every command that\n"
+	"needs the key takes --passphrase-file FILE (or AMBERFS_PASSPHRASE_FILE, or\n"
+	"the terminal), --keyfile FILE, or --share FILE (repeatable; a file of shares,\n"
+	"one per line, or a directory of share files) with --share-passphrase-file\n"
+	"FILE; with $CREDENTIALS_DIRECTORY (systemd) see KEYS in amberfs(1).\n"
 	"\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 done but some entries\n"
 	"could not be read or restored (each one named in a warning), 4 refused: the\n"
@@ -136,6 +139,8 @@ static int parse(struct main_args *m, int argc, char **argv)
 		return main_usage_error("unknown command '%s'", argv[optind]);
 	m->argc = argc - optind;
 	m->argv = argv + optind;
+	if (cli_unlock_scan(&m->argc, m->argv))
+		return CLI_EXIT_USAGE;
 	return -1;
 }
 

@@ -48,6 +48,15 @@ static const char help[] =
 	"  -o token_uri=pkcs11:URI     unlock with the AES key of a PKCS#11 token (a\n"
 	"                              pkcs11 key slot) instead of a passphrase\n"
 	"  -o pin_file=FILE       the token's PIN (default: ask on the terminal)\n"
+	"      --keyfile FILE          unlock with a key file ('key add-keyfile')\n"
+	"  -o keyfile=FILE             the same\n"
+	"      --share FILE            unlock with SLIP-0039 shares: a file of shares,\n"
+	"                              one per line, or a directory of share files\n"
+	"  -o share=FILE               the same (repeatable)\n"
+	"      --share-passphrase-file FILE  the shares' passphrase\n"
+	"  -o share_passphrase_file=FILE   the same\n"
+	"                         (secret files: see KEYS in amberfs(1) for\n"
+	"                         $CREDENTIALS_DIRECTORY)\n"
 	"  -o cache_size=SIZE     decoded-data cache, with K, M or G (default 256M)\n"
 	"  -o cache_dir=DIR       where time indexes are cached (AMBERFS_CACHE_DIR)\n"
 	"  -o stream=S            stream of the top-level latest, snapshots/, at/\n"
@@ -67,7 +76,10 @@ static const char help[] =
 	"mount is ready and keeps serving in the background.  Unmount with\n"
 	"'fusermount3 -u MOUNTPOINT' (or umount as root); the daemon then exits 0.\n";
 
-enum { KEY_FOREGROUND, KEY_DEBUG, KEY_SINGLE, KEY_HELP, KEY_DISCARD };
+enum {
+	KEY_FOREGROUND, KEY_DEBUG, KEY_SINGLE, KEY_HELP, KEY_DISCARD, KEY_KEYFILE, KEY_SHARE,
+	KEY_SHARE_PASSFILE,
+};
 
 #define MNT_OPT(t, p, v) {t, offsetof(struct mnt_opts, p), v}
 
@@ -75,6 +87,10 @@ static const struct fuse_opt opt_spec[] = {
 	MNT_OPT("passphrase_file=%s", passfile, 0),
 	MNT_OPT("--passphrase-file=%s", passfile, 0),
 	MNT_OPT("--passphrase-file %s", passfile, 0),
+	/* secrets besides the passphrase: into cli_unlock_src (unlock.c) */
+	FUSE_OPT_KEY("keyfile=", KEY_KEYFILE),
+	FUSE_OPT_KEY("share=", KEY_SHARE),
+	FUSE_OPT_KEY("share_passphrase_file=", KEY_SHARE_PASSFILE),
 	MNT_OPT("token_uri=%s", token_uri, 0),
 	MNT_OPT("pin_file=%s", pin_file, 0),
 	MNT_OPT("cache_size=%s", cache_size_text, 0),
@@ -156,6 +172,30 @@ int mnt_errno(struct mnt *m, int code, const char *what)
 
 /* Options ------------------------------------------------------------------- */
 
+/* -o keyfile=F, share=F, share_passphrase_file=F (kept for the process's life). */
+static int unlock_opt(int key, const char *arg)
+{
+	char *v = strdup(strchr(arg, '=') + 1);
+
+	if (!v || !*v) {
+		cli_usage("mount", "option '%.*s' wants a file name", (int)strcspn(arg, "="), arg);
+		free(v);
+		return -1;
+	}
+	if (key == KEY_SHARE)
+		return cli_unlock_add_share(v) ? -1 : 0;
+	if (key == KEY_KEYFILE && !cli_unlock_src.keyfile)
+		cli_unlock_src.keyfile = v;
+	else if (key == KEY_SHARE_PASSFILE && !cli_unlock_src.share_passfile)
+		cli_unlock_src.share_passfile = v;
+	else {
+		cli_usage("mount", "option '%.*s' given twice", (int)strcspn(arg, "="), arg);
+		free(v);
+		return -1;
+	}
+	return 0;
+}
+
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct mnt_opts *o = data;
@@ -181,6 +221,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_DEBUG: o->debug = 1; return 0;
 	case KEY_SINGLE: o->single_thread = 1; return 0;
 	case KEY_HELP: o->help = 1; return 0;
+	case KEY_KEYFILE: case KEY_SHARE: case KEY_SHARE_PASSFILE: return unlock_opt(key, arg);
 	default: return 0;
 	}
 }
@@ -341,8 +382,10 @@ static int setup(struct mnt *m)
 		return status;
 	if (m->o.log && !(m->logf = fopen(m->o.log, "ae")))
 		return cli_error("cannot open log file %s: %s", m->o.log, strerror(errno));
-	cli_token_option(1, m->o.token_uri);
-	cli_token_option(0, m->o.pin_file);
+	if (m->o.token_uri)
+		cli_token_option(1, m->o.token_uri);
+	if (m->o.pin_file)
+		cli_token_option(0, m->o.pin_file);
 	if (cli_token_check("mount"))
 		return CLI_EXIT_USAGE;
 	status = cli_open_archive(&m->a, m->archive_abs, m->o.passfile);

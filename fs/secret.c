@@ -46,10 +46,16 @@ static int file_read(unsigned char *buf, size_t *len, const char *file, const ch
 {
 	size_t n = 0;
 	ssize_t r = 1;
-	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	char *path = cli_secret_path(file);
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) : -1;
 
-	if (fd < 0)
-		return cli_error("cannot open %s file %s: %s", what, file, strerror(errno));
+	if (fd < 0) {
+		cli_error("cannot open %s file %s: %s", what, file,
+			  strerror(path ? errno : ENOMEM));
+		free(path);
+		return CLI_EXIT_ERROR;
+	}
+	free(path);
 	while (n < SECRET_CAP && r > 0) {
 		r = read(fd, buf + n, SECRET_CAP - n);
 		if (r < 0 && errno == EINTR)
@@ -69,6 +75,7 @@ static int file_read(unsigned char *buf, size_t *len, const char *file, const ch
 				 CLI_SECRET_MAX);
 	if (n == 0)
 		return cli_error("%s file %s is empty", what, file);
+	buf[n] = '\0'; /* for the shares' passphrase, a C string */
 	*len = n;
 	return 0;
 }
@@ -180,14 +187,14 @@ static int no_source(const char *archive, int confirm)
 				 "--passphrase-file FILE, set AMBERFS_PASSPHRASE_FILE, or use "
 				 "--plain", archive);
 	return cli_error("%s is encrypted: give --passphrase-file FILE or set "
-			 "AMBERFS_PASSPHRASE_FILE", archive);
+			 "AMBERFS_PASSPHRASE_FILE (or --keyfile FILE, or --share FILE)", archive);
 }
 
-int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
-		   int confirm)
+static int secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
+		      int confirm, int use_env)
 {
 	unsigned char *buf = NULL;
-	const char *env = getenv("AMBERFS_PASSPHRASE_FILE");
+	const char *env = use_env ? getenv("AMBERFS_PASSPHRASE_FILE") : NULL;
 	int rc;
 
 	if (!file && env && *env)
@@ -206,6 +213,12 @@ int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const 
 	return 0;
 }
 
+int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
+		   int confirm)
+{
+	return secret_get(out, len, archive, file, confirm, 1);
+}
+
 void cli_secret_free(unsigned char *secret, size_t len)
 {
 	if (!secret)
@@ -216,7 +229,7 @@ void cli_secret_free(unsigned char *secret, size_t len)
 
 int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *file)
 {
-	char prompt[PATH_MAX + 64];
+	char prompt[PATH_MAX + 64], *cred = NULL;
 	unsigned char *buf = NULL;
 	int rc;
 
@@ -225,18 +238,69 @@ int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *f
 		return cli_error("a pkcs11: URI must not carry its PIN (pin-value or pin-source): "
 				 "anyone can read a command line; put the PIN in a file and give "
 				 "--pin-file FILE");
-	if (!file && !isatty(STDIN_FILENO))
+	if (!file && (cred = cli_secret_path("pin")) && strcmp(cred, "pin") != 0 &&
+	    access(cred, R_OK) == 0)
+		file = cred; /* systemd's LoadCredential=pin:... */
+	if (!file && !isatty(STDIN_FILENO)) {
+		free(cred);
 		return cli_error("the token of %s needs its PIN: give --pin-file FILE (a PIN is "
 				 "never taken from the command line or the environment)", uri);
+	}
 	buf = sodium_malloc(SECRET_CAP);
-	if (!buf)
+	if (!buf) {
+		free(cred);
 		return cli_error("out of secure memory for the PIN");
+	}
 	snprintf(prompt, sizeof(prompt), "PIN for %.4000s: ", uri);
 	rc = file ? file_read(buf, len, file, "PIN") : tty_prompt(buf, len, prompt);
+	free(cred);
 	if (rc) {
 		sodium_free(buf);
 		return CLI_EXIT_ERROR;
 	}
 	*out = buf;
 	return 0;
+}
+
+/* Characters, not bytes: UTF-8 continuation bytes do not count. */
+static size_t utf8_chars(const unsigned char *s, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		n += (s[i] & 0xc0) != 0x80;
+	return n;
+}
+
+int cli_passphrase_strong(unsigned char **pass, size_t *len, int weak_ok, int tty)
+{
+	size_t chars = utf8_chars(*pass, *len);
+
+	if (chars >= CLI_PASSPHRASE_MIN || weak_ok)
+		return 0;
+	if (tty) {
+		fprintf(stderr, "amberfs: warning: the new passphrase has only %zu characters: "
+			"anyone with a copy of the archive can guess a short one; %d or more are "
+			"recommended\n", chars, CLI_PASSPHRASE_MIN);
+		return 0;
+	}
+	cli_secret_free(*pass, *len);
+	*pass = NULL;
+	*len = 0;
+	return cli_error("the new passphrase has only %zu characters: under %d, anyone with a "
+			 "copy of the archive can guess it; choose a longer one, or give "
+			 "--weak-ok to keep it", chars, CLI_PASSPHRASE_MIN);
+}
+
+int cli_new_passphrase(unsigned char **out, size_t *len, const char *archive, const char *file,
+		       int weak_ok)
+{
+	int tty = !file && isatty(STDIN_FILENO);
+
+	if (!file && !tty)
+		return cli_error("%s: a new passphrase comes from --new-passphrase-file FILE or the "
+				 "terminal", archive);
+	if (secret_get(out, len, archive, file, 1, 0))
+		return CLI_EXIT_ERROR;
+	return cli_passphrase_strong(out, len, weak_ok, tty);
 }

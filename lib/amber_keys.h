@@ -155,6 +155,22 @@ typedef struct amber_slot_change {
 int amber_archive_change_slots(amber_archive *a, const amber_slot_change *c);
 
 /**
+ * Describe a slot blob of either version (AMBSLOT1 or AMBSLOT2, any kind)
+ * from its public bytes.  out->id is set even when it is malformed.
+ * @return 0 or AMBER_ECORRUPT.
+ */
+int amber_slot_describe(amber_slot_info *out, const uint8_t *blob, size_t len);
+
+/**
+ * Whether a slot change could be written with this signing key file (NULL
+ * for none): checked before any secret is made.
+ * @return 0, AMBER_ENEEDKEY (a signed archive and no key, without
+ *         unsigned_ok), AMBER_EBADKEY (not the archive's key), ...
+ */
+int amber_archive_check_signer(const amber_archive *a, const char *signing_key_path,
+			       int unsigned_ok);
+
+/**
  * 1 if the archive's metadata carries an authenticator (archives made
  * before slot kinds have none until their first slot change), else 0.
  */

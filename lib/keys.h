@@ -78,13 +78,6 @@ int amber_keyslot_check(const uint8_t *slot, size_t slot_len);
 int amber_keyslot_weak(const uint8_t *slot, size_t slot_len);
 
 /**
- * Describe a slot of either version (AMBSLOT1 or AMBSLOT2, any kind) from
- * its public bytes.  out->id is set even when the slot is malformed.
- * @return 0 or AMBER_ECORRUPT.
- */
-int amber_slot_describe(amber_slot_info *out, const uint8_t *blob, size_t len);
-
-/**
  * Open a slot of kind `kind` with its secret (see enum amber_slot_kind).
  * Weak passphrase slots are refused unless weak_ok.
  * @return 0 and *out set, AMBER_EBADKEY if the secret does not open it or

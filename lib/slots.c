@@ -567,3 +567,13 @@ int amber_archive_change_slots(amber_archive *a, const amber_slot_change *c)
 	amber_signer_free(signer);
 	return rc;
 }
+
+int amber_archive_check_signer(const amber_archive *a, const char *signing_key_path,
+			       int unsigned_ok)
+{
+	amber_signer *s = NULL;
+	int rc = amber_archive_signer(&s, a, signing_key_path, unsigned_ok);
+
+	amber_signer_free(s);
+	return rc;
+}

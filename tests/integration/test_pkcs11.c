@@ -538,6 +538,27 @@ Test(pkcs11, a_token_slot_opens_the_archive_for_reads_and_writes)
 	cr_expect_str_eq(r.out, "bid 101 ask 102\n");
 	run_result_dispose(&r);
 
+	/* key list shows the token and key the slot names */
+	amber(&r, "key", "list", arc, "--json", NULL);
+	assert_ok(&r, "key list --json");
+	cr_expect(strstr(r.out, "\"kind\":\"pkcs11\"") != NULL, "%s", r.out);
+	cr_expect(strstr(r.out, "\"label\":\"" TOKEN_LABEL "\"") != NULL, "%s", r.out);
+	cr_expect(strstr(r.out, "\"key\":\"vault\"") != NULL, "%s", r.out);
+	run_result_dispose(&r);
+
+	/* the PIN from systemd's credentials directory (LoadCredential=pin:...) */
+	char *creds = pjoin(IT.tmp, "creds");
+	mkdir_p(creds, 0700);
+	write_passfile(pjoin(creds, "pin"), USER_PIN "\n");
+	char *cd = xasprintf("CREDENTIALS_DIRECTORY=%s", creds);
+	const char *const cenv[] = {"AMBERFS_PASSPHRASE_FILE", cd, NULL};
+	run_opts co = {.env = cenv};
+	amber_o(&r, &co, "cat", arc, "latest:book", "--token-uri", WRAP_URI, NULL);
+	assert_ok(&r, "cat with the PIN from $CREDENTIALS_DIRECTORY/pin");
+	run_result_dispose(&r);
+	free(cd);
+	free(creds);
+
 	/* the passphrase still opens it, and verify finds nothing wrong */
 	amber(&r, "verify", arc, NULL);
 	assert_ok(&r, "verify");
