@@ -210,8 +210,8 @@ int amber_archive_signing_pubkey(uint8_t pk[32], const amber_archive *a);
  * -- or take the Ed25519 key of a token that the "pkcs11:" URI
  * `secret_path` names, logging in with the PIN set by
  * amber_archive_set_token_pin() -- and store the public key in the
- * archive's metadata (a new metadata commit, moved by compare-and-swap under the writer lock).  Snapshots
- * written afterwards must be signed.  Keys are not rotated: an archive
+ * archive's metadata (a new metadata commit, moved by compare-and-swap
+ * under the writer lock).  Snapshots written afterwards must be signed.  Keys are not rotated: an archive
  * keeps its first signing key.  Needs no passphrase.
  * @return 0, AMBER_EEXISTS if the archive already has a signing key or the
  *         file exists, AMBER_ELOCKED if another writer is active or the

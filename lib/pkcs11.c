@@ -183,9 +183,12 @@ static int load_registered(amber_p11 *t, const char *want)
 	t->nmods = n;
 	if (n && !(t->inited = calloc(n, 1)))
 		return amber_fail(AMBER_ERROR, "out of memory");
-	for (size_t i = 0; i < n; i++)
-		if (module_wanted(t->mods[i], want) && p11_kit_module_initialize(t->mods[i]) == CKR_OK)
+	for (size_t i = 0; i < n; i++) {
+		if (!module_wanted(t->mods[i], want))
+			continue;
+		if (p11_kit_module_initialize(t->mods[i]) == CKR_OK)
 			t->inited[i] = 1, ok++;
+	}
 	if (ok)
 		return 0;
 	if (want)
@@ -433,8 +436,9 @@ static int read_public(uint8_t pk[32], amber_p11 *t, CK_OBJECT_HANDLE pub)
 		return fail_rv(t, rv, "reading the public key");
 	if (!params_ed25519(params, a[0].ulValueLen) ||
 	    point_ed25519(pk, point, a[1].ulValueLen) < 0)
-		return amber_fail(AMBER_EINVAL, "the key on %s is not an Ed25519 key: make one with "
-				  "pkcs11-tool --keypairgen --key-type EC:edwards25519", t->name);
+		return amber_fail(AMBER_EINVAL,
+				  "the key on %s is not an Ed25519 key: make one with pkcs11-tool "
+				  "--keypairgen --key-type EC:edwards25519", t->name);
 	return 0;
 }
 

@@ -128,8 +128,8 @@ static int unlock_slots(amber_archive *a, amber_p11 *t, const char *uri)
 	if (rc == AMBER_EBADKEY)
 		return amber_fail(AMBER_EBADKEY,
 				  "the key %s names opens no pkcs11 key slot of archive %s: it is "
-				  "another archive's token key, or its slot was removed ('amberfs key "
-				  "list %s')", uri, a->path, a->path);
+				  "another archive's token key, or its slot was removed "
+				  "('amberfs key list %s')", uri, a->path, a->path);
 	return rc;
 }
 

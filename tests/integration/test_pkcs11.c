@@ -605,8 +605,8 @@ Test(pkcs11, token_slot_errors_are_one_line_and_write_nothing)
 	add_slot(arc, &t);
 	expect_unlock_refused(arc, "a wrong PIN", WRAP_URI, t.badpin, "wrong PIN",
 			      "token '" TOKEN_LABEL "'");
-	expect_unlock_refused(arc, "another AES key", OTHER_URI, t.pinfile, "opens no pkcs11 key slot",
-			      OTHER_URI);
+	expect_unlock_refused(arc, "another AES key", OTHER_URI, t.pinfile,
+			      "opens no pkcs11 key slot", OTHER_URI);
 	expect_unlock_refused(arc, "a missing key", "pkcs11:token=" TOKEN_LABEL ";object=gone",
 			      t.pinfile, "no AES key", "object=gone");
 	expect_unlock_refused(arc, "a missing token", "pkcs11:token=elsewhere;object=vault",
