@@ -73,8 +73,7 @@ int cli_signing_key(const char *cmd, const char **key, int unsigned_ok)
 	return -1;
 }
 
-enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE, READ_OPT_SAFE, READ_OPT_TOKEN,
-       READ_OPT_PIN };
+enum { READ_OPT_STREAM = CLI_OPT_LONG, READ_OPT_PASSFILE, READ_OPT_SAFE };
 
 int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const char **passfile,
 		       int *safe, int argc, char **argv, const char *cmd, const char *usage,
@@ -84,8 +83,6 @@ int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const ch
 		{"safe", no_argument, NULL, READ_OPT_SAFE},
 		{"stream", required_argument, NULL, READ_OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, READ_OPT_PASSFILE},
-		{"token-uri", required_argument, NULL, READ_OPT_TOKEN},
-		{"pin-file", required_argument, NULL, READ_OPT_PIN},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -101,8 +98,6 @@ int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const ch
 			*passfile = optarg;
 		else if (c == READ_OPT_SAFE && safe)
 			*safe = 1;
-		else if (c == READ_OPT_TOKEN || c == READ_OPT_PIN)
-			cli_token_option(c == READ_OPT_TOKEN, optarg);
 		else
 			return cli_bad_option(cmd, c, argv);
 	}

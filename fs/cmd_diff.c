@@ -36,8 +36,7 @@ static const char help[] =
 	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STAT = CLI_OPT_LONG, OPT_JSON, OPT_NAMES, OPT_STREAM, OPT_PASSFILE, OPT_TOKEN_URI,
-       OPT_PIN_FILE };
+enum { OPT_STAT = CLI_OPT_LONG, OPT_JSON, OPT_NAMES, OPT_STREAM, OPT_PASSFILE };
 
 struct diff_args {
 	const char *pos[4];     /* ARCHIVE, A, B, PATH */
@@ -61,8 +60,6 @@ static int parse_opt(struct diff_args *o, int c, char **argv)
 		o->stream = optarg;
 	else if (c == OPT_PASSFILE)
 		o->passfile = optarg;
-	else if (c == OPT_TOKEN_URI || c == OPT_PIN_FILE)
-		cli_token_option(c == OPT_TOKEN_URI, optarg);
 	else
 		return cli_bad_option("diff", c, argv);
 	return -1;
@@ -76,8 +73,6 @@ static int parse(struct diff_args *o, int argc, char **argv)
 		{"name-only", no_argument, NULL, OPT_NAMES},
 		{"stream", required_argument, NULL, OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};

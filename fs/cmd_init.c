@@ -33,7 +33,7 @@ static const char help[] =
 	"                              otherwise, unless typed on a terminal: a warning)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_PIN_FILE, OPT_WEAK_OK };
+enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_WEAK_OK };
 
 struct init_args {
 	const char *archive;
@@ -51,7 +51,6 @@ static int parse(struct init_args *o, int argc, char **argv)
 		{"plain", no_argument, NULL, OPT_PLAIN},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"weak-ok", no_argument, NULL, OPT_WEAK_OK},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -69,8 +68,6 @@ static int parse(struct init_args *o, int argc, char **argv)
 			o->passfile = optarg;
 		else if (c == OPT_SIGNING_KEY)
 			o->signing_key = optarg;
-		else if (c == OPT_PIN_FILE)
-			o->pinfile = optarg;
 		else if (c == OPT_WEAK_OK)
 			o->weak_ok = 1;
 		else
@@ -82,8 +79,7 @@ static int parse(struct init_args *o, int argc, char **argv)
 		return cli_usage("init", "--signing-key wants a file name");
 	if (!o->signing_key && env && *env)
 		o->signing_key = env;
-	if (!o->pinfile)
-		o->pinfile = cli_unlock_src.pin_file; /* main() took --pin-file out of argv */
+	o->pinfile = cli_unlock_src.pin_file; /* main() takes --pin-file out of argv */
 	if (o->pinfile && !cli_is_token_uri(o->signing_key))
 		return cli_usage("init", "--pin-file goes with a pkcs11: URI as --signing-key");
 	if (cli_positionals(&o->archive, 1, argc, argv, optind, "init", "ARCHIVE"))

@@ -30,7 +30,7 @@ static const char help[] =
 	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE, OPT_TOKEN_URI, OPT_PIN_FILE };
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE };
 
 #define LOG_ENOUGH 1    /* visit(): -n snapshots printed, stop the walk */
 
@@ -67,8 +67,6 @@ static int parse(struct log_args *o, int argc, char **argv)
 		{"json", no_argument, NULL, OPT_JSON},
 		{"max-count", required_argument, NULL, 'n'},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -88,8 +86,6 @@ static int parse(struct log_args *o, int argc, char **argv)
 			o->json = 1;
 		else if (c == OPT_PASSFILE)
 			o->passfile = optarg;
-		else if (c == OPT_TOKEN_URI || c == OPT_PIN_FILE)
-			cli_token_option(c == OPT_TOKEN_URI, optarg);
 		else
 			return cli_bad_option("log", c, argv);
 	}

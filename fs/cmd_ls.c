@@ -31,7 +31,7 @@ static const char help[] =
 	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_JSON = CLI_OPT_LONG, OPT_STREAM, OPT_PASSFILE, OPT_TOKEN_URI, OPT_PIN_FILE };
+enum { OPT_JSON = CLI_OPT_LONG, OPT_STREAM, OPT_PASSFILE };
 
 struct ls_args {
 	const char *pos[2];     /* ARCHIVE, SNAPSHOT[:PATH] */
@@ -53,8 +53,6 @@ static int parse(struct ls_args *o, int argc, char **argv)
 		{"json", no_argument, NULL, OPT_JSON},
 		{"stream", required_argument, NULL, OPT_STREAM},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
-		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -70,8 +68,6 @@ static int parse(struct ls_args *o, int argc, char **argv)
 			o->json = 1;
 		else if (c == OPT_STREAM)
 			o->stream = optarg;
-		else if (c == OPT_TOKEN_URI || c == OPT_PIN_FILE)
-			cli_token_option(c == OPT_TOKEN_URI, optarg);
 		else if (c == OPT_PASSFILE)
 			o->passfile = optarg;
 		else

@@ -42,12 +42,11 @@ static const char help[] =
 	"before anything is written (exit status 1).\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_TAG, OPT_MESSAGE, OPT_NO_CACHE, OPT_THREADS,
-       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE, OPT_TOKEN_URI };
+       OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
 
 struct snapshot_args {
 	const char *pos[2];     /* ARCHIVE, SRC */
 	const char *passfile;
-	const char *pinfile;
 	amber_snapshot_opts opts;
 };
 
@@ -62,8 +61,6 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->opts.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
-	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	case OPT_THREADS:
 		if (cli_parse_int(&o->opts.threads, optarg, 0, 1024, "snapshot", "--threads"))
 			return CLI_EXIT_USAGE;
@@ -84,8 +81,6 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
-		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -154,7 +149,7 @@ int cmd_snapshot(int argc, char **argv)
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
 	if (status == 0)
-		status = cli_archive_pin(a, o.opts.signing_key_path, o.pinfile, "snapshot");
+		status = cli_archive_pin(a, o.opts.signing_key_path, NULL, "snapshot");
 	if (status == 0)
 		status = write_snapshot(&o, a);
 	amber_archive_free(a);

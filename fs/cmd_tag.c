@@ -32,8 +32,7 @@ static const char help[] =
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED, OPT_PIN_FILE,
-       OPT_TOKEN_URI };
+enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
 
 struct tag_args {
 	const char *pos[3];     /* ARCHIVE, SNAPSHOT, NAME */
@@ -41,7 +40,6 @@ struct tag_args {
 	const char *stream;
 	const char *passfile;
 	const char *signing_key;
-	const char *pinfile;
 	int unsigned_ok;
 };
 
@@ -54,8 +52,6 @@ static int option(struct tag_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->signing_key = optarg; return -1;
 	case OPT_UNSIGNED: o->unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
-	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	}
 	return cli_bad_option("tag", c, argv);
 }
@@ -69,8 +65,6 @@ static int parse(struct tag_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
-		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -117,7 +111,7 @@ int cmd_tag(int argc, char **argv)
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
 	if (status == 0)
-		status = cli_archive_pin(a, o.signing_key, o.pinfile, "tag");
+		status = cli_archive_pin(a, o.signing_key, NULL, "tag");
 	if (status == 0)
 		status = make_tag(&o, a);
 	amber_archive_free(a);

@@ -76,8 +76,7 @@ static const char help[] =
 	"the sequence number its report carries.\n";
 
 enum { OPT_INTERVAL = CLI_OPT_LONG, OPT_STREAM, OPT_APPEND, OPT_QUIESCE, OPT_RESUME,
-       OPT_RESCAN, OPT_JSON, OPT_THREADS, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED,
-       OPT_PIN_FILE, OPT_TOKEN_URI };
+       OPT_RESCAN, OPT_JSON, OPT_THREADS, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };
 
 #define MAX_GLOBS 64
 #define DIRTY_LIMIT 100000    /* more changed paths: walk everything instead */
@@ -89,7 +88,6 @@ enum { OPT_INTERVAL = CLI_OPT_LONG, OPT_STREAM, OPT_APPEND, OPT_QUIESCE, OPT_RES
 struct watch_args {
 	const char *pos[2];     /* ARCHIVE, SRC */
 	const char *passfile;
-	const char *pinfile;
 	const char *quiesce, *resume;
 	int64_t interval, rescan;
 	int json;
@@ -160,8 +158,6 @@ static int option(struct watch_args *o, int c, char **argv)
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
 	case OPT_SIGNING_KEY: o->opts.snap.signing_key_path = optarg; return -1;
 	case OPT_UNSIGNED: o->opts.snap.unsigned_ok = 1; return -1;
-	case OPT_PIN_FILE: o->pinfile = optarg; return -1;
-	case OPT_TOKEN_URI: cli_token_option(1, optarg); return -1;
 	case OPT_INTERVAL:
 		return parse_duration(&o->interval, optarg, 10000000, "--interval") ? CLI_EXIT_USAGE
 										       : -1;
@@ -212,8 +208,6 @@ static int parse(struct watch_args *o, int argc, char **argv)
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
 		{"unsigned", no_argument, NULL, OPT_UNSIGNED},
-		{"pin-file", required_argument, NULL, OPT_PIN_FILE},
-		{"token-uri", required_argument, NULL, OPT_TOKEN_URI},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -232,8 +226,6 @@ static int parse(struct watch_args *o, int argc, char **argv)
 	if (status >= 0)
 		return status;
 	credentials(o);
-	if (o->pinfile && !cli_unlock_src.pin_file)
-		cli_unlock_src.pin_file = o->pinfile;
 	if (cli_token_check("watch"))
 		return CLI_EXIT_USAGE;
 	o->opts.append_only = o->globs;
@@ -816,7 +808,7 @@ int cmd_watch(int argc, char **argv)
 	o.opts.snap.payload = &x;
 	status = cli_open_archive(&x.a, o.pos[0], o.passfile);
 	if (status == 0)
-		status = cli_archive_pin(x.a, o.opts.snap.signing_key_path, o.pinfile, "watch");
+		status = cli_archive_pin(x.a, o.opts.snap.signing_key_path, NULL, "watch");
 	if (status == 0)
 		status = start(&x);
 	if (status == 0)
