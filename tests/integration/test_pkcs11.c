@@ -420,6 +420,17 @@ Test(pkcs11, token_gone_mid_watch_writes_nothing)
 	pid_t pid = amber_spawn(&o, argv);
 
 	wait_for(json, "\"ready\"", 30, err);
+	/* the logged-in writer's command line and environment hold no PIN */
+	for (int i = 0; i < 2; i++) {
+		char *pf = xasprintf("/proc/%d/%s", (int)pid, i ? "environ" : "cmdline");
+		size_t n = 0;
+		char *text = read_file(pf, &n);
+
+		cr_assert(n > 0, "%s is empty", pf);
+		assert_not_contains(text, n, USER_PIN, pf);
+		free(text);
+		free(pf);
+	}
 	char *before = store_state(arc);
 	cr_assert_eq(rm_rf(t.dir), 0);
 	write_str(pjoin(src, "book"), "bid 1 ask 2\n");
