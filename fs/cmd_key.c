@@ -287,9 +287,9 @@ static int parse(struct key_args *o, int argc, char **argv)
 		return status;
 	if ((status = check_signing(o, subs[k].changes)) >= 0)
 		return status;
-	if (o->passfile && !subs[k].changes)
-		return cli_usage("key", "--passphrase-file goes with the subcommands that change "
-				 "slots");
+	if ((o->passfile || cli_unlock_given()) && !subs[k].changes)
+		return cli_usage("key", "--passphrase-file, --keyfile and --share go with the "
+				 "subcommands that change slots");
 	if (cli_positionals(pos, 1 + subs[k].operand, argc, argv, optind, "key",
 			    subs[k].operand ? (is(o, "add-keyfile") ? "ARCHIVE FILE" :
 					       "ARCHIVE SLOT") : "ARCHIVE"))

@@ -184,9 +184,13 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 	struct timespec t0;
 	int rc;
 
-	if (!o->no_key && amber_archive_needs_key(a) &&
-	    cli_secret_get(&pass, &plen, o->pos[0], o->passfile, 0))
+	if (!o->no_key && amber_archive_needs_key(a) && cli_unlock_given()) {
+		if ((rc = cli_unlock_archive(a, o->pos[0], o->passfile)) != 0)
+			return rc;
+	} else if (!o->no_key && amber_archive_needs_key(a) &&
+		   cli_secret_get(&pass, &plen, o->pos[0], o->passfile, 0)) {
 		return CLI_EXIT_ERROR;
+	}
 	vo.passphrase = pass;
 	vo.passphrase_len = plen;
 	vo.no_key = o->no_key;
@@ -209,6 +213,10 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 			"KDF cost: anyone with a copy of the archive can guess the passphrase "
 			"quickly; do not keep real data in it\n", o->pos[0], st.weak_slots,
 			st.weak_slots == 1 ? " uses" : "s use");
+	if (st.meta_unauthenticated)
+		fprintf(stderr, "amberfs: note: %s: its key slots and config are not authenticated "
+			"(an archive made before slot kinds): run 'amberfs key seal %s' to add "
+			"the authenticator\n", o->pos[0], o->pos[0]);
 	if (st.problems)
 		return cli_error("verify: %s: %" PRIu64 " problem%s found", o->pos[0], st.problems,
 				 st.problems == 1 ? "" : "s");

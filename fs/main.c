@@ -141,6 +141,11 @@ static int parse(struct main_args *m, int argc, char **argv)
 	m->argv = argv + optind;
 	if (cli_unlock_scan(&m->argc, m->argv))
 		return CLI_EXIT_USAGE;
+	if (cli_unlock_given() && (strcmp(m->cmd->name, "init") == 0 ||
+				   strcmp(m->cmd->name, "push") == 0 ||
+				   strcmp(m->cmd->name, "repack") == 0))
+		return main_usage_error("%s needs no key: --keyfile and --share go with the "
+					"commands that unlock an archive", m->cmd->name);
 	return -1;
 }
 

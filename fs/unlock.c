@@ -238,7 +238,7 @@ static int share_add_line(struct shares *s, const char *line, size_t len, const 
 	memcpy(s->arena + s->used, line, len);
 	s->arena[s->used + len] = '\0';
 	s->m[s->n] = s->arena + s->used;
-	snprintf(s->where[s->n++], sizeof(s->where[0]), "%.40s line %zu", file, lineno);
+	snprintf(s->where[s->n++], sizeof(s->where[0]), "%.48s line %zu", file, lineno);
 	s->used += len + 1;
 	return 0;
 }
@@ -342,7 +342,7 @@ static int share_source(struct shares *s, const char *name)
 	else if (S_ISDIR(st.st_mode))
 		rc = share_dir(s, path, name);
 	else
-		rc = share_file(s, path, name);
+		rc = share_file(s, path, strrchr(name, '/') ? strrchr(name, '/') + 1 : name);
 	free(path);
 	return rc;
 }
@@ -489,6 +489,8 @@ static int unlock_credentials(amber_archive *a, const char *path, int *done)
 		const char *files[1] = {p};
 
 		rc = unlock_shares(a, path, files, 1);
+	} else if ((p = credential("passphrase"))) {
+		rc = unlock_passphrase(a, path, p);
 	} else {
 		*done = 0;
 		return 0;

@@ -79,6 +79,10 @@ typedef struct amber_verify_stats {
 	/** Well-formed key slots with a weak KDF cost (the test profile, or
 	 *  below the minimum): not problems, but worth a loud warning. */
 	uint64_t weak_slots;
+	/** The archive predates the metadata authenticator (checked with the
+	 *  key): its slots and config are not authenticated; 'amberfs key
+	 *  seal' adds it.  Not a problem. */
+	int meta_unauthenticated;
 } amber_verify_stats;
 
 /** Options for amber_verify().  All fields optional (zero = default). */

@@ -51,6 +51,19 @@ int amber_archive_check_unlocked(const amber_archive *a)
 	return 0;
 }
 
+void amber_archive_prefetch_stop(amber_archive *a)
+{
+	int started;
+
+	pthread_mutex_lock(&a->pf_lock);
+	a->pf_stop = 1;
+	started = a->pf_started;
+	pthread_cond_broadcast(&a->pf_cond);
+	pthread_mutex_unlock(&a->pf_lock);
+	if (started)
+		pthread_join(a->pf_thread, NULL);
+}
+
 void amber_archive_free(amber_archive *a)
 {
 	if (!a)
@@ -385,6 +398,11 @@ static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 		rc = amber_archive_auth_text(auth, a, a->slots, a->slot_len, a->nslots);
 	if (rc == 0 && a->nslots > 0)
 		rc = add_blob(&top[n++], w, "auth", auth, strlen(auth));
+	if (rc == 0 && a->nslots > 0) {
+		amber_meta_auth(a->auth, a->keys, a->config_raw, a->config_len, a->slots,
+				a->slot_len, a->nslots);
+		a->has_auth = 1;
+	}
 	if (rc == 0 && a->has_sign_pk)
 		rc = signing_tree(&top[n++], a, w);
 	return rc < 0 ? rc : add_tree(root, w, top, n);

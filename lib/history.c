@@ -28,7 +28,8 @@
 #include "archive.h"
 #include "error.h"
 #include "manifest.h"
-#include "reader.h"
+#include "history.h"
+#include "record.h"
 
 #include <stdlib.h>
 #include <string.h>

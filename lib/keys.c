@@ -769,11 +769,13 @@ int amber_slot_build(uint8_t **blob, size_t *len, int kind, const char *keep_id,
 		randombytes_buf(b + 9, 8);
 	put_le64(b + 17, now > 0 ? (uint64_t)now : 0);
 	b[25] = (uint8_t)L;
-	memcpy(b + V2_HDR, label, L);
+	if (L)
+		memcpy(b + V2_HDR, label, L);
 	off = V2_HDR + L;
 	b[off] = (uint8_t)params_len;
 	b[off + 1] = (uint8_t)(params_len >> 8);
-	memcpy(b + off + 2, params, params_len);
+	if (params_len)
+		memcpy(b + off + 2, params, params_len);
 	off += 2 + params_len;
 	b[off] = (uint8_t)sealed_len;
 	b[off + 1] = (uint8_t)(sealed_len >> 8);

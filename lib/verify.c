@@ -47,7 +47,10 @@
 #include "gitobj.h"
 #include "keys.h"
 #include "manifest.h"
-#include "reader.h"
+#include "file.h"
+#include "history.h"
+#include "prefetch.h"
+#include "record.h"
 #include "sign.h"
 #include "store.h"
 
@@ -161,6 +164,8 @@ typedef struct vctx {
 	char *sample_record;    /* base64 record of one snapshot, to test keys */
 	char slot_oid[AMBER_MAX_SLOTS][41];
 	size_t nslot_oids;
+	size_t slots_v2;        /* version-2 slots in the metadata */
+	int meta_auth;          /* the metadata has an `auth` blob */
 	int64_t last_progress;
 	char *mark_dir;
 } vctx;
@@ -682,22 +687,45 @@ static FILE *slot_mark_open(vctx *v)
 	return f;
 }
 
-/* Slots whose blob changed since the last clean verify. */
+static int slot_listed(char list[][41], size_t n, const char *hex)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], hex) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Slots added, removed or replaced since the last clean verify.  Without
+ * the key nobody can tell an owner's change from an intruder's, so each is
+ * a problem; with the key the authenticator (check_auth) decides.
+ */
 static void check_slot_marks(vctx *v, int keyed_ok)
 {
-	char line[64];
+	char line[64], old[AMBER_MAX_SLOTS][41];
+	size_t n = 0;
 	FILE *f = slot_mark_open(v);
 
-	for (size_t i = 0; f && fgets(line, sizeof(line), f); i++) {
+	if (!f)
+		return;
+	while (n < AMBER_MAX_SLOTS && fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		if (i < v->nslot_oids && strcmp(line, v->slot_oid[i]) != 0 && !keyed_ok)
-			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
-				"key slot %zu was replaced since the last verify (blob %s, was %s); "
-				"if a passphrase was changed, run verify with the key to accept it",
-				i, v->slot_oid[i], line);
+		snprintf(old[n++], sizeof(old[0]), "%.40s", line);
 	}
-	if (f)
-		fclose(f);
+	fclose(f);
+	if (keyed_ok)
+		return;
+	for (size_t i = 0; i < v->nslot_oids; i++)
+		if (!slot_listed(old, n, v->slot_oid[i]))
+			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+				"key slot %zu (blob %s) was added or replaced since the last verify; "
+				"if an owner changed the slots, run verify with the key to accept it",
+				i, v->slot_oid[i]);
+	for (size_t i = 0; i < n; i++)
+		if (!slot_listed(v->slot_oid, v->nslot_oids, old[i]))
+			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+				"a key slot (blob %s) was removed since the last verify; if an owner "
+				"removed it, run verify with the key to accept it", old[i]);
 }
 
 /* ---- refs and the metadata ------------------------------------------------------------------ */
@@ -794,6 +822,8 @@ static int check_tags(vctx *v)
 /* A passphrase slot's public part (amberfs-format(5) KEY SLOTS). */
 static void check_slot(vctx *v, const uint8_t *d, size_t len, const uint8_t oid[20], size_t i)
 {
+	if (len >= 8 && memcmp(d, "AMBSLOT2", 8) == 0)
+		v->slots_v2++;
 	if (amber_keyslot_check(d, len) < 0)
 		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL, "key slot %zu: %s", i,
 			amber_error_last());
@@ -866,6 +896,12 @@ static void check_meta_tree(vctx *v, const uint8_t tree[20])
 		check_config_text(v, &cfg, x->oid);
 	if ((x = amber_tree_find(e, n, "keys")))
 		check_slots(v, x->oid);
+	v->meta_auth = amber_tree_find(e, n, "auth") != NULL;
+	if (v->slots_v2 && !v->meta_auth)
+		problem(v, AMBER_VERIFY_KEYSLOT, tree, NULL, NULL,
+			"the archive has version-2 key slots but no metadata authenticator: it "
+			"was removed, so the key slots or config were changed by someone without "
+			"the key (tampering)");
 	if (v->cfg_encrypted == 0 && x)
 		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL,
 			"the config says encryption none, yet the archive has key slots: the "
@@ -883,10 +919,85 @@ done:
 	amber_buf_dispose(&t);
 }
 
+/* What a metadata commit's tree holds, to compare it with its parent's. */
+struct meta_ids {
+	uint8_t keys[20], auth[20], config[20];
+	int has_keys, has_auth, has_config, has_signing;
+	int sig;                /* 1 signed and good, 0 unsigned, -1 bad or unchecked */
+};
+
+static void meta_ids_of(vctx *v, const uint8_t tree[20], struct meta_ids *m)
+{
+	amber_buf t = AMBER_BUF_INIT;
+	amber_tparsed *e = NULL;
+	const amber_tparsed *x;
+	size_t n = 0;
+	int type = 0;
+
+	(void)type;
+	if (amber_archive_read_meta(&t, v->a, tree, AMBER_GIT_TREE) == 0 &&
+	    amber_tree_parse(&e, &n, t.data, t.len, "metadata tree") == 0) {
+		if ((m->has_keys = (x = amber_tree_find(e, n, "keys")) != NULL))
+			memcpy(m->keys, x->oid, 20);
+		if ((m->has_auth = (x = amber_tree_find(e, n, "auth")) != NULL))
+			memcpy(m->auth, x->oid, 20);
+		if ((m->has_config = (x = amber_tree_find(e, n, "config")) != NULL))
+			memcpy(m->config, x->oid, 20);
+		m->has_signing = amber_tree_find(e, n, "signing") != NULL;
+	}
+	amber_error_clear();
+	free(e);
+	amber_buf_dispose(&t);
+}
+
+static int meta_signature(vctx *v, const amber_buf *b)
+{
+	amber_buf payload = AMBER_BUF_INIT;
+	char *armored = NULL;
+	int sig = -1;
+
+	amber_buf_init(&payload, MAX_OBJECT);
+	if (amber_object_split_signature(&payload, &armored, AMBER_GIT_COMMIT, b->data,
+					 b->len) == 0)
+		sig = !armored ? 0 : (v->have_pk && amber_sshsig_verify(armored, v->pk, "git",
+							payload.data, payload.len) == 0) ? 1 : -1;
+	amber_error_clear();
+	free(armored);
+	amber_buf_dispose(&payload);
+	return sig;
+}
+
+static int id_changed(int had, const uint8_t *a, int has, const uint8_t *b)
+{
+	return had != has || (has && memcmp(a, b, 20) != 0);
+}
+
+/*
+ * A change of keys/, auth or config in an archive that already had a
+ * signing key must be signed with it: amberfs signs every slot change of a
+ * signed archive, so an unsigned one was made by someone without the
+ * signing key.
+ */
+static void check_meta_change(vctx *v, const uint8_t oid[20], const struct meta_ids *child,
+			      const struct meta_ids *parent)
+{
+	if (!parent->has_signing || !v->have_pk || child->sig == 1)
+		return;
+	if (!id_changed(parent->has_keys, parent->keys, child->has_keys, child->keys) &&
+	    !id_changed(parent->has_auth, parent->auth, child->has_auth, child->auth) &&
+	    !id_changed(parent->has_config, parent->config, child->has_config, child->config))
+		return;
+	problem(v, AMBER_VERIFY_SIGNATURE, oid, NULL, NULL,
+		"the key slots or config were changed by a metadata commit %s by the archive's "
+		"signing key: made by someone without it (tampering?)",
+		child->sig == 0 ? "not signed" : "with a bad signature, not");
+}
+
 /* The metadata commit and its history (objects only). */
 static void check_meta(vctx *v)
 {
-	uint8_t oid[20], next[20];
+	uint8_t oid[20], next[20], child_oid[20];
+	struct meta_ids child = {0}, cur;
 	int first = 1, has = 1, type = 0;
 
 	if (amber_store_ref_read(oid, v->a->store, AMBER_META_REF) < 0) {
@@ -898,21 +1009,29 @@ static void check_meta(vctx *v)
 		amber_commit c = {0};
 
 		has = 0;
+		memset(&cur, 0, sizeof(cur));
 		amber_buf_init(&b, MAX_OBJECT);
 		if (obj_get(v, &b, &type, oid, AMBER_GIT_COMMIT, NULL, "metadata commit") == 1) {
 			if (amber_commit_parse(&c, b.data, b.len, AMBER_META_REF) < 0) {
 				problem(v, AMBER_VERIFY_MALFORMED, oid, NULL, NULL, "%s",
 					amber_error_last());
-			} else if (first) {
-				check_meta_tree(v, c.tree);
 			} else {
-				walk_tree(v, c.tree, NULL, 0, 0);
+				if (first)
+					check_meta_tree(v, c.tree);
+				else
+					walk_tree(v, c.tree, NULL, 0, 0);
+				meta_ids_of(v, c.tree, &cur);
+				cur.sig = meta_signature(v, &b);
+				if (!first)
+					check_meta_change(v, child_oid, &child, &cur);
 			}
 			has = c.nparents == 1;
 			memcpy(next, c.parent, 20);
 		}
 		amber_commit_dispose(&c);
 		amber_buf_dispose(&b);
+		child = cur;
+		memcpy(child_oid, oid, 20);
 		memcpy(oid, next, 20);
 		first = 0;
 	}
@@ -940,6 +1059,20 @@ static int key_authenticates(vctx *v, const amber_keys *k)
 	free(bin);
 	amber_error_clear();
 	return ok;
+}
+
+/* With the key: the metadata authenticator (slots.c) matches the slots and config. */
+static void check_auth(vctx *v)
+{
+	if (!v->a->has_auth && !v->slots_v2) {
+		v->st.meta_unauthenticated = 1;
+		return;
+	}
+	if (amber_archive_check_auth(v->a) < 0)
+		problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+			"the key slots or config were changed by someone without the key: the "
+			"metadata authenticator does not match them (tampering)");
+	amber_error_clear();
 }
 
 /* Try every slot with the passphrase; unlock with one that authenticates. */
@@ -977,6 +1110,7 @@ static int unlock_checked(vctx *v)
 		return 0;
 	amber_keys_free(a->keys);
 	a->keys = good;
+	check_auth(v);
 	amber_chunker_init(&a->chunker, a->keys->chunk_key, a->chunk_min, a->chunk_avg,
 			   a->chunk_max);
 	return 1;
@@ -1276,8 +1410,11 @@ static int want_keyed(vctx *v)
 {
 	if (v->o->no_key || v->config_bad)
 		return 0;
-	if (!amber_archive_needs_key(v->a))
+	if (!amber_archive_needs_key(v->a)) {
+		if (v->a->encrypted)
+			check_auth(v);
 		return 1;
+	}
 	return v->o->passphrase ? unlock_checked(v) : 0;
 }
 

@@ -2796,3 +2796,103 @@ Test(mount, every_printed_snapshot_name_resolves_to_that_snapshot)
 	free(ver);
 	free(src);
 }
+
+/* 1 if /proc/PID/FILE holds needle[0..n). */
+static int proc_holds(pid_t pid, const char *file, const void *needle, size_t n)
+{
+	char *p = xasprintf("/proc/%d/%s", (int)pid, file);
+	size_t len = 0;
+	char *data = read_file(p, &len);
+	int found = 0;
+
+	for (size_t i = 0; data && i + n <= len && !found; i++)
+		found = memcmp(data + i, needle, n) == 0;
+	free(data);
+	free(p);
+	return found;
+}
+
+#define SHARE_PASS "share passphrase Kq71 of the custodians"
+
+/*
+ * A mount unlocked with recovery shares (-o share=, the way an fstab line
+ * gives them): it serves the snapshot, its cmdline and environ hold file
+ * names and no secret, and a core dump of it holds neither the shares nor
+ * their passphrase.
+ */
+Test(mount, shares_unlock_the_mount_and_no_core_or_proc_file_shows_them)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive"), id[41];
+	char *dir = pjoin(IT.tmp, "shares");
+	run_result r;
+
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *sp = pjoin(IT.tmp, "share-pass");
+	write_passfile(sp, SHARE_PASS);
+	amber(&r, "key", "split", arch, "--threshold", "2", "--shares", "3",
+	      "--iteration-exponent", "0", "--share-passphrase-file", sp, "--out-dir", dir, NULL);
+	assert_ok(&r, "key split");
+	run_result_dispose(&r);
+	FILE *ls = popen(xasprintf("ls %s", dir), "r");
+	char f1[256] = "", f3[256] = "", skip[256];
+	cr_assert(ls && fgets(f1, sizeof(f1), ls) && fgets(skip, sizeof(skip), ls) &&
+		  fgets(f3, sizeof(f3), ls));
+	pclose(ls);
+	f1[strcspn(f1, "\n")] = f3[strcspn(f3, "\n")] = '\0';
+	size_t len;
+	char *m1 = read_file(pjoin(dir, f1), &len);
+
+	char *mnt = mountpoint("mnt"), *log = pjoin(IT.tmp, "daemon.log");
+	char *opt = xasprintf("share=%s/%s,share=%s/%s,share_passphrase_file=%s", dir, f1, dir,
+			      f3, sp);
+	const char *const args[] = { "mount", arch, mnt, "-f", "-o", opt, NULL };
+	const char *const env[] = { "AMBERFS_PASSPHRASE_FILE", NULL };
+	run_opts o = { .stderr_path = log, .env = env };
+	pid_t pid = amber_spawn(&o, args);
+	double end = now_s() + 30;
+	while (!is_mounted(mnt)) {
+		cr_assert(wait_timeout(pid, 0) == -2, "the mount exited: %s", read_file(log, NULL));
+		cr_assert(now_s() < end, "not mounted after 30 s");
+		sleep_s(0.02);
+	}
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	cr_assert(!proc_holds(pid, "cmdline", m1, 30), "a share in the daemon's cmdline");
+	cr_assert(!proc_holds(pid, "environ", m1, 30), "a share in the daemon's environ");
+	cr_assert(!proc_holds(pid, "cmdline", IT_PASSPHRASE, strlen(IT_PASSPHRASE)));
+	cr_assert(!proc_holds(pid, "environ", IT_PASSPHRASE, strlen(IT_PASSPHRASE)));
+	cr_assert(proc_holds(pid, "cmdline", "share=", 6), "not the daemon's cmdline");
+
+	/*
+	 * Even a dump taken from outside (root's gcore, which ptrace allows
+	 * despite PR_SET_DUMPABLE 0) holds none of the secrets it was given:
+	 * the share files and their passphrase were read into locked memory
+	 * and wiped once the archive opened.  (The master key is there: the
+	 * daemon needs it.)
+	 */
+	char *core = pjoin(IT.tmp, "daemon-core"), *pidarg = xasprintf("%d", (int)pid);
+	run_cmd(&r, &(run_opts){ .timeout = 120 }, "gcore", "-o", core, pidarg, NULL);
+	assert_ok(&r, "gcore of the daemon");
+	run_result_dispose(&r);
+	char *corefile = xasprintf("%s.%d", core, (int)pid);
+	size_t clen = 0;
+	char *dump = read_file(corefile, &clen);
+	cr_assert(clen > (1u << 20), "core of %zu bytes", clen);
+	size_t mlen = strcspn(m1, "\n");
+	cr_assert(!memmem(dump, clen, m1, mlen), "the daemon's memory holds share 1");
+	cr_assert(!memmem(dump, clen, m1, 60), "the daemon's memory holds share 1's start");
+	cr_assert(!memmem(dump, clen, SHARE_PASS, strlen(SHARE_PASS)),
+		  "the daemon's memory holds the share passphrase");
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	unlink(corefile);
+	free(dump);
+	free(corefile);
+	free(core);
+	free(pidarg);
+	free(opt);
+	free(log);
+	free(mnt);
+	free(m1);
+}
