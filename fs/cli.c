@@ -5,12 +5,15 @@
  */
 #include "cli.h"
 
+#include "amber_keys.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +101,8 @@ int cli_parse_read_cmd(const char **pos, int npos, const char **stream, const ch
 		else
 			return cli_bad_option(cmd, c, argv);
 	}
+	if (cli_token_check(cmd))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(pos, npos, argc, argv, optind, cmd, usage))
 		return CLI_EXIT_USAGE;
 	return -1;
@@ -135,7 +140,9 @@ int cli_fail(int code, const char *archive)
 {
 	const char *msg = amber_error_last();
 
-	if (code == AMBER_EBADKEY && archive)
+	/* a wrong token PIN or token key says so itself */
+	if (code == AMBER_EBADKEY && archive &&
+	    !(msg && (strstr(msg, "token") || strstr(msg, "pkcs11"))))
 		return cli_error("wrong passphrase for %s: no key slot opens with it", archive);
 	if (!msg || !*msg)
 		return cli_error("%s: unexpected error %d", archive ? archive : "amberfs", code);
@@ -258,6 +265,48 @@ int cli_open_archive(amber_archive **out, const char *path, const char *passfile
 	cache_warn_once(a);
 	*out = a;
 	return 0;
+}
+
+void cli_token_option(int is_uri, const char *arg)
+{
+	if (is_uri)
+		cli_unlock_src.token_uri = arg;
+	else
+		cli_unlock_src.pin_file = arg;
+}
+
+int cli_token_check(const char *cmd)
+{
+	if (cli_unlock_src.token_uri && !cli_is_token_uri(cli_unlock_src.token_uri))
+		return cli_usage(cmd, "--token-uri wants a pkcs11: URI (RFC 7512)");
+	return 0;
+}
+
+int cli_is_token_uri(const char *spec)
+{
+	return spec && strncasecmp(spec, "pkcs11:", 7) == 0;
+}
+
+int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, const char *cmd)
+{
+	unsigned char *pin = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (!pinfile)
+		pinfile = cli_unlock_src.pin_file;
+	if (cli_unlock_src.token_uri && cli_is_token_uri(key))
+		return 0; /* the unlock gave the archive the PIN already */
+	if (!cli_is_token_uri(key) && cli_unlock_src.token_uri)
+		return 0; /* --pin-file was for the token that unlocked */
+	if (!cli_is_token_uri(key))
+		return pinfile ? cli_usage(cmd, "--pin-file goes with a pkcs11: URI as "
+					   "--signing-key") : 0;
+	if (cli_pin_get(&pin, &len, key, pinfile))
+		return CLI_EXIT_ERROR;
+	rc = amber_archive_set_token_pin(a, pin, len);
+	cli_secret_free(pin, len);
+	return rc ? cli_fail(rc, amber_archive_path(a)) : 0;
 }
 
 /* "@EPOCH[.frac]" parses with its '@', ISO forms without it. */

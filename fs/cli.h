@@ -107,7 +107,7 @@ int cli_signing_key(const char *cmd, const char **key, int unsigned_ok);
 
 /**
  * Parse a read command that takes only --stream, --passphrase-file,
- * --help and (when `safe` is not NULL) --safe, and exactly `npos`
+ * --token-uri, --pin-file, --help and (when `safe` is not NULL) --safe, and exactly `npos`
  * operands (named in `usage`) into pos.
  * @return -1 to go on, else the exit status.
  */
@@ -239,6 +239,31 @@ void cli_time_iso(char out[64], int64_t sec, uint32_t nsec, int digits);
 int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
 		   int confirm);
 
+/**
+ * Obtain the PIN of the token that the pkcs11: URI `uri` names: from
+ * `file` if given, else from the terminal when stdin is one.  The result
+ * lives in sodium_malloc memory; release it with cli_secret_free().
+ * @return 0, or CLI_EXIT_ERROR after printing why.
+ */
+int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *file);
+
+/**
+ * Give the archive the PIN for its signing key when `key` is a pkcs11:
+ * URI (read as cli_pin_get() does).  A `pinfile` without such a key is a
+ * usage error of `cmd`.
+ * @return 0 or the exit status.
+ */
+int cli_archive_pin(amber_archive *a, const char *key, const char *pinfile, const char *cmd);
+
+/** Take --token-uri (is_uri) or --pin-file's argument into cli_unlock_src. */
+void cli_token_option(int is_uri, const char *arg);
+
+/** Usage error of `cmd` for a --token-uri that is not a pkcs11: URI. @return 0 or exit. */
+int cli_token_check(const char *cmd);
+
+/** 1 if `spec` is a pkcs11: URI (a key held in a token). */
+int cli_is_token_uri(const char *spec);
+
 /** Wipe and free a passphrase from cli_secret_get().  NULL-safe. */
 void cli_secret_free(unsigned char *secret, size_t len);
 
@@ -277,6 +302,12 @@ struct cli_unlock {
 	const char *shares[CLI_SHARE_ARGS_MAX]; /**< --share F (file or directory) */
 	size_t nshares;
 	const char *share_passfile;            /**< --share-passphrase-file F */
+	/** --token-uri U: unlock with the AES key of that token (a pkcs11 key
+	 *  slot); --pin-file F: the PIN of the token of --token-uri or of a
+	 *  pkcs11: signing key (default: $CREDENTIALS_DIRECTORY/pin, else the
+	 *  terminal) */
+	const char *token_uri;
+	const char *pin_file;
 };
 
 extern struct cli_unlock cli_unlock_src;

@@ -37,6 +37,10 @@ static const char help[] =
 	"                              the changed byte ranges [offset,length]\n"
 	"      --stream S              resolve latest and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
 enum { OPT_STAT = CLI_OPT_LONG, OPT_JSON, OPT_NAMES, OPT_STREAM, OPT_PASSFILE };
@@ -90,6 +94,8 @@ static int parse(struct diff_args *o, int argc, char **argv)
 	o->pos[3] = "";
 	if (argc - optind == 4)
 		o->pos[3] = argv[argc - 1];
+	if (cli_token_check("diff"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 3, argc - (argc - optind == 4), argv, optind, "diff",
 			    "ARCHIVE A B [PATH]"))
 		return CLI_EXIT_USAGE;

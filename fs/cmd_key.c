@@ -35,7 +35,9 @@ static const char help[] =
 	"                         --group-threshold T] [--share-passphrase-file F]\n"
 	"                         [--iteration-exponent E] [--label L] --out-dir DIR\n"
 	"       amberfs key seal ARCHIVE\n"
-	"       amberfs key new-signing ARCHIVE [--signing-key FILE]\n"
+	"       amberfs key add-pkcs11 ARCHIVE --token-uri pkcs11:URI [--pin-file F]\n"
+	"                              [--label L]\n"
+	"       amberfs key new-signing ARCHIVE [--signing-key FILE|pkcs11:URI]\n"
 	"       amberfs key show-public ARCHIVE\n"
 	"Manage the archive's key slots (each a way in to its one master key) and its\n"
 	"Ed25519 signing key.\n"
@@ -55,9 +57,13 @@ static const char help[] =
 	"                 in each of G groups, T groups needed); removing the slot\n"
 	"                 revokes the whole set\n"
 	"  seal           add the metadata authenticator to an archive made before it\n"
+	"  add-pkcs11     add a slot opened by the AES key of a PKCS#11 token that\n"
+	"                 --token-uri names (the key never leaves the token; it must\n"
+	"                 allow wrap and unwrap); then --token-uri opens the archive\n"
 	"  new-signing    create a signing key pair for an archive that has none:\n"
 	"                 write the secret key to the new FILE and store the public\n"
-	"                 key in the archive; print the public key\n"
+	"                 key in the archive; print the public key.  A pkcs11: URI\n"
+	"                 instead takes the public half of a token's Ed25519 key\n"
 	"  show-public    print the archive's public signing key as one OpenSSH\n"
 	"                 public-key line (for an allowed-signers file)\n"
 	"\n"
@@ -87,6 +93,10 @@ static const char help[] =
 	"                              slot changes of a signed archive: the key to\n"
 	"                              sign them with (default: $AMBERFS_SIGNING_KEY)\n"
 	"      --unsigned              change slots of a signed archive unsigned\n"
+	"      --token-uri pkcs11:URI  add-pkcs11: the token's AES key for the new slot\n"
+	"      --pin-file F            the token's PIN (add-pkcs11, a pkcs11: signing\n"
+	"                              key; default: $CREDENTIALS_DIRECTORY/pin, else\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
 enum {
@@ -101,6 +111,7 @@ struct key_args {
 	const char *arg;         /* FILE of add-keyfile, SLOT of passwd/remove */
 	const char *signing_key;
 	const char *label, *newpass, *out_dir, *passfile;
+	const char *token_uri;   /* add-pkcs11: the new slot's token key */
 	int json, weak_ok, unsigned_ok;
 	int threshold, shares, groups, group_threshold, exponent;
 };
@@ -112,7 +123,7 @@ static const struct {
 } subs[] = {
 	{"list", 0, 0}, {"add-passphrase", 0, 1}, {"add-keyfile", 1, 1}, {"passwd", 1, 1},
 	{"remove", 1, 1}, {"split", 0, 1}, {"seal", 0, 1}, {"new-signing", 0, 0},
-	{"show-public", 0, 0},
+	{"show-public", 0, 0}, {"add-pkcs11", 0, 1},
 };
 
 #define NSUBS (sizeof(subs) / sizeof(subs[0]))
@@ -199,8 +210,18 @@ static int check_combinations(struct key_args *o)
 
 	if (o->json && !is(o, "list"))
 		return cli_usage("key", "--json goes with list only");
-	if (o->label && !is(o, "add-passphrase") && !is(o, "add-keyfile") && !split)
-		return cli_usage("key", "--label goes with add-passphrase, add-keyfile and split");
+	if (o->label && !is(o, "add-passphrase") && !is(o, "add-keyfile") && !split &&
+	    !is(o, "add-pkcs11"))
+		return cli_usage("key", "--label goes with add-passphrase, add-keyfile, "
+				 "add-pkcs11 and split");
+	if (is(o, "add-pkcs11")) {
+		/* --token-uri names the new slot's key here, not a way to unlock */
+		o->token_uri = cli_unlock_src.token_uri;
+		cli_unlock_src.token_uri = NULL;
+		if (!cli_is_token_uri(o->token_uri))
+			return cli_usage("key", "add-pkcs11 needs --token-uri pkcs11:URI naming "
+					 "the token's AES key");
+	}
 	if ((o->newpass || o->weak_ok) && !is(o, "add-passphrase") && !is(o, "passwd"))
 		return cli_usage("key", "--new-passphrase-file and --weak-ok go with "
 				 "add-passphrase and passwd");
@@ -255,12 +276,13 @@ static int parse(struct key_args *o, int argc, char **argv)
 		return status;
 	if (optind == argc)
 		return cli_usage("key", "missing subcommand (list, add-passphrase, add-keyfile, "
-				 "passwd, remove, split, seal, new-signing or show-public)");
+				 "passwd, remove, split, seal, add-pkcs11, new-signing or "
+				 "show-public)");
 	o->sub = argv[optind++];
 	if ((k = sub_index(o->sub)) < 0)
 		return cli_usage("key", "unknown subcommand '%s' (expected list, add-passphrase, "
-				 "add-keyfile, passwd, remove, split, seal, new-signing or "
-				 "show-public)", o->sub);
+				 "add-keyfile, passwd, remove, split, seal, add-pkcs11, new-signing "
+				 "or show-public)", o->sub);
 	if ((status = check_combinations(o)) >= 0)
 		return status;
 	if ((status = check_signing(o, subs[k].changes)) >= 0)
@@ -324,6 +346,9 @@ static void print_slot(const amber_slot_info *s, int ok)
 		shares_text(detail, sizeof(detail), s);
 	else if (s->kind == AMBER_SLOT_KEYFILE)
 		snprintf(detail, sizeof(detail), "32-byte key file");
+	else if (s->kind == AMBER_SLOT_PKCS11)
+		snprintf(detail, sizeof(detail), "token '%s' (serial %s), AES key '%s'",
+			 s->token_label, s->token_serial, s->token_key);
 	printf("%s  %-10s  ", s->id, ok ? amber_slot_kind_name(s->kind) : "?");
 	cli_print_name(stdout, n ? s->label : "-", n ? n : 1, 0);
 	printf("%*s  %-20s  %s\n", n < 16 ? (int)(16 - (n ? n : 1)) : 0, "", when, detail);
@@ -348,6 +373,17 @@ static void json_slot(const amber_slot_info *s, int ok, int first)
 			printf("%s{\"threshold\":%u,\"count\":%u}", g ? "," : "",
 			       s->groups[g].member_threshold, s->groups[g].member_count);
 		printf("]}");
+	}
+	if (ok && s->kind == AMBER_SLOT_PKCS11) {
+		printf(",\"token\":{");
+		cli_json_bytes(stdout, "label", s->token_label, strlen(s->token_label));
+		putchar(',');
+		cli_json_bytes(stdout, "serial", s->token_serial, strlen(s->token_serial));
+		putchar(',');
+		cli_json_bytes(stdout, "key", s->token_key, strlen(s->token_key));
+		putchar(',');
+		cli_json_bytes(stdout, "uri", s->token_uri, strlen(s->token_uri));
+		putchar('}');
 	}
 	printf("}");
 }
@@ -716,13 +752,56 @@ static int print_public(const amber_archive *a)
 
 static int new_signing(amber_archive *a, const char *path)
 {
-	int rc = amber_archive_add_signing_key(a, path);
+	int rc = cli_archive_pin(a, path, NULL, "key");
 
 	if (rc)
+		return rc;
+	if ((rc = amber_archive_add_signing_key(a, path)))
 		return cli_fail(rc, amber_archive_path(a));
-	fprintf(stderr, "amberfs: secret signing key written to %s (keep it apart from the "
-		"archive); snapshots of %s must now be signed\n", path, amber_archive_path(a));
+	if (cli_is_token_uri(path))
+		fprintf(stderr, "amberfs: the archive's signing key is now the token key %s; "
+			"snapshots of %s must now be signed\n", path, amber_archive_path(a));
+	else
+		fprintf(stderr, "amberfs: secret signing key written to %s (keep it apart from "
+			"the archive); snapshots of %s must now be signed\n", path,
+			amber_archive_path(a));
 	return print_public(a);
+}
+
+/* A slot whose AES key stays in the token wraps the master key. */
+static int add_pkcs11(const struct key_args *o, amber_archive *a)
+{
+	uint8_t *blob = NULL;
+	size_t len = 0;
+	int rc = amber_archive_seal_pkcs11(&blob, &len, a, o->token_uri, o->label);
+
+	if (rc)
+		return cli_fail(rc, o->archive);
+	rc = change(a, o, blob, len, NULL, "amberfs: add a pkcs11 key slot");
+	if (rc == 0)
+		say_added(blob, len, "pkcs11", o->archive);
+	free(blob);
+	return rc;
+}
+
+/*
+ * The token PIN, once, for whichever of add-pkcs11's token and a pkcs11:
+ * signing key needs it (one token, or tokens sharing a PIN).
+ */
+static int token_pin(const struct key_args *o, amber_archive *a)
+{
+	const char *uri = o->token_uri ? o->token_uri : o->signing_key;
+	unsigned char *pin = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (!cli_is_token_uri(uri))
+		return 0;
+	if (cli_pin_get(&pin, &len, uri, cli_unlock_src.pin_file))
+		return CLI_EXIT_ERROR;
+	rc = amber_archive_set_token_pin(a, pin, len);
+	cli_secret_free(pin, len);
+	return rc ? cli_fail(rc, o->archive) : 0;
 }
 
 /* ---- main ------------------------------------------------------------------------------- */
@@ -741,6 +820,8 @@ static int run_change(const struct key_args *o, amber_archive *a)
 
 	if (!amber_archive_is_encrypted(a))
 		return cli_error("archive %s is plain: it has no key slots", o->archive);
+	if ((rc = token_pin(o, a)) != 0)
+		return rc;
 	if ((rc = signer_ok(o, a)) != 0)
 		return rc;
 	if ((rc = cli_unlock_archive(a, o->archive, o->passfile)) != 0)
@@ -755,6 +836,8 @@ static int run_change(const struct key_args *o, amber_archive *a)
 		return remove_slot(o, a);
 	if (is(o, "split"))
 		return split(o, a);
+	if (is(o, "add-pkcs11"))
+		return add_pkcs11(o, a);
 	return seal(o, a);
 }
 

@@ -24,6 +24,10 @@ static const char help[] =
 	"  -n, --max-count N           list only the N newest snapshots\n"
 	"      --json                  write a JSON array, one snapshot object per line\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_JSON, OPT_PASSFILE };
@@ -85,6 +89,8 @@ static int parse(struct log_args *o, int argc, char **argv)
 		else
 			return cli_bad_option("log", c, argv);
 	}
+	if (cli_token_check("log"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(&o->archive, 1, argc, argv, optind, "log", "ARCHIVE"))
 		return CLI_EXIT_USAGE;
 	return -1;

@@ -26,6 +26,10 @@ static const char help[] =
 	"      --json                  write a JSON array, one entry object per line\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"  -h, --help                  show this help\n";
 
 enum { OPT_JSON = CLI_OPT_LONG, OPT_STREAM, OPT_PASSFILE };
@@ -70,6 +74,8 @@ static int parse(struct ls_args *o, int argc, char **argv)
 		else
 			return cli_bad_option("ls", c, argv);
 	}
+	if (cli_token_check("ls"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "ls", "ARCHIVE SNAPSHOT[:PATH]"))
 		return CLI_EXIT_USAGE;
 	return -1;

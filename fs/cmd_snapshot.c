@@ -1,7 +1,7 @@
 /*
  * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [-m|--message M]
  *                  [--no-cache] [--threads N] [--passphrase-file FILE]
- *                  [--signing-key FILE | --unsigned]
+ *                  [--signing-key FILE|pkcs11:URI [--pin-file FILE] | --unsigned]
  *
  * Prints the new snapshot's commit id on stdout.  Source entries that cannot
  * be read are named on stderr and left out; the snapshot is still written,
@@ -29,7 +29,12 @@ static const char help[] =
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"      --signing-key FILE      sign the snapshot with the archive's secret signing\n"
 	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
-	"                              archive with a signing key needs it\n"
+	"                              archive with a signing key needs it; or the\n"
+	"                              pkcs11:URI of the archive's key in a token\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"      --unsigned              write an unsigned snapshot into an archive that\n"
 	"                              has a signing key; its encrypted record says so,\n"
 	"                              and verify reports it as a warning, not as a\n"
@@ -97,6 +102,8 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 	status = cli_signing_key("snapshot", &o->opts.signing_key_path, o->opts.unsigned_ok);
 	if (status >= 0)
 		return status;
+	if (cli_token_check("snapshot"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "snapshot", "ARCHIVE SRC"))
 		return CLI_EXIT_USAGE;
 	return -1;
@@ -186,6 +193,8 @@ int cmd_snapshot(int argc, char **argv)
 	if ((status = operands_swapped(&o)))
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = cli_archive_pin(a, o.opts.signing_key_path, NULL, "snapshot");
 	if (status == 0)
 		status = write_snapshot(&o, a);
 	amber_archive_free(a);

@@ -1,6 +1,7 @@
 /*
  * amberfs tag ARCHIVE SNAPSHOT NAME [-m MSG] [--stream S]
- *             [--signing-key FILE | --unsigned] [--passphrase-file FILE]
+ *             [--signing-key FILE|pkcs11:URI [--pin-file FILE] | --unsigned]
+ *             [--passphrase-file FILE]
  *
  * Names a snapshot with an annotated tag object, refs/tags/NAME.  The
  * snapshot is opened (its record authenticated) before it is named.  In an
@@ -21,7 +22,12 @@ static const char help[] =
 	"  -m, --message MSG           the tag's message (default: \"amberfs tag NAME\")\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --signing-key FILE      the archive's secret signing key (default:\n"
-	"                              $AMBERFS_SIGNING_KEY)\n"
+	"                              $AMBERFS_SIGNING_KEY), or the pkcs11:URI of\n"
+	"                              the archive's key in a token\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"
+	"                              the terminal)\n"
 	"      --unsigned              write an unsigned tag in an archive that has a\n"
 	"                              signing key\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
@@ -74,6 +80,8 @@ static int parse(struct tag_args *o, int argc, char **argv)
 	status = cli_signing_key("tag", &o->signing_key, o->unsigned_ok);
 	if (status >= 0)
 		return status;
+	if (cli_token_check("tag"))
+		return CLI_EXIT_USAGE;
 	if (cli_positionals(o->pos, 3, argc, argv, optind, "tag", "ARCHIVE SNAPSHOT NAME"))
 		return CLI_EXIT_USAGE;
 	return -1;
@@ -103,6 +111,8 @@ int cmd_tag(int argc, char **argv)
 	if (status >= 0)
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = cli_archive_pin(a, o.signing_key, NULL, "tag");
 	if (status == 0)
 		status = make_tag(&o, a);
 	amber_archive_free(a);

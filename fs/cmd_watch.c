@@ -61,7 +61,13 @@ static const char help[] =
 	"                              $CREDENTIALS_DIRECTORY/passphrase)\n"
 	"      --signing-key FILE      sign with the secret key in FILE (default:\n"
 	"                              $AMBERFS_SIGNING_KEY, else\n"
-	"                              $CREDENTIALS_DIRECTORY/signing-key if present)\n"
+	"                              $CREDENTIALS_DIRECTORY/signing-key if present),\n"
+	"                              or the pkcs11:URI of the archive's token key\n"
+	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
+	"                              slot) instead of a passphrase\n"
+	"      --pin-file FILE         read the token's PIN from FILE (default:\n"
+	"                              $CREDENTIALS_DIRECTORY/pin if present, else ask\n"
+	"                              on the terminal)\n"
 	"      --unsigned              write unsigned snapshots into a signing archive\n"
 	"  -h, --help                  show this help\n"
 	"\n"
@@ -221,6 +227,8 @@ static int parse(struct watch_args *o, int argc, char **argv)
 	if (status >= 0)
 		return status;
 	credentials(o);
+	if (cli_token_check("watch"))
+		return CLI_EXIT_USAGE;
 	o->opts.append_only = o->globs;
 	if (cli_positionals(o->pos, 2, argc, argv, optind, "watch", "ARCHIVE SRC"))
 		return CLI_EXIT_USAGE;
@@ -800,6 +808,8 @@ int cmd_watch(int argc, char **argv)
 	o.opts.snap.warn = on_warn;
 	o.opts.snap.payload = &x;
 	status = cli_open_archive(&x.a, o.pos[0], o.passfile);
+	if (status == 0)
+		status = cli_archive_pin(x.a, o.opts.snap.signing_key_path, NULL, "watch");
 	if (status == 0)
 		status = start(&x);
 	if (status == 0)

@@ -45,6 +45,9 @@ static const char help[] =
 	"  -s                     serve requests in one thread\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -o passphrase_file=FILE     the same\n"
+	"  -o token_uri=pkcs11:URI     unlock with the AES key of a PKCS#11 token (a\n"
+	"                              pkcs11 key slot) instead of a passphrase\n"
+	"  -o pin_file=FILE       the token's PIN (default: ask on the terminal)\n"
 	"      --keyfile FILE          unlock with a key file ('key add-keyfile')\n"
 	"  -o keyfile=FILE             the same\n"
 	"      --share FILE            unlock with SLIP-0039 shares: a file of shares,\n"
@@ -88,6 +91,8 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("keyfile=", KEY_KEYFILE),
 	FUSE_OPT_KEY("share=", KEY_SHARE),
 	FUSE_OPT_KEY("share_passphrase_file=", KEY_SHARE_PASSFILE),
+	MNT_OPT("token_uri=%s", token_uri, 0),
+	MNT_OPT("pin_file=%s", pin_file, 0),
 	MNT_OPT("cache_size=%s", cache_size_text, 0),
 	MNT_OPT("cache_dir=%s", cache_dir, 0),
 	MNT_OPT("log=%s", log, 0),
@@ -440,6 +445,12 @@ static int setup(struct mnt *m)
 		return status;
 	if (m->o.log && !(m->logf = fopen(m->o.log, "ae")))
 		return cli_error("cannot open log file %s: %s", m->o.log, strerror(errno));
+	if (m->o.token_uri)
+		cli_token_option(1, m->o.token_uri);
+	if (m->o.pin_file)
+		cli_token_option(0, m->o.pin_file);
+	if (cli_token_check("mount"))
+		return CLI_EXIT_USAGE;
 	status = cli_open_archive(&m->a, m->archive_abs, m->o.passfile);
 	if (status)
 		return status;
@@ -518,6 +529,8 @@ static void teardown(struct mnt *m)
 	free(m->archive_abs);
 	free(m->mountpoint_abs);
 	free(m->o.passfile);
+	free(m->o.token_uri);
+	free(m->o.pin_file);
 	free(m->o.cache_size_text);
 	free(m->o.cache_dir);
 	free(m->o.log);

@@ -126,6 +126,8 @@ struct mnt_dirslot {
 /** Options, filled by fuse_opt_parse (see mount.c's table). */
 struct mnt_opts {
 	char *passfile;
+	char *token_uri;                /* unlock with this token's key (pkcs11 slot) */
+	char *pin_file;                 /* the token's PIN */
 	char *cache_size_text;
 	char *cache_dir;
 	char *log;

@@ -42,7 +42,7 @@ static size_t strip_newline(const unsigned char *buf, size_t n)
 	return n;
 }
 
-static int file_read(unsigned char *buf, size_t *len, const char *file)
+static int file_read(unsigned char *buf, size_t *len, const char *file, const char *what)
 {
 	size_t n = 0;
 	ssize_t r = 1;
@@ -50,7 +50,7 @@ static int file_read(unsigned char *buf, size_t *len, const char *file)
 	int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) : -1;
 
 	if (fd < 0) {
-		cli_error("cannot open passphrase file %s: %s", file,
+		cli_error("cannot open %s file %s: %s", what, file,
 			  strerror(path ? errno : ENOMEM));
 		free(path);
 		return CLI_EXIT_ERROR;
@@ -64,17 +64,17 @@ static int file_read(unsigned char *buf, size_t *len, const char *file)
 			n += (size_t)r;
 	}
 	if (r < 0) {
-		cli_error("cannot read passphrase file %s: %s", file, strerror(errno));
+		cli_error("cannot read %s file %s: %s", what, file, strerror(errno));
 		close(fd);
 		return CLI_EXIT_ERROR;
 	}
 	close(fd);
 	n = strip_newline(buf, n);
 	if (n > CLI_SECRET_MAX)
-		return cli_error("passphrase file %s is too long (the limit is %d bytes)", file,
+		return cli_error("%s file %s is too long (the limit is %d bytes)", what, file,
 				 CLI_SECRET_MAX);
 	if (n == 0)
-		return cli_error("passphrase file %s is empty", file);
+		return cli_error("%s file %s is empty", what, file);
 	buf[n] = '\0'; /* for the shares' passphrase, a C string */
 	*len = n;
 	return 0;
@@ -204,7 +204,7 @@ static int secret_get(unsigned char **out, size_t *len, const char *archive, con
 	buf = sodium_malloc(SECRET_CAP);
 	if (!buf)
 		return cli_error("out of secure memory for the passphrase");
-	rc = file ? file_read(buf, len, file) : ask(buf, len, archive, confirm);
+	rc = file ? file_read(buf, len, file, "passphrase") : ask(buf, len, archive, confirm);
 	if (rc) {
 		sodium_free(buf);
 		return CLI_EXIT_ERROR;
@@ -225,6 +225,41 @@ void cli_secret_free(unsigned char *secret, size_t len)
 		return;
 	sodium_memzero(secret, len);
 	sodium_free(secret);
+}
+
+int cli_pin_get(unsigned char **out, size_t *len, const char *uri, const char *file)
+{
+	char prompt[PATH_MAX + 64], *cred = NULL;
+	unsigned char *buf = NULL;
+	int rc;
+
+	/* never echo such a URI: the PIN is in it */
+	if (strstr(uri, "pin-value=") || strstr(uri, "pin-source="))
+		return cli_error("a pkcs11: URI must not carry its PIN (pin-value or pin-source): "
+				 "anyone can read a command line; put the PIN in a file and give "
+				 "--pin-file FILE");
+	if (!file && (cred = cli_secret_path("pin")) && strcmp(cred, "pin") != 0 &&
+	    access(cred, R_OK) == 0)
+		file = cred; /* systemd's LoadCredential=pin:... */
+	if (!file && !isatty(STDIN_FILENO)) {
+		free(cred);
+		return cli_error("the token of %s needs its PIN: give --pin-file FILE (a PIN is "
+				 "never taken from the command line or the environment)", uri);
+	}
+	buf = sodium_malloc(SECRET_CAP);
+	if (!buf) {
+		free(cred);
+		return cli_error("out of secure memory for the PIN");
+	}
+	snprintf(prompt, sizeof(prompt), "PIN for %.4000s: ", uri);
+	rc = file ? file_read(buf, len, file, "PIN") : tty_prompt(buf, len, prompt);
+	free(cred);
+	if (rc) {
+		sodium_free(buf);
+		return CLI_EXIT_ERROR;
+	}
+	*out = buf;
+	return 0;
 }
 
 /* Characters, not bytes: UTF-8 continuation bytes do not count. */

@@ -43,6 +43,8 @@ static const struct {
 	{"--keyfile", 0},
 	{"--share", 1},
 	{"--share-passphrase-file", 0},
+	{"--token-uri", 0},
+	{"--pin-file", 0},
 };
 
 #define NSCANNED (sizeof(scanned) / sizeof(scanned[0]))
@@ -61,10 +63,16 @@ static int store(size_t which, const char *value, const char *cmd)
 		if (u->nshares == CLI_SHARE_ARGS_MAX)
 			return cli_usage(cmd, "more than %d --share options", CLI_SHARE_ARGS_MAX);
 		u->shares[u->nshares++] = value;
-	} else {
+	} else if (which == 2) {
 		if (u->share_passfile)
 			return cli_usage(cmd, "--share-passphrase-file given twice");
 		u->share_passfile = value;
+	} else {
+		const char **slot = which == 3 ? &u->token_uri : &u->pin_file;
+
+		if (*slot)
+			return cli_usage(cmd, "%s given twice", scanned[which].name);
+		*slot = value;
 	}
 	return 0;
 }
@@ -463,6 +471,8 @@ static int unlock_passphrase(amber_archive *a, const char *path, const char *pas
 
 int cli_unlock_given(void)
 {
+	if (cli_unlock_src.token_uri)
+		return 1;
 	return cli_unlock_src.keyfile || cli_unlock_src.nshares;
 }
 
@@ -489,11 +499,33 @@ static int unlock_credentials(amber_archive *a, const char *path, int *done)
 	return rc;
 }
 
+/* The AES key of the token of --token-uri opens a pkcs11 slot. */
+static int unlock_token(amber_archive *a, const char *path)
+{
+	unsigned char *pin = NULL;
+	size_t len = 0;
+	int rc;
+
+	if (cli_pin_get(&pin, &len, cli_unlock_src.token_uri, cli_unlock_src.pin_file))
+		return CLI_EXIT_ERROR;
+	rc = amber_archive_set_token_pin(a, pin, len);
+	cli_secret_free(pin, len);
+	if (rc == 0)
+		rc = amber_archive_unlock_token(a, cli_unlock_src.token_uri);
+	return rc ? cli_fail(rc, path) : 0;
+}
+
 int cli_unlock_archive(amber_archive *a, const char *path, const char *passfile)
 {
 	const char *env = getenv("AMBERFS_PASSPHRASE_FILE");
 	int done = 0, rc;
 
+	if (cli_unlock_src.token_uri && (cli_unlock_src.keyfile || cli_unlock_src.nshares ||
+					 passfile))
+		return cli_error("give --token-uri, --passphrase-file, --keyfile or --share, only "
+				 "one of them");
+	if (cli_unlock_src.token_uri)
+		return unlock_token(a, path);
 	if (cli_unlock_src.keyfile && cli_unlock_src.nshares)
 		return cli_error("give --keyfile or --share, not both");
 	if ((cli_unlock_src.keyfile || cli_unlock_src.nshares) && passfile)

@@ -83,7 +83,10 @@ typedef struct amber_create_opts {
 	/** If set: create an Ed25519 signing key pair, write its secret key to
 	 *  this new file (mode 0600; an existing file is never overwritten) and
 	 *  store the public key in the archive, whose snapshots must then be
-	 *  signed.  NULL: an archive without a signing key. */
+	 *  signed.  NULL: an archive without a signing key.  A "pkcs11:" URI
+	 *  (RFC 7512) instead names an existing Ed25519 key in a PKCS#11
+	 *  token: its public key becomes the archive's (the key never leaves
+	 *  the token; it must sign a test message with token_pin). */
 	const char *signing_key_path;
 	/** AMBER_KDF_DEFAULT, or AMBER_KDF_TEST: a passphrase slot with the
 	 *  minimum Argon2id cost, labelled as such, for test suites only (it
@@ -92,6 +95,10 @@ typedef struct amber_create_opts {
 	/** Settings of the returned handle (cache directory, pack size); NULL
 	 *  for the defaults. */
 	const struct amber_open_opts *open;
+	/** The token PIN for a pkcs11: signing_key_path (NULL: no login); the
+	 *  returned handle keeps it as amber_archive_set_token_pin() does. */
+	const unsigned char *token_pin;
+	size_t token_pin_len;
 } amber_create_opts;
 
 enum amber_kdf_profile {
@@ -211,15 +218,27 @@ int amber_archive_signing_pubkey(uint8_t pk[32], const amber_archive *a);
 /**
  * Give an archive that has no signing key one: create a key pair, write the
  * secret key to the new file `secret_path` (mode 0600, never overwriting)
- * and store the public key in the archive's metadata (a new metadata
- * commit, moved by compare-and-swap under the writer lock).  Snapshots
- * written afterwards must be signed.  Keys are not rotated: an archive
+ * -- or take the Ed25519 key of a token that the "pkcs11:" URI
+ * `secret_path` names, logging in with the PIN set by
+ * amber_archive_set_token_pin() -- and store the public key in the
+ * archive's metadata (a new metadata commit, moved by compare-and-swap
+ * under the writer lock).  Snapshots written afterwards must be signed.  Keys are not rotated: an archive
  * keeps its first signing key.  Needs no passphrase.
  * @return 0, AMBER_EEXISTS if the archive already has a signing key or the
  *         file exists, AMBER_ELOCKED if another writer is active or the
  *         metadata changed since the archive was opened.
  */
 int amber_archive_add_signing_key(amber_archive *a, const char *secret_path);
+
+/**
+ * The PIN to log in to the PKCS#11 token of a signing key given as a
+ * "pkcs11:" URI (amber_snapshot_opts.signing_key_path, amber_tag_create(),
+ * amber_archive_add_signing_key(), writer sessions).  The PIN is copied
+ * into locked memory, kept until the archive is freed or the PIN is set
+ * again, and wiped; NULL forgets it.
+ * @return 0, or AMBER_ERROR if no locked memory is left.
+ */
+int amber_archive_set_token_pin(amber_archive *a, const unsigned char *pin, size_t len);
 
 /**
  * Format a public signing key as one OpenSSH public-key line,
@@ -269,8 +288,9 @@ typedef struct amber_snapshot_opts {
 	amber_warn_cb warn;
 	void *payload;
 	/** Secret signing key file (from amber_archive_create() or
-	 *  amber_archive_add_signing_key()): the commit is signed with it.  It
-	 *  must match the archive's public key. */
+	 *  amber_archive_add_signing_key()), or the "pkcs11:" URI of the
+	 *  token key (PIN from amber_archive_set_token_pin()): the commit is
+	 *  signed with it.  It must match the archive's public key. */
 	const char *signing_key_path;
 	/** Allow an unsigned snapshot in an archive that has a signing key
 	 *  (ignored when signing_key_path is set). */

@@ -52,6 +52,11 @@ typedef struct amber_slot_info {
 	uint8_t group_threshold, ngroups;
 	amber_slip39_group groups[AMBER_SLIP39_MAX_GROUPS];
 	unsigned nshares;                    /**< shares made, over all groups */
+	/* pkcs11 slots: which token and key wrap it (as recorded by add-pkcs11) */
+	char token_label[33];                /**< the token's label */
+	char token_serial[33];               /**< the token's serial number */
+	char token_key[65];                  /**< the wrapping key's label */
+	char token_uri[257];                 /**< the URI it was added with (cut at 256) */
 } amber_slot_info;
 
 /** "passphrase", "keyfile", "shares", "pkcs11" or "unknown". */
@@ -187,6 +192,31 @@ int amber_archive_slot_find(const amber_archive *a, const char *which);
 int amber_slot_build(uint8_t **blob, size_t *len, int kind, const char *keep_id,
 		     const char *label, const uint8_t *params, size_t params_len,
 		     const uint8_t *sealed, size_t sealed_len);
+
+/* Key slots held by a PKCS#11 token (kind 4) ---------------------------- */
+
+/**
+ * Seal the unlocked archive's master key into a new pkcs11 slot blob (not
+ * yet added: see amber_archive_change_slots): a random key-encryption key
+ * is wrapped by the AES key of the token that the "pkcs11:" URI names
+ * (CKM_AES_KEY_WRAP; the AES key never leaves the token), logging in with
+ * the PIN from amber_archive_set_token_pin().  The wrap is checked by
+ * unwrapping it again.  *blob is malloc'd.
+ * @return 0, AMBER_ENEEDKEY if locked, the token's errors (pkcs11.h).
+ */
+int amber_archive_seal_pkcs11(uint8_t **blob, size_t *len, const amber_archive *a,
+			      const char *uri, const char *label);
+
+/**
+ * Unlock with the AES key of the token that `uri` names (PIN from
+ * amber_archive_set_token_pin()): each pkcs11 slot's wrapped key is
+ * unwrapped by the token until one opens.  Then the metadata
+ * authenticator is checked, as amber_archive_unlock_with() does.
+ * @return 0, AMBER_EBADKEY (no pkcs11 slot is wrapped by that key, or a
+ *         wrong PIN), AMBER_ENOTFOUND (no such token or key), AMBER_EAUTH,
+ *         AMBER_ERROR (the token failed or went away).
+ */
+AMBER_MUST_USE int amber_archive_unlock_token(amber_archive *a, const char *uri);
 
 #ifdef __cplusplus
 }

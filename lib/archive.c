@@ -6,6 +6,7 @@
 #include "error.h"
 #include "gitobj.h"
 #include "kvmap.h"
+#include "pkcs11.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -76,6 +77,7 @@ void amber_archive_free(amber_archive *a)
 		free(a->slots[i]);
 	free(a->config_raw);
 	amber_keys_free(a->keys);
+	amber_archive_set_token_pin(a, NULL, 0);
 	amber_store_free(a->store);
 	free(a->cache_base);
 	free(a->path);
@@ -358,9 +360,28 @@ static amber_archive *archive_alloc(const char *path, const amber_open_opts *o)
 	return a;
 }
 
+int amber_archive_set_token_pin(amber_archive *a, const unsigned char *pin, size_t len)
+{
+	if (a->token_pin) {
+		sodium_memzero(a->token_pin, a->token_pin_len);
+		sodium_free(a->token_pin);
+	}
+	a->token_pin = NULL;
+	a->token_pin_len = 0;
+	if (!pin)
+		return 0;
+	if (!(a->token_pin = sodium_malloc(len ? len : 1)))
+		return amber_fail(AMBER_ERROR, "out of secure memory for a PIN");
+	memcpy(a->token_pin, pin, len);
+	a->token_pin_len = len;
+	return 0;
+}
+
 /*
  * The secret key file is written before the metadata that names its public
- * half, so that no archive ever expects a key that was never saved.
+ * half, so that no archive ever expects a key that was never saved.  A
+ * pkcs11: URI names a key that already exists in a token: only its public
+ * half is taken (once it has signed a test message).
  */
 static int create_signing_key(amber_archive *a, const char *secret_path)
 {
@@ -369,8 +390,11 @@ static int create_signing_key(amber_archive *a, const char *secret_path)
 
 	if (!secret_path)
 		return 0;
-	rc = amber_signer_generate(&s);
-	if (rc == 0)
+	if (amber_p11_is_uri(secret_path))
+		rc = amber_signer_open(&s, secret_path, a->token_pin, a->token_pin_len);
+	else
+		rc = amber_signer_generate(&s);
+	if (rc == 0 && !amber_signer_is_token(s))
 		rc = amber_signer_save(s, secret_path);
 	if (rc == 0) {
 		amber_signer_public(a->sign_pk, s);
@@ -405,6 +429,11 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
 	a->chunk_min = AMBER_CHUNK_MIN;
 	a->chunk_avg = AMBER_CHUNK_AVG;
 	a->chunk_max = AMBER_CHUNK_MAX;
+	rc = amber_archive_set_token_pin(a, opts->token_pin, opts->token_pin_len);
+	if (rc < 0) {
+		amber_archive_free(a);
+		return rc;
+	}
 	amber_random(rnd, sizeof(rnd));
 	sodium_bin2hex(a->id, sizeof(a->id), rnd, sizeof(rnd));
 	rc = a->encrypted ? new_keys(a, opts) : 0;
@@ -416,7 +445,7 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
 		amber_store_set_rollover(a->store, opts->open->pack_rollover);
 	if (rc == 0)
 		rc = meta_write(a);
-	if (rc < 0 && a->has_sign_pk)
+	if (rc < 0 && a->has_sign_pk && !amber_p11_is_uri(opts->signing_key_path))
 		unlink(opts->signing_key_path); /* ours, and useless without the archive */
 	if (rc < 0) {
 		amber_archive_free(a);
@@ -687,7 +716,8 @@ int amber_archive_add_signing_key(amber_archive *a, const char *secret_path)
 	if (rc == 0)
 		rc = meta_add_signing(a);
 	if (rc < 0 && a->has_sign_pk) {
-		unlink(secret_path); /* ours, and matches no archive */
+		if (!amber_p11_is_uri(secret_path))
+			unlink(secret_path); /* ours, and matches no archive */
 		a->has_sign_pk = 0;
 	}
 	amber_store_unlock(a->store);
@@ -720,7 +750,7 @@ int amber_archive_signer(amber_signer **out, const amber_archive *a, const char 
 				  "with %s: add one with 'amberfs key new-signing', or give no "
 				  "signing key (unset AMBERFS_SIGNING_KEY)",
 				  a->path, path);
-	if ((rc = amber_signer_load(&s, path)) < 0)
+	if ((rc = amber_signer_open(&s, path, a->token_pin, a->token_pin_len)) < 0)
 		return rc;
 	amber_signer_public(pk, s);
 	if (sodium_memcmp(pk, a->sign_pk, 32) != 0) {

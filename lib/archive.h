@@ -45,6 +45,8 @@ struct amber_archive {
 	int has_auth;              /* the metadata tree has an `auth` blob */
 	uint8_t auth[32];          /* its value */
 	uint8_t sign_pk[32];       /* public signing key, if has_sign_pk */
+	unsigned char *token_pin;  /* sodium_malloc: PIN for pkcs11: keys, or NULL */
+	size_t token_pin_len;
 	int has_sign_pk;
 	uint8_t meta_oid[20];      /* the metadata commit this handle was loaded from */
 	amber_cache *cache;        /* decoded chunks and indexes, all snapshots */

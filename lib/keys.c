@@ -311,8 +311,9 @@ int amber_keyslot_open(amber_keys **out, const uint8_t *slot, size_t slot_len,
  *                 G x (member threshold u8, member count u8):
  *                 kek = BLAKE2b-256(key = the 32-byte recovery secret,
  *                                   "amberfs recovery" || salt)
- *   4 pkcs11      defined by the token module; without it such a slot is
- *                 listed but does not open.
+ *   4 pkcs11      alg u8 (1), the kek wrapped by a token's AES key, and
+ *                 the token's identification (below, at parse_pkcs11):
+ *                 kek = AES-key-unwrap(token key, wrapped kek)
  *
  * A key file and a recovery secret are 256 random bits, so a fast keyed
  * hash is the whole derivation: nothing to stretch.
@@ -540,21 +541,99 @@ static int parse_shares(slot_view *v, int weak_ok)
 	return 0;
 }
 
-/* The token module's slots: well-formed as far as the header goes. */
-static int parse_pkcs11(slot_view *v, int weak_ok)
+/*
+ * Kind 4, pkcs11 (amberfs-format(5)): a random kek sealed the master key
+ * as for kinds 1-3; a token's AES key wrapped the kek (CKM_AES_KEY_WRAP,
+ * RFC 3394).  params:
+ *
+ *   alg u8 (1), W u8 (40) + wrapped kek, then four u8-length strings:
+ *   token serial (<= 32), token label (<= 32), key CKA_ID (<= 64, bytes),
+ *   key label (<= 64), and a u16-length URI (<= 512): the one add-pkcs11
+ *   was given.  Only the wrapped kek is secret-derived, and only the token
+ *   can unwrap it; the rest is for `key list` and never used to find or
+ *   load anything (the user names the token with --token-uri).
+ */
+static int aead_open(amber_keys *out, const slot_view *v, const uint8_t kek[AMBER_KEY_BYTES]);
+
+#define P11_WRAPPED 40
+#define P11_URI_MAX 512
+
+struct p11_reader {
+	const uint8_t *p, *end;
+};
+
+static const uint8_t *p11_take(struct p11_reader *r, size_t n)
 {
-	(void)v;
-	(void)weak_ok;
+	const uint8_t *at = r->p;
+
+	if ((size_t)(r->end - r->p) < n)
+		return NULL;
+	r->p += n;
+	return at;
+}
+
+/* A u8-length (or u16 if wide) string of at most max bytes, copied as text if out. */
+static int p11_string(struct p11_reader *r, char *out, size_t cap, size_t max, int wide,
+		      int text)
+{
+	const uint8_t *n = p11_take(r, wide ? 2 : 1), *b;
+	size_t len;
+
+	if (!n)
+		return -1;
+	len = wide ? (size_t)(n[0] | n[1] << 8) : n[0];
+	if (len > max || !(b = p11_take(r, len)))
+		return -1;
+	for (size_t i = 0; text && i < len; i++)
+		if (b[i] < 0x20 || b[i] == 0x7f)
+			return -1;
+	if (out)
+		snprintf(out, cap, "%.*s", (int)len, (const char *)b);
 	return 0;
 }
 
+static int parse_pkcs11(slot_view *v, int weak_ok)
+{
+	struct p11_reader r = {v->params, v->params + v->params_len};
+	amber_slot_info *i = &v->info;
+	const uint8_t *alg = p11_take(&r, 1), *w = p11_take(&r, 1);
+
+	(void)weak_ok;
+	if (!alg || !w || *alg != 1 || *w != P11_WRAPPED || !p11_take(&r, P11_WRAPPED) ||
+	    aead_sealed_ok(v) < 0)
+		return v2_bad("pkcs11 slot of the wrong size or algorithm");
+	if (p11_string(&r, i->token_serial, sizeof(i->token_serial), 32, 0, 1) < 0 ||
+	    p11_string(&r, i->token_label, sizeof(i->token_label), 32, 0, 1) < 0 ||
+	    p11_string(&r, NULL, 0, 64, 0, 0) < 0 ||
+	    p11_string(&r, i->token_key, sizeof(i->token_key), 64, 0, 1) < 0 ||
+	    p11_string(&r, i->token_uri, sizeof(i->token_uri), P11_URI_MAX, 1, 1) < 0 ||
+	    r.p != r.end)
+		return v2_bad("pkcs11 slot with malformed token identification");
+	return 0;
+}
+
+/* The secret is the kek, unwrapped by the token. */
 static int open_pkcs11(amber_keys *out, const slot_view *v, const void *s, size_t len)
 {
-	(void)out;
-	(void)s;
-	(void)len;
-	return amber_fail(AMBER_ECORRUPT, "key slot %s is held by a PKCS#11 token, which this "
-			  "amberfs cannot use: unlock with another slot", v->info.id);
+	if (len != AMBER_KEY_BYTES)
+		return amber_fail(AMBER_EBADKEY, "a pkcs11 slot's key is %d bytes, not %zu",
+				  AMBER_KEY_BYTES, len);
+	return aead_open(out, v, s);
+}
+
+int amber_slot_pkcs11_wrapped(const uint8_t **wrapped, size_t *wlen, const uint8_t *blob,
+			      size_t len)
+{
+	slot_view v;
+	int rc = slot_view_parse(&v, blob, len, 1);
+
+	if (rc < 0)
+		return rc;
+	if (v.info.kind != AMBER_SLOT_PKCS11)
+		return AMBER_EINVAL;
+	*wrapped = v.params + 2;
+	*wlen = v.params[1];
+	return 0;
 }
 
 static int aead_open(amber_keys *out, const slot_view *v, const uint8_t kek[AMBER_KEY_BYTES])
@@ -729,6 +808,13 @@ static int seal_with(uint8_t **blob, size_t *len, const amber_keys *k, int kind,
 	if (rc == 0)
 		aead_seal(*blob, *len, k, kek);
 	return rc;
+}
+
+int amber_slot_seal_pkcs11(uint8_t **blob, size_t *len, const amber_keys *k, const char *label,
+			   const uint8_t *params, size_t plen, const uint8_t kek[AMBER_KEY_BYTES])
+{
+	*blob = NULL;
+	return seal_with(blob, len, k, AMBER_SLOT_PKCS11, NULL, label, params, plen, kek);
 }
 
 int amber_slot_seal(uint8_t **blob, size_t *len, const amber_keys *k, const amber_slot_new *n)

@@ -95,6 +95,20 @@ int amber_slot_seal_shares(uint8_t **blob, size_t *len, const amber_keys *k,
 			   uint16_t set_id, uint8_t exponent, uint8_t group_threshold,
 			   const amber_slip39_group *groups, size_t ngroups);
 
+/**
+ * Seal k's master key into a pkcs11 slot under `kek`, whose token-wrapped
+ * form and token identification are in `params` (amberfs-format(5)).
+ */
+int amber_slot_seal_pkcs11(uint8_t **blob, size_t *len, const amber_keys *k, const char *label,
+			   const uint8_t *params, size_t plen, const uint8_t kek[AMBER_KEY_BYTES]);
+
+/**
+ * The token-wrapped kek inside a well-formed pkcs11 slot (pointing into blob).
+ * @return 0, AMBER_ECORRUPT (malformed), AMBER_EINVAL (another kind).
+ */
+int amber_slot_pkcs11_wrapped(const uint8_t **wrapped, size_t *wlen, const uint8_t *blob,
+			      size_t len);
+
 #define AMBER_TOKEN_HEXSZ 32
 
 /**

@@ -22,12 +22,19 @@
  * The secret key file (not part of the archive; amberfs-format(5)) is two
  * lines: "AMBERFS SIGNING KEY 1" and the base64 of the 32-byte Ed25519 seed.
  * The seed and the expanded secret key only live in sodium_malloc memory.
+ *
+ * A signer may instead be a key held in a PKCS#11 token (pkcs11.h), named
+ * by a "pkcs11:" URI: the token makes the Ed25519 signature (CKM_EDDSA)
+ * over the same signed data, so the SSH signature is byte-compatible with
+ * one made from a key file, and the secret key never leaves the token.
  */
 #include "sign.h"
 
 #include "error.h"
+#include "pkcs11.h"
 #include "store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -46,6 +53,7 @@
 #define KEYTYPE "ssh-ed25519"
 
 struct amber_signer {
+	amber_p11 *token;       /* NULL: the key below, from a file */
 	uint8_t pk[crypto_sign_ed25519_PUBLICKEYBYTES];
 	uint8_t sk[crypto_sign_ed25519_SECRETKEYBYTES];
 	uint8_t seed[crypto_sign_ed25519_SEEDBYTES];
@@ -59,6 +67,7 @@ static int signer_from_seed(amber_signer **out, const uint8_t *seed)
 
 	if (!s)
 		return amber_fail(AMBER_ERROR, "out of secure memory for a signing key");
+	s->token = NULL;
 	memcpy(s->seed, seed, sizeof(s->seed));
 	crypto_sign_ed25519_seed_keypair(s->pk, s->sk, s->seed);
 	*out = s;
@@ -80,8 +89,54 @@ int amber_signer_generate(amber_signer **out)
 
 void amber_signer_free(amber_signer *s)
 {
-	if (s)
-		sodium_free(s); /* wipes */
+	if (!s)
+		return;
+	amber_p11_close(s->token);
+	sodium_free(s); /* wipes */
+}
+
+int amber_signer_is_token(const amber_signer *s)
+{
+	return s->token != NULL;
+}
+
+/* The token's key, checked by signing a test message with it. */
+static int token_signer(amber_signer **out, const char *uri, const unsigned char *pin,
+			size_t pin_len)
+{
+	static const char probe[] = "amberfs: does this token key sign?";
+	uint8_t sig[crypto_sign_ed25519_BYTES];
+	amber_signer *s = sodium_malloc(sizeof(*s));
+	int rc;
+
+	if (!s)
+		return amber_fail(AMBER_ERROR, "out of secure memory for a signing key");
+	sodium_memzero(s, sizeof(*s));
+	rc = amber_p11_open(&s->token, uri, pin, pin_len);
+	if (rc == 0)
+		rc = amber_p11_ed25519_key(s->pk, s->token);
+	if (rc == 0)
+		rc = amber_p11_ed25519_sign(sig, s->token, probe, sizeof(probe));
+	if (rc == 0 && crypto_sign_ed25519_verify_detached(sig, (const uint8_t *)probe,
+							   sizeof(probe), s->pk) != 0)
+		rc = amber_fail(AMBER_EBADKEY, "%s: the private key's signature does not match its "
+				"public-key object: the token holds a mismatched key pair",
+				amber_p11_name(s->token));
+	if (rc < 0) {
+		amber_signer_free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+int amber_signer_open(amber_signer **out, const char *spec, const unsigned char *pin,
+		      size_t pin_len)
+{
+	*out = NULL;
+	if (amber_p11_is_uri(spec))
+		return token_signer(out, spec, pin, pin_len);
+	return amber_signer_load(out, spec);
 }
 
 void amber_signer_public(uint8_t pk[AMBER_SIGN_PK_BYTES], const amber_signer *s)
@@ -201,10 +256,11 @@ static int keyfile_text(char *text, size_t cap, const amber_signer *s)
 
 int amber_signer_save(const amber_signer *s, const char *path)
 {
-	char *text = sodium_malloc(256);
+	char *text = NULL;
 	int fd = -1, rc = 0, len;
 
-	if (!text)
+	assert(!s->token); /* a token's key never leaves it */
+	if (!(text = sodium_malloc(256)))
 		return amber_fail(AMBER_ERROR, "out of secure memory for a signing key");
 	len = keyfile_text(text, 256, s);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -364,7 +420,11 @@ static int sig_blob(amber_buf *blob, const amber_signer *s, const char *ns, cons
 	uint8_t sig[crypto_sign_ed25519_BYTES];
 	int rc = signed_data(&data, ns, "sha512", msg, len);
 
-	if (rc == 0)
+	if (rc < 0)
+		rc = amber_fail(AMBER_ERROR, "out of memory signing");
+	else if (s->token)
+		rc = amber_p11_ed25519_sign(sig, s->token, data.data, data.len);
+	else
 		crypto_sign_ed25519_detached(sig, NULL, data.data, data.len, s->sk);
 	amber_buf_dispose(&data);
 	if (rc == 0 && (amber_buf_put(blob, "SSHSIG", 6) < 0 ||
@@ -372,7 +432,7 @@ static int sig_blob(amber_buf *blob, const amber_signer *s, const char *ns, cons
 			put_typed(blob, s->pk, sizeof(s->pk)) < 0 || put_cstring(blob, ns) < 0 ||
 			put_cstring(blob, "") < 0 || put_cstring(blob, "sha512") < 0 ||
 			put_typed(blob, sig, sizeof(sig)) < 0))
-		rc = AMBER_ERROR;
+		rc = amber_fail(AMBER_ERROR, "out of memory signing");
 	return rc;
 }
 
@@ -408,9 +468,7 @@ int amber_sshsig_sign(char **armored, const amber_signer *s, const char *ns, con
 	amber_buf blob = AMBER_BUF_INIT;
 	int rc = sig_blob(&blob, s, ns, msg, len);
 
-	if (rc < 0)
-		rc = amber_fail(AMBER_ERROR, "out of memory signing");
-	else
+	if (rc == 0)
 		rc = armor(armored, blob.data, blob.len);
 	amber_buf_dispose(&blob);
 	return rc;

@@ -28,6 +28,20 @@ int amber_signer_generate(amber_signer **out);
  */
 int amber_signer_load(amber_signer **out, const char *path);
 
+/**
+ * The signer `spec` names: a "pkcs11:" URI of an Ed25519 key in a token
+ * (logged in with pin, which may be NULL; checked by signing a test
+ * message) or a key file as for amber_signer_load().
+ * @return 0, the errors of amber_signer_load() or amber_p11_open() and
+ *         amber_p11_ed25519_key(), AMBER_EBADKEY for a token whose private
+ *         and public key objects do not match.
+ */
+int amber_signer_open(amber_signer **out, const char *spec, const unsigned char *pin,
+		      size_t pin_len);
+
+/** 1 if the key is held by a token (it cannot be saved to a file). */
+int amber_signer_is_token(const amber_signer *s);
+
 /** Write the secret key to a new file, mode 0600.  @return 0 or AMBER_EEXISTS. */
 int amber_signer_save(const amber_signer *s, const char *path);
 
