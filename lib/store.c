@@ -1822,14 +1822,15 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 /* 1 if pack-X.idx in dir is sane for its pack (or has no pack: nothing reads it). */
 static int idx_sane(const char *dir, const char *name)
 {
-	char *idx = path_join(dir, name), *pack = idx ? strdup(idx) : NULL;
+	char *idx = path_join(dir, name), *pack = idx ? malloc(strlen(idx) + 2) : NULL;
 	uint8_t head[IDX_HEAD];
 	struct stat ist, pst;
 	int fd = -1, ok = 0;
 
 	if (!pack)
 		goto done;
-	memcpy(pack + strlen(pack) - 3, "pack", 5);
+	memcpy(pack, idx, strlen(idx) - 3);
+	memcpy(pack + strlen(idx) - 3, "pack", 5); /* pack-X.idx -> pack-X.pack */
 	if (stat(pack, &pst) < 0) {
 		ok = 1;
 		goto done;
