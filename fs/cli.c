@@ -229,32 +229,33 @@ void cli_open_opts(amber_open_opts *o)
 	o->weak_kdf_ok = cli_kdf_test;
 }
 
+/* The library skips an unsafe cache directory without a word: say so, once. */
+static void cache_warn_once(const amber_archive *a)
+{
+	static int warned;
+
+	if (!warned && amber_archive_cache_check(a) < 0) {
+		warned = 1;
+		fprintf(stderr, "amberfs: warning: %s\n", amber_error_last());
+	}
+}
+
 int cli_open_archive(amber_archive **out, const char *path, const char *passfile)
 {
 	amber_archive *a = NULL;
 	amber_open_opts oo;
-	unsigned char *pass = NULL;
-	size_t len = 0;
 	int rc;
 
 	cli_open_opts(&oo);
-	oo.expect_encrypted = passfile != NULL;
+	oo.expect_encrypted = passfile != NULL || cli_unlock_given();
 	rc = amber_archive_open_ext(&a, path, &oo);
 	if (rc)
 		return cli_fail(rc, path);
-	if (amber_archive_needs_key(a)) {
-		if (cli_secret_get(&pass, &len, path, passfile, 0)) {
-			amber_archive_free(a);
-			return CLI_EXIT_ERROR;
-		}
-		rc = amber_archive_unlock(a, pass, len);
-		cli_secret_free(pass, len);
-		if (rc) {
-			rc = cli_fail(rc, path);
-			amber_archive_free(a);
-			return rc;
-		}
+	if (amber_archive_needs_key(a) && (rc = cli_unlock_archive(a, path, passfile)) != 0) {
+		amber_archive_free(a);
+		return rc;
 	}
+	cache_warn_once(a);
 	*out = a;
 	return 0;
 }

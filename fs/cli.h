@@ -35,12 +35,23 @@ enum cli_exit {
 extern int cli_kdf_test;
 
 /**
+ * Set when amberfs runs as `amberfs ARCHIVE MOUNTPOINT -o OPTIONS` (the
+ * form mount.fuse3 uses): mount then drops the "rw" mount(8) adds.
+ */
+extern int cli_mount_helper;
+
+/**
  * The library options every command opens archives with, from the
  * environment (AMBERFS_CACHE_DIR, else XDG_CACHE_HOME/amberfs, else
  * $HOME/.cache/amberfs, else the library's default from the password
  * database; AMBERFS_PACK_ROLLOVER_BYTES) and --kdf-profile.
  */
 void cli_open_opts(amber_open_opts *o);
+
+/** How every command's help names snapshots (help stands without the man page). */
+#define CLI_HELP_SNAPSHOT \
+	"SNAPSHOT is latest (the newest), a commit id or a unique prefix of at least 7\n" \
+	"hex digits, a tag, or @TIME (ISO 8601 in UTC or with an offset, or @EPOCH).\n"
 
 /** Long-only option values start here, above every short option letter. */
 #define CLI_OPT_LONG 256
@@ -231,6 +242,74 @@ int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const 
 /** Wipe and free a passphrase from cli_secret_get().  NULL-safe. */
 void cli_secret_free(unsigned char *secret, size_t len);
 
+/**
+ * A new passphrase for a key slot: from `file` (--new-passphrase-file)
+ * or the terminal, asked twice.  One under 12 characters is refused off a
+ * terminal unless `weak_ok`, and warned about on one.  Free with
+ * cli_secret_free().  @return 0 or CLI_EXIT_ERROR after printing why.
+ */
+int cli_new_passphrase(unsigned char **out, size_t *len, const char *archive, const char *file,
+		       int weak_ok);
+
+/**
+ * The weak-passphrase rule for a new passphrase: under CLI_PASSPHRASE_MIN
+ * characters it is warned about when typed on a terminal (`tty`) and
+ * refused otherwise (wiped, *pass NULL) unless `weak_ok`.
+ * @return 0 or CLI_EXIT_ERROR after printing why.
+ */
+int cli_passphrase_strong(unsigned char **pass, size_t *len, int weak_ok, int tty);
+
+/** Shortest new passphrase taken without --weak-ok, in characters. */
+#define CLI_PASSPHRASE_MIN 12
+
+/* Other secrets (unlock.c) ---------------------------------------------- */
+
+#define CLI_SHARE_ARGS_MAX 32    /**< --share options */
+#define CLI_SHARES_MAX 256       /**< mnemonics in all */
+
+/**
+ * The secrets named on the command line besides a passphrase: filled by
+ * cli_unlock_scan() (and the mount's -o options), used by
+ * cli_unlock_archive().  A token's URI and PIN file join them.
+ */
+struct cli_unlock {
+	const char *keyfile;                   /**< --keyfile F */
+	const char *shares[CLI_SHARE_ARGS_MAX]; /**< --share F (file or directory) */
+	size_t nshares;
+	const char *share_passfile;            /**< --share-passphrase-file F */
+};
+
+extern struct cli_unlock cli_unlock_src;
+
+/**
+ * Take --keyfile, --share and --share-passphrase-file (as "--opt F" or
+ * "--opt=F", up to a "--") out of a command's argv (argv[0] is the
+ * command's name) into cli_unlock_src, so that every command accepts them.
+ * @return 0, or CLI_EXIT_USAGE after printing why.
+ */
+int cli_unlock_scan(int *argc, char **argv);
+
+/** Add one share file or directory (the mount's -o share=F). @return 0 or CLI_EXIT_USAGE. */
+int cli_unlock_add_share(const char *file);
+
+/** 1 if --keyfile or --share was given. */
+int cli_unlock_given(void);
+
+/**
+ * Unlock `a` with what was given: --keyfile, --share, else the passphrase
+ * (`passfile`, $AMBERFS_PASSPHRASE_FILE), else the systemd credentials
+ * (see unlock.c), else the terminal.
+ * @return 0 or the exit status after printing why.
+ */
+int cli_unlock_archive(amber_archive *a, const char *path, const char *passfile);
+
+/**
+ * A secret file's path: a name without '/' is taken from
+ * $CREDENTIALS_DIRECTORY when that is set and holds it.  malloc'd (NULL
+ * when out of memory).
+ */
+char *cli_secret_path(const char *name);
+
 /* Progress (progress.c) --------------------------------------------------- */
 
 /**
@@ -244,6 +323,10 @@ struct cli_progress {
 	int64_t start_ns;       /**< CLOCK_MONOTONIC at cli_progress_init */
 	int64_t last_ns;        /**< when the line was last drawn */
 	uint64_t warnings;      /**< warnings reported so far */
+	const char *noun;       /**< what `files` counts, singular (default "file") */
+	char path[512];         /**< the entry the line last showed */
+	uint64_t path_base;     /**< bytes_read when that entry first showed */
+	uint64_t path_files;    /**< files done when that entry first showed */
 };
 
 void cli_progress_init(struct cli_progress *p);

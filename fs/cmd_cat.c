@@ -18,6 +18,7 @@
 static const char help[] =
 	"Usage: amberfs cat ARCHIVE SNAPSHOT:PATH\n"
 	"Write the contents of regular file PATH of SNAPSHOT to standard output.\n"
+	CLI_HELP_SNAPSHOT
 	"\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
@@ -72,8 +73,18 @@ static int copy(struct cli_target *t, const amber_entry *e, char *buf)
 	return CLI_EXIT_OK;
 }
 
-/* Directories are left to amber_file_read, whose AMBER_EISDIR names them. */
-static int cat(struct cli_target *t)
+/* A directory: say which, and how to list it. */
+static int is_dir(const struct cli_target *t, const char *archive)
+{
+	if (!t->path[0])
+		return cli_error("%s is a snapshot's root directory, not a file: name a file as "
+				 "%s:PATH (list them with 'amberfs ls %s %s')",
+				 t->spec, t->spec, archive, t->spec);
+	return cli_error("%s:%s is a directory, not a file (list it with 'amberfs ls %s %s:%s')",
+			 t->spec, t->path, archive, t->spec, t->path);
+}
+
+static int cat(struct cli_target *t, const char *archive)
 {
 	amber_entry *e = NULL;
 	char *buf = NULL;
@@ -81,8 +92,10 @@ static int cat(struct cli_target *t)
 
 	if (rc)
 		return cli_fail(rc, amber_archive_path(t->archive));
-	if (e->type != AMBER_T_REG && e->type != AMBER_T_DIR)
-		status = cli_error("%s: not a regular file", t->path);
+	if (e->type == AMBER_T_DIR)
+		status = is_dir(t, archive);
+	else if (e->type != AMBER_T_REG)
+		status = cli_error("%s:%s is not a regular file", t->spec, t->path);
 	else if (!(buf = malloc(BLOCK)))
 		status = cli_error("out of memory");
 	else
@@ -102,7 +115,7 @@ int cmd_cat(int argc, char **argv)
 		return status;
 	status = cli_target_open(&t, o.pos[0], o.passfile, o.stream, o.pos[1]);
 	if (status == 0)
-		status = cat(&t);
+		status = cat(&t, o.pos[0]);
 	cli_target_close(&t);
 	return status;
 }

@@ -22,12 +22,19 @@
 
 static const char help[] =
 	"Usage: amberfs diff ARCHIVE A B [PATH]\n"
-	"Show what changed from snapshot A to snapshot B (under PATH).\n"
-	"A and B are snapshot specs: latest, an id or prefix, a tag, @TIME or STREAM@TIME.\n"
+	"Show what changed from snapshot A to snapshot B (under PATH), in name order:\n"
+	"one line per change, STATUS<tab>PATH, where STATUS is A added, D removed,\n"
+	"M modified, T type changed or m metadata only.\n"
+	"A and B are snapshot specs: latest, a commit id or a unique prefix of\n"
+	"at least 7 hex digits, a tag, @TIME or STREAM@TIME.\n"
 	"\n"
 	"      --name-only             print only the paths\n"
-	"      --stat                  print only counts and byte totals\n"
-	"      --json                  one JSON object per line (see amberfs(1))\n"
+	"      --stat                  print only the number of changes of each kind and\n"
+	"                              how many bytes of file data were added or changed\n"
+	"                              and how many were removed or replaced\n"
+	"      --json                  one JSON object per line: status, path, type,\n"
+	"                              old_/new_ size and mode, and for a modified file\n"
+	"                              the changed byte ranges [offset,length]\n"
 	"      --stream S              resolve latest and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -h, --help                  show this help\n";
@@ -206,7 +213,8 @@ static void print_stat(const struct diff_args *o)
 	cli_human_size(a, o->added_bytes);
 	cli_human_size(r, o->removed_bytes);
 	printf("%" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " modified, %" PRIu64
-	       " type changed, %" PRIu64 " metadata only; %s in, %s out\n",
+	       " type changed, %" PRIu64 " metadata only; %s of file data added or changed, "
+	       "%s removed or replaced\n",
 	       o->count['A'], o->count['D'], o->count['M'], o->count['T'], o->count['m'], a, r);
 }
 

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char help[] =
 	"Usage: amberfs init ARCHIVE [--plain] [--passphrase-file FILE] [--signing-key FILE]\n"
@@ -21,15 +22,18 @@ static const char help[] =
 	"                              key to the new FILE (default: $AMBERFS_SIGNING_KEY;\n"
 	"                              never overwritten) and keep its public key in\n"
 	"                              the archive; every snapshot must then be signed\n"
+	"      --weak-ok               accept a passphrase under 12 characters (refused\n"
+	"                              otherwise, unless typed on a terminal: a warning)\n"
 	"  -h, --help                  show this help\n";
 
-enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY };
+enum { OPT_PLAIN = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_WEAK_OK };
 
 struct init_args {
 	const char *archive;
 	const char *passfile;
 	const char *signing_key;
 	int plain;
+	int weak_ok;
 };
 
 /* @return -1 to go on, else the exit status. */
@@ -39,6 +43,7 @@ static int parse(struct init_args *o, int argc, char **argv)
 		{"plain", no_argument, NULL, OPT_PLAIN},
 		{"passphrase-file", required_argument, NULL, OPT_PASSFILE},
 		{"signing-key", required_argument, NULL, OPT_SIGNING_KEY},
+		{"weak-ok", no_argument, NULL, OPT_WEAK_OK},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -55,6 +60,8 @@ static int parse(struct init_args *o, int argc, char **argv)
 			o->passfile = optarg;
 		else if (c == OPT_SIGNING_KEY)
 			o->signing_key = optarg;
+		else if (c == OPT_WEAK_OK)
+			o->weak_ok = 1;
 		else
 			return cli_bad_option("init", c, argv);
 	}
@@ -110,6 +117,9 @@ static int create(const struct init_args *o)
 	if (o->signing_key && key_file_is_new(o->signing_key))
 		return CLI_EXIT_ERROR;
 	if (!o->plain && cli_secret_get(&pass, &len, o->archive, o->passfile, 1))
+		return CLI_EXIT_ERROR;
+	if (!o->plain && cli_passphrase_strong(&pass, &len, o->weak_ok,
+					       !o->passfile && isatty(STDIN_FILENO)))
 		return CLI_EXIT_ERROR;
 	cli_open_opts(&oo);
 	co.open = &oo;

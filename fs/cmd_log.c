@@ -97,8 +97,8 @@ static void print_text(const amber_snapinfo *in)
 	amber_time_format(when, in->time_ns, 9);
 	cli_human_size(size, in->stats.bytes);
 	cli_human_size(fresh, in->stats.bytes_new);
-	printf("%s  %s  %6llu files  %10s  %10s new", in->id, when,
-	       (unsigned long long)in->stats.files, size, fresh);
+	printf("%s  %s  %6llu file%s  %10s  %10s new", in->id, when,
+	       (unsigned long long)in->stats.files, in->stats.files == 1 ? " " : "s", size, fresh);
 	for (size_t i = 0; in->tags && in->tags[i]; i++)
 		printf("%s%s", i ? ", " : "  tags: ", in->tags[i]);
 	putchar('\n');

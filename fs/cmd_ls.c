@@ -19,6 +19,7 @@ static const char help[] =
 	"Usage: amberfs ls ARCHIVE SNAPSHOT[:PATH] [-l] [--json]\n"
 	"List directory PATH of SNAPSHOT (default: its root), or the one entry PATH\n"
 	"if it is not a directory.\n"
+	CLI_HELP_SNAPSHOT
 	"\n"
 	"  -l                          long listing: mode, links, uid, gid, size (or\n"
 	"                              major,minor), mtime (UTC), name, link target\n"

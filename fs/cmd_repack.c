@@ -57,6 +57,21 @@ static int parse(struct repack_args *o, int argc, char **argv)
 	return -1;
 }
 
+static const char *plural(uint64_t n)
+{
+	return n == 1 ? "" : "s";
+}
+
+static void report(const amber_repack_stats *st)
+{
+	char size[32];
+
+	cli_human_size(size, st->bytes);
+	printf("repack: %" PRIu64 " pack%s before, %" PRIu64 " merged (%" PRIu64 " object%s, "
+	       "%s copied), %" PRIu64 " after\n", st->packs_before, plural(st->packs_before),
+	       st->packs_merged, st->objects, plural(st->objects), size, st->packs_after);
+}
+
 int cmd_repack(int argc, char **argv)
 {
 	struct repack_args o = {0};
@@ -74,8 +89,6 @@ int cmd_repack(int argc, char **argv)
 	if (rc)
 		return cli_fail(rc, o.pos[0]);
 	if (!o.quiet)
-		printf("repack: %" PRIu64 " packs before, %" PRIu64 " merged (%" PRIu64
-		       " objects, %" PRIu64 " bytes copied), %" PRIu64 " after\n",
-		       st.packs_before, st.packs_merged, st.objects, st.bytes, st.packs_after);
+		report(&st);
 	return CLI_EXIT_OK;
 }

@@ -16,6 +16,7 @@ static const char help[] =
 	"Copy PATH of SNAPSHOT (default: all of it) into DEST, which must not exist\n"
 	"or be an empty directory.  Contents, modes, times, xattrs, symlinks, hard\n"
 	"links, fifos and devices are restored, and owners when run as root.\n"
+	CLI_HELP_SNAPSHOT
 	"\n"
 	"      --safe                  for an archive you do not trust: create no\n"
 	"                              device nodes, clear setuid and setgid bits,\n"

@@ -1,5 +1,5 @@
 /*
- * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [--message M]
+ * amberfs snapshot ARCHIVE SRC [--stream S] [--tag T] [-m|--message M]
  *                  [--no-cache] [--threads N] [--passphrase-file FILE]
  *                  [--signing-key FILE | --unsigned]
  *
@@ -11,7 +11,10 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static const char help[] =
 	"Usage: amberfs snapshot ARCHIVE SRC [OPTIONS]\n"
@@ -19,7 +22,7 @@ static const char help[] =
 	"\n"
 	"      --stream S              add the snapshot to stream S (default: main)\n"
 	"      --tag T                 also name the snapshot T (T must be new)\n"
-	"      --message M             store the free text M with the snapshot\n"
+	"  -m, --message M             store the free text M with the snapshot\n"
 	"      --no-cache              re-read every file instead of trusting the files\n"
 	"                              cache ($AMBERFS_CACHE_DIR)\n"
 	"      --threads N             compression threads (default 0: one per core)\n"
@@ -28,7 +31,9 @@ static const char help[] =
 	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
 	"                              archive with a signing key needs it\n"
 	"      --unsigned              write an unsigned snapshot into an archive that\n"
-	"                              has a signing key\n"
+	"                              has a signing key; its encrypted record says so,\n"
+	"                              and verify reports it as a warning, not as a\n"
+	"                              stripped signature\n"
 	"  -h, --help                  show this help\n"
 	"\n"
 	"Exit status 3: the snapshot was written (its id is printed), but some entries\n"
@@ -51,6 +56,7 @@ static int option(struct snapshot_args *o, int c, char **argv)
 	case 'h': return cli_help(help);
 	case OPT_STREAM: o->opts.stream = optarg; return -1;
 	case OPT_TAG: o->opts.tag = optarg; return -1;
+	case 'm':
 	case OPT_MESSAGE: o->opts.message = optarg; return -1;
 	case OPT_NO_CACHE: o->opts.no_cache = 1; return -1;
 	case OPT_PASSFILE: o->passfile = optarg; return -1;
@@ -82,7 +88,7 @@ static int parse(struct snapshot_args *o, int argc, char **argv)
 	int c, status;
 
 	opterr = 0;
-	while ((c = cli_getopt(argc, argv, ":h", opts)) != -1) {
+	while ((c = cli_getopt(argc, argv, ":hm:", opts)) != -1) {
 		status = option(o, c, argv);
 		if (status >= 0)
 			return status;
@@ -105,6 +111,19 @@ static int tag_failed(const char *id)
 	return CLI_EXIT_PARTIAL;
 }
 
+/* Say what --unsigned did in an archive that has a signing key. */
+static void unsigned_note(const struct snapshot_args *o, amber_archive *a, const char *id)
+{
+	uint8_t pk[32];
+
+	if (!o->opts.unsigned_ok || o->opts.signing_key_path ||
+	    amber_archive_signing_pubkey(pk, a) != 0)
+		return;
+	fprintf(stderr, "amberfs: note: snapshot %.12s is unsigned (--unsigned) though archive %s "
+		"has a signing key; its record says it was left unsigned on purpose, and verify "
+		"reports it as a warning\n", id, o->pos[0]);
+}
+
 static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 {
 	char id[AMBER_OID_HEXSZ + 1];
@@ -125,11 +144,35 @@ static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 	if (rc)
 		return cli_fail(rc, o->pos[0]);
 	printf("%s\n", id);
+	unsigned_note(o, a, id);
 	if (stats.errors == 0)
 		return CLI_EXIT_OK;
 	fprintf(stderr, "amberfs: snapshot %s is incomplete: %llu entries of %s could not be "
 		"read\n", id, (unsigned long long)stats.errors, o->pos[1]);
 	return CLI_EXIT_PARTIAL;
+}
+
+/*
+ * `amberfs snapshot SRC ARCHIVE` is an easy slip: when the first operand is
+ * a directory but no git repository, say which operand comes first.
+ */
+static int operands_swapped(const struct snapshot_args *o)
+{
+	struct stat st;
+	char *head = NULL;
+	int repo;
+
+	if (stat(o->pos[0], &st) != 0 || !S_ISDIR(st.st_mode))
+		return 0;
+	if (asprintf(&head, "%s/HEAD", o->pos[0]) < 0)
+		return 0;
+	repo = access(head, F_OK) == 0;
+	free(head);
+	if (repo)
+		return 0;
+	return cli_error("%s is not an amberfs archive: the archive comes first "
+			 "(amberfs snapshot ARCHIVE SRC; 'amberfs init ARCHIVE' creates one)",
+			 o->pos[0]);
 }
 
 int cmd_snapshot(int argc, char **argv)
@@ -139,6 +182,8 @@ int cmd_snapshot(int argc, char **argv)
 	int status = parse(&o, argc, argv);
 
 	if (status >= 0)
+		return status;
+	if ((status = operands_swapped(&o)))
 		return status;
 	status = cli_open_archive(&a, o.pos[0], o.passfile);
 	if (status == 0)

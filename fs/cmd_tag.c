@@ -16,6 +16,7 @@ static const char help[] =
 	"Usage: amberfs tag ARCHIVE SNAPSHOT NAME [OPTIONS]\n"
 	"Name SNAPSHOT with an annotated tag NAME (refs/tags/NAME), signed with the\n"
 	"archive's signing key when it has one.\n"
+	CLI_HELP_SNAPSHOT
 	"\n"
 	"  -m, --message MSG           the tag's message (default: \"amberfs tag NAME\")\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"

@@ -127,6 +127,19 @@ static void on_problem(const amber_verify_problem *p, void *payload)
 	fflush(stdout);
 }
 
+/* Findings that are not problems: "warning: KIND: message; snapshot ID". */
+static void on_warning(const amber_verify_problem *p, void *payload)
+{
+	struct verify_args *o = payload;
+
+	cli_progress_end(&o->prog);
+	printf("warning: %s: ", amber_verify_kind_name(p->kind));
+	cli_print_name(stdout, p->message, strlen(p->message), o->raw);
+	print_field(o, "snapshot", p->snapshot);
+	putchar('\n');
+	fflush(stdout);
+}
+
 static void on_unsigned(const char *id, void *payload)
 {
 	struct verify_args *o = payload;
@@ -142,7 +155,8 @@ static void on_progress(const amber_verify_stats *s, void *payload)
 	struct verify_args *o = payload;
 	amber_stats st = {0};
 
-	/* Reuse the shared progress line: files/dirs and bytes read so far. */
+	/* Reuse the shared progress line: objects and bytes read so far. */
+	o->prog.noun = "object";
 	st.files = s->objects;
 	st.dirs = s->snapshots;
 	st.bytes = s->bytes + s->data_bytes;
@@ -164,14 +178,19 @@ static void summary(const amber_verify_stats *s, double secs)
 	uint64_t bytes = s->bytes + s->data_bytes;
 
 	cli_human_size(size, bytes);
-	printf("verify: %" PRIu64 " problem%s; %" PRIu64 " snapshots in %" PRIu64
-	       " streams (%" PRIu64 " signed and verified, %" PRIu64 " unsigned",
-	       s->problems, s->problems == 1 ? "" : "s", s->snapshots, s->streams, s->signed_ok,
-	       s->unsigned_snapshots);
+	printf("verify: %" PRIu64 " problem%s", s->problems, s->problems == 1 ? "" : "s");
+	if (s->warnings)
+		printf(", %" PRIu64 " warning%s", s->warnings, s->warnings == 1 ? "" : "s");
+	printf("; %" PRIu64 " snapshot%s in %" PRIu64
+	       " stream%s (%" PRIu64 " signed and verified, %" PRIu64 " unsigned",
+	       s->snapshots, s->snapshots == 1 ? "" : "s",
+	       s->streams, s->streams == 1 ? "" : "s", s->signed_ok, s->unsigned_snapshots);
 	if (s->unchecked)
 		printf(", %" PRIu64 " signed but no public key to check", s->unchecked);
-	printf("), %" PRIu64 " objects, %s read in %.1f s (%.1f MB/s)%s\n", s->objects, size,
-	       secs, secs > 0 ? (double)bytes / 1e6 / secs : 0.0,
+	/* the same units as every other figure: IEC sizes, MiB/s */
+	printf("), %" PRIu64 " object%s, %s read in %.1f s (%.1f MiB/s)%s\n", s->objects,
+	       s->objects == 1 ? "" : "s", size, secs,
+	       secs > 0 ? (double)bytes / 1048576.0 / secs : 0.0,
 	       s->keyed ? "" : "; contents not authenticated (no key)");
 }
 
@@ -184,15 +203,20 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 	struct timespec t0;
 	int rc;
 
-	if (!o->no_key && amber_archive_needs_key(a) &&
-	    cli_secret_get(&pass, &plen, o->pos[0], o->passfile, 0))
+	if (!o->no_key && amber_archive_needs_key(a) && cli_unlock_given()) {
+		if ((rc = cli_unlock_archive(a, o->pos[0], o->passfile)) != 0)
+			return rc;
+	} else if (!o->no_key && amber_archive_needs_key(a) &&
+		   cli_secret_get(&pass, &plen, o->pos[0], o->passfile, 0)) {
 		return CLI_EXIT_ERROR;
+	}
 	vo.passphrase = pass;
 	vo.passphrase_len = plen;
 	vo.no_key = o->no_key;
 	vo.read_data = o->read_data;
 	vo.public_key = pk;
 	vo.problem = on_problem;
+	vo.warning = on_warning;
 	vo.unsigned_snapshot = on_unsigned;
 	vo.progress = on_progress;
 	vo.payload = o;
@@ -209,6 +233,10 @@ static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 			"KDF cost: anyone with a copy of the archive can guess the passphrase "
 			"quickly; do not keep real data in it\n", o->pos[0], st.weak_slots,
 			st.weak_slots == 1 ? " uses" : "s use");
+	if (st.meta_unauthenticated)
+		fprintf(stderr, "amberfs: note: %s: its key slots and config are not authenticated "
+			"(an archive made before slot kinds): run 'amberfs key seal %s' to add "
+			"the authenticator\n", o->pos[0], o->pos[0]);
 	if (st.problems)
 		return cli_error("verify: %s: %" PRIu64 " problem%s found", o->pos[0], st.problems,
 				 st.problems == 1 ? "" : "s");

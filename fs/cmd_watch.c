@@ -181,7 +181,8 @@ static void credentials(struct watch_args *o)
 		return;
 	snprintf(o->cred_pass, sizeof(o->cred_pass), "%s/passphrase", dir);
 	snprintf(o->cred_key, sizeof(o->cred_key), "%s/signing-key", dir);
-	if (!o->passfile && !(envpass && *envpass) && access(o->cred_pass, R_OK) == 0)
+	if (!o->passfile && !(envpass && *envpass) && !cli_unlock_given() &&
+	    access(o->cred_pass, R_OK) == 0)
 		o->passfile = o->cred_pass;
 	if (!o->opts.snap.signing_key_path && !o->opts.snap.unsigned_ok &&
 	    access(o->cred_key, R_OK) == 0)

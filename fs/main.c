@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #ifndef AMBERFS_VERSION
 #define AMBERFS_VERSION "0.1.0"
@@ -27,7 +28,7 @@ static const struct cli_cmd commands[] = {
 	{"diff", cmd_diff, "show what changed between two snapshots"},
 	{"mount", cmd_mount, "mount the snapshots read-only as a time-travel tree (FUSE)"},
 	{"tag", cmd_tag, "name a snapshot with a signed annotated tag"},
-	{"key", cmd_key, "manage the archive's signing key"},
+	{"key", cmd_key, "manage key slots, recovery shares and the signing key"},
 	{"verify", cmd_verify, "check an archive's objects, snapshots and signatures"},
 	{"push", cmd_push, "copy an archive to another git repository"},
 	{"repack", cmd_repack, "merge small pack files (every snapshot does this too)"},
@@ -46,8 +47,11 @@ static const char usage_head[] =
 static const char usage_tail[] =
 	"\n"
 	"Run 'amberfs COMMAND --help' (or 'amberfs help COMMAND') for its options.\n"
-	"ARCHIVE may be left out when AMBERFS_ARCHIVE names it.  Passphrases come\n"
-	"from --passphrase-file FILE, AMBERFS_PASSPHRASE_FILE or the terminal.\n"
+	"ARCHIVE may be left out when AMBERFS_ARCHIVE names it.  Every command that\n"
+	"needs the key takes --passphrase-file FILE (or AMBERFS_PASSPHRASE_FILE, or\n"
+	"the terminal), --keyfile FILE, or --share FILE (repeatable; a file of shares,\n"
+	"one per line, or a directory of share files) with --share-passphrase-file\n"
+	"FILE; with $CREDENTIALS_DIRECTORY (systemd) see KEYS in amberfs(1).\n"
 	"\n"
 	"Exit status: 0 success, 1 error, 2 usage error, 3 done but some entries\n"
 	"could not be read or restored (each one named in a warning), 4 refused: the\n"
@@ -100,6 +104,34 @@ static int parse_help(struct main_args *m, int argc, char **argv)
 	return -1;
 }
 
+int cli_mount_helper;
+
+/*
+ * `amberfs ARCHIVE MOUNTPOINT [-o OPTIONS]`: how mount.fuse3 runs the
+ * filesystem program for `mount -t fuse.amberfs` when mount.fuse.amberfs
+ * is not installed where mount(8) looks.  The first word is then a path,
+ * not a command.
+ */
+static int helper_form(int argc, char **argv)
+{
+	return argc >= 2 && (strchr(argv[0], '/') || access(argv[0], F_OK) == 0) &&
+	       argv[1][0] != '-';
+}
+
+/* Run it as `amberfs mount ...`, with the words mount(8) adds (rw) allowed. */
+static int parse_helper_form(struct main_args *m, int argc, char **argv)
+{
+	static char mount_word[] = "mount";
+
+	/* argv[optind - 1] is the program name or a global option: reuse its slot */
+	m->cmd = find_command(mount_word);
+	m->argc = argc - optind + 1;
+	m->argv = argv + optind - 1;
+	m->argv[0] = mount_word;
+	cli_mount_helper = 1;
+	return -1;
+}
+
 /* @return -1 to run m->cmd, else the exit status. */
 static int parse(struct main_args *m, int argc, char **argv)
 {
@@ -132,10 +164,19 @@ static int parse(struct main_args *m, int argc, char **argv)
 	if (strcmp(argv[optind], "help") == 0)
 		return parse_help(m, argc - optind, argv + optind);
 	m->cmd = find_command(argv[optind]);
+	if (!m->cmd && helper_form(argc - optind, argv + optind))
+		return parse_helper_form(m, argc, argv);
 	if (!m->cmd)
 		return main_usage_error("unknown command '%s'", argv[optind]);
 	m->argc = argc - optind;
 	m->argv = argv + optind;
+	if (cli_unlock_scan(&m->argc, m->argv))
+		return CLI_EXIT_USAGE;
+	if (cli_unlock_given() && (strcmp(m->cmd->name, "init") == 0 ||
+				   strcmp(m->cmd->name, "push") == 0 ||
+				   strcmp(m->cmd->name, "repack") == 0))
+		return main_usage_error("%s needs no key: --keyfile and --share go with the "
+					"commands that unlock an archive", m->cmd->name);
 	return -1;
 }
 

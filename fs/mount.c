@@ -45,6 +45,15 @@ static const char help[] =
 	"  -s                     serve requests in one thread\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
 	"  -o passphrase_file=FILE     the same\n"
+	"      --keyfile FILE          unlock with a key file ('key add-keyfile')\n"
+	"  -o keyfile=FILE             the same\n"
+	"      --share FILE            unlock with SLIP-0039 shares: a file of shares,\n"
+	"                              one per line, or a directory of share files\n"
+	"  -o share=FILE               the same (repeatable)\n"
+	"      --share-passphrase-file FILE  the shares' passphrase\n"
+	"  -o share_passphrase_file=FILE   the same\n"
+	"                         (secret files: see KEYS in amberfs(1) for\n"
+	"                         $CREDENTIALS_DIRECTORY)\n"
 	"  -o cache_size=SIZE     decoded-data cache, with K, M or G (default 256M)\n"
 	"  -o cache_dir=DIR       where time indexes are cached (AMBERFS_CACHE_DIR)\n"
 	"  -o stream=S            stream of the top-level latest, snapshots/, at/\n"
@@ -64,7 +73,10 @@ static const char help[] =
 	"mount is ready and keeps serving in the background.  Unmount with\n"
 	"'fusermount3 -u MOUNTPOINT' (or umount as root); the daemon then exits 0.\n";
 
-enum { KEY_FOREGROUND, KEY_DEBUG, KEY_SINGLE, KEY_HELP, KEY_DISCARD };
+enum {
+	KEY_FOREGROUND, KEY_DEBUG, KEY_SINGLE, KEY_HELP, KEY_DISCARD, KEY_KEYFILE, KEY_SHARE,
+	KEY_SHARE_PASSFILE,
+};
 
 #define MNT_OPT(t, p, v) {t, offsetof(struct mnt_opts, p), v}
 
@@ -72,6 +84,10 @@ static const struct fuse_opt opt_spec[] = {
 	MNT_OPT("passphrase_file=%s", passfile, 0),
 	MNT_OPT("--passphrase-file=%s", passfile, 0),
 	MNT_OPT("--passphrase-file %s", passfile, 0),
+	/* secrets besides the passphrase: into cli_unlock_src (unlock.c) */
+	FUSE_OPT_KEY("keyfile=", KEY_KEYFILE),
+	FUSE_OPT_KEY("share=", KEY_SHARE),
+	FUSE_OPT_KEY("share_passphrase_file=", KEY_SHARE_PASSFILE),
 	MNT_OPT("cache_size=%s", cache_size_text, 0),
 	MNT_OPT("cache_dir=%s", cache_dir, 0),
 	MNT_OPT("log=%s", log, 0),
@@ -151,6 +167,30 @@ int mnt_errno(struct mnt *m, int code, const char *what)
 
 /* Options ------------------------------------------------------------------- */
 
+/* -o keyfile=F, share=F, share_passphrase_file=F (kept for the process's life). */
+static int unlock_opt(int key, const char *arg)
+{
+	char *v = strdup(strchr(arg, '=') + 1);
+
+	if (!v || !*v) {
+		cli_usage("mount", "option '%.*s' wants a file name", (int)strcspn(arg, "="), arg);
+		free(v);
+		return -1;
+	}
+	if (key == KEY_SHARE)
+		return cli_unlock_add_share(v) ? -1 : 0;
+	if (key == KEY_KEYFILE && !cli_unlock_src.keyfile)
+		cli_unlock_src.keyfile = v;
+	else if (key == KEY_SHARE_PASSFILE && !cli_unlock_src.share_passfile)
+		cli_unlock_src.share_passfile = v;
+	else {
+		cli_usage("mount", "option '%.*s' given twice", (int)strcspn(arg, "="), arg);
+		free(v);
+		return -1;
+	}
+	return 0;
+}
+
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
 	struct mnt_opts *o = data;
@@ -176,6 +216,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_DEBUG: o->debug = 1; return 0;
 	case KEY_SINGLE: o->single_thread = 1; return 0;
 	case KEY_HELP: o->help = 1; return 0;
+	case KEY_KEYFILE: case KEY_SHARE: case KEY_SHARE_PASSFILE: return unlock_opt(key, arg);
 	default: return 0;
 	}
 }
@@ -224,7 +265,7 @@ static int validate(struct mnt_opts *o)
 	}
 	if (o->npos < 2)
 		return cli_usage("mount", "missing operand (expected ARCHIVE MOUNTPOINT)");
-	if (o->rw)
+	if (o->rw && !cli_mount_helper)
 		return cli_usage("mount", "option 'rw': amberfs mounts are read-only");
 	o->cache_size = DEFAULT_CACHE_SIZE;
 	if (o->cache_size_text && parse_size(&o->cache_size, o->cache_size_text))
@@ -257,6 +298,67 @@ static int parse(struct mnt *m, struct fuse_args *args)
 }
 
 /* Setup ----------------------------------------------------------------------- */
+
+/* Undo mountinfo's octal escapes (\040 for a space ...) in place. */
+static void unescape_mountinfo(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+/*
+ * The mount last stacked on `dir`, if any (its type and source).  An
+ * autofs mount (x-systemd.automount) is what we are meant to cover, so it
+ * does not count.  @return 1 if one is there.
+ */
+static int mounted_on(const char *dir, char *type, char *source, size_t cap)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char *line = NULL, *sep, mnt[PATH_MAX], fstype[256], src[PATH_MAX];
+	size_t n = 0;
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (getline(&line, &n, f) > 0) {
+		sep = strstr(line, " - ");
+		if (!sep || sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 ||
+		    sscanf(sep + 3, "%255s %4095s", fstype, src) != 2)
+			continue;
+		unescape_mountinfo(mnt);
+		if (strcmp(mnt, dir) != 0)
+			continue;
+		found = strcmp(fstype, "autofs") != 0;
+		unescape_mountinfo(src);
+		snprintf(type, cap, "%s", fstype);
+		snprintf(source, cap, "%s", src);
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* A second mount on the same directory would hide the first one. */
+static int refuse_stacking(const char *dir)
+{
+	char type[PATH_MAX], source[PATH_MAX];
+
+	if (!mounted_on(dir, type, source, sizeof(type)))
+		return 0;
+	return cli_error("%s is already a mount point (%s on %s, type %s): unmount it first "
+			 "(fusermount3 -u %s) or choose another directory",
+			 dir, source, dir, type, dir);
+}
 
 /* The daemon runs in "/", so every path it keeps must be absolute. */
 static char *absolute(const char *path)
@@ -332,6 +434,8 @@ static int setup(struct mnt *m)
 	m->mountpoint_abs = realpath(m->o.pos[1], NULL);
 	if (!m->mountpoint_abs)
 		return cli_error("mount point %s: %s", m->o.pos[1], strerror(errno));
+	if ((status = refuse_stacking(m->mountpoint_abs)))
+		return status;
 	if (m->o.cache_dir && (status = set_cache_dir(m->o.cache_dir)))
 		return status;
 	if (m->o.log && !(m->logf = fopen(m->o.log, "ae")))

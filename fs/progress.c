@@ -37,6 +37,7 @@ void cli_progress_init(struct cli_progress *p)
 	p->enabled = isatty(STDERR_FILENO);
 	p->width = p->enabled ? term_width() : 80;
 	p->start_ns = now_ns();
+	p->noun = "file";
 }
 
 /* One column per code point, and per invalid byte (shown as '?'). */
@@ -74,16 +75,34 @@ static int put_path(const char *path, int avail)
 	return avail;
 }
 
+/*
+ * Bytes read of the entry being shown, so that the line moves while one
+ * large file is read (the totals count a file once it is done).
+ */
+static uint64_t within_entry(struct cli_progress *p, const amber_stats *s, const char *path)
+{
+	if (strncmp(p->path, path, sizeof(p->path) - 1) != 0 || s->files != p->path_files) {
+		snprintf(p->path, sizeof(p->path), "%s", path);
+		p->path_base = s->bytes_read;
+		p->path_files = s->files;
+	}
+	return s->bytes_read > p->path_base ? s->bytes_read - p->path_base : 0;
+}
+
 static void draw(struct cli_progress *p, const amber_stats *s, const char *path, int64_t now)
 {
-	char size[32], head[128];
+	char size[32], part[32], head[160];
+	uint64_t in = within_entry(p, s, path), done = s->bytes + in;
 	double secs = (double)(now - p->start_ns) / 1e9;
-	double rate = secs > 0 ? (double)s->bytes / 1048576.0 / secs : 0;
+	double rate = secs > 0 ? (double)done / 1048576.0 / secs : 0;
+	const char *noun = p->noun ? p->noun : "file";
 	int cols;
 
-	cli_human_size(size, s->bytes);
-	snprintf(head, sizeof(head), "%llu files  %s  %.1f MiB/s  ",
-		 (unsigned long long)s->files, size, rate);
+	cli_human_size(size, done);
+	cli_human_size(part, in);
+	snprintf(head, sizeof(head), "%llu %s%s  %s  %.1f MiB/s  %s%s%s",
+		 (unsigned long long)s->files, noun, s->files == 1 ? "" : "s", size, rate,
+		 in ? "(" : "", in ? part : "", in ? " of this one) " : "");
 	p->width = term_width();
 	cols = (int)strlen(head);
 	if (cols >= p->width)

@@ -46,10 +46,16 @@ static int file_read(unsigned char *buf, size_t *len, const char *file)
 {
 	size_t n = 0;
 	ssize_t r = 1;
-	int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	char *path = cli_secret_path(file);
+	int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY) : -1;
 
-	if (fd < 0)
-		return cli_error("cannot open passphrase file %s: %s", file, strerror(errno));
+	if (fd < 0) {
+		cli_error("cannot open passphrase file %s: %s", file,
+			  strerror(path ? errno : ENOMEM));
+		free(path);
+		return CLI_EXIT_ERROR;
+	}
+	free(path);
 	while (n < SECRET_CAP && r > 0) {
 		r = read(fd, buf + n, SECRET_CAP - n);
 		if (r < 0 && errno == EINTR)
@@ -69,6 +75,7 @@ static int file_read(unsigned char *buf, size_t *len, const char *file)
 				 CLI_SECRET_MAX);
 	if (n == 0)
 		return cli_error("passphrase file %s is empty", file);
+	buf[n] = '\0'; /* for the shares' passphrase, a C string */
 	*len = n;
 	return 0;
 }
@@ -180,14 +187,14 @@ static int no_source(const char *archive, int confirm)
 				 "--passphrase-file FILE, set AMBERFS_PASSPHRASE_FILE, or use "
 				 "--plain", archive);
 	return cli_error("%s is encrypted: give --passphrase-file FILE or set "
-			 "AMBERFS_PASSPHRASE_FILE", archive);
+			 "AMBERFS_PASSPHRASE_FILE (or --keyfile FILE, or --share FILE)", archive);
 }
 
-int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
-		   int confirm)
+static int secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
+		      int confirm, int use_env)
 {
 	unsigned char *buf = NULL;
-	const char *env = getenv("AMBERFS_PASSPHRASE_FILE");
+	const char *env = use_env ? getenv("AMBERFS_PASSPHRASE_FILE") : NULL;
 	int rc;
 
 	if (!file && env && *env)
@@ -206,10 +213,59 @@ int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const 
 	return 0;
 }
 
+int cli_secret_get(unsigned char **out, size_t *len, const char *archive, const char *file,
+		   int confirm)
+{
+	return secret_get(out, len, archive, file, confirm, 1);
+}
+
 void cli_secret_free(unsigned char *secret, size_t len)
 {
 	if (!secret)
 		return;
 	sodium_memzero(secret, len);
 	sodium_free(secret);
+}
+
+/* Characters, not bytes: UTF-8 continuation bytes do not count. */
+static size_t utf8_chars(const unsigned char *s, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++)
+		n += (s[i] & 0xc0) != 0x80;
+	return n;
+}
+
+int cli_passphrase_strong(unsigned char **pass, size_t *len, int weak_ok, int tty)
+{
+	size_t chars = utf8_chars(*pass, *len);
+
+	if (chars >= CLI_PASSPHRASE_MIN || weak_ok)
+		return 0;
+	if (tty) {
+		fprintf(stderr, "amberfs: warning: the new passphrase has only %zu characters: "
+			"anyone with a copy of the archive can guess a short one; %d or more are "
+			"recommended\n", chars, CLI_PASSPHRASE_MIN);
+		return 0;
+	}
+	cli_secret_free(*pass, *len);
+	*pass = NULL;
+	*len = 0;
+	return cli_error("the new passphrase has only %zu characters: under %d, anyone with a "
+			 "copy of the archive can guess it; choose a longer one, or give "
+			 "--weak-ok to keep it", chars, CLI_PASSPHRASE_MIN);
+}
+
+int cli_new_passphrase(unsigned char **out, size_t *len, const char *archive, const char *file,
+		       int weak_ok)
+{
+	int tty = !file && isatty(STDIN_FILENO);
+
+	if (!file && !tty)
+		return cli_error("%s: a new passphrase comes from --new-passphrase-file FILE or the "
+				 "terminal", archive);
+	if (secret_get(out, len, archive, file, 1, 0))
+		return CLI_EXIT_ERROR;
+	return cli_passphrase_strong(out, len, weak_ok, tty);
 }

@@ -182,6 +182,17 @@ const char *amber_archive_path(const amber_archive *a);
 /** The archive's random id (32 hex characters); owned by the archive. */
 const char *amber_archive_id(const amber_archive *a);
 
+/**
+ * Whether the archive's local cache directory (amber_open_opts.cache_dir)
+ * can be used.  One that is not the caller's own, or that others may
+ * write, is never used: the caches are skipped (slower, never wrong), and
+ * this says so, so that a front end can tell the user once.  Creates
+ * nothing.
+ * @return 0, or AMBER_ERROR with the reason (naming the directory and what
+ *         to do) in amber_error_last().
+ */
+int amber_archive_cache_check(const amber_archive *a);
+
 /** Close an archive and wipe its keys.  NULL-safe. */
 void amber_archive_free(amber_archive *a);
 
@@ -751,9 +762,13 @@ typedef struct amber_writer_opts {
 	/** fnmatch(3) globs of files the caller promises are only ever
 	 *  appended to: a glob with a '/' matches the whole relative path
 	 *  (FNM_PATHNAME), one without matches the file name.  Such a file,
-	 *  named as changed, is read from its last stored chunk boundary
-	 *  after checking that the stored tail still matches the file (else
-	 *  it is read whole, with a warning).  NULL-terminated; may be NULL. */
+	 *  named as changed, is read from its last chunk boundary the
+	 *  chunker cut, after checking that the stored bytes from there still
+	 *  match the file (else it is read whole, with a warning); the uncut
+	 *  end is stored as fragments, one per snapshot holding only what was
+	 *  appended since, so a growing tail is not stored again whole each
+	 *  time.  The next whole walk reads it whole and warns if bytes before
+	 *  its end changed.  NULL-terminated; may be NULL. */
 	const char *const *append_only;
 } amber_writer_opts;
 

@@ -79,6 +79,13 @@ typedef struct amber_verify_stats {
 	/** Well-formed key slots with a weak KDF cost (the test profile, or
 	 *  below the minimum): not problems, but worth a loud warning. */
 	uint64_t weak_slots;
+	/** Warnings: findings that are not problems (a snapshot whose
+	 *  authenticated record says it was written unsigned on purpose). */
+	uint64_t warnings;
+	/** The archive predates the metadata authenticator (checked with the
+	 *  key): its slots and config are not authenticated; 'amberfs key
+	 *  seal' adds it.  Not a problem. */
+	int meta_unauthenticated;
 } amber_verify_stats;
 
 /** Options for amber_verify().  All fields optional (zero = default). */
@@ -94,6 +101,8 @@ typedef struct amber_verify_opts {
 	const uint8_t *public_key;   /**< 32-byte Ed25519 key to pin; NULL: the archive's */
 	int no_marks;                /**< neither check nor move the high-water marks */
 	amber_verify_cb problem;     /**< called for each problem (may be NULL) */
+	/** Called for each warning (may be NULL): not a problem, but said. */
+	amber_verify_cb warning;
 	/** Called with each unsigned snapshot's id (may be NULL). */
 	void (*unsigned_snapshot)(const char *id, void *payload);
 	/** Progress, at most ~10 times a second: objects and bytes so far. */

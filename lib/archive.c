@@ -2,6 +2,7 @@
 
 #include "cachedir.h"
 #include "codec.h"
+#include "config_parse.h"
 #include "error.h"
 #include "gitobj.h"
 #include "kvmap.h"
@@ -73,6 +74,7 @@ void amber_archive_free(amber_archive *a)
 	amber_cache_free(a->cache);
 	for (size_t i = 0; i < a->nslots; i++)
 		free(a->slots[i]);
+	free(a->config_raw);
 	amber_keys_free(a->keys);
 	amber_store_free(a->store);
 	free(a->cache_base);
@@ -91,6 +93,11 @@ static void setup_chunker(amber_archive *a)
 			   a->chunk_avg, a->chunk_max);
 }
 
+void amber_archive_setup_chunker(amber_archive *a)
+{
+	setup_chunker(a);
+}
+
 /* ---- config text ------------------------------------------------------ */
 
 static int config_format(amber_buf *out, const amber_archive *a)
@@ -104,207 +111,6 @@ static int config_format(amber_buf *out, const amber_archive *a)
 			 a->chunk_avg, a->chunk_max, a->zstd_level);
 
 	return amber_buf_put(out, text, (size_t)n);
-}
-
-/*
- * The config is a few "key value..." lines, words separated by one space.
- * Every number is checked for its full range and trailing garbage, and a
- * key given twice makes the config corrupt: with "last line wins" a line
- * appended by someone without the key could turn encryption off.
- */
-#define CFG_FORMAT 1
-#define CFG_ID 2
-#define CFG_ENCRYPTION 4
-#define CFG_CHUNKER 8
-#define CFG_COMPRESSION 16
-#define CFG_ALL 31
-#define CFG_MAX_WORDS 6
-
-/* A decimal number in [0, max]: digits only (no sign, no space). */
-static int parse_num(uint64_t *out, const char *text, uint64_t max)
-{
-	char *end = NULL;
-	unsigned long long v;
-
-	if (!*text || strspn(text, "0123456789") != strlen(text))
-		return -1;
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || *end || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int parse_size(size_t *out, const char *text)
-{
-	uint64_t v;
-
-	if (parse_num(&v, text, AMBER_CHUNK_MAX) < 0)
-		return -1;
-	*out = (size_t)v;
-	return 0;
-}
-
-/* Split at single spaces; -1 for an empty word or too many words. */
-static int split_words(char *line, char **w)
-{
-	int n = 0;
-
-	for (char *p = line; p; n++) {
-		if (n == CFG_MAX_WORDS)
-			return -1;
-		w[n] = p;
-		if ((p = strchr(p, ' ')))
-			*p++ = '\0';
-		if (!*w[n])
-			return -1;
-	}
-	return n;
-}
-
-static int config_format_line(amber_archive *a, char **w, int n)
-{
-	uint64_t fmt;
-
-	if (n != 2 || parse_num(&fmt, w[1], UINT32_MAX) < 0)
-		return -1;
-	if (fmt != AMBER_FORMAT_VERSION)
-		return amber_fail(AMBER_ECORRUPT,
-				  "archive %s has format %" PRIu64 "; this amberfs reads format %d: "
-				  "use a matching amberfs version",
-				  a->path, fmt, AMBER_FORMAT_VERSION);
-	return CFG_FORMAT;
-}
-
-static int config_id_line(amber_archive *a, char **w, int n)
-{
-	if (n != 2 || strlen(w[1]) != 32 || strspn(w[1], "0123456789abcdef") != 32)
-		return -1;
-	memcpy(a->id, w[1], 33);
-	return CFG_ID;
-}
-
-static int config_encryption_line(amber_archive *a, char **w, int n)
-{
-	if (n == 2 && strcmp(w[1], "none") == 0)
-		a->encrypted = 0;
-	else if (n == 2 && strcmp(w[1], "xchacha20poly1305-blake2b") == 0)
-		a->encrypted = 1;
-	else
-		return -1;
-	return CFG_ENCRYPTION;
-}
-
-static int config_chunker_line(amber_archive *a, char **w, int n)
-{
-	if (n != 5 || strcmp(w[1], "fastcdc-gear") != 0 || parse_size(&a->chunk_min, w[2]) < 0 ||
-	    parse_size(&a->chunk_avg, w[3]) < 0 || parse_size(&a->chunk_max, w[4]) < 0)
-		return -1;
-	return CFG_CHUNKER;
-}
-
-static int config_compression_line(amber_archive *a, char **w, int n)
-{
-	uint64_t lvl;
-
-	if (n != 3 || strcmp(w[1], "zstd") != 0 || parse_num(&lvl, w[2], 19) < 0)
-		return -1;
-	a->zstd_level = (int)lvl;
-	return CFG_COMPRESSION;
-}
-
-/* The CFG_ bit of a known line, 0 for an unknown key, or < 0. */
-static int config_line(amber_archive *a, char **w, int n)
-{
-	static const struct {
-		const char *key;
-		int (*parse)(amber_archive *a, char **w, int n);
-	} keys[] = {
-		{"format", config_format_line},
-		{"id", config_id_line},
-		{"encryption", config_encryption_line},
-		{"chunker", config_chunker_line},
-		{"compression", config_compression_line},
-	};
-
-	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		if (strcmp(w[0], keys[i].key) == 0)
-			return keys[i].parse(a, w, n);
-	return 0;
-}
-
-/* Each key at most once, known or not. */
-static int key_repeated(const char *text, const char *line, const char *key)
-{
-	size_t klen = strlen(key);
-
-	for (const char *p = text; p < line; p += strlen(p) + 1)
-		if (strncmp(p, key, klen) == 0 && (p[klen] == ' ' || p[klen] == '\0'))
-			return 1;
-	return 0;
-}
-
-static int chunker_params_valid(const amber_archive *a)
-{
-	return a->chunk_min >= 4096 && a->chunk_min < a->chunk_avg &&
-	       a->chunk_avg < a->chunk_max && a->chunk_max <= AMBER_CHUNK_MAX &&
-	       (a->chunk_avg & (a->chunk_avg - 1)) == 0;
-}
-
-static int config_bad(const amber_archive *a, const char *why, const char *line)
-{
-	return amber_fail(AMBER_ECORRUPT, "archive %s: malformed config in %s (%s%s%.40s%s)",
-			  a->path, AMBER_META_REF, why, line ? ": '" : "", line ? line : "",
-			  line ? "'" : "");
-}
-
-/* Lines are cut in place (NUL for '\n') so key_repeated() can look back. */
-static int config_lines(amber_archive *a, char *text, size_t len, int *seen)
-{
-	char *w[CFG_MAX_WORDS], copy[256];
-	int n, bit;
-
-	for (char *line = text; line < text + len; line += strlen(line) + 1) {
-		char *nl = strchr(line, '\n');
-
-		if (nl)
-			*nl = '\0';
-		if (strlen(line) >= sizeof(copy))
-			return config_bad(a, "line too long", line);
-		memcpy(copy, line, strlen(line) + 1);
-		if ((n = split_words(copy, w)) < 0)
-			return config_bad(a, "bad spacing", line);
-		if (key_repeated(text, line, w[0]))
-			return config_bad(a, "a key given twice", line);
-		if ((bit = config_line(a, w, n)) < 0)
-			return bit == -1 ? config_bad(a, "bad value", line) : bit;
-		*seen |= bit;
-	}
-	return 0;
-}
-
-static int config_parse(amber_archive *a, const uint8_t *data, size_t len)
-{
-	char *text;
-	int seen = 0, rc;
-
-	if (memchr(data, '\0', len) || len == 0 || data[len - 1] != '\n')
-		return config_bad(a, "not lines of text", NULL);
-	if (!(text = malloc(len + 1)))
-		return amber_fail(AMBER_ERROR, "out of memory");
-	memcpy(text, data, len);
-	text[len - 1] = '\0';
-	text[len] = '\0';
-	rc = config_lines(a, text, len - 1, &seen);
-	free(text);
-	if (rc < 0)
-		return rc;
-	if (seen != CFG_ALL)
-		return config_bad(a, "a line is missing", NULL);
-	if (!chunker_params_valid(a))
-		return config_bad(a, "chunker sizes out of range", NULL);
-	return 0;
 }
 
 /* ---- meta commit -------------------------------------------------------- */
@@ -353,24 +159,47 @@ static int signing_tree(amber_tentry *top, amber_archive *a, amber_packw *w)
 	return rc < 0 ? rc : add_tree(top->oid, w, &pub, 1);
 }
 
+/* The config's bytes, kept as the authenticator covers them. */
+static int config_keep(amber_archive *a, const uint8_t *data, size_t len)
+{
+	free(a->config_raw);
+	a->config_len = 0;
+	if (!(a->config_raw = malloc(len ? len : 1)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	memcpy(a->config_raw, data, len);
+	a->config_len = len;
+	return 0;
+}
+
 static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 {
-	amber_tentry top[3], slots[AMBER_MAX_SLOTS];
+	amber_tentry top[4], slots[AMBER_MAX_SLOTS];
 	amber_buf cfg = AMBER_BUF_INIT;
-	char name[24];
+	char name[16], auth[96];
 	size_t n = 1;
 	int rc = config_format(&cfg, a);
 
 	if (rc == 0)
+		rc = config_keep(a, cfg.data, cfg.len);
+	if (rc == 0)
 		rc = add_blob(&top[0], w, "config", cfg.data, cfg.len);
 	amber_buf_dispose(&cfg);
 	for (size_t i = 0; rc == 0 && i < a->nslots; i++) {
-		snprintf(name, sizeof(name), "slot-%u", (unsigned)i);
+		amber_slot_name(name, i);
 		rc = add_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
 	}
 	if (rc == 0 && a->nslots > 0) { /* plain archives have no key slots */
 		tree_entry(&top[n], "keys");
 		rc = add_tree(top[n++].oid, w, slots, a->nslots);
+	}
+	if (rc == 0 && a->nslots > 0)
+		rc = amber_archive_auth_text(auth, a, a->slots, a->slot_len, a->nslots);
+	if (rc == 0 && a->nslots > 0)
+		rc = add_blob(&top[n++], w, "auth", auth, strlen(auth));
+	if (rc == 0 && a->nslots > 0) {
+		amber_meta_auth(a->auth, a->keys, a->config_raw, a->config_len, a->slots,
+				a->slot_len, a->nslots);
+		a->has_auth = 1;
 	}
 	if (rc == 0 && a->has_sign_pk)
 		rc = signing_tree(&top[n++], a, w);
@@ -495,10 +324,13 @@ static int new_keys(amber_archive *a, const amber_create_opts *o)
 
 	if (!o->passphrase || o->passphrase_len == 0)
 		return amber_fail(AMBER_EINVAL, "an encrypted archive needs a passphrase");
+	amber_slot_new n = {.kind = AMBER_SLOT_PASSPHRASE, .label = "initial",
+			    .secret = o->passphrase, .secret_len = o->passphrase_len,
+			    .kdf_profile = o->kdf_profile};
+
 	rc = amber_keys_generate(&a->keys);
 	if (rc == 0)
-		rc = amber_keyslot_seal(&a->slots[0], &a->slot_len[0], a->keys, o->passphrase,
-					o->passphrase_len, o->kdf_profile);
+		rc = amber_slot_seal(&a->slots[0], &a->slot_len[0], a->keys, &n);
 	if (rc == 0)
 		a->nslots = 1;
 	return rc;
@@ -609,6 +441,12 @@ static int read_meta_blob(amber_buf *out, amber_archive *a, const uint8_t oid[20
 	return rc;
 }
 
+int amber_archive_read_meta(amber_buf *out, amber_archive *a, const uint8_t oid[20],
+			    int want_type)
+{
+	return read_meta_blob(out, a, oid, want_type);
+}
+
 static int load_slots(amber_archive *a, const uint8_t tree_oid[20])
 {
 	amber_buf t = AMBER_BUF_INIT;
@@ -629,6 +467,23 @@ static int load_slots(amber_archive *a, const uint8_t tree_oid[20])
 	}
 	free(e);
 	amber_buf_dispose(&t);
+	return rc;
+}
+
+/* auth: "blake2b-256 <64 hex digits>\n" */
+static int load_auth(amber_archive *a, const uint8_t oid[20])
+{
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = read_meta_blob(&b, a, oid, AMBER_GIT_BLOB);
+
+	if (rc == 0 && (b.len != 77 || memcmp(b.data, "blake2b-256 ", 12) != 0 ||
+			b.data[76] != '\n' ||
+			sodium_hex2bin(a->auth, 32, (const char *)b.data + 12, 64, NULL, NULL,
+				       NULL) != 0))
+		rc = amber_fail(AMBER_ECORRUPT, "archive %s: malformed metadata authenticator in "
+				"%s", a->path, AMBER_META_REF);
+	a->has_auth = rc == 0;
+	amber_buf_dispose(&b);
 	return rc;
 }
 
@@ -689,7 +544,11 @@ static int load_meta(amber_archive *a)
 	if (rc == 0)
 		rc = read_meta_blob(&cfg, a, x->oid, AMBER_GIT_BLOB);
 	if (rc == 0)
-		rc = config_parse(a, cfg.data, cfg.len);
+		rc = amber_config_parse(a, cfg.data, cfg.len);
+	if (rc == 0)
+		rc = config_keep(a, cfg.data, cfg.len);
+	if (rc == 0 && (x = amber_tree_find(e, n, "auth")))
+		rc = load_auth(a, x->oid);
 	if (rc == 0 && (x = amber_tree_find(e, n, "keys")))
 		rc = load_slots(a, x->oid);
 	if (rc == 0 && (x = amber_tree_find(e, n, "signing")))
@@ -736,36 +595,9 @@ int amber_archive_open_ext(amber_archive **out, const char *path, const amber_op
 	return 0;
 }
 
-/*
- * Every slot is tried: one malformed or refused slot must not lock out a
- * valid one after it.  A wrong passphrase is the answer if any slot said
- * so; otherwise the first slot's own error.
- */
 int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len)
 {
-	char first[256] = "";
-	int rc = AMBER_EBADKEY, other = 0, badkey = 0;
-
-	if (!a->encrypted)
-		return amber_fail(AMBER_EPLAIN, "archive %s is not encrypted, yet a passphrase was "
-				  "given for it: refusing", a->path);
-	if (a->keys)
-		return 0;
-	for (size_t i = 0; i < a->nslots && (rc = amber_keyslot_open(&a->keys, a->slots[i],
-			a->slot_len[i], pass, len, a->weak_kdf_ok)) < 0; i++) {
-		badkey |= rc == AMBER_EBADKEY;
-		if (rc != AMBER_EBADKEY && !other++)
-			snprintf(first, sizeof(first), "slot %zu: %s", i, amber_error_last());
-	}
-	if (rc == 0) {
-		setup_chunker(a);
-		return 0;
-	}
-	if (badkey || !other)
-		return amber_fail(AMBER_EBADKEY, "wrong passphrase for archive %s: no key slot "
-				  "opens with it%s%s%s", a->path, other ? " (unusable " : "",
-				  first, other ? ")" : "");
-	return amber_fail(AMBER_ECORRUPT, "archive %s: no usable key slot (%s)", a->path, first);
+	return amber_archive_unlock_with(a, AMBER_SLOT_PASSPHRASE, pass, len);
 }
 
 /* ---- signing keys ------------------------------------------------------------- */
@@ -930,6 +762,11 @@ int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l
 char *amber_archive_cache_dir(const amber_archive *a)
 {
 	return amber_cachedir_get(a->cache_none ? "" : a->cache_base, a->id);
+}
+
+int amber_archive_cache_check(const amber_archive *a)
+{
+	return amber_cachedir_check(a->cache_none ? "" : a->cache_base, a->id);
 }
 
 int amber_archive_set_cache(amber_archive *a, size_t bytes)

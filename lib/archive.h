@@ -40,6 +40,10 @@ struct amber_archive {
 	uint8_t *slots[AMBER_MAX_SLOTS];
 	size_t slot_len[AMBER_MAX_SLOTS];
 	size_t nslots;
+	uint8_t *config_raw;       /* the config blob's bytes, as the authenticator covers them */
+	size_t config_len;
+	int has_auth;              /* the metadata tree has an `auth` blob */
+	uint8_t auth[32];          /* its value */
 	uint8_t sign_pk[32];       /* public signing key, if has_sign_pk */
 	int has_sign_pk;
 	uint8_t meta_oid[20];      /* the metadata commit this handle was loaded from */
@@ -66,6 +70,35 @@ static inline const amber_keys *amber_archive_keys(const amber_archive *a)
 {
 	return a->encrypted ? a->keys : NULL;
 }
+
+/**
+ * The metadata authenticator (slots.c): keyed BLAKE2b-256 under
+ * k->record_key of the config bytes and every slot blob with its tree
+ * name, in tree order (amberfs-format(5) THE METADATA COMMIT).
+ */
+void amber_meta_auth(uint8_t out[32], const amber_keys *k, const uint8_t *config,
+		     size_t config_len, uint8_t *const *slots, const size_t *slot_len,
+		     size_t nslots);
+
+/** The tree name of slot i ("slot-00" ... "slot-63"); 8 bytes of room. */
+void amber_slot_name(char out[16], size_t i);
+
+/**
+ * After a slot opened: check the authenticator against a->keys (slots.c).
+ * @return 0, or AMBER_EAUTH (the config or slot set was changed without the key).
+ */
+int amber_archive_check_auth(const amber_archive *a);
+
+/** The `auth` blob's text for a->keys and the current slots (85 bytes of room). */
+int amber_archive_auth_text(char out[96], const amber_archive *a, uint8_t *const *slots,
+			    const size_t *slot_len, size_t nslots);
+
+/** Set up the chunker once a->keys is known (after an unlock). */
+void amber_archive_setup_chunker(amber_archive *a);
+
+/** Read a metadata object of the expected git type (bounded by AMBER_MAX_META). */
+int amber_archive_read_meta(amber_buf *out, amber_archive *a, const uint8_t oid[20],
+			    int want_type);
 
 /** AMBER_ENEEDKEY (with a message) if the archive is encrypted and locked. */
 int amber_archive_check_unlocked(const amber_archive *a);

@@ -72,6 +72,18 @@ static int dir_trusted(const char *path)
 	return 0;
 }
 
+/* BASE (def holds the default) and BASE/<id>; -1 with the error set. */
+static int cache_paths(const char **base, char *def, char *path, const char *id)
+{
+	if (!*base && default_base(def, CACHE_PATH_MAX) < 0)
+		return -1;
+	if (!*base)
+		*base = def;
+	if ((size_t)snprintf(path, CACHE_PATH_MAX, "%s/%s", *base, id) >= CACHE_PATH_MAX)
+		return amber_fail(AMBER_ERROR, "cache directory path too long: %s", *base);
+	return 0;
+}
+
 char *amber_cachedir_get(const char *base, const char *id)
 {
 	char def[CACHE_PATH_MAX], path[CACHE_PATH_MAX];
@@ -80,17 +92,26 @@ char *amber_cachedir_get(const char *base, const char *id)
 		amber_fail(AMBER_ERROR, "no cache directory");
 		return NULL;
 	}
-	if (!base && default_base(def, sizeof(def)) < 0)
+	if (cache_paths(&base, def, path, id) < 0)
 		return NULL;
-	if (!base)
-		base = def;
-	if ((size_t)snprintf(path, sizeof(path), "%s/%s", base, id) >= sizeof(path)) {
-		amber_fail(AMBER_ERROR, "cache directory path too long: %s", base);
-		return NULL;
-	}
 	if (mkdirs(base) < 0 || dir_trusted(base) < 0 || mkdirs(path) < 0 || dir_trusted(path) < 0)
 		return NULL;
 	return strdup(path);
+}
+
+int amber_cachedir_check(const char *base, const char *id)
+{
+	char def[CACHE_PATH_MAX], path[CACHE_PATH_MAX];
+
+	if (base && !*base)
+		return 0;
+	if (cache_paths(&base, def, path, id) < 0)
+		return AMBER_ERROR;
+	if ((access(base, F_OK) == 0 || errno != ENOENT) && dir_trusted(base) < 0)
+		return AMBER_ERROR;
+	if ((access(path, F_OK) == 0 || errno != ENOENT) && dir_trusted(path) < 0)
+		return AMBER_ERROR;
+	return 0;
 }
 
 FILE *amber_tmpfile_new(char **tmp, const char *path)

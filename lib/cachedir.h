@@ -30,6 +30,14 @@
 char *amber_cachedir_get(const char *base, const char *id);
 
 /**
+ * Whether amber_cachedir_get() would use the directory, without creating
+ * anything: what exists of BASE and BASE/<id> passes its check.
+ * @return 0 (also for "" and for directories not made yet), or AMBER_ERROR
+ *         with the reason set, naming the directory and what to do.
+ */
+int amber_cachedir_check(const char *base, const char *id);
+
+/**
  * Create a new temporary file next to `path` (path.tmp.XXXXXX, mode 0600,
  * O_EXCL so a planted file or symlink is never opened).
  * @param tmp  receives the temporary name (malloc'd)

@@ -28,6 +28,7 @@ typedef struct differ {
 	int ranges;
 	amber_diff_cb cb;
 	void *payload;
+	unsigned depth;           /* of the directories being compared */
 	char path[8192];
 } differ;
 
@@ -254,9 +255,68 @@ static int diff_listings(differ *d, amber_dir *x, amber_dir *y)
 	return rc;
 }
 
+/*
+ * The children of a fanned-out directory, gathered from the buckets that
+ * differ and then reported in name order (the buckets are keyed by token,
+ * so their entries interleave in name order).  The listings stay open
+ * while their entries are referenced.
+ */
+typedef struct gathered {
+	struct pair { const amber_entry *o, *n; } *p;
+	size_t n, cap;
+	amber_dir **dirs;
+	size_t ndirs;
+} gathered;
+
+static int gather_pair(gathered *g, const amber_entry *o, const amber_entry *n)
+{
+	if (g->n == g->cap) {
+		size_t cap = g->cap ? g->cap * 2 : 64;
+		struct pair *p = realloc(g->p, cap * sizeof(*p));
+
+		if (!p)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		g->p = p;
+		g->cap = cap;
+	}
+	g->p[g->n++] = (struct pair){o, n};
+	return 0;
+}
+
+/* Pair up the entries of one bucket's two listings (both sorted). */
+static int gather_listings(gathered *g, const amber_dir *x, const amber_dir *y)
+{
+	size_t i = 0, j = 0, nx = amber_dir_count(x), ny = amber_dir_count(y);
+	int rc = 0;
+
+	while (rc == 0 && (i < nx || j < ny)) {
+		const amber_entry *o = i < nx ? amber_dir_entry(x, i) : NULL;
+		const amber_entry *n = j < ny ? amber_dir_entry(y, j) : NULL;
+		int c = !o ? 1 : !n ? -1 : amber_name_cmp(o->name, o->name_len, n->name, n->name_len);
+
+		rc = gather_pair(g, c <= 0 ? o : NULL, c >= 0 ? n : NULL);
+		i += c <= 0;
+		j += c >= 0;
+	}
+	return rc;
+}
+
+static int keep_dir(gathered *g, amber_dir *x)
+{
+	amber_dir **d = realloc(g->dirs, (g->ndirs + 1) * sizeof(*d));
+
+	if (!d) {
+		amber_dir_free(x);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	g->dirs = d;
+	g->dirs[g->ndirs++] = x;
+	return 0;
+}
+
 /* One bucket of two fanned-out directories (either side may lack it). */
-static int diff_bucket(differ *d, const amber_entry *o, const amber_entry *n,
-		       const amber_bucket *bo, const amber_bucket *bn, unsigned bits)
+static int gather_bucket(gathered *g, differ *d, const amber_entry *o, const amber_entry *n,
+			 const amber_bucket *bo, const amber_bucket *bn, unsigned bits)
 {
 	amber_dir *x = NULL, *y = NULL;
 	int rc = 0;
@@ -278,18 +338,32 @@ static int diff_bucket(differ *d, const amber_entry *o, const amber_entry *n,
 		amber_dir_free(y);
 		return rc;
 	}
-	return diff_listings(d, x, y);
+	if ((rc = keep_dir(g, x)) < 0) {
+		amber_dir_free(y);
+		return rc;
+	}
+	if ((rc = keep_dir(g, y)) < 0)
+		return rc;
+	return gather_listings(g, x, y);
+}
+
+static int pair_cmp(const void *pa, const void *pb)
+{
+	const struct pair *a = pa, *b = pb;
+	const amber_entry *x = a->o ? a->o : a->n, *y = b->o ? b->o : b->n;
+
+	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
 }
 
 /*
  * Buckets are keyed by token, so with the same fan-out width an entry is in
  * the bucket of the same number on both sides: only buckets whose trees
- * differ are read.  (Entries of different buckets interleave in name
- * order; the callback sees each bucket's changes in name order.)
+ * differ are read, and their children are reported in name order.
  */
 static int diff_fanout(differ *d, const amber_entry *o, const amber_entry *n,
 		       const amber_fanout_view *vo, const amber_fanout_view *vn)
 {
+	gathered g = {0};
 	size_t i = 0, j = 0;
 	int rc = 0;
 
@@ -298,24 +372,28 @@ static int diff_fanout(differ *d, const amber_entry *o, const amber_entry *n,
 		const amber_bucket *bn = j < vn->nb ? &vn->b[j] : NULL;
 		int c = !bo ? 1 : !bn ? -1 : (int)bo->id - (int)bn->id;
 
-		rc = diff_bucket(d, o, n, c <= 0 ? bo : NULL, c >= 0 ? bn : NULL, vo->bits);
+		rc = gather_bucket(&g, d, o, n, c <= 0 ? bo : NULL, c >= 0 ? bn : NULL,
+				   vo->bits);
 		i += c <= 0;
 		j += c >= 0;
 	}
+	if (rc == 0 && g.n > 1)
+		qsort(g.p, g.n, sizeof(*g.p), pair_cmp);
+	for (size_t k = 0; rc == 0 && k < g.n; k++)
+		rc = diff_child(d, g.p[k].o, g.p[k].n);
+	for (size_t k = 0; k < g.ndirs; k++)
+		amber_dir_free(g.dirs[k]);
+	free(g.dirs);
+	free(g.p);
 	return rc;
 }
 
-static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
+static int diff_dirs_at(differ *d, const amber_entry *o, const amber_entry *n)
 {
 	amber_fanout_view vo = {0}, vn = {0};
 	amber_dir *x = NULL, *y = NULL;
-	int rc;
+	int rc = amber_dir_buckets(&vo, d->a, o);
 
-	/* the same tree and manifest: identical below, nothing decrypted */
-	if (memcmp(o->tree_oid, n->tree_oid, 20) == 0 &&
-	    memcmp(&o->link, &n->link, sizeof(o->link)) == 0)
-		return 0;
-	rc = amber_dir_buckets(&vo, d->a, o);
 	if (rc == 0)
 		rc = amber_dir_buckets(&vn, d->b, n);
 	if (rc == 0 && vo.b && vn.b && vo.bits == vn.bits) {
@@ -328,6 +406,25 @@ static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
 	}
 	free(vo.b);
 	free(vn.b);
+	return rc;
+}
+
+/* Recursive: bounded by AMBER_MAX_DEPTH, as no archive nests deeper. */
+static int diff_dirs(differ *d, const amber_entry *o, const amber_entry *n)
+{
+	int rc;
+
+	/* the same tree and manifest: identical below, nothing decrypted */
+	if (memcmp(o->tree_oid, n->tree_oid, 20) == 0 &&
+	    memcmp(&o->link, &n->link, sizeof(o->link)) == 0)
+		return 0;
+	if (d->depth > AMBER_MAX_DEPTH)
+		return amber_fail(AMBER_ECORRUPT, "%.200s...: directories nested more than %d "
+				  "levels deep, which no archive holds: the archive is malformed "
+				  "(see amberfs verify)", d->path, AMBER_MAX_DEPTH);
+	d->depth++;
+	rc = diff_dirs_at(d, o, n);
+	d->depth--;
 	return rc;
 }
 

@@ -11,7 +11,7 @@
  *   id 3  token_key   keyed BLAKE2b of an entry name -> tree entry token
  *   id 4  chunk_key   seed of the chunker's gear table
  *   id 5  cache_key   key of the hash of plaintext chunks in the local caches
- *   id 6  record_key  reserved (MAC of the archive config, later formats)
+ *   id 6  record_key  the metadata authenticator (config and key slots)
  *
  * All of it lives in sodium_malloc memory and is wiped on free.
  */
@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "amber.h"
+#include "amber_keys.h"
 
 #define AMBER_KEY_BYTES 32
 
@@ -67,11 +68,32 @@ int amber_keyslot_seal(uint8_t **slot, size_t *slot_len, const amber_keys *k,
 AMBER_MUST_USE int amber_keyslot_open(amber_keys **out, const uint8_t *slot, size_t slot_len,
 				      const uint8_t *pass, size_t pass_len, int weak_ok);
 
-/** AMBER_ECORRUPT (with a message) if a slot is malformed or its cost out of bounds. */
+/**
+ * AMBER_ECORRUPT (with a message) if a slot of either version is malformed
+ * or, for a passphrase slot, its cost is out of bounds.
+ */
 int amber_keyslot_check(const uint8_t *slot, size_t slot_len);
 
 /** 1 if a well-formed slot is weak (test profile or below the minimum cost). */
 int amber_keyslot_weak(const uint8_t *slot, size_t slot_len);
+
+/**
+ * Open a slot of kind `kind` with its secret (see enum amber_slot_kind).
+ * Weak passphrase slots are refused unless weak_ok.
+ * @return 0 and *out set, AMBER_EBADKEY if the secret does not open it or
+ *         the slot is of another kind, AMBER_ECORRUPT if it is malformed.
+ */
+AMBER_MUST_USE int amber_slot_open(amber_keys **out, const uint8_t *blob, size_t len, int kind,
+				   const void *secret, size_t secret_len, int weak_ok);
+
+/** Seal k's master key into a new version-2 passphrase or key file slot. */
+int amber_slot_seal(uint8_t **blob, size_t *len, const amber_keys *k, const amber_slot_new *n);
+
+/** Seal k's master key into a version-2 share slot under a recovery secret. */
+int amber_slot_seal_shares(uint8_t **blob, size_t *len, const amber_keys *k,
+			   const uint8_t recovery[AMBER_RECOVERY_BYTES], const char *label,
+			   uint16_t set_id, uint8_t exponent, uint8_t group_threshold,
+			   const amber_slip39_group *groups, size_t ngroups);
 
 #define AMBER_TOKEN_HEXSZ 32
 

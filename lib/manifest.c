@@ -43,6 +43,9 @@
 
 #define LAYOUT_VERSION 1
 #define RECORD_VERSION_INDEXED 2
+#define RECORD_VERSION_FLAGS 3          /* a flags byte, then the index if flagged */
+#define RECORD_FLAG_UNSIGNED 0x01       /* unsigned on purpose (--unsigned) */
+#define RECORD_FLAG_INDEXED 0x02        /* the time index follows */
 #define RECORD_TEXT_MAX 4096
 #define MODE_MASK 07777u
 #define NSEC_PER_SEC 1000000000u
@@ -872,7 +875,10 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 
 	if ((why = record_defect(r)) != NULL)
 		return amber_fail(AMBER_EINVAL, "record: %s", why);
-	w_u8(&w, r->height ? RECORD_VERSION_INDEXED : LAYOUT_VERSION);
+	if (r->unsigned_on_purpose)
+		w_u8(&w, RECORD_VERSION_FLAGS);
+	else
+		w_u8(&w, r->height ? RECORD_VERSION_INDEXED : LAYOUT_VERSION);
 	w_bytes(&w, r->tree, sizeof(r->tree));
 	w_u8(&w, (uint8_t)r->has_parent);
 	w_bytes(&w, r->parent, sizeof(r->parent));
@@ -887,6 +893,8 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 	put_text(&w, r->source);
 	put_text(&w, r->message);
 	put_stats(&w, &r->stats);
+	if (r->unsigned_on_purpose)
+		w_u8(&w, RECORD_FLAG_UNSIGNED | (r->height ? RECORD_FLAG_INDEXED : 0));
 	if (r->height) {
 		w_u64(&w, r->height);
 		w_u8(&w, (uint8_t)r->nskip);
@@ -972,8 +980,23 @@ static int get_index(amber_record *rec, amber_rd *r)
 	return 0;
 }
 
-static int get_record(amber_record *rec, amber_rd *r, int indexed)
+/* Version 3: the flags byte says what follows; unknown flags are refused. */
+static int get_flags(amber_record *rec, amber_rd *r, int *indexed)
 {
+	uint8_t f = 0;
+
+	if (amber_rd_u8(r, &f) < 0)
+		return 0; /* r_finish reports the short payload */
+	if (f & ~(RECORD_FLAG_UNSIGNED | RECORD_FLAG_INDEXED))
+		return amber_fail(AMBER_ECORRUPT, "record: unknown flags 0x%02x", f);
+	rec->unsigned_on_purpose = (f & RECORD_FLAG_UNSIGNED) != 0;
+	*indexed = (f & RECORD_FLAG_INDEXED) != 0;
+	return 0;
+}
+
+static int get_record(amber_record *rec, amber_rd *r, int ver)
+{
+	int indexed = ver == RECORD_VERSION_INDEXED;
 	uint8_t hp = 0;
 	const char *why;
 	int rc;
@@ -991,6 +1014,8 @@ static int get_record(amber_record *rec, amber_rd *r, int indexed)
 	    (rc = get_text(&rec->message, r)) < 0)
 		return rc;
 	get_stats(&rec->stats, r);
+	if (ver == RECORD_VERSION_FLAGS && (rc = get_flags(rec, r, &indexed)) < 0)
+		return rc;
 	if (indexed && (rc = get_index(rec, r)) < 0)
 		return rc;
 	if ((rc = r_finish(r, "record")) < 0)
@@ -1011,9 +1036,9 @@ int amber_record_decode(amber_record *rec, const void *data, size_t len)
 	if (amber_rd_u8(&r, &ver) < 0)
 		return amber_fail(AMBER_ECORRUPT, "record: empty payload");
 	/* layout 1 records (no index) stay readable: readers walk instead */
-	if (ver != LAYOUT_VERSION && ver != RECORD_VERSION_INDEXED)
+	if (ver != LAYOUT_VERSION && ver != RECORD_VERSION_INDEXED && ver != RECORD_VERSION_FLAGS)
 		return amber_fail(AMBER_ECORRUPT, "record: unknown layout version %u", ver);
-	if ((rc = get_record(rec, &r, ver == RECORD_VERSION_INDEXED)) < 0)
+	if ((rc = get_record(rec, &r, ver)) < 0)
 		amber_record_dispose(rec);
 	return rc;
 }

@@ -23,6 +23,10 @@
 #define AMBER_TARGET_MAX 4096
 #define AMBER_INDEX_MAX_CHUNKS (1u << 24)
 #define AMBER_FANOUT_THRESHOLD 1024  /* directories with more entries fan out */
+/* Directories nest at most this deep below a snapshot's root (a root's
+ * child is at depth 1): writers refuse deeper sources, and readers that
+ * walk a tree stop there with an error instead of running out of stack. */
+#define AMBER_MAX_DEPTH 1024
 
 /** 1 if name[0..len) is a valid entry name, else 0. */
 int amber_name_valid(const char *name, size_t len);
@@ -136,12 +140,19 @@ typedef struct amber_record {
 	char *source;
 	char *message;
 	amber_stats stats;
+	int unsigned_on_purpose;   /* written without a signature, by choice, in an
+				      archive that has a signing key (--unsigned):
+				      a version 3 record */
 	uint64_t height;           /* 0: a layout 1 record, which has no index */
 	size_t nskip;              /* amber_skip_count(height) */
 	amber_skiplink skip[AMBER_SKIP_MAX];
 } amber_record;
 
-/** Encode: layout 2 (with the index) if r->height, else layout 1. */
+/**
+ * Encode: layout 3 (flags, then the index if r->height) when the record
+ * has a flag to carry, else layout 2 (with the index) if r->height, else
+ * layout 1.  Ordinary snapshots stay readable by readers that predate 3.
+ */
 int amber_record_encode(amber_buf *out, const amber_record *r);
 int amber_record_decode(amber_record *r, const void *data, size_t len);
 /** Free the strings and root_meta of a record. */

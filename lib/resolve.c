@@ -115,8 +115,11 @@ static int resolve_oid(uint8_t oid[20], char via[AMBER_STREAM_MAX + 1], amber_ar
 		if (rc != AMBER_ENOTFOUND)
 			return rc;
 	}
-	return amber_fail(AMBER_ENOTFOUND, "no snapshot '%s' (not latest, a tag, an id or @TIME)",
-			  spec);
+	if (len > 0 && len < 7 && is_hex(spec))
+		return amber_fail(AMBER_ENOTFOUND, "no snapshot '%s': an id prefix needs at least 7 "
+				  "hex digits (nor is it a tag)", spec);
+	return amber_fail(AMBER_ENOTFOUND, "no snapshot '%s' (not latest, a tag, an id of at "
+			  "least 7 hex digits or @TIME)", spec);
 }
 
 /*

@@ -477,8 +477,38 @@ static int tokenize(uint16_t *w, size_t *n, const char *m, size_t idx)
 	}
 }
 
+/*
+ * A share whose checksum fails: if exchanging two neighbouring words makes
+ * it valid, say which (a copying slip); otherwise a word is wrong.  Only
+ * public word indexes of a share that is already unusable are tried.
+ */
+static int checksum_failed(uint16_t *w, size_t n, size_t idx)
+{
+	for (size_t i = 0; i + 1 < n; i++) {
+		uint16_t t = w[i];
+		int ok;
+
+		if (w[i] == w[i + 1])
+			continue;
+		w[i] = w[i + 1];
+		w[i + 1] = t;
+		ok = polymod((w[1] >> 4) & 1, w, n, 0) == 1;
+		w[i + 1] = w[i];
+		w[i] = t;
+		if (ok)
+			return amber_fail(AMBER_EINVAL,
+					  "share %zu fails its checksum: words %zu and %zu look "
+					  "swapped: put them back in order",
+					  idx, i + 1, i + 2);
+	}
+	return amber_fail(AMBER_EINVAL,
+			  "share %zu fails its checksum: a word is mistyped (a valid word, "
+			  "but not the one written): check each word against the share",
+			  idx);
+}
+
 /* Check the length, checksum and padding of share idx's words. */
-static int parse_share(share *s, const uint16_t *w, size_t n, size_t idx)
+static int parse_share(share *s, uint16_t *w, size_t n, size_t idx)
 {
 	size_t vw = n - META_WORDS;
 
@@ -493,10 +523,7 @@ static int parse_share(share *s, const uint16_t *w, size_t n, size_t idx)
 				  "missing or extra",
 				  idx, n);
 	if (polymod((w[1] >> 4) & 1, w, n, 0) != 1)
-		return amber_fail(AMBER_EINVAL,
-				  "share %zu fails its checksum: a word is mistyped or two words "
-				  "are swapped",
-				  idx);
+		return checksum_failed(w, n, idx);
 	decode_header(s, w);
 	s->nwords = n;
 	s->len = (vw * 10 - (vw * 10) % 16) / 8;
@@ -509,6 +536,21 @@ static int parse_share(share *s, const uint16_t *w, size_t n, size_t idx)
 				  "share %zu asks for %u groups of %u: it is not a valid share",
 				  idx, s->gt, s->gc);
 	return 0;
+}
+
+int amber_slip39_identifier(uint16_t *id, const char *mnemonic)
+{
+	uint16_t w[MAX_WORDS];
+	size_t n = 0;
+	int rc = tokenize(w, &n, mnemonic, 1);
+
+	if (rc == 0 && n < 2)
+		rc = amber_fail(AMBER_EINVAL, "share 1 has %zu words, a share has at least %d: a "
+				"word is missing", n, MIN_WORDS);
+	if (rc == 0)
+		*id = (uint16_t)(((uint32_t)w[0] << 10 | w[1]) >> 5);
+	sodium_memzero(w, sizeof(w));
+	return rc;
 }
 
 /* ---- combine ------------------------------------------------------------ */

@@ -78,6 +78,12 @@ int amber_slip39_split(char ***mnemonics, size_t *count, const uint8_t *secret, 
 int amber_slip39_combine(uint8_t *secret_out, size_t *len, const char *const *mnemonics,
 			 size_t n, const char *passphrase) __attribute__((warn_unused_result));
 
+/**
+ * The identifier (15 bits) of a mnemonic's share set, from its first two
+ * words; nothing else is checked.  @return 0 or AMBER_EINVAL.
+ */
+int amber_slip39_identifier(uint16_t *id, const char *mnemonic);
+
 /** Wipe and free mnemonics returned by amber_slip39_split() (NULL-safe). */
 void amber_slip39_free(char **mnemonics, size_t count);
 

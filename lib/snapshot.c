@@ -135,6 +135,7 @@ typedef struct snap {
 	amber_signer *signer;   /* NULL: unsigned commit */
 	const char *const *append_only; /* globs of files that only grow (writer sessions) */
 	uint8_t *buf;           /* read buffer of the walking thread */
+	unsigned depth;         /* of the directory being walked (the root's is 0) */
 	char path[8192];        /* current relative path */
 } snap;
 
@@ -354,16 +355,23 @@ static void pending_clear(pending *p, snap *s)
 }
 
 /*
- * Read fd to its end, or `limit` bytes, queueing chunks.  Returns bytes
- * read or -1 (errno).
+ * Read fd to its end, or `limit` bytes, queueing chunks.  With `rest` set,
+ * the last piece (cut by the end of the data, not by the chunker) is not
+ * queued: *rest points at it in buf and *rest_len is its length.  Returns
+ * bytes read or -1 (errno).
  */
-static int64_t read_chunks_upto(pending *p, snap *s, int fd, uint8_t *buf, uint64_t limit)
+static int64_t read_chunks_rest(pending *p, snap *s, int fd, uint8_t *buf, uint64_t limit,
+				const uint8_t **rest, size_t *rest_len)
 {
 	const amber_chunker *ch = &s->a->chunker;
 	size_t pos = 0, avail = 0;
 	int64_t total = 0;
 	int eof = 0;
 
+	if (rest) {
+		*rest = NULL;
+		*rest_len = 0;
+	}
 	for (;;) {
 		if (!eof && avail - pos < ch->max) {
 			memmove(buf, buf + pos, avail - pos);
@@ -387,6 +395,12 @@ static int64_t read_chunks_upto(pending *p, snap *s, int fd, uint8_t *buf, uint6
 			return total;
 		size_t n = amber_chunker_next(ch, buf + pos, avail - pos, eof);
 
+		if (rest && eof && pos + n == avail) {
+			*rest = buf + pos;
+			*rest_len = n;
+			s->st.bytes_read += n;
+			return total;
+		}
 		if (pending_add(p, s, buf + pos, n) < 0) {
 			set_fatal(s, AMBER_ERROR);
 			errno = ENOMEM;
@@ -396,6 +410,11 @@ static int64_t read_chunks_upto(pending *p, snap *s, int fd, uint8_t *buf, uint6
 		s->st.bytes_read += n;
 		progress(s, 0);
 	}
+}
+
+static int64_t read_chunks_upto(pending *p, snap *s, int fd, uint8_t *buf, uint64_t limit)
+{
+	return read_chunks_rest(p, s, fd, buf, limit, NULL, NULL);
 }
 
 /* 1 if path matches one of the append-only globs (NULL-terminated, may be NULL). */
@@ -768,7 +787,9 @@ static int do_entry(snap *s, amber_entry *e, int dfd, const char *name, pending 
 			return 1;
 		}
 		e->type = AMBER_T_DIR;
+		s->depth++;
 		rc = snap_dir(s, fd, e);
+		s->depth--;
 		close(fd);
 		break;
 	}
@@ -1095,11 +1116,24 @@ static int dir_finish(snap *s, dirwork *d, amber_entry *self)
 	return rc;
 }
 
+/* A source deeper than an archive may be: refused, naming the end of its path. */
+static int too_deep(snap *s)
+{
+	size_t len = strlen(s->path);
+	const char *tail = len > 200 ? s->path + len - 200 : s->path;
+
+	return amber_fail(AMBER_EINVAL, "source %s%s: directories nested more than %d levels "
+			  "deep, more than an archive holds: snapshot the deeper part as a "
+			  "source of its own", tail == s->path ? "" : "...", tail, AMBER_MAX_DEPTH);
+}
+
 static int snap_dir(snap *s, int dfd, amber_entry *self)
 {
 	dirwork d = {0};
 	int rc = 0;
 
+	if (s->depth > AMBER_MAX_DEPTH)
+		return too_deep(s);
 	s->st.dirs++;
 	if (list_names(&d.names, &d.n, dfd) < 0) {
 		warn_errno(s, s->path[0] ? s->path : ".", "cannot list directory");
@@ -1296,6 +1330,8 @@ static int fill_record(amber_record *r, snap *s, const amber_entry *root, const 
 	s->st.bytes_new = atomic_load(&s->bytes_new);
 	s->st.objects_new = atomic_load(&s->objects_new);
 	r->stats = s->st;
+	/* the authenticated record tells a deliberate --unsigned from a stripped signature */
+	r->unsigned_on_purpose = !s->signer && s->a->has_sign_pk;
 	if (!r->host || !r->source || !r->message)
 		return amber_fail(AMBER_ERROR, "out of memory");
 	rc = amber_manifest_encode(rootmeta, root, 1);
@@ -1737,7 +1773,17 @@ struct amber_writer {
 	char **suspects;           /* append-only files read from their tail since the
 				      last whole walk, checked by the next one */
 	size_t nsuspects;
+	struct tailmark *tails;    /* settled chunks of append-only files (a cache) */
+	size_t ntails;
 };
+
+/* How many leading chunks of the stored version `oid` of path end at a
+ * boundary the chunker cut (the rest are fragments of the growing tail). */
+typedef struct tailmark {
+	char *path;
+	uint8_t oid[20];           /* the version's content link: its index or blob */
+	size_t settled;
+} tailmark;
 
 /* The changed paths as a trie; kids in name order. */
 typedef struct dnode {
@@ -1973,7 +2019,10 @@ static int update_subdir(incr *x, int dfd, const amber_entry *oe, const dnode *k
 	e->type = AMBER_T_DIR;
 	rc = e->name ? dir_meta(x->s, e, fd) : amber_fail(AMBER_ERROR, "out of memory");
 	if (rc == 0 && kid->nkids) {
-		rc = update_dir(x, fd, oe, kid, e);
+		x->s->depth++;
+		rc = x->s->depth > AMBER_MAX_DEPTH ? too_deep(x->s)
+						   : update_dir(x, fd, oe, kid, e);
+		x->s->depth--;
 	} else if (rc == 0) {
 		e->content = oe->content;
 		memcpy(e->tree_oid, oe->tree_oid, 20);
@@ -2301,16 +2350,31 @@ static int incr_tree(snap *s, amber_writer *w, const dnode *trie, amber_entry *r
 
 /*
  * Append-only files.  A file the caller declared append-only (a glob of
- * amber_writer_opts) and names as changed is read from the start of its
- * last stored chunk: the stored chunks before it are kept, and since chunk
- * boundaries depend only on the bytes since the previous boundary, the
- * chunks cut from there are the ones a whole read would cut.  The stored
- * last chunk is first compared with the file's bytes; a file that shrank
- * or whose tail differs is read whole, with a warning.  Bytes before the
- * tail are not checked here: such files are remembered as suspects and the
- * next whole walk reads them whole (their files-cache entries are never
- * refreshed by a tail read) and warns if their earlier chunks changed.
+ * amber_writer_opts) and names as changed is read from its last settled
+ * chunk boundary: one the chunker cut, not the end of the file.  The chunks
+ * before it are kept, and since chunk boundaries depend only on the bytes
+ * since the previous boundary, the chunks cut from there are the ones a
+ * whole read would cut.  What the chunker has not cut yet (the growing
+ * tail) is not stored again whole at every snapshot: it is kept as
+ * fragments, a new one per snapshot holding just the bytes appended since,
+ * until the chunker cuts a chunk there (then that chunk is stored, and what
+ * follows it becomes one fragment), or until FRAG_MAX fragments, which are
+ * then stored again as one.  Fragments are ordinary chunks to a reader
+ * (amberfs-format(5) does not ask chunks to end at chunker boundaries); the
+ * session remembers, for the version of each such file it stored, how many
+ * leading chunks are settled, and without that (a new session) takes all
+ * but the last, as a whole read leaves them.
+ *
+ * The stored fragments are first compared with the file's bytes; a file
+ * that shrank or whose tail differs is read whole, with a warning.  Bytes
+ * before the tail are not checked here: such files are remembered as
+ * suspects and the next whole walk reads them whole (their files-cache
+ * entries are never refreshed by a tail read) and warns if the bytes of the
+ * last tail-read version no longer are the file's.
  */
+
+#define FRAG_MAX 32                /* fragments kept before they are merged */
+#define TAILS_MAX 4096             /* settled counts remembered per session */
 
 /* The chunk list of stored regular file e (malloc'd). */
 static int stored_chunks(amber_chunkref **out, size_t *n, amber_archive *a, const amber_entry *e)
@@ -2392,27 +2456,50 @@ static int refs_objects(snap *s, amber_entry *e, const amber_chunkref *refs, siz
 	return rc;
 }
 
-/* The kept chunks plus the ones just read become e's content. */
-static int append_finish(snap *s, amber_entry *e, amber_chunkref *old, size_t keep, pending *p)
+/* The bytes of the unsettled tail as one more chunk of p (a fragment). */
+static int fragment_add(pending *p, snap *s, const uint8_t *data, size_t len)
 {
-	amber_chunkref *refs = NULL;
-	int rc = 0;
-
+	if (len && pending_add(p, s, data, len) < 0)
+		return AMBER_ERROR;
 	amber_pool_wait(s->pool, &p->group);
 	for (size_t i = 0; i < p->n; i++)
 		if (p->chunks[i]->rc < 0)
 			return amber_fail(p->chunks[i]->rc, "%s", p->chunks[i]->msg);
 	if (s->fatal)
 		return amber_fail(s->fatal_code, "%s", s->fatal_msg);
-	if (!(refs = malloc((keep + p->n + 1) * sizeof(*refs))))
-		return amber_fail(AMBER_ERROR, "out of memory");
-	memcpy(refs, old, keep * sizeof(*refs));
-	for (size_t i = 0; i < p->n; i++) {
-		refs[keep + i].link = p->chunks[i]->link;
-		refs[keep + i].len = (uint32_t)p->chunks[i]->len;
+	return 0;
+}
+
+/*
+ * The file's new chunk list: old[0..settled), then either the old fragments
+ * and one for the bytes appended since (the chunker cut nothing new), or
+ * the chunks it cut and one fragment for what follows them.  `rest` is the
+ * uncut end read from old_off (= the start of the old fragments), `had` of
+ * its bytes being the old fragments'.
+ */
+static int tail_finish(snap *s, amber_entry *e, const amber_chunkref *old, size_t n,
+		       size_t settled, pending *p, const uint8_t *rest, size_t rest_len,
+		       size_t had, size_t *settled_out)
+{
+	size_t cut = p->n, keep = cut == 0 && n - settled < FRAG_MAX ? n - settled : 0;
+	amber_chunkref *refs = NULL;
+	size_t k = 0;
+	int rc = keep ? fragment_add(p, s, rest + had, rest_len - had)
+		      : fragment_add(p, s, rest, rest_len);
+
+	if (rc == 0 && !(refs = malloc((settled + keep + p->n + 1) * sizeof(*refs))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc < 0)
+		return rc;
+	memcpy(refs, old, (settled + keep) * sizeof(*refs));
+	k = settled + keep;
+	for (size_t i = 0; i < p->n; i++, k++) {
+		refs[k].link = p->chunks[i]->link;
+		refs[k].len = (uint32_t)p->chunks[i]->len;
 	}
-	if (keep + p->n > 0)
-		rc = refs_objects(s, e, refs, keep + p->n);
+	*settled_out = settled + cut;
+	if (k > 0)
+		rc = refs_objects(s, e, refs, k);
 	free(refs);
 	return rc;
 }
@@ -2439,37 +2526,95 @@ static int append_entry(snap *s, amber_entry *e, int dfd, const char *name, cons
 	return rc;
 }
 
-/*
- * One attempt at reading fd from `off`: 0 done, 1 read it whole instead
- * (warned), 2 it changed while being read (try again), <0 fatal.
- */
-static int append_once(snap *s, int fd, amber_chunkref *old, size_t n, uint64_t old_size,
-		       amber_entry *e, struct stat *st)
+/* 1 if the file's bytes from off are the stored chunks c[0..n). */
+static int chunks_match(snap *s, int fd, const amber_chunkref *c, size_t n, uint64_t off)
 {
-	uint64_t off = old_size - old[n - 1].len;
+	for (size_t i = 0; i < n; off += c[i++].len)
+		if (!tail_matches(s, fd, &c[i], off))
+			return 0;
+	return 1;
+}
+
+/*
+ * One attempt at reading fd from its last settled boundary: 0 done, 1 read
+ * it whole instead (warned), 2 it changed while being read (try again),
+ * <0 fatal.  *settled_out: the settled chunks of the result.
+ */
+static int append_once(snap *s, int fd, const amber_chunkref *old, size_t n, size_t settled,
+		       uint64_t old_size, amber_entry *e, struct stat *st, size_t *settled_out)
+{
+	uint64_t off = old_size;
+	const uint8_t *rest = NULL;
+	size_t rest_len = 0;
 	struct stat after;
 	pending p = {0};
 	int64_t got;
 	int rc = 2;
 
+	for (size_t i = settled; i < n; i++)
+		off -= old[i].len;
 	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || st->st_nlink > 1)
 		return 1;
-	if ((uint64_t)st->st_size < old_size || !tail_matches(s, fd, &old[n - 1], off)) {
+	if ((uint64_t)st->st_size < old_size || !chunks_match(s, fd, old + settled, n - settled, off)) {
 		warn(s, s->path, "declared append-only, but it shrank or its stored end no longer "
 			"matches (rewritten?): read whole", 0);
 		return 1;
 	}
 	if (lseek(fd, (off_t)off, SEEK_SET) < 0 ||
-	    (got = read_chunks_upto(&p, s, fd, s->buf, (uint64_t)st->st_size - off)) < 0) {
+	    (got = read_chunks_rest(&p, s, fd, s->buf, (uint64_t)st->st_size - off, &rest,
+				    &rest_len)) < 0) {
 		pending_clear(&p, s);
 		return s->fatal ? amber_fail(s->fatal_code, "%s", s->fatal_msg) : 1;
 	}
 	/* read up to the size it had: growth meanwhile is the next snapshot's */
 	if (fstat(fd, &after) == 0 && same_prefix(st, &after) &&
 	    (uint64_t)got == (uint64_t)st->st_size - off)
-		rc = append_finish(s, e, old, n - 1, &p);
+		rc = tail_finish(s, e, old, n, settled, &p, rest, rest_len,
+				 (size_t)(old_size - off), settled_out);
 	pending_clear(&p, s);
 	return rc;
+}
+
+/* Settled chunks of the stored version oe of path: remembered, or all but the last. */
+static size_t tail_settled(const amber_writer *w, const char *path, const amber_entry *oe,
+			   size_t n)
+{
+	for (size_t i = 0; i < w->ntails; i++)
+		if (strcmp(w->tails[i].path, path) == 0)
+			return memcmp(w->tails[i].oid, oe->link.oid, 20) == 0 &&
+					       w->tails[i].settled < n
+				       ? w->tails[i].settled
+				       : n - 1;
+	return n - 1;
+}
+
+/* Remember that the version e of path has `settled` settled chunks (a cache). */
+static void tail_remember(amber_writer *w, const char *path, const amber_entry *e,
+			  size_t settled)
+{
+	tailmark *t = NULL;
+
+	for (size_t i = 0; i < w->ntails && !t; i++)
+		if (strcmp(w->tails[i].path, path) == 0)
+			t = &w->tails[i];
+	if (!t && w->ntails < TAILS_MAX) {
+		tailmark *v = realloc(w->tails, (w->ntails + 1) * sizeof(*v));
+		char *p = strdup(path);
+
+		if (!v || !p) {
+			free(p);
+			if (v)
+				w->tails = v;
+			return; /* only a cache: the next read settles all but the last */
+		}
+		w->tails = v;
+		t = &w->tails[w->ntails++];
+		t->path = p;
+	}
+	if (t) {
+		memcpy(t->oid, e->link.oid, 20);
+		t->settled = settled;
+	}
 }
 
 static int suspect_add(amber_writer *w, const char *path)
@@ -2499,7 +2644,7 @@ static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
 	snap *s = x->s;
 	amber_chunkref *old = NULL;
 	struct stat st;
-	size_t n = 0;
+	size_t n = 0, settled, now_settled = 0;
 	int fd, rc = 1;
 
 	if (!oe || kid->tree || !S_ISREG(st0->st_mode) || oe->type != AMBER_T_REG ||
@@ -2511,9 +2656,10 @@ static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
 		return 1;
 	}
 	memset(e, 0, sizeof(*e));
+	settled = tail_settled(x->w, s->path, oe, n);
 	fd = openat(dfd, kid->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 	for (int attempt = 0; fd >= 0 && attempt < READ_RETRIES && rc != 0; attempt++) {
-		rc = append_once(s, fd, old, n, oe->size, e, &st);
+		rc = append_once(s, fd, old, n, settled, oe->size, e, &st, &now_settled);
 		if (rc == 1 || rc < 0)
 			break;
 	}
@@ -2524,37 +2670,55 @@ static int append_try(incr *x, int dfd, const amber_entry *oe, const dnode *kid,
 		rc = append_entry(s, e, dfd, kid->name, &st);
 	if (rc == 0)
 		rc = suspect_add(x->w, s->path);
+	if (rc == 0)
+		tail_remember(x->w, s->path, e, now_settled);
 	if (rc != 0)
 		amber_entry_dispose(e);
 	free(old);
 	return rc;
 }
 
-/* 1 if the first n-1 chunks of a (n chunks) are the first chunks of b. */
-static int chunks_extend(const amber_chunkref *a, size_t na, const amber_chunkref *b, size_t nb)
+/*
+ * 1 if the stored chunks a are the bytes of the source file at their
+ * offsets: a chunk of b (the whole walk's) at the same offset with the same
+ * object is taken as read; any other is compared with the file.
+ */
+static int prefix_holds(snap *s, const char *file, const amber_chunkref *a, size_t na,
+			const amber_chunkref *b, size_t nb)
 {
-	if (na < 2)
-		return 1;
-	if (nb < na - 1)
-		return 0;
-	for (size_t i = 0; i + 1 < na; i++)
-		if (memcmp(a[i].link.oid, b[i].link.oid, 20) != 0)
+	uint64_t oa = 0, ob = 0;
+	size_t j = 0;
+	int fd = -1, ok = 1;
+
+	for (size_t i = 0; ok && i < na; oa += a[i++].len) {
+		while (j < nb && ob < oa)
+			ob += b[j++].len;
+		if (j < nb && ob == oa && b[j].len == a[i].len &&
+		    memcmp(b[j].link.oid, a[i].link.oid, 20) == 0)
+			continue;
+		if (fd < 0 && (fd = open(file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 			return 0;
-	return 1;
+		ok = tail_matches(s, fd, &a[i], oa);
+	}
+	if (fd >= 0)
+		close(fd);
+	return ok;
 }
 
 /* After a whole walk: did a suspect's earlier bytes change behind its promise? */
-static void suspect_check(snap *s, amber_snapshot *before, amber_snapshot *after,
-			  const char *path)
+static void suspect_check(snap *s, const char *src, amber_snapshot *before,
+			  amber_snapshot *after, const char *path)
 {
 	amber_entry *eo = NULL, *en = NULL;
 	amber_chunkref *co = NULL, *cn = NULL;
 	size_t no = 0, nn = 0;
+	char file[8192];
 
+	snprintf(file, sizeof(file), "%s/%s", src, path);
 	if (amber_stat(&eo, before, path) == 0 && amber_stat(&en, after, path) == 0 &&
 	    eo->type == AMBER_T_REG && en->type == AMBER_T_REG &&
 	    stored_chunks(&co, &no, s->a, eo) == 0 && stored_chunks(&cn, &nn, s->a, en) == 0 &&
-	    !chunks_extend(co, no, cn, nn))
+	    (en->size < eo->size || !prefix_holds(s, file, co, no, cn, nn)))
 		warn(s, path, "declared append-only, but bytes before its end changed: the "
 			"snapshots since it was last read whole may hold stale bytes there; "
 			"this one stores it whole", 1);
@@ -2752,7 +2916,7 @@ static int writer_commit_checked(char id_out[AMBER_OID_HEXSZ + 1], snap *s, ambe
 		w->prev = NULL; /* kept for the check; the commit opens the new one */
 	rc = writer_commit(id_out, s, w, root);
 	for (size_t i = 0; rc == 0 && before && w->prev && i < w->nsuspects; i++)
-		suspect_check(s, before, w->prev, w->suspects[i]);
+		suspect_check(s, w->src, before, w->prev, w->suspects[i]);
 	amber_snapshot_free(before);
 	return rc;
 }
@@ -2890,6 +3054,9 @@ int amber_writer_close(amber_writer *w)
 		rc = AMBER_ERROR;
 	amber_snapshot_free(w->prev);
 	suspects_clear(w);
+	for (size_t i = 0; i < w->ntails; i++)
+		free(w->tails[i].path);
+	free(w->tails);
 	amber_pool_free(w->pool);
 	amber_kvmap_free(w->files);
 	amber_kvmap_free(w->chunks);

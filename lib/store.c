@@ -66,6 +66,8 @@ struct amber_store {
 	git_odb *odb;		/* thread-safe; used without mu */
 	int lock_fd;		/* writer lock, -1 if not held */
 	uint64_t rollover;	/* pack size that starts a new pack; 0: PACK_ROLLOVER */
+	char **idx_ok;		/* pack indexes found sane (idx_check); under mu */
+	size_t nidx_ok;
 };
 
 /* Errors ----------------------------------------------------------------- */
@@ -205,6 +207,8 @@ static void put_be32(uint8_t *p, uint32_t v)
 
 /* Open, init, free -------------------------------------------------------- */
 
+static int idx_check_all(amber_store *s);
+
 static int store_new(amber_store **out, const char *path, git_repository *repo)
 {
 	amber_store *s = calloc(1, sizeof(*s));
@@ -219,6 +223,12 @@ static int store_new(amber_store **out, const char *path, git_repository *repo)
 	pthread_mutex_init(&s->mu, NULL);
 	if (git_repository_odb(&s->odb, repo) < 0) {
 		int rc = git_fail(AMBER_ERROR, "%s: cannot open object database", path);
+
+		amber_store_free(s);
+		return rc;
+	}
+	if (idx_check_all(s) < 0) {
+		int rc = amber_error_code();
 
 		amber_store_free(s);
 		return rc;
@@ -316,7 +326,8 @@ int amber_store_open(amber_store **out, const char *path)
 	}
 	err = git_repository_open_ext(&repo, path, flags, NULL);
 	if (err == GIT_ENOTFOUND)
-		return amber_fail(AMBER_ENOTARCHIVE, "%s is not a git repository", path);
+		return amber_fail(AMBER_ENOTARCHIVE, "%s is not an amberfs archive (not a git repository)",
+				  path);
 	if (err < 0)
 		return git_fail(AMBER_ERROR, "%s: cannot open repository", path);
 	return store_new(out, path, repo);
@@ -330,6 +341,9 @@ void amber_store_free(amber_store *s)
 	git_odb_free(s->odb);
 	git_repository_free(s->repo);
 	pthread_mutex_destroy(&s->mu);
+	for (size_t i = 0; i < s->nidx_ok; i++)
+		free(s->idx_ok[i]);
+	free(s->idx_ok);
 	free(s->path);
 	free(s);
 }
@@ -450,6 +464,8 @@ int amber_store_exists(amber_store *s, const uint8_t oid[20])
 
 int amber_store_refresh(amber_store *s)
 {
+	if (idx_check_all(s) < 0)
+		return amber_error_code();
 	if (git_odb_refresh(s->odb) < 0)
 		return git_fail(AMBER_ERROR, "%s: cannot rescan pack files", s->path);
 	return 0;
@@ -1157,17 +1173,19 @@ static int ref_code(int err)
 	}
 }
 
-static int packed_refs_broken(void);
+static int packed_refs_broken(amber_store *s, size_t *first_bad);
+static int packed_refs_refused(amber_store *s, const char *what, size_t line);
 static int packed_lookup(uint8_t oid[20], amber_store *s, const char *name);
 
 int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name)
 {
 	git_oid id;
+	size_t line;
 	int err;
 
 	pthread_mutex_lock(&s->mu);
 	err = git_reference_name_to_id(&id, s->repo, name);
-	if (err < 0 && err != GIT_ENOTFOUND && packed_refs_broken())
+	if (err < 0 && packed_refs_broken(s, &line))
 		err = packed_lookup(id.id, s, name); /* no loose ref: libgit2 looked first */
 	pthread_mutex_unlock(&s->mu);
 	if (err == GIT_ENOTFOUND)
@@ -1183,13 +1201,18 @@ int amber_store_ref_update(amber_store *s, const char *name, const uint8_t oid[2
 {
 	git_reference *ref = NULL;
 	git_oid id, cur;
+	size_t line;
 	int err;
 
 	git_oid_fromraw(&id, oid);
 	if (expect)
 		git_oid_fromraw(&cur, expect);
-	/* With an expected value libgit2 needs force, or it refuses to replace. */
 	pthread_mutex_lock(&s->mu);
+	if (packed_refs_broken(s, &line)) {
+		pthread_mutex_unlock(&s->mu);
+		return packed_refs_refused(s, name, line);
+	}
+	/* With an expected value libgit2 needs force, or it refuses to replace. */
 	err = git_reference_create_matching(&ref, s->repo, name, &id, expect != NULL,
 					    expect ? &cur : NULL, log_message);
 	pthread_mutex_unlock(&s->mu);
@@ -1273,19 +1296,44 @@ static void reflist_clear(struct reflist *l)
 
 /*
  * packed-refs, read tolerantly.  libgit2 refuses the whole file for one
- * malformed line, which made every ref read and `verify` fail: here a
- * malformed line is skipped (verify reports it, see
- * amber_store_packed_refs_bad()) and the other refs stay readable.  Used
- * only when libgit2 says the file is corrupt.  Lock held.
+ * malformed line, and after that first refusal it goes on as if the file
+ * held no refs at all (it remembers the file as read): the second listing
+ * in a process silently lost every packed tag.  So whenever the file has a
+ * malformed line, refs are read here instead: the line is skipped (verify
+ * reports it, see amber_store_packed_refs_bad()) and the other refs stay
+ * readable.  Writes are refused until the line is repaired, as git does:
+ * libgit2 would check "the ref still has its expected value" and "the tag
+ * does not exist yet" against that empty view.  Lock held.
  */
 #define PACKED_LINE_MAX 4096
 
-static int packed_refs_broken(void)
-{
-	const git_error *e = git_error_last();
+static int packed_scan(amber_store *s, size_t *bad, size_t *first_bad,
+		       int (*cb)(const char *name, const uint8_t oid[20], void *payload),
+		       void *payload);
 
-	return e && e->klass == GIT_ERROR_REFERENCE && e->message &&
-	       strstr(e->message, "packed references");
+static int packed_none_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	(void)name, (void)oid, (void)payload;
+	return 0;
+}
+
+/* 1 if packed-refs has a malformed line (the first one's number in *first_bad). */
+static int packed_refs_broken(amber_store *s, size_t *first_bad)
+{
+	size_t bad = 0;
+
+	packed_scan(s, &bad, first_bad, packed_none_cb, NULL);
+	return bad > 0;
+}
+
+/* `what`: the ref that was not updated, or NULL when nothing was written. */
+static int packed_refs_refused(amber_store *s, const char *what, size_t line)
+{
+	return amber_fail(AMBER_ECORRUPT,
+			  "%spacked-refs: line %zu is malformed, so %s%s (git refuses the file "
+			  "too): remove or repair the line (amberfs verify lists it), then retry",
+			  git_repository_path(s->repo), line, what ? "this did not update " :
+			  "nothing was written", what ? what : "");
 }
 
 static int hex_oid(uint8_t oid[20], const char *hex)
@@ -1452,15 +1500,14 @@ int amber_store_ref_foreach(amber_store *s, const char *glob,
 			    void *payload)
 {
 	struct reflist l = {0};
+	size_t i, line;
 	int rc;
-	size_t i;
 
 	pthread_mutex_lock(&s->mu);
-	rc = reflist_collect(&l, s, glob);
-	if (rc < 0 && packed_refs_broken()) {
-		reflist_clear(&l);
+	if (packed_refs_broken(s, &line))
 		rc = tolerant_collect(&l, s, glob);
-	}
+	else
+		rc = reflist_collect(&l, s, glob);
 	pthread_mutex_unlock(&s->mu);
 	/* Callbacks run unlocked so they may use the store themselves. */
 	for (i = 0; rc == 0 && i < l.n; i++)
@@ -1537,7 +1584,8 @@ static void clear_stale_tmp(amber_store *s)
 int amber_store_lock(amber_store *s)
 {
 	char *path;
-	int fd;
+	size_t line;
+	int fd, broken;
 
 	if (s->lock_fd >= 0)
 		return 0;
@@ -1563,6 +1611,14 @@ int amber_store_lock(amber_store *s)
 	}
 	free(path);
 	s->lock_fd = fd;
+	/* Refused before any work: the write would fail at its ref update. */
+	pthread_mutex_lock(&s->mu);
+	broken = packed_refs_broken(s, &line);
+	pthread_mutex_unlock(&s->mu);
+	if (broken) {
+		amber_store_unlock(s);
+		return packed_refs_refused(s, NULL, line);
+	}
 	lock_note_pid(fd);
 	clear_stale_tmp(s);
 	return 0;
@@ -1712,6 +1768,139 @@ int amber_store_check_packs(amber_store *s,
 	closedir(d);
 	free(dir);
 	return rc < 0 ? rc : n;
+}
+
+/* Pack index sanity ------------------------------------------------------------------ */
+
+/*
+ * libgit2 1.5 takes a pack index's offsets on trust: an offset past the end
+ * of its pack makes it read beyond the end of the mapped file and die of
+ * SIGBUS (the bit-flip sweep found it: one flipped byte of an offset
+ * killed verify, restore and the mount).  So before libgit2 is given a
+ * pack (store open, amber_store_refresh), its version-2 index is checked:
+ * its size matches its object count, and every offset, 32- or 64-bit,
+ * lies between the pack's header and its trailing checksum.  A damaged
+ * index makes the archive refuse to open, naming the file and the fix
+ * (git rebuilds an index from its pack).  Each pack is checked once per
+ * store: packs are immutable and named by their checksum.
+ */
+#define IDX_HEAD (8 + 256 * 4)
+#define IDX_BATCH 4096
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Offsets of n objects at `at` in the index; large ones index the table at `big`. */
+static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig,
+			  uint64_t packsize)
+{
+	uint8_t buf[IDX_BATCH * 4], b8[8];
+
+	for (uint32_t i = 0; i < n; i += IDX_BATCH) {
+		uint32_t k = n - i < IDX_BATCH ? n - i : IDX_BATCH;
+
+		if (pread(fd, buf, (size_t)k * 4, at + (off_t)i * 4) != (ssize_t)k * 4)
+			return 0;
+		for (uint32_t j = 0; j < k; j++) {
+			uint64_t off = get_be32(buf + 4 * j);
+
+			if (off & 0x80000000u) {
+				if ((off &= 0x7fffffffu) >= nbig ||
+				    pread(fd, b8, 8, big + (off_t)off * 8) != 8)
+					return 0;
+				off = (uint64_t)get_be32(b8) << 32 | get_be32(b8 + 4);
+			}
+			if (off < 12 || off >= packsize - 20)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/* 1 if pack-X.idx in dir is sane for its pack (or has no pack: nothing reads it). */
+static int idx_sane(const char *dir, const char *name)
+{
+	char *idx = path_join(dir, name), *pack = idx ? strdup(idx) : NULL;
+	uint8_t head[IDX_HEAD];
+	struct stat ist, pst;
+	int fd = -1, ok = 0;
+
+	if (!pack)
+		goto done;
+	memcpy(pack + strlen(pack) - 3, "pack", 5);
+	if (stat(pack, &pst) < 0) {
+		ok = 1;
+		goto done;
+	}
+	fd = open(idx, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &ist) < 0 || pst.st_size < 32 || ist.st_size < IDX_HEAD + 40 ||
+	    pread(fd, head, IDX_HEAD, 0) != IDX_HEAD || memcmp(head, "\377tOc\0\0\0\2", 8))
+		goto done;
+	uint64_t n = get_be32(head + IDX_HEAD - 4), fixed = IDX_HEAD + 28 * n + 40;
+
+	if ((uint64_t)ist.st_size < fixed || ((uint64_t)ist.st_size - fixed) % 8)
+		goto done;
+	ok = idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
+			    ((uint64_t)ist.st_size - fixed) / 8, (uint64_t)pst.st_size);
+done:
+	if (fd >= 0)
+		close(fd);
+	free(pack);
+	free(idx);
+	return ok;
+}
+
+static int idx_known(amber_store *s, const char *name)
+{
+	for (size_t i = 0; i < s->nidx_ok; i++)
+		if (strcmp(s->idx_ok[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+static int idx_remember(amber_store *s, const char *name)
+{
+	char **v = realloc(s->idx_ok, (s->nidx_ok + 1) * sizeof(*v));
+
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	s->idx_ok = v;
+	if (!(v[s->nidx_ok] = strdup(name)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	s->nidx_ok++;
+	return 0;
+}
+
+static int idx_check_all(amber_store *s)
+{
+	char *dir = path_join(s->path, "objects/pack");
+	DIR *d = dir ? opendir(dir) : NULL;
+	struct dirent *de;
+	int rc = dir ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	pthread_mutex_lock(&s->mu);
+	while (d && rc == 0 && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+
+		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
+		    strcmp(de->d_name + len - 4, ".idx") != 0 || idx_known(s, de->d_name))
+			continue;
+		if (!idx_sane(dir, de->d_name))
+			rc = amber_fail(AMBER_ECORRUPT,
+					"%s/objects/pack/%s is damaged (an object's offset lies "
+					"outside its pack), and reading through it would crash: "
+					"rebuild it with 'git index-pack' from its .pack, or copy it "
+					"from a replica", s->path, de->d_name);
+		else
+			rc = idx_remember(s, de->d_name);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (d)
+		closedir(d);
+	free(dir);
+	return rc;
 }
 
 /* Push ------------------------------------------------------------------------------ */

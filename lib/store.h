@@ -131,8 +131,10 @@ int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name);
 
 /**
  * Move ref `name` to `oid` if it still points at `expect` (NULL: the ref
- * must not exist).  Durable (fsync) when it returns.
- * @return 0, AMBER_ELOCKED if it moved meanwhile or exists, AMBER_ERROR.
+ * must not exist).  Durable (fsync) when it returns.  Refused while
+ * packed-refs has a malformed line (as git refuses it).
+ * @return 0, AMBER_ELOCKED if it moved meanwhile or exists, AMBER_ECORRUPT
+ *         (packed-refs), AMBER_ERROR.
  */
 int amber_store_ref_update(amber_store *s, const char *name, const uint8_t oid[20],
 			   const uint8_t *expect, const char *log_message);
@@ -188,7 +190,9 @@ int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char
 /**
  * Take the archive's writer lock (flock on ARCHIVE/amberfs.lock; released by
  * the kernel if the process dies).  Also clears stale temporary files of
- * dead writers.  @return 0 or AMBER_ELOCKED.
+ * dead writers.  Refused while packed-refs has a malformed line: every
+ * write ends in a ref update that would be refused (amber_store_ref_update).
+ * @return 0, AMBER_ELOCKED, or AMBER_ECORRUPT (packed-refs).
  */
 int amber_store_lock(amber_store *s);
 void amber_store_unlock(amber_store *s);

@@ -67,7 +67,8 @@
 
 #define MAX_OBJECT ((size_t)1 << 30)
 #define MAX_RECORD_B64 ((size_t)1 << 20)
-#define MAX_DEPTH 1024
+/* git trees nest a directory's tree and its fan-out buckets' per level */
+#define MAX_DEPTH (2 * AMBER_MAX_DEPTH + 2)
 
 /* ---- a set of object ids, each with a flag ------------------------------------ */
 
@@ -164,8 +165,13 @@ typedef struct vctx {
 	char *sample_record;    /* base64 record of one snapshot, to test keys */
 	char slot_oid[AMBER_MAX_SLOTS][41];
 	size_t nslot_oids;
+	size_t slots_v2;        /* version-2 slots in the metadata */
+	int meta_auth;          /* the metadata has an `auth` blob */
 	int64_t last_progress;
 	char *mark_dir;
+	/* unsigned snapshots above signed history, judged once the key is known */
+	struct unsigned_above { uint8_t oid[20]; char stream[AMBER_STREAM_MAX + 1]; } *ua;
+	size_t nua;
 } vctx;
 
 static int64_t mono_ns(void)
@@ -519,6 +525,76 @@ done:
 	return rc < -1 ? rc : 0;
 }
 
+/* Remember an unsigned snapshot above signed history (judged by judge_unsigned). */
+static void unsigned_above(vctx *v, const char *hex, const char *stream)
+{
+	struct unsigned_above *n = realloc(v->ua, (v->nua + 1) * sizeof(*n));
+
+	if (!n) {
+		problem(v, AMBER_VERIFY_SIGNATURE, NULL, hex, NULL,
+			"snapshot %s is unsigned but older snapshots of stream '%s' are signed "
+			"(out of memory to judge it further)", hex, stream);
+		return;
+	}
+	v->ua = n;
+	amber_oid_fromhex(n[v->nua].oid, hex);
+	snprintf(n[v->nua].stream, sizeof(n[v->nua].stream), "%s", stream);
+	v->nua++;
+}
+
+static void warning(vctx *v, const char *snap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void warning(vctx *v, const char *snap, const char *fmt, ...)
+{
+	amber_verify_problem p = {0};
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p.kind = AMBER_VERIFY_SIGNATURE;
+	p.object = "";
+	p.snapshot = snap;
+	p.path = "";
+	p.message = msg;
+	v->st.warnings++;
+	if (v->o->warning)
+		v->o->warning(&p, v->o->payload);
+}
+
+/*
+ * An unsigned snapshot above signed ones is a stripped signature unless its
+ * record, authenticated with the archive's key, says a key holder wrote it
+ * unsigned on purpose (--unsigned).  A plain archive's record is not
+ * authenticated, and without the key it cannot be read: both stay problems.
+ */
+static void judge_unsigned(vctx *v, const struct unsigned_above *u)
+{
+	amber_record rec;
+	char hex[41];
+	int deliberate = 0, readable = v->st.keyed && v->a->encrypted;
+
+	amber_oid_tohex(hex, u->oid);
+	if (readable && amber_record_read(&rec, v->a, u->oid) == 0) {
+		deliberate = rec.unsigned_on_purpose;
+		amber_record_dispose(&rec);
+	} else if (readable) {
+		amber_error_clear(); /* an unreadable record is reported by the keyed walk */
+	}
+	if (deliberate) {
+		warning(v, hex, "snapshot %s of stream '%s' is unsigned: its authenticated record "
+			"says a key holder wrote it unsigned on purpose (--unsigned)", hex, u->stream);
+		return;
+	}
+	problem(v, AMBER_VERIFY_SIGNATURE, NULL, hex, NULL,
+		"snapshot %s is unsigned but older snapshots of stream '%s' are signed: %s", hex,
+		u->stream, readable ? "its signature was stripped (rewritten commit)" :
+		!v->a->encrypted ? "a stripped signature, or --unsigned (a plain archive's "
+		"record cannot prove which)" : "a stripped signature unless it was written "
+		"with --unsigned (verify with the key to tell)");
+}
+
 /*
  * Walk a stream from its tip along first parents.  Signatures: walking
  * back, a signed snapshot below an unsigned one means the newer one lost
@@ -545,10 +621,7 @@ static int walk_stream(vctx *v, struct stream *s)
 		if (is_signed == 0 && !unsigned_hex[0])
 			memcpy(unsigned_hex, hex, 41);
 		if (is_signed == 1 && unsigned_hex[0]) {
-			problem(v, AMBER_VERIFY_SIGNATURE, NULL, unsigned_hex, NULL,
-				"snapshot %s is unsigned but older snapshots of stream '%s' are "
-				"signed: its signature was stripped (rewritten commit)",
-				unsigned_hex, s->name);
+			unsigned_above(v, unsigned_hex, s->name);
 			unsigned_hex[0] = '\0';
 		}
 		memcpy(cur, next, 20);
@@ -685,22 +758,45 @@ static FILE *slot_mark_open(vctx *v)
 	return f;
 }
 
-/* Slots whose blob changed since the last clean verify. */
+static int slot_listed(char list[][41], size_t n, const char *hex)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i], hex) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Slots added, removed or replaced since the last clean verify.  Without
+ * the key nobody can tell an owner's change from an intruder's, so each is
+ * a problem; with the key the authenticator (check_auth) decides.
+ */
 static void check_slot_marks(vctx *v, int keyed_ok)
 {
-	char line[64];
+	char line[64], old[AMBER_MAX_SLOTS][41];
+	size_t n = 0;
 	FILE *f = slot_mark_open(v);
 
-	for (size_t i = 0; f && fgets(line, sizeof(line), f); i++) {
+	if (!f)
+		return;
+	while (n < AMBER_MAX_SLOTS && fgets(line, sizeof(line), f)) {
 		line[strcspn(line, "\n")] = '\0';
-		if (i < v->nslot_oids && strcmp(line, v->slot_oid[i]) != 0 && !keyed_ok)
-			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
-				"key slot %zu was replaced since the last verify (blob %s, was %s); "
-				"if a passphrase was changed, run verify with the key to accept it",
-				i, v->slot_oid[i], line);
+		snprintf(old[n++], sizeof(old[0]), "%.40s", line);
 	}
-	if (f)
-		fclose(f);
+	fclose(f);
+	if (keyed_ok)
+		return;
+	for (size_t i = 0; i < v->nslot_oids; i++)
+		if (!slot_listed(old, n, v->slot_oid[i]))
+			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+				"key slot %zu (blob %s) was added or replaced since the last verify; "
+				"if an owner changed the slots, run verify with the key to accept it",
+				i, v->slot_oid[i]);
+	for (size_t i = 0; i < n; i++)
+		if (!slot_listed(v->slot_oid, v->nslot_oids, old[i]))
+			problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+				"a key slot (blob %s) was removed since the last verify; if an owner "
+				"removed it, run verify with the key to accept it", old[i]);
 }
 
 /* ---- refs and the metadata ------------------------------------------------------------------ */
@@ -797,6 +893,8 @@ static int check_tags(vctx *v)
 /* A passphrase slot's public part (amberfs-format(5) KEY SLOTS). */
 static void check_slot(vctx *v, const uint8_t *d, size_t len, const uint8_t oid[20], size_t i)
 {
+	if (len >= 8 && memcmp(d, "AMBSLOT2", 8) == 0)
+		v->slots_v2++;
 	if (amber_keyslot_check(d, len) < 0)
 		problem(v, AMBER_VERIFY_KEYSLOT, oid, NULL, NULL, "key slot %zu: %s", i,
 			amber_error_last());
@@ -869,6 +967,12 @@ static void check_meta_tree(vctx *v, const uint8_t tree[20])
 		check_config_text(v, &cfg, x->oid);
 	if ((x = amber_tree_find(e, n, "keys")))
 		check_slots(v, x->oid);
+	v->meta_auth = amber_tree_find(e, n, "auth") != NULL;
+	if (v->slots_v2 && !v->meta_auth)
+		problem(v, AMBER_VERIFY_KEYSLOT, tree, NULL, NULL,
+			"the archive has version-2 key slots but no metadata authenticator: it "
+			"was removed, so the key slots or config were changed by someone without "
+			"the key (tampering)");
 	if (v->cfg_encrypted == 0 && x)
 		problem(v, AMBER_VERIFY_CONFIG, tree, NULL, NULL,
 			"the config says encryption none, yet the archive has key slots: the "
@@ -886,10 +990,85 @@ done:
 	amber_buf_dispose(&t);
 }
 
+/* What a metadata commit's tree holds, to compare it with its parent's. */
+struct meta_ids {
+	uint8_t keys[20], auth[20], config[20];
+	int has_keys, has_auth, has_config, has_signing;
+	int sig;                /* 1 signed and good, 0 unsigned, -1 bad or unchecked */
+};
+
+static void meta_ids_of(vctx *v, const uint8_t tree[20], struct meta_ids *m)
+{
+	amber_buf t = AMBER_BUF_INIT;
+	amber_tparsed *e = NULL;
+	const amber_tparsed *x;
+	size_t n = 0;
+	int type = 0;
+
+	(void)type;
+	if (amber_archive_read_meta(&t, v->a, tree, AMBER_GIT_TREE) == 0 &&
+	    amber_tree_parse(&e, &n, t.data, t.len, "metadata tree") == 0) {
+		if ((m->has_keys = (x = amber_tree_find(e, n, "keys")) != NULL))
+			memcpy(m->keys, x->oid, 20);
+		if ((m->has_auth = (x = amber_tree_find(e, n, "auth")) != NULL))
+			memcpy(m->auth, x->oid, 20);
+		if ((m->has_config = (x = amber_tree_find(e, n, "config")) != NULL))
+			memcpy(m->config, x->oid, 20);
+		m->has_signing = amber_tree_find(e, n, "signing") != NULL;
+	}
+	amber_error_clear();
+	free(e);
+	amber_buf_dispose(&t);
+}
+
+static int meta_signature(vctx *v, const amber_buf *b)
+{
+	amber_buf payload = AMBER_BUF_INIT;
+	char *armored = NULL;
+	int sig = -1;
+
+	amber_buf_init(&payload, MAX_OBJECT);
+	if (amber_object_split_signature(&payload, &armored, AMBER_GIT_COMMIT, b->data,
+					 b->len) == 0)
+		sig = !armored ? 0 : (v->have_pk && amber_sshsig_verify(armored, v->pk, "git",
+							payload.data, payload.len) == 0) ? 1 : -1;
+	amber_error_clear();
+	free(armored);
+	amber_buf_dispose(&payload);
+	return sig;
+}
+
+static int id_changed(int had, const uint8_t *a, int has, const uint8_t *b)
+{
+	return had != has || (has && memcmp(a, b, 20) != 0);
+}
+
+/*
+ * A change of keys/, auth or config in an archive that already had a
+ * signing key must be signed with it: amberfs signs every slot change of a
+ * signed archive, so an unsigned one was made by someone without the
+ * signing key.
+ */
+static void check_meta_change(vctx *v, const uint8_t oid[20], const struct meta_ids *child,
+			      const struct meta_ids *parent)
+{
+	if (!parent->has_signing || !v->have_pk || child->sig == 1)
+		return;
+	if (!id_changed(parent->has_keys, parent->keys, child->has_keys, child->keys) &&
+	    !id_changed(parent->has_auth, parent->auth, child->has_auth, child->auth) &&
+	    !id_changed(parent->has_config, parent->config, child->has_config, child->config))
+		return;
+	problem(v, AMBER_VERIFY_SIGNATURE, oid, NULL, NULL,
+		"the key slots or config were changed by a metadata commit %s by the archive's "
+		"signing key: made by someone without it (tampering?)",
+		child->sig == 0 ? "not signed" : "with a bad signature, not");
+}
+
 /* The metadata commit and its history (objects only). */
 static void check_meta(vctx *v)
 {
-	uint8_t oid[20], next[20];
+	uint8_t oid[20], next[20], child_oid[20];
+	struct meta_ids child = {0}, cur;
 	int first = 1, has = 1, type = 0;
 
 	if (amber_store_ref_read(oid, v->a->store, AMBER_META_REF) < 0) {
@@ -901,21 +1080,29 @@ static void check_meta(vctx *v)
 		amber_commit c = {0};
 
 		has = 0;
+		memset(&cur, 0, sizeof(cur));
 		amber_buf_init(&b, MAX_OBJECT);
 		if (obj_get(v, &b, &type, oid, AMBER_GIT_COMMIT, NULL, "metadata commit") == 1) {
 			if (amber_commit_parse(&c, b.data, b.len, AMBER_META_REF) < 0) {
 				problem(v, AMBER_VERIFY_MALFORMED, oid, NULL, NULL, "%s",
 					amber_error_last());
-			} else if (first) {
-				check_meta_tree(v, c.tree);
 			} else {
-				walk_tree(v, c.tree, NULL, 0, 0);
+				if (first)
+					check_meta_tree(v, c.tree);
+				else
+					walk_tree(v, c.tree, NULL, 0, 0);
+				meta_ids_of(v, c.tree, &cur);
+				cur.sig = meta_signature(v, &b);
+				if (!first)
+					check_meta_change(v, child_oid, &child, &cur);
 			}
 			has = c.nparents == 1;
 			memcpy(next, c.parent, 20);
 		}
 		amber_commit_dispose(&c);
 		amber_buf_dispose(&b);
+		child = cur;
+		memcpy(child_oid, oid, 20);
 		memcpy(oid, next, 20);
 		first = 0;
 	}
@@ -945,6 +1132,20 @@ static int key_authenticates(vctx *v, const amber_keys *k)
 	return ok;
 }
 
+/* With the key: the metadata authenticator (slots.c) matches the slots and config. */
+static void check_auth(vctx *v)
+{
+	if (!v->a->has_auth && !v->slots_v2) {
+		v->st.meta_unauthenticated = 1;
+		return;
+	}
+	if (amber_archive_check_auth(v->a) < 0)
+		problem(v, AMBER_VERIFY_KEYSLOT, NULL, NULL, NULL,
+			"the key slots or config were changed by someone without the key: the "
+			"metadata authenticator does not match them (tampering)");
+	amber_error_clear();
+}
+
 /* Try every slot with the passphrase; unlock with one that authenticates. */
 static int unlock_checked(vctx *v)
 {
@@ -954,8 +1155,8 @@ static int unlock_checked(vctx *v)
 
 	for (size_t i = 0; i < a->nslots; i++) {
 		amber_keys *k = NULL;
-		int rc = amber_keyslot_open(&k, a->slots[i], a->slot_len[i], v->o->passphrase,
-					    v->o->passphrase_len, a->weak_kdf_ok);
+		int rc = amber_slot_open(&k, a->slots[i], a->slot_len[i], AMBER_SLOT_PASSPHRASE,
+					 v->o->passphrase, v->o->passphrase_len, a->weak_kdf_ok);
 
 		if (rc < 0)
 			continue;
@@ -980,6 +1181,7 @@ static int unlock_checked(vctx *v)
 		return 0;
 	amber_keys_free(a->keys);
 	a->keys = good;
+	check_auth(v);
 	amber_chunker_init(&a->chunker, a->keys->chunk_key, a->chunk_min, a->chunk_avg,
 			   a->chunk_max);
 	return 1;
@@ -1141,8 +1343,13 @@ static void walk_dir(vctx *v, amber_snapshot *s, const amber_entry *dir, const c
 	int rc;
 
 	v->st.dirs++;
-	if (oidset_find(&v->dirs_ok, dir->tree_oid, 0) || depth > MAX_DEPTH)
+	if (oidset_find(&v->dirs_ok, dir->tree_oid, 0))
 		return;
+	if (depth > AMBER_MAX_DEPTH) {
+		problem(v, AMBER_VERIFY_MALFORMED, dir->link.oid, s->info.id, path,
+			"directories nested more than %d levels deep", AMBER_MAX_DEPTH);
+		return;
+	}
 	rc = amber_dir_open(&d, s, dir);
 	if (rc < 0) {
 		problem(v, content_kind(rc), dir->link.oid, s->info.id, path[0] ? path : "/",
@@ -1279,8 +1486,11 @@ static int want_keyed(vctx *v)
 {
 	if (v->o->no_key || v->config_bad)
 		return 0;
-	if (!amber_archive_needs_key(v->a))
+	if (!amber_archive_needs_key(v->a)) {
+		if (v->a->encrypted)
+			check_auth(v);
 		return 1;
+	}
 	return v->o->passphrase ? unlock_checked(v) : 0;
 }
 
@@ -1315,6 +1525,8 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 			walk_contents(&v, &v.streams[i]);
 		}
 	}
+	for (size_t i = 0; rc == 0 && i < v.nua; i++)
+		judge_unsigned(&v, &v.ua[i]);
 	if (rc == 0)
 		check_slot_marks(&v, v.st.keyed && a->encrypted);
 	if (rc == 0 && v.st.problems == 0 && !v.o->no_marks) {
@@ -1329,6 +1541,7 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	oidset_dispose(&v.dirs_ok);
 	oidset_dispose(&v.files_ok);
 	oidset_dispose(&v.chunks_ok);
+	free(v.ua);
 	free(v.streams);
 	free(v.tags);
 	free(v.sample_record);

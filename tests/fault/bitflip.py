@@ -12,7 +12,8 @@ After each flip:
   - on a real mount (every M-th flip), every file reads back identical to
     the source or fails with EIO: zero wrong bytes served.
 
-Usage: bitflip.py AMBERFS_BIN [--sample K] [--mount-every M] [--encrypted]
+Usage: bitflip.py AMBERFS_BIN [--sample K] [--mount-every M] [--encrypted] [--progress]
+  --progress   a line per flip (so an interrupted sweep says how far it got)
 Prints one line per failure and "N flips, N checked, N mounted, N failures".
 """
 import argparse
@@ -190,13 +191,17 @@ def main():
     ap.add_argument("--sample", type=int, default=1)
     ap.add_argument("--mount-every", type=int, default=1)
     ap.add_argument("--encrypted", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="a line per flip")
     args = ap.parse_args()
     f = Flip(args)
     try:
         f.setup()
         picked = f.targets[::args.sample]
+        print("%d flips, %d picked" % (len(f.targets), len(picked)), flush=True)
         for i, (name, off) in enumerate(picked):
             f.one(name, off, i % args.mount_every == 0)
+            if args.progress:
+                print("flip %d/%d %s+%d" % (i + 1, len(picked), name, off), flush=True)
         print("%d flips, %d checked, %d mounted, %d failures" %
               (len(f.targets), f.checked, f.mounted, f.failures))
     finally:

@@ -13,8 +13,9 @@ with EIO (strace --inject).  After each run:
     fault wrote a snapshot that restores identical to the source;
   - the next snapshot (no fault) succeeds and restores identically.
 
-Usage: sweep.py AMBERFS_BIN [--sample K] [--encrypted] [--cmd snapshot|repack]
+Usage: sweep.py AMBERFS_BIN [--sample K] [--encrypted] [--cmd snapshot|repack] [--progress]
   --sample K   only every K-th injection point (the test suite's sample)
+  --progress   print a line per run (so an interrupted sweep says how far it got)
 Prints one line per failure and a summary "N points, N runs, N failures";
 exits 1 if any run failed.
 """
@@ -198,14 +199,18 @@ def main():
     ap.add_argument("--sample", type=int, default=1)
     ap.add_argument("--encrypted", action="store_true")
     ap.add_argument("--cmd", default="snapshot", choices=("snapshot", "repack"))
+    ap.add_argument("--progress", action="store_true", help="a line per run")
     args = ap.parse_args()
     s = Sweep(args)
     try:
         s.setup()
         points = [(sc, n, m) for sc, n in s.count_points() for m in MODES]
+        print("%d points" % len(points), flush=True)
         for i, p in enumerate(points):
             if i % args.sample == 0:
                 s.one(p)
+                if args.progress:
+                    print("run %d/%d %s:%d %s" % (i + 1, len(points), *p), flush=True)
         print("%d points, %d runs, %d failures" % (len(points), s.runs, len(s.failures)))
     finally:
         shutil.rmtree(s.work, ignore_errors=True)

@@ -790,3 +790,207 @@ Test(hostile, file_of_100k_chunks_opens_and_reads_in_seconds)
 	free(forged);
 	free(src);
 }
+
+/* ------------------------------------------------------------------ */
+/* Nesting deeper than an archive may (AMBER_MAX_DEPTH)                */
+
+#define NEST 1500
+
+/* Wrap directory entry *d in `levels` more directories of its name, written
+ * in one pack (thousands of `git hash-object` runs would take minutes);
+ * *d becomes the outermost. */
+static void forge_nest(const char *arch, amber_entry *d, size_t levels)
+{
+	amber_store *st = NULL;
+	amber_packw *w = NULL;
+	amber_buf b = AMBER_BUF_INIT, fr = AMBER_BUF_INIT;
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+	amber_link m;
+
+	cr_assert_eq(amber_global_init(), 0);
+	cr_assert_eq(amber_store_open(&st, arch), 0);
+	cr_assert_eq(amber_packw_new(&w, st), 0);
+	amber_name_token(tok, NULL, d->name, d->name_len);
+	for (size_t i = 0; i < levels; i++) {
+		amber_tentry t[2] = {{"m", NULL, AMBER_GIT_MODE_BLOB, {0}},
+				     {"", tok, AMBER_GIT_MODE_TREE, {0}}};
+
+		amber_buf_reset(&b);
+		amber_buf_reset(&fr);
+		cr_assert_eq(amber_manifest_encode(&b, d, 1), 0);
+		cr_assert_eq(amber_codec_encode(&fr, m.mac, NULL, AMBER_OBJ_MANIFEST, b.data, b.len,
+						0), 0);
+		cr_assert_eq(amber_packw_add(m.oid, NULL, w, AMBER_GIT_BLOB, fr.data, fr.len), 0);
+		memcpy(t[0].oid, m.oid, 20);
+		memcpy(t[1].oid, d->tree_oid, 20);
+		amber_buf_reset(&b);
+		cr_assert_eq(amber_tree_build(&b, t, 2), 0);
+		cr_assert_eq(amber_packw_add(d->tree_oid, NULL, w, AMBER_GIT_TREE, b.data, b.len),
+			     0);
+		d->link = m;
+	}
+	cr_assert_eq(amber_packw_commit(w), 0, "%s", amber_error_last());
+	amber_packw_free(w);
+	amber_store_free(st);
+	amber_buf_dispose(&fr);
+	amber_buf_dispose(&b);
+}
+
+/* Snapshot `id` with its directory "d" nested NEST levels deeper; returns the
+ * forged commit's id. */
+static char *forge_deep(const char *arch, const char *id)
+{
+	forge f;
+	forge_open(&f, arch, id);
+	forge_nest(arch, forge_find(&f, "d"), NEST);
+	char *forged = forge_commit(&f);
+	forge_dispose(&f);
+	return forged;
+}
+
+/* A hostile archive nesting 1,501 directories: diff walked it recursively
+ * without a bound; now diff and verify say what is wrong, nothing crashes. */
+Test(hostile, nesting_deeper_than_an_archive_may_is_reported_not_followed)
+{
+	char *src = pjoin(IT.tmp, "src"), *sub = pjoin(src, "d"), *leaf = pjoin(sub, "leaf");
+	char id1[41], id2[41];
+	run_result r;
+
+	mkdir_p(sub, 0755);
+	write_str(leaf, "one\n");
+	char *arch = plain_archive(src, id1);
+	write_str(leaf, "two\n");
+	amber_snapshot_ok(id2, arch, src, NULL);
+	char *deep1 = forge_deep(arch, id1), *deep2 = forge_deep(arch, id2);
+
+	amber(&r, "diff", arch, deep1, deep2, NULL);
+	cr_assert_eq(r.status, 1, "diff: exit %d; stdout %.200s; stderr %.300s", r.status, r.out,
+		     r.err);
+	cr_assert(strstr(r.err, "nested more than 1024 levels deep") &&
+		  strstr(r.err, "malformed"), "diff: %s", r.err);
+	run_result_dispose(&r);
+	move_main(arch, deep2);
+	amber(&r, "verify", arch, NULL);
+	cr_assert_eq(r.status, 1, "verify: exit %d: %s %s", r.status, r.out, r.err);
+	cr_assert(strstr(r.out, "nested more than 1024 levels deep"), "verify: %s", r.out);
+	run_result_dispose(&r);
+	free(deep1);
+	free(deep2);
+	free(leaf);
+	free(sub);
+	free(src);
+}
+
+/* Make dir/d/d/.../d (levels deep) with a file at the bottom. */
+static void deep_tree(const char *dir, int levels)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	cr_assert(fd >= 0);
+	for (int i = 0; i < levels; i++) {
+		cr_assert(mkdirat(fd, "d", 0755) == 0 || errno == EEXIST);
+		int sub = openat(fd, "d", O_RDONLY | O_DIRECTORY);
+		cr_assert(sub >= 0);
+		close(fd);
+		fd = sub;
+	}
+	int f = openat(fd, "leaf", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	cr_assert(f >= 0 && write(f, "leaf\n", 5) == 5);
+	close(f);
+	close(fd);
+}
+
+/* The writer crashed (stack) on a source ~5,000 levels deep; it now
+ * writes up to AMBER_MAX_DEPTH and refuses one level more, publishing
+ * nothing. */
+Test(hostile, source_deeper_than_an_archive_may_is_refused_by_snapshot)
+{
+	char *ok = pjoin(IT.tmp, "ok"), *deep = pjoin(IT.tmp, "deep"), id[41];
+	run_result r;
+
+	mkdir_p(ok, 0755);
+	mkdir_p(deep, 0755);
+	deep_tree(ok, 1024);
+	deep_tree(deep, 1025);
+	char *arch = plain_archive(ok, id);
+	amber(&r, "snapshot", arch, deep, NULL);
+	cr_assert_eq(r.status, 1, "snapshot: exit %d; stdout %s; stderr %.300s", r.status, r.out,
+		     r.err);
+	cr_assert(strstr(r.err, "nested more than 1024 levels deep") &&
+		  strstr(r.err, "snapshot the deeper part"), "snapshot: %s", r.err);
+	run_result_dispose(&r);
+	char *tip = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	cr_assert_str_eq(tip, id, "a snapshot was published");
+	amber(&r, "verify", arch, NULL);
+	assert_ok(&r, "verify of a snapshot 1024 levels deep");
+	run_result_dispose(&r);
+	free(tip);
+	free(deep);
+	free(ok);
+}
+
+/* ------------------------------------------------------------------ */
+/* A pack index whose offset points past its pack                      */
+
+/* Flip the third byte of the first offset of the largest pack index
+ * (found by the bit-flip sweep): libgit2 read past the end of the
+ * mapped pack and every reader died of SIGBUS. */
+static char *flip_an_offset(const char *arch)
+{
+	char *dir = pjoin(arch, "objects/pack"), *best = NULL;
+	run_result r;
+	size_t best_len = 0, len = 0;
+
+	run_cmd(&r, NULL, "find", dir, "-name", "*.idx", NULL);
+	assert_ok(&r, "find pack indexes");
+	for (char *save = NULL, *idx = strtok_r(r.out, "\n", &save); idx;
+	     idx = strtok_r(NULL, "\n", &save)) {
+		free(read_file(idx, &len));
+		if (len > best_len) {
+			free(best);
+			best = strdup(idx);
+			best_len = len;
+		}
+	}
+	run_result_dispose(&r);
+	cr_assert(best, "no pack index in %s", dir);
+	uint8_t *b = (uint8_t *)read_file(best, &len);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	size_t at = 1032 + 24 * (size_t)n + 2;
+	cr_assert(n > 0 && at < len);
+	b[at] ^= 0xFF;
+	cr_assert_eq(chmod(best, 0644), 0);
+	write_file(best, b, len, 0644);
+	free(b);
+	free(dir);
+	return best;
+}
+
+static void expect_damaged_index(const char *what, const char *idx, const char *arg0,
+				 const char *arg1, const char *arg2, const char *arg3)
+{
+	run_result r;
+	amber(&r, arg0, arg1, arg2, arg3, NULL);
+	cr_assert_eq(r.status, 1, "%s: exit %d (a signal is > 128); stderr %.300s", what,
+		     r.status, r.err);
+	cr_assert(strstr(r.err, strrchr(idx, '/') + 1) && strstr(r.err, "git index-pack"),
+		  "%s should name the index and the fix: %s", what, r.err);
+	run_result_dispose(&r);
+}
+
+Test(hostile, pack_index_offset_past_its_pack_is_refused_not_a_crash)
+{
+	char *src = pjoin(IT.tmp, "src"), *dest = pjoin(IT.tmp, "dest"), id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "a.txt"), "alpha\n");
+	write_str(pjoin(src, "b.txt"), "bravo\n");
+	char *arch = plain_archive(src, id);
+	char *idx = flip_an_offset(arch);
+
+	expect_damaged_index("verify", idx, "verify", arch, "--read-data", NULL);
+	expect_damaged_index("restore", idx, "restore", arch, "latest", dest);
+	expect_damaged_index("cat", idx, "cat", arch, "latest:a.txt", NULL);
+	cr_assert(access(dest, F_OK) != 0, "restore created %s", dest);
+	free(idx);
+	free(dest);
+	free(src);
+}

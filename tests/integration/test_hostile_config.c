@@ -251,13 +251,13 @@ static char *slot0(const char *arch, size_t *len)
 {
 	char *out = pjoin(IT.tmp, "slot0");
 	run_opts o = {.stdout_path = out, .env = NULL};
-	const char *argv[] = {"git", NULL, "cat-file", "blob", "refs/amberfs/meta:keys/slot-0",
+	const char *argv[] = {"git", NULL, "cat-file", "blob", "refs/amberfs/meta:keys/slot-00",
 			      NULL};
 	run_result r;
 
 	argv[1] = xasprintf("--git-dir=%s", arch);
 	run_argv(&r, &o, argv);
-	assert_ok(&r, "git cat-file slot-0");
+	assert_ok(&r, "git cat-file slot-00");
 	run_result_dispose(&r);
 	char *data = read_file(out, len);
 	free(out);
@@ -284,38 +284,45 @@ static void bad_slot_first(const char *arch, const void *bad, size_t badlen)
 	free(real);
 }
 
-static void assert_opens(const char *arch, double max_s, const char *what)
+/*
+ * A slot set changed without the key no longer matches the metadata
+ * authenticator: the reader refuses it, and at once (no slot's KDF makes it
+ * wait first).
+ */
+static void assert_refused_as_tampering(const char *arch, double max_s, const char *what)
 {
 	run_result r;
 
 	amber(&r, "cat", arch, "latest:file", NULL);
-	assert_ok(&r, what);
-	cr_assert_str_eq(r.out, GOOD, "%s", what);
+	cr_assert_eq(r.status, 1, "%s: exit %d", what, r.status);
+	cr_assert(strstr(r.err, "its key slots or config were changed by someone without the "
+			 "key"), "%s: %s", what, r.err);
+	assert_not_contains(r.out, r.out_len, GOOD, what);
 	cr_assert(r.seconds < max_s, "%s: took %.1f s", what, r.seconds);
 	run_result_dispose(&r);
 }
 
-Test(hostile_config, malformed_slot_before_a_valid_one_does_not_lock_it_out)
+Test(hostile_config, malformed_slot_before_a_valid_one_is_refused_as_tampering)
 {
 	char *arch = good_archive();
 
 	bad_slot_first(arch, "not a key slot at all", 21);
-	assert_opens(arch, 30, "cat with a malformed slot 0");
+	assert_refused_as_tampering(arch, 30, "cat with a malformed slot 0");
 }
 
 /* 100 passes over 4 GiB used to run 45 s and take 4.2 GiB. */
-Test(hostile_config, costly_slot_before_a_valid_one_is_skipped_at_once, .timeout = 60)
+Test(hostile_config, costly_slot_before_a_valid_one_is_refused_at_once, .timeout = 60)
 {
 	char *arch = good_archive();
 	size_t len;
 	unsigned char *slot = (unsigned char *)slot0(arch, &len);
 
-	cr_assert_eq(len, 106);
-	slot[9] = 1;
-	slot[10] = 100, slot[11] = slot[12] = slot[13] = 0;
-	slot[14] = 0, slot[15] = 0, slot[16] = 0x40, slot[17] = 0; /* 4 GiB in KiB */
+	cr_assert_eq(len, 134); /* AMBSLOT2, label "initial": params at 35 */
+	slot[35] = 1;
+	slot[36] = 100, slot[37] = slot[38] = slot[39] = 0;
+	slot[40] = 0, slot[41] = 0, slot[42] = 0x40, slot[43] = 0; /* 4 GiB in KiB */
 	bad_slot_first(arch, slot, len);
-	assert_opens(arch, 5, "cat with a 100-pass 4 GiB slot 0");
+	assert_refused_as_tampering(arch, 5, "cat with a 100-pass 4 GiB slot 0");
 	free(slot);
 }
 
@@ -347,10 +354,11 @@ Test(hostile_config, kdf_environment_variable_does_not_weaken_init)
 	assert_ok(&r, "init with AMBERFS_KDF_INSECURE_FAST=1");
 	run_result_dispose(&r);
 	unsigned char *slot = (unsigned char *)slot0(arch, &len);
-	cr_assert_eq(len, 106);
-	cr_assert_eq(slot[9], 1, "alg %u: not the real Argon2id profile", slot[9]);
-	cr_assert_eq(slot[10] | slot[11] << 8, 3, "Argon2id passes");
-	cr_assert_eq(slot[14] | slot[15] << 8 | slot[16] << 16, 64 * 1024, "Argon2id KiB");
+	cr_assert_eq(len, 134);
+	cr_assert_eq(memcmp(slot, "AMBSLOT2\x01", 9), 0, "not a version-2 passphrase slot");
+	cr_assert_eq(slot[35], 1, "alg %u: not the real Argon2id profile", slot[35]);
+	cr_assert_eq(slot[36] | slot[37] << 8, 3, "Argon2id passes");
+	cr_assert_eq(slot[40] | slot[41] << 8 | slot[42] << 16, 64 * 1024, "Argon2id KiB");
 	free(slot);
 }
 
@@ -390,6 +398,64 @@ Test(hostile_config, malformed_packed_refs_line_spares_the_other_refs)
 	cr_assert(strstr(r.out, "packed-refs") && strstr(r.out, "line 4"), "%s", r.out);
 	cr_assert(strstr(r.out, "1 snapshots"), "the other refs were checked: %s", r.out);
 	run_result_dispose(&r);
+	free(packed);
+}
+
+static void expect_packed_refs_refusal(run_result *r, const char *what)
+{
+	cr_assert_eq(r->status, 1, "%s: exit %d; stdout %s; stderr %s", what, r->status, r->out,
+		     r->err);
+	cr_assert(strstr(r->err, "packed-refs: line 6 is malformed") &&
+		  strstr(r->err, "remove or repair the line"), "%s: %s", what, r->err);
+	run_result_dispose(r);
+}
+
+/*
+ * Writes refuse (as git does), naming the file, its line and what to do;
+ * readers keep every other ref, packed tags included, however often they
+ * list them; once the line is removed, writing works again.
+ */
+Test(hostile_config, malformed_packed_refs_line_refuses_writes_and_keeps_tags)
+{
+	char *arch = good_archive(), *packed = pjoin(arch, "packed-refs");
+	char *src = pjoin(IT.tmp, "src"), *fresh = pjoin(IT.tmp, "src/new"), *main = NULL;
+	char id[41];
+	run_result r;
+
+	amber(&r, "tag", arch, "latest", "t1", NULL);
+	assert_ok(&r, "tag t1");
+	run_result_dispose(&r);
+	free(git_ok(arch, NULL, "pack-refs", "--all", NULL));
+	main = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	int fd = open(packed, O_WRONLY | O_APPEND);
+	cr_assert(fd >= 0);
+	cr_assert(write(fd, "this is not a ref\n", 18) == 18);
+	close(fd);
+	write_str(fresh, "new\n");
+	amber(&r, "snapshot", arch, src, NULL);
+	expect_packed_refs_refusal(&r, "snapshot");
+	amber(&r, "tag", arch, "latest", "t2", NULL);
+	expect_packed_refs_refusal(&r, "tag");
+	amber(&r, "log", arch, NULL);
+	assert_ok(&r, "log");
+	cr_assert(strstr(r.out, "tags: t1"), "log lost the packed tag: %s", r.out);
+	run_result_dispose(&r);
+	char *loose_main = pjoin(arch, "refs/heads/main"), *loose_t2 = pjoin(arch, "refs/tags/t2");
+	cr_assert(access(loose_main, F_OK) != 0 && access(loose_t2, F_OK) != 0, "a ref was written");
+	free(loose_main);
+	free(loose_t2);
+	run_opts o = {0};
+	run_cmd(&r, &o, "sed", "-i", "/not a ref/d", packed, NULL);
+	assert_ok(&r, "sed");
+	run_result_dispose(&r);
+	char *now = git_ok(arch, NULL, "rev-parse", "refs/heads/main", NULL);
+	cr_assert_str_eq(now, main, "main moved while packed-refs was malformed");
+	free(now);
+	amber_snapshot_ok(id, arch, src, NULL);
+	assert_fsck(arch);
+	free(main);
+	free(fresh);
+	free(src);
 	free(packed);
 }
 
@@ -461,4 +527,62 @@ Test(hostile_config, home_unset_does_not_use_tmp)
 	rm_rf(home_cache);
 	free(home_cache);
 	free(tmpdir);
+}
+
+/* ---- the local cache directory ------------------------------------------------------------ */
+
+/* stderr holds exactly one line, the warning about `dir`. */
+static void expect_one_cache_warning(const run_result *r, const char *dir, const char *what)
+{
+	const char *nl = strchr(r->err, '\n');
+
+	cr_assert_eq(r->status, 0, "%s: exit %d: %s", what, r->status, r->err);
+	cr_assert(strncmp(r->err, "amberfs: warning: cache directory ", 34) == 0 &&
+		  strstr(r->err, dir) && strstr(r->err, "not safe") &&
+		  strstr(r->err, "AMBERFS_CACHE_DIR"), "%s: %s", what, r->err);
+	cr_assert(nl && nl[1] == '\0', "%s: one line expected: %s", what, r->err);
+}
+
+/*
+ * A cache directory that others may write, or that is not the caller's,
+ * is not used (so nobody can plant files in it), and ls, log and snapshot
+ * say so once each, naming it and what to do, instead of going silently
+ * slower.
+ */
+Test(hostile_config, unsafe_cache_directory_is_named_once_by_ls_log_and_snapshot)
+{
+	char *arch = good_archive(), *src = pjoin(IT.tmp, "src"), *cache = pjoin(IT.tmp, "shared");
+	char *env = xasprintf("AMBERFS_CACHE_DIR=%s", cache);
+	const char *const vars[] = {env, NULL};
+	run_opts o = {.env = vars};
+	run_result r;
+
+	mkdir_p(cache, 0700);
+	cr_assert_eq(chmod(cache, 01777), 0);
+	amber_o(&r, &o, "ls", arch, "latest", NULL);
+	expect_one_cache_warning(&r, cache, "ls");
+	cr_assert(strstr(r.out, "file"), "ls: %s", r.out);
+	run_result_dispose(&r);
+	amber_o(&r, &o, "log", arch, NULL);
+	expect_one_cache_warning(&r, cache, "log");
+	run_result_dispose(&r);
+	amber_o(&r, &o, "snapshot", arch, src, NULL);
+	expect_one_cache_warning(&r, cache, "snapshot");
+	run_result_dispose(&r);
+	cr_assert_eq(chmod(cache, 0700), 0);
+	if (geteuid() == 0) { /* someone else's, mode 0700 */
+		cr_assert_eq(chown(cache, 65534, 65534), 0);
+		amber_o(&r, &o, "log", arch, NULL);
+		expect_one_cache_warning(&r, cache, "log, another user's directory");
+		cr_assert(strstr(r.err, "uid 65534"), "%s", r.err);
+		run_result_dispose(&r);
+		cr_assert_eq(chown(cache, 0, 0), 0);
+	}
+	amber_o(&r, &o, "log", arch, NULL);
+	assert_ok(&r, "log with a safe cache");
+	cr_assert_str_eq(r.err, "", "no warning for a safe cache directory");
+	run_result_dispose(&r);
+	free(env);
+	free(cache);
+	free(src);
 }

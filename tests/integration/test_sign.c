@@ -628,3 +628,56 @@ Test(sign, unsigned_archives_work_as_before)
 	run_result_dispose(&r);
 	assert_fsck(arc);
 }
+
+/*
+ * A key holder's --unsigned snapshot in a signed archive is told apart from
+ * a stripped signature by its authenticated record: verify reports the
+ * first as a warning (exit 0) and the second as a problem (exit 1).
+ */
+Test(sign, deliberate_unsigned_is_a_warning_and_a_stripped_signature_a_problem)
+{
+	signed_arc s;
+	char id[41], id2[41], id3[41];
+	run_result r;
+
+	signed_setup(&s, 0);
+	snapshot_signed(id, &s);
+	change_source(&s, 1);
+	amber(&r, "snapshot", s.arc, s.src, "--unsigned", NULL);
+	assert_ok(&r, "snapshot --unsigned");
+	cr_assert(strstr(r.err, "note:") && strstr(r.err, "--unsigned") &&
+		  strstr(r.err, "on purpose"), "snapshot --unsigned should say what it does: %s",
+		  r.err);
+	memcpy(id2, r.out, 40);
+	id2[40] = '\0';
+	run_result_dispose(&r);
+	amber(&r, "verify", s.arc, NULL);
+	cr_assert_eq(r.status, 0, "verify of a deliberate --unsigned snapshot: exit %d:\n%s%s",
+		     r.status, r.out, r.err);
+	cr_assert(strstr(r.out, "warning: signature:") && strstr(r.out, id2) &&
+		  strstr(r.out, "on purpose") && !strstr(r.out, "stripped"),
+		  "a deliberate --unsigned snapshot is a warning, not tampering:\n%s", r.out);
+	cr_assert(strstr(r.out, "0 problems, 1 warning;"), "%s", r.out);
+	run_result_dispose(&r);
+
+	/* a signed snapshot on top, whose signature is then stripped */
+	change_source(&s, 2);
+	snapshot_signed(id3, &s);
+	char *raw = git_out(s.arc, NULL, "cat-file", "commit", id3, NULL);
+	char *payload, *sig;
+	split_commit(raw, &payload, &sig);
+	char *text = xasprintf("%s\n", payload);
+	char *stripped = rehash(&s, text);
+	free(git_out(s.arc, NULL, "update-ref", "refs/heads/main", stripped, NULL));
+	amber(&r, "verify", s.arc, NULL);
+	cr_assert_eq(r.status, 1, "verify of a stripped signature: exit %d:\n%s%s", r.status,
+		     r.out, r.err);
+	cr_assert(strstr(r.out, "signature was stripped") && strstr(r.out, stripped),
+		  "a stripped signature is a problem:\n%s", r.out);
+	run_result_dispose(&r);
+	free(stripped);
+	free(text);
+	free(payload);
+	free(sig);
+	free(raw);
+}

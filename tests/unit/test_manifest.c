@@ -1041,3 +1041,41 @@ Test(record, spliced_root_entries_are_refused)
 	expect_record_corrupt(&b, "truncated root entry");
 	amber_buf_dispose(&b);
 }
+
+/* Version 3: the unsigned-on-purpose flag, with and without the time index. */
+Test(record, unsigned_on_purpose_flag_round_trips_as_version_3)
+{
+	amber_record in, out;
+	amber_buf b;
+
+	for (int indexed = 0; indexed < 2; indexed++) {
+		make_record(&in);
+		in.unsigned_on_purpose = 1;
+		if (indexed) {
+			in.has_parent = 0;
+			memset(in.parent, 0, 20);
+			in.height = 1;
+		}
+		amber_buf_init(&b, 0);
+		OK(amber_record_encode(&b, &in));
+		cr_assert_eq(b.data[0], 3, "a flagged record is version 3");
+		OK(amber_record_decode(&out, b.data, b.len));
+		cr_expect_eq(out.unsigned_on_purpose, 1);
+		cr_expect_eq(out.height, in.height);
+		cr_expect_str_eq(out.message, in.message);
+		amber_record_dispose(&out);
+		/* an unknown flag bit is refused, not ignored */
+		b.data[b.len - (indexed ? 1 + 8 + 1 : 1)] |= 0x80;
+		expect_record_corrupt(&b, "unknown record flag");
+		amber_buf_dispose(&b);
+	}
+	/* without the flag, records stay version 2 (or 1): older readers read them */
+	make_record(&in);
+	amber_buf_init(&b, 0);
+	OK(amber_record_encode(&b, &in));
+	cr_expect_eq(b.data[0], 1);
+	OK(amber_record_decode(&out, b.data, b.len));
+	cr_expect_eq(out.unsigned_on_purpose, 0);
+	amber_record_dispose(&out);
+	amber_buf_dispose(&b);
+}

@@ -396,7 +396,8 @@ Test(slip39, word_changed_to_another_list_word_fails_the_checksum)
 	pick[0] = bad;
 	pick[1] = s.m[2];
 	FAILS_WITH(amber_slip39_combine(got, &glen, pick, 2, NULL),
-		   "share 1 fails its checksum: a word is mistyped or two words are swapped");
+		   "share 1 fails its checksum: a word is mistyped (a valid word, but not the "
+		   "one written): check each word against the share");
 	free(bad);
 	amber_slip39_free(s.m, s.n);
 }
@@ -420,8 +421,11 @@ Test(slip39, swapped_words_fail_the_checksum)
 	bad = replace_word(t, pos + 1, w1);
 	pick[0] = s.m[1];
 	pick[1] = bad;
-	FAILS_WITH(amber_slip39_combine(got, &glen, pick, 2, NULL),
-		   "share 2 fails its checksum: a word is mistyped or two words are swapped");
+	char want[128];
+
+	snprintf(want, sizeof(want), "share 2 fails its checksum: words %zu and %zu look "
+		 "swapped: put them back in order", pos + 1, pos + 2);
+	FAILS_WITH(amber_slip39_combine(got, &glen, pick, 2, NULL), want);
 	free(t);
 	free(bad);
 	amber_slip39_free(s.m, s.n);

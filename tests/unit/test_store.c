@@ -803,3 +803,69 @@ Test(store, malformed_packed_refs_line_spares_the_other_refs)
 	cr_assert_eq(line, 4, "the bad line is line %zu", line);
 	amber_store_free(s);
 }
+
+/* A store with main and tags/t1 packed, then a malformed line appended. */
+static amber_store *packed_with_bad_line(uint8_t a[20], uint8_t b[20])
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	char out[256];
+	FILE *f;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	add_blob(a, NULL, w, "first", 5);
+	add_blob(b, NULL, w, "second", 6);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	OK(amber_store_ref_update(s, "refs/heads/main", a, NULL, "test"));
+	OK(amber_store_ref_update(s, "refs/tags/t1", a, NULL, "test"));
+	cr_assert_eq(run(out, sizeof(out), "git --git-dir=%s pack-refs --all", at("a")), 0);
+	cr_assert_not_null(f = fopen(at("a/packed-refs"), "a"));
+	fputs("this is not a ref\n", f);
+	fclose(f);
+	amber_store_free(s);
+	OK(amber_store_open(&s, at("a")));
+	return s;
+}
+
+/* libgit2 reads the file once, fails, and then sees no packed refs at all. */
+Test(store, malformed_packed_refs_line_spares_the_other_refs_every_time)
+{
+	uint8_t a[20], b[20], got[20];
+	amber_store *s = packed_with_bad_line(a, b);
+
+	for (int i = 0; i < 3; i++) {
+		int n = 0;
+
+		OK(amber_store_ref_foreach(s, "refs/tags/*", count_ref, &n));
+		cr_assert_eq(n, 1, "listing %d saw %d tags", i, n);
+		OK(amber_store_ref_read(got, s, "refs/heads/main"));
+		cr_assert_eq(memcmp(got, a, 20), 0);
+	}
+	amber_store_free(s);
+}
+
+/* Writes refuse, naming the file and what to do, and change nothing. */
+Test(store, malformed_packed_refs_line_refuses_ref_updates)
+{
+	uint8_t a[20], b[20], got[20];
+	amber_store *s = packed_with_bad_line(a, b);
+	char out[256];
+
+	cr_assert_eq(amber_store_ref_update(s, "refs/heads/main", b, a, "test"), AMBER_ECORRUPT);
+	cr_assert(strstr(amber_error_last(), "packed-refs: line 4 is malformed") &&
+		  strstr(amber_error_last(), "remove or repair"), "%s", amber_error_last());
+	cr_assert_eq(amber_store_ref_update(s, "refs/tags/t1", b, NULL, "test"), AMBER_ECORRUPT);
+	cr_assert_eq(amber_store_ref_update(s, "refs/tags/t2", b, NULL, "test"), AMBER_ECORRUPT);
+	cr_assert_eq(access(at("a/refs/heads/main"), F_OK), -1, "no loose ref was written");
+	cr_assert_eq(access(at("a/refs/tags/t2"), F_OK), -1, "no loose ref was written");
+	OK(amber_store_ref_read(got, s, "refs/tags/t1"));
+	cr_assert_eq(memcmp(got, a, 20), 0);
+	/* repaired (as git's own pack-refs would leave it): writes work again */
+	cr_assert_eq(run(out, sizeof(out), "sed -i '/not a ref/d' %s", at("a/packed-refs")), 0);
+	OK(amber_store_ref_update(s, "refs/heads/main", b, a, "test"));
+	OK(amber_store_ref_read(got, s, "refs/heads/main"));
+	cr_assert_eq(memcmp(got, b, 20), 0);
+	amber_store_free(s);
+}
