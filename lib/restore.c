@@ -225,7 +225,6 @@ static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t 
 		size_t n = 0, want = end - off < BLOCK ? (size_t)(end - off) : BLOCK;
 		int rc;
 
-		amber_file_prefetch(r->s, f->e, off + BLOCK);
 		rc = amber_file_read(&n, r->s, f->e, off, buf, want);
 		if (rc < 0)
 			return amber_fail(rc, "%s: %s", f->path, amber_error_last());
@@ -644,9 +643,9 @@ static int fill(rest *r, level *lv)
 	for (size_t i = 0; rc == 0 && i < n && !stopped(r); i++) {
 		const amber_entry *e = amber_dir_entry(d, i);
 
-		/* decode the next small files while this one is written */
-		for (size_t j = i + 1; j < i + 4 && j < n; j++)
-			amber_file_prefetch(r->s, amber_dir_entry(d, j), 0);
+		/* no read-ahead: the workers are already decoding the files and
+		 * ranges queued ahead of them, and a read-ahead thread would decode
+		 * some of the same chunks a second time */
 		rc = e->type == AMBER_T_DIR ? make_subdir(r, lv, e) : restore_leaf(r, e, lv->fd);
 	}
 	amber_pool_wait(r->pool, &r->group); /* the workers hold entries of d */
