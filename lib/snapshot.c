@@ -1512,6 +1512,20 @@ static int tag_snapshot(snap *s, const amber_record *r, const uint8_t commit[20]
 	return rc;
 }
 
+/* The time index of the new record: skip links, and an index page when one is due. */
+static int index_record(amber_record *r, snap *s)
+{
+	amber_buf page = AMBER_BUF_INIT;
+	amber_link l;
+	int rc = amber_history_links(r, s->a, &page);
+
+	if (rc == 0 && page.len && (rc = put_frame(&l, s, AMBER_OBJ_PAGE, page.data,
+						   page.len)) == 0)
+		amber_history_page_written(r, &l);
+	amber_buf_dispose(&page);
+	return rc;
+}
+
 static int snap_run(snap *s, const char *src, const struct stat *st,
 		    char id_out[AMBER_OID_HEXSZ + 1])
 {
@@ -1536,7 +1550,7 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
 	if (rc == 0)
 		rc = fill_record(&r, s, &root, src, &rootmeta);
 	if (rc == 0)
-		rc = amber_history_links(&r, s->a);     /* the time index */
+		rc = index_record(&r, s);
 	if (rc == 0)
 		rc = write_commit(commit, s, &r);
 	if (rc == 0)
@@ -2726,6 +2740,8 @@ static int writer_commit(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer
 	rc = choose_time(&r, s);
 	if (rc == 0)
 		rc = fill_record(&r, s, root, w->src, &rootmeta);
+	if (rc == 0)
+		rc = index_record(&r, s);
 	if (rc == 0)
 		rc = write_commit(commit, s, &r);
 	if (rc == 0)
