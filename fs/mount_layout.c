@@ -541,7 +541,15 @@ static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
 	}
 	if (err == DAY_NO_INDEX && i < 0)
 		return ENOENT;
-	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
+	err = stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
+	/* verify checks every entry of an index page, readers only its ends:
+	 * the name must be the time of the snapshot's own record */
+	if (!err && amber_snapshot_info(o->snap->s)->time_ns != ns) {
+		mnt_log(m, "snapshot %s is listed at %s but its record has another time "
+			"(tampered time index; run amberfs verify)", id, name);
+		err = EIO;
+	}
+	return err;
 }
 
 /*

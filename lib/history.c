@@ -262,103 +262,6 @@ void amber_history_page_written(amber_record *r, const amber_link *page)
 	r->page_height = r->height - 1;
 }
 
-/* ---- checking the links --------------------------------------------------------------- */
-
-/* A link seen on the way down, to be met at its height. */
-typedef struct pending {
-	uint64_t height;
-	amber_skiplink link;
-	uint8_t from[20];       /* the record that holds it */
-} pending;
-
-typedef struct hcheck {
-	pending *v;
-	size_t n, cap;
-	amber_history_problem_fn fn;
-	void *payload;
-} hcheck;
-
-static int expect_link(hcheck *c, const amber_record *r, const uint8_t oid[20], size_t i)
-{
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		pending *v = realloc(c->v, cap * sizeof(*v));
-
-		if (!v)
-			return amber_fail(AMBER_ERROR, "out of memory");
-		c->v = v;
-		c->cap = cap;
-	}
-	c->v[c->n].height = r->height - (1ULL << i);
-	c->v[c->n].link = r->skip[i];
-	memcpy(c->v[c->n].from, oid, 20);
-	c->n++;
-	return 0;
-}
-
-/* Meet the links that name height h: they must name (oid, time). */
-static void meet(hcheck *c, uint64_t h, const uint8_t oid[20], int64_t time)
-{
-	size_t k = 0;
-
-	for (size_t i = 0; i < c->n; i++) {
-		if (c->v[i].height != h) {
-			c->v[k++] = c->v[i];
-			continue;
-		}
-		if (memcmp(c->v[i].link.oid, oid, 20) != 0 || c->v[i].link.time_ns != time)
-			c->fn(c->v[i].from, "a skip link does not name the ancestor at its "
-			      "distance, or not with its time (tampered time index)", c->payload);
-	}
-	c->n = k;
-}
-
-/* One record on the way down; *h is its height if known (0 until then). */
-static int check_one(hcheck *c, const amber_record *r, const uint8_t oid[20], uint64_t *h)
-{
-	int rc = 0;
-
-	if (r->height && *h && r->height != *h)
-		c->fn(oid, "height is not one less than its child's (tampered time index)",
-		      c->payload);
-	if (r->height && !*h)
-		*h = r->height;
-	if (*h)
-		meet(c, *h, oid, r->time_ns);
-	for (size_t i = 0; rc == 0 && i < r->nskip; i++)
-		rc = expect_link(c, r, oid, i);
-	if (!r->has_parent && *h > 1)
-		c->fn(oid, "the first snapshot of the stream has a height above 1 (tampered "
-		      "time index)", c->payload);
-	return rc;
-}
-
-int amber_history_check(amber_archive *a, const char *stream, const uint8_t tip[20],
-			amber_history_problem_fn fn, void *payload)
-{
-	hcheck c = {NULL, 0, 0, fn, payload};
-	amber_record r;
-	uint8_t cur[20];
-	uint64_t h = 0;
-	int rc = 0, more = 1;
-
-	memcpy(cur, tip, 20);
-	while (rc == 0 && more) {
-		if ((rc = read_node(&r, a, stream, cur, 0, 0)) < 0)
-			break;
-		rc = check_one(&c, &r, cur, &h);
-		more = r.has_parent;
-		memcpy(cur, r.parent, 20);
-		h -= h > 0;
-		amber_record_dispose(&r);
-	}
-	if (rc == 0 && c.n)
-		fn(c.v[0].from, "a skip link names a height below the first snapshot (tampered "
-		   "time index)", payload);
-	free(c.v);
-	return rc;
-}
-
 /* ---- listing a span of time ----------------------------------------------------------- */
 
 /*
@@ -469,29 +372,33 @@ static int read_page(amber_page *pg, amber_archive *a, const page_at *pa)
 	return 0;
 }
 
-/* Page after page from pa; *more = 1 when the history goes on below the pages. */
+/* Page after page from pa, each checked at both ends against the chain. */
 static int walk_pages(span_list *l, page_at *pa, amber_archive *a, const char *stream)
 {
 	amber_page pg;
 	amber_record r;
-	int rc = 0, done = 0;
+	int rc = 0, done = 0, have;
 
 	while (rc == 0 && !done && pa->height) {
 		if ((rc = read_page(&pg, a, pa)) < 0)
 			break;
-		for (uint32_t i = pg.n; !done && i-- > 0;)
+		/* the first entry's record: its height and time as listed, and its
+		 * parent is the last entry of the page before */
+		rc = read_node(&r, a, stream, pg.v[0].oid, pg.first, pg.v[0].time_ns);
+		have = rc == 0;
+		for (uint32_t i = pg.n; rc == 0 && !done && i-- > 0;)
 			done = take(l, pg.v[i].time_ns, pg.v[i].oid, &rc);
-		if (!done && pg.first > 1 && !pg.prev_height)
+		if (rc == 0 && !done && pg.first > 1 && !pg.prev_height)
 			rc = AMBER_HISTORY_NO_INDEX;    /* pages start above older records */
-		else if (!done && pg.first > 1 &&
-			 (rc = read_node(&r, a, stream, pg.v[0].oid, pg.first, pg.v[0].time_ns)) == 0) {
+		else if (rc == 0 && !done && pg.first > 1) {
 			pa->link = pg.prev;
 			pa->height = pg.prev_height;
 			pa->last = r.skip[0];
-			amber_record_dispose(&r);
 		} else {
 			done = 1;
 		}
+		if (have)
+			amber_record_dispose(&r);
 		free(pg.v);
 	}
 	return rc;
@@ -561,5 +468,171 @@ int amber_history_list(amber_snapref **out, size_t *n, amber_archive *a, const c
 	if (rc == 0)
 		*n = k;
 	free(v);
+	return rc;
+}
+
+/* ---- checking the links --------------------------------------------------------------- */
+
+/* A link seen on the way down, to be met at its height. */
+typedef struct pending {
+	uint64_t height;
+	amber_skiplink link;
+	uint8_t from[20];       /* the record that holds it */
+} pending;
+
+typedef struct hcheck {
+	pending *v;
+	size_t n, cap;
+	amber_history_problem_fn fn;
+	void *payload;
+	amber_archive *a;
+	amber_page pg;          /* the page whose entries are met on the way down */
+	uint8_t pg_from[20];    /* the record that names it */
+	int have_child;         /* the record above (child): its page fields */
+	uint32_t c_span;
+	uint64_t c_height, c_page_height;
+	amber_link c_page;
+} hcheck;
+
+static int expect_link(hcheck *c, const amber_record *r, const uint8_t oid[20], size_t i)
+{
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		pending *v = realloc(c->v, cap * sizeof(*v));
+
+		if (!v)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n].height = r->height - (1ULL << i);
+	c->v[c->n].link = r->skip[i];
+	memcpy(c->v[c->n].from, oid, 20);
+	c->n++;
+	return 0;
+}
+
+/* Meet the links that name height h: they must name (oid, time). */
+static void meet(hcheck *c, uint64_t h, const uint8_t oid[20], int64_t time)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < c->n; i++) {
+		if (c->v[i].height != h) {
+			c->v[k++] = c->v[i];
+			continue;
+		}
+		if (memcmp(c->v[i].link.oid, oid, 20) != 0 || c->v[i].link.time_ns != time)
+			c->fn(c->v[i].from, "a skip link does not name the ancestor at its "
+			      "distance, or not with its time (tampered time index)", c->payload);
+	}
+	c->n = k;
+}
+
+/* One record on the way down; *h is its height if known (0 until then). */
+static int check_one(hcheck *c, const amber_record *r, const uint8_t oid[20], uint64_t *h)
+{
+	int rc = 0;
+
+	if (r->height && *h && r->height != *h)
+		c->fn(oid, "height is not one less than its child's (tampered time index)",
+		      c->payload);
+	if (r->height && !*h)
+		*h = r->height;
+	if (*h)
+		meet(c, *h, oid, r->time_ns);
+	for (size_t i = 0; rc == 0 && i < r->nskip; i++)
+		rc = expect_link(c, r, oid, i);
+	if (!r->has_parent && *h > 1)
+		c->fn(oid, "the first snapshot of the stream has a height above 1 (tampered "
+		      "time index)", c->payload);
+	return rc;
+}
+
+/* The page record `oid` writes: read it, to be met on the way down. */
+static void page_open(hcheck *c, const amber_record *r, const uint8_t oid[20])
+{
+	page_at pa = {r->page, r->page_height, r->page_span, r->skip[0]};
+
+	free(c->pg.v);
+	memset(&c->pg, 0, sizeof(c->pg));
+	if (read_page(&c->pg, c->a, &pa) < 0) {
+		c->fn(oid, amber_error_last(), c->payload);
+		amber_error_clear();
+		memset(&c->pg, 0, sizeof(c->pg));
+		return;
+	}
+	memcpy(c->pg_from, oid, 20);
+}
+
+/* Meet the pending page's entry for height h. */
+static void page_meet(hcheck *c, uint64_t h, const uint8_t oid[20], int64_t time)
+{
+	amber_page_ent *e;
+
+	if (!c->pg.v || h < c->pg.first || h >= c->pg.first + c->pg.n)
+		return;
+	e = &c->pg.v[h - c->pg.first];
+	if (memcmp(e->oid, oid, 20) != 0 || e->time_ns != time)
+		c->fn(c->pg_from, "an index page does not list the snapshot at its height, or not "
+		      "with its time (tampered time index)", c->payload);
+}
+
+/* The page fields of a record against those of its child, and its own page. */
+static void check_pages(hcheck *c, const amber_record *r, const uint8_t oid[20], uint64_t h)
+{
+	int creator = c->have_child && c->c_page_height && c->c_height == c->c_page_height + 1;
+
+	page_meet(c, h, oid, r->time_ns);
+	if (c->have_child && c->c_span && r->height && !r->page_span)
+		c->fn(oid, "a record without index pages below one with them", c->payload);
+	if (c->have_child && c->c_span && r->page_span) {
+		if (r->page_span != c->c_span)
+			c->fn(oid, "index page span differs from its child's (tampered time index)",
+			      c->payload);
+		else if (!creator && (r->page_height != c->c_page_height ||
+				      memcmp(&r->page, &c->c_page, sizeof(r->page)) != 0))
+			c->fn(oid, "names another index page than its child (tampered time index)",
+			      c->payload);
+		else if (creator && c->pg.v && (r->page_height != c->pg.prev_height ||
+			 (r->page_height && memcmp(&r->page, &c->pg.prev, sizeof(r->page)) != 0)))
+			c->fn(oid, "its index page is not the one the next page links back to "
+			      "(tampered time index)", c->payload);
+	}
+	if (r->page_span && r->page_height && h == r->page_height + 1)
+		page_open(c, r, oid);
+	c->have_child = 1;
+	c->c_span = r->page_span;
+	c->c_height = h;
+	c->c_page_height = r->page_height;
+	c->c_page = r->page;
+}
+
+int amber_history_check(amber_archive *a, const char *stream, const uint8_t tip[20],
+			amber_history_problem_fn fn, void *payload)
+{
+	hcheck c = {.fn = fn, .payload = payload, .a = a};
+	amber_record r;
+	uint8_t cur[20];
+	uint64_t h = 0;
+	int rc = 0, more = 1;
+
+	memcpy(cur, tip, 20);
+	while (rc == 0 && more) {
+		if ((rc = read_node(&r, a, stream, cur, 0, 0)) < 0)
+			break;
+		rc = check_one(&c, &r, cur, &h);
+		if (rc == 0)
+			check_pages(&c, &r, cur, h);
+		more = r.has_parent;
+		memcpy(cur, r.parent, 20);
+		h -= h > 0;
+		amber_record_dispose(&r);
+	}
+	if (rc == 0 && c.n)
+		fn(c.v[0].from, "a skip link names a height below the first snapshot (tampered "
+		   "time index)", payload);
+	free(c.v);
+	free(c.pg.v);
 	return rc;
 }
