@@ -2796,3 +2796,92 @@ Test(mount, every_printed_snapshot_name_resolves_to_that_snapshot)
 	free(ver);
 	free(src);
 }
+
+/* ------------------------------------------------------------------ */
+/* Day directories from the archive's index pages                      */
+
+#define PG_SNAPS 14
+#define PG_SPAN 3
+
+/*
+ * A history written through the library with index pages of 3 snapshots
+ * (a stream keeps the span it was started with), crossing midnight: 5
+ * snapshots on the first day, 9 on the second, so that both days span page
+ * boundaries.  Mounted with an empty cache directory, each day lists
+ * exactly the snapshots `amberfs log` walks, every name opens its
+ * snapshot, and no time line is written to the cache.
+ */
+Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char *cache = pjoin(IT.tmp, "fresh-cache"), ids[PG_SNAPS][41];
+	int64_t day0 = (int64_t)1709251200 * 1000000000LL;      /* 2024-03-01T00:00:00Z */
+	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
+	amber_archive *a = NULL;
+
+	mkdir_p(src, 0755);
+	mkdir_p(cache, 0700);
+	amber_init_archive(arch, 1);
+	oo.cache_dir = "";
+	oo.index_span = PG_SPAN;
+	cr_assert_eq(amber_global_init(), 0);
+	cr_assert_eq(amber_archive_open_ext(&a, arch, &oo), 0, "%s", amber_error_last());
+	for (int k = 0; k < PG_SNAPS; k++) {
+		int64_t t = day0 + (int64_t)(k - 5) * 1234567890123LL + k * 7;
+		amber_snapshot_opts o = {.stream = "main", .threads = 1, .time_ns = t};
+		char *f = pjoin(src, "version"), c[16];
+
+		snprintf(c, sizeof(c), "%d\n", k);
+		write_str(f, c);
+		free(f);
+		cr_assert_eq(amber_snapshot_create(ids[k], NULL, a, src, &o), 0, "snapshot %d: %s",
+			     k, amber_error_last());
+	}
+	amber_archive_free(a);
+
+	snapinfo all[PG_SNAPS];
+	size_t n = log_snaps(arch, NULL, all, PG_SNAPS);
+	cr_assert_eq(n, PG_SNAPS, "log lists %zu snapshots", n);
+	char *mnt = mountpoint("mnt"), *opt = xasprintf("cache_dir=%s", cache);
+	const char *extra[] = { "-o", opt, NULL };
+	mount_bg(arch, mnt, NULL, extra);
+	const char *days[] = { "2024-02-29", "2024-03-01" };
+	for (int d = 0; d < 2; d++) {
+		char want[PG_SNAPS * 40] = "";
+		int count = 0;
+		for (int k = 0; k < PG_SNAPS; k++) {       /* log order is newest first */
+			snapinfo *s = find_snap(all, n, ids[k]);
+			char *rel = snap_rel(s->ns);
+			if (!strncmp(rel + strlen("snapshots/"), days[d], 10)) {
+				strcat(want, rel + strlen("snapshots/") + 11);
+				strcat(want, "\n");
+				count++;
+				char *p = pjoin(mnt, rel), *v = xget_ok(p, "user.amberfs.snapshot");
+				cr_assert_str_eq(v, ids[k], "%s opens another snapshot", rel);
+				free(v);
+				free(p);
+			}
+			free(rel);
+		}
+		cr_assert(count >= PG_SPAN + 2, "day %s has %d snapshots: no page boundary",
+			  days[d], count);
+		char *dir = xasprintf("%s/snapshots/%s", mnt, days[d]), *got = list_dir(dir);
+		cr_assert_str_eq(got, want, "%s lists other snapshots than the chain", dir);
+		free(got);
+		free(dir);
+	}
+	char *none = xasprintf("%s/snapshots/2024-03-02", mnt);
+	struct stat st;
+	cr_assert(stat(none, &st) != 0 && errno == ENOENT, "a day without snapshots exists");
+	free(none);
+	unmount_ok(mnt);
+	run_result r;
+	run_cmd(&r, NULL, "find", cache, "-name", "timeline-*", NULL);
+	cr_assert_eq(r.out_len, 0, "listing days walked the history into the cache: %s", r.out);
+	run_result_dispose(&r);
+	free(opt);
+	free(mnt);
+	free(cache);
+	free(arch);
+	free(src);
+}
