@@ -611,3 +611,42 @@ Test(history, a_forged_index_page_is_an_error_or_a_verify_problem_never_a_wrong_
 	}
 	amber_archive_free(a);
 }
+
+/* Output of a shell command (at most 8 KiB). */
+static char *output_of(const char *cmd)
+{
+	static char buf[8192];
+	FILE *p = popen(cmd, "r");
+	size_t n;
+
+	cr_assert_not_null(p, "%s", cmd);
+	n = fread(buf, 1, sizeof(buf) - 1, p);
+	buf[n] = '\0';
+	pclose(p);
+	return buf;
+}
+
+Test(history, index_pages_are_reachable_so_gc_keeps_them_and_clones_carry_them)
+{
+	char ids[11][AMBER_OID_HEXSZ + 1], cmd[9000];
+	int64_t t[11];
+	amber_archive *a = new_archive_span(SPAN), *b = NULL;
+	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
+	const char *out;
+
+	history(a, ids, t, 11);
+	amber_archive_free(a);
+	snprintf(cmd, sizeof(cmd), "git --git-dir='%s' fsck --full --unreachable --no-progress "
+		 "2>&1; echo status $?", at("arch"));
+	out = output_of(cmd);
+	cr_assert(strstr(out, "status 0") && !strstr(out, "unreachable"),
+		  "git fsck finds unreachable objects (pages git gc would delete):\n%s", out);
+	snprintf(cmd, sizeof(cmd), "git clone -q --mirror '%s' '%s' 2>&1; echo status $?",
+		 at("arch"), at("clone"));
+	out = output_of(cmd);
+	cr_assert(strstr(out, "status 0"), "clone --mirror: %s", out);
+	oo.cache_dir = "";
+	OK(amber_archive_open_ext(&b, at("clone"), &oo));
+	expect_span(b, ids, t, 11, INT64_MIN, INT64_MAX);
+	amber_archive_free(b);
+}
