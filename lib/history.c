@@ -584,8 +584,12 @@ static void check_pages(hcheck *c, const amber_record *r, const uint8_t oid[20],
 	int creator = c->have_child && c->c_page_height && c->c_height == c->c_page_height + 1;
 
 	page_meet(c, h, oid, r->time_ns);
-	if (c->have_child && c->c_span && r->height && !r->page_span)
-		c->fn(oid, "a record without index pages below one with them", c->payload);
+	/* where pages start on an older history: the child has no page yet, or
+	 * writes the first page, which links to none */
+	if (c->have_child && c->c_span && !r->page_span && c->c_page_height &&
+	    !(creator && c->pg.v && !c->pg.prev_height))
+		c->fn(oid, "a record without index pages below one that names a page above it "
+		      "(tampered time index)", c->payload);
 	if (c->have_child && c->c_span && r->page_span) {
 		if (r->page_span != c->c_span)
 			c->fn(oid, "index page span differs from its child's (tampered time index)",
