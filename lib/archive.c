@@ -51,6 +51,19 @@ int amber_archive_check_unlocked(const amber_archive *a)
 	return 0;
 }
 
+void amber_archive_prefetch_stop(amber_archive *a)
+{
+	int started;
+
+	pthread_mutex_lock(&a->pf_lock);
+	a->pf_stop = 1;
+	started = a->pf_started;
+	pthread_cond_broadcast(&a->pf_cond);
+	pthread_mutex_unlock(&a->pf_lock);
+	if (started)
+		pthread_join(a->pf_thread, NULL);
+}
+
 void amber_archive_free(amber_archive *a)
 {
 	if (!a)

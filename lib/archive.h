@@ -59,10 +59,7 @@ struct amber_archive {
 
 #define AMBER_DEFAULT_CACHE ((size_t)8 << 20)
 
-/** Queue a chunk for background decoding into the cache (reader.c). */
-void amber_archive_prefetch(amber_archive *a, const amber_link *l, size_t len);
-
-/** Stop and join the read-ahead worker, if started (reader.c). */
+/** Stop and join the read-ahead worker (started by prefetch.c), if started. */
 void amber_archive_prefetch_stop(amber_archive *a);
 
 /** Keys to pass to the codec: NULL for plain archives. */

@@ -15,7 +15,9 @@
 #include "amber.h"
 #include "error.h"
 #include "manifest.h"
-#include "reader.h"
+#include "dir.h"
+#include "file.h"
+#include "record.h"
 
 #include <stdio.h>
 #include <stdlib.h>

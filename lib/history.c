@@ -29,7 +29,8 @@
 #include "codec.h"
 #include "error.h"
 #include "manifest.h"
-#include "reader.h"
+#include "history.h"
+#include "record.h"
 
 #include <stdio.h>
 #include <stdlib.h>

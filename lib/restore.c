@@ -14,7 +14,6 @@
 #include "amber.h"
 #include "error.h"
 #include "manifest.h"
-#include "reader.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -28,7 +28,10 @@
 #include "kvmap.h"
 #include "manifest.h"
 #include "pool.h"
-#include "reader.h"
+#include "dir.h"
+#include "file.h"
+#include "history.h"
+#include "record.h"
 #include "repack.h"
 
 #include <dirent.h>

@@ -12,7 +12,7 @@
 #include "archive.h"
 #include "cachedir.h"
 #include "error.h"
-#include "reader.h"
+#include "record.h"
 
 #include <stdio.h>
 #include <stdlib.h>

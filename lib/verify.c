@@ -47,7 +47,10 @@
 #include "gitobj.h"
 #include "keys.h"
 #include "manifest.h"
-#include "reader.h"
+#include "file.h"
+#include "history.h"
+#include "prefetch.h"
+#include "record.h"
 #include "sign.h"
 #include "store.h"
 

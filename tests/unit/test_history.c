@@ -11,7 +11,8 @@
 #include "codec.h"
 #include "gitobj.h"
 #include "manifest.h"
-#include "reader.h"
+#include "history.h"
+#include "record.h"
 
 #include <criterion/criterion.h>
 

@@ -1,0 +1,358 @@
+/*
+ * Directories and paths in a snapshot.  A directory's git tree holds "m",
+ * its manifest, and one object per child named by the child's token; a
+ * fanned-out directory holds one subtree per bucket instead (its link then
+ * names the fan-out list).  The tree is checked against the authenticated
+ * manifest: "m" must be the manifest the parent's link names, and every
+ * child object in the tree must be the one the manifest names under that
+ * child's token, with nothing extra (invariant 5; record.c).
+ */
+#include "dir.h"
+
+#include "codec.h"
+#include "error.h"
+#include "record.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_MANIFEST ((size_t)256 << 20)
+
+struct amber_dir {
+	amber_entry *e;
+	size_t n;
+};
+
+void amber_dir_free(amber_dir *d)
+{
+	if (!d)
+		return;
+	amber_entries_free(d->e, d->n);
+	free(d);
+}
+
+amber_dir *amber_dir_empty(void)
+{
+	return calloc(1, sizeof(amber_dir));
+}
+
+size_t amber_dir_count(const amber_dir *d)
+{
+	return d->n;
+}
+
+const amber_entry *amber_dir_entry(const amber_dir *d, size_t i)
+{
+	return i < d->n ? &d->e[i] : NULL;
+}
+
+const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t len)
+{
+	size_t lo = 0, hi = d->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = amber_name_cmp(d->e[mid].name, d->e[mid].name_len, name, len);
+
+		if (c == 0)
+			return &d->e[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+int amber_tree_read(amber_buf *b, amber_tparsed **t, size_t *n, amber_archive *a,
+		    const uint8_t oid[20], const char *what)
+{
+	int type = 0;
+	int rc = amber_store_read(b, &type, a->store, oid, MAX_MANIFEST);
+
+	if (rc == 0 && type != AMBER_GIT_TREE)
+		rc = amber_fail(AMBER_EAUTH, "%s: object is not a tree", what);
+	if (rc == 0)
+		rc = amber_tree_parse(t, n, b->data, b->len, what);
+	return rc;
+}
+
+int amber_tree_mismatch(const char *what)
+{
+	return amber_fail(AMBER_EAUTH, "%s: git tree does not match its authenticated "
+			  "manifest (spliced or swapped objects)", what);
+}
+
+/* Every child object in the tree is the one the manifest names, nothing more. */
+static int check_leaf(amber_snapshot *s, const amber_tparsed *t, size_t tn,
+		      const amber_entry *e, size_t n, const char *what)
+{
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+	size_t want = 1;
+
+	for (size_t i = 0; i < n; i++) {
+		const amber_tparsed *x;
+		const uint8_t *oid = e[i].content == AMBER_C_BLOB ? e[i].link.oid : e[i].tree_oid;
+		uint32_t mode = e[i].content == AMBER_C_BLOB ? 0100644 : 040000;
+
+		if (e[i].content == AMBER_C_NONE)
+			continue;
+		want++;
+		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
+		x = amber_tree_find(t, tn, tok);
+		if (!x || x->mode != mode || memcmp(x->oid, oid, 20) != 0)
+			return amber_tree_mismatch(what);
+	}
+	return tn == want ? 0 : amber_tree_mismatch(what);
+}
+
+/* Read a leaf directory tree and its manifest ("m" must be link). */
+static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_t tree[20],
+		     const amber_link *link, const char *what)
+{
+	amber_buf tb = AMBER_BUF_INIT, mb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	const amber_tparsed *m;
+	size_t tn = 0;
+	int rc = amber_tree_read(&tb, &t, &tn, s->a, tree, what);
+
+	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, link->oid, 20)))
+		rc = amber_tree_mismatch(what);
+	amber_buf_init(&mb, MAX_MANIFEST);
+	if (rc == 0)
+		rc = amber_archive_read_obj(&mb, s->a, link, AMBER_OBJ_MANIFEST, MAX_MANIFEST, what);
+	if (rc == 0)
+		rc = amber_manifest_decode(e, n, mb.data, mb.len);
+	if (rc == 0)
+		atomic_fetch_add(&s->a->counters.dirs_decoded, 1);
+	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, what)) < 0) {
+		amber_entries_free(*e, *n);
+		*e = NULL;
+	}
+	free(t);
+	amber_buf_dispose(&mb);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_bucket *b,
+			unsigned bits, amber_snapshot *s, const char *what)
+{
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+	amber_entry *v;
+
+	if (n != b->count)
+		return amber_tree_mismatch(what);
+	for (size_t i = 0; i < n; i++) {
+		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
+		if (amber_token_bucket(tok, bits) != b->id)
+			return amber_tree_mismatch(what);
+	}
+	v = realloc(d->e, (d->n + n) * sizeof(*v));
+	if (!v)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	d->e = v;
+	memcpy(d->e + d->n, e, n * sizeof(*e));
+	d->n += n;
+	return 0;
+}
+
+static int entry_qsort_cmp(const void *a, const void *b)
+{
+	const amber_entry *x = a, *y = b;
+
+	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+static const char *dir_what(char *buf, size_t len, const amber_entry *dir)
+{
+	snprintf(buf, len, "directory '%s'", dir->name ? dir->name : "/");
+	return buf;
+}
+
+/* Decode the fan-out list and check it against the directory's tree. */
+static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir,
+		       const amber_tparsed *t, size_t tn, const char *what)
+{
+	amber_buf fb = AMBER_BUF_INIT;
+	int rc;
+
+	amber_buf_init(&fb, 8 << 20);
+	rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 8 << 20, what);
+	if (rc == 0)
+		rc = amber_fanout_decode(&v->b, &v->bits, &v->nb, fb.data, fb.len);
+	if (rc == 0 && tn != v->nb + 1)
+		rc = amber_tree_mismatch(what);
+	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
+		char name[8];
+		const amber_tparsed *x;
+
+		snprintf(name, sizeof(name), "b%04x", v->b[i].id);
+		x = amber_tree_find(t, tn, name);
+		if (!x || x->mode != 040000 || memcmp(x->oid, v->b[i].tree_oid, 20) != 0)
+			rc = amber_tree_mismatch(what);
+	}
+	amber_buf_dispose(&fb);
+	if (rc < 0) {
+		free(v->b);
+		v->b = NULL;
+	}
+	return rc;
+}
+
+static int is_fanout(const amber_tparsed *t, size_t tn)
+{
+	for (size_t i = 0; i < tn; i++)
+		if (t[i].name_len == 5 && t[i].name[0] == 'b' && t[i].mode == 040000)
+			return 1;
+	return 0;
+}
+
+int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir)
+{
+	amber_buf tb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	const amber_tparsed *m;
+	char what[AMBER_NAME_MAX + 64];
+	size_t tn = 0;
+	int rc = 0;
+
+	memset(v, 0, sizeof(*v));
+	dir_what(what, sizeof(what), dir);
+	if (dir->type != AMBER_T_DIR || dir->content != AMBER_C_DIR)
+		rc = amber_fail(AMBER_ENOTDIR, "%s is not a directory", dir->name);
+	if (rc == 0)
+		rc = amber_tree_read(&tb, &t, &tn, s->a, dir->tree_oid, what);
+	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, dir->link.oid, 20)))
+		rc = amber_tree_mismatch(what);
+	if (rc == 0 && is_fanout(t, tn))
+		rc = fanout_list(v, s, dir, t, tn, what);
+	free(t);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
+			  const amber_bucket *b, unsigned bits)
+{
+	amber_dir *d = calloc(1, sizeof(*d));
+	char what[AMBER_NAME_MAX + 64];
+	amber_entry *e = NULL;
+	size_t n = 0;
+	int rc = d ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	dir_what(what, sizeof(what), dir);
+	if (rc == 0)
+		rc = read_leaf(&e, &n, s, b->tree_oid, &b->link, what);
+	if (rc == 0)
+		rc = merge_bucket(d, e, n, b, bits, s, what);
+	if (rc == 0)
+		free(e); /* entries moved into d */
+	else
+		amber_entries_free(e, n);
+	if (rc < 0) {
+		amber_dir_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+/* Merge every bucket's listing into d, in name order. */
+static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
+			const amber_fanout_view *v, const char *what)
+{
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
+		amber_dir *b = NULL;
+
+		rc = amber_dir_open_bucket(&b, s, dir, &v->b[i], v->bits);
+		if (rc == 0 && (rc = merge_bucket(d, b->e, b->n, &v->b[i], v->bits, s, what)) == 0)
+			b->n = 0; /* entries moved into d */
+		amber_dir_free(b);
+	}
+	if (rc == 0)
+		qsort(d->e, d->n, sizeof(*d->e), entry_qsort_cmp);
+	for (size_t i = 1; rc == 0 && i < d->n; i++)
+		if (amber_name_cmp(d->e[i - 1].name, d->e[i - 1].name_len, d->e[i].name,
+				   d->e[i].name_len) == 0)
+			rc = amber_fail(AMBER_ECORRUPT, "%s: duplicate name in fanned-out directory",
+					what);
+	return rc;
+}
+
+int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
+{
+	amber_fanout_view v = {0};
+	amber_dir *d = calloc(1, sizeof(*d));
+	char what[AMBER_NAME_MAX + 64];
+	int rc = d ? amber_dir_buckets(&v, s, dir) : amber_fail(AMBER_ERROR, "out of memory");
+
+	dir_what(what, sizeof(what), dir);
+	if (rc == 0 && v.b)
+		rc = read_buckets(d, s, dir, &v, what);
+	else if (rc == 0)
+		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, what);
+	free(v.b);
+	if (rc < 0) {
+		amber_dir_free(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+/* ---- paths -------------------------------------------------------------------- */
+
+void amber_entry_free(amber_entry *e)
+{
+	if (!e)
+		return;
+	amber_entry_dispose(e);
+	free(e);
+}
+
+static int step(amber_entry *cur, amber_snapshot *s, const char *comp, size_t len,
+		const char *path)
+{
+	amber_dir *d = NULL;
+	const amber_entry *x;
+	int rc = amber_dir_open(&d, s, cur);
+
+	if (rc == AMBER_ENOTDIR)
+		rc = amber_fail(AMBER_ENOTDIR, "%s: a component is not a directory", path);
+	if (rc == 0 && !(x = amber_dir_lookup(d, comp, len)))
+		rc = amber_fail(AMBER_ENOTFOUND, "%s: no such file or directory in snapshot %.12s",
+				path, s->info.id);
+	if (rc == 0) {
+		amber_entry_dispose(cur);
+		rc = amber_entry_copy(cur, x);
+	}
+	amber_dir_free(d);
+	return rc;
+}
+
+int amber_stat(amber_entry **out, amber_snapshot *s, const char *path)
+{
+	amber_entry *cur = calloc(1, sizeof(*cur));
+	const char *p = path;
+	int rc = cur ? amber_entry_copy(cur, &s->root) : amber_fail(AMBER_ERROR, "out of memory");
+
+	while (rc == 0 && *p) {
+		size_t len = strcspn(p, "/");
+
+		if (len > 0 && !(len == 1 && p[0] == '.'))
+			rc = step(cur, s, p, len, path);
+		p += len;
+		p += *p == '/';
+	}
+	if (rc < 0) {
+		amber_entry_free(cur);
+		return rc;
+	}
+	*out = cur;
+	return 0;
+}

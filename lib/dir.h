@@ -1,0 +1,41 @@
+/* Directories of a snapshot, as the reader, diff and writer modules see them (dir.c). */
+#ifndef AMBER_DIR_H
+#define AMBER_DIR_H
+
+#include "amber.h"
+#include "archive.h"
+#include "buf.h"
+#include "gitobj.h"
+#include "manifest.h"
+
+/* The bucket list of a fanned-out directory. */
+typedef struct amber_fanout_view {
+	amber_bucket *b;        /* malloc'd; NULL when the directory has no fan-out */
+	size_t nb;
+	unsigned bits;
+} amber_fanout_view;
+
+/**
+ * Read directory `dir`'s tree and, if it fans out, its bucket list (checked
+ * against the tree); v->b is NULL for an ordinary directory.  Free v->b.
+ */
+int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir);
+
+/** An empty listing (NULL on out of memory); free with amber_dir_free(). */
+amber_dir *amber_dir_empty(void);
+
+/** The listing of one bucket of fanned-out directory `dir` (checked). */
+int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
+			  const amber_bucket *b, unsigned bits);
+
+/**
+ * Read git tree `oid` into b and parse it into *t (n entries; free *t,
+ * dispose b).  `what` names it in messages.
+ */
+int amber_tree_read(amber_buf *b, amber_tparsed **t, size_t *n, amber_archive *a,
+		    const uint8_t oid[20], const char *what);
+
+/** AMBER_EAUTH: the git tree of `what` does not match its authenticated manifest. */
+int amber_tree_mismatch(const char *what);
+
+#endif

@@ -1,0 +1,280 @@
+/*
+ * File contents: chunk indexes and chunks, decoded through the archive's
+ * shared cache, and reads of a byte range of a file.  Every object is
+ * decoded with the mac its parent recorded, so its content is the one the
+ * parent was written with (invariant 5; record.c).
+ *
+ * Decoded chunks and chunk indexes live in the archive's shared cache
+ * (cache.c), so several threads and snapshots reading the same content
+ * decode it once.  An entry is keyed by everything its decode checked: the
+ * link (object id and mac), the size the parent declared and, for an index,
+ * the chunk tree it was checked against.  Keyed by object id alone, a hostile
+ * manifest could name a good index under a larger file size, or a good chunk
+ * under another mac, and be served what was checked for someone else.
+ */
+#include "file.h"
+
+#include "dir.h"
+#include "codec.h"
+#include "error.h"
+#include "record.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_INDEX ((size_t)AMBER_INDEX_MAX_CHUNKS * 48 + 64)
+
+static void index_free(void *p)
+{
+	file_index *x = p;
+
+	free(x->c);
+	free(x->off);
+	free(x);
+}
+
+void amber_link_key(uint8_t key[AMBER_CKEY], const amber_link *l, uint8_t kind, uint64_t size,
+		    const uint8_t *tree)
+{
+	memset(key, 0, AMBER_CKEY);
+	memcpy(key, l->oid, 20);
+	key[20] = kind;
+	memcpy(key + 21, l->mac, 24);
+	for (int i = 0; i < 8; i++)
+		key[45 + i] = (uint8_t)(size >> (8 * i));
+	if (tree)
+		memcpy(key + 53, tree, 20);
+}
+
+/* 1 if tree entry x is blob `name` with id oid. */
+static int is_blob(const amber_tparsed *x, const char *name, const uint8_t oid[20])
+{
+	size_t nl = strlen(name);
+
+	return x->mode == AMBER_GIT_MODE_BLOB && x->name_len == nl &&
+	       memcmp(x->name, name, nl) == 0 && memcmp(x->oid, oid, 20) == 0;
+}
+
+/*
+ * A chunk tree holds exactly c00000000.. (one per chunk, fixed width, so
+ * git order is chunk order) and then "i", the index: checked in one pass.
+ */
+static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_chunkref *c,
+			    size_t n, const char *what)
+{
+	amber_buf tb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	size_t tn = 0;
+	int rc = amber_tree_read(&tb, &t, &tn, a, e->tree_oid, what);
+
+	if (rc == 0 && (tn != n + 1 || !is_blob(&t[n], "i", e->link.oid)))
+		rc = amber_tree_mismatch(what);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char name[24];
+
+		snprintf(name, sizeof(name), "c%08zu", i);
+		if (!is_blob(&t[i], name, c[i].link.oid))
+			rc = amber_tree_mismatch(what);
+	}
+	free(t);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+static int decode_index(file_index **out, amber_archive *a, const amber_entry *e,
+			const char *what)
+{
+	amber_buf ib = AMBER_BUF_INIT;
+	file_index *x = calloc(1, sizeof(*x));
+	int rc = x ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	amber_buf_init(&ib, MAX_INDEX);
+	if (rc == 0)
+		rc = amber_archive_read_obj(&ib, a, &e->link, AMBER_OBJ_INDEX, MAX_INDEX, what);
+	if (rc == 0)
+		rc = amber_index_decode(&x->c, &x->n, ib.data, ib.len, e->size, a->chunk_max);
+	if (rc == 0)
+		rc = check_chunk_tree(a, e, x->c, x->n, what);
+	if (rc == 0 && !(x->off = malloc((x->n + 1) * sizeof(uint64_t))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	amber_buf_dispose(&ib);
+	if (rc < 0) {
+		if (x)
+			index_free(x);
+		return rc;
+	}
+	x->off[0] = 0;
+	for (size_t i = 0; i < x->n; i++)
+		x->off[i + 1] = x->off[i] + x->c[i].len;
+	*out = x;
+	return 0;
+}
+
+/* A cached index must cover exactly e's bytes (the key makes it so; this
+ * keeps a mistake there from ever becoming a read past a chunk). */
+static int index_fits(amber_cobj **o, amber_archive *a, const amber_entry *e, const char *what)
+{
+	const file_index *x = (*o)->data;
+
+	if (x->off[x->n] == e->size)
+		return 0;
+	amber_cache_release(a->cache, *o);
+	*o = NULL;
+	return amber_fail(AMBER_ECORRUPT, "%s: its chunk index covers %" PRIu64 " bytes, the "
+			  "file has %" PRIu64, what, x->off[x->n], e->size);
+}
+
+/* The held cache entry of the chunk index of multi-chunk file e. */
+int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, const char *what)
+{
+	uint8_t key[AMBER_CKEY];
+	file_index *x = NULL;
+	int mine, rc;
+
+	amber_link_key(key, &e->link, 'i', e->size, e->tree_oid);
+	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (!mine)
+		return index_fits(out, a, e, what);
+	if ((rc = decode_index(&x, a, e, what)) < 0) {
+		amber_cache_abandon(a->cache, *out);
+		*out = NULL;
+		return rc;
+	}
+	amber_cache_fill(a->cache, *out, x, x->n * 56 + 64, index_free);
+	return 0;
+}
+
+/* The held cache entry of a decoded chunk (an amber_buf). */
+static int decode_chunk(amber_buf **out, amber_archive *a, const amber_link *l, size_t len,
+			const char *what)
+{
+	amber_buf *b = calloc(1, sizeof(*b));
+	int rc;
+
+	if (!b)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	amber_buf_init(b, AMBER_CHUNK_MAX + 64);
+	rc = amber_archive_read_obj(b, a, l, AMBER_OBJ_CHUNK, AMBER_CHUNK_MAX, what);
+	if (rc == 0 && b->len != len)
+		rc = amber_fail(AMBER_ECORRUPT, "%s: chunk has %zu bytes, its index says %zu", what,
+				b->len, len);
+	if (rc < 0) {
+		amber_buf_free(b);
+		return rc;
+	}
+	atomic_fetch_add(&a->counters.chunks_decoded, 1);
+	atomic_fetch_add(&a->counters.chunk_bytes, b->len);
+	*out = b;
+	return 0;
+}
+
+int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, size_t len,
+		    const char *what)
+{
+	uint8_t key[AMBER_CKEY];
+	amber_buf *b = NULL;
+	int mine, rc;
+
+	amber_link_key(key, l, 'c', len, NULL);
+	if (!(*out = amber_cache_acquire(a->cache, key, &mine)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (!mine) {
+		atomic_fetch_add(&a->counters.cache_hits, 1);
+		if (((amber_buf *)(*out)->data)->len == len)
+			return 0;
+		amber_cache_release(a->cache, *out);
+		*out = NULL;
+		return amber_fail(AMBER_ECORRUPT, "%s: chunk length differs from its index", what);
+	}
+	if ((rc = decode_chunk(&b, a, l, len, what)) < 0) {
+		amber_cache_abandon(a->cache, *out);
+		*out = NULL;
+		return rc;
+	}
+	amber_cache_fill(a->cache, *out, b, b->cap + 64, amber_buf_free);
+	return 0;
+}
+
+static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_link *l,
+		      size_t clen, uint64_t in, size_t want, const char *what)
+{
+	amber_cobj *o = NULL;
+	int rc = amber_chunk_get(&o, a, l, clen, what);
+	const amber_buf *b = rc == 0 ? o->data : NULL;
+
+	*n = 0;
+	if (rc == 0 && (in >= b->len || b->len != clen))
+		rc = amber_fail(AMBER_ECORRUPT, "%s: read at byte %" PRIu64 " of a chunk of %zu "
+				"bytes (its index and the file size disagree)", what, in, b->len);
+	if (rc == 0) {
+		*n = b->len - in < want ? (size_t)(b->len - in) : want;
+		memcpy(buf, b->data + in, *n);
+	}
+	amber_cache_release(a->cache, o);
+	return rc;
+}
+
+size_t amber_file_chunk_at(const file_index *x, uint64_t off)
+{
+	size_t lo = 0, hi = x->n;
+
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (x->off[mid] <= off)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int read_chunked(size_t *nread, amber_archive *a, const amber_entry *e, uint64_t off,
+			uint8_t *buf, size_t len, const char *what)
+{
+	amber_cobj *o = NULL;
+	const file_index *x;
+	int rc = amber_file_index(&o, a, e, what);
+
+	*nread = 0;
+	x = o ? o->data : NULL;
+	for (size_t i = rc == 0 ? amber_file_chunk_at(x, off) : 0;
+	     rc == 0 && len > 0 && i < x->n; i++) {
+		size_t n = 0;
+
+		rc = copy_chunk(buf, &n, a, &x->c[i].link, x->c[i].len, off - x->off[i], len, what);
+		buf += n;
+		len -= n;
+		off += n;
+		*nread += n;
+	}
+	amber_cache_release(a->cache, o);
+	return rc;
+}
+
+int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint64_t off,
+		    void *buf, size_t len)
+{
+	char what[AMBER_NAME_MAX + 16];
+
+	*nread = 0;
+	if (e->type == AMBER_T_DIR)
+		return amber_fail(AMBER_EISDIR, "%s is a directory", e->name);
+	if (e->type != AMBER_T_REG)
+		return amber_fail(AMBER_EINVAL, "%s is not a regular file", e->name);
+	if (off >= e->size || len == 0)
+		return 0;
+	if (len > e->size - off)
+		len = (size_t)(e->size - off);
+	snprintf(what, sizeof(what), "file '%s'", e->name);
+	if (e->content == AMBER_C_BLOB)
+		return copy_chunk(buf, nread, s->a, &e->link, (size_t)e->size, off, len, what);
+	if (e->content == AMBER_C_CHUNKED)
+		return read_chunked(nread, s->a, e, off, buf, len, what);
+	return amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
+			  e->size);
+}
