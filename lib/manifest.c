@@ -1070,7 +1070,8 @@ static const char *page_defect_of(const amber_page *p)
 {
 	if (p->n < 2 || p->n > AMBER_PAGE_SPAN_MAX || p->first == 0 || p->first > UINT64_MAX - p->n)
 		return "entry count or first height out of range";
-	if (p->prev_height ? p->prev_height != p->first - 1 : !all_zero((const uint8_t *)&p->prev, sizeof(p->prev)))
+	if (p->prev_height ? p->prev_height != p->first - 1
+			   : !all_zero((const uint8_t *)&p->prev, sizeof(p->prev)))
 		return "the page before does not end just below this one";
 	for (uint32_t i = 1; i < p->n; i++)
 		if (p->v[i].time_ns <= p->v[i - 1].time_ns)
