@@ -651,3 +651,39 @@ Test(history, index_pages_are_reachable_so_gc_keeps_them_and_clones_carry_them)
 	expect_span(b, ids, t, 11, INT64_MIN, INT64_MAX);
 	amber_archive_free(b);
 }
+
+Test(history, writer_session_snapshots_carry_the_index)
+{
+	char ids[6][AMBER_OID_HEXSZ + 1];
+	amber_archive *a = new_archive_span(SPAN);
+	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
+	amber_writer *w = NULL;
+	amber_snapref *v = NULL;
+	amber_record r;
+	size_t n = 0;
+
+	o.snap.threads = 1;
+	OK(amber_writer_open(&w, a, at("src"), &o));
+	for (int i = 0; i < 6; i++) {
+		char text[32];
+		int len = snprintf(text, sizeof(text), "session %d\n", i);
+
+		write_file(at("src/file"), text, (size_t)len);
+		cr_assert_eq(amber_writer_snapshot(ids[i], NULL, w, NULL, 0), 0, "snapshot %d: %s",
+			     i, amber_error_last());
+	}
+	OK(amber_writer_close(w));
+	for (int i = 0; i < 6; i++) {
+		record_of(&r, a, ids[i]);
+		cr_assert_eq(r.height, (uint64_t)i + 1, "session snapshot %d has height %llu", i,
+			     (unsigned long long)r.height);
+		cr_assert_eq(r.page_height, i >= SPAN ? SPAN : 0, "session snapshot %d", i);
+		amber_record_dispose(&r);
+	}
+	OK(amber_history_list(&v, &n, a, NULL, INT64_MIN, INT64_MAX, 0));
+	cr_assert_eq(n, 6, "the index lists %zu of 6 session snapshots", n);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_str_eq(v[i].id, ids[i]);
+	free(v);
+	amber_archive_free(a);
+}
