@@ -2974,6 +2974,13 @@ Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
 	run_cmd(&r, NULL, "find", cache, "-name", "timeline-*", NULL);
 	cr_assert_eq(r.out_len, 0, "listing days walked the history into the cache: %s", r.out);
 	run_result_dispose(&r);
+	/* snapshots/ itself, from a time line built from the pages */
+	mount_bg(arch, mnt, NULL, extra);
+	char *snaps = pjoin(mnt, "snapshots"), *dl = list_dir(snaps);
+	cr_assert_str_eq(dl, "2024-02-29\n2024-03-01\n", "%s lists other days", snaps);
+	free(dl);
+	free(snaps);
+	unmount_ok(mnt);
 
 	/* A forged page (its last entry names another snapshot) under the record
 	 * that writes it, made the tip: the day is EIO, never a wrong listing. */
