@@ -17,7 +17,8 @@
  * day listed is kept, and rebuilt when a listing starts over more than
  * MNT_REFRESH_NS after it was built.  Archives written before index pages
  * (and snapshots/ itself, and ids/) use the streams' amber_timeline, opened
- * on first use (so mounting costs nothing per snapshot) and refreshed when a
+ * on first use (so mounting costs nothing per snapshot; with an empty cache
+ * it is read from the index pages) and refreshed when a
  * moving name is used more than MNT_REFRESH_NS after the last refresh (so a
  * snapshot written while mounted shows up within a second): a day is found
  * there by binary search, so listing snapshots/ costs O(days * log n).

@@ -409,8 +409,11 @@ typedef struct amber_timeline amber_timeline;
 /**
  * The snapshots of one stream in time order, for O(log n) lookups by time.
  * Kept in the user's cache directory and extended incrementally: opening
- * loads the cache and reads only the snapshots written since.  Times come
- * from the commits; amber_snapshot_open() authenticates the one you use.
+ * loads the cache and reads only the snapshots written since; with nothing
+ * cached it is read from the archive's index pages (a page read per 1,024
+ * snapshots, times from the authenticated records) when the stream has
+ * them.  Times of snapshots walked come from the commits;
+ * amber_snapshot_open() authenticates the one you use.
  * Not thread-safe: callers serialise access to one timeline.
  * @return 0 (an empty timeline if the stream has no snapshot yet) or an error.
  *         Free with amber_timeline_free().
