@@ -172,10 +172,21 @@ static int visit(const amber_snapinfo *info, void *payload)
 	return o->max && o->count >= o->max ? LOG_ENOUGH : 0;
 }
 
+static int is_stream(const char *name, void *payload)
+{
+	return strcmp(name, payload) == 0;
+}
+
+/* A stream with no snapshot yet has no ref: an empty history, not an error. */
 static int list(struct log_args *o, amber_archive *a)
 {
-	int rc = amber_log(a, o->stream, visit, o);
+	const char *st = o->stream ? o->stream : "main";
+	int rc = amber_stream_list(a, is_stream, (void *)st), found = rc == 1;
 
+	if (rc == 0 || rc == 1 || rc == AMBER_ENOTFOUND)
+		rc = amber_log(a, o->stream, visit, o);
+	if (rc == AMBER_ENOTFOUND && !found && o->count == 0)
+		rc = 0;         /* no ref: nothing to list (a bad name is AMBER_EINVAL) */
 	if (rc && rc != LOG_ENOUGH)
 		return cli_fail(rc, o->archive);
 	if (o->json)

@@ -181,8 +181,15 @@ struct mnt {
 	uint64_t dir_clock;
 	size_t dir_bytes;               /* sum of the slots' bytes (dir_lock) */
 
-	pthread_mutex_t tl_lock;        /* timelines (not thread-safe) */
+	pthread_mutex_t tl_lock;        /* timelines (not thread-safe), and `day` */
 	struct mnt_tl *tls;
+	struct mnt_day {                /* the last day listed from the archive's index */
+		char *stream;           /* NULL: none */
+		int64_t day_ns;
+		amber_snapref *v;
+		size_t n;
+		int64_t built_ns;       /* CLOCK_MONOTONIC */
+	} day;
 
 	struct mnt_counters n;
 	atomic_int readahead_set;       /* the bdi read-ahead was raised (or tried) */

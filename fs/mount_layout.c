@@ -10,12 +10,18 @@
  *   tags/<tag>             tagged snapshots
  *   ids/<id>               every snapshot by commit id (prefixes resolve)
  *
- * Everything about time comes from the streams' amber_timeline, opened on
- * first use (so mounting costs nothing per snapshot) and refreshed when a
+ * A day directory, and the names in it, come from the time index that
+ * travels with the archive (amber_history_list: skip links and index pages
+ * in the authenticated records), so that listing one day of a long history
+ * costs a few dozen object reads with an empty cache directory; the last
+ * day listed is kept, and rebuilt when a listing starts over more than
+ * MNT_REFRESH_NS after it was built.  Archives written before index pages
+ * (and snapshots/ itself, and ids/) use the streams' amber_timeline, opened
+ * on first use (so mounting costs nothing per snapshot; with an empty cache
+ * it is read from the index pages) and refreshed when a
  * moving name is used more than MNT_REFRESH_NS after the last refresh (so a
- * snapshot written while mounted shows up within a second).  Listings never
- * walk the history: a day is found by binary search (lower_bound of the
- * next day's midnight), so listing snapshots/ costs O(days * log n).
+ * snapshot written while mounted shows up within a second): a day is found
+ * there by binary search, so listing snapshots/ costs O(days * log n).
  *
  * Readdir cookies: 1 and 2 are "." and "..", then each listing encodes a
  * position it can resume from without state: a time line index for days
@@ -35,6 +41,12 @@
 #define DAY_NS (86400LL * 1000000000LL)
 #define COOKIE_BASE 2
 #define IDS_SHIFT 40
+
+/* a / b rounded down: times before 1970 are negative. */
+static int64_t floor_div(int64_t a, int64_t b)
+{
+	return a / b - (a % b < 0);
+}
 
 /* Time lines ---------------------------------------------------------------- */
 
@@ -99,8 +111,84 @@ static void tl_unlock(struct mnt *m)
 	pthread_mutex_unlock(&m->tl_lock);
 }
 
+/* Days from the index ------------------------------------------------------- */
+
+#define DAY_NO_INDEX (-1)
+
+static int64_t next_day(int64_t day)
+{
+	int64_t next;
+
+	if (__builtin_mul_overflow(floor_div(day, DAY_NS) + 1, DAY_NS, &next))
+		return INT64_MAX;
+	return next;
+}
+
+static void day_drop(struct mnt_day *d)
+{
+	free(d->stream);
+	free(d->v);
+	memset(d, 0, sizeof(*d));
+}
+
+/*
+ * The listing of day `day` of `stream` from the archive's index, built
+ * again if `rebuild` and older than MNT_REFRESH_NS.  @return 0 with tl_lock
+ * held, DAY_NO_INDEX (the archive has no index pages there: use the time
+ * line) or an errno, with it released.
+ */
+static int day_lock(struct mnt *m, const char *stream, int64_t day, int rebuild,
+		    const struct mnt_day **out)
+{
+	struct mnt_day *d = &m->day, fresh = {0};
+	int rc;
+
+	pthread_mutex_lock(&m->tl_lock);
+	*out = d;
+	if (d->stream && strcmp(d->stream, stream) == 0 && d->day_ns == day &&
+	    !(rebuild && mnt_now_ns() - d->built_ns > MNT_REFRESH_NS))
+		return 0;
+	rc = amber_history_list(&fresh.v, &fresh.n, m->a, stream, day, next_day(day), 0);
+	if (rc == 0 && !(fresh.stream = strdup(stream)))
+		rc = AMBER_ERROR;
+	if (rc != 0) {
+		day_drop(&fresh);
+		pthread_mutex_unlock(&m->tl_lock);
+		return rc == 1 ? DAY_NO_INDEX : mnt_errno(m, rc, stream);
+	}
+	day_drop(d);
+	*d = fresh;
+	d->day_ns = day;
+	d->built_ns = mnt_now_ns();
+	return 0;
+}
+
+/*
+ * The snapshot of `stream` taken at exactly `ns`, or in the day starting at
+ * `day` if ns is INT64_MIN (the newest of it), from the index.
+ * @return 0 (*id "" if none), DAY_NO_INDEX, or an errno.
+ */
+static int index_find(struct mnt *m, const char *stream, int64_t day, int64_t ns,
+		      char id[AMBER_OID_HEXSZ + 1])
+{
+	amber_snapref *v = NULL;
+	size_t n = 0;
+	int rc = ns == INT64_MIN ?
+		amber_history_list(&v, &n, m->a, stream, day, next_day(day), 1) :
+		amber_history_list(&v, &n, m->a, stream, ns, ns + (ns < INT64_MAX), 1);
+
+	id[0] = '\0';
+	if (rc == 0 && n == 1 && (ns == INT64_MIN || v[0].time_ns == ns))
+		memcpy(id, v[0].id, AMBER_OID_HEXSZ + 1);
+	free(v);
+	if (rc == 1)
+		return DAY_NO_INDEX;
+	return rc ? mnt_errno(m, rc, stream) : 0;
+}
+
 void mnt_tl_destroy(struct mnt *m)
 {
+	day_drop(&m->day);
 	for (struct mnt_tl *t = m->tls, *next; t; t = next) {
 		next = t->next;
 		amber_timeline_free(t->t);
@@ -111,12 +199,6 @@ void mnt_tl_destroy(struct mnt *m)
 }
 
 /* Names ----------------------------------------------------------------- */
-
-/* a / b rounded down: times before 1970 are negative. */
-static int64_t floor_div(int64_t a, int64_t b)
-{
-	return a / b - (a % b < 0);
-}
 
 /*
  * Times come from unauthenticated commit trailers and may be anywhere in
@@ -382,7 +464,7 @@ static int lookup_streams(struct mnt *m, const char *name, struct mnt_nodeinfo *
 static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 		      struct mnt_nodeinfo *o)
 {
-	char check[32];
+	char check[32], id[AMBER_OID_HEXSZ + 1];
 	amber_timeline *t;
 	int64_t ns;
 	size_t i;
@@ -393,15 +475,20 @@ static int lookup_day(struct mnt *m, struct mnt_node *p, const char *name,
 	day_name(check, ns);
 	if (strcmp(check, name) != 0)
 		return ENOENT;
-	for (int fresh = 1; fresh <= TL_NOW; fresh++) {
-		err = tl_lock(m, p->stream, fresh, &t);
-		if (err)
-			return err;
+	err = index_find(m, p->stream, ns, INT64_MIN, id);
+	if (err == 0 && !id[0])
+		return ENOENT;
+	for (int fresh = 1, found = 0; err == DAY_NO_INDEX && !found && fresh <= TL_NOW;
+	     fresh++) {
+		int e = tl_lock(m, p->stream, fresh, &t);
+
+		if (e)
+			return e;
 		i = amber_timeline_lower_bound(t, ns);
-		err = i < day_end(t, ns) ? 0 : ENOENT;
+		found = i < day_end(t, ns);
 		tl_unlock(m);
-		if (!err)
-			break;
+		if (found || fresh == TL_NOW)
+			err = found ? 0 : ENOENT;
 	}
 	if (!err)
 		err = virt(o, MK_DAY, vino(MK_DAY, p->stream, ns), p->stream);
@@ -432,21 +519,38 @@ static int lookup_in_day(struct mnt *m, struct mnt_node *p, const char *name,
 {
 	char id[AMBER_OID_HEXSZ + 1];
 	amber_timeline *t;
+	int64_t ns;
 	long i = -1;
+	int err;
 
-	for (int fresh = 1; i < 0 && fresh <= TL_NOW; fresh++) {
-		int err = tl_lock(m, p->stream, fresh, &t);
+	if (amber_time_parse(&ns, name) || day_of(ns) != p->day_ns)
+		return ENOENT;
+	err = index_find(m, p->stream, p->day_ns, ns, id);
+	if (err > 0)
+		return err;
+	if (err == 0 && !id[0])
+		return ENOENT;
+	for (int fresh = 1; err == DAY_NO_INDEX && i < 0 && fresh <= TL_NOW; fresh++) {
+		int e = tl_lock(m, p->stream, fresh, &t);
 
-		if (err)
-			return err;
+		if (e)
+			return e;
 		i = find_in_day(t, p, name);
 		if (i >= 0)
 			amber_timeline_id(id, t, (size_t)i);
 		tl_unlock(m);
 	}
-	if (i < 0)
+	if (err == DAY_NO_INDEX && i < 0)
 		return ENOENT;
-	return stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
+	err = stream_snaproot(m, p->stream, id, MNT_TIMEOUT_IMMUTABLE, o);
+	/* verify checks every entry of an index page, readers only its ends:
+	 * the name must be the time of the snapshot's own record */
+	if (!err && amber_snapshot_info(o->snap->s)->time_ns != ns) {
+		mnt_log(m, "snapshot %s is listed at %s but its record has another time "
+			"(tampered time index; run amberfs verify)", id, name);
+		err = EIO;
+	}
+	return err;
 }
 
 /*
@@ -636,14 +740,35 @@ static int list_days(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn em
 	return 0;
 }
 
+/* A day from the index: cookies are positions in the day's listing. */
+static int list_day_index(struct mnt *m, const struct mnt_day *d, size_t p, mnt_emit_fn emit,
+			  void *ctx)
+{
+	char name[48];
+
+	for (size_t i = p; i < d->n; i++) {
+		time_name(name, d->v[i].time_ns);
+		if (emit(ctx, name, vino(MK_SNAPROOT, d->v[i].id, 0), S_IFDIR,
+			 (off_t)(i + 1 + COOKIE_BASE)))
+			break;
+	}
+	return 0;
+}
+
 static int list_day(struct mnt *m, struct mnt_node *n, size_t p, mnt_emit_fn emit, void *ctx)
 {
 	char name[48], id[AMBER_OID_HEXSZ + 1];
+	const struct mnt_day *d;
 	amber_timeline *t;
 	size_t i, end;
-	int err = tl_lock(m, n->stream, 1, &t);
+	int err = day_lock(m, n->stream, n->day_ns, p == 0, &d);
 
-	if (err)
+	if (err == 0) {
+		list_day_index(m, d, p, emit, ctx);
+		tl_unlock(m);
+		return 0;
+	}
+	if (err != DAY_NO_INDEX || (err = tl_lock(m, n->stream, 1, &t)) != 0)
 		return err;
 	i = amber_timeline_lower_bound(t, n->day_ns);
 	end = day_end(t, n->day_ns);

@@ -153,9 +153,13 @@ typedef struct amber_open_opts {
 	 *  encrypted or it has key slots, instead of failing with AMBER_EPLAIN
 	 *  (amber_verify() then reports it as a config problem). */
 	int plain_claim_ok;
+	/** Snapshots listed by each time index page of a stream this handle
+	 *  starts (a stream keeps the span its records give); 0: 1024.  Tests
+	 *  set a small span to cross page boundaries with few snapshots. */
+	uint32_t index_span;
 } amber_open_opts;
 
-#define AMBER_OPEN_OPTS_INIT {AMBER_OPEN_OPTS_VERSION, NULL, 0, 0, 0, 0}
+#define AMBER_OPEN_OPTS_INIT {AMBER_OPEN_OPTS_VERSION, NULL, 0, 0, 0, 0, 0}
 
 /**
  * amber_archive_open() with options (NULL: the defaults).  Besides its
@@ -436,8 +440,11 @@ typedef struct amber_timeline amber_timeline;
 /**
  * The snapshots of one stream in time order, for O(log n) lookups by time.
  * Kept in the user's cache directory and extended incrementally: opening
- * loads the cache and reads only the snapshots written since.  Times come
- * from the commits; amber_snapshot_open() authenticates the one you use.
+ * loads the cache and reads only the snapshots written since; with nothing
+ * cached it is read from the archive's index pages (a page read per 1,024
+ * snapshots, times from the authenticated records) when the stream has
+ * them.  Times of snapshots walked come from the commits;
+ * amber_snapshot_open() authenticates the one you use.
  * Not thread-safe: callers serialise access to one timeline.
  * @return 0 (an empty timeline if the stream has no snapshot yet) or an error.
  *         Free with amber_timeline_free().
@@ -466,6 +473,31 @@ long amber_timeline_find(const amber_timeline *t, int64_t time_ns);
 size_t amber_timeline_lower_bound(const amber_timeline *t, int64_t time_ns);
 
 void amber_timeline_free(amber_timeline *t);
+
+/** One snapshot of a listing by time. */
+typedef struct amber_snapref {
+	int64_t time_ns;                  /**< UTC, ns since the epoch */
+	char id[AMBER_OID_HEXSZ + 1];
+} amber_snapref;
+
+/**
+ * The snapshots of `stream` (NULL = "main") taken in [start, end), oldest
+ * first, from the time index that travels with the archive: the skip links
+ * and index pages of the authenticated records (amberfs-format(5)), so that
+ * a day of a long history costs a few dozen object reads and no cache.
+ * Every record and page read is authenticated and checked against the
+ * chain before its names are given out.
+ * @param max  keep only the newest max snapshots of the span (0: all)
+ * @return 0 with *out (free() it) and *n set, none if the stream has no
+ *         snapshot in the span (or none at all); 1 when the records in the
+ *         way were written before index pages existed (walk the history
+ *         instead, e.g. with amber_timeline); AMBER_EAUTH or AMBER_ECORRUPT
+ *         for an index that does not match the history (tampered or
+ *         damaged), AMBER_ENEEDKEY for a locked archive, AMBER_EINVAL for
+ *         a bad stream name.
+ */
+int amber_history_list(amber_snapref **out, size_t *n, amber_archive *a, const char *stream,
+		       int64_t start, int64_t end, size_t max);
 
 /* Entries ----------------------------------------------------------- */
 

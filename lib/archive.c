@@ -6,6 +6,7 @@
 #include "error.h"
 #include "gitobj.h"
 #include "kvmap.h"
+#include "manifest.h"
 #include "pkcs11.h"
 
 #include <errno.h>
@@ -355,6 +356,7 @@ static amber_archive *archive_alloc(const char *path, const amber_open_opts *o)
 	}
 	a->cache_none = base && !*base;
 	a->weak_kdf_ok = o && o->weak_kdf_ok;
+	a->index_span = o ? o->index_span : 0;
 	pthread_mutex_init(&a->pf_lock, NULL);
 	pthread_cond_init(&a->pf_cond, NULL);
 	return a;
@@ -409,6 +411,9 @@ static int open_opts_check(const amber_open_opts *o)
 	if (o && o->version != AMBER_OPEN_OPTS_VERSION)
 		return amber_fail(AMBER_EINVAL, "amber_open_opts version %u is not %u: initialise it "
 				  "with AMBER_OPEN_OPTS_INIT", o->version, AMBER_OPEN_OPTS_VERSION);
+	if (o && o->index_span && (o->index_span < 2 || o->index_span > AMBER_PAGE_SPAN_MAX))
+		return amber_fail(AMBER_EINVAL, "index_span %u is not within 2..%u", o->index_span,
+				  AMBER_PAGE_SPAN_MAX);
 	return 0;
 }
 

@@ -31,6 +31,7 @@ struct amber_archive {
 	char *cache_base;          /* amber_open_opts.cache_dir (NULL: the default) */
 	int cache_none;            /* amber_open_opts.cache_dir was "" */
 	int weak_kdf_ok;           /* amber_open_opts.weak_kdf_ok */
+	uint32_t index_span;       /* amber_open_opts.index_span (0: the default) */
 	int encrypted;
 	char id[33];
 	int zstd_level;

@@ -96,6 +96,7 @@ static const char *type_name(int type)
 	case AMBER_OBJ_FANOUT: return "fanout";
 	case AMBER_OBJ_INDEX: return "index";
 	case AMBER_OBJ_RECORD: return "record";
+	case AMBER_OBJ_PAGE: return "index page";
 	default: return "object";
 	}
 }

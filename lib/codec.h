@@ -38,6 +38,7 @@ enum amber_objtype {
 	AMBER_OBJ_FANOUT = 3,    /**< bucket list of a large directory */
 	AMBER_OBJ_INDEX = 4,     /**< chunk list of a multi-chunk file */
 	AMBER_OBJ_RECORD = 5,    /**< snapshot record (carried in the commit) */
+	AMBER_OBJ_PAGE = 6,      /**< time index page of a stream (history.c) */
 };
 
 /**

@@ -43,9 +43,13 @@
 
 #define LAYOUT_VERSION 1
 #define RECORD_VERSION_INDEXED 2
-#define RECORD_VERSION_FLAGS 3          /* a flags byte, then the index if flagged */
+#define RECORD_VERSION_PAGED 3
+#define RECORD_VERSION_FLAGS 4          /* a flags byte says what follows */
 #define RECORD_FLAG_UNSIGNED 0x01       /* unsigned on purpose (--unsigned) */
 #define RECORD_FLAG_INDEXED 0x02        /* the time index follows */
+#define RECORD_FLAG_PAGED 0x04          /* then the index page reference */
+#define PAGE_VERSION 1
+#define PAGE_ENT_SIZE (8 + 20)
 #define RECORD_TEXT_MAX 4096
 #define MODE_MASK 07777u
 #define NSEC_PER_SEC 1000000000u
@@ -807,6 +811,20 @@ static const char *root_meta_defect(const amber_record *r)
 	return why;
 }
 
+/* The newest page below a record is the last whole span under it, or none. */
+static const char *page_defect(const amber_record *r)
+{
+	if (r->page_span < 2 || r->page_span > AMBER_PAGE_SPAN_MAX)
+		return "index page span out of range";
+	if (r->page_height % r->page_span != 0 || r->page_height >= r->height)
+		return "index page height is not a multiple of its span below the record";
+	if (r->page_height && r->height - 1 - r->page_height >= r->page_span)
+		return "index page is not the newest below the record";
+	if (!r->page_height && !all_zero((const uint8_t *)&r->page, sizeof(r->page)))
+		return "index page link set without a page";
+	return NULL;
+}
+
 /*
  * What one record can say about its own index: the link count its height
  * implies, the parent as link 0, older times the farther back.  Whether the
@@ -824,7 +842,7 @@ static const char *index_defect(const amber_record *r)
 	for (size_t i = 0; i < r->nskip; i++)
 		if (r->skip[i].time_ns >= (i ? r->skip[i - 1].time_ns : r->time_ns))
 			return "skip link times do not decrease";
-	return NULL;
+	return r->page_span ? page_defect(r) : NULL;
 }
 
 static const char *record_defect(const amber_record *r)
@@ -878,7 +896,8 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 	if (r->unsigned_on_purpose)
 		w_u8(&w, RECORD_VERSION_FLAGS);
 	else
-		w_u8(&w, r->height ? RECORD_VERSION_INDEXED : LAYOUT_VERSION);
+		w_u8(&w, r->page_span ? RECORD_VERSION_PAGED
+			 : r->height ? RECORD_VERSION_INDEXED : LAYOUT_VERSION);
 	w_bytes(&w, r->tree, sizeof(r->tree));
 	w_u8(&w, (uint8_t)r->has_parent);
 	w_bytes(&w, r->parent, sizeof(r->parent));
@@ -894,7 +913,8 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 	put_text(&w, r->message);
 	put_stats(&w, &r->stats);
 	if (r->unsigned_on_purpose)
-		w_u8(&w, RECORD_FLAG_UNSIGNED | (r->height ? RECORD_FLAG_INDEXED : 0));
+		w_u8(&w, RECORD_FLAG_UNSIGNED | (r->height ? RECORD_FLAG_INDEXED : 0) |
+			 (r->page_span ? RECORD_FLAG_PAGED : 0));
 	if (r->height) {
 		w_u64(&w, r->height);
 		w_u8(&w, (uint8_t)r->nskip);
@@ -902,6 +922,11 @@ int amber_record_encode(amber_buf *out, const amber_record *r)
 			w_bytes(&w, r->skip[i].oid, 20);
 			w_u64(&w, (uint64_t)r->skip[i].time_ns);
 		}
+	}
+	if (r->page_span) {
+		w_u32(&w, r->page_span);
+		w_u64(&w, r->page_height);
+		w_link(&w, &r->page);
 	}
 	return w_finish(&w, start);
 }
@@ -980,23 +1005,37 @@ static int get_index(amber_record *rec, amber_rd *r)
 	return 0;
 }
 
-/* Version 3: the flags byte says what follows; unknown flags are refused. */
-static int get_flags(amber_record *rec, amber_rd *r, int *indexed)
+static void get_page_ref(amber_record *rec, amber_rd *r)
+{
+	amber_rd_u32(r, &rec->page_span);
+	amber_rd_u64(r, &rec->page_height);
+	r_link(r, &rec->page);
+}
+
+/*
+ * Version 4: the flags byte says what follows; unknown flags are refused,
+ * and so are pages without the index they hang from.
+ */
+static int get_flags(amber_record *rec, amber_rd *r, int *indexed, int *paged)
 {
 	uint8_t f = 0;
 
 	if (amber_rd_u8(r, &f) < 0)
 		return 0; /* r_finish reports the short payload */
-	if (f & ~(RECORD_FLAG_UNSIGNED | RECORD_FLAG_INDEXED))
+	if (f & ~(RECORD_FLAG_UNSIGNED | RECORD_FLAG_INDEXED | RECORD_FLAG_PAGED))
 		return amber_fail(AMBER_ECORRUPT, "record: unknown flags 0x%02x", f);
+	if ((f & RECORD_FLAG_PAGED) && !(f & RECORD_FLAG_INDEXED))
+		return amber_fail(AMBER_ECORRUPT, "record: index pages without the time index");
 	rec->unsigned_on_purpose = (f & RECORD_FLAG_UNSIGNED) != 0;
 	*indexed = (f & RECORD_FLAG_INDEXED) != 0;
+	*paged = (f & RECORD_FLAG_PAGED) != 0;
 	return 0;
 }
 
 static int get_record(amber_record *rec, amber_rd *r, int ver)
 {
-	int indexed = ver == RECORD_VERSION_INDEXED;
+	int indexed = ver == RECORD_VERSION_INDEXED || ver == RECORD_VERSION_PAGED;
+	int paged = ver == RECORD_VERSION_PAGED;
 	uint8_t hp = 0;
 	const char *why;
 	int rc;
@@ -1014,10 +1053,12 @@ static int get_record(amber_record *rec, amber_rd *r, int ver)
 	    (rc = get_text(&rec->message, r)) < 0)
 		return rc;
 	get_stats(&rec->stats, r);
-	if (ver == RECORD_VERSION_FLAGS && (rc = get_flags(rec, r, &indexed)) < 0)
+	if (ver == RECORD_VERSION_FLAGS && (rc = get_flags(rec, r, &indexed, &paged)) < 0)
 		return rc;
 	if (indexed && (rc = get_index(rec, r)) < 0)
 		return rc;
+	if (paged)
+		get_page_ref(rec, r);
 	if ((rc = r_finish(r, "record")) < 0)
 		return rc;
 	if ((why = record_defect(rec)) != NULL)
@@ -1035,8 +1076,8 @@ int amber_record_decode(amber_record *rec, const void *data, size_t len)
 	amber_rd_init(&r, data, len);
 	if (amber_rd_u8(&r, &ver) < 0)
 		return amber_fail(AMBER_ECORRUPT, "record: empty payload");
-	/* layout 1 records (no index) stay readable: readers walk instead */
-	if (ver != LAYOUT_VERSION && ver != RECORD_VERSION_INDEXED && ver != RECORD_VERSION_FLAGS)
+	/* layout 1 records (no index) and 2 (no pages) stay readable: readers walk */
+	if (ver < LAYOUT_VERSION || ver > RECORD_VERSION_FLAGS)
 		return amber_fail(AMBER_ECORRUPT, "record: unknown layout version %u", ver);
 	if ((rc = get_record(rec, &r, ver)) < 0)
 		amber_record_dispose(rec);
@@ -1054,4 +1095,73 @@ void amber_record_dispose(amber_record *r)
 	r->host = r->source = r->message = NULL;
 	r->root_meta = NULL;
 	r->root_meta_len = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Index page                                                          */
+
+static const char *page_defect_of(const amber_page *p)
+{
+	if (p->n < 2 || p->n > AMBER_PAGE_SPAN_MAX || p->first == 0 || p->first > UINT64_MAX - p->n)
+		return "entry count or first height out of range";
+	if (p->prev_height ? p->prev_height != p->first - 1
+			   : !all_zero((const uint8_t *)&p->prev, sizeof(p->prev)))
+		return "the page before does not end just below this one";
+	for (uint32_t i = 1; i < p->n; i++)
+		if (p->v[i].time_ns <= p->v[i - 1].time_ns)
+			return "times do not increase";
+	return NULL;
+}
+
+int amber_page_encode(amber_buf *out, const amber_page *p)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why = page_defect_of(p);
+
+	if (why)
+		return amber_fail(AMBER_EINVAL, "index page: %s", why);
+	w_u8(&w, PAGE_VERSION);
+	w_u64(&w, p->first);
+	w_u32(&w, p->n);
+	w_u64(&w, p->prev_height);
+	w_link(&w, &p->prev);
+	for (uint32_t i = 0; i < p->n; i++) {
+		w_u64(&w, (uint64_t)p->v[i].time_ns);
+		w_bytes(&w, p->v[i].oid, 20);
+	}
+	return w_finish(&w, start);
+}
+
+int amber_page_decode(amber_page *p, const void *data, size_t len)
+{
+	amber_rd r;
+	uint8_t ver = 0;
+	const char *why;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	amber_rd_init(&r, data, len);
+	amber_rd_u8(&r, &ver);
+	amber_rd_u64(&r, &p->first);
+	amber_rd_u32(&r, &p->n);
+	amber_rd_u64(&r, &p->prev_height);
+	r_link(&r, &p->prev);
+	if (ver != PAGE_VERSION || p->n < 2 || p->n > AMBER_PAGE_SPAN_MAX ||
+	    p->n > r.left / PAGE_ENT_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "index page: unknown version or bad entry count");
+	if (!(p->v = malloc(p->n * sizeof(*p->v))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	for (uint32_t i = 0; i < p->n; i++) {
+		r_i64(&r, &p->v[i].time_ns);
+		r_copy(&r, p->v[i].oid, 20);
+	}
+	rc = r_finish(&r, "index page");
+	if (rc == 0 && (why = page_defect_of(p)) != NULL)
+		rc = amber_fail(AMBER_ECORRUPT, "index page: %s", why);
+	if (rc < 0) {
+		free(p->v);
+		p->v = NULL;
+	}
+	return rc;
 }

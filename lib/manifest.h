@@ -122,6 +122,36 @@ static inline size_t amber_skip_count(uint64_t height)
 	return n;
 }
 
+/*
+ * Index pages (record layout 3): the record of the snapshot at height h
+ * with (h - 1) % span == 0 (h > 1) writes a page listing the `span`
+ * snapshots below it, heights h - span .. h - 1, as (time, commit id)
+ * pairs, oldest first, with a link to the page before.  Every record names
+ * the newest page below it (page_height: the last height that page lists;
+ * 0 with no page yet), so listing a span of time costs a few page reads
+ * plus a walk of at most span - 1 records above the newest page.
+ */
+#define AMBER_PAGE_SPAN_DEFAULT 1024
+#define AMBER_PAGE_SPAN_MAX 65536
+
+typedef struct amber_page_ent {
+	int64_t time_ns;
+	uint8_t oid[20];
+} amber_page_ent;
+
+/** A decoded index page. */
+typedef struct amber_page {
+	uint64_t first;            /* height of v[0] (>= 1) */
+	uint32_t n;                /* entries: the span of the stream */
+	uint64_t prev_height;      /* last height of the page before; 0: none */
+	amber_link prev;           /* that page (zero when prev_height is 0) */
+	amber_page_ent *v;         /* malloc'd, oldest first */
+} amber_page;
+
+int amber_page_encode(amber_buf *out, const amber_page *p);
+/** Decode and check the page's own consistency; free p->v. */
+int amber_page_decode(amber_page *p, const void *data, size_t len);
+
 /** The authenticated record a snapshot commit carries. */
 typedef struct amber_record {
 	uint8_t tree[20];          /* the commit's root tree */
@@ -146,12 +176,17 @@ typedef struct amber_record {
 	uint64_t height;           /* 0: a layout 1 record, which has no index */
 	size_t nskip;              /* amber_skip_count(height) */
 	amber_skiplink skip[AMBER_SKIP_MAX];
+	uint32_t page_span;        /* layout 3: snapshots per index page; 0: layout 1 or 2 */
+	uint64_t page_height;      /* last height of the newest page below; 0: none */
+	amber_link page;           /* that page (zero when page_height is 0) */
 } amber_record;
 
 /**
- * Encode: layout 3 (flags, then the index if r->height) when the record
- * has a flag to carry, else layout 2 (with the index) if r->height, else
- * layout 1.  Ordinary snapshots stay readable by readers that predate 3.
+ * Encode: layout 4 (a flags byte, then the index and the page reference
+ * as flagged) when the record has a flag to carry (unsigned on purpose),
+ * else layout 3 (index and pages) if r->page_span, 2 (skip links) if
+ * r->height, else 1.  Ordinary snapshots stay readable by readers that
+ * predate 4.
  */
 int amber_record_encode(amber_buf *out, const amber_record *r);
 int amber_record_decode(amber_record *r, const void *data, size_t len);

@@ -137,6 +137,10 @@ typedef struct snap {
 	uint8_t *buf;           /* read buffer of the walking thread */
 	unsigned depth;         /* of the directory being walked (the root's is 0) */
 	char path[8192];        /* current relative path */
+	/* an index page written by this snapshot: the commit that keeps it
+	 * reachable by git, and what refs/amberfs/pages/<stream> held before */
+	int page_state;         /* 0: none, 1: the ref is new, 2: it moves from page_prev */
+	uint8_t page_commit[20], page_prev[20];
 } snap;
 
 static int64_t now_ns(void)
@@ -1511,6 +1515,8 @@ static int snap_tree(snap *s, amber_entry *root, const char *src, const struct s
 	return rc;
 }
 
+static int publish_page(snap *s, const amber_record *r);
+
 static int publish(snap *s, const amber_record *r, const uint8_t commit[20],
 		   char id_out[AMBER_OID_HEXSZ + 1])
 {
@@ -1519,6 +1525,8 @@ static int publish(snap *s, const amber_record *r, const uint8_t commit[20],
 
 	if (rc == 0)
 		rc = readback_all(s);
+	if (rc == 0)
+		rc = publish_page(s, r);
 	snprintf(ref, sizeof(ref), "refs/heads/%s", r->stream);
 	if (rc == 0)
 		rc = amber_store_ref_update(s->a->store, ref, commit, r->has_parent ? r->parent : NULL,
@@ -1551,6 +1559,76 @@ static int tag_snapshot(snap *s, const amber_record *r, const uint8_t commit[20]
 	return rc;
 }
 
+/*
+ * A page is named only from inside a record, which git cannot see: a chain
+ * of commits on refs/amberfs/pages/<stream>, one per page with the page as
+ * its tree's only blob, keeps every page reachable, so that git gc keeps it
+ * and clone --mirror and push copy it.  The ref moves before the stream's
+ * (publish): a crash between the two leaves a page no snapshot names yet,
+ * which the next snapshot writes again (same bytes, same id).
+ */
+static int keep_page(snap *s, const amber_record *r, const amber_link *page)
+{
+	amber_tentry te = {.name = "page", .mode = AMBER_GIT_MODE_BLOB};
+	amber_buf t = AMBER_BUF_INIT, c = AMBER_BUF_INIT;
+	uint8_t tree[20];
+	char ref[128], msg[96];
+	int rc;
+
+	snprintf(ref, sizeof(ref), "refs/amberfs/pages/%s", r->stream);
+	rc = amber_store_ref_read(s->page_prev, s->a->store, ref);
+	s->page_state = rc == 0 ? 2 : 1;
+	if (rc == AMBER_ENOTFOUND)
+		amber_error_clear();
+	memcpy(te.oid, page->oid, 20);
+	snprintf(msg, sizeof(msg), "amberfs index page of heights %llu..%llu\n",
+		 (unsigned long long)(r->height - r->page_span), (unsigned long long)r->height - 1);
+	rc = rc == AMBER_ENOTFOUND ? 0 : rc;
+	if (rc == 0)
+		rc = amber_tree_build(&t, &te, 1);
+	if (rc == 0)
+		rc = put_git(tree, s, AMBER_GIT_TREE, t.data, t.len);
+	if (rc == 0)
+		rc = amber_commit_build(&c, tree, s->page_state == 2 ? s->page_prev : NULL,
+					r->time_ns / 1000000000, msg);
+	if (rc == 0)
+		rc = put_git(s->page_commit, s, AMBER_GIT_COMMIT, c.data, c.len);
+	if (rc < 0)
+		s->page_state = 0;
+	amber_buf_dispose(&c);
+	amber_buf_dispose(&t);
+	return rc;
+}
+
+/* The time index of the new record: skip links, and an index page when one is due. */
+static int index_record(amber_record *r, snap *s)
+{
+	amber_buf page = AMBER_BUF_INIT;
+	amber_link l;
+	int rc = amber_history_links(r, s->a, &page);
+
+	s->page_state = 0;
+	if (rc == 0 && page.len && (rc = put_frame(&l, s, AMBER_OBJ_PAGE, page.data,
+						   page.len)) == 0)
+		rc = keep_page(s, r, &l);
+	if (rc == 0 && page.len)
+		amber_history_page_written(r, &l);
+	amber_buf_dispose(&page);
+	return rc;
+}
+
+/* After the objects are durable, before the stream's ref: the page's ref. */
+static int publish_page(snap *s, const amber_record *r)
+{
+	char ref[128];
+
+	if (!s->page_state)
+		return 0;
+	snprintf(ref, sizeof(ref), "refs/amberfs/pages/%s", r->stream);
+	return amber_store_ref_update(s->a->store, ref, s->page_commit,
+				      s->page_state == 2 ? s->page_prev : NULL, "amberfs index page");
+}
+
 static int snap_run(snap *s, const char *src, const struct stat *st,
 		    char id_out[AMBER_OID_HEXSZ + 1])
 {
@@ -1575,7 +1653,7 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
 	if (rc == 0)
 		rc = fill_record(&r, s, &root, src, &rootmeta);
 	if (rc == 0)
-		rc = amber_history_links(&r, s->a);     /* the time index */
+		rc = index_record(&r, s);
 	if (rc == 0)
 		rc = write_commit(commit, s, &r);
 	if (rc == 0)
@@ -2893,6 +2971,8 @@ static int writer_commit(char id_out[AMBER_OID_HEXSZ + 1], snap *s, amber_writer
 	rc = choose_time(&r, s);
 	if (rc == 0)
 		rc = fill_record(&r, s, root, w->src, &rootmeta);
+	if (rc == 0)
+		rc = index_record(&r, s);
 	if (rc == 0)
 		rc = write_commit(commit, s, &r);
 	if (rc == 0)

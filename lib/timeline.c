@@ -12,6 +12,7 @@
 #include "archive.h"
 #include "cachedir.h"
 #include "error.h"
+#include "history.h"
 #include "record.h"
 
 #include <stdio.h>
@@ -146,6 +147,32 @@ static long find_oid(const amber_timeline *t, const uint8_t oid[20])
 	return -1;
 }
 
+/*
+ * Nothing known yet: the whole history from the archive's index pages (a
+ * page read per 1,024 snapshots, times from the authenticated records)
+ * instead of a commit read per snapshot.  1 when the index cannot give it
+ * (no pages, a locked archive, an index that does not match the chain):
+ * the walk then does, as for archives written before pages.
+ */
+static int from_index(amber_timeline *t, const uint8_t tip[20])
+{
+	amber_page_ent *v = NULL;
+	size_t n = 0;
+	int rc = amber_history_span(&v, &n, t->a, t->stream, tip, INT64_MIN, INT64_MAX, 0);
+
+	if (rc == 0 && (rc = reserve(t, n)) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			memcpy(t->v[i].oid, v[i].oid, 20);
+			t->v[i].time_ns = v[i].time_ns;
+		}
+		t->n = n;
+	}
+	free(v);
+	if (rc != 0)
+		amber_error_clear();
+	return rc == 0 ? 0 : 1;
+}
+
 /* Walk back from tip until a known commit; append what is new, oldest first. */
 static int extend(amber_timeline *t, const uint8_t tip[20])
 {
@@ -206,7 +233,8 @@ int amber_timeline_refresh(amber_timeline *t, int *changed)
 		t->n = 0;
 		rc = 0;
 	} else if (rc == 0 && !(t->n && memcmp(tip, last, 20) == 0)) {
-		rc = extend(t, tip);
+		if (t->n || from_index(t, tip) != 0)
+			rc = extend(t, tip);
 	} else {
 		return rc;
 	}

@@ -599,6 +599,29 @@ Test(cli, log_json_parses_with_the_documented_fields)
 	run_result_dispose(&r);
 }
 
+Test(cli, log_of_an_archive_without_snapshots_is_empty_and_succeeds)
+{
+	char *arch = new_archive("empty", 1);
+	run_result r;
+
+	amber(&r, "log", arch, NULL);
+	assert_ok(&r, "log of an empty archive");
+	cr_assert_eq(r.out_len, 0, "log of an empty archive should print nothing:\n%s", r.out);
+	run_result_dispose(&r);
+	amber(&r, "log", arch, "--json", NULL);
+	assert_ok(&r, "log --json of an empty archive");
+	cr_assert_str_eq(r.out, "[]\n", "log --json of an empty archive should be []");
+	run_result_dispose(&r);
+	amber(&r, "log", arch, "--stream", "other", "--json", NULL);
+	assert_ok(&r, "log --json of a stream without snapshots");
+	cr_assert_str_eq(r.out, "[]\n", "a stream without snapshots should list as []");
+	run_result_dispose(&r);
+	amber(&r, "log", arch, "--stream", "../x", NULL);
+	cr_assert_neq(r.status, 0, "log of a stream with an invalid name should fail");
+	run_result_dispose(&r);
+	free(arch);
+}
+
 Test(cli, ls_long_shows_setuid_setgid_and_sticky_mode_strings)
 {
 	char *src = small_src();

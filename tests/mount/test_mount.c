@@ -15,7 +15,12 @@
  * or a mount that cannot be made fails the test; nothing here skips.
  */
 #include "amber.h"
+#include "archive.h"
+#include "codec.h"
+#include "gitobj.h"
 #include "helpers.h"
+#include "manifest.h"
+#include "record.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +29,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -3207,4 +3213,212 @@ Test(mount, shares_unlock_the_mount_and_no_core_or_proc_file_shows_them)
 	free(log);
 	free(mnt);
 	free(m1);
+/* Day directories from the archive's index pages                      */
+
+#define PG_SNAPS 14
+#define PG_SPAN 3
+
+/* The record of snapshot `id` of plain archive a. */
+static void pg_record(amber_record *r, amber_archive *a, const char *id)
+{
+	uint8_t oid[20];
+	cr_assert_eq(amber_oid_fromhex(oid, id), 0);
+	cr_assert_eq(amber_record_read(r, a, oid), 0, "record %s: %s", id, amber_error_last());
+}
+
+/* git hash-object -w of `len` bytes; the id. */
+static void pg_put(char out[41], const char *arch, const char *type, const void *data,
+		   size_t len)
+{
+	char *f = pjoin(IT.tmp, "forged.obj");
+	FILE *fp = fopen(f, "wb");
+	cr_assert(fp && fwrite(data, 1, len, fp) == len && fclose(fp) == 0);
+	char *gd = xasprintf("--git-dir=%s", arch);
+	const char *argv[] = { "git", gd, "hash-object", "-w", "-t", type, f, NULL };
+	run_result r;
+	run_argv(&r, NULL, argv);
+	cr_assert(r.status == 0 && r.out_len >= 40, "hash-object: %s", r.err);
+	memcpy(out, r.out, 40);
+	out[40] = '\0';
+	run_result_dispose(&r);
+	free(gd);
+	free(f);
+}
+
+/*
+ * With span 3, the snapshot at height 13 (ids[12]) writes the page of
+ * heights 10..12: rewrite its record to name a page whose last entry is
+ * ids[0], and make that commit the tip.
+ */
+static void forge_tip_page(const char *arch, char ids[][41])
+{
+	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
+	amber_archive *a = NULL;
+	amber_record r, r9;
+	amber_page_ent v[PG_SPAN];
+	amber_page pg = { .first = 10, .n = PG_SPAN, .v = v };
+	amber_buf enc = AMBER_BUF_INIT, frame = AMBER_BUF_INIT, rec = AMBER_BUF_INIT;
+	amber_buf c = AMBER_BUF_INIT;
+	char hex[41], *msg, *b64;
+
+	oo.cache_dir = "";
+	cr_assert_eq(amber_archive_open_ext(&a, arch, &oo), 0, "%s", amber_error_last());
+	pg_record(&r9, a, ids[9]);      /* height 10 names the page of 7..9 */
+	pg.prev_height = r9.page_height;
+	pg.prev = r9.page;
+	for (int i = 0; i < PG_SPAN; i++) {
+		amber_record e;
+		pg_record(&e, a, ids[9 + i]);
+		v[i].time_ns = e.time_ns;
+		cr_assert_eq(amber_oid_fromhex(v[i].oid, ids[9 + i]), 0);
+		amber_record_dispose(&e);
+	}
+	cr_assert_eq(amber_oid_fromhex(v[PG_SPAN - 1].oid, ids[0]), 0);
+	cr_assert_eq(amber_page_encode(&enc, &pg), 0, "%s", amber_error_last());
+	pg_record(&r, a, ids[12]);
+	cr_assert_eq(r.page_height, 12);
+	cr_assert_eq(amber_codec_encode(&frame, r.page.mac, NULL, AMBER_OBJ_PAGE, enc.data,
+					enc.len, 0), 0);
+	pg_put(hex, arch, "blob", frame.data, frame.len);
+	cr_assert_eq(amber_oid_fromhex(r.page.oid, hex), 0);
+	amber_buf_dispose(&frame);
+	cr_assert_eq(amber_record_encode(&rec, &r), 0, "%s", amber_error_last());
+	uint8_t mac[AMBER_MAC_BYTES];
+	cr_assert_eq(amber_codec_encode(&frame, mac, NULL, AMBER_OBJ_RECORD, rec.data, rec.len, 0),
+		     0);
+	size_t bl = sodium_base64_ENCODED_LEN(frame.len, sodium_base64_VARIANT_ORIGINAL);
+	b64 = malloc(bl);
+	sodium_bin2base64(b64, bl, frame.data, frame.len, sodium_base64_VARIANT_ORIGINAL);
+	char t9[40];
+	amber_time_format(t9, r.time_ns, 9);
+	msg = xasprintf("amberfs snapshot %s\n\nAmberfs-Time: %s\nAmberfs-Record: %s\n", t9, t9,
+			b64);
+	cr_assert_eq(amber_commit_build(&c, r.tree, r.parent, r.time_ns / 1000000000, msg), 0);
+	pg_put(hex, arch, "commit", c.data, c.len);
+	free(git_out(arch, "update-ref", "refs/heads/main", hex));
+	free(msg);
+	free(b64);
+	amber_buf_dispose(&c);
+	amber_buf_dispose(&rec);
+	amber_buf_dispose(&frame);
+	amber_buf_dispose(&enc);
+	amber_record_dispose(&r);
+	amber_record_dispose(&r9);
+	amber_archive_free(a);
+}
+
+/*
+ * A history written through the library with index pages of 3 snapshots
+ * (a stream keeps the span it was started with), crossing midnight: 5
+ * snapshots on the first day, 9 on the second, so that both days span page
+ * boundaries.  Mounted with an empty cache directory, each day lists
+ * exactly the snapshots `amberfs log` walks, every name opens its
+ * snapshot, and no time line is written to the cache.
+ */
+Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char *cache = pjoin(IT.tmp, "fresh-cache"), ids[PG_SNAPS][41];
+	int64_t day0 = (int64_t)1709251200 * 1000000000LL;      /* 2024-03-01T00:00:00Z */
+	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
+	amber_archive *a = NULL;
+
+	mkdir_p(src, 0755);
+	mkdir_p(cache, 0700);
+	amber_init_archive(arch, 1);
+	oo.cache_dir = "";
+	oo.index_span = PG_SPAN;
+	cr_assert_eq(amber_global_init(), 0);
+	cr_assert_eq(amber_archive_open_ext(&a, arch, &oo), 0, "%s", amber_error_last());
+	for (int k = 0; k < PG_SNAPS; k++) {
+		int64_t t = day0 + (int64_t)(k - 5) * 1234567890123LL + k * 7;
+		amber_snapshot_opts o = {.stream = "main", .threads = 1, .time_ns = t};
+		char *f = pjoin(src, "version"), c[16];
+
+		snprintf(c, sizeof(c), "%d\n", k);
+		write_str(f, c);
+		free(f);
+		cr_assert_eq(amber_snapshot_create(ids[k], NULL, a, src, &o), 0, "snapshot %d: %s",
+			     k, amber_error_last());
+	}
+	amber_archive_free(a);
+
+	snapinfo all[PG_SNAPS];
+	size_t n = log_snaps(arch, NULL, all, PG_SNAPS);
+	cr_assert_eq(n, PG_SNAPS, "log lists %zu snapshots", n);
+	char *mnt = mountpoint("mnt"), *opt = xasprintf("cache_dir=%s", cache);
+	const char *extra[] = { "-o", opt, NULL };
+	mount_bg(arch, mnt, NULL, extra);
+	const char *days[] = { "2024-02-29", "2024-03-01" };
+	for (int d = 0; d < 2; d++) {
+		char want[PG_SNAPS * 40] = "";
+		int count = 0;
+		for (int k = 0; k < PG_SNAPS; k++) {       /* log order is newest first */
+			snapinfo *s = find_snap(all, n, ids[k]);
+			char *rel = snap_rel(s->ns);
+			if (!strncmp(rel + strlen("snapshots/"), days[d], 10)) {
+				strcat(want, rel + strlen("snapshots/") + 11);
+				strcat(want, "\n");
+				count++;
+				char *p = pjoin(mnt, rel), *v = xget_ok(p, "user.amberfs.snapshot");
+				cr_assert_str_eq(v, ids[k], "%s opens another snapshot", rel);
+				free(v);
+				free(p);
+			}
+			free(rel);
+		}
+		cr_assert(count >= PG_SPAN + 2, "day %s has %d snapshots: no page boundary",
+			  days[d], count);
+		char *dir = xasprintf("%s/snapshots/%s", mnt, days[d]), *got = list_dir(dir);
+		cr_assert_str_eq(got, want, "%s lists other snapshots than the chain", dir);
+		free(got);
+		free(dir);
+	}
+	char *none = xasprintf("%s/snapshots/2024-03-02", mnt);
+	struct stat st;
+	cr_assert(stat(none, &st) != 0 && errno == ENOENT, "a day without snapshots exists");
+	free(none);
+	unmount_ok(mnt);
+	run_result r;
+	run_cmd(&r, NULL, "find", cache, "-name", "timeline-*", NULL);
+	cr_assert_eq(r.out_len, 0, "listing days walked the history into the cache: %s", r.out);
+	run_result_dispose(&r);
+	/* snapshots/ itself, from a time line built from the pages */
+	mount_bg(arch, mnt, NULL, extra);
+	char *snaps = pjoin(mnt, "snapshots"), *dl = list_dir(snaps);
+	cr_assert_str_eq(dl, "2024-02-29\n2024-03-01\n", "%s lists other days", snaps);
+	free(dl);
+	free(snaps);
+	unmount_ok(mnt);
+
+	/* A forged page (its last entry names another snapshot) under the record
+	 * that writes it, made the tip: the day is EIO, never a wrong listing. */
+	forge_tip_page(arch, ids);
+	char *cache2 = pjoin(IT.tmp, "fresh-cache-2"), *opt2 = xasprintf("cache_dir=%s", cache2);
+	const char *extra2[] = { "-o", opt2, NULL };
+	mkdir_p(cache2, 0700);
+	mount_bg(arch, mnt, NULL, extra2);
+	char *day1 = xasprintf("%s/snapshots/%s", mnt, days[1]);
+	DIR *dd = opendir(day1);
+	int err = 0;
+	if (!dd)
+		err = errno;
+	else {
+		errno = 0;
+		while (readdir(dd))
+			;
+		err = errno;
+		closedir(dd);
+	}
+	cr_assert_eq(err, EIO, "listing %s under a forged index page gave errno %d, not EIO",
+		     day1, err);
+	unmount_ok(mnt);
+	free(day1);
+	free(opt2);
+	free(cache2);
+	free(opt);
+	free(mnt);
+	free(cache);
+	free(arch);
+	free(src);
 }

@@ -68,17 +68,23 @@ static amber_open_opts caches_in(const char *dir)
 	return o;
 }
 
-static amber_archive *new_archive(void)
+static amber_archive *new_archive_span(uint32_t span)
 {
 	static amber_open_opts oo;
 	amber_create_opts o = {.plain = 1};
 	amber_archive *a = NULL;
 
 	oo = caches_in("cache");
+	oo.index_span = span;
 	o.open = &oo;
 	cr_assert_eq(mkdir(at("src"), 0755), 0);
 	OK(amber_archive_create(&a, at("arch"), &o));
 	return a;
+}
+
+static amber_archive *new_archive(void)
+{
+	return new_archive_span(0);
 }
 
 static void snap(char id[AMBER_OID_HEXSZ + 1], amber_archive *a, int64_t t)
@@ -360,6 +366,11 @@ static void on_problem(const amber_verify_problem *p, void *payload)
 	s->history += p->kind == AMBER_VERIFY_HISTORY && strstr(p->message, "skip link");
 }
 
+static void count_history(const amber_verify_problem *p, void *payload)
+{
+	*(int *)payload += p->kind == AMBER_VERIFY_HISTORY;
+}
+
 static seen verify_run(amber_archive *a)
 {
 	amber_verify_opts o = {0};
@@ -398,5 +409,281 @@ Test(history, verify_reports_a_forged_skip_link)
 	s = verify_run(a);
 	cr_assert_geq(s.history, 1, "verify did not report the forged skip link (%d problems)",
 		      s.total);
+	amber_archive_free(a);
+}
+
+/* ---- index pages ---------------------------------------------------------------------- */
+
+#define PAGED 23        /* span 4: pages at heights 5, 9, .., 21, and a tail of 2 */
+#define SPAN 4
+
+/* amber_history_list over [start, end) against a linear scan of t. */
+static void expect_span(amber_archive *a, char (*ids)[AMBER_OID_HEXSZ + 1], const int64_t *t,
+			int n, int64_t start, int64_t end)
+{
+	amber_snapref *v = NULL;
+	size_t got = 0;
+	int k = 0;
+
+	OK(amber_history_list(&v, &got, a, NULL, start, end, 0));
+	for (int i = 0; i < n; i++) {
+		if (t[i] < start || t[i] >= end)
+			continue;
+		cr_assert_lt((size_t)k, got, "[%lld, %lld): #%d is missing", (long long)start,
+			     (long long)end, i);
+		cr_assert_eq(v[k].time_ns, t[i], "[%lld, %lld): entry %d", (long long)start,
+			     (long long)end, k);
+		cr_assert_str_eq(v[k].id, ids[i], "[%lld, %lld): entry %d", (long long)start,
+				 (long long)end, k);
+		k++;
+	}
+	cr_assert_eq(got, (size_t)k, "[%lld, %lld): %zu listed, %d expected", (long long)start,
+		     (long long)end, got, k);
+	free(v);
+}
+
+Test(history, index_pages_list_every_span_like_a_walk_of_the_chain)
+{
+	static char ids[PAGED][AMBER_OID_HEXSZ + 1];
+	static int64_t t[PAGED];
+	amber_archive *a = new_archive_span(SPAN);
+	amber_record r;
+	uint64_t s = 11;
+
+	history(a, ids, t, PAGED);
+	for (int i = 0; i < PAGED; i++) {
+		uint64_t h = (uint64_t)i + 1;
+
+		record_of(&r, a, ids[i]);
+		cr_assert_eq(r.page_span, SPAN, "#%d: span %u", i, r.page_span);
+		cr_assert_eq(r.page_height, (h - 1) / SPAN * SPAN, "#%d names the page ending at "
+			     "%llu", i, (unsigned long long)r.page_height);
+		amber_record_dispose(&r);
+	}
+	expect_span(a, ids, t, PAGED, INT64_MIN, INT64_MAX);
+	for (int i = 0; i < PAGED; i++)         /* each one alone, by its exact time */
+		expect_span(a, ids, t, PAGED, t[i], t[i] + 1);
+	for (int q = 0; q < 300; q++) {
+		int i, j;
+
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		i = (int)((s >> 33) % PAGED);
+		j = (int)((s >> 45) % PAGED);
+		expect_span(a, ids, t, PAGED, t[i < j ? i : j] - (int64_t)(s & 1),
+			    t[i < j ? j : i] + (int64_t)((s >> 1) & 1));
+	}
+	amber_archive_free(a);
+}
+
+Test(history, a_stream_without_pages_asks_for_a_walk_and_keeps_working)
+{
+	char ids[6][AMBER_OID_HEXSZ + 1];
+	int64_t t[6];
+	amber_archive *a = new_archive_span(SPAN);
+	amber_snapref *v = NULL;
+	amber_record r;
+	size_t n = 9;
+
+	OK(amber_history_list(&v, &n, a, NULL, INT64_MIN, INT64_MAX, 0));
+	cr_assert_eq(n, 0, "an empty stream lists nothing");
+	history(a, ids, t, 6);
+	/* the tip rewritten as a layout 2 record: written before pages */
+	record_of(&r, a, ids[5]);
+	r.page_span = 0;
+	r.page_height = 0;
+	memset(&r.page, 0, sizeof(r.page));
+	rewrite_tip(a, &r, r.parent);
+	amber_record_dispose(&r);
+	cr_assert_eq(amber_history_list(&v, &n, a, NULL, INT64_MIN, INT64_MAX, 0), 1,
+		     "records without pages must ask for a walk");
+	amber_archive_free(a);
+}
+
+/* Store a page payload as a frame; its link. */
+static amber_link put_page(amber_archive *a, const amber_page *pg)
+{
+	amber_buf enc = AMBER_BUF_INIT, frame = AMBER_BUF_INIT;
+	amber_link l;
+	char cmd[9000], hex[41];
+	FILE *p;
+
+	OK(amber_page_encode(&enc, pg));
+	OK(amber_codec_encode(&frame, l.mac, amber_archive_keys(a), AMBER_OBJ_PAGE, enc.data,
+			      enc.len, 0));
+	write_file(at("page"), frame.data, frame.len);
+	snprintf(cmd, sizeof(cmd), "git --git-dir='%s' hash-object -w -t blob '%s'", at("arch"),
+		 at("page"));
+	p = popen(cmd, "r");
+	cr_assert(p && fgets(hex, sizeof(hex), p), "hash-object of the page");
+	pclose(p);
+	cr_assert_eq(amber_oid_fromhex(l.oid, hex), 0);
+	amber_buf_dispose(&frame);
+	amber_buf_dispose(&enc);
+	return l;
+}
+
+/* #8 (height 9 with span 4, the record that writes the page of heights 5..8)
+ * rewritten to name a page built by `edit`, and made the tip. */
+static void forge_page(amber_archive *a, char (*ids)[AMBER_OID_HEXSZ + 1], const int64_t *t,
+		       void (*edit)(amber_page *pg, char (*ids)[AMBER_OID_HEXSZ + 1]))
+{
+	amber_page pg = {0};
+	amber_page_ent v[SPAN];
+	amber_record r;
+
+	pg.first = 5;
+	pg.n = SPAN;
+	pg.v = v;
+	for (int i = 0; i < SPAN; i++) {
+		v[i].time_ns = t[4 + i];
+		cr_assert_eq(amber_oid_fromhex(v[i].oid, ids[4 + i]), 0);
+	}
+	record_of(&r, a, ids[4]);               /* height 5 names page 1 (heights 1..4) */
+	pg.prev_height = r.page_height;
+	pg.prev = r.page;
+	amber_record_dispose(&r);
+	edit(&pg, ids);
+	record_of(&r, a, ids[8]);
+	cr_assert_eq(r.page_height, 8);
+	r.page = put_page(a, &pg);
+	rewrite_tip(a, &r, r.parent);
+	amber_record_dispose(&r);
+}
+
+static void swap_middle(amber_page *pg, char (*ids)[AMBER_OID_HEXSZ + 1])
+{
+	cr_assert_eq(amber_oid_fromhex(pg->v[1].oid, ids[0]), 0);     /* #5 listed as #0 */
+}
+
+static void swap_last(amber_page *pg, char (*ids)[AMBER_OID_HEXSZ + 1])
+{
+	cr_assert_eq(amber_oid_fromhex(pg->v[SPAN - 1].oid, ids[0]), 0);
+}
+
+static void shift_first(amber_page *pg, char (*ids)[AMBER_OID_HEXSZ + 1])
+{
+	pg->v[0].time_ns -= 1;
+}
+
+static int history_problems(amber_archive *a)
+{
+	amber_verify_opts o = {0};
+	amber_verify_stats st;
+	int n = 0;
+
+	o.no_marks = 1;
+	o.problem = count_history;
+	o.payload = &n;
+	OK(amber_verify(&st, a, &o));
+	return n;
+}
+
+Test(history, a_forged_index_page_is_an_error_or_a_verify_problem_never_a_wrong_name)
+{
+	static void (*const edits[])(amber_page *, char (*)[AMBER_OID_HEXSZ + 1]) = {
+		swap_last, shift_first, swap_middle,
+	};
+	char ids[10][AMBER_OID_HEXSZ + 1];
+	int64_t t[10];
+	amber_archive *a = new_archive_span(SPAN);
+	amber_snapref *v = NULL;
+	size_t n = 0;
+
+	history(a, ids, t, 10);
+	cr_assert_eq(history_problems(a), 0, "the untouched archive has index problems");
+	for (size_t e = 0; e < 3; e++) {
+		char cmd[4400];
+		int rc;
+
+		forge_page(a, ids, t, edits[e]);
+		rc = amber_history_list(&v, &n, a, NULL, t[4], t[8] + 1, 0);
+		/* the ends of a page are checked against the chain by every reader; an
+		 * entry inside it by verify (and the mount checks the time of a snapshot
+		 * it opens by name against its record) */
+		if (e < 2)
+			cr_assert(rc == AMBER_EAUTH || rc == AMBER_ECORRUPT,
+				  "forgery %zu: listing gave %d, not an error", e, rc);
+		else
+			free(v);
+		cr_assert_geq(history_problems(a), 1, "verify missed forged page %zu", e);
+		snprintf(cmd, sizeof(cmd), "git --git-dir='%s' update-ref refs/heads/main %s",
+			 at("arch"), ids[9]);
+		cr_assert_eq(run(cmd), 0, "back to the real tip");
+	}
+	amber_archive_free(a);
+}
+
+/* Output of a shell command (at most 8 KiB). */
+static char *output_of(const char *cmd)
+{
+	static char buf[8192];
+	FILE *p = popen(cmd, "r");
+	size_t n;
+
+	cr_assert_not_null(p, "%s", cmd);
+	n = fread(buf, 1, sizeof(buf) - 1, p);
+	buf[n] = '\0';
+	pclose(p);
+	return buf;
+}
+
+Test(history, index_pages_are_reachable_so_gc_keeps_them_and_clones_carry_them)
+{
+	char ids[11][AMBER_OID_HEXSZ + 1], cmd[9000];
+	int64_t t[11];
+	amber_archive *a = new_archive_span(SPAN), *b = NULL;
+	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
+	const char *out;
+
+	history(a, ids, t, 11);
+	amber_archive_free(a);
+	snprintf(cmd, sizeof(cmd), "git --git-dir='%s' fsck --full --unreachable --no-progress "
+		 "2>&1; echo status $?", at("arch"));
+	out = output_of(cmd);
+	cr_assert(strstr(out, "status 0") && !strstr(out, "unreachable"),
+		  "git fsck finds unreachable objects (pages git gc would delete):\n%s", out);
+	snprintf(cmd, sizeof(cmd), "git clone -q --mirror '%s' '%s' 2>&1; echo status $?",
+		 at("arch"), at("clone"));
+	out = output_of(cmd);
+	cr_assert(strstr(out, "status 0"), "clone --mirror: %s", out);
+	oo.cache_dir = "";
+	OK(amber_archive_open_ext(&b, at("clone"), &oo));
+	expect_span(b, ids, t, 11, INT64_MIN, INT64_MAX);
+	amber_archive_free(b);
+}
+
+Test(history, writer_session_snapshots_carry_the_index)
+{
+	char ids[6][AMBER_OID_HEXSZ + 1];
+	amber_archive *a = new_archive_span(SPAN);
+	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
+	amber_writer *w = NULL;
+	amber_snapref *v = NULL;
+	amber_record r;
+	size_t n = 0;
+
+	o.snap.threads = 1;
+	OK(amber_writer_open(&w, a, at("src"), &o));
+	for (int i = 0; i < 6; i++) {
+		char text[32];
+		int len = snprintf(text, sizeof(text), "session %d\n", i);
+
+		write_file(at("src/file"), text, (size_t)len);
+		cr_assert_eq(amber_writer_snapshot(ids[i], NULL, w, NULL, 0), 0, "snapshot %d: %s",
+			     i, amber_error_last());
+	}
+	OK(amber_writer_close(w));
+	for (int i = 0; i < 6; i++) {
+		record_of(&r, a, ids[i]);
+		cr_assert_eq(r.height, (uint64_t)i + 1, "session snapshot %d has height %llu", i,
+			     (unsigned long long)r.height);
+		cr_assert_eq(r.page_height, i >= SPAN ? SPAN : 0, "session snapshot %d", i);
+		amber_record_dispose(&r);
+	}
+	OK(amber_history_list(&v, &n, a, NULL, INT64_MIN, INT64_MAX, 0));
+	cr_assert_eq(n, 6, "the index lists %zu of 6 session snapshots", n);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_str_eq(v[i].id, ids[i]);
+	free(v);
 	amber_archive_free(a);
 }

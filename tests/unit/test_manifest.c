@@ -1042,30 +1042,43 @@ Test(record, spliced_root_entries_are_refused)
 	amber_buf_dispose(&b);
 }
 
-/* Version 3: the unsigned-on-purpose flag, with and without the time index. */
-Test(record, unsigned_on_purpose_flag_round_trips_as_version_3)
+/* Version 4: the unsigned-on-purpose flag, with and without the time index and pages. */
+Test(record, unsigned_on_purpose_flag_round_trips_as_version_4)
 {
 	amber_record in, out;
 	amber_buf b;
 
-	for (int indexed = 0; indexed < 2; indexed++) {
+	for (int kind = 0; kind < 3; kind++) { /* 0: no index, 1: index, 2: index + pages */
+		size_t after = 0;                   /* bytes after the flags byte */
+
 		make_record(&in);
 		in.unsigned_on_purpose = 1;
-		if (indexed) {
+		if (kind > 0) {
 			in.has_parent = 0;
 			memset(in.parent, 0, 20);
 			in.height = 1;
+			after += 8 + 1;
+		}
+		if (kind > 1) {
+			in.page_span = 1024;
+			after += 4 + 8 + 20 + 24;
 		}
 		amber_buf_init(&b, 0);
 		OK(amber_record_encode(&b, &in));
-		cr_assert_eq(b.data[0], 3, "a flagged record is version 3");
+		cr_assert_eq(b.data[0], 4, "a flagged record is version 4");
 		OK(amber_record_decode(&out, b.data, b.len));
 		cr_expect_eq(out.unsigned_on_purpose, 1);
 		cr_expect_eq(out.height, in.height);
+		cr_expect_eq(out.page_span, in.page_span);
 		cr_expect_str_eq(out.message, in.message);
 		amber_record_dispose(&out);
+		if (kind == 2) { /* pages without the index they hang from are refused */
+			b.data[b.len - after - 1] &= (uint8_t)~0x02;
+			expect_record_corrupt(&b, "pages flagged without the index");
+			b.data[b.len - after - 1] |= 0x02;
+		}
 		/* an unknown flag bit is refused, not ignored */
-		b.data[b.len - (indexed ? 1 + 8 + 1 : 1)] |= 0x80;
+		b.data[b.len - after - 1] |= 0x80;
 		expect_record_corrupt(&b, "unknown record flag");
 		amber_buf_dispose(&b);
 	}
