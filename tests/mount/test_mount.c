@@ -3108,6 +3108,8 @@ Test(mount, systemd_mount_unit_verifies_and_mounts_where_systemd_runs, .fini = s
 	free(mnt);
 	free(arch);
 	free(src);
+}
+
 /* 1 if /proc/PID/FILE holds needle[0..n). */
 static int proc_holds(pid_t pid, const char *file, const void *needle, size_t n)
 {
@@ -3213,6 +3215,9 @@ Test(mount, shares_unlock_the_mount_and_no_core_or_proc_file_shows_them)
 	free(log);
 	free(mnt);
 	free(m1);
+}
+
+/* ------------------------------------------------------------------ */
 /* Day directories from the archive's index pages                      */
 
 #define PG_SNAPS 14
