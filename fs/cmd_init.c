@@ -100,7 +100,7 @@ static int key_file_is_new(const char *path)
 
 static int create(const struct init_args *o)
 {
-	amber_create_opts co = {.plain = o->plain, .signing_key_path = o->signing_key};
+	amber_create_opts co = AMBER_CREATE_OPTS_INIT;
 	amber_open_opts oo;
 	amber_archive *a = NULL;
 	unsigned char *pass = NULL;
@@ -112,6 +112,8 @@ static int create(const struct init_args *o)
 	if (!o->plain && cli_secret_get(&pass, &len, o->archive, o->passfile, 1))
 		return CLI_EXIT_ERROR;
 	cli_open_opts(&oo);
+	co.plain = o->plain;
+	co.signing_key_path = o->signing_key;
 	co.open = &oo;
 	co.kdf_profile = cli_kdf_test ? AMBER_KDF_TEST : AMBER_KDF_DEFAULT;
 	co.passphrase = pass;

@@ -134,7 +134,7 @@ static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 
 int cmd_snapshot(int argc, char **argv)
 {
-	struct snapshot_args o = {0};
+	struct snapshot_args o = {.opts = AMBER_SNAPSHOT_OPTS_INIT};
 	amber_archive *a = NULL;
 	int status = parse(&o, argc, argv);
 
