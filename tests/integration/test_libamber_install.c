@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-TestSuite(install, .init = itest_setup, .fini = itest_teardown, .timeout = 600);
+TestSuite(libamber_install, .init = itest_setup, .fini = itest_teardown, .timeout = 600);
 
-Test(install, example_builds_and_runs_against_the_installed_library)
+Test(libamber_install, example_builds_and_runs_against_the_installed_library)
 {
 	const char *bin = getenv("AMBERFS_BIN");
 	char *fs, *build;
