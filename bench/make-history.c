@@ -49,7 +49,7 @@ static int touch(const char *src, long i)
 int main(int argc, char **argv)
 {
 	amber_archive *a = NULL;
-	amber_snapshot_opts o = {.stream = "main"};
+	amber_snapshot_opts o = {.version = AMBER_SNAPSHOT_OPTS_VERSION, .stream = "main"};
 	char id[AMBER_OID_HEXSZ + 1];
 	struct timespec now;
 	int at_now = argc == 5 && strcmp(argv[4], "--now") == 0;

@@ -123,7 +123,7 @@ static int key_file_is_new(const char *path)
 
 static int create(const struct init_args *o)
 {
-	amber_create_opts co = {.plain = o->plain, .signing_key_path = o->signing_key};
+	amber_create_opts co = AMBER_CREATE_OPTS_INIT;
 	amber_open_opts oo;
 	amber_archive *a = NULL;
 	unsigned char *pass = NULL, *pin = NULL;
@@ -144,6 +144,8 @@ static int create(const struct init_args *o)
 	co.token_pin = pin;
 	co.token_pin_len = pinlen;
 	cli_open_opts(&oo);
+	co.plain = o->plain;
+	co.signing_key_path = o->signing_key;
 	co.open = &oo;
 	co.kdf_profile = cli_kdf_test ? AMBER_KDF_TEST : AMBER_KDF_DEFAULT;
 	co.passphrase = pass;

@@ -184,7 +184,7 @@ static int operands_swapped(const struct snapshot_args *o)
 
 int cmd_snapshot(int argc, char **argv)
 {
-	struct snapshot_args o = {0};
+	struct snapshot_args o = {.opts = AMBER_SNAPSHOT_OPTS_INIT};
 	amber_archive *a = NULL;
 	int status = parse(&o, argc, argv);
 

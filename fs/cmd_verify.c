@@ -9,7 +9,6 @@
 #include "cli.h"
 
 #include "amber_verify.h"
-#include "sign.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -196,7 +195,7 @@ static void summary(const amber_verify_stats *s, double secs)
 
 static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 {
-	amber_verify_opts vo = {0};
+	amber_verify_opts vo = AMBER_VERIFY_OPTS_INIT;
 	amber_verify_stats st = {0};
 	unsigned char *pass = NULL;
 	size_t plen = 0;

@@ -801,7 +801,7 @@ int cmd_watch(int argc, char **argv)
 	int status;
 
 	memset(&o, 0, sizeof(o));
-	o.opts.version = AMBER_WRITER_OPTS_VERSION;
+	o.opts = (amber_writer_opts)AMBER_WRITER_OPTS_INIT;
 	status = parse(&o, argc, argv);
 	if (status >= 0)
 		return status;

@@ -228,8 +228,6 @@ void mnt_snap_hold(struct mnt *m, struct mnt_snap *s);
 int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out);
 void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d);
 
-amber_entry *mnt_entry_dup(const amber_entry *e);
-void mnt_entry_free(amber_entry *e);
 
 /* mount_layout.c */
 typedef int (*mnt_emit_fn)(void *ctx, const char *name, uint64_t st_ino, mode_t type,

@@ -45,71 +45,6 @@
 
 static void snap_destroy(struct mnt_snap *s);
 
-/* Entries ------------------------------------------------------------------ */
-
-static void *dup_bytes(const void *p, size_t len)
-{
-	char *d = malloc(len + 1);
-
-	if (d) {
-		if (len)
-			memcpy(d, p, len);
-		d[len] = '\0';
-	}
-	return d;
-}
-
-void mnt_entry_free(amber_entry *e)
-{
-	if (!e)
-		return;
-	for (size_t i = 0; e->xattrs && i < e->nxattrs; i++) {
-		free(e->xattrs[i].name);
-		free(e->xattrs[i].value);
-	}
-	free(e->xattrs);
-	free(e->target);
-	free(e->name);
-	free(e);
-}
-
-static int dup_xattrs(amber_entry *d, const amber_entry *e)
-{
-	d->xattrs = calloc(e->nxattrs ? e->nxattrs : 1, sizeof(*d->xattrs));
-	if (!d->xattrs)
-		return -1;
-	for (size_t i = 0; i < e->nxattrs; i++) {
-		d->xattrs[i].name = dup_bytes(e->xattrs[i].name, strlen(e->xattrs[i].name));
-		d->xattrs[i].value = dup_bytes(e->xattrs[i].value, e->xattrs[i].value_len);
-		d->xattrs[i].value_len = e->xattrs[i].value_len;
-		d->nxattrs = i + 1;
-		if (!d->xattrs[i].name || !d->xattrs[i].value)
-			return -1;
-	}
-	return 0;
-}
-
-/* A deep copy that outlives the listing it came from. */
-amber_entry *mnt_entry_dup(const amber_entry *e)
-{
-	amber_entry *d = malloc(sizeof(*d));
-
-	if (!d)
-		return NULL;
-	*d = *e;
-	d->xattrs = NULL;
-	d->nxattrs = 0;
-	d->target = NULL;
-	d->name = dup_bytes(e->name ? e->name : "", e->name ? e->name_len : 0);
-	if (e->target)
-		d->target = dup_bytes(e->target, e->target_len);
-	if (!d->name || (e->target && !d->target) || dup_xattrs(d, e)) {
-		mnt_entry_free(d);
-		return NULL;
-	}
-	return d;
-}
-
 /* Hash tables ------------------------------------------------------------- */
 
 static uint64_t hash_name(uint64_t parent, const char *name)
@@ -260,7 +195,7 @@ struct mnt_node *mnt_node_find(struct mnt *m, struct mnt_node *parent, const cha
 void mnt_nodeinfo_dispose(struct mnt *m, struct mnt_nodeinfo *info)
 {
 	free(info->stream);
-	mnt_entry_free(info->e);
+	amber_entry_free(info->e);
 	if (info->snap)
 		mnt_snap_put(m, info->snap);
 	info->stream = NULL;

@@ -388,8 +388,7 @@ static int snaproot(struct mnt *m, const char *id, double timeout, struct mnt_no
 	o->kind = MK_SNAPROOT;
 	o->st_ino = amber_entry_ino(m->a, o->snap->root);
 	o->entry_timeout = timeout;
-	o->e = mnt_entry_dup(o->snap->root);
-	return o->e ? 0 : ENOMEM;
+	return amber_entry_dup(&o->e, o->snap->root) < 0 ? ENOMEM : 0;
 }
 
 /* snaproot for a snapshot found on stream's time line: by its record it must

@@ -160,7 +160,7 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 		return err;
 	ce = amber_dir_lookup(d, name, strlen(name));
 	if (ce) {
-		info.e = mnt_entry_dup(ce);
+		amber_entry_dup(&info.e, ce); /* NULL (ENOMEM below) on failure */
 		info.st_ino = amber_entry_ino(m->a, ce);
 	}
 	mnt_dir_put(m, p, d);
@@ -386,8 +386,7 @@ static struct mnt_node *rd_child(struct rd *r, const amber_entry *ce)
 
 	if (n)
 		return n;
-	info.e = mnt_entry_dup(ce);
-	if (!info.e)
+	if (amber_entry_dup(&info.e, ce) < 0)
 		return NULL;
 	info.st_ino = amber_entry_ino(r->m->a, ce);
 	info.snap = r->dir->snap;

@@ -423,7 +423,8 @@ int amber_archive_create(amber_archive **out, const char *path, const amber_crea
 	uint8_t rnd[16];
 	int rc;
 
-	if (open_opts_check(opts->open) < 0)
+	if (amber_opts_check(opts, AMBER_CREATE_OPTS_VERSION, "amber_create_opts",
+			     "AMBER_CREATE_OPTS_INIT") < 0 || open_opts_check(opts->open) < 0)
 		return AMBER_EINVAL;
 	if (opts->kdf_profile != AMBER_KDF_DEFAULT && opts->kdf_profile != AMBER_KDF_TEST)
 		return amber_fail(AMBER_EINVAL, "unknown KDF profile %d", opts->kdf_profile);

@@ -315,6 +315,20 @@ void amber_entry_free(amber_entry *e)
 	free(e);
 }
 
+int amber_entry_dup(amber_entry **out, const amber_entry *e)
+{
+	amber_entry *d = calloc(1, sizeof(*d));
+	int rc = d ? amber_entry_copy(d, e) : amber_fail(AMBER_ERROR, "out of memory");
+
+	*out = NULL;
+	if (rc < 0) {
+		free(d); /* amber_entry_copy disposed of what it had copied */
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
 static int step(amber_entry *cur, amber_snapshot *s, const char *comp, size_t len,
 		const char *path)
 {

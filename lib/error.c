@@ -63,3 +63,16 @@ int amber_fail_errno(const char *fmt, ...)
 	errno = err;
 	return AMBER_ERROR;
 }
+
+int amber_opts_check(const void *opts, unsigned int max, const char *type, const char *init)
+{
+	unsigned int v;
+
+	if (!opts)
+		return 0;
+	memcpy(&v, opts, sizeof(v));
+	if (v >= 1 && v <= max)
+		return 0;
+	return amber_fail(AMBER_EINVAL, "%s has version %u, which this libamber does not know "
+			  "(1 to %u): initialise it with %s", type, v, max, init);
+}

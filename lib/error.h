@@ -20,4 +20,13 @@ int amber_fail_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 /** Forget the last failure. */
 void amber_error_clear(void);
 
+/**
+ * Check the version of a public options struct, whose first member it is
+ * (libgit2's GIT_ERROR_CHECK_VERSION): NULL (the defaults) and versions 1
+ * to `max` pass; 0 (a zeroed struct, not initialised) and newer versions
+ * fail.  `type` and `init` name the struct and its init macro in the message.
+ * @return 0 or AMBER_EINVAL.
+ */
+int amber_opts_check(const void *opts, unsigned int max, const char *type, const char *init);
+
 #endif

@@ -798,7 +798,11 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	rest r = {.s = s, .o = opts ? opts : &defaults};
 	amber_entry *e = NULL;
 	int fd = -1;
-	int rc = amber_stat(&e, s, path ? path : "");
+	int rc = amber_opts_check(opts, AMBER_RESTORE_OPTS_VERSION, "amber_restore_opts",
+				  "AMBER_RESTORE_OPTS_INIT");
+
+	if (rc == 0)
+		rc = amber_stat(&e, s, path ? path : "");
 
 	pthread_mutex_init(&r.lock, NULL);
 	r.owner = geteuid() == 0 && !r.o->no_owner && !r.o->safe;

@@ -1692,6 +1692,9 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	int rc;
 
 	id_out[0] = '\0';
+	if ((rc = amber_opts_check(opts, AMBER_SNAPSHOT_OPTS_VERSION, "amber_snapshot_opts",
+				   "AMBER_SNAPSHOT_OPTS_INIT")) < 0)
+		return rc;
 	if ((rc = check_args(a, src, o, &st)) < 0)
 		return rc;
 	memset(&s, 0, sizeof(s));
@@ -3067,8 +3070,13 @@ int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 
 static int writer_check(const amber_writer_opts *o)
 {
-	if (!o || o->version != AMBER_WRITER_OPTS_VERSION)
-		return amber_fail(AMBER_EINVAL, "writer options of an unknown version");
+	if (!o)
+		return amber_fail(AMBER_EINVAL, "a writer session needs its options");
+	if (amber_opts_check(o, AMBER_WRITER_OPTS_VERSION, "amber_writer_opts",
+			     "AMBER_WRITER_OPTS_INIT") < 0 ||
+	    amber_opts_check(&o->snap, AMBER_SNAPSHOT_OPTS_VERSION, "amber_writer_opts.snap",
+			     "AMBER_WRITER_OPTS_INIT") < 0)
+		return AMBER_EINVAL;
 	if (o->snap.tag || o->snap.time_ns)
 		return amber_fail(AMBER_EINVAL, "a writer session neither tags nor sets times");
 	return 0;

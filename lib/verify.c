@@ -1511,6 +1511,9 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	vctx v = {0};
 	int rc;
 
+	if (amber_opts_check(opts, AMBER_VERIFY_OPTS_VERSION, "amber_verify_opts",
+			     "AMBER_VERIFY_OPTS_INIT") < 0)
+		return AMBER_EINVAL;
 	v.a = a;
 	v.o = opts ? opts : &none;
 	v.cfg_encrypted = -1;

@@ -32,8 +32,8 @@ static amber_archive *archive_for_specs(void)
 	static amber_archive *a;
 	static int tried;
 	char src[64], path[80], id[AMBER_OID_HEXSZ + 1];
-	amber_create_opts co = {.plain = 1};
-	amber_snapshot_opts so = {.threads = 1};
+	amber_create_opts co = {.version = AMBER_CREATE_OPTS_VERSION, .plain = 1};
+	amber_snapshot_opts so = {.version = AMBER_SNAPSHOT_OPTS_VERSION, .threads = 1};
 	FILE *f;
 
 	if (tried)

@@ -74,7 +74,7 @@ static void write_history(amber_archive *a, const char *src, int first, int n,
 	char buf[128];
 
 	for (int i = first; i < first + n; i++) {
-		amber_snapshot_opts o = { .stream = "main" };
+		amber_snapshot_opts o = {.version = AMBER_SNAPSHOT_OPTS_VERSION, .stream = "main" };
 		o.time_ns = (1700000000LL + i) * 1000000000LL;
 		step_content(buf, sizeof(buf), i);
 		write_str(step, buf);

@@ -2668,7 +2668,8 @@ static void snapshots_at_chosen_times(char ids[RT_SNAPS][41], const char *arch, 
 	cr_assert_eq(amber_global_init(), 0);
 	cr_assert_eq(amber_archive_open(&a, arch), 0, "open %s: %s", arch, amber_error_last());
 	for (int k = 0; k < RT_SNAPS; k++) {
-		amber_snapshot_opts o = {.stream = "main", .threads = 1, .time_ns = base + off[k]};
+		amber_snapshot_opts o = {.version = AMBER_SNAPSHOT_OPTS_VERSION,
+			.stream = "main", .threads = 1, .time_ns = base + off[k]};
 		char c[16];
 		snprintf(c, sizeof(c), "%d\n", k);
 		write_str(ver, c);

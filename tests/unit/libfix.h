@@ -48,7 +48,7 @@ static inline amber_open_opts fix_open_opts(void)
 static inline amber_archive *fix_archive(int plain)
 {
 	static amber_open_opts oo;
-	amber_create_opts co = {0};
+	amber_create_opts co = AMBER_CREATE_OPTS_INIT;
 	amber_archive *a = NULL;
 
 	OK(amber_global_init());
@@ -66,7 +66,7 @@ static inline amber_archive *fix_archive(int plain)
 /* Snapshot base/src into stream main at T0 + step seconds; id into id. */
 static inline void fix_snapshot(char id[AMBER_OID_HEXSZ + 1], amber_archive *a, int step)
 {
-	amber_snapshot_opts so = {0};
+	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
 
 	so.threads = 1;
 	so.time_ns = T0 + (int64_t)step * 1000000000;

@@ -66,7 +66,7 @@ Test(archive, a_directory_that_is_not_an_archive_is_enotarchive)
 Test(archive, creating_into_a_non_empty_directory_is_eexists_and_writes_nothing)
 {
 	amber_archive *a = NULL;
-	amber_create_opts co = {.plain = 1};
+	amber_create_opts co = {.version = AMBER_CREATE_OPTS_VERSION, .plain = 1};
 
 	mkdir(at("busy"), 0755);
 	put_file("busy/keep", "mine\n");

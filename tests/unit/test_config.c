@@ -48,7 +48,7 @@ static char id[33];
 static void new_archive(void)
 {
 	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
-	amber_create_opts o = {.plain = 1, .open = &oo};
+	amber_create_opts o = {.version = AMBER_CREATE_OPTS_VERSION, .plain = 1, .open = &oo};
 	amber_archive *a = NULL;
 
 	oo.cache_dir = "";

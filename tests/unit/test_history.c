@@ -71,7 +71,7 @@ static amber_open_opts caches_in(const char *dir)
 static amber_archive *new_archive_span(uint32_t span)
 {
 	static amber_open_opts oo;
-	amber_create_opts o = {.plain = 1};
+	amber_create_opts o = {.version = AMBER_CREATE_OPTS_VERSION, .plain = 1};
 	amber_archive *a = NULL;
 
 	oo = caches_in("cache");
@@ -89,7 +89,7 @@ static amber_archive *new_archive(void)
 
 static void snap(char id[AMBER_OID_HEXSZ + 1], amber_archive *a, int64_t t)
 {
-	amber_snapshot_opts o = {0};
+	amber_snapshot_opts o = AMBER_SNAPSHOT_OPTS_INIT;
 	char text[64];
 	int n = snprintf(text, sizeof(text), "state at %lld\n", (long long)t);
 
@@ -373,7 +373,7 @@ static void count_history(const amber_verify_problem *p, void *payload)
 
 static seen verify_run(amber_archive *a)
 {
-	amber_verify_opts o = {0};
+	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
 	amber_verify_stats st;
 	seen s = {0, 0};
 

@@ -35,7 +35,7 @@ Test(restore, a_snapshot_restores_contents_modes_and_symlinks)
 {
 	amber_archive *a = fix_archive(0);
 	amber_snapshot *s = NULL;
-	amber_restore_opts ro = {0};
+	amber_restore_opts ro = AMBER_RESTORE_OPTS_INIT;
 	char id[AMBER_OID_HEXSZ + 1], target[64] = {0};
 	struct stat st;
 

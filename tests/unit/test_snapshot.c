@@ -72,7 +72,8 @@ Test(snapshot, an_unchanged_tree_keeps_its_root_tree)
 Test(snapshot, a_time_not_after_the_tip_is_refused_and_writes_nothing)
 {
 	amber_archive *a = fix_archive(0);
-	amber_snapshot_opts so = {.threads = 1, .time_ns = T0};
+	amber_snapshot_opts so = {.version = AMBER_SNAPSHOT_OPTS_VERSION,
+		.threads = 1, .time_ns = T0};
 	char id1[AMBER_OID_HEXSZ + 1], id2[AMBER_OID_HEXSZ + 1], tip[AMBER_OID_HEXSZ + 1];
 
 	fix_snapshot(id1, a, 1);
@@ -86,7 +87,8 @@ Test(snapshot, a_time_not_after_the_tip_is_refused_and_writes_nothing)
 Test(snapshot, a_missing_source_is_enotfound_and_a_bad_stream_einval)
 {
 	amber_archive *a = fix_archive(0);
-	amber_snapshot_opts so = {.threads = 1, .stream = "bad/../name"};
+	amber_snapshot_opts so = {.version = AMBER_SNAPSHOT_OPTS_VERSION,
+		.threads = 1, .stream = "bad/../name"};
 	char id[AMBER_OID_HEXSZ + 1];
 
 	cr_assert_eq(amber_snapshot_create(id, NULL, a, at("nowhere"), NULL), AMBER_ENOTFOUND);

@@ -68,7 +68,8 @@ static void write_file(const char *path, const void *data, size_t len)
 static amber_archive *new_archive(const char *pass)
 {
 	amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
-	amber_create_opts o = {.kdf_profile = AMBER_KDF_TEST, .open = &oo};
+	amber_create_opts o = {.version = AMBER_CREATE_OPTS_VERSION,
+		.kdf_profile = AMBER_KDF_TEST, .open = &oo};
 	amber_archive *a = NULL;
 
 	oo.cache_dir = cache;
@@ -89,7 +90,7 @@ static amber_archive *new_archive(const char *pass)
 static void snap_into(char id[AMBER_OID_HEXSZ + 1], amber_archive *a, const char *stream,
 		      int64_t t)
 {
-	amber_snapshot_opts o = {0};
+	amber_snapshot_opts o = AMBER_SNAPSHOT_OPTS_INIT;
 	char text[64];
 	int n = snprintf(text, sizeof(text), "state at %lld\n", (long long)t);
 

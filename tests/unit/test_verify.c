@@ -31,7 +31,7 @@ static void on_problem(const amber_verify_problem *p, void *payload)
 
 static void run_verify(struct problems *pr, amber_archive *a, int read_data)
 {
-	amber_verify_opts o = {0};
+	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
 	amber_verify_stats st;
 
 	o.read_data = read_data;
@@ -45,7 +45,7 @@ static void run_verify(struct problems *pr, amber_archive *a, int read_data)
 Test(verify, a_clean_archive_has_no_problem_and_counts_what_it_read)
 {
 	amber_archive *a = fix_archive(0);
-	amber_verify_opts o = {0};
+	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
 	amber_verify_stats st;
 	struct problems pr = {0};
 	char id[AMBER_OID_HEXSZ + 1];

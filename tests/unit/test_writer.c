@@ -74,7 +74,7 @@ static char *src(const char *rel)
 static amber_archive *new_archive(void)
 {
 	static amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
-	amber_create_opts o = {0};
+	amber_create_opts o = AMBER_CREATE_OPTS_INIT;
 	amber_archive *a = NULL;
 
 	oo.cache_dir = strdup(at("cache")); /* at() reuses its buffers */
@@ -101,7 +101,7 @@ static amber_writer *open_writer(amber_archive *a)
 /* Assert the session's snapshot `id` equals a whole walk of the source now. */
 static void assert_like_whole_walk(amber_archive *a, const char *id, const char *what)
 {
-	amber_snapshot_opts o = {0};
+	amber_snapshot_opts o = AMBER_SNAPSHOT_OPTS_INIT;
 	amber_snapshot *x = NULL, *y = NULL;
 	amber_entry *rx = NULL, *ry = NULL;
 	char full[AMBER_OID_HEXSZ + 1];
@@ -249,7 +249,7 @@ Test(writer, hard_links_and_other_writers_make_a_whole_walk, .timeout = 60)
 {
 	amber_archive *a = new_archive();
 	amber_writer *w;
-	amber_snapshot_opts o = {0};
+	amber_snapshot_opts o = AMBER_SNAPSHOT_OPTS_INIT;
 	char id[AMBER_OID_HEXSZ + 1], other[AMBER_OID_HEXSZ + 1];
 
 	make_tree();

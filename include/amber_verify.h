@@ -88,8 +88,14 @@ typedef struct amber_verify_stats {
 	int meta_unauthenticated;
 } amber_verify_stats;
 
-/** Options for amber_verify().  All fields optional (zero = default). */
+#define AMBER_VERIFY_OPTS_VERSION 1
+
+/**
+ * Options for amber_verify().  Initialise with AMBER_VERIFY_OPTS_INIT; every
+ * other field is optional (zero = default).
+ */
 typedef struct amber_verify_opts {
+	unsigned int version;        /**< AMBER_VERIFY_OPTS_VERSION */
 	/** For an encrypted archive: the passphrase.  Each key slot is tried
 	 *  and checked against the snapshots; the archive is unlocked with a
 	 *  slot that opens and authenticates.  NULL: no keyed checks (unless
@@ -110,11 +116,15 @@ typedef struct amber_verify_opts {
 	void *payload;
 } amber_verify_opts;
 
+#define AMBER_VERIFY_OPTS_INIT {.version = AMBER_VERIFY_OPTS_VERSION}
+
 /**
  * Check archive `a` (see the top of this header for what is checked).
  * @param stats  receives the counters (may be NULL)
+ * @param opts   NULL for the defaults
  * @return 0 if the checks ran (stats->problems says whether anything was
- *         found), or an error code if they could not run at all.
+ *         found), or an error code if they could not run at all (AMBER_EINVAL
+ *         for options of an unknown version).
  */
 int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify_opts *opts);
 

@@ -75,8 +75,14 @@ int amber_global_init(void);
 
 typedef struct amber_archive amber_archive;
 
-/** Options for amber_archive_create(). */
+#define AMBER_CREATE_OPTS_VERSION 1
+
+/**
+ * Options for amber_archive_create().  Initialise with
+ * AMBER_CREATE_OPTS_INIT, then set fields (libamber(3), OPTION STRUCTS).
+ */
 typedef struct amber_create_opts {
+	unsigned int version;           /**< AMBER_CREATE_OPTS_VERSION */
 	int plain;                      /**< no encryption (authenticates nothing) */
 	const unsigned char *passphrase; /**< required unless plain */
 	size_t passphrase_len;
@@ -101,6 +107,8 @@ typedef struct amber_create_opts {
 	size_t token_pin_len;
 } amber_create_opts;
 
+#define AMBER_CREATE_OPTS_INIT {.version = AMBER_CREATE_OPTS_VERSION}
+
 enum amber_kdf_profile {
 	AMBER_KDF_DEFAULT = 0,   /**< Argon2id, 3 passes, 64 MiB */
 	AMBER_KDF_TEST = 1,      /**< Argon2id at its minimum cost: insecure, tests only */
@@ -111,7 +119,8 @@ enum amber_kdf_profile {
  * empty).  An encrypted archive gets a random master key wrapped in one
  * passphrase key slot.  The returned archive is unlocked.
  * @return 0, AMBER_EEXISTS if `path` is a non-empty directory or a file,
- *         AMBER_EINVAL for a missing passphrase.  Free with
+ *         AMBER_EINVAL for a missing passphrase or an options struct of
+ *         an unknown version.  Free with
  *         amber_archive_free().
  */
 int amber_archive_create(amber_archive **out, const char *path, const amber_create_opts *opts);
@@ -280,7 +289,14 @@ typedef void (*amber_progress_cb)(const amber_stats *sofar, const char *current_
 /** Called for each source entry that could not be stored (or was skipped). */
 typedef void (*amber_warn_cb)(const char *path, const char *message, void *payload);
 
+#define AMBER_SNAPSHOT_OPTS_VERSION 1
+
+/**
+ * Options for amber_snapshot_create() (and amber_writer_opts.snap).
+ * Initialise with AMBER_SNAPSHOT_OPTS_INIT, then set fields.
+ */
 typedef struct amber_snapshot_opts {
+	unsigned int version;   /**< AMBER_SNAPSHOT_OPTS_VERSION */
 	const char *stream;     /**< default "main" */
 	const char *message;    /**< free text, stored encrypted; may be NULL */
 	const char *tag;        /**< also create refs/tags/<tag>; may be NULL */
@@ -301,6 +317,8 @@ typedef struct amber_snapshot_opts {
 	int unsigned_ok;
 } amber_snapshot_opts;
 
+#define AMBER_SNAPSHOT_OPTS_INIT {.version = AMBER_SNAPSHOT_OPTS_VERSION}
+
 /**
  * Write a snapshot of the directory tree `src` into stream opts->stream.
  * The snapshot becomes visible by one ref update after all its objects are
@@ -320,7 +338,8 @@ typedef struct amber_snapshot_opts {
  *         not the archive's, AMBER_EINVAL for a bad stream or tag name or a
  *         signing key for an archive that has none, AMBER_EEXISTS if the
  *         tag exists, AMBER_ENOTFOUND if `src` (or the key file) is missing.
- *         An existing or invalid tag is refused before anything is written.
+ *         An existing or invalid tag is refused before anything is written,
+ *         as are options of an unknown version (AMBER_EINVAL).
  */
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_archive *a, const char *src, const amber_snapshot_opts *opts);
@@ -562,8 +581,16 @@ typedef struct amber_entry {
  */
 int amber_stat(amber_entry **out, amber_snapshot *s, const char *path);
 
-/** Free an entry returned by amber_stat().  NULL-safe. */
+/** Free an entry returned by amber_stat() or amber_entry_dup().  NULL-safe. */
 void amber_entry_free(amber_entry *e);
+
+/**
+ * A deep copy of entry e (name, symlink target, xattrs) that outlives the
+ * listing or snapshot it came from (a FUSE daemon's inode table keeps them).
+ * @param out  receives the copy, or NULL on failure; free with amber_entry_free()
+ * @return 0 or AMBER_ERROR (out of memory).
+ */
+int amber_entry_dup(amber_entry **out, const amber_entry *e);
 
 typedef struct amber_dir amber_dir;
 
@@ -708,8 +735,11 @@ typedef struct amber_restore_skipped {
 	uint64_t xattrs;       /**< security.* and trusted.* attributes not set */
 } amber_restore_skipped;
 
-/** Options for amber_restore(). */
+#define AMBER_RESTORE_OPTS_VERSION 1
+
+/** Options for amber_restore().  Initialise with AMBER_RESTORE_OPTS_INIT. */
 typedef struct amber_restore_opts {
+	unsigned int version;  /**< AMBER_RESTORE_OPTS_VERSION */
 	int no_owner;          /**< do not chown (default when not root) */
 	amber_progress_cb progress;
 	amber_warn_cb warn;    /**< metadata that could not be applied */
@@ -721,6 +751,8 @@ typedef struct amber_restore_opts {
 	amber_restore_skipped *skipped; /**< if set, receives what `safe` left out */
 } amber_restore_opts;
 
+#define AMBER_RESTORE_OPTS_INIT {.version = AMBER_RESTORE_OPTS_VERSION}
+
 /**
  * Restore `path` of snapshot s into `dest`, which must not exist or be an
  * empty directory.  Restores contents, modes, owners (as root), ns mtimes,
@@ -729,7 +761,9 @@ typedef struct amber_restore_opts {
  * through a symlink; a node replaced by someone else while being
  * restored fails the restore.  Directories nested more than
  * AMBER_RESTORE_MAX_DEPTH deep fail it.
- * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH...
+ * @param opts  NULL for the defaults
+ * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH,
+ *         AMBER_EINVAL for options of an unknown version...
  */
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
 		  const amber_restore_opts *opts);
@@ -824,7 +858,8 @@ typedef struct amber_writer_opts {
 	const char *const *append_only;
 } amber_writer_opts;
 
-#define AMBER_WRITER_OPTS_INIT {AMBER_WRITER_OPTS_VERSION, {0}, NULL}
+#define AMBER_WRITER_OPTS_INIT \
+	{.version = AMBER_WRITER_OPTS_VERSION, .snap = AMBER_SNAPSHOT_OPTS_INIT}
 
 /** A path that changed since the session's last snapshot. */
 typedef struct amber_dirty {

@@ -1,0 +1,154 @@
+/*
+ * The shape of the public API: every options struct is checked by its
+ * version (a zeroed struct or one from a newer library is refused with
+ * AMBER_EINVAL naming its init macro, the init macro is accepted), and
+ * amber_entry_dup() copies an entry that outlives its listing.
+ */
+#include <criterion/criterion.h>
+
+#include "libfix.h"
+
+#include <sys/stat.h>
+
+static amber_archive *arc;
+static char id[AMBER_OID_HEXSZ + 1];
+
+static void setup(void)
+{
+	scratch_make("api");
+	mkdir(at("src"), 0755);
+	put_file("src/a", "alpha");
+	arc = fix_archive(1);
+	fix_snapshot(id, arc, 1);
+}
+
+static void teardown(void)
+{
+	amber_archive_free(arc);
+	scratch_remove();
+}
+
+TestSuite(api, .init = setup, .fini = teardown);
+
+/* rc must be AMBER_EINVAL with a message that names the init macro. */
+static void refused(int rc, const char *init)
+{
+	cr_assert_eq(rc, AMBER_EINVAL, "rc %d: %s", rc, amber_error_last());
+	cr_assert_not_null(strstr(amber_error_last(), init), "message: %s", amber_error_last());
+}
+
+Test(api, create_opts_of_version_0_or_a_newer_one_are_refused)
+{
+	amber_create_opts co = AMBER_CREATE_OPTS_INIT;
+	amber_archive *a = NULL;
+
+	co.plain = 1;
+	co.version = 0;
+	refused(amber_archive_create(&a, at("other"), &co), "AMBER_CREATE_OPTS_INIT");
+	co.version = AMBER_CREATE_OPTS_VERSION + 1;
+	refused(amber_archive_create(&a, at("other"), &co), "AMBER_CREATE_OPTS_INIT");
+	cr_assert_eq(access(at("other"), F_OK), -1, "a refused create wrote the archive");
+	co.version = AMBER_CREATE_OPTS_VERSION;
+	OK(amber_archive_create(&a, at("other"), &co));
+	amber_archive_free(a);
+}
+
+Test(api, snapshot_opts_of_version_0_or_a_newer_one_are_refused)
+{
+	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
+	char out[AMBER_OID_HEXSZ + 1];
+
+	so.threads = 1;
+	so.time_ns = T0 + 5000000000;
+	so.version = 0;
+	refused(amber_snapshot_create(out, NULL, arc, at("src"), &so), "AMBER_SNAPSHOT_OPTS_INIT");
+	so.version = AMBER_SNAPSHOT_OPTS_VERSION + 1;
+	refused(amber_snapshot_create(out, NULL, arc, at("src"), &so), "AMBER_SNAPSHOT_OPTS_INIT");
+	OK(amber_resolve(out, arc, NULL, "latest"));
+	cr_assert_str_eq(out, id, "a refused snapshot was written");
+}
+
+Test(api, writer_opts_and_their_snapshot_opts_are_checked)
+{
+	amber_writer_opts wo = AMBER_WRITER_OPTS_INIT;
+	amber_writer *w = NULL;
+
+	cr_assert_eq(wo.snap.version, AMBER_SNAPSHOT_OPTS_VERSION, "the init macro sets both");
+	wo.version = 0;
+	refused(amber_writer_open(&w, arc, at("src"), &wo), "AMBER_WRITER_OPTS_INIT");
+	wo.version = AMBER_WRITER_OPTS_VERSION;
+	wo.snap.version = 0;
+	refused(amber_writer_open(&w, arc, at("src"), &wo), "AMBER_WRITER_OPTS_INIT");
+	wo.snap.version = AMBER_SNAPSHOT_OPTS_VERSION;
+	OK(amber_writer_open(&w, arc, at("src"), &wo));
+	OK(amber_writer_close(w));
+}
+
+Test(api, restore_opts_of_version_0_or_a_newer_one_are_refused)
+{
+	amber_restore_opts ro = AMBER_RESTORE_OPTS_INIT;
+	amber_snapshot *s = NULL;
+
+	OK(amber_snapshot_open(&s, arc, id));
+	ro.version = 0;
+	refused(amber_restore(NULL, s, "", at("dest"), &ro), "AMBER_RESTORE_OPTS_INIT");
+	ro.version = AMBER_RESTORE_OPTS_VERSION + 1;
+	refused(amber_restore(NULL, s, "", at("dest"), &ro), "AMBER_RESTORE_OPTS_INIT");
+	cr_assert_eq(access(at("dest"), F_OK), -1, "a refused restore wrote the destination");
+	ro.version = AMBER_RESTORE_OPTS_VERSION;
+	OK(amber_restore(NULL, s, "", at("dest"), &ro));
+	cr_assert_eq(access(at("dest/a"), F_OK), 0);
+	amber_snapshot_free(s);
+}
+
+Test(api, verify_opts_of_version_0_or_a_newer_one_are_refused)
+{
+	amber_verify_opts vo = AMBER_VERIFY_OPTS_INIT;
+	amber_verify_stats st = {0};
+
+	vo.no_marks = 1;
+	vo.version = 0;
+	refused(amber_verify(&st, arc, &vo), "AMBER_VERIFY_OPTS_INIT");
+	vo.version = AMBER_VERIFY_OPTS_VERSION + 1;
+	refused(amber_verify(&st, arc, &vo), "AMBER_VERIFY_OPTS_INIT");
+	vo.version = AMBER_VERIFY_OPTS_VERSION;
+	OK(amber_verify(&st, arc, &vo));
+	cr_assert_eq(st.problems, 0);
+	OK(amber_verify(&st, arc, NULL)); /* NULL: the defaults */
+}
+
+Test(api, open_opts_of_a_newer_version_are_refused)
+{
+	amber_open_opts oo = fix_open_opts();
+	amber_archive *a = NULL;
+
+	oo.version = AMBER_OPEN_OPTS_VERSION + 1;
+	refused(amber_archive_open_ext(&a, at("archive"), &oo), "AMBER_OPEN_OPTS_INIT");
+}
+
+Test(api, a_duplicated_entry_outlives_its_listing)
+{
+	amber_snapshot *s = NULL;
+	amber_entry *root = NULL, *copy = NULL;
+	amber_dir *d = NULL;
+
+	OK(amber_snapshot_open(&s, arc, id));
+	OK(amber_stat(&root, s, ""));
+	OK(amber_dir_open(&d, s, root));
+	OK(amber_entry_dup(&copy, amber_dir_lookup(d, "a", 1)));
+	amber_dir_free(d);
+	amber_entry_free(root);
+	cr_assert_eq(copy->name_len, 1);
+	cr_assert_str_eq(copy->name, "a");
+	cr_assert_eq(copy->size, 5);
+	{
+		char buf[8] = "";
+		size_t n = 0;
+
+		OK(amber_file_read(&n, s, copy, 0, buf, sizeof(buf)));
+		cr_assert_eq(n, 5);
+		cr_assert_str_eq(buf, "alpha", "the copy still names the file's content");
+	}
+	amber_entry_free(copy);
+	amber_snapshot_free(s);
+}
