@@ -34,7 +34,7 @@
  * indexes, lengths, thresholds, whether a share is valid) steer branches.
  * Secrets and intermediates live in sodium_malloc memory, wiped on free.
  */
-#include "slip39.h"
+#include "amber_slip39.h"
 
 #include "error.h"
 

@@ -3,7 +3,7 @@
  * letters and unique in its first four.  A word's index is the 10-bit value it
  * encodes.  Generated from the list published with SLIP-0039; do not edit.
  */
-#include "slip39.h"
+#include "amber_slip39.h"
 
 const char amber_slip39_words[AMBER_SLIP39_WORDS][AMBER_SLIP39_WORD_MAX + 1] = {
 	"academic", "acid", "acne", "acquire", "acrobat", "activity", "actress", "adapt",

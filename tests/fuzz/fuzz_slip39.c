@@ -6,7 +6,7 @@
  */
 #include "fuzz.h"
 
-#include "slip39.h"
+#include "amber_slip39.h"
 
 #include <ctype.h>
 #include <stdlib.h>

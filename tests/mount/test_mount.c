@@ -3338,7 +3338,8 @@ Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
 	cr_assert_eq(amber_archive_open_ext(&a, arch, &oo), 0, "%s", amber_error_last());
 	for (int k = 0; k < PG_SNAPS; k++) {
 		int64_t t = day0 + (int64_t)(k - 5) * 1234567890123LL + k * 7;
-		amber_snapshot_opts o = {.stream = "main", .threads = 1, .time_ns = t};
+		amber_snapshot_opts o = {.version = AMBER_SNAPSHOT_OPTS_VERSION, .stream = "main",
+					 .threads = 1, .time_ns = t};
 		char *f = pjoin(src, "version"), c[16];
 
 		snprintf(c, sizeof(c), "%d\n", k);

@@ -567,7 +567,7 @@ static void shift_first(amber_page *pg, char (*ids)[AMBER_OID_HEXSZ + 1])
 
 static int history_problems(amber_archive *a)
 {
-	amber_verify_opts o = {0};
+	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
 	amber_verify_stats st;
 	int n = 0;
 

@@ -12,7 +12,7 @@
 #include <sodium.h>
 
 #include "error.h"
-#include "slip39.h"
+#include "amber_slip39.h"
 #include "slip39_vectors.h"
 
 #define OK(call)                                                                       \

@@ -16,7 +16,7 @@
 #define AMBER_KEYS_PUBLIC_H
 
 #include "amber.h"
-#include "slip39.h"
+#include "amber_slip39.h"
 
 #ifdef __cplusplus
 extern "C" {
