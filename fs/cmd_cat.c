@@ -22,6 +22,8 @@ static const char help[] =
 	"\n"
 	"      --stream S              resolve 'latest' and @TIME in stream S\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --keyfile FILE, --share FILE (repeatable), --share-passphrase-file FILE\n"
+	"                              unlock with a key file or recovery shares instead\n"
 	"      --token-uri pkcs11:URI  unlock with the AES key of a token (a pkcs11 key\n"
 	"                              slot) instead of a passphrase\n"
 	"      --pin-file FILE         read the token's PIN from FILE (default: ask on\n"

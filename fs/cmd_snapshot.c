@@ -27,6 +27,8 @@ static const char help[] =
 	"                              cache ($AMBERFS_CACHE_DIR)\n"
 	"      --threads N             compression threads (default 0: one per core)\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --keyfile FILE, --share FILE (repeatable), --share-passphrase-file FILE\n"
+	"                              unlock with a key file or recovery shares instead\n"
 	"      --signing-key FILE      sign the snapshot with the archive's secret signing\n"
 	"                              key in FILE (default: $AMBERFS_SIGNING_KEY); an\n"
 	"                              archive with a signing key needs it; or the\n"

@@ -31,6 +31,8 @@ static const char help[] =
 	"      --unsigned              write an unsigned tag in an archive that has a\n"
 	"                              signing key\n"
 	"      --passphrase-file FILE  read the passphrase from FILE\n"
+	"      --keyfile FILE, --share FILE (repeatable), --share-passphrase-file FILE\n"
+	"                              unlock with a key file or recovery shares instead\n"
 	"  -h, --help                  show this help\n";
 
 enum { OPT_STREAM = CLI_OPT_LONG, OPT_PASSFILE, OPT_SIGNING_KEY, OPT_UNSIGNED };

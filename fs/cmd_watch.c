@@ -68,6 +68,8 @@ static const char help[] =
 	"      --pin-file FILE         read the token's PIN from FILE (default:\n"
 	"                              $CREDENTIALS_DIRECTORY/pin if present, else ask\n"
 	"                              on the terminal)\n"
+	"      --keyfile FILE, --share FILE (repeatable), --share-passphrase-file FILE\n"
+	"                              unlock with a key file or recovery shares instead\n"
 	"      --unsigned              write unsigned snapshots into a signing archive\n"
 	"  -h, --help                  show this help\n"
 	"\n"

@@ -47,7 +47,7 @@ static const char help[] =
 	"  -o passphrase_file=FILE     the same\n"
 	"  -o token_uri=pkcs11:URI     unlock with the AES key of a PKCS#11 token (a\n"
 	"                              pkcs11 key slot) instead of a passphrase\n"
-	"  -o pin_file=FILE       the token's PIN (default: ask on the terminal)\n"
+	"  -o pin_file=FILE            the token's PIN (default: ask on the terminal)\n"
 	"      --keyfile FILE          unlock with a key file ('key add-keyfile')\n"
 	"  -o keyfile=FILE             the same\n"
 	"      --share FILE            unlock with SLIP-0039 shares: a file of shares,\n"

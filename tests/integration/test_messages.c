@@ -312,6 +312,11 @@ Test(messages, every_command_help_stands_on_its_own)
 			cr_assert(strstr(r.out, "latest") && strstr(r.out, "@TIME") &&
 				  strstr(r.out, "at least 7") && strstr(r.out, "tag"),
 				  "%s --help should say how snapshots are named: %s", name, r.out);
+		if (strstr(r.out, "--passphrase-file FILE  read the passphrase from FILE") &&
+		    strcmp(name, "init") && strcmp(name, "key"))
+			cr_assert(strstr(r.out, "--keyfile") && strstr(r.out, "--share") &&
+				  (strstr(r.out, "--token-uri") || strstr(r.out, "token_uri=")),
+				  "%s --help should name every way to unlock: %s", name, r.out);
 		run_result_dispose(&r);
 		free(usage);
 		n++;

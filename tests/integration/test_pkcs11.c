@@ -570,6 +570,13 @@ Test(pkcs11, a_token_slot_opens_the_archive_for_reads_and_writes)
 	free(cd);
 	free(creds);
 
+	/* verify unlocks with the token too and runs its keyed checks */
+	amber_np(&r, "verify", arc, "--read-data", "--token-uri", WRAP_URI, "--pin-file",
+		 t.pinfile, NULL);
+	assert_ok(&r, "verify --read-data --token-uri");
+	cr_expect(!strstr(r.out, "no key"), "verify with the token skipped keyed checks: %s", r.out);
+	run_result_dispose(&r);
+
 	/* the passphrase still opens it, and verify finds nothing wrong */
 	amber(&r, "verify", arc, NULL);
 	assert_ok(&r, "verify");
