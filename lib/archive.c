@@ -118,7 +118,7 @@ static int config_format(amber_buf *out, const amber_archive *a)
 
 /* ---- meta commit -------------------------------------------------------- */
 
-static int add_blob(amber_tentry *e, amber_packw *w, const char *name, const void *data,
+int amber_meta_blob(amber_tentry *e, amber_packw *w, const char *name, const void *data,
 		    size_t len)
 {
 	snprintf(e->name, sizeof(e->name), "%s", name);
@@ -127,7 +127,7 @@ static int add_blob(amber_tentry *e, amber_packw *w, const char *name, const voi
 	return amber_packw_add(e->oid, NULL, w, AMBER_GIT_BLOB, data, len);
 }
 
-static int add_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n)
+int amber_meta_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n)
 {
 	amber_buf b = AMBER_BUF_INIT;
 	int rc = amber_tree_build(&b, e, n);
@@ -157,9 +157,9 @@ static int signing_tree(amber_tentry *top, amber_archive *a, amber_packw *w)
 	if (rc == 0) {
 		len = strlen(line);
 		line[len++] = '\n';
-		rc = add_blob(&pub, w, "ed25519.pub", line, len);
+		rc = amber_meta_blob(&pub, w, "ed25519.pub", line, len);
 	}
-	return rc < 0 ? rc : add_tree(top->oid, w, &pub, 1);
+	return rc < 0 ? rc : amber_meta_tree(top->oid, w, &pub, 1);
 }
 
 /* The config's bytes, kept as the authenticator covers them. */
@@ -185,20 +185,20 @@ static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 	if (rc == 0)
 		rc = config_keep(a, cfg.data, cfg.len);
 	if (rc == 0)
-		rc = add_blob(&top[0], w, "config", cfg.data, cfg.len);
+		rc = amber_meta_blob(&top[0], w, "config", cfg.data, cfg.len);
 	amber_buf_dispose(&cfg);
 	for (size_t i = 0; rc == 0 && i < a->nslots; i++) {
 		amber_slot_name(name, i);
-		rc = add_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
+		rc = amber_meta_blob(&slots[i], w, name, a->slots[i], a->slot_len[i]);
 	}
 	if (rc == 0 && a->nslots > 0) { /* plain archives have no key slots */
 		tree_entry(&top[n], "keys");
-		rc = add_tree(top[n++].oid, w, slots, a->nslots);
+		rc = amber_meta_tree(top[n++].oid, w, slots, a->nslots);
 	}
 	if (rc == 0 && a->nslots > 0)
 		rc = amber_archive_auth_text(auth, a, a->slots, a->slot_len, a->nslots);
 	if (rc == 0 && a->nslots > 0)
-		rc = add_blob(&top[n++], w, "auth", auth, strlen(auth));
+		rc = amber_meta_blob(&top[n++], w, "auth", auth, strlen(auth));
 	if (rc == 0 && a->nslots > 0) {
 		amber_meta_auth(a->auth, a->keys, a->config_raw, a->config_len, a->slots,
 				a->slot_len, a->nslots);
@@ -206,7 +206,7 @@ static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 	}
 	if (rc == 0 && a->has_sign_pk)
 		rc = signing_tree(&top[n++], a, w);
-	return rc < 0 ? rc : add_tree(root, w, top, n);
+	return rc < 0 ? rc : amber_meta_tree(root, w, top, n);
 }
 
 /* Write the metadata commit for `tree` and move the ref from `parent` to it. */
@@ -676,7 +676,7 @@ static int meta_tree_plus_signing(uint8_t root[20], amber_archive *a, amber_pack
 	if (rc == 0)
 		rc = signing_tree(&top[k++], a, w);
 	if (rc == 0)
-		rc = add_tree(root, w, top, k);
+		rc = amber_meta_tree(root, w, top, k);
 	free(top);
 	free(e);
 	amber_commit_dispose(&commit);

@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "cache.h"
 #include "chunker.h"
+#include "gitobj.h"
 #include "keys.h"
 #include "sign.h"
 #include "store.h"
@@ -95,6 +96,13 @@ int amber_archive_check_auth(const amber_archive *a);
 /** The `auth` blob's text for a->keys and the current slots (85 bytes of room). */
 int amber_archive_auth_text(char out[96], const amber_archive *a, uint8_t *const *slots,
 			    const size_t *slot_len, size_t nslots);
+
+/** Write one blob of the metadata tree into w and fill its tree entry. */
+int amber_meta_blob(amber_tentry *e, amber_packw *w, const char *name, const void *data,
+		    size_t len);
+
+/** Write the tree of entries e[0..n) into w; its id in oid. */
+int amber_meta_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n);
 
 /** Set up the chunker once a->keys is known (after an unlock). */
 void amber_archive_setup_chunker(amber_archive *a);

@@ -388,26 +388,6 @@ static int next_set(slot_set *s, const amber_archive *a, int drop, const amber_s
 	return 0;
 }
 
-static int put_blob(amber_tentry *e, amber_packw *w, const char *name, const void *data,
-		    size_t len)
-{
-	snprintf(e->name, sizeof(e->name), "%s", name);
-	e->longname = NULL;
-	e->mode = AMBER_GIT_MODE_BLOB;
-	return amber_packw_add(e->oid, NULL, w, AMBER_GIT_BLOB, data, len);
-}
-
-static int put_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n)
-{
-	amber_buf b = AMBER_BUF_INIT;
-	int rc = amber_tree_build(&b, e, n);
-
-	if (rc == 0)
-		rc = amber_packw_add(oid, NULL, w, AMBER_GIT_TREE, b.data, b.len);
-	amber_buf_dispose(&b);
-	return rc;
-}
-
 /* keys/ and auth for the set; every other entry of the current tree kept. */
 static int new_tree(uint8_t root[20], amber_archive *a, amber_packw *w, const slot_set *s)
 {
@@ -436,19 +416,19 @@ static int new_tree(uint8_t root[20], amber_archive *a, amber_packw *w, const sl
 	}
 	for (size_t i = 0; rc == 0 && i < s->n; i++) {
 		amber_slot_name(name, i);
-		rc = put_blob(&slots[i], w, name, s->slots[i], s->len[i]);
+		rc = amber_meta_blob(&slots[i], w, name, s->slots[i], s->len[i]);
 	}
 	if (rc == 0) {
 		snprintf(top[k].name, sizeof(top[k].name), "keys");
 		top[k].mode = AMBER_GIT_MODE_TREE;
-		rc = put_tree(top[k++].oid, w, slots, s->n);
+		rc = amber_meta_tree(top[k++].oid, w, slots, s->n);
 	}
 	if (rc == 0)
 		rc = amber_archive_auth_text(auth, a, s->slots, s->len, s->n);
 	if (rc == 0)
-		rc = put_blob(&top[k++], w, "auth", auth, strlen(auth));
+		rc = amber_meta_blob(&top[k++], w, "auth", auth, strlen(auth));
 	if (rc == 0)
-		rc = put_tree(root, w, top, k);
+		rc = amber_meta_tree(root, w, top, k);
 	free(top);
 	free(e);
 	amber_commit_dispose(&commit);
