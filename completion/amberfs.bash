@@ -83,7 +83,8 @@ _amberfs()
 	-o)
 		[[ $cmd == mount ]] && COMPREPLY=($(compgen -W 'passphrase_file= cache_size=
 			cache_dir= stream= allow_other allow_root default_permissions
-			show_provenance log= ro' -- "${cur##*,}"))
+			show_provenance log= ro keyfile= share= share_passphrase_file=
+			token_uri= pin_file=' -- "${cur##*,}"))
 		compopt -o nospace 2>/dev/null
 		return
 		;;
@@ -123,6 +124,12 @@ _amberfs()
 			;;
 		esac
 	done
+	if [[ $cmd == key && $n == 0 ]]; then
+		# the subcommands, one per usage line of `amberfs key --help`
+		COMPREPLY=($(compgen -W "$(sed -nE 's/^(Usage:)? *amberfs key ([a-z0-9-]+).*/\2/p' \
+			<<<"$help")" -- "$cur"))
+		return
+	fi
 	local what
 	what=$(_amberfs_operand "$help" "$n")
 	case $what in

@@ -396,7 +396,7 @@ Test(hostile_config, malformed_packed_refs_line_spares_the_other_refs)
 	amber(&r, "verify", arch, NULL);
 	cr_assert_eq(r.status, 1, "verify should report the line: %s %s", r.out, r.err);
 	cr_assert(strstr(r.out, "packed-refs") && strstr(r.out, "line 4"), "%s", r.out);
-	cr_assert(strstr(r.out, "1 snapshots"), "the other refs were checked: %s", r.out);
+	cr_assert(strstr(r.out, "1 snapshot in"), "the other refs were checked: %s", r.out);
 	run_result_dispose(&r);
 	free(packed);
 }
