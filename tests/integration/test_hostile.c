@@ -838,14 +838,19 @@ static void forge_nest(const char *arch, amber_entry *d, size_t levels)
 
 /* Snapshot `id` with its directory "d" nested NEST levels deeper; returns the
  * forged commit's id. */
-static char *forge_deep(const char *arch, const char *id)
+static char *forge_deep_by(const char *arch, const char *id, size_t levels)
 {
 	forge f;
 	forge_open(&f, arch, id);
-	forge_nest(arch, forge_find(&f, "d"), NEST);
+	forge_nest(arch, forge_find(&f, "d"), levels);
 	char *forged = forge_commit(&f);
 	forge_dispose(&f);
 	return forged;
+}
+
+static char *forge_deep(const char *arch, const char *id)
+{
+	return forge_deep_by(arch, id, NEST);
 }
 
 /* A hostile archive nesting 1,501 directories: diff walked it recursively
@@ -874,6 +879,18 @@ Test(hostile, nesting_deeper_than_an_archive_may_is_reported_not_followed)
 	cr_assert_eq(r.status, 1, "verify: exit %d: %s %s", r.status, r.out, r.err);
 	cr_assert(strstr(r.out, "nested more than 1024 levels deep"), "verify: %s", r.out);
 	run_result_dispose(&r);
+	/* restore follows an older writer's deeper nesting down to its own
+	 * limit, and names the path where a deeper one stops it */
+	char *deep3 = forge_deep_by(arch, id2, AMBER_RESTORE_MAX_DEPTH + 10);
+	char *dest = pjoin(IT.tmp, "dest");
+	amber(&r, "restore", arch, deep3, dest, NULL);
+	cr_assert_eq(r.status, 1, "restore: exit %d: %s", r.status, r.err);
+	assert_one_error_line(&r, "restore of a tree nested past its limit");
+	cr_assert(strstr(r.err, "/d/d/d: directories nested more than 4096 levels deep"),
+		  "restore should name the path and its limit: %s", r.err);
+	run_result_dispose(&r);
+	free(dest);
+	free(deep3);
 	free(deep1);
 	free(deep2);
 	free(leaf);
