@@ -6,6 +6,8 @@
  */
 #include "cli.h"
 
+#include "amber_keys.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -216,6 +218,10 @@ static int run(const struct main_args *m)
 /* Output that never reached stdout (full disk, closed pipe) is a failure. */
 static int teardown(int status)
 {
+	if (amber_key_memory_unlocked())
+		fprintf(stderr, "amberfs: warning: the archive key could not be locked in memory, so "
+			"it may have been written to swap: raise RLIMIT_MEMLOCK (ulimit -l, "
+			"LimitMEMLOCK= in a unit) or run with CAP_IPC_LOCK\n");
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		cli_error("write error on standard output: %s", strerror(errno));
 		return status ? status : CLI_EXIT_ERROR;

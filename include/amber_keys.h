@@ -62,6 +62,13 @@ typedef struct amber_slot_info {
 /** "passphrase", "keyfile", "shares", "pkcs11" or "unknown". */
 const char *amber_slot_kind_name(int kind);
 
+/**
+ * 1 once this process held a key that could not be locked in memory
+ * (RLIMIT_MEMLOCK too low and no CAP_IPC_LOCK): it may have reached swap.
+ * The library goes on; a program says so once (amberfs warns at exit).
+ */
+int amber_key_memory_unlocked(void);
+
 /** Number of key slots of the archive (0 for a plain archive). */
 size_t amber_archive_slot_count(const amber_archive *a);
 

@@ -36,6 +36,7 @@
 #include "error.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -81,6 +82,19 @@ static uint32_t get_le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* Set once a key could not be locked in memory (see amber_key_memory_unlocked). */
+static atomic_int keys_unlocked;
+
+int amber_key_memory_unlocked(void)
+{
+	return atomic_load(&keys_unlocked);
+}
+
+/*
+ * sodium_malloc() tries to lock its pages but goes on silently when it
+ * cannot (RLIMIT_MEMLOCK, no CAP_IPC_LOCK): lock them again here and
+ * remember a failure, so that the program can say so once.
+ */
 static int keys_alloc(amber_keys **out)
 {
 	if (ensure_sodium() < 0)
@@ -88,6 +102,8 @@ static int keys_alloc(amber_keys **out)
 	*out = sodium_malloc(sizeof(**out));
 	if (!*out)
 		return amber_fail(AMBER_ERROR, "out of locked memory for keys");
+	if (sodium_mlock(*out, sizeof(**out)) != 0)
+		atomic_store(&keys_unlocked, 1);
 	return 0;
 }
 

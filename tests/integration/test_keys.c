@@ -836,3 +836,30 @@ Test(keys, a_running_command_shows_no_secret_in_cmdline_or_environ)
 	free(key);
 	free(m0);
 }
+
+/*
+ * Key memory that cannot be locked (RLIMIT_MEMLOCK 0 and no CAP_IPC_LOCK)
+ * is said once, not ignored: libsodium alone would go on silently.
+ */
+Test(keys, key_memory_that_cannot_be_locked_is_reported_once)
+{
+	char *arch = archive_with_data();
+	static const char *const no_lock[] = { "prlimit", "--memlock=0:0", "setpriv",
+					       "--bounding-set=-ipc_lock", NULL };
+	const char *args[] = { "cat", arch, "latest:file", NULL };
+	run_result r;
+
+	amber_a(&r, &(run_opts){ .prefix = no_lock }, args);
+	assert_ok(&r, "cat without lockable memory");
+	cr_assert_str_eq(r.out, GOOD);
+	cr_assert_eq(count_lines(r.err), 1, "one warning line expected: %s", r.err);
+	cr_assert(strstr(r.err, "amberfs: warning: the archive key could not be locked in memory") &&
+		  strstr(r.err, "RLIMIT_MEMLOCK"), "%s", r.err);
+	run_result_dispose(&r);
+
+	amber_a(&r, &(run_opts){0}, args);
+	assert_ok(&r, "cat with lockable memory");
+	cr_assert_str_eq(r.err, "", "no warning when the key is locked: %s", r.err);
+	run_result_dispose(&r);
+	free(arch);
+}
