@@ -852,9 +852,15 @@ Test(keys, key_memory_that_cannot_be_locked_is_reported_once)
 	amber_a(&r, &(run_opts){ .prefix = no_lock }, args);
 	assert_ok(&r, "cat without lockable memory");
 	cr_assert_str_eq(r.out, GOOD);
+#ifndef __SANITIZE_ADDRESS__
 	cr_assert_eq(count_lines(r.err), 1, "one warning line expected: %s", r.err);
 	cr_assert(strstr(r.err, "amberfs: warning: the archive key could not be locked in memory") &&
 		  strstr(r.err, "RLIMIT_MEMLOCK"), "%s", r.err);
+#else
+	/* ASan intercepts mlock() and makes it a no-op that succeeds, so under
+	 * it the failure cannot happen; the plain pass checks the warning. */
+	cr_assert_str_eq(r.err, "", "%s", r.err);
+#endif
 	run_result_dispose(&r);
 
 	amber_a(&r, &(run_opts){0}, args);
