@@ -69,7 +69,7 @@ int main(int argc, char **argv)
 {
 	amber_archive *a = NULL;
 	amber_timeline *t = NULL;
-	int q = argc > 2 ? atoi(argv[2]) : 200;
+	int q = argc > 2 ? (int)strtol(argv[2], NULL, 10) : 200;
 	int64_t first, last;
 	double worst = 0, total = 0, t0;
 	unsigned seed = 1;

@@ -854,7 +854,7 @@ static void raise_readahead(struct mnt *m)
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
 		n = (int)read(fd, line, sizeof(line) - 1);
 		line[n > 0 ? n : 0] = '\0';
-		cur = atoi(line);
+		cur = (int)strtol(line, NULL, 10); /* garbage reads as 0: raise it */
 		close(fd);
 	}
 	if (cur >= (int)MNT_READAHEAD_KB || (fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)

@@ -89,9 +89,9 @@ static char *key_ok(const char *what, const char *const *args)
 static char *slot_id(const char *arch, const char *label)
 {
 	const char *args[] = {"key", "list", arch, NULL};
-	char *out = key_ok("key list", args), *id = NULL;
+	char *out = key_ok("key list", args), *id = NULL, *save = NULL;
 
-	for (char *l = strtok(out, "\n"); l; l = strtok(NULL, "\n")) {
+	for (char *l = strtok_r(out, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
 		char i[17], kind[16], lab[80];
 
 		if (sscanf(l, "%16s %15s %79s", i, kind, lab) == 3 && strcmp(lab, label) == 0)
@@ -283,15 +283,13 @@ Test(keys, shares_open_the_archive_through_the_cli)
 /* Word `pos` (0-based) of a mnemonic replaced by `word`: a new string. */
 static char *with_word(const char *m, size_t pos, const char *word)
 {
-	char *copy = strdup(m), *out = calloc(1, strlen(m) + 32), *save = NULL;
-	size_t i = 0;
+	size_t cap = strlen(m) + 32, len = 0, i = 0;
+	char *copy = strdup(m), *out = calloc(1, cap), *save = NULL;
 
-	for (char *w = strtok_r(copy, " \n", &save); w; w = strtok_r(NULL, " \n", &save), i++) {
-		if (i)
-			strcat(out, " ");
-		strcat(out, i == pos ? word : w);
-	}
-	strcat(out, "\n");
+	for (char *w = strtok_r(copy, " \n", &save); w; w = strtok_r(NULL, " \n", &save), i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? " " : "",
+					i == pos ? word : w);
+	snprintf(out + len, cap - len, "\n");
 	free(copy);
 	return out;
 }
