@@ -645,43 +645,62 @@ int amber_archive_signing_pubkey(uint8_t pk[32], const amber_archive *a)
 	return 0;
 }
 
+int amber_meta_keep_open(amber_meta_keep *m, amber_archive *a, const char *const *drop,
+			 size_t extra)
+{
+	size_t n = 0;
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	m->c = (amber_buf)AMBER_BUF_INIT;
+	m->t = (amber_buf)AMBER_BUF_INIT;
+	rc = read_meta_blob(&m->c, a, a->meta_oid, AMBER_GIT_COMMIT);
+	if (rc == 0)
+		rc = amber_commit_parse(&m->commit, m->c.data, m->c.len, AMBER_META_REF);
+	if (rc == 0)
+		rc = read_meta_blob(&m->t, a, m->commit.tree, AMBER_GIT_TREE);
+	if (rc == 0)
+		rc = amber_tree_parse(&m->e, &n, m->t.data, m->t.len, "archive metadata tree");
+	if (rc == 0 && !(m->top = calloc(n + extra, sizeof(*m->top))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		int dropped = 0;
+
+		for (const char *const *d = drop; *d; d++)
+			dropped |= strcmp(m->e[i].name, *d) == 0;
+		if (dropped)
+			continue;
+		m->top[m->k].longname = m->e[i].name; /* NUL-terminated inside m->t */
+		m->top[m->k].mode = m->e[i].mode;
+		memcpy(m->top[m->k++].oid, m->e[i].oid, 20);
+	}
+	return rc;
+}
+
+void amber_meta_keep_dispose(amber_meta_keep *m)
+{
+	free(m->top);
+	free(m->e);
+	amber_commit_dispose(&m->commit);
+	amber_buf_dispose(&m->t);
+	amber_buf_dispose(&m->c);
+}
+
 /*
  * The new metadata tree keeps every entry of the old one byte for byte
  * (config, keys/, and anything a later version added) and adds signing/.
  */
 static int meta_tree_plus_signing(uint8_t root[20], amber_archive *a, amber_packw *w)
 {
-	amber_buf c = AMBER_BUF_INIT, t = AMBER_BUF_INIT;
-	amber_commit commit = {0};
-	amber_tparsed *e = NULL;
-	amber_tentry *top = NULL;
-	size_t n = 0, k = 0;
-	int rc = read_meta_blob(&c, a, a->meta_oid, AMBER_GIT_COMMIT);
+	static const char *const drop[] = {"signing", NULL};
+	amber_meta_keep m;
+	int rc = amber_meta_keep_open(&m, a, drop, 1);
 
 	if (rc == 0)
-		rc = amber_commit_parse(&commit, c.data, c.len, AMBER_META_REF);
+		rc = signing_tree(&m.top[m.k++], a, w);
 	if (rc == 0)
-		rc = read_meta_blob(&t, a, commit.tree, AMBER_GIT_TREE);
-	if (rc == 0)
-		rc = amber_tree_parse(&e, &n, t.data, t.len, "archive metadata tree");
-	if (rc == 0 && !(top = calloc(n + 1, sizeof(*top))))
-		rc = amber_fail(AMBER_ERROR, "out of memory");
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		if (strcmp(e[i].name, "signing") == 0)
-			continue;
-		top[k].longname = e[i].name; /* NUL-terminated inside t */
-		top[k].mode = e[i].mode;
-		memcpy(top[k++].oid, e[i].oid, 20);
-	}
-	if (rc == 0)
-		rc = signing_tree(&top[k++], a, w);
-	if (rc == 0)
-		rc = amber_meta_tree(root, w, top, k);
-	free(top);
-	free(e);
-	amber_commit_dispose(&commit);
-	amber_buf_dispose(&t);
-	amber_buf_dispose(&c);
+		rc = amber_meta_tree(root, w, m.top, m.k);
+	amber_meta_keep_dispose(&m);
 	return rc;
 }
 

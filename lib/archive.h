@@ -101,6 +101,24 @@ int amber_archive_auth_text(char out[96], const amber_archive *a, uint8_t *const
 int amber_meta_blob(amber_tentry *e, amber_packw *w, const char *name, const void *data,
 		    size_t len);
 
+/** The current metadata tree's entries, kept to build the next one. */
+typedef struct amber_meta_keep {
+	amber_buf c, t;            /* the metadata commit and tree (entries point into t) */
+	amber_commit commit;
+	amber_tparsed *e;
+	amber_tentry *top;         /* the kept entries, k of them, with room for `extra` more */
+	size_t k;
+} amber_meta_keep;
+
+/**
+ * Read the metadata tree of a->meta_oid and keep every entry whose name is
+ * not in `drop` (NULL-terminated) byte for byte.  Dispose *m whatever it
+ * returns.  @return 0 or an error.
+ */
+int amber_meta_keep_open(amber_meta_keep *m, amber_archive *a, const char *const *drop,
+			 size_t extra);
+void amber_meta_keep_dispose(amber_meta_keep *m);
+
 /** Write the tree of entries e[0..n) into w; its id in oid. */
 int amber_meta_tree(uint8_t oid[20], amber_packw *w, amber_tentry *e, size_t n);
 

@@ -391,49 +391,29 @@ static int next_set(slot_set *s, const amber_archive *a, int drop, const amber_s
 /* keys/ and auth for the set; every other entry of the current tree kept. */
 static int new_tree(uint8_t root[20], amber_archive *a, amber_packw *w, const slot_set *s)
 {
-	amber_buf c = AMBER_BUF_INIT, t = AMBER_BUF_INIT;
-	amber_commit commit = {0};
-	amber_tparsed *e = NULL;
-	amber_tentry *top = NULL, slots[AMBER_MAX_SLOTS];
+	static const char *const drop[] = {"keys", "auth", NULL};
+	amber_meta_keep m;
+	amber_tentry slots[AMBER_MAX_SLOTS], *top;
 	char name[16], auth[96];
-	size_t n = 0, k = 0;
-	int rc = amber_archive_read_meta(&c, a, a->meta_oid, AMBER_GIT_COMMIT);
+	int rc = amber_meta_keep_open(&m, a, drop, 2);
 
-	if (rc == 0)
-		rc = amber_commit_parse(&commit, c.data, c.len, AMBER_META_REF);
-	if (rc == 0)
-		rc = amber_archive_read_meta(&t, a, commit.tree, AMBER_GIT_TREE);
-	if (rc == 0)
-		rc = amber_tree_parse(&e, &n, t.data, t.len, "archive metadata tree");
-	if (rc == 0 && !(top = calloc(n + 2, sizeof(*top))))
-		rc = amber_fail(AMBER_ERROR, "out of memory");
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		if (strcmp(e[i].name, "keys") == 0 || strcmp(e[i].name, "auth") == 0)
-			continue;
-		top[k].longname = e[i].name; /* NUL-terminated inside t */
-		top[k].mode = e[i].mode;
-		memcpy(top[k++].oid, e[i].oid, 20);
-	}
 	for (size_t i = 0; rc == 0 && i < s->n; i++) {
 		amber_slot_name(name, i);
 		rc = amber_meta_blob(&slots[i], w, name, s->slots[i], s->len[i]);
 	}
 	if (rc == 0) {
-		snprintf(top[k].name, sizeof(top[k].name), "keys");
-		top[k].mode = AMBER_GIT_MODE_TREE;
-		rc = amber_meta_tree(top[k++].oid, w, slots, s->n);
+		top = &m.top[m.k++];
+		snprintf(top->name, sizeof(top->name), "keys");
+		top->mode = AMBER_GIT_MODE_TREE;
+		rc = amber_meta_tree(top->oid, w, slots, s->n);
 	}
 	if (rc == 0)
 		rc = amber_archive_auth_text(auth, a, s->slots, s->len, s->n);
 	if (rc == 0)
-		rc = amber_meta_blob(&top[k++], w, "auth", auth, strlen(auth));
+		rc = amber_meta_blob(&m.top[m.k++], w, "auth", auth, strlen(auth));
 	if (rc == 0)
-		rc = amber_meta_tree(root, w, top, k);
-	free(top);
-	free(e);
-	amber_commit_dispose(&commit);
-	amber_buf_dispose(&t);
-	amber_buf_dispose(&c);
+		rc = amber_meta_tree(root, w, m.top, m.k);
+	amber_meta_keep_dispose(&m);
 	return rc;
 }
 
