@@ -8,29 +8,12 @@
  * plain archive needs none; the cache directory is left unused.
  */
 #include "amber.h"
+#include "bench_unlock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int unlock(amber_archive *a)
-{
-	const char *pf = getenv("AMBERFS_PASSPHRASE_FILE");
-	char pass[1024];
-	size_t n = 0;
-	FILE *f;
-
-	if (!amber_archive_needs_key(a))
-		return 0;
-	if (!pf || !(f = fopen(pf, "r")))
-		return fprintf(stderr, "history-list: set AMBERFS_PASSPHRASE_FILE\n"), -1;
-	n = fread(pass, 1, sizeof(pass), f);
-	fclose(f);
-	while (n && (pass[n - 1] == '\n' || pass[n - 1] == '\r'))
-		n--;
-	return amber_archive_unlock(a, (unsigned char *)pass, n);
-}
 
 static double clock_s(clockid_t c)
 {
@@ -52,7 +35,8 @@ int main(int argc, char **argv)
 	if (argc != 4 && !ids)
 		return fprintf(stderr, "usage: history-list ARCHIVE START END [--ids]\n"), 2;
 	o.cache_dir = "";
-	if (amber_global_init() || amber_archive_open_ext(&a, argv[1], &o) || unlock(a))
+	if (amber_global_init() || amber_archive_open_ext(&a, argv[1], &o) ||
+	    bench_unlock(a, "history-list"))
 		return fprintf(stderr, "history-list: %s\n", amber_error_last()), 1;
 	t0 = clock_s(CLOCK_MONOTONIC);
 	c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);

@@ -10,29 +10,12 @@
  * AMBERFS_PASSPHRASE_FILE; a plain archive needs none.
  */
 #include "amber.h"
+#include "bench_unlock.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static int unlock(amber_archive *a)
-{
-	const char *pf = getenv("AMBERFS_PASSPHRASE_FILE");
-	char pass[1024];
-	size_t n = 0;
-	FILE *f;
-
-	if (!amber_archive_needs_key(a))
-		return 0;
-	if (!pf || !(f = fopen(pf, "r")))
-		return fprintf(stderr, "make-history: set AMBERFS_PASSPHRASE_FILE\n"), -1;
-	n = fread(pass, 1, sizeof(pass), f);
-	fclose(f);
-	while (n && (pass[n - 1] == '\n' || pass[n - 1] == '\r'))
-		n--;
-	return amber_archive_unlock(a, (unsigned char *)pass, n);
-}
 
 static int touch(const char *src, long i)
 {
@@ -58,7 +41,7 @@ int main(int argc, char **argv)
 
 	if (count <= 0)
 		return fprintf(stderr, "usage: make-history ARCHIVE SRC COUNT [START | --now]\n"), 2;
-	if (amber_global_init() || amber_archive_open(&a, argv[1]) || unlock(a))
+	if (amber_global_init() || amber_archive_open(&a, argv[1]) || bench_unlock(a, "make-history"))
 		return fprintf(stderr, "make-history: %s\n", amber_error_last()), 1;
 	clock_gettime(CLOCK_REALTIME, &now);
 	if (start > 0)

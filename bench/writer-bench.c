@@ -12,6 +12,7 @@
  * AMBERFS_PASSPHRASE_FILE; a plain archive needs none.
  */
 #include "amber.h"
+#include "bench_unlock.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -26,24 +27,6 @@ typedef struct names {
 	char **v;
 	size_t n;
 } names;
-
-static int unlock(amber_archive *a)
-{
-	const char *pf = getenv("AMBERFS_PASSPHRASE_FILE");
-	char pass[1024];
-	size_t n = 0;
-	FILE *f;
-
-	if (!amber_archive_needs_key(a))
-		return 0;
-	if (!pf || !(f = fopen(pf, "r")))
-		return fprintf(stderr, "writer-bench: set AMBERFS_PASSPHRASE_FILE\n"), -1;
-	n = fread(pass, 1, sizeof(pass), f);
-	fclose(f);
-	while (n && (pass[n - 1] == '\n' || pass[n - 1] == '\r'))
-		n--;
-	return amber_archive_unlock(a, (unsigned char *)pass, n);
-}
 
 static int name_cmp(const void *x, const void *y)
 {
@@ -283,7 +266,7 @@ int main(int argc, char **argv)
 	seed = argc >= 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
 	srandom(seed);
 	o.append_only = append;
-	if (amber_global_init() || amber_archive_open(&a, argv[1]) || unlock(a) ||
+	if (amber_global_init() || amber_archive_open(&a, argv[1]) || bench_unlock(a, "writer-bench") ||
 	    amber_writer_open(&w, a, argv[2], &o))
 		return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), 1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);

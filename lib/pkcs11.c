@@ -463,24 +463,36 @@ static int find_public(uint8_t pk[32], amber_p11 *t)
 	return read_public(pk, t, h[0]);
 }
 
-int amber_p11_ed25519_key(uint8_t pk[32], amber_p11 *t)
+/*
+ * The one key of class cls and type kt the URI names becomes t->key.
+ * `key` names it in messages ("no <key>", "several <kind> keys"), `hint`
+ * says how to see or make one.
+ */
+static int find_one_key(amber_p11 *t, CK_OBJECT_CLASS cls, CK_KEY_TYPE kt, const char *key,
+			const char *kind, const char *hint)
 {
 	CK_OBJECT_HANDLE h[2];
 	CK_ULONG n = 0;
-	int rc = find_objects(h, &n, t, CKO_PRIVATE_KEY, CKK_EC_EDWARDS, NULL);
+	int rc = find_objects(h, &n, t, cls, kt, NULL);
 
 	if (rc < 0)
 		return rc;
 	if (n == 0)
-		return amber_fail(AMBER_ENOTFOUND,
-				  "%s holds no Ed25519 private key that matches the URI: check its "
-				  "id= and object= (pkcs11-tool --list-objects shows the keys)",
-				  t->name);
+		return amber_fail(AMBER_ENOTFOUND, "%s holds no %s that matches the URI: check its "
+				  "id= and object= (%s)", t->name, key, hint);
 	if (n > 1)
-		return amber_fail(AMBER_EINVAL, "several Ed25519 keys on %s match the URI: add "
-				  "id= or object= to it", t->name);
+		return amber_fail(AMBER_EINVAL, "several %s keys on %s match the URI: add id= or "
+				  "object= to it", kind, t->name);
 	t->key = h[0];
-	return find_public(pk, t);
+	return 0;
+}
+
+int amber_p11_ed25519_key(uint8_t pk[32], amber_p11 *t)
+{
+	int rc = find_one_key(t, CKO_PRIVATE_KEY, CKK_EC_EDWARDS, "Ed25519 private key",
+			      "Ed25519", "pkcs11-tool --list-objects shows the keys");
+
+	return rc < 0 ? rc : find_public(pk, t);
 }
 
 int amber_p11_ed25519_sign(uint8_t sig[64], amber_p11 *t, const void *msg, size_t len)
@@ -533,23 +545,12 @@ static void describe(amber_p11_ident *id, amber_p11 *t)
 
 int amber_p11_aes_key(amber_p11_ident *id, amber_p11 *t)
 {
-	CK_OBJECT_HANDLE h[2];
-	CK_ULONG n = 0;
-	int rc = find_objects(h, &n, t, CKO_SECRET_KEY, CKK_AES, NULL);
+	int rc = find_one_key(t, CKO_SECRET_KEY, CKK_AES, "AES key", "AES",
+			      "make one with pkcs11-tool --keygen --key-type AES:32");
 
-	if (rc < 0)
-		return rc;
-	if (n == 0)
-		return amber_fail(AMBER_ENOTFOUND,
-				  "%s holds no AES key that matches the URI: check its id= and "
-				  "object= (make one with pkcs11-tool --keygen --key-type AES:32)",
-				  t->name);
-	if (n > 1)
-		return amber_fail(AMBER_EINVAL, "several AES keys on %s match the URI: add id= or "
-				  "object= to it", t->name);
-	t->key = h[0];
-	describe(id, t);
-	return 0;
+	if (rc == 0)
+		describe(id, t);
+	return rc;
 }
 
 int amber_p11_wrap(uint8_t *out, amber_p11 *t, const uint8_t *secret, size_t len)
