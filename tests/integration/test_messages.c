@@ -164,7 +164,7 @@ Test(messages, snapshot_progress_moves_while_one_large_file_is_read)
 	char *src = pjoin(IT.tmp, "src");
 	mkdir_p(src, 0755);
 	char *big = pjoin(src, "ledger-big.log");
-	write_random_file(big, 64u << 20, 5, 0);
+	write_random_file(big, 192u << 20, 5, 0); /* over a second of reading: several redraws */
 	char *arch = pjoin(IT.tmp, "archive");
 	amber_init_archive(arch, 1);
 	char *args = xasprintf("snapshot '%s' '%s'", arch, src);
@@ -183,7 +183,7 @@ Test(messages, snapshot_progress_moves_while_one_large_file_is_read)
 			distinct++;
 		snprintf(last, sizeof(last), "%s", fig);
 	}
-	cr_assert(distinct >= 2, "while ledger-big.log (64 MiB) is read the progress line should "
+	cr_assert(distinct >= 2, "while ledger-big.log (192 MiB) is read the progress line should "
 		  "show its bytes moving; %d frames, %d distinct: %s", frames, distinct, tty);
 	free(tty);
 	free(args);
