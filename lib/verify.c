@@ -24,9 +24,19 @@
  *
  * 3. Contents (key).  Each snapshot is opened and walked through the
  *    ordinary reader API (amber_snapshot_open, amber_dir_open, the chunk
- *    index, amber_file_read with read_data), so exactly what a reader
+ *    index, amber_chunk_get with read_data), so exactly what a reader
  *    would serve is what gets checked, with the paths that use each bad
  *    object.  Directories and files already checked are skipped by id.
+ *
+ *    With read_data the walk does not decode chunks as it meets them: it
+ *    collects each distinct chunk once (keyed by all the reader checks),
+ *    and verify_data.c decodes them all on worker threads in pack order.
+ *    The walk's problems are held meanwhile.  If every chunk decodes,
+ *    the walk went exactly as a decoding walk would have, and the held
+ *    problems are passed on; if one fails, they are dropped and the walk
+ *    runs again, decoding inline what did not pass (with the path in the
+ *    message), so a damaged chunk is reported in the same words, for the
+ *    same snapshots and paths, as when every walk decoded on its own.
  *
  * High-water marks: CACHE/<archive id>/verified-<stream> holds the tip the
  * last clean run saw.  A tip that does not descend from it is a rollback
@@ -49,16 +59,17 @@
 #include "manifest.h"
 #include "file.h"
 #include "history.h"
-#include "prefetch.h"
 #include "record.h"
 #include "sign.h"
 #include "store.h"
+#include "verify_data.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,6 +183,16 @@ typedef struct vctx {
 	/* unsigned snapshots above signed history, judged once the key is known */
 	struct unsigned_above { uint8_t oid[20]; char stream[AMBER_STREAM_MAX + 1]; } *ua;
 	size_t nua;
+	/* read_data: the chunks to decode (see the top of the file) */
+	int collect;            /* the walk queues chunks instead of decoding them */
+	oidset chunks_queued;   /* link ids of jobs[] */
+	amber_vjob *jobs;
+	size_t njobs, jobs_cap;
+	uint64_t data_base;     /* data_bytes before the decoding run */
+	/* problems held while the walk only collects */
+	int hold;
+	struct held { int kind; char object[41]; char *snap, *path, *msg; } *held;
+	size_t nheld, held_cap;
 } vctx;
 
 static int64_t mono_ns(void)
@@ -197,6 +218,55 @@ static void progress(vctx *v)
 
 static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
 		    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Keep a copy of p to pass on later; 0, or -1 (out of memory: pass it on now). */
+static int hold(vctx *v, const amber_verify_problem *p)
+{
+	struct held *h;
+
+	if (v->nheld == v->held_cap) {
+		size_t cap = v->held_cap ? v->held_cap * 2 : 16;
+		struct held *n = realloc(v->held, cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		v->held = n;
+		v->held_cap = cap;
+	}
+	h = &v->held[v->nheld];
+	h->kind = p->kind;
+	snprintf(h->object, sizeof(h->object), "%s", p->object);
+	h->snap = strdup(p->snapshot);
+	h->path = strdup(p->path);
+	h->msg = strdup(p->message);
+	if (!h->snap || !h->path || !h->msg) {
+		free(h->snap);
+		free(h->path);
+		free(h->msg);
+		return -1;
+	}
+	v->nheld++;
+	return 0;
+}
+
+/* Pass the held problems on (give = 1) or drop them; stop holding. */
+static void release_held(vctx *v, int give)
+{
+	for (size_t i = 0; i < v->nheld; i++) {
+		struct held *h = &v->held[i];
+		amber_verify_problem p = {h->kind, h->object, h->snap, h->path, h->msg};
+
+		if (give && v->o->problem)
+			v->o->problem(&p, v->o->payload);
+		free(h->snap);
+		free(h->path);
+		free(h->msg);
+	}
+	free(v->held);
+	v->held = NULL;
+	v->nheld = v->held_cap = 0;
+	v->hold = 0;
+}
+
 static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
 		    const char *fmt, ...)
 {
@@ -215,6 +285,8 @@ static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, con
 	p.path = path ? path : "";
 	p.message = msg;
 	v->st.problems++;
+	if (v->hold && hold(v, &p) == 0)
+		return;
 	if (v->o->problem)
 		v->o->problem(&p, v->o->payload);
 }
@@ -1223,11 +1295,36 @@ static const uint8_t *link_id(uint8_t id[20], const amber_link *l, uint8_t kind,
 	return id;
 }
 
+/* A job for chunk c (link id `id`), unless one is queued already. */
+static int queue_chunk(vctx *v, const amber_chunkref *c, const uint8_t id[20])
+{
+	uint8_t *flag = oidset_find(&v->chunks_queued, id, 0);
+
+	if (flag)
+		return 0;
+	if (v->njobs == v->jobs_cap) {
+		size_t cap = v->jobs_cap ? v->jobs_cap * 2 : 1024;
+		amber_vjob *j = realloc(v->jobs, cap * sizeof(*j));
+
+		if (!j)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		v->jobs = j;
+		v->jobs_cap = cap;
+	}
+	if (!oidset_find(&v->chunks_queued, id, 1))
+		return AMBER_ERROR;
+	memset(&v->jobs[v->njobs], 0, sizeof(v->jobs[0]));
+	v->jobs[v->njobs].link = c->link;
+	v->jobs[v->njobs].len = c->len;
+	v->njobs++;
+	return 0;
+}
+
 /*
- * Decode and authenticate every chunk of a file, each distinct chunk once
- * in the whole run: a ledger that grew in every snapshot shares all but its
- * last chunks with its earlier versions.  The next chunks are queued for
- * the read-ahead worker, so decoding runs on two cores.
+ * Every chunk of a file, each distinct chunk once in the whole run (a
+ * ledger that grew in every snapshot shares all but its last chunks with
+ * its earlier versions): queued for the decoding run while collecting,
+ * else decoded here.
  */
 static int read_chunks(vctx *v, const amber_chunkref *c, size_t n, const char *path)
 {
@@ -1237,11 +1334,14 @@ static int read_chunks(vctx *v, const amber_chunkref *c, size_t n, const char *p
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		amber_cobj *o = NULL;
 
-		for (size_t k = i + 1; k < n && k < i + 4; k++)
-			if (!oidset_find(&v->chunks_ok, link_id(id, &c[k].link, 'c', c[k].len, NULL), 0))
-				amber_archive_prefetch(v->a, &c[k].link, c[k].len);
 		if (oidset_find(&v->chunks_ok, link_id(id, &c[i].link, 'c', c[i].len, NULL), 0))
 			continue;
+		if (v->collect) {
+			rc = queue_chunk(v, &c[i], id);
+			continue;
+		}
+		if (!oidset_find(&v->chunks_queued, id, 0))
+			v->st.chunks++;
 		rc = amber_chunk_get(&o, v->a, &c[i].link, c[i].len, path);
 		amber_cache_release(v->a->cache, o);
 		if (rc == 0 && !oidset_find(&v->chunks_ok, id, 1))
@@ -1429,6 +1529,81 @@ static void walk_contents(vctx *v, const struct stream *st)
 	amber_error_clear();
 }
 
+/* ---- the keyed pass ------------------------------------------------------------------------ */
+
+static void keyed_walks(vctx *v)
+{
+	for (size_t i = 0; i < v->nstreams; i++) {
+		check_index(v, &v->streams[i]);
+		walk_contents(v, &v->streams[i]);
+	}
+}
+
+static void data_progress(const amber_vdata_stats *d, void *payload)
+{
+	vctx *v = payload;
+
+	v->st.chunks = d->done;
+	v->st.chunk_bytes = d->raw_bytes;
+	v->st.data_bytes = v->data_base + d->plain_bytes;
+	progress(v);
+}
+
+/* Decode the queued chunks; 1 if every one passed (they join chunks_ok). */
+static int decode_queued(vctx *v)
+{
+	amber_vdata_stats d = {0};
+	int threads = v->o->version >= 2 ? v->o->threads : 0;
+
+	v->data_base = v->st.data_bytes;
+	if (amber_vdata_run(&d, v->a, v->jobs, v->njobs, threads > 0 ? (unsigned)threads : 0,
+			    data_progress, v) < 0) {
+		amber_error_clear();
+		oidset_dispose(&v->chunks_queued); /* the walk below decodes (and counts) */
+		return 0;
+	}
+	v->st.threads = d.threads;
+	for (size_t i = 0; i < v->njobs; i++) {
+		uint8_t id[20];
+
+		if (v->jobs[i].rc == 0 &&
+		    !oidset_find(&v->chunks_ok, link_id(id, &v->jobs[i].link, 'c', v->jobs[i].len,
+							NULL), 1))
+			return 0;
+	}
+	return d.failed == 0;
+}
+
+/*
+ * With read_data: walk collecting chunks (problems held), decode them all,
+ * then either pass the problems on or, if a chunk failed, walk again
+ * decoding inline (see the top of the file).
+ */
+static void keyed_pass(vctx *v)
+{
+	uint64_t problems = v->st.problems, files = v->st.files, dirs = v->st.dirs;
+
+	v->st.keyed = 1;
+	if (!v->o->read_data) {
+		keyed_walks(v);
+		return;
+	}
+	v->collect = v->hold = 1;
+	keyed_walks(v);
+	v->collect = 0;
+	if (decode_queued(v)) {
+		release_held(v, 1);
+		return;
+	}
+	release_held(v, 0);
+	v->st.problems = problems;
+	v->st.files = files;
+	v->st.dirs = dirs;
+	oidset_dispose(&v->dirs_ok);
+	oidset_dispose(&v->files_ok);
+	keyed_walks(v);
+}
+
 /* ---- the run ---------------------------------------------------------------------------- */
 
 static void pack_problem(const char *file, const char *message, void *payload)
@@ -1514,6 +1689,9 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	if (amber_opts_check(opts, AMBER_VERIFY_OPTS_VERSION, "amber_verify_opts",
 			     "AMBER_VERIFY_OPTS_INIT") < 0)
 		return AMBER_EINVAL;
+	if (opts && opts->version >= 2 && opts->threads < 0)
+		return amber_fail(AMBER_EINVAL, "amber_verify_opts.threads is %d: give 0 (one "
+				  "per online CPU) or a positive count", opts->threads);
 	v.a = a;
 	v.o = opts ? opts : &none;
 	v.cfg_encrypted = -1;
@@ -1521,13 +1699,8 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	if (!v.o->no_marks && !(v.mark_dir = amber_archive_cache_dir(a)))
 		return AMBER_ERROR;
 	rc = structure_pass(&v);
-	if (rc == 0 && want_keyed(&v)) {
-		v.st.keyed = 1;
-		for (size_t i = 0; i < v.nstreams; i++) {
-			check_index(&v, &v.streams[i]);
-			walk_contents(&v, &v.streams[i]);
-		}
-	}
+	if (rc == 0 && want_keyed(&v))
+		keyed_pass(&v);
 	for (size_t i = 0; rc == 0 && i < v.nua; i++)
 		judge_unsigned(&v, &v.ua[i]);
 	if (rc == 0)
@@ -1538,12 +1711,16 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	}
 	if (v.o->progress)
 		v.o->progress(&v.st, v.o->payload);
+	/* A caller built against version 1 has a struct that ends before chunks. */
 	if (stats)
-		*stats = v.st;
+		memcpy(stats, &v.st, opts && opts->version >= 2 ? sizeof(v.st) :
+		       offsetof(amber_verify_stats, chunks));
 	oidset_dispose(&v.seen);
 	oidset_dispose(&v.dirs_ok);
 	oidset_dispose(&v.files_ok);
 	oidset_dispose(&v.chunks_ok);
+	oidset_dispose(&v.chunks_queued);
+	free(v.jobs);
 	free(v.ua);
 	free(v.streams);
 	free(v.tags);
