@@ -122,9 +122,10 @@ typedef struct amber_verify_opts {
 	void (*progress)(const amber_verify_stats *sofar, void *payload);
 	void *payload;
 	/* Version 2: */
-	/** Threads decoding chunks with read_data (the calling thread is one of
-	 *  them); 0: one per online CPU.  Callbacks are only ever called on
-	 *  the calling thread. */
+	/** Threads reading and hashing the snapshots' blobs, and decoding
+	 *  chunks with read_data (the calling thread is one of them); 0: one
+	 *  per online CPU.  Callbacks are only ever called on the calling
+	 *  thread. */
 	int threads;
 } amber_verify_opts;
 

@@ -10,7 +10,12 @@
  *    SHA-1: frames authenticate reads; here we want to know about damage
  *    before anyone reads).  Objects are visited once (`seen`, which keeps
  *    whether each was good), so shared subtrees cost nothing the second
- *    time.  Along the way: trees parse, each stream is a first-parent
+ *    time.  The blobs of snapshot trees, nearly all of the archive's
+ *    bytes, are only listed during the walk and then read and hashed on
+ *    worker threads in pack order (verify_data.c); the walk's problems are
+ *    held meanwhile and merged with the blobs' in the order a walk that
+ *    read each blob on the spot would give.  Along the way: trees parse,
+ *    each stream is a first-parent
  *    chain with strictly decreasing Amberfs-Time going back, snapshot
  *    commits have amberfs's author/committer lines, blobs under snapshot
  *    trees are frames whose mode ('E'/'P') agrees with the config, the
@@ -161,7 +166,7 @@ typedef struct vctx {
 	amber_archive *a;
 	const amber_verify_opts *o;
 	amber_verify_stats st;
-	oidset seen;            /* objects read and hashed: flag 2 = bad */
+	oidset seen;            /* objects read and hashed: flag 2 = bad, 3 = listed */
 	oidset dirs_ok, files_ok;
 	oidset chunks_ok;       /* chunks decoded and authenticated (--read-data) */
 	struct stream *streams;
@@ -183,6 +188,10 @@ typedef struct vctx {
 	/* unsigned snapshots above signed history, judged once the key is known */
 	struct unsigned_above { uint8_t oid[20]; char stream[AMBER_STREAM_MAX + 1]; } *ua;
 	size_t nua;
+	/* blobs of snapshot trees, listed by the structure walk */
+	int defer;
+	amber_vblob *blobs;
+	size_t nblobs, blobs_cap;
 	/* read_data: the chunks to decode (see the top of the file) */
 	int collect;            /* the walk queues chunks instead of decoding them */
 	oidset chunks_queued;   /* link ids of jobs[] */
@@ -248,23 +257,39 @@ static int hold(vctx *v, const amber_verify_problem *p)
 	return 0;
 }
 
-/* Pass the held problems on (give = 1) or drop them; stop holding. */
-static void release_held(vctx *v, int give)
+/* Pass a held problem on (give = 1) or drop it (it was counted when held). */
+static void give_held(vctx *v, struct held *h, int give)
 {
-	for (size_t i = 0; i < v->nheld; i++) {
-		struct held *h = &v->held[i];
-		amber_verify_problem p = {h->kind, h->object, h->snap, h->path, h->msg};
+	amber_verify_problem p = {h->kind, h->object, h->snap, h->path, h->msg};
 
-		if (give && v->o->problem)
-			v->o->problem(&p, v->o->payload);
-		free(h->snap);
-		free(h->path);
-		free(h->msg);
-	}
-	free(v->held);
+	if (give && v->o->problem)
+		v->o->problem(&p, v->o->payload);
+	free(h->snap);
+	free(h->path);
+	free(h->msg);
+}
+
+/* Take the held problems out of v (*n of them); stop holding. */
+static struct held *take_held(vctx *v, size_t *n)
+{
+	struct held *h = v->held;
+
+	*n = v->nheld;
 	v->held = NULL;
 	v->nheld = v->held_cap = 0;
 	v->hold = 0;
+	return h;
+}
+
+/* Pass the held problems on (give = 1) or drop them; stop holding. */
+static void release_held(vctx *v, int give)
+{
+	size_t n;
+	struct held *h = take_held(v, &n);
+
+	for (size_t i = 0; i < n; i++)
+		give_held(v, &h[i], give);
+	free(h);
 }
 
 static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
@@ -370,6 +395,36 @@ static void check_frame(vctx *v, const uint8_t *d, size_t len, const uint8_t oid
 		v->frames_p++;
 }
 
+/* List blob oid for the threads (flag 3 until then); 0, or -2 out of memory. */
+static int defer_blob(vctx *v, const uint8_t oid[20], const char *snap)
+{
+	amber_vblob *b;
+	uint8_t *flag;
+
+	if (oidset_find(&v->seen, oid, 0))
+		return 0;
+	if (v->nblobs == v->blobs_cap) {
+		size_t cap = v->blobs_cap ? v->blobs_cap * 2 : 1024;
+
+		if (!(b = realloc(v->blobs, cap * sizeof(*b)))) {
+			amber_fail(AMBER_ERROR, "out of memory");
+			return -2;
+		}
+		v->blobs = b;
+		v->blobs_cap = cap;
+	}
+	if (!(flag = oidset_find(&v->seen, oid, 1)))
+		return -2;
+	*flag = 3;
+	b = &v->blobs[v->nblobs];
+	memset(b, 0, sizeof(*b));
+	memcpy(b->at.oid, oid, 20);
+	snprintf(b->snap, sizeof(b->snap), "%s", snap ? snap : "");
+	b->seq = v->nblobs++;
+	b->held_at = v->nheld;
+	return 0;
+}
+
 static int walk_tree(vctx *v, const uint8_t oid[20], const char *snap, int frames, int depth);
 
 static int walk_entries(vctx *v, const amber_tparsed *t, size_t n, const char *snap,
@@ -381,6 +436,10 @@ static int walk_entries(vctx *v, const amber_tparsed *t, size_t n, const char *s
 	for (size_t i = 0; rc >= 0 && i < n; i++) {
 		if (t[i].mode == AMBER_GIT_MODE_TREE) {
 			rc = walk_tree(v, t[i].oid, snap, frames, depth + 1);
+			continue;
+		}
+		if (frames && v->defer) {
+			rc = defer_blob(v, t[i].oid, snap);
 			continue;
 		}
 		amber_buf_init(&b, MAX_OBJECT);
@@ -1606,6 +1665,96 @@ static void keyed_pass(vctx *v)
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
+/* What obj_get and check_frame would have said of blob b, read on the spot. */
+static void blob_result(vctx *v, const amber_vblob *b)
+{
+	uint8_t *flag = oidset_find(&v->seen, b->at.oid, 0);
+	const uint8_t *oid = b->at.oid;
+
+	*flag = 2;
+	if (b->rc == AMBER_ENOTFOUND) {
+		problem(v, AMBER_VERIFY_MISSING, oid, b->snap, NULL, "blob: object is missing");
+		return;
+	}
+	if (b->rc < 0) {
+		problem(v, AMBER_VERIFY_CORRUPT, oid, b->snap, NULL, "blob: object is corrupt (%s)",
+			b->msg ? b->msg : "out of memory");
+		return;
+	}
+	v->st.objects++;
+	v->st.bytes += b->len;
+	if (!b->hash_ok) {
+		problem(v, AMBER_VERIFY_CORRUPT, oid, b->snap, NULL,
+			"blob: object is corrupt: its content does not hash to its id");
+		return;
+	}
+	if (b->type != AMBER_GIT_BLOB) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, b->snap, NULL,
+			"blob: a %s where a %s belongs", gittype_name(b->type),
+			gittype_name(AMBER_GIT_BLOB));
+		return;
+	}
+	*flag = 1;
+	if (!b->frame)
+		problem(v, AMBER_VERIFY_MALFORMED, oid, b->snap, NULL,
+			"blob: not an amberfs format 1 object frame");
+	else if (b->frame == 'E')
+		v->frames_e++;
+	else
+		v->frames_p++;
+}
+
+static void blob_progress(const amber_vdata_stats *d, void *payload)
+{
+	vctx *v = payload;
+	amber_verify_stats keep = v->st;
+
+	v->st.objects += d->done;
+	v->st.bytes += d->raw_bytes;
+	progress(v);
+	v->st = keep;
+}
+
+static int by_seq(const void *x, const void *y)
+{
+	const amber_vblob *a = x, *b = y;
+
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/*
+ * Read and hash the listed blobs on the threads, then report them and the
+ * held problems in the order of the walk.  @return 0, or an error if the
+ * threads could not be set up (out of memory).
+ */
+static int check_blobs(vctx *v)
+{
+	amber_vdata_stats d = {0};
+	int threads = v->o->version >= 2 ? v->o->threads : 0;
+	size_t n, k = 0;
+	struct held *h;
+	int rc = amber_vblob_run(&d, v->a, v->blobs, v->nblobs, MAX_OBJECT,
+				 threads > 0 ? (unsigned)threads : 0, blob_progress, v);
+
+	h = take_held(v, &n);
+	qsort(v->blobs, v->nblobs, sizeof(*v->blobs), by_seq);
+	for (size_t i = 0; i < v->nblobs; i++) {
+		while (k < n && k < v->blobs[i].held_at)
+			give_held(v, &h[k++], 1);
+		if (rc == 0)
+			blob_result(v, &v->blobs[i]);
+		free(v->blobs[i].msg);
+	}
+	while (k < n)
+		give_held(v, &h[k++], 1);
+	free(h);
+	free(v->blobs);
+	v->blobs = NULL;
+	v->nblobs = v->blobs_cap = 0;
+	progress(v);
+	return rc;
+}
+
 static void pack_problem(const char *file, const char *message, void *payload)
 {
 	problem(payload, AMBER_VERIFY_CORRUPT, NULL, NULL, NULL, "%s: %s", file, message);
@@ -1643,10 +1792,15 @@ static int structure_pass(vctx *v)
 			bad == 1 ? "" : "s", line);
 	check_meta(v);
 	v->st.streams = v->nstreams;
+	v->defer = v->hold = 1;
 	for (size_t i = 0; rc == 0 && i < v->nstreams; i++)
 		rc = walk_stream(v, &v->streams[i]);
 	if (rc == 0)
 		rc = check_tags(v);
+	v->defer = 0;
+	bad = check_blobs(v);
+	if (rc == 0)
+		rc = bad;
 	for (size_t i = 0; i < v->nstreams; i++)
 		check_mark(v, &v->streams[i]);
 	check_config_vs_objects(v);

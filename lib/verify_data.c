@@ -1,15 +1,16 @@
 /*
- * verify --read-data: every distinct chunk decoded once, on every core, in
- * pack order.
+ * verify's bulk work on every core, in pack order: the blobs of the
+ * snapshot trees read and hashed (the structure pass), and with --read-data
+ * every distinct chunk decoded once.
  *
- * The keyed walk (verify.c) collects each distinct chunk, keyed by all the
- * reader checks (object id, mac, declared length), as a job.  Here the jobs
- * are sorted by where their objects lie in the pack files and taken in turn
- * from one shared counter by the worker threads, so each pack is read front
- * to back: the threads interleave, but the offsets asked for only grow, and
- * the kernel's read-ahead sees one sequential stream.  A worker keeps its
- * two buffers (the object, the plaintext) for the whole run, so there is no
- * allocation and no page fault per chunk, and nothing goes through the
+ * verify.c collects the jobs: each blob once by id, each chunk once by all
+ * the reader checks (object id, mac, declared length).  Here they are sorted
+ * by where their objects lie in the pack files and taken in turn from one
+ * shared counter by the worker threads, so each pack is read front to back:
+ * the threads interleave, but the offsets asked for only grow, and the
+ * kernel's read-ahead sees one sequential stream.  A worker keeps its
+ * buffers (the object, the plaintext) for the whole run, so there is no
+ * allocation and no page fault per object, and nothing goes through the
  * archive's cache, which a pass over every chunk would only churn.
  *
  * Sharing: each job is written only by the thread that took it; `next` and
@@ -37,13 +38,17 @@
 #define RAW_MAX (AMBER_CHUNK_MAX + AMBER_FRAME_HDR + AMBER_INNER_HDR + 64)
 #define PROGRESS_NS 100000000
 
+struct worker;
+
 struct run {
 	amber_archive *a;
-	amber_vjob *jobs;
-	size_t n;
+	char *jobs;             /* n jobs of `size` bytes, each starting with an amber_vat */
+	size_t n, size;
+	void (*fn)(struct worker *w, void *job);
+	size_t max;             /* the largest object a job may read */
 	atomic_size_t next;
 	atomic_uint_fast64_t done, failed, raw_bytes, plain_bytes;
-	void (*progress)(const amber_vdata_stats *st, void *payload);
+	amber_vdata_progress progress;
 	void *payload;
 	int64_t last;           /* the caller's last progress call */
 	unsigned threads;
@@ -89,24 +94,61 @@ static void progress(struct run *r, int force)
 }
 
 /* The checks of amber_chunk_get (file.c: decode_chunk, amber_archive_read_obj). */
-static int decode_one(struct worker *w, amber_vjob *j)
+static void decode_chunk(struct worker *w, void *job)
 {
-	amber_archive *a = w->r->a;
+	amber_vjob *j = job;
+	struct run *r = w->r;
 	int type = 0, rc;
 
 	amber_buf_reset(&w->raw);
 	amber_buf_reset(&w->out);
-	rc = amber_store_read(&w->raw, &type, a->store, j->link.oid, RAW_MAX);
+	rc = amber_store_read(&w->raw, &type, r->a->store, j->link.oid, RAW_MAX);
 	j->raw = w->raw.len;
 	if (rc == 0 && type != AMBER_GIT_BLOB)
 		rc = AMBER_EAUTH;
 	if (rc == 0)
-		rc = amber_codec_decode(&w->out, amber_archive_keys(a), AMBER_OBJ_CHUNK,
+		rc = amber_codec_decode(&w->out, amber_archive_keys(r->a), AMBER_OBJ_CHUNK,
 					j->link.mac, w->raw.data, w->raw.len, AMBER_CHUNK_MAX);
 	if (rc == 0 && w->out.len != j->len)
 		rc = AMBER_ECORRUPT;
 	amber_error_clear();
-	return rc;
+	j->rc = rc;
+	atomic_fetch_add(&r->raw_bytes, j->raw);
+	if (rc < 0) {
+		atomic_fetch_add(&r->failed, 1);
+		return;
+	}
+	atomic_fetch_add(&r->plain_bytes, j->len);
+	atomic_fetch_add(&r->a->counters.chunks_decoded, 1);
+	atomic_fetch_add(&r->a->counters.chunk_bytes, j->len);
+}
+
+/* What obj_get and check_frame (verify.c) look at. */
+static void read_blob(struct worker *w, void *job)
+{
+	amber_vblob *b = job;
+	struct run *r = w->r;
+	const uint8_t *d;
+	uint8_t sum[20];
+
+	amber_buf_reset(&w->raw);
+	b->rc = amber_store_read(&w->raw, &b->type, r->a->store, b->at.oid, r->max);
+	if (b->rc < 0) {
+		b->msg = strdup(amber_error_last());
+		amber_error_clear();
+		atomic_fetch_add(&r->failed, 1);
+		return;
+	}
+	d = w->raw.data;
+	b->len = w->raw.len;
+	amber_store_hash(sum, b->type, d, b->len);
+	b->hash_ok = memcmp(sum, b->at.oid, 20) == 0;
+	if (b->len >= AMBER_FRAME_HDR + AMBER_INNER_HDR && memcmp(d, "amb", 3) == 0 &&
+	    d[3] == 1 && (d[4] == 'E' || d[4] == 'P'))
+		b->frame = d[4];
+	atomic_fetch_add(&r->raw_bytes, b->len);
+	if (!b->hash_ok)
+		atomic_fetch_add(&r->failed, 1);
 }
 
 static void run_jobs(struct worker *w)
@@ -115,17 +157,7 @@ static void run_jobs(struct worker *w)
 	size_t i;
 
 	while ((i = atomic_fetch_add(&r->next, 1)) < r->n) {
-		amber_vjob *j = &r->jobs[i];
-
-		j->rc = decode_one(w, j);
-		atomic_fetch_add(&r->raw_bytes, j->raw);
-		if (j->rc == 0) {
-			atomic_fetch_add(&r->plain_bytes, j->len);
-			atomic_fetch_add(&r->a->counters.chunks_decoded, 1);
-			atomic_fetch_add(&r->a->counters.chunk_bytes, j->len);
-		} else {
-			atomic_fetch_add(&r->failed, 1);
-		}
+		r->fn(w, r->jobs + i * r->size);
 		atomic_fetch_add(&r->done, 1);
 		if (w->caller)
 			progress(r, 0);
@@ -140,39 +172,40 @@ static void *worker_main(void *p)
 
 static int by_position(const void *x, const void *y)
 {
-	const amber_vjob *a = x, *b = y;
+	const amber_vat *a = x, *b = y;
 	uint32_t pa = a->pack ? a->pack : UINT32_MAX, pb = b->pack ? b->pack : UINT32_MAX;
 
 	if (pa != pb)
 		return pa < pb ? -1 : 1;
 	if (a->off != b->off)
 		return a->off < b->off ? -1 : 1;
-	return memcmp(a->link.oid, b->link.oid, 20);
+	return memcmp(a->oid, b->oid, 20);
 }
 
 /* Sort the jobs into pack order (loose objects last). */
-static int pack_order(amber_archive *a, amber_vjob *jobs, size_t n)
+static int pack_order(struct run *r)
 {
 	uint8_t *oids;
 	amber_packpos *pos;
 	int rc;
 
-	if (n == 0)
+	if (r->n == 0)
 		return 0;
-	oids = calloc(n, 20);
-	pos = calloc(n, sizeof(*pos));
+	oids = calloc(r->n, 20);
+	pos = calloc(r->n, sizeof(*pos));
 	rc = oids && pos ? 0 : amber_fail(AMBER_ERROR, "out of memory");
-
-	for (size_t i = 0; rc == 0 && i < n; i++)
-		memcpy(oids + 20 * i, jobs[i].link.oid, 20);
+	for (size_t i = 0; rc == 0 && i < r->n; i++)
+		memcpy(oids + 20 * i, ((amber_vat *)(r->jobs + i * r->size))->oid, 20);
 	if (rc == 0)
-		rc = amber_store_pack_positions(pos, a->store, oids, n);
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		jobs[i].pack = pos[i].pack;
-		jobs[i].off = pos[i].off;
+		rc = amber_store_pack_positions(pos, r->a->store, oids, r->n);
+	for (size_t i = 0; rc == 0 && i < r->n; i++) {
+		amber_vat *at = (amber_vat *)(r->jobs + i * r->size);
+
+		at->pack = pos[i].pack;
+		at->off = pos[i].off;
 	}
 	if (rc == 0)
-		qsort(jobs, n, sizeof(*jobs), by_position);
+		qsort(r->jobs, r->n, r->size, by_position);
 	free(pos);
 	free(oids);
 	return rc;
@@ -199,37 +232,56 @@ static void worker_dispose(struct worker *w)
 	amber_buf_dispose(&w->raw);
 }
 
-int amber_vdata_run(amber_vdata_stats *st, amber_archive *a, amber_vjob *jobs, size_t n,
-		    unsigned threads, void (*progress_cb)(const amber_vdata_stats *st, void *payload),
-		    void *payload)
+static int run_pool(amber_vdata_stats *st, struct run *r, unsigned threads)
 {
-	struct run r = {.a = a, .jobs = jobs, .n = n, .progress = progress_cb, .payload = payload};
 	struct worker *w;
 	unsigned started = 1;
-	int rc = pack_order(a, jobs, n);
+	int rc = pack_order(r);
 
-	r.threads = thread_count(threads, n);
-	if (rc < 0 || !(w = calloc(r.threads, sizeof(*w))))
+	r->threads = thread_count(threads, r->n);
+	if (rc < 0 || !(w = calloc(r->threads, sizeof(*w))))
 		return rc < 0 ? rc : amber_fail(AMBER_ERROR, "out of memory");
-	for (unsigned i = 0; i < r.threads; i++) {
-		w[i].r = &r;
-		amber_buf_init(&w[i].raw, RAW_MAX);
+	for (unsigned i = 0; i < r->threads; i++) {
+		w[i].r = r;
+		amber_buf_init(&w[i].raw, r->max);
 		amber_buf_init(&w[i].out, AMBER_CHUNK_MAX + 64);
 	}
 	w[0].caller = 1;
-	r.last = mono_ns();
+	r->last = mono_ns();
 	/* Fewer threads than asked if the system refuses more: the work gets done. */
-	while (started < r.threads && pthread_create(&w[started].tid, NULL, worker_main,
-						     &w[started]) == 0)
+	while (started < r->threads &&
+	       pthread_create(&w[started].tid, NULL, worker_main, &w[started]) == 0)
 		started++;
-	r.threads = started;
+	r->threads = started;
 	run_jobs(&w[0]);
 	for (unsigned i = 1; i < started; i++)
 		pthread_join(w[i].tid, NULL);
-	progress(&r, 1);
-	counters(st, &r);
+	progress(r, 1);
+	counters(st, r);
 	for (unsigned i = 0; i < started; i++)
 		worker_dispose(&w[i]);
 	free(w);
 	return 0;
+}
+
+int amber_vdata_run(amber_vdata_stats *st, amber_archive *a, amber_vjob *jobs, size_t n,
+		    unsigned threads, amber_vdata_progress progress_cb, void *payload)
+{
+	struct run r = {.a = a, .jobs = (char *)jobs, .n = n, .size = sizeof(*jobs),
+			.fn = decode_chunk, .max = RAW_MAX, .progress = progress_cb,
+			.payload = payload};
+
+	for (size_t i = 0; i < n; i++)
+		memcpy(jobs[i].at.oid, jobs[i].link.oid, 20);
+	return run_pool(st, &r, threads);
+}
+
+int amber_vblob_run(amber_vdata_stats *st, amber_archive *a, amber_vblob *blobs, size_t n,
+		    size_t max, unsigned threads, amber_vdata_progress progress_cb,
+		    void *payload)
+{
+	struct run r = {.a = a, .jobs = (char *)blobs, .n = n, .size = sizeof(*blobs),
+			.fn = read_blob, .max = max, .progress = progress_cb, .payload = payload};
+
+	return run_pool(st, &r, threads);
 }
