@@ -4,7 +4,9 @@
  * Three passes, each reporting problems through the caller's callback and
  * going on after them, so one run names everything that is wrong:
  *
- * 1. Structure (no key).  Every pack's checksum; then every object
+ * 1. Structure (no key).  Every pack's checksum (on a thread of its own
+ *    from the start, as is the passphrase's key derivation for pass 2;
+ *    the checksums' problems are still reported first); every object
  *    reachable from refs/heads/, refs/tags/ and refs/amberfs/meta is read
  *    through the store and hashed (the read path itself does not check
  *    SHA-1: frames authenticate reads; here we want to know about damage
@@ -15,9 +17,9 @@
  *    worker threads in pack order (verify_data.c); the walk's problems are
  *    held meanwhile and merged with the blobs' in the order a walk that
  *    read each blob on the spot would give.  Along the way: trees parse,
- *    each stream is a first-parent
- *    chain with strictly decreasing Amberfs-Time going back, snapshot
- *    commits have amberfs's author/committer lines, blobs under snapshot
+ *    each stream is a first-parent chain with strictly decreasing
+ *    Amberfs-Time going back, snapshot commits have amberfs's
+ *    author/committer lines, blobs under snapshot
  *    trees are frames whose mode ('E'/'P') agrees with the config, the
  *    config and the key slots are well-formed, and signatures verify
  *    against the pinned public key.
@@ -72,6 +74,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -202,6 +205,18 @@ typedef struct vctx {
 	int hold;
 	struct held { int kind; char object[41]; char *snap, *path, *msg; } *held;
 	size_t nheld, held_cap;
+	/* Started at once on threads of their own (amber_verify): the pack
+	 * checksums, whose problems come first, and the passphrase's key
+	 * derivation for each slot.  Each thread writes only its own fields
+	 * until it is joined. */
+	pthread_t packs_tid, kdf_tid;
+	int packs_started, kdf_started, packs_done;
+	int packs_rc;
+	char *packs_err;        /* the message of a packs_rc < 0 */
+	struct packmsg { char *file, *msg; } *pm;
+	size_t npm;
+	amber_keys *slot_keys[AMBER_MAX_SLOTS];
+	int slot_rc[AMBER_MAX_SLOTS];
 } vctx;
 
 static int64_t mono_ns(void)
@@ -1284,12 +1299,15 @@ static int unlock_checked(vctx *v)
 	amber_keys *good = NULL;
 	int opened = 0;
 
+	if (v->kdf_started) {
+		pthread_join(v->kdf_tid, NULL);
+		v->kdf_started = 0;
+	}
 	for (size_t i = 0; i < a->nslots; i++) {
-		amber_keys *k = NULL;
-		int rc = amber_slot_open(&k, a->slots[i], a->slot_len[i], AMBER_SLOT_PASSPHRASE,
-					 v->o->passphrase, v->o->passphrase_len, a->weak_kdf_ok);
+		amber_keys *k = v->slot_keys[i];
 
-		if (rc < 0)
+		v->slot_keys[i] = NULL;
+		if (v->slot_rc[i] < 0)
 			continue;
 		opened++;
 		if (!key_authenticates(v, k)) {
@@ -1663,7 +1681,100 @@ static void keyed_pass(vctx *v)
 	keyed_walks(v);
 }
 
-/* ---- the run ---------------------------------------------------------------------------- */
+/* ---- work started at once --------------------------------------------------------------- */
+
+static void pack_problem(const char *file, const char *message, void *payload)
+{
+	vctx *v = payload;
+	struct packmsg *m = realloc(v->pm, (v->npm + 1) * sizeof(*m));
+
+	if (!m)
+		return;
+	v->pm = m;
+	m[v->npm].file = strdup(file);
+	m[v->npm].msg = strdup(message);
+	v->npm++;
+}
+
+static void *packs_main(void *p)
+{
+	vctx *v = p;
+
+	v->packs_rc = amber_store_check_packs(v->a->store, pack_problem, v);
+	if (v->packs_rc < 0)
+		v->packs_err = strdup(amber_error_last());
+	amber_error_clear();
+	return NULL;
+}
+
+/* The slots opened with the passphrase; unlock_checked judges them. */
+static void *kdf_main(void *p)
+{
+	vctx *v = p;
+	amber_archive *a = v->a;
+
+	for (size_t i = 0; i < a->nslots; i++)
+		v->slot_rc[i] = amber_slot_open(&v->slot_keys[i], a->slots[i], a->slot_len[i],
+						AMBER_SLOT_PASSPHRASE, v->o->passphrase,
+						v->o->passphrase_len, a->weak_kdf_ok);
+	amber_error_clear();
+	return NULL;
+}
+
+/* Start them (or, if no thread can be had, do them now). */
+static void start_early(vctx *v)
+{
+	v->packs_started = pthread_create(&v->packs_tid, NULL, packs_main, v) == 0;
+	if (!v->packs_started)
+		packs_main(v);
+	if (v->o->no_key || !v->o->passphrase || !amber_archive_needs_key(v->a))
+		return;
+	v->kdf_started = pthread_create(&v->kdf_tid, NULL, kdf_main, v) == 0;
+	if (!v->kdf_started)
+		kdf_main(v);
+}
+
+/* Wait for the pack checksums and report (give = 1) or drop their problems. */
+static int packs_join(vctx *v, int give)
+{
+	if (v->packs_started)
+		pthread_join(v->packs_tid, NULL);
+	v->packs_started = 0;
+	v->packs_done = 1;
+	for (size_t i = 0; i < v->npm; i++) {
+		if (give)
+			problem(v, AMBER_VERIFY_CORRUPT, NULL, NULL, NULL, "%s: %s",
+				v->pm[i].file ? v->pm[i].file : "?",
+				v->pm[i].msg ? v->pm[i].msg : "out of memory");
+		free(v->pm[i].file);
+		free(v->pm[i].msg);
+	}
+	free(v->pm);
+	v->pm = NULL;
+	v->npm = 0;
+	if (v->packs_rc < 0)
+		return amber_fail(v->packs_rc, "%s", v->packs_err ? v->packs_err : "out of memory");
+	return 0;
+}
+
+/* packs_join, once: the pack checksums' problems and rc. */
+static int finish_packs(vctx *v)
+{
+	return v->packs_done ? 0 : packs_join(v, 1);
+}
+
+/* Join whatever is still running (an early return) and free what is left. */
+static void stop_early(vctx *v)
+{
+	if (!v->packs_done)
+		packs_join(v, 0);
+	free(v->packs_err);
+	if (v->kdf_started)
+		pthread_join(v->kdf_tid, NULL);
+	v->kdf_started = 0;
+	for (size_t i = 0; i < AMBER_MAX_SLOTS; i++)
+		amber_keys_free(v->slot_keys[i]);
+}
 
 /* What obj_get and check_frame would have said of blob b, read on the spot. */
 static void blob_result(vctx *v, const amber_vblob *b)
@@ -1735,18 +1846,26 @@ static int check_blobs(vctx *v)
 	struct held *h;
 	int rc = amber_vblob_run(&d, v->a, v->blobs, v->nblobs, MAX_OBJECT,
 				 threads > 0 ? (unsigned)threads : 0, blob_progress, v);
+	int packs, give = 1;
 
+	/* The pack checksums' problems come first, as when they were checked
+	 * first; if the packs could not be checked at all, nothing else would
+	 * have been: the walk's problems are dropped. */
 	h = take_held(v, &n);
+	if ((packs = finish_packs(v)) < 0) {
+		rc = packs;
+		give = 0;
+	}
 	qsort(v->blobs, v->nblobs, sizeof(*v->blobs), by_seq);
 	for (size_t i = 0; i < v->nblobs; i++) {
 		while (k < n && k < v->blobs[i].held_at)
-			give_held(v, &h[k++], 1);
+			give_held(v, &h[k++], give);
 		if (rc == 0)
 			blob_result(v, &v->blobs[i]);
 		free(v->blobs[i].msg);
 	}
 	while (k < n)
-		give_held(v, &h[k++], 1);
+		give_held(v, &h[k++], give);
 	free(h);
 	free(v->blobs);
 	v->blobs = NULL;
@@ -1755,10 +1874,7 @@ static int check_blobs(vctx *v)
 	return rc;
 }
 
-static void pack_problem(const char *file, const char *message, void *payload)
-{
-	problem(payload, AMBER_VERIFY_CORRUPT, NULL, NULL, NULL, "%s: %s", file, message);
-}
+/* ---- the run ---------------------------------------------------------------------------- */
 
 static void check_config_vs_objects(vctx *v)
 {
@@ -1774,17 +1890,19 @@ static void check_config_vs_objects(vctx *v)
 			v->frames_p);
 }
 
+/* The pack checksums run on their own thread meanwhile (start_early). */
 static int structure_pass(vctx *v)
 {
-	int rc = amber_store_check_packs(v->a->store, pack_problem, v);
-
 	size_t line = 0;
-	int bad;
+	int rc, bad;
 
-	if (rc >= 0)
-		rc = amber_store_ref_foreach(v->a->store, "refs/*", ref_cb, v);
-	if (rc < 0)
-		return rc;
+	v->hold = 1;    /* until check_blobs, which puts the packs' problems first */
+	rc = amber_store_ref_foreach(v->a->store, "refs/*", ref_cb, v);
+	if (rc < 0) {
+		bad = finish_packs(v);
+		release_held(v, bad == 0);
+		return bad < 0 ? bad : rc;
+	}
 	if ((bad = amber_store_packed_refs_bad(v->a->store, &line)) > 0)
 		problem(v, AMBER_VERIFY_MALFORMED, NULL, NULL, NULL,
 			"packed-refs has %d malformed line%s (the first is line %zu), skipped: the "
@@ -1792,7 +1910,7 @@ static int structure_pass(vctx *v)
 			bad == 1 ? "" : "s", line);
 	check_meta(v);
 	v->st.streams = v->nstreams;
-	v->defer = v->hold = 1;
+	v->defer = 1;
 	for (size_t i = 0; rc == 0 && i < v->nstreams; i++)
 		rc = walk_stream(v, &v->streams[i]);
 	if (rc == 0)
@@ -1852,6 +1970,7 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	pin_public_key(&v);
 	if (!v.o->no_marks && !(v.mark_dir = amber_archive_cache_dir(a)))
 		return AMBER_ERROR;
+	start_early(&v);
 	rc = structure_pass(&v);
 	if (rc == 0 && want_keyed(&v))
 		keyed_pass(&v);
@@ -1863,6 +1982,7 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 		rc = marks_save(&v);
 		v.st.marks_updated = rc == 0;
 	}
+	stop_early(&v);
 	if (v.o->progress)
 		v.o->progress(&v.st, v.o->payload);
 	/* A caller built against version 1 has a struct that ends before chunks. */
