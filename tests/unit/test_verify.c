@@ -1,6 +1,9 @@
 /* amber_verify() on a clean archive and on damaged ones. */
 #include "libfix.h"
 
+#include "archive.h"
+#include "store.h"
+
 #include <dirent.h>
 #include <inttypes.h>
 #include <sodium.h>
@@ -258,5 +261,40 @@ Test(verify, a_version_1_caller_gets_only_the_version_1_stats)
 	o.version = 2;
 	o.threads = -1;
 	cr_assert_eq(amber_verify(&st, a, &o), AMBER_EINVAL);
+	amber_archive_free(a);
+}
+
+/* verify reads in pack order: a commit's position is its entry in the pack
+ * (a type-1 entry header at that offset); an unknown id has none. */
+Test(verify, pack_positions_point_at_the_objects_entries)
+{
+	amber_archive *a = fix_archive(0);
+	char id[AMBER_OID_HEXSZ + 1], path[8192];
+	uint8_t oids[40], head;
+	amber_packpos pos[2];
+	uint8_t buf[4096];
+	int fd = open(at("src/big"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	/* incompressible data: the snapshot's pack is the largest */
+	cr_assert_geq(fd, 0);
+	for (int i = 0; i < 64; i++) {
+		randombytes_buf(buf, sizeof(buf));
+		cr_assert_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	}
+	close(fd);
+	fix_snapshot(id, a, 1);
+	cr_assert_eq(amber_oid_fromhex(oids, id), 0);
+	memset(oids + 20, 0x5a, 20);
+	OK(amber_store_pack_positions(pos, a->store, oids, 2));
+	cr_assert_gt(pos[0].pack, 0, "the snapshot commit is in a pack");
+	cr_assert_geq(pos[0].off, 12, "after the pack header");
+	cr_assert_eq(pos[1].pack, 0, "an id in no pack has no position");
+	cr_assert_eq(pos[1].off, 0);
+	largest(path, ".pack");
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &head, 1, (off_t)pos[0].off), 1);
+	close(fd);
+	cr_assert_eq((head >> 4) & 7, 1, "a commit entry starts at the position (0x%02x)", head);
 	amber_archive_free(a);
 }
