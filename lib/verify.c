@@ -1856,7 +1856,8 @@ static int check_blobs(vctx *v)
 		rc = packs;
 		give = 0;
 	}
-	qsort(v->blobs, v->nblobs, sizeof(*v->blobs), by_seq);
+	if (v->nblobs)
+		qsort(v->blobs, v->nblobs, sizeof(*v->blobs), by_seq);
 	for (size_t i = 0; i < v->nblobs; i++) {
 		while (k < n && k < v->blobs[i].held_at)
 			give_held(v, &h[k++], give);
