@@ -1927,6 +1927,103 @@ static int idx_check_all(amber_store *s)
 	return rc;
 }
 
+/* Pack positions (verify reads objects in file order) --------------------------------- */
+
+struct idx_map {
+	uint8_t *d;		/* the whole .idx */
+	size_t len;
+	uint32_t n;		/* objects */
+};
+
+static int idx_load(struct idx_map *m, const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ok = 0;
+
+	m->d = NULL;
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) == 0 && st.st_size >= IDX_HEAD + 40 && st.st_size < ((off_t)1 << 31) &&
+	    (m->d = malloc((size_t)st.st_size)) &&
+	    pread(fd, m->d, (size_t)st.st_size, 0) == st.st_size &&
+	    memcmp(m->d, "\377tOc\0\0\0\2", 8) == 0) {
+		m->len = (size_t)st.st_size;
+		m->n = get_be32(m->d + IDX_HEAD - 4);
+		ok = (uint64_t)m->len >= IDX_HEAD + 28 * (uint64_t)m->n + 40;
+	}
+	close(fd);
+	if (!ok) {
+		free(m->d);
+		m->d = NULL;
+	}
+	return ok;
+}
+
+/* Offset of oid in the index, or 0 if it is not there (no object lies at 0). */
+static uint64_t idx_find(const struct idx_map *m, const uint8_t oid[20])
+{
+	const uint8_t *names = m->d + IDX_HEAD, *offs = names + 24 * (size_t)m->n;
+	uint32_t lo = oid[0] ? get_be32(m->d + 8 + 4 * (oid[0] - 1)) : 0;
+	uint32_t hi = get_be32(m->d + 8 + 4 * oid[0]);
+	uint64_t off, big;
+
+	if (hi > m->n || lo > hi)
+		return 0;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = memcmp(names + 20 * (size_t)mid, oid, 20);
+
+		if (c == 0) {
+			off = get_be32(offs + 4 * (size_t)mid);
+			if (!(off & 0x80000000u))
+				return off;
+			big = IDX_HEAD + 28 * (uint64_t)m->n + 8 * (off & 0x7fffffffu);
+			if (big + 8 > m->len - 40)
+				return 0;
+			return (uint64_t)get_be32(m->d + big) << 32 | get_be32(m->d + big + 4);
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+int amber_store_pack_positions(amber_packpos *pos, amber_store *s, const uint8_t *oids,
+			       size_t n)
+{
+	char *dir = path_join(s->path, "objects/pack");
+	DIR *d = dir ? opendir(dir) : NULL;
+	struct dirent *de;
+	uint32_t pack = 0;
+
+	memset(pos, 0, n * sizeof(*pos));
+	if (!dir)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	while (d && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct idx_map m;
+		char *p;
+
+		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
+		    strcmp(de->d_name + len - 4, ".idx") != 0 || !(p = path_join(dir, de->d_name)))
+			continue;
+		if (idx_load(&m, p)) {
+			pack++;
+			for (size_t i = 0; i < n; i++)
+				if (!pos[i].pack && (pos[i].off = idx_find(&m, oids + 20 * i)))
+					pos[i].pack = pack;
+			free(m.d);
+		}
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	free(dir);
+	return 0;
+}
+
 /* Push ------------------------------------------------------------------------------ */
 
 struct push_state {
