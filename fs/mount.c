@@ -565,14 +565,14 @@ int cmd_mount(int argc, char **argv)
 	 */
 	mallopt(M_ARENA_MAX, 2);
 	/*
-	 * A fixed threshold: decoded chunks (128 KiB to 2 MiB) and large
-	 * listings are then always mmapped and go back to the system when
+	 * A fixed threshold: decoded chunks of 512 KiB or more (up to 2 MiB)
+	 * and large listings are then always mmapped and go back to the system when
 	 * freed.  glibc's default raises the threshold to the largest block
 	 * freed, after which those blocks come from the heap and their memory
 	 * stays behind (fragmented) when the cache evicts them.
 	 */
-	mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-	mallopt(M_TRIM_THRESHOLD, 1024 * 1024);
+	mallopt(M_MMAP_THRESHOLD, 512 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
 	status = parse(m, &args);
 	if (status < 0) {
 		status = setup(m);

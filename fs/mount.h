@@ -185,7 +185,7 @@ struct mnt {
 	struct fuse_session *se;
 	pthread_cond_t trim_cond;       /* with table_lock */
 	pthread_t trim_thread;
-	int trim_running, trim_stop;    /* (table lock) */
+	int trim_running, trim_stop, trim_failed; /* (table lock) */
 
 	pthread_mutex_t snap_lock;      /* snapshot list and refs */
 	struct mnt_snap *snaps;
@@ -232,7 +232,10 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 			      struct mnt_nodeinfo *info);
 void mnt_node_forget(struct mnt *m, fuse_ino_t ino, uint64_t n);
 void mnt_nodeinfo_dispose(struct mnt *m, struct mnt_nodeinfo *info);
-/** Start the trimmer of the node table (after the fork); stop it before teardown. */
+/**
+ * Let the trimmer of the node table run (after the fork; its thread starts
+ * when the table first goes over its bound); stop it before teardown.
+ */
 void mnt_trim_start(struct mnt *m, struct fuse_session *se);
 void mnt_trim_stop(struct mnt *m);
 /** Node count and bytes, and the listing cache's bytes (all, held ones included). */

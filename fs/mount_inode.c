@@ -47,6 +47,7 @@
 
 static void snap_destroy(struct mnt_snap *s);
 static size_t entry_bytes(const amber_entry *e);
+static void trim_wake_locked(struct mnt *m);
 
 /* Heap bytes of one separate allocation of n bytes, with malloc's overhead. */
 #define MNT_ALLOC(n) ((size_t)(n) + 16)
@@ -310,8 +311,8 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 		lru_append(m, n);
 		m->nnodes++;
 		m->node_bytes += n->bytes;
-		if (m->node_bytes > m->o.node_cache && m->trim_running)
-			pthread_cond_signal(&m->trim_cond);
+		if (m->node_bytes > m->o.node_cache)
+			trim_wake_locked(m);
 		maybe_grow(m);
 	} else if (n) {
 		lru_touch(m, n);
@@ -475,16 +476,33 @@ static void *trim_main(void *arg)
 	return NULL;
 }
 
-void mnt_trim_start(struct mnt *m, struct fuse_session *se)
+/*
+ * Caller holds table_lock: the table is over its bound.  The thread starts
+ * the first time that happens, not at mount: nothing that the first answer
+ * does not need runs before it.
+ */
+static void trim_wake_locked(struct mnt *m)
 {
-	m->se = se;
-	pthread_mutex_lock(&m->table_lock);
-	m->trim_stop = 0;
+	if (m->trim_running) {
+		pthread_cond_signal(&m->trim_cond);
+		return;
+	}
+	if (!m->se || m->trim_stop || m->trim_failed)
+		return;
 	m->trim_running = pthread_create(&m->trim_thread, NULL, trim_main, m) == 0;
-	pthread_mutex_unlock(&m->table_lock);
-	if (!m->trim_running)
+	if (!m->trim_running) {
+		m->trim_failed = 1;
 		mnt_log(m, "%s: cannot start the node trimmer: the node table is not bounded",
 			m->mountpoint_abs);
+	}
+}
+
+void mnt_trim_start(struct mnt *m, struct fuse_session *se)
+{
+	pthread_mutex_lock(&m->table_lock);
+	m->se = se;
+	m->trim_stop = 0;
+	pthread_mutex_unlock(&m->table_lock);
 }
 
 void mnt_trim_stop(struct mnt *m)

@@ -427,12 +427,63 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 	return 0;
 }
 
+/*
+ * A reply buffer per worker thread, kept: a directory walk sends thousands
+ * of readdir requests, and a fresh buffer each (up to max_pages) would be
+ * mapped and unmapped every time.  Freed when the thread ends.
+ */
+static pthread_key_t rd_key;
+static pthread_once_t rd_once = PTHREAD_ONCE_INIT;
+
+struct rd_buf {
+	char *p;
+	size_t cap;
+};
+
+static void rd_buf_free(void *v)
+{
+	struct rd_buf *b = v;
+
+	free(b->p);
+	free(b);
+}
+
+static void rd_key_init(void)
+{
+	if (pthread_key_create(&rd_key, rd_buf_free))
+		abort();        /* only at the first readdir: no keys left at all */
+}
+
+static char *rd_buffer(size_t size)
+{
+	struct rd_buf *b;
+	char *p;
+
+	pthread_once(&rd_once, rd_key_init);
+	b = pthread_getspecific(rd_key);
+	if (!b) {
+		if (!(b = calloc(1, sizeof(*b))))
+			return NULL;
+		if (pthread_setspecific(rd_key, b)) {
+			free(b);
+			return NULL;
+		}
+	}
+	if (b->cap < size) {
+		if (!(p = realloc(b->p, size)))
+			return NULL;
+		b->p = p;
+		b->cap = size;
+	}
+	return b->p;
+}
+
 static int do_readdir(struct rd *r, fuse_ino_t ino, off_t off, struct fuse_file_info *fi)
 {
 	r->dir = mnt_node_by_id(r->m, ino);
 	if (!r->dir)
 		return ESTALE;
-	r->buf = malloc(r->size);
+	r->buf = rd_buffer(r->size);
 	if (!r->buf)
 		return ENOMEM;
 	if (rd_dots(r, off))
@@ -452,7 +503,6 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		fuse_reply_err(req, err);
 	else
 		fuse_reply_buf(req, r.buf, r.used);
-	free(r.buf);
 }
 
 static void amberfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

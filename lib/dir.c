@@ -23,6 +23,7 @@
 struct amber_dir {
 	amber_entry *e;
 	size_t n;
+	size_t cap;             /* entries allocated in e (while merging buckets) */
 };
 
 void amber_dir_free(amber_dir *d)
@@ -137,11 +138,33 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 	return rc;
 }
 
+/* Move n entries to the end of d (growing it geometrically: a fanned-out
+ * directory arrives in hundreds of buckets). */
+static int append_entries(amber_dir *d, amber_entry *e, size_t n)
+{
+	amber_entry *v;
+	size_t cap = d->cap;
+
+	if (n > SIZE_MAX / sizeof(*v) / 2 - d->n)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (d->n + n > cap) {
+		cap = cap ? cap * 2 : 64;
+		if (cap < d->n + n)
+			cap = d->n + n;
+		if (!(v = realloc(d->e, cap * sizeof(*v))))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		d->e = v;
+		d->cap = cap;
+	}
+	memcpy(d->e + d->n, e, n * sizeof(*e));
+	d->n += n;
+	return 0;
+}
+
 static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_bucket *b,
 			unsigned bits, amber_snapshot *s, const char *what)
 {
 	char tok[AMBER_TOKEN_HEXSZ + 1];
-	amber_entry *v;
 
 	if (n != b->count)
 		return amber_tree_mismatch(what);
@@ -150,20 +173,41 @@ static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_buck
 		if (amber_token_bucket(tok, bits) != b->id)
 			return amber_tree_mismatch(what);
 	}
-	v = realloc(d->e, (d->n + n) * sizeof(*v));
-	if (!v)
-		return amber_fail(AMBER_ERROR, "out of memory");
-	d->e = v;
-	memcpy(d->e + d->n, e, n * sizeof(*e));
-	d->n += n;
-	return 0;
+	return append_entries(d, e, n);
 }
 
-static int entry_qsort_cmp(const void *a, const void *b)
+static int entry_ptr_cmp(const void *a, const void *b)
 {
-	const amber_entry *x = a, *y = b;
+	const amber_entry *x = *(const amber_entry *const *)a, *y = *(const amber_entry *const *)b;
 
 	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+/*
+ * Sort d's entries by name.  Pointers are sorted, then each entry is moved
+ * once: qsort of the entries themselves would move each large struct log n
+ * times (most of the cost of opening a 20k-entry directory).
+ */
+static int sort_entries(amber_dir *d)
+{
+	const amber_entry **p = malloc((d->n ? d->n : 1) * sizeof(*p));
+	amber_entry *v = malloc((d->n ? d->n : 1) * sizeof(*v));
+
+	if (!p || !v) {
+		free(p);
+		free(v);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	for (size_t i = 0; i < d->n; i++)
+		p[i] = &d->e[i];
+	qsort(p, d->n, sizeof(*p), entry_ptr_cmp);
+	for (size_t i = 0; i < d->n; i++)
+		v[i] = *p[i];
+	free(p);
+	free(d->e);
+	d->e = v;
+	d->cap = d->n;
+	return 0;
 }
 
 static const char *dir_what(char *buf, size_t len, const amber_entry *dir)
@@ -269,13 +313,14 @@ static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
 	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
 		amber_dir *b = NULL;
 
+		/* amber_dir_open_bucket checked every name's bucket */
 		rc = amber_dir_open_bucket(&b, s, dir, &v->b[i], v->bits);
-		if (rc == 0 && (rc = merge_bucket(d, b->e, b->n, &v->b[i], v->bits, s, what)) == 0)
+		if (rc == 0 && (rc = append_entries(d, b->e, b->n)) == 0)
 			b->n = 0; /* entries moved into d */
 		amber_dir_free(b);
 	}
 	if (rc == 0)
-		qsort(d->e, d->n, sizeof(*d->e), entry_qsort_cmp);
+		rc = sort_entries(d);
 	for (size_t i = 1; rc == 0 && i < d->n; i++)
 		if (amber_name_cmp(d->e[i - 1].name, d->e[i - 1].name_len, d->e[i].name,
 				   d->e[i].name_len) == 0)
