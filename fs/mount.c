@@ -573,6 +573,8 @@ int cmd_mount(int argc, char **argv)
 	 */
 	mallopt(M_MMAP_THRESHOLD, 512 * 1024);
 	mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+	/* grow the heap in steps of 1 MiB: a walk makes thousands of nodes */
+	mallopt(M_TOP_PAD, 1024 * 1024);
 	status = parse(m, &args);
 	if (status < 0) {
 		status = setup(m);

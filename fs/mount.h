@@ -87,6 +87,7 @@ struct mnt_node {
 	struct mnt_node *parent;
 	char *name;
 	size_t name_len;
+	uint64_t hash;                  /* of (parent id, name): the name table's key */
 	struct mnt_node *id_next, *name_next;
 	struct mnt_node *lru_prev, *lru_next; /* least recently looked up first (table lock) */
 	size_t bytes;                   /* memory of the node and what it owns */

@@ -78,7 +78,7 @@ static void link_id(struct mnt *m, struct mnt_node *n)
 
 static void link_name(struct mnt *m, struct mnt_node *n)
 {
-	size_t b = hash_name(n->parent->id, n->name) & (m->nbuckets - 1);
+	size_t b = n->hash & (m->nbuckets - 1);
 
 	n->name_next = m->by_name[b];
 	m->by_name[b] = n;
@@ -96,7 +96,7 @@ static void unlink_id(struct mnt *m, struct mnt_node *n)
 
 static void unlink_name(struct mnt *m, struct mnt_node *n)
 {
-	struct mnt_node **p = &m->by_name[hash_name(n->parent->id, n->name) & (m->nbuckets - 1)];
+	struct mnt_node **p = &m->by_name[n->hash & (m->nbuckets - 1)];
 
 	if (!n->hashed)
 		return;
@@ -218,9 +218,11 @@ struct mnt_node *mnt_node_by_id(struct mnt *m, fuse_ino_t ino)
 /* Caller holds table_lock. */
 static struct mnt_node *find_locked(struct mnt *m, struct mnt_node *parent, const char *name)
 {
-	struct mnt_node *n = m->by_name[hash_name(parent->id, name) & (m->nbuckets - 1)];
+	uint64_t h = hash_name(parent->id, name);
+	struct mnt_node *n = m->by_name[h & (m->nbuckets - 1)];
 
-	while (n && !(n->parent == parent && strcmp(n->name, name) == 0))
+	/* the stored hash first: most misses then touch no name */
+	while (n && !(n->hash == h && n->parent == parent && strcmp(n->name, name) == 0))
 		n = n->name_next;
 	return n;
 }
@@ -273,6 +275,7 @@ static struct mnt_node *new_node(struct mnt *m, struct mnt_node *parent, const c
 		return NULL;
 	}
 	n->name_len = strlen(name);
+	n->hash = hash_name(parent->id, name);
 	n->bytes = MNT_ALLOC(sizeof(*n)) + MNT_ALLOC(n->name_len + 1) +
 		   (info->e ? entry_bytes(info->e) : 0) +
 		   (info->stream ? MNT_ALLOC(strlen(info->stream) + 1) : 0);
@@ -441,6 +444,7 @@ static void *trim_main(void *arg)
 	struct mnt *m = arg;
 	struct trim_victim v[MNT_TRIM_BATCH];
 	struct timespec until;
+	int64_t trimmed_ns = 0;
 	size_t nv;
 
 	pthread_mutex_lock(&m->table_lock);
@@ -458,13 +462,18 @@ static void *trim_main(void *arg)
 			free(v[i].name);
 		}
 		atomic_fetch_add(&m->n.nodes_dropped, nv);
-		/* return what the freed nodes and listings leave in malloc's arenas */
-		malloc_trim(0);
+		/* return what the freed nodes and listings leave in malloc's
+		 * arenas (it walks them all: at most once a second) */
+		if (mnt_now_ns() - trimmed_ns > 1000000000LL) {
+			malloc_trim(0);
+			trimmed_ns = mnt_now_ns();
+		}
 		pthread_mutex_lock(&m->table_lock);
-		/* let the FORGETs arrive before looking again; poll slowly if the
+		/* let the FORGETs arrive before looking again (briefly if a whole
+		 * batch went: a fast walk may still be ahead); poll slowly if the
 		 * kernel keeps everything (all in use) */
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += nv ? 20000000L : 500000000L;
+		until.tv_nsec += nv == MNT_TRIM_BATCH ? 2000000L : nv ? 20000000L : 500000000L;
 		if (until.tv_nsec >= 1000000000L) {
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
