@@ -58,6 +58,8 @@ static const char help[] =
 	"                         (secret files: see KEYS in amberfs(1) for\n"
 	"                         $CREDENTIALS_DIRECTORY)\n"
 	"  -o cache_size=SIZE     decoded-data cache, with K, M or G (default 256M)\n"
+	"  -o node_cache=SIZE     memory of the names the kernel has looked up, beyond\n"
+	"                         which it is asked to forget the oldest (default 32M)\n"
 	"  -o cache_dir=DIR       where time indexes are cached (AMBERFS_CACHE_DIR)\n"
 	"  -o stream=S            stream of the top-level latest, snapshots/, at/\n"
 	"                         (default main)\n"
@@ -94,6 +96,7 @@ static const struct fuse_opt opt_spec[] = {
 	MNT_OPT("token_uri=%s", token_uri, 0),
 	MNT_OPT("pin_file=%s", pin_file, 0),
 	MNT_OPT("cache_size=%s", cache_size_text, 0),
+	MNT_OPT("node_cache=%s", node_cache_text, 0),
 	MNT_OPT("cache_dir=%s", cache_dir, 0),
 	MNT_OPT("log=%s", log, 0),
 	MNT_OPT("stream=%s", stream, 0),
@@ -276,6 +279,10 @@ static int validate(struct mnt_opts *o)
 	if (o->cache_size_text && parse_size(&o->cache_size, o->cache_size_text))
 		return cli_usage("mount", "cache_size wants a size such as 64M or 2G, not '%s'",
 				 o->cache_size_text);
+	o->node_cache = MNT_NODE_BYTES;
+	if (o->node_cache_text && parse_size(&o->node_cache, o->node_cache_text))
+		return cli_usage("mount", "node_cache wants a size such as 16M or 1G, not '%s'",
+				 o->node_cache_text);
 	if (!o->stream && !(o->stream = strdup("main")))
 		return cli_error("out of memory");
 	if (!stream_ok(o->stream))
@@ -468,15 +475,20 @@ static int serve(struct mnt *m, struct fuse_session *se)
 
 	if (amber_archive_set_cache(m->a, m->o.cache_size))
 		mnt_log(m, "no shared cache: %s", amber_error_last());
-	if (m->o.single_thread)
-		return fuse_session_loop(se);
-	cfg = fuse_loop_cfg_create();
-	if (!cfg)
-		return -ENOMEM;
-	fuse_loop_cfg_set_clone_fd(cfg, 0);
-	fuse_loop_cfg_set_idle_threads(cfg, 10);
-	rc = fuse_session_loop_mt(se, cfg);
-	fuse_loop_cfg_destroy(cfg);
+	mnt_trim_start(m, se);
+	if (m->o.single_thread) {
+		rc = fuse_session_loop(se);
+	} else if (!(cfg = fuse_loop_cfg_create())) {
+		rc = -ENOMEM;
+	} else {
+		/* each worker keeps a request buffer of MNT_READ_MAX: bound them */
+		fuse_loop_cfg_set_clone_fd(cfg, 0);
+		fuse_loop_cfg_set_max_threads(cfg, MNT_MAX_THREADS);
+		fuse_loop_cfg_set_idle_threads(cfg, MNT_MAX_THREADS);
+		rc = fuse_session_loop_mt(se, cfg);
+		fuse_loop_cfg_destroy(cfg);
+	}
+	mnt_trim_stop(m);
 	return rc;
 }
 
@@ -532,6 +544,7 @@ static void teardown(struct mnt *m)
 	free(m->o.token_uri);
 	free(m->o.pin_file);
 	free(m->o.cache_size_text);
+	free(m->o.node_cache_text);
 	free(m->o.cache_dir);
 	free(m->o.log);
 	free(m->o.stream);
@@ -551,6 +564,17 @@ int cmd_mount(int argc, char **argv)
 	 * size near its caches' caps.
 	 */
 	mallopt(M_ARENA_MAX, 2);
+	/*
+	 * A fixed threshold: decoded chunks of 512 KiB or more (up to 2 MiB)
+	 * and large listings are then always mmapped and go back to the system when
+	 * freed.  glibc's default raises the threshold to the largest block
+	 * freed, after which those blocks come from the heap and their memory
+	 * stays behind (fragmented) when the cache evicts them.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 512 * 1024);
+	mallopt(M_TRIM_THRESHOLD, 8 * 1024 * 1024);
+	/* grow the heap in steps of 1 MiB: a walk makes thousands of nodes */
+	mallopt(M_TOP_PAD, 1024 * 1024);
 	status = parse(m, &args);
 	if (status < 0) {
 		status = setup(m);

@@ -36,6 +36,8 @@
 #define MNT_SNAP_IDLE_MAX 32            /* unreferenced snapshots kept open */
 #define MNT_DIRCACHE_SLOTS 64           /* decoded listings kept for lookups */
 #define MNT_DIRCACHE_BYTES ((size_t)16 << 20) /* ... and their memory, idle ones */
+#define MNT_NODE_BYTES ((size_t)32 << 20)   /* default node table bound (-o node_cache) */
+#define MNT_MAX_THREADS 10              /* FUSE worker threads, each with a request buffer */
 
 /* Fixed st_ino of the virtual directories (node ids are separate). */
 enum {
@@ -85,7 +87,10 @@ struct mnt_node {
 	struct mnt_node *parent;
 	char *name;
 	size_t name_len;
+	uint64_t hash;                  /* of (parent id, name): the name table's key */
 	struct mnt_node *id_next, *name_next;
+	struct mnt_node *lru_prev, *lru_next; /* least recently looked up first (table lock) */
+	size_t bytes;                   /* memory of the node and what it owns */
 
 	enum mnt_kind kind;
 	uint64_t st_ino;
@@ -129,6 +134,7 @@ struct mnt_opts {
 	char *token_uri;                /* unlock with this token's key (pkcs11 slot) */
 	char *pin_file;                 /* the token's PIN */
 	char *cache_size_text;
+	char *node_cache_text;
 	char *cache_dir;
 	char *log;
 	char *stream;
@@ -143,6 +149,7 @@ struct mnt_opts {
 	int show_provenance;
 	int help;
 	size_t cache_size;
+	size_t node_cache;              /* bound on the node table's memory */
 	const char *pos[2];             /* ARCHIVE, MOUNTPOINT */
 	int npos;
 };
@@ -152,6 +159,7 @@ struct mnt_counters {
 	atomic_uint_fast64_t opens;
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t read_bytes;
+	atomic_uint_fast64_t nodes_dropped;     /* names the kernel was asked to forget */
 };
 
 /** The daemon's state; fuse_req_userdata() of every request. */
@@ -171,6 +179,14 @@ struct mnt {
 	size_t nbuckets, nnodes;
 	uint64_t next_id;
 	struct mnt_node *root;
+	struct mnt_node *lru_head, *lru_tail;
+	size_t node_bytes;              /* sum of the nodes' bytes (table lock) */
+
+	/* the trimmer: asks the kernel to forget names while node_bytes > o.node_cache */
+	struct fuse_session *se;
+	pthread_cond_t trim_cond;       /* with table_lock */
+	pthread_t trim_thread;
+	int trim_running, trim_stop, trim_failed; /* (table lock) */
 
 	pthread_mutex_t snap_lock;      /* snapshot list and refs */
 	struct mnt_snap *snaps;
@@ -217,6 +233,14 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 			      struct mnt_nodeinfo *info);
 void mnt_node_forget(struct mnt *m, fuse_ino_t ino, uint64_t n);
 void mnt_nodeinfo_dispose(struct mnt *m, struct mnt_nodeinfo *info);
+/**
+ * Let the trimmer of the node table run (after the fork; its thread starts
+ * when the table first goes over its bound); stop it before teardown.
+ */
+void mnt_trim_start(struct mnt *m, struct fuse_session *se);
+void mnt_trim_stop(struct mnt *m);
+/** Node count and bytes, and the listing cache's bytes (all, held ones included). */
+void mnt_table_usage(struct mnt *m, size_t *nodes, size_t *node_bytes, size_t *dir_bytes);
 
 /** Take a reference on snapshot `id`, opening it if needed. @return errno. */
 int mnt_snap_get(struct mnt *m, const char *id, struct mnt_snap **out);

@@ -40,10 +40,17 @@
 #include "mount.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void snap_destroy(struct mnt_snap *s);
+static size_t entry_bytes(const amber_entry *e);
+static void trim_wake_locked(struct mnt *m);
+
+/* Heap bytes of one separate allocation of n bytes, with malloc's overhead. */
+#define MNT_ALLOC(n) ((size_t)(n) + 16)
 
 /* Hash tables ------------------------------------------------------------- */
 
@@ -71,7 +78,7 @@ static void link_id(struct mnt *m, struct mnt_node *n)
 
 static void link_name(struct mnt *m, struct mnt_node *n)
 {
-	size_t b = hash_name(n->parent->id, n->name) & (m->nbuckets - 1);
+	size_t b = n->hash & (m->nbuckets - 1);
 
 	n->name_next = m->by_name[b];
 	m->by_name[b] = n;
@@ -89,7 +96,7 @@ static void unlink_id(struct mnt *m, struct mnt_node *n)
 
 static void unlink_name(struct mnt *m, struct mnt_node *n)
 {
-	struct mnt_node **p = &m->by_name[hash_name(n->parent->id, n->name) & (m->nbuckets - 1)];
+	struct mnt_node **p = &m->by_name[n->hash & (m->nbuckets - 1)];
 
 	if (!n->hashed)
 		return;
@@ -129,6 +136,43 @@ static void maybe_grow(struct mnt *m)
 	free(old_name);
 }
 
+/*
+ * The LRU list of nodes (all but the root), least recently looked up
+ * first: the trimmer asks the kernel to forget from its head.  Caller
+ * holds table_lock.
+ */
+static void lru_unlink(struct mnt *m, struct mnt_node *n)
+{
+	if (n->lru_prev)
+		n->lru_prev->lru_next = n->lru_next;
+	else
+		m->lru_head = n->lru_next;
+	if (n->lru_next)
+		n->lru_next->lru_prev = n->lru_prev;
+	else
+		m->lru_tail = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+}
+
+static void lru_append(struct mnt *m, struct mnt_node *n)
+{
+	n->lru_prev = m->lru_tail;
+	n->lru_next = NULL;
+	if (m->lru_tail)
+		m->lru_tail->lru_next = n;
+	else
+		m->lru_head = n;
+	m->lru_tail = n;
+}
+
+static void lru_touch(struct mnt *m, struct mnt_node *n)
+{
+	if (n == m->root || m->lru_tail == n)
+		return;
+	lru_unlink(m, n);
+	lru_append(m, n);
+}
+
 /* Nodes -------------------------------------------------------------------- */
 
 int mnt_table_init(struct mnt *m)
@@ -146,6 +190,7 @@ int mnt_table_init(struct mnt *m)
 	pthread_mutex_init(&m->snap_lock, NULL);
 	pthread_mutex_init(&m->dir_lock, NULL);
 	pthread_mutex_init(&m->tl_lock, NULL);
+	pthread_cond_init(&m->trim_cond, NULL);
 	root->id = FUSE_ROOT_ID;
 	root->nlookup = 1;
 	root->kind = MK_ROOT;
@@ -173,9 +218,11 @@ struct mnt_node *mnt_node_by_id(struct mnt *m, fuse_ino_t ino)
 /* Caller holds table_lock. */
 static struct mnt_node *find_locked(struct mnt *m, struct mnt_node *parent, const char *name)
 {
-	struct mnt_node *n = m->by_name[hash_name(parent->id, name) & (m->nbuckets - 1)];
+	uint64_t h = hash_name(parent->id, name);
+	struct mnt_node *n = m->by_name[h & (m->nbuckets - 1)];
 
-	while (n && !(n->parent == parent && strcmp(n->name, name) == 0))
+	/* the stored hash first: most misses then touch no name */
+	while (n && !(n->hash == h && n->parent == parent && strcmp(n->name, name) == 0))
 		n = n->name_next;
 	return n;
 }
@@ -186,8 +233,10 @@ struct mnt_node *mnt_node_find(struct mnt *m, struct mnt_node *parent, const cha
 
 	pthread_mutex_lock(&m->table_lock);
 	n = find_locked(m, parent, name);
-	if (n)
+	if (n) {
 		n->nlookup++;
+		lru_touch(m, n);
+	}
 	pthread_mutex_unlock(&m->table_lock);
 	return n;
 }
@@ -226,6 +275,10 @@ static struct mnt_node *new_node(struct mnt *m, struct mnt_node *parent, const c
 		return NULL;
 	}
 	n->name_len = strlen(name);
+	n->hash = hash_name(parent->id, name);
+	n->bytes = MNT_ALLOC(sizeof(*n)) + MNT_ALLOC(n->name_len + 1) +
+		   (info->e ? entry_bytes(info->e) : 0) +
+		   (info->stream ? MNT_ALLOC(strlen(info->stream) + 1) : 0);
 	n->parent = parent;
 	n->kind = info->kind;
 	n->st_ino = info->st_ino;
@@ -258,8 +311,14 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 		parent->children++;
 		link_id(m, n);
 		link_name(m, n);
+		lru_append(m, n);
 		m->nnodes++;
+		m->node_bytes += n->bytes;
+		if (m->node_bytes > m->o.node_cache)
+			trim_wake_locked(m);
 		maybe_grow(m);
+	} else if (n) {
+		lru_touch(m, n);
 	}
 	if (n)
 		n->nlookup++;
@@ -307,7 +366,9 @@ void mnt_node_forget(struct mnt *m, fuse_ino_t ino, uint64_t nl)
 
 		unlink_name(m, n);
 		unlink_id(m, n);
+		lru_unlink(m, n);
 		m->nnodes--;
+		m->node_bytes -= n->bytes;
 		n->id_next = dead;
 		dead = n;
 		parent->children--;
@@ -337,6 +398,145 @@ void mnt_table_destroy(struct mnt *m)
 		snap_destroy(s);
 	}
 	m->snaps = NULL;
+}
+
+/* The trimmer ----------------------------------------------------------------- */
+
+/*
+ * The kernel keeps a node while it caches the name (dentry) or the inode,
+ * and it frees them only under memory pressure: on a large machine a find
+ * over millions of entries would keep every node, each with its entry
+ * (xattrs included).  So while the table is over its bound, this thread
+ * asks the kernel to forget the least recently looked-up names
+ * (notify_inval_entry; a directory takes its cached subtree with it).
+ * The kernel then sends FORGET for each inode nobody uses, which frees the
+ * node; a name in use (an open file, a working directory) stays, and goes
+ * to the back of the list.  It runs in its own thread because libfuse
+ * forbids notifications from a request handler (the kernel may hold the
+ * directory's lock the notification needs).
+ */
+#define MNT_TRIM_BATCH 256
+
+struct trim_victim {
+	uint64_t parent;
+	char *name;
+};
+
+/* Caller holds table_lock: pick names worth `goal` bytes from the LRU head. */
+static size_t trim_pick(struct mnt *m, struct trim_victim *v, size_t goal)
+{
+	size_t nv = 0, got = 0, seen = 0, total = m->nnodes;
+	struct mnt_node *n = m->lru_head, *next;
+
+	for (; n && nv < MNT_TRIM_BATCH && got < goal && seen < total; n = next, seen++) {
+		next = n->lru_next;
+		lru_touch(m, n);        /* whatever happens, not again at once */
+		if (!n->hashed || !(v[nv].name = strdup(n->name)))
+			continue;
+		v[nv++].parent = n->parent->id;
+		got += n->bytes;
+	}
+	return nv;
+}
+
+static void *trim_main(void *arg)
+{
+	struct mnt *m = arg;
+	struct trim_victim v[MNT_TRIM_BATCH];
+	struct timespec until;
+	int64_t trimmed_ns = 0;
+	size_t nv;
+
+	pthread_mutex_lock(&m->table_lock);
+	while (!m->trim_stop) {
+		if (m->node_bytes <= m->o.node_cache) {
+			pthread_cond_wait(&m->trim_cond, &m->table_lock);
+			continue;
+		}
+		/* shed down to 3/4 of the bound, so that trimming runs in rounds */
+		nv = trim_pick(m, v, m->node_bytes - m->o.node_cache / 4 * 3);
+		pthread_mutex_unlock(&m->table_lock);
+		for (size_t i = 0; i < nv; i++) {
+			fuse_lowlevel_notify_inval_entry(m->se, v[i].parent, v[i].name,
+							 strlen(v[i].name));
+			free(v[i].name);
+		}
+		atomic_fetch_add(&m->n.nodes_dropped, nv);
+		/* return what the freed nodes and listings leave in malloc's
+		 * arenas (it walks them all: at most once a second) */
+		if (mnt_now_ns() - trimmed_ns > 1000000000LL) {
+			malloc_trim(0);
+			trimmed_ns = mnt_now_ns();
+		}
+		pthread_mutex_lock(&m->table_lock);
+		/* let the FORGETs arrive before looking again (briefly if a whole
+		 * batch went: a fast walk may still be ahead); poll slowly if the
+		 * kernel keeps everything (all in use) */
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += nv == MNT_TRIM_BATCH ? 2000000L : nv ? 20000000L : 500000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (!m->trim_stop)
+			pthread_cond_timedwait(&m->trim_cond, &m->table_lock, &until);
+	}
+	pthread_mutex_unlock(&m->table_lock);
+	return NULL;
+}
+
+/*
+ * Caller holds table_lock: the table is over its bound.  The thread starts
+ * the first time that happens, not at mount: nothing that the first answer
+ * does not need runs before it.
+ */
+static void trim_wake_locked(struct mnt *m)
+{
+	if (m->trim_running) {
+		pthread_cond_signal(&m->trim_cond);
+		return;
+	}
+	if (!m->se || m->trim_stop || m->trim_failed)
+		return;
+	m->trim_running = pthread_create(&m->trim_thread, NULL, trim_main, m) == 0;
+	if (!m->trim_running) {
+		m->trim_failed = 1;
+		mnt_log(m, "%s: cannot start the node trimmer: the node table is not bounded",
+			m->mountpoint_abs);
+	}
+}
+
+void mnt_trim_start(struct mnt *m, struct fuse_session *se)
+{
+	pthread_mutex_lock(&m->table_lock);
+	m->se = se;
+	m->trim_stop = 0;
+	pthread_mutex_unlock(&m->table_lock);
+}
+
+void mnt_trim_stop(struct mnt *m)
+{
+	int running;
+
+	pthread_mutex_lock(&m->table_lock);
+	running = m->trim_running;
+	m->trim_stop = 1;
+	m->trim_running = 0;
+	pthread_cond_signal(&m->trim_cond);
+	pthread_mutex_unlock(&m->table_lock);
+	if (running)
+		pthread_join(m->trim_thread, NULL);
+}
+
+void mnt_table_usage(struct mnt *m, size_t *nodes, size_t *node_bytes, size_t *dir_bytes)
+{
+	pthread_mutex_lock(&m->table_lock);
+	*nodes = m->nnodes;
+	*node_bytes = m->node_bytes;
+	pthread_mutex_unlock(&m->table_lock);
+	pthread_mutex_lock(&m->dir_lock);
+	*dir_bytes = m->dir_bytes;
+	pthread_mutex_unlock(&m->dir_lock);
 }
 
 /* Snapshots ------------------------------------------------------------------- */
@@ -510,9 +710,6 @@ static struct mnt_dirslot *dir_victim(struct mnt *m)
 	}
 	return v;
 }
-
-/* Heap bytes of one separate allocation of n bytes, with malloc's overhead. */
-#define MNT_ALLOC(n) ((size_t)(n) + 16)
 
 /*
  * An entry's memory: the struct, its name, symlink target and xattrs

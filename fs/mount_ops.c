@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -208,13 +209,14 @@ static void amberfs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *nam
 	struct fuse_entry_param e;
 	int err;
 
-	raise_readahead(M(req));
-	err = do_lookup(M(req), parent, name, &e);
+	struct mnt *m = M(req);         /* the reply frees req */
 
+	err = do_lookup(m, parent, name, &e);
 	if (err)
 		fuse_reply_err(req, err);
 	else if (fuse_reply_entry(req, &e) == -ENOENT)
-		mnt_node_forget(M(req), e.ino, 1);      /* the request was interrupted */
+		mnt_node_forget(m, e.ino, 1);      /* the request was interrupted */
+	raise_readahead(m);     /* once, and after the answer: not on its path */
 }
 
 static void amberfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -235,16 +237,17 @@ static void amberfs_op_forget_multi(fuse_req_t req, size_t count,
 
 static void amberfs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	struct mnt_node *n = mnt_node_by_id(M(req), ino);
+	struct mnt *m = M(req);         /* the reply frees req */
+	struct mnt_node *n = mnt_node_by_id(m, ino);
 	struct stat st;
 
-	raise_readahead(M(req));
 	if (!n) {
 		fuse_reply_err(req, ESTALE);
 		return;
 	}
-	mnt_fill_stat(M(req), n, &st);
+	mnt_fill_stat(m, n, &st);
 	fuse_reply_attr(req, &st, attr_timeout(n));
+	raise_readahead(m);
 }
 
 static int do_readlink(struct mnt *m, fuse_ino_t ino, char *buf, size_t cap)
@@ -290,13 +293,24 @@ static int do_opendir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 		return mnt_layout_is_virtual_dir(n) ? 0 : ENOTDIR;
 	if (n->e->type != AMBER_T_DIR)
 		return ENOTDIR;
-	rc = amber_dir_open(&d, n->snap->s, n->e);
+	/* the cached listing lookups use, held (and counted) until releasedir */
+	rc = mnt_dir_get(m, n, &d);
 	if (rc)
-		return node_errno(m, n, rc);
+		return rc;
 	fi->fh = (uint64_t)(uintptr_t)d;
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
 	return 0;
+}
+
+/* Give back the listing an open directory holds (the kernel keeps its node). */
+static void put_dir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mnt_node *n = mnt_node_by_id(m, ino);
+
+	if (fi->fh && n)
+		mnt_dir_put(m, n, (amber_dir *)(uintptr_t)fi->fh);
+	fi->fh = 0;
 }
 
 static void amberfs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -306,12 +320,12 @@ static void amberfs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_
 	if (err)
 		fuse_reply_err(req, err);
 	else if (fuse_reply_open(req, fi) == -ENOENT)
-		amber_dir_free((amber_dir *)(uintptr_t)fi->fh);
+		put_dir(M(req), ino, fi);
 }
 
 static void amberfs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	amber_dir_free((amber_dir *)(uintptr_t)fi->fh);
+	put_dir(M(req), ino, fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -378,8 +392,8 @@ static int rd_dots(struct rd *r, off_t off)
 	return 0;
 }
 
-/* The node of child `ce` for readdirplus, with one lookup, or NULL. */
-static struct mnt_node *rd_child(struct rd *r, const amber_entry *ce)
+/* The node of child `ce` (st_ino `ino`) for readdirplus, with one lookup, or NULL. */
+static struct mnt_node *rd_child(struct rd *r, const amber_entry *ce, uint64_t ino)
 {
 	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL};
 	struct mnt_node *n = mnt_node_find(r->m, r->dir, ce->name);
@@ -388,7 +402,7 @@ static struct mnt_node *rd_child(struct rd *r, const amber_entry *ce)
 		return n;
 	if (amber_entry_dup(&info.e, ce) < 0)
 		return NULL;
-	info.st_ino = amber_entry_ino(r->m->a, ce);
+	info.st_ino = ino;
 	info.snap = r->dir->snap;
 	mnt_snap_hold(r->m, r->dir->snap);
 	return mnt_node_get(r->m, r->dir, ce->name, &info);
@@ -406,11 +420,62 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 
 		if (!rd_fits(r, ce->name))
 			break;
-		if (r->plus && !(n = rd_child(r, ce)))
+		if (r->plus && !(n = rd_child(r, ce, st.st_ino)))
 			return r->used ? 0 : ENOMEM;
 		rd_add(r, ce->name, &st, n, (off_t)(i + 3));
 	}
 	return 0;
+}
+
+/*
+ * A reply buffer per worker thread, kept: a directory walk sends thousands
+ * of readdir requests, and a fresh buffer each (up to max_pages) would be
+ * mapped and unmapped every time.  Freed when the thread ends.
+ */
+static pthread_key_t rd_key;
+static pthread_once_t rd_once = PTHREAD_ONCE_INIT;
+
+struct rd_buf {
+	char *p;
+	size_t cap;
+};
+
+static void rd_buf_free(void *v)
+{
+	struct rd_buf *b = v;
+
+	free(b->p);
+	free(b);
+}
+
+static void rd_key_init(void)
+{
+	if (pthread_key_create(&rd_key, rd_buf_free))
+		abort();        /* only at the first readdir: no keys left at all */
+}
+
+static char *rd_buffer(size_t size)
+{
+	struct rd_buf *b;
+	char *p;
+
+	pthread_once(&rd_once, rd_key_init);
+	b = pthread_getspecific(rd_key);
+	if (!b) {
+		if (!(b = calloc(1, sizeof(*b))))
+			return NULL;
+		if (pthread_setspecific(rd_key, b)) {
+			free(b);
+			return NULL;
+		}
+	}
+	if (b->cap < size) {
+		if (!(p = realloc(b->p, size)))
+			return NULL;
+		b->p = p;
+		b->cap = size;
+	}
+	return b->p;
 }
 
 static int do_readdir(struct rd *r, fuse_ino_t ino, off_t off, struct fuse_file_info *fi)
@@ -418,7 +483,7 @@ static int do_readdir(struct rd *r, fuse_ino_t ino, off_t off, struct fuse_file_
 	r->dir = mnt_node_by_id(r->m, ino);
 	if (!r->dir)
 		return ESTALE;
-	r->buf = malloc(r->size);
+	r->buf = rd_buffer(r->size);
 	if (!r->buf)
 		return ENOMEM;
 	if (rd_dots(r, off))
@@ -438,7 +503,6 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		fuse_reply_err(req, err);
 	else
 		fuse_reply_buf(req, r.buf, r.used);
-	free(r.buf);
 }
 
 static void amberfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -572,7 +636,7 @@ struct xa {
 	const void *value;
 	size_t len;
 	int hidden;             /* provenance: gettable, listed only on request */
-	char scratch[512];
+	char scratch[1536];
 };
 
 typedef int (*xa_fn)(void *ctx, struct xa *x);
@@ -618,24 +682,82 @@ static int xa_snaproot(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *
 	return r;
 }
 
+/*
+ * The daemon's resident size, and the part of it that is libgit2's pack
+ * mappings (windows of .pack files, whole .idx files), from the kernel's
+ * own accounting.
+ */
+static void proc_memory(size_t *rss, size_t *pack, size_t *idx)
+{
+	char line[4352];
+	size_t kb, *cur = NULL;
+	FILE *f = fopen("/proc/self/smaps", "re");
+
+	*rss = *pack = *idx = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		size_t len = strcspn(line, "\n");
+
+		line[len] = '\0';
+		if (strchr("0123456789abcdef", line[0]) && strchr(line, '-') &&
+		    strchr(line, ' ')) {      /* a mapping's header: its file last */
+			cur = NULL;
+			if (len > 5 && strcmp(line + len - 5, ".pack") == 0)
+				cur = pack;
+			else if (len > 4 && strcmp(line + len - 4, ".idx") == 0)
+				cur = idx;
+		} else if (sscanf(line, "Rss: %zu kB", &kb) == 1) {
+			*rss += kb << 10;
+			if (cur)
+				*cur += kb << 10;
+		}
+	}
+	fclose(f);
+}
+
+/*
+ * user.amberfs.stats: counters, then each part of the daemon's memory with
+ * its bound (amberfs(1), STATISTICS).  bound_bytes is the sum of the
+ * bounds: what the parts may hold together, beyond the program itself.
+ */
 static void stats_line(struct mnt *m, char *out, size_t cap)
 {
 	amber_counters c;
-	size_t dir_bytes;
+	amber_memory mem;
+	struct mallinfo2 mi = mallinfo2();
+	size_t nodes, node_bytes, dir_bytes, rss, pack, idx;
+	size_t buffers = (size_t)MNT_MAX_THREADS * (MNT_READ_MAX + 4096);
+	unsigned long long bound;
 
 	amber_archive_counters(m->a, &c);
-	pthread_mutex_lock(&m->dir_lock);
-	dir_bytes = m->dir_bytes;
-	pthread_mutex_unlock(&m->dir_lock);
+	amber_archive_memory(m->a, &mem);
+	mnt_table_usage(m, &nodes, &node_bytes, &dir_bytes);
+	proc_memory(&rss, &pack, &idx);
+	bound = (unsigned long long)mem.cache_max + MNT_DIRCACHE_BYTES + m->o.node_cache +
+		mem.pack_map_max + mem.git_objects_max + buffers;
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
-		 "dirs_decoded=%llu cache_hits=%llu dir_cache_bytes=%zu",
+		 "dirs_decoded=%llu cache_hits=%llu "
+		 "rss_bytes=%zu bound_bytes=%llu "
+		 "chunk_cache_bytes=%llu chunk_cache_max=%llu "
+		 "dir_cache_bytes=%zu dir_cache_max=%zu "
+		 "nodes=%zu node_bytes=%zu node_max=%zu nodes_dropped=%llu "
+		 "pack_map_bytes=%zu pack_map_max=%llu idx_map_bytes=%zu "
+		 "git_cache_bytes=%llu git_cache_max=%llu "
+		 "request_buffers_max=%zu heap_bytes=%zu heap_free_bytes=%zu",
 		 (unsigned long long)atomic_load(&m->n.lookups),
 		 (unsigned long long)atomic_load(&m->n.opens),
 		 (unsigned long long)atomic_load(&m->n.reads),
 		 (unsigned long long)atomic_load(&m->n.read_bytes),
 		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
-		 (unsigned long long)c.cache_hits, dir_bytes);
+		 (unsigned long long)c.cache_hits, rss, bound,
+		 (unsigned long long)mem.cache_bytes, (unsigned long long)mem.cache_max,
+		 dir_bytes, MNT_DIRCACHE_BYTES, nodes, node_bytes, m->o.node_cache,
+		 (unsigned long long)atomic_load(&m->n.nodes_dropped),
+		 pack, (unsigned long long)mem.pack_map_max, idx,
+		 (unsigned long long)mem.git_objects, (unsigned long long)mem.git_objects_max,
+		 buffers, mi.arena + mi.hblkhd, mi.fordblks);
 }
 
 static int xa_stored(const amber_entry *e, xa_fn fn, void *ctx, struct xa *x)
@@ -719,8 +841,8 @@ static void amberfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name
 
 	if (err)
 		fuse_reply_err(req, err);
-	else if (size == 0)
-		fuse_reply_xattr(req, g.len);
+	else if (size == 0)   /* the stats move: room for them to grow before the read */
+		fuse_reply_xattr(req, g.len + (strcmp(name, XATTR_PREFIX "stats") ? 0 : 256));
 	else
 		fuse_reply_buf(req, g.out, g.len);
 	free(g.out);
@@ -874,8 +996,17 @@ static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_readahead = MNT_READAHEAD_KB * 1024; /* lowered to the kernel's offer */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	if (conn->capable & FUSE_CAP_READDIRPLUS)
+	/*
+	 * Always readdirplus, not "auto": with auto the kernel asks for plus
+	 * only on the first batch of a directory, and du, ls -l or rsync then
+	 * look every other entry up, one request each (20k lookups in a
+	 * 20k-entry directory).  The node each entry costs is made anyway by
+	 * the lookup that follows.
+	 */
+	if (conn->capable & FUSE_CAP_READDIRPLUS) {
 		conn->want |= FUSE_CAP_READDIRPLUS;
+		conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	}
 	conn->want &= ~(unsigned)FUSE_CAP_CACHE_SYMLINKS;   /* latest moves */
 	conn->time_gran = 1;
 }

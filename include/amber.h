@@ -680,6 +680,18 @@ typedef struct amber_counters {
 /** A snapshot of the counters (thread-safe). */
 void amber_archive_counters(const amber_archive *a, amber_counters *out);
 
+/** Memory held for reading, now and its cap (see amber_archive_memory()). */
+typedef struct amber_memory {
+	uint64_t cache_bytes;        /**< decoded chunks and indexes in the shared cache */
+	uint64_t cache_max;          /**< its cap (amber_archive_set_cache(); 0: no cache) */
+	uint64_t git_objects;        /**< libgit2's object cache (process-wide) */
+	uint64_t git_objects_max;    /**< its cap */
+	uint64_t pack_map_max;       /**< cap on libgit2's mmapped pack windows */
+} amber_memory;
+
+/** What the archive's readers hold in memory, and the caps (thread-safe). */
+void amber_archive_memory(const amber_archive *a, amber_memory *out);
+
 /* Diff -------------------------------------------------------------- */
 
 enum amber_change_kind {

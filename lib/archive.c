@@ -843,6 +843,20 @@ void amber_archive_counters(const amber_archive *a, amber_counters *out)
 	out->cache_hits = atomic_load(&a->counters.cache_hits);
 }
 
+void amber_archive_memory(const amber_archive *a, amber_memory *out)
+{
+	size_t used = 0, max = 0, objects, objects_max, mapped_max;
+
+	if (a->cache)
+		amber_cache_usage(a->cache, &used, &max);
+	amber_store_memory(&objects, &objects_max, &mapped_max);
+	out->cache_bytes = used;
+	out->cache_max = max;
+	out->git_objects = objects;
+	out->git_objects_max = objects_max;
+	out->pack_map_max = mapped_max;
+}
+
 static void hash_u64(crypto_generichash_state *h, uint64_t v)
 {
 	uint8_t b[8];

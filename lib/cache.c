@@ -26,6 +26,14 @@ amber_cache *amber_cache_new(size_t max_bytes)
 	return c;
 }
 
+void amber_cache_usage(amber_cache *c, size_t *used, size_t *max)
+{
+	pthread_mutex_lock(&c->lock);
+	*used = c->used;
+	*max = c->max;
+	pthread_mutex_unlock(&c->lock);
+}
+
 static void obj_free(amber_cobj *o)
 {
 	if (o->free_fn)

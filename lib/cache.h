@@ -63,6 +63,9 @@ void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
 		      void (*free_fn)(void *));
 void amber_cache_abandon(amber_cache *c, amber_cobj *o);
 
+/** The accounted bytes held now (*used) and the cap (*max). */
+void amber_cache_usage(amber_cache *c, size_t *used, size_t *max);
+
 /** 1 if key is present (no hold taken). */
 int amber_cache_has(amber_cache *c, const uint8_t key[AMBER_CKEY]);
 

@@ -23,6 +23,7 @@
 struct amber_dir {
 	amber_entry *e;
 	size_t n;
+	size_t cap;             /* entries allocated in e (while merging buckets) */
 };
 
 void amber_dir_free(amber_dir *d)
@@ -85,22 +86,34 @@ int amber_tree_mismatch(const char *what)
 			  "manifest (spliced or swapped objects)", what);
 }
 
-/* Every child object in the tree is the one the manifest names, nothing more. */
+/*
+ * Every child object in the tree is the one the manifest names, nothing
+ * more; in bucket b of a fanned-out directory (b not NULL), the manifest
+ * holds b's count of entries, each of whose name token falls in b.  One
+ * token per entry serves both checks.
+ */
 static int check_leaf(amber_snapshot *s, const amber_tparsed *t, size_t tn,
-		      const amber_entry *e, size_t n, const char *what)
+		      const amber_entry *e, size_t n, const amber_bucket *b, unsigned bits,
+		      const char *what)
 {
 	char tok[AMBER_TOKEN_HEXSZ + 1];
 	size_t want = 1;
 
+	if (b && n != b->count)
+		return amber_tree_mismatch(what);
 	for (size_t i = 0; i < n; i++) {
 		const amber_tparsed *x;
 		const uint8_t *oid = e[i].content == AMBER_C_BLOB ? e[i].link.oid : e[i].tree_oid;
 		uint32_t mode = e[i].content == AMBER_C_BLOB ? 0100644 : 040000;
 
+		if (e[i].content == AMBER_C_NONE && !b)
+			continue;
+		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
+		if (b && amber_token_bucket(tok, bits) != b->id)
+			return amber_tree_mismatch(what);
 		if (e[i].content == AMBER_C_NONE)
 			continue;
 		want++;
-		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
 		x = amber_tree_find(t, tn, tok);
 		if (!x || x->mode != mode || memcmp(x->oid, oid, 20) != 0)
 			return amber_tree_mismatch(what);
@@ -108,9 +121,11 @@ static int check_leaf(amber_snapshot *s, const amber_tparsed *t, size_t tn,
 	return tn == want ? 0 : amber_tree_mismatch(what);
 }
 
-/* Read a leaf directory tree and its manifest ("m" must be link). */
+/* Read a leaf directory tree and its manifest ("m" must be link); b, bits:
+ * the bucket it is, in a fanned-out directory (else NULL). */
 static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_t tree[20],
-		     const amber_link *link, const char *what)
+		     const amber_link *link, const amber_bucket *b, unsigned bits,
+		     const char *what)
 {
 	amber_buf tb = AMBER_BUF_INIT, mb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
@@ -127,7 +142,7 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 		rc = amber_manifest_decode(e, n, mb.data, mb.len);
 	if (rc == 0)
 		atomic_fetch_add(&s->a->counters.dirs_decoded, 1);
-	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, what)) < 0) {
+	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, b, bits, what)) < 0) {
 		amber_entries_free(*e, *n);
 		*e = NULL;
 	}
@@ -137,33 +152,61 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 	return rc;
 }
 
-static int merge_bucket(amber_dir *d, amber_entry *e, size_t n, const amber_bucket *b,
-			unsigned bits, amber_snapshot *s, const char *what)
+/* Move n entries to the end of d (growing it geometrically: a fanned-out
+ * directory arrives in hundreds of buckets). */
+static int append_entries(amber_dir *d, amber_entry *e, size_t n)
 {
-	char tok[AMBER_TOKEN_HEXSZ + 1];
 	amber_entry *v;
+	size_t cap = d->cap;
 
-	if (n != b->count)
-		return amber_tree_mismatch(what);
-	for (size_t i = 0; i < n; i++) {
-		amber_name_token(tok, amber_archive_keys(s->a), e[i].name, e[i].name_len);
-		if (amber_token_bucket(tok, bits) != b->id)
-			return amber_tree_mismatch(what);
-	}
-	v = realloc(d->e, (d->n + n) * sizeof(*v));
-	if (!v)
+	if (n > SIZE_MAX / sizeof(*v) / 2 - d->n)
 		return amber_fail(AMBER_ERROR, "out of memory");
-	d->e = v;
+	if (d->n + n > cap) {
+		cap = cap ? cap * 2 : 64;
+		if (cap < d->n + n)
+			cap = d->n + n;
+		if (!(v = realloc(d->e, cap * sizeof(*v))))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		d->e = v;
+		d->cap = cap;
+	}
 	memcpy(d->e + d->n, e, n * sizeof(*e));
 	d->n += n;
 	return 0;
 }
 
-static int entry_qsort_cmp(const void *a, const void *b)
+static int entry_ptr_cmp(const void *a, const void *b)
 {
-	const amber_entry *x = a, *y = b;
+	const amber_entry *x = *(const amber_entry *const *)a, *y = *(const amber_entry *const *)b;
 
 	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+/*
+ * Sort d's entries by name.  Pointers are sorted, then each entry is moved
+ * once: qsort of the entries themselves would move each large struct log n
+ * times (most of the cost of opening a 20k-entry directory).
+ */
+static int sort_entries(amber_dir *d)
+{
+	const amber_entry **p = malloc((d->n ? d->n : 1) * sizeof(*p));
+	amber_entry *v = malloc((d->n ? d->n : 1) * sizeof(*v));
+
+	if (!p || !v) {
+		free(p);
+		free(v);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	for (size_t i = 0; i < d->n; i++)
+		p[i] = &d->e[i];
+	qsort(p, d->n, sizeof(*p), entry_ptr_cmp);
+	for (size_t i = 0; i < d->n; i++)
+		v[i] = *p[i];
+	free(p);
+	free(d->e);
+	d->e = v;
+	d->cap = d->n;
+	return 0;
 }
 
 static const char *dir_what(char *buf, size_t len, const amber_entry *dir)
@@ -239,43 +282,45 @@ int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry 
 {
 	amber_dir *d = calloc(1, sizeof(*d));
 	char what[AMBER_NAME_MAX + 64];
-	amber_entry *e = NULL;
-	size_t n = 0;
 	int rc = d ? 0 : amber_fail(AMBER_ERROR, "out of memory");
 
 	dir_what(what, sizeof(what), dir);
 	if (rc == 0)
-		rc = read_leaf(&e, &n, s, b->tree_oid, &b->link, what);
-	if (rc == 0)
-		rc = merge_bucket(d, e, n, b, bits, s, what);
-	if (rc == 0)
-		free(e); /* entries moved into d */
-	else
-		amber_entries_free(e, n);
+		rc = read_leaf(&d->e, &d->n, s, b->tree_oid, &b->link, b, bits, what);
 	if (rc < 0) {
 		amber_dir_free(d);
 		return rc;
 	}
+	d->cap = d->n;
 	*out = d;
 	return 0;
 }
 
 /* Merge every bucket's listing into d, in name order. */
-static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_entry *dir,
-			const amber_fanout_view *v, const char *what)
+static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_fanout_view *v,
+			const char *what)
 {
+	size_t total = 0;
 	int rc = 0;
 
+	/* room for the declared entries at once (each bucket is checked against
+	 * its count; a hostile list gets no more than 1M entries ahead of time) */
+	for (size_t i = 0; i < v->nb; i++)
+		total += v->b[i].count;
+	if (total && (d->e = malloc((total < (1u << 20) ? total : (1u << 20)) * sizeof(*d->e))))
+		d->cap = total < (1u << 20) ? total : (1u << 20);
 	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
-		amber_dir *b = NULL;
+		amber_entry *e = NULL;
+		size_t n = 0;
 
-		rc = amber_dir_open_bucket(&b, s, dir, &v->b[i], v->bits);
-		if (rc == 0 && (rc = merge_bucket(d, b->e, b->n, &v->b[i], v->bits, s, what)) == 0)
-			b->n = 0; /* entries moved into d */
-		amber_dir_free(b);
+		rc = read_leaf(&e, &n, s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits, what);
+		if (rc == 0 && (rc = append_entries(d, e, n)) == 0)
+			free(e); /* entries moved into d */
+		else
+			amber_entries_free(e, n);
 	}
 	if (rc == 0)
-		qsort(d->e, d->n, sizeof(*d->e), entry_qsort_cmp);
+		rc = sort_entries(d);
 	for (size_t i = 1; rc == 0 && i < d->n; i++)
 		if (amber_name_cmp(d->e[i - 1].name, d->e[i - 1].name_len, d->e[i].name,
 				   d->e[i].name_len) == 0)
@@ -293,9 +338,9 @@ int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
 
 	dir_what(what, sizeof(what), dir);
 	if (rc == 0 && v.b)
-		rc = read_buckets(d, s, dir, &v, what);
+		rc = read_buckets(d, s, &v, what);
 	else if (rc == 0)
-		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, what);
+		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, NULL, 0, what);
 	free(v.b);
 	if (rc < 0) {
 		amber_dir_free(d);

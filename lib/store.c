@@ -132,6 +132,19 @@ int amber_store_global_init(void)
 	return 0;
 }
 
+void amber_store_memory(size_t *objects, size_t *objects_max, size_t *mapped_max)
+{
+	ssize_t now = 0, max = 0;
+
+	*mapped_max = 0;
+	if (git_libgit2_opts(GIT_OPT_GET_CACHED_MEMORY, &now, &max) < 0 || now < 0 || max < 0)
+		now = max = 0;
+	*objects = (size_t)now;
+	*objects_max = (size_t)max;
+	if (git_libgit2_opts(GIT_OPT_GET_MWINDOW_MAPPED_LIMIT, mapped_max) < 0)
+		*mapped_max = 0;
+}
+
 /* Small file helpers ------------------------------------------------------ */
 
 static char *path_join(const char *a, const char *b)

@@ -35,6 +35,12 @@ typedef struct amber_store amber_store;
 int amber_store_global_init(void);
 
 /**
+ * libgit2's process-wide memory: its object cache now and its cap, and the
+ * cap on mmapped pack windows (set in amber_store_global_init).
+ */
+void amber_store_memory(size_t *objects, size_t *objects_max, size_t *mapped_max);
+
+/**
  * Create a bare repository at `path` (must not exist, or be an empty dir)
  * with core.compression=0, pack.compression=0, gc.auto=0.
  * @return 0 or AMBER_EEXISTS.

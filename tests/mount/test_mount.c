@@ -2664,6 +2664,164 @@ Test(mount, listing_cache_counts_xattrs_and_stays_within_its_bound)
 	free(p);
 }
 
+/* Bytes of a regular file read whole with read(2); asserts. */
+static size_t read_through(const char *path, size_t limit)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
+	static char buf[1 << 20];
+	size_t got = 0;
+	ssize_t n;
+	while (got < limit && (n = read(fd, buf, sizeof(buf) < limit - got ? sizeof(buf)
+									      : limit - got)) > 0)
+		got += (size_t)n;
+	cr_assert(got == limit || n == 0, "read %s: %s", path, strerror(errno));
+	close(fd);
+	return got;
+}
+
+#define MEMX_DIRS 10
+#define MEMX_FILES 120
+#define MEMX_VALUE 60000
+
+/*
+ * The daemon reports each part of its memory with its bound in
+ * user.amberfs.stats, and the parts stay within them: the decoded-chunk
+ * cache holds what was read (plus the read-ahead window) up to its cap;
+ * the listing cache stays within its bound while a tree of 72 MB of
+ * listings (1,200 entries with a 60 KB xattr each) is walked; the node
+ * table, which the kernel alone would let grow with its dentry cache, is
+ * trimmed back to -o node_cache; and the resident size after find + du +
+ * cat stays under the sum of the bounds plus a fixed slack for the program
+ * itself (libraries, stacks; more under ASan, whose allocator keeps freed
+ * memory and shadows all of it).
+ */
+Test(mount, memory_report_bounds_every_part_and_rss_stays_within_them)
+{
+	char *p = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	static char value[MEMX_VALUE];
+	uint64_t seed = 7;
+	char *src = mt_register(p, 1);
+	cr_assert(mount("tmpfs", src, "tmpfs", 0, "size=512m,mode=0755") == 0,
+		  "mount tmpfs on %s: %s", src, strerror(errno));
+	for (int d = 0; d < MEMX_DIRS; d++) {
+		char *dir = xasprintf("%s/d%02d", src, d);
+		mkdir_p(dir, 0755);
+		for (int i = 0; i < MEMX_FILES; i++) {
+			char *f = xasprintf("%s/f%03d", dir, i);
+			write_file(f, "", 0, 0644);
+			fill_random(value, sizeof(value), &seed);
+			cr_assert(setxattr(f, "user.big", value, sizeof(value), 0) == 0,
+				  "setxattr %s: %s", f, strerror(errno));
+			free(f);
+		}
+		free(dir);
+	}
+	char *small = pjoin(src, "small.bin"), *big = pjoin(src, "big.bin");
+	write_random_file(small, 4 << 20, 11, 0);
+	write_random_file(big, 24 << 20, 12, 0);
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+
+	const char *asan = getenv("ASAN_OPTIONS");
+	char *asan_opts = xasprintf("%s%squarantine_size_mb=0", asan ? asan : "",
+				    asan && *asan ? ":" : "");
+	cr_assert(setenv("ASAN_OPTIONS", asan_opts, 1) == 0);
+	char *mnt = mountpoint("mnt");
+	const char *const opts[] = { "-o", "cache_size=8M,node_cache=4M", NULL };
+	pid_t pid = mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), opts);
+	char *snap = latest_dir(mnt);
+
+	/* every part is reported with its bound */
+	char *stats = xget_ok(mnt, "user.amberfs.stats");
+	cr_log_info("at mount: %s", stats);
+	cr_assert_eq(stats_counter(stats, "chunk_cache_max"), 8 << 20);
+	cr_assert_eq(stats_counter(stats, "node_max"), 4 << 20);
+	cr_assert_eq(stats_counter(stats, "chunk_cache_bytes"), 0);
+	const char *const parts[] = { "dir_cache_max", "pack_map_max", "git_cache_max",
+				      "request_buffers_max", "bound_bytes", "rss_bytes", NULL };
+	for (const char *const *k = parts; *k; k++)
+		cr_assert(stats_counter(stats, *k) > 0, "%s is 0: %s", *k, stats);
+	free(stats);
+
+	/* the chunk cache holds what was read, not more */
+	char *f = pjoin(snap, "small.bin");
+	cr_assert_eq(read_through(f, SIZE_MAX), (size_t)4 << 20);
+	free(f);
+	stats = xget_ok(mnt, "user.amberfs.stats");
+	long long cached = stats_counter(stats, "chunk_cache_bytes");
+	cr_assert(cached >= 4 << 20 && cached <= (4 << 20) + (256 << 10),
+		  "after reading a 4 MiB file the chunk cache holds %lld bytes: %s", cached, stats);
+	free(stats);
+	f = pjoin(snap, "big.bin");
+	cr_assert_eq(read_through(f, 1 << 20), (size_t)1 << 20);
+	stats = xget_ok(mnt, "user.amberfs.stats");
+	cached = stats_counter(stats, "chunk_cache_bytes") - (4 << 20);
+	long long asked = stats_counter(stats, "read_bytes") - (4 << 20);
+	/* the daemon reads ahead by 4 MiB, in whole chunks (at most 2 MiB) */
+	cr_assert(cached > 0 && cached <= asked + (6 << 20) + (256 << 10),
+		  "the kernel asked for %lld bytes of big.bin and the cache holds %lld of it: %s",
+		  asked, cached, stats);
+	free(stats);
+	cr_assert_eq(read_through(f, SIZE_MAX), (size_t)24 << 20);
+	free(f);
+
+	/* walk the tree: find, then du (a stat of every entry) */
+	run_result r;
+	run_opts o = { .timeout = 120 };
+	run_cmd(&r, &o, "find", snap, "-type", "f", NULL);
+	cr_assert_eq(r.status, 0, "find %s: %s", snap, r.err);
+	run_result_dispose(&r);
+	run_cmd(&r, &o, "du", "-s", snap, NULL);
+	cr_assert_eq(r.status, 0, "du -s %s: %s", snap, r.err);
+	run_result_dispose(&r);
+
+	/* the trimmer works in the background: give it a moment */
+	long long nb = 0, rss = 0, bound = 0;
+	for (int i = 0; i < 50; i++) {
+		stats = xget_ok(mnt, "user.amberfs.stats");
+		nb = stats_counter(stats, "node_bytes");
+		if (nb <= 4 << 20)
+			break;
+		free(stats);
+		stats = NULL;
+		sleep_s(0.1);
+	}
+	cr_assert(stats, "the node table holds %lld bytes 5 s after the walk, over its "
+		  "4 MiB bound", nb);
+	cr_log_info("after the walk: %s", stats);
+	cr_assert(stats_counter(stats, "nodes_dropped") > 0, "%s", stats);
+	cr_assert(stats_counter(stats, "dir_cache_bytes") <= 16 << 20,
+		  "the listing cache is over its 16 MiB: %s", stats);
+	cr_assert(stats_counter(stats, "chunk_cache_bytes") <= 8 << 20,
+		  "the chunk cache is over its 8 MiB cap: %s", stats);
+	cr_assert(stats_counter(stats, "dirs_decoded") > 0);
+	bound = stats_counter(stats, "bound_bytes");
+	free(stats);
+	char *v = proc_line(pid, "status", "VmRSS:");
+	rss = strtoll(v, NULL, 10) << 10;
+	free(v);
+#if defined(__SANITIZE_ADDRESS__)
+	long long slack = 160 << 20;
+#else
+	long long slack = 40 << 20;
+#endif
+	cr_log_info("VmRSS %lld MiB, bounds %lld MiB", rss >> 20, bound >> 20);
+	cr_assert(rss <= bound + slack, "the daemon's VmRSS is %lld MiB after find, du and "
+		  "cat: over the sum of its bounds (%lld MiB) plus %lld MiB", rss >> 20,
+		  bound >> 20, slack >> 20);
+	unmount_ok(mnt);
+	free(snap);
+	free(mnt);
+	free(asan_opts);
+	free(small);
+	free(big);
+	free(arch);
+	free(src);
+	free(p);
+}
+
 /* ------------------------------------------------------------------ */
 /* Printed names round-trip                                            */
 
