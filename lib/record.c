@@ -76,9 +76,15 @@ static int check_commit_id(const amber_buf *b, const uint8_t oid[20], const char
 int amber_commit_read(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		      const char *hex)
 {
+	return amber_commit_read_in(c, a, a->store, oid, hex);
+}
+
+int amber_commit_read_in(amber_commit *c, amber_archive *a, amber_store *st,
+			 const uint8_t oid[20], const char *hex)
+{
 	amber_buf b = AMBER_BUF_INIT;
 	int type = 0;
-	int rc = amber_store_read(&b, &type, a->store, oid, (size_t)1 << 20);
+	int rc = amber_store_read(&b, &type, st, oid, (size_t)1 << 20);
 
 	if (rc == AMBER_ENOTFOUND)
 		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot %s in archive %s", hex, a->path);
@@ -247,6 +253,12 @@ int amber_snapshot_check_stream(const amber_snapshot *s, const char *stream)
 
 int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 {
+	return amber_snapshot_open_in(out, a, a->store, id);
+}
+
+int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
+			   const char *id)
+{
 	amber_snapshot *s = NULL;
 	amber_commit c = {0};
 	amber_record r = {0};
@@ -256,7 +268,7 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 	if (rc == 0 && amber_oid_fromhex(oid, id) < 0)
 		rc = amber_fail(AMBER_EINVAL, "'%s' is not a snapshot id", id);
 	if (rc == 0)
-		rc = amber_commit_read(&c, a, oid, id);
+		rc = amber_commit_read_in(&c, a, st, oid, id);
 	if (rc == 0)
 		rc = amber_record_open(&r, a, &c, id);
 	if (rc == 0 && !(s = calloc(1, sizeof(*s))))

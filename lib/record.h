@@ -23,6 +23,15 @@ struct amber_snapshot {
 int amber_commit_read(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		      const char *hex);
 
+/** amber_commit_read() through store `st` (a twin of a->store). */
+int amber_commit_read_in(amber_commit *c, amber_archive *a, amber_store *st,
+			 const uint8_t oid[20], const char *hex);
+
+/** amber_snapshot_open() reading the commit through store `st` (a twin of
+ *  a->store, amber_store_open_twin()). */
+int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
+			   const char *id);
+
 /**
  * The authenticated record of commit c, checked against it (tree, parent,
  * time).  Dispose *r with amber_record_dispose().

@@ -162,19 +162,37 @@ int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char
 	return rc;
 }
 
+/*
+ * A walk of the whole history reads its commits through a twin of the
+ * archive's store, replaced every LOG_BATCH snapshots: libgit2 keeps what a
+ * handle read (its object cache, pack windows, and each pack index it
+ * searched mapped whole, pages it touched staying resident), so through
+ * the archive's own store the walk's memory would grow with the history.
+ * A fresh twin costs a repository open; per LOG_BATCH snapshots that is
+ * noise, and what a batch touched is bounded by LOG_BATCH.
+ */
+#define LOG_BATCH 128
+
 int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *payload)
 {
 	const char *st = stream ? stream : "main";
 	int64_t newer = INT64_MAX;
+	amber_store *walk = NULL;
 	uint8_t cur[20];
+	size_t seen = 0;
 	int rc = stream_tip(cur, a, stream);
 
 	while (rc == 0) {
 		amber_snapshot *s = NULL;
 		char hex[41];
 
+		if (seen++ % LOG_BATCH == 0) {
+			amber_store_free(walk);
+			if ((rc = amber_store_open_twin(&walk, a->store)) < 0)
+				break;
+		}
 		amber_oid_tohex(hex, cur);
-		if ((rc = amber_snapshot_open(&s, a, hex)) < 0)
+		if ((rc = amber_snapshot_open_in(&s, a, walk, hex)) < 0)
 			break;
 		if (strcmp(s->info.stream, st) != 0)
 			rc = amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', found on "
@@ -193,6 +211,7 @@ int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *paylo
 			amber_oid_fromhex(cur, s->info.parent);
 		amber_snapshot_free(s);
 	}
+	amber_store_free(walk);
 	return rc;
 }
 
