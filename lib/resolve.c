@@ -163,13 +163,15 @@ int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char
 }
 
 /*
- * A walk of the whole history reads its commits through a twin of the
- * archive's store, replaced every LOG_BATCH snapshots: libgit2 keeps what a
- * handle read (its object cache, pack windows, and each pack index it
- * searched mapped whole, pages it touched staying resident), so through
- * the archive's own store the walk's memory would grow with the history.
- * A fresh twin costs a repository open; per LOG_BATCH snapshots that is
- * noise, and what a batch touched is bounded by LOG_BATCH.
+ * Past its first LOG_BATCH snapshots, a walk reads its commits through a
+ * twin of the archive's store, replaced every LOG_BATCH snapshots: libgit2
+ * keeps what a handle read (its object cache, pack windows, and each pack
+ * index it searched mapped whole, the pages it touched staying resident),
+ * so through the archive's own store the walk's memory would grow with the
+ * history.  A fresh twin costs an object database open (a scan of
+ * objects/pack); per LOG_BATCH snapshots that is noise, and what a batch
+ * touches is bounded by LOG_BATCH.  A short walk (log -n 20) never opens
+ * one.
  */
 #define LOG_BATCH 128
 
@@ -186,13 +188,13 @@ int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *paylo
 		amber_snapshot *s = NULL;
 		char hex[41];
 
-		if (seen++ % LOG_BATCH == 0) {
+		if (++seen % LOG_BATCH == 0) {
 			amber_store_free(walk);
 			if ((rc = amber_store_open_twin(&walk, a->store)) < 0)
 				break;
 		}
 		amber_oid_tohex(hex, cur);
-		if ((rc = amber_snapshot_open_in(&s, a, walk, hex)) < 0)
+		if ((rc = amber_snapshot_open_in(&s, a, walk ? walk : a->store, hex)) < 0)
 			break;
 		if (strcmp(s->info.stream, st) != 0)
 			rc = amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', found on "
