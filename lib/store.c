@@ -358,7 +358,7 @@ int amber_store_open(amber_store **out, const char *path)
  * directory by another path, so the twin's packs are its own and are
  * unmapped when it is freed.  (Were libgit2 to share them anyway, reads
  * would still be correct; only the walk's memory would grow again, which
- * itest_cli's log RSS test would catch.)
+ * itest_history_scale catches.)
  */
 int amber_store_open_twin(amber_store **out, amber_store *s)
 {
