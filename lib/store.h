@@ -49,18 +49,6 @@ int amber_store_init(amber_store **out, const char *path);
 int amber_store_open(amber_store **out, const char *path);
 
 /**
- * A second handle on the archive of `s`, for one long sequential read (a
- * walk of the whole history) whose memory must not grow with it.  libgit2
- * keeps what a handle read: objects in its cache (up to its global cap),
- * mapped pack windows, and every pack index it searched, mapped whole (at
- * a million snapshots, over a hundred MiB of index pages touched by a
- * walk).  The walk reads through a twin and replaces it every so often,
- * so none of that outlives a batch.  Pack indexes `s` found sane are not
- * checked again.  Meant for object reads (amber_store_read) only.
- */
-int amber_store_open_twin(amber_store **out, amber_store *s);
-
-/**
  * A second handle on the objects of `s`, for one long sequential read (a
  * walk of the whole history) whose memory must not grow with it.  libgit2
  * keeps what a handle read: objects in its cache (up to its global cap),
