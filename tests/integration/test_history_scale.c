@@ -22,6 +22,7 @@
 #include "amber.h"
 
 #define T0 ((int64_t)1699920000) /* 2023-11-14T00:00:00Z */
+#define TAGGED 10                /* snapshot i = 10 is tagged "deep" */
 
 static void setup(void)
 {
@@ -75,6 +76,7 @@ static void grow(amber_archive *a, const char *src, int from, int to)
 
 		write_file(step, text, (size_t)n, 0644);
 		o.time_ns = (T0 + i) * 1000000000;
+		o.tag = i == TAGGED ? "deep" : NULL;
 		OK(amber_snapshot_create(id, NULL, a, src, &o));
 	}
 	free(step);
@@ -109,18 +111,39 @@ static long peak_rss_kib(const char *const argv[], const char *out)
 	return ru.ru_maxrss;
 }
 
-/* Lines of `path` that hold a snapshot object of a log --json array. */
-static int json_snapshots(const char *path)
+/*
+ * The log --json at `path` lists snapshots n - 1 .. 0 of grow(), newest
+ * first: one a second, each the parent of the one before it, the tag on
+ * TAGGED (a long walk reads old snapshots through other stores than the
+ * archive's; what it prints must not change).
+ */
+static void expect_log(const char *path, int n)
 {
 	size_t len = 0;
-	char *s = read_file(path, &len);
-	int n = 0;
+	char *s = read_file(path, &len), *p = s, prev_parent[41] = "";
+	int k = 0, orphan = 0;
 
 	cr_assert_not_null(s, "%s: %s", path, strerror(errno));
-	for (char *p = s; (p = strstr(p, "{\"id\":\"")); p++)
-		n++;
+	for (; (p = strstr(p, "{\"id\":\"")); p++, k++) {
+		char want[64], *parent = strstr(p, "\"parent\":");
+		char *end = strchr(p, '\n');
+
+		cr_assert(k < n, "log --json lists more than %d snapshots", n);
+		snprintf(want, sizeof(want), "\"time_ns\":%lld000000000", (long long)(T0 + n - 1 - k));
+		cr_assert(strstr(p, want) && strstr(p, want) < end, "entry %d lacks %s", k, want);
+		if (k)
+			cr_assert(strncmp(p + 7, prev_parent, 40) == 0, "entry %d is not the parent "
+				  "of entry %d", k, k - 1);
+		cr_assert_not_null(parent);
+		orphan = strncmp(parent + 9, "null", 4) == 0;
+		snprintf(prev_parent, sizeof(prev_parent), "%.40s", parent + 10);
+		if (n - 1 - k == TAGGED)
+			cr_assert(strstr(p, "\"tags\":[\"deep\"]") &&
+				  strstr(p, "\"tags\":[\"deep\"]") < end, "entry %d lost its tag", k);
+	}
+	cr_assert_eq(k, n, "log --json lists %d snapshots, not %d", k, n);
+	cr_assert(orphan, "the oldest snapshot has a parent");
 	free(s);
-	return n;
 }
 
 /*
@@ -142,10 +165,10 @@ Test(history_scale, log_json_peak_rss_does_not_grow_with_the_history)
 	setenv("AMBERFS_CACHE_DIR", IT.cache, 1);
 	grow(a, src, 0, N);
 	small = peak_rss_kib(argv, out);
-	cr_assert_eq(json_snapshots(out), N);
+	expect_log(out, N);
 	grow(a, src, N, 4 * N);
 	large = peak_rss_kib(argv, out);
-	cr_assert_eq(json_snapshots(out), 4 * N);
+	expect_log(out, 4 * N);
 	again = peak_rss_kib(argv, out);   /* the same history twice: the noise */
 	cr_log_info("log --json peak RSS: %ld KiB at %d snapshots, %ld and %ld KiB at %d", small,
 		    N, large, again, 4 * N);
