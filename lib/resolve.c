@@ -171,7 +171,10 @@ int amber_resolve(char id_out[AMBER_OID_HEXSZ + 1], amber_archive *a, const char
  * history.  A fresh twin costs an object database open (a scan of
  * objects/pack); per LOG_BATCH snapshots that is noise, and what a batch
  * touches is bounded by LOG_BATCH.  A short walk (log -n 20) never opens
- * one.
+ * one.  The tags are read once, before the walk (a tag made during it may
+ * be missed, as one made just after it would be), not scanned for again
+ * at each snapshot: that was most of the walk's system calls, and with T
+ * tags O(T) reads per snapshot.
  */
 #define LOG_BATCH 128
 
@@ -180,9 +183,13 @@ int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *paylo
 	const char *st = stream ? stream : "main";
 	int64_t newer = INT64_MAX;
 	amber_store *walk = NULL;
+	amber_tagtab tags = {0};
 	uint8_t cur[20];
 	size_t seen = 0;
 	int rc = stream_tip(cur, a, stream);
+
+	if (rc == 0)
+		rc = amber_tagtab_load(&tags, a);
 
 	while (rc == 0) {
 		amber_snapshot *s = NULL;
@@ -194,7 +201,7 @@ int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *paylo
 				break;
 		}
 		amber_oid_tohex(hex, cur);
-		if ((rc = amber_snapshot_open_in(&s, a, walk ? walk : a->store, hex)) < 0)
+		if ((rc = amber_snapshot_open_in(&s, a, walk ? walk : a->store, &tags, hex)) < 0)
 			break;
 		if (strcmp(s->info.stream, st) != 0)
 			rc = amber_fail(AMBER_EAUTH, "snapshot %s belongs to stream '%s', found on "
@@ -214,6 +221,7 @@ int amber_log(amber_archive *a, const char *stream, amber_log_cb cb, void *paylo
 		amber_snapshot_free(s);
 	}
 	amber_store_free(walk);
+	amber_tagtab_dispose(&tags);
 	return rc;
 }
 
