@@ -155,7 +155,7 @@ static void expect_log(const char *path, int n)
  */
 Test(history_scale, log_json_peak_rss_does_not_grow_with_the_history)
 {
-	enum { N = 250, BOUND_KIB = 1024 };
+	enum { N = 250, BOUND_KIB = 1536 };
 	char *arch = pjoin(IT.tmp, "arch"), *src = pjoin(IT.tmp, "src");
 	char *out = pjoin(IT.tmp, "log.json");
 	const char *argv[] = {IT.bin, "log", arch, "--json", NULL};
