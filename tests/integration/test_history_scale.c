@@ -21,6 +21,26 @@
 
 #include "amber.h"
 
+/*
+ * Under AddressSanitizer the child's resident size is mostly the
+ * sanitizer's own (allocator and shadow memory), which grows with the
+ * allocations and mappings a walk makes, whatever it holds: 64.6 MiB at
+ * 250 snapshots and 70.2 MiB at 1,000 with the walk that stays at 11 MiB
+ * in the plain build.  So the ASan pass checks the walk (a shorter one,
+ * still crossing a store replacement) and its output; the memory bound is
+ * the plain pass's.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 #define T0 ((int64_t)1699920000) /* 2023-11-14T00:00:00Z */
 #define TAGGED 10                /* snapshot i = 10 is tagged "deep" */
 
@@ -155,7 +175,7 @@ static void expect_log(const char *path, int n)
  */
 Test(history_scale, log_json_peak_rss_does_not_grow_with_the_history)
 {
-	enum { N = 250, BOUND_KIB = 1536 };
+	enum { N = UNDER_ASAN ? 50 : 250, BOUND_KIB = 1536 };
 	char *arch = pjoin(IT.tmp, "arch"), *src = pjoin(IT.tmp, "src");
 	char *out = pjoin(IT.tmp, "log.json");
 	const char *argv[] = {IT.bin, "log", arch, "--json", NULL};
@@ -172,9 +192,10 @@ Test(history_scale, log_json_peak_rss_does_not_grow_with_the_history)
 	again = peak_rss_kib(argv, out);   /* the same history twice: the noise */
 	cr_log_info("log --json peak RSS: %ld KiB at %d snapshots, %ld and %ld KiB at %d", small,
 		    N, large, again, 4 * N);
-	cr_assert_lt(labs(large - small), BOUND_KIB,
-		     "log --json peak RSS grew from %ld KiB at %d snapshots to %ld KiB at %d: "
-		     "it holds the history in memory", small, N, large, 4 * N);
+	if (!UNDER_ASAN)
+		cr_assert_lt(labs(large - small), BOUND_KIB,
+			     "log --json peak RSS grew from %ld KiB at %d snapshots to %ld KiB at "
+			     "%d: it holds the history in memory", small, N, large, 4 * N);
 	amber_archive_free(a);
 	free(arch);
 	free(src);
