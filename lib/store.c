@@ -65,7 +65,9 @@ struct amber_store {
 	pthread_mutex_t mu;	/* protects repo (refs, config) */
 	git_repository *repo;
 	git_odb *odb;		/* thread-safe; used without mu */
+	pthread_mutex_t lock_mu; /* protects lock_fd, lock_refs */
 	int lock_fd;		/* writer lock, -1 if not held */
+	int lock_refs;		/* holders in this process (threads of one writer) */
 	uint64_t rollover;	/* pack size that starts a new pack; 0: PACK_ROLLOVER */
 	char **idx_ok;		/* pack indexes found sane (idx_check); under mu */
 	size_t nidx_ok;
@@ -237,6 +239,7 @@ static int store_new(amber_store **out, const char *path, git_repository *repo)
 	s->repo = repo;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->lock_mu, NULL);
 	if (git_repository_odb(&s->odb, repo) < 0) {
 		int rc = git_fail(AMBER_ERROR, "%s: cannot open object database", path);
 
@@ -404,10 +407,12 @@ void amber_store_free(amber_store *s)
 {
 	if (!s)
 		return;
-	amber_store_unlock(s);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
 	git_odb_free(s->odb);
 	git_repository_free(s->repo);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->lock_mu);
 	for (size_t i = 0; i < s->nidx_ok; i++)
 		free(s->idx_ok[i]);
 	free(s->idx_ok);
@@ -1648,14 +1653,12 @@ static void clear_stale_tmp(amber_store *s)
 	free(dir);
 }
 
-int amber_store_lock(amber_store *s)
+static int lock_take(amber_store *s)
 {
 	char *path;
 	size_t line;
 	int fd, broken;
 
-	if (s->lock_fd >= 0)
-		return 0;
 	path = path_join(s->path, LOCK_NAME);
 	if (!path)
 		return amber_fail(AMBER_ERROR, "out of memory");
@@ -1677,26 +1680,46 @@ int amber_store_lock(amber_store *s)
 		return rc;
 	}
 	free(path);
-	s->lock_fd = fd;
 	/* Refused before any work: the write would fail at its ref update. */
 	pthread_mutex_lock(&s->mu);
 	broken = packed_refs_broken(s, &line);
 	pthread_mutex_unlock(&s->mu);
 	if (broken) {
-		amber_store_unlock(s);
+		close(fd);
 		return packed_refs_refused(s, NULL, line);
 	}
 	lock_note_pid(fd);
-	clear_stale_tmp(s);
+	clear_stale_tmp(s);	/* no holder in this process: nothing of ours is there */
+	s->lock_fd = fd;
 	return 0;
+}
+
+/*
+ * Counted: a writer session's snapshot and its consolidation thread may
+ * hold the lock at once; the file lock goes with the last of them.
+ */
+int amber_store_lock(amber_store *s)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock_mu);
+	if (s->lock_fd < 0)
+		rc = lock_take(s);
+	if (rc == 0)
+		s->lock_refs++;
+	pthread_mutex_unlock(&s->lock_mu);
+	return rc;
 }
 
 void amber_store_unlock(amber_store *s)
 {
-	if (s->lock_fd < 0)
-		return;
-	close(s->lock_fd);
-	s->lock_fd = -1;
+	pthread_mutex_lock(&s->lock_mu);
+	if (s->lock_fd >= 0 && --s->lock_refs <= 0) {
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		s->lock_refs = 0;
+	}
+	pthread_mutex_unlock(&s->lock_mu);
 }
 
 /* Hex ---------------------------------------------------------------------------- */

@@ -205,6 +205,10 @@ int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char
  * the kernel if the process dies).  Also clears stale temporary files of
  * dead writers.  Refused while packed-refs has a malformed line: every
  * write ends in a ref update that would be refused (amber_store_ref_update).
+ * The lock is counted within the process: threads of one writer (a
+ * session's snapshot and its consolidation) may each take it, and each
+ * amber_store_unlock() gives back one hold; the file lock and the clearing
+ * of temporary files go with the first and last holder.
  * @return 0, AMBER_ELOCKED, or AMBER_ECORRUPT (packed-refs).
  */
 int amber_store_lock(amber_store *s);
