@@ -3,8 +3,10 @@
  *
  * The JSON form is an array with one object per line, so that both JSON
  * parsers and line tools (grep, head) can read it.  Both stream: each
- * snapshot is printed as the walk reaches it, so memory does not grow with
- * the history, and -n stops the walk after N snapshots.
+ * snapshot is printed as the walk reaches it, and the walk reads a long
+ * history through object stores it replaces as it goes (amber_log), so
+ * memory does not grow with the history (itest_history_scale); -n stops
+ * the walk after N snapshots.
  */
 #include "cli.h"
 

@@ -76,9 +76,15 @@ static int check_commit_id(const amber_buf *b, const uint8_t oid[20], const char
 int amber_commit_read(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		      const char *hex)
 {
+	return amber_commit_read_in(c, a, a->store, oid, hex);
+}
+
+int amber_commit_read_in(amber_commit *c, amber_archive *a, amber_store *st,
+			 const uint8_t oid[20], const char *hex)
+{
 	amber_buf b = AMBER_BUF_INIT;
 	int type = 0;
-	int rc = amber_store_read(&b, &type, a->store, oid, (size_t)1 << 20);
+	int rc = amber_store_read(&b, &type, st, oid, (size_t)1 << 20);
 
 	if (rc == AMBER_ENOTFOUND)
 		rc = amber_fail(AMBER_ENOTFOUND, "no snapshot %s in archive %s", hex, a->path);
@@ -245,7 +251,100 @@ int amber_snapshot_check_stream(const amber_snapshot *s, const char *stream)
 	return amber_stream_mismatch(s->info.id, s->info.stream, stream);
 }
 
+/* ---- the tags of a whole walk, read once ------------------------------------------- */
+
+static int tagtab_cb(const char *name, const uint8_t oid[20], void *payload)
+{
+	amber_tagtab *t = payload;
+	amber_tagent *v;
+
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? t->cap * 2 : 16;
+
+		if (!(v = realloc(t->v, cap * sizeof(*v))))
+			return amber_fail(AMBER_ERROR, "out of memory");
+		t->v = v;
+		t->cap = cap;
+	}
+	v = &t->v[t->n];
+	if (amber_tag_peel(v->oid, t->a, oid) < 0) {
+		amber_error_clear();    /* as a per-snapshot scan: an unreadable tag names none */
+		return 0;
+	}
+	if (!(v->name = strdup(name + strlen("refs/tags/"))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	t->n++;
+	return 0;
+}
+
+static int tagent_cmp(const void *x, const void *y)
+{
+	const amber_tagent *a = x, *b = y;
+	int c = memcmp(a->oid, b->oid, 20);
+
+	return c ? c : strcmp(a->name, b->name);
+}
+
+int amber_tagtab_load(amber_tagtab *t, amber_archive *a)
+{
+	int rc;
+
+	memset(t, 0, sizeof(*t));
+	t->a = a;
+	rc = amber_store_ref_foreach(a->store, "refs/tags/*", tagtab_cb, t);
+	if (rc < 0) {
+		amber_tagtab_dispose(t);
+		return rc;
+	}
+	if (t->n)
+		qsort(t->v, t->n, sizeof(*t->v), tagent_cmp);
+	return 0;
+}
+
+void amber_tagtab_dispose(amber_tagtab *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		free(t->v[i].name);
+	free(t->v);
+	memset(t, 0, sizeof(*t));
+}
+
+/* info->tags (empty, as fill_info leaves it) becomes the tags of oid in t. */
+static int tagtab_fill(char ***tags, const amber_tagtab *t, const uint8_t oid[20])
+{
+	size_t lo = 0, hi = t->n, k = 0, n;
+	char **v;
+
+	while (lo < hi) {       /* the first entry at or after oid */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (memcmp(t->v[mid].oid, oid, 20) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (n = 0; lo + n < t->n && memcmp(t->v[lo + n].oid, oid, 20) == 0; n++)
+		;
+	if (!n)
+		return 0;
+	if (!(v = realloc(*tags, (n + 1) * sizeof(*v))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	*tags = v;
+	for (; k < n; k++) {
+		v[k + 1] = NULL;
+		if (!(v[k] = strdup(t->v[lo + k].name)))
+			return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	return 0;
+}
+
 int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
+{
+	return amber_snapshot_open_in(out, a, a->store, NULL, id);
+}
+
+int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
+			   const amber_tagtab *tags, const char *id)
 {
 	amber_snapshot *s = NULL;
 	amber_commit c = {0};
@@ -256,7 +355,7 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 	if (rc == 0 && amber_oid_fromhex(oid, id) < 0)
 		rc = amber_fail(AMBER_EINVAL, "'%s' is not a snapshot id", id);
 	if (rc == 0)
-		rc = amber_commit_read(&c, a, oid, id);
+		rc = amber_commit_read_in(&c, a, st, oid, id);
 	if (rc == 0)
 		rc = amber_record_open(&r, a, &c, id);
 	if (rc == 0 && !(s = calloc(1, sizeof(*s))))
@@ -268,7 +367,9 @@ int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
 	}
 	if (rc == 0)
 		rc = root_entry(s, &r, id);
-	if (rc == 0) {
+	if (rc == 0 && tags)
+		rc = tagtab_fill(&s->info.tags, tags, oid);
+	else if (rc == 0) {
 		tagscan t = {a, oid, &s->info.tags, 0};
 
 		rc = amber_store_ref_foreach(a->store, "refs/tags/*", tag_cb, &t);

@@ -23,6 +23,38 @@ struct amber_snapshot {
 int amber_commit_read(amber_commit *c, amber_archive *a, const uint8_t oid[20],
 		      const char *hex);
 
+/** amber_commit_read() through store `st` (a twin of a->store). */
+int amber_commit_read_in(amber_commit *c, amber_archive *a, amber_store *st,
+			 const uint8_t oid[20], const char *hex);
+
+/** A tag: the commit it names, and its name (without refs/tags/). */
+typedef struct amber_tagent {
+	uint8_t oid[20];
+	char *name;
+} amber_tagent;
+
+/** The archive's tags, read once for a walk, sorted by commit. */
+typedef struct amber_tagtab {
+	amber_archive *a;
+	amber_tagent *v;
+	size_t n, cap;
+} amber_tagtab;
+
+/** Read every tag of the archive (an unreadable one names nothing, as
+ *  amber_snapshot_open's own scan has it).  Dispose with
+ *  amber_tagtab_dispose(). */
+int amber_tagtab_load(amber_tagtab *t, amber_archive *a);
+void amber_tagtab_dispose(amber_tagtab *t);
+
+/**
+ * amber_snapshot_open() reading the commit through store `st` (a->store,
+ * or a twin of it: amber_store_open_twin()), with its tags from `tags`
+ * (read once for a whole walk) instead of a scan of refs/tags for each
+ * snapshot (NULL: scan).
+ */
+int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
+			   const amber_tagtab *tags, const char *id);
+
 /**
  * The authenticated record of commit c, checked against it (tree, parent,
  * time).  Dispose *r with amber_record_dispose().

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include <git2.h>
+#include <git2/sys/odb_backend.h>
 #include <openssl/evp.h>
 #include <zlib.h>
 
@@ -224,6 +225,21 @@ static void put_be32(uint8_t *p, uint32_t v)
 
 static int idx_check_all(amber_store *s);
 
+/* Pack indexes `from` found sane need no second look (twin stores). */
+static int idx_inherit(amber_store *s, amber_store *from)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&from->mu);
+	if (from->nidx_ok && !(s->idx_ok = calloc(from->nidx_ok, sizeof(*s->idx_ok))))
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; rc == 0 && i < from->nidx_ok; i++, s->nidx_ok++)
+		if (!(s->idx_ok[i] = strdup(from->idx_ok[i])))
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+	pthread_mutex_unlock(&from->mu);
+	return rc;
+}
+
 static int store_new(amber_store **out, const char *path, git_repository *repo)
 {
 	amber_store *s = calloc(1, sizeof(*s));
@@ -347,6 +363,57 @@ int amber_store_open(amber_store **out, const char *path)
 	if (err < 0)
 		return git_fail(AMBER_ERROR, "%s: cannot open repository", path);
 	return store_new(out, path, repo);
+}
+
+/*
+ * libgit2 shares one pack handle (its index map and its windows) between
+ * every object database that names the pack by the same path, and keeps
+ * it while any of them is open: a twin naming objects/ as the archive's
+ * store does would hand the walk the store's own handles, whose pages
+ * stay mapped as long as the archive is open.  "objects/." names the same
+ * directory by another path, so the twin's packs are its own and are
+ * unmapped when it is freed.  (Were libgit2 to share them anyway, reads
+ * would still be correct; only the walk's memory would grow again, which
+ * itest_history_scale catches.)
+ */
+int amber_store_open_twin(amber_store **out, amber_store *s)
+{
+	char *objects = path_join(s->path, "objects/.");
+	amber_store *t = calloc(1, sizeof(*t));
+	git_odb_backend *packs = NULL, *loose = NULL;
+	int rc = 0;
+
+	*out = NULL;
+	if (!objects || !t || !(t->path = strdup(s->path))) {
+		free(objects);
+		free(t);
+		return amber_fail(AMBER_ERROR, "out of memory opening %s", s->path);
+	}
+	t->lock_fd = -1;
+	pthread_mutex_init(&t->mu, NULL);
+	if (git_odb_new(&t->odb) < 0 || git_odb_backend_pack(&packs, objects) < 0 ||
+	    git_odb_add_backend(t->odb, packs, 2) < 0)
+		rc = git_fail(AMBER_ERROR, "%s: cannot open object database", s->path);
+	else if ((packs = NULL, git_odb_backend_loose(&loose, objects, -1, 0, 0, 0) < 0) ||
+		 git_odb_add_backend(t->odb, loose, 1) < 0)
+		rc = git_fail(AMBER_ERROR, "%s: cannot open object database", s->path);
+	else
+		loose = NULL;
+	if (packs)
+		packs->free(packs);
+	if (loose)
+		loose->free(loose);
+	if (rc == 0)
+		rc = idx_inherit(t, s);
+	if (rc == 0 && idx_check_all(t) < 0)
+		rc = amber_error_code();
+	free(objects);
+	if (rc < 0) {
+		amber_store_free(t);
+		return rc;
+	}
+	*out = t;
+	return 0;
 }
 
 void amber_store_free(amber_store *s)

@@ -54,6 +54,19 @@ int amber_store_init(amber_store **out, const char *path);
  */
 int amber_store_open(amber_store **out, const char *path);
 
+/**
+ * A second handle on the objects of `s`, for one long sequential read (a
+ * walk of the whole history) whose memory must not grow with it.  libgit2
+ * keeps what a handle read: objects in its cache (up to its global cap),
+ * mapped pack windows (up to its mapped limit), and every pack index it
+ * searched, mapped whole, with the pages it touched resident (over a
+ * hundred MiB at a million snapshots).  A walk reads through a twin and
+ * replaces it every so often, so none of that outlives a batch.  Pack
+ * indexes that `s` found sane are not checked again.  Object reads only
+ * (amber_store_read, amber_store_exists); no refs, no writing.
+ */
+int amber_store_open_twin(amber_store **out, amber_store *s);
+
 void amber_store_free(amber_store *s);
 const char *amber_store_path(const amber_store *s);
 
