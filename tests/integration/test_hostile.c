@@ -1011,3 +1011,132 @@ Test(hostile, pack_index_offset_past_its_pack_is_refused_not_a_crash)
 	free(dest);
 	free(src);
 }
+
+/* ------------------------------------------------------------------ */
+/* A pack that appears while a reader runs                              */
+
+/* The one pack-*.idx in `after` that `before` does not list (ls output). */
+static char *new_index(const char *arch, const char *before)
+{
+	run_result r;
+	char *dir = pjoin(arch, "objects/pack"), *found = NULL;
+
+	run_cmd(&r, NULL, "sh", "-c", "cd \"$0\" && ls pack-*.idx", dir, NULL);
+	assert_ok(&r, "list pack indexes");
+	for (char *save = NULL, *n = strtok_r(r.out, "\n", &save); n;
+	     n = strtok_r(NULL, "\n", &save)) {
+		if (!strstr(before, n)) {
+			cr_assert_null(found, "more than one new pack in %s", dir);
+			found = pjoin(dir, n);
+		}
+	}
+	run_result_dispose(&r);
+	cr_assert(found, "no new pack in %s", dir);
+	free(dir);
+	return found;
+}
+
+/* Move every offset of a version-2 index by 0xFF00 << 8 (the bit-flip sweep's
+ * SIGBUS, applied to all of them) and rewrite its trailing checksum, as a
+ * forger would: the index is well-formed and points outside its pack. */
+static void forge_offsets(const char *idx)
+{
+	size_t len = 0;
+	uint8_t *b = (uint8_t *)read_file(idx, &len);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	cr_assert(n > 0 && 1032 + 28 * (size_t)n + 40 <= len);
+	for (uint32_t i = 0; i < n; i++)
+		b[1032 + 24 * (size_t)n + 4 * i + 2] ^= 0xFF;
+	char *body = xasprintf("%s.body", idx);
+	write_file(body, b, len - 20, 0644);
+	run_result r;
+	run_cmd(&r, NULL, "sh", "-c", "sha1sum < \"$0\"", body, NULL);
+	assert_ok(&r, "sha1sum");
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(sscanf(r.out + 2 * i, "%2hhx", &b[len - 20 + i]), 1);
+	run_result_dispose(&r);
+	unlink(body);
+	free(body);
+	cr_assert_eq(chmod(idx, 0644), 0);
+	write_file(idx, b, len, 0444);
+	free(b);
+}
+
+/*
+ * A pack written after a reader opened the archive was loaded by libgit2's
+ * own rescan (on any missed lookup) without amberfs's index check, so a
+ * forged index dropped into a mounted archive killed the daemon (SIGBUS)
+ * at the first read of an object in it.  Every pack a reader sees must pass
+ * the check first: the forged one gives EIO and a log line naming it, a
+ * good one from a concurrent snapshot is still picked up, and everything
+ * else keeps being served.
+ */
+Test(hostile, forged_pack_dropped_into_a_mounted_archive_is_refused_not_a_crash)
+{
+	char *src = pjoin(IT.tmp, "src"), *evil_src = pjoin(IT.tmp, "evil-src");
+	char *twin = pjoin(IT.tmp, "twin"), id1[41], id2[41], evil[41];
+	run_result r;
+
+	mkdir_p(src, 0755);
+	mkdir_p(evil_src, 0755);
+	write_str(pjoin(src, "a.txt"), "alpha\n");
+	write_str(pjoin(evil_src, "a.txt"), "alpha\n");
+	write_str(pjoin(evil_src, "evil.txt"), "only in the forged pack\n");
+	char *arch = plain_archive(src, id1);
+	char *cp = xasprintf("cp -a \"$0\" \"$1\"");
+	run_cmd(&r, NULL, "sh", "-c", cp, arch, twin, NULL);
+	assert_ok(&r, "copy the archive");
+	run_result_dispose(&r);
+	/* the forged pack: a snapshot written in a copy, its index forged */
+	run_cmd(&r, NULL, "sh", "-c", "cd \"$0\"/objects/pack && ls pack-*.idx", twin, NULL);
+	assert_ok(&r, "list the copy's packs");
+	amber_snapshot_ok(evil, twin, evil_src, NULL);
+	char *idx = new_index(twin, r.out);
+	run_result_dispose(&r);
+	forge_offsets(idx);
+
+	const char *mnt = mount_fg(arch);
+	char *a1 = xasprintf("%s/ids/%s/a.txt", mnt, id1);
+	expect_mount_reads(a1, "alpha\n");
+
+	/* a concurrent writer's good pack is picked up */
+	write_str(pjoin(src, "b.txt"), "bravo\n");
+	amber_snapshot_ok(id2, arch, src, NULL);
+	char *b2 = xasprintf("%s/ids/%s/b.txt", mnt, id2);
+	expect_mount_reads(b2, "bravo\n");
+
+	/* the forged pack appears, and a stream names its snapshot */
+	char *pack = xasprintf("%.*s.pack", (int)(strlen(idx) - 4), idx);
+	char *dst = pjoin(arch, "objects/pack");
+	run_cmd(&r, NULL, "sh", "-c", "cp \"$0\" \"$1\" \"$2\"/", pack, idx, dst, NULL);
+	assert_ok(&r, "drop the forged pack in");
+	run_result_dispose(&r);
+	/* (git update-ref would read the commit first, and refuse) */
+	char *ref = pjoin(arch, "refs/heads/evil"), *line = xasprintf("%s\n", evil);
+	write_str(ref, line);
+	free(line);
+	free(ref);
+	char *e = xasprintf("%s/streams/evil/latest/evil.txt", mnt);
+	expect_mount_eio(e);
+	cr_assert(daemon_alive(), "the daemon died reading through a forged pack index");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	char *dlog = read_file(log, NULL);
+	cr_assert(strstr(dlog, strrchr(idx, '/') + 1) && strstr(dlog, "git index-pack"),
+		  "the daemon should log the refused index and the fix: %s", dlog);
+	/* and it keeps serving the rest */
+	expect_mount_reads(a1, "alpha\n");
+	expect_mount_reads(b2, "bravo\n");
+	cr_assert(daemon_alive());
+	free(dlog);
+	free(log);
+	free(e);
+	free(dst);
+	free(pack);
+	free(b2);
+	free(a1);
+	free(idx);
+	free(cp);
+	free(twin);
+	free(evil_src);
+	free(src);
+}
