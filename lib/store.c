@@ -1215,6 +1215,8 @@ int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name)
 	size_t line;
 	int err;
 
+	/* a reader polls its refs: let go of packs a consolidation removed */
+	amber_packset_rescan_due(s->packs);
 	pthread_mutex_lock(&s->mu);
 	err = git_reference_name_to_id(&id, s->repo, name);
 	if (err < 0 && packed_refs_broken(s, &line))

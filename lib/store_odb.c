@@ -23,7 +23,8 @@
  *   removes the .idx first) is dropped, and its descriptor and maps go with
  *   it, so its disk space is freed while the reader runs.  libgit2's
  *   backend never forgot a pack: a long-running mount kept every removed
- *   pack open until it was unmounted.
+ *   pack open until it was unmounted.  Besides misses, a lookup or a ref
+ *   read rescans when the last scan is more than a second old.
  *
  * Locks: `lock` is taken shared by every lookup and exclusively by a scan,
  * so a pack is never dropped under a lookup that uses it.  (libgit2 1.5.1
@@ -53,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <git2/sys/odb_backend.h>
@@ -61,6 +63,7 @@
 #define PACKED_PRIORITY 2	/* asked first, as libgit2's default odb does */
 #define IDX_HEAD (8 + 256 * 4)
 #define IDX_BATCH 4096
+#define RESCAN_NS 1000000000LL	/* a lookup rescans if the last scan is older */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -81,6 +84,7 @@ struct amber_packset {
 	struct refused *bad;	/* refused indexes, sorted by name (lock) */
 	size_t nbad;
 	atomic_size_t hint;	/* the pack the last hit came from */
+	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
 };
 
 /* Index checks -------------------------------------------------------------- */
@@ -344,10 +348,21 @@ static int ps_merge(amber_packset *ps, const struct names *l)
 	return rc;
 }
 
+static long long mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 int amber_packset_scan(amber_packset *ps)
 {
 	struct names l = {0};
-	int rc = list_indexes(&l, ps->dir);
+	int rc;
+
+	atomic_store(&ps->scanned, mono_ns());
+	rc = list_indexes(&l, ps->dir);
 
 	if (rc == 0) {
 		pthread_rwlock_wrlock(&ps->lock);
@@ -391,11 +406,27 @@ static int ask_one(git_odb_backend *b, const struct ask *a)
 	return GIT_ENOTFOUND;
 }
 
+/*
+ * A reader that never misses (no new snapshot) would hold the packs a
+ * consolidation removed for as long as it runs: so lookups and ref reads
+ * also rescan, once a second at most (a readdir of objects/pack, and a
+ * check of what is new).  One thread does it; a failure leaves the set as
+ * it was.
+ */
+void amber_packset_rescan_due(amber_packset *ps)
+{
+	long long now = mono_ns(), last = atomic_load(&ps->scanned);
+
+	if (now - last >= RESCAN_NS && atomic_compare_exchange_strong(&ps->scanned, &last, now))
+		(void)amber_packset_scan(ps);
+}
+
 /* Ask each pack in turn, the last one that answered first. */
 static int ps_ask(amber_packset *ps, const struct ask *a)
 {
 	int err = GIT_ENOTFOUND;
 
+	amber_packset_rescan_due(ps);
 	pthread_rwlock_rdlock(&ps->lock);
 	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
 

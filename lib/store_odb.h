@@ -30,6 +30,9 @@ int amber_odb_open(git_odb **out, amber_packset **set_out, const char *gitdir);
  */
 int amber_packset_scan(amber_packset *ps);
 
+/** Rescan if the last scan is more than a second old (lookups do this too). */
+void amber_packset_rescan_due(amber_packset *ps);
+
 /**
  * How many pack indexes in objects/pack were refused (damaged); the first
  * one's file name goes into name (empty if none).

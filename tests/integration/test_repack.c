@@ -786,8 +786,9 @@ static void read_all(const char *mnt, const char *src, char (*ids)[41], int firs
 /*
  * A mount kept every pack it had ever seen until it was unmounted, so the
  * packs a consolidation removed kept their disk space for the life of the
- * mount.  Its next rescan (here: a new snapshot it is asked for) must let
- * go of them, and every file must still read the same.
+ * mount.  Its next rescan (a new snapshot it is asked for, or a look at
+ * the snapshots a second later) must let go of them, and every file must
+ * still read the same.
  */
 Test(repack, a_mount_lets_go_of_the_packs_a_repack_removed)
 {
@@ -820,8 +821,26 @@ Test(repack, a_mount_lets_go_of_the_packs_a_repack_removed)
 	read_all(abs, src, ids, 4, 5);	/* the mount rescans objects/pack for it */
 	read_all(abs, src, ids, 0, 5);
 	char *held = removed_packs_held(daemon);
+	/* with no new snapshot to look for, a look at the snapshots a second
+	 * later rescans (what is read back comes from caches) */
+	amber(&r, "repack", "--all", arch, NULL);
+	assert_ok(&r, "a second repack under a mount");
+	run_result_dispose(&r);
+	cr_assert_eq(count_packs(arch), 1);
+	sleep_s(1.1);
+	char *snaps = pjoin(abs, "snapshots");
+	run_cmd(&r, NULL, "ls", "-R", snaps, NULL);
+	assert_ok(&r, "ls -R snapshots/");
+	run_result_dispose(&r);
+	free(snaps);
+	read_all(abs, src, ids, 0, 5);
+	char *held2 = removed_packs_held(daemon);
 	unmount(abs, daemon);
-	cr_assert_str_eq(held, "", "the daemon still holds removed packs:\n%s", held);
+	cr_assert_str_eq(held, "", "after a new snapshot, the daemon still holds removed packs:\n%s",
+			 held);
+	cr_assert_str_eq(held2, "", "a second after a repack, the daemon still holds removed "
+			 "packs:\n%s", held2);
+	free(held2);
 	free(held);
 	char *dlog = read_file(log, NULL);
 	cr_assert(!strstr(dlog, "rror"), "the daemon logged an error: %s", dlog);
