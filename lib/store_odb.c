@@ -132,11 +132,12 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 }
 
 /*
- * 1 if dir/pack-X.idx is sane for pack-X.pack: a version-2 index whose size
- * matches its object count and whose every offset, 32- or 64-bit, lies
- * between the pack's header and its trailing checksum; 0 if not; -1 if the
- * pack does not exist (nothing would read the index).  *ist receives the
- * index's stat (zeroed if it could not be opened).
+ * 1 if dir/pack-X.idx is sane for pack-X.pack: both regular files, a
+ * version-2 index whose size matches its object count and whose every
+ * offset, 32- or 64-bit, lies between the pack's header and its trailing
+ * checksum; 0 if not; -1 if the pack does not exist (nothing would read
+ * the index).  *ist receives the index's stat (zeroed if it could not be
+ * opened).
  */
 static int idx_check(const char *dir, const char *name, struct stat *ist)
 {
@@ -154,8 +155,10 @@ static int idx_check(const char *dir, const char *name, struct stat *ist)
 		ok = -1;
 		goto done;
 	}
-	fd = open(idx, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, ist) < 0 || pst.st_size < 32 || ist->st_size < IDX_HEAD + 40 ||
+	/* O_NONBLOCK: a fifo named like an index must not hang the reader */
+	fd = open(idx, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, ist) < 0 || !S_ISREG(ist->st_mode) || !S_ISREG(pst.st_mode) ||
+	    pst.st_size < 32 || ist->st_size < IDX_HEAD + 40 ||
 	    pread(fd, head, IDX_HEAD, 0) != IDX_HEAD || memcmp(head, "\377tOc\0\0\0\2", 8))
 		goto done;
 	uint64_t n = get_be32(head + IDX_HEAD - 4), fixed = IDX_HEAD + 28 * n + 40;
