@@ -19,6 +19,7 @@
 #include "manifest.h"
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -1138,5 +1139,102 @@ Test(hostile, forged_pack_dropped_into_a_mounted_archive_is_refused_not_a_crash)
 	free(cp);
 	free(twin);
 	free(evil_src);
+	free(src);
+}
+
+/* ------------------------------------------------------------------ */
+/* Nesting past the limit, through a mount                              */
+
+/* Open dir/d/d/... one level at a time (paths this deep are longer than
+ * PATH_MAX); returns the levels opened, *err the errno that stopped it (0:
+ * no "d" below) and *fd the deepest directory opened. */
+static int descend(const char *dir, int *err, int *fd)
+{
+	int n = 0;
+	*fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert(*fd >= 0, "open %s: %s", dir, strerror(errno));
+	*err = 0;
+	for (;;) {
+		int sub = openat(*fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (sub < 0) {
+			*err = errno == ENOENT ? 0 : errno;
+			return n;
+		}
+		close(*fd);
+		*fd = sub;
+		n++;
+	}
+}
+
+/*
+ * The forged archive of 4,106 extra levels (restore stops at 4096) through
+ * a real mount: find, ls -R and cat walk into it; directories down to level
+ * AMBER_RESTORE_MAX_DEPTH are served, a deeper one is EIO with a log line,
+ * and the daemon neither crashes nor stops serving.
+ */
+Test(hostile, nesting_past_the_limit_is_eio_through_the_mount_and_the_rest_serves)
+{
+	char *src = pjoin(IT.tmp, "src"), *sub = pjoin(src, "d"), id[41];
+	run_result r;
+
+	mkdir_p(sub, 0755);
+	write_str(pjoin(sub, "leaf"), "leaf\n");
+	write_str(pjoin(src, "top.txt"), "top\n");
+	char *arch = plain_archive(src, id);
+	char *deep = forge_deep_by(arch, id, AMBER_RESTORE_MAX_DEPTH + 10);
+	const char *mnt = mount_fg(arch);
+	char *root = xasprintf("%s/ids/%s", mnt, deep);
+
+	int err = 0, fd = -1;
+	int levels = descend(root, &err, &fd);
+	cr_assert_eq(levels, AMBER_RESTORE_MAX_DEPTH, "opened %d levels (stopped by %s)", levels,
+		     strerror(err));
+	cr_assert_eq(err, EIO, "level %d: %s (want EIO)", levels + 1, strerror(err));
+	/* the deepest served directory lists its child; the child stays EIO */
+	DIR *dd = fdopendir(dup(fd));
+	cr_assert(dd);
+	int saw_d = 0;
+	for (struct dirent *de; (de = readdir(dd));)
+		saw_d |= strcmp(de->d_name, "d") == 0;
+	closedir(dd);
+	cr_assert(saw_d, "the listing of level %d lost its child", levels);
+	struct stat st;
+	cr_assert(fstatat(fd, "d", &st, 0) < 0 && errno == EIO, "stat of level %d: %s",
+		  levels + 1, strerror(errno));
+	cr_assert(openat(fd, "d/leaf", O_RDONLY) < 0 && errno == EIO);
+	close(fd);
+	cr_assert(daemon_alive(), "the daemon died walking a deep archive");
+
+	/* ordinary tools */
+	char *cmd = xasprintf("cd \"$0\" && find . -name leaf -o -name top.txt -print");
+	run_cmd(&r, NULL, "sh", "-c", cmd, root, NULL);
+	cr_assert_eq(r.status, 1, "find: exit %d: %.300s", r.status, r.err);
+	cr_assert_str_eq(r.out, "./top.txt\n");
+	cr_assert(strstr(r.err, "Input/output error"), "find: %.300s", r.err);
+	run_result_dispose(&r);
+	run_cmd(&r, NULL, "sh", "-c", "cd \"$0\" && ls -R . > /dev/null", root, NULL);
+	cr_assert(r.status == 1 || r.status == 2, "ls -R: exit %d: %.300s", r.status, r.err);
+	run_result_dispose(&r);
+	char *top = pjoin(root, "top.txt");
+	run_cmd(&r, NULL, "cat", top, NULL);
+	assert_ok(&r, "cat beside the deep tree");
+	cr_assert_str_eq(r.out, "top\n");
+	run_result_dispose(&r);
+	cr_assert(daemon_alive(), "the daemon died under find / ls -R");
+
+	/* the daemon keeps serving other paths, and says what it refused */
+	char *other = xasprintf("%s/ids/%s/top.txt", mnt, id);
+	expect_mount_reads(other, "top\n");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	char *dlog = read_file(log, NULL);
+	cr_assert(strstr(dlog, "nested more than 4096 levels deep"), "daemon log: %.500s", dlog);
+	free(dlog);
+	free(log);
+	free(other);
+	free(top);
+	free(cmd);
+	free(root);
+	free(deep);
+	free(sub);
 	free(src);
 }
