@@ -68,6 +68,7 @@
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
 	git_odb_backend *b;	/* libgit2's backend for this one pack */
+	off_t size;		/* of the .idx: the order lookups ask in */
 };
 
 struct refused {
@@ -81,6 +82,7 @@ struct amber_packset {
 	pthread_rwlock_t lock;	/* shared: lookups; exclusive: scans */
 	struct cpack *v;	/* loaded packs, sorted by name (lock) */
 	size_t n;
+	size_t *order;		/* indexes into v, largest pack first (lock) */
 	struct refused *bad;	/* refused indexes, sorted by name (lock) */
 	size_t nbad;
 	atomic_size_t hint;	/* the pack the last hit came from */
@@ -260,7 +262,18 @@ struct next {
 	size_t n;
 	struct refused *bad;
 	size_t nbad;
+	size_t *order;
 };
+
+/* Larger index (more objects) first: after geometric consolidation the
+ * largest pack holds most objects, so most lookups end at the first ask. */
+static int cmp_larger(const void *a, const void *b, void *ctx)
+{
+	const struct cpack *v = ctx;
+	off_t x = v[*(const size_t *)a].size, y = v[*(const size_t *)b].size;
+
+	return x > y ? -1 : x < y;
+}
 
 static int keep_refused(struct next *x, const char *name, const struct stat *st)
 {
@@ -303,7 +316,7 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 		b->free(b);
 		return amber_fail(AMBER_ERROR, "out of memory");
 	}
-	x->v[x->n++] = (struct cpack){copy, b};
+	x->v[x->n++] = (struct cpack){copy, b, st.st_size};
 	return 0;
 }
 
@@ -315,12 +328,14 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
  */
 static int ps_merge(amber_packset *ps, const struct names *l)
 {
-	struct next x = {calloc(l->n + 1, sizeof(*x.v)), 0, calloc(l->n + 1, sizeof(*x.bad)), 0};
+	struct next x = {calloc(l->n + 1, sizeof(*x.v)), 0, calloc(l->n + 1, sizeof(*x.bad)), 0,
+			 calloc(l->n + 1, sizeof(*x.order))};
 	int rc = 0;
 
-	if (!x.v || !x.bad) {
+	if (!x.v || !x.bad || !x.order) {
 		free(x.v);
 		free(x.bad);
+		free(x.order);
 		return amber_fail(AMBER_ERROR, "out of memory scanning %s", ps->dir);
 	}
 	for (size_t i = 0; i < l->n; i++) {
@@ -348,6 +363,11 @@ static int ps_merge(amber_packset *ps, const struct names *l)
 	ps->n = x.n;
 	ps->bad = x.bad;
 	ps->nbad = x.nbad;
+	free(ps->order);
+	ps->order = x.order;
+	for (size_t i = 0; i < ps->n; i++)
+		ps->order[i] = i;
+	qsort_r(ps->order, ps->n, sizeof(*ps->order), cmp_larger, ps->v);
 	return rc;
 }
 
@@ -424,7 +444,7 @@ void amber_packset_rescan_due(amber_packset *ps)
 		(void)amber_packset_scan(ps);
 }
 
-/* Ask each pack in turn, the last one that answered first. */
+/* Ask the pack that answered last, then the others, largest first. */
 static int ps_ask(amber_packset *ps, const struct ask *a)
 {
 	int err = GIT_ENOTFOUND;
@@ -433,11 +453,12 @@ static int ps_ask(amber_packset *ps, const struct ask *a)
 	pthread_rwlock_rdlock(&ps->lock);
 	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
 
+	if (n)
+		err = ask_one(ps->v[h].b, a);
 	for (size_t k = 0; k < n && (err == GIT_ENOTFOUND || err == GIT_PASSTHROUGH); k++) {
-		size_t i = (h + k) % n;
+		size_t i = ps->order[k];
 
-		err = ask_one(ps->v[i].b, a);
-		if (err == 0 && k)
+		if (i != h && (err = ask_one(ps->v[i].b, a)) == 0)
 			atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
 	}
 	pthread_rwlock_unlock(&ps->lock);
@@ -546,6 +567,7 @@ static void ps_free(git_odb_backend *be)
 		free(ps->bad[i].name);
 	free(ps->v);
 	free(ps->bad);
+	free(ps->order);
 	pthread_rwlock_destroy(&ps->lock);
 	free(ps->dir);
 	free(ps);
