@@ -896,6 +896,9 @@ int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
  * only the named paths are looked at: the caller must name every path
  * that changed since the session's last snapshot (see amber_dirty).
  * Changes involving hard-linked files make the snapshot a whole walk.
+ * Once the snapshot is published, packs are consolidated as
+ * amber_snapshot_create() does (see amber_archive_repack()), so a session
+ * that snapshots every second keeps O(log n) packs.
  * Stats are the tree's totals (files, dirs, bytes) and this snapshot's
  * work (bytes_read, bytes_new, objects_new, errors).
  * @param id_out  the new commit id, or the tip's when nothing changed

@@ -3046,6 +3046,20 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 	return rc;
 }
 
+/*
+ * A session consolidates packs as a CLI snapshot does (snap_repack): after
+ * the snapshot is published, lock still held, once several small packs have
+ * gathered.  Without it a capture every second leaves 86,400 packs a day.
+ */
+static void writer_repack(amber_writer *w)
+{
+	amber_repack_stats st;
+
+	if (amber_repack_locked(&st, w->a->store, AMBER_REPACK_LAZY) < 0 && w->o.snap.warn)
+		w->o.snap.warn(amber_store_path(w->a->store), amber_error_last(),
+			       w->o.snap.payload);
+}
+
 int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_writer *w, const amber_dirty *dirty, size_t n)
 {
@@ -3063,6 +3077,8 @@ int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 		rc = writer_run(id_out, stats, w, trie, full);
 	if (rc == NEED_FULL)
 		rc = writer_run(id_out, stats, w, NULL, 1);
+	if (rc == 0)
+		writer_repack(w);
 	dnode_free(trie);
 	amber_store_unlock(w->a->store);
 	return rc;

@@ -12,7 +12,9 @@ After each flip:
   - on a real mount (every M-th flip), every file reads back identical to
     the source or fails with EIO: zero wrong bytes served.
 
-Usage: bitflip.py AMBERFS_BIN [--sample K] [--mount-every M] [--encrypted] [--progress]
+Usage: bitflip.py AMBERFS_BIN [--sample K [--offset R]] [--mount-every M] [--encrypted] [--progress]
+  (--offset R: with --sample K, the bytes whose number modulo K is R, so that
+  K runs with offsets 0..K-1 together flip every byte)
   --progress   a line per flip (so an interrupted sweep says how far it got)
 Prints one line per failure and "N flips, N checked, N mounted, N failures".
 """
@@ -189,6 +191,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bin")
     ap.add_argument("--sample", type=int, default=1)
+    ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--mount-every", type=int, default=1)
     ap.add_argument("--encrypted", action="store_true")
     ap.add_argument("--progress", action="store_true", help="a line per flip")
@@ -196,7 +199,7 @@ def main():
     f = Flip(args)
     try:
         f.setup()
-        picked = f.targets[::args.sample]
+        picked = f.targets[args.offset % args.sample::args.sample]
         print("%d flips, %d picked" % (len(f.targets), len(picked)), flush=True)
         for i, (name, off) in enumerate(picked):
             f.one(name, off, i % args.mount_every == 0)

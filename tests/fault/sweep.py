@@ -13,8 +13,11 @@ with EIO (strace --inject).  After each run:
     fault wrote a snapshot that restores identical to the source;
   - the next snapshot (no fault) succeeds and restores identically.
 
-Usage: sweep.py AMBERFS_BIN [--sample K] [--encrypted] [--cmd snapshot|repack] [--progress]
+Usage: sweep.py AMBERFS_BIN [--sample K [--offset R]] [--encrypted] [--cmd snapshot|repack]
+                [--progress]
   --sample K   only every K-th injection point (the test suite's sample)
+  --offset R   with --sample: the points whose number modulo K is R, so that
+               K runs with offsets 0..K-1 together cover every point
   --progress   print a line per run (so an interrupted sweep says how far it got)
 Prints one line per failure and a summary "N points, N runs, N failures";
 exits 1 if any run failed.
@@ -197,6 +200,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bin")
     ap.add_argument("--sample", type=int, default=1)
+    ap.add_argument("--offset", type=int, default=0)
     ap.add_argument("--encrypted", action="store_true")
     ap.add_argument("--cmd", default="snapshot", choices=("snapshot", "repack"))
     ap.add_argument("--progress", action="store_true", help="a line per run")
@@ -207,7 +211,7 @@ def main():
         points = [(sc, n, m) for sc, n in s.count_points() for m in MODES]
         print("%d points" % len(points), flush=True)
         for i, p in enumerate(points):
-            if i % args.sample == 0:
+            if i % args.sample == args.offset % args.sample:
                 s.one(p)
                 if args.progress:
                     print("run %d/%d %s:%d %s" % (i + 1, len(points), *p), flush=True)

@@ -195,6 +195,58 @@ Test(repack, long_history_keeps_log_n_packs_and_every_snapshot_restores)
 	check_plain_snapshot(arch, src, ids[LONG_N / 2], LONG_N / 2);
 }
 
+/*
+ * A writer session (the library's in-process writer, and `amberfs watch`)
+ * consolidates as the CLI does: a capture a second must not leave a pack a
+ * second.
+ */
+#ifdef __SANITIZE_ADDRESS__
+#define SESSION_N 200
+#else
+#define SESSION_N 400
+#endif
+
+Test(repack, a_writer_session_keeps_log_n_packs_and_its_snapshots_restore)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char *step = pjoin(src, "step");
+	static char ids[SESSION_N][41];
+	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
+	amber_archive *a = NULL;
+	amber_writer *w = NULL;
+	int worst = 0;
+	char buf[128];
+
+	make_plain_tree(src);
+	amber_init_archive(arch, 1);
+	cr_assert_eq(amber_global_init(), 0);
+	cr_assert_eq(amber_archive_open(&a, arch), 0, "%s", amber_error_last());
+	o.snap.stream = "main";
+	cr_assert_eq(amber_writer_open(&w, a, src, &o), 0, "%s", amber_error_last());
+	for (int i = 0; i < SESSION_N; i++) {
+		step_content(buf, sizeof(buf), i);
+		write_str(step, buf);
+		cr_assert_eq(amber_writer_snapshot(ids[i], NULL, w, (amber_dirty[]){{"step", 0}}, 1),
+			     0, "session snapshot %d: %s", i, amber_error_last());
+		if ((i + 1) % 50 == 0) {
+			int packs = count_packs(arch);
+
+			worst = packs > worst ? packs : worst;
+			cr_assert(packs <= pack_bound(i + 1),
+				  "after %d session snapshots %d packs remain (bound %d)", i + 1,
+				  packs, pack_bound(i + 1));
+		}
+	}
+	cr_assert_eq(amber_writer_close(w), 0, "%s", amber_error_last());
+	amber_archive_free(a);
+	fprintf(stderr, "repack: %d session snapshots, at most %d packs\n", SESSION_N, worst);
+	assert_fsck(arch);
+	check_plain_snapshot(arch, src, ids[0], 0);
+	check_plain_snapshot(arch, src, ids[SESSION_N / 2], SESSION_N / 2);
+	check_plain_snapshot(arch, src, ids[SESSION_N - 1], SESSION_N - 1);
+	free(step);
+}
+
 Test(repack, a_second_writer_is_refused_while_one_holds_the_lock)
 {
 	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
