@@ -69,6 +69,7 @@ struct cpack {
 	char *name;		/* pack-<hex>.idx */
 	git_odb_backend *b;	/* libgit2's backend for this one pack */
 	off_t size;		/* of the .idx: the order lookups ask in */
+	uint32_t fanout[256];	/* the index's: objects whose first byte is <= i */
 };
 
 struct refused {
@@ -139,12 +140,11 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
  * offset, 32- or 64-bit, lies between the pack's header and its trailing
  * checksum; 0 if not; -1 if the pack does not exist (nothing would read
  * the index).  *ist receives the index's stat (zeroed if it could not be
- * opened).
+ * opened), head[IDX_HEAD] its header (magic, version, fan-out table).
  */
-static int idx_check(const char *dir, const char *name, struct stat *ist)
+static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_t *head)
 {
 	char *idx = path_join(dir, name), *pack = idx ? malloc(strlen(idx) + 2) : NULL;
-	uint8_t head[IDX_HEAD];
 	struct stat pst;
 	int fd = -1, ok = 0;
 
@@ -179,9 +179,10 @@ done:
 
 int amber_idx_sane(const char *dir, const char *name)
 {
+	uint8_t head[IDX_HEAD];
 	struct stat st;
 
-	return idx_check(dir, name, &st);
+	return idx_check(dir, name, &st, head);
 }
 
 /* Scanning ------------------------------------------------------------------ */
@@ -292,6 +293,7 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 						 cmp_refused) : NULL;
 	git_odb_backend *b = NULL;
 	char *path = path_join(ps->dir, name), *copy = NULL;
+	uint8_t head[IDX_HEAD];
 	struct stat st;
 	int ok;
 
@@ -301,7 +303,7 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 		free(path);	/* refused before and unchanged: not read again */
 		return keep_refused(x, name, &old->st);
 	}
-	ok = idx_check(ps->dir, name, &st);
+	ok = idx_check(ps->dir, name, &st, head);
 	if (ok <= 0) {
 		free(path);	/* -1, no .pack: nothing to read, look again next time */
 		return ok < 0 ? 0 : keep_refused(x, name, &st);
@@ -316,7 +318,11 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 		b->free(b);
 		return amber_fail(AMBER_ERROR, "out of memory");
 	}
-	x->v[x->n++] = (struct cpack){copy, b, st.st_size};
+	struct cpack *c = &x->v[x->n++];
+
+	*c = (struct cpack){copy, b, st.st_size, {0}};
+	for (int i = 0; i < 256; i++)
+		c->fanout[i] = get_be32(head + 8 + 4 * i);
 	return 0;
 }
 
@@ -419,8 +425,18 @@ struct ask {
 	git_object_t *type;
 };
 
-static int ask_one(git_odb_backend *b, const struct ask *a)
+/*
+ * A pack is asked only if its fan-out has objects with the id's first byte
+ * (a miss in libgit2 formats two error messages; most packs a lookup skips
+ * are small, and hold no object starting with that byte).
+ */
+static int ask_one(const struct cpack *p, const struct ask *a)
 {
+	uint8_t first = a->oid->id[0];
+	git_odb_backend *b = p->b;
+
+	if (p->fanout[first] == (first ? p->fanout[first - 1] : 0))
+		return GIT_ENOTFOUND;
 	switch (a->op) {
 	case ASK_READ: return b->read(a->data, a->len, a->type, b, a->oid);
 	case ASK_HEADER: return b->read_header(a->len, a->type, b, a->oid);
@@ -454,11 +470,11 @@ static int ps_ask(amber_packset *ps, const struct ask *a)
 	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
 
 	if (n)
-		err = ask_one(ps->v[h].b, a);
+		err = ask_one(&ps->v[h], a);
 	for (size_t k = 0; k < n && (err == GIT_ENOTFOUND || err == GIT_PASSTHROUGH); k++) {
 		size_t i = ps->order[k];
 
-		if (i != h && (err = ask_one(ps->v[i].b, a)) == 0)
+		if (i != h && (err = ask_one(&ps->v[i], a)) == 0)
 			atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
 	}
 	pthread_rwlock_unlock(&ps->lock);
