@@ -1,5 +1,5 @@
 /*
- * writer-bench ARCHIVE SRC SECONDS [SEED [LEDGER]]: the in-process capture figure of
+ * writer-bench [-p] [-t TRACE] ARCHIVE SRC SECONDS [SEED [LEDGER]]: the in-process capture figure of
  * bench/rpo-bench.  One writer session on SRC (a gen-exchange tree, ledger
  * declared append-only); then, SECONDS times, one second's worth of the
  * rpo-bench change stream is applied (ledger +100 KiB in 100 appends, 5 order
@@ -10,6 +10,11 @@
  * 1 KiB of whole lines at a time; bench/rpo-bench makes it with gen-exchange's
  * generator), else synthetic lines.  The passphrase comes from
  * AMBERFS_PASSPHRASE_FILE; a plain archive needs none.
+ * -p: paced, one snapshot a second of wall time, as an engine capturing
+ * every second would (the session's pack merges run in the gaps); without
+ * it the snapshots run back to back, the worst case.
+ * -t TRACE: one line per snapshot in TRACE: its number, milliseconds, paths
+ * named, bytes added.
  */
 #include "amber.h"
 #include "bench_unlock.h"
@@ -221,8 +226,22 @@ static int one_second(amber_dirty *d, size_t *nd, char ext[][64], const char *sr
 	return 0;
 }
 
+static int paced;
+static FILE *trace;
+
+/* Sleep until `s` seconds after t0 (paced runs). */
+static void pace(const struct timespec *t0, long s)
+{
+	struct timespec t = {.tv_sec = t0->tv_sec + s, .tv_nsec = t0->tv_nsec};
+
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) != 0)
+		;
+}
+
 static int run(amber_writer *w, const char *src, long seconds, double *ms, uint64_t *bytes)
 {
+	struct timespec start;
+
 	names books = {0}, accts = {0};
 	amber_dirty d[32];
 	char ext[1][64], id[AMBER_OID_HEXSZ + 1];
@@ -230,11 +249,14 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 
 	if (list(&books, src, "books/csv") < 0 || list(&accts, src, "accounts") < 0)
 		return fprintf(stderr, "writer-bench: %s is not a gen-exchange tree\n", src), -1;
+	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (long s = 0; s < seconds; s++) {
-		amber_stats st;
+		amber_stats st = {0};
 		struct timespec t0;
 		size_t nd = 0;
 
+		if (paced)
+			pace(&start, s + 1);
 		memset(d, 0, sizeof(d));
 		if (one_second(d, &nd, ext, src, &books, &accts, s, &seq) < 0)
 			return perror("writer-bench: changing the tree"), -1;
@@ -243,6 +265,9 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 			return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), -1;
 		ms[s] = ms_since(&t0);
 		*bytes += st.bytes_new;
+		if (trace)
+			fprintf(trace, "%ld %.1f %zu %llu\n", s, ms[s], nd,
+				(unsigned long long)st.bytes_new);
 	}
 	return 0;
 }
@@ -254,13 +279,27 @@ int main(int argc, char **argv)
 	amber_archive *a = NULL;
 	amber_writer *w = NULL;
 	char id[AMBER_OID_HEXSZ + 1];
-	long seconds = argc >= 4 ? strtol(argv[3], NULL, 10) : 0;
-	double *ms = seconds > 0 ? calloc((size_t)seconds, sizeof(*ms)) : NULL;
+	long seconds;
+	double *ms;
 	uint64_t bytes = 0;
 	struct timespec t0;
+	int opt;
 
+	while ((opt = getopt(argc, argv, "pt:")) != -1) {
+		if (opt == 'p')
+			paced = 1;
+		else if (opt == 't' && !(trace = fopen(optarg, "w")))
+			return perror(optarg), 1;
+		else if (opt != 't')
+			return 2;
+	}
+	argc -= optind - 1;
+	argv += optind - 1;
+	seconds = argc >= 4 ? strtol(argv[3], NULL, 10) : 0;
+	ms = seconds > 0 ? calloc((size_t)seconds, sizeof(*ms)) : NULL;
 	if (argc < 4 || argc > 6 || !ms)
-		return fprintf(stderr, "usage: writer-bench ARCHIVE SRC SECONDS [SEED [LEDGER]]\n"), 2;
+		return fprintf(stderr, "usage: writer-bench [-p] [-t TRACE] ARCHIVE SRC SECONDS "
+			       "[SEED [LEDGER]]\n"), 2;
 	if (argc == 6 && load_stream(argv[5]) < 0)
 		return perror(argv[5]), 1;
 	seed = argc >= 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
@@ -276,11 +315,14 @@ int main(int argc, char **argv)
 	if (run(w, argv[2], seconds, ms, &bytes) < 0)
 		return 1;
 	qsort(ms, (size_t)seconds, sizeof(*ms), dbl_cmp);
-	printf("writer-bench: %ld snapshots, one per second of changes: p50 %.1f ms  p99 %.1f ms  "
-	       "max %.1f ms  mean %.0f bytes added\n", seconds, ms[seconds / 2],
+	printf("writer-bench: %ld snapshots (%s), one per second of changes: p50 %.1f ms  p99 %.1f ms  "
+	       "max %.1f ms  mean %.0f bytes added\n", seconds, paced ? "paced" : "back to back",
+	       ms[seconds / 2],
 	       ms[(seconds * 99 + 99) / 100 - 1], ms[seconds - 1], (double)bytes / (double)seconds);
 	amber_writer_close(w);
 	amber_archive_free(a);
+	if (trace)
+		fclose(trace);
 	free(ms);
 	return 0;
 }

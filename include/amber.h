@@ -898,7 +898,11 @@ int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
  * Changes involving hard-linked files make the snapshot a whole walk.
  * Once the snapshot is published, packs are consolidated as
  * amber_snapshot_create() does (see amber_archive_repack()), so a session
- * that snapshots every second keeps O(log n) packs.
+ * that snapshots every second keeps O(log n) packs; the merge runs on a
+ * thread of the session (holding the writer lock while it merges), so it
+ * does not delay the next snapshot, and the session's warn callback may be
+ * called from that thread.  amber_writer_close() waits for a merge in
+ * progress.
  * Stats are the tree's totals (files, dirs, bytes) and this snapshot's
  * work (bytes_read, bytes_new, objects_new, errors).
  * @param id_out  the new commit id, or the tip's when nothing changed

@@ -16,7 +16,8 @@
  *  - with the archive unlocked: every record, manifest, fan-out list and
  *    chunk index authenticates and decodes and matches its tree (through
  *    the ordinary reader, so exactly what a reader would serve is checked),
- *    file sizes match their chunks, and with read_data every chunk decodes;
+ *    file sizes match their chunks, and with read_data every chunk decodes
+ *    (each distinct chunk once, on worker threads, in pack order);
  *  - a local high-water mark per stream (in the user's cache directory)
  *    turns a ref moved back ("rollback") or onto another history
  *    ("rewritten history") into a problem; a clean run moves the marks.
@@ -72,7 +73,7 @@ typedef struct amber_verify_stats {
 	uint64_t objects;            /**< git objects read and hashed */
 	uint64_t bytes;              /**< bytes of those objects */
 	uint64_t files, dirs;        /**< entries walked (with the key) */
-	uint64_t data_bytes;         /**< file bytes decoded (read_data) */
+	uint64_t data_bytes;         /**< file bytes decoded (read_data), each chunk once */
 	uint64_t problems;           /**< callback calls */
 	int keyed;                   /**< 1 if the keyed checks ran */
 	int marks_updated;           /**< 1 if the high-water marks moved */
@@ -86,9 +87,15 @@ typedef struct amber_verify_stats {
 	 *  key): its slots and config are not authenticated; 'amberfs key
 	 *  seal' adds it.  Not a problem. */
 	int meta_unauthenticated;
+	/* Added with AMBER_VERIFY_OPTS_VERSION 2.  amber_verify() fills them in
+	 * only when its options say version 2 or later: a caller built against
+	 * version 1 (or passing NULL options) has a struct that ends here. */
+	uint64_t chunks;             /**< distinct chunks decoded (read_data), each once */
+	uint64_t chunk_bytes;        /**< their bytes in the archive */
+	unsigned threads;            /**< threads that decoded them */
 } amber_verify_stats;
 
-#define AMBER_VERIFY_OPTS_VERSION 1
+#define AMBER_VERIFY_OPTS_VERSION 2
 
 /**
  * Options for amber_verify().  Initialise with AMBER_VERIFY_OPTS_INIT; every
@@ -114,13 +121,20 @@ typedef struct amber_verify_opts {
 	/** Progress, at most ~10 times a second: objects and bytes so far. */
 	void (*progress)(const amber_verify_stats *sofar, void *payload);
 	void *payload;
+	/* Version 2: */
+	/** Threads reading and hashing the snapshots' blobs, and decoding
+	 *  chunks with read_data (the calling thread is one of them); 0: one
+	 *  per online CPU.  Callbacks are only ever called on the calling
+	 *  thread. */
+	int threads;
 } amber_verify_opts;
 
 #define AMBER_VERIFY_OPTS_INIT {.version = AMBER_VERIFY_OPTS_VERSION}
 
 /**
  * Check archive `a` (see the top of this header for what is checked).
- * @param stats  receives the counters (may be NULL)
+ * @param stats  receives the counters (may be NULL); the fields added in
+ *               version 2 only if opts->version >= 2
  * @param opts   NULL for the defaults
  * @return 0 if the checks ran (stats->problems says whether anything was
  *         found), or an error code if they could not run at all (AMBER_EINVAL

@@ -1856,6 +1856,12 @@ struct amber_writer {
 	size_t nsuspects;
 	struct tailmark *tails;    /* settled chunks of append-only files (a cache) */
 	size_t ntails;
+	/* Consolidation beside the writer (writer_repack): one thread, started
+	   by the first snapshot; bg_* under bg_mu. */
+	pthread_t bg;
+	int bg_started, bg_want, bg_stop;
+	pthread_mutex_t bg_mu;
+	pthread_cond_t bg_cv;
 };
 
 /* How many leading chunks of the stored version `oid` of path end at a
@@ -3047,17 +3053,62 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 }
 
 /*
- * A session consolidates packs as a CLI snapshot does (snap_repack): after
- * the snapshot is published, lock still held, once several small packs have
- * gathered.  Without it a capture every second leaves 86,400 packs a day.
+ * A session consolidates packs as a CLI snapshot does (snap_repack), so that
+ * a capture every second does not leave a pack every second; but beside the
+ * writer, on a thread of its own, so that a merge (up to the rollover size,
+ * seconds for the largest) never delays the next snapshot.  The thread holds
+ * the writer lock while it merges (the lock is counted: the session's
+ * snapshots take it too), so other processes stay out as they do during a
+ * CLI snapshot.  Running beside a snapshot is safe for the reasons a repack
+ * beside a reader is (repack.c): packs are only added by the snapshot and
+ * only removed by the merge once their objects are durable in the merged
+ * pack, and a read that misses rescans the packs.
  */
-static void writer_repack(amber_writer *w)
+static void writer_merge(amber_writer *w)
 {
+	amber_store *store = w->a->store;
 	amber_repack_stats st;
 
-	if (amber_repack_locked(&st, w->a->store, AMBER_REPACK_LAZY) < 0 && w->o.snap.warn)
-		w->o.snap.warn(amber_store_path(w->a->store), amber_error_last(),
-			       w->o.snap.payload);
+	/* Another process holding the lock: the next snapshot asks again. */
+	if (amber_store_lock(store) < 0)
+		return;
+	if (amber_repack_locked(&st, store, AMBER_REPACK_LAZY) < 0 && w->o.snap.warn)
+		w->o.snap.warn(amber_store_path(store), amber_error_last(), w->o.snap.payload);
+	amber_store_unlock(store);
+}
+
+static void *writer_bg(void *arg)
+{
+	amber_writer *w = arg;
+
+	pthread_mutex_lock(&w->bg_mu);
+	for (;;) {
+		while (!w->bg_want && !w->bg_stop)
+			pthread_cond_wait(&w->bg_cv, &w->bg_mu);
+		if (!w->bg_want)
+			break;
+		w->bg_want = 0;
+		pthread_mutex_unlock(&w->bg_mu);
+		writer_merge(w);
+		pthread_mutex_lock(&w->bg_mu);
+	}
+	pthread_mutex_unlock(&w->bg_mu);
+	return NULL;
+}
+
+/* Ask the consolidation thread for a pass; without the thread, merge here. */
+static void writer_repack(amber_writer *w)
+{
+	pthread_mutex_lock(&w->bg_mu);
+	if (!w->bg_started && pthread_create(&w->bg, NULL, writer_bg, w) == 0)
+		w->bg_started = 1;
+	w->bg_want = 1;
+	pthread_cond_signal(&w->bg_cv);
+	pthread_mutex_unlock(&w->bg_mu);
+	if (!w->bg_started) {
+		w->bg_want = 0;
+		writer_merge(w);
+	}
 }
 
 int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
@@ -3129,6 +3180,8 @@ int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc < 0)
 		return rc;
+	pthread_mutex_init(&w->bg_mu, NULL);
+	pthread_cond_init(&w->bg_cv, NULL);
 	w->a = a;
 	w->o = *opts;
 	w->src = strdup(src);
@@ -3151,6 +3204,14 @@ int amber_writer_close(amber_writer *w)
 
 	if (!w)
 		return 0;
+	pthread_mutex_lock(&w->bg_mu);
+	w->bg_stop = 1;	/* a pass asked for still runs: the last snapshot's */
+	pthread_cond_signal(&w->bg_cv);
+	pthread_mutex_unlock(&w->bg_mu);
+	if (w->bg_started)
+		pthread_join(w->bg, NULL);
+	pthread_mutex_destroy(&w->bg_mu);
+	pthread_cond_destroy(&w->bg_cv);
 	if (w->files && w->chunks && w->files_path[0] &&
 	    (amber_kvmap_save(w->files, w->files_path, FILES_MAGIC, (const uint8_t *)w->a->id) < 0 ||
 	     amber_kvmap_save(w->chunks, w->chunks_path, CHUNKS_MAGIC,

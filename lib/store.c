@@ -66,7 +66,9 @@ struct amber_store {
 	pthread_mutex_t mu;	/* protects repo (refs, config) */
 	git_repository *repo;
 	git_odb *odb;		/* thread-safe; used without mu */
+	pthread_mutex_t lock_mu; /* protects lock_fd, lock_refs */
 	int lock_fd;		/* writer lock, -1 if not held */
+	int lock_refs;		/* holders in this process (threads of one writer) */
 	uint64_t rollover;	/* pack size that starts a new pack; 0: PACK_ROLLOVER */
 	amber_packset *packs;	/* the odb's pack backend, owned by odb */
 };
@@ -229,6 +231,7 @@ static int store_new(amber_store **out, const char *path, git_repository *repo)
 	s->repo = repo;
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->lock_mu, NULL);
 	rc = amber_odb_open(&s->odb, &s->packs, git_repository_path(repo));
 	if (rc == 0 && git_repository_set_odb(repo, s->odb) < 0)
 		rc = git_fail(AMBER_ERROR, "%s: cannot open object database", path);
@@ -342,10 +345,12 @@ void amber_store_free(amber_store *s)
 {
 	if (!s)
 		return;
-	amber_store_unlock(s);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
 	git_odb_free(s->odb);
 	git_repository_free(s->repo);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->lock_mu);
 	free(s->path);
 	free(s);
 }
@@ -1615,14 +1620,12 @@ static void clear_stale_tmp(amber_store *s)
 	free(dir);
 }
 
-int amber_store_lock(amber_store *s)
+static int lock_take(amber_store *s)
 {
 	char *path;
 	size_t line;
 	int fd, broken;
 
-	if (s->lock_fd >= 0)
-		return 0;
 	path = path_join(s->path, LOCK_NAME);
 	if (!path)
 		return amber_fail(AMBER_ERROR, "out of memory");
@@ -1644,26 +1647,46 @@ int amber_store_lock(amber_store *s)
 		return rc;
 	}
 	free(path);
-	s->lock_fd = fd;
 	/* Refused before any work: the write would fail at its ref update. */
 	pthread_mutex_lock(&s->mu);
 	broken = packed_refs_broken(s, &line);
 	pthread_mutex_unlock(&s->mu);
 	if (broken) {
-		amber_store_unlock(s);
+		close(fd);
 		return packed_refs_refused(s, NULL, line);
 	}
 	lock_note_pid(fd);
-	clear_stale_tmp(s);
+	clear_stale_tmp(s);	/* no holder in this process: nothing of ours is there */
+	s->lock_fd = fd;
 	return 0;
+}
+
+/*
+ * Counted: a writer session's snapshot and its consolidation thread may
+ * hold the lock at once; the file lock goes with the last of them.
+ */
+int amber_store_lock(amber_store *s)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s->lock_mu);
+	if (s->lock_fd < 0)
+		rc = lock_take(s);
+	if (rc == 0)
+		s->lock_refs++;
+	pthread_mutex_unlock(&s->lock_mu);
+	return rc;
 }
 
 void amber_store_unlock(amber_store *s)
 {
-	if (s->lock_fd < 0)
-		return;
-	close(s->lock_fd);
-	s->lock_fd = -1;
+	pthread_mutex_lock(&s->lock_mu);
+	if (s->lock_fd >= 0 && --s->lock_refs <= 0) {
+		close(s->lock_fd);
+		s->lock_fd = -1;
+		s->lock_refs = 0;
+	}
+	pthread_mutex_unlock(&s->lock_mu);
 }
 
 /* Hex ---------------------------------------------------------------------------- */
@@ -1802,6 +1825,110 @@ int amber_store_check_packs(amber_store *s,
 	closedir(d);
 	free(dir);
 	return rc < 0 ? rc : n;
+}
+
+/* Pack positions (verify reads objects in file order) --------------------------------- */
+
+#define IDX_HEAD (8 + 256 * 4)
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+struct idx_map {
+	uint8_t *d;		/* the whole .idx */
+	size_t len;
+	uint32_t n;		/* objects */
+};
+
+static int idx_load(struct idx_map *m, const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC), ok = 0;
+
+	m->d = NULL;
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &st) == 0 && st.st_size >= IDX_HEAD + 40 && st.st_size < ((off_t)1 << 31) &&
+	    (m->d = malloc((size_t)st.st_size)) &&
+	    pread(fd, m->d, (size_t)st.st_size, 0) == st.st_size &&
+	    memcmp(m->d, "\377tOc\0\0\0\2", 8) == 0) {
+		m->len = (size_t)st.st_size;
+		m->n = get_be32(m->d + IDX_HEAD - 4);
+		ok = (uint64_t)m->len >= IDX_HEAD + 28 * (uint64_t)m->n + 40;
+	}
+	close(fd);
+	if (!ok) {
+		free(m->d);
+		m->d = NULL;
+	}
+	return ok;
+}
+
+/* Offset of oid in the index, or 0 if it is not there (no object lies at 0). */
+static uint64_t idx_find(const struct idx_map *m, const uint8_t oid[20])
+{
+	const uint8_t *names = m->d + IDX_HEAD, *offs = names + 24 * (size_t)m->n;
+	uint32_t lo = oid[0] ? get_be32(m->d + 8 + 4 * (oid[0] - 1)) : 0;
+	uint32_t hi = get_be32(m->d + 8 + 4 * oid[0]);
+	uint64_t off, big;
+
+	if (hi > m->n || lo > hi)
+		return 0;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = memcmp(names + 20 * (size_t)mid, oid, 20);
+
+		if (c == 0) {
+			off = get_be32(offs + 4 * (size_t)mid);
+			if (!(off & 0x80000000u))
+				return off;
+			big = IDX_HEAD + 28 * (uint64_t)m->n + 8 * (off & 0x7fffffffu);
+			if (big + 8 > m->len - 40)
+				return 0;
+			return (uint64_t)get_be32(m->d + big) << 32 | get_be32(m->d + big + 4);
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+int amber_store_pack_positions(amber_packpos *pos, amber_store *s, const uint8_t *oids,
+			       size_t n)
+{
+	char *dir = path_join(s->path, "objects/pack");
+	DIR *d = dir ? opendir(dir) : NULL;
+	struct dirent *de;
+	uint32_t pack = 0;
+
+	memset(pos, 0, n * sizeof(*pos));
+	if (!dir)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	while (d && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct idx_map m;
+		char *p;
+
+		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
+		    strcmp(de->d_name + len - 4, ".idx") != 0 || !(p = path_join(dir, de->d_name)))
+			continue;
+		if (idx_load(&m, p)) {
+			pack++;
+			for (size_t i = 0; i < n; i++)
+				if (!pos[i].pack && (pos[i].off = idx_find(&m, oids + 20 * i)))
+					pos[i].pack = pack;
+			free(m.d);
+		}
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	free(dir);
+	return 0;
 }
 
 /* Push ------------------------------------------------------------------------------ */

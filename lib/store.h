@@ -182,6 +182,24 @@ int amber_store_check_packs(amber_store *s,
 			    void (*cb)(const char *file, const char *message, void *payload),
 			    void *payload);
 
+/** Where an object lies: pack file number (from 1; 0 = in no pack) and offset. */
+typedef struct amber_packpos {
+	uint32_t pack;
+	uint64_t off;
+} amber_packpos;
+
+/**
+ * Find where each of the n objects `oids` (20 bytes each) lies in the pack
+ * files, so that a caller can read them in file order: sorted by (pack,
+ * off), each pack is read front to back.  pos[i] is {0, 0} for an object in
+ * no pack (loose or missing).  Only the order depends on it: reads still go
+ * through amber_store_read, so an index that cannot be read just leaves its
+ * objects at {0, 0}.
+ * @return 0, or AMBER_ERROR (out of memory).
+ */
+int amber_store_pack_positions(amber_packpos *pos, amber_store *s, const uint8_t *oids,
+			       size_t n);
+
 /**
  * Push refs `names[0..n)` (each to the same name) to `url`, never forcing.
  * A local path that does not exist is first created as a bare repository
@@ -201,6 +219,10 @@ int amber_store_push(uint64_t *updated, int *created, amber_store *s, const char
  * the kernel if the process dies).  Also clears stale temporary files of
  * dead writers.  Refused while packed-refs has a malformed line: every
  * write ends in a ref update that would be refused (amber_store_ref_update).
+ * The lock is counted within the process: threads of one writer (a
+ * session's snapshot and its consolidation) may each take it, and each
+ * amber_store_unlock() gives back one hold; the file lock and the clearing
+ * of temporary files go with the first and last holder.
  * @return 0, AMBER_ELOCKED, or AMBER_ECORRUPT (packed-refs).
  */
 int amber_store_lock(amber_store *s);

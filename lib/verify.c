@@ -4,15 +4,22 @@
  * Three passes, each reporting problems through the caller's callback and
  * going on after them, so one run names everything that is wrong:
  *
- * 1. Structure (no key).  Every pack's checksum; then every object
+ * 1. Structure (no key).  Every pack's checksum (on a thread of its own
+ *    from the start, as is the passphrase's key derivation for pass 2;
+ *    the checksums' problems are still reported first); every object
  *    reachable from refs/heads/, refs/tags/ and refs/amberfs/meta is read
  *    through the store and hashed (the read path itself does not check
  *    SHA-1: frames authenticate reads; here we want to know about damage
  *    before anyone reads).  Objects are visited once (`seen`, which keeps
  *    whether each was good), so shared subtrees cost nothing the second
- *    time.  Along the way: trees parse, each stream is a first-parent
- *    chain with strictly decreasing Amberfs-Time going back, snapshot
- *    commits have amberfs's author/committer lines, blobs under snapshot
+ *    time.  The blobs of snapshot trees, nearly all of the archive's
+ *    bytes, are only listed during the walk and then read and hashed on
+ *    worker threads in pack order (verify_data.c); the walk's problems are
+ *    held meanwhile and merged with the blobs' in the order a walk that
+ *    read each blob on the spot would give.  Along the way: trees parse,
+ *    each stream is a first-parent chain with strictly decreasing
+ *    Amberfs-Time going back, snapshot commits have amberfs's
+ *    author/committer lines, blobs under snapshot
  *    trees are frames whose mode ('E'/'P') agrees with the config, the
  *    config and the key slots are well-formed, and signatures verify
  *    against the pinned public key.
@@ -24,9 +31,19 @@
  *
  * 3. Contents (key).  Each snapshot is opened and walked through the
  *    ordinary reader API (amber_snapshot_open, amber_dir_open, the chunk
- *    index, amber_file_read with read_data), so exactly what a reader
+ *    index, amber_chunk_get with read_data), so exactly what a reader
  *    would serve is what gets checked, with the paths that use each bad
  *    object.  Directories and files already checked are skipped by id.
+ *
+ *    With read_data the walk does not decode chunks as it meets them: it
+ *    collects each distinct chunk once (keyed by all the reader checks),
+ *    and verify_data.c decodes them all on worker threads in pack order.
+ *    The walk's problems are held meanwhile.  If every chunk decodes,
+ *    the walk went exactly as a decoding walk would have, and the held
+ *    problems are passed on; if one fails, they are dropped and the walk
+ *    runs again, decoding inline what did not pass (with the path in the
+ *    message), so a damaged chunk is reported in the same words, for the
+ *    same snapshots and paths, as when every walk decoded on its own.
  *
  * High-water marks: CACHE/<archive id>/verified-<stream> holds the tip the
  * last clean run saw.  A tip that does not descend from it is a rollback
@@ -49,16 +66,18 @@
 #include "manifest.h"
 #include "file.h"
 #include "history.h"
-#include "prefetch.h"
 #include "record.h"
 #include "sign.h"
 #include "store.h"
+#include "verify_data.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,7 +169,7 @@ typedef struct vctx {
 	amber_archive *a;
 	const amber_verify_opts *o;
 	amber_verify_stats st;
-	oidset seen;            /* objects read and hashed: flag 2 = bad */
+	oidset seen;            /* objects read and hashed: flag 2 = bad, 3 = listed */
 	oidset dirs_ok, files_ok;
 	oidset chunks_ok;       /* chunks decoded and authenticated (--read-data) */
 	struct stream *streams;
@@ -172,6 +191,32 @@ typedef struct vctx {
 	/* unsigned snapshots above signed history, judged once the key is known */
 	struct unsigned_above { uint8_t oid[20]; char stream[AMBER_STREAM_MAX + 1]; } *ua;
 	size_t nua;
+	/* blobs of snapshot trees, listed by the structure walk */
+	int defer;
+	amber_vblob *blobs;
+	size_t nblobs, blobs_cap;
+	/* read_data: the chunks to decode (see the top of the file) */
+	int collect;            /* the walk queues chunks instead of decoding them */
+	oidset chunks_queued;   /* link ids of jobs[] */
+	amber_vjob *jobs;
+	size_t njobs, jobs_cap;
+	uint64_t data_base;     /* data_bytes before the decoding run */
+	/* problems held while the walk only collects */
+	int hold;
+	struct held { int kind; char object[41]; char *snap, *path, *msg; } *held;
+	size_t nheld, held_cap;
+	/* Started at once on threads of their own (amber_verify): the pack
+	 * checksums, whose problems come first, and the passphrase's key
+	 * derivation for each slot.  Each thread writes only its own fields
+	 * until it is joined. */
+	pthread_t packs_tid, kdf_tid;
+	int packs_started, kdf_started, packs_done;
+	int packs_rc;
+	char *packs_err;        /* the message of a packs_rc < 0 */
+	struct packmsg { char *file, *msg; } *pm;
+	size_t npm;
+	amber_keys *slot_keys[AMBER_MAX_SLOTS];
+	int slot_rc[AMBER_MAX_SLOTS];
 } vctx;
 
 static int64_t mono_ns(void)
@@ -197,6 +242,71 @@ static void progress(vctx *v)
 
 static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
 		    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Keep a copy of p to pass on later; 0, or -1 (out of memory: pass it on now). */
+static int hold(vctx *v, const amber_verify_problem *p)
+{
+	struct held *h;
+
+	if (v->nheld == v->held_cap) {
+		size_t cap = v->held_cap ? v->held_cap * 2 : 16;
+		struct held *n = realloc(v->held, cap * sizeof(*n));
+
+		if (!n)
+			return -1;
+		v->held = n;
+		v->held_cap = cap;
+	}
+	h = &v->held[v->nheld];
+	h->kind = p->kind;
+	snprintf(h->object, sizeof(h->object), "%s", p->object);
+	h->snap = strdup(p->snapshot);
+	h->path = strdup(p->path);
+	h->msg = strdup(p->message);
+	if (!h->snap || !h->path || !h->msg) {
+		free(h->snap);
+		free(h->path);
+		free(h->msg);
+		return -1;
+	}
+	v->nheld++;
+	return 0;
+}
+
+/* Pass a held problem on (give = 1) or drop it (it was counted when held). */
+static void give_held(vctx *v, struct held *h, int give)
+{
+	amber_verify_problem p = {h->kind, h->object, h->snap, h->path, h->msg};
+
+	if (give && v->o->problem)
+		v->o->problem(&p, v->o->payload);
+	free(h->snap);
+	free(h->path);
+	free(h->msg);
+}
+
+/* Take the held problems out of v (*n of them); stop holding. */
+static struct held *take_held(vctx *v, size_t *n)
+{
+	struct held *h = v->held;
+
+	*n = v->nheld;
+	v->held = NULL;
+	v->nheld = v->held_cap = 0;
+	v->hold = 0;
+	return h;
+}
+
+/* Pass the held problems on (give = 1) or drop them; stop holding. */
+static void release_held(vctx *v, int give)
+{
+	size_t n;
+	struct held *h = take_held(v, &n);
+
+	for (size_t i = 0; i < n; i++)
+		give_held(v, &h[i], give);
+	free(h);
+}
+
 static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, const char *path,
 		    const char *fmt, ...)
 {
@@ -215,6 +325,8 @@ static void problem(vctx *v, int kind, const uint8_t *oid, const char *snap, con
 	p.path = path ? path : "";
 	p.message = msg;
 	v->st.problems++;
+	if (v->hold && hold(v, &p) == 0)
+		return;
 	if (v->o->problem)
 		v->o->problem(&p, v->o->payload);
 }
@@ -298,6 +410,36 @@ static void check_frame(vctx *v, const uint8_t *d, size_t len, const uint8_t oid
 		v->frames_p++;
 }
 
+/* List blob oid for the threads (flag 3 until then); 0, or -2 out of memory. */
+static int defer_blob(vctx *v, const uint8_t oid[20], const char *snap)
+{
+	amber_vblob *b;
+	uint8_t *flag;
+
+	if (oidset_find(&v->seen, oid, 0))
+		return 0;
+	if (v->nblobs == v->blobs_cap) {
+		size_t cap = v->blobs_cap ? v->blobs_cap * 2 : 1024;
+
+		if (!(b = realloc(v->blobs, cap * sizeof(*b)))) {
+			amber_fail(AMBER_ERROR, "out of memory");
+			return -2;
+		}
+		v->blobs = b;
+		v->blobs_cap = cap;
+	}
+	if (!(flag = oidset_find(&v->seen, oid, 1)))
+		return -2;
+	*flag = 3;
+	b = &v->blobs[v->nblobs];
+	memset(b, 0, sizeof(*b));
+	memcpy(b->at.oid, oid, 20);
+	snprintf(b->snap, sizeof(b->snap), "%s", snap ? snap : "");
+	b->seq = v->nblobs++;
+	b->held_at = v->nheld;
+	return 0;
+}
+
 static int walk_tree(vctx *v, const uint8_t oid[20], const char *snap, int frames, int depth);
 
 static int walk_entries(vctx *v, const amber_tparsed *t, size_t n, const char *snap,
@@ -309,6 +451,10 @@ static int walk_entries(vctx *v, const amber_tparsed *t, size_t n, const char *s
 	for (size_t i = 0; rc >= 0 && i < n; i++) {
 		if (t[i].mode == AMBER_GIT_MODE_TREE) {
 			rc = walk_tree(v, t[i].oid, snap, frames, depth + 1);
+			continue;
+		}
+		if (frames && v->defer) {
+			rc = defer_blob(v, t[i].oid, snap);
 			continue;
 		}
 		amber_buf_init(&b, MAX_OBJECT);
@@ -1153,12 +1299,15 @@ static int unlock_checked(vctx *v)
 	amber_keys *good = NULL;
 	int opened = 0;
 
+	if (v->kdf_started) {
+		pthread_join(v->kdf_tid, NULL);
+		v->kdf_started = 0;
+	}
 	for (size_t i = 0; i < a->nslots; i++) {
-		amber_keys *k = NULL;
-		int rc = amber_slot_open(&k, a->slots[i], a->slot_len[i], AMBER_SLOT_PASSPHRASE,
-					 v->o->passphrase, v->o->passphrase_len, a->weak_kdf_ok);
+		amber_keys *k = v->slot_keys[i];
 
-		if (rc < 0)
+		v->slot_keys[i] = NULL;
+		if (v->slot_rc[i] < 0)
 			continue;
 		opened++;
 		if (!key_authenticates(v, k)) {
@@ -1223,11 +1372,36 @@ static const uint8_t *link_id(uint8_t id[20], const amber_link *l, uint8_t kind,
 	return id;
 }
 
+/* A job for chunk c (link id `id`), unless one is queued already. */
+static int queue_chunk(vctx *v, const amber_chunkref *c, const uint8_t id[20])
+{
+	uint8_t *flag = oidset_find(&v->chunks_queued, id, 0);
+
+	if (flag)
+		return 0;
+	if (v->njobs == v->jobs_cap) {
+		size_t cap = v->jobs_cap ? v->jobs_cap * 2 : 1024;
+		amber_vjob *j = realloc(v->jobs, cap * sizeof(*j));
+
+		if (!j)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		v->jobs = j;
+		v->jobs_cap = cap;
+	}
+	if (!oidset_find(&v->chunks_queued, id, 1))
+		return AMBER_ERROR;
+	memset(&v->jobs[v->njobs], 0, sizeof(v->jobs[0]));
+	v->jobs[v->njobs].link = c->link;
+	v->jobs[v->njobs].len = c->len;
+	v->njobs++;
+	return 0;
+}
+
 /*
- * Decode and authenticate every chunk of a file, each distinct chunk once
- * in the whole run: a ledger that grew in every snapshot shares all but its
- * last chunks with its earlier versions.  The next chunks are queued for
- * the read-ahead worker, so decoding runs on two cores.
+ * Every chunk of a file, each distinct chunk once in the whole run (a
+ * ledger that grew in every snapshot shares all but its last chunks with
+ * its earlier versions): queued for the decoding run while collecting,
+ * else decoded here.
  */
 static int read_chunks(vctx *v, const amber_chunkref *c, size_t n, const char *path)
 {
@@ -1237,11 +1411,14 @@ static int read_chunks(vctx *v, const amber_chunkref *c, size_t n, const char *p
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		amber_cobj *o = NULL;
 
-		for (size_t k = i + 1; k < n && k < i + 4; k++)
-			if (!oidset_find(&v->chunks_ok, link_id(id, &c[k].link, 'c', c[k].len, NULL), 0))
-				amber_archive_prefetch(v->a, &c[k].link, c[k].len);
 		if (oidset_find(&v->chunks_ok, link_id(id, &c[i].link, 'c', c[i].len, NULL), 0))
 			continue;
+		if (v->collect) {
+			rc = queue_chunk(v, &c[i], id);
+			continue;
+		}
+		if (!oidset_find(&v->chunks_queued, id, 0))
+			v->st.chunks++;
 		rc = amber_chunk_get(&o, v->a, &c[i].link, c[i].len, path);
 		amber_cache_release(v->a->cache, o);
 		if (rc == 0 && !oidset_find(&v->chunks_ok, id, 1))
@@ -1429,12 +1606,276 @@ static void walk_contents(vctx *v, const struct stream *st)
 	amber_error_clear();
 }
 
-/* ---- the run ---------------------------------------------------------------------------- */
+/* ---- the keyed pass ------------------------------------------------------------------------ */
+
+static void keyed_walks(vctx *v)
+{
+	for (size_t i = 0; i < v->nstreams; i++) {
+		check_index(v, &v->streams[i]);
+		walk_contents(v, &v->streams[i]);
+	}
+}
+
+static void data_progress(const amber_vdata_stats *d, void *payload)
+{
+	vctx *v = payload;
+
+	v->st.chunks = d->done;
+	v->st.chunk_bytes = d->raw_bytes;
+	v->st.data_bytes = v->data_base + d->plain_bytes;
+	progress(v);
+}
+
+/* Decode the queued chunks; 1 if every one passed (they join chunks_ok). */
+static int decode_queued(vctx *v)
+{
+	amber_vdata_stats d = {0};
+	int threads = v->o->version >= 2 ? v->o->threads : 0;
+
+	v->data_base = v->st.data_bytes;
+	if (amber_vdata_run(&d, v->a, v->jobs, v->njobs, threads > 0 ? (unsigned)threads : 0,
+			    data_progress, v) < 0) {
+		amber_error_clear();
+		oidset_dispose(&v->chunks_queued); /* the walk below decodes (and counts) */
+		return 0;
+	}
+	v->st.threads = d.threads;
+	for (size_t i = 0; i < v->njobs; i++) {
+		uint8_t id[20];
+
+		if (v->jobs[i].rc == 0 &&
+		    !oidset_find(&v->chunks_ok, link_id(id, &v->jobs[i].link, 'c', v->jobs[i].len,
+							NULL), 1))
+			return 0;
+	}
+	return d.failed == 0;
+}
+
+/*
+ * With read_data: walk collecting chunks (problems held), decode them all,
+ * then either pass the problems on or, if a chunk failed, walk again
+ * decoding inline (see the top of the file).
+ */
+static void keyed_pass(vctx *v)
+{
+	uint64_t problems = v->st.problems, files = v->st.files, dirs = v->st.dirs;
+
+	v->st.keyed = 1;
+	if (!v->o->read_data) {
+		keyed_walks(v);
+		return;
+	}
+	v->collect = v->hold = 1;
+	keyed_walks(v);
+	v->collect = 0;
+	if (decode_queued(v)) {
+		release_held(v, 1);
+		return;
+	}
+	release_held(v, 0);
+	v->st.problems = problems;
+	v->st.files = files;
+	v->st.dirs = dirs;
+	oidset_dispose(&v->dirs_ok);
+	oidset_dispose(&v->files_ok);
+	keyed_walks(v);
+}
+
+/* ---- work started at once --------------------------------------------------------------- */
 
 static void pack_problem(const char *file, const char *message, void *payload)
 {
-	problem(payload, AMBER_VERIFY_CORRUPT, NULL, NULL, NULL, "%s: %s", file, message);
+	vctx *v = payload;
+	struct packmsg *m = realloc(v->pm, (v->npm + 1) * sizeof(*m));
+
+	if (!m)
+		return;
+	v->pm = m;
+	m[v->npm].file = strdup(file);
+	m[v->npm].msg = strdup(message);
+	v->npm++;
 }
+
+static void *packs_main(void *p)
+{
+	vctx *v = p;
+
+	v->packs_rc = amber_store_check_packs(v->a->store, pack_problem, v);
+	if (v->packs_rc < 0)
+		v->packs_err = strdup(amber_error_last());
+	amber_error_clear();
+	return NULL;
+}
+
+/* The slots opened with the passphrase; unlock_checked judges them. */
+static void *kdf_main(void *p)
+{
+	vctx *v = p;
+	amber_archive *a = v->a;
+
+	for (size_t i = 0; i < a->nslots; i++)
+		v->slot_rc[i] = amber_slot_open(&v->slot_keys[i], a->slots[i], a->slot_len[i],
+						AMBER_SLOT_PASSPHRASE, v->o->passphrase,
+						v->o->passphrase_len, a->weak_kdf_ok);
+	amber_error_clear();
+	return NULL;
+}
+
+/* Start them (or, if no thread can be had, do them now). */
+static void start_early(vctx *v)
+{
+	v->packs_started = pthread_create(&v->packs_tid, NULL, packs_main, v) == 0;
+	if (!v->packs_started)
+		packs_main(v);
+	if (v->o->no_key || !v->o->passphrase || !amber_archive_needs_key(v->a))
+		return;
+	v->kdf_started = pthread_create(&v->kdf_tid, NULL, kdf_main, v) == 0;
+	if (!v->kdf_started)
+		kdf_main(v);
+}
+
+/* Wait for the pack checksums and report (give = 1) or drop their problems. */
+static int packs_join(vctx *v, int give)
+{
+	if (v->packs_started)
+		pthread_join(v->packs_tid, NULL);
+	v->packs_started = 0;
+	v->packs_done = 1;
+	for (size_t i = 0; i < v->npm; i++) {
+		if (give)
+			problem(v, AMBER_VERIFY_CORRUPT, NULL, NULL, NULL, "%s: %s",
+				v->pm[i].file ? v->pm[i].file : "?",
+				v->pm[i].msg ? v->pm[i].msg : "out of memory");
+		free(v->pm[i].file);
+		free(v->pm[i].msg);
+	}
+	free(v->pm);
+	v->pm = NULL;
+	v->npm = 0;
+	if (v->packs_rc < 0)
+		return amber_fail(v->packs_rc, "%s", v->packs_err ? v->packs_err : "out of memory");
+	return 0;
+}
+
+/* packs_join, once: the pack checksums' problems and rc. */
+static int finish_packs(vctx *v)
+{
+	return v->packs_done ? 0 : packs_join(v, 1);
+}
+
+/* Join whatever is still running (an early return) and free what is left. */
+static void stop_early(vctx *v)
+{
+	if (!v->packs_done)
+		packs_join(v, 0);
+	free(v->packs_err);
+	if (v->kdf_started)
+		pthread_join(v->kdf_tid, NULL);
+	v->kdf_started = 0;
+	for (size_t i = 0; i < AMBER_MAX_SLOTS; i++)
+		amber_keys_free(v->slot_keys[i]);
+}
+
+/* What obj_get and check_frame would have said of blob b, read on the spot. */
+static void blob_result(vctx *v, const amber_vblob *b)
+{
+	uint8_t *flag = oidset_find(&v->seen, b->at.oid, 0);
+	const uint8_t *oid = b->at.oid;
+
+	*flag = 2;
+	if (b->rc == AMBER_ENOTFOUND) {
+		problem(v, AMBER_VERIFY_MISSING, oid, b->snap, NULL, "blob: object is missing");
+		return;
+	}
+	if (b->rc < 0) {
+		problem(v, AMBER_VERIFY_CORRUPT, oid, b->snap, NULL, "blob: object is corrupt (%s)",
+			b->msg ? b->msg : "out of memory");
+		return;
+	}
+	v->st.objects++;
+	v->st.bytes += b->len;
+	if (!b->hash_ok) {
+		problem(v, AMBER_VERIFY_CORRUPT, oid, b->snap, NULL,
+			"blob: object is corrupt: its content does not hash to its id");
+		return;
+	}
+	if (b->type != AMBER_GIT_BLOB) {
+		problem(v, AMBER_VERIFY_MALFORMED, oid, b->snap, NULL,
+			"blob: a %s where a %s belongs", gittype_name(b->type),
+			gittype_name(AMBER_GIT_BLOB));
+		return;
+	}
+	*flag = 1;
+	if (!b->frame)
+		problem(v, AMBER_VERIFY_MALFORMED, oid, b->snap, NULL,
+			"blob: not an amberfs format 1 object frame");
+	else if (b->frame == 'E')
+		v->frames_e++;
+	else
+		v->frames_p++;
+}
+
+static void blob_progress(const amber_vdata_stats *d, void *payload)
+{
+	vctx *v = payload;
+	amber_verify_stats keep = v->st;
+
+	v->st.objects += d->done;
+	v->st.bytes += d->raw_bytes;
+	progress(v);
+	v->st = keep;
+}
+
+static int by_seq(const void *x, const void *y)
+{
+	const amber_vblob *a = x, *b = y;
+
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/*
+ * Read and hash the listed blobs on the threads, then report them and the
+ * held problems in the order of the walk.  @return 0, or an error if the
+ * threads could not be set up (out of memory).
+ */
+static int check_blobs(vctx *v)
+{
+	amber_vdata_stats d = {0};
+	int threads = v->o->version >= 2 ? v->o->threads : 0;
+	size_t n, k = 0;
+	struct held *h;
+	int rc = amber_vblob_run(&d, v->a, v->blobs, v->nblobs, MAX_OBJECT,
+				 threads > 0 ? (unsigned)threads : 0, blob_progress, v);
+	int packs, give = 1;
+
+	/* The pack checksums' problems come first, as when they were checked
+	 * first; if the packs could not be checked at all, nothing else would
+	 * have been: the walk's problems are dropped. */
+	h = take_held(v, &n);
+	if ((packs = finish_packs(v)) < 0) {
+		rc = packs;
+		give = 0;
+	}
+	if (v->nblobs)
+		qsort(v->blobs, v->nblobs, sizeof(*v->blobs), by_seq);
+	for (size_t i = 0; i < v->nblobs; i++) {
+		while (k < n && k < v->blobs[i].held_at)
+			give_held(v, &h[k++], give);
+		if (rc == 0)
+			blob_result(v, &v->blobs[i]);
+		free(v->blobs[i].msg);
+	}
+	while (k < n)
+		give_held(v, &h[k++], give);
+	free(h);
+	free(v->blobs);
+	v->blobs = NULL;
+	v->nblobs = v->blobs_cap = 0;
+	progress(v);
+	return rc;
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
 
 static void check_config_vs_objects(vctx *v)
 {
@@ -1450,17 +1891,19 @@ static void check_config_vs_objects(vctx *v)
 			v->frames_p);
 }
 
+/* The pack checksums run on their own thread meanwhile (start_early). */
 static int structure_pass(vctx *v)
 {
-	int rc = amber_store_check_packs(v->a->store, pack_problem, v);
-
 	size_t line = 0;
-	int bad;
+	int rc, bad;
 
-	if (rc >= 0)
-		rc = amber_store_ref_foreach(v->a->store, "refs/*", ref_cb, v);
-	if (rc < 0)
-		return rc;
+	v->hold = 1;    /* until check_blobs, which puts the packs' problems first */
+	rc = amber_store_ref_foreach(v->a->store, "refs/*", ref_cb, v);
+	if (rc < 0) {
+		bad = finish_packs(v);
+		release_held(v, bad == 0);
+		return bad < 0 ? bad : rc;
+	}
 	if ((bad = amber_store_packed_refs_bad(v->a->store, &line)) > 0)
 		problem(v, AMBER_VERIFY_MALFORMED, NULL, NULL, NULL,
 			"packed-refs has %d malformed line%s (the first is line %zu), skipped: the "
@@ -1468,10 +1911,15 @@ static int structure_pass(vctx *v)
 			bad == 1 ? "" : "s", line);
 	check_meta(v);
 	v->st.streams = v->nstreams;
+	v->defer = 1;
 	for (size_t i = 0; rc == 0 && i < v->nstreams; i++)
 		rc = walk_stream(v, &v->streams[i]);
 	if (rc == 0)
 		rc = check_tags(v);
+	v->defer = 0;
+	bad = check_blobs(v);
+	if (rc == 0)
+		rc = bad;
 	for (size_t i = 0; i < v->nstreams; i++)
 		check_mark(v, &v->streams[i]);
 	check_config_vs_objects(v);
@@ -1514,20 +1962,19 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	if (amber_opts_check(opts, AMBER_VERIFY_OPTS_VERSION, "amber_verify_opts",
 			     "AMBER_VERIFY_OPTS_INIT") < 0)
 		return AMBER_EINVAL;
+	if (opts && opts->version >= 2 && opts->threads < 0)
+		return amber_fail(AMBER_EINVAL, "amber_verify_opts.threads is %d: give 0 (one "
+				  "per online CPU) or a positive count", opts->threads);
 	v.a = a;
 	v.o = opts ? opts : &none;
 	v.cfg_encrypted = -1;
 	pin_public_key(&v);
 	if (!v.o->no_marks && !(v.mark_dir = amber_archive_cache_dir(a)))
 		return AMBER_ERROR;
+	start_early(&v);
 	rc = structure_pass(&v);
-	if (rc == 0 && want_keyed(&v)) {
-		v.st.keyed = 1;
-		for (size_t i = 0; i < v.nstreams; i++) {
-			check_index(&v, &v.streams[i]);
-			walk_contents(&v, &v.streams[i]);
-		}
-	}
+	if (rc == 0 && want_keyed(&v))
+		keyed_pass(&v);
 	for (size_t i = 0; rc == 0 && i < v.nua; i++)
 		judge_unsigned(&v, &v.ua[i]);
 	if (rc == 0)
@@ -1536,14 +1983,19 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 		rc = marks_save(&v);
 		v.st.marks_updated = rc == 0;
 	}
+	stop_early(&v);
 	if (v.o->progress)
 		v.o->progress(&v.st, v.o->payload);
+	/* A caller built against version 1 has a struct that ends before chunks. */
 	if (stats)
-		*stats = v.st;
+		memcpy(stats, &v.st, opts && opts->version >= 2 ? sizeof(v.st) :
+		       offsetof(amber_verify_stats, chunks));
 	oidset_dispose(&v.seen);
 	oidset_dispose(&v.dirs_ok);
 	oidset_dispose(&v.files_ok);
 	oidset_dispose(&v.chunks_ok);
+	oidset_dispose(&v.chunks_queued);
+	free(v.jobs);
 	free(v.ua);
 	free(v.streams);
 	free(v.tags);

@@ -553,6 +553,32 @@ Test(hostile, chunk_under_another_mac_is_not_served_from_the_cache)
 	free(pb);
 }
 
+/* A chunk that fails to decode (its parent names another mac) goes through
+ * verify's decoding threads: the same report with one thread and four. */
+Test(hostile, chunk_under_another_mac_is_reported_alike_by_one_and_four_threads)
+{
+	char *arch = other_mac_archive();
+	char *out[2];
+	const char *threads[2] = {"1", "4"};
+
+	for (int i = 0; i < 2; i++) {
+		run_result r;
+		amber(&r, "verify", arch, "--read-data", "--threads", threads[i], NULL);
+		cr_assert_eq(r.status, 1, "verify --threads %s: exit %d: %s%s", threads[i], r.status,
+			     r.out, r.err);
+		char *summary = strstr(r.out, "verify: 1 problem;");
+		cr_assert(summary, "one problem, then the summary: %s", r.out);
+		out[i] = xasprintf("%.*s", (int)(summary - r.out), r.out);
+		run_result_dispose(&r);
+	}
+	cr_assert_str_eq(out[0], out[1], "the same report with 1 and 4 threads");
+	cr_assert(strstr(out[0], "authentication: file data fails: ") &&
+		  strstr(out[0], "; path /b_badmac\n"), "names the file: %s", out[0]);
+	cr_assert(!strstr(out[0], "a_good"), "the good file is not reported: %s", out[0]);
+	free(out[0]);
+	free(out[1]);
+}
+
 /* ------------------------------------------------------------------ */
 /* A snapshot served under another identity                            */
 

@@ -201,9 +201,9 @@ Test(repack, long_history_keeps_log_n_packs_and_every_snapshot_restores)
  * second.
  */
 #ifdef __SANITIZE_ADDRESS__
-#define SESSION_N 200
+#define SESSION_N 100
 #else
-#define SESSION_N 400
+#define SESSION_N 200
 #endif
 
 Test(repack, a_writer_session_keeps_log_n_packs_and_its_snapshots_restore)

@@ -552,3 +552,126 @@ Test(verify, coldsync_interrupted_then_rerun_verifies)
 	char *head = git_ok(cold, NULL, "rev-parse", "refs/heads/main", NULL);
 	cr_assert_str_eq(head, id);
 }
+
+/* ------------------------------------------------------------------ */
+/* --read-data: each distinct chunk once, on worker threads            */
+
+/* `verify --read-data --json [--threads N]` of a clean archive: its summary line. */
+static char *json_summary(const char *arch, const char *threads)
+{
+	run_result r;
+	amber(&r, "verify", arch, "--read-data", "--json", threads ? "--threads" : NULL, threads,
+	      NULL);
+	assert_ok(&r, "verify --read-data --json");
+	char **objs = NULL;
+	size_t n = json_lines(r.out, &objs);
+	cr_assert_gt(n, 0, "no JSON from verify --json: %s", r.out);
+	char *last = objs[n - 1];
+	for (size_t i = 0; i + 1 < n; i++)
+		free(objs[i]);
+	free(objs);
+	cr_assert(json_valid(last), "not JSON: %s", last);
+	char *type = json_get(last, "type", NULL);
+	cr_assert(type && !strcmp(type, "summary"), "the last line is the summary: %s", r.out);
+	free(type);
+	run_result_dispose(&r);
+	return last;
+}
+
+Test(verify, read_data_decodes_each_distinct_chunk_once_however_many_snapshots_share_it)
+{
+	char s1[41], s2[41], id[41], *src = NULL;
+	char *arch = two_snapshots(s1, s2, &src);
+	char *one = json_summary(arch, NULL);
+	long long chunks = json_get_ll(one, "chunks"), data = json_get_ll(one, "data_bytes");
+	cr_assert_gt(chunks, 4, "the 5 MiB file alone has several chunks: %s", one);
+	cr_assert_gt(json_get_ll(one, "archive_bytes"), 5 << 20, "%s", one);
+	cr_assert_gt(json_get_ll(one, "chunk_bytes"), 5 << 20, "%s", one);
+	/* four more snapshots that change one small file each: four new chunks;
+	 * decoding per snapshot would decode the big file's chunks four more times */
+	long long added = 0;
+	for (int i = 3; i <= 6; i++) {
+		char *text = xasprintf("CONTENTMARKER version %d\n", i);
+		write_str(pjoin(src, "NAMEMARKER_notes.txt"), text);
+		added += (long long)strlen(text);
+		amber_snapshot_ok(id, arch, src, NULL);
+		free(text);
+	}
+	char *six = json_summary(arch, NULL);
+	cr_assert_eq(json_get_ll(six, "snapshots"), 6, "%s", six);
+	cr_assert_eq(json_get_ll(six, "chunks"), chunks + 4, "each distinct chunk once: %s", six);
+	cr_assert_eq(json_get_ll(six, "data_bytes"), data + added, "%s", six);
+	cr_assert_eq(json_get_ll(six, "problems"), 0);
+	/* the rates, and the threads: one per CPU by default, else as asked */
+	char *rate = json_get(six, "archive_mib_per_s", NULL), *drate = json_get(six,
+		"data_mib_per_s", NULL);
+	cr_assert(rate && drate, "the summary gives both rates: %s", six);
+	free(rate);
+	free(drate);
+	cr_assert_eq(json_get_ll(six, "threads"), sysconf(_SC_NPROCESSORS_ONLN), "%s", six);
+	char *three = json_summary(arch, "3");
+	cr_assert_eq(json_get_ll(three, "threads"), 3, "%s", three);
+	cr_assert_eq(json_get_ll(three, "chunks"), chunks + 4, "%s", three);
+	run_result r;
+	amber(&r, "verify", arch, "--read-data", NULL);
+	assert_ok(&r, "verify --read-data");
+	cr_assert(strstr(r.out, "of archive checked in") && strstr(r.out, "of file data in") &&
+		  strstr(r.out, "chunks decoded ("), "the summary gives both rates: %s", r.out);
+	run_result_dispose(&r);
+	free(one);
+	free(six);
+	free(three);
+}
+
+/* The report of `verify --read-data --threads N` without its timing (the last line). */
+static char *problems_with_threads(const char *arch, const char *threads, int *status)
+{
+	run_result r;
+	amber(&r, "verify", arch, "--read-data", "--threads", threads, NULL);
+	*status = r.status;
+	char *end = strrchr(r.out, '\n');
+	while (end && end > r.out && end[-1] != '\n')
+		end--;
+	char *report = xasprintf("%.*s", end ? (int)(end - r.out) : 0, r.out);
+	cr_assert(strstr(r.out, "verify: "), "no summary: %s%s", r.out, r.err);
+	run_result_dispose(&r);
+	return report;
+}
+
+Test(verify, corrupt_chunk_is_reported_alike_with_one_thread_and_four)
+{
+	char s1[41], s2[41];
+	char *arch = two_snapshots(s1, s2, NULL);
+	/* a chunk of the big file: the blob entries of its chunk tree ("c00000000"...) */
+	char *spec = xasprintf("%s:", s2);
+	char *ls = git_ok(arch, NULL, "ls-tree", "-r", spec, NULL);
+	char oid[41] = "";
+	for (char *l = strtok(ls, "\n"); l && !oid[0]; l = strtok(NULL, "\n")) {
+		char mode[8], type[8], o[41], name[512];
+		if (sscanf(l, "%7s %7s %40s\t%511s", mode, type, o, name) == 4 &&
+		    strstr(name, "/c00000001"))
+			memcpy(oid, o, 41);
+	}
+	cr_assert(oid[0], "no second chunk of the big file in the tree");
+	long long off, psize;
+	char *pack = locate(arch, oid, &off, &psize);
+	int fd = open(pack, O_RDWR);
+	cr_assert(fd >= 0);
+	unsigned char c;
+	off += psize / 2;
+	cr_assert(pread(fd, &c, 1, off) == 1);
+	c ^= 0x20;
+	cr_assert(pwrite(fd, &c, 1, off) == 1);
+	close(fd);
+	int st1, st4;
+	char *one = problems_with_threads(arch, "1", &st1);
+	char *four = problems_with_threads(arch, "4", &st4);
+	cr_assert_eq(st1, 1, "verify --threads 1 exits 1: %s", one);
+	cr_assert_eq(st4, 1, "verify --threads 4 exits 1: %s", four);
+	cr_assert_str_eq(one, four, "the same report with 1 and 4 threads");
+	cr_assert(strstr(one, oid), "the report names the bad chunk %s:\n%s", oid, one);
+	cr_assert(strstr(one, "; path /big"), "and the file that uses it:\n%s", one);
+	cr_assert(strstr(one, s1) && strstr(one, s2), "in both snapshots:\n%s", one);
+	free(one);
+	free(four);
+}

@@ -1,7 +1,11 @@
 /* amber_verify() on a clean archive and on damaged ones. */
 #include "libfix.h"
 
+#include "archive.h"
+#include "store.h"
+
 #include <dirent.h>
+#include <inttypes.h>
 #include <sodium.h>
 
 static void setup(void)
@@ -184,4 +188,113 @@ Test(verify, a_flipped_byte_no_read_uses_is_still_found_in_the_index)
 	cr_assert_eq(pr.kinds[0], AMBER_VERIFY_CORRUPT);
 	cr_assert_not_null(strstr(pr.first, "pack index"), "message: %s", pr.first);
 	amber_archive_free(b);
+}
+
+/* Six snapshots of nine small files, one of which changes each time: 14
+ * distinct chunks, each decoded once whatever the thread count. */
+Test(verify, read_data_decodes_each_distinct_chunk_once_on_any_number_of_threads)
+{
+	amber_archive *a = fix_archive(0);
+	char id[AMBER_OID_HEXSZ + 1], name[32], text[64];
+	uint64_t bytes = strlen("verify me\n");
+	static const int threads[] = {1, 4, 0};
+
+	for (int i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "src/f%d", i);
+		snprintf(text, sizeof(text), "file %d, first version\n", i);
+		put_file(name, text);
+		bytes += strlen(text);
+	}
+	fix_snapshot(id, a, 1);
+	for (int s = 2; s <= 6; s++) {
+		snprintf(text, sizeof(text), "file 0, version %d\n", s);
+		put_file("src/f0", text);
+		bytes += strlen(text);
+		fix_snapshot(id, a, s);
+	}
+	for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+		amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
+		amber_verify_stats st;
+		amber_counters before, after;
+		struct problems pr = {0};
+
+		o.read_data = 1;
+		o.no_marks = 1;
+		o.threads = threads[t];
+		o.problem = on_problem;
+		o.payload = &pr;
+		amber_archive_counters(a, &before);
+		OK(amber_verify(&st, a, &o));
+		amber_archive_counters(a, &after);
+		cr_assert_eq(pr.n, 0, "problem on a clean archive: %s", pr.first);
+		cr_assert_eq(st.snapshots, 6);
+		cr_assert_eq(st.chunks, 14, "%d threads: %" PRIu64 " chunks checked, not 14",
+			     threads[t], st.chunks);
+		cr_assert_eq(after.chunks_decoded - before.chunks_decoded, 14,
+			     "%d threads: %" PRIu64 " decodes for 14 distinct chunks", threads[t],
+			     after.chunks_decoded - before.chunks_decoded);
+		cr_assert_eq(st.data_bytes, bytes);
+		cr_assert_gt(st.chunk_bytes, bytes, "a frame is larger than its plaintext");
+		cr_assert_eq(st.threads, threads[t] ? (unsigned)threads[t] :
+			     (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+	}
+	amber_archive_free(a);
+}
+
+/* A version-1 caller's stats end before the version-2 fields: they are not written. */
+Test(verify, a_version_1_caller_gets_only_the_version_1_stats)
+{
+	amber_archive *a = fix_archive(0);
+	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
+	amber_verify_stats st;
+	char id[AMBER_OID_HEXSZ + 1];
+
+	fix_snapshot(id, a, 1);
+	o.version = 1;
+	o.read_data = 1;
+	o.no_marks = 1;
+	memset(&st, 0xa5, sizeof(st));
+	OK(amber_verify(&st, a, &o));
+	cr_assert_eq(st.data_bytes, strlen("verify me\n"));
+	cr_assert_eq(st.chunks, 0xa5a5a5a5a5a5a5a5u, "written past a version-1 struct");
+	cr_assert_eq(st.threads, 0xa5a5a5a5u);
+	o.version = 2;
+	o.threads = -1;
+	cr_assert_eq(amber_verify(&st, a, &o), AMBER_EINVAL);
+	amber_archive_free(a);
+}
+
+/* verify reads in pack order: a commit's position is its entry in the pack
+ * (a type-1 entry header at that offset); an unknown id has none. */
+Test(verify, pack_positions_point_at_the_objects_entries)
+{
+	amber_archive *a = fix_archive(0);
+	char id[AMBER_OID_HEXSZ + 1], path[8192];
+	uint8_t oids[40], head;
+	amber_packpos pos[2];
+	uint8_t buf[4096];
+	int fd = open(at("src/big"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	/* incompressible data: the snapshot's pack is the largest */
+	cr_assert_geq(fd, 0);
+	for (int i = 0; i < 64; i++) {
+		randombytes_buf(buf, sizeof(buf));
+		cr_assert_eq(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	}
+	close(fd);
+	fix_snapshot(id, a, 1);
+	cr_assert_eq(amber_oid_fromhex(oids, id), 0);
+	memset(oids + 20, 0x5a, 20);
+	OK(amber_store_pack_positions(pos, a->store, oids, 2));
+	cr_assert_gt(pos[0].pack, 0, "the snapshot commit is in a pack");
+	cr_assert_geq(pos[0].off, 12, "after the pack header");
+	cr_assert_eq(pos[1].pack, 0, "an id in no pack has no position");
+	cr_assert_eq(pos[1].off, 0);
+	largest(path, ".pack");
+	fd = open(path, O_RDONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pread(fd, &head, 1, (off_t)pos[0].off), 1);
+	close(fd);
+	cr_assert_eq((head >> 4) & 7, 1, "a commit entry starts at the position (0x%02x)", head);
+	amber_archive_free(a);
 }
