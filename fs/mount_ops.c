@@ -145,6 +145,36 @@ static void fill_param(struct mnt *m, const struct mnt_node *n, struct fuse_entr
 
 /* Lookup and forget ---------------------------------------------------------- */
 
+/*
+ * The format nests directories at most 1024 levels deep; older writers went
+ * deeper, and restore follows them down to AMBER_RESTORE_MAX_DEPTH.  The
+ * mount serves what restore restores: a directory deeper than that is EIO
+ * (a hostile archive can nest without end), and the rest is served.
+ */
+#define MNT_DEPTH_MAX AMBER_RESTORE_MAX_DEPTH
+
+/* Whether child `ce` of directory `p` (a root's children are at level 1) is
+ * a directory nested deeper than MNT_DEPTH_MAX. */
+static int too_deep(const struct mnt_node *p, const amber_entry *ce)
+{
+	size_t level = 1;
+
+	if (ce->type != AMBER_T_DIR)
+		return 0;
+	for (; p->kind == MK_ENTRY && level <= MNT_DEPTH_MAX; p = p->parent)
+		level++;
+	return level > MNT_DEPTH_MAX;
+}
+
+/* (The path would not fit a log line: name the snapshot and the level.) */
+static int deep_errno(struct mnt *m, const struct mnt_node *p, const char *name)
+{
+	mnt_log(m, "snapshot %s: directory '%s' at level %d: directories nested more than %d "
+		"levels deep (malformed or forged archive), not followed", p->snap->id, name,
+		MNT_DEPTH_MAX + 1, MNT_DEPTH_MAX);
+	return EIO;
+}
+
 /* A child of a snapshot directory, from its (cached) listing. */
 static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 			struct mnt_node **out)
@@ -152,7 +182,7 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL};
 	const amber_entry *ce;
 	amber_dir *d;
-	int err;
+	int err, deep = 0;
 
 	if ((*out = mnt_node_find(m, p, name)))
 		return 0;
@@ -160,13 +190,15 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 	if (err)
 		return err;
 	ce = amber_dir_lookup(d, name, strlen(name));
-	if (ce) {
+	if (ce && (deep = too_deep(p, ce)) == 0) {
 		amber_entry_dup(&info.e, ce); /* NULL (ENOMEM below) on failure */
 		info.st_ino = amber_entry_ino(m->a, ce);
 	}
 	mnt_dir_put(m, p, d);
 	if (!ce)
 		return ENOENT;
+	if (deep)
+		return deep_errno(m, p, name);
 	if (!info.e)
 		return ENOMEM;
 	info.snap = p->snap;
@@ -420,7 +452,8 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 
 		if (!rd_fits(r, ce->name))
 			break;
-		if (r->plus && !(n = rd_child(r, ce, st.st_ino)))
+		/* a too deep directory is listed, but only a lookup (EIO) tells */
+		if (r->plus && !too_deep(r->dir, ce) && !(n = rd_child(r, ce, st.st_ino)))
 			return r->used ? 0 : ENOMEM;
 		rd_add(r, ce->name, &st, n, (off_t)(i + 3));
 	}

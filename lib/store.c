@@ -30,6 +30,7 @@
 #include "store.h"
 
 #include "error.h"
+#include "store_odb.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -48,7 +49,7 @@
 #include <unistd.h>
 
 #include <git2.h>
-#include <git2/sys/odb_backend.h>
+#include <git2/sys/repository.h>
 #include <openssl/evp.h>
 #include <zlib.h>
 
@@ -69,8 +70,7 @@ struct amber_store {
 	int lock_fd;		/* writer lock, -1 if not held */
 	int lock_refs;		/* holders in this process (threads of one writer) */
 	uint64_t rollover;	/* pack size that starts a new pack; 0: PACK_ROLLOVER */
-	char **idx_ok;		/* pack indexes found sane (idx_check); under mu */
-	size_t nidx_ok;
+	amber_packset *packs;	/* the odb's pack backend, owned by odb */
 };
 
 /* Errors ----------------------------------------------------------------- */
@@ -223,26 +223,18 @@ static void put_be32(uint8_t *p, uint32_t v)
 
 /* Open, init, free -------------------------------------------------------- */
 
-static int idx_check_all(amber_store *s);
+static int refused_fail(amber_store *s, const char *missing);
 
-/* Pack indexes `from` found sane need no second look (twin stores). */
-static int idx_inherit(amber_store *s, amber_store *from)
-{
-	int rc = 0;
-
-	pthread_mutex_lock(&from->mu);
-	if (from->nidx_ok && !(s->idx_ok = calloc(from->nidx_ok, sizeof(*s->idx_ok))))
-		rc = amber_fail(AMBER_ERROR, "out of memory");
-	for (size_t i = 0; rc == 0 && i < from->nidx_ok; i++, s->nidx_ok++)
-		if (!(s->idx_ok[i] = strdup(from->idx_ok[i])))
-			rc = amber_fail(AMBER_ERROR, "out of memory");
-	pthread_mutex_unlock(&from->mu);
-	return rc;
-}
-
+/*
+ * The repository reads objects through our odb (store_odb.c), whose pack
+ * backend checks every pack index before libgit2 is given its pack, at
+ * open and whenever a pack appears later.  A damaged index found at open
+ * refuses the archive.
+ */
 static int store_new(amber_store **out, const char *path, git_repository *repo)
 {
 	amber_store *s = calloc(1, sizeof(*s));
+	int rc;
 
 	if (!s || !(s->path = strdup(path))) {
 		free(s);
@@ -253,15 +245,12 @@ static int store_new(amber_store **out, const char *path, git_repository *repo)
 	s->lock_fd = -1;
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->lock_mu, NULL);
-	if (git_repository_odb(&s->odb, repo) < 0) {
-		int rc = git_fail(AMBER_ERROR, "%s: cannot open object database", path);
-
-		amber_store_free(s);
-		return rc;
-	}
-	if (idx_check_all(s) < 0) {
-		int rc = amber_error_code();
-
+	rc = amber_odb_open(&s->odb, &s->packs, git_repository_path(repo));
+	if (rc == 0 && git_repository_set_odb(repo, s->odb) < 0)
+		rc = git_fail(AMBER_ERROR, "%s: cannot open object database", path);
+	if (rc == 0)
+		rc = refused_fail(s, NULL);
+	if (rc < 0) {
 		amber_store_free(s);
 		return rc;
 	}
@@ -370,44 +359,32 @@ int amber_store_open(amber_store **out, const char *path)
  * every object database that names the pack by the same path, and keeps
  * it while any of them is open: a twin naming objects/ as the archive's
  * store does would hand the walk the store's own handles, whose pages
- * stay mapped as long as the archive is open.  "objects/." names the same
- * directory by another path, so the twin's packs are its own and are
+ * stay mapped as long as the archive is open.  "ARCHIVE/./objects" names the
+ * same directory by another path, so the twin's packs are its own and are
  * unmapped when it is freed.  (Were libgit2 to share them anyway, reads
  * would still be correct; only the walk's memory would grow again, which
  * itest_history_scale catches.)
  */
 int amber_store_open_twin(amber_store **out, amber_store *s)
 {
-	char *objects = path_join(s->path, "objects/.");
+	char *gitdir = path_join(s->path, ".");
 	amber_store *t = calloc(1, sizeof(*t));
-	git_odb_backend *packs = NULL, *loose = NULL;
-	int rc = 0;
+	int rc;
 
 	*out = NULL;
-	if (!objects || !t || !(t->path = strdup(s->path))) {
-		free(objects);
+	if (!gitdir || !t || !(t->path = strdup(s->path))) {
+		free(gitdir);
 		free(t);
 		return amber_fail(AMBER_ERROR, "out of memory opening %s", s->path);
 	}
 	t->lock_fd = -1;
 	pthread_mutex_init(&t->mu, NULL);
-	if (git_odb_new(&t->odb) < 0 || git_odb_backend_pack(&packs, objects) < 0 ||
-	    git_odb_add_backend(t->odb, packs, 2) < 0)
-		rc = git_fail(AMBER_ERROR, "%s: cannot open object database", s->path);
-	else if ((packs = NULL, git_odb_backend_loose(&loose, objects, -1, 0, 0, 0) < 0) ||
-		 git_odb_add_backend(t->odb, loose, 1) < 0)
-		rc = git_fail(AMBER_ERROR, "%s: cannot open object database", s->path);
-	else
-		loose = NULL;
-	if (packs)
-		packs->free(packs);
-	if (loose)
-		loose->free(loose);
+	pthread_mutex_init(&t->lock_mu, NULL);
+	/* the same checked pack backend as the store's, under the other path */
+	rc = amber_odb_open(&t->odb, &t->packs, gitdir);
 	if (rc == 0)
-		rc = idx_inherit(t, s);
-	if (rc == 0 && idx_check_all(t) < 0)
-		rc = amber_error_code();
-	free(objects);
+		rc = refused_fail(t, NULL);
+	free(gitdir);
 	if (rc < 0) {
 		amber_store_free(t);
 		return rc;
@@ -426,9 +403,6 @@ void amber_store_free(amber_store *s)
 	git_repository_free(s->repo);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->lock_mu);
-	for (size_t i = 0; i < s->nidx_ok; i++)
-		free(s->idx_ok[i]);
-	free(s->idx_ok);
 	free(s->path);
 	free(s);
 }
@@ -463,13 +437,18 @@ static int from_git_type(git_object_t t)
 	}
 }
 
-/* A failed read is corruption unless the object is missing or we are. */
-static int read_fail(int err, const char *hex)
+/*
+ * A failed read is corruption unless the object is missing or we are.  A
+ * missing object may be in a pack that was refused: then say which, and
+ * the archive is corrupt rather than the object merely absent.
+ */
+static int read_fail(amber_store *s, int err, const char *hex)
 {
 	const git_error *e = git_error_last();
 
 	if (err == GIT_ENOTFOUND)
-		return amber_fail(AMBER_ENOTFOUND, "object %s not found", hex);
+		return refused_fail(s, hex) < 0 ? amber_error_code()
+			: amber_fail(AMBER_ENOTFOUND, "object %s not found", hex);
 	if (e && (e->klass == GIT_ERROR_NOMEMORY || e->klass == GIT_ERROR_OS))
 		return git_fail(AMBER_ERROR, "object %s", hex);
 	return git_fail(AMBER_ECORRUPT, "object %s is unreadable", hex);
@@ -483,7 +462,7 @@ static int read_check_size(amber_store *s, const git_oid *id, const char *hex, s
 	int err = git_odb_read_header(&len, &t, s->odb, id);
 
 	if (err < 0)
-		return read_fail(err, hex);
+		return read_fail(s, err, hex);
 	if (len > max)
 		return amber_fail(AMBER_ECORRUPT, "object %s: %zu bytes, more than the %zu allowed",
 				  hex, len, max);
@@ -502,7 +481,7 @@ static int read_once(amber_buf *out, int *type_out, amber_store *s, const git_oi
 		return err;
 	err = git_odb_read(&obj, s->odb, id);
 	if (err < 0)
-		return read_fail(err, hex);
+		return read_fail(s, err, hex);
 	len = git_odb_object_size(obj);
 	type = from_git_type(git_odb_object_type(obj));
 	if (!type || len > max)
@@ -547,13 +526,38 @@ int amber_store_exists(amber_store *s, const uint8_t oid[20])
 	return git_odb_exists(s->odb, &id) ? 1 : 0;
 }
 
+/*
+ * The odb's refresh is our pack backend's scan: new packs are checked
+ * before they are loaded, removed ones let go.  A writer does not build on
+ * an archive with a damaged pack, so a refused one fails the refresh.
+ */
 int amber_store_refresh(amber_store *s)
 {
-	if (idx_check_all(s) < 0)
-		return amber_error_code();
 	if (git_odb_refresh(s->odb) < 0)
 		return git_fail(AMBER_ERROR, "%s: cannot rescan pack files", s->path);
-	return 0;
+	return refused_fail(s, NULL);
+}
+
+/*
+ * 0 if no pack index was refused, else AMBER_ECORRUPT naming the first one
+ * and the fix; `missing` is the object a read did not find (NULL: open or
+ * refresh).
+ */
+static int refused_fail(amber_store *s, const char *missing)
+{
+	static const char fix[] = "rebuild it with 'git index-pack' from its .pack, or copy it "
+				  "from a replica";
+	char name[256];
+
+	if (!amber_packset_refused(s->packs, name, sizeof(name)))
+		return 0;
+	if (missing)
+		return amber_fail(AMBER_ECORRUPT, "object %s not found: %s/objects/pack/%s was not "
+				  "read, it is damaged (an object's offset lies outside its pack): %s",
+				  missing, s->path, name, fix);
+	return amber_fail(AMBER_ECORRUPT, "%s/objects/pack/%s is damaged (an object's offset lies "
+			  "outside its pack), and reading through it would crash: %s", s->path,
+			  name, fix);
 }
 
 void amber_store_hash(uint8_t oid[20], int type, const void *data, size_t len)
@@ -1268,6 +1272,8 @@ int amber_store_ref_read(uint8_t oid[20], amber_store *s, const char *name)
 	size_t line;
 	int err;
 
+	/* a reader polls its refs: let go of packs a consolidation removed */
+	amber_packset_rescan_due(s->packs);
 	pthread_mutex_lock(&s->mu);
 	err = git_reference_name_to_id(&id, s->repo, name);
 	if (err < 0 && packed_refs_broken(s, &line))
@@ -1873,141 +1879,14 @@ int amber_store_check_packs(amber_store *s,
 	return rc < 0 ? rc : n;
 }
 
-/* Pack index sanity ------------------------------------------------------------------ */
+/* Pack positions (verify reads objects in file order) --------------------------------- */
 
-/*
- * libgit2 1.5 takes a pack index's offsets on trust: an offset past the end
- * of its pack makes it read beyond the end of the mapped file and die of
- * SIGBUS (the bit-flip sweep found it: one flipped byte of an offset
- * killed verify, restore and the mount).  So before libgit2 is given a
- * pack (store open, amber_store_refresh), its version-2 index is checked:
- * its size matches its object count, and every offset, 32- or 64-bit,
- * lies between the pack's header and its trailing checksum.  A damaged
- * index makes the archive refuse to open, naming the file and the fix
- * (git rebuilds an index from its pack).  Each pack is checked once per
- * store: packs are immutable and named by their checksum.
- */
 #define IDX_HEAD (8 + 256 * 4)
-#define IDX_BATCH 4096
 
 static uint32_t get_be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
-
-/* Offsets of n objects at `at` in the index; large ones index the table at `big`. */
-static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig,
-			  uint64_t packsize)
-{
-	uint8_t buf[IDX_BATCH * 4], b8[8];
-
-	for (uint32_t i = 0; i < n; i += IDX_BATCH) {
-		uint32_t k = n - i < IDX_BATCH ? n - i : IDX_BATCH;
-
-		if (pread(fd, buf, (size_t)k * 4, at + (off_t)i * 4) != (ssize_t)k * 4)
-			return 0;
-		for (uint32_t j = 0; j < k; j++) {
-			uint64_t off = get_be32(buf + 4 * j);
-
-			if (off & 0x80000000u) {
-				if ((off &= 0x7fffffffu) >= nbig ||
-				    pread(fd, b8, 8, big + (off_t)off * 8) != 8)
-					return 0;
-				off = (uint64_t)get_be32(b8) << 32 | get_be32(b8 + 4);
-			}
-			if (off < 12 || off >= packsize - 20)
-				return 0;
-		}
-	}
-	return 1;
-}
-
-/* 1 if pack-X.idx in dir is sane for its pack (or has no pack: nothing reads it). */
-static int idx_sane(const char *dir, const char *name)
-{
-	char *idx = path_join(dir, name), *pack = idx ? malloc(strlen(idx) + 2) : NULL;
-	uint8_t head[IDX_HEAD];
-	struct stat ist, pst;
-	int fd = -1, ok = 0;
-
-	if (!pack)
-		goto done;
-	memcpy(pack, idx, strlen(idx) - 3);
-	memcpy(pack + strlen(idx) - 3, "pack", 5); /* pack-X.idx -> pack-X.pack */
-	if (stat(pack, &pst) < 0) {
-		ok = 1;
-		goto done;
-	}
-	fd = open(idx, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fstat(fd, &ist) < 0 || pst.st_size < 32 || ist.st_size < IDX_HEAD + 40 ||
-	    pread(fd, head, IDX_HEAD, 0) != IDX_HEAD || memcmp(head, "\377tOc\0\0\0\2", 8))
-		goto done;
-	uint64_t n = get_be32(head + IDX_HEAD - 4), fixed = IDX_HEAD + 28 * n + 40;
-
-	if ((uint64_t)ist.st_size < fixed || ((uint64_t)ist.st_size - fixed) % 8)
-		goto done;
-	ok = idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
-			    ((uint64_t)ist.st_size - fixed) / 8, (uint64_t)pst.st_size);
-done:
-	if (fd >= 0)
-		close(fd);
-	free(pack);
-	free(idx);
-	return ok;
-}
-
-static int idx_known(amber_store *s, const char *name)
-{
-	for (size_t i = 0; i < s->nidx_ok; i++)
-		if (strcmp(s->idx_ok[i], name) == 0)
-			return 1;
-	return 0;
-}
-
-static int idx_remember(amber_store *s, const char *name)
-{
-	char **v = realloc(s->idx_ok, (s->nidx_ok + 1) * sizeof(*v));
-
-	if (!v)
-		return amber_fail(AMBER_ERROR, "out of memory");
-	s->idx_ok = v;
-	if (!(v[s->nidx_ok] = strdup(name)))
-		return amber_fail(AMBER_ERROR, "out of memory");
-	s->nidx_ok++;
-	return 0;
-}
-
-static int idx_check_all(amber_store *s)
-{
-	char *dir = path_join(s->path, "objects/pack");
-	DIR *d = dir ? opendir(dir) : NULL;
-	struct dirent *de;
-	int rc = dir ? 0 : amber_fail(AMBER_ERROR, "out of memory");
-
-	pthread_mutex_lock(&s->mu);
-	while (d && rc == 0 && (de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-
-		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
-		    strcmp(de->d_name + len - 4, ".idx") != 0 || idx_known(s, de->d_name))
-			continue;
-		if (!idx_sane(dir, de->d_name))
-			rc = amber_fail(AMBER_ECORRUPT,
-					"%s/objects/pack/%s is damaged (an object's offset lies "
-					"outside its pack), and reading through it would crash: "
-					"rebuild it with 'git index-pack' from its .pack, or copy it "
-					"from a replica", s->path, de->d_name);
-		else
-			rc = idx_remember(s, de->d_name);
-	}
-	pthread_mutex_unlock(&s->mu);
-	if (d)
-		closedir(d);
-	free(dir);
-	return rc;
-}
-
-/* Pack positions (verify reads objects in file order) --------------------------------- */
 
 struct idx_map {
 	uint8_t *d;		/* the whole .idx */

@@ -48,9 +48,10 @@ void amber_store_memory(size_t *objects, size_t *objects_max, size_t *mapped_max
 int amber_store_init(amber_store **out, const char *path);
 
 /**
- * Open an existing bare repository without writing to it.
+ * Open an existing bare repository without writing to it.  Every pack
+ * index is checked before libgit2 reads through it (store_odb.c).
  * @return 0, AMBER_ENOTFOUND (no such path), AMBER_ENOTARCHIVE (not a git
- *         repository).
+ *         repository), AMBER_ECORRUPT (a damaged pack index, named).
  */
 int amber_store_open(amber_store **out, const char *path);
 
@@ -76,7 +77,9 @@ const char *amber_store_path(const amber_store *s);
  * replaced the pack that held it.
  * @param type_out receives an amber_gittype (may be NULL)
  * @param max      refuse objects larger than this (AMBER_ECORRUPT)
- * @return 0, AMBER_ENOTFOUND, AMBER_ECORRUPT.
+ * @return 0, AMBER_ENOTFOUND, AMBER_ECORRUPT (also for an object not found
+ *         while a pack index that appeared since open was refused: the
+ *         message names it).
  */
 int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_t oid[20],
 		     size_t max);
@@ -84,7 +87,13 @@ int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_
 /** 1 if the object exists, 0 if not.  Thread-safe. */
 int amber_store_exists(amber_store *s, const uint8_t oid[20]);
 
-/** Re-scan objects/pack (after another process wrote a pack). */
+/**
+ * Re-scan objects/pack (after another process wrote or removed packs): new
+ * packs are loaded once their index passed the check, removed ones are
+ * let go (their descriptors and maps closed).  A missed lookup does the
+ * same by itself.
+ * @return 0, AMBER_ECORRUPT (a damaged pack index, named: not loaded).
+ */
 int amber_store_refresh(amber_store *s);
 
 /** The git object id of `data` as an object of `type` (SHA-1). */

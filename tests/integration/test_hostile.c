@@ -19,8 +19,10 @@
 #include "manifest.h"
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -1035,5 +1037,250 @@ Test(hostile, pack_index_offset_past_its_pack_is_refused_not_a_crash)
 	cr_assert(access(dest, F_OK) != 0, "restore created %s", dest);
 	free(idx);
 	free(dest);
+	free(src);
+}
+
+/* ------------------------------------------------------------------ */
+/* A pack that appears while a reader runs                              */
+
+/* The one pack-*.idx in `after` that `before` does not list (ls output). */
+static char *new_index(const char *arch, const char *before)
+{
+	run_result r;
+	char *dir = pjoin(arch, "objects/pack"), *found = NULL;
+
+	run_cmd(&r, NULL, "sh", "-c", "cd \"$0\" && ls pack-*.idx", dir, NULL);
+	assert_ok(&r, "list pack indexes");
+	for (char *save = NULL, *n = strtok_r(r.out, "\n", &save); n;
+	     n = strtok_r(NULL, "\n", &save)) {
+		if (!strstr(before, n)) {
+			cr_assert_null(found, "more than one new pack in %s", dir);
+			found = pjoin(dir, n);
+		}
+	}
+	run_result_dispose(&r);
+	cr_assert(found, "no new pack in %s", dir);
+	free(dir);
+	return found;
+}
+
+/* Move every offset of a version-2 index by 0xFF00 << 8 (the bit-flip sweep's
+ * SIGBUS, applied to all of them) and rewrite its trailing checksum, as a
+ * forger would: the index is well-formed and points outside its pack. */
+static void forge_offsets(const char *idx)
+{
+	size_t len = 0;
+	uint8_t *b = (uint8_t *)read_file(idx, &len);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	cr_assert(n > 0 && 1032 + 28 * (size_t)n + 40 <= len);
+	for (uint32_t i = 0; i < n; i++)
+		b[1032 + 24 * (size_t)n + 4 * i + 2] ^= 0xFF;
+	char *body = xasprintf("%s.body", idx);
+	write_file(body, b, len - 20, 0644);
+	run_result r;
+	run_cmd(&r, NULL, "sh", "-c", "sha1sum < \"$0\"", body, NULL);
+	assert_ok(&r, "sha1sum");
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(sscanf(r.out + 2 * i, "%2hhx", &b[len - 20 + i]), 1);
+	run_result_dispose(&r);
+	unlink(body);
+	free(body);
+	cr_assert_eq(chmod(idx, 0644), 0);
+	write_file(idx, b, len, 0444);
+	free(b);
+}
+
+/*
+ * A pack written after a reader opened the archive was loaded by libgit2's
+ * own rescan (on any missed lookup) without amberfs's index check, so a
+ * forged index dropped into a mounted archive killed the daemon (SIGBUS)
+ * at the first read of an object in it.  Every pack a reader sees must pass
+ * the check first: the forged one gives EIO and a log line naming it, a
+ * good one from a concurrent snapshot is still picked up, and everything
+ * else keeps being served.
+ */
+Test(hostile, forged_pack_dropped_into_a_mounted_archive_is_refused_not_a_crash)
+{
+	char *src = pjoin(IT.tmp, "src"), *evil_src = pjoin(IT.tmp, "evil-src");
+	char *twin = pjoin(IT.tmp, "twin"), id1[41], id2[41], evil[41];
+	run_result r;
+
+	mkdir_p(src, 0755);
+	mkdir_p(evil_src, 0755);
+	write_str(pjoin(src, "a.txt"), "alpha\n");
+	write_str(pjoin(evil_src, "a.txt"), "alpha\n");
+	write_str(pjoin(evil_src, "evil.txt"), "only in the forged pack\n");
+	char *arch = plain_archive(src, id1);
+	char *cp = xasprintf("cp -a \"$0\" \"$1\"");
+	run_cmd(&r, NULL, "sh", "-c", cp, arch, twin, NULL);
+	assert_ok(&r, "copy the archive");
+	run_result_dispose(&r);
+	/* the forged pack: a snapshot written in a copy, its index forged */
+	run_cmd(&r, NULL, "sh", "-c", "cd \"$0\"/objects/pack && ls pack-*.idx", twin, NULL);
+	assert_ok(&r, "list the copy's packs");
+	amber_snapshot_ok(evil, twin, evil_src, NULL);
+	char *idx = new_index(twin, r.out);
+	run_result_dispose(&r);
+	forge_offsets(idx);
+
+	const char *mnt = mount_fg(arch);
+	char *a1 = xasprintf("%s/ids/%s/a.txt", mnt, id1);
+	expect_mount_reads(a1, "alpha\n");
+
+	/* a concurrent writer's good pack is picked up */
+	write_str(pjoin(src, "b.txt"), "bravo\n");
+	amber_snapshot_ok(id2, arch, src, NULL);
+	char *b2 = xasprintf("%s/ids/%s/b.txt", mnt, id2);
+	expect_mount_reads(b2, "bravo\n");
+
+	/* the forged pack appears, and a stream names its snapshot */
+	char *pack = xasprintf("%.*s.pack", (int)(strlen(idx) - 4), idx);
+	char *dst = pjoin(arch, "objects/pack");
+	run_cmd(&r, NULL, "sh", "-c", "cp \"$0\" \"$1\" \"$2\"/", pack, idx, dst, NULL);
+	assert_ok(&r, "drop the forged pack in");
+	run_result_dispose(&r);
+	/* (git update-ref would read the commit first, and refuse) */
+	char *ref = pjoin(arch, "refs/heads/evil"), *line = xasprintf("%s\n", evil);
+	write_str(ref, line);
+	free(line);
+	free(ref);
+	char *e = xasprintf("%s/streams/evil/latest/evil.txt", mnt);
+	expect_mount_eio(e);
+	cr_assert(daemon_alive(), "the daemon died reading through a forged pack index");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	char *dlog = read_file(log, NULL);
+	cr_assert(strstr(dlog, strrchr(idx, '/') + 1) && strstr(dlog, "git index-pack"),
+		  "the daemon should log the refused index and the fix: %s", dlog);
+	/* and it keeps serving the rest */
+	expect_mount_reads(a1, "alpha\n");
+	expect_mount_reads(b2, "bravo\n");
+	cr_assert(daemon_alive());
+	free(dlog);
+	free(log);
+	free(e);
+	free(dst);
+	free(pack);
+	free(b2);
+	free(a1);
+	free(idx);
+	free(cp);
+	free(twin);
+	free(evil_src);
+	free(src);
+}
+
+/* ------------------------------------------------------------------ */
+/* Nesting past the limit, through a mount                              */
+
+/* Walk dir/d/d/... one level at a time, at most `max` levels (paths this
+ * deep are longer than PATH_MAX); returns the levels walked, *err the errno
+ * that stopped it (0: no "d" below, or max reached) and *fd the deepest
+ * directory, opened for reading. */
+static int descend(const char *dir, int max, int *err, int *fd)
+{
+	int n = 0;
+	*fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cr_assert(*fd >= 0, "open %s: %s", dir, strerror(errno));
+	*err = 0;
+	for (; n < max; n++) {
+		int sub = openat(*fd, "d", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (sub < 0) {
+			*err = errno == ENOENT ? 0 : errno;
+			break;
+		}
+		close(*fd);
+		*fd = sub;
+	}
+	int rd = openat(*fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cr_assert(rd >= 0, "open level %d: %s", n, strerror(errno));
+	close(*fd);
+	*fd = rd;
+	return n;
+}
+
+/*
+ * The forged archive of 4,106 extra levels (restore stops at 4096) through
+ * a real mount: find, cat and a level-by-level walk go into it; directories
+ * down to level AMBER_RESTORE_MAX_DEPTH are served, a deeper one is EIO with
+ * a log line, and the daemon neither crashes nor stops serving.  (find goes
+ * first: the walk after it finds the kernel's caches warm.  ls -R stops at
+ * PATH_MAX, about level 2000, and would add seconds without reaching the
+ * limit.)
+ */
+Test(hostile, nesting_past_the_limit_is_eio_through_the_mount_and_the_rest_serves)
+{
+	char *src = pjoin(IT.tmp, "src"), *sub = pjoin(src, "d"), id[41];
+	run_result r;
+
+	mkdir_p(sub, 0755);
+	write_str(pjoin(sub, "leaf"), "leaf\n");
+	write_str(pjoin(src, "top.txt"), "top\n");
+	char *arch = plain_archive(src, id);
+	char *deep = forge_deep_by(arch, id, AMBER_RESTORE_MAX_DEPTH + 10);
+	const char *mnt = mount_fg(arch);
+	char *root = xasprintf("%s/ids/%s", mnt, deep);
+
+	/* level by level: down to the limit, then EIO */
+	int err = 0, fd = -1;
+	int levels = descend(root, INT_MAX, &err, &fd);
+	cr_assert_eq(levels, AMBER_RESTORE_MAX_DEPTH, "walked %d levels (stopped by %s)", levels,
+		     strerror(err));
+	cr_assert_eq(err, EIO, "level %d: %s (want EIO)", levels + 1, strerror(err));
+	/* the deepest served directory lists its child; the child stays EIO */
+	DIR *dd = fdopendir(dup(fd));
+	cr_assert(dd);
+	int saw_d = 0;
+	for (struct dirent *de; (de = readdir(dd));)
+		saw_d |= strcmp(de->d_name, "d") == 0;
+	closedir(dd);
+	cr_assert(saw_d, "the listing of level %d lost its child", levels);
+	struct stat st;
+	cr_assert(fstatat(fd, "d", &st, 0) < 0 && errno == EIO, "stat of level %d: %s",
+		  levels + 1, strerror(errno));
+	close(fd);
+	cr_assert(daemon_alive(), "the daemon died walking a deep archive");
+
+	/* ordinary tools, started 100 levels above the limit (a find from the
+	 * top costs seconds per thousand levels here; the walk above did that) */
+	descend(root, AMBER_RESTORE_MAX_DEPTH - 100, &err, &fd);
+	char *here = xasprintf("/proc/%d/fd/%d", (int)getpid(), fd);
+	run_opts in_deep = { .cwd = here };
+	run_cmd(&r, &in_deep, "find", ".", "-name", "leaf", "-o", "-name", "top.txt", "-print",
+		NULL);
+	cr_assert_eq(r.status, 1, "find: exit %d: %.300s", r.status, r.err);
+	cr_assert_str_eq(r.out, "", "find: %s", r.out);
+	cr_assert(strstr(r.err, "Input/output error"), "find: %.300s", r.err);
+	run_result_dispose(&r);
+	char *rel = calloc(1, 2 * 110 + 8);
+	for (int i = 0; i < 110; i++)
+		memcpy(rel + 2 * i, "d/", 2);
+	memcpy(rel + 220, "leaf", 5);
+	run_cmd(&r, &in_deep, "cat", rel, NULL);
+	cr_assert(r.status == 1 && strstr(r.err, "Input/output error"), "cat: exit %d: %.300s",
+		  r.status, r.err);
+	run_result_dispose(&r);
+	close(fd);
+	char *top = pjoin(root, "top.txt");
+	run_cmd(&r, NULL, "cat", top, NULL);
+	assert_ok(&r, "cat beside the deep tree");
+	cr_assert_str_eq(r.out, "top\n");
+	run_result_dispose(&r);
+	cr_assert(daemon_alive(), "the daemon died under find and cat");
+
+	/* the daemon keeps serving other paths, and says what it refused */
+	char *other = xasprintf("%s/ids/%s/top.txt", mnt, id);
+	expect_mount_reads(other, "top\n");
+	char *log = pjoin(IT.tmp, "daemon.log");
+	char *dlog = read_file(log, NULL);
+	cr_assert(strstr(dlog, "nested more than 4096 levels deep"), "daemon log: %.500s", dlog);
+	free(dlog);
+	free(log);
+	free(other);
+	free(top);
+	free(rel);
+	free(here);
+	free(root);
+	free(deep);
+	free(sub);
 	free(src);
 }

@@ -772,3 +772,134 @@ Test(repack, a_mount_of_a_many_pack_archive_reads_across_its_first_repack)
 	char *dlog = read_file(log, NULL);
 	cr_assert(!strstr(dlog, "rror"), "the daemon logged an error: %s", dlog);
 }
+
+/* ------------------------------------------------------------------ */
+/* 6. A long-running mount lets go of the packs a repack removed        */
+
+/* What of a removed pack file the process still holds: lines of its maps and
+ * links of its descriptors that name one. */
+static char *removed_packs_held(pid_t pid)
+{
+	char *p = xasprintf("%d", (int)pid);
+	run_result r;
+
+	run_cmd(&r, NULL, "sh", "-c",
+		"{ cat /proc/$0/maps; for f in /proc/$0/fd/*; do readlink \"$f\"; done; } | "
+		"grep 'objects/pack/pack-.*(deleted)'; true", p, NULL);
+	assert_ok(&r, "read the daemon's maps and descriptors");
+	char *out = strdup(r.out);
+	run_result_dispose(&r);
+	free(p);
+	return out;
+}
+
+static int pack_maps(pid_t pid)
+{
+	char *p = xasprintf("/proc/%d/maps", (int)pid), *maps = read_file(p, NULL);
+	int n = 0;
+
+	for (char *s = maps; (s = strstr(s, "/objects/pack/pack-")); s++)
+		n++;
+	free(maps);
+	free(p);
+	return n;
+}
+
+/* Every file of snapshots first..n-1 (step i, and the 20 files that never
+ * change) reads back byte-identical through the mount. */
+static void read_all(const char *mnt, const char *src, char (*ids)[41], int first, int n)
+{
+	char buf[128];
+
+	for (int i = first; i < n; i++) {
+		for (int f = 0; f <= 20; f++) {
+			char *name = f < 20 ? xasprintf("f%02d", f) : strdup("step");
+			char *got_path = xasprintf("%s/ids/%s/%s", mnt, ids[i], name);
+			char *exp_path = pjoin(src, name);
+			size_t lg = 0, le = 0;
+			char *got = read_file(got_path, &lg), *exp = NULL;
+			if (f < 20) {
+				exp = read_file(exp_path, &le);
+			} else {
+				step_content(buf, sizeof(buf), i);
+				exp = strdup(buf);
+				le = strlen(buf);
+			}
+			cr_assert(lg == le && memcmp(got, exp, le) == 0, "%s: wrong bytes", got_path);
+			free(exp);
+			free(got);
+			free(exp_path);
+			free(got_path);
+			free(name);
+		}
+	}
+}
+
+/*
+ * A mount kept every pack it had ever seen until it was unmounted, so the
+ * packs a consolidation removed kept their disk space for the life of the
+ * mount.  Its next rescan (a new snapshot it is asked for, or a look at
+ * the snapshots a second later) must let go of them, and every file must
+ * still read the same.
+ */
+Test(repack, a_mount_lets_go_of_the_packs_a_repack_removed)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char ids[5][41], buf[128];
+	run_result r;
+
+	make_plain_tree(src);
+	amber_init_archive(arch, 1);
+	for (int i = 0; i < 4; i++) {
+		step_content(buf, sizeof(buf), i);
+		write_str(pjoin(src, "step"), buf);
+		amber_snapshot_ok(ids[i], arch, src, NULL);
+	}
+	cr_assert_geq(count_packs(arch), 4);
+	char *mnt = pjoin(IT.tmp, "mnt"), *log = pjoin(IT.tmp, "daemon.log");
+	mkdir_p(mnt, 0755);
+	char *abs = realpath(mnt, NULL);
+	pid_t daemon = mount_fg(arch, abs, log);
+	read_all(abs, src, ids, 0, 4);
+	cr_assert_gt(pack_maps(daemon), 0, "the daemon maps no pack: this test could not tell");
+
+	amber(&r, "repack", "--all", arch, NULL);
+	assert_ok(&r, "repack --all under a mount");
+	run_result_dispose(&r);
+	cr_assert_eq(count_packs(arch), 1);
+	step_content(buf, sizeof(buf), 4);
+	write_str(pjoin(src, "step"), buf);
+	amber_snapshot_ok(ids[4], arch, src, NULL);
+	read_all(abs, src, ids, 4, 5);	/* the mount rescans objects/pack for it */
+	read_all(abs, src, ids, 0, 5);
+	char *held = removed_packs_held(daemon);
+	/* with no new snapshot to look for, a look at the snapshots a second
+	 * later rescans (what is read back comes from caches) */
+	amber(&r, "repack", "--all", arch, NULL);
+	assert_ok(&r, "a second repack under a mount");
+	run_result_dispose(&r);
+	cr_assert_eq(count_packs(arch), 1);
+	sleep_s(1.1);
+	char *snaps = pjoin(abs, "snapshots");
+	run_cmd(&r, NULL, "ls", "-R", snaps, NULL);
+	assert_ok(&r, "ls -R snapshots/");
+	run_result_dispose(&r);
+	free(snaps);
+	read_all(abs, src, ids, 0, 5);
+	char *held2 = removed_packs_held(daemon);
+	unmount(abs, daemon);
+	cr_assert_str_eq(held, "", "after a new snapshot, the daemon still holds removed packs:\n%s",
+			 held);
+	cr_assert_str_eq(held2, "", "a second after a repack, the daemon still holds removed "
+			 "packs:\n%s", held2);
+	free(held2);
+	free(held);
+	char *dlog = read_file(log, NULL);
+	cr_assert(!strstr(dlog, "rror"), "the daemon logged an error: %s", dlog);
+	free(dlog);
+	free(abs);
+	free(log);
+	free(mnt);
+	free(arch);
+	free(src);
+}

@@ -499,6 +499,124 @@ Test(store, another_handle_sees_a_new_pack)
 	free(data);
 }
 
+/* Packs that appear or go while a reader runs ---------------------------------- */
+
+/* One blob in a pack of its own; *idx receives that pack's index path. */
+static void pack_of_one(uint8_t oid[20], char idx[4200], amber_store *s, const void *p, size_t n)
+{
+	amber_packw *w = NULL;
+	char before[8192], after[8192];
+
+	cr_assert_eq(run(before, sizeof(before), "ls '%s'/objects/pack", amber_store_path(s)), 0);
+	OK(amber_packw_new(&w, s));
+	add_blob(oid, NULL, w, p, n);
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	cr_assert_eq(run(after, sizeof(after), "ls '%s'/objects/pack", amber_store_path(s)), 0);
+	idx[0] = '\0';
+	for (char *save = NULL, *t = strtok_r(after, "\n", &save); t; t = strtok_r(NULL, "\n", &save))
+		if (strstr(t, ".idx") && !strstr(before, t))
+			snprintf(idx, 4200, "%s/objects/pack/%s", amber_store_path(s), t);
+	cr_assert(idx[0], "no new pack index");
+}
+
+/* Point every offset of a version-2 index past its pack (the bit-flip
+ * sweep's SIGBUS) and rewrite its checksum, as a forger would. */
+static void forge_idx(const char *idx)
+{
+	char cmd[9000], sum[64];
+	FILE *f = fopen(idx, "rb");
+	uint8_t *b = malloc(1 << 20);
+	size_t len = fread(b, 1, 1 << 20, f);
+
+	fclose(f);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	cr_assert(n > 0 && 1032 + 28 * (size_t)n + 40 <= len);
+	for (uint32_t i = 0; i < n; i++)
+		b[1032 + 24 * (size_t)n + 4 * i + 2] ^= 0xFF;
+	chmod(idx, 0644);
+	f = fopen(idx, "wb");
+	cr_assert_eq(fwrite(b, 1, len - 20, f), len - 20);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd), "sha1sum < '%s'", idx);
+	cr_assert_eq(run(sum, sizeof(sum), "%s", cmd), 0);
+	for (int i = 0; i < 20; i++)
+		cr_assert_eq(sscanf(sum + 2 * i, "%2hhx", &b[len - 20 + i]), 1);
+	f = fopen(idx, "wb");
+	cr_assert_eq(fwrite(b, 1, len, f), len);
+	fclose(f);
+	free(b);
+}
+
+/* A pack index written after a reader opened the archive used to be loaded
+ * by libgit2's own rescan, unchecked, and the read died of SIGBUS. */
+Test(store, a_damaged_index_that_appears_later_is_refused_not_read)
+{
+	amber_store *s = NULL, *r = NULL;
+	uint8_t *good = random_bytes(3000), *bad = random_bytes(3000), goid[20], boid[20];
+	char gidx[4200], bidx[4200];
+	amber_buf b;
+
+	OK(amber_store_init(&s, at("a")));
+	pack_of_one(goid, gidx, s, good, 3000);
+	OK(amber_store_open(&r, at("a")));
+	pack_of_one(boid, bidx, s, bad, 3000);
+	forge_idx(bidx);
+	amber_buf_init(&b, (size_t)1 << 20);
+	int rc = amber_store_read(&b, NULL, r, boid, (size_t)1 << 20);
+	cr_assert_eq(rc, AMBER_ECORRUPT, "read through a forged index: %d %s", rc,
+		     amber_error_last());
+	cr_assert(strstr(amber_error_last(), strrchr(bidx, '/') + 1) &&
+		  strstr(amber_error_last(), "git index-pack"), "%s", amber_error_last());
+	cr_assert_eq(amber_store_refresh(r), AMBER_ECORRUPT);
+	expect_object(r, goid, AMBER_GIT_BLOB, good, 3000);
+	amber_buf_dispose(&b);
+	amber_store_free(r);
+	amber_store_free(s);
+	free(bad);
+	free(good);
+}
+
+/* Lines of /proc/self/maps and links in /proc/self/fd naming `file` (deleted). */
+static int holds_deleted(const char *file)
+{
+	char out[4096];
+
+	run(out, sizeof(out), "{ cat /proc/%d/maps; for f in /proc/%d/fd/*; do readlink $f; done; }"
+	    " | grep -c '%s (deleted)'", (int)getpid(), (int)getpid(), file);
+	return (int)strtol(out, NULL, 10);
+}
+
+/* A long-running reader kept every pack it had seen mapped and open. */
+Test(store, a_removed_pack_is_let_go_at_the_next_refresh)
+{
+	amber_store *s = NULL, *r = NULL;
+	uint8_t *one = random_bytes(3000), *two = random_bytes(3000), oid1[20], oid2[20];
+	char idx1[4200], idx2[4200], pack1[4200];
+
+	OK(amber_store_init(&s, at("a")));
+	pack_of_one(oid1, idx1, s, one, 3000);
+	pack_of_one(oid2, idx2, s, two, 3000);
+	amber_store_free(s);	/* (packs are shared in a process, by path) */
+	OK(amber_store_open(&r, at("a")));
+	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
+	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
+	snprintf(pack1, sizeof(pack1), "%.*s.pack", (int)(strlen(idx1) - 4), idx1);
+	cr_assert_eq(run(NULL, 0, "grep -q '%s' /proc/%d/maps", strrchr(idx1, '/') + 1,
+			 (int)getpid()), 0, "the reader never mapped the pack");
+	cr_assert_eq(unlink(idx1), 0);
+	cr_assert_eq(unlink(pack1), 0);
+	cr_assert_gt(holds_deleted(strrchr(idx1, '/') + 1) + holds_deleted(strrchr(pack1, '/') + 1),
+		     0);
+	OK(amber_store_refresh(r));
+	cr_assert_eq(holds_deleted(strrchr(idx1, '/') + 1), 0);
+	cr_assert_eq(holds_deleted(strrchr(pack1, '/') + 1), 0);
+	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
+	amber_store_free(r);
+	free(two);
+	free(one);
+}
+
 #define NTHREADS 4
 #define PER_THREAD 300
 

@@ -1,0 +1,658 @@
+/*
+ * Checked packs: the pack backend of every store's object database.
+ *
+ * libgit2 1.5 takes a pack index's offsets on trust: an offset past the end
+ * of its pack makes it read beyond the end of the mapped file and die of
+ * SIGBUS (the bit-flip sweep found it: one flipped byte of an offset killed
+ * verify, restore and the mount).  So no pack reaches libgit2 before its
+ * index has been checked, and that must hold for packs that appear after
+ * the store was opened too: the odb rescans objects/pack by itself each
+ * time a lookup misses, and libgit2's own pack backend loads whatever it
+ * finds there (a concurrent writer's new pack, or a forger's).
+ *
+ * So that backend is not used.  This one keeps one libgit2 single-pack
+ * backend (git_odb_backend_one_pack) per checked pack, and its refresh,
+ * which the odb calls on every miss and amber_store_refresh() calls
+ * through git_odb_refresh(), is the only way a pack gets in:
+ *
+ * - a new pack-X.idx is checked (idx_check) and then loaded; one that fails
+ *   is refused: remembered with its file's identity, so that it is not read
+ *   again on every miss until it changes, and named when an object is not
+ *   found;
+ * - a loaded pack whose .idx is gone (a consolidation removed it: repack.c
+ *   removes the .idx first) is dropped, and its descriptor and maps go with
+ *   it, so its disk space is freed while the reader runs.  libgit2's
+ *   backend never forgot a pack: a long-running mount kept every removed
+ *   pack open until it was unmounted.  Besides misses, a lookup or a ref
+ *   read rescans when the last scan is more than a second old.
+ *
+ * Locks: `lock` is taken shared by every lookup and exclusively by a scan,
+ * so a pack is never dropped under a lookup that uses it.  (libgit2 1.5.1
+ * also holds the odb's mutex across each backend call, refresh included;
+ * this does not rely on it.  The order is always odb mutex, then `lock`.)
+ * A lookup hands back a copy (git_odb_object), so nothing a caller holds
+ * points into a dropped pack; a caller whose object moved to the merged
+ * pack between two lookups misses once, and the odb's rescan on that miss
+ * finds it there.
+ *
+ * Not followed: objects/info/alternates (an archive is self-contained, and
+ * an alternate's packs would be loaded unchecked) and the multi-pack-index
+ * (it names offsets too; repack.c removes it).  Loose objects are read by
+ * libgit2's loose backend, which reads files whole rather than mapping them.
+ */
+#include "store_odb.h"
+
+#include "error.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <git2/sys/odb_backend.h>
+
+#define LOOSE_PRIORITY 1
+#define PACKED_PRIORITY 2	/* asked first, as libgit2's default odb does */
+#define IDX_HEAD (8 + 256 * 4)
+#define IDX_BATCH 4096
+#define RESCAN_NS 1000000000LL	/* a lookup rescans if the last scan is older */
+
+struct cpack {
+	char *name;		/* pack-<hex>.idx */
+	git_odb_backend *b;	/* libgit2's backend for this one pack */
+	off_t size;		/* of the .idx: the order lookups ask in */
+	uint32_t fanout[256];	/* the index's: objects whose first byte is <= i */
+};
+
+struct refused {
+	char *name;
+	struct stat st;		/* the index as it was when refused */
+};
+
+struct amber_packset {
+	git_odb_backend parent;	/* first: libgit2 sees a git_odb_backend */
+	char *dir;		/* GITDIR/objects/pack */
+	pthread_rwlock_t lock;	/* shared: lookups; exclusive: scans */
+	struct cpack *v;	/* loaded packs, sorted by name (lock) */
+	size_t n;
+	size_t *order;		/* indexes into v, largest pack first (lock) */
+	struct refused *bad;	/* refused indexes, sorted by name (lock) */
+	size_t nbad;
+	atomic_size_t hint;	/* the pack the last hit came from */
+	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
+};
+
+/* Index checks -------------------------------------------------------------- */
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static char *path_join(const char *a, const char *b)
+{
+	size_t n = strlen(a) + strlen(b) + 2;
+	char *p = malloc(n);
+
+	if (p)
+		snprintf(p, n, "%s/%s", a, b);
+	return p;
+}
+
+/* Offsets of n objects at `at` in the index; large ones index the table at `big`. */
+static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig,
+			  uint64_t packsize)
+{
+	uint8_t buf[IDX_BATCH * 4], b8[8];
+
+	for (uint32_t i = 0; i < n; i += IDX_BATCH) {
+		uint32_t k = n - i < IDX_BATCH ? n - i : IDX_BATCH;
+
+		if (pread(fd, buf, (size_t)k * 4, at + (off_t)i * 4) != (ssize_t)k * 4)
+			return 0;
+		for (uint32_t j = 0; j < k; j++) {
+			uint64_t off = get_be32(buf + 4 * j);
+
+			if (off & 0x80000000u) {
+				if ((off &= 0x7fffffffu) >= nbig ||
+				    pread(fd, b8, 8, big + (off_t)off * 8) != 8)
+					return 0;
+				off = (uint64_t)get_be32(b8) << 32 | get_be32(b8 + 4);
+			}
+			if (off < 12 || off >= packsize - 20)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/*
+ * 1 if dir/pack-X.idx is sane for pack-X.pack: both regular files, a
+ * version-2 index whose size matches its object count and whose every
+ * offset, 32- or 64-bit, lies between the pack's header and its trailing
+ * checksum; 0 if not; -1 if the pack does not exist (nothing would read
+ * the index).  *ist receives the index's stat (zeroed if it could not be
+ * opened), head[IDX_HEAD] its header (magic, version, fan-out table).
+ */
+static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_t *head)
+{
+	char *idx = path_join(dir, name), *pack = idx ? malloc(strlen(idx) + 2) : NULL;
+	struct stat pst;
+	int fd = -1, ok = 0;
+
+	memset(ist, 0, sizeof(*ist));
+	if (!pack)
+		goto done;
+	memcpy(pack, idx, strlen(idx) - 3);
+	memcpy(pack + strlen(idx) - 3, "pack", 5); /* pack-X.idx -> pack-X.pack */
+	if (stat(pack, &pst) < 0) {
+		ok = -1;
+		goto done;
+	}
+	/* O_NONBLOCK: a fifo named like an index must not hang the reader */
+	fd = open(idx, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 || fstat(fd, ist) < 0 || !S_ISREG(ist->st_mode) || !S_ISREG(pst.st_mode) ||
+	    pst.st_size < 32 || ist->st_size < IDX_HEAD + 40 ||
+	    pread(fd, head, IDX_HEAD, 0) != IDX_HEAD || memcmp(head, "\377tOc\0\0\0\2", 8))
+		goto done;
+	uint64_t n = get_be32(head + IDX_HEAD - 4), fixed = IDX_HEAD + 28 * n + 40;
+
+	if ((uint64_t)ist->st_size < fixed || ((uint64_t)ist->st_size - fixed) % 8)
+		goto done;
+	ok = idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
+			    ((uint64_t)ist->st_size - fixed) / 8, (uint64_t)pst.st_size);
+done:
+	if (fd >= 0)
+		close(fd);
+	free(pack);
+	free(idx);
+	return ok;
+}
+
+int amber_idx_sane(const char *dir, const char *name)
+{
+	uint8_t head[IDX_HEAD];
+	struct stat st;
+
+	return idx_check(dir, name, &st, head);
+}
+
+/* Scanning ------------------------------------------------------------------ */
+
+struct names {
+	char **v;
+	size_t n, cap;
+};
+
+static void names_dispose(struct names *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The pack-*.idx names in dir, sorted. */
+static int list_indexes(struct names *l, const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int rc = 0;
+
+	if (!d)
+		return errno == ENOENT ? 0 : amber_fail_errno("cannot list %s", dir);
+	while (rc == 0 && (de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+
+		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
+		    strcmp(de->d_name + len - 4, ".idx") != 0)
+			continue;
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 16;
+			char **v = realloc(l->v, cap * sizeof(*v));
+
+			if (!v) {
+				rc = amber_fail(AMBER_ERROR, "out of memory listing %s", dir);
+				break;
+			}
+			l->v = v;
+			l->cap = cap;
+		}
+		if (!(l->v[l->n] = strdup(de->d_name)))
+			rc = amber_fail(AMBER_ERROR, "out of memory listing %s", dir);
+		else
+			l->n++;
+	}
+	closedir(d);
+	if (rc == 0 && l->n)
+		qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+	return rc;
+}
+
+static int cmp_cpack(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct cpack *)elem)->name);
+}
+
+static int cmp_refused(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct refused *)elem)->name);
+}
+
+static int same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The next state of the set, built beside the current one by ps_merge. */
+struct next {
+	struct cpack *v;
+	size_t n;
+	struct refused *bad;
+	size_t nbad;
+	size_t *order;
+};
+
+/* Larger index (more objects) first: after geometric consolidation the
+ * largest pack holds most objects, so most lookups end at the first ask. */
+static int cmp_larger(const void *a, const void *b, void *ctx)
+{
+	const struct cpack *v = ctx;
+	off_t x = v[*(const size_t *)a].size, y = v[*(const size_t *)b].size;
+
+	return x > y ? -1 : x < y;
+}
+
+static int keep_refused(struct next *x, const char *name, const struct stat *st)
+{
+	char *copy = strdup(name);
+
+	if (!copy)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	x->bad[x->nbad++] = (struct refused){copy, *st};
+	return 0;
+}
+
+/* Load `name` (not loaded yet) into *x if its index is sane, else refuse it. */
+static int add_new(struct next *x, amber_packset *ps, const char *name)
+{
+	struct refused *old = ps->nbad ? bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad),
+						 cmp_refused) : NULL;
+	git_odb_backend *b = NULL;
+	char *path = path_join(ps->dir, name), *copy = NULL;
+	uint8_t head[IDX_HEAD];
+	struct stat st;
+	int ok;
+
+	if (!path)
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (old && stat(path, &st) == 0 && same_file(&st, &old->st)) {
+		free(path);	/* refused before and unchanged: not read again */
+		return keep_refused(x, name, &old->st);
+	}
+	ok = idx_check(ps->dir, name, &st, head);
+	if (ok <= 0) {
+		free(path);	/* -1, no .pack: nothing to read, look again next time */
+		return ok < 0 ? 0 : keep_refused(x, name, &st);
+	}
+	ok = git_odb_backend_one_pack(&b, path);
+	free(path);
+	if (ok < 0) {		/* the pack went away meanwhile */
+		git_error_clear();
+		return 0;
+	}
+	if (!(copy = strdup(name))) {
+		b->free(b);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	struct cpack *c = &x->v[x->n++];
+
+	*c = (struct cpack){copy, b, st.st_size, {0}};
+	for (int i = 0; i < 256; i++)
+		c->fanout[i] = get_be32(head + 8 + 4 * i);
+	return 0;
+}
+
+/*
+ * Make the set what `l` (sorted) lists: loaded packs still listed stay,
+ * new ones are checked and loaded or refused, the rest are dropped.  After
+ * an error the packs already loaded stay loaded.  Caller holds the lock
+ * exclusively.
+ */
+static int ps_merge(amber_packset *ps, const struct names *l)
+{
+	struct next x = {calloc(l->n + 1, sizeof(*x.v)), 0, calloc(l->n + 1, sizeof(*x.bad)), 0,
+			 calloc(l->n + 1, sizeof(*x.order))};
+	int rc = 0;
+
+	if (!x.v || !x.bad || !x.order) {
+		free(x.v);
+		free(x.bad);
+		free(x.order);
+		return amber_fail(AMBER_ERROR, "out of memory scanning %s", ps->dir);
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		struct cpack *have = ps->n ? bsearch(l->v[i], ps->v, ps->n, sizeof(*ps->v),
+						     cmp_cpack) : NULL;
+
+		if (have) {
+			x.v[x.n++] = *have;
+			have->b = NULL;	/* moved */
+		} else if (rc == 0) {
+			rc = add_new(&x, ps, l->v[i]);
+		}
+	}
+	for (size_t i = 0; i < ps->n; i++) {
+		if (ps->v[i].b) {	/* its index is gone: let the pack go */
+			ps->v[i].b->free(ps->v[i].b);
+			free(ps->v[i].name);
+		}
+	}
+	for (size_t i = 0; i < ps->nbad; i++)
+		free(ps->bad[i].name);
+	free(ps->v);
+	free(ps->bad);
+	ps->v = x.v;
+	ps->n = x.n;
+	ps->bad = x.bad;
+	ps->nbad = x.nbad;
+	free(ps->order);
+	ps->order = x.order;
+	for (size_t i = 0; i < ps->n; i++)
+		ps->order[i] = i;
+	qsort_r(ps->order, ps->n, sizeof(*ps->order), cmp_larger, ps->v);
+	return rc;
+}
+
+static long long mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int amber_packset_scan(amber_packset *ps)
+{
+	struct names l = {0};
+	int rc;
+
+	atomic_store(&ps->scanned, mono_ns());
+	rc = list_indexes(&l, ps->dir);
+
+	if (rc == 0) {
+		pthread_rwlock_wrlock(&ps->lock);
+		rc = ps_merge(ps, &l);
+		pthread_rwlock_unlock(&ps->lock);
+	}
+	names_dispose(&l);
+	return rc;
+}
+
+size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap)
+{
+	size_t n;
+
+	pthread_rwlock_rdlock(&ps->lock);
+	n = ps->nbad;
+	snprintf(name, cap, "%s", n ? ps->bad[0].name : "");
+	pthread_rwlock_unlock(&ps->lock);
+	return n;
+}
+
+/* The backend ----------------------------------------------------------------- */
+
+enum ask_op { ASK_READ, ASK_HEADER, ASK_EXISTS };
+
+struct ask {
+	enum ask_op op;
+	const git_oid *oid;
+	void **data;
+	size_t *len;
+	git_object_t *type;
+};
+
+/*
+ * A pack is asked only if its fan-out has objects with the id's first byte
+ * (a miss in libgit2 formats two error messages; most packs a lookup skips
+ * are small, and hold no object starting with that byte).
+ */
+static int ask_one(const struct cpack *p, const struct ask *a)
+{
+	uint8_t first = a->oid->id[0];
+	git_odb_backend *b = p->b;
+
+	if (p->fanout[first] == (first ? p->fanout[first - 1] : 0))
+		return GIT_ENOTFOUND;
+	switch (a->op) {
+	case ASK_READ: return b->read(a->data, a->len, a->type, b, a->oid);
+	case ASK_HEADER: return b->read_header(a->len, a->type, b, a->oid);
+	case ASK_EXISTS: return b->exists(b, a->oid) ? 0 : GIT_ENOTFOUND;
+	}
+	return GIT_ENOTFOUND;
+}
+
+/*
+ * A reader that never misses (no new snapshot) would hold the packs a
+ * consolidation removed for as long as it runs: so lookups and ref reads
+ * also rescan, once a second at most (a readdir of objects/pack, and a
+ * check of what is new).  One thread does it; a failure leaves the set as
+ * it was.
+ */
+void amber_packset_rescan_due(amber_packset *ps)
+{
+	long long now = mono_ns(), last = atomic_load(&ps->scanned);
+
+	if (now - last >= RESCAN_NS && atomic_compare_exchange_strong(&ps->scanned, &last, now))
+		(void)amber_packset_scan(ps);
+}
+
+/* Ask the pack that answered last, then the others, largest first. */
+static int ps_ask(amber_packset *ps, const struct ask *a)
+{
+	int err = GIT_ENOTFOUND;
+
+	amber_packset_rescan_due(ps);
+	pthread_rwlock_rdlock(&ps->lock);
+	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
+
+	if (n)
+		err = ask_one(&ps->v[h], a);
+	for (size_t k = 0; k < n && (err == GIT_ENOTFOUND || err == GIT_PASSTHROUGH); k++) {
+		size_t i = ps->order[k];
+
+		if (i != h && (err = ask_one(&ps->v[i], a)) == 0)
+			atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
+	}
+	pthread_rwlock_unlock(&ps->lock);
+	return err == GIT_PASSTHROUGH ? GIT_ENOTFOUND : err;
+}
+
+static int ps_read(void **data, size_t *len, git_object_t *type, git_odb_backend *be,
+		   const git_oid *oid)
+{
+	struct ask a = {ASK_READ, oid, data, len, type};
+
+	return ps_ask((amber_packset *)be, &a);
+}
+
+static int ps_read_header(size_t *len, git_object_t *type, git_odb_backend *be,
+			  const git_oid *oid)
+{
+	struct ask a = {ASK_HEADER, oid, NULL, len, type};
+
+	return ps_ask((amber_packset *)be, &a);
+}
+
+static int ps_exists(git_odb_backend *be, const git_oid *oid)
+{
+	struct ask a = {ASK_EXISTS, oid, NULL, NULL, NULL};
+
+	return ps_ask((amber_packset *)be, &a) == 0;
+}
+
+/* The one object whose id starts with the first len hex digits of `key`. */
+static int ps_exists_prefix(git_oid *out, git_odb_backend *be, const git_oid *key, size_t len)
+{
+	amber_packset *ps = (amber_packset *)be;
+	int err = 0, found = 0;
+	git_oid got;
+
+	pthread_rwlock_rdlock(&ps->lock);
+	for (size_t i = 0; i < ps->n && err == 0; i++) {
+		git_odb_backend *b = ps->v[i].b;
+		int e = b->exists_prefix(&got, b, key, len);
+
+		if (e == GIT_ENOTFOUND || e == GIT_PASSTHROUGH)
+			continue;
+		if (e < 0) {
+			err = e;
+		} else if (found && !git_oid_equal(&got, out)) {
+			git_error_set_str(GIT_ERROR_ODB, "multiple matches for prefix");
+			err = GIT_EAMBIGUOUS;
+		} else {
+			git_oid_cpy(out, &got);
+			found = 1;
+		}
+	}
+	pthread_rwlock_unlock(&ps->lock);
+	if (err == 0 && !found) {
+		git_error_set_str(GIT_ERROR_ODB, "no matching pack entry for prefix");
+		err = GIT_ENOTFOUND;
+	}
+	return err;
+}
+
+static int ps_read_prefix(git_oid *out, void **data, size_t *len, git_object_t *type,
+			  git_odb_backend *be, const git_oid *key, size_t keylen)
+{
+	git_oid full;
+	int err = ps_exists_prefix(&full, be, key, keylen);
+
+	if (err == 0)
+		err = ps_read(data, len, type, be, &full);
+	if (err == 0)
+		git_oid_cpy(out, &full);
+	return err;
+}
+
+static int ps_foreach(git_odb_backend *be, git_odb_foreach_cb cb, void *payload)
+{
+	amber_packset *ps = (amber_packset *)be;
+	int err = 0;
+
+	pthread_rwlock_rdlock(&ps->lock);
+	for (size_t i = 0; i < ps->n && err == 0; i++)
+		err = ps->v[i].b->foreach(ps->v[i].b, cb, payload);
+	pthread_rwlock_unlock(&ps->lock);
+	return err;
+}
+
+/* The odb's refresh, on a missed lookup or git_odb_refresh(): our scan. */
+static int ps_refresh(git_odb_backend *be)
+{
+	if (amber_packset_scan((amber_packset *)be) < 0) {
+		git_error_set_str(GIT_ERROR_ODB, amber_error_last());
+		return -1;
+	}
+	return 0;
+}
+
+static void ps_free(git_odb_backend *be)
+{
+	amber_packset *ps = (amber_packset *)be;
+
+	for (size_t i = 0; i < ps->n; i++) {
+		ps->v[i].b->free(ps->v[i].b);
+		free(ps->v[i].name);
+	}
+	for (size_t i = 0; i < ps->nbad; i++)
+		free(ps->bad[i].name);
+	free(ps->v);
+	free(ps->bad);
+	free(ps->order);
+	pthread_rwlock_destroy(&ps->lock);
+	free(ps->dir);
+	free(ps);
+}
+
+static int ps_new(amber_packset **out, const char *objects)
+{
+	amber_packset *ps = calloc(1, sizeof(*ps));
+
+	if (!ps || !(ps->dir = path_join(objects, "pack"))) {
+		free(ps);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	git_odb_init_backend(&ps->parent, GIT_ODB_BACKEND_VERSION);
+	ps->parent.read = ps_read;
+	ps->parent.read_prefix = ps_read_prefix;
+	ps->parent.read_header = ps_read_header;
+	ps->parent.exists = ps_exists;
+	ps->parent.exists_prefix = ps_exists_prefix;
+	ps->parent.refresh = ps_refresh;
+	ps->parent.foreach = ps_foreach;
+	ps->parent.free = ps_free;
+	pthread_rwlock_init(&ps->lock, NULL);
+	*out = ps;
+	return 0;
+}
+
+/* Opening --------------------------------------------------------------------- */
+
+static int odb_fail(const char *what, const char *dir)
+{
+	const git_error *e = git_error_last();
+
+	return amber_fail(AMBER_ERROR, "%s: %s: %s", dir, what,
+			  e && e->message ? e->message : "unknown libgit2 error");
+}
+
+int amber_odb_open(git_odb **out, amber_packset **set_out, const char *gitdir)
+{
+	git_odb *odb = NULL;
+	git_odb_backend *loose = NULL;
+	amber_packset *ps = NULL;
+	char *objects = path_join(gitdir, "objects");
+	int rc = objects ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	*out = NULL;
+	*set_out = NULL;
+	if (rc == 0 && git_odb_new(&odb) < 0)
+		rc = odb_fail("cannot create an object database", gitdir);
+	if (rc == 0 && git_odb_backend_loose(&loose, objects, -1, 0, 0, 0) < 0)
+		rc = odb_fail("cannot open loose objects", objects);
+	if (rc == 0 && git_odb_add_backend(odb, loose, LOOSE_PRIORITY) < 0) {
+		loose->free(loose);
+		rc = odb_fail("cannot open loose objects", objects);
+	}
+	if (rc == 0)
+		rc = ps_new(&ps, objects);
+	if (rc == 0 && git_odb_add_backend(odb, &ps->parent, PACKED_PRIORITY) < 0) {
+		ps_free(&ps->parent);
+		rc = odb_fail("cannot open packs", objects);
+	}
+	if (rc == 0)
+		rc = amber_packset_scan(ps);
+	free(objects);
+	if (rc < 0) {
+		git_odb_free(odb);
+		return rc;
+	}
+	*out = odb;
+	*set_out = ps;
+	return 0;
+}
