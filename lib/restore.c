@@ -16,10 +16,16 @@
  * file (so every name is still made relative to a checked directory
  * descriptor), sets its size and hands the descriptor to the workers, which
  * decode and write ranges with pwrite and, when the last range of a file is
- * done, set its metadata and close it.  A listing is kept until the workers
- * are done with its entries, and a directory's own metadata goes on after
- * that.  Nothing is synced per file; one syncfs at the end makes the whole
- * restore durable before amber_restore returns.
+ * done, set its metadata and close it.  Each file job owns a copy of its
+ * entry, so the walk never waits for the workers: it goes on to the next
+ * directory while the files of the last ones are still being written, and
+ * the workers also read ahead the listings of the next few directories to
+ * be entered (restore_tree).  A directory's own metadata (mode, owner,
+ * times, ACLs) may so go on while its files are still being written: that
+ * changes nothing of it, since the workers write through descriptors the
+ * walk opened and no name in it is made or removed after its children are
+ * created.  Nothing is synced per file; one syncfs at the end makes the
+ * whole restore durable before amber_restore returns.
  */
 #include "amber.h"
 #include "error.h"
@@ -72,6 +78,9 @@ typedef struct rest {
 	size_t pathcap;
 	size_t pending;        /* bytes held for directories not finished */
 	struct timespec last;
+	amber_group lgroup;    /* listing read-ahead jobs */
+	pthread_cond_t ldone;  /* a listing job finished (with lock) */
+	size_t lout;           /* listing jobs asked for and not taken (walker only) */
 } rest;
 
 /* Metadata of `path` that could not be set: counted and reported, not fatal. */
@@ -110,7 +119,7 @@ static void progress(rest *r, int force)
 typedef struct rangejob rangejob;
 typedef struct filejob {
 	rest *r;
-	const amber_entry *e;  /* in a listing kept until the pool is drained */
+	amber_entry e;         /* its own copy: the walk does not wait for the file */
 	int fd;
 	char *path;            /* for messages */
 	size_t left;           /* ranges not finished, under r->lock */
@@ -225,7 +234,7 @@ static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t 
 		size_t n = 0, want = end - off < BLOCK ? (size_t)(end - off) : BLOCK;
 		int rc;
 
-		rc = amber_file_read(&n, r->s, f->e, off, buf, want);
+		rc = amber_file_read(&n, r->s, &f->e, off, buf, want);
 		if (rc < 0)
 			return amber_fail(rc, "%s: %s", f->path, amber_error_last());
 		if (n == 0)
@@ -253,8 +262,9 @@ static void file_finish(rest *r, filejob *f, int failed)
 	if (failed && ftruncate(f->fd, 0) < 0)
 		warn_at(r, f->path, "cannot empty the file after its data failed");
 	if (!failed)
-		apply_meta(r, f->path, f->e, f->fd, 0);
+		apply_meta(r, f->path, &f->e, f->fd, 0);
 	close(f->fd);
+	amber_entry_dispose(&f->e);
 	free(f->path);
 	free(f->jobs);
 	free(f);
@@ -390,9 +400,9 @@ static int link_add(rest *r, uint64_t group, int dfd, const char *name)
 }
 
 /*
- * Create regular file e in dfd and hand its data to the workers (e must stay
- * valid until the pool is drained).  Its size is set at once, so the ranges
- * can be written in any order and runs of zeros stay holes.
+ * Create regular file e in dfd and hand its data (and a copy of e) to the
+ * workers.  Its size is set at once, so the ranges can be written in any
+ * order and runs of zeros stay holes.
  */
 static int restore_file(rest *r, const amber_entry *e, int dfd)
 {
@@ -422,8 +432,11 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 	if (rc == 0 && (!(f = calloc(1, sizeof(*f))) || !(f->path = strdup(r->path)) ||
 			!(f->jobs = calloc((size_t)nr, sizeof(*f->jobs)))))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0 && amber_entry_copy(&f->e, e) < 0)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc < 0) {
 		if (f) {
+			free(f->jobs);
 			free(f->path);
 			free(f);
 		}
@@ -432,8 +445,9 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 		close(fd);
 		return rc;
 	}
-	*f = (filejob){.r = r, .e = e, .fd = fd, .path = f->path, .left = (size_t)nr,
-		       .jobs = f->jobs};
+	f->r = r;
+	f->fd = fd;
+	f->left = (size_t)nr;
 	for (uint64_t i = 0; i < nr; i++) {
 		rangejob *j = &f->jobs[i];
 
@@ -507,11 +521,41 @@ static int restore_leaf(rest *r, const amber_entry *e, int dfd)
  */
 #define PENDING_MAX ((size_t)256 << 20)
 
+/*
+ * Listing read-ahead: when a subdirectory is made, a worker is asked to
+ * read its listing (fetch, decrypt, decode) if it is among the first
+ * LIST_AHEAD subdirectories of its parent not yet entered, and fewer than
+ * LIST_MAX listings are asked for and not yet taken in all.  The job is
+ * queued behind the file ranges handed out before it, so it runs while the
+ * walk creates the next files.  The walk takes the listing when it enters
+ * the directory: done, it is used; being read, the walk waits; still
+ * queued, the walk reads it itself and the job, when its turn comes, does
+ * nothing.  So memory stays bounded (LIST_MAX listings) and the walk never
+ * waits behind a queue.
+ */
+#define LIST_AHEAD 4
+#define LIST_MAX 16
+#define LIST_COST ((size_t)64 << 10)
+
+enum { LJ_QUEUED, LJ_RUNNING, LJ_DONE, LJ_TAKEN };
+
+typedef struct listjob {
+	amber_task t;      /* first: the pool hands back &t */
+	rest *r;
+	amber_entry e;     /* its own copy of the directory's entry */
+	amber_dir *d;      /* the listing, once read */
+	int state;         /* LJ_*, under r->lock */
+	int refs;          /* the walk's and the pool's, under r->lock: the last frees */
+	int rc;            /* of the read, and its message */
+	char *msg;
+} listjob;
+
 typedef struct dirrec {
 	amber_entry e;     /* owns name and the deferred ACLs; no target, no other xattrs */
 	dev_t dev;         /* of the directory made, to know it again */
 	ino_t ino;
 	size_t cost;       /* bytes counted in rest.pending */
+	listjob *list;     /* its listing being read ahead, or NULL */
 } dirrec;
 
 typedef struct level {
@@ -527,8 +571,125 @@ static int deferred_xattr(const amber_xattr *x)
 	return strncmp(x->name, "system.posix_acl_", 17) == 0;
 }
 
+static void listjob_free(listjob *j)
+{
+	amber_dir_free(j->d);
+	amber_entry_dispose(&j->e);
+	free(j->msg);
+	free(j);
+}
+
+/* Drop one reference (r->lock held); @return whether j is to be freed. */
+static int listjob_unref(listjob *j)
+{
+	return --j->refs == 0;
+}
+
+static void listjob_run(amber_task *t)
+{
+	listjob *j = (listjob *)t;
+	rest *r = j->r;
+	amber_dir *d = NULL;
+	int rc, last;
+
+	pthread_mutex_lock(&r->lock);
+	if (j->state == LJ_TAKEN) {
+		last = listjob_unref(j);
+		pthread_mutex_unlock(&r->lock);
+		if (last)
+			listjob_free(j);
+		return;
+	}
+	j->state = LJ_RUNNING;
+	pthread_mutex_unlock(&r->lock);
+	rc = amber_dir_open(&d, r->s, &j->e);
+	pthread_mutex_lock(&r->lock);
+	j->d = d;
+	j->rc = rc;
+	if (rc < 0)
+		j->msg = strdup(amber_error_last());
+	j->state = LJ_DONE;
+	last = listjob_unref(j);
+	pthread_cond_broadcast(&r->ldone);
+	pthread_mutex_unlock(&r->lock);
+	if (last)
+		listjob_free(j);
+}
+
+/* Ask a worker to read the listing of directory d (made, not yet entered). */
+static void list_ahead(rest *r, dirrec *d, const amber_entry *e)
+{
+	listjob *j;
+
+	if (d->list || r->lout >= LIST_MAX || !(j = calloc(1, sizeof(*j))))
+		return; /* only read-ahead: the walk reads it when it gets there */
+	if (amber_entry_copy(&j->e, e) < 0) {
+		free(j);
+		amber_error_clear();
+		return;
+	}
+	j->r = r;
+	j->refs = 2;
+	j->state = LJ_QUEUED;
+	j->t.run = listjob_run;
+	j->t.cost = LIST_COST;
+	d->list = j;
+	r->lout++;
+	amber_pool_submit(r->pool, &j->t, &r->lgroup);
+}
+
+/*
+ * The listing of directory `e`, read ahead by j if it was, else read now.
+ * Releases the walk's reference to j (NULL-safe).
+ */
+static int list_take(amber_dir **out, rest *r, listjob *j, const amber_entry *e)
+{
+	int rc = 0, last, mine = 1;
+
+	*out = NULL;
+	if (j) {
+		pthread_mutex_lock(&r->lock);
+		if (j->state == LJ_QUEUED) {
+			j->state = LJ_TAKEN;
+		} else {
+			mine = 0;
+			while (j->state != LJ_DONE)
+				pthread_cond_wait(&r->ldone, &r->lock);
+			*out = j->d;
+			j->d = NULL;
+			rc = j->rc;
+			if (rc < 0)
+				rc = amber_fail(rc, "%s", j->msg ? j->msg : "out of memory");
+		}
+		last = listjob_unref(j);
+		pthread_mutex_unlock(&r->lock);
+		r->lout--;
+		if (last)
+			listjob_free(j);
+	}
+	return mine ? amber_dir_open(out, r->s, e) : rc;
+}
+
+/* Give up a listing read ahead and never taken (NULL-safe). */
+static void list_drop(rest *r, listjob *j)
+{
+	int last;
+
+	if (!j)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (j->state == LJ_QUEUED)
+		j->state = LJ_TAKEN;
+	last = listjob_unref(j);
+	pthread_mutex_unlock(&r->lock);
+	r->lout--;
+	if (last)
+		listjob_free(j);
+}
+
 static void dirrec_dispose(rest *r, dirrec *d)
 {
+	list_drop(r, d->list);
 	r->pending -= d->cost;
 	amber_entry_dispose(&d->e);
 	memset(d, 0, sizeof(*d));
@@ -620,6 +781,8 @@ static int make_subdir(rest *r, level *lv, const amber_entry *e)
 		rc = fd;
 	if (rc == 0)
 		rc = dirrec_make(r, &lv->subs[lv->nsubs++], e, fd);
+	if (rc == 0 && lv->nsubs <= LIST_AHEAD)
+		list_ahead(r, &lv->subs[lv->nsubs - 1], e);
 	if (fd >= 0)
 		close(fd);
 	progress(r, 0);
@@ -627,13 +790,18 @@ static int make_subdir(rest *r, level *lv, const amber_entry *e)
 	return rc;
 }
 
-/* Read lv's listing, restore its entries and make its subdirectories. */
+/*
+ * Read lv's listing, restore its entries and make its subdirectories.  The
+ * workers may still be writing its files when it returns (they hold copies
+ * of their entries).
+ */
 static int fill(rest *r, level *lv)
 {
 	amber_dir *d = NULL;
-	int rc = amber_dir_open(&d, r->s, &lv->self.e);
+	int rc = list_take(&d, r, lv->self.list, &lv->self.e);
 	size_t n = rc == 0 ? amber_dir_count(d) : 0, ndirs = 0;
 
+	lv->self.list = NULL;
 	for (size_t i = 0; i < n; i++)
 		ndirs += amber_dir_entry(d, i)->type == AMBER_T_DIR;
 	lv->cap = ndirs;
@@ -648,7 +816,6 @@ static int fill(rest *r, level *lv)
 		 * some of the same chunks a second time */
 		rc = e->type == AMBER_T_DIR ? make_subdir(r, lv, e) : restore_leaf(r, e, lv->fd);
 	}
-	amber_pool_wait(r->pool, &r->group); /* the workers hold entries of d */
 	if (rc == 0)
 		rc = fail_report(r);
 	amber_dir_free(d);
@@ -709,6 +876,11 @@ static int enter_next(rest *r, level *stack, size_t *depth)
 	*lv = (level){.fd = -1, .self = *sub, .pathlen = l};
 	memset(sub, 0, sizeof(*sub));
 	(*depth)++;
+	if (up->next - 1 + LIST_AHEAD < up->nsubs) { /* keep the read-ahead window full */
+		dirrec *ahead = &up->subs[up->next - 1 + LIST_AHEAD];
+
+		list_ahead(r, ahead, &ahead->e);
+	}
 	lv->fd = open_recorded(r, up, &lv->self);
 	rc = lv->fd < 0 ? lv->fd : fill(r, lv);
 	return rc;
@@ -781,6 +953,7 @@ static void rest_dispose(rest *r)
 		free(r->bufs[i]);
 	free(r->fail_msg);
 	free(r->path);
+	pthread_cond_destroy(&r->ldone);
 	pthread_mutex_destroy(&r->lock);
 }
 
@@ -805,6 +978,7 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 		rc = amber_stat(&e, s, path ? path : "");
 
 	pthread_mutex_init(&r.lock, NULL);
+	pthread_cond_init(&r.ldone, NULL);
 	r.owner = geteuid() == 0 && !r.o->no_owner && !r.o->safe;
 	if (rc == 0)
 		rc = dest_ready(dest);
@@ -821,8 +995,10 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 		rc = restore_tree(&r, e, fd);
 	else if (rc == 0)
 		rc = restore_leaf(&r, e, fd);
-	if (r.pool)
+	if (r.pool) {
 		amber_pool_wait(r.pool, &r.group);
+		amber_pool_wait(r.pool, &r.lgroup); /* listing jobs given up, still queued */
+	}
 	if (rc == 0)
 		rc = fail_report(&r);
 	/* one sync of the whole filesystem instead of one per file */
