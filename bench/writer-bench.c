@@ -231,7 +231,7 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 	if (list(&books, src, "books/csv") < 0 || list(&accts, src, "accounts") < 0)
 		return fprintf(stderr, "writer-bench: %s is not a gen-exchange tree\n", src), -1;
 	for (long s = 0; s < seconds; s++) {
-		amber_stats st;
+		amber_stats st = AMBER_STATS_INIT;
 		struct timespec t0;
 		size_t nd = 0;
 

@@ -31,6 +31,7 @@
 #include "error.h"
 #include "manifest.h"
 #include "pool.h"
+#include "stats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -971,8 +972,12 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	rest r = {.s = s, .o = opts ? opts : &defaults};
 	amber_entry *e = NULL;
 	int fd = -1;
-	int rc = amber_opts_check(opts, AMBER_RESTORE_OPTS_VERSION, "amber_restore_opts",
-				  "AMBER_RESTORE_OPTS_INIT");
+	int rc = amber_stats_check(stats, "amber_stats", "AMBER_STATS_INIT");
+
+	if (rc == 0)
+		rc = amber_opts_check(opts, AMBER_RESTORE_OPTS_VERSION, "amber_restore_opts",
+				      "AMBER_RESTORE_OPTS_INIT");
+	r.st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 
 	if (rc == 0)
 		rc = amber_stat(&e, s, path ? path : "");
@@ -1008,8 +1013,8 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	if (fd >= 0)
 		close(fd);
 	progress(&r, 1);
-	if (stats)
-		*stats = r.st;
+	if (stats && amber_stats_version(stats) >= 1)
+		amber_stats_put(stats, &r.st, amber_stats_size(amber_stats_version(stats)));
 	if (r.o->skipped)
 		*r.o->skipped = r.skipped;
 	rest_dispose(&r);

@@ -45,6 +45,7 @@
 #include "history.h"
 #include "record.h"
 #include "repack.h"
+#include "stats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1510,6 +1511,7 @@ static int snap_setup(snap *s, amber_archive *a, const amber_snapshot_opts *o)
 	s->a = a;
 	s->o = o;
 	s->start_ns = now_ns();
+	s->st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 	pthread_mutex_init(&s->lock, NULL);
 	s->files_old = amber_kvmap_new(sizeof(fc_val));
 	s->files_new = amber_kvmap_new(sizeof(fc_val));
@@ -1785,6 +1787,8 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	int rc;
 
 	id_out[0] = '\0';
+	if ((rc = amber_stats_check(stats, "amber_stats", "AMBER_STATS_INIT")) < 0)
+		return rc;
 	if ((rc = amber_opts_check(opts, AMBER_SNAPSHOT_OPTS_VERSION, "amber_snapshot_opts",
 				   "AMBER_SNAPSHOT_OPTS_INIT")) < 0)
 		return rc;
@@ -1806,8 +1810,7 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	if (rc == 0)
 		snap_repack(&s);
 	progress(&s, 1);
-	if (stats)
-		*stats = s.st;
+	amber_stats_put(stats, &s.st, stats ? amber_stats_size(amber_stats_version(stats)) : 0);
 	snap_dispose(&s);
 	amber_signer_free(s.signer);
 	amber_store_unlock(a->store);
@@ -2999,6 +3002,7 @@ static int session_setup(snap *s, amber_writer *w, const amber_snapshot_opts *o,
 	s->a = w->a;
 	s->o = o;
 	s->start_ns = now_ns();
+	s->st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 	pthread_mutex_init(&s->lock, NULL);
 	s->files_old = w->files;
 	s->files_new = full ? amber_kvmap_new(sizeof(fc_val)) : w->files;
@@ -3156,8 +3160,7 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 		suspects_clear(w);
 	s.st.bytes_new = atomic_load(&s.bytes_new);
 	s.st.objects_new = atomic_load(&s.objects_new);
-	if (st)
-		*st = s.st;
+	amber_stats_put(st, &s.st, st ? amber_stats_size(amber_stats_version(st)) : 0);
 	amber_entry_dispose(&root);
 	writer_chunks_after(w, &s, rc);
 	session_release(&s, w, full, rc);
@@ -3170,9 +3173,10 @@ int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_writer *w, const amber_dirty *dirty, size_t n)
 {
 	dnode *trie = NULL;
-	int full = !dirty || n > DIRTY_MAX, rc = amber_store_lock(w->a->store);
+	int full = !dirty || n > DIRTY_MAX, rc;
 
-	if (rc < 0)
+	if ((rc = amber_stats_check(stats, "amber_stats", "AMBER_STATS_INIT")) < 0 ||
+	    (rc = amber_store_lock(w->a->store)) < 0)
 		return rc;
 	rc = writer_sync_tip(w, &full);
 	if (rc == 0 && !full)

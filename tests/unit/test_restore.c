@@ -153,7 +153,7 @@ Test(restore, files_in_flight_restore_byte_identical_with_holes_and_links)
 {
 	amber_archive *a = fix_archive(0);
 	amber_snapshot *s = NULL;
-	amber_stats st = {0};
+	amber_stats st = AMBER_STATS_INIT;
 	char id[AMBER_OID_HEXSZ + 1], name[64], out[64];
 	struct stat x, y;
 
@@ -249,7 +249,7 @@ Test(restore, listings_read_ahead_and_files_in_flight_keep_every_directory)
 {
 	amber_archive *a = fix_archive(0);
 	amber_snapshot *s = NULL;
-	amber_stats st = {0};
+	amber_stats st = AMBER_STATS_INIT;
 	char id[AMBER_OID_HEXSZ + 1], p[128], q[128];
 	struct timespec old[2] = {{.tv_sec = 1500000000, .tv_nsec = 123456789},
 				  {.tv_sec = 1500000000, .tv_nsec = 123456789}};

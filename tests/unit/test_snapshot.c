@@ -233,7 +233,7 @@ Test(snapshot, a_chunk_dropped_from_the_cache_is_found_in_the_store)
 	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
 	amber_restore_opts ro = AMBER_RESTORE_OPTS_INIT;
 	amber_snapshot *s = NULL;
-	amber_stats st = {0};
+	amber_stats st = AMBER_STATS_INIT;
 	char id[AMBER_OID_HEXSZ + 1];
 	uint8_t *ids, *cache, *want, *got;
 	size_t nids, clen, wlen, glen;
