@@ -3,8 +3,10 @@
  * real encrypted archive: several threads reading through one archive
  * handle, one snapshot and one listing; errors kept per thread; and a
  * writer session snapshotting in one thread while others read the archive
- * through a second handle opened on the same path.  scripts/tsan-run runs
- * this program under ThreadSanitizer too.
+ * through a second handle opened on the same path and another thread tags
+ * snapshots through a third (each writer call takes the archive's lock or
+ * returns AMBER_ELOCKED, and is then repeated).  scripts/tsan-run runs
+ * these tests under ThreadSanitizer too.
  *
  * Criterion's assertions are made on the test's own thread only: the other
  * threads record their first failure, which the test then asserts is none.
@@ -52,8 +54,10 @@ static void check(int ok, const char *what, const char *file, int line, const ch
 #include "libfix.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdarg.h>
+#include <time.h>
 
 #define NFILES 6
 #define READERS 4
@@ -311,6 +315,7 @@ typedef struct published {
 typedef struct session_run {
 	amber_writer *w;
 	published *p;
+	int locked;              /* calls that found the lock taken */
 	failure f;
 } session_run;
 
@@ -321,6 +326,59 @@ typedef struct session_read {
 	int seen;                /* generations read */
 	failure f;
 } session_read;
+
+static void nap(void)
+{
+	struct timespec ms = {0, 1000000};
+
+	nanosleep(&ms, NULL);
+}
+
+/* Tags made by a thread of its own, on a third handle, while the session writes. */
+typedef struct tagger {
+	amber_archive *a;
+	published *p;
+	int tags, locked;        /* tags made; calls that found the lock taken */
+	char tagged[GENERATIONS + 1][AMBER_OID_HEXSZ + 1];
+	failure f;
+} tagger;
+
+static void *session_tagger(void *arg)
+{
+	tagger *x = arg;
+	char id[AMBER_OID_HEXSZ + 1], name[32];
+	int last_done = 0, g = -1;
+
+	while (!x->f.msg[0] && !last_done && x->tags <= GENERATIONS) {
+		int rc;
+
+		last_done = atomic_load(&x->p->done);
+		pthread_mutex_lock(&x->p->lock);
+		if (x->p->last != g) {
+			g = x->p->last;
+			memcpy(id, x->p->id[g], sizeof(id));
+		} else {
+			g = -2; /* nothing new to tag */
+		}
+		pthread_mutex_unlock(&x->p->lock);
+		if (g == -2) {
+			g = x->p->last;
+			sched_yield();
+			continue;
+		}
+		snprintf(name, sizeof(name), "gen-%d", g);
+		/* one writer at a time: the lock is taken or not, never another error */
+		while ((rc = amber_tag_create(x->a, id, name, NULL, NULL, 0)) == AMBER_ELOCKED) {
+			x->locked++;
+			nap();
+		}
+		if (rc < 0)
+			failed(&x->f, "tag %s: %d %s", name, rc, amber_error_last());
+		else
+			memcpy(x->tagged[x->tags++], id, sizeof(id));
+	}
+	return NULL;
+}
 
 /* The content of src/gen at generation g. */
 static uint8_t *gen_bytes(int g)
@@ -340,7 +398,7 @@ static void *session_writer(void *arg)
 
 	for (int g = 1; g <= GENERATIONS && !x->f.msg[0]; g++) {
 		uint8_t buf[GEN_BYTES];
-		int fd;
+		int fd, rc;
 
 		fill_bytes(buf, GEN_BYTES, 1000 + (uint64_t)g);
 		fd = open(path_in(path, sizeof(path), rel), O_WRONLY | O_TRUNC);
@@ -351,7 +409,12 @@ static void *session_writer(void *arg)
 			break;
 		}
 		close(fd);
-		if (amber_writer_snapshot(id, NULL, x->w, &dirty, 1) < 0) {
+		/* the tagger may hold the lock: such a call is simply repeated */
+		while ((rc = amber_writer_snapshot(id, NULL, x->w, &dirty, 1)) == AMBER_ELOCKED) {
+			x->locked++;
+			nap();
+		}
+		if (rc < 0) {
 			failed(&x->f, "snapshot %d: %s", g, amber_error_last());
 			break;
 		}
@@ -453,7 +516,8 @@ Test(threads, a_writer_session_snapshots_while_other_threads_read_through_anothe
 	published p = {.lock = PTHREAD_MUTEX_INITIALIZER};
 	session_run wr = {.p = &p};
 	session_read rd[READERS - 1];
-	pthread_t wt, th[READERS - 1];
+	tagger tg = {.p = &p};
+	pthread_t wt, tt, th[READERS - 1];
 	uint8_t *g0 = gen_bytes(0);
 	char latest[AMBER_OID_HEXSZ + 1];
 
@@ -464,13 +528,17 @@ Test(threads, a_writer_session_snapshots_while_other_threads_read_through_anothe
 	OK(amber_writer_open(&wr.w, a, at("src"), &wo));
 	OK(amber_archive_open_ext(&ra, at("archive"), &oo));
 	OK(amber_archive_unlock(ra, (const unsigned char *)PASS, strlen(PASS)));
+	OK(amber_archive_open_ext(&tg.a, at("archive"), &oo));
+	OK(amber_archive_unlock(tg.a, (const unsigned char *)PASS, strlen(PASS)));
 
 	for (int t = 0; t < READERS - 1; t++) {
 		rd[t] = (session_read){.a = ra, .p = &p, .t = t};
 		cr_assert_eq(pthread_create(&th[t], NULL, session_reader, &rd[t]), 0);
 	}
+	cr_assert_eq(pthread_create(&tt, NULL, session_tagger, &tg), 0);
 	cr_assert_eq(pthread_create(&wt, NULL, session_writer, &wr), 0);
 	pthread_join(wt, NULL);
+	pthread_join(tt, NULL);
 	for (int t = 0; t < READERS - 1; t++)
 		pthread_join(th[t], NULL);
 	cr_assert_eq(wr.f.msg[0], '\0', "writer: %s", wr.f.msg);
@@ -481,6 +549,18 @@ Test(threads, a_writer_session_snapshots_while_other_threads_read_through_anothe
 	OK(amber_resolve(latest, ra, NULL, "latest"));
 	cr_assert_str_eq(latest, p.id[GENERATIONS], "the readers' handle does not see the last "
 			 "snapshot of the session");
+	cr_assert_eq(tg.f.msg[0], '\0', "tagger: %s", tg.f.msg);
+	cr_assert_geq(tg.tags, 1, "no tag was made while the session wrote");
+	for (int i = 0; i < tg.tags; i++) { /* each tag names what it tagged */
+		char name[32], got[AMBER_OID_HEXSZ + 1];
+
+		for (int g = 0; g <= GENERATIONS; g++)
+			if (strcmp(tg.tagged[i], p.id[g]) == 0)
+				snprintf(name, sizeof(name), "gen-%d", g);
+		OK(amber_resolve(got, ra, NULL, name));
+		cr_assert_str_eq(got, tg.tagged[i], "tag %s", name);
+	}
+	amber_archive_free(tg.a);
 	OK(amber_writer_close(wr.w));
 	amber_archive_free(ra);
 	amber_archive_free(a);
