@@ -38,6 +38,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,9 @@ typedef struct rest {
 	uint8_t *bufs[WORKERS_MAX + 1]; /* free BLOCK-sized buffers */
 	size_t nbufs;
 	int fail_rc;           /* first failure of a worker, and its message */
+	atomic_int failing;    /* fail_rc is set: read without the lock */
+	atomic_uint_fast64_t bytes; /* written by the workers; st.bytes at the end */
+	struct batchjob *batch; /* small files not yet handed out (walker only) */
 	char *fail_msg;
 	linkmap *links;
 	size_t nlinks, caplinks;
@@ -109,6 +113,7 @@ static void progress(rest *r, int force)
 		return;
 	r->last = now;
 	pthread_mutex_lock(&r->lock);
+	r->st.bytes = atomic_load(&r->bytes);
 	r->o->progress(&r->st, r->path, r->o->payload);
 	pthread_mutex_unlock(&r->lock);
 }
@@ -136,12 +141,7 @@ struct rangejob {
 
 static int stopped(rest *r)
 {
-	int s;
-
-	pthread_mutex_lock(&r->lock);
-	s = r->fail_rc != 0;
-	pthread_mutex_unlock(&r->lock);
-	return s;
+	return atomic_load(&r->failing);
 }
 
 /* Keep the first failure of a worker (the thread-local message goes with it). */
@@ -150,6 +150,7 @@ static void fail_keep(rest *r, int rc)
 	pthread_mutex_lock(&r->lock);
 	if (r->fail_rc == 0) {
 		r->fail_rc = rc;
+		atomic_store(&r->failing, 1);
 		r->fail_msg = strdup(amber_error_last());
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -243,9 +244,7 @@ static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t 
 		if ((rc = write_nonzero(f, buf, n, off)) < 0)
 			return rc;
 		off += n;
-		pthread_mutex_lock(&r->lock);
-		r->st.bytes += n;
-		pthread_mutex_unlock(&r->lock);
+		atomic_fetch_add(&r->bytes, n);
 	}
 	return 0;
 }
@@ -271,31 +270,96 @@ static void file_finish(rest *r, filejob *f, int failed)
 	free(f);
 }
 
+/*
+ * A file of one range up to SMALL bytes is read into the worker's stack,
+ * not a shared BLOCK buffer, and, being its file's only range, finishes it
+ * without taking the lock: a small file costs the workers no lock at all
+ * (the pool's lock is taken once per batch of them, see restore_file).
+ */
+#define SMALL ((size_t)64 << 10)
+
 static void range_run(amber_task *t)
 {
 	rangejob *j = (rangejob *)t;
 	filejob *f = j->f;
 	rest *r = f->r;
-	uint8_t *buf = NULL;
-	int rc = 0, last, failed;
+	uint8_t *buf = NULL, small[SMALL];
+	int rc = 0, last, failed, only = f->e.size <= BLOCK; /* the file's only range */
 
 	if (j->len && !stopped(r)) {
-		if (!(buf = buf_get(r)))
+		if (j->len <= SMALL)
+			buf = small;
+		else if (!(buf = buf_get(r)))
 			rc = amber_fail(AMBER_ERROR, "out of memory");
 		if (rc == 0)
 			rc = write_range(r, f, j->off, j->len, buf);
-		if (buf)
+		if (buf && buf != small)
 			buf_put(r, buf);
 		if (rc < 0)
 			fail_keep(r, rc);
 	}
-	pthread_mutex_lock(&r->lock);
-	f->failed |= rc < 0 || r->fail_rc != 0;
-	failed = f->failed;
-	last = --f->left == 0;
-	pthread_mutex_unlock(&r->lock);
+	if (only) {
+		failed = rc < 0 || stopped(r);
+		last = 1;
+	} else {
+		pthread_mutex_lock(&r->lock);
+		f->failed |= rc < 0 || r->fail_rc != 0;
+		failed = f->failed;
+		last = --f->left == 0;
+		pthread_mutex_unlock(&r->lock);
+	}
 	if (last)
 		file_finish(r, f, failed); /* frees j */
+}
+
+/*
+ * Small files go to the workers in batches of up to BATCH_FILES (or
+ * BATCH_BYTES of data): one pool task each, run one after the other, so
+ * that the walk and the workers do not hand each other every file.
+ */
+#define BATCH_FILES 32
+#define BATCH_BYTES ((size_t)1 << 20)
+
+typedef struct batchjob {
+	amber_task t;          /* first: the pool hands back &t */
+	rangejob *jobs[BATCH_FILES];
+	size_t n, bytes;
+} batchjob;
+
+static void batch_run(amber_task *t)
+{
+	batchjob *b = (batchjob *)t;
+
+	for (size_t i = 0; i < b->n; i++)
+		range_run(&b->jobs[i]->t); /* may free the job's file */
+	free(b);
+}
+
+/* Hand the pending batch to the workers (there may be none). */
+static void batch_flush(rest *r)
+{
+	batchjob *b = r->batch;
+
+	if (!b)
+		return;
+	r->batch = NULL;
+	b->t.run = batch_run;
+	amber_pool_submit(r->pool, &b->t, &r->group);
+}
+
+/* Queue the one range of a small file in the batch; @return 0, or -1 if it must go alone. */
+static int batch_add(rest *r, rangejob *j)
+{
+	batchjob *b = r->batch;
+
+	if (!b && !(b = r->batch = calloc(1, sizeof(*b))))
+		return -1; /* out of memory: the file goes alone */
+	b->jobs[b->n++] = j;
+	b->bytes += j->len;
+	b->t.cost += j->t.cost;
+	if (b->n == BATCH_FILES || b->bytes >= BATCH_BYTES)
+		batch_flush(r);
+	return 0;
 }
 
 /* e's mode, without setuid and setgid on non-directories in safe mode. */
@@ -457,6 +521,8 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 		j->len = e->size - j->off < BLOCK ? e->size - j->off : BLOCK;
 		j->t.run = range_run;
 		j->t.cost = (size_t)j->len + (i == 0 ? FILE_COST : 0);
+		if (nr == 1 && j->len <= SMALL && batch_add(r, j) == 0)
+			continue;
 		amber_pool_submit(r->pool, &j->t, &r->group); /* f may be gone after the last */
 	}
 	return 0;
@@ -1001,6 +1067,7 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	else if (rc == 0)
 		rc = restore_leaf(&r, e, fd);
 	if (r.pool) {
+		batch_flush(&r); /* also after a failure: the workers close its files */
 		amber_pool_wait(r.pool, &r.group);
 		amber_pool_wait(r.pool, &r.lgroup); /* listing jobs given up, still queued */
 	}
@@ -1013,6 +1080,7 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	if (fd >= 0)
 		close(fd);
 	progress(&r, 1);
+	r.st.bytes = atomic_load(&r.bytes);
 	if (stats && amber_stats_version(stats) >= 1)
 		amber_stats_put(stats, &r.st, amber_stats_size(amber_stats_version(stats)));
 	if (r.o->skipped)
