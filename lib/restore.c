@@ -16,7 +16,8 @@
  * file (so every name is still made relative to a checked directory
  * descriptor), sets its size and hands the descriptor to the workers, which
  * decode and write ranges with pwrite and, when the last range of a file is
- * done, set its metadata and close it.  Each file job owns a copy of its
+ * done, set its metadata and close it (small files go to them in batches,
+ * see batch_add).  Each file job owns a copy of its
  * entry, so the walk never waits for the workers: it goes on to the next
  * directory while the files of the last ones are still being written, and
  * the workers also read ahead the listings of the next few directories to
