@@ -54,7 +54,6 @@ static void check(int ok, const char *what, const char *file, int line, const ch
 #include "libfix.h"
 
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <time.h>
@@ -347,25 +346,21 @@ static void *session_tagger(void *arg)
 {
 	tagger *x = arg;
 	char id[AMBER_OID_HEXSZ + 1], name[32];
-	int last_done = 0, g = -1;
+	int last_done = 0, done_g = -1;
 
 	while (!x->f.msg[0] && !last_done && x->tags <= GENERATIONS) {
-		int rc;
+		int rc, g;
 
 		last_done = atomic_load(&x->p->done);
 		pthread_mutex_lock(&x->p->lock);
-		if (x->p->last != g) {
-			g = x->p->last;
-			memcpy(id, x->p->id[g], sizeof(id));
-		} else {
-			g = -2; /* nothing new to tag */
-		}
+		g = x->p->last;
+		memcpy(id, x->p->id[g], sizeof(id));
 		pthread_mutex_unlock(&x->p->lock);
-		if (g == -2) {
-			g = x->p->last;
-			sched_yield();
+		if (g == done_g) { /* nothing new to tag yet */
+			nap();
 			continue;
 		}
+		done_g = g;
 		snprintf(name, sizeof(name), "gen-%d", g);
 		/* one writer at a time: the lock is taken or not, never another error */
 		while ((rc = amber_tag_create(x->a, id, name, NULL, NULL, 0)) == AMBER_ELOCKED) {
