@@ -251,7 +251,7 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 		return fprintf(stderr, "writer-bench: %s is not a gen-exchange tree\n", src), -1;
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	for (long s = 0; s < seconds; s++) {
-		amber_stats st = {0};
+		amber_stats st = AMBER_STATS_INIT;
 		struct timespec t0;
 		size_t nd = 0;
 

@@ -151,7 +151,7 @@ static int open_archive(struct engine *e, const char *path, const char *passfile
 static int capture(struct engine *e, int whole)
 {
 	char id[AMBER_OID_HEXSZ + 1];
-	amber_stats st;
+	amber_stats st = AMBER_STATS_INIT;
 	int rc = amber_writer_snapshot(id, &st, e->w, whole ? NULL : e->dirty,
 				       whole ? 0 : e->ndirty);
 

@@ -75,7 +75,7 @@ static void report(const amber_repack_stats *st)
 int cmd_repack(int argc, char **argv)
 {
 	struct repack_args o = {0};
-	amber_repack_stats st = {0};
+	amber_repack_stats st = AMBER_REPACK_STATS_INIT;
 	amber_archive *a = NULL;
 	int status = parse(&o, argc, argv), rc;
 

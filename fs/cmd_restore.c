@@ -65,7 +65,7 @@ static void report_skipped(const amber_restore_skipped *k)
 
 static int restore(const struct restore_args *o, struct cli_target *t)
 {
-	amber_stats stats = {0};
+	amber_stats stats = AMBER_STATS_INIT;
 	struct cli_progress prog;
 	amber_restore_opts ro = AMBER_RESTORE_OPTS_INIT;
 	amber_restore_skipped skipped = {0};

@@ -136,7 +136,7 @@ static void unsigned_note(const struct snapshot_args *o, amber_archive *a, const
 static int write_snapshot(struct snapshot_args *o, amber_archive *a)
 {
 	char id[AMBER_OID_HEXSZ + 1];
-	amber_stats stats = {0};
+	amber_stats stats = AMBER_STATS_INIT;
 	struct cli_progress prog;
 	int rc;
 

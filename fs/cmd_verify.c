@@ -195,7 +195,7 @@ static void on_unsigned(const char *id, void *payload)
 static void on_progress(const amber_verify_stats *s, void *payload)
 {
 	struct verify_args *o = payload;
-	amber_stats st = {0};
+	amber_stats st = AMBER_STATS_INIT;
 
 	/* Reuse the shared progress line: objects and bytes read so far. */
 	o->prog.noun = "object";

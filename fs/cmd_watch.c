@@ -653,7 +653,7 @@ static void capture_done(struct watch *x, int rc, const struct capture *c)
 /* @return 0, or an exit status when watching cannot go on. */
 static int capture(struct watch *x)
 {
-	struct capture c = {0};
+	struct capture c = {.st = AMBER_STATS_INIT};
 	int rc = 0;
 
 	x->seq++;

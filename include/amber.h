@@ -271,8 +271,19 @@ int amber_pubkey_parse(uint8_t pk[32], const char *line);
 /* ------------------------------------------------------------------ */
 /* Writing snapshots                                                   */
 
-/** Counters of one snapshot (stored, encrypted, in its record). */
+#define AMBER_STATS_VERSION 1
+
+/**
+ * Counters of one snapshot (stored, encrypted, in its record) or restore.
+ * Versioned like the option structs, so that fields can be added: the
+ * caller initialises a struct it passes with AMBER_STATS_INIT (a version of
+ * 0 is refused with AMBER_EINVAL before anything is done), and the library
+ * fills only the fields of that version it knows, leaving any others as the
+ * caller set them.  A struct the library hands out (progress callbacks,
+ * amber_snapinfo) has the library's version.  libamber(3), STATS STRUCTS.
+ */
 typedef struct amber_stats {
+	unsigned int version;   /**< AMBER_STATS_VERSION, set by the caller */
 	uint64_t files;         /**< non-directory entries */
 	uint64_t dirs;          /**< directories */
 	uint64_t bytes;         /**< logical bytes of regular files */
@@ -281,6 +292,8 @@ typedef struct amber_stats {
 	uint64_t objects_new;   /**< new git objects written */
 	uint64_t errors;        /**< source entries that could not be read */
 } amber_stats;
+
+#define AMBER_STATS_INIT {.version = AMBER_STATS_VERSION}
 
 /** Progress report, called from the writing thread at most ~10 times/s. */
 typedef void (*amber_progress_cb)(const amber_stats *sofar, const char *current_path,
@@ -328,7 +341,7 @@ typedef struct amber_snapshot_opts {
  * @param id_out   receives the new commit id (40 hex + NUL); "" until the
  *                 snapshot is visible, so an error with a non-empty id_out
  *                 means the snapshot exists but opts->tag was not created
- * @param stats    receives the counters (may be NULL)
+ * @param stats    receives the counters (may be NULL; else AMBER_STATS_INIT)
  * If the archive has a signing key, the commit carries an SSH signature
  * ("gpgsig" header) that `git verify-commit` accepts; opts->tag stays a
  * lightweight tag of that signed commit.
@@ -339,7 +352,8 @@ typedef struct amber_snapshot_opts {
  *         signing key for an archive that has none, AMBER_EEXISTS if the
  *         tag exists, AMBER_ENOTFOUND if `src` (or the key file) is missing.
  *         An existing or invalid tag is refused before anything is written,
- *         as are options of an unknown version (AMBER_EINVAL).
+ *         as are options of an unknown version and stats of version 0
+ *         (AMBER_EINVAL).
  */
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_archive *a, const char *src, const amber_snapshot_opts *opts);
@@ -773,9 +787,11 @@ typedef struct amber_restore_opts {
  * through a symlink; a node replaced by someone else while being
  * restored fails the restore.  Directories nested more than
  * AMBER_RESTORE_MAX_DEPTH deep fail it.
+ * @param stats receives the counts (may be NULL; else AMBER_STATS_INIT)
  * @param opts  NULL for the defaults
  * @return 0, AMBER_EEXISTS if dest is not empty, AMBER_ENOTFOUND, AMBER_EAUTH,
- *         AMBER_EINVAL for options of an unknown version...
+ *         AMBER_EINVAL for options of an unknown version or stats of
+ *         version 0...
  */
 int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const char *dest,
 		  const amber_restore_opts *opts);
@@ -801,14 +817,19 @@ int amber_archive_lock_keys(amber_archive *a);
 int amber_tag_list(amber_archive *a, int (*cb)(const char *tag, void *payload), void *payload);
 /* Pack consolidation ------------------------------------------------- */
 
-/** What amber_archive_repack() did. */
+#define AMBER_REPACK_STATS_VERSION 1
+
+/** What amber_archive_repack() did; versioned as amber_stats is. */
 typedef struct amber_repack_stats {
+	unsigned int version;        /**< AMBER_REPACK_STATS_VERSION, set by the caller */
 	uint64_t packs_before;       /**< pack files before */
 	uint64_t packs_merged;       /**< pack files merged into new ones and removed */
 	uint64_t packs_after;        /**< pack files after */
 	uint64_t objects;            /**< object entries copied */
 	uint64_t bytes;              /**< bytes copied */
 } amber_repack_stats;
+
+#define AMBER_REPACK_STATS_INIT {.version = AMBER_REPACK_STATS_VERSION}
 
 /** amber_archive_repack() flag: merge every pack below the rollover size. */
 #define AMBER_REPACK_ALL 1u
@@ -820,7 +841,7 @@ typedef struct amber_repack_stats {
  * history of n snapshots keeps O(log n) packs.  Objects are copied byte for
  * byte (ciphertext is never decoded); old packs are removed only once the
  * merged pack is durable.  Needs no key.  Readers may keep running.
- * @param st     receives what was done (may be NULL)
+ * @param st     receives what was done (may be NULL; else AMBER_REPACK_STATS_INIT)
  * @param flags  0 or AMBER_REPACK_ALL
  * @return 0, AMBER_ELOCKED (another writer is active), AMBER_ECORRUPT (a
  *         pack does not match its index; nothing was removed), AMBER_ERROR.
@@ -918,7 +939,7 @@ int amber_writer_open(amber_writer **out, amber_archive *a, const char *src,
  * Stats are the tree's totals (files, dirs, bytes) and this snapshot's
  * work (bytes_read, bytes_new, objects_new, errors).
  * @param id_out  the new commit id, or the tip's when nothing changed
- * @param stats   may be NULL
+ * @param stats   may be NULL; else initialised with AMBER_STATS_INIT
  * @return 0 when a snapshot was written, 1 when the source is as the tip
  *         has it (nothing written), or an error as amber_snapshot_create()
  *         returns (AMBER_ELOCKED: another writer holds the lock; try

@@ -122,6 +122,37 @@ void amber_kvmap_each(amber_kvmap *m, void (*fn)(void *value, void *arg), void *
 	}
 }
 
+size_t amber_kvmap_prune(amber_kvmap *m, int (*keep)(const void *value, void *arg), void *arg)
+{
+	amber_kvmap small = *m;
+	size_t kept = 0;
+
+	for (size_t i = 0; i < m->cap; i++) {
+		const uint8_t *s = m->slots + i * m->slot;
+
+		kept += s[32] && keep(s + VOFF, arg);
+	}
+	if (kept == m->count)
+		return 0;
+	small.cap = 1024;
+	while (kept * 4 > small.cap * 3 / 2) /* at most half full, as after a grow */
+		small.cap *= 2;
+	small.count = kept;
+	small.slots = calloc(small.cap, small.slot);
+	if (!small.slots)
+		return 0; /* only a cache: kept whole until there is memory */
+	for (size_t i = 0; i < m->cap; i++) {
+		const uint8_t *s = m->slots + i * m->slot;
+
+		if (s[32] && keep(s + VOFF, arg))
+			memcpy(find(&small, s), s, m->slot);
+	}
+	free(m->slots);
+	kept = m->count - small.count;
+	*m = small;
+	return kept;
+}
+
 void amber_kvmap_load(amber_kvmap *m, const char *path, const char magic[8],
 		      const uint8_t tag[32])
 {

@@ -28,6 +28,12 @@ size_t amber_kvmap_count(const amber_kvmap *m);
 void amber_kvmap_each(amber_kvmap *m, void (*fn)(void *value, void *arg), void *arg);
 
 /**
+ * Remove every entry for which keep(value, arg) returns 0, and shrink the
+ * table to fit what is left.  @return the number removed.
+ */
+size_t amber_kvmap_prune(amber_kvmap *m, int (*keep)(const void *value, void *arg), void *arg);
+
+/**
  * Load entries from `path` whose header matches `magic` (8 bytes) and
  * `tag` (32 bytes, e.g. the archive id); anything unreadable is ignored.
  */

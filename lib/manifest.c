@@ -980,6 +980,7 @@ static int get_root_meta(amber_record *rec, amber_rd *r)
 
 static void get_stats(amber_stats *s, amber_rd *r)
 {
+	s->version = AMBER_STATS_VERSION; /* as amber_snapinfo hands it out */
 	amber_rd_u64(r, &s->files);
 	amber_rd_u64(r, &s->dirs);
 	amber_rd_u64(r, &s->bytes);

@@ -34,6 +34,7 @@
 
 #include "archive.h"
 #include "error.h"
+#include "stats.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -563,12 +564,13 @@ int amber_repack_locked(amber_repack_stats *st, amber_store *s, unsigned flags)
 
 int amber_archive_repack(amber_repack_stats *st, amber_archive *a, unsigned flags)
 {
-	amber_repack_stats tmp;
-	int rc = amber_store_lock(a->store);
+	amber_repack_stats tmp = AMBER_REPACK_STATS_INIT;
+	int rc = amber_stats_check(st, "amber_repack_stats", "AMBER_REPACK_STATS_INIT");
 
-	if (rc < 0)
+	if (rc < 0 || (rc = amber_store_lock(a->store)) < 0)
 		return rc;
-	rc = amber_repack_locked(st ? st : &tmp, a->store, flags);
+	rc = amber_repack_locked(&tmp, a->store, flags);
 	amber_store_unlock(a->store);
+	amber_stats_put(st, &tmp, st ? amber_repack_stats_size(amber_stats_version(st)) : 0);
 	return rc;
 }

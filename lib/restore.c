@@ -16,21 +16,30 @@
  * file (so every name is still made relative to a checked directory
  * descriptor), sets its size and hands the descriptor to the workers, which
  * decode and write ranges with pwrite and, when the last range of a file is
- * done, set its metadata and close it.  A listing is kept until the workers
- * are done with its entries, and a directory's own metadata goes on after
- * that.  Nothing is synced per file; one syncfs at the end makes the whole
- * restore durable before amber_restore returns.
+ * done, set its metadata and close it (small files go to them in batches,
+ * see batch_add).  Each file job owns a copy of its
+ * entry, so the walk never waits for the workers: it goes on to the next
+ * directory while the files of the last ones are still being written, and
+ * the workers also read ahead the listings of the next few directories to
+ * be entered (restore_tree).  A directory's own metadata (mode, owner,
+ * times, ACLs) may so go on while its files are still being written: that
+ * changes nothing of it, since the workers write through descriptors the
+ * walk opened and no name in it is made or removed after its children are
+ * created.  Nothing is synced per file; one syncfs at the end makes the
+ * whole restore durable before amber_restore returns.
  */
 #include "amber.h"
 #include "error.h"
 #include "manifest.h"
 #include "pool.h"
+#include "stats.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +74,9 @@ typedef struct rest {
 	uint8_t *bufs[WORKERS_MAX + 1]; /* free BLOCK-sized buffers */
 	size_t nbufs;
 	int fail_rc;           /* first failure of a worker, and its message */
+	atomic_int failing;    /* fail_rc is set: read without the lock */
+	atomic_uint_fast64_t bytes; /* written by the workers; st.bytes at the end */
+	struct batchjob *batch; /* small files not yet handed out (walker only) */
 	char *fail_msg;
 	linkmap *links;
 	size_t nlinks, caplinks;
@@ -72,6 +84,9 @@ typedef struct rest {
 	size_t pathcap;
 	size_t pending;        /* bytes held for directories not finished */
 	struct timespec last;
+	amber_group lgroup;    /* listing read-ahead jobs */
+	pthread_cond_t ldone;  /* a listing job finished (with lock) */
+	size_t lout;           /* listing jobs asked for and not taken (walker only) */
 } rest;
 
 /* Metadata of `path` that could not be set: counted and reported, not fatal. */
@@ -99,6 +114,7 @@ static void progress(rest *r, int force)
 		return;
 	r->last = now;
 	pthread_mutex_lock(&r->lock);
+	r->st.bytes = atomic_load(&r->bytes);
 	r->o->progress(&r->st, r->path, r->o->payload);
 	pthread_mutex_unlock(&r->lock);
 }
@@ -110,7 +126,7 @@ static void progress(rest *r, int force)
 typedef struct rangejob rangejob;
 typedef struct filejob {
 	rest *r;
-	const amber_entry *e;  /* in a listing kept until the pool is drained */
+	amber_entry e;         /* its own copy: the walk does not wait for the file */
 	int fd;
 	char *path;            /* for messages */
 	size_t left;           /* ranges not finished, under r->lock */
@@ -126,12 +142,7 @@ struct rangejob {
 
 static int stopped(rest *r)
 {
-	int s;
-
-	pthread_mutex_lock(&r->lock);
-	s = r->fail_rc != 0;
-	pthread_mutex_unlock(&r->lock);
-	return s;
+	return atomic_load(&r->failing);
 }
 
 /* Keep the first failure of a worker (the thread-local message goes with it). */
@@ -140,6 +151,7 @@ static void fail_keep(rest *r, int rc)
 	pthread_mutex_lock(&r->lock);
 	if (r->fail_rc == 0) {
 		r->fail_rc = rc;
+		atomic_store(&r->failing, 1);
 		r->fail_msg = strdup(amber_error_last());
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -225,7 +237,7 @@ static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t 
 		size_t n = 0, want = end - off < BLOCK ? (size_t)(end - off) : BLOCK;
 		int rc;
 
-		rc = amber_file_read(&n, r->s, f->e, off, buf, want);
+		rc = amber_file_read(&n, r->s, &f->e, off, buf, want);
 		if (rc < 0)
 			return amber_fail(rc, "%s: %s", f->path, amber_error_last());
 		if (n == 0)
@@ -233,9 +245,7 @@ static int write_range(rest *r, filejob *f, uint64_t off, uint64_t len, uint8_t 
 		if ((rc = write_nonzero(f, buf, n, off)) < 0)
 			return rc;
 		off += n;
-		pthread_mutex_lock(&r->lock);
-		r->st.bytes += n;
-		pthread_mutex_unlock(&r->lock);
+		atomic_fetch_add(&r->bytes, n);
 	}
 	return 0;
 }
@@ -253,38 +263,104 @@ static void file_finish(rest *r, filejob *f, int failed)
 	if (failed && ftruncate(f->fd, 0) < 0)
 		warn_at(r, f->path, "cannot empty the file after its data failed");
 	if (!failed)
-		apply_meta(r, f->path, f->e, f->fd, 0);
+		apply_meta(r, f->path, &f->e, f->fd, 0);
 	close(f->fd);
+	amber_entry_dispose(&f->e);
 	free(f->path);
 	free(f->jobs);
 	free(f);
 }
+
+/*
+ * A file of one range up to SMALL bytes is read into the worker's stack,
+ * not a shared BLOCK buffer, and, being its file's only range, finishes it
+ * without taking the lock: a small file costs the workers no lock at all
+ * (the pool's lock is taken once per batch of them, see restore_file).
+ */
+#define SMALL ((size_t)64 << 10)
 
 static void range_run(amber_task *t)
 {
 	rangejob *j = (rangejob *)t;
 	filejob *f = j->f;
 	rest *r = f->r;
-	uint8_t *buf = NULL;
-	int rc = 0, last, failed;
+	uint8_t *buf = NULL, small[SMALL];
+	int rc = 0, last, failed, only = f->e.size <= BLOCK; /* the file's only range */
 
 	if (j->len && !stopped(r)) {
-		if (!(buf = buf_get(r)))
+		if (j->len <= SMALL)
+			buf = small;
+		else if (!(buf = buf_get(r)))
 			rc = amber_fail(AMBER_ERROR, "out of memory");
 		if (rc == 0)
 			rc = write_range(r, f, j->off, j->len, buf);
-		if (buf)
+		if (buf && buf != small)
 			buf_put(r, buf);
 		if (rc < 0)
 			fail_keep(r, rc);
 	}
-	pthread_mutex_lock(&r->lock);
-	f->failed |= rc < 0 || r->fail_rc != 0;
-	failed = f->failed;
-	last = --f->left == 0;
-	pthread_mutex_unlock(&r->lock);
+	if (only) {
+		failed = rc < 0 || stopped(r);
+		last = 1;
+	} else {
+		pthread_mutex_lock(&r->lock);
+		f->failed |= rc < 0 || r->fail_rc != 0;
+		failed = f->failed;
+		last = --f->left == 0;
+		pthread_mutex_unlock(&r->lock);
+	}
 	if (last)
 		file_finish(r, f, failed); /* frees j */
+}
+
+/*
+ * Small files go to the workers in batches of up to BATCH_FILES (or
+ * BATCH_BYTES of data): one pool task each, run one after the other, so
+ * that the walk and the workers do not hand each other every file.
+ */
+#define BATCH_FILES 32
+#define BATCH_BYTES ((size_t)1 << 20)
+
+typedef struct batchjob {
+	amber_task t;          /* first: the pool hands back &t */
+	rangejob *jobs[BATCH_FILES];
+	size_t n, bytes;
+} batchjob;
+
+static void batch_run(amber_task *t)
+{
+	batchjob *b = (batchjob *)t;
+
+	for (size_t i = 0; i < b->n; i++)
+		range_run(&b->jobs[i]->t); /* may free the job's file */
+	free(b);
+}
+
+/* Hand the pending batch to the workers (there may be none). */
+static void batch_flush(rest *r)
+{
+	batchjob *b = r->batch;
+
+	if (!b)
+		return;
+	r->batch = NULL;
+	b->t.run = batch_run;
+	amber_pool_submit(r->pool, &b->t, &r->group);
+}
+
+/* Queue the one range of a small file in the batch; @return 0, or -1 if it must go alone. */
+static int batch_add(rest *r, rangejob *j)
+{
+	batchjob *b = r->batch;
+
+	if (!b && !(b = r->batch = calloc(1, sizeof(*b))))
+		return -1; /* out of memory: the file goes alone */
+	b->jobs[b->n++] = j;
+	b->bytes += j->len;
+	b->t.cost += j->t.cost;
+	if (b->n == BATCH_FILES || b->bytes >= BATCH_BYTES)
+		batch_flush(r);
+	return 0;
 }
 
 /* e's mode, without setuid and setgid on non-directories in safe mode. */
@@ -390,9 +466,9 @@ static int link_add(rest *r, uint64_t group, int dfd, const char *name)
 }
 
 /*
- * Create regular file e in dfd and hand its data to the workers (e must stay
- * valid until the pool is drained).  Its size is set at once, so the ranges
- * can be written in any order and runs of zeros stay holes.
+ * Create regular file e in dfd and hand its data (and a copy of e) to the
+ * workers.  Its size is set at once, so the ranges can be written in any
+ * order and runs of zeros stay holes.
  */
 static int restore_file(rest *r, const amber_entry *e, int dfd)
 {
@@ -422,8 +498,11 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 	if (rc == 0 && (!(f = calloc(1, sizeof(*f))) || !(f->path = strdup(r->path)) ||
 			!(f->jobs = calloc((size_t)nr, sizeof(*f->jobs)))))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0 && amber_entry_copy(&f->e, e) < 0)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (rc < 0) {
 		if (f) {
+			free(f->jobs);
 			free(f->path);
 			free(f);
 		}
@@ -432,8 +511,9 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 		close(fd);
 		return rc;
 	}
-	*f = (filejob){.r = r, .e = e, .fd = fd, .path = f->path, .left = (size_t)nr,
-		       .jobs = f->jobs};
+	f->r = r;
+	f->fd = fd;
+	f->left = (size_t)nr;
 	for (uint64_t i = 0; i < nr; i++) {
 		rangejob *j = &f->jobs[i];
 
@@ -442,6 +522,8 @@ static int restore_file(rest *r, const amber_entry *e, int dfd)
 		j->len = e->size - j->off < BLOCK ? e->size - j->off : BLOCK;
 		j->t.run = range_run;
 		j->t.cost = (size_t)j->len + (i == 0 ? FILE_COST : 0);
+		if (nr == 1 && j->len <= SMALL && batch_add(r, j) == 0)
+			continue;
 		amber_pool_submit(r->pool, &j->t, &r->group); /* f may be gone after the last */
 	}
 	return 0;
@@ -507,11 +589,41 @@ static int restore_leaf(rest *r, const amber_entry *e, int dfd)
  */
 #define PENDING_MAX ((size_t)256 << 20)
 
+/*
+ * Listing read-ahead: when a subdirectory is made, a worker is asked to
+ * read its listing (fetch, decrypt, decode) if it is among the first
+ * LIST_AHEAD subdirectories of its parent not yet entered, and fewer than
+ * LIST_MAX listings are asked for and not yet taken in all.  The job is
+ * queued behind the file ranges handed out before it, so it runs while the
+ * walk creates the next files.  The walk takes the listing when it enters
+ * the directory: done, it is used; being read, the walk waits; still
+ * queued, the walk reads it itself and the job, when its turn comes, does
+ * nothing.  So memory stays bounded (LIST_MAX listings) and the walk never
+ * waits behind a queue.
+ */
+#define LIST_AHEAD 4
+#define LIST_MAX 16
+#define LIST_COST ((size_t)64 << 10)
+
+enum { LJ_QUEUED, LJ_RUNNING, LJ_DONE, LJ_TAKEN };
+
+typedef struct listjob {
+	amber_task t;      /* first: the pool hands back &t */
+	rest *r;
+	amber_entry e;     /* its own copy of the directory's entry */
+	amber_dir *d;      /* the listing, once read */
+	int state;         /* LJ_*, under r->lock */
+	int refs;          /* the walk's and the pool's, under r->lock: the last frees */
+	int rc;            /* of the read, and its message */
+	char *msg;
+} listjob;
+
 typedef struct dirrec {
 	amber_entry e;     /* owns name and the deferred ACLs; no target, no other xattrs */
 	dev_t dev;         /* of the directory made, to know it again */
 	ino_t ino;
 	size_t cost;       /* bytes counted in rest.pending */
+	listjob *list;     /* its listing being read ahead, or NULL */
 } dirrec;
 
 typedef struct level {
@@ -527,8 +639,125 @@ static int deferred_xattr(const amber_xattr *x)
 	return strncmp(x->name, "system.posix_acl_", 17) == 0;
 }
 
+static void listjob_free(listjob *j)
+{
+	amber_dir_free(j->d);
+	amber_entry_dispose(&j->e);
+	free(j->msg);
+	free(j);
+}
+
+/* Drop one reference (r->lock held); @return whether j is to be freed. */
+static int listjob_unref(listjob *j)
+{
+	return --j->refs == 0;
+}
+
+static void listjob_run(amber_task *t)
+{
+	listjob *j = (listjob *)t;
+	rest *r = j->r;
+	amber_dir *d = NULL;
+	int rc, last;
+
+	pthread_mutex_lock(&r->lock);
+	if (j->state == LJ_TAKEN) {
+		last = listjob_unref(j);
+		pthread_mutex_unlock(&r->lock);
+		if (last)
+			listjob_free(j);
+		return;
+	}
+	j->state = LJ_RUNNING;
+	pthread_mutex_unlock(&r->lock);
+	rc = amber_dir_open(&d, r->s, &j->e);
+	pthread_mutex_lock(&r->lock);
+	j->d = d;
+	j->rc = rc;
+	if (rc < 0)
+		j->msg = strdup(amber_error_last());
+	j->state = LJ_DONE;
+	last = listjob_unref(j);
+	pthread_cond_broadcast(&r->ldone);
+	pthread_mutex_unlock(&r->lock);
+	if (last)
+		listjob_free(j);
+}
+
+/* Ask a worker to read the listing of directory d (made, not yet entered). */
+static void list_ahead(rest *r, dirrec *d, const amber_entry *e)
+{
+	listjob *j;
+
+	if (d->list || r->lout >= LIST_MAX || !(j = calloc(1, sizeof(*j))))
+		return; /* only read-ahead: the walk reads it when it gets there */
+	if (amber_entry_copy(&j->e, e) < 0) {
+		free(j);
+		amber_error_clear();
+		return;
+	}
+	j->r = r;
+	j->refs = 2;
+	j->state = LJ_QUEUED;
+	j->t.run = listjob_run;
+	j->t.cost = LIST_COST;
+	d->list = j;
+	r->lout++;
+	amber_pool_submit(r->pool, &j->t, &r->lgroup);
+}
+
+/*
+ * The listing of directory `e`, read ahead by j if it was, else read now.
+ * Releases the walk's reference to j (NULL-safe).
+ */
+static int list_take(amber_dir **out, rest *r, listjob *j, const amber_entry *e)
+{
+	int rc = 0, last, mine = 1;
+
+	*out = NULL;
+	if (j) {
+		pthread_mutex_lock(&r->lock);
+		if (j->state == LJ_QUEUED) {
+			j->state = LJ_TAKEN;
+		} else {
+			mine = 0;
+			while (j->state != LJ_DONE)
+				pthread_cond_wait(&r->ldone, &r->lock);
+			*out = j->d;
+			j->d = NULL;
+			rc = j->rc;
+			if (rc < 0)
+				rc = amber_fail(rc, "%s", j->msg ? j->msg : "out of memory");
+		}
+		last = listjob_unref(j);
+		pthread_mutex_unlock(&r->lock);
+		r->lout--;
+		if (last)
+			listjob_free(j);
+	}
+	return mine ? amber_dir_open(out, r->s, e) : rc;
+}
+
+/* Give up a listing read ahead and never taken (NULL-safe). */
+static void list_drop(rest *r, listjob *j)
+{
+	int last;
+
+	if (!j)
+		return;
+	pthread_mutex_lock(&r->lock);
+	if (j->state == LJ_QUEUED)
+		j->state = LJ_TAKEN;
+	last = listjob_unref(j);
+	pthread_mutex_unlock(&r->lock);
+	r->lout--;
+	if (last)
+		listjob_free(j);
+}
+
 static void dirrec_dispose(rest *r, dirrec *d)
 {
+	list_drop(r, d->list);
 	r->pending -= d->cost;
 	amber_entry_dispose(&d->e);
 	memset(d, 0, sizeof(*d));
@@ -620,6 +849,8 @@ static int make_subdir(rest *r, level *lv, const amber_entry *e)
 		rc = fd;
 	if (rc == 0)
 		rc = dirrec_make(r, &lv->subs[lv->nsubs++], e, fd);
+	if (rc == 0 && lv->nsubs <= LIST_AHEAD)
+		list_ahead(r, &lv->subs[lv->nsubs - 1], e);
 	if (fd >= 0)
 		close(fd);
 	progress(r, 0);
@@ -627,13 +858,18 @@ static int make_subdir(rest *r, level *lv, const amber_entry *e)
 	return rc;
 }
 
-/* Read lv's listing, restore its entries and make its subdirectories. */
+/*
+ * Read lv's listing, restore its entries and make its subdirectories.  The
+ * workers may still be writing its files when it returns (they hold copies
+ * of their entries).
+ */
 static int fill(rest *r, level *lv)
 {
 	amber_dir *d = NULL;
-	int rc = amber_dir_open(&d, r->s, &lv->self.e);
+	int rc = list_take(&d, r, lv->self.list, &lv->self.e);
 	size_t n = rc == 0 ? amber_dir_count(d) : 0, ndirs = 0;
 
+	lv->self.list = NULL;
 	for (size_t i = 0; i < n; i++)
 		ndirs += amber_dir_entry(d, i)->type == AMBER_T_DIR;
 	lv->cap = ndirs;
@@ -648,7 +884,6 @@ static int fill(rest *r, level *lv)
 		 * some of the same chunks a second time */
 		rc = e->type == AMBER_T_DIR ? make_subdir(r, lv, e) : restore_leaf(r, e, lv->fd);
 	}
-	amber_pool_wait(r->pool, &r->group); /* the workers hold entries of d */
 	if (rc == 0)
 		rc = fail_report(r);
 	amber_dir_free(d);
@@ -709,6 +944,11 @@ static int enter_next(rest *r, level *stack, size_t *depth)
 	*lv = (level){.fd = -1, .self = *sub, .pathlen = l};
 	memset(sub, 0, sizeof(*sub));
 	(*depth)++;
+	if (up->next - 1 + LIST_AHEAD < up->nsubs) { /* keep the read-ahead window full */
+		dirrec *ahead = &up->subs[up->next - 1 + LIST_AHEAD];
+
+		list_ahead(r, ahead, &ahead->e);
+	}
 	lv->fd = open_recorded(r, up, &lv->self);
 	rc = lv->fd < 0 ? lv->fd : fill(r, lv);
 	return rc;
@@ -781,6 +1021,7 @@ static void rest_dispose(rest *r)
 		free(r->bufs[i]);
 	free(r->fail_msg);
 	free(r->path);
+	pthread_cond_destroy(&r->ldone);
 	pthread_mutex_destroy(&r->lock);
 }
 
@@ -798,13 +1039,18 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	rest r = {.s = s, .o = opts ? opts : &defaults};
 	amber_entry *e = NULL;
 	int fd = -1;
-	int rc = amber_opts_check(opts, AMBER_RESTORE_OPTS_VERSION, "amber_restore_opts",
-				  "AMBER_RESTORE_OPTS_INIT");
+	int rc = amber_stats_check(stats, "amber_stats", "AMBER_STATS_INIT");
+
+	if (rc == 0)
+		rc = amber_opts_check(opts, AMBER_RESTORE_OPTS_VERSION, "amber_restore_opts",
+				      "AMBER_RESTORE_OPTS_INIT");
+	r.st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 
 	if (rc == 0)
 		rc = amber_stat(&e, s, path ? path : "");
 
 	pthread_mutex_init(&r.lock, NULL);
+	pthread_cond_init(&r.ldone, NULL);
 	r.owner = geteuid() == 0 && !r.o->no_owner && !r.o->safe;
 	if (rc == 0)
 		rc = dest_ready(dest);
@@ -821,8 +1067,11 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 		rc = restore_tree(&r, e, fd);
 	else if (rc == 0)
 		rc = restore_leaf(&r, e, fd);
-	if (r.pool)
+	if (r.pool) {
+		batch_flush(&r); /* also after a failure: the workers close its files */
 		amber_pool_wait(r.pool, &r.group);
+		amber_pool_wait(r.pool, &r.lgroup); /* listing jobs given up, still queued */
+	}
 	if (rc == 0)
 		rc = fail_report(&r);
 	/* one sync of the whole filesystem instead of one per file */
@@ -832,8 +1081,9 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 	if (fd >= 0)
 		close(fd);
 	progress(&r, 1);
-	if (stats)
-		*stats = r.st;
+	r.st.bytes = atomic_load(&r.bytes);
+	if (stats && amber_stats_version(stats) >= 1)
+		amber_stats_put(stats, &r.st, amber_stats_size(amber_stats_version(stats)));
 	if (r.o->skipped)
 		*r.o->skipped = r.skipped;
 	rest_dispose(&r);

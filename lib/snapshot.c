@@ -19,9 +19,21 @@
  * fields and content links of the last snapshot, so unchanged files are not
  * read at all; the chunk cache maps a keyed hash of plaintext to its link,
  * so a chunk that exists is not compressed and encrypted again.
+ *
+ * The chunk cache is bounded, not a record of the whole history: each entry
+ * carries the generation (one per snapshot that used the cache) in which it
+ * was last written or found, and a save keeps only the entries of the last
+ * CHUNK_KEEP generations, or more of the newest when the tree itself needs
+ * more (about two entries per chunk of the tree).  Its size and the cost of
+ * loading and saving it are so flat in the length of the history.  A chunk
+ * dropped from it is at worst encoded again: the pack writer finds the
+ * object in the store and does not write it twice.  An entry is never taken
+ * on trust either: one loaded from disk is checked against the store before
+ * its first use.
  */
 #include "amber.h"
 #include "archive.h"
+#include "chunker.h"
 #include "codec.h"
 #include "error.h"
 #include "gitobj.h"
@@ -33,6 +45,7 @@
 #include "history.h"
 #include "record.h"
 #include "repack.h"
+#include "stats.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -56,7 +69,10 @@
 #define READ_RETRIES 3
 
 static const char FILES_MAGIC[8] = "AMBFC01\n";
-static const char CHUNKS_MAGIC[8] = "AMBCC01\n";
+static const char CHUNKS_MAGIC[8] = "AMBCC02\n"; /* 01: no generation; dropped */
+
+/* Generations a chunk stays in the chunk cache after its last use. */
+#define CHUNK_KEEP 32u
 
 /* files cache value: what a path held at the last snapshot */
 typedef struct fc_val {
@@ -71,6 +87,7 @@ typedef struct fc_val {
 typedef struct cc_val {
 	amber_link link;
 	uint8_t verified;   /* exists in the store, or written by this run */
+	uint32_t gen;       /* generation of its last use */
 } cc_val;
 
 /* an object written by this run, to read back before the ref moves */
@@ -121,6 +138,8 @@ typedef struct snap {
 	amber_stats st;
 	atomic_uint_fast64_t bytes_new, objects_new;
 	amber_kvmap *files_old, *files_new, *chunks;
+	uint32_t gen;           /* generation stamped on the chunk entries this snapshot uses */
+	atomic_int stamped;     /* whether any entry was */
 	pthread_mutex_t lock;   /* protects chunks, rb */
 	readback **rb;
 	size_t nrb, caprb;
@@ -281,13 +300,15 @@ static int chunk_cache_get(snap *s, amber_link *l, const uint8_t hash[32])
 	pthread_mutex_unlock(&s->lock);
 	if (!p)
 		return 0;
-	if (!v.verified) {
-		if (!amber_store_exists(s->a->store, v.link.oid))
-			return 0;
+	if (!v.verified && !amber_store_exists(s->a->store, v.link.oid))
+		return 0;
+	if (!v.verified || v.gen != s->gen) {
 		v.verified = 1;
+		v.gen = s->gen;
 		pthread_mutex_lock(&s->lock);
-		amber_kvmap_put(s->chunks, hash, &v);
+		amber_kvmap_put(s->chunks, hash, &v); /* replaces: cannot fail */
 		pthread_mutex_unlock(&s->lock);
+		atomic_store(&s->stamped, 1);
 	}
 	*l = v.link;
 	found = 1;
@@ -305,11 +326,14 @@ static void chunk_run(amber_task *t)
 	if (!chunk_cache_get(s, &c->link, hash)) {
 		c->rc = put_frame(&c->link, s, AMBER_OBJ_CHUNK, c->data, c->len);
 		if (c->rc == 0) {
+			memset(&v, 0, sizeof(v));
 			v.link = c->link;
 			v.verified = 1;
+			v.gen = s->gen;
 			pthread_mutex_lock(&s->lock);
 			c->rc = amber_kvmap_put(s->chunks, hash, &v);
 			pthread_mutex_unlock(&s->lock);
+			atomic_store(&s->stamped, 1);
 		}
 		if (c->rc < 0)
 			snprintf(c->msg, sizeof(c->msg), "%s", amber_error_last());
@@ -1379,9 +1403,74 @@ static void cache_paths(snap *s, char *files, char *chunks, size_t len)
 	free(dir);
 }
 
-static void cc_unverify(void *value, void *arg)
+/* Mark a loaded entry as not yet checked against this store; arg: the newest generation. */
+static void cc_loaded(void *value, void *arg)
 {
-	((cc_val *)value)->verified = 0;
+	cc_val *v = value;
+	uint32_t *newest = arg;
+
+	v->verified = 0;
+	if (v->gen > *newest)
+		*newest = v->gen;
+}
+
+typedef struct cc_gens {
+	uint32_t *gen;
+	size_t n, cap;
+} cc_gens;
+
+static void cc_collect(void *value, void *arg)
+{
+	cc_gens *g = arg;
+
+	if (g->n < g->cap)
+		g->gen[g->n++] = ((const cc_val *)value)->gen;
+}
+
+static int cc_newer_first(const void *x, const void *y)
+{
+	uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+
+	return (a < b) - (a > b);
+}
+
+static int cc_keep(const void *value, void *arg)
+{
+	return ((const cc_val *)value)->gen >= *(const uint32_t *)arg;
+}
+
+/*
+ * Bound the chunk cache (see the top of this file): keep the entries used
+ * in the generations now-CHUNK_KEEP+1..now, and, if that is fewer than the
+ * tree's `need` (about two per chunk of the tree, so that a large file
+ * unchanged for a while is not encoded again when it changes), the newest
+ * `need` entries (ties kept).
+ */
+static void chunks_prune(amber_kvmap *m, uint32_t now, uint64_t need)
+{
+	uint32_t cut = now >= CHUNK_KEEP ? now - CHUNK_KEEP + 1 : 0;
+	size_t n = amber_kvmap_count(m);
+	cc_gens g = {0};
+
+	if (n <= need)
+		return;
+	if (need > 0) {
+		g.cap = n;
+		if (!(g.gen = malloc(n * sizeof(*g.gen))))
+			return; /* only a cache: pruned next time */
+		amber_kvmap_each(m, cc_collect, &g);
+		qsort(g.gen, g.n, sizeof(*g.gen), cc_newer_first);
+		if (g.gen[need - 1] < cut)
+			cut = g.gen[need - 1];
+		free(g.gen);
+	}
+	amber_kvmap_prune(m, cc_keep, &cut);
+}
+
+/* About two chunk entries for every chunk of a tree of these totals. */
+static uint64_t chunks_need(const amber_stats *st)
+{
+	return 2 * (st->files + st->bytes / AMBER_CHUNK_AVG);
 }
 
 /*
@@ -1392,11 +1481,15 @@ static void cc_unverify(void *value, void *arg)
  */
 static void caches_load(snap *s, const char *files, const char *chunks)
 {
+	uint32_t newest = 0;
+
+	s->gen = 1;
 	if (!files[0])
 		return;
 	amber_kvmap_load(s->files_old, files, FILES_MAGIC, (const uint8_t *)s->a->id);
 	amber_kvmap_load(s->chunks, chunks, CHUNKS_MAGIC, (const uint8_t *)s->a->id);
-	amber_kvmap_each(s->chunks, cc_unverify, NULL);
+	amber_kvmap_each(s->chunks, cc_loaded, &newest);
+	s->gen = newest + 1;
 }
 
 static void caches_save(snap *s, const char *files, const char *chunks)
@@ -1418,6 +1511,7 @@ static int snap_setup(snap *s, amber_archive *a, const amber_snapshot_opts *o)
 	s->a = a;
 	s->o = o;
 	s->start_ns = now_ns();
+	s->st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 	pthread_mutex_init(&s->lock, NULL);
 	s->files_old = amber_kvmap_new(sizeof(fc_val));
 	s->files_new = amber_kvmap_new(sizeof(fc_val));
@@ -1659,6 +1753,7 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
 	if (rc == 0)
 		rc = publish(s, &r, commit, id_out);
 	if (rc == 0) {
+		chunks_prune(s->chunks, s->gen, chunks_need(&s->st));
 		caches_save(s, files, chunks);
 		rc = tag_snapshot(s, &r, commit, id_out);
 	}
@@ -1692,6 +1787,8 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	int rc;
 
 	id_out[0] = '\0';
+	if ((rc = amber_stats_check(stats, "amber_stats", "AMBER_STATS_INIT")) < 0)
+		return rc;
 	if ((rc = amber_opts_check(opts, AMBER_SNAPSHOT_OPTS_VERSION, "amber_snapshot_opts",
 				   "AMBER_SNAPSHOT_OPTS_INIT")) < 0)
 		return rc;
@@ -1713,8 +1810,7 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	if (rc == 0)
 		snap_repack(&s);
 	progress(&s, 1);
-	if (stats)
-		*stats = s.st;
+	amber_stats_put(stats, &s.st, stats ? amber_stats_size(amber_stats_version(stats)) : 0);
 	snap_dispose(&s);
 	amber_signer_free(s.signer);
 	amber_store_unlock(a->store);
@@ -1846,6 +1942,9 @@ struct amber_writer {
 	amber_signer *signer;
 	amber_pool *pool;
 	amber_kvmap *files, *chunks;
+	uint32_t gen;              /* chunk cache generation of the last snapshot */
+	uint64_t need;             /* chunks_need() of the last snapshot's tree */
+	size_t chunks_kept;        /* entries after the last prune */
 	uint8_t *buf;
 	char files_path[4096], chunks_path[4096];
 	amber_snapshot *prev;      /* the stream's tip this session knows, or NULL */
@@ -2909,10 +3008,12 @@ static int session_setup(snap *s, amber_writer *w, const amber_snapshot_opts *o,
 	s->a = w->a;
 	s->o = o;
 	s->start_ns = now_ns();
+	s->st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 	pthread_mutex_init(&s->lock, NULL);
 	s->files_old = w->files;
 	s->files_new = full ? amber_kvmap_new(sizeof(fc_val)) : w->files;
 	s->chunks = w->chunks;
+	s->gen = w->gen + 1;
 	s->buf = w->buf;
 	s->pool = w->pool;
 	s->signer = w->signer;
@@ -2936,6 +3037,26 @@ static void writer_caches_reload(amber_writer *w)
 	if (t.files_old)
 		caches_load(&t, w->files_path, w->chunks_path);
 	amber_kvmap_free(t.files_old);
+	w->gen = t.gen - 1;
+	w->chunks_kept = amber_kvmap_count(c);
+}
+
+/*
+ * The chunk cache after a snapshot of the session: a new generation if the
+ * snapshot used it, and a prune in memory whenever it has doubled since the
+ * last, so that a long session stays as bounded as the file.
+ */
+static void writer_chunks_after(amber_writer *w, snap *s, int rc)
+{
+	if (atomic_load(&s->stamped))
+		w->gen = s->gen;
+	if (rc < 0 || rc == NEED_FULL)
+		return;
+	w->need = chunks_need(&s->st);
+	if (amber_kvmap_count(w->chunks) > 2 * w->chunks_kept + 1024) {
+		chunks_prune(w->chunks, w->gen, w->need);
+		w->chunks_kept = amber_kvmap_count(w->chunks);
+	}
 }
 
 /*
@@ -2964,6 +3085,8 @@ static void writer_save(amber_writer *w)
 {
 	snap t = {.a = w->a, .o = &w->o.snap, .files_new = w->files, .chunks = w->chunks};
 
+	chunks_prune(w->chunks, w->gen, w->need);
+	w->chunks_kept = amber_kvmap_count(w->chunks);
 	caches_save(&t, w->files_path, w->chunks_path);
 }
 
@@ -3043,9 +3166,9 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 		suspects_clear(w);
 	s.st.bytes_new = atomic_load(&s.bytes_new);
 	s.st.objects_new = atomic_load(&s.objects_new);
-	if (st)
-		*st = s.st;
+	amber_stats_put(st, &s.st, st ? amber_stats_size(amber_stats_version(st)) : 0);
 	amber_entry_dispose(&root);
+	writer_chunks_after(w, &s, rc);
 	session_release(&s, w, full, rc);
 	if (full && rc >= 0)
 		writer_save(w);
@@ -3115,9 +3238,10 @@ int amber_writer_snapshot(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 			  amber_writer *w, const amber_dirty *dirty, size_t n)
 {
 	dnode *trie = NULL;
-	int full = !dirty || n > DIRTY_MAX, rc = amber_store_lock(w->a->store);
+	int full = !dirty || n > DIRTY_MAX, rc;
 
-	if (rc < 0)
+	if ((rc = amber_stats_check(stats, "amber_stats", "AMBER_STATS_INIT")) < 0 ||
+	    (rc = amber_store_lock(w->a->store)) < 0)
 		return rc;
 	rc = writer_sync_tip(w, &full);
 	if (rc == 0 && !full)
@@ -3164,6 +3288,8 @@ static int writer_setup(amber_writer *w)
 	t.files_old = w->files;
 	t.chunks = w->chunks;
 	caches_load(&t, w->files_path, w->chunks_path);
+	w->gen = t.gen - 1;
+	w->chunks_kept = amber_kvmap_count(w->chunks);
 	return amber_pool_new(&w->pool, threads, MAX_INFLIGHT);
 }
 
@@ -3212,6 +3338,8 @@ int amber_writer_close(amber_writer *w)
 		pthread_join(w->bg, NULL);
 	pthread_mutex_destroy(&w->bg_mu);
 	pthread_cond_destroy(&w->bg_cv);
+	if (w->chunks && w->need)
+		chunks_prune(w->chunks, w->gen, w->need);
 	if (w->files && w->chunks && w->files_path[0] &&
 	    (amber_kvmap_save(w->files, w->files_path, FILES_MAGIC, (const uint8_t *)w->a->id) < 0 ||
 	     amber_kvmap_save(w->chunks, w->chunks_path, CHUNKS_MAGIC,

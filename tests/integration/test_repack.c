@@ -252,7 +252,7 @@ Test(repack, a_second_writer_is_refused_while_one_holds_the_lock)
 	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
 	char id[41];
 	amber_archive *a = NULL;
-	amber_repack_stats st;
+	amber_repack_stats st = AMBER_REPACK_STATS_INIT;
 
 	make_plain_tree(src);
 	amber_init_archive(arch, 1);

@@ -1,8 +1,10 @@
 /*
  * The shape of the public API: every options struct is checked by its
  * version (a zeroed struct or one from a newer library is refused with
- * AMBER_EINVAL naming its init macro, the init macro is accepted), and
- * amber_entry_dup() copies an entry that outlives its listing.
+ * AMBER_EINVAL naming its init macro, the init macro is accepted),
+ * amber_entry_dup() copies an entry that outlives its listing, and the
+ * stats structs are versioned: a zeroed one is refused, a newer one is
+ * filled only as far as the library knows it.
  */
 #include <criterion/criterion.h>
 
@@ -151,4 +153,91 @@ Test(api, a_duplicated_entry_outlives_its_listing)
 	}
 	amber_entry_free(copy);
 	amber_snapshot_free(s);
+}
+
+/* ---- stats structs: versioned, filled as far as the caller's version reaches -------------- */
+
+/* A caller built against a newer amber.h: its struct has a field this library does not know. */
+typedef struct newer_stats {
+	amber_stats s;
+	uint64_t later;
+} newer_stats;
+
+typedef struct newer_repack_stats {
+	amber_repack_stats s;
+	uint64_t later;
+} newer_repack_stats;
+
+static unsigned progress_version;
+
+static void note_progress(const amber_stats *sofar, const char *path, void *payload)
+{
+	progress_version = sofar->version;
+}
+
+Test(api, snapshot_stats_of_version_0_are_refused_and_newer_ones_filled_as_known)
+{
+	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
+	amber_stats zero = {0};
+	newer_stats n = {.s = {.version = AMBER_STATS_VERSION + 1}, .later = 0x5eed};
+	amber_snapshot *s = NULL;
+	char out[AMBER_OID_HEXSZ + 1];
+
+	so.threads = 1;
+	so.time_ns = T0 + 5000000000;
+	so.progress = note_progress;
+	refused(amber_snapshot_create(out, &zero, arc, at("src"), &so), "AMBER_STATS_INIT");
+	OK(amber_resolve(out, arc, NULL, "latest"));
+	cr_assert_str_eq(out, id, "a snapshot refused for its stats was written");
+
+	put_file("src/b", "bravo");
+	OK(amber_snapshot_create(out, &n.s, arc, at("src"), &so));
+	cr_assert_eq(n.s.version, AMBER_STATS_VERSION + 1, "the caller's version was changed");
+	cr_assert_eq(n.s.files, 2);
+	cr_assert_eq(n.s.bytes, 10);
+	cr_assert_eq(n.later, 0x5eed, "a field the library does not know was written");
+	cr_assert_eq(progress_version, AMBER_STATS_VERSION, "progress stats of version %u",
+		     progress_version);
+	OK(amber_snapshot_open(&s, arc, out));
+	cr_assert_eq(amber_snapshot_info(s)->stats.version, AMBER_STATS_VERSION);
+	cr_assert_eq(amber_snapshot_info(s)->stats.files, 2);
+	amber_snapshot_free(s);
+}
+
+Test(api, restore_writer_and_repack_stats_follow_the_same_scheme)
+{
+	amber_writer_opts wo = AMBER_WRITER_OPTS_INIT;
+	amber_writer *w = NULL;
+	amber_snapshot *s = NULL;
+	amber_stats zero = {0};
+	amber_repack_stats rzero = {0};
+	newer_stats n = {.s = AMBER_STATS_INIT, .later = 7};
+	newer_repack_stats rn = {.s = {.version = AMBER_REPACK_STATS_VERSION + 1}, .later = 9};
+	char out[AMBER_OID_HEXSZ + 1];
+
+	OK(amber_snapshot_open(&s, arc, id));
+	refused(amber_restore(&zero, s, "", at("dest"), NULL), "AMBER_STATS_INIT");
+	cr_assert_eq(access(at("dest"), F_OK), -1, "a refused restore wrote the destination");
+	n.s.version = AMBER_STATS_VERSION + 1;
+	OK(amber_restore(&n.s, s, "", at("dest"), NULL));
+	cr_assert_eq(n.s.files, 1);
+	cr_assert_eq(n.s.bytes, 5);
+	cr_assert_eq(n.later, 7);
+	amber_snapshot_free(s);
+
+	OK(amber_writer_open(&w, arc, at("src"), &wo));
+	refused(amber_writer_snapshot(out, &zero, w, NULL, 0), "AMBER_STATS_INIT");
+	put_file("src/c", "charlie");
+	n.s = (amber_stats)AMBER_STATS_INIT;
+	OK(amber_writer_snapshot(out, &n.s, w, NULL, 0));
+	cr_assert_eq(n.s.version, AMBER_STATS_VERSION);
+	cr_assert_eq(n.s.files, 2);
+	OK(amber_writer_close(w));
+
+	refused(amber_archive_repack(&rzero, arc, AMBER_REPACK_ALL), "AMBER_REPACK_STATS_INIT");
+	OK(amber_archive_repack(&rn.s, arc, AMBER_REPACK_ALL));
+	cr_assert_eq(rn.s.version, AMBER_REPACK_STATS_VERSION + 1);
+	cr_assert_geq(rn.s.packs_before, 2, "packs before: %llu",
+		      (unsigned long long)rn.s.packs_before);
+	cr_assert_eq(rn.later, 9);
 }

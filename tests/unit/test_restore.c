@@ -153,7 +153,7 @@ Test(restore, files_in_flight_restore_byte_identical_with_holes_and_links)
 {
 	amber_archive *a = fix_archive(0);
 	amber_snapshot *s = NULL;
-	amber_stats st = {0};
+	amber_stats st = AMBER_STATS_INIT;
 	char id[AMBER_OID_HEXSZ + 1], name[64], out[64];
 	struct stat x, y;
 
@@ -237,4 +237,85 @@ Test(restore, a_corrupt_chunk_fails_the_restore_with_files_in_flight)
 	}
 	amber_snapshot_free(s);
 	amber_archive_free(b);
+}
+
+/*
+ * The walk does not wait for the files of a directory before going on, and
+ * the workers read the next directories' listings ahead: a wide, nested
+ * tree restores byte for byte, and every directory keeps its mode and
+ * mtime although its files may still be written after they were set.
+ */
+Test(restore, listings_read_ahead_and_files_in_flight_keep_every_directory)
+{
+	amber_archive *a = fix_archive(0);
+	amber_snapshot *s = NULL;
+	amber_stats st = AMBER_STATS_INIT;
+	char id[AMBER_OID_HEXSZ + 1], p[128], q[128];
+	struct timespec old[2] = {{.tv_sec = 1500000000, .tv_nsec = 123456789},
+				  {.tv_sec = 1500000000, .tv_nsec = 123456789}};
+	static const mode_t modes[3] = {0700, 0750, 0555};
+	struct stat x;
+	int nfiles = 0;
+
+	mkdir(at("src/w"), 0755);
+	for (int i = 0; i < 12; i++) {
+		snprintf(p, sizeof(p), "src/w/d%02d", i);
+		mkdir(at(p), 0755);
+		for (int j = 0; j < 3; j++) {
+			snprintf(p, sizeof(p), "src/w/d%02d/s%d", i, j);
+			mkdir(at(p), 0700);
+			for (int k = 0; k < 5; k++) {
+				int fd;
+
+				snprintf(p, sizeof(p), "src/w/d%02d/s%d/f%d", i, j, k);
+				fd = open(at(p), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+				cr_assert_geq(fd, 0);
+				put_random(fd, (size_t)(i * 3 + j + k) * 7919 + 1);
+				close(fd);
+				nfiles++;
+			}
+		}
+		snprintf(p, sizeof(p), "src/w/d%02d/top", i);
+		put_file(p, "a file beside the subdirectories\n");
+		nfiles++;
+	}
+	for (int i = 0; i < 12; i++) /* after their children: modes and mtimes to check */
+		for (int j = 0; j < 3; j++) {
+			snprintf(p, sizeof(p), "src/w/d%02d/s%d", i, j);
+			cr_assert_eq(chmod(at(p), modes[j]), 0);
+			cr_assert_eq(utimensat(AT_FDCWD, at(p), old, 0), 0);
+		}
+	fix_snapshot(id, a, 1);
+	OK(amber_snapshot_open(&s, a, id));
+	OK(amber_restore(&st, s, "w", at("out"), NULL));
+	cr_assert_eq(st.files, (uint64_t)nfiles);
+	for (int i = 0; i < 12; i++) {
+		for (int j = 0; j < 3; j++) {
+			for (int k = 0; k < 5; k++) {
+				snprintf(p, sizeof(p), "src/w/d%02d/s%d/f%d", i, j, k);
+				snprintf(q, sizeof(q), "out/d%02d/s%d/f%d", i, j, k);
+				cr_assert(same_bytes(p, q), "%s differs after restore", q);
+			}
+			snprintf(q, sizeof(q), "out/d%02d/s%d", i, j);
+			cr_assert_eq(stat(at(q), &x), 0);
+			cr_assert_eq(x.st_mode & 07777, modes[j], "%s: mode %o", q,
+				     x.st_mode & 07777);
+			cr_assert(x.st_mtim.tv_sec == old[1].tv_sec &&
+				  x.st_mtim.tv_nsec == old[1].tv_nsec,
+				  "%s: mtime %lld.%09ld, not the snapshot's", q,
+				  (long long)x.st_mtim.tv_sec, x.st_mtim.tv_nsec);
+		}
+		snprintf(p, sizeof(p), "src/w/d%02d/top", i);
+		snprintf(q, sizeof(q), "out/d%02d/top", i);
+		cr_assert(same_bytes(p, q), "%s differs after restore", q);
+	}
+	for (int i = 0; i < 12; i++) /* writable again, for the scratch removal */
+		for (int j = 0; j < 3; j++) {
+			snprintf(p, sizeof(p), "src/w/d%02d/s%d", i, j);
+			chmod(at(p), 0755);
+			snprintf(q, sizeof(q), "out/d%02d/s%d", i, j);
+			chmod(at(q), 0755);
+		}
+	amber_snapshot_free(s);
+	amber_archive_free(a);
 }

@@ -356,7 +356,7 @@ Test(writer, an_append_only_file_is_read_from_its_last_chunk, .timeout = 60)
 {
 	amber_archive *a = new_archive();
 	amber_writer *w;
-	amber_stats st;
+	amber_stats st = AMBER_STATS_INIT;
 	char id[AMBER_OID_HEXSZ + 1];
 
 	make_tree();
@@ -387,7 +387,7 @@ Test(writer, a_growing_tail_is_not_stored_again_at_every_snapshot, .timeout = 60
 	const size_t step = 32 << 10, steps = 20;
 	amber_archive *a = new_archive();
 	amber_writer *w;
-	amber_stats st;
+	amber_stats st = AMBER_STATS_INIT;
 	uint64_t added = 0;
 	char id[AMBER_OID_HEXSZ + 1];
 
@@ -546,7 +546,7 @@ Test(writer, an_append_only_file_that_never_holds_still_is_stored, .timeout = 60
 {
 	amber_archive *a = new_archive();
 	amber_writer *w;
-	amber_stats st;
+	amber_stats st = AMBER_STATS_INIT;
 	char id[AMBER_OID_HEXSZ + 1];
 	pid_t child;
 
