@@ -81,7 +81,7 @@ _amberfs()
 		return
 		;;
 	-o)
-		[[ $cmd == mount ]] && COMPREPLY=($(compgen -W 'passphrase_file= cache_size= node_cache=
+		[[ $cmd == mount ]] && COMPREPLY=($(compgen -W 'passphrase_file= cache_size= node_cache= dir_cache=
 			cache_dir= stream= allow_other allow_root default_permissions
 			show_provenance log= ro keyfile= share= share_passphrase_file=
 			token_uri= pin_file=' -- "${cur##*,}"))

@@ -60,6 +60,8 @@ static const char help[] =
 	"  -o cache_size=SIZE     decoded-data cache, with K, M or G (default 256M)\n"
 	"  -o node_cache=SIZE     memory of the names the kernel has looked up, beyond\n"
 	"                         which it is asked to forget the oldest (default 32M)\n"
+	"  -o dir_cache=SIZE      decoded listings kept while idle (default 16M; the\n"
+	"                         two used last are kept whatever their size)\n"
 	"  -o cache_dir=DIR       where time indexes are cached (AMBERFS_CACHE_DIR)\n"
 	"  -o stream=S            stream of the top-level latest, snapshots/, at/\n"
 	"                         (default main)\n"
@@ -97,6 +99,7 @@ static const struct fuse_opt opt_spec[] = {
 	MNT_OPT("pin_file=%s", pin_file, 0),
 	MNT_OPT("cache_size=%s", cache_size_text, 0),
 	MNT_OPT("node_cache=%s", node_cache_text, 0),
+	MNT_OPT("dir_cache=%s", dir_cache_text, 0),
 	MNT_OPT("cache_dir=%s", cache_dir, 0),
 	MNT_OPT("log=%s", log, 0),
 	MNT_OPT("stream=%s", stream, 0),
@@ -283,6 +286,10 @@ static int validate(struct mnt_opts *o)
 	if (o->node_cache_text && parse_size(&o->node_cache, o->node_cache_text))
 		return cli_usage("mount", "node_cache wants a size such as 16M or 1G, not '%s'",
 				 o->node_cache_text);
+	o->dir_cache = MNT_DIRCACHE_BYTES;
+	if (o->dir_cache_text && parse_size(&o->dir_cache, o->dir_cache_text))
+		return cli_usage("mount", "dir_cache wants a size such as 16M or 1G, not '%s'",
+				 o->dir_cache_text);
 	if (!o->stream && !(o->stream = strdup("main")))
 		return cli_error("out of memory");
 	if (!stream_ok(o->stream))
@@ -545,6 +552,7 @@ static void teardown(struct mnt *m)
 	free(m->o.pin_file);
 	free(m->o.cache_size_text);
 	free(m->o.node_cache_text);
+	free(m->o.dir_cache_text);
 	free(m->o.cache_dir);
 	free(m->o.log);
 	free(m->o.stream);

@@ -35,7 +35,8 @@
 #define MNT_BLKSIZE (128u * 1024)
 #define MNT_SNAP_IDLE_MAX 32            /* unreferenced snapshots kept open */
 #define MNT_DIRCACHE_SLOTS 64           /* decoded listings kept for lookups */
-#define MNT_DIRCACHE_BYTES ((size_t)16 << 20) /* ... and their memory, idle ones */
+#define MNT_DIRCACHE_BYTES ((size_t)16 << 20) /* ... and their memory, idle ones
+                                                 (default -o dir_cache) */
 #define MNT_NODE_BYTES ((size_t)32 << 20)   /* default node table bound (-o node_cache) */
 #define MNT_MAX_THREADS 10              /* FUSE worker threads, each with a request buffer */
 
@@ -135,6 +136,7 @@ struct mnt_opts {
 	char *pin_file;                 /* the token's PIN */
 	char *cache_size_text;
 	char *node_cache_text;
+	char *dir_cache_text;
 	char *cache_dir;
 	char *log;
 	char *stream;
@@ -150,6 +152,7 @@ struct mnt_opts {
 	int help;
 	size_t cache_size;
 	size_t node_cache;              /* bound on the node table's memory */
+	size_t dir_cache;               /* bound on idle decoded listings */
 	const char *pos[2];             /* ARCHIVE, MOUNTPOINT */
 	int npos;
 };

@@ -742,7 +742,7 @@ static size_t dir_bytes(const amber_dir *d)
 }
 
 /*
- * Caller holds dir_lock.  Keep idle listings under MNT_DIRCACHE_BYTES by
+ * Caller holds dir_lock.  Keep idle listings under o.dir_cache by
  * dropping the least recently used (a 20k-entry directory decodes to
  * several MiB, so a slot count alone does not bound memory).  Returns the
  * listings to free outside the lock, chained through a scratch array.
@@ -750,15 +750,35 @@ static size_t dir_bytes(const amber_dir *d)
 static size_t dir_trim(struct mnt *m, const struct mnt_dirslot *keep, amber_dir **gone,
 		       size_t max)
 {
+	const struct mnt_dirslot *mru[2] = {NULL, NULL};
 	size_t n = 0;
 
-	while (m->dir_bytes > MNT_DIRCACHE_BYTES && n < max) {
+	/*
+	 * The two listings used last stay whatever their size: a walk of two
+	 * trees side by side (diff -r, rsync --compare-dest) alternates between
+	 * two directories, and two huge ones over the bound would otherwise be
+	 * decoded again at every lookup.
+	 */
+	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
+		const struct mnt_dirslot *s = &m->dircache[i];
+
+		if (!s->key)
+			continue;
+		if (!mru[0] || s->used > mru[0]->used) {
+			mru[1] = mru[0];
+			mru[0] = s;
+		} else if (!mru[1] || s->used > mru[1]->used) {
+			mru[1] = s;
+		}
+	}
+	while (m->dir_bytes > m->o.dir_cache && n < max) {
 		struct mnt_dirslot *v = NULL;
 
 		for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
 			struct mnt_dirslot *s = &m->dircache[i];
 
-			if (s != keep && s->key && s->refs == 0 && (!v || s->used < v->used))
+			if (s != keep && s != mru[0] && s != mru[1] && s->key && s->refs == 0 &&
+			    (!v || s->used < v->used))
 				v = s;
 		}
 		if (!v)

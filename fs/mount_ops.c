@@ -767,7 +767,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 	amber_archive_memory(m->a, &mem);
 	mnt_table_usage(m, &nodes, &node_bytes, &dir_bytes);
 	proc_memory(&rss, &pack, &idx);
-	bound = (unsigned long long)mem.cache_max + MNT_DIRCACHE_BYTES + m->o.node_cache +
+	bound = (unsigned long long)mem.cache_max + m->o.dir_cache + m->o.node_cache +
 		mem.pack_map_max + mem.git_objects_max + buffers;
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
@@ -786,7 +786,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
 		 (unsigned long long)c.cache_hits, rss, bound,
 		 (unsigned long long)mem.cache_bytes, (unsigned long long)mem.cache_max,
-		 dir_bytes, MNT_DIRCACHE_BYTES, nodes, node_bytes, m->o.node_cache,
+		 dir_bytes, m->o.dir_cache, nodes, node_bytes, m->o.node_cache,
 		 (unsigned long long)atomic_load(&m->n.nodes_dropped),
 		 pack, (unsigned long long)mem.pack_map_max, idx,
 		 (unsigned long long)mem.git_objects, (unsigned long long)mem.git_objects_max,

@@ -3605,3 +3605,71 @@ Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
 	free(arch);
 	free(src);
 }
+
+#define TWIN_FILES 12000
+
+/*
+ * diff -r of two snapshots walks two directories side by side, one name in
+ * each in turn.  With their listings together over the idle-listing bound,
+ * dropping the least recently used one decoded the other directory again at
+ * every name: O(n^2), hours for two 40k-entry directories.  The two
+ * listings used last stay cached whatever the bound.
+ */
+Test(mount, diff_of_two_directories_over_the_listing_bound_decodes_each_once)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char *dir = pjoin(src, "acc");
+	char id1[41], id2[41];
+
+	mkdir_p(dir, 0755);
+	for (int i = 0; i < TWIN_FILES; i++) {
+		char *f = xasprintf("%s/A%07d.json", dir, i);
+		char body[64];
+		int n = snprintf(body, sizeof(body), "{\"id\":%d}\n", i);
+		write_file(f, body, (size_t)n, 0644);
+		free(f);
+	}
+	amber_init_archive(arch, 1);
+	amber_snapshot_ok(id1, arch, src, NULL);
+	char *changed = xasprintf("%s/A%07d.json", dir, TWIN_FILES / 2);
+	write_file(changed, "changed\n", 8, 0644);
+	amber_snapshot_ok(id2, arch, src, NULL);
+
+	char *mnt = mountpoint("mnt");
+	const char *const opts[] = { "-o", "dir_cache=64K", NULL };
+	pid_t pid = mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), opts);
+	(void)pid;
+	char *a = xasprintf("%s/ids/%s", mnt, id1), *b = xasprintf("%s/ids/%s", mnt, id2);
+	char *stats = xget_ok(mnt, "user.amberfs.stats");
+	long long before = stats_counter(stats, "dirs_decoded");
+	cr_assert_eq(stats_counter(stats, "dir_cache_max"), 64 << 10, "%s", stats);
+	free(stats);
+
+	run_result r;
+	run_opts o = { .timeout = 120 };
+	run_cmd(&r, &o, "diff", "-r", a, b, NULL);
+	cr_assert_eq(r.status, 1, "diff -r of the two snapshots: exit %d: %s", r.status, r.err);
+	char *name = xasprintf("A%07d.json", TWIN_FILES / 2);
+	cr_assert(strstr(r.out, name) && strstr(r.out, "changed"),
+		  "diff -r does not show the changed file %s: %s", name, r.out);
+	free(name);
+	run_result_dispose(&r);
+
+	stats = xget_ok(mnt, "user.amberfs.stats");
+	long long decoded = stats_counter(stats, "dirs_decoded") - before;
+	/* dirs_decoded counts listing objects (a fanned-out directory's buckets):
+	   decoding both directories once is about 2 x 257 here */
+	cr_log_info("diff -r of 2 x %d names: %lld listing objects decoded", TWIN_FILES, decoded);
+	cr_assert(decoded < TWIN_FILES / 2, "diff -r of two %d-entry directories decoded %lld "
+		  "listing objects (each directory should be decoded about once): %s",
+		  TWIN_FILES, decoded, stats);
+	free(stats);
+	unmount_ok(mnt);
+	free(a);
+	free(b);
+	free(changed);
+	free(mnt);
+	free(dir);
+	free(arch);
+	free(src);
+}
