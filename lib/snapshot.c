@@ -1769,12 +1769,17 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
  * the cost of the next snapshot does not grow with history.  The snapshot
  * is already published: a failure here is only a warning.
  */
-static void snap_repack(snap *s)
+static void repack_lazy(amber_store *store, const amber_snapshot_opts *o)
 {
 	amber_repack_stats st;
 
-	if (amber_repack_locked(&st, s->a->store, AMBER_REPACK_LAZY) < 0 && s->o->warn)
-		s->o->warn(amber_store_path(s->a->store), amber_error_last(), s->o->payload);
+	if (amber_repack_locked(&st, store, AMBER_REPACK_LAZY) < 0 && o->warn)
+		o->warn(amber_store_path(store), amber_error_last(), o->payload);
+}
+
+static void snap_repack(snap *s)
+{
+	repack_lazy(s->a->store, s->o);
 }
 
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
@@ -3190,13 +3195,11 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 static void writer_merge(amber_writer *w)
 {
 	amber_store *store = w->a->store;
-	amber_repack_stats st;
 
 	/* Another process holding the lock: the next snapshot asks again. */
 	if (amber_store_lock(store) < 0)
 		return;
-	if (amber_repack_locked(&st, store, AMBER_REPACK_LAZY) < 0 && w->o.snap.warn)
-		w->o.snap.warn(amber_store_path(store), amber_error_last(), w->o.snap.payload);
+	repack_lazy(store, &w->o.snap);
 	amber_store_unlock(store);
 }
 

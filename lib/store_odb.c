@@ -326,6 +326,21 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	return 0;
 }
 
+/* Free the loaded packs (b NULL: moved elsewhere), the refused names, both arrays. */
+static void ps_release(amber_packset *ps)
+{
+	for (size_t i = 0; i < ps->n; i++) {
+		if (ps->v[i].b) {
+			ps->v[i].b->free(ps->v[i].b);
+			free(ps->v[i].name);
+		}
+	}
+	for (size_t i = 0; i < ps->nbad; i++)
+		free(ps->bad[i].name);
+	free(ps->v);
+	free(ps->bad);
+}
+
 /*
  * Make the set what `l` (sorted) lists: loaded packs still listed stay,
  * new ones are checked and loaded or refused, the rest are dropped.  After
@@ -355,16 +370,7 @@ static int ps_merge(amber_packset *ps, const struct names *l)
 			rc = add_new(&x, ps, l->v[i]);
 		}
 	}
-	for (size_t i = 0; i < ps->n; i++) {
-		if (ps->v[i].b) {	/* its index is gone: let the pack go */
-			ps->v[i].b->free(ps->v[i].b);
-			free(ps->v[i].name);
-		}
-	}
-	for (size_t i = 0; i < ps->nbad; i++)
-		free(ps->bad[i].name);
-	free(ps->v);
-	free(ps->bad);
+	ps_release(ps);	/* what is still there: packs whose index is gone */
 	ps->v = x.v;
 	ps->n = x.n;
 	ps->bad = x.bad;
@@ -575,14 +581,7 @@ static void ps_free(git_odb_backend *be)
 {
 	amber_packset *ps = (amber_packset *)be;
 
-	for (size_t i = 0; i < ps->n; i++) {
-		ps->v[i].b->free(ps->v[i].b);
-		free(ps->v[i].name);
-	}
-	for (size_t i = 0; i < ps->nbad; i++)
-		free(ps->bad[i].name);
-	free(ps->v);
-	free(ps->bad);
+	ps_release(ps);
 	free(ps->order);
 	pthread_rwlock_destroy(&ps->lock);
 	free(ps->dir);
