@@ -42,6 +42,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Append `s` and a newline to the string in dst[cap]; the test fails if it
+ * does not fit. */
+static void append_line(char *dst, size_t cap, const char *s)
+{
+	size_t have = strlen(dst);
+	int n = snprintf(dst + have, cap - have, "%s\n", s);
+
+	cr_assert(n >= 0 && (size_t)n < cap - have, "test buffer too small for %s", s);
+}
+
 /* ------------------------------------------------------------------ */
 /* Mounts, bind mounts and daemons to take down in teardown            */
 
@@ -207,7 +217,7 @@ static void watcher_main(int fd)
 		if (line[0] == 'M' && nm < MT_MAX)
 			mounts[nm++] = strdup(line + 1);
 		if (line[0] == 'P' && np < MT_MAX)
-			pids[np++] = (pid_t)atoi(line + 1);
+			pids[np++] = (pid_t)strtol(line + 1, NULL, 10);
 	}
 	for (size_t i = 0; i < np; i++)
 		kill(pids[i], SIGKILL);
@@ -533,8 +543,7 @@ static char *list_dir(const char *path)
 	char *out = malloc(total);
 	out[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
-		strcat(out, v[i]);
-		strcat(out, "\n");
+		append_line(out, total, v[i]);
 		free(v[i]);
 	}
 	free(v);
@@ -971,8 +980,7 @@ Test(mount, layout_names_times_ids_tags_and_streams)
 		memcpy(day, rels[i] + strlen("snapshots/"), 10);
 		day[10] = '\0';
 		if (!strstr(days_want, day)) {
-			strcat(days_want, day);
-			strcat(days_want, "\n");
+			append_line(days_want, sizeof days_want, day);
 		}
 	}
 	char *sd = pjoin(mnt, "snapshots");
@@ -1317,8 +1325,8 @@ Test(mount, unchanged_entries_share_st_ino_and_diff_reads_only_the_changes)
 		rest += strlen(a) + 1;
 		const char *sp = strchr(rest, ' ');
 		cr_assert(sp, "unexpected diff header: %s", line);
-		strncat(got, rest, (size_t)(sp - rest));
-		strcat(got, "\n");
+		size_t have = strlen(got);
+		snprintf(got + have, r.out_len + 1 - have, "%.*s\n", (int)(sp - rest), rest);
 	}
 	cr_assert_str_eq(got, "big.log\nd03/f07\nd06/f12\n",
 			 "diff -r between the snapshots should report exactly the 3 changed files");
@@ -2029,8 +2037,10 @@ static char *dir_of(const char *path)
 		*s = '\0';
 	else if (s)
 		s[1] = '\0';
-	else
-		strcpy(d, ".");
+	else {
+		free(d);
+		d = strdup(".");
+	}
 	return d;
 }
 
@@ -2863,7 +2873,7 @@ static int cli_gen(const char *arch, const char *name)
 	char *spec = xasprintf("@%s:version", name);
 	run_result r;
 	amber(&r, "cat", arch, spec, NULL);
-	int g = r.status == 0 ? atoi(r.out) : -1;
+	int g = r.status == 0 ? (int)strtol(r.out, NULL, 10) : -1;
 	run_result_dispose(&r);
 	free(spec);
 	return g;
@@ -3540,8 +3550,7 @@ Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
 			snapinfo *s = find_snap(all, n, ids[k]);
 			char *rel = snap_rel(s->ns);
 			if (!strncmp(rel + strlen("snapshots/"), days[d], 10)) {
-				strcat(want, rel + strlen("snapshots/") + 11);
-				strcat(want, "\n");
+				append_line(want, sizeof want, rel + strlen("snapshots/") + 11);
 				count++;
 				char *p = pjoin(mnt, rel), *v = xget_ok(p, "user.amberfs.snapshot");
 				cr_assert_str_eq(v, ids[k], "%s opens another snapshot", rel);
