@@ -174,6 +174,62 @@ static int config_keep(amber_archive *a, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* ---- the metadata authenticator ---------------------------------------------- */
+
+#define AUTH_CONTEXT "amberfs metadata authenticator 1\n"
+
+void amber_slot_name(char out[16], size_t i)
+{
+	snprintf(out, 16, "slot-%02u", (unsigned)i);
+}
+
+static void hash_len(crypto_generichash_state *h, uint64_t v)
+{
+	uint8_t b[8];
+
+	for (int i = 0; i < 8; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+	crypto_generichash_update(h, b, sizeof(b));
+}
+
+void amber_meta_auth(uint8_t out[32], const amber_keys *k, const uint8_t *config,
+		     size_t config_len, uint8_t *const *slots, const size_t *slot_len,
+		     size_t nslots)
+{
+	crypto_generichash_state h;
+	char name[16];
+
+	crypto_generichash_init(&h, k->record_key, sizeof(k->record_key), 32);
+	crypto_generichash_update(&h, (const uint8_t *)AUTH_CONTEXT, strlen(AUTH_CONTEXT));
+	hash_len(&h, config_len);
+	crypto_generichash_update(&h, config, config_len);
+	hash_len(&h, nslots);
+	for (size_t i = 0; i < nslots; i++) {
+		amber_slot_name(name, i);
+		hash_len(&h, strlen(name));
+		crypto_generichash_update(&h, (const uint8_t *)name, strlen(name));
+		hash_len(&h, slot_len[i]);
+		crypto_generichash_update(&h, slots[i], slot_len[i]);
+	}
+	crypto_generichash_final(&h, out, 32);
+}
+
+int amber_archive_auth_text(char out[96], const amber_archive *a, uint8_t *const *slots,
+			    const size_t *slot_len, size_t nslots)
+{
+	uint8_t mac[32];
+	char hex[65];
+
+	if (!a->keys)
+		return amber_fail(AMBER_ENEEDKEY, "archive %s is locked", a->path);
+	amber_meta_auth(mac, a->keys, a->config_raw, a->config_len, slots, slot_len, nslots);
+	sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
+	snprintf(out, 96, "blake2b-256 %s\n", hex);
+	return 0;
+}
+
+/* ---- the metadata commit ------------------------------------------------------- */
+
 static int meta_tree(uint8_t root[20], amber_archive *a, amber_packw *w)
 {
 	amber_tentry top[4], slots[AMBER_MAX_SLOTS];
@@ -628,11 +684,6 @@ int amber_archive_open_ext(amber_archive **out, const char *path, const amber_op
 		setup_chunker(a);
 	*out = a;
 	return 0;
-}
-
-int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len)
-{
-	return amber_archive_unlock_with(a, AMBER_SLOT_PASSPHRASE, pass, len);
 }
 
 /* ---- signing keys ------------------------------------------------------------- */
