@@ -115,6 +115,7 @@ static void keys_derive(amber_keys *k)
 
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
 		crypto_kdf_derive_from_key(sub[i], AMBER_KEY_BYTES, i + 1, kdf_context, k->master);
+	crypto_kdf_derive_from_key(k->ino_key, sizeof(k->ino_key), 7, kdf_context, k->master);
 	sodium_mprotect_readonly(k);
 }
 

@@ -2451,6 +2451,43 @@ Test(mount, background_daemon_locks_its_keys_and_cannot_dump)
 	free(src);
 }
 
+/*
+ * `amberfs mount` returns without waiting for its daemon to leave the
+ * caller's session; the daemon must still be out of reach of a hang-up
+ * sent to that session the moment the command returns (libfuse's own
+ * daemonize waited for the child's setsid() to close that race): here the
+ * caller's whole process group gets SIGHUP right after the mount returns,
+ * and the mount must go on serving from a daemon in its own session.
+ */
+Test(mount, hangup_of_the_callers_session_right_after_mount_leaves_the_daemon_serving)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 1);
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	const char *const prefix[] = { "setsid", "-w", "sh", "-c", "\"$0\" \"$@\"; kill -HUP 0",
+				       NULL };
+	const char *const args[] = { "mount", arch, mnt, NULL };
+	run_opts o = { .prefix = prefix, .timeout = 60 };
+	run_result r;
+	amber_a(&r, &o, args);
+	run_result_dispose(&r);      /* sh dies of its own hang-up: status 129 */
+	assert_is_amberfs_mount(mnt, "after a hang-up of the mounting session");
+	pid_t pid = daemon_of(mnt);
+	cr_assert_eq(getsid(pid), pid, "the daemon %d is not the leader of its own session",
+		     (int)pid);
+	usleep(300 * 1000);
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	cr_assert(kill(pid, 0) == 0, "the daemon %d is gone after the hang-up", (int)pid);
+	unmount_ok(mnt);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
 /* Run `cat path` as nobody; @return its result (dispose it). */
 static void cat_as_nobody(run_result *r, const char *path)
 {
