@@ -14,7 +14,13 @@
  * every second would (the session's pack merges run in the gaps); without
  * it the snapshots run back to back, the worst case.
  * -t TRACE: one line per snapshot in TRACE: its number, milliseconds, paths
- * named, bytes added.
+ * named, bytes added, then those bytes by kind of object (the columns of the
+ * "by kind" line).
+ * The summary ends with the mean bytes added per snapshot by kind of object
+ * (amber_stats version 2): file chunks, directory manifests, bucket
+ * manifests, fan-out lists/nodes, chunk indexes, directory and bucket
+ * trees, fan-out trees, chunk trees, commits (of which the record), index
+ * pages, and the pack overhead (pack bytes less the objects).
  */
 #include "amber.h"
 #include "bench_unlock.h"
@@ -229,6 +235,29 @@ static int one_second(amber_dirty *d, size_t *nd, char ext[][64], const char *sr
 static int paced;
 static FILE *trace;
 
+/* Bytes added by kind, summed over the snapshots. */
+enum { B_CHUNK, B_MANI, B_BUCKET, B_FANOUT, B_INDEX, B_DIRTREE, B_FANTREE, B_CHUNKTREE,
+       B_COMMIT, B_RECORD, B_PAGE, B_PACK, B_N };
+static const char *const kind_names[B_N] = {"chunk", "manifest", "bucket-m", "fanout", "index",
+	"dirtree", "fanouttree", "chunktree", "commit", "(record)", "page", "pack-overhead"};
+static double kind_sum[B_N];
+
+static void kinds(uint64_t k[B_N], const amber_stats *st)
+{
+	k[B_CHUNK] = st->new_chunks;
+	k[B_MANI] = st->new_manifests;
+	k[B_BUCKET] = st->new_buckets;
+	k[B_FANOUT] = st->new_fanout;
+	k[B_INDEX] = st->new_indexes;
+	k[B_DIRTREE] = st->new_dirtrees;
+	k[B_FANTREE] = st->new_fanouttrees;
+	k[B_CHUNKTREE] = st->new_chunktrees;
+	k[B_COMMIT] = st->new_commits;
+	k[B_RECORD] = st->new_record;
+	k[B_PAGE] = st->new_pages;
+	k[B_PACK] = st->pack_bytes > st->bytes_new ? st->pack_bytes - st->bytes_new : 0;
+}
+
 /* Sleep until `s` seconds after t0 (paced runs). */
 static void pace(const struct timespec *t0, long s)
 {
@@ -265,9 +294,18 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 			return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), -1;
 		ms[s] = ms_since(&t0);
 		*bytes += st.bytes_new;
-		if (trace)
-			fprintf(trace, "%ld %.1f %zu %llu\n", s, ms[s], nd,
+		uint64_t k[B_N];
+
+		kinds(k, &st);
+		for (int i = 0; i < B_N; i++)
+			kind_sum[i] += (double)k[i];
+		if (trace) {
+			fprintf(trace, "%ld %.1f %zu %llu", s, ms[s], nd,
 				(unsigned long long)st.bytes_new);
+			for (int i = 0; i < B_N; i++)
+				fprintf(trace, " %llu", (unsigned long long)k[i]);
+			fputc('\n', trace);
+		}
 	}
 	return 0;
 }
@@ -319,6 +357,10 @@ int main(int argc, char **argv)
 	       "max %.1f ms  mean %.0f bytes added\n", seconds, paced ? "paced" : "back to back",
 	       ms[seconds / 2],
 	       ms[(seconds * 99 + 99) / 100 - 1], ms[seconds - 1], (double)bytes / (double)seconds);
+	printf("writer-bench: mean bytes added per snapshot by kind:");
+	for (int i = 0; i < B_N; i++)
+		printf(" %s %.0f", kind_names[i], kind_sum[i] / (double)seconds);
+	printf("\n");
 	amber_writer_close(w);
 	amber_archive_free(a);
 	if (trace)

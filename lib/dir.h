@@ -21,6 +21,22 @@ typedef struct amber_fanout_view {
  */
 int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir);
 
+/**
+ * How directory `dir` is stored: *layout 0 (not fanned out), 1 (a flat
+ * bucket list) or 2 (a tree of fan-out nodes, amberfs-format(5)).
+ */
+int amber_dir_fanout_layout(int *layout, amber_snapshot *s, const amber_entry *dir);
+
+/**
+ * Read and check one node of a layout-2 fan-out: its "m" is m, its git tree
+ * `tree` (holding m and exactly the children it names), at `level` with
+ * `prefix`; below level 0, of `bits` and holding the `count` entries its
+ * parent said.
+ */
+int amber_dir_node(amber_fanout_node *nd, amber_snapshot *s, const amber_link *m,
+		   const uint8_t tree[20], unsigned level, unsigned prefix, unsigned bits,
+		   uint32_t count, const char *what);
+
 /** An empty listing (NULL on out of memory); free with amber_dir_free(). */
 amber_dir *amber_dir_empty(void);
 

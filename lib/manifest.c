@@ -707,6 +707,104 @@ int amber_fanout_decode(amber_bucket **out, unsigned *bits, size_t *n, const voi
 	return 0;
 }
 
+/* Fan-out layout 2: one node of the tree of buckets. */
+
+#define FANOUT_NODE_VERSION 2
+#define NODE_CHILD_SIZE (1 + 4 + 20 + LINK_SIZE)
+
+int amber_fanout_layout(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	return len && (p[0] == LAYOUT_VERSION || p[0] == FANOUT_NODE_VERSION) ? p[0] : -1;
+}
+
+static const char *node_defect(const amber_fanout_node *nd)
+{
+	unsigned w;
+	uint64_t sum = 0;
+
+	if (!bits_ok(nd->bits) || nd->level >= amber_fanout_levels(nd->bits))
+		return "bits or level out of range";
+	w = amber_fanout_width(nd->bits, nd->level);
+	if (nd->prefix >> (nd->level * AMBER_FANOUT_DIGIT))
+		return "prefix out of range";
+	if (nd->n == 0 || nd->n > (1u << w))
+		return "child count out of range";
+	for (size_t i = 0; i < nd->n; i++) {
+		const amber_bucket *c = &nd->c[i];
+
+		if (c->count == 0 || c->count > AMBER_MANIFEST_MAX_ENTRIES)
+			return "child entry count out of range";
+		if (c->id >> w || (i && nd->c[i - 1].id >= c->id))
+			return "child ids out of range or not strictly increasing";
+		sum += c->count;
+	}
+	return sum > AMBER_MANIFEST_MAX_ENTRIES ? "more entries than a directory holds" : NULL;
+}
+
+int amber_fanout_node_encode(amber_buf *out, const amber_fanout_node *nd)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why = node_defect(nd);
+
+	if (why)
+		return amber_fail(AMBER_EINVAL, "fanout node: %s", why);
+	w_u8(&w, FANOUT_NODE_VERSION);
+	w_u8(&w, (uint8_t)nd->bits);
+	w_u8(&w, (uint8_t)nd->level);
+	w_u16(&w, (uint16_t)nd->prefix);
+	w_u8(&w, (uint8_t)nd->n);
+	for (size_t i = 0; i < nd->n; i++) {
+		w_u8(&w, (uint8_t)nd->c[i].id);
+		w_u32(&w, nd->c[i].count);
+		w_bytes(&w, nd->c[i].tree_oid, sizeof(nd->c[i].tree_oid));
+		w_link(&w, &nd->c[i].link);
+	}
+	return w_finish(&w, start);
+}
+
+int amber_fanout_node_decode(amber_fanout_node *nd, const void *data, size_t len)
+{
+	uint8_t ver = 0, bits = 0, level = 0, n = 0;
+	uint16_t prefix = 0;
+	amber_rd r;
+	const char *why;
+
+	memset(nd, 0, sizeof(*nd));
+	amber_rd_init(&r, data, len);
+	amber_rd_u8(&r, &ver);
+	amber_rd_u8(&r, &bits);
+	amber_rd_u8(&r, &level);
+	amber_rd_u16(&r, &prefix);
+	amber_rd_u8(&r, &n);
+	if (r.bad)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: truncated");
+	if (ver != FANOUT_NODE_VERSION)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: unknown layout version %u", ver);
+	if (n == 0 || n > AMBER_FANOUT_NODE_MAX || n > r.left / NODE_CHILD_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: %u children in %zu bytes", n, len);
+	nd->bits = bits;
+	nd->level = level;
+	nd->prefix = prefix;
+	nd->n = n;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t id = 0;
+
+		amber_rd_u8(&r, &id);
+		nd->c[i].id = id;
+		amber_rd_u32(&r, &nd->c[i].count);
+		r_copy(&r, nd->c[i].tree_oid, sizeof(nd->c[i].tree_oid));
+		r_link(&r, &nd->c[i].link);
+	}
+	if (r.bad)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: truncated");
+	if ((why = node_defect(nd)) != NULL)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: %s", why);
+	return r_finish(&r, "fanout node");
+}
+
 /* ------------------------------------------------------------------ */
 /* Chunk index                                                         */
 
