@@ -37,6 +37,7 @@
 #include "error.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -871,6 +872,106 @@ int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t
 	if (!(v = calloc(count, sizeof(*v))))
 		return amber_fail(AMBER_ERROR, "out of memory (%u chunk refs)", count);
 	if ((rc = get_chunks(v, count, &r, file_size, max_chunk)) < 0) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*n = count;
+	return 0;
+}
+
+/* Index layout 2: the root of a paged index. */
+
+#define INDEX_ROOT_VERSION 2
+#define INDEXPAGE_SIZE (4 + 8 + 20 + LINK_SIZE)
+
+int amber_index_layout(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	return len && (p[0] == LAYOUT_VERSION || p[0] == INDEX_ROOT_VERSION) ? p[0] : -1;
+}
+
+static const char *page_size_defect(const amber_indexpage *p, size_t i, size_t n,
+				    size_t max_chunk)
+{
+	if (i + 1 < n ? p[i].chunks != AMBER_INDEX_PAGE
+		      : p[i].chunks == 0 || p[i].chunks > AMBER_INDEX_PAGE)
+		return "page chunk count out of place";
+	if (p[i].bytes < p[i].chunks || p[i].bytes > (uint64_t)p[i].chunks * max_chunk)
+		return "page byte count out of range";
+	return NULL;
+}
+
+int amber_index_root_encode(amber_buf *out, const amber_indexpage *p, size_t n)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why;
+
+	if (n < 2 || n > AMBER_INDEX_MAX_PAGES)
+		return amber_fail(AMBER_EINVAL, "index root: %zu pages", n);
+	for (size_t i = 0; i < n; i++)
+		if ((why = page_size_defect(p, i, n, AMBER_CHUNK_MAX)) != NULL)
+			return amber_fail(AMBER_EINVAL, "index root: page %zu: %s", i, why);
+	w_u8(&w, INDEX_ROOT_VERSION);
+	w_u32(&w, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		w_u32(&w, p[i].chunks);
+		w_u64(&w, p[i].bytes);
+		w_bytes(&w, p[i].tree_oid, sizeof(p[i].tree_oid));
+		w_link(&w, &p[i].link);
+	}
+	return w_finish(&w, start);
+}
+
+static int get_pages(amber_indexpage *v, size_t n, amber_rd *r, uint64_t file_size,
+		     size_t max_chunk)
+{
+	uint64_t sum = 0;
+	const char *why;
+
+	for (size_t i = 0; i < n; i++) {
+		amber_rd_u32(r, &v[i].chunks);
+		amber_rd_u64(r, &v[i].bytes);
+		r_copy(r, v[i].tree_oid, sizeof(v[i].tree_oid));
+		r_link(r, &v[i].link);
+		if (r->bad)
+			return amber_fail(AMBER_ECORRUPT, "index root: truncated");
+		if ((why = page_size_defect(v, i, n, max_chunk)) != NULL)
+			return amber_fail(AMBER_ECORRUPT, "index root: page %zu: %s", i, why);
+		if (v[i].bytes > file_size - sum)
+			return amber_fail(AMBER_ECORRUPT, "index root: pages exceed the file size "
+					  "%" PRIu64, file_size);
+		sum += v[i].bytes;
+	}
+	if (sum != file_size)
+		return amber_fail(AMBER_ECORRUPT, "index root: pages add up to %" PRIu64
+				  ", file size %" PRIu64, sum, file_size);
+	return r_finish(r, "index root");
+}
+
+int amber_index_root_decode(amber_indexpage **out, size_t *n, const void *data, size_t len,
+			    uint64_t file_size, size_t max_chunk)
+{
+	amber_indexpage *v;
+	uint32_t count = 0;
+	uint8_t ver = 0;
+	amber_rd r;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	amber_rd_init(&r, data, len);
+	if (amber_rd_u8(&r, &ver) < 0 || amber_rd_u32(&r, &count) < 0)
+		return amber_fail(AMBER_ECORRUPT, "index root: truncated");
+	if (ver != INDEX_ROOT_VERSION)
+		return amber_fail(AMBER_ECORRUPT, "index root: unknown layout version %u", ver);
+	if (count < 2 || count > AMBER_INDEX_MAX_PAGES || count > r.left / INDEXPAGE_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "index root: %u pages in %zu bytes", count, len);
+	if (!(v = calloc(count, sizeof(*v))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if ((rc = get_pages(v, count, &r, file_size, max_chunk)) < 0) {
 		free(v);
 		return rc;
 	}

@@ -144,6 +144,35 @@ int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t
 		       uint64_t file_size, size_t max_chunk);
 
 /*
+ * Index layout 2 (paged): the chunk tree of a file of more than
+ * AMBER_INDEX_PAGE chunks holds "i", a root listing pages, and one page
+ * tree p00000, p00001, ... per AMBER_INDEX_PAGE chunks, each a layout-1
+ * chunk tree of its chunks (the last page holds the rest).  An append then
+ * rewrites the last page and the small root, not an entry per chunk.
+ */
+#define AMBER_INDEX_PAGE 64
+#define AMBER_INDEX_MAX_PAGES 16384  /* larger files keep layout 1 */
+
+/** One page of a paged chunk index. */
+typedef struct amber_indexpage {
+	uint32_t chunks;       /* AMBER_INDEX_PAGE, fewer (>= 1) in the last page */
+	uint64_t bytes;        /* plaintext bytes of its chunks */
+	uint8_t tree_oid[20];  /* its chunk tree */
+	amber_link link;       /* that tree's "i" (a layout-1 index) */
+} amber_indexpage;
+
+/** The layout version byte of an index payload (1 or 2), or -1. */
+int amber_index_layout(const void *data, size_t len);
+int amber_index_root_encode(amber_buf *out, const amber_indexpage *p, size_t n);
+/**
+ * Decode a paged index root; checks page sizes (every page but the last
+ * full), byte counts (chunks..chunks * max_chunk each) and that they add up
+ * to `file_size`.  *out malloc'd (free()).
+ */
+int amber_index_root_decode(amber_indexpage **out, size_t *n, const void *data, size_t len,
+			    uint64_t file_size, size_t max_chunk);
+
+/*
  * The time index in the records (record layout 2): snapshot number `height`
  * (1 for the first of a stream) links to its ancestors at heights
  * height - 2^i for i = 0 .. ctz(height) that exist (>= 1), each with that

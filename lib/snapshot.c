@@ -608,35 +608,96 @@ static void files_cache_put(snap *s, const uint8_t key[32], fc_val *v, const amb
 
 /* ---- finishing a file: its chunks become a blob or a chunk tree ----------- */
 
-static int chunked_objects(snap *s, amber_entry *e, pending *p)
+/* Layout 1: an index of chunks refs[0..n) and a tree of it and every chunk. */
+static int index_write_flat(snap *s, uint8_t tree[20], amber_link *l, const amber_chunkref *refs,
+			    size_t n)
 {
-	amber_chunkref *refs = calloc(p->n, sizeof(*refs));
-	amber_tentry *te = calloc(p->n + 1, sizeof(*te));
+	amber_tentry *te = calloc(n + 1, sizeof(*te));
 	amber_buf b = AMBER_BUF_INIT;
-	int rc = (!refs || !te) ? amber_fail(AMBER_ERROR, "out of memory") : 0;
+	int rc = te ? amber_index_encode(&b, refs, n) : amber_fail(AMBER_ERROR, "out of memory");
 
-	for (size_t i = 0; rc == 0 && i < p->n; i++) {
-		refs[i].link = p->chunks[i]->link;
-		refs[i].len = (uint32_t)p->chunks[i]->len;
+	for (size_t i = 0; rc == 0 && i < n; i++) {
 		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
 		te[i].mode = AMBER_GIT_MODE_BLOB;
 		memcpy(te[i].oid, refs[i].link.oid, 20);
 	}
 	if (rc == 0)
-		rc = amber_index_encode(&b, refs, p->n);
+		rc = put_frame(l, s, AMBER_OBJ_INDEX, K_INDEX, b.data, b.len);
+	if (rc == 0) {
+		snprintf(te[n].name, sizeof(te[n].name), "i");
+		te[n].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[n].oid, l->oid, 20);
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, n + 1);
+	}
+	if (rc == 0)
+		rc = put_git(tree, s, AMBER_GIT_TREE, K_CHUNKTREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+/*
+ * The index and chunk tree of multi-chunk file e: paged (layout 2) above
+ * AMBER_INDEX_PAGE chunks, so that an append, which changes the last chunks,
+ * adds its last page and a small root; the pages before encode to the
+ * objects they already are.
+ */
+static int index_write(snap *s, amber_entry *e, const amber_chunkref *refs, size_t n)
+{
+	size_t np = (n + AMBER_INDEX_PAGE - 1) / AMBER_INDEX_PAGE;
+	amber_indexpage *pg = NULL;
+	amber_tentry *te = NULL;
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = 0;
+
+	if (np < 2 || np > AMBER_INDEX_MAX_PAGES || s->a->index_layout == 1)
+		return index_write_flat(s, e->tree_oid, &e->link, refs, n);
+	pg = calloc(np, sizeof(*pg));
+	te = calloc(np + 1, sizeof(*te));
+	if (!pg || !te)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t p = 0; rc == 0 && p < np; p++) {
+		const amber_chunkref *c = refs + p * AMBER_INDEX_PAGE;
+
+		pg[p].chunks = (uint32_t)(p + 1 < np ? AMBER_INDEX_PAGE : n - p * AMBER_INDEX_PAGE);
+		for (size_t i = 0; i < pg[p].chunks; i++)
+			pg[p].bytes += c[i].len;
+		rc = index_write_flat(s, pg[p].tree_oid, &pg[p].link, c, pg[p].chunks);
+		snprintf(te[p].name, sizeof(te[p].name), "p%05zu", p);
+		te[p].mode = AMBER_GIT_MODE_TREE;
+		memcpy(te[p].oid, pg[p].tree_oid, 20);
+	}
+	if (rc == 0)
+		rc = amber_index_root_encode(&b, pg, np);
 	if (rc == 0)
 		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, K_INDEX, b.data, b.len);
 	if (rc == 0) {
-		snprintf(te[p->n].name, sizeof(te[p->n].name), "i");
-		te[p->n].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[p->n].oid, e->link.oid, 20);
+		snprintf(te[np].name, sizeof(te[np].name), "i");
+		te[np].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[np].oid, e->link.oid, 20);
 		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, te, p->n + 1);
+		rc = amber_tree_build(&b, te, np + 1);
 	}
 	if (rc == 0)
 		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, K_CHUNKTREE, b.data, b.len);
 	amber_buf_dispose(&b);
 	free(te);
+	free(pg);
+	return rc;
+}
+
+static int chunked_objects(snap *s, amber_entry *e, pending *p)
+{
+	amber_chunkref *refs = calloc(p->n, sizeof(*refs));
+	int rc = refs ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	for (size_t i = 0; rc == 0 && i < p->n; i++) {
+		refs[i].link = p->chunks[i]->link;
+		refs[i].len = (uint32_t)p->chunks[i]->len;
+	}
+	if (rc == 0)
+		rc = index_write(s, e, refs, p->n);
 	free(refs);
 	return rc;
 }
@@ -2839,32 +2900,12 @@ static int tail_matches(snap *s, int fd, const amber_chunkref *c, uint64_t off)
 /* A file from chunk refs: one blob, or an index and a chunk tree. */
 static int refs_objects(snap *s, amber_entry *e, const amber_chunkref *refs, size_t n)
 {
-	amber_tentry *te = calloc(n + 1, sizeof(*te));
-	amber_buf b = AMBER_BUF_INIT;
-	int rc = te ? 0 : amber_fail(AMBER_ERROR, "out of memory");
-
 	e->content = n == 1 ? AMBER_C_BLOB : AMBER_C_CHUNKED;
-	if (n == 1)
+	if (n == 1) {
 		e->link = refs[0].link;
-	for (size_t i = 0; rc == 0 && n > 1 && i < n; i++) {
-		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
-		te[i].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[i].oid, refs[i].link.oid, 20);
+		return 0;
 	}
-	if (rc == 0 && n > 1 && (rc = amber_index_encode(&b, refs, n)) == 0)
-		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, K_INDEX, b.data, b.len);
-	if (rc == 0 && n > 1) {
-		snprintf(te[n].name, sizeof(te[n].name), "i");
-		te[n].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[n].oid, e->link.oid, 20);
-		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, te, n + 1);
-	}
-	if (rc == 0 && n > 1)
-		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, K_CHUNKTREE, b.data, b.len);
-	amber_buf_dispose(&b);
-	free(te);
-	return rc;
+	return index_write(s, e, refs, n);
 }
 
 /* The bytes of the unsettled tail as one more chunk of p (a fragment). */

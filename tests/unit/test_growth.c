@@ -4,11 +4,14 @@
  * keep a one-entry change to a 3,000-entry directory to a few small nodes,
  * where layout 1 (one list of every bucket) rewrites the whole list; and an
  * archive written in layout 1 still reads, diffs, verifies and takes new
- * snapshots.  Real archives and real source trees.
+ * snapshots.  Likewise for chunk indexes: an append to a file of hundreds
+ * of chunks adds its last index page (layout 2), not an entry per chunk
+ * (layout 1).  Real archives and real source trees.
  */
 #include "amber.h"
 #include "amber_verify.h"
 #include "archive.h"
+#include "chunker.h"
 #include "dir.h"
 
 #include <criterion/criterion.h>
@@ -264,4 +267,103 @@ Test(growth, an_archive_of_fan_out_layout_1_reads_and_takes_layout_2_snapshots, 
 	amber_snapshot_free(s2);
 	verify_clean(a);
 	amber_archive_free(a);
+}
+
+/* Small chunks (1..16 KiB), so that a few MiB make hundreds of them. */
+static void small_chunks(amber_archive *a)
+{
+	amber_chunker_init(&a->chunker, NULL, 1024, 4096, 16384);
+}
+
+static void write_log(const char *rel, size_t from, size_t len, const char *mode)
+{
+	char path[4200];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/src/%s", base, rel);
+	f = fopen(path, mode);
+	cr_assert_not_null(f);
+	for (size_t i = from; i < from + len; i += 32)
+		fprintf(f, "%020zu %010zx\n", i, (i * 2654435761u) & 0xffffffffu);
+	cr_assert_eq(fclose(f), 0);
+}
+
+/* Snapshot id's copy of src/rel equals the file. */
+static void assert_same_file(amber_archive *a, const char *id, const char *rel)
+{
+	amber_snapshot *s = NULL;
+	amber_entry *e = NULL;
+	char path[4200];
+	size_t got = 0;
+	FILE *f;
+
+	OK(amber_snapshot_open(&s, a, id));
+	OK(amber_stat(&e, s, rel));
+	char *stored = malloc(e->size), *disk = malloc(e->size + 1);
+
+	OK(amber_file_read(&got, s, e, 0, stored, e->size));
+	cr_assert_eq(got, e->size);
+	snprintf(path, sizeof(path), "%s/src/%s", base, rel);
+	f = fopen(path, "rb");
+	cr_assert_not_null(f);
+	cr_assert_eq(fread(disk, 1, e->size + 1, f), e->size, "sizes differ");
+	fclose(f);
+	cr_assert(memcmp(stored, disk, e->size) == 0, "%s differs", rel);
+	free(stored);
+	free(disk);
+	amber_entry_free(e);
+	amber_snapshot_free(s);
+}
+
+/* A session declaring *.log append-only: a whole snapshot, then an append. */
+static amber_stats one_append(amber_archive *a, char id[AMBER_OID_HEXSZ + 1])
+{
+	static const char *const logs[] = {"*.log", NULL};
+	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
+	amber_stats st = AMBER_STATS_INIT;
+	amber_writer *w = NULL;
+
+	o.snap.threads = 1;
+	o.append_only = logs;
+	OK(amber_writer_open(&w, a, at("src"), &o));
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	write_log("ledger.log", 3 << 20, 4096, "ab");
+	OK(amber_writer_snapshot(id, &st, w, (amber_dirty[]){{"ledger.log", 0}}, 1));
+	OK(amber_writer_close(w));
+	return st;
+}
+
+Test(growth, an_append_to_a_large_file_adds_its_last_index_page, .timeout = 60)
+{
+	amber_archive *old = new_archive("old"), *cur = new_archive("new");
+	char id_old[AMBER_OID_HEXSZ + 1], id_new[AMBER_OID_HEXSZ + 1];
+	amber_stats so, sn;
+	uint64_t io, in;
+
+	cr_assert_eq(mkdir(at("src"), 0755), 0);
+	write_log("ledger.log", 0, 3 << 20, "wb"); /* about 750 chunks */
+	small_chunks(old);
+	small_chunks(cur);
+	old->index_layout = 1;
+	so = one_append(old, id_old);
+	write_log("ledger.log", 0, 3 << 20, "wb");
+	sn = one_append(cur, id_new);
+	io = so.new_indexes + so.new_chunktrees;
+	in = sn.new_indexes + sn.new_chunktrees;
+	/* layout 1: 48 bytes of index and a tree entry per chunk */
+	cr_assert_gt(io, 50000, "layout 1 wrote %llu bytes of index", (unsigned long long)io);
+	/* layout 2: the last page (at most 64 chunks) and the root */
+	cr_assert_lt(in, 8000, "layout 2 wrote %llu bytes of index", (unsigned long long)in);
+	assert_same_file(old, id_old, "ledger.log");
+	assert_same_file(cur, id_new, "ledger.log");
+	verify_clean(cur);
+
+	/* the old archive's file, appended to by the new writer, becomes paged */
+	old->index_layout = 0;
+	write_log("ledger.log", (3 << 20) + 4096, 4096, "ab");
+	sn = one_append(old, id_old);
+	assert_same_file(old, id_old, "ledger.log");
+	verify_clean(old);
+	amber_archive_free(old);
+	amber_archive_free(cur);
 }
