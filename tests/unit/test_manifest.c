@@ -919,6 +919,106 @@ Test(index, large_lengths_must_add_up_exactly)
 	amber_buf_dispose(&b);
 }
 
+/* Index layout 2: roots of paged indexes. */
+
+#define ROOT_HDR 5     /* version, count u32 */
+#define ROOT_PAGE 76   /* chunks u32, bytes u64, tree 20, link 44 */
+
+static void make_pages(amber_indexpage *p, size_t n, uint32_t last)
+{
+	memset(p, 0, n * sizeof(*p));
+	for (size_t i = 0; i < n; i++) {
+		p[i].chunks = i + 1 < n ? AMBER_INDEX_PAGE : last;
+		p[i].bytes = (uint64_t)p[i].chunks * 1000 + i;
+		fill(p[i].tree_oid, 20, (uint8_t)i);
+		fill(p[i].link.oid, 20, (uint8_t)(i + 1));
+		fill(p[i].link.mac, 24, (uint8_t)(i + 2));
+	}
+}
+
+static uint64_t pages_bytes(const amber_indexpage *p, size_t n)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum += p[i].bytes;
+	return sum;
+}
+
+Test(index, paged_roots_round_trip)
+{
+	static amber_indexpage in[300];
+	amber_indexpage *out = NULL;
+	size_t n = 0, sizes[] = {2, 3, 300};
+	amber_buf b;
+
+	for (size_t k = 0; k < 3; k++) {
+		make_pages(in, sizes[k], (uint32_t)(k * 30 + 1));
+		amber_buf_init(&b, 0);
+		OK(amber_index_root_encode(&b, in, sizes[k]));
+		cr_expect_eq(b.len, ROOT_HDR + ROOT_PAGE * sizes[k]);
+		cr_expect_eq(amber_index_layout(b.data, b.len), 2);
+		OK(amber_index_root_decode(&out, &n, b.data, b.len, pages_bytes(in, sizes[k]), MAXC));
+		cr_assert_eq(n, sizes[k]);
+		cr_expect_eq(memcmp(in, out, n * sizeof(*out)), 0);
+		free(out);
+		amber_buf_dispose(&b);
+	}
+}
+
+static void expect_root_corrupt(const amber_buf *b, uint64_t size, const char *what)
+{
+	amber_indexpage *out = (amber_indexpage *)1;
+	size_t n = 9;
+
+	cr_expect_eq(amber_index_root_decode(&out, &n, b->data, b->len, size, MAXC), AMBER_ECORRUPT,
+		     "%s", what);
+	cr_expect_null(out, "%s", what);
+}
+
+Test(index, hostile_paged_roots_are_refused)
+{
+	amber_indexpage in[3];
+	amber_buf b;
+	uint64_t size;
+
+	make_pages(in, 3, 5);
+	size = pages_bytes(in, 3);
+	amber_buf_init(&b, 0);
+	OK(amber_index_root_encode(&b, in, 3));
+	expect_root_corrupt(&b, size + 1, "pages short of the file size");
+	expect_root_corrupt(&b, size - 1, "pages over the file size");
+	b.data[ROOT_HDR] = 63;                          /* a page before the last not full */
+	expect_root_corrupt(&b, size, "short page");
+	b.data[ROOT_HDR] = 64;
+	b.data[ROOT_HDR + 2 * ROOT_PAGE] = 65;          /* last page over 64 chunks */
+	expect_root_corrupt(&b, size, "long last page");
+	b.data[ROOT_HDR + 2 * ROOT_PAGE] = 0;
+	expect_root_corrupt(&b, size, "empty last page");
+	b.data[ROOT_HDR + 2 * ROOT_PAGE] = 5;
+	memset(b.data + ROOT_HDR + 4, 0, 8);            /* page 0 of 0 bytes */
+	b.data[ROOT_HDR + 4] = 63;                      /* 63 bytes for 64 chunks */
+	expect_root_corrupt(&b, size, "fewer bytes than chunks");
+	amber_buf_reset(&b);
+	OK(amber_index_root_encode(&b, in, 3));
+	b.data[0] = 1;
+	expect_root_corrupt(&b, size, "layout 1 read as a root");
+	b.data[0] = 2;
+	b.data[1] = 4;                                  /* 4 pages declared, 3 present */
+	expect_root_corrupt(&b, size, "count over data");
+	b.data[1] = 1;
+	expect_root_corrupt(&b, size, "one page");
+	b.data[1] = 3;
+	amber_buf_put_u8(&b, 0);
+	expect_root_corrupt(&b, size, "trailing byte");
+	for (size_t len = 0; len < b.len - 1; len++) {
+		amber_buf t = {b.data, len, len, 0};
+
+		expect_root_corrupt(&t, size, "truncated");
+	}
+	amber_buf_dispose(&b);
+}
+
 /* ------------------------------------------------------------------ */
 /* Snapshot record                                                     */
 
