@@ -13,6 +13,7 @@
 #include "error.h"
 #include "record.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,6 +401,105 @@ int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry
 		rc = fanout_list(v, s, dir, t, tn, what);
 	free(t);
 	amber_buf_dispose(&tb);
+	return rc;
+}
+
+/* Both sides of a pair walk (amber_dir_buckets_pair). */
+typedef struct pairwalk {
+	amber_fanout_view *v[2];
+	amber_snapshot *s[2];
+	const char *what;
+} pairwalk;
+
+/*
+ * Nodes at `level`, `prefix` of two layout-2 fan-outs of the same bits
+ * (either may be absent: c[k] NULL): children whose trees are the same on
+ * both sides are skipped, the others walked, so that only the buckets that
+ * differ are gathered, at a cost that follows the change.
+ */
+static int pair_nodes(pairwalk *pw, const amber_bucket *const c[2], unsigned level,
+		      unsigned prefix)
+{
+	amber_fanout_node nd[2];
+	size_t i[2] = {0, 0};
+	unsigned bits = pw->v[0]->bits, w;
+	int last, rc = 0;
+
+	for (int k = 0; k < 2; k++) {
+		nd[k].n = 0;
+		if (rc == 0 && c[k])
+			rc = amber_dir_node(&nd[k], pw->s[k], &c[k]->link, c[k]->tree_oid, level,
+					    prefix, bits, level ? c[k]->count : 0, pw->what);
+	}
+	if (rc == 0 && level == 0 && nd[0].bits != nd[1].bits)
+		return 1; /* not the same fan-out width: the caller walks both whole */
+	if (rc == 0 && level == 0)
+		bits = pw->v[0]->bits = pw->v[1]->bits = nd[0].bits;
+	w = amber_fanout_width(bits, level);
+	last = level + 1 == amber_fanout_levels(bits);
+	while (rc == 0 && (i[0] < nd[0].n || i[1] < nd[1].n)) {
+		unsigned id0 = i[0] < nd[0].n ? nd[0].c[i[0]].id : UINT_MAX;
+		unsigned id1 = i[1] < nd[1].n ? nd[1].c[i[1]].id : UINT_MAX;
+		unsigned id = id0 < id1 ? id0 : id1;
+		amber_bucket b[2];
+		const amber_bucket *cc[2] = {NULL, NULL};
+
+		for (int k = 0; k < 2; k++)
+			if ((k ? id1 : id0) == id) {
+				b[k] = nd[k].c[i[k]++];
+				b[k].id = (uint16_t)((prefix << w) | id);
+				cc[k] = &b[k];
+			}
+		if (cc[0] && cc[1] && memcmp(b[0].tree_oid, b[1].tree_oid, 20) == 0)
+			continue;
+		for (int k = 0; last && rc == 0 && k < 2; k++)
+			if (cc[k])
+				rc = view_add(pw->v[k], cc[k]);
+		if (!last && rc == 0)
+			rc = pair_nodes(pw, cc, level + 1, (prefix << w) | id);
+	}
+	return rc;
+}
+
+int amber_dir_buckets_pair(amber_fanout_view *vo, amber_fanout_view *vn, amber_snapshot *so,
+			   const amber_entry *o, amber_snapshot *sn, const amber_entry *n)
+{
+	int lo = 0, ln = 0, rc = amber_dir_fanout_layout(&lo, so, o);
+	char what[AMBER_NAME_MAX + 64];
+
+	memset(vo, 0, sizeof(*vo));
+	memset(vn, 0, sizeof(*vn));
+	if (rc == 0)
+		rc = amber_dir_fanout_layout(&ln, sn, n);
+	if (rc == 0 && lo == 2 && ln == 2) {
+		amber_bucket bo = {.link = o->link}, bn = {.link = n->link};
+		const amber_bucket *c[2] = {&bo, &bn};
+		pairwalk pw = {{vo, vn}, {so, sn}, dir_what(what, sizeof(what), n)};
+
+		memcpy(bo.tree_oid, o->tree_oid, 20);
+		memcpy(bn.tree_oid, n->tree_oid, 20);
+		rc = pair_nodes(&pw, c, 0, 0);
+		for (int k = 0; rc == 0 && k < 2; k++) {
+			amber_fanout_view *v = k ? vn : vo;
+			amber_bucket none = {0};
+
+			/* a side with no bucket that differs: empty, but fanned out */
+			if (!v->b && (rc = view_add(v, &none)) == 0)
+				v->nb = 0;
+		}
+		if (rc == 0)
+			return 0;
+		free(vo->b);
+		free(vn->b);
+		memset(vo, 0, sizeof(*vo));
+		memset(vn, 0, sizeof(*vn));
+		if (rc < 0)
+			return rc;
+	}
+	if (rc == 0)
+		rc = amber_dir_buckets(vo, so, o);
+	if (rc == 0)
+		rc = amber_dir_buckets(vn, sn, n);
 	return rc;
 }
 

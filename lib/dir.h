@@ -37,6 +37,16 @@ int amber_dir_node(amber_fanout_node *nd, amber_snapshot *s, const amber_link *m
 		   const uint8_t tree[20], unsigned level, unsigned prefix, unsigned bits,
 		   uint32_t count, const char *what);
 
+/**
+ * The buckets of two fanned-out directories o (of snapshot so) and n (of
+ * sn) for a diff: when both are layout 2 of the same width, only the
+ * buckets whose trees differ (walking only the nodes that differ), else
+ * every bucket of each, as amber_dir_buckets() gives them.  Free vo->b and
+ * vn->b.
+ */
+int amber_dir_buckets_pair(amber_fanout_view *vo, amber_fanout_view *vn, amber_snapshot *so,
+			   const amber_entry *o, amber_snapshot *sn, const amber_entry *n);
+
 /** An empty listing (NULL on out of memory); free with amber_dir_free(). */
 amber_dir *amber_dir_empty(void);
 

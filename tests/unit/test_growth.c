@@ -109,50 +109,6 @@ static int accounts_layout(amber_archive *a, const char *id)
 	return layout;
 }
 
-/* A writer session's first snapshot, then one edited entry: its stats. */
-static amber_stats one_edit(amber_archive *a, const char *edit, char id[AMBER_OID_HEXSZ + 1])
-{
-	amber_stats st = AMBER_STATS_INIT;
-	amber_writer *w = open_writer(a);
-
-	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
-	put("accounts/acct-01234.json", edit);
-	OK(amber_writer_snapshot(id, &st, w, (amber_dirty[]){{"accounts/acct-01234.json", 0}}, 1));
-	OK(amber_writer_close(w));
-	return st;
-}
-
-Test(growth, one_edit_in_a_large_directory_adds_a_few_small_nodes, .timeout = 60)
-{
-	amber_archive *old = new_archive("old"), *cur = new_archive("new");
-	char id_old[AMBER_OID_HEXSZ + 1], id_new[AMBER_OID_HEXSZ + 1];
-	amber_stats so, sn;
-	uint64_t fo, fn;
-
-	make_source(3000); /* 256 buckets of about 12 entries */
-	old->fanout_layout = 1;
-	so = one_edit(old, "{\"id\": 1234, \"margin\": 7}\n", id_old);
-	sn = one_edit(cur, "{\"id\": 1234, \"margin\": 8}\n", id_new);
-	cr_assert_eq(accounts_layout(old, id_old), 1);
-	cr_assert_eq(accounts_layout(cur, id_new), 2);
-	fo = so.new_fanout + so.new_fanouttrees;
-	fn = sn.new_fanout + sn.new_fanouttrees;
-	/* layout 1 rewrites the list of 256 buckets (70 bytes each) and its tree */
-	cr_assert_gt(fo, 20000, "layout 1 wrote %llu bytes of fan-out", (unsigned long long)fo);
-	/* layout 2: the top node and the one below it (16 children each) */
-	cr_assert_lt(fn, 5000, "layout 2 wrote %llu bytes of fan-out", (unsigned long long)fn);
-	cr_assert_lt(sn.bytes_new, 10000, "one edit added %llu bytes",
-		     (unsigned long long)sn.bytes_new);
-	cr_assert_eq(sn.bytes_new, sn.new_chunks + sn.new_manifests + sn.new_buckets +
-					   sn.new_fanout + sn.new_indexes + sn.new_dirtrees +
-					   sn.new_fanouttrees + sn.new_chunktrees +
-					   sn.new_commits + sn.new_pages,
-		     "the kinds add up to bytes_new");
-	cr_assert_gt(sn.pack_bytes, sn.bytes_new);
-	amber_archive_free(old);
-	amber_archive_free(cur);
-}
-
 typedef struct changes {
 	int n;
 	char path[8][64];
@@ -169,6 +125,63 @@ static int on_change(const amber_change *c, void *payload)
 	}
 	ch->n++;
 	return 0;
+}
+
+/* A writer session's first snapshot, then one edited entry: its stats. */
+static amber_stats one_edit(amber_archive *a, const char *edit, char first[AMBER_OID_HEXSZ + 1],
+			    char id[AMBER_OID_HEXSZ + 1])
+{
+	amber_stats st = AMBER_STATS_INIT;
+	amber_writer *w = open_writer(a);
+
+	OK(amber_writer_snapshot(first, NULL, w, NULL, 0));
+	put("accounts/acct-01234.json", edit);
+	OK(amber_writer_snapshot(id, &st, w, (amber_dirty[]){{"accounts/acct-01234.json", 0}}, 1));
+	OK(amber_writer_close(w));
+	return st;
+}
+
+Test(growth, one_edit_in_a_large_directory_adds_a_few_small_nodes, .timeout = 60)
+{
+	amber_archive *old = new_archive("old"), *cur = new_archive("new");
+	char id_old[AMBER_OID_HEXSZ + 1], id_new[AMBER_OID_HEXSZ + 1], first[AMBER_OID_HEXSZ + 1];
+	amber_snapshot *s1 = NULL, *s2 = NULL;
+	amber_stats so, sn;
+	uint64_t fo, fn;
+	changes ch = {0};
+
+	make_source(3000); /* 256 buckets of about 12 entries */
+	old->fanout_layout = 1;
+	so = one_edit(old, "{\"id\": 1234, \"margin\": 7}\n", first, id_old);
+	sn = one_edit(cur, "{\"id\": 1234, \"margin\": 8}\n", first, id_new);
+	cr_assert_eq(accounts_layout(old, id_old), 1);
+	cr_assert_eq(accounts_layout(cur, id_new), 2);
+	fo = so.new_fanout + so.new_fanouttrees;
+	fn = sn.new_fanout + sn.new_fanouttrees;
+	/* layout 1 rewrites the list of 256 buckets (70 bytes each) and its tree */
+	cr_assert_gt(fo, 20000, "layout 1 wrote %llu bytes of fan-out", (unsigned long long)fo);
+	/* layout 2: the top node and the one below it (16 children each) */
+	cr_assert_lt(fn, 5000, "layout 2 wrote %llu bytes of fan-out", (unsigned long long)fn);
+	cr_assert_lt(sn.bytes_new, 10000, "one edit added %llu bytes",
+		     (unsigned long long)sn.bytes_new);
+	cr_assert_eq(sn.bytes_new, sn.new_chunks + sn.new_manifests + sn.new_buckets +
+					   sn.new_fanout + sn.new_indexes + sn.new_dirtrees +
+					   sn.new_fanouttrees + sn.new_chunktrees +
+					   sn.new_commits + sn.new_pages,
+		     "the kinds add up to bytes_new");
+	cr_assert_gt(sn.pack_bytes, sn.bytes_new);
+
+	/* a diff of two layout-2 snapshots walks the nodes that differ */
+	OK(amber_snapshot_open(&s1, cur, first));
+	OK(amber_snapshot_open(&s2, cur, id_new));
+	OK(amber_diff(s1, s2, "", 0, on_change, &ch));
+	cr_assert_eq(ch.n, 1, "%d changes", ch.n);
+	cr_assert_str_eq(ch.path[0], "accounts/acct-01234.json");
+	cr_assert_eq(ch.kind[0], AMBER_MODIFIED);
+	amber_snapshot_free(s1);
+	amber_snapshot_free(s2);
+	amber_archive_free(old);
+	amber_archive_free(cur);
 }
 
 static void verify_clean(amber_archive *a)
