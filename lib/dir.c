@@ -495,6 +495,7 @@ int amber_dir_buckets_pair(amber_fanout_view *vo, amber_fanout_view *vn, amber_s
 		memset(vn, 0, sizeof(*vn));
 		if (rc < 0)
 			return rc;
+		rc = 0; /* not the same width: every bucket of each */
 	}
 	if (rc == 0)
 		rc = amber_dir_buckets(vo, so, o);
