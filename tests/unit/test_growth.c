@@ -380,3 +380,30 @@ Test(growth, an_append_to_a_large_file_adds_its_last_index_page, .timeout = 60)
 	amber_archive_free(old);
 	amber_archive_free(cur);
 }
+
+Test(growth, a_directory_that_outgrows_its_fan_out_width_diffs_and_reads, .timeout = 60)
+{
+	amber_archive *a = new_archive("arch");
+	char first[AMBER_OID_HEXSZ + 1], id[AMBER_OID_HEXSZ + 1];
+	amber_snapshot *s1 = NULL, *s2 = NULL;
+	amber_writer *w;
+	changes ch = {0};
+
+	make_source(4096); /* 8 bits of buckets; one more entry needs 9 */
+	w = open_writer(a);
+	OK(amber_writer_snapshot(first, NULL, w, NULL, 0));
+	put("accounts/acct-new.json", "{}\n");
+	OK(amber_writer_snapshot(id, NULL, w, (amber_dirty[]){{"accounts/acct-new.json", 0}}, 1));
+	OK(amber_writer_close(w));
+	cr_assert_eq(accounts_layout(a, id), 2);
+	assert_accounts_read(a, id, 4097);
+	OK(amber_snapshot_open(&s1, a, first));
+	OK(amber_snapshot_open(&s2, a, id));
+	OK(amber_diff(s1, s2, "", 0, on_change, &ch));
+	cr_assert_eq(ch.n, 1, "%d changes", ch.n);
+	cr_assert_str_eq(ch.path[0], "accounts/acct-new.json");
+	cr_assert_eq(ch.kind[0], AMBER_ADDED);
+	amber_snapshot_free(s1);
+	amber_snapshot_free(s2);
+	amber_archive_free(a);
+}
