@@ -15,7 +15,10 @@
  * it the snapshots run back to back, the worst case.
  * -t TRACE: one line per snapshot in TRACE: its number, milliseconds, paths
  * named, bytes added, then those bytes by kind of object (the columns of the
- * "by kind" line).
+ * "by kind" line), then the CPU milliseconds the process used meanwhile (all
+ * its threads: on a loaded machine, wall time far above it is time spent
+ * waiting for a core).
+ * The summary also gives p50/p99/max of that CPU time.
  * The summary ends with the mean bytes added per snapshot by kind of object
  * (amber_stats version 2): file chunks, directory manifests, bucket
  * manifests, fan-out lists/nodes, chunk indexes, directory and bucket
@@ -26,6 +29,7 @@
 #include "bench_unlock.h"
 
 #include <dirent.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +189,16 @@ static int new_account(const char *src, int k, char *rel, size_t len)
 	return fclose(f);
 }
 
+/* CPU milliseconds used by the process so far (all threads). */
+static double cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
 static double ms_since(const struct timespec *t0)
 {
 	struct timespec t;
@@ -267,7 +281,8 @@ static void pace(const struct timespec *t0, long s)
 		;
 }
 
-static int run(amber_writer *w, const char *src, long seconds, double *ms, uint64_t *bytes)
+static int run(amber_writer *w, const char *src, long seconds, double *ms, double *cpu,
+	       uint64_t *bytes)
 {
 	struct timespec start;
 
@@ -289,10 +304,13 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 		memset(d, 0, sizeof(d));
 		if (one_second(d, &nd, ext, src, &books, &accts, s, &seq) < 0)
 			return perror("writer-bench: changing the tree"), -1;
+		double c0 = cpu_ms();
+
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (amber_writer_snapshot(id, &st, w, d, nd) < 0)
 			return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), -1;
 		ms[s] = ms_since(&t0);
+		cpu[s] = cpu_ms() - c0;
 		*bytes += st.bytes_new;
 		uint64_t k[B_N];
 
@@ -304,7 +322,7 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 				(unsigned long long)st.bytes_new);
 			for (int i = 0; i < B_N; i++)
 				fprintf(trace, " %llu", (unsigned long long)k[i]);
-			fputc('\n', trace);
+			fprintf(trace, " %.1f\n", cpu[s]);
 		}
 	}
 	return 0;
@@ -318,7 +336,7 @@ int main(int argc, char **argv)
 	amber_writer *w = NULL;
 	char id[AMBER_OID_HEXSZ + 1];
 	long seconds;
-	double *ms;
+	double *ms, *cpu;
 	uint64_t bytes = 0;
 	struct timespec t0;
 	int opt;
@@ -335,7 +353,8 @@ int main(int argc, char **argv)
 	argv += optind - 1;
 	seconds = argc >= 4 ? strtol(argv[3], NULL, 10) : 0;
 	ms = seconds > 0 ? calloc((size_t)seconds, sizeof(*ms)) : NULL;
-	if (argc < 4 || argc > 6 || !ms)
+	cpu = seconds > 0 ? calloc((size_t)seconds, sizeof(*cpu)) : NULL;
+	if (argc < 4 || argc > 6 || !ms || !cpu)
 		return fprintf(stderr, "usage: writer-bench [-p] [-t TRACE] ARCHIVE SRC SECONDS "
 			       "[SEED [LEDGER]]\n"), 2;
 	if (argc == 6 && load_stream(argv[5]) < 0)
@@ -350,13 +369,16 @@ int main(int argc, char **argv)
 	if (amber_writer_snapshot(id, NULL, w, NULL, 0) < 0)
 		return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), 1;
 	printf("writer-bench: first (whole) snapshot %.0f ms\n", ms_since(&t0));
-	if (run(w, argv[2], seconds, ms, &bytes) < 0)
+	if (run(w, argv[2], seconds, ms, cpu, &bytes) < 0)
 		return 1;
 	qsort(ms, (size_t)seconds, sizeof(*ms), dbl_cmp);
+	qsort(cpu, (size_t)seconds, sizeof(*cpu), dbl_cmp);
 	printf("writer-bench: %ld snapshots (%s), one per second of changes: p50 %.1f ms  p99 %.1f ms  "
 	       "max %.1f ms  mean %.0f bytes added\n", seconds, paced ? "paced" : "back to back",
 	       ms[seconds / 2],
 	       ms[(seconds * 99 + 99) / 100 - 1], ms[seconds - 1], (double)bytes / (double)seconds);
+	printf("writer-bench: CPU time of the process per snapshot: p50 %.1f ms  p99 %.1f ms  max "
+	       "%.1f ms\n", cpu[seconds / 2], cpu[(seconds * 99 + 99) / 100 - 1], cpu[seconds - 1]);
 	printf("writer-bench: mean bytes added per snapshot by kind:");
 	for (int i = 0; i < B_N; i++)
 		printf(" %s %.0f", kind_names[i], kind_sum[i] / (double)seconds);
@@ -366,5 +388,6 @@ int main(int argc, char **argv)
 	if (trace)
 		fclose(trace);
 	free(ms);
+	free(cpu);
 	return 0;
 }
