@@ -1104,7 +1104,8 @@ static int fanout_write_flat(snap *s, amber_entry *self, unsigned bits, const am
 {
 	amber_tentry *te = calloc(nb + 1, sizeof(*te));
 	amber_buf b = AMBER_BUF_INIT;
-	int rc = te ? amber_fanout_encode(&b, bits, bk, nb) : amber_fail(AMBER_ERROR, "out of memory");
+	int rc = te ? amber_fanout_encode(&b, bits, bk, nb)
+		    : amber_fail(AMBER_ERROR, "out of memory");
 
 	if (rc == 0)
 		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, K_FANOUT, b.data, b.len);
@@ -1184,7 +1185,8 @@ static int node_write(snap *s, unsigned bits, unsigned level, unsigned prefix,
 		if (last)
 			*c = bk[i];
 		else
-			rc = node_write(s, bits, level + 1, (prefix << w) | digit, bk + i, j - i, c);
+			rc = node_write(s, bits, level + 1, (prefix << w) | digit, bk + i, j - i,
+					c);
 		c->id = (uint16_t)digit;
 		out->count += c->count;
 	}
@@ -2669,9 +2671,12 @@ static int update_child(nodewalk *nw, unsigned level, unsigned prefix, unsigned 
 		amber_bucket ob = *oc;
 
 		ob.id = (uint16_t)id;
-		rc = update_bucket(nw->x, nw->dfd, nw->old, nw->bits, &ob, id, nw->grp, j1 - j0, out);
+		oc = &ob;
+		rc = update_bucket(nw->x, nw->dfd, nw->old, nw->bits, oc, id, nw->grp, j1 - j0,
+				   out);
 	} else {
-		rc = update_bucket(nw->x, nw->dfd, nw->old, nw->bits, NULL, id, nw->grp, j1 - j0, out);
+		rc = update_bucket(nw->x, nw->dfd, nw->old, nw->bits, NULL, id, nw->grp,
+				   j1 - j0, out);
 	}
 	return rc;
 }

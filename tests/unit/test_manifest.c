@@ -958,7 +958,8 @@ Test(index, paged_roots_round_trip)
 		OK(amber_index_root_encode(&b, in, sizes[k]));
 		cr_expect_eq(b.len, ROOT_HDR + ROOT_PAGE * sizes[k]);
 		cr_expect_eq(amber_index_layout(b.data, b.len), 2);
-		OK(amber_index_root_decode(&out, &n, b.data, b.len, pages_bytes(in, sizes[k]), MAXC));
+		OK(amber_index_root_decode(&out, &n, b.data, b.len, pages_bytes(in, sizes[k]),
+					   MAXC));
 		cr_assert_eq(n, sizes[k]);
 		cr_expect_eq(memcmp(in, out, n * sizeof(*out)), 0);
 		free(out);
