@@ -17,7 +17,8 @@
  * named, bytes added, then those bytes by kind of object (the columns of the
  * "by kind" line), then the CPU milliseconds the process used meanwhile (all
  * its threads: on a loaded machine, wall time far above it is time spent
- * waiting for a core).
+ * waiting for a core), then the number of pack files after it (a drop: the
+ * session's consolidation merged packs meanwhile).
  * The summary also gives p50/p99/max of that CPU time.
  * The summary ends with the mean bytes added per snapshot by kind of object
  * (amber_stats version 2): file chunks, directory manifests, bucket
@@ -199,6 +200,28 @@ static double cpu_ms(void)
 	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
+/* Pack files in the archive (the consolidation thread merges them). */
+static int packs(const char *archive)
+{
+	char path[4096];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/objects/pack", archive);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		n += l > 5 && strcmp(de->d_name + l - 5, ".pack") == 0;
+	}
+	closedir(d);
+	return n;
+}
+
+static const char *archive_path;
+
 static double ms_since(const struct timespec *t0)
 {
 	struct timespec t;
@@ -322,7 +345,7 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, doubl
 				(unsigned long long)st.bytes_new);
 			for (int i = 0; i < B_N; i++)
 				fprintf(trace, " %llu", (unsigned long long)k[i]);
-			fprintf(trace, " %.1f\n", cpu[s]);
+			fprintf(trace, " %.1f %d\n", cpu[s], packs(archive_path));
 		}
 	}
 	return 0;
@@ -360,6 +383,7 @@ int main(int argc, char **argv)
 	if (argc == 6 && load_stream(argv[5]) < 0)
 		return perror(argv[5]), 1;
 	seed = argc >= 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
+	archive_path = argv[1];
 	srandom(seed);
 	o.append_only = append;
 	if (amber_global_init() || amber_archive_open(&a, argv[1]) || bench_unlock(a, "writer-bench") ||
