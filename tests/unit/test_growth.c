@@ -41,6 +41,8 @@ static void setup(void)
 
 TestSuite(growth, .init = setup, .fini = scratch_remove);
 
+static void assert_restores(amber_archive *a, const char *id, const char *rel);
+
 static void put(const char *rel, const char *text)
 {
 	char path[4200];
@@ -258,6 +260,7 @@ Test(growth, an_archive_of_fan_out_layout_1_reads_and_takes_layout_2_snapshots, 
 	OK(amber_writer_close(w));
 	cr_assert_eq(accounts_layout(a, id2), 2);
 	assert_accounts_read(a, id2, 1501);
+	assert_restores(a, id2, "accounts");
 	so.stream = "check";
 	so.no_cache = 1;
 	OK(amber_snapshot_create(full, NULL, a, at("src"), &so));
@@ -328,6 +331,22 @@ static void assert_same_file(amber_archive *a, const char *id, const char *rel)
 	amber_snapshot_free(s);
 }
 
+/* amber_restore() of src/rel from snapshot id gives the file's bytes. */
+static void assert_restores(amber_archive *a, const char *id, const char *rel)
+{
+	amber_restore_opts o = AMBER_RESTORE_OPTS_INIT;
+	amber_snapshot *s = NULL;
+	char cmd[8600];
+
+	o.no_owner = 1;
+	OK(amber_snapshot_open(&s, a, id));
+	OK(amber_restore(NULL, s, rel, at("restored"), &o));
+	snprintf(cmd, sizeof(cmd), "diff -r '%s/src/%s' '%s/restored' >/dev/null", base, rel,
+		 base);
+	cr_assert_eq(system(cmd), 0, "restored %s differs", rel);
+	amber_snapshot_free(s);
+}
+
 /* A session declaring *.log append-only: a whole snapshot, then an append. */
 static amber_stats one_append(amber_archive *a, char id[AMBER_OID_HEXSZ + 1])
 {
@@ -369,6 +388,7 @@ Test(growth, an_append_to_a_large_file_adds_its_last_index_page, .timeout = 60)
 	cr_assert_lt(in, 8000, "layout 2 wrote %llu bytes of index", (unsigned long long)in);
 	assert_same_file(old, id_old, "ledger.log");
 	assert_same_file(cur, id_new, "ledger.log");
+	assert_restores(cur, id_new, "ledger.log");
 	verify_clean(cur);
 
 	/* the old archive's file, appended to by the new writer, becomes paged */
