@@ -15,7 +15,7 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 /* Writing snapshots                                                   */
 
-#define AMBER_STATS_VERSION 1
+#define AMBER_STATS_VERSION 2
 
 /**
  * Counters of one snapshot (stored, encrypted, in its record) or restore.
@@ -35,6 +35,22 @@ typedef struct amber_stats {
 	uint64_t bytes_new;     /**< bytes of new objects written to the store */
 	uint64_t objects_new;   /**< new git objects written */
 	uint64_t errors;        /**< source entries that could not be read */
+	/* Version 2: bytes_new by kind of object (git object sizes), for the
+	 * snapshot just written; not stored in its record (zero when read back). */
+	uint64_t new_chunks;      /**< file chunks */
+	uint64_t new_manifests;   /**< manifests of directories */
+	uint64_t new_buckets;     /**< manifests of the buckets of large directories */
+	uint64_t new_fanout;      /**< fan-out bucket lists and nodes */
+	uint64_t new_indexes;     /**< chunk indexes of multi-chunk files */
+	uint64_t new_dirtrees;    /**< git trees of directories and buckets */
+	uint64_t new_fanouttrees; /**< git trees of fan-out nodes (and of fanned-out
+				       directories) */
+	uint64_t new_chunktrees;  /**< git trees of multi-chunk files */
+	uint64_t new_commits;     /**< the snapshot commit, its record included */
+	uint64_t new_record;      /**< of which the record (base64 in the message) */
+	uint64_t new_pages;       /**< time-index pages, their trees and commits */
+	uint64_t pack_bytes;      /**< bytes written to pack files: the objects plus
+				       their entry headers (pack overhead) */
 } amber_stats;
 
 #define AMBER_STATS_INIT {.version = AMBER_STATS_VERSION}

@@ -87,8 +87,9 @@
 
 #define MAX_OBJECT ((size_t)1 << 30)
 #define MAX_RECORD_B64 ((size_t)1 << 20)
-/* git trees nest a directory's tree and its fan-out buckets' per level */
-#define MAX_DEPTH (2 * AMBER_MAX_DEPTH + 2)
+/* git trees nest, per directory level, the directory's tree, the trees of
+ * its fan-out nodes below the first and its buckets' (amberfs-format(5)) */
+#define MAX_DEPTH ((AMBER_FANOUT_LEVELS_MAX + 1) * AMBER_MAX_DEPTH + 2)
 
 /* ---- a set of object ids, each with a flag ------------------------------------ */
 
