@@ -11,6 +11,8 @@
 
 #include <git2.h>
 
+#include "packread.h"
+
 typedef struct amber_packset amber_packset;
 
 /**
@@ -38,6 +40,22 @@ void amber_packset_rescan_due(amber_packset *ps);
  * one's file name goes into name (empty if none).
  */
 size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap);
+
+/**
+ * Read the object `oid` from the packs, by pread (no libgit2, no odb
+ * mutex: any number of threads at once).  Its bytes go where alloc says.
+ * @param max   larger objects are AMBER_ECORRUPT, found before allocating
+ * @param what  names the object in messages (its hex id)
+ * @return 0, AMBER_ENOTFOUND if no loaded pack holds it (loose objects are
+ *         not looked at; no rescan beyond the once-a-second one), or the
+ *         code and message of amber_pack_read().
+ */
+int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const uint8_t oid[20],
+		       size_t max, const char *what, amber_pack_alloc_fn alloc, void *ctx);
+
+/** Type and size of `oid` from the packs; codes as amber_packset_read(). */
+int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
+			 const uint8_t oid[20], const char *what);
 
 /**
  * 1 if the version-2 index `dir`/`name` is safe to give libgit2 for its
