@@ -434,8 +434,8 @@ static int chain_walk(struct entry *e, size_t *n, const amber_pack *p, uint64_t 
 			if (rc == 0) {
 				for (int k = 0; k < 20; k++)
 					snprintf(hex + 2 * k, 3, "%02x", d->base_id[k]);
-				return amber_fail(AMBER_ENOTFOUND, "object %s: delta base %s not found "
-						  "(entry at %s offset %llu)", what, hex,
+				return amber_fail(AMBER_ECORRUPT, "object %s: its delta base %s is in no "
+						  "pack (entry at %s offset %llu)", what, hex,
 						  d->p->name, (unsigned long long)d->off);
 			}
 		}

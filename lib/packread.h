@@ -76,8 +76,8 @@ int amber_pack_lower_bound(uint32_t *pos, const amber_pack *p, const uint8_t key
  * @param max      the largest size accepted: larger is AMBER_ECORRUPT, found
  *                 from the entry (or delta) header before anything is allocated
  * @param what     names the object in messages (its hex id)
- * @return 0, AMBER_ECORRUPT (malformed, truncated, or a delta that does not
- *         apply), AMBER_ENOTFOUND (a REF_DELTA base is missing) or AMBER_ERROR.
+ * @return 0, AMBER_ECORRUPT (malformed, truncated, a delta that does not
+ *         apply or whose REF_DELTA base is in no pack) or AMBER_ERROR.
  */
 int amber_pack_read(int *type_out, size_t *len_out, const amber_pack *p, uint64_t off,
 		    size_t max, const char *what, amber_pack_alloc_fn alloc, void *actx,
