@@ -2,10 +2,11 @@
  * The git object store.
  *
  * Handles and locking.  An amber_store owns one git_repository and its
- * git_odb.  libgit2 objects are not thread-safe except git_odb, so reads,
+ * git_odb.  libgit2 objects are not thread-safe except git_odb, so
  * existence checks and refreshes go straight to the odb from any thread,
- * while everything that touches the repository (refs, config) holds
- * store->mu.
+ * and object reads go to the odb's pack set (store_odb.c), which reads
+ * packs itself with pread, from any number of threads at once; everything
+ * that touches the repository (refs, config) holds store->mu.
  *
  * Pack writer.  Every object becomes one undeltified pack entry:
  *

@@ -1,42 +1,52 @@
 /*
- * Checked packs: the pack backend of every store's object database.
+ * Checked packs: the pack backend of every store's object database, and
+ * the store's own read path.
  *
  * libgit2 1.5 takes a pack index's offsets on trust: an offset past the end
  * of its pack makes it read beyond the end of the mapped file and die of
  * SIGBUS (the bit-flip sweep found it: one flipped byte of an offset killed
- * verify, restore and the mount).  So no pack reaches libgit2 before its
- * index has been checked, and that must hold for packs that appear after
- * the store was opened too: the odb rescans objects/pack by itself each
- * time a lookup misses, and libgit2's own pack backend loads whatever it
- * finds there (a concurrent writer's new pack, or a forger's).
+ * verify, restore and the mount).  A pack truncated in place under a
+ * running reader did the same through libgit2's mmap windows, with an
+ * index that was sane when it was checked.  So packs are not read by
+ * libgit2 at all: each checked pack is kept as two open descriptors (its
+ * .idx and .pack) and read with pread and zlib by packread.c, where a short
+ * read is an error naming the pack, never a signal.  The store's object
+ * reads (amber_store_read: the mount, restore, verify) call
+ * amber_packset_read() directly, under this set's shared lock only, so any
+ * number of threads decode at once; the same code answers libgit2 through
+ * the backend below for what libgit2 reads itself (refs' targets, commits,
+ * walks, prefix lookups).
  *
- * So that backend is not used.  This one keeps one libgit2 single-pack
- * backend (git_odb_backend_one_pack) per checked pack, and its refresh,
- * which the odb calls on every miss and amber_store_refresh() calls
- * through git_odb_refresh(), is the only way a pack gets in:
+ * A pack gets in only through a scan, which the odb calls on every miss
+ * (its refresh), amber_store_refresh() calls through git_odb_refresh(),
+ * and lookups call once a second at most:
  *
- * - a new pack-X.idx is checked (idx_check) and then loaded; one that fails
- *   is refused: remembered with its file's identity, so that it is not read
- *   again on every miss until it changes, and named when an object is not
- *   found;
+ * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
+ *   object count, a fan-out that never falls, every offset inside the
+ *   pack) on the descriptors then kept, so no file swapped in between is
+ *   read; one that fails is refused: remembered with its file's identity,
+ *   so that it is not read again on every miss until it changes, and named
+ *   when an object is not found;
  * - a loaded pack whose .idx is gone (a consolidation removed it: repack.c
- *   removes the .idx first) is dropped, and its descriptor and maps go with
- *   it, so its disk space is freed while the reader runs.  libgit2's
- *   backend never forgot a pack: a long-running mount kept every removed
- *   pack open until it was unmounted.  Besides misses, a lookup or a ref
- *   read rescans when the last scan is more than a second old.
+ *   removes the .idx first) is dropped, and its descriptors go with it, so
+ *   its disk space is freed while the reader runs.  Until then a removed
+ *   pack stays readable through them.
  *
- * Locks: `lock` is taken shared by every lookup and exclusively by a scan,
- * so a pack is never dropped under a lookup that uses it.  (libgit2 1.5.1
- * also holds the odb's mutex across each backend call, refresh included;
- * this does not rely on it.  The order is always odb mutex, then `lock`.)
- * A lookup hands back a copy (git_odb_object), so nothing a caller holds
- * points into a dropped pack; a caller whose object moved to the merged
- * pack between two lookups misses once, and the odb's rescan on that miss
- * finds it there.
+ * Memory: the fan-out of each index (1 KiB) is all that is kept; names and
+ * offsets are read from the index with pread on each lookup (the page
+ * cache holds what is hot), so nothing of a pack or its index is mapped.
+ *
+ * Locks: `lock` is taken shared by every lookup and read and exclusively
+ * by a scan, so a pack is never dropped (nor its descriptors closed) under
+ * a read that uses it; a REF_DELTA's base is looked up under the same
+ * shared hold.  A read hands back a copy, so nothing a caller holds points
+ * into a dropped pack; a caller whose object moved to the merged pack
+ * between two lookups misses once, and the rescan on that miss finds it
+ * there.  (libgit2 holds the odb's mutex across its backend calls; when it
+ * calls in here the order is odb mutex, then `lock`, never the reverse.)
  *
  * Not followed: objects/info/alternates (an archive is self-contained, and
- * an alternate's packs would be loaded unchecked) and the multi-pack-index
+ * an alternate's packs would be read unchecked) and the multi-pack-index
  * (it names offsets too; repack.c removes it).  Loose objects are read by
  * libgit2's loose backend, which reads files whole rather than mapping them.
  */
