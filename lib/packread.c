@@ -102,7 +102,11 @@ static int bucket(uint32_t *lo, uint32_t *hi, const amber_pack *p, uint8_t b)
 	return 0;
 }
 
-int amber_pack_lower_bound(uint32_t *pos, const amber_pack *p, const uint8_t key[20])
+/*
+ * The first name >= key in key's bucket: *pos (the bucket's end if none),
+ * *exact whether it is key.
+ */
+static int search(uint32_t *pos, int *exact, const amber_pack *p, const uint8_t key[20])
 {
 	uint8_t names[SCAN_AT_ONCE * 20];
 	uint32_t lo, hi;
@@ -121,14 +125,25 @@ int amber_pack_lower_bound(uint32_t *pos, const amber_pack *p, const uint8_t key
 		rc = idx_read(p, names, 20 * (size_t)(hi - lo), IDX_HEAD + 20 * (uint64_t)lo);
 	if (rc < 0)
 		return rc;
+	*exact = 0;
 	for (uint32_t i = 0; i < hi - lo; i++) {
-		if (memcmp(names + 20 * i, key, 20) >= 0) {
+		int c = memcmp(names + 20 * i, key, 20);
+
+		if (c >= 0) {
 			*pos = lo + i;
+			*exact = c == 0;
 			return 0;
 		}
 	}
 	*pos = hi;
 	return 0;
+}
+
+int amber_pack_lower_bound(uint32_t *pos, const amber_pack *p, const uint8_t key[20])
+{
+	int exact;
+
+	return search(pos, &exact, p, key);
 }
 
 int amber_pack_oid_at(uint8_t oid[20], const amber_pack *p, uint32_t i)
@@ -138,15 +153,13 @@ int amber_pack_oid_at(uint8_t oid[20], const amber_pack *p, uint32_t i)
 
 int amber_pack_find(uint64_t *off, const amber_pack *p, const uint8_t oid[20])
 {
-	uint8_t name[20], b[8];
+	uint8_t b[8];
 	uint32_t pos;
 	uint64_t o;
-	int rc = amber_pack_lower_bound(&pos, p, oid);
+	int exact, rc = search(&pos, &exact, p, oid);
 
-	if (rc < 0)
+	if (rc < 0 || !exact)
 		return rc;
-	if (pos >= p->n || (rc = amber_pack_oid_at(name, p, pos)) < 0 || memcmp(name, oid, 20))
-		return rc < 0 ? rc : 0;
 	if ((rc = idx_read(p, b, 4, IDX_HEAD + 24 * (uint64_t)p->n + 4 * (uint64_t)pos)) < 0)
 		return rc;
 	o = get_be32(b);

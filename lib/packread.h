@@ -63,8 +63,9 @@ int amber_pack_find(uint64_t *off, const amber_pack *p, const uint8_t oid[20]);
 int amber_pack_oid_at(uint8_t oid[20], const amber_pack *p, uint32_t i);
 
 /**
- * The first object of p whose id is >= key, and the one after it (for
- * prefix lookups): *pos is its position, p->n if none.  @return 0 or <0.
+ * Where key is or would be in p's names (for prefix lookups): *pos is the
+ * first object whose id is >= key (the end of key's first-byte bucket if
+ * none in it: the first object of a later bucket, or p->n).  @return 0 or <0.
  */
 int amber_pack_lower_bound(uint32_t *pos, const amber_pack *p, const uint8_t key[20]);
 

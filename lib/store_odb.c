@@ -42,8 +42,8 @@
  * shared hold.  A read hands back a copy, so nothing a caller holds points
  * into a dropped pack; a caller whose object moved to the merged pack
  * between two lookups misses once, and the rescan on that miss finds it
- * there.  (libgit2 holds the odb's mutex across its backend calls; when it
- * calls in here the order is odb mutex, then `lock`, never the reverse.)
+ * there.  (When libgit2 calls in here it may hold the odb's mutex: the
+ * order is always odb mutex, then `lock`, never the reverse.)
  *
  * Not followed: objects/info/alternates (an archive is self-contained, and
  * an alternate's packs would be read unchecked) and the multi-pack-index
