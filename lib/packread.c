@@ -257,7 +257,8 @@ static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const
 static int entry_inflate(const struct entry *e, uint8_t *dst, size_t len, int exact,
 			 const char *what)
 {
-	size_t cap = len < READ_MAX - 64 ? len + 64 : READ_MAX;
+	/* stored blocks (amberfs's entries) take 5 bytes a 64 KiB, zlib 6 more */
+	size_t cap = len < READ_MAX / 2 ? len + len / 8192 + 64 : READ_MAX;
 	uint8_t *in = malloc(cap), extra;
 	uint64_t pos = e->data;
 	z_stream z;

@@ -74,7 +74,8 @@
 #define PACKED_PRIORITY 2	/* asked first, as libgit2's default odb does */
 #define IDX_HEAD (8 + 256 * 4)
 #define IDX_BATCH 4096
-#define RESCAN_NS 1000000000LL	/* a lookup rescans if the last scan is older */
+#define RESCAN_NS 1000000000LL
+#define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */	/* a lookup rescans if the last scan is older */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -148,11 +149,14 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 
 /*
  * 1 if dir/pack-X.idx is sane for pack-X.pack: both regular files, a
- * version-2 index whose size matches its object count and whose every
- * offset, 32- or 64-bit, lies between the pack's header and its trailing
- * checksum; 0 if not; -1 if the pack does not exist (nothing would read
- * the index).  *ist receives the index's stat (zeroed if it could not be
- * opened), head[IDX_HEAD] its header (magic, version, fan-out table).
+ * version-2 index whose size matches its object count, whose fan-out never
+ * falls and whose every offset, 32- or 64-bit, lies between the pack's
+ * header and its trailing checksum, a pack header of version 2 or 3 naming
+ * as many objects; 0 if not; -1 if the pack does not exist (nothing would
+ * read the index); -2 if we are out of descriptors (errno says).  *ist
+ * receives the index's stat (zeroed if it could not be opened),
+ * head[IDX_HEAD] its header (magic, version, fan-out table).  With idx_fd
+ * and pack_fd, a sane pair's descriptors are handed over (else closed).
  */
 static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_t *head,
 		     int *idx_fd, int *pack_fd)
@@ -170,11 +174,15 @@ static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_
 	/* the descriptors checked are the ones read: no swap between check and use */
 	pfd = open(pack, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (pfd < 0 || fstat(pfd, &pst) < 0) {
-		ok = -1;
+		ok = pfd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM) ? -2 : -1;
 		goto done;
 	}
 	/* O_NONBLOCK: a fifo named like an index must not hang the reader */
 	fd = open(idx, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
+		ok = -2;
+		goto done;
+	}
 	if (fd < 0 || fstat(fd, ist) < 0 || !S_ISREG(ist->st_mode) || !S_ISREG(pst.st_mode) ||
 	    pst.st_size < 32 || ist->st_size < IDX_HEAD + 40 ||
 	    pread(fd, head, IDX_HEAD, 0) != IDX_HEAD || memcmp(head, "\377tOc\0\0\0\2", 8))
@@ -337,6 +345,10 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	}
 	ok = idx_check(ps->dir, name, &st, head, &ifd, &pfd);
 	free(path);
+	if (ok == -2)		/* out of descriptors: not the pack's fault */
+		return amber_fail_errno("cannot open %s/%s (each pack holds two open files: "
+					"raise 'ulimit -n', or merge packs with 'amberfs repack')",
+					ps->dir, name);
 	if (ok <= 0)		/* -1, no .pack: nothing to read, look again next time */
 		return ok < 0 ? 0 : keep_refused(x, name, &st);
 	size_t len = strlen(name);
@@ -570,7 +582,7 @@ static void *git_room(void *ctx, size_t len)
 	return r->p = git_odb_backend_data_alloc(r->be, len ? len : 1);
 }
 
-/* What libgit2 reads itself (refs, commits, walks): no size limit of ours. */
+/* What libgit2 reads itself (commits, trees, tags, walks, push): at most 1 GiB. */
 static int ps_read(void **data, size_t *len, git_object_t *type, git_odb_backend *be,
 		   const git_oid *oid)
 {
@@ -580,7 +592,7 @@ static int ps_read(void **data, size_t *len, git_object_t *type, git_odb_backend
 	int t = 0, r;
 
 	hex_of(hex, oid);
-	r = amber_packset_read(&t, len, ps, oid->id, SIZE_MAX / 4, hex, git_room, &room);
+	r = amber_packset_read(&t, len, ps, oid->id, GIT_READ_MAX, hex, git_room, &room);
 	if (r < 0) {
 		if (room.p)
 			git_odb_backend_data_free(be, room.p);

@@ -1,8 +1,8 @@
 /*
  * The object database behind an amber_store: libgit2's loose backend plus
- * our own pack backend, which gives libgit2 a pack only after its index
- * passed the check, and lets go of packs that were removed (store_odb.c).
- * Private to the store module.
+ * our own pack set, which reads a pack (with pread, packread.c) only after
+ * its index passed the check, and lets go of packs that were removed
+ * (store_odb.c).  Private to the store module.
  */
 #ifndef AMBER_STORE_ODB_H
 #define AMBER_STORE_ODB_H
@@ -58,9 +58,10 @@ int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
 			 const uint8_t oid[20], const char *what);
 
 /**
- * 1 if the version-2 index `dir`/`name` is safe to give libgit2 for its
- * pack: its size matches its object count and every offset lies inside
- * the pack; 0 if not; -1 if the pack itself does not exist.
+ * 1 if the version-2 index `dir`/`name` is safe to read for its pack:
+ * its size matches its object count, its fan-out never falls, every offset
+ * lies inside the pack, whose header names as many objects; 0 if not; -1
+ * if the pack itself does not exist; -2 if no descriptor could be had.
  */
 int amber_idx_sane(const char *dir, const char *name);
 
