@@ -27,10 +27,18 @@
  * limit, a base's by that or AMBER_PACK_BASE_MIN_MAX, a delta's by twice
  * the size it may produce (git's deltas are at most a little larger than
  * their target).
+ *
+ * Hashes: an entry stored whole is returned as inflated (strict hash
+ * checking is off in the store: the AEAD, or a plain archive's link macs,
+ * authenticate what is read, and verify hashes every object).  An object
+ * rebuilt from deltas is hashed and compared with its id: amberfs writes
+ * no deltas, so this costs nothing on its own archives, and a delta
+ * against a base found by id must not turn one object into another.
  */
 #include "packread.h"
 
 #include "error.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -496,8 +504,8 @@ static void *heap_alloc(void *ctx, size_t len)
 }
 
 int amber_pack_read(int *type_out, size_t *len_out, const amber_pack *p, uint64_t off,
-		    size_t max, const char *what, amber_pack_alloc_fn alloc, void *actx,
-		    amber_pack_resolve_fn resolve, void *rctx)
+		    size_t max, const char *what, const uint8_t *id, amber_pack_alloc_fn alloc,
+		    void *actx, amber_pack_resolve_fn resolve, void *rctx)
 {
 	struct entry e[AMBER_PACK_MAX_DEPTH + 1];
 	size_t bmax = max > AMBER_PACK_BASE_MIN_MAX ? max : AMBER_PACK_BASE_MIN_MAX;
@@ -555,6 +563,14 @@ int amber_pack_read(int *type_out, size_t *len_out, const amber_pack *p, uint64_
 		}
 		free(d);
 		d = NULL;
+	}
+	if (rc == 0 && n > 1 && id) {
+		uint8_t sum[20];
+
+		amber_store_hash(sum, b->type, cur, cur_len);
+		if (memcmp(sum, id, 20) != 0)
+			rc = amber_fail(AMBER_ECORRUPT, "object %s: rebuilt from %zu deltas in %s, its "
+					"bytes do not hash to its id", what, n - 1, p->name);
 	}
 	if (own)
 		free(cur);

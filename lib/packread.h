@@ -77,12 +77,15 @@ int amber_pack_lower_bound(uint32_t *pos, const amber_pack *p, const uint8_t key
  * @param max      the largest size accepted: larger is AMBER_ECORRUPT, found
  *                 from the entry (or delta) header before anything is allocated
  * @param what     names the object in messages (its hex id)
+ * @param id       its id: an object rebuilt from deltas must hash to it
+ *                 (NULL: not checked); one stored whole is not hashed
  * @return 0, AMBER_ECORRUPT (malformed, truncated, a delta that does not
- *         apply or whose REF_DELTA base is in no pack) or AMBER_ERROR.
+ *         apply or whose REF_DELTA base is in no pack, a rebuilt object
+ *         that does not hash to id) or AMBER_ERROR.
  */
 int amber_pack_read(int *type_out, size_t *len_out, const amber_pack *p, uint64_t off,
-		    size_t max, const char *what, amber_pack_alloc_fn alloc, void *actx,
-		    amber_pack_resolve_fn resolve, void *rctx);
+		    size_t max, const char *what, const uint8_t *id, amber_pack_alloc_fn alloc,
+		    void *actx, amber_pack_resolve_fn resolve, void *rctx);
 
 /** Type and size of the object at `off` without reading all of it. */
 int amber_pack_header(int *type_out, size_t *len_out, const amber_pack *p, uint64_t off,

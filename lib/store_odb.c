@@ -546,7 +546,7 @@ int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const 
 	pthread_rwlock_rdlock(&ps->lock);
 	r = locate(&c, &off, ps, oid);
 	if (r > 0)
-		r = amber_pack_read(type_out, len_out, &c->pk, off, max, what, alloc, ctx,
+		r = amber_pack_read(type_out, len_out, &c->pk, off, max, what, oid, alloc, ctx,
 				    resolve_base, ps);
 	else if (r == 0)
 		r = amber_fail(AMBER_ENOTFOUND, "object %s not found", what);

@@ -77,8 +77,8 @@ AMBER_FUZZ(pack)
 	size_t len = 0, hlen = 0;
 	int type = 0, htype = 0;
 
-	if (amber_pack_read(&type, &len, &p, 12 + arg, FUZZ_MAX, "fuzz", room, &obj, resolve,
-			    &p) == 0) {
+	if (amber_pack_read(&type, &len, &p, 12 + arg, FUZZ_MAX, "fuzz", NULL, room, &obj,
+			    resolve, &p) == 0) {
 		if (type < 1 || type > 4 || len > FUZZ_MAX)
 			__builtin_trap();
 		/* the header agrees with what was read */

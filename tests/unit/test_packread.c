@@ -352,11 +352,11 @@ Test(packread, hostile_deltas_are_errors)
 	amber_store *s = open_repo("a");
 	struct pack k;
 	struct delta d;
-	uint8_t *bse = pattern(1000, 2), id[16][20], nowhere[20];
+	uint8_t *bse = pattern(1000, 2), id[17][20], nowhere[20];
 	char path[4200];
 	size_t b;
 
-	for (unsigned i = 0; i < 16; i++)
+	for (unsigned i = 0; i < 17; i++)
 		fake_id(id[i], i);
 	fake_id(nowhere, 999);
 	pack_begin(&k);
@@ -410,6 +410,10 @@ Test(packread, hostile_deltas_are_errors)
 	add_ofs(&k, id[14], b, d.d, d.n);
 	/* 15: type 5 (reserved) */
 	pack_entry(&k, id[15], 5, 1000, 0, NULL, bse, 1000);
+	/* 16: a delta that applies, under an id its result does not hash to */
+	d_head(&d, 1000, 10);
+	d_copy(&d, 0, 10);
+	add_ofs(&k, id[16], b, d.d, d.n);
 	pack_write(&k, at("a"), path);
 
 	expect_corrupt(s, id[1], "copy from outside its base");
@@ -426,6 +430,7 @@ Test(packread, hostile_deltas_are_errors)
 	expect_corrupt(s, id[13], "more than its declared size");
 	expect_corrupt(s, id[14], "more than the");
 	expect_corrupt(s, id[15], "unknown object type");
+	expect_corrupt(s, id[16], "do not hash to its id");
 	expect_bytes(s, id[0], AMBER_GIT_BLOB, bse, 1000);	/* the rest still reads */
 	amber_store_free(s);
 	free(bse);
@@ -490,9 +495,9 @@ static void *long_reader(void *arg)
 	int t;
 
 	for (int i = 0; i < 3; i++) {
-		amber_buf_init(&b, BIG + 1);
+		amber_buf_init(&b, BIG + 2);
 		atomic_store(&r->in_long, 1);
-		if (amber_store_read(&b, &t, r->s, r->long_id, BIG) < 0 || b.len != BIG)
+		if (amber_store_read(&b, &t, r->s, r->long_id, BIG + 1) < 0 || b.len != BIG + 1)
 			r->bad = 1;
 		atomic_store(&r->in_long, 0);
 		amber_buf_dispose(&b);
@@ -537,20 +542,25 @@ Test(packread, two_threads_read_at_once)
 	pthread_t a, b;
 
 	pack_begin(&k);
-	fake_id(r.long_id, 1);
 	amber_store_hash(r.short_id, AMBER_GIT_BLOB, small, 1000);
 	add_obj(&k, r.short_id, AMBER_GIT_BLOB, small, 1000);
 	uint8_t base_id[20];
 
 	amber_store_hash(base_id, AMBER_GIT_BLOB, bse, BIG);
 	prev = add_obj(&k, base_id, AMBER_GIT_BLOB, bse, BIG);
+	/* each link copies the whole; the last adds a byte: base + "Z" */
+	bse = realloc(bse, BIG + 1);
+	bse[BIG] = 'Z';
+	amber_store_hash(r.long_id, AMBER_GIT_BLOB, bse, BIG + 1);
 	for (int i = 0; i < CHAIN; i++) {
 		uint8_t link[20];
 
 		fake_id(link, 2000 + (unsigned)i);
-		d_head(&d, BIG, BIG);
+		d_head(&d, BIG, BIG + (i == CHAIN - 1));
 		for (size_t at_ = 0; at_ < BIG; at_ += 0x8000)
 			d_copy(&d, (uint32_t)at_, 0x8000);
+		if (i == CHAIN - 1)
+			d_insert(&d, "Z", 1);
 		prev = add_ofs(&k, i == CHAIN - 1 ? r.long_id : link, prev, d.d, d.n);
 	}
 	pack_write(&k, at("a"), path);
