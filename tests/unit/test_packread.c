@@ -286,7 +286,7 @@ static void expect_bytes(amber_store *s, const uint8_t id[20], int type, const v
 	OK(read_obj(&b, &t, s, id));
 	cr_assert_eq(t, type);
 	cr_assert_eq(b.len, n);
-	cr_assert(memcmp(b.data, d, n) == 0, "wrong bytes");
+	cr_assert(n == 0 || memcmp(b.data, d, n) == 0, "wrong bytes");
 	amber_buf_dispose(&b);
 }
 
@@ -475,8 +475,8 @@ Test(packread, a_pack_truncated_under_an_open_store_is_an_error_naming_it)
 
 /* Two threads --------------------------------------------------------------- */
 
-#define BIG ((size_t)4 << 20)
-#define CHAIN 100
+#define BIG ((size_t)1 << 20)
+#define CHAIN 50
 
 struct race {
 	amber_store *s;
@@ -526,7 +526,7 @@ static void *short_reader(void *arg)
 }
 
 /*
- * A long read (a chain of CHAIN deltas over 4 MiB) and short reads at the
+ * A long read (a chain of CHAIN deltas over 1 MiB) and short reads at the
  * same time: the short ones must not wait for it (libgit2 holds the odb's
  * mutex across a whole read).
  */
