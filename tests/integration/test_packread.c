@@ -23,8 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NFILES 8
-#define FILE_SIZE ((size_t)2 << 20)
+#define NFILES 6
+#define FILE_SIZE ((size_t)1 << 20)
 
 static char *pr_mnt;
 static pid_t pr_pid;
