@@ -237,6 +237,11 @@ Test(packread, a_pack_rewritten_and_truncated_under_a_mount_is_eio_not_a_crash)
 
 	cr_assert(strstr(logged, pack_name), "the daemon's log does not name %s: %s", pack_name,
 		  logged);
+	char *line = strstr(logged, pack_name);
+
+	while (line > logged && line[-1] != '\n')
+		line--;
+	cr_log_info("the daemon logged: %.*s", (int)strcspn(line, "\n"), line);
 	free(logged);
 	unmount_all();
 
