@@ -13,8 +13,8 @@
  * Index (version 2): magic, version, fan-out[256], then n names (20 B),
  * n crc32s, n 32-bit offsets (high bit: index into the 64-bit table), the
  * 64-bit table, two checksums.  The fan-out is kept in memory (the caller
- * read it); a lookup binary-searches the names with pread, reading the last
- * few dozen names at once.
+ * read it); a lookup reads the names around where the id should be with
+ * pread (see search()).
  *
  * Entries: type and size varint, then for OFS_DELTA a relative offset and
  * for REF_DELTA the base's id, then a zlib stream that must inflate to
@@ -49,7 +49,7 @@
 #include <zlib.h>
 
 #define IDX_HEAD (8 + 256 * 4)
-#define SCAN_AT_ONCE 32		/* names read in one pread at the end of a search */
+#define WINDOW 128		/* names read in one pread (2.5 KiB) */
 #define READ_MAX ((size_t)1 << 20)	/* largest pread of compressed bytes */
 #define ENTRY_HEAD 32		/* type/size varint + base offset or id fit */
 
@@ -110,17 +110,58 @@ static int bucket(uint32_t *lo, uint32_t *hi, const amber_pack *p, uint8_t b)
 	return 0;
 }
 
+/* The first of names[0..n) >= key, n if none. */
+static uint32_t scan(const uint8_t *names, uint32_t n, const uint8_t key[20], int *exact)
+{
+	uint32_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (memcmp(names + 20 * (size_t)mid, key, 20) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*exact = lo < n && memcmp(names + 20 * (size_t)lo, key, 20) == 0;
+	return lo;
+}
+
 /*
  * The first name >= key in key's bucket: *pos (the bucket's end if none),
- * *exact whether it is key.
+ * *exact whether it is key.  Object ids are uniform, so the bytes after
+ * the first say where in the bucket the key falls: one read of WINDOW
+ * names around that guess nearly always holds the answer (a lookup is two
+ * preads: names, then the offset); when it does not, a binary search by
+ * pread narrows the rest down to WINDOW names.
  */
 static int search(uint32_t *pos, int *exact, const amber_pack *p, const uint8_t key[20])
 {
-	uint8_t names[SCAN_AT_ONCE * 20];
-	uint32_t lo, hi;
+	uint8_t names[WINDOW * 20];
+	uint32_t lo, hi, w;
 	int rc = bucket(&lo, &hi, p, key[0]);
 
-	while (rc == 0 && hi - lo > SCAN_AT_ONCE) {
+	if (rc == 0 && hi - lo > WINDOW) {
+		uint64_t guess = lo + ((uint64_t)(hi - lo) * get_be32(key + 1) >> 32);
+		uint32_t wlo = guess > lo + WINDOW / 2 ? (uint32_t)guess - WINDOW / 2 : lo;
+
+		if (wlo > hi - WINDOW)
+			wlo = hi - WINDOW;
+		rc = idx_read(p, names, sizeof(names), IDX_HEAD + 20 * (uint64_t)wlo);
+		if (rc < 0)
+			return rc;
+		if (wlo > lo && memcmp(names, key, 20) >= 0) {
+			hi = wlo + 1;		/* names[wlo] >= key: the answer is <= wlo */
+		} else if (wlo + WINDOW < hi &&
+			   memcmp(names + 20 * (WINDOW - 1), key, 20) < 0) {
+			lo = wlo + WINDOW;	/* all of them < key */
+		} else {
+			w = scan(names, WINDOW, key, exact);
+			*pos = wlo + w;		/* w == WINDOW only when wlo + WINDOW == hi */
+			return 0;
+		}
+	}
+	while (rc == 0 && hi - lo > WINDOW) {
 		uint32_t mid = lo + (hi - lo) / 2;
 
 		rc = idx_read(p, names, 20, IDX_HEAD + 20 * (uint64_t)mid);
@@ -133,17 +174,8 @@ static int search(uint32_t *pos, int *exact, const amber_pack *p, const uint8_t 
 		rc = idx_read(p, names, 20 * (size_t)(hi - lo), IDX_HEAD + 20 * (uint64_t)lo);
 	if (rc < 0)
 		return rc;
-	*exact = 0;
-	for (uint32_t i = 0; i < hi - lo; i++) {
-		int c = memcmp(names + 20 * i, key, 20);
-
-		if (c >= 0) {
-			*pos = lo + i;
-			*exact = c == 0;
-			return 0;
-		}
-	}
-	*pos = hi;
+	w = scan(names, hi - lo, key, exact);
+	*pos = lo + w;
 	return 0;
 }
 

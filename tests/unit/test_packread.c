@@ -45,7 +45,7 @@ TestSuite(packread, .init = setup, .fini = scratch_remove, .timeout = 60);
 
 /* A pack written by hand ----------------------------------------------------- */
 
-#define MAXENT 512
+#define MAXENT 7000
 
 struct pack {
 	uint8_t *p;
@@ -175,7 +175,8 @@ static void write_file(const char *path, const void *d, size_t n)
 static void pack_write(struct pack *k, const char *repo, char pack_path[4200])
 {
 	uint8_t sum[20], *idx, *q;
-	size_t pos[MAXENT], ilen = 8 + 1024 + 28 * k->n + 40;
+	static size_t pos[MAXENT];
+	size_t ilen = 8 + 1024 + 28 * k->n + 40;
 	char hex[41];
 
 	be32(k->p + 8, (uint32_t)k->n);
@@ -306,7 +307,7 @@ static void expect_corrupt(amber_store *s, const uint8_t id[20], const char *nee
 Test(packread, ofs_and_ref_deltas_read_back)
 {
 	amber_store *s = open_repo("a");
-	struct pack k;
+	static struct pack k;
 	struct delta d;
 	uint8_t *bse = pattern(10000, 1), want1[10010], want2[300], id[4][20];
 	char path[4200];
@@ -350,7 +351,7 @@ Test(packread, ofs_and_ref_deltas_read_back)
 Test(packread, hostile_deltas_are_errors)
 {
 	amber_store *s = open_repo("a");
-	struct pack k;
+	static struct pack k;
 	struct delta d;
 	uint8_t *bse = pattern(1000, 2), id[17][20], nowhere[20];
 	char path[4200];
@@ -440,7 +441,7 @@ Test(packread, hostile_deltas_are_errors)
 Test(packread, a_pack_truncated_under_an_open_store_is_an_error_naming_it)
 {
 	amber_store *s = open_repo("a");
-	struct pack k;
+	static struct pack k;
 	uint8_t *one = pattern(300000, 3), *two = pattern(300000, 4), id1[20], id2[20];
 	char path[4200], *name;
 	amber_buf b;
@@ -471,6 +472,69 @@ Test(packread, a_pack_truncated_under_an_open_store_is_an_error_naming_it)
 	amber_store_free(s);
 	free(one);
 	free(two);
+}
+
+/*
+ * Lookups in a large bucket: 6,000 objects whose ids all start with 0x42,
+ * half uniform after that (the guessed window holds them), half bunched
+ * (the guess misses: the binary search finds them); absent ids and prefixes
+ * too.
+ */
+Test(packread, lookups_in_a_large_bucket)
+{
+	static struct pack k;
+	amber_store *s = open_repo("a");
+	uint64_t rng = 0x9e3779b97f4a7c15ull;
+	static uint8_t ids[6000][20];
+	char path[4200], hex[41];
+	uint8_t got[20];
+	uint32_t v;
+
+	pack_begin(&k);
+	for (uint32_t i = 0; i < 6000; i++) {
+		for (int j = 0; j < 20; j++) {
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			ids[i][j] = (uint8_t)rng;
+		}
+		ids[i][0] = 0x42;
+		if (i % 2) {			/* bunched: 42 10 00 00 xx ... */
+			ids[i][1] = 0x10;
+			ids[i][2] = ids[i][3] = 0;
+		}
+		add_obj(&k, ids[i], AMBER_GIT_BLOB, &i, sizeof(i));
+	}
+	pack_write(&k, at("a"), path);
+	OK(amber_store_refresh(s));
+	for (uint32_t i = 0; i < 6000; i++) {
+		amber_buf b;
+		int t = 0;
+
+		amber_buf_init(&b, 64);
+		OK(amber_store_read(&b, &t, s, ids[i], 64));
+		cr_assert_eq(b.len, sizeof(v));
+		memcpy(&v, b.data, sizeof(v));
+		cr_assert_eq(v, i, "id %u read object %u", i, v);
+		amber_buf_dispose(&b);
+	}
+	for (int i = 0; i < 200; i++) {		/* absent: one bit off */
+		uint8_t absent[20];
+		amber_buf b;
+		int t = 0;
+
+		memcpy(absent, ids[i * 29], 20);
+		absent[19] ^= 0x80;
+		amber_buf_init(&b, 64);
+		cr_assert_eq(amber_store_read(&b, &t, s, absent, 64), AMBER_ENOTFOUND);
+		amber_buf_dispose(&b);
+	}
+	amber_oid_tohex(hex, ids[0]);
+	hex[12] = 0;
+	OK(amber_store_expand_prefix(got, s, hex));
+	cr_assert(memcmp(got, ids[0], 20) == 0);
+	cr_assert_eq(amber_store_expand_prefix(got, s, "4210000"), AMBER_EAMBIGUOUS);
+	amber_store_free(s);
 }
 
 /* Two threads --------------------------------------------------------------- */
@@ -534,7 +598,7 @@ Test(packread, two_threads_read_at_once)
 {
 	static struct race r;
 	amber_store *s = open_repo("a");
-	struct pack k;
+	static struct pack k;
 	struct delta d;
 	uint8_t *bse = pattern(BIG, 5), *small = pattern(1000, 6);
 	char path[4200];
