@@ -52,6 +52,7 @@
 #define WINDOW 128		/* names read in one pread (2.5 KiB) */
 #define READ_MAX ((size_t)1 << 20)	/* largest pread of compressed bytes */
 #define ENTRY_HEAD 32		/* type/size varint + base offset or id fit */
+#define FIRST_READ 4096		/* read at an object's offset: small ones whole */
 
 enum { OBJ_OFS_DELTA = 6, OBJ_REF_DELTA = 7 };
 
@@ -226,6 +227,8 @@ struct entry {
 	uint64_t size;		/* inflated size */
 	uint64_t base;		/* OFS_DELTA: the base's offset */
 	uint8_t base_id[20];	/* REF_DELTA: the base's id */
+	const uint8_t *pre;	/* the stream's first pre_len bytes, read with the header */
+	size_t pre_len;
 };
 
 static int entry_fail(const struct entry *e, const char *what, const char *why)
@@ -234,9 +237,15 @@ static int entry_fail(const struct entry *e, const char *what, const char *why)
 			  e->p->name, (unsigned long long)e->off, why);
 }
 
-static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const char *what)
+/*
+ * Parse the entry at off.  With buf (cap >= ENTRY_HEAD bytes) the first cap
+ * bytes are read into it and what follows the header is kept for
+ * entry_inflate: a small object then takes one pread, header and all.
+ */
+static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const char *what,
+		       uint8_t *buf, size_t cap)
 {
-	uint8_t h[ENTRY_HEAD];
+	uint8_t local[ENTRY_HEAD], *h = buf ? buf : local;
 	ssize_t r;
 	size_t i = 0;
 	unsigned shift = 4;
@@ -245,7 +254,7 @@ static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const
 	*e = (struct entry){.p = p, .off = off};
 	if (off < 12)
 		return entry_fail(e, what, "offset inside the pack header");
-	r = pread_full(p->pack_fd, h, sizeof(h), off);
+	r = pread_full(p->pack_fd, h, buf ? cap : sizeof(local), off);
 	if (r < 0)
 		return amber_fail_errno("object %s: cannot read %s at offset %llu", what, p->name,
 					(unsigned long long)off);
@@ -287,6 +296,10 @@ static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const
 		return entry_fail(e, what, "unknown object type");
 	}
 	e->data = off + i;
+	if (buf) {
+		e->pre = h + i;
+		e->pre_len = (size_t)r - i;
+	}
 	return 0;
 }
 
@@ -299,21 +312,25 @@ static int entry_inflate(const struct entry *e, uint8_t *dst, size_t len, int ex
 {
 	/* stored blocks (amberfs's entries) take 5 bytes a 64 KiB, zlib 6 more */
 	size_t cap = len < READ_MAX / 2 ? len + len / 8192 + 64 : READ_MAX;
-	uint8_t *in = malloc(cap), extra;
-	uint64_t pos = e->data;
+	uint8_t *in = NULL, extra;
+	uint64_t pos = e->data + e->pre_len;
 	z_stream z;
 	int zr, rc = 0;
 
-	if (!in)
-		return amber_fail(AMBER_ERROR, "object %s: out of memory", what);
 	memset(&z, 0, sizeof(z));
-	if (inflateInit(&z) != Z_OK) {
-		free(in);
+	if (inflateInit(&z) != Z_OK)
 		return amber_fail(AMBER_ERROR, "object %s: cannot start zlib", what);
-	}
+	z.next_in = (uint8_t *)e->pre;	/* zlib does not write through it */
+	z.avail_in = (uInt)e->pre_len;
 	for (;;) {
 		if (z.avail_in == 0) {
-			ssize_t r = pread_full(e->p->pack_fd, in, cap, pos);
+			ssize_t r;
+
+			if (!in && !(in = malloc(cap))) {
+				rc = amber_fail(AMBER_ERROR, "object %s: out of memory", what);
+				break;
+			}
+			r = pread_full(e->p->pack_fd, in, cap, pos);
 
 			if (r < 0) {
 				rc = amber_fail_errno("object %s: cannot read %s at offset %llu", what,
@@ -464,9 +481,10 @@ static size_t sat_bound(size_t lim)
 
 /* The chain from the entry at off to its base: e[0..*n), e[*n - 1] not a delta. */
 static int chain_walk(struct entry *e, size_t *n, const amber_pack *p, uint64_t off,
-		      const char *what, amber_pack_resolve_fn resolve, void *rctx)
+		      const char *what, amber_pack_resolve_fn resolve, void *rctx, uint8_t *buf,
+		      size_t cap)
 {
-	int rc = entry_parse(&e[0], p, off, what);
+	int rc = entry_parse(&e[0], p, off, what, buf, cap);
 
 	*n = 1;
 	while (rc == 0 && e[*n - 1].type > 4) {
@@ -493,7 +511,7 @@ static int chain_walk(struct entry *e, size_t *n, const amber_pack *p, uint64_t 
 						  d->p->name, (unsigned long long)d->off);
 			}
 		}
-		rc = entry_parse(&e[*n], bp, boff, what);
+		rc = entry_parse(&e[*n], bp, boff, what, NULL, 0);
 		(*n)++;
 	}
 	return rc;
@@ -506,7 +524,7 @@ int amber_pack_header(int *type_out, size_t *len_out, const amber_pack *p, uint6
 	uint8_t h[20];
 	uint64_t src, dst;
 	size_t n, ops;
-	int rc = chain_walk(e, &n, p, off, what, resolve, rctx);
+	int rc = chain_walk(e, &n, p, off, what, resolve, rctx, NULL, 0);
 
 	if (rc < 0)
 		return rc;
@@ -543,7 +561,8 @@ int amber_pack_read(int *type_out, size_t *len_out, const amber_pack *p, uint64_
 	size_t bmax = max > AMBER_PACK_BASE_MIN_MAX ? max : AMBER_PACK_BASE_MIN_MAX;
 	uint8_t *cur = NULL, *d = NULL, *next;
 	size_t n, cur_len, lim;
-	int rc = chain_walk(e, &n, p, off, what, resolve, rctx), own;
+	uint8_t first[FIRST_READ];
+	int rc = chain_walk(e, &n, p, off, what, resolve, rctx, first, sizeof(first)), own;
 
 	if (rc < 0)
 		return rc;
