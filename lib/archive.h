@@ -76,7 +76,7 @@ static inline const amber_keys *amber_archive_keys(const amber_archive *a)
 }
 
 /**
- * The metadata authenticator (slots.c): keyed BLAKE2b-256 under
+ * The metadata authenticator: keyed BLAKE2b-256 under
  * k->record_key of the config bytes and every slot blob with its tree
  * name, in tree order (amberfs-format(5) THE METADATA COMMIT).
  */
