@@ -277,7 +277,9 @@ static int count_deltas(const char *idx, int *max_depth)
 	run_cmd(&r, NULL, "git", "verify-pack", "-v", idx, NULL);
 	assert_ok(&r, "git verify-pack -v");
 	*max_depth = 0;
-	for (char *line = strtok(r.out, "\n"); line; line = strtok(NULL, "\n")) {
+	char *save = NULL;
+
+	for (char *line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char sha[64], type[16], base[64];
 		unsigned long size, psize, off;
 		int depth;

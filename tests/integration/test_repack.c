@@ -804,7 +804,7 @@ static int pack_maps(pid_t pid)
 		"{ cat /proc/$0/maps; for f in /proc/$0/fd/*; do readlink \"$f\"; done; } | "
 		"grep -c 'objects/pack/pack-'; true", p, NULL);
 	assert_ok(&r, "read the daemon's maps and descriptors");
-	n = atoi(r.out);
+	n = (int)strtol(r.out, NULL, 10);
 	run_result_dispose(&r);
 	free(p);
 	return n;
