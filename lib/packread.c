@@ -80,9 +80,53 @@ static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
 	return (ssize_t)got;
 }
 
+/*
+ * Copy the whole index into memory, once, if the budget has room: lookups
+ * then read no file.  A thread that finds it loading (or given up) reads
+ * by pread meanwhile.  The copy is of the file as it is now; an index
+ * rewritten since it was checked gives the same errors either way (an
+ * offset outside the pack is a short read).
+ */
+static void idx_load(amber_pack *p)
+{
+	int no = 0;
+	uint8_t *m;
+
+	if (!p->budget || p->mem_len == 0 || !atomic_compare_exchange_strong(&p->mem_tried, &no, 1))
+		return;
+	if (atomic_fetch_add(p->budget, p->mem_len) + p->mem_len > p->budget_max) {
+		atomic_fetch_sub(p->budget, p->mem_len);
+		return;
+	}
+	if (!(m = malloc(p->mem_len)) || pread_full(p->idx_fd, m, p->mem_len, 0) !=
+	    (ssize_t)p->mem_len) {
+		free(m);
+		atomic_fetch_sub(p->budget, p->mem_len);
+		return;
+	}
+	atomic_store_explicit(&p->mem, m, memory_order_release);
+}
+
+void amber_pack_dispose(amber_pack *p)
+{
+	uint8_t *m = atomic_exchange(&p->mem, NULL);
+
+	if (m) {
+		free(m);
+		atomic_fetch_sub(p->budget, p->mem_len);
+	}
+}
+
 static int idx_read(const amber_pack *p, void *buf, size_t n, uint64_t off)
 {
-	ssize_t r = pread_full(p->idx_fd, buf, n, off);
+	const uint8_t *m = atomic_load_explicit(&((amber_pack *)p)->mem, memory_order_acquire);
+	ssize_t r;
+
+	if (m && off <= p->mem_len && n <= p->mem_len - off) {
+		memcpy(buf, m + off, n);
+		return 0;
+	}
+	r = pread_full(p->idx_fd, buf, n, off);
 
 	if (r < 0)
 		return amber_fail_errno("cannot read the index of %s", p->name);
@@ -98,6 +142,7 @@ void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size)
 		p->fanout[i] = get_be32(head + 8 + 4 * i);
 	p->n = p->fanout[255];
 	p->nbig = (idx_size - (IDX_HEAD + 28 * (uint64_t)p->n + 40)) / 8;
+	p->mem_len = idx_size < SIZE_MAX ? (size_t)idx_size : 0;
 }
 
 /* The names of objects whose first byte is b: [*lo, *hi). */
@@ -197,7 +242,11 @@ int amber_pack_find(uint64_t *off, const amber_pack *p, const uint8_t oid[20])
 	uint8_t b[8];
 	uint32_t pos;
 	uint64_t o;
-	int exact, rc = search(&pos, &exact, p, oid);
+	int exact, rc;
+
+	if (!atomic_load_explicit(&((amber_pack *)p)->mem_tried, memory_order_relaxed))
+		idx_load((amber_pack *)p);
+	rc = search(&pos, &exact, p, oid);
 
 	if (rc < 0 || !exact)
 		return rc;

@@ -6,6 +6,7 @@
 #ifndef AMBER_PACKREAD_H
 #define AMBER_PACKREAD_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,17 @@ typedef struct amber_pack {
 	uint64_t nbig;		/* entries of the 64-bit offset table */
 	uint32_t fanout[256];	/* objects whose first byte is <= i */
 	const char *name;	/* pack-<hex>.pack, for messages (owned by the caller) */
+	/*
+	 * A copy of the whole index, read at the first lookup if the budget
+	 * allows (then lookups make no system call), else NULL: free it with
+	 * amber_pack_dispose().  budget (optional, shared by a caller's packs):
+	 * bytes of copies held, at most budget_max.
+	 */
+	_Atomic(uint8_t *) mem;
+	size_t mem_len;		/* the index's size when it was checked */
+	atomic_int mem_tried;
+	atomic_size_t *budget;
+	size_t budget_max;
 } amber_pack;
 
 /**
@@ -52,6 +64,9 @@ typedef void *(*amber_pack_alloc_fn)(void *ctx, size_t len);
  * 8 + 1024 bytes, already checked by the caller) and the index size.
  */
 void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size);
+
+/** Free p's copy of its index, if any, and give its bytes back to the budget. */
+void amber_pack_dispose(amber_pack *p);
 
 /**
  * Look `oid` up in p's index.

@@ -32,9 +32,12 @@
  *   its disk space is freed while the reader runs.  Until then a removed
  *   pack stays readable through them.
  *
- * Memory: the fan-out of each index (1 KiB) is all that is kept; names and
- * offsets are read from the index with pread on each lookup (the page
- * cache holds what is hot), so nothing of a pack or its index is mapped.
+ * Memory: nothing of a pack or its index is mapped.  Each index's fan-out
+ * (1 KiB) is kept; at its first lookup an index is copied into memory
+ * whole while the set's copies stay under IDX_COPY_MAX (32 MiB: an index
+ * takes 28 bytes an object, so about a million objects), and looked up
+ * there without a system call; past that budget names and offsets are
+ * read with pread on each lookup (the page cache holds what is hot).
  *
  * Locks: `lock` is taken shared by every lookup and read and exclusively
  * by a scan, so a pack is never dropped (nor its descriptors closed) under
@@ -75,7 +78,8 @@
 #define IDX_HEAD (8 + 256 * 4)
 #define IDX_BATCH 4096
 #define RESCAN_NS 1000000000LL
-#define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */	/* a lookup rescans if the last scan is older */
+#define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
+#define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */	/* a lookup rescans if the last scan is older */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -100,6 +104,7 @@ struct amber_packset {
 	struct refused *bad;	/* refused indexes, sorted by name (lock) */
 	size_t nbad;
 	atomic_size_t hint;	/* the pack the last hit came from */
+	atomic_size_t idx_bytes; /* copies of indexes held (amber_pack.mem), <= IDX_COPY_MAX */
 	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
 };
 
@@ -368,6 +373,8 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	c->pk.idx_fd = ifd;
 	c->pk.pack_fd = pfd;
 	c->pk.name = pname;
+	c->pk.budget = &ps->idx_bytes;
+	c->pk.budget_max = IDX_COPY_MAX;
 	return 0;
 }
 
@@ -376,6 +383,7 @@ static void ps_release(amber_packset *ps)
 {
 	for (size_t i = 0; i < ps->n; i++) {
 		if (!ps->v[i].moved) {
+			amber_pack_dispose(&ps->v[i].pk);
 			close(ps->v[i].pk.idx_fd);
 			close(ps->v[i].pk.pack_fd);
 			free(ps->v[i].name);

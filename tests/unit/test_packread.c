@@ -17,6 +17,7 @@
 #include "store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -529,6 +530,33 @@ Test(packread, lookups_in_a_large_bucket)
 		cr_assert_eq(amber_store_read(&b, &t, s, absent, 64), AMBER_ENOTFOUND);
 		amber_buf_dispose(&b);
 	}
+	/* the same lookups by pread (no copy of the index: no budget) */
+	char idx_path[4200];
+	uint8_t head[8 + 1024];
+	struct stat st;
+	amber_pack pk = {.name = "large.pack"};
+	uint64_t off;
+
+	snprintf(idx_path, sizeof(idx_path), "%.*sidx", (int)(strlen(path) - 4), path);
+	pk.idx_fd = open(idx_path, O_RDONLY);
+	pk.pack_fd = open(path, O_RDONLY);
+	cr_assert(pk.idx_fd >= 0 && pk.pack_fd >= 0 && fstat(pk.idx_fd, &st) == 0);
+	cr_assert_eq(pread(pk.idx_fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
+	amber_pack_setup(&pk, head, (uint64_t)st.st_size);
+	for (uint32_t i = 0; i < 6000; i++) {
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1, "id %u not found by pread", i);
+		cr_assert_eq(off, k.off[i]);
+	}
+	for (int i = 0; i < 200; i++) {
+		uint8_t absent[20];
+
+		memcpy(absent, ids[i * 29], 20);
+		absent[19] ^= 0x80;
+		cr_assert_eq(amber_pack_find(&off, &pk, absent), 0);
+	}
+	cr_assert_null(atomic_load(&pk.mem), "an index was copied without a budget");
+	close(pk.idx_fd);
+	close(pk.pack_fd);
 	amber_oid_tohex(hex, ids[0]);
 	hex[12] = 0;
 	OK(amber_store_expand_prefix(got, s, hex));
