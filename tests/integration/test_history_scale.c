@@ -9,6 +9,7 @@
  */
 #include "helpers.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -272,4 +273,91 @@ Test(history_scale, verify_peak_rss_does_not_grow_with_the_history)
 	free(arch);
 	free(src);
 	free(out);
+}
+
+/* Turn every pack of `arch` into loose objects (so that one can be removed). */
+static void explode_packs(const char *arch)
+{
+	char *packdir = pjoin(arch, "objects/pack"), *aside = pjoin(IT.tmp, "packs-aside");
+	char *ls = git_ok(arch, NULL, "count-objects", "-v", NULL);
+	DIR *d;
+	struct dirent *de;
+
+	free(ls);
+	cr_assert_eq(rename(packdir, aside), 0, "rename %s: %s", packdir, strerror(errno));
+	mkdir_p(packdir, 0755);
+	cr_assert_not_null(d = opendir(aside));
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		char *p;
+
+		if (len < 5 || strcmp(de->d_name + len - 5, ".pack") != 0)
+			continue;
+		p = pjoin(aside, de->d_name);
+		free(git_ok(arch, p, "unpack-objects", "-q", NULL));
+		free(p);
+	}
+	closedir(d);
+	rm_rf(aside);
+	free(aside);
+	free(packdir);
+}
+
+/* Remove the loose object of a blob that snapshot `commit` added (its id in oid). */
+static void remove_new_blob(char oid[41], const char *arch, const char *commit)
+{
+	char *parent = xasprintf("%s^", commit);
+	char *diff = git_ok(arch, NULL, "diff-tree", "-r", "--no-renames", parent, commit, NULL);
+	char *line = strstr(diff, " 100644 "), *path;
+
+	cr_assert_not_null(line, "snapshot %s changed no blob: %s", commit, diff);
+	memcpy(oid, line + 8, 40);
+	oid[40] = '\0';
+	path = xasprintf("%s/objects/%.2s/%s", arch, oid, oid + 2);
+	cr_assert_eq(unlink(path), 0, "unlink %s: %s", path, strerror(errno));
+	free(path);
+	free(parent);
+	free(diff);
+}
+
+/*
+ * The walk reads and judges the blobs a few dozen at a time as it goes,
+ * holding what it finds: problems still come in the order of the walk,
+ * newest snapshot first, across those batches (blobs that snapshots 3, 60
+ * and 150 back from the tip of 200 added, missing).
+ */
+Test(history_scale, verify_problems_come_in_walk_order_across_blob_batches)
+{
+	static const int back[] = {3, 60, 150};
+	char *arch = pjoin(IT.tmp, "arch"), *src = pjoin(IT.tmp, "src"), *ids[3], gone[3][41];
+	amber_archive *a = new_history(arch, src);
+	const char *at[3];
+	run_result r = {0};
+
+	setenv("AMBERFS_CACHE_DIR", IT.cache, 1);
+	grow(a, src, 0, 200);
+	amber_archive_free(a);
+	for (int i = 0; i < 3; i++) {
+		char *rev = xasprintf("main~%d", back[i]);
+
+		ids[i] = git_ok(arch, NULL, "rev-parse", rev, NULL);
+		free(rev);
+	}
+	explode_packs(arch);
+	for (int i = 0; i < 3; i++)
+		remove_new_blob(gone[i], arch, ids[i]);
+	amber(&r, "verify", arch, "--no-key", NULL);
+	cr_assert_eq(r.status, 1, "verify --no-key: status %d: %s%s", r.status, r.out, r.err);
+	for (int i = 0; i < 3; i++) {
+		at[i] = strstr(r.out, gone[i]);
+		cr_assert_not_null(at[i], "no problem names object %s: %s", gone[i], r.out);
+		cr_assert(i == 0 || at[i] > at[i - 1], "the problem of snapshot %d back comes before "
+			  "that of snapshot %d back: %s", back[i], back[i - 1], r.out);
+	}
+	cr_assert(strstr(r.out, "3 problems"), "%s", r.out);
+	for (int i = 0; i < 3; i++)
+		free(ids[i]);
+	run_result_dispose(&r);
+	free(arch);
+	free(src);
 }
