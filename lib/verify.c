@@ -196,6 +196,7 @@ typedef struct vctx {
 	amber_store *rd;        /* the history walk reads through this twin (NULL: a->store) */
 	size_t rd_snaps;        /* snapshots walked through rd */
 	uint64_t rd_bytes;      /* bytes read through rd */
+	int small_blobs;        /* the last blobs read mid-walk were small (< SMALL_BLOB) */
 	amber_vblob *blobs;
 	size_t nblobs, blobs_cap;
 	/* read_data: the chunks to decode (see the top of the file) */
@@ -767,6 +768,7 @@ static void judge_unsigned(vctx *v, const struct unsigned_above *u)
 #define WALK_BYTES ((uint64_t)4 << 20)
 #define BLOB_SEGMENT 64
 #define ORDER_MIN 4096  /* fewer listed blobs are read in the order listed */
+#define SMALL_BLOB 16384 /* blobs this small are read mid-walk on the walk's thread */
 
 /* Append a problem taken out of the held list (moved, not copied). */
 static void hold_again(vctx *v, struct held *h)
@@ -797,7 +799,7 @@ static int by_seq(const void *x, const void *y);
 static int flush_blobs(vctx *v)
 {
 	amber_vdata_stats d = {0};
-	int threads = v->o->version >= 2 ? v->o->threads : 0;
+	int threads = v->small_blobs ? 1 : v->o->version >= 2 ? v->o->threads : 0;
 	struct held *h;
 	size_t n, k = 0;
 	int rc = amber_vblob_run(&d, v->a, v->rd, v->nblobs < ORDER_MIN, v->blobs, v->nblobs,
@@ -806,6 +808,8 @@ static int flush_blobs(vctx *v)
 	if (rc < 0)
 		return rc;
 	v->rd_bytes += d.raw_bytes;
+	/* starting threads for a few dozen small blobs costs more than it saves */
+	v->small_blobs = v->nblobs && d.raw_bytes / v->nblobs < SMALL_BLOB;
 	h = v->held;
 	n = v->nheld;
 	v->held = NULL;
