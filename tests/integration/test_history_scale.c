@@ -242,7 +242,7 @@ static void grow_fat(amber_archive *a, const char *src, int from, int to)
  */
 Test(history_scale, verify_peak_rss_does_not_grow_with_the_history)
 {
-	enum { N = UNDER_ASAN ? 25 : 100, BOUND_KIB = 1024 };
+	enum { N = UNDER_ASAN ? 20 : 100, BOUND_KIB = 1024 };
 	char *arch = pjoin(IT.tmp, "arch"), *src = pjoin(IT.tmp, "src");
 	char *out = pjoin(IT.tmp, "verify.out");
 	const char *argv[] = {IT.bin, "verify", arch, "--no-key", NULL};
@@ -323,19 +323,20 @@ static void remove_new_blob(char oid[41], const char *arch, const char *commit)
 /*
  * The walk reads and judges the blobs a few dozen at a time as it goes,
  * holding what it finds: problems still come in the order of the walk,
- * newest snapshot first, across those batches (blobs that snapshots 3, 60
- * and 150 back from the tip of 200 added, missing).
+ * newest snapshot first, across those batches (blobs that snapshots 3, 35
+ * and 70 back from the tip of 80 added, missing; two blobs a snapshot, so
+ * the walk reads them 32 snapshots at a time).
  */
 Test(history_scale, verify_problems_come_in_walk_order_across_blob_batches)
 {
-	static const int back[] = {3, 60, 150};
+	static const int back[] = {3, 35, 70};
 	char *arch = pjoin(IT.tmp, "arch"), *src = pjoin(IT.tmp, "src"), *ids[3], gone[3][41];
 	amber_archive *a = new_history(arch, src);
 	const char *at[3];
 	run_result r = {0};
 
 	setenv("AMBERFS_CACHE_DIR", IT.cache, 1);
-	grow(a, src, 0, 200);
+	grow(a, src, 0, 80);
 	amber_archive_free(a);
 	for (int i = 0; i < 3; i++) {
 		char *rev = xasprintf("main~%d", back[i]);
