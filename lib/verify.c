@@ -91,27 +91,45 @@
 
 /* ---- a set of object ids, each with a flag ------------------------------------ */
 
-typedef struct oidset {
-	uint8_t *keys;     /* cap * 20 bytes; all-zero = empty */
-	uint8_t *flags;    /* 1 = used; 2 = bad */
+/*
+ * A walk of a long history meets millions of objects, and the set of them
+ * is most of what verify holds (`seen`: 20 bytes and a flag per slot).  So
+ * it is 256 open-addressing tables, chosen by an id's last byte: growing
+ * one copies 1/256 of the set, where one table would hold the old and the
+ * new copy of everything at once (at 300,000 snapshots, 1.1 million
+ * objects: 126 MiB for a moment, against 44 MiB after).  Each is kept
+ * between 53% and 80% full (grown by half), not a power of two: about 30
+ * bytes an object.
+ */
+#define OIDSET_PARTS 256
+#define OIDSET_MIN 16
+
+typedef struct oidpart {
+	uint8_t *keys;     /* cap * 20 bytes */
+	uint8_t *flags;    /* 0 = empty slot, else the object's flag (1 = used; 2 = bad...) */
 	size_t cap, n;
+} oidpart;
+
+typedef struct oidset {
+	oidpart *part;     /* OIDSET_PARTS of them, from the first insert */
 } oidset;
 
-static size_t oidset_slot(const oidset *s, const uint8_t oid[20])
+/* Where oid's probe starts in a table of cap slots (ids are uniform). */
+static size_t oidpart_slot(size_t cap, const uint8_t oid[20])
 {
 	uint64_t h;
 
 	memcpy(&h, oid, sizeof(h));
-	return (size_t)h & (s->cap - 1);
+	return (size_t)(((unsigned __int128)h * cap) >> 64);
 }
 
-static uint8_t *oidset_find(oidset *s, const uint8_t oid[20], int insert);
+static uint8_t *oidpart_find(oidpart *p, const uint8_t oid[20], int insert);
 
-static int oidset_grow(oidset *s)
+static int oidpart_grow(oidpart *p)
 {
-	oidset t = {0};
+	oidpart t = {0};
 
-	t.cap = s->cap ? s->cap * 2 : 1024;
+	t.cap = p->cap ? p->cap + p->cap / 2 : OIDSET_MIN;
 	t.keys = calloc(t.cap, 20);
 	t.flags = calloc(t.cap, 1);
 	if (!t.keys || !t.flags) {
@@ -119,39 +137,53 @@ static int oidset_grow(oidset *s)
 		free(t.flags);
 		return amber_fail(AMBER_ERROR, "out of memory");
 	}
-	for (size_t i = 0; i < s->cap; i++)
-		if (s->flags[i])
-			*oidset_find(&t, s->keys + i * 20, 1) = s->flags[i];
-	free(s->keys);
-	free(s->flags);
-	*s = t;
+	for (size_t i = 0; i < p->cap; i++)
+		if (p->flags[i])
+			*oidpart_find(&t, p->keys + i * 20, 1) = p->flags[i];
+	free(p->keys);
+	free(p->flags);
+	*p = t;
 	return 0;
+}
+
+static uint8_t *oidpart_find(oidpart *p, const uint8_t oid[20], int insert)
+{
+	size_t i;
+
+	if (insert && (p->n + 1) * 5 > p->cap * 4 && oidpart_grow(p) < 0)
+		return NULL;
+	if (!p->cap)
+		return NULL;
+	for (i = oidpart_slot(p->cap, oid); p->flags[i]; i = i + 1 < p->cap ? i + 1 : 0)
+		if (memcmp(p->keys + i * 20, oid, 20) == 0)
+			return &p->flags[i];
+	if (!insert)
+		return NULL;
+	memcpy(p->keys + i * 20, oid, 20);
+	p->flags[i] = 1;
+	p->n++;
+	return &p->flags[i];
 }
 
 /* The flag byte of oid (NULL if absent and not inserting, or out of memory). */
 static uint8_t *oidset_find(oidset *s, const uint8_t oid[20], int insert)
 {
-	size_t i;
-
-	if (insert && (s->n + 1) * 2 > s->cap && oidset_grow(s) < 0)
+	if (!s->part && !insert)
 		return NULL;
-	if (!s->cap)
+	if (!s->part && !(s->part = calloc(OIDSET_PARTS, sizeof(*s->part)))) {
+		amber_fail(AMBER_ERROR, "out of memory");
 		return NULL;
-	for (i = oidset_slot(s, oid); s->flags[i]; i = (i + 1) & (s->cap - 1))
-		if (memcmp(s->keys + i * 20, oid, 20) == 0)
-			return &s->flags[i];
-	if (!insert)
-		return NULL;
-	memcpy(s->keys + i * 20, oid, 20);
-	s->flags[i] = 1;
-	s->n++;
-	return &s->flags[i];
+	}
+	return oidpart_find(&s->part[oid[19]], oid, insert);
 }
 
 static void oidset_dispose(oidset *s)
 {
-	free(s->keys);
-	free(s->flags);
+	for (size_t i = 0; s->part && i < OIDSET_PARTS; i++) {
+		free(s->part[i].keys);
+		free(s->part[i].flags);
+	}
+	free(s->part);
 	memset(s, 0, sizeof(*s));
 }
 
