@@ -14,12 +14,23 @@
  * every second would (the session's pack merges run in the gaps); without
  * it the snapshots run back to back, the worst case.
  * -t TRACE: one line per snapshot in TRACE: its number, milliseconds, paths
- * named, bytes added.
+ * named, bytes added, then those bytes by kind of object (the columns of the
+ * "by kind" line), then the CPU milliseconds the process used meanwhile (all
+ * its threads: on a loaded machine, wall time far above it is time spent
+ * waiting for a core), then the number of pack files after it (a drop: the
+ * session's consolidation merged packs meanwhile).
+ * The summary also gives p50/p99/max of that CPU time.
+ * The summary ends with the mean bytes added per snapshot by kind of object
+ * (amber_stats version 2): file chunks, directory manifests, bucket
+ * manifests, fan-out lists/nodes, chunk indexes, directory and bucket
+ * trees, fan-out trees, chunk trees, commits (of which the record), index
+ * pages, and the pack overhead (pack bytes less the objects).
  */
 #include "amber.h"
 #include "bench_unlock.h"
 
 #include <dirent.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,6 +190,38 @@ static int new_account(const char *src, int k, char *rel, size_t len)
 	return fclose(f);
 }
 
+/* CPU milliseconds used by the process so far (all threads). */
+static double cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
+/* Pack files in the archive (the consolidation thread merges them). */
+static int packs(const char *archive)
+{
+	char path[4096];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "%s/objects/pack", archive);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d))) {
+		size_t l = strlen(de->d_name);
+
+		n += l > 5 && strcmp(de->d_name + l - 5, ".pack") == 0;
+	}
+	closedir(d);
+	return n;
+}
+
+static const char *archive_path;
+
 static double ms_since(const struct timespec *t0)
 {
 	struct timespec t;
@@ -229,6 +272,29 @@ static int one_second(amber_dirty *d, size_t *nd, char ext[][64], const char *sr
 static int paced;
 static FILE *trace;
 
+/* Bytes added by kind, summed over the snapshots. */
+enum { B_CHUNK, B_MANI, B_BUCKET, B_FANOUT, B_INDEX, B_DIRTREE, B_FANTREE, B_CHUNKTREE,
+       B_COMMIT, B_RECORD, B_PAGE, B_PACK, B_N };
+static const char *const kind_names[B_N] = {"chunk", "manifest", "bucket-m", "fanout", "index",
+	"dirtree", "fanouttree", "chunktree", "commit", "(record)", "page", "pack-overhead"};
+static double kind_sum[B_N];
+
+static void kinds(uint64_t k[B_N], const amber_stats *st)
+{
+	k[B_CHUNK] = st->new_chunks;
+	k[B_MANI] = st->new_manifests;
+	k[B_BUCKET] = st->new_buckets;
+	k[B_FANOUT] = st->new_fanout;
+	k[B_INDEX] = st->new_indexes;
+	k[B_DIRTREE] = st->new_dirtrees;
+	k[B_FANTREE] = st->new_fanouttrees;
+	k[B_CHUNKTREE] = st->new_chunktrees;
+	k[B_COMMIT] = st->new_commits;
+	k[B_RECORD] = st->new_record;
+	k[B_PAGE] = st->new_pages;
+	k[B_PACK] = st->pack_bytes > st->bytes_new ? st->pack_bytes - st->bytes_new : 0;
+}
+
 /* Sleep until `s` seconds after t0 (paced runs). */
 static void pace(const struct timespec *t0, long s)
 {
@@ -238,7 +304,8 @@ static void pace(const struct timespec *t0, long s)
 		;
 }
 
-static int run(amber_writer *w, const char *src, long seconds, double *ms, uint64_t *bytes)
+static int run(amber_writer *w, const char *src, long seconds, double *ms, double *cpu,
+	       uint64_t *bytes)
 {
 	struct timespec start;
 
@@ -260,14 +327,26 @@ static int run(amber_writer *w, const char *src, long seconds, double *ms, uint6
 		memset(d, 0, sizeof(d));
 		if (one_second(d, &nd, ext, src, &books, &accts, s, &seq) < 0)
 			return perror("writer-bench: changing the tree"), -1;
+		double c0 = cpu_ms();
+
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		if (amber_writer_snapshot(id, &st, w, d, nd) < 0)
 			return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), -1;
 		ms[s] = ms_since(&t0);
+		cpu[s] = cpu_ms() - c0;
 		*bytes += st.bytes_new;
-		if (trace)
-			fprintf(trace, "%ld %.1f %zu %llu\n", s, ms[s], nd,
+		uint64_t k[B_N];
+
+		kinds(k, &st);
+		for (int i = 0; i < B_N; i++)
+			kind_sum[i] += (double)k[i];
+		if (trace) {
+			fprintf(trace, "%ld %.1f %zu %llu", s, ms[s], nd,
 				(unsigned long long)st.bytes_new);
+			for (int i = 0; i < B_N; i++)
+				fprintf(trace, " %llu", (unsigned long long)k[i]);
+			fprintf(trace, " %.1f %d\n", cpu[s], packs(archive_path));
+		}
 	}
 	return 0;
 }
@@ -280,7 +359,7 @@ int main(int argc, char **argv)
 	amber_writer *w = NULL;
 	char id[AMBER_OID_HEXSZ + 1];
 	long seconds;
-	double *ms;
+	double *ms, *cpu;
 	uint64_t bytes = 0;
 	struct timespec t0;
 	int opt;
@@ -297,12 +376,14 @@ int main(int argc, char **argv)
 	argv += optind - 1;
 	seconds = argc >= 4 ? strtol(argv[3], NULL, 10) : 0;
 	ms = seconds > 0 ? calloc((size_t)seconds, sizeof(*ms)) : NULL;
-	if (argc < 4 || argc > 6 || !ms)
+	cpu = seconds > 0 ? calloc((size_t)seconds, sizeof(*cpu)) : NULL;
+	if (argc < 4 || argc > 6 || !ms || !cpu)
 		return fprintf(stderr, "usage: writer-bench [-p] [-t TRACE] ARCHIVE SRC SECONDS "
 			       "[SEED [LEDGER]]\n"), 2;
 	if (argc == 6 && load_stream(argv[5]) < 0)
 		return perror(argv[5]), 1;
 	seed = argc >= 5 ? (unsigned)strtoul(argv[4], NULL, 10) : 1;
+	archive_path = argv[1];
 	srandom(seed);
 	o.append_only = append;
 	if (amber_global_init() || amber_archive_open(&a, argv[1]) || bench_unlock(a, "writer-bench") ||
@@ -312,17 +393,25 @@ int main(int argc, char **argv)
 	if (amber_writer_snapshot(id, NULL, w, NULL, 0) < 0)
 		return fprintf(stderr, "writer-bench: %s\n", amber_error_last()), 1;
 	printf("writer-bench: first (whole) snapshot %.0f ms\n", ms_since(&t0));
-	if (run(w, argv[2], seconds, ms, &bytes) < 0)
+	if (run(w, argv[2], seconds, ms, cpu, &bytes) < 0)
 		return 1;
 	qsort(ms, (size_t)seconds, sizeof(*ms), dbl_cmp);
+	qsort(cpu, (size_t)seconds, sizeof(*cpu), dbl_cmp);
 	printf("writer-bench: %ld snapshots (%s), one per second of changes: p50 %.1f ms  p99 %.1f ms  "
 	       "max %.1f ms  mean %.0f bytes added\n", seconds, paced ? "paced" : "back to back",
 	       ms[seconds / 2],
 	       ms[(seconds * 99 + 99) / 100 - 1], ms[seconds - 1], (double)bytes / (double)seconds);
+	printf("writer-bench: CPU time of the process per snapshot: p50 %.1f ms  p99 %.1f ms  max "
+	       "%.1f ms\n", cpu[seconds / 2], cpu[(seconds * 99 + 99) / 100 - 1], cpu[seconds - 1]);
+	printf("writer-bench: mean bytes added per snapshot by kind:");
+	for (int i = 0; i < B_N; i++)
+		printf(" %s %.0f", kind_names[i], kind_sum[i] / (double)seconds);
+	printf("\n");
 	amber_writer_close(w);
 	amber_archive_free(a);
 	if (trace)
 		fclose(trace);
 	free(ms);
+	free(cpu);
 	return 0;
 }

@@ -57,7 +57,7 @@ static int parse(struct push_args *o, int argc, char **argv)
 int cmd_push(int argc, char **argv)
 {
 	struct push_args o = {0};
-	amber_push_stats st = {0};
+	amber_push_stats st = AMBER_PUSH_STATS_INIT;
 	amber_open_opts oo;
 	amber_archive *a = NULL;
 	int status = parse(&o, argc, argv), rc;

@@ -272,7 +272,7 @@ static void summary_json(const amber_verify_stats *s, double secs, int read_data
 static int run(struct verify_args *o, amber_archive *a, const uint8_t *pk)
 {
 	amber_verify_opts vo = AMBER_VERIFY_OPTS_INIT;
-	amber_verify_stats st = {0};
+	amber_verify_stats st = AMBER_VERIFY_STATS_INIT;
 	unsigned char *pass = NULL;
 	size_t plen = 0;
 	struct timespec t0;

@@ -18,8 +18,10 @@
 #include "mount.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,6 +477,60 @@ static int setup(struct mnt *m)
 
 /* Run ------------------------------------------------------------------------- */
 
+/*
+ * fuse_daemonize() without its handshake.  libfuse's parent waits until the
+ * child has made its own session, so that a hang-up sent to the old one
+ * (its leader exiting) cannot reach the daemon: one more trip through the
+ * scheduler between the kernel mount and the command's return, on the path
+ * of every mount.  Here the parent returns at once (the kernel holds the
+ * mount; a request made before the daemon answers INIT waits for it), and
+ * SIGHUP is ignored from before the fork until the child has left the
+ * session, which covers the same race: a hang-up in that window is dropped,
+ * not turned into an unmount by libfuse's handler, which is then put back.
+ * Only the calling thread exists here (see the top of this file).
+ * @return 0 in the daemon, -1 (errno set) if the fork failed; the parent
+ * does not return.
+ */
+static int daemonize(void)
+{
+	struct sigaction ign = {.sa_handler = SIG_IGN}, hup;
+	int fd;
+
+	sigemptyset(&ign.sa_mask);
+	if (sigaction(SIGHUP, &ign, &hup) != 0)
+		return -1;
+	switch (fork()) {
+	case -1:
+		sigaction(SIGHUP, &hup, NULL);
+		return -1;
+	case 0:
+		break;
+	default:
+		_exit(CLI_EXIT_OK);
+	}
+	setsid();
+	sigaction(SIGHUP, &hup, NULL);
+	if (chdir("/") != 0)
+		return -1;
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	return 0;
+}
+
+/* Leave the terminal (unless -f), or stay and only move to "/" as libfuse does. */
+static int detach(struct mnt *m)
+{
+	if (m->o.foreground)
+		return chdir("/");
+	return daemonize();
+}
+
 static int serve(struct mnt *m, struct fuse_session *se)
 {
 	struct fuse_loop_config *cfg;
@@ -517,7 +573,9 @@ static int run(struct mnt *m, struct fuse_args *args)
 		if (fuse_session_mount(se, m->mountpoint_abs) != 0) {
 			cli_error("%s: cannot mount", m->mountpoint_abs);
 		} else {
-			fuse_daemonize(m->o.foreground);
+			if (detach(m) != 0)
+				mnt_log(m, "%s: cannot detach: %s", m->mountpoint_abs,
+					strerror(errno));
 			m->daemonized = !m->o.foreground;
 			if (m->daemonized && !m->logf)
 				openlog("amberfs", LOG_PID, LOG_DAEMON);

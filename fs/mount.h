@@ -100,6 +100,7 @@ struct mnt_node {
 	double entry_timeout;
 	struct mnt_snap *snap;          /* MK_SNAPROOT, MK_ENTRY: one reference */
 	amber_entry *e;                 /* MK_SNAPROOT, MK_ENTRY: owned copy */
+	int e_inline;                   /* e (and name) sit in the node's own block */
 };
 
 /** What a new node will be; ownership of stream, snap and e moves in. */
@@ -111,6 +112,8 @@ struct mnt_nodeinfo {
 	double entry_timeout;
 	struct mnt_snap *snap;
 	amber_entry *e;
+	/* instead of e: an entry of a listing the caller holds, copied in */
+	const amber_entry *src;
 };
 
 /** One stream's time line, opened lazily (guarded by mnt.tl_lock). */

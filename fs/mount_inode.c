@@ -46,6 +46,7 @@
 #include <time.h>
 
 static void snap_destroy(struct mnt_snap *s);
+static struct mnt_node *node_alloc(const char *name, size_t len, const amber_entry *src);
 static size_t entry_bytes(const amber_entry *e);
 static void trim_wake_locked(struct mnt *m);
 
@@ -106,13 +107,16 @@ static void unlink_name(struct mnt *m, struct mnt_node *n)
 	n->hashed = 0;
 }
 
-/* Doubling keeps chains short; a failed allocation only makes them longer. */
+/*
+ * Doubling at one node per bucket keeps chains short (a directory walk
+ * looks every entry up); a failed allocation only makes them longer.
+ */
 static void maybe_grow(struct mnt *m)
 {
 	struct mnt_node **old_id = m->by_id, **old_name = m->by_name;
 	size_t old_n = m->nbuckets;
 
-	if (m->nnodes < m->nbuckets * 2)
+	if (m->nnodes < m->nbuckets)
 		return;
 	m->by_id = calloc(old_n * 2, sizeof(*m->by_id));
 	m->by_name = calloc(old_n * 2, sizeof(*m->by_name));
@@ -177,7 +181,7 @@ static void lru_touch(struct mnt *m, struct mnt_node *n)
 
 int mnt_table_init(struct mnt *m)
 {
-	struct mnt_node *root = calloc(1, sizeof(*root));
+	struct mnt_node *root = node_alloc("", 0, NULL);
 
 	m->nbuckets = 1024;
 	m->by_id = calloc(m->nbuckets, sizeof(*m->by_id));
@@ -195,12 +199,11 @@ int mnt_table_init(struct mnt *m)
 	root->nlookup = 1;
 	root->kind = MK_ROOT;
 	root->st_ino = MNT_INO_ROOT;
-	root->name = strdup("");
 	m->next_id = FUSE_ROOT_ID + 1;
 	m->root = root;
 	link_id(m, root);
 	m->nnodes = 1;
-	return root->name ? 0 : -1;
+	return 0;
 }
 
 struct mnt_node *mnt_node_by_id(struct mnt *m, fuse_ino_t ino)
@@ -216,9 +219,9 @@ struct mnt_node *mnt_node_by_id(struct mnt *m, fuse_ino_t ino)
 }
 
 /* Caller holds table_lock. */
-static struct mnt_node *find_locked(struct mnt *m, struct mnt_node *parent, const char *name)
+static struct mnt_node *find_locked(struct mnt *m, struct mnt_node *parent, const char *name,
+				    uint64_t h)
 {
-	uint64_t h = hash_name(parent->id, name);
 	struct mnt_node *n = m->by_name[h & (m->nbuckets - 1)];
 
 	/* the stored hash first: most misses then touch no name */
@@ -231,8 +234,10 @@ struct mnt_node *mnt_node_find(struct mnt *m, struct mnt_node *parent, const cha
 {
 	struct mnt_node *n;
 
+	uint64_t h = hash_name(parent->id, name);
+
 	pthread_mutex_lock(&m->table_lock);
-	n = find_locked(m, parent, name);
+	n = find_locked(m, parent, name, h);
 	if (n) {
 		n->nlookup++;
 		lru_touch(m, n);
@@ -263,22 +268,64 @@ static int same_thing(const struct mnt_node *n, const struct mnt_node *f)
 	return strcmp(n->stream, f->stream) == 0;
 }
 
+/*
+ * A node and its name in one block.  A listing's entry without target or
+ * xattrs (nearly all of them) is copied into the block too, its name shared
+ * with the node's: a walk makes a node for every entry it lists.
+ */
+static struct mnt_node *node_alloc(const char *name, size_t len, const amber_entry *src)
+{
+	int embed = src && !src->target && src->nxattrs == 0;
+	size_t size = sizeof(struct mnt_node) + (embed ? sizeof(amber_entry) : 0) + len + 1;
+	struct mnt_node *n = calloc(1, size);
+	char *p;
+
+	if (!n)
+		return NULL;
+	p = (char *)(n + 1);
+	if (embed) {
+		n->e = (amber_entry *)(void *)p;
+		*n->e = *src;
+		n->e->xattrs = NULL;
+		n->e_inline = 1;
+		p += sizeof(amber_entry);
+	}
+	memcpy(p, name, len);
+	p[len] = '\0';
+	n->name = p;
+	n->name_len = len;
+	n->bytes = MNT_ALLOC(size);
+	if (embed) {
+		n->e->name = p;
+		n->e->name_len = len;
+	}
+	return n;
+}
+
+/* What the node owns besides its block: an entry copy that is not inline. */
+static amber_entry *own_entry(const struct mnt_node *n)
+{
+	return n->e_inline ? NULL : n->e;
+}
+
 static struct mnt_node *new_node(struct mnt *m, struct mnt_node *parent, const char *name,
 				 struct mnt_nodeinfo *info)
 {
-	struct mnt_node *n = calloc(1, sizeof(*n));
+	struct mnt_node *n = node_alloc(name, strlen(name), info->src);
 
-	if (n)
-		n->name = strdup(name);
-	if (!n || !n->name) {
+	if (n && info->src && !n->e && amber_entry_dup(&n->e, info->src) < 0) {
 		free(n);
 		return NULL;
 	}
-	n->name_len = strlen(name);
+	if (!n)
+		return NULL;
+	if (!info->src) {
+		n->e = info->e;
+		info->e = NULL;
+	}
 	n->hash = hash_name(parent->id, name);
-	n->bytes = MNT_ALLOC(sizeof(*n)) + MNT_ALLOC(n->name_len + 1) +
-		   (info->e ? entry_bytes(info->e) : 0) +
-		   (info->stream ? MNT_ALLOC(strlen(info->stream) + 1) : 0);
+	n->bytes += (own_entry(n) ? entry_bytes(n->e) : 0) +
+		    (info->stream ? MNT_ALLOC(strlen(info->stream) + 1) : 0);
 	n->parent = parent;
 	n->kind = info->kind;
 	n->st_ino = info->st_ino;
@@ -286,10 +333,9 @@ static struct mnt_node *new_node(struct mnt *m, struct mnt_node *parent, const c
 	n->day_ns = info->day_ns;
 	n->entry_timeout = info->entry_timeout;
 	n->snap = info->snap;
-	n->e = info->e;
 	info->stream = NULL;
 	info->snap = NULL;
-	info->e = NULL;
+	info->src = NULL;
 	return n;
 }
 
@@ -299,7 +345,8 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 	struct mnt_node *n, *fresh = new_node(m, parent, name, info);
 
 	pthread_mutex_lock(&m->table_lock);
-	n = find_locked(m, parent, name);
+	n = fresh ? find_locked(m, parent, name, fresh->hash)
+		  : find_locked(m, parent, name, hash_name(parent->id, name));
 	if (n && fresh && !same_thing(n, fresh)) {
 		unlink_name(m, n);
 		n = NULL;
@@ -325,10 +372,9 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 	pthread_mutex_unlock(&m->table_lock);
 	if (fresh) {
 		struct mnt_nodeinfo back = {.stream = fresh->stream, .snap = fresh->snap,
-					    .e = fresh->e};
+					    .e = own_entry(fresh)};
 
 		mnt_nodeinfo_dispose(m, &back);
-		free(fresh->name);
 		free(fresh);
 	}
 	mnt_nodeinfo_dispose(m, info);
@@ -337,12 +383,11 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 
 static void free_node(struct mnt *m, struct mnt_node *n)
 {
-	struct mnt_nodeinfo res = {.stream = n->stream, .snap = n->snap, .e = n->e};
+	struct mnt_nodeinfo res = {.stream = n->stream, .snap = n->snap, .e = own_entry(n)};
 
 	/* the listing cache may hold this directory's listing */
 	mnt_dir_put(m, n, NULL);
 	mnt_nodeinfo_dispose(m, &res);
-	free(n->name);
 	free(n);
 }
 

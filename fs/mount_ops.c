@@ -179,7 +179,7 @@ static int deep_errno(struct mnt *m, const struct mnt_node *p, const char *name)
 static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 			struct mnt_node **out)
 {
-	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL};
+	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL, NULL};
 	const amber_entry *ce;
 	amber_dir *d;
 	int err, deep = 0;
@@ -191,19 +191,18 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 		return err;
 	ce = amber_dir_lookup(d, name, strlen(name));
 	if (ce && (deep = too_deep(p, ce)) == 0) {
-		amber_entry_dup(&info.e, ce); /* NULL (ENOMEM below) on failure */
+		/* copied into the node while the listing is still held */
+		info.src = ce;
 		info.st_ino = amber_entry_ino(m->a, ce);
+		info.snap = p->snap;
+		mnt_snap_hold(m, p->snap);
+		*out = mnt_node_get(m, p, name, &info);
 	}
 	mnt_dir_put(m, p, d);
 	if (!ce)
 		return ENOENT;
 	if (deep)
 		return deep_errno(m, p, name);
-	if (!info.e)
-		return ENOMEM;
-	info.snap = p->snap;
-	mnt_snap_hold(m, p->snap);
-	*out = mnt_node_get(m, p, name, &info);
 	return *out ? 0 : ENOMEM;
 }
 
@@ -424,16 +423,17 @@ static int rd_dots(struct rd *r, off_t off)
 	return 0;
 }
 
-/* The node of child `ce` (st_ino `ino`) for readdirplus, with one lookup, or NULL. */
+/*
+ * The node of child `ce` (st_ino `ino`) for readdirplus, with one lookup, or
+ * NULL.  One trip to the table: a listing nearly always reaches us for
+ * names without nodes (the kernel caches listings), and mnt_node_get
+ * returns the existing node if there is one.
+ */
 static struct mnt_node *rd_child(struct rd *r, const amber_entry *ce, uint64_t ino)
 {
-	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL};
-	struct mnt_node *n = mnt_node_find(r->m, r->dir, ce->name);
+	struct mnt_nodeinfo info = {MK_ENTRY, 0, NULL, 0, MNT_TIMEOUT_IMMUTABLE, NULL, NULL, NULL};
 
-	if (n)
-		return n;
-	if (amber_entry_dup(&info.e, ce) < 0)
-		return NULL;
+	info.src = ce;
 	info.st_ino = ino;
 	info.snap = r->dir->snap;
 	mnt_snap_hold(r->m, r->dir->snap);
@@ -446,12 +446,12 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 
 	for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < count; i++) {
 		const amber_entry *ce = amber_dir_entry(d, i);
-		struct stat st = {.st_ino = amber_entry_ino(r->m->a, ce),
-				  .st_mode = type_bits(ce->type)};
+		struct stat st = {.st_mode = type_bits(ce->type)};
 		struct mnt_node *n = NULL;
 
 		if (!rd_fits(r, ce->name))
 			break;
+		st.st_ino = amber_entry_ino(r->m->a, ce);
 		/* a too deep directory is listed, but only a lookup (EIO) tells */
 		if (r->plus && !too_deep(r->dir, ce) && !(n = rd_child(r, ce, st.st_ino)))
 			return r->used ? 0 : ENOMEM;

@@ -63,8 +63,14 @@ typedef struct amber_verify_problem {
 
 typedef void (*amber_verify_cb)(const amber_verify_problem *p, void *payload);
 
-/** Counters of one verify run. */
+#define AMBER_VERIFY_STATS_VERSION 1
+
+/**
+ * Counters of one verify run.  Versioned as amber_stats is (libamber(3),
+ * STATS STRUCTS): initialise with AMBER_VERIFY_STATS_INIT.
+ */
 typedef struct amber_verify_stats {
+	unsigned int version;        /**< AMBER_VERIFY_STATS_VERSION, set by the caller */
 	uint64_t streams;
 	uint64_t snapshots;          /**< snapshot commits checked */
 	uint64_t signed_ok;          /**< of which with a signature that verified */
@@ -87,13 +93,12 @@ typedef struct amber_verify_stats {
 	 *  key): its slots and config are not authenticated; 'amberfs key
 	 *  seal' adds it.  Not a problem. */
 	int meta_unauthenticated;
-	/* Added with AMBER_VERIFY_OPTS_VERSION 2.  amber_verify() fills them in
-	 * only when its options say version 2 or later: a caller built against
-	 * version 1 (or passing NULL options) has a struct that ends here. */
 	uint64_t chunks;             /**< distinct chunks decoded (read_data), each once */
 	uint64_t chunk_bytes;        /**< their bytes in the archive */
 	unsigned threads;            /**< threads that decoded them */
 } amber_verify_stats;
+
+#define AMBER_VERIFY_STATS_INIT {.version = AMBER_VERIFY_STATS_VERSION}
 
 #define AMBER_VERIFY_OPTS_VERSION 2
 
@@ -133,21 +138,26 @@ typedef struct amber_verify_opts {
 
 /**
  * Check archive `a` (see the top of this header for what is checked).
- * @param stats  receives the counters (may be NULL); the fields added in
- *               version 2 only if opts->version >= 2
+ * @param stats  receives the counters (may be NULL; else
+ *               AMBER_VERIFY_STATS_INIT)
  * @param opts   NULL for the defaults
  * @return 0 if the checks ran (stats->problems says whether anything was
  *         found), or an error code if they could not run at all (AMBER_EINVAL
- *         for options of an unknown version).
+ *         for options of an unknown version or stats of version 0).
  */
 int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify_opts *opts);
 
-/** Result of amber_push(). */
+#define AMBER_PUSH_STATS_VERSION 1
+
+/** Result of amber_push(); versioned as amber_stats is. */
 typedef struct amber_push_stats {
+	unsigned int version;       /**< AMBER_PUSH_STATS_VERSION, set by the caller */
 	uint64_t refs;              /**< refs considered */
 	uint64_t updated;           /**< refs created or moved on the remote */
 	int created;                /**< 1 if a local bare repository was created */
 } amber_push_stats;
+
+#define AMBER_PUSH_STATS_INIT {.version = AMBER_PUSH_STATS_VERSION}
 
 /**
  * Push every amberfs ref (refs/heads/, refs/tags/, refs/amberfs/) of the
@@ -155,8 +165,10 @@ typedef struct amber_push_stats {
  * file://, ssh://).  Objects go first and refs last; no ref is forced, so
  * a remote ref that is not an ancestor of ours is refused.  A local path
  * that does not exist is created as a bare repository first.
+ * @param stats  may be NULL; else initialised with AMBER_PUSH_STATS_INIT
  * @return 0, AMBER_EEXISTS for a refused non-fast-forward update (message
- *         names the ref), AMBER_ENOTFOUND, AMBER_ERROR.
+ *         names the ref), AMBER_ENOTFOUND, AMBER_EINVAL (stats of version 0),
+ *         AMBER_ERROR.
  */
 int amber_push(amber_push_stats *stats, amber_archive *a, const char *remote);
 

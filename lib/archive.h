@@ -36,6 +36,10 @@ struct amber_archive {
 	int encrypted;
 	char id[33];
 	int zstd_level;
+	unsigned fanout_layout;    /* written fan-outs: 1 the flat bucket list of old
+				      archives (tests keep that writer), else 2 */
+	unsigned index_layout;     /* written chunk indexes: 1 always one list (old
+				      archives; tests), else paged above 64 chunks */
 	size_t chunk_min, chunk_avg, chunk_max;
 	amber_keys *keys;          /* NULL until unlocked; NULL for plain archives */
 	amber_chunker chunker;     /* set up once keys are known */
@@ -76,7 +80,7 @@ static inline const amber_keys *amber_archive_keys(const amber_archive *a)
 }
 
 /**
- * The metadata authenticator (slots.c): keyed BLAKE2b-256 under
+ * The metadata authenticator: keyed BLAKE2b-256 under
  * k->record_key of the config bytes and every slot blob with its tree
  * name, in tree order (amberfs-format(5) THE METADATA COMMIT).
  */

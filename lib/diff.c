@@ -392,10 +392,8 @@ static int diff_dirs_at(differ *d, const amber_entry *o, const amber_entry *n)
 {
 	amber_fanout_view vo = {0}, vn = {0};
 	amber_dir *x = NULL, *y = NULL;
-	int rc = amber_dir_buckets(&vo, d->a, o);
+	int rc = amber_dir_buckets_pair(&vo, &vn, d->a, o, d->b, n);
 
-	if (rc == 0)
-		rc = amber_dir_buckets(&vn, d->b, n);
 	if (rc == 0 && vo.b && vn.b && vo.bits == vn.bits) {
 		rc = diff_fanout(d, o, n, &vo, &vn);
 	} else if (rc == 0) {

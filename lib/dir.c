@@ -13,6 +13,7 @@
 #include "error.h"
 #include "record.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,7 +216,134 @@ static const char *dir_what(char *buf, size_t len, const amber_entry *dir)
 	return buf;
 }
 
-/* Decode the fan-out list and check it against the directory's tree. */
+/* Check a fan-out list against its directory's tree: "m" and one b<id> per bucket. */
+static int check_buckets(const amber_fanout_view *v, const amber_tparsed *t, size_t tn,
+			 const char *what)
+{
+	if (tn != v->nb + 1)
+		return amber_tree_mismatch(what);
+	for (size_t i = 0; i < v->nb; i++) {
+		char name[8];
+		const amber_tparsed *x;
+
+		snprintf(name, sizeof(name), "b%04x", v->b[i].id);
+		x = amber_tree_find(t, tn, name);
+		if (!x || x->mode != 040000 || memcmp(x->oid, v->b[i].tree_oid, 20) != 0)
+			return amber_tree_mismatch(what);
+	}
+	return 0;
+}
+
+/* The tree name of child c of a layout-2 node: a bucket at the last level. */
+static void node_child_name(char name[8], const amber_fanout_node *nd, const amber_bucket *c)
+{
+	unsigned w = amber_fanout_width(nd->bits, nd->level);
+
+	if (nd->level + 1 == amber_fanout_levels(nd->bits))
+		snprintf(name, 8, "b%04x", (nd->prefix << w) | c->id);
+	else
+		snprintf(name, 8, "f%x", c->id);
+}
+
+/* Append one bucket to v, grown to 64, 128, 256, ... as nb reaches each (the
+ * capacity follows from nb; at most 2^16 buckets, as ids are distinct). */
+static int view_add(amber_fanout_view *v, const amber_bucket *b)
+{
+	if (v->nb == 0 || (v->nb >= 64 && (v->nb & (v->nb - 1)) == 0)) {
+		size_t nc = v->nb ? v->nb * 2 : 64;
+		amber_bucket *x = realloc(v->b, nc * sizeof(*x));
+
+		if (!x)
+			return amber_fail(AMBER_ERROR, "out of memory");
+		v->b = x;
+	}
+	v->b[v->nb++] = *b;
+	return 0;
+}
+
+/* Each child of nd is in its tree t under its name, and nothing else is. */
+static int check_node_tree(const amber_fanout_node *nd, const amber_tparsed *t, size_t tn,
+			   const amber_link *m, const char *what)
+{
+	const amber_tparsed *x = amber_tree_find(t, tn, "m");
+
+	if (!x || x->mode != 0100644 || memcmp(x->oid, m->oid, 20) || tn != nd->n + 1)
+		return amber_tree_mismatch(what);
+	for (size_t i = 0; i < nd->n; i++) {
+		char name[8];
+
+		node_child_name(name, nd, &nd->c[i]);
+		x = amber_tree_find(t, tn, name);
+		if (!x || x->mode != 040000 || memcmp(x->oid, nd->c[i].tree_oid, 20) != 0)
+			return amber_tree_mismatch(what);
+	}
+	return 0;
+}
+
+int amber_dir_node(amber_fanout_node *nd, amber_snapshot *s, const amber_link *m,
+		   const uint8_t tree[20], unsigned level, unsigned prefix, unsigned bits,
+		   uint32_t count, const char *what)
+{
+	amber_buf fb = AMBER_BUF_INIT, tb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	size_t tn = 0;
+	uint64_t sum = 0;
+	int rc;
+
+	amber_buf_init(&fb, 4096);
+	rc = amber_archive_read_obj(&fb, s->a, m, AMBER_OBJ_FANOUT, 4096, what);
+	if (rc == 0)
+		rc = amber_fanout_node_decode(nd, fb.data, fb.len);
+	amber_buf_dispose(&fb);
+	if (rc == 0 && ((level && nd->bits != bits) || nd->level != level || nd->prefix != prefix))
+		rc = amber_fail(AMBER_ECORRUPT, "%s: fan-out node out of place", what);
+	for (size_t i = 0; rc == 0 && i < nd->n; i++)
+		sum += nd->c[i].count;
+	if (rc == 0 && level && sum != count)
+		rc = amber_fail(AMBER_ECORRUPT, "%s: fan-out node holds %llu entries, its parent "
+				"says %u", what, (unsigned long long)sum, count);
+	if (rc == 0)
+		rc = amber_tree_read(&tb, &t, &tn, s->a, tree, what);
+	if (rc == 0)
+		rc = check_node_tree(nd, t, tn, m, what);
+	free(t);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+/*
+ * Walk the layout-2 node named by m (tree `tree`) at `level` with `prefix`,
+ * which its parent said holds `count` entries, adding its buckets to v in
+ * id order.  The nesting is at most AMBER_FANOUT_LEVELS_MAX deep: each
+ * node's level must be the one below its parent's.
+ */
+static int node_walk(amber_fanout_view *v, amber_snapshot *s, const amber_link *m,
+		     const uint8_t tree[20], unsigned level, unsigned prefix, uint32_t count,
+		     const char *what)
+{
+	amber_fanout_node nd;
+	unsigned w;
+	int last, rc = amber_dir_node(&nd, s, m, tree, level, prefix, v->bits, count, what);
+
+	if (rc < 0)
+		return rc;
+	v->bits = nd.bits;
+	w = amber_fanout_width(nd.bits, level);
+	last = level + 1 == amber_fanout_levels(nd.bits);
+	for (size_t i = 0; rc == 0 && i < nd.n; i++) {
+		amber_bucket b = nd.c[i];
+
+		b.id = (uint16_t)((prefix << w) | b.id);
+		if (last)
+			rc = view_add(v, &b);
+		else
+			rc = node_walk(v, s, &b.link, b.tree_oid, level + 1, b.id, b.count, what);
+	}
+	return rc;
+}
+
+/* Decode the fan-out (a bucket list, or the tree of nodes) and check it
+ * against the directory's tree. */
 static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir,
 		       const amber_tparsed *t, size_t tn, const char *what)
 {
@@ -224,23 +352,21 @@ static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entr
 
 	amber_buf_init(&fb, 8 << 20);
 	rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 8 << 20, what);
-	if (rc == 0)
-		rc = amber_fanout_decode(&v->b, &v->bits, &v->nb, fb.data, fb.len);
-	if (rc == 0 && tn != v->nb + 1)
-		rc = amber_tree_mismatch(what);
-	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
-		char name[8];
-		const amber_tparsed *x;
-
-		snprintf(name, sizeof(name), "b%04x", v->b[i].id);
-		x = amber_tree_find(t, tn, name);
-		if (!x || x->mode != 040000 || memcmp(x->oid, v->b[i].tree_oid, 20) != 0)
-			rc = amber_tree_mismatch(what);
+	if (rc == 0 && amber_fanout_layout(fb.data, fb.len) == 2) {
+		amber_buf_dispose(&fb);
+		v->nb = 0;
+		rc = node_walk(v, s, &dir->link, dir->tree_oid, 0, 0, 0, what);
+	} else {
+		if (rc == 0)
+			rc = amber_fanout_decode(&v->b, &v->bits, &v->nb, fb.data, fb.len);
+		if (rc == 0)
+			rc = check_buckets(v, t, tn, what);
+		amber_buf_dispose(&fb);
 	}
-	amber_buf_dispose(&fb);
 	if (rc < 0) {
 		free(v->b);
 		v->b = NULL;
+		v->nb = 0;
 	}
 	return rc;
 }
@@ -248,7 +374,8 @@ static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entr
 static int is_fanout(const amber_tparsed *t, size_t tn)
 {
 	for (size_t i = 0; i < tn; i++)
-		if (t[i].name_len == 5 && t[i].name[0] == 'b' && t[i].mode == 040000)
+		if (t[i].mode == 040000 && ((t[i].name_len == 5 && t[i].name[0] == 'b') ||
+					    (t[i].name_len == 2 && t[i].name[0] == 'f')))
 			return 1;
 	return 0;
 }
@@ -273,6 +400,132 @@ int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry
 	if (rc == 0 && is_fanout(t, tn))
 		rc = fanout_list(v, s, dir, t, tn, what);
 	free(t);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+/* Both sides of a pair walk (amber_dir_buckets_pair). */
+typedef struct pairwalk {
+	amber_fanout_view *v[2];
+	amber_snapshot *s[2];
+	const char *what;
+} pairwalk;
+
+/*
+ * Nodes at `level`, `prefix` of two layout-2 fan-outs of the same bits
+ * (either may be absent: c[k] NULL): children whose trees are the same on
+ * both sides are skipped, the others walked, so that only the buckets that
+ * differ are gathered, at a cost that follows the change.
+ */
+static int pair_nodes(pairwalk *pw, const amber_bucket *const c[2], unsigned level,
+		      unsigned prefix)
+{
+	amber_fanout_node nd[2];
+	size_t i[2] = {0, 0};
+	unsigned bits = pw->v[0]->bits, w;
+	int last, rc = 0;
+
+	for (int k = 0; k < 2; k++) {
+		nd[k].n = 0;
+		if (rc == 0 && c[k])
+			rc = amber_dir_node(&nd[k], pw->s[k], &c[k]->link, c[k]->tree_oid, level,
+					    prefix, bits, level ? c[k]->count : 0, pw->what);
+	}
+	if (rc == 0 && level == 0 && nd[0].bits != nd[1].bits)
+		return 1; /* not the same fan-out width: the caller walks both whole */
+	if (rc == 0 && level == 0)
+		bits = pw->v[0]->bits = pw->v[1]->bits = nd[0].bits;
+	w = amber_fanout_width(bits, level);
+	last = level + 1 == amber_fanout_levels(bits);
+	while (rc == 0 && (i[0] < nd[0].n || i[1] < nd[1].n)) {
+		unsigned id0 = i[0] < nd[0].n ? nd[0].c[i[0]].id : UINT_MAX;
+		unsigned id1 = i[1] < nd[1].n ? nd[1].c[i[1]].id : UINT_MAX;
+		unsigned id = id0 < id1 ? id0 : id1;
+		amber_bucket b[2];
+		const amber_bucket *cc[2] = {NULL, NULL};
+
+		for (int k = 0; k < 2; k++)
+			if ((k ? id1 : id0) == id) {
+				b[k] = nd[k].c[i[k]++];
+				b[k].id = (uint16_t)((prefix << w) | id);
+				cc[k] = &b[k];
+			}
+		if (cc[0] && cc[1] && memcmp(b[0].tree_oid, b[1].tree_oid, 20) == 0)
+			continue;
+		for (int k = 0; last && rc == 0 && k < 2; k++)
+			if (cc[k])
+				rc = view_add(pw->v[k], cc[k]);
+		if (!last && rc == 0)
+			rc = pair_nodes(pw, cc, level + 1, (prefix << w) | id);
+	}
+	return rc;
+}
+
+int amber_dir_buckets_pair(amber_fanout_view *vo, amber_fanout_view *vn, amber_snapshot *so,
+			   const amber_entry *o, amber_snapshot *sn, const amber_entry *n)
+{
+	int lo = 0, ln = 0, rc = amber_dir_fanout_layout(&lo, so, o);
+	char what[AMBER_NAME_MAX + 64];
+
+	memset(vo, 0, sizeof(*vo));
+	memset(vn, 0, sizeof(*vn));
+	if (rc == 0)
+		rc = amber_dir_fanout_layout(&ln, sn, n);
+	if (rc == 0 && lo == 2 && ln == 2) {
+		amber_bucket bo = {.link = o->link}, bn = {.link = n->link};
+		const amber_bucket *c[2] = {&bo, &bn};
+		pairwalk pw = {{vo, vn}, {so, sn}, dir_what(what, sizeof(what), n)};
+
+		memcpy(bo.tree_oid, o->tree_oid, 20);
+		memcpy(bn.tree_oid, n->tree_oid, 20);
+		rc = pair_nodes(&pw, c, 0, 0);
+		for (int k = 0; rc == 0 && k < 2; k++) {
+			amber_fanout_view *v = k ? vn : vo;
+			amber_bucket none = {0};
+
+			/* a side with no bucket that differs: empty, but fanned out */
+			if (!v->b && (rc = view_add(v, &none)) == 0)
+				v->nb = 0;
+		}
+		if (rc == 0)
+			return 0;
+		free(vo->b);
+		free(vn->b);
+		memset(vo, 0, sizeof(*vo));
+		memset(vn, 0, sizeof(*vn));
+		if (rc < 0)
+			return rc;
+		rc = 0; /* not the same width: every bucket of each */
+	}
+	if (rc == 0)
+		rc = amber_dir_buckets(vo, so, o);
+	if (rc == 0)
+		rc = amber_dir_buckets(vn, sn, n);
+	return rc;
+}
+
+int amber_dir_fanout_layout(int *layout, amber_snapshot *s, const amber_entry *dir)
+{
+	amber_buf tb = AMBER_BUF_INIT, fb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	char what[AMBER_NAME_MAX + 64];
+	size_t tn = 0;
+	int rc = 0;
+
+	*layout = 0;
+	dir_what(what, sizeof(what), dir);
+	if (dir->type != AMBER_T_DIR || dir->content != AMBER_C_DIR)
+		rc = amber_fail(AMBER_ENOTDIR, "%s is not a directory", dir->name);
+	if (rc == 0)
+		rc = amber_tree_read(&tb, &t, &tn, s->a, dir->tree_oid, what);
+	if (rc == 0 && is_fanout(t, tn)) {
+		amber_buf_init(&fb, 8 << 20);
+		rc = amber_archive_read_obj(&fb, s->a, &dir->link, AMBER_OBJ_FANOUT, 8 << 20, what);
+		if (rc == 0 && (*layout = amber_fanout_layout(fb.data, fb.len)) < 0)
+			rc = amber_fail(AMBER_ECORRUPT, "%s: unknown fan-out layout", what);
+	}
+	free(t);
+	amber_buf_dispose(&fb);
 	amber_buf_dispose(&tb);
 	return rc;
 }

@@ -21,6 +21,32 @@ typedef struct amber_fanout_view {
  */
 int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir);
 
+/**
+ * How directory `dir` is stored: *layout 0 (not fanned out), 1 (a flat
+ * bucket list) or 2 (a tree of fan-out nodes, amberfs-format(5)).
+ */
+int amber_dir_fanout_layout(int *layout, amber_snapshot *s, const amber_entry *dir);
+
+/**
+ * Read and check one node of a layout-2 fan-out: its "m" is m, its git tree
+ * `tree` (holding m and exactly the children it names), at `level` with
+ * `prefix`; below level 0, of `bits` and holding the `count` entries its
+ * parent said.
+ */
+int amber_dir_node(amber_fanout_node *nd, amber_snapshot *s, const amber_link *m,
+		   const uint8_t tree[20], unsigned level, unsigned prefix, unsigned bits,
+		   uint32_t count, const char *what);
+
+/**
+ * The buckets of two fanned-out directories o (of snapshot so) and n (of
+ * sn) for a diff: when both are layout 2 of the same width, only the
+ * buckets whose trees differ (walking only the nodes that differ), else
+ * every bucket of each, as amber_dir_buckets() gives them.  Free vo->b and
+ * vn->b.
+ */
+int amber_dir_buckets_pair(amber_fanout_view *vo, amber_fanout_view *vn, amber_snapshot *so,
+			   const amber_entry *o, amber_snapshot *sn, const amber_entry *n);
+
 /** An empty listing (NULL on out of memory); free with amber_dir_free(). */
 amber_dir *amber_dir_empty(void);
 

@@ -59,18 +59,19 @@ static int is_blob(const amber_tparsed *x, const char *name, const uint8_t oid[2
 }
 
 /*
- * A chunk tree holds exactly c00000000.. (one per chunk, fixed width, so
- * git order is chunk order) and then "i", the index: checked in one pass.
+ * A chunk tree (tree, whose "i" is blob index) holds exactly c00000000..
+ * (one per chunk, fixed width, so git order is chunk order) and then "i":
+ * checked in one pass.
  */
-static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_chunkref *c,
-			    size_t n, const char *what)
+static int check_chunk_tree(amber_archive *a, const uint8_t tree[20], const uint8_t index[20],
+			    const amber_chunkref *c, size_t n, const char *what)
 {
 	amber_buf tb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
 	size_t tn = 0;
-	int rc = amber_tree_read(&tb, &t, &tn, a, e->tree_oid, what);
+	int rc = amber_tree_read(&tb, &t, &tn, a, tree, what);
 
-	if (rc == 0 && (tn != n + 1 || !is_blob(&t[n], "i", e->link.oid)))
+	if (rc == 0 && (tn != n + 1 || !is_blob(&t[n], "i", index)))
 		rc = amber_tree_mismatch(what);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		char name[24];
@@ -84,6 +85,76 @@ static int check_chunk_tree(amber_archive *a, const amber_entry *e, const amber_
 	return rc;
 }
 
+/* The root tree of a paged index: "i" (index) then p00000.. (one per page). */
+static int check_root_tree(amber_archive *a, const amber_entry *e, const amber_indexpage *p,
+			   size_t n, const char *what)
+{
+	amber_buf tb = AMBER_BUF_INIT;
+	amber_tparsed *t = NULL;
+	size_t tn = 0;
+	int rc = amber_tree_read(&tb, &t, &tn, a, e->tree_oid, what);
+
+	if (rc == 0 && (tn != n + 1 || !is_blob(&t[0], "i", e->link.oid)))
+		rc = amber_tree_mismatch(what);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char name[24];
+
+		snprintf(name, sizeof(name), "p%05zu", i);
+		if (t[i + 1].mode != AMBER_GIT_MODE_TREE || t[i + 1].name_len != 6 ||
+		    memcmp(t[i + 1].name, name, 6) != 0 || memcmp(t[i + 1].oid, p[i].tree_oid, 20))
+			rc = amber_tree_mismatch(what);
+	}
+	free(t);
+	amber_buf_dispose(&tb);
+	return rc;
+}
+
+/* One page of a paged index: its chunks, checked against its tree, into c. */
+static int read_page(amber_chunkref *c, amber_archive *a, const amber_indexpage *p,
+		     const char *what)
+{
+	amber_buf ib = AMBER_BUF_INIT;
+	amber_chunkref *pc = NULL;
+	size_t pn = 0, max = (size_t)AMBER_INDEX_PAGE * 48 + 64;
+	int rc;
+
+	amber_buf_init(&ib, max);
+	rc = amber_archive_read_obj(&ib, a, &p->link, AMBER_OBJ_INDEX, max, what);
+	if (rc == 0)
+		rc = amber_index_decode(&pc, &pn, ib.data, ib.len, p->bytes, a->chunk_max);
+	if (rc == 0 && pn != p->chunks)
+		rc = amber_fail(AMBER_ECORRUPT, "%s: an index page holds %zu chunks, its root says "
+				"%u", what, pn, p->chunks);
+	if (rc == 0)
+		rc = check_chunk_tree(a, p->tree_oid, p->link.oid, pc, pn, what);
+	if (rc == 0)
+		memcpy(c, pc, pn * sizeof(*pc));
+	free(pc);
+	amber_buf_dispose(&ib);
+	return rc;
+}
+
+/* The chunks of a paged index whose root payload is root[0..len). */
+static int decode_paged(file_index *x, amber_archive *a, const amber_entry *e,
+			const uint8_t *root, size_t len, const char *what)
+{
+	amber_indexpage *p = NULL;
+	size_t np = 0;
+	int rc = amber_index_root_decode(&p, &np, root, len, e->size, a->chunk_max);
+
+	if (rc == 0)
+		rc = check_root_tree(a, e, p, np, what);
+	if (rc == 0) {
+		x->n = (np - 1) * AMBER_INDEX_PAGE + p[np - 1].chunks;
+		if (!(x->c = malloc(x->n * sizeof(*x->c))))
+			rc = amber_fail(AMBER_ERROR, "out of memory");
+	}
+	for (size_t i = 0; rc == 0 && i < np; i++)
+		rc = read_page(x->c + i * AMBER_INDEX_PAGE, a, &p[i], what);
+	free(p);
+	return rc;
+}
+
 static int decode_index(file_index **out, amber_archive *a, const amber_entry *e,
 			const char *what)
 {
@@ -94,10 +165,15 @@ static int decode_index(file_index **out, amber_archive *a, const amber_entry *e
 	amber_buf_init(&ib, MAX_INDEX);
 	if (rc == 0)
 		rc = amber_archive_read_obj(&ib, a, &e->link, AMBER_OBJ_INDEX, MAX_INDEX, what);
-	if (rc == 0)
-		rc = amber_index_decode(&x->c, &x->n, ib.data, ib.len, e->size, a->chunk_max);
-	if (rc == 0)
-		rc = check_chunk_tree(a, e, x->c, x->n, what);
+	if (rc == 0 && amber_index_layout(ib.data, ib.len) == 2) {
+		rc = decode_paged(x, a, e, ib.data, ib.len, what);
+	} else {
+		if (rc == 0)
+			rc = amber_index_decode(&x->c, &x->n, ib.data, ib.len, e->size,
+						a->chunk_max);
+		if (rc == 0)
+			rc = check_chunk_tree(a, e->tree_oid, e->link.oid, x->c, x->n, what);
+	}
 	if (rc == 0 && !(x->off = malloc((x->n + 1) * sizeof(uint64_t))))
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	amber_buf_dispose(&ib);

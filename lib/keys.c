@@ -115,6 +115,7 @@ static void keys_derive(amber_keys *k)
 
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
 		crypto_kdf_derive_from_key(sub[i], AMBER_KEY_BYTES, i + 1, kdf_context, k->master);
+	crypto_kdf_derive_from_key(k->ino_key, sizeof(k->ino_key), 7, kdf_context, k->master);
 	sodium_mprotect_readonly(k);
 }
 
@@ -445,7 +446,8 @@ static int v2_split(slot_view *v)
 	sodium_bin2hex(v->info.id, sizeof(v->info.id), b + 9, 8);
 	v->info.created = (int64_t)(get_le64(b + 17) & INT64_MAX);
 	L = b[25];
-	if (!label_ok((const char *)b + V2_HDR, L) || V2_HDR + L + 4 > v->len)
+	/* Bounds first: the label is read only once it is known to be there. */
+	if (V2_HDR + L + 4 > v->len || !label_ok((const char *)b + V2_HDR, L))
 		return v2_bad("bad label");
 	memcpy(v->info.label, b + V2_HDR, L);
 	v->info.label[L] = '\0';

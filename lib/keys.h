@@ -12,6 +12,8 @@
  *   id 4  chunk_key   seed of the chunker's gear table
  *   id 5  cache_key   key of the hash of plaintext chunks in the local caches
  *   id 6  record_key  the metadata authenticator (config and key slots)
+ *   id 7  ino_key     SipHash key of the mount's inode numbers (amber_entry_ino;
+ *                     16 bytes; nothing stored depends on it)
  *
  * All of it lives in sodium_malloc memory and is wiped on free.
  */
@@ -25,6 +27,7 @@
 #include "amber_keys.h"
 
 #define AMBER_KEY_BYTES 32
+#define AMBER_INO_KEY_BYTES 16 /* crypto_shorthash_KEYBYTES */
 
 typedef struct amber_keys {
 	uint8_t master[AMBER_KEY_BYTES];
@@ -34,6 +37,7 @@ typedef struct amber_keys {
 	uint8_t chunk_key[AMBER_KEY_BYTES];
 	uint8_t cache_key[AMBER_KEY_BYTES];
 	uint8_t record_key[AMBER_KEY_BYTES];
+	uint8_t ino_key[AMBER_INO_KEY_BYTES];
 } amber_keys;
 
 /** Make a new random master key and its subkeys (sodium_malloc'd). */

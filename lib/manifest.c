@@ -37,6 +37,7 @@
 #include "error.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -707,6 +708,104 @@ int amber_fanout_decode(amber_bucket **out, unsigned *bits, size_t *n, const voi
 	return 0;
 }
 
+/* Fan-out layout 2: one node of the tree of buckets. */
+
+#define FANOUT_NODE_VERSION 2
+#define NODE_CHILD_SIZE (1 + 4 + 20 + LINK_SIZE)
+
+int amber_fanout_layout(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	return len && (p[0] == LAYOUT_VERSION || p[0] == FANOUT_NODE_VERSION) ? p[0] : -1;
+}
+
+static const char *node_defect(const amber_fanout_node *nd)
+{
+	unsigned w;
+	uint64_t sum = 0;
+
+	if (!bits_ok(nd->bits) || nd->level >= amber_fanout_levels(nd->bits))
+		return "bits or level out of range";
+	w = amber_fanout_width(nd->bits, nd->level);
+	if (nd->prefix >> (nd->level * AMBER_FANOUT_DIGIT))
+		return "prefix out of range";
+	if (nd->n == 0 || nd->n > (1u << w))
+		return "child count out of range";
+	for (size_t i = 0; i < nd->n; i++) {
+		const amber_bucket *c = &nd->c[i];
+
+		if (c->count == 0 || c->count > AMBER_MANIFEST_MAX_ENTRIES)
+			return "child entry count out of range";
+		if (c->id >> w || (i && nd->c[i - 1].id >= c->id))
+			return "child ids out of range or not strictly increasing";
+		sum += c->count;
+	}
+	return sum > AMBER_MANIFEST_MAX_ENTRIES ? "more entries than a directory holds" : NULL;
+}
+
+int amber_fanout_node_encode(amber_buf *out, const amber_fanout_node *nd)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why = node_defect(nd);
+
+	if (why)
+		return amber_fail(AMBER_EINVAL, "fanout node: %s", why);
+	w_u8(&w, FANOUT_NODE_VERSION);
+	w_u8(&w, (uint8_t)nd->bits);
+	w_u8(&w, (uint8_t)nd->level);
+	w_u16(&w, (uint16_t)nd->prefix);
+	w_u8(&w, (uint8_t)nd->n);
+	for (size_t i = 0; i < nd->n; i++) {
+		w_u8(&w, (uint8_t)nd->c[i].id);
+		w_u32(&w, nd->c[i].count);
+		w_bytes(&w, nd->c[i].tree_oid, sizeof(nd->c[i].tree_oid));
+		w_link(&w, &nd->c[i].link);
+	}
+	return w_finish(&w, start);
+}
+
+int amber_fanout_node_decode(amber_fanout_node *nd, const void *data, size_t len)
+{
+	uint8_t ver = 0, bits = 0, level = 0, n = 0;
+	uint16_t prefix = 0;
+	amber_rd r;
+	const char *why;
+
+	memset(nd, 0, sizeof(*nd));
+	amber_rd_init(&r, data, len);
+	amber_rd_u8(&r, &ver);
+	amber_rd_u8(&r, &bits);
+	amber_rd_u8(&r, &level);
+	amber_rd_u16(&r, &prefix);
+	amber_rd_u8(&r, &n);
+	if (r.bad)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: truncated");
+	if (ver != FANOUT_NODE_VERSION)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: unknown layout version %u", ver);
+	if (n == 0 || n > AMBER_FANOUT_NODE_MAX || n > r.left / NODE_CHILD_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: %u children in %zu bytes", n, len);
+	nd->bits = bits;
+	nd->level = level;
+	nd->prefix = prefix;
+	nd->n = n;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t id = 0;
+
+		amber_rd_u8(&r, &id);
+		nd->c[i].id = id;
+		amber_rd_u32(&r, &nd->c[i].count);
+		r_copy(&r, nd->c[i].tree_oid, sizeof(nd->c[i].tree_oid));
+		r_link(&r, &nd->c[i].link);
+	}
+	if (r.bad)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: truncated");
+	if ((why = node_defect(nd)) != NULL)
+		return amber_fail(AMBER_ECORRUPT, "fanout node: %s", why);
+	return r_finish(&r, "fanout node");
+}
+
 /* ------------------------------------------------------------------ */
 /* Chunk index                                                         */
 
@@ -773,6 +872,106 @@ int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t
 	if (!(v = calloc(count, sizeof(*v))))
 		return amber_fail(AMBER_ERROR, "out of memory (%u chunk refs)", count);
 	if ((rc = get_chunks(v, count, &r, file_size, max_chunk)) < 0) {
+		free(v);
+		return rc;
+	}
+	*out = v;
+	*n = count;
+	return 0;
+}
+
+/* Index layout 2: the root of a paged index. */
+
+#define INDEX_ROOT_VERSION 2
+#define INDEXPAGE_SIZE (4 + 8 + 20 + LINK_SIZE)
+
+int amber_index_layout(const void *data, size_t len)
+{
+	const uint8_t *p = data;
+
+	return len && (p[0] == LAYOUT_VERSION || p[0] == INDEX_ROOT_VERSION) ? p[0] : -1;
+}
+
+static const char *page_size_defect(const amber_indexpage *p, size_t i, size_t n,
+				    size_t max_chunk)
+{
+	if (i + 1 < n ? p[i].chunks != AMBER_INDEX_PAGE
+		      : p[i].chunks == 0 || p[i].chunks > AMBER_INDEX_PAGE)
+		return "page chunk count out of place";
+	if (p[i].bytes < p[i].chunks || p[i].bytes > (uint64_t)p[i].chunks * max_chunk)
+		return "page byte count out of range";
+	return NULL;
+}
+
+int amber_index_root_encode(amber_buf *out, const amber_indexpage *p, size_t n)
+{
+	wr w = {out, 0};
+	size_t start = out->len;
+	const char *why;
+
+	if (n < 2 || n > AMBER_INDEX_MAX_PAGES)
+		return amber_fail(AMBER_EINVAL, "index root: %zu pages", n);
+	for (size_t i = 0; i < n; i++)
+		if ((why = page_size_defect(p, i, n, AMBER_CHUNK_MAX)) != NULL)
+			return amber_fail(AMBER_EINVAL, "index root: page %zu: %s", i, why);
+	w_u8(&w, INDEX_ROOT_VERSION);
+	w_u32(&w, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		w_u32(&w, p[i].chunks);
+		w_u64(&w, p[i].bytes);
+		w_bytes(&w, p[i].tree_oid, sizeof(p[i].tree_oid));
+		w_link(&w, &p[i].link);
+	}
+	return w_finish(&w, start);
+}
+
+static int get_pages(amber_indexpage *v, size_t n, amber_rd *r, uint64_t file_size,
+		     size_t max_chunk)
+{
+	uint64_t sum = 0;
+	const char *why;
+
+	for (size_t i = 0; i < n; i++) {
+		amber_rd_u32(r, &v[i].chunks);
+		amber_rd_u64(r, &v[i].bytes);
+		r_copy(r, v[i].tree_oid, sizeof(v[i].tree_oid));
+		r_link(r, &v[i].link);
+		if (r->bad)
+			return amber_fail(AMBER_ECORRUPT, "index root: truncated");
+		if ((why = page_size_defect(v, i, n, max_chunk)) != NULL)
+			return amber_fail(AMBER_ECORRUPT, "index root: page %zu: %s", i, why);
+		if (v[i].bytes > file_size - sum)
+			return amber_fail(AMBER_ECORRUPT, "index root: pages exceed the file size "
+					  "%" PRIu64, file_size);
+		sum += v[i].bytes;
+	}
+	if (sum != file_size)
+		return amber_fail(AMBER_ECORRUPT, "index root: pages add up to %" PRIu64
+				  ", file size %" PRIu64, sum, file_size);
+	return r_finish(r, "index root");
+}
+
+int amber_index_root_decode(amber_indexpage **out, size_t *n, const void *data, size_t len,
+			    uint64_t file_size, size_t max_chunk)
+{
+	amber_indexpage *v;
+	uint32_t count = 0;
+	uint8_t ver = 0;
+	amber_rd r;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	amber_rd_init(&r, data, len);
+	if (amber_rd_u8(&r, &ver) < 0 || amber_rd_u32(&r, &count) < 0)
+		return amber_fail(AMBER_ECORRUPT, "index root: truncated");
+	if (ver != INDEX_ROOT_VERSION)
+		return amber_fail(AMBER_ECORRUPT, "index root: unknown layout version %u", ver);
+	if (count < 2 || count > AMBER_INDEX_MAX_PAGES || count > r.left / INDEXPAGE_SIZE)
+		return amber_fail(AMBER_ECORRUPT, "index root: %u pages in %zu bytes", count, len);
+	if (!(v = calloc(count, sizeof(*v))))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if ((rc = get_pages(v, count, &r, file_size, max_chunk)) < 0) {
 		free(v);
 		return rc;
 	}

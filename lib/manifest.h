@@ -84,6 +84,51 @@ int amber_fanout_encode(amber_buf *out, unsigned bits, const amber_bucket *b, si
 int amber_fanout_decode(amber_bucket **out, unsigned *bits, size_t *n, const void *data,
 			size_t len);
 
+/*
+ * Fan-out layout 2: the bucket list is itself a tree of nodes, so that
+ * changing k entries of a large directory rewrites k paths of small nodes
+ * (O(k log n) bytes), not a list of every bucket.  Each node resolves one
+ * hex digit (4 bits; the last level the bits that remain) of the bucket id,
+ * from the top: a directory of `bits` bucket bits has
+ * amber_fanout_levels(bits) levels of nodes, the first at the directory's
+ * own tree, and the children of the last level are the buckets.
+ */
+#define AMBER_FANOUT_DIGIT 4
+#define AMBER_FANOUT_NODE_MAX (1u << AMBER_FANOUT_DIGIT)
+#define AMBER_FANOUT_LEVELS_MAX \
+	((AMBER_FANOUT_MAX_BITS + AMBER_FANOUT_DIGIT - 1) / AMBER_FANOUT_DIGIT)
+
+static inline unsigned amber_fanout_levels(unsigned bits)
+{
+	return (bits + AMBER_FANOUT_DIGIT - 1) / AMBER_FANOUT_DIGIT;
+}
+
+/** Bits of the bucket id that level `level` of a `bits` fan-out resolves. */
+static inline unsigned amber_fanout_width(unsigned bits, unsigned level)
+{
+	unsigned done = level * AMBER_FANOUT_DIGIT;
+
+	return bits - done < AMBER_FANOUT_DIGIT ? bits - done : AMBER_FANOUT_DIGIT;
+}
+
+/** One node of a layout-2 fan-out.  A child's id is its digit; its count
+ *  the entries below it; tree_oid and link its tree and that tree's "m"
+ *  (a node, or at the last level the bucket's manifest). */
+typedef struct amber_fanout_node {
+	unsigned bits;         /* the directory's bucket bits */
+	unsigned level;        /* 0: the node in the directory's own tree */
+	unsigned prefix;       /* the level * 4 bits of bucket id above this node */
+	size_t n;              /* children, 1..2^width */
+	amber_bucket c[AMBER_FANOUT_NODE_MAX];
+} amber_fanout_node;
+
+int amber_fanout_node_encode(amber_buf *out, const amber_fanout_node *nd);
+/** Decode and check one node (ids increasing, counts in range, their sum at
+ *  most AMBER_MANIFEST_MAX_ENTRIES). */
+int amber_fanout_node_decode(amber_fanout_node *nd, const void *data, size_t len);
+/** The layout version byte of a fan-out payload (1 or 2), or -1. */
+int amber_fanout_layout(const void *data, size_t len);
+
 /** One chunk of a multi-chunk file. */
 typedef struct amber_chunkref {
 	amber_link link;
@@ -97,6 +142,35 @@ int amber_index_encode(amber_buf *out, const amber_chunkref *c, size_t n);
  */
 int amber_index_decode(amber_chunkref **out, size_t *n, const void *data, size_t len,
 		       uint64_t file_size, size_t max_chunk);
+
+/*
+ * Index layout 2 (paged): the chunk tree of a file of more than
+ * AMBER_INDEX_PAGE chunks holds "i", a root listing pages, and one page
+ * tree p00000, p00001, ... per AMBER_INDEX_PAGE chunks, each a layout-1
+ * chunk tree of its chunks (the last page holds the rest).  An append then
+ * rewrites the last page and the small root, not an entry per chunk.
+ */
+#define AMBER_INDEX_PAGE 64
+#define AMBER_INDEX_MAX_PAGES 16384  /* larger files keep layout 1 */
+
+/** One page of a paged chunk index. */
+typedef struct amber_indexpage {
+	uint32_t chunks;       /* AMBER_INDEX_PAGE, fewer (>= 1) in the last page */
+	uint64_t bytes;        /* plaintext bytes of its chunks */
+	uint8_t tree_oid[20];  /* its chunk tree */
+	amber_link link;       /* that tree's "i" (a layout-1 index) */
+} amber_indexpage;
+
+/** The layout version byte of an index payload (1 or 2), or -1. */
+int amber_index_layout(const void *data, size_t len);
+int amber_index_root_encode(amber_buf *out, const amber_indexpage *p, size_t n);
+/**
+ * Decode a paged index root; checks page sizes (every page but the last
+ * full), byte counts (chunks..chunks * max_chunk each) and that they add up
+ * to `file_size`.  *out malloc'd (free()).
+ */
+int amber_index_root_decode(amber_indexpage **out, size_t *n, const void *data, size_t len,
+			    uint64_t file_size, size_t max_chunk);
 
 /*
  * The time index in the records (record layout 2): snapshot number `height`

@@ -1,6 +1,7 @@
 /*
- * Key slots of an archive: unlocking with any kind of secret, the metadata
- * authenticator, and changing the slot set.
+ * Key slots of an archive: unlocking with any kind of secret, checking the
+ * metadata authenticator (archive.c computes it, as it writes the metadata
+ * commit), and changing the slot set.
  *
  * The authenticator.  The config and the slot blobs sit in the clear in
  * the metadata commit, so anyone who can write the repository can change
@@ -30,58 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define AUTH_CONTEXT "amberfs metadata authenticator 1\n"
-
-void amber_slot_name(char out[16], size_t i)
-{
-	snprintf(out, 16, "slot-%02u", (unsigned)i);
-}
-
-static void hash_len(crypto_generichash_state *h, uint64_t v)
-{
-	uint8_t b[8];
-
-	for (int i = 0; i < 8; i++)
-		b[i] = (uint8_t)(v >> (8 * i));
-	crypto_generichash_update(h, b, sizeof(b));
-}
-
-void amber_meta_auth(uint8_t out[32], const amber_keys *k, const uint8_t *config,
-		     size_t config_len, uint8_t *const *slots, const size_t *slot_len,
-		     size_t nslots)
-{
-	crypto_generichash_state h;
-	char name[16];
-
-	crypto_generichash_init(&h, k->record_key, sizeof(k->record_key), 32);
-	crypto_generichash_update(&h, (const uint8_t *)AUTH_CONTEXT, strlen(AUTH_CONTEXT));
-	hash_len(&h, config_len);
-	crypto_generichash_update(&h, config, config_len);
-	hash_len(&h, nslots);
-	for (size_t i = 0; i < nslots; i++) {
-		amber_slot_name(name, i);
-		hash_len(&h, strlen(name));
-		crypto_generichash_update(&h, (const uint8_t *)name, strlen(name));
-		hash_len(&h, slot_len[i]);
-		crypto_generichash_update(&h, slots[i], slot_len[i]);
-	}
-	crypto_generichash_final(&h, out, 32);
-}
-
-int amber_archive_auth_text(char out[96], const amber_archive *a, uint8_t *const *slots,
-			    const size_t *slot_len, size_t nslots)
-{
-	uint8_t mac[32];
-	char hex[65];
-
-	if (!a->keys)
-		return amber_fail(AMBER_ENEEDKEY, "archive %s is locked", a->path);
-	amber_meta_auth(mac, a->keys, a->config_raw, a->config_len, slots, slot_len, nslots);
-	sodium_bin2hex(hex, sizeof(hex), mac, sizeof(mac));
-	snprintf(out, 96, "blake2b-256 %s\n", hex);
-	return 0;
-}
 
 static int any_v2_slot(const amber_archive *a)
 {
@@ -226,6 +175,11 @@ int amber_archive_unlock_with(amber_archive *a, int kind, const void *secret, si
 	if (badkey || !other)
 		return no_slot_opens(a, kind, of_kind, first);
 	return amber_fail(AMBER_ECORRUPT, "archive %s: no usable key slot (%s)", a->path, first);
+}
+
+int amber_archive_unlock(amber_archive *a, const unsigned char *pass, size_t len)
+{
+	return amber_archive_unlock_with(a, AMBER_SLOT_PASSPHRASE, pass, len);
 }
 
 /* Share slots of set `id`: how many, and whether one opens with `secret`. */

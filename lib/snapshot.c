@@ -130,6 +130,12 @@ typedef struct hardlink {
 	int done;
 } hardlink;
 
+/* Kinds of objects, for the breakdown of bytes_new (amber_stats version 2). */
+enum {
+	K_CHUNK, K_MANIFEST, K_BUCKET, K_FANOUT, K_INDEX, K_DIRTREE, K_FANOUTTREE,
+	K_CHUNKTREE, K_COMMIT, K_PAGE, K_NKINDS
+};
+
 typedef struct snap {
 	amber_archive *a;
 	const amber_snapshot_opts *o;
@@ -137,6 +143,8 @@ typedef struct snap {
 	amber_pool *pool;
 	amber_stats st;
 	atomic_uint_fast64_t bytes_new, objects_new;
+	atomic_uint_fast64_t kind[K_NKINDS]; /* bytes_new by kind of object */
+	uint64_t record_b64;    /* bytes of the record in the commit message */
 	amber_kvmap *files_old, *files_new, *chunks;
 	uint32_t gen;           /* generation stamped on the chunk entries this snapshot uses */
 	atomic_int stamped;     /* whether any entry was */
@@ -214,6 +222,27 @@ static void progress(snap *s, int force)
 
 /* ---- storing objects ----------------------------------------------------- */
 
+/* The counters of the objects written, for the caller (not the record). */
+static void stats_final(snap *s)
+{
+	amber_stats *st = &s->st;
+
+	st->bytes_new = atomic_load(&s->bytes_new);
+	st->objects_new = atomic_load(&s->objects_new);
+	st->new_chunks = atomic_load(&s->kind[K_CHUNK]);
+	st->new_manifests = atomic_load(&s->kind[K_MANIFEST]);
+	st->new_buckets = atomic_load(&s->kind[K_BUCKET]);
+	st->new_fanout = atomic_load(&s->kind[K_FANOUT]);
+	st->new_indexes = atomic_load(&s->kind[K_INDEX]);
+	st->new_dirtrees = atomic_load(&s->kind[K_DIRTREE]);
+	st->new_fanouttrees = atomic_load(&s->kind[K_FANOUTTREE]);
+	st->new_chunktrees = atomic_load(&s->kind[K_CHUNKTREE]);
+	st->new_commits = atomic_load(&s->kind[K_COMMIT]);
+	st->new_record = st->new_commits ? s->record_b64 : 0;
+	st->new_pages = atomic_load(&s->kind[K_PAGE]);
+	st->pack_bytes = s->w ? amber_packw_bytes(s->w) : 0;
+}
+
 static int add_readback(snap *s, readback *r)
 {
 	int rc = 0;
@@ -239,7 +268,7 @@ static int add_readback(snap *s, readback *r)
 }
 
 /* Add a raw git object (tree, commit) to the pack. */
-static int put_git(uint8_t oid[20], snap *s, int type, const void *data, size_t len)
+static int put_git(uint8_t oid[20], snap *s, int type, int kind, const void *data, size_t len)
 {
 	readback *r;
 	int is_new = 0;
@@ -249,6 +278,7 @@ static int put_git(uint8_t oid[20], snap *s, int type, const void *data, size_t 
 		return rc;
 	atomic_fetch_add(&s->objects_new, 1);
 	atomic_fetch_add(&s->bytes_new, len);
+	atomic_fetch_add(&s->kind[kind], len);
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return amber_fail(AMBER_ERROR, "out of memory");
@@ -258,7 +288,7 @@ static int put_git(uint8_t oid[20], snap *s, int type, const void *data, size_t 
 }
 
 /* Encode a payload as a frame and add it as a blob.  Thread-safe. */
-static int put_frame(amber_link *l, snap *s, int type, const void *data, size_t len)
+static int put_frame(amber_link *l, snap *s, int type, int kind, const void *data, size_t len)
 {
 	amber_buf f = AMBER_BUF_INIT;
 	const amber_keys *k = amber_archive_keys(s->a);
@@ -272,6 +302,7 @@ static int put_frame(amber_link *l, snap *s, int type, const void *data, size_t 
 	if (rc == 0 && is_new) {
 		atomic_fetch_add(&s->objects_new, 1);
 		atomic_fetch_add(&s->bytes_new, f.len);
+		atomic_fetch_add(&s->kind[kind], f.len);
 		r = calloc(1, sizeof(*r));
 		if (!r)
 			rc = amber_fail(AMBER_ERROR, "out of memory");
@@ -324,7 +355,7 @@ static void chunk_run(amber_task *t)
 
 	amber_content_hash(hash, amber_archive_keys(s->a), c->data, c->len);
 	if (!chunk_cache_get(s, &c->link, hash)) {
-		c->rc = put_frame(&c->link, s, AMBER_OBJ_CHUNK, c->data, c->len);
+		c->rc = put_frame(&c->link, s, AMBER_OBJ_CHUNK, K_CHUNK, c->data, c->len);
 		if (c->rc == 0) {
 			memset(&v, 0, sizeof(v));
 			v.link = c->link;
@@ -577,35 +608,96 @@ static void files_cache_put(snap *s, const uint8_t key[32], fc_val *v, const amb
 
 /* ---- finishing a file: its chunks become a blob or a chunk tree ----------- */
 
-static int chunked_objects(snap *s, amber_entry *e, pending *p)
+/* Layout 1: an index of chunks refs[0..n) and a tree of it and every chunk. */
+static int index_write_flat(snap *s, uint8_t tree[20], amber_link *l, const amber_chunkref *refs,
+			    size_t n)
 {
-	amber_chunkref *refs = calloc(p->n, sizeof(*refs));
-	amber_tentry *te = calloc(p->n + 1, sizeof(*te));
+	amber_tentry *te = calloc(n + 1, sizeof(*te));
 	amber_buf b = AMBER_BUF_INIT;
-	int rc = (!refs || !te) ? amber_fail(AMBER_ERROR, "out of memory") : 0;
+	int rc = te ? amber_index_encode(&b, refs, n) : amber_fail(AMBER_ERROR, "out of memory");
 
-	for (size_t i = 0; rc == 0 && i < p->n; i++) {
-		refs[i].link = p->chunks[i]->link;
-		refs[i].len = (uint32_t)p->chunks[i]->len;
+	for (size_t i = 0; rc == 0 && i < n; i++) {
 		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
 		te[i].mode = AMBER_GIT_MODE_BLOB;
 		memcpy(te[i].oid, refs[i].link.oid, 20);
 	}
 	if (rc == 0)
-		rc = amber_index_encode(&b, refs, p->n);
-	if (rc == 0)
-		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, b.data, b.len);
+		rc = put_frame(l, s, AMBER_OBJ_INDEX, K_INDEX, b.data, b.len);
 	if (rc == 0) {
-		snprintf(te[p->n].name, sizeof(te[p->n].name), "i");
-		te[p->n].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[p->n].oid, e->link.oid, 20);
+		snprintf(te[n].name, sizeof(te[n].name), "i");
+		te[n].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[n].oid, l->oid, 20);
 		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, te, p->n + 1);
+		rc = amber_tree_build(&b, te, n + 1);
 	}
 	if (rc == 0)
-		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
+		rc = put_git(tree, s, AMBER_GIT_TREE, K_CHUNKTREE, b.data, b.len);
 	amber_buf_dispose(&b);
 	free(te);
+	return rc;
+}
+
+/*
+ * The index and chunk tree of multi-chunk file e: paged (layout 2) above
+ * AMBER_INDEX_PAGE chunks, so that an append, which changes the last chunks,
+ * adds its last page and a small root; the pages before encode to the
+ * objects they already are.
+ */
+static int index_write(snap *s, amber_entry *e, const amber_chunkref *refs, size_t n)
+{
+	size_t np = (n + AMBER_INDEX_PAGE - 1) / AMBER_INDEX_PAGE;
+	amber_indexpage *pg = NULL;
+	amber_tentry *te = NULL;
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = 0;
+
+	if (np < 2 || np > AMBER_INDEX_MAX_PAGES || s->a->index_layout == 1)
+		return index_write_flat(s, e->tree_oid, &e->link, refs, n);
+	pg = calloc(np, sizeof(*pg));
+	te = calloc(np + 1, sizeof(*te));
+	if (!pg || !te)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t p = 0; rc == 0 && p < np; p++) {
+		const amber_chunkref *c = refs + p * AMBER_INDEX_PAGE;
+
+		pg[p].chunks = (uint32_t)(p + 1 < np ? AMBER_INDEX_PAGE : n - p * AMBER_INDEX_PAGE);
+		for (size_t i = 0; i < pg[p].chunks; i++)
+			pg[p].bytes += c[i].len;
+		rc = index_write_flat(s, pg[p].tree_oid, &pg[p].link, c, pg[p].chunks);
+		snprintf(te[p].name, sizeof(te[p].name), "p%05zu", p);
+		te[p].mode = AMBER_GIT_MODE_TREE;
+		memcpy(te[p].oid, pg[p].tree_oid, 20);
+	}
+	if (rc == 0)
+		rc = amber_index_root_encode(&b, pg, np);
+	if (rc == 0)
+		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, K_INDEX, b.data, b.len);
+	if (rc == 0) {
+		snprintf(te[np].name, sizeof(te[np].name), "i");
+		te[np].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[np].oid, e->link.oid, 20);
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, np + 1);
+	}
+	if (rc == 0)
+		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, K_CHUNKTREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	free(pg);
+	return rc;
+}
+
+static int chunked_objects(snap *s, amber_entry *e, pending *p)
+{
+	amber_chunkref *refs = calloc(p->n, sizeof(*refs));
+	int rc = refs ? 0 : amber_fail(AMBER_ERROR, "out of memory");
+
+	for (size_t i = 0; rc == 0 && i < p->n; i++) {
+		refs[i].link = p->chunks[i]->link;
+		refs[i].len = (uint32_t)p->chunks[i]->len;
+	}
+	if (rc == 0)
+		rc = index_write(s, e, refs, p->n);
 	free(refs);
 	return rc;
 }
@@ -906,7 +998,7 @@ static void path_push(snap *s, size_t *saved, const char *name)
 
 /* Leaf directory (or bucket): manifest blob "m" plus one entry per content. */
 static int write_leaf(snap *s, uint8_t tree[20], amber_link *m, amber_entry *e, size_t n,
-		      char (*tok)[AMBER_TOKEN_HEXSZ + 1])
+		      char (*tok)[AMBER_TOKEN_HEXSZ + 1], int kind)
 {
 	amber_tentry *te = calloc(n + 1, sizeof(*te));
 	amber_buf b = AMBER_BUF_INIT;
@@ -914,7 +1006,7 @@ static int write_leaf(snap *s, uint8_t tree[20], amber_link *m, amber_entry *e, 
 	int rc = te ? amber_manifest_encode(&b, e, n) : amber_fail(AMBER_ERROR, "out of memory");
 
 	if (rc == 0)
-		rc = put_frame(m, s, AMBER_OBJ_MANIFEST, b.data, b.len);
+		rc = put_frame(m, s, AMBER_OBJ_MANIFEST, kind, b.data, b.len);
 	if (rc == 0) {
 		snprintf(te[k].name, sizeof(te[k].name), "m");
 		te[k].mode = AMBER_GIT_MODE_BLOB;
@@ -931,7 +1023,7 @@ static int write_leaf(snap *s, uint8_t tree[20], amber_link *m, amber_entry *e, 
 	if (rc == 0)
 		rc = amber_tree_build(&b, te, k);
 	if (rc == 0)
-		rc = put_git(tree, s, AMBER_GIT_TREE, b.data, b.len);
+		rc = put_git(tree, s, AMBER_GIT_TREE, K_DIRTREE, b.data, b.len);
 	amber_buf_dispose(&b);
 	free(te);
 	return rc;
@@ -956,7 +1048,6 @@ typedef struct fanout {
 	size_t *order;          /* entry indexes grouped by bucket, name order within */
 	unsigned *bucket;       /* bucket of each entry */
 	amber_bucket *bk;
-	amber_tentry *te;       /* "m" and one tree per non-empty bucket */
 	size_t nb;
 } fanout;
 
@@ -967,8 +1058,7 @@ static int fanout_group(fanout *f, size_t n, char (*tok)[AMBER_TOKEN_HEXSZ + 1])
 	f->order = malloc(n * sizeof(*f->order));
 	f->bucket = malloc(n * sizeof(*f->bucket));
 	f->bk = calloc(n + 1, sizeof(*f->bk));
-	f->te = calloc(n + 2, sizeof(*f->te));
-	if (!start || !f->order || !f->bucket || !f->bk || !f->te) {
+	if (!start || !f->order || !f->bucket || !f->bk) {
 		free(start);
 		return amber_fail(AMBER_ERROR, "out of memory");
 	}
@@ -987,7 +1077,6 @@ static void fanout_dispose(fanout *f)
 	free(f->order);
 	free(f->bucket);
 	free(f->bk);
-	free(f->te);
 }
 
 /* Write the bucket holding order[from..to). */
@@ -996,7 +1085,6 @@ static int write_bucket(snap *s, fanout *f, size_t from, size_t to, amber_entry 
 			char (*bt)[AMBER_TOKEN_HEXSZ + 1])
 {
 	amber_bucket *b = &f->bk[f->nb];
-	amber_tentry *t = &f->te[f->nb + 1];
 	int rc;
 
 	for (size_t k = from; k < to; k++) {
@@ -1005,11 +1093,124 @@ static int write_bucket(snap *s, fanout *f, size_t from, size_t to, amber_entry 
 	}
 	b->id = (uint16_t)f->bucket[f->order[from]];
 	b->count = (uint32_t)(to - from);
-	rc = write_leaf(s, b->tree_oid, &b->link, be, to - from, bt);
-	snprintf(t->name, sizeof(t->name), "b%04x", b->id);
-	t->mode = AMBER_GIT_MODE_TREE;
-	memcpy(t->oid, b->tree_oid, 20);
+	rc = write_leaf(s, b->tree_oid, &b->link, be, to - from, bt, K_BUCKET);
 	f->nb++;
+	return rc;
+}
+
+/* Layout 1: the flat bucket list and a tree of "m" and every bucket. */
+static int fanout_write_flat(snap *s, amber_entry *self, unsigned bits, const amber_bucket *bk,
+			     size_t nb)
+{
+	amber_tentry *te = calloc(nb + 1, sizeof(*te));
+	amber_buf b = AMBER_BUF_INIT;
+	int rc = te ? amber_fanout_encode(&b, bits, bk, nb)
+		    : amber_fail(AMBER_ERROR, "out of memory");
+
+	if (rc == 0)
+		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, K_FANOUT, b.data, b.len);
+	if (rc == 0) {
+		snprintf(te[0].name, sizeof(te[0].name), "m");
+		te[0].mode = AMBER_GIT_MODE_BLOB;
+		memcpy(te[0].oid, self->link.oid, 20);
+		for (size_t i = 0; i < nb; i++) {
+			snprintf(te[i + 1].name, sizeof(te[i + 1].name), "b%04x", bk[i].id);
+			te[i + 1].mode = AMBER_GIT_MODE_TREE;
+			memcpy(te[i + 1].oid, bk[i].tree_oid, 20);
+		}
+		amber_buf_reset(&b);
+		rc = amber_tree_build(&b, te, nb + 1);
+	}
+	if (rc == 0)
+		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, K_FANOUTTREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	free(te);
+	return rc;
+}
+
+/* One layout-2 node and its tree: "m" and one tree per child. */
+static int node_put(snap *s, const amber_fanout_node *nd, uint8_t tree[20], amber_link *m)
+{
+	amber_tentry te[AMBER_FANOUT_NODE_MAX + 1];
+	amber_buf b = AMBER_BUF_INIT;
+	unsigned w = amber_fanout_width(nd->bits, nd->level);
+	int last = nd->level + 1 == amber_fanout_levels(nd->bits);
+	int rc = amber_fanout_node_encode(&b, nd);
+
+	memset(te, 0, sizeof(te));
+	if (rc == 0)
+		rc = put_frame(m, s, AMBER_OBJ_FANOUT, K_FANOUT, b.data, b.len);
+	snprintf(te[0].name, sizeof(te[0].name), "m");
+	te[0].mode = AMBER_GIT_MODE_BLOB;
+	memcpy(te[0].oid, m->oid, 20);
+	for (size_t i = 0; i < nd->n; i++) {
+		if (last)
+			snprintf(te[i + 1].name, sizeof(te[i + 1].name), "b%04x",
+				 (nd->prefix << w) | nd->c[i].id);
+		else
+			snprintf(te[i + 1].name, sizeof(te[i + 1].name), "f%x", nd->c[i].id);
+		te[i + 1].mode = AMBER_GIT_MODE_TREE;
+		memcpy(te[i + 1].oid, nd->c[i].tree_oid, 20);
+	}
+	amber_buf_reset(&b);
+	if (rc == 0)
+		rc = amber_tree_build(&b, te, nd->n + 1);
+	if (rc == 0)
+		rc = put_git(tree, s, AMBER_GIT_TREE, K_FANOUTTREE, b.data, b.len);
+	amber_buf_dispose(&b);
+	return rc;
+}
+
+/*
+ * The layout-2 node at `level` with `prefix` over buckets bk[0..n) (all
+ * under that prefix, ids increasing), its children first.  Unchanged nodes
+ * encode to the objects they already are, so a snapshot that changes k
+ * buckets adds only the k paths of nodes above them.
+ */
+static int node_write(snap *s, unsigned bits, unsigned level, unsigned prefix,
+		      const amber_bucket *bk, size_t n, amber_bucket *out)
+{
+	amber_fanout_node nd = {.bits = bits, .level = level, .prefix = prefix};
+	unsigned w = amber_fanout_width(bits, level);
+	unsigned shift = bits - level * AMBER_FANOUT_DIGIT - w, mask = (1u << w) - 1;
+	int last = level + 1 == amber_fanout_levels(bits), rc = 0;
+
+	out->count = 0;
+	for (size_t i = 0, j; rc == 0 && i < n; i = j) {
+		unsigned digit = (bk[i].id >> shift) & mask;
+		amber_bucket *c = &nd.c[nd.n++];
+
+		for (j = i + 1; j < n && ((bk[j].id >> shift) & mask) == digit; j++)
+			;
+		if (last)
+			*c = bk[i];
+		else
+			rc = node_write(s, bits, level + 1, (prefix << w) | digit, bk + i, j - i,
+					c);
+		c->id = (uint16_t)digit;
+		out->count += c->count;
+	}
+	if (rc == 0)
+		rc = node_put(s, &nd, out->tree_oid, &out->link);
+	return rc;
+}
+
+/* The fan-out of directory self over its non-empty buckets bk[0..nb) (ids
+ * increasing): its "m" (self->link) and tree (self->tree_oid). */
+static int fanout_write(snap *s, amber_entry *self, unsigned bits, const amber_bucket *bk,
+			size_t nb)
+{
+	amber_bucket top;
+	int rc;
+
+	self->content = AMBER_C_DIR;
+	if (s->a->fanout_layout == 1)
+		return fanout_write_flat(s, self, bits, bk, nb);
+	rc = node_write(s, bits, 0, 0, bk, nb, &top);
+	if (rc == 0) {
+		memcpy(self->tree_oid, top.tree_oid, 20);
+		self->link = top.link;
+	}
 	return rc;
 }
 
@@ -1023,7 +1224,6 @@ static int write_fanout(snap *s, amber_entry *self, amber_entry *e, size_t n,
 	fanout f = {.bits = fanout_bits(n)};
 	amber_entry *be = malloc(n * sizeof(*be));
 	char(*bt)[AMBER_TOKEN_HEXSZ + 1] = malloc(n * sizeof(*bt));
-	amber_buf b = AMBER_BUF_INIT;
 	int rc = (be && bt) ? fanout_group(&f, n, tok) : amber_fail(AMBER_ERROR, "out of memory");
 
 	for (size_t from = 0, to; rc == 0 && from < n; from = to) {
@@ -1032,19 +1232,7 @@ static int write_fanout(snap *s, amber_entry *self, amber_entry *e, size_t n,
 		rc = write_bucket(s, &f, from, to, e, tok, be, bt);
 	}
 	if (rc == 0)
-		rc = amber_fanout_encode(&b, f.bits, f.bk, f.nb);
-	if (rc == 0)
-		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, b.data, b.len);
-	if (rc == 0) {
-		snprintf(f.te[0].name, sizeof(f.te[0].name), "m");
-		f.te[0].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(f.te[0].oid, self->link.oid, 20);
-		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, f.te, f.nb + 1);
-	}
-	if (rc == 0)
-		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
-	amber_buf_dispose(&b);
+		rc = fanout_write(s, self, f.bits, f.bk, f.nb);
 	fanout_dispose(&f);
 	free(bt);
 	free(be);
@@ -1064,7 +1252,7 @@ static int write_dir(snap *s, amber_entry *self, amber_entry *e, size_t n)
 	if (n > AMBER_FANOUT_THRESHOLD)
 		rc = write_fanout(s, self, e, n, tok);
 	else
-		rc = write_leaf(s, self->tree_oid, &self->link, e, n, tok);
+		rc = write_leaf(s, self->tree_oid, &self->link, e, n, tok, K_MANIFEST);
 	free(tok);
 	return rc;
 }
@@ -1284,6 +1472,7 @@ static int commit_message(amber_buf *msg, snap *s, const amber_record *r)
 		rc = amber_buf_put(msg, head, (size_t)n);
 		if (rc == 0)
 			rc = amber_buf_put(msg, b64, strlen(b64));
+		s->record_b64 = strlen(b64);
 		if (rc == 0)
 			rc = amber_buf_put(msg, "\n", 2); /* with the NUL, for commit_build */
 	}
@@ -1334,7 +1523,7 @@ static int write_commit(uint8_t commit[20], snap *s, amber_record *r)
 		text = &sc;
 	}
 	if (rc == 0)
-		rc = put_git(commit, s, AMBER_GIT_COMMIT, text->data, text->len);
+		rc = put_git(commit, s, AMBER_GIT_COMMIT, K_COMMIT, text->data, text->len);
 	amber_buf_dispose(&sc);
 	amber_buf_dispose(&c);
 	amber_buf_dispose(&msg);
@@ -1681,12 +1870,12 @@ static int keep_page(snap *s, const amber_record *r, const amber_link *page)
 	if (rc == 0)
 		rc = amber_tree_build(&t, &te, 1);
 	if (rc == 0)
-		rc = put_git(tree, s, AMBER_GIT_TREE, t.data, t.len);
+		rc = put_git(tree, s, AMBER_GIT_TREE, K_PAGE, t.data, t.len);
 	if (rc == 0)
 		rc = amber_commit_build(&c, tree, s->page_state == 2 ? s->page_prev : NULL,
 					r->time_ns / 1000000000, msg);
 	if (rc == 0)
-		rc = put_git(s->page_commit, s, AMBER_GIT_COMMIT, c.data, c.len);
+		rc = put_git(s->page_commit, s, AMBER_GIT_COMMIT, K_PAGE, c.data, c.len);
 	if (rc < 0)
 		s->page_state = 0;
 	amber_buf_dispose(&c);
@@ -1702,7 +1891,7 @@ static int index_record(amber_record *r, snap *s)
 	int rc = amber_history_links(r, s->a, &page);
 
 	s->page_state = 0;
-	if (rc == 0 && page.len && (rc = put_frame(&l, s, AMBER_OBJ_PAGE, page.data,
+	if (rc == 0 && page.len && (rc = put_frame(&l, s, AMBER_OBJ_PAGE, K_PAGE, page.data,
 						   page.len)) == 0)
 		rc = keep_page(s, r, &l);
 	if (rc == 0 && page.len)
@@ -1815,6 +2004,7 @@ int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
 	if (rc == 0)
 		snap_repack(&s);
 	progress(&s, 1);
+	stats_final(&s);
 	amber_stats_put(stats, &s.st, stats ? amber_stats_size(amber_stats_version(stats)) : 0);
 	snap_dispose(&s);
 	amber_signer_free(s.signer);
@@ -2366,50 +2556,20 @@ static int bucket_leaf(snap *s, amber_bucket *b, unsigned id, amber_entry *e, si
 		amber_name_token(tok[i], amber_archive_keys(s->a), e[i].name, e[i].name_len);
 	b->id = (uint16_t)id;
 	b->count = (uint32_t)n;
-	rc = write_leaf(s, b->tree_oid, &b->link, e, n, tok);
+	rc = write_leaf(s, b->tree_oid, &b->link, e, n, tok, K_BUCKET);
 	free(tok);
 	return rc;
 }
 
-/* The bucket list and tree of a fanned-out directory (as write_fanout ends). */
-static int bucket_list(snap *s, amber_entry *self, unsigned bits, const amber_bucket *bk,
-		       size_t nb)
-{
-	amber_tentry *te = calloc(nb + 1, sizeof(*te));
-	amber_buf b = AMBER_BUF_INIT;
-	int rc = te ? amber_fanout_encode(&b, bits, bk, nb) : amber_fail(AMBER_ERROR, "out of memory");
-
-	self->content = AMBER_C_DIR;
-	if (rc == 0)
-		rc = put_frame(&self->link, s, AMBER_OBJ_FANOUT, b.data, b.len);
-	if (rc == 0) {
-		snprintf(te[0].name, sizeof(te[0].name), "m");
-		te[0].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[0].oid, self->link.oid, 20);
-		for (size_t i = 0; i < nb; i++) {
-			snprintf(te[i + 1].name, sizeof(te[i + 1].name), "b%04x", bk[i].id);
-			te[i + 1].mode = AMBER_GIT_MODE_TREE;
-			memcpy(te[i + 1].oid, bk[i].tree_oid, 20);
-		}
-		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, te, nb + 1);
-	}
-	if (rc == 0)
-		rc = put_git(self->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
-	amber_buf_dispose(&b);
-	free(te);
-	return rc;
-}
-
 /* Bucket `id` (old: ob, or NULL) merged with its named kids into *nbk. */
-static int update_bucket(incr *x, int dfd, const amber_entry *old, const amber_fanout_view *v,
+static int update_bucket(incr *x, int dfd, const amber_entry *old, unsigned bits,
 			 const amber_bucket *ob, unsigned id, dnode *const *kids, size_t g,
 			 amber_bucket *nbk)
 {
 	amber_dir *bd = NULL;
 	amber_entry *ne = NULL;
 	size_t k = 0;
-	int rc = ob ? amber_dir_open_bucket(&bd, x->w->prev, old, ob, v->bits) : 0;
+	int rc = ob ? amber_dir_open_bucket(&bd, x->w->prev, old, ob, bits) : 0;
 
 	if (rc == 0)
 		rc = merge_listing(x, dfd, bd, kids, g, &ne, &k);
@@ -2468,17 +2628,136 @@ static int update_fanout(incr *x, int dfd, const amber_entry *old, const dnode *
 		if (g == 0)
 			out[nb] = *ob;
 		else
-			rc = update_bucket(x, dfd, old, v, ob, id, grp, g, &out[nb]);
+			rc = update_bucket(x, dfd, old, v->bits, ob, id, grp, g, &out[nb]);
 		total += out[nb].count;
 		nb += out[nb].count > 0;
 	}
 	if (rc == 0 && (total <= AMBER_FANOUT_THRESHOLD || fanout_bits(total) != v->bits))
 		rc = RETRY_FLAT;
 	if (rc == 0)
-		rc = bucket_list(x->s, self, v->bits, out, nb);
+		rc = fanout_write(x->s, self, v->bits, out, nb);
 	free(kb);
 	free(grp);
 	free(out);
+	return rc;
+}
+
+/* A walk down a layout-2 fan-out: the kids, sorted by bucket, and where to group them. */
+typedef struct nodewalk {
+	incr *x;
+	int dfd;
+	const amber_entry *old;
+	const dnode *node;
+	const kidbucket *kb;
+	dnode **grp;
+	unsigned bits;
+} nodewalk;
+
+static int update_node(nodewalk *nw, unsigned level, unsigned prefix, const amber_bucket *oc,
+		       size_t j0, size_t j1, amber_bucket *out);
+
+/* Child `digit` of a node (old: oc, or NULL) with the kids kb[j0..j1) under it. */
+static int update_child(nodewalk *nw, unsigned level, unsigned prefix, unsigned digit,
+			const amber_bucket *oc, size_t j0, size_t j1, amber_bucket *out)
+{
+	unsigned w = amber_fanout_width(nw->bits, level), id = (prefix << w) | digit;
+	int rc;
+
+	if (level + 1 < amber_fanout_levels(nw->bits))
+		return update_node(nw, level + 1, id, oc, j0, j1, out);
+	for (size_t j = j0; j < j1; j++)
+		nw->grp[j - j0] = nw->node->kids[nw->kb[j].idx];
+	if (oc) {
+		amber_bucket ob = *oc;
+
+		ob.id = (uint16_t)id;
+		oc = &ob;
+		rc = update_bucket(nw->x, nw->dfd, nw->old, nw->bits, oc, id, nw->grp, j1 - j0,
+				   out);
+	} else {
+		rc = update_bucket(nw->x, nw->dfd, nw->old, nw->bits, NULL, id, nw->grp,
+				   j1 - j0, out);
+	}
+	return rc;
+}
+
+/*
+ * Node `prefix` at `level` (old: oc, or NULL) with the named kids kb[j0..j1)
+ * under it: only the children that hold a kid are read and rewritten, so a
+ * snapshot changing k entries reads and writes k paths of nodes.  out gets
+ * the new node (count 0: it is empty now, and not written).
+ */
+static int update_node(nodewalk *nw, unsigned level, unsigned prefix, const amber_bucket *oc,
+		       size_t j0, size_t j1, amber_bucket *out)
+{
+	amber_fanout_node on = {0}, nn = {.bits = nw->bits, .level = level, .prefix = prefix};
+	unsigned w = amber_fanout_width(nw->bits, level);
+	unsigned shift = nw->bits - level * AMBER_FANOUT_DIGIT - w, mask = (1u << w) - 1;
+	size_t i = 0, j = j0;
+	int rc = 0;
+
+	if (oc)
+		rc = amber_dir_node(&on, nw->x->w->prev, &oc->link, oc->tree_oid, level, prefix,
+				    nw->bits, oc->count, nw->x->s->path);
+	out->count = 0;
+	while (rc == 0 && (i < on.n || j < j1)) {
+		unsigned od = i < on.n ? on.c[i].id : UINT_MAX;
+		unsigned kd = j < j1 ? (nw->kb[j].bucket >> shift) & mask : UINT_MAX;
+		unsigned d = od < kd ? od : kd;
+		const amber_bucket *ochild = od == d ? &on.c[i++] : NULL;
+		size_t k = j;
+		amber_bucket *c = &nn.c[nn.n];
+
+		while (k < j1 && ((nw->kb[k].bucket >> shift) & mask) == d)
+			k++;
+		if (k == j)
+			*c = *ochild;
+		else
+			rc = update_child(nw, level, prefix, d, ochild, j, k, c);
+		j = k;
+		c->id = (uint16_t)d;
+		out->count += c->count;
+		nn.n += c->count > 0;
+	}
+	if (rc == 0 && nn.n)
+		rc = node_put(nw->x->s, &nn, out->tree_oid, &out->link);
+	return rc;
+}
+
+/*
+ * A layout-2 fanned-out directory: the nodes and buckets on the paths to the
+ * named kids are rewritten.  RETRY_FLAT if the entry count no longer gives
+ * the same fan-out.
+ */
+static int update_nodes(incr *x, int dfd, const amber_entry *old, const dnode *node,
+			amber_entry *self)
+{
+	amber_fanout_node top;
+	nodewalk nw = {.x = x, .dfd = dfd, .old = old, .node = node};
+	amber_bucket oc = {.link = old->link}, out = {0};
+	int rc;
+
+	memcpy(oc.tree_oid, old->tree_oid, 20);
+	rc = amber_dir_node(&top, x->w->prev, &old->link, old->tree_oid, 0, 0, 0, 0, x->s->path);
+	nw.bits = top.bits;
+	nw.grp = malloc((node->nkids + 1) * sizeof(*nw.grp));
+	if (rc == 0 && !nw.grp)
+		rc = amber_fail(AMBER_ERROR, "out of memory");
+	if (rc == 0)
+		rc = group_kids((kidbucket **)&nw.kb, x, node, nw.bits);
+	for (size_t i = 0; rc == 0 && i < top.n; i++)
+		oc.count += top.c[i].count;
+	if (rc == 0)
+		rc = update_node(&nw, 0, 0, &oc, 0, node->nkids, &out);
+	if (rc == 0 && (out.count <= AMBER_FANOUT_THRESHOLD || fanout_bits(out.count) != nw.bits))
+		rc = RETRY_FLAT;
+	if (rc == 0) {
+		self->content = AMBER_C_DIR;
+		memcpy(self->tree_oid, out.tree_oid, 20);
+		self->link = out.link;
+	}
+	free((void *)nw.kb);
+	free(nw.grp);
 	return rc;
 }
 
@@ -2488,9 +2767,16 @@ static int update_dir(incr *x, int dfd, const amber_entry *old, const dnode *nod
 {
 	amber_fanout_view v = {0};
 	amber_stats gone = x->gone, st = x->s->st;
-	int rc = amber_dir_buckets(&v, x->w->prev, old);
+	int layout = 0, rc = amber_dir_fanout_layout(&layout, x->w->prev, old);
 
-	if (rc == 0 && v.b) {
+	if (rc == 0 && layout == 2 && x->s->a->fanout_layout != 1) {
+		rc = update_nodes(x, dfd, old, node, self);
+		if (rc == RETRY_FLAT) {
+			x->gone = gone;
+			x->s->st = st;
+			rc = update_flat(x, dfd, old, node, self);
+		}
+	} else if (rc == 0 && layout && (rc = amber_dir_buckets(&v, x->w->prev, old)) == 0) {
 		rc = update_fanout(x, dfd, old, node, self, &v);
 		if (rc == RETRY_FLAT) {
 			x->gone = gone; /* counted again by the flat pass */
@@ -2619,32 +2905,12 @@ static int tail_matches(snap *s, int fd, const amber_chunkref *c, uint64_t off)
 /* A file from chunk refs: one blob, or an index and a chunk tree. */
 static int refs_objects(snap *s, amber_entry *e, const amber_chunkref *refs, size_t n)
 {
-	amber_tentry *te = calloc(n + 1, sizeof(*te));
-	amber_buf b = AMBER_BUF_INIT;
-	int rc = te ? 0 : amber_fail(AMBER_ERROR, "out of memory");
-
 	e->content = n == 1 ? AMBER_C_BLOB : AMBER_C_CHUNKED;
-	if (n == 1)
+	if (n == 1) {
 		e->link = refs[0].link;
-	for (size_t i = 0; rc == 0 && n > 1 && i < n; i++) {
-		snprintf(te[i].name, sizeof(te[i].name), "c%08zu", i);
-		te[i].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[i].oid, refs[i].link.oid, 20);
+		return 0;
 	}
-	if (rc == 0 && n > 1 && (rc = amber_index_encode(&b, refs, n)) == 0)
-		rc = put_frame(&e->link, s, AMBER_OBJ_INDEX, b.data, b.len);
-	if (rc == 0 && n > 1) {
-		snprintf(te[n].name, sizeof(te[n].name), "i");
-		te[n].mode = AMBER_GIT_MODE_BLOB;
-		memcpy(te[n].oid, e->link.oid, 20);
-		amber_buf_reset(&b);
-		rc = amber_tree_build(&b, te, n + 1);
-	}
-	if (rc == 0 && n > 1)
-		rc = put_git(e->tree_oid, s, AMBER_GIT_TREE, b.data, b.len);
-	amber_buf_dispose(&b);
-	free(te);
-	return rc;
+	return index_write(s, e, refs, n);
 }
 
 /* The bytes of the unsettled tail as one more chunk of p (a fragment). */
@@ -3169,8 +3435,7 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 		rc = writer_commit_checked(id_out, &s, w, &root, full);
 	if (full && rc >= 0)
 		suspects_clear(w);
-	s.st.bytes_new = atomic_load(&s.bytes_new);
-	s.st.objects_new = atomic_load(&s.objects_new);
+	stats_final(&s);
 	amber_stats_put(st, &s.st, st ? amber_stats_size(amber_stats_version(st)) : 0);
 	amber_entry_dispose(&root);
 	writer_chunks_after(w, &s, rc);

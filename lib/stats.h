@@ -20,8 +20,7 @@
 /* Bytes of amber_stats at version v (>= 1; a newer one: all the library knows). */
 static inline size_t amber_stats_size(unsigned int v)
 {
-	(void)v; /* version 1 is the whole struct */
-	return sizeof(amber_stats);
+	return v == 1 ? offsetof(amber_stats, new_chunks) : sizeof(amber_stats);
 }
 
 /* Bytes of amber_repack_stats at version v, likewise. */

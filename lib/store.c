@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1644,7 +1645,11 @@ static long lock_holder(int fd)
 	buf[n] = '\0';
 	errno = 0;
 	pid = strtol(buf, &end, 10);
-	return errno || end == buf || pid <= 0 ? 0 : pid;
+	if (errno || end == buf || pid <= 0 || pid > INT_MAX)
+		return 0;
+	/* A holder killed -9 leaves its pid; the next one may not have written
+	 * its own yet.  Name only a process that exists. */
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM ? pid : 0;
 }
 
 static void lock_note_pid(int fd)
@@ -1690,10 +1695,14 @@ static int lock_take(amber_store *s)
 		return rc;
 	}
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int rc = errno == EWOULDBLOCK
-			? amber_fail(AMBER_ELOCKED, "%s is locked by another writer (pid %ld?)",
-				     s->path, lock_holder(fd))
-			: amber_fail_errno("flock %s", path);
+		/* The holder may not have written its pid yet: then name none. */
+		int busy = errno == EWOULDBLOCK;
+		long pid = busy ? lock_holder(fd) : 0;
+		int rc = !busy ? amber_fail_errno("flock %s", path)
+			: pid ? amber_fail(AMBER_ELOCKED, "%s is locked by another writer (pid %ld); "
+					   "wait for it to finish or stop it", s->path, pid)
+			: amber_fail(AMBER_ELOCKED, "%s is locked by another writer; "
+				     "wait for it to finish or stop it", s->path);
 
 		close(fd);
 		free(path);
@@ -1735,6 +1744,9 @@ void amber_store_unlock(amber_store *s)
 {
 	pthread_mutex_lock(&s->lock_mu);
 	if (s->lock_fd >= 0 && --s->lock_refs <= 0) {
+		if (ftruncate(s->lock_fd, 0) != 0) {
+			/* only informational: the pid left names a process that is gone */
+		}
 		close(s->lock_fd);
 		s->lock_fd = -1;
 		s->lock_refs = 0;

@@ -68,6 +68,7 @@
 #include "history.h"
 #include "record.h"
 #include "sign.h"
+#include "stats.h"
 #include "store.h"
 #include "verify_data.h"
 
@@ -86,8 +87,9 @@
 
 #define MAX_OBJECT ((size_t)1 << 30)
 #define MAX_RECORD_B64 ((size_t)1 << 20)
-/* git trees nest a directory's tree and its fan-out buckets' per level */
-#define MAX_DEPTH (2 * AMBER_MAX_DEPTH + 2)
+/* git trees nest, per directory level, the directory's tree, the trees of
+ * its fan-out nodes below the first and its buckets' (amberfs-format(5)) */
+#define MAX_DEPTH ((AMBER_FANOUT_LEVELS_MAX + 1) * AMBER_MAX_DEPTH + 2)
 
 /* ---- a set of object ids, each with a flag ------------------------------------ */
 
@@ -2107,11 +2109,13 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	int rc;
 
 	if (amber_opts_check(opts, AMBER_VERIFY_OPTS_VERSION, "amber_verify_opts",
-			     "AMBER_VERIFY_OPTS_INIT") < 0)
+			     "AMBER_VERIFY_OPTS_INIT") < 0 ||
+	    amber_stats_check(stats, "amber_verify_stats", "AMBER_VERIFY_STATS_INIT") < 0)
 		return AMBER_EINVAL;
 	if (opts && opts->version >= 2 && opts->threads < 0)
 		return amber_fail(AMBER_EINVAL, "amber_verify_opts.threads is %d: give 0 (one "
 				  "per online CPU) or a positive count", opts->threads);
+	v.st.version = AMBER_VERIFY_STATS_VERSION; /* as progress callbacks see it */
 	v.a = a;
 	v.o = opts ? opts : &none;
 	v.cfg_encrypted = -1;
@@ -2133,10 +2137,7 @@ int amber_verify(amber_verify_stats *stats, amber_archive *a, const amber_verify
 	stop_early(&v);
 	if (v.o->progress)
 		v.o->progress(&v.st, v.o->payload);
-	/* A caller built against version 1 has a struct that ends before chunks. */
-	if (stats)
-		memcpy(stats, &v.st, opts && opts->version >= 2 ? sizeof(v.st) :
-		       offsetof(amber_verify_stats, chunks));
+	amber_stats_put(stats, &v.st, sizeof(v.st)); /* version 1 is the whole struct */
 	oidset_dispose(&v.seen);
 	oidset_dispose(&v.dirs_ok);
 	oidset_dispose(&v.files_ok);
@@ -2177,9 +2178,11 @@ int amber_push(amber_push_stats *stats, amber_archive *a, const char *remote)
 {
 	static const char *const globs[] = {"refs/heads/*", "refs/tags/*", "refs/amberfs/*"};
 	struct names l = {0};
-	amber_push_stats st = {0};
+	amber_push_stats st = AMBER_PUSH_STATS_INIT;
 	int rc = 0;
 
+	if (amber_stats_check(stats, "amber_push_stats", "AMBER_PUSH_STATS_INIT") < 0)
+		return AMBER_EINVAL;
 	for (size_t i = 0; rc == 0 && i < 3; i++)
 		rc = amber_store_ref_foreach(a->store, globs[i], name_cb, &l);
 	st.refs = l.n;
@@ -2189,7 +2192,6 @@ int amber_push(amber_push_stats *stats, amber_archive *a, const char *remote)
 	for (size_t i = 0; i < l.n; i++)
 		free(l.v[i]);
 	free(l.v);
-	if (stats)
-		*stats = st;
+	amber_stats_put(stats, &st, sizeof(st)); /* version 1 is the whole struct */
 	return rc;
 }

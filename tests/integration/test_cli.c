@@ -424,7 +424,7 @@ static int gen_of(const snaps *s, const char *spec, run_result *r, const char *s
 	else
 		amber(r, "cat", s->arch, arg, NULL);
 	free(arg);
-	return r->status == 0 ? atoi(r->out) : -1;
+	return r->status == 0 ? (int)strtol(r->out, NULL, 10) : -1;
 }
 
 static void expect_gen(const snaps *s, const char *spec, int want)

@@ -280,7 +280,7 @@ static void forge_root(forge *f, amber_link *m, uint8_t tree[20])
 	cr_assert_eq(amber_manifest_encode(&b, f->e, f->n), 0);
 	put_framed(m, f->arch, AMBER_OBJ_MANIFEST, b.data, b.len);
 	amber_buf_reset(&b);
-	strcpy(t[tn].name, "m");
+	snprintf(t[tn].name, sizeof t[tn].name, "m");
 	t[tn].mode = AMBER_GIT_MODE_BLOB;
 	memcpy(t[tn++].oid, m->oid, 20);
 	for (size_t i = 0; i < f->n; i++) {
@@ -778,7 +778,7 @@ static void forge_many_chunks(forge *f, const char *from, const char *name, size
 	amber_entry *e = forge_copy(f, from, name);
 	cr_assert_eq(amber_index_encode(&b, c, n), 0);
 	put_framed(&e->link, f->arch, AMBER_OBJ_INDEX, b.data, b.len);
-	strcpy(t[n].name, "i");
+	snprintf(t[n].name, sizeof t[n].name, "i");
 	t[n].mode = AMBER_GIT_MODE_BLOB;
 	memcpy(t[n].oid, e->link.oid, 20);
 	amber_buf_reset(&b);

@@ -54,7 +54,7 @@ static void meta_replace(const char *arch, const char *entry, const char *oid)
 	FILE *f = fopen(in, "w");
 
 	cr_assert(f);
-	for (char *l = strtok(ls, "\n"); l; l = strtok(NULL, "\n")) {
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l; l = strtok_r(NULL, "\n", &sv)) {
 		char mode[8], type[8], o[41], name[80];
 
 		cr_assert(sscanf(l, "%7s %7s %40s\t%79s", mode, type, o, name) == 4);

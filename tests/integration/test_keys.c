@@ -463,8 +463,29 @@ Test(keys, failed_split_leaves_no_share_files)
 	amber(&r, "key", "split", arch, "--threshold", "2", "--shares", "3",
 	      "--iteration-exponent", "0", "--out-dir", dir, NULL);
 	assert_exit(&r, 1, "split while another writer holds the lock");
-	cr_assert(strstr(r.err, "is locked by another writer"), "%s", r.err);
+	cr_assert(strstr(r.err, "is locked by another writer; wait for it"), "%s", r.err);
+	cr_assert(!strstr(r.err, "pid"),
+		  "the last writer's pid went with its lock; none may be named: %s", r.err);
 	run_result_dispose(&r);
+	/* A holder that wrote its pid is named; a pid of a process gone is not. */
+	pid_t gone = fork();
+	if (gone == 0)
+		_exit(0);
+	cr_assert(gone > 0 && waitpid(gone, NULL, 0) == gone);
+	pid_t pids[] = {getpid(), gone};
+	for (int i = 0; i < 2; i++) {
+		char line[32], named[64];
+		int n = snprintf(line, sizeof(line), "%ld\n", (long)pids[i]);
+		cr_assert(ftruncate(fd, 0) == 0 && pwrite(fd, line, (size_t)n, 0) == n);
+		amber(&r, "key", "split", arch, "--threshold", "2", "--shares", "3",
+		      "--iteration-exponent", "0", "--out-dir", dir, NULL);
+		assert_exit(&r, 1, "split while another writer holds the lock");
+		snprintf(named, sizeof(named), "(pid %ld)", (long)pids[i]);
+		cr_assert(i == 0 ? strstr(r.err, named) != NULL : strstr(r.err, "pid") == NULL,
+			  "pid %ld %s: %s", (long)pids[i], i == 0 ? "should be named" : "is gone",
+			  r.err);
+		run_result_dispose(&r);
+	}
 	close(fd);
 	FILE *p = popen(xasprintf("ls -A %s", dir), "r");
 	char line[256] = "";
@@ -519,7 +540,7 @@ static void set_keys_tree(const char *arch, const char *lines)
 	char *ls = git_ok(arch, NULL, "ls-tree", "refs/amberfs/meta^{tree}", NULL);
 	FILE *f = fopen(in2, "w");
 
-	for (char *l = strtok(ls, "\n"); l; l = strtok(NULL, "\n")) {
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l; l = strtok_r(NULL, "\n", &sv)) {
 		char mode[8], type[8], o[41], name[80];
 
 		cr_assert(sscanf(l, "%7s %7s %40s\t%79s", mode, type, o, name) == 4);
@@ -649,7 +670,7 @@ Test(keys, config_rewritten_without_the_key_is_refused)
 	char *ls = git_ok(arch, NULL, "ls-tree", "refs/amberfs/meta^{tree}", NULL);
 	char *top = pjoin(IT.tmp, "top");
 	FILE *f = fopen(top, "w");
-	for (char *l = strtok(ls, "\n"); l; l = strtok(NULL, "\n")) {
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l; l = strtok_r(NULL, "\n", &sv)) {
 		char mode[8], type[8], o[41], name[80];
 
 		cr_assert(sscanf(l, "%7s %7s %40s\t%79s", mode, type, o, name) == 4);

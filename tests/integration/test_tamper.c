@@ -300,7 +300,7 @@ Test(tamper, older_blob_spliced_into_newer_snapshot_is_rejected)
 	const char *tok = changed_token(a, na, b, nb);
 	cr_assert_eq(strlen(tok), 32, "entry names should be 32-hex tokens: %s", tok);
 	tent *newer = find_ent(b, nb, tok);
-	strcpy(newer->oid, find_ent(a, na, tok)->oid);
+	snprintf(newer->oid, sizeof newer->oid, "%s", find_ent(a, na, tok)->oid);
 	char *tree = mktree(t.arch, b, nb);
 	char *msg = message_file(t.arch, t.s2);
 	char *parent = parent_of(t.arch, t.s2);
@@ -347,7 +347,7 @@ Test(tamper, directory_tree_moved_under_a_sibling_token_is_rejected)
 	}
 	cr_assert(tok_b, "B's token not found");
 	tent *eb = find_ent(b, nb, tok_b);
-	strcpy(eb->oid, ea->oid);
+	snprintf(eb->oid, sizeof eb->oid, "%s", ea->oid);
 	char *tree = mktree(arch, b, nb);
 	char *msg = message_file(arch, s2);
 	char *forged = commit_tree(arch, tree, s1, msg);

@@ -140,7 +140,7 @@ Test(verify, flipped_byte_in_a_pack_is_corrupt)
 	char *ls = git_ok(arch, NULL, "ls-tree", tree, NULL);
 	/* the first blob of the root tree that is a file chunk (not 'm') */
 	char oid[41] = "";
-	for (char *l = strtok(ls, "\n"); l; l = strtok(NULL, "\n")) {
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l; l = strtok_r(NULL, "\n", &sv)) {
 		char mode[8], type[8], o[41], name[80];
 		if (sscanf(l, "%7s %7s %40s\t%79s", mode, type, o, name) == 4 &&
 		    !strcmp(type, "blob") && strcmp(name, "m"))
@@ -245,7 +245,7 @@ static void new_meta(const char *arch, const char *config_blob, const char *slot
 	char *in = pjoin(IT.tmp, "mktree.in");
 	FILE *f = fopen(in, "w");
 	cr_assert(f);
-	for (char *l = strtok(ls, "\n"); l; l = strtok(NULL, "\n")) {
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l; l = strtok_r(NULL, "\n", &sv)) {
 		char mode[8], type[8], o[41], name[80];
 		cr_assert(sscanf(l, "%7s %7s %40s\t%79s", mode, type, o, name) == 4);
 		if (!strcmp(name, "config") && config_blob)
@@ -646,7 +646,7 @@ Test(verify, corrupt_chunk_is_reported_alike_with_one_thread_and_four)
 	char *spec = xasprintf("%s:", s2);
 	char *ls = git_ok(arch, NULL, "ls-tree", "-r", spec, NULL);
 	char oid[41] = "";
-	for (char *l = strtok(ls, "\n"); l && !oid[0]; l = strtok(NULL, "\n")) {
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l && !oid[0]; l = strtok_r(NULL, "\n", &sv)) {
 		char mode[8], type[8], o[41], name[512];
 		if (sscanf(l, "%7s %7s %40s\t%511s", mode, type, o, name) == 4 &&
 		    strstr(name, "/c00000001"))

@@ -42,6 +42,16 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Append `s` and a newline to the string in dst[cap]; the test fails if it
+ * does not fit. */
+static void append_line(char *dst, size_t cap, const char *s)
+{
+	size_t have = strlen(dst);
+	int n = snprintf(dst + have, cap - have, "%s\n", s);
+
+	cr_assert(n >= 0 && (size_t)n < cap - have, "test buffer too small for %s", s);
+}
+
 /* ------------------------------------------------------------------ */
 /* Mounts, bind mounts and daemons to take down in teardown            */
 
@@ -207,7 +217,7 @@ static void watcher_main(int fd)
 		if (line[0] == 'M' && nm < MT_MAX)
 			mounts[nm++] = strdup(line + 1);
 		if (line[0] == 'P' && np < MT_MAX)
-			pids[np++] = (pid_t)atoi(line + 1);
+			pids[np++] = (pid_t)strtol(line + 1, NULL, 10);
 	}
 	for (size_t i = 0; i < np; i++)
 		kill(pids[i], SIGKILL);
@@ -533,8 +543,7 @@ static char *list_dir(const char *path)
 	char *out = malloc(total);
 	out[0] = '\0';
 	for (size_t i = 0; i < n; i++) {
-		strcat(out, v[i]);
-		strcat(out, "\n");
+		append_line(out, total, v[i]);
 		free(v[i]);
 	}
 	free(v);
@@ -971,8 +980,7 @@ Test(mount, layout_names_times_ids_tags_and_streams)
 		memcpy(day, rels[i] + strlen("snapshots/"), 10);
 		day[10] = '\0';
 		if (!strstr(days_want, day)) {
-			strcat(days_want, day);
-			strcat(days_want, "\n");
+			append_line(days_want, sizeof days_want, day);
 		}
 	}
 	char *sd = pjoin(mnt, "snapshots");
@@ -1317,8 +1325,8 @@ Test(mount, unchanged_entries_share_st_ino_and_diff_reads_only_the_changes)
 		rest += strlen(a) + 1;
 		const char *sp = strchr(rest, ' ');
 		cr_assert(sp, "unexpected diff header: %s", line);
-		strncat(got, rest, (size_t)(sp - rest));
-		strcat(got, "\n");
+		size_t have = strlen(got);
+		snprintf(got + have, r.out_len + 1 - have, "%.*s\n", (int)(sp - rest), rest);
 	}
 	cr_assert_str_eq(got, "big.log\nd03/f07\nd06/f12\n",
 			 "diff -r between the snapshots should report exactly the 3 changed files");
@@ -2029,8 +2037,10 @@ static char *dir_of(const char *path)
 		*s = '\0';
 	else if (s)
 		s[1] = '\0';
-	else
-		strcpy(d, ".");
+	else {
+		free(d);
+		d = strdup(".");
+	}
 	return d;
 }
 
@@ -2436,6 +2446,43 @@ Test(mount, background_daemon_locks_its_keys_and_cannot_dump)
 	free(core);
 	free(lck);
 	free(gid);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
+/*
+ * `amberfs mount` returns without waiting for its daemon to leave the
+ * caller's session; the daemon must still be out of reach of a hang-up
+ * sent to that session the moment the command returns (libfuse's own
+ * daemonize waited for the child's setsid() to close that race): here the
+ * caller's whole process group gets SIGHUP right after the mount returns,
+ * and the mount must go on serving from a daemon in its own session.
+ */
+Test(mount, hangup_of_the_callers_session_right_after_mount_leaves_the_daemon_serving)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41];
+	mkdir_p(src, 0755);
+	write_str(pjoin(src, "f"), "content\n");
+	amber_init_archive(arch, 1);
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	const char *const prefix[] = { "setsid", "-w", "sh", "-c", "\"$0\" \"$@\"; kill -HUP 0",
+				       NULL };
+	const char *const args[] = { "mount", arch, mnt, NULL };
+	run_opts o = { .prefix = prefix, .timeout = 60 };
+	run_result r;
+	amber_a(&r, &o, args);
+	run_result_dispose(&r);      /* sh dies of its own hang-up: status 129 */
+	assert_is_amberfs_mount(mnt, "after a hang-up of the mounting session");
+	pid_t pid = daemon_of(mnt);
+	cr_assert_eq(getsid(pid), pid, "the daemon %d is not the leader of its own session",
+		     (int)pid);
+	usleep(300 * 1000);
+	assert_file_content(pjoin(mnt, "latest/f"), "content\n");
+	cr_assert(kill(pid, 0) == 0, "the daemon %d is gone after the hang-up", (int)pid);
+	unmount_ok(mnt);
 	free(mnt);
 	free(arch);
 	free(src);
@@ -2863,7 +2910,7 @@ static int cli_gen(const char *arch, const char *name)
 	char *spec = xasprintf("@%s:version", name);
 	run_result r;
 	amber(&r, "cat", arch, spec, NULL);
-	int g = r.status == 0 ? atoi(r.out) : -1;
+	int g = r.status == 0 ? (int)strtol(r.out, NULL, 10) : -1;
 	run_result_dispose(&r);
 	free(spec);
 	return g;
@@ -3540,8 +3587,7 @@ Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
 			snapinfo *s = find_snap(all, n, ids[k]);
 			char *rel = snap_rel(s->ns);
 			if (!strncmp(rel + strlen("snapshots/"), days[d], 10)) {
-				strcat(want, rel + strlen("snapshots/") + 11);
-				strcat(want, "\n");
+				append_line(want, sizeof want, rel + strlen("snapshots/") + 11);
 				count++;
 				char *p = pjoin(mnt, rel), *v = xget_ok(p, "user.amberfs.snapshot");
 				cr_assert_str_eq(v, ids[k], "%s opens another snapshot", rel);

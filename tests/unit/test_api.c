@@ -106,7 +106,7 @@ Test(api, restore_opts_of_version_0_or_a_newer_one_are_refused)
 Test(api, verify_opts_of_version_0_or_a_newer_one_are_refused)
 {
 	amber_verify_opts vo = AMBER_VERIFY_OPTS_INIT;
-	amber_verify_stats st = {0};
+	amber_verify_stats st = AMBER_VERIFY_STATS_INIT;
 
 	vo.no_marks = 1;
 	vo.version = 0;
@@ -240,4 +240,49 @@ Test(api, restore_writer_and_repack_stats_follow_the_same_scheme)
 	cr_assert_geq(rn.s.packs_before, 2, "packs before: %llu",
 		      (unsigned long long)rn.s.packs_before);
 	cr_assert_eq(rn.later, 9);
+}
+
+typedef struct newer_verify_stats {
+	amber_verify_stats s;
+	uint64_t later;
+} newer_verify_stats;
+
+typedef struct newer_push_stats {
+	amber_push_stats s;
+	uint64_t later;
+} newer_push_stats;
+
+static unsigned verify_progress_version;
+
+static void note_verify_progress(const amber_verify_stats *sofar, void *payload)
+{
+	verify_progress_version = sofar->version;
+}
+
+Test(api, verify_and_push_stats_follow_the_same_scheme)
+{
+	amber_verify_opts vo = AMBER_VERIFY_OPTS_INIT;
+	amber_verify_stats zero = {0};
+	amber_push_stats pzero = {0};
+	newer_verify_stats n = {.s = {.version = AMBER_VERIFY_STATS_VERSION + 1}, .later = 0x5eed};
+	newer_push_stats pn = {.s = {.version = AMBER_PUSH_STATS_VERSION + 1}, .later = 11};
+
+	vo.no_marks = 1;
+	vo.progress = note_verify_progress;
+	refused(amber_verify(&zero, arc, &vo), "AMBER_VERIFY_STATS_INIT");
+	cr_assert_eq(verify_progress_version, 0, "a refused verify ran");
+	OK(amber_verify(&n.s, arc, &vo));
+	cr_assert_eq(n.s.version, AMBER_VERIFY_STATS_VERSION + 1, "the caller's version was changed");
+	cr_assert_eq(n.s.snapshots, 1);
+	cr_assert_eq(n.s.problems, 0);
+	cr_assert_eq(n.later, 0x5eed, "a field the library does not know was written");
+	cr_assert_eq(verify_progress_version, AMBER_VERIFY_STATS_VERSION);
+
+	refused(amber_push(&pzero, arc, at("replica.git")), "AMBER_PUSH_STATS_INIT");
+	cr_assert_eq(access(at("replica.git"), F_OK), -1, "a refused push created the remote");
+	OK(amber_push(&pn.s, arc, at("replica.git")));
+	cr_assert_eq(pn.s.version, AMBER_PUSH_STATS_VERSION + 1);
+	cr_assert_eq(pn.s.created, 1);
+	cr_assert_geq(pn.s.refs, 1);
+	cr_assert_eq(pn.later, 11);
 }

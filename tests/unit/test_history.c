@@ -374,7 +374,7 @@ static void count_history(const amber_verify_problem *p, void *payload)
 static seen verify_run(amber_archive *a)
 {
 	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
-	amber_verify_stats st;
+	amber_verify_stats st = AMBER_VERIFY_STATS_INIT;
 	seen s = {0, 0};
 
 	o.no_marks = 1;
@@ -568,7 +568,7 @@ static void shift_first(amber_page *pg, char (*ids)[AMBER_OID_HEXSZ + 1])
 static int history_problems(amber_archive *a)
 {
 	amber_verify_opts o = AMBER_VERIFY_OPTS_INIT;
-	amber_verify_stats st;
+	amber_verify_stats st = AMBER_VERIFY_STATS_INIT;
 	int n = 0;
 
 	o.no_marks = 1;

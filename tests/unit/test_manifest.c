@@ -713,6 +713,119 @@ Test(fanout, encoder_refuses_bad_lists)
 	amber_buf_dispose(&b);
 }
 
+/* Layout 2: one node of the tree of buckets. */
+
+#define NODE_HDR 6     /* version, bits, level, prefix u16, count u8 */
+#define NODE_CHILD 69  /* id u8, count u32, tree 20, link 44 */
+
+static amber_fanout_node make_node(unsigned bits, unsigned level, unsigned prefix, size_t n)
+{
+	amber_fanout_node nd = {.bits = bits, .level = level, .prefix = prefix, .n = n};
+
+	make_buckets(nd.c, n);
+	for (size_t i = 0; i < n; i++)
+		nd.c[i].id = (uint16_t)i;
+	return nd;
+}
+
+Test(fanout, nodes_round_trip)
+{
+	amber_fanout_node in[] = {make_node(11, 0, 0, 16), make_node(11, 2, 0xab, 8),
+				  make_node(16, 3, 0xfff, 1), make_node(8, 1, 15, 16)};
+	amber_fanout_node out;
+	amber_buf b;
+
+	for (size_t k = 0; k < sizeof(in) / sizeof(in[0]); k++) {
+		amber_buf_init(&b, 0);
+		OK(amber_fanout_node_encode(&b, &in[k]));
+		cr_expect_eq(b.len, NODE_HDR + NODE_CHILD * in[k].n);
+		cr_expect_eq(amber_fanout_layout(b.data, b.len), 2);
+		OK(amber_fanout_node_decode(&out, b.data, b.len));
+		cr_expect_eq(memcmp(&in[k], &out, sizeof(out)), 0, "node %zu", k);
+		amber_buf_dispose(&b);
+	}
+	cr_expect_eq(amber_fanout_levels(8), 2);
+	cr_expect_eq(amber_fanout_levels(11), 3);
+	cr_expect_eq(amber_fanout_width(11, 2), 3);
+	cr_expect_eq(amber_fanout_levels(16), AMBER_FANOUT_LEVELS_MAX);
+}
+
+static void expect_node_corrupt(const amber_buf *b, const char *what)
+{
+	amber_fanout_node nd;
+
+	cr_expect_eq(amber_fanout_node_decode(&nd, b->data, b->len), AMBER_ECORRUPT, "%s", what);
+}
+
+Test(fanout, hostile_nodes_are_refused)
+{
+	amber_fanout_node in = make_node(11, 2, 0xab, 3);
+	amber_buf b;
+
+	amber_buf_init(&b, 0);
+	OK(amber_fanout_node_encode(&b, &in));
+	b.data[0] = 1;
+	expect_node_corrupt(&b, "layout 1 read as a node");
+	b.data[0] = 3;
+	expect_node_corrupt(&b, "unknown layout version");
+	b.data[0] = 2;
+	b.data[2] = 3;                                  /* level 3 of an 11-bit fan-out */
+	expect_node_corrupt(&b, "level below the last");
+	b.data[2] = 1;                                  /* prefix 0xab needs level 2 */
+	expect_node_corrupt(&b, "prefix out of range");
+	b.data[2] = 2;
+	b.data[1] = 7;
+	expect_node_corrupt(&b, "7 bits");
+	b.data[1] = 17;
+	expect_node_corrupt(&b, "17 bits");
+	b.data[1] = 11;
+	b.data[NODE_HDR + 2 * NODE_CHILD] = 8;          /* id 8 at a 3-bit level */
+	expect_node_corrupt(&b, "id out of range");
+	b.data[NODE_HDR + 2 * NODE_CHILD] = 1;          /* ids 0, 1, 1 */
+	expect_node_corrupt(&b, "duplicate id");
+	b.data[NODE_HDR + 2 * NODE_CHILD] = 2;
+	memset(b.data + NODE_HDR + NODE_CHILD + 1, 0, 4);
+	expect_node_corrupt(&b, "empty child");
+	memset(b.data + NODE_HDR + NODE_CHILD + 1, 0xff, 3);
+	b.data[NODE_HDR + NODE_CHILD + 4] = 0;          /* 2^24 - 1 entries, over 2^20 */
+	expect_node_corrupt(&b, "child over a directory's entries");
+	memset(b.data + NODE_HDR + NODE_CHILD + 1, 0, 4);
+	b.data[NODE_HDR + NODE_CHILD + 3] = 0x08;       /* 2^19 + 2^19 + ... over 2^20 */
+	memset(b.data + NODE_HDR + 1, 0, 4);
+	b.data[NODE_HDR + 3] = 0x08;
+	memset(b.data + NODE_HDR + 2 * NODE_CHILD + 1, 0, 4);
+	b.data[NODE_HDR + 2 * NODE_CHILD + 3] = 0x08;
+	expect_node_corrupt(&b, "children over a directory's entries");
+	amber_buf_reset(&b);
+	OK(amber_fanout_node_encode(&b, &in));
+	b.data[5] = 4;                                  /* 4 children declared, 3 present */
+	expect_node_corrupt(&b, "count over data");
+	b.data[5] = 0;
+	expect_node_corrupt(&b, "no children");
+	b.data[5] = 3;
+	amber_buf_put_u8(&b, 0);
+	expect_node_corrupt(&b, "trailing byte");
+	for (size_t len = 0; len < b.len - 1; len++) {
+		amber_buf t = {b.data, len, len, 0};
+
+		expect_node_corrupt(&t, "truncated");
+	}
+	amber_buf_dispose(&b);
+}
+
+Test(fanout, encoder_refuses_bad_nodes)
+{
+	amber_fanout_node nd = make_node(11, 2, 0xab, 9); /* 9 children at a 3-bit level */
+	amber_buf b;
+
+	amber_buf_init(&b, 0);
+	cr_expect_eq(amber_fanout_node_encode(&b, &nd), AMBER_EINVAL);
+	nd = make_node(8, 2, 0, 1);                       /* 8 bits have levels 0 and 1 */
+	cr_expect_eq(amber_fanout_node_encode(&b, &nd), AMBER_EINVAL);
+	cr_expect_eq(b.len, 0);
+	amber_buf_dispose(&b);
+}
+
 /* ------------------------------------------------------------------ */
 /* Chunk index                                                         */
 
@@ -803,6 +916,107 @@ Test(index, large_lengths_must_add_up_exactly)
 		     AMBER_ECORRUPT);
 	OK(amber_index_decode(&out, &n, b.data, b.len, 3ull * UINT32_MAX, SIZE_MAX));
 	free(out);
+	amber_buf_dispose(&b);
+}
+
+/* Index layout 2: roots of paged indexes. */
+
+#define ROOT_HDR 5     /* version, count u32 */
+#define ROOT_PAGE 76   /* chunks u32, bytes u64, tree 20, link 44 */
+
+static void make_pages(amber_indexpage *p, size_t n, uint32_t last)
+{
+	memset(p, 0, n * sizeof(*p));
+	for (size_t i = 0; i < n; i++) {
+		p[i].chunks = i + 1 < n ? AMBER_INDEX_PAGE : last;
+		p[i].bytes = (uint64_t)p[i].chunks * 1000 + i;
+		fill(p[i].tree_oid, 20, (uint8_t)i);
+		fill(p[i].link.oid, 20, (uint8_t)(i + 1));
+		fill(p[i].link.mac, 24, (uint8_t)(i + 2));
+	}
+}
+
+static uint64_t pages_bytes(const amber_indexpage *p, size_t n)
+{
+	uint64_t sum = 0;
+
+	for (size_t i = 0; i < n; i++)
+		sum += p[i].bytes;
+	return sum;
+}
+
+Test(index, paged_roots_round_trip)
+{
+	static amber_indexpage in[300];
+	amber_indexpage *out = NULL;
+	size_t n = 0, sizes[] = {2, 3, 300};
+	amber_buf b;
+
+	for (size_t k = 0; k < 3; k++) {
+		make_pages(in, sizes[k], (uint32_t)(k * 30 + 1));
+		amber_buf_init(&b, 0);
+		OK(amber_index_root_encode(&b, in, sizes[k]));
+		cr_expect_eq(b.len, ROOT_HDR + ROOT_PAGE * sizes[k]);
+		cr_expect_eq(amber_index_layout(b.data, b.len), 2);
+		OK(amber_index_root_decode(&out, &n, b.data, b.len, pages_bytes(in, sizes[k]),
+					   MAXC));
+		cr_assert_eq(n, sizes[k]);
+		cr_expect_eq(memcmp(in, out, n * sizeof(*out)), 0);
+		free(out);
+		amber_buf_dispose(&b);
+	}
+}
+
+static void expect_root_corrupt(const amber_buf *b, uint64_t size, const char *what)
+{
+	amber_indexpage *out = (amber_indexpage *)1;
+	size_t n = 9;
+
+	cr_expect_eq(amber_index_root_decode(&out, &n, b->data, b->len, size, MAXC), AMBER_ECORRUPT,
+		     "%s", what);
+	cr_expect_null(out, "%s", what);
+}
+
+Test(index, hostile_paged_roots_are_refused)
+{
+	amber_indexpage in[3];
+	amber_buf b;
+	uint64_t size;
+
+	make_pages(in, 3, 5);
+	size = pages_bytes(in, 3);
+	amber_buf_init(&b, 0);
+	OK(amber_index_root_encode(&b, in, 3));
+	expect_root_corrupt(&b, size + 1, "pages short of the file size");
+	expect_root_corrupt(&b, size - 1, "pages over the file size");
+	b.data[ROOT_HDR] = 63;                          /* a page before the last not full */
+	expect_root_corrupt(&b, size, "short page");
+	b.data[ROOT_HDR] = 64;
+	b.data[ROOT_HDR + 2 * ROOT_PAGE] = 65;          /* last page over 64 chunks */
+	expect_root_corrupt(&b, size, "long last page");
+	b.data[ROOT_HDR + 2 * ROOT_PAGE] = 0;
+	expect_root_corrupt(&b, size, "empty last page");
+	b.data[ROOT_HDR + 2 * ROOT_PAGE] = 5;
+	memset(b.data + ROOT_HDR + 4, 0, 8);            /* page 0 of 0 bytes */
+	b.data[ROOT_HDR + 4] = 63;                      /* 63 bytes for 64 chunks */
+	expect_root_corrupt(&b, size, "fewer bytes than chunks");
+	amber_buf_reset(&b);
+	OK(amber_index_root_encode(&b, in, 3));
+	b.data[0] = 1;
+	expect_root_corrupt(&b, size, "layout 1 read as a root");
+	b.data[0] = 2;
+	b.data[1] = 4;                                  /* 4 pages declared, 3 present */
+	expect_root_corrupt(&b, size, "count over data");
+	b.data[1] = 1;
+	expect_root_corrupt(&b, size, "one page");
+	b.data[1] = 3;
+	amber_buf_put_u8(&b, 0);
+	expect_root_corrupt(&b, size, "trailing byte");
+	for (size_t len = 0; len < b.len - 1; len++) {
+		amber_buf t = {b.data, len, len, 0};
+
+		expect_root_corrupt(&t, size, "truncated");
+	}
 	amber_buf_dispose(&b);
 }
 
