@@ -791,12 +791,12 @@ static void judge_unsigned(vctx *v, const struct unsigned_above *u)
  * snapshots walked, and the blobs are read and judged BLOB_SEGMENT at a
  * time, between two snapshots, through the twin that read their trees,
  * their problems held in the walk's order as before.  At 100,000
- * snapshots: 134 MiB peak before, 63 MiB after; a twin costs a few ms (the
- * pack indexes are checked and mapped again), which the batches keep to a
- * few percent.  What is left growing is `seen`: 21 bytes a slot, a table at
- * most half full, about 50 bytes an object: it is what lets the walk skip
- * every subtree it met before, and the keyed pass finds the snapshots it
- * may walk in it.
+ * snapshots: 134 MiB peak before, 46 MiB after (with `seen` in parts); a
+ * twin costs a few ms (the pack indexes are checked and mapped again),
+ * which the batches keep to a few percent at that length.  What is left
+ * growing is `seen`, about 30 bytes an object: it is what lets the walk
+ * skip every subtree it met before, and the keyed pass finds the snapshots
+ * it may walk in it.
  */
 #define WALK_BATCH 1024
 #define WALK_BYTES ((uint64_t)4 << 20)
