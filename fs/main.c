@@ -196,9 +196,27 @@ static void harden(void)
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
+/*
+ * An open archive holds two descriptors per pack (its index and its data,
+ * read with pread), and a mount adds the files being read: an archive of a
+ * few hundred packs would not open under the usual soft limit of 1024.  So
+ * raise the soft limit to the hard one: the hard limit is the one an
+ * administrator sets, the soft one is only the shell's default.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit r;
+
+	if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+		r.rlim_cur = r.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &r);
+	}
+}
+
 static int setup(void)
 {
 	harden();
+	raise_nofile();
 	if (amber_global_init())
 		return cli_error("cannot initialise: %s", amber_error_last());
 	return 0;

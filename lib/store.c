@@ -2,10 +2,11 @@
  * The git object store.
  *
  * Handles and locking.  An amber_store owns one git_repository and its
- * git_odb.  libgit2 objects are not thread-safe except git_odb, so reads,
+ * git_odb.  libgit2 objects are not thread-safe except git_odb, so
  * existence checks and refreshes go straight to the odb from any thread,
- * while everything that touches the repository (refs, config) holds
- * store->mu.
+ * and object reads go to the odb's pack set (store_odb.c), which reads
+ * packs itself with pread, from any number of threads at once; everything
+ * that touches the repository (refs, config) holds store->mu.
  *
  * Pack writer.  Every object becomes one undeltified pack entry:
  *
@@ -499,11 +500,54 @@ static int read_once(amber_buf *out, int *type_out, amber_store *s, const git_oi
 	return err;
 }
 
+struct into_buf {
+	amber_buf *out;
+	size_t at;		/* where the object starts in out */
+};
+
+static void *buf_room(void *ctx, size_t len)
+{
+	struct into_buf *ib = ctx;
+
+	if (amber_buf_reserve(ib->out, len) < 0)
+		return NULL;
+	ib->at = ib->out->len;
+	return len ? ib->out->data + ib->out->len : (void *)ib; /* nothing is written */
+}
+
+/*
+ * The hot path: the packs are read by pread and zlib with no lock but the
+ * pack set's shared one, so the mount's threads decode objects at once
+ * (git_odb_read holds the odb's mutex across every backend call).
+ */
+static int read_packed(amber_buf *out, int *type_out, amber_store *s, const uint8_t oid[20],
+		       const char *hex, size_t max)
+{
+	struct into_buf ib = {out, out->len};
+	size_t len = 0, room = out->max ? out->max : AMBER_BUF_DEFAULT_MAX;
+	int type = 0, rc;
+
+	room = room > out->len ? room - out->len : 0;
+	if (max > room)		/* what the buffer can take is a bound as well */
+		max = room;
+	rc = amber_packset_read(&type, &len, s->packs, oid, max, hex, buf_room, &ib);
+	if (rc < 0)
+		return rc;
+	type = from_git_type((git_object_t)type);
+	if (!type)
+		return amber_fail(AMBER_ECORRUPT, "object %s: bad type", hex);
+	out->len = ib.at + len;
+	if (type_out)
+		*type_out = type;
+	return 0;
+}
+
 /*
  * A repack (lib/repack.c) may delete the pack that held the object after
- * the odb last scanned objects/pack; libgit2 then fails to open it by name
- * (not always with "not found").  Rescan once and look again before
- * reporting the object missing or corrupt.
+ * the odb last scanned objects/pack.  Rescan once and look again before
+ * reporting the object missing or corrupt.  Objects in no pack (loose
+ * ones, or a pack that appeared since the last scan) go through the odb,
+ * which rescans on a miss.
  */
 int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_t oid[20],
 		     size_t max)
@@ -513,6 +557,9 @@ int amber_store_read(amber_buf *out, int *type_out, amber_store *s, const uint8_
 	int err;
 
 	amber_oid_tohex(hex, oid);
+	err = read_packed(out, type_out, s, oid, hex, max);
+	if (err != AMBER_ENOTFOUND)
+		return err;
 	git_oid_fromraw(&id, oid);
 	err = read_once(out, type_out, s, &id, hex, max);
 	if (err < 0 && git_odb_refresh(s->odb) == 0)

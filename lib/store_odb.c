@@ -1,48 +1,62 @@
 /*
- * Checked packs: the pack backend of every store's object database.
+ * Checked packs: the pack backend of every store's object database, and
+ * the store's own read path.
  *
  * libgit2 1.5 takes a pack index's offsets on trust: an offset past the end
  * of its pack makes it read beyond the end of the mapped file and die of
  * SIGBUS (the bit-flip sweep found it: one flipped byte of an offset killed
- * verify, restore and the mount).  So no pack reaches libgit2 before its
- * index has been checked, and that must hold for packs that appear after
- * the store was opened too: the odb rescans objects/pack by itself each
- * time a lookup misses, and libgit2's own pack backend loads whatever it
- * finds there (a concurrent writer's new pack, or a forger's).
+ * verify, restore and the mount).  A pack truncated in place under a
+ * running reader did the same through libgit2's mmap windows, with an
+ * index that was sane when it was checked.  So packs are not read by
+ * libgit2 at all: each checked pack is kept as two open descriptors (its
+ * .idx and .pack) and read with pread and zlib by packread.c, where a short
+ * read is an error naming the pack, never a signal.  The store's object
+ * reads (amber_store_read: the mount, restore, verify) call
+ * amber_packset_read() directly, under this set's shared lock only, so any
+ * number of threads decode at once; the same code answers libgit2 through
+ * the backend below for what libgit2 reads itself (refs' targets, commits,
+ * walks, prefix lookups).
  *
- * So that backend is not used.  This one keeps one libgit2 single-pack
- * backend (git_odb_backend_one_pack) per checked pack, and its refresh,
- * which the odb calls on every miss and amber_store_refresh() calls
- * through git_odb_refresh(), is the only way a pack gets in:
+ * A pack gets in only through a scan, which the odb calls on every miss
+ * (its refresh), amber_store_refresh() calls through git_odb_refresh(),
+ * and lookups call once a second at most:
  *
- * - a new pack-X.idx is checked (idx_check) and then loaded; one that fails
- *   is refused: remembered with its file's identity, so that it is not read
- *   again on every miss until it changes, and named when an object is not
- *   found;
+ * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
+ *   object count, a fan-out that never falls, every offset inside the
+ *   pack) on the descriptors then kept, so no file swapped in between is
+ *   read; one that fails is refused: remembered with its file's identity,
+ *   so that it is not read again on every miss until it changes, and named
+ *   when an object is not found;
  * - a loaded pack whose .idx is gone (a consolidation removed it: repack.c
- *   removes the .idx first) is dropped, and its descriptor and maps go with
- *   it, so its disk space is freed while the reader runs.  libgit2's
- *   backend never forgot a pack: a long-running mount kept every removed
- *   pack open until it was unmounted.  Besides misses, a lookup or a ref
- *   read rescans when the last scan is more than a second old.
+ *   removes the .idx first) is dropped, and its descriptors go with it, so
+ *   its disk space is freed while the reader runs.  Until then a removed
+ *   pack stays readable through them.
  *
- * Locks: `lock` is taken shared by every lookup and exclusively by a scan,
- * so a pack is never dropped under a lookup that uses it.  (libgit2 1.5.1
- * also holds the odb's mutex across each backend call, refresh included;
- * this does not rely on it.  The order is always odb mutex, then `lock`.)
- * A lookup hands back a copy (git_odb_object), so nothing a caller holds
- * points into a dropped pack; a caller whose object moved to the merged
- * pack between two lookups misses once, and the odb's rescan on that miss
- * finds it there.
+ * Memory: nothing of a pack or its index is mapped.  Each index's fan-out
+ * (1 KiB) is kept; at its first lookup an index is copied into memory
+ * whole while the set's copies stay under IDX_COPY_MAX (32 MiB: an index
+ * takes 28 bytes an object, so about a million objects), and looked up
+ * there without a system call; past that budget names and offsets are
+ * read with pread on each lookup (the page cache holds what is hot).
+ *
+ * Locks: `lock` is taken shared by every lookup and read and exclusively
+ * by a scan, so a pack is never dropped (nor its descriptors closed) under
+ * a read that uses it; a REF_DELTA's base is looked up under the same
+ * shared hold.  A read hands back a copy, so nothing a caller holds points
+ * into a dropped pack; a caller whose object moved to the merged pack
+ * between two lookups misses once, and the rescan on that miss finds it
+ * there.  (When libgit2 calls in here it may hold the odb's mutex: the
+ * order is always odb mutex, then `lock`, never the reverse.)
  *
  * Not followed: objects/info/alternates (an archive is self-contained, and
- * an alternate's packs would be loaded unchecked) and the multi-pack-index
+ * an alternate's packs would be read unchecked) and the multi-pack-index
  * (it names offsets too; repack.c removes it).  Loose objects are read by
  * libgit2's loose backend, which reads files whole rather than mapping them.
  */
 #include "store_odb.h"
 
 #include "error.h"
+#include "packread.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -63,13 +77,16 @@
 #define PACKED_PRIORITY 2	/* asked first, as libgit2's default odb does */
 #define IDX_HEAD (8 + 256 * 4)
 #define IDX_BATCH 4096
-#define RESCAN_NS 1000000000LL	/* a lookup rescans if the last scan is older */
+#define RESCAN_NS 1000000000LL
+#define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
+#define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */	/* a lookup rescans if the last scan is older */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
-	git_odb_backend *b;	/* libgit2's backend for this one pack */
+	char *pname;		/* pack-<hex>.pack, for messages */
+	amber_pack pk;		/* its descriptors and fan-out (packread.h) */
 	off_t size;		/* of the .idx: the order lookups ask in */
-	uint32_t fanout[256];	/* the index's: objects whose first byte is <= i */
+	int moved;		/* now owned by the next state of the set (ps_merge) */
 };
 
 struct refused {
@@ -87,6 +104,7 @@ struct amber_packset {
 	struct refused *bad;	/* refused indexes, sorted by name (lock) */
 	size_t nbad;
 	atomic_size_t hint;	/* the pack the last hit came from */
+	atomic_size_t idx_bytes; /* copies of indexes held (amber_pack.mem), <= IDX_COPY_MAX */
 	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
 };
 
@@ -136,29 +154,40 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 
 /*
  * 1 if dir/pack-X.idx is sane for pack-X.pack: both regular files, a
- * version-2 index whose size matches its object count and whose every
- * offset, 32- or 64-bit, lies between the pack's header and its trailing
- * checksum; 0 if not; -1 if the pack does not exist (nothing would read
- * the index).  *ist receives the index's stat (zeroed if it could not be
- * opened), head[IDX_HEAD] its header (magic, version, fan-out table).
+ * version-2 index whose size matches its object count, whose fan-out never
+ * falls and whose every offset, 32- or 64-bit, lies between the pack's
+ * header and its trailing checksum, a pack header of version 2 or 3 naming
+ * as many objects; 0 if not; -1 if the pack does not exist (nothing would
+ * read the index); -2 if we are out of descriptors (errno says).  *ist
+ * receives the index's stat (zeroed if it could not be opened),
+ * head[IDX_HEAD] its header (magic, version, fan-out table).  With idx_fd
+ * and pack_fd, a sane pair's descriptors are handed over (else closed).
  */
-static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_t *head)
+static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_t *head,
+		     int *idx_fd, int *pack_fd)
 {
 	char *idx = path_join(dir, name), *pack = idx ? malloc(strlen(idx) + 2) : NULL;
 	struct stat pst;
-	int fd = -1, ok = 0;
+	int fd = -1, pfd = -1, ok = 0;
+	uint8_t ph[12];
 
 	memset(ist, 0, sizeof(*ist));
 	if (!pack)
 		goto done;
 	memcpy(pack, idx, strlen(idx) - 3);
 	memcpy(pack + strlen(idx) - 3, "pack", 5); /* pack-X.idx -> pack-X.pack */
-	if (stat(pack, &pst) < 0) {
-		ok = -1;
+	/* the descriptors checked are the ones read: no swap between check and use */
+	pfd = open(pack, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (pfd < 0 || fstat(pfd, &pst) < 0) {
+		ok = pfd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM) ? -2 : -1;
 		goto done;
 	}
 	/* O_NONBLOCK: a fifo named like an index must not hang the reader */
 	fd = open(idx, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
+		ok = -2;
+		goto done;
+	}
 	if (fd < 0 || fstat(fd, ist) < 0 || !S_ISREG(ist->st_mode) || !S_ISREG(pst.st_mode) ||
 	    pst.st_size < 32 || ist->st_size < IDX_HEAD + 40 ||
 	    pread(fd, head, IDX_HEAD, 0) != IDX_HEAD || memcmp(head, "\377tOc\0\0\0\2", 8))
@@ -167,11 +196,28 @@ static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_
 
 	if ((uint64_t)ist->st_size < fixed || ((uint64_t)ist->st_size - fixed) % 8)
 		goto done;
+	/* the pack's header: git's, holding as many objects as the index names */
+	if (pread(pfd, ph, 12, 0) != 12 || memcmp(ph, "PACK", 4) != 0 ||
+	    (get_be32(ph + 4) != 2 && get_be32(ph + 4) != 3) || get_be32(ph + 8) != n)
+		goto done;
+	for (int i = 0; i < 256; i++) {	/* sorted names: a fan-out that never falls */
+		uint32_t prev = i ? get_be32(head + 8 + 4 * (i - 1)) : 0;
+
+		if (get_be32(head + 8 + 4 * i) < prev)
+			goto done;
+	}
 	ok = idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
 			    ((uint64_t)ist->st_size - fixed) / 8, (uint64_t)pst.st_size);
 done:
+	if (ok == 1 && idx_fd) {
+		*idx_fd = fd;
+		*pack_fd = pfd;
+		fd = pfd = -1;
+	}
 	if (fd >= 0)
 		close(fd);
+	if (pfd >= 0)
+		close(pfd);
 	free(pack);
 	free(idx);
 	return ok;
@@ -182,7 +228,7 @@ int amber_idx_sane(const char *dir, const char *name)
 	uint8_t head[IDX_HEAD];
 	struct stat st;
 
-	return idx_check(dir, name, &st, head);
+	return idx_check(dir, name, &st, head, NULL, NULL);
 }
 
 /* Scanning ------------------------------------------------------------------ */
@@ -291,11 +337,10 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 {
 	struct refused *old = ps->nbad ? bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad),
 						 cmp_refused) : NULL;
-	git_odb_backend *b = NULL;
-	char *path = path_join(ps->dir, name), *copy = NULL;
+	char *path = path_join(ps->dir, name), *copy = NULL, *pname = NULL;
 	uint8_t head[IDX_HEAD];
 	struct stat st;
-	int ok;
+	int ok, ifd = -1, pfd = -1;
 
 	if (!path)
 		return amber_fail(AMBER_ERROR, "out of memory");
@@ -303,36 +348,46 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 		free(path);	/* refused before and unchanged: not read again */
 		return keep_refused(x, name, &old->st);
 	}
-	ok = idx_check(ps->dir, name, &st, head);
-	if (ok <= 0) {
-		free(path);	/* -1, no .pack: nothing to read, look again next time */
-		return ok < 0 ? 0 : keep_refused(x, name, &st);
-	}
-	ok = git_odb_backend_one_pack(&b, path);
+	ok = idx_check(ps->dir, name, &st, head, &ifd, &pfd);
 	free(path);
-	if (ok < 0) {		/* the pack went away meanwhile */
-		git_error_clear();
-		return 0;
-	}
-	if (!(copy = strdup(name))) {
-		b->free(b);
+	if (ok == -2)		/* out of descriptors: not the pack's fault */
+		return amber_fail_errno("cannot open %s/%s (each pack holds two open files: "
+					"raise 'ulimit -n', or merge packs with 'amberfs repack')",
+					ps->dir, name);
+	if (ok <= 0)		/* -1, no .pack: nothing to read, look again next time */
+		return ok < 0 ? 0 : keep_refused(x, name, &st);
+	size_t len = strlen(name);
+
+	if (!(copy = strdup(name)) || !(pname = malloc(len + 2))) {
+		free(copy);
+		close(ifd);
+		close(pfd);
 		return amber_fail(AMBER_ERROR, "out of memory");
 	}
+	memcpy(pname, name, len - 3);
+	memcpy(pname + len - 3, "pack", 5);	/* pack-X.idx -> pack-X.pack */
 	struct cpack *c = &x->v[x->n++];
 
-	*c = (struct cpack){copy, b, st.st_size, {0}};
-	for (int i = 0; i < 256; i++)
-		c->fanout[i] = get_be32(head + 8 + 4 * i);
+	*c = (struct cpack){.name = copy, .pname = pname, .size = st.st_size};
+	amber_pack_setup(&c->pk, head, (uint64_t)st.st_size);
+	c->pk.idx_fd = ifd;
+	c->pk.pack_fd = pfd;
+	c->pk.name = pname;
+	c->pk.budget = &ps->idx_bytes;
+	c->pk.budget_max = IDX_COPY_MAX;
 	return 0;
 }
 
-/* Free the loaded packs (b NULL: moved elsewhere), the refused names, both arrays. */
+/* Free the loaded packs (but those moved elsewhere), the refused names, both arrays. */
 static void ps_release(amber_packset *ps)
 {
 	for (size_t i = 0; i < ps->n; i++) {
-		if (ps->v[i].b) {
-			ps->v[i].b->free(ps->v[i].b);
+		if (!ps->v[i].moved) {
+			amber_pack_dispose(&ps->v[i].pk);
+			close(ps->v[i].pk.idx_fd);
+			close(ps->v[i].pk.pack_fd);
 			free(ps->v[i].name);
+			free(ps->v[i].pname);
 		}
 	}
 	for (size_t i = 0; i < ps->nbad; i++)
@@ -365,7 +420,7 @@ static int ps_merge(amber_packset *ps, const struct names *l)
 
 		if (have) {
 			x.v[x.n++] = *have;
-			have->b = NULL;	/* moved */
+			have->moved = 1;
 		} else if (rc == 0) {
 			rc = add_new(&x, ps, l->v[i]);
 		}
@@ -419,36 +474,58 @@ size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap)
 	return n;
 }
 
-/* The backend ----------------------------------------------------------------- */
-
-enum ask_op { ASK_READ, ASK_HEADER, ASK_EXISTS };
-
-struct ask {
-	enum ask_op op;
-	const git_oid *oid;
-	void **data;
-	size_t *len;
-	git_object_t *type;
-};
+/* Lookups -------------------------------------------------------------------- */
 
 /*
  * A pack is asked only if its fan-out has objects with the id's first byte
- * (a miss in libgit2 formats two error messages; most packs a lookup skips
- * are small, and hold no object starting with that byte).
+ * (most packs a lookup skips are small, and hold no object starting with
+ * that byte).  1 found (*off), 0 not, <0 error.
  */
-static int ask_one(const struct cpack *p, const struct ask *a)
+static int find_in(uint64_t *off, const struct cpack *p, const uint8_t *oid)
 {
-	uint8_t first = a->oid->id[0];
-	git_odb_backend *b = p->b;
+	uint8_t first = oid[0];
 
-	if (p->fanout[first] == (first ? p->fanout[first - 1] : 0))
-		return GIT_ENOTFOUND;
-	switch (a->op) {
-	case ASK_READ: return b->read(a->data, a->len, a->type, b, a->oid);
-	case ASK_HEADER: return b->read_header(a->len, a->type, b, a->oid);
-	case ASK_EXISTS: return b->exists(b, a->oid) ? 0 : GIT_ENOTFOUND;
+	if (p->pk.fanout[first] == (first ? p->pk.fanout[first - 1] : 0))
+		return 0;
+	return amber_pack_find(off, &p->pk, oid);
+}
+
+/*
+ * The pack holding oid: the one that answered last, then the others,
+ * largest first.  Caller holds the lock shared.  1 found, 0 not, <0 error.
+ */
+static int locate(const struct cpack **out, uint64_t *off, amber_packset *ps, const uint8_t *oid)
+{
+	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
+	int r = n ? find_in(off, &ps->v[h], oid) : 0;
+
+	if (r) {
+		*out = &ps->v[h];
+		return r;
 	}
-	return GIT_ENOTFOUND;
+	for (size_t k = 0; k < n; k++) {
+		size_t i = ps->order[k];
+
+		if (i != h && (r = find_in(off, &ps->v[i], oid)) != 0) {
+			if (r > 0) {
+				atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
+				*out = &ps->v[i];
+			}
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* A REF_DELTA's base, through the same set (the lock is already held). */
+static int resolve_base(const amber_pack **pk, uint64_t *off, void *ctx, const uint8_t oid[20])
+{
+	const struct cpack *c;
+	int r = locate(&c, off, ctx, oid);
+
+	if (r > 0)
+		*pk = &c->pk;
+	return r;
 }
 
 /*
@@ -466,73 +543,173 @@ void amber_packset_rescan_due(amber_packset *ps)
 		(void)amber_packset_scan(ps);
 }
 
-/* Ask the pack that answered last, then the others, largest first. */
-static int ps_ask(amber_packset *ps, const struct ask *a)
+int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const uint8_t oid[20],
+		       size_t max, const char *what, amber_pack_alloc_fn alloc, void *ctx)
 {
-	int err = GIT_ENOTFOUND;
+	const struct cpack *c = NULL;
+	uint64_t off = 0;
+	int r;
 
 	amber_packset_rescan_due(ps);
 	pthread_rwlock_rdlock(&ps->lock);
-	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
-
-	if (n)
-		err = ask_one(&ps->v[h], a);
-	for (size_t k = 0; k < n && (err == GIT_ENOTFOUND || err == GIT_PASSTHROUGH); k++) {
-		size_t i = ps->order[k];
-
-		if (i != h && (err = ask_one(&ps->v[i], a)) == 0)
-			atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
-	}
+	r = locate(&c, &off, ps, oid);
+	if (r > 0)
+		r = amber_pack_read(type_out, len_out, &c->pk, off, max, what, oid, alloc, ctx,
+				    resolve_base, ps);
+	else if (r == 0)
+		r = amber_fail(AMBER_ENOTFOUND, "object %s not found", what);
 	pthread_rwlock_unlock(&ps->lock);
-	return err == GIT_PASSTHROUGH ? GIT_ENOTFOUND : err;
+	return r;
 }
 
+/* The libgit2 backend ----------------------------------------------------------- */
+
+static void hex_of(char hex[41], const git_oid *oid)
+{
+	git_oid_tostr(hex, 41, oid);
+}
+
+/* Our error as libgit2's: not found stays GIT_ENOTFOUND, the rest is an odb error. */
+static int to_git(int rc)
+{
+	if (rc == AMBER_ENOTFOUND)
+		return GIT_ENOTFOUND;
+	git_error_set_str(GIT_ERROR_ODB, amber_error_last());
+	return -1;
+}
+
+struct room {
+	git_odb_backend *be;
+	void *p;		/* what libgit2 will own, once the read succeeded */
+};
+
+static void *git_room(void *ctx, size_t len)
+{
+	struct room *r = ctx;
+
+	return r->p = git_odb_backend_data_alloc(r->be, len ? len : 1);
+}
+
+/* What libgit2 reads itself (commits, trees, tags, walks, push): at most 1 GiB. */
 static int ps_read(void **data, size_t *len, git_object_t *type, git_odb_backend *be,
 		   const git_oid *oid)
 {
-	struct ask a = {ASK_READ, oid, data, len, type};
+	amber_packset *ps = (amber_packset *)be;
+	struct room room = {be, NULL};
+	char hex[41];
+	int t = 0, r;
 
-	return ps_ask((amber_packset *)be, &a);
+	hex_of(hex, oid);
+	r = amber_packset_read(&t, len, ps, oid->id, GIT_READ_MAX, hex, git_room, &room);
+	if (r < 0) {
+		if (room.p)
+			git_odb_backend_data_free(be, room.p);
+		return to_git(r);
+	}
+	*data = room.p;
+	*type = (git_object_t)t;
+	return 0;
 }
 
 static int ps_read_header(size_t *len, git_object_t *type, git_odb_backend *be,
 			  const git_oid *oid)
 {
-	struct ask a = {ASK_HEADER, oid, NULL, len, type};
+	amber_packset *ps = (amber_packset *)be;
+	const struct cpack *c = NULL;
+	uint64_t off = 0;
+	char hex[41];
+	int t = 0, r;
 
-	return ps_ask((amber_packset *)be, &a);
+	hex_of(hex, oid);
+	amber_packset_rescan_due(ps);
+	pthread_rwlock_rdlock(&ps->lock);
+	r = locate(&c, &off, ps, oid->id);
+	if (r > 0)
+		r = amber_pack_header(&t, len, &c->pk, off, hex, resolve_base, ps);
+	else if (r == 0)
+		r = AMBER_ENOTFOUND;
+	pthread_rwlock_unlock(&ps->lock);
+	if (r < 0)
+		return to_git(r);
+	*type = (git_object_t)t;
+	return 0;
+}
+
+int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
+			 const uint8_t oid[20], const char *what)
+{
+	const struct cpack *c = NULL;
+	uint64_t off = 0;
+	int r;
+
+	amber_packset_rescan_due(ps);
+	pthread_rwlock_rdlock(&ps->lock);
+	r = locate(&c, &off, ps, oid);
+	if (r > 0)
+		r = amber_pack_header(type_out, len_out, &c->pk, off, what, resolve_base, ps);
+	else if (r == 0)
+		r = amber_fail(AMBER_ENOTFOUND, "object %s not found", what);
+	pthread_rwlock_unlock(&ps->lock);
+	return r;
 }
 
 static int ps_exists(git_odb_backend *be, const git_oid *oid)
 {
-	struct ask a = {ASK_EXISTS, oid, NULL, NULL, NULL};
+	amber_packset *ps = (amber_packset *)be;
+	const struct cpack *c;
+	uint64_t off;
+	int r;
 
-	return ps_ask((amber_packset *)be, &a) == 0;
+	amber_packset_rescan_due(ps);
+	pthread_rwlock_rdlock(&ps->lock);
+	r = locate(&c, &off, ps, oid->id);
+	pthread_rwlock_unlock(&ps->lock);
+	return r > 0;
+}
+
+/* Whether the first len hex digits of a and b agree. */
+static int prefix_match(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	size_t whole = len / 2;
+
+	if (memcmp(a, b, whole) != 0)
+		return 0;
+	return len % 2 == 0 || (a[whole] & 0xf0) == (b[whole] & 0xf0);
 }
 
 /* The one object whose id starts with the first len hex digits of `key`. */
 static int ps_exists_prefix(git_oid *out, git_odb_backend *be, const git_oid *key, size_t len)
 {
 	amber_packset *ps = (amber_packset *)be;
+	uint8_t lo[20] = {0}, got[20];
 	int err = 0, found = 0;
-	git_oid got;
 
+	if (len > 40)
+		len = 40;
+	memcpy(lo, key->id, (len + 1) / 2);
+	if (len % 2)
+		lo[len / 2] &= 0xf0;
 	pthread_rwlock_rdlock(&ps->lock);
 	for (size_t i = 0; i < ps->n && err == 0; i++) {
-		git_odb_backend *b = ps->v[i].b;
-		int e = b->exists_prefix(&got, b, key, len);
+		const amber_pack *pk = &ps->v[i].pk;
+		uint32_t pos;
+		int rc = amber_pack_lower_bound(&pos, pk, lo);
 
-		if (e == GIT_ENOTFOUND || e == GIT_PASSTHROUGH)
-			continue;
-		if (e < 0) {
-			err = e;
-		} else if (found && !git_oid_equal(&got, out)) {
-			git_error_set_str(GIT_ERROR_ODB, "multiple matches for prefix");
-			err = GIT_EAMBIGUOUS;
-		} else {
-			git_oid_cpy(out, &got);
+		/* the object at pos and the one after it: a second match is ambiguous */
+		for (int k = 0; rc == 0 && k < 2 && pos + k < pk->n; k++) {
+			if ((rc = amber_pack_oid_at(got, pk, pos + k)) < 0 ||
+			    !prefix_match(got, lo, len))
+				break;
+			if (found && memcmp(got, out->id, 20) != 0) {
+				git_error_set_str(GIT_ERROR_ODB, "multiple matches for prefix");
+				err = GIT_EAMBIGUOUS;
+				break;
+			}
+			git_oid_fromraw(out, got);
 			found = 1;
 		}
+		if (rc < 0)
+			err = to_git(rc);
 	}
 	pthread_rwlock_unlock(&ps->lock);
 	if (err == 0 && !found) {
@@ -555,15 +732,38 @@ static int ps_read_prefix(git_oid *out, void **data, size_t *len, git_object_t *
 	return err;
 }
 
+#define FOREACH_BATCH 1024
+
 static int ps_foreach(git_odb_backend *be, git_odb_foreach_cb cb, void *payload)
 {
 	amber_packset *ps = (amber_packset *)be;
-	int err = 0;
+	uint8_t *names = malloc(20 * FOREACH_BATCH);
+	int err = names ? 0 : -1;
+	git_oid id;
 
+	if (!names)
+		git_error_set_oom();
 	pthread_rwlock_rdlock(&ps->lock);
-	for (size_t i = 0; i < ps->n && err == 0; i++)
-		err = ps->v[i].b->foreach(ps->v[i].b, cb, payload);
+	for (size_t i = 0; i < ps->n && err == 0; i++) {
+		const amber_pack *pk = &ps->v[i].pk;
+
+		for (uint32_t at = 0; at < pk->n && err == 0; at += FOREACH_BATCH) {
+			uint32_t k = pk->n - at < FOREACH_BATCH ? pk->n - at : FOREACH_BATCH;
+
+			if (pread(pk->idx_fd, names, 20 * (size_t)k, IDX_HEAD + 20 * (off_t)at) !=
+			    (ssize_t)(20 * (size_t)k)) {
+				git_error_set(GIT_ERROR_ODB, "cannot read the index of %s", pk->name);
+				err = -1;
+				break;
+			}
+			for (uint32_t j = 0; j < k && err == 0; j++) {
+				git_oid_fromraw(&id, names + 20 * j);
+				err = cb(&id, payload);
+			}
+		}
+	}
 	pthread_rwlock_unlock(&ps->lock);
+	free(names);
 	return err;
 }
 

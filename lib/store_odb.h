@@ -1,8 +1,8 @@
 /*
  * The object database behind an amber_store: libgit2's loose backend plus
- * our own pack backend, which gives libgit2 a pack only after its index
- * passed the check, and lets go of packs that were removed (store_odb.c).
- * Private to the store module.
+ * our own pack set, which reads a pack (with pread, packread.c) only after
+ * its index passed the check, and lets go of packs that were removed
+ * (store_odb.c).  Private to the store module.
  */
 #ifndef AMBER_STORE_ODB_H
 #define AMBER_STORE_ODB_H
@@ -10,6 +10,8 @@
 #include <stddef.h>
 
 #include <git2.h>
+
+#include "packread.h"
 
 typedef struct amber_packset amber_packset;
 
@@ -40,9 +42,26 @@ void amber_packset_rescan_due(amber_packset *ps);
 size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap);
 
 /**
- * 1 if the version-2 index `dir`/`name` is safe to give libgit2 for its
- * pack: its size matches its object count and every offset lies inside
- * the pack; 0 if not; -1 if the pack itself does not exist.
+ * Read the object `oid` from the packs, by pread (no libgit2, no odb
+ * mutex: any number of threads at once).  Its bytes go where alloc says.
+ * @param max   larger objects are AMBER_ECORRUPT, found before allocating
+ * @param what  names the object in messages (its hex id)
+ * @return 0, AMBER_ENOTFOUND if no loaded pack holds it (loose objects are
+ *         not looked at; no rescan beyond the once-a-second one), or the
+ *         code and message of amber_pack_read().
+ */
+int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const uint8_t oid[20],
+		       size_t max, const char *what, amber_pack_alloc_fn alloc, void *ctx);
+
+/** Type and size of `oid` from the packs; codes as amber_packset_read(). */
+int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
+			 const uint8_t oid[20], const char *what);
+
+/**
+ * 1 if the version-2 index `dir`/`name` is safe to read for its pack:
+ * its size matches its object count, its fan-out never falls, every offset
+ * lies inside the pack, whose header names as many objects; 0 if not; -1
+ * if the pack itself does not exist; -2 if no descriptor could be had.
  */
 int amber_idx_sane(const char *dir, const char *name);
 

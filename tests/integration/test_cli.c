@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -773,4 +774,42 @@ Test(cli, passphrase_never_appears_in_argv_or_any_output)
 		  "the passphrase is stored in clear in the archive");
 	cr_assert(!tree_contains_bytes(IT.cache, IT_PASSPHRASE, strlen(IT_PASSPHRASE)),
 		  "the passphrase is stored in clear in the cache directory");
+}
+
+/*
+ * An archive holds two descriptors per pack while it is open.  One of a few
+ * hundred packs (an archive from before consolidation, or one that was never
+ * repacked) must still open under the usual soft limit: amberfs raises its
+ * soft limit to the hard one.
+ */
+Test(cli, an_archive_of_more_packs_than_the_soft_descriptor_limit_allows_opens)
+{
+	char *src = small_src(), *a = new_archive("packs", 1), id[41];
+	struct rlimit old, low;
+	run_result r;
+
+	amber_snapshot_ok(id, a, src, NULL);
+	/* 150 more packs of one object each: one hash-object, one pack-objects each */
+	char *sh = xasprintf("cd %s && mkdir x && for i in $(seq 150); do echo $i > x/$i; done && "
+			     "ls -d x/* | git --git-dir=. hash-object -w --stdin-paths > x.ids && "
+			     "while read o; do echo $o | git --git-dir=. pack-objects -q objects/pack/pack "
+			     ">/dev/null || exit 1; done < x.ids && git --git-dir=. prune-packed && "
+			     "rm -r x x.ids", a);
+	cr_assert_eq(run_cmd(&r, NULL, "/bin/sh", "-c", sh, NULL), 0, "%s", r.err);
+	run_result_dispose(&r);
+	cr_assert(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	cr_assert(old.rlim_max == RLIM_INFINITY || old.rlim_max >= 2048,
+		  "the hard descriptor limit (%llu) is too low for this test",
+		  (unsigned long long)old.rlim_max);
+	low = old;
+	low.rlim_cur = 128; /* 151 packs need 302 descriptors */
+	cr_assert(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	amber(&r, "cat", a, "latest:a.txt", NULL);
+	cr_assert(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	cr_assert_eq(r.status, 0, "cat with 151 packs and a soft limit of 128: %s", r.err);
+	cr_assert_str_eq(r.out, "alpha\n");
+	run_result_dispose(&r);
+	free(sh);
+	free(a);
+	free(src);
 }
