@@ -1,9 +1,14 @@
 /*
- * make-history ARCHIVE SRC COUNT [START | --now]: write COUNT snapshots of SRC
- * into ARCHIVE from one process, one second apart (ending now, or from
- * START, seconds since the epoch, so that a long history can be built in
- * steps; with --now, each at the time it is taken, so that they can follow
- * snapshots already taken), changing one file of SRC before each.
+ * make-history ARCHIVE SRC COUNT [START | --now | --continue]: write COUNT
+ * snapshots of SRC into ARCHIVE from one process, one second apart (ending
+ * now, or from START, seconds since the epoch, so that a long history can
+ * be built in steps; with --continue, from one second after the archive's
+ * latest snapshot, which keeps a history built from START at one snapshot
+ * a second; with --now, each at the time it is taken, so that they can
+ * follow snapshots already taken), changing one file of SRC before each:
+ * make-history.step says the snapshot's second (with START or --continue),
+ * so that a history continued in steps never writes the same content
+ * twice.
  *
  * For benchmarks that need a long history (mount ready time, day listings
  * and log at 100,000 or 1,000,000 snapshots) without paying a process
@@ -49,6 +54,20 @@ static int touch(const char *src, long i)
 	return fclose(f);
 }
 
+/* START for --continue: one second after the latest snapshot of stream main. */
+static long after_tip(amber_archive *a)
+{
+	char id[AMBER_OID_HEXSZ + 1];
+	amber_snapshot *s = NULL;
+	long t;
+
+	if (amber_resolve(id, a, "main", "latest") || amber_snapshot_open(&s, a, id))
+		return -1;
+	t = (long)(amber_snapshot_info(s)->time_ns / 1000000000) + 1;
+	amber_snapshot_free(s);
+	return t;
+}
+
 static double mono(void)
 {
 	struct timespec t;
@@ -65,18 +84,22 @@ int main(int argc, char **argv)
 	char id[AMBER_OID_HEXSZ + 1];
 	struct timespec now;
 	int at_now = argc == 5 && strcmp(argv[4], "--now") == 0;
+	int cont = argc == 5 && strcmp(argv[4], "--continue") == 0;
 	long count = argc == 4 || argc == 5 ? strtol(argv[3], NULL, 10) : 0;
-	long start = argc == 5 && !at_now ? strtol(argv[4], NULL, 10) : 0;
+	long start = argc == 5 && !at_now && !cont ? strtol(argv[4], NULL, 10) : 0;
 	double t0 = mono(), tl = t0;
 
 	if (count <= 0)
-		return fprintf(stderr, "usage: make-history ARCHIVE SRC COUNT [START | --now]\n"), 2;
+		return fprintf(stderr, "usage: make-history ARCHIVE SRC COUNT "
+			       "[START | --now | --continue]\n"), 2;
 	oo.cache_dir = getenv("AMBERFS_CACHE_DIR");
 	o.stream = "main";
 	o.threads = 1;          /* one small file per snapshot: no workers to start */
 	if (amber_global_init() || amber_archive_open_ext(&a, argv[1], &oo) ||
 	    bench_unlock(a, "make-history"))
 		return fprintf(stderr, "make-history: %s\n", amber_error_last()), 1;
+	if (cont && (start = after_tip(a)) < 0)
+		return fprintf(stderr, "make-history: --continue: %s\n", amber_error_last()), 1;
 	clock_gettime(CLOCK_REALTIME, &now);
 	if (start > 0)
 		now.tv_sec = start + count;
@@ -88,7 +111,8 @@ int main(int argc, char **argv)
 				return fprintf(stderr, "make-history: %s\n", amber_error_last()), 1;
 		}
 		o.time_ns = at_now ? 0 : ((int64_t)now.tv_sec - count + i) * 1000000000;
-		if (touch(argv[2], i) || amber_snapshot_create(id, NULL, a, argv[2], &o))
+		if (touch(argv[2], start > 0 ? start + i : i) ||
+		    amber_snapshot_create(id, NULL, a, argv[2], &o))
 			return fprintf(stderr, "make-history: %s\n", amber_error_last()), 1;
 		if ((i + 1) % 10000 == 0) {
 			double t = mono();

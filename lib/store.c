@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -1948,7 +1949,7 @@ static uint32_t get_be32(const uint8_t *p)
 }
 
 struct idx_map {
-	uint8_t *d;		/* the whole .idx */
+	uint8_t *d;		/* the whole .idx, mapped: a call looks up a few ids */
 	size_t len;
 	uint32_t n;		/* objects */
 };
@@ -1962,18 +1963,16 @@ static int idx_load(struct idx_map *m, const char *path)
 	if (fd < 0)
 		return 0;
 	if (fstat(fd, &st) == 0 && st.st_size >= IDX_HEAD + 40 && st.st_size < ((off_t)1 << 31) &&
-	    (m->d = malloc((size_t)st.st_size)) &&
-	    pread(fd, m->d, (size_t)st.st_size, 0) == st.st_size &&
-	    memcmp(m->d, "\377tOc\0\0\0\2", 8) == 0) {
+	    (m->d = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
+		m->d = NULL;
+	if (m->d && memcmp(m->d, "\377tOc\0\0\0\2", 8) == 0) {
 		m->len = (size_t)st.st_size;
 		m->n = get_be32(m->d + IDX_HEAD - 4);
 		ok = (uint64_t)m->len >= IDX_HEAD + 28 * (uint64_t)m->n + 40;
 	}
 	close(fd);
-	if (!ok) {
-		free(m->d);
-		m->d = NULL;
-	}
+	if (!ok && m->d)
+		munmap(m->d, (size_t)st.st_size);
 	return ok;
 }
 
@@ -2032,7 +2031,7 @@ int amber_store_pack_positions(amber_packpos *pos, amber_store *s, const uint8_t
 			for (size_t i = 0; i < n; i++)
 				if (!pos[i].pack && (pos[i].off = idx_find(&m, oids + 20 * i)))
 					pos[i].pack = pack;
-			free(m.d);
+			munmap(m.d, m.len);
 		}
 		free(p);
 	}

@@ -42,6 +42,8 @@ struct worker;
 
 struct run {
 	amber_archive *a;
+	amber_store *st;        /* what the jobs are read through: a->store or a twin */
+	int keep_order;         /* read the jobs in the order given, not in pack order */
 	char *jobs;             /* n jobs of `size` bytes, each starting with an amber_vat */
 	size_t n, size;
 	void (*fn)(struct worker *w, void *job);
@@ -102,7 +104,7 @@ static void decode_chunk(struct worker *w, void *job)
 
 	amber_buf_reset(&w->raw);
 	amber_buf_reset(&w->out);
-	rc = amber_store_read(&w->raw, &type, r->a->store, j->link.oid, RAW_MAX);
+	rc = amber_store_read(&w->raw, &type, r->st, j->link.oid, RAW_MAX);
 	j->raw = w->raw.len;
 	if (rc == 0 && type != AMBER_GIT_BLOB)
 		rc = AMBER_EAUTH;
@@ -132,7 +134,7 @@ static void read_blob(struct worker *w, void *job)
 	uint8_t sum[20];
 
 	amber_buf_reset(&w->raw);
-	b->rc = amber_store_read(&w->raw, &b->type, r->a->store, b->at.oid, r->max);
+	b->rc = amber_store_read(&w->raw, &b->type, r->st, b->at.oid, r->max);
 	if (b->rc < 0) {
 		b->msg = strdup(amber_error_last());
 		amber_error_clear();
@@ -197,7 +199,7 @@ static int pack_order(struct run *r)
 	for (size_t i = 0; rc == 0 && i < r->n; i++)
 		memcpy(oids + 20 * i, ((amber_vat *)(r->jobs + i * r->size))->oid, 20);
 	if (rc == 0)
-		rc = amber_store_pack_positions(pos, r->a->store, oids, r->n);
+		rc = amber_store_pack_positions(pos, r->st, oids, r->n);
 	for (size_t i = 0; rc == 0 && i < r->n; i++) {
 		amber_vat *at = (amber_vat *)(r->jobs + i * r->size);
 
@@ -236,7 +238,7 @@ static int run_pool(amber_vdata_stats *st, struct run *r, unsigned threads)
 {
 	struct worker *w;
 	unsigned started = 1;
-	int rc = pack_order(r);
+	int rc = r->keep_order ? 0 : pack_order(r);
 
 	r->threads = thread_count(threads, r->n);
 	if (rc < 0 || !(w = calloc(r->threads, sizeof(*w))))
@@ -267,7 +269,7 @@ static int run_pool(amber_vdata_stats *st, struct run *r, unsigned threads)
 int amber_vdata_run(amber_vdata_stats *st, amber_archive *a, amber_vjob *jobs, size_t n,
 		    unsigned threads, amber_vdata_progress progress_cb, void *payload)
 {
-	struct run r = {.a = a, .jobs = (char *)jobs, .n = n, .size = sizeof(*jobs),
+	struct run r = {.a = a, .st = a->store, .jobs = (char *)jobs, .n = n, .size = sizeof(*jobs),
 			.fn = decode_chunk, .max = RAW_MAX, .progress = progress_cb,
 			.payload = payload};
 
@@ -276,11 +278,12 @@ int amber_vdata_run(amber_vdata_stats *st, amber_archive *a, amber_vjob *jobs, s
 	return run_pool(st, &r, threads);
 }
 
-int amber_vblob_run(amber_vdata_stats *st, amber_archive *a, amber_vblob *blobs, size_t n,
-		    size_t max, unsigned threads, amber_vdata_progress progress_cb,
-		    void *payload)
+int amber_vblob_run(amber_vdata_stats *st, amber_archive *a, amber_store *via, int keep_order,
+		    amber_vblob *blobs, size_t n, size_t max, unsigned threads,
+		    amber_vdata_progress progress_cb, void *payload)
 {
-	struct run r = {.a = a, .jobs = (char *)blobs, .n = n, .size = sizeof(*blobs),
+	struct run r = {.a = a, .st = via ? via : a->store, .keep_order = keep_order,
+			.jobs = (char *)blobs, .n = n, .size = sizeof(*blobs),
 			.fn = read_blob, .max = max, .progress = progress_cb, .payload = payload};
 
 	return run_pool(st, &r, threads);

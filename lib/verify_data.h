@@ -7,6 +7,7 @@
 #define AMBER_VERIFY_DATA_H
 
 #include "amber.h"
+#include "store.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -68,10 +69,16 @@ int amber_vdata_run(amber_vdata_stats *st, amber_archive *a, amber_vjob *jobs, s
 
 /**
  * Read every blob (at most `max` bytes each), hash it and look at its frame
- * header, the same way as amber_vdata_run (pack order, `threads` threads).
- * The blobs are left in pack order; free each one's msg.
+ * header, the same way as amber_vdata_run (pack order, `threads` threads),
+ * through store `via` (a twin of a->store, so that what the reads leave
+ * mapped goes with it; NULL: a->store).  With keep_order, in the order
+ * given instead: finding each blob's place costs a lookup in every pack
+ * index, and the blobs a walk lists from a few hundred consecutive
+ * snapshots lie together in their pack already.
+ * The blobs are left in the order read; free each one's msg.
  */
-int amber_vblob_run(amber_vdata_stats *st, amber_archive *a, amber_vblob *blobs, size_t n,
-		    size_t max, unsigned threads, amber_vdata_progress progress, void *payload);
+int amber_vblob_run(amber_vdata_stats *st, amber_archive *a, amber_store *via, int keep_order,
+		    amber_vblob *blobs, size_t n, size_t max, unsigned threads,
+		    amber_vdata_progress progress, void *payload);
 
 #endif
