@@ -46,7 +46,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -1941,103 +1940,16 @@ int amber_store_check_packs(amber_store *s,
 
 /* Pack positions (verify reads objects in file order) --------------------------------- */
 
-#define IDX_HEAD (8 + 256 * 4)
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-struct idx_map {
-	uint8_t *d;		/* the whole .idx, mapped: a call looks up a few ids */
-	size_t len;
-	uint32_t n;		/* objects */
-};
-
-static int idx_load(struct idx_map *m, const char *path)
-{
-	struct stat st;
-	int fd = open(path, O_RDONLY | O_CLOEXEC), ok = 0;
-
-	m->d = NULL;
-	if (fd < 0)
-		return 0;
-	if (fstat(fd, &st) == 0 && st.st_size >= IDX_HEAD + 40 && st.st_size < ((off_t)1 << 31) &&
-	    (m->d = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
-		m->d = NULL;
-	if (m->d && memcmp(m->d, "\377tOc\0\0\0\2", 8) == 0) {
-		m->len = (size_t)st.st_size;
-		m->n = get_be32(m->d + IDX_HEAD - 4);
-		ok = (uint64_t)m->len >= IDX_HEAD + 28 * (uint64_t)m->n + 40;
-	}
-	close(fd);
-	if (!ok && m->d)
-		munmap(m->d, (size_t)st.st_size);
-	return ok;
-}
-
-/* Offset of oid in the index, or 0 if it is not there (no object lies at 0). */
-static uint64_t idx_find(const struct idx_map *m, const uint8_t oid[20])
-{
-	const uint8_t *names = m->d + IDX_HEAD, *offs = names + 24 * (size_t)m->n;
-	uint32_t lo = oid[0] ? get_be32(m->d + 8 + 4 * (oid[0] - 1)) : 0;
-	uint32_t hi = get_be32(m->d + 8 + 4 * oid[0]);
-	uint64_t off, big;
-
-	if (hi > m->n || lo > hi)
-		return 0;
-	while (lo < hi) {
-		uint32_t mid = lo + (hi - lo) / 2;
-		int c = memcmp(names + 20 * (size_t)mid, oid, 20);
-
-		if (c == 0) {
-			off = get_be32(offs + 4 * (size_t)mid);
-			if (!(off & 0x80000000u))
-				return off;
-			big = IDX_HEAD + 28 * (uint64_t)m->n + 8 * (off & 0x7fffffffu);
-			if (big + 8 > m->len - 40)
-				return 0;
-			return (uint64_t)get_be32(m->d + big) << 32 | get_be32(m->d + big + 4);
-		}
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return 0;
-}
-
+/* Through the pack set's checked index copies: no index is mapped or read
+ * again here, and a file changed under us is an error of the read, not a
+ * SIGBUS. */
 int amber_store_pack_positions(amber_packpos *pos, amber_store *s, const uint8_t *oids,
 			       size_t n)
 {
-	char *dir = path_join(s->path, "objects/pack");
-	DIR *d = dir ? opendir(dir) : NULL;
-	struct dirent *de;
-	uint32_t pack = 0;
-
 	memset(pos, 0, n * sizeof(*pos));
-	if (!dir)
-		return amber_fail(AMBER_ERROR, "out of memory");
-	while (d && (de = readdir(d))) {
-		size_t len = strlen(de->d_name);
-		struct idx_map m;
-		char *p;
-
-		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
-		    strcmp(de->d_name + len - 4, ".idx") != 0 || !(p = path_join(dir, de->d_name)))
-			continue;
-		if (idx_load(&m, p)) {
-			pack++;
-			for (size_t i = 0; i < n; i++)
-				if (!pos[i].pack && (pos[i].off = idx_find(&m, oids + 20 * i)))
-					pos[i].pack = pack;
-			munmap(m.d, m.len);
-		}
-		free(p);
-	}
-	if (d)
-		closedir(d);
-	free(dir);
+	for (size_t i = 0; i < n; i++)
+		if (!amber_packset_position(&pos[i].pack, &pos[i].off, s->packs, oids + 20 * i))
+			pos[i].pack = 0, pos[i].off = 0;
 	return 0;
 }
 

@@ -653,6 +653,20 @@ int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
 	return r;
 }
 
+int amber_packset_position(uint32_t *pack, uint64_t *off, amber_packset *ps,
+			   const uint8_t oid[20])
+{
+	const struct cpack *c = NULL;
+	int r;
+
+	pthread_rwlock_rdlock(&ps->lock);
+	r = locate(&c, off, ps, oid);
+	if (r > 0)
+		*pack = (uint32_t)(c - ps->v) + 1;
+	pthread_rwlock_unlock(&ps->lock);
+	return r > 0;
+}
+
 static int ps_exists(git_odb_backend *be, const git_oid *oid)
 {
 	amber_packset *ps = (amber_packset *)be;

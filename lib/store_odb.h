@@ -53,6 +53,15 @@ size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap);
 int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const uint8_t oid[20],
 		       size_t max, const char *what, amber_pack_alloc_fn alloc, void *ctx);
 
+/**
+ * Where `oid` lies among the loaded packs, through the same checked index
+ * copies and reads as amber_packset_read(): *pack is 1 + the pack's place in
+ * the set (stable until the next scan), *off its offset there.
+ * @return 1 if found, 0 if not (or the lookup failed: a read then says why).
+ */
+int amber_packset_position(uint32_t *pack, uint64_t *off, amber_packset *ps,
+			   const uint8_t oid[20]);
+
 /** Type and size of `oid` from the packs; codes as amber_packset_read(). */
 int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
 			 const uint8_t oid[20], const char *what);
