@@ -34,17 +34,22 @@ typedef struct amber_pack {
 	uint32_t fanout[256];	/* objects whose first byte is <= i */
 	const char *name;	/* pack-<hex>.pack, for messages (owned by the caller) */
 	/*
-	 * A copy of the whole index, read at the first lookup if the budget
-	 * allows (then lookups make no system call), else NULL: free it with
+	 * A copy of the whole index, read once the index has served
+	 * AMBER_IDX_COPY_AFTER lookups by pread, if the budget allows (then
+	 * lookups make no system call), else NULL: free it with
 	 * amber_pack_dispose().  budget (optional, shared by a caller's packs):
 	 * bytes of copies held, at most budget_max.
 	 */
 	_Atomic(uint8_t *) mem;
 	size_t mem_len;		/* the index's size when it was checked */
 	atomic_int mem_tried;
+	atomic_uint lookups;	/* served by pread so far (up to the copy) */
 	atomic_size_t *budget;
 	size_t budget_max;
 } amber_pack;
+
+/* Lookups an index serves by pread before it is copied into memory. */
+#define AMBER_IDX_COPY_AFTER 4096u
 
 /**
  * Where a REF_DELTA's base lives: *pack and *off of the object `oid` in any

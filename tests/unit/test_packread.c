@@ -555,6 +555,23 @@ Test(packread, lookups_in_a_large_bucket)
 		cr_assert_eq(amber_pack_find(&off, &pk, absent), 0);
 	}
 	cr_assert_null(atomic_load(&pk.mem), "an index was copied without a budget");
+	/* With a budget: a short command's lookups stay preads (copying the
+	 * whole index would cost it more than they do); a long walk's get the copy. */
+	atomic_size_t budget = 0;
+	pk.budget = &budget;
+	pk.budget_max = (size_t)32 << 20;
+	atomic_store(&pk.lookups, 0);
+	for (uint32_t i = 0; i < 100; i++)
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1);
+	cr_assert_null(atomic_load(&pk.mem), "the index was copied for 100 lookups");
+	for (uint32_t i = 0; i < AMBER_IDX_COPY_AFTER; i++) {
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i % 6000]), 1);
+		cr_assert_eq(off, k.off[i % 6000]);
+	}
+	cr_assert_not_null(atomic_load(&pk.mem), "no copy after %u lookups", 100 + AMBER_IDX_COPY_AFTER);
+	cr_assert_eq(atomic_load(&budget), (size_t)st.st_size);
+	amber_pack_dispose(&pk);
+	cr_assert_eq(atomic_load(&budget), 0);
 	close(pk.idx_fd);
 	close(pk.pack_fd);
 	amber_oid_tohex(hex, ids[0]);
