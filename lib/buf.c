@@ -162,3 +162,71 @@ int amber_rd_u64(amber_rd *r, uint64_t *v)
 {
 	return get_le(r, v, 8);
 }
+
+/* ---- base64 ---------------------------------------------------------------------------- */
+
+/* The value of each character of the alphabet; 255 (bit 7 set) for the rest,
+ * '=' included. */
+static const uint8_t b64_value[256] = {
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 62, 255, 255, 255, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 255, 255, 255, 255, 255, 255,
+	255, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 255, 255, 255, 255, 255,
+	255, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+	255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255,
+};
+
+/* Group of 4 characters at s to 3 bytes at out. @return -1 if one is not in the alphabet. */
+static int b64_group(uint8_t *out, const unsigned char *s)
+{
+	uint32_t a = b64_value[s[0]], b = b64_value[s[1]], c = b64_value[s[2]],
+		 d = b64_value[s[3]];
+
+	if ((a | b | c | d) & 0x80)
+		return -1;
+	a = a << 18 | b << 12 | c << 6 | d;
+	out[0] = (uint8_t)(a >> 16);
+	out[1] = (uint8_t)(a >> 8);
+	out[2] = (uint8_t)a;
+	return 0;
+}
+
+int amber_base64_decode(uint8_t *out, size_t *out_len, const char *in, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	unsigned char last[4];
+	uint8_t tail[3];
+	size_t i = 0, n = 0, pad;
+
+	if (len % 4)
+		return -1;
+	if (len == 0) {
+		*out_len = 0;
+		return 0;
+	}
+	for (; i + 4 < len; i += 4, n += 3)
+		if (b64_group(out + n, s + i) < 0)
+			return -1;
+	memcpy(last, s + len - 4, 4);
+	pad = last[3] != '=' ? 0 : last[2] != '=' ? 1 : 2;
+	memset(last + 4 - pad, 'A', pad);       /* 'A' is 0: the pads carry no bits */
+	if (b64_group(tail, last) < 0)
+		return -1;
+	/* the bits below the last byte must be zero, or two spellings would
+	 * give the same bytes (sodium refuses them too) */
+	if ((pad == 2 && tail[1]) || (pad >= 1 && tail[2]))
+		return -1;
+	memcpy(out + n, tail, 3 - pad);
+	*out_len = n + 3 - pad;
+	return 0;
+}

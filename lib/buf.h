@@ -56,4 +56,18 @@ int amber_rd_u64(amber_rd *r, uint64_t *v);
 /** Point *out at the next `len` bytes (no copy). */
 int amber_rd_bytes(amber_rd *r, const uint8_t **out, size_t len);
 
+/**
+ * Decode base64 as sodium_bin2base64(..., sodium_base64_VARIANT_ORIGINAL)
+ * writes it, and accept what sodium_base642bin accepts in that variant with
+ * nothing to ignore: the + and / alphabet, no whitespace, padded with = to
+ * a multiple of 4, unused bits zero (but not bytes above 127, which
+ * libsodium 1.0.18 reads as '/').  A table lookup a character: libsodium's
+ * decoder is constant-time, made for secrets, and much slower, which
+ * at/<T> paid on every record its search reads.  For data that is not
+ * secret (a record is ciphertext).
+ * @param out room for len / 4 * 3 bytes
+ * @return 0 with *out_len set, or -1 (nothing to say: callers name the thing).
+ */
+int amber_base64_decode(uint8_t *out, size_t *out_len, const char *in, size_t len);
+
 #endif

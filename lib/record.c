@@ -15,12 +15,12 @@
  */
 #include "record.h"
 
+#include "buf.h"
 #include "codec.h"
 #include "error.h"
 #include "gitobj.h"
 #include "manifest.h"
 
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +107,7 @@ static int decode_record(amber_record *r, amber_archive *a, const char *b64, con
 
 	if (!bin)
 		return amber_fail(AMBER_ERROR, "out of memory");
-	if (sodium_base642bin(bin, cap, b64, cap, NULL, &len, NULL,
-			      sodium_base64_VARIANT_ORIGINAL) != 0)
+	if (amber_base64_decode(bin, &len, b64, cap) != 0)
 		rc = amber_fail(AMBER_EAUTH, "snapshot %s: record is not valid base64", hex);
 	if (rc == 0)
 		rc = amber_codec_decode(&plain, amber_archive_keys(a), AMBER_OBJ_RECORD, NULL, bin,

@@ -595,8 +595,7 @@ static void check_record_frame(vctx *v, const char *b64, const uint8_t oid[20], 
 	size_t cap = strlen(b64), len = 0;
 	uint8_t *bin = cap < MAX_RECORD_B64 ? malloc(cap + 1) : NULL;
 
-	if (!bin || sodium_base642bin(bin, cap, b64, cap, NULL, &len, NULL,
-				      sodium_base64_VARIANT_ORIGINAL) != 0)
+	if (!bin || amber_base64_decode(bin, &len, b64, cap) != 0)
 		problem(v, AMBER_VERIFY_MALFORMED, oid, hex, NULL,
 			"snapshot record is not valid base64");
 	else
@@ -1414,8 +1413,7 @@ static int key_authenticates(vctx *v, const amber_keys *k)
 	cap = strlen(v->sample_record);
 	if (!(bin = malloc(cap + 1)))
 		return 0;
-	ok = sodium_base642bin(bin, cap, v->sample_record, cap, NULL, &len, NULL,
-			       sodium_base64_VARIANT_ORIGINAL) == 0 &&
+	ok = amber_base64_decode(bin, &len, v->sample_record, cap) == 0 &&
 	     amber_codec_decode(&plain, k, AMBER_OBJ_RECORD, NULL, bin, len, MAX_RECORD_B64) == 0;
 	amber_buf_dispose(&plain);
 	free(bin);

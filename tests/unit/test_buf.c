@@ -1,7 +1,9 @@
-/* Growable buffers with a ceiling, and the bounds-checked reader. */
+/* Growable buffers with a ceiling, the bounds-checked reader, and base64. */
 #include <criterion/criterion.h>
 
+#include <sodium.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "buf.h"
@@ -116,4 +118,75 @@ Test(buf, reader_bytes_are_bounded)
 	amber_rd_init(&r, d, 0);
 	cr_assert_eq(amber_rd_bytes(&r, &p, 0), 0);
 	cr_assert_eq(r.bad, 0);
+}
+
+/* Decode s (n chars) both ways: amber_base64_decode must accept exactly what
+ * libsodium accepts, and give the same bytes; except that libsodium 1.0.18
+ * reads every byte above 127 as '/' (a signed char in its constant-time
+ * compare), which no encoder writes, and amber refuses. */
+static void same_as_sodium(const char *s, size_t n)
+{
+	uint8_t want[128], got[128];
+	size_t wl = 0, gl = 0;
+	int w, g, high = 0;
+
+	cr_assert(n < 160);
+	for (size_t i = 0; i < n; i++)
+		high |= (unsigned char)s[i] > 127;
+	w = high ? -1 : sodium_base642bin(want, sizeof(want), s, n, NULL, &wl, NULL,
+					  sodium_base64_VARIANT_ORIGINAL);
+	g = amber_base64_decode(got, &gl, s, n);
+	cr_assert_eq(g, w, "'%.*s': amber says %d, sodium %d", (int)n, s, g, w);
+	if (w == 0) {
+		cr_assert_eq(gl, wl, "'%.*s': %zu bytes, not %zu", (int)n, s, gl, wl);
+		cr_assert(memcmp(got, want, wl) == 0, "'%.*s': other bytes", (int)n, s);
+	}
+}
+
+Test(buf, base64_decodes_what_sodium_encodes)
+{
+	uint8_t bin[100];
+	char b64[160];
+
+	randombytes_buf(bin, sizeof(bin));
+	for (size_t len = 0; len <= sizeof(bin); len++) {
+		sodium_bin2base64(b64, sizeof(b64), bin, len, sodium_base64_VARIANT_ORIGINAL);
+		same_as_sodium(b64, strlen(b64));
+	}
+	bin[0] = 0xff, bin[1] = 0xfb, bin[2] = 0xef;    /* the alphabet's last characters */
+	sodium_bin2base64(b64, sizeof(b64), bin, 3, sodium_base64_VARIANT_ORIGINAL);
+	cr_assert_str_eq(b64, "//vv");
+	same_as_sodium(b64, 4);
+}
+
+/* Every character replaced by each byte, every prefix, every suffix of valid
+ * encodings that end in 0, 1 and 2 pads: the same verdict as sodium's. */
+Test(buf, base64_refuses_what_sodium_refuses)
+{
+	static const uint8_t bin[] = {0x00, 0x10, 0x83, 0xff, 0x7e, 0x21, 0x9c};
+	char b64[32], bad[32];
+
+	for (size_t len = 5; len <= 7; len++) {
+		size_t n;
+
+		sodium_bin2base64(b64, sizeof(b64), bin, len, sodium_base64_VARIANT_ORIGINAL);
+		n = strlen(b64);
+		for (size_t i = 0; i < n; i++)
+			for (int c = 0; c < 256; c++) {
+				memcpy(bad, b64, n);
+				bad[i] = (char)c;
+				same_as_sodium(bad, n);
+			}
+		for (size_t k = 0; k <= n; k++) {
+			same_as_sodium(b64, k);
+			same_as_sodium(b64 + k, n - k);
+		}
+	}
+	same_as_sodium("QQ", 2);    /* unpadded */
+	same_as_sodium("QR==", 4);  /* unused bits set */
+	same_as_sodium("QUF=", 4);
+	same_as_sodium("Q===", 4);
+	same_as_sodium("====", 4);
+	same_as_sodium("QQ==QUFB", 8);  /* pad in the middle */
+	same_as_sodium("QU FB", 5);
 }
