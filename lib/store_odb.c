@@ -19,7 +19,8 @@
  *
  * A pack gets in only through a scan, which the odb calls on every miss
  * (its refresh), amber_store_refresh() calls through git_odb_refresh(),
- * and lookups call once a second at most:
+ * and lookups call once a second at most (each thread looks at the clock
+ * every RESCAN_EVERY lookups, not on every object it reads):
  *
  * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
  *   object count, a fan-out that never falls, every offset inside the
@@ -79,6 +80,7 @@
 #define IDX_HEAD (8 + 256 * 4)
 #define IDX_BATCH 4096
 #define RESCAN_NS 1000000000LL	/* a lookup rescans if the last scan is older */
+#define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
 #define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
 
@@ -547,8 +549,13 @@ void amber_packset_rescan_due(amber_packset *ps)
 /* What a lookup does with the object it found: 0 or <0 (message set). */
 typedef int (*found_fn)(amber_packset *ps, const struct cpack *c, uint64_t off, void *ctx);
 
+/* Lookups this thread made since it last looked at the clock (any set). */
+static _Thread_local unsigned since_clock;
+
 /*
- * Every lookup of one object: a rescan if one is due (unless !rescan),
+ * Every lookup of one object: a rescan if one is due (unless !rescan;
+ * asked every RESCAN_EVERY lookups of a thread, so a reader that keeps
+ * reading still lets go of removed packs a second after they went),
  * then, under the shared lock (no pack is dropped under `found`), the pack
  * holding oid, handed with its offset to `found` (NULL: nothing to do).
  * @return found's result; AMBER_ENOTFOUND if no loaded pack holds oid,
@@ -562,8 +569,10 @@ static int lookup(amber_packset *ps, const uint8_t *oid, int rescan, const char 
 	uint64_t off = 0;
 	int r;
 
-	if (rescan)
+	if (rescan && ++since_clock >= RESCAN_EVERY) {
+		since_clock = 0;
 		amber_packset_rescan_due(ps);
+	}
 	pthread_rwlock_rdlock(&ps->lock);
 	r = locate(&c, &off, ps, oid);
 	if (r > 0)

@@ -3,6 +3,7 @@
  * libgit2 in this process and pass `git fsck --full` in another.
  */
 #include "error.h"
+#include "repack.h"
 #include "store.h"
 
 #include <criterion/criterion.h>
@@ -614,6 +615,73 @@ Test(store, a_removed_pack_is_let_go_at_the_next_refresh)
 	cr_assert_eq(holds_deleted(strrchr(pack1, '/') + 1), 0);
 	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
 	amber_store_free(r);
+	free(two);
+	free(one);
+}
+
+/* Merge every pack of s into one, as `amberfs repack --all` does. */
+static void consolidate(amber_store *s)
+{
+	amber_repack_stats st = AMBER_REPACK_STATS_INIT;
+
+	OK(amber_store_lock(s));
+	OK(amber_repack_locked(&st, s, AMBER_REPACK_ALL));
+	amber_store_unlock(s);
+	cr_assert_eq(npacks(amber_store_path(s)), 1, "repack --all left %d packs",
+		     npacks(amber_store_path(s)));
+}
+
+/* A long-running reader (a mount) asked for an object whose pack it never
+ * saw: a writer added the pack, a consolidation merged it away. */
+Test(store, an_object_consolidated_before_a_reader_saw_its_pack_is_found)
+{
+	amber_store *s = NULL, *r = NULL;
+	uint8_t *one = random_bytes(3000), *two = random_bytes(3000), oid1[20], oid2[20];
+	char idx1[4200], idx2[4200];
+
+	OK(amber_store_init(&s, at("a")));
+	pack_of_one(oid1, idx1, s, one, 3000);
+	OK(amber_store_open(&r, at("a")));
+	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
+	pack_of_one(oid2, idx2, s, two, 3000);
+	consolidate(s);
+	cr_assert(access(idx1, F_OK) != 0 && access(idx2, F_OK) != 0, "the packs were not merged");
+	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
+	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
+	amber_store_free(r);
+	amber_store_free(s);
+	free(two);
+	free(one);
+}
+
+/* A reader that keeps reading, never missing, lets go of the packs a
+ * consolidation removed a second later, with no refresh asked for (the
+ * read path looks at the clock only every few dozen lookups). */
+Test(store, a_reader_that_keeps_reading_lets_go_of_removed_packs_a_second_later)
+{
+	amber_store *s = NULL, *r = NULL;
+	uint8_t *one = random_bytes(3000), *two = random_bytes(3000), oid1[20], oid2[20];
+	char idx1[4200], idx2[4200];
+	const char *gone[2];
+
+	OK(amber_store_init(&s, at("a")));
+	pack_of_one(oid1, idx1, s, one, 3000);
+	pack_of_one(oid2, idx2, s, two, 3000);
+	OK(amber_store_open(&r, at("a")));
+	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
+	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
+	consolidate(s);
+	gone[0] = strrchr(idx1, '/') + 1;
+	gone[1] = strrchr(idx2, '/') + 1;
+	cr_assert_gt(holds_deleted(gone[0]) + holds_deleted(gone[1]), 0,
+		     "the reader holds no removed pack: this test could not tell");
+	usleep(1100 * 1000);
+	for (int i = 0; i < 200; i++)
+		expect_object(r, i % 2 ? oid2 : oid1, AMBER_GIT_BLOB, i % 2 ? two : one, 3000);
+	cr_assert_eq(holds_deleted(gone[0]) + holds_deleted(gone[1]), 0,
+		     "200 reads a second after a consolidation still hold its removed packs");
+	amber_store_free(r);
+	amber_store_free(s);
 	free(two);
 	free(one);
 }
