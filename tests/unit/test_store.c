@@ -631,27 +631,63 @@ static void consolidate(amber_store *s)
 		     npacks(amber_store_path(s)));
 }
 
+/* A writer's store, a reader's, and blobs in packs of their own. */
+struct pair {
+	amber_store *s, *r;
+	uint8_t *data[2], oid[2][20];
+	char idx[2][4200];
+};
+
+static void pair_init(struct pair *p)
+{
+	*p = (struct pair){.data = {random_bytes(3000), random_bytes(3000)}};
+	OK(amber_store_init(&p->s, at("a")));
+}
+
+/* Blob i in a pack of its own, written by the writer. */
+static void pair_pack(struct pair *p, int i)
+{
+	pack_of_one(p->oid[i], p->idx[i], p->s, p->data[i], 3000);
+}
+
+/* The reader reads blob i back. */
+static void pair_expect(struct pair *p, int i)
+{
+	expect_object(p->r, p->oid[i], AMBER_GIT_BLOB, p->data[i], 3000);
+}
+
+static void pair_dispose(struct pair *p)
+{
+	amber_store_free(p->r);
+	amber_store_free(p->s);
+	free(p->data[1]);
+	free(p->data[0]);
+}
+
 /* A long-running reader (a mount) asked for an object whose pack it never
  * saw: a writer added the pack, a consolidation merged it away. */
 Test(store, an_object_consolidated_before_a_reader_saw_its_pack_is_found)
 {
-	amber_store *s = NULL, *r = NULL;
-	uint8_t *one = random_bytes(3000), *two = random_bytes(3000), oid1[20], oid2[20];
-	char idx1[4200], idx2[4200];
+	struct pair p;
 
-	OK(amber_store_init(&s, at("a")));
-	pack_of_one(oid1, idx1, s, one, 3000);
-	OK(amber_store_open(&r, at("a")));
-	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
-	pack_of_one(oid2, idx2, s, two, 3000);
-	consolidate(s);
-	cr_assert(access(idx1, F_OK) != 0 && access(idx2, F_OK) != 0, "the packs were not merged");
-	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
-	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
-	amber_store_free(r);
-	amber_store_free(s);
-	free(two);
-	free(one);
+	pair_init(&p);
+	pair_pack(&p, 0);
+	OK(amber_store_open(&p.r, at("a")));
+	pair_expect(&p, 0);
+	pair_pack(&p, 1);
+	consolidate(p.s);
+	cr_assert(access(p.idx[0], F_OK) != 0 && access(p.idx[1], F_OK) != 0,
+		  "the packs were not merged");
+	pair_expect(&p, 1);
+	pair_expect(&p, 0);
+	pair_dispose(&p);
+}
+
+/* Removed packs of p.idx the process still holds open. */
+static int pair_held(const struct pair *p)
+{
+	return holds_deleted(strrchr(p->idx[0], '/') + 1) +
+	       holds_deleted(strrchr(p->idx[1], '/') + 1);
 }
 
 /* A reader that keeps reading, never missing, lets go of the packs a
@@ -659,31 +695,22 @@ Test(store, an_object_consolidated_before_a_reader_saw_its_pack_is_found)
  * read path looks at the clock only every few dozen lookups). */
 Test(store, a_reader_that_keeps_reading_lets_go_of_removed_packs_a_second_later)
 {
-	amber_store *s = NULL, *r = NULL;
-	uint8_t *one = random_bytes(3000), *two = random_bytes(3000), oid1[20], oid2[20];
-	char idx1[4200], idx2[4200];
-	const char *gone[2];
+	struct pair p;
 
-	OK(amber_store_init(&s, at("a")));
-	pack_of_one(oid1, idx1, s, one, 3000);
-	pack_of_one(oid2, idx2, s, two, 3000);
-	OK(amber_store_open(&r, at("a")));
-	expect_object(r, oid1, AMBER_GIT_BLOB, one, 3000);
-	expect_object(r, oid2, AMBER_GIT_BLOB, two, 3000);
-	consolidate(s);
-	gone[0] = strrchr(idx1, '/') + 1;
-	gone[1] = strrchr(idx2, '/') + 1;
-	cr_assert_gt(holds_deleted(gone[0]) + holds_deleted(gone[1]), 0,
-		     "the reader holds no removed pack: this test could not tell");
+	pair_init(&p);
+	pair_pack(&p, 0);
+	pair_pack(&p, 1);
+	OK(amber_store_open(&p.r, at("a")));
+	pair_expect(&p, 0);
+	pair_expect(&p, 1);
+	consolidate(p.s);
+	cr_assert_gt(pair_held(&p), 0, "the reader holds no removed pack: this test could not tell");
 	usleep(1100 * 1000);
 	for (int i = 0; i < 200; i++)
-		expect_object(r, i % 2 ? oid2 : oid1, AMBER_GIT_BLOB, i % 2 ? two : one, 3000);
-	cr_assert_eq(holds_deleted(gone[0]) + holds_deleted(gone[1]), 0,
+		pair_expect(&p, i % 2);
+	cr_assert_eq(pair_held(&p), 0,
 		     "200 reads a second after a consolidation still hold its removed packs");
-	amber_store_free(r);
-	amber_store_free(s);
-	free(two);
-	free(one);
+	pair_dispose(&p);
 }
 
 #define NTHREADS 4
