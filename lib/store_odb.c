@@ -640,7 +640,7 @@ static int position_found(amber_packset *ps, const struct cpack *c, uint64_t off
 	return 0;
 }
 
-/* No rescan: verify asks for a batch's positions, then reads them (which may). */
+/* No rescan: a batch's positions share one numbering of the packs, which a scan changes. */
 int amber_packset_position(uint32_t *pack, uint64_t *off, amber_packset *ps,
 			   const uint8_t oid[20])
 {
