@@ -131,11 +131,12 @@ static char *path_join(const char *a, const char *b)
  * that the compiler turns into vector code: every process that opens an
  * archive checks every offset of every index (at a million snapshots,
  * millions of them), so this loop is on the path of each CLI snapshot.
- * With AVX2 (chosen at load time) a run is a few vector instructions.
+ * With AVX2 (asked of the CPU at run time) a run is a few vector
+ * instructions; the baseline has no unsigned vector min/max.
  */
 #define RUN 64
-__attribute__((target_clones("avx2", "default")))
-static void offsets_span(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
+static inline __attribute__((always_inline)) void
+span_of(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
 {
 	uint32_t mn = UINT32_MAX, mx = 0, j = 0;
 
@@ -160,6 +161,20 @@ static void offsets_span(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_
 	}
 	*lo = mn;
 	*hi = mx;
+}
+
+__attribute__((target("avx2")))
+static void offsets_span_avx2(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
+{
+	span_of(lo, hi, buf, k);
+}
+
+static void offsets_span(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
+{
+	if (__builtin_cpu_supports("avx2"))
+		offsets_span_avx2(lo, hi, buf, k);
+	else
+		span_of(lo, hi, buf, k);
 }
 
 /* Offsets of n objects at `at` in the index; large ones index the table at `big`. */
