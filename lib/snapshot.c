@@ -3468,10 +3468,9 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 static void writer_merge(amber_writer *w)
 {
 	amber_store *store = w->a->store;
-
-	/* Another process holding the lock: the next snapshot asks again. */
 	amber_repack_stats st;
 
+	/* Another process holding the lock: the next snapshot asks again. */
 	if (amber_store_lock(store) < 0)
 		return;
 	repack_lazy(&st, store, &w->o.snap);
