@@ -5,6 +5,7 @@
 #include "error.h"
 #include "repack.h"
 #include "store.h"
+#include "store_odb.h"
 
 #include <criterion/criterion.h>
 
@@ -576,6 +577,105 @@ Test(store, a_damaged_index_that_appears_later_is_refused_not_read)
 	amber_store_free(s);
 	free(bad);
 	free(good);
+}
+
+/* Set the 32-bit offset of entry i of the index (read whole into b, len bytes) to v. */
+static void idx_poke(const char *idx, const uint8_t *b, size_t len, uint32_t n, uint32_t i,
+		     uint32_t v)
+{
+	uint8_t *c = malloc(len);
+	size_t at = 1032 + 24 * (size_t)n + 4 * (size_t)i;
+	FILE *f;
+
+	memcpy(c, b, len);
+	c[at] = (uint8_t)(v >> 24);
+	c[at + 1] = (uint8_t)(v >> 16);
+	c[at + 2] = (uint8_t)(v >> 8);
+	c[at + 3] = (uint8_t)v;
+	cr_assert(f = fopen(idx, "wb"));
+	cr_assert_eq(fwrite(c, 1, len, f), len);
+	fclose(f);
+	free(c);
+}
+
+/*
+ * Every offset of an index is checked when its pack is loaded, a batch at
+ * a time by its least and greatest (a vector loop): one bad offset is
+ * found wherever it sits (first, inside a run, the end of a run, the tail
+ * after the runs, last), below the pack's header or inside its trailing
+ * checksum, and so is a large offset naming no entry of the 64-bit table.
+ */
+Test(store, one_bad_offset_anywhere_in_an_index_is_found)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t oid[20], *b = malloc(1 << 20);
+	char idx[4400], dir[4200];
+	const char *name;
+	struct stat pst;
+	size_t len;
+	FILE *f;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	for (int i = 0; i < 150; i++) {
+		char blob[32];
+		int k = snprintf(blob, sizeof(blob), "blob %d", i);
+
+		add_blob(oid, NULL, w, blob, (size_t)k);
+	}
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	snprintf(dir, sizeof(dir), "%s/objects/pack", amber_store_path(s));
+	{
+		char after[8192];
+
+		cr_assert_eq(run(after, sizeof(after), "ls '%s'", dir), 0);
+		idx[0] = '\0';
+		for (char *save = NULL, *t = strtok_r(after, "\n", &save); t;
+		     t = strtok_r(NULL, "\n", &save)) {
+			char path[4400];
+			struct stat st;
+
+			snprintf(path, sizeof(path), "%s/%s", dir, t);
+			if (strstr(t, ".idx") && stat(path, &st) == 0 && st.st_size > 4000)
+				snprintf(idx, sizeof(idx), "%s", path);
+		}
+	}
+	cr_assert(idx[0], "no index of 150 objects");
+	name = strrchr(idx, '/') + 1;
+	cr_assert(f = fopen(idx, "rb"));
+	len = fread(b, 1, 1 << 20, f);
+	fclose(f);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	char pack[4400];
+
+	cr_assert_eq(n, 150);
+	snprintf(pack, sizeof(pack), "%.*s.pack", (int)(strlen(idx) - 4), idx);
+	cr_assert_eq(stat(pack, &pst), 0);
+	chmod(idx, 0644);
+	cr_assert_eq(amber_idx_sane(dir, name), 1, "the index as written is refused");
+	const uint32_t where[] = {0, 1, 63, 64, 127, 128, 140, 149};
+	for (size_t k = 0; k < sizeof(where) / sizeof(where[0]); k++) {
+		idx_poke(idx, b, len, n, where[k], 11);
+		cr_assert_eq(amber_idx_sane(dir, name), 0, "entry %u at offset 11 (inside the "
+			     "header) was not found", where[k]);
+		idx_poke(idx, b, len, n, where[k], (uint32_t)pst.st_size - 20);
+		cr_assert_eq(amber_idx_sane(dir, name), 0, "entry %u inside the trailing checksum "
+			     "was not found", where[k]);
+		idx_poke(idx, b, len, n, where[k], 0x80000000u);
+		cr_assert_eq(amber_idx_sane(dir, name), 0, "entry %u naming a large offset of an "
+			     "empty table was not found", where[k]);
+		idx_poke(idx, b, len, n, where[k], 12);
+		cr_assert_eq(amber_idx_sane(dir, name), 1, "entry %u at the first byte an entry may "
+			     "start was refused", where[k]);
+	}
+	cr_assert(f = fopen(idx, "wb"));
+	cr_assert_eq(fwrite(b, 1, len, f), len);
+	fclose(f);
+	cr_assert_eq(amber_idx_sane(dir, name), 1, "the index put back is refused");
+	amber_store_free(s);
+	free(b);
 }
 
 /* Lines of /proc/self/maps and links in /proc/self/fd naming `file` (deleted). */
