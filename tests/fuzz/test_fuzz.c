@@ -16,7 +16,7 @@
 
 #define TARGETS(X)                                                                         \
 	X(frame) X(manifest) X(fanout) X(index) X(record) X(tree) X(commit) X(timespec)    \
-	X(pubkey) X(sshsig) X(keyslot) X(snapspec) X(slip39) X(config) X(pack)
+	X(pubkey) X(sshsig) X(keyslot) X(snapspec) X(slip39) X(config) X(pack) X(base64)
 
 #define DECLARE(name) int fuzz_##name(const uint8_t *data, size_t size);
 TARGETS(DECLARE)
