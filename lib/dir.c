@@ -572,7 +572,9 @@ int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry 
  * buckets written straight into its own part of the listing: a FUSE opendir
  * of a 20k-entry directory waits for about 2,000 buckets (two objects each,
  * read, decrypted and checked), while the other cores are idle.  A run has
- * at least DIR_RUN_MIN buckets, so small directories start no thread.
+ * at least DIR_RUN_MIN buckets, so small directories start no thread.  A
+ * helper's failure is reported on the caller's thread, the first in bucket
+ * order, as one thread would have met it.
  */
 #define DIR_RUNS_MAX 4
 #define DIR_RUN_MIN 32
@@ -667,8 +669,10 @@ static int read_buckets_runs(amber_dir *d, amber_snapshot *s, const amber_fanout
 	if (!(d->e = malloc((total ? total : 1) * sizeof(*d->e))))
 		return amber_fail(AMBER_ERROR, "out of memory");
 	d->cap = total;
-	if (nruns > online_cpus())
-		nruns = online_cpus();
+	/* (two at least: one helper is cheap next to 64 buckets, and every
+	 * machine then runs the same code) */
+	if (nruns > online_cpus() && nruns > 2)
+		nruns = online_cpus() > 2 ? online_cpus() : 2;
 	nruns = nruns < 1 ? 1 : nruns > DIR_RUNS_MAX ? DIR_RUNS_MAX : nruns;
 	/* runs of about total / nruns entries each */
 	for (size_t k = 0; k < nruns; k++) {
