@@ -567,59 +567,104 @@ int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry 
 }
 
 /*
- * A fanned-out directory's buckets are decoded by up to DIR_RUNS_MAX threads
- * (the caller's and helpers started for the call), each a run of adjacent
- * buckets written straight into its own part of the listing: a FUSE opendir
- * of a 20k-entry directory waits for about 2,000 buckets (two objects each,
- * read, decrypted and checked), while the other cores are idle.  A run has
- * at least DIR_RUN_MIN buckets, so small directories start no thread.  A
- * helper's failure is reported on the caller's thread, the first in bucket
- * order, as one thread would have met it.
+ * A fanned-out directory's buckets are decoded by the caller's thread and
+ * up to DIR_HELPERS_MAX helpers started for the call, each bucket straight
+ * into its own part of the listing: a FUSE opendir of a 20k-entry directory
+ * waits for about 2,000 buckets (two objects each, read, decrypted and
+ * checked), while the other cores are idle.  The threads take buckets in
+ * order from one counter, so the caller never waits for a helper that has
+ * not started yet (on a busy machine it may start late, or after the work
+ * is done): it waits only for the buckets in flight.  A directory of fewer
+ * than DIR_PAR_MIN buckets starts no helper.  The failure reported is the
+ * one of the first failing bucket, as one thread would have met it, on the
+ * caller's thread.
  */
-#define DIR_RUNS_MAX 4
-#define DIR_RUN_MIN 32
+#define DIR_HELPERS_MAX 3
+#define DIR_PAR_MIN 64
 /* Entries a listing makes room for at once; a hostile fan-out list may
  * declare more, and is then read bucket by bucket into a growing array. */
 #define DIR_PRESIZE_MAX ((size_t)1 << 20)
 
-struct bucket_run {
+/* The work of one call, shared by its threads; the last one out frees it. */
+struct bucket_work {
+	pthread_mutex_t lock;
+	pthread_cond_t idle;    /* busy fell to 0 */
+	unsigned refs;          /* the caller and the helpers still running */
+	size_t nb;              /* buckets (a late helper must not read v) */
+	size_t next;            /* the next bucket to take */
+	size_t busy;            /* buckets taken, not yet done */
+	size_t failed;          /* the first failing bucket, nb if none */
+	int rc;                 /* its code and message */
+	char msg[1024];
+	/* read-only, and read only by a thread that holds a bucket (the
+	 * caller's v and what are gone once it returns) */
 	amber_snapshot *s;
 	const amber_fanout_view *v;
 	const char *what;
-	size_t from, to;        /* buckets [from, to) */
-	amber_entry *e;         /* room for their declared entries */
-	size_t n;               /* entries decoded into e */
-	int rc;
-	char msg[1024];         /* a helper's failure, for the caller's thread */
+	amber_entry *e;         /* the listing */
+	size_t *at;             /* where bucket i's entries go in e */
+	uint8_t *done;          /* bucket i's entries are in e */
 };
 
-static int decode_run(struct bucket_run *r)
+static void work_put(struct bucket_work *w)
 {
-	const amber_fanout_view *v = r->v;
+	unsigned left;
 
-	for (size_t i = r->from; i < r->to; i++) {
-		amber_entry *e = NULL;
-		size_t n = 0;
-		int rc = read_leaf(&e, &n, r->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i],
-				   v->bits, r->what);
-
-		if (rc < 0)
-			return rc;
-		assert(n == v->b[i].count);    /* check_leaf holds a bucket to its count */
-		memcpy(r->e + r->n, e, n * sizeof(*e));
-		r->n += n;
-		free(e); /* entries moved into the listing */
-	}
-	return 0;
+	pthread_mutex_lock(&w->lock);
+	left = --w->refs;
+	pthread_mutex_unlock(&w->lock);
+	if (left)
+		return;
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->idle);
+	free(w->at);
+	free(w->done);
+	free(w);
 }
 
-static void *run_main(void *arg)
+/* Take and decode buckets until none is left (or one before it failed). */
+static void work_run(struct bucket_work *w)
 {
-	struct bucket_run *r = arg;
+	for (;;) {
+		const amber_fanout_view *v;
+		amber_entry *e = NULL;
+		size_t i, n = 0;
+		int rc;
 
-	r->rc = decode_run(r);
-	if (r->rc < 0)
-		snprintf(r->msg, sizeof(r->msg), "%s", amber_error_last());
+		pthread_mutex_lock(&w->lock);
+		if (w->next >= w->nb || w->next > w->failed) {
+			pthread_mutex_unlock(&w->lock);
+			return;
+		}
+		i = w->next++;
+		w->busy++;
+		pthread_mutex_unlock(&w->lock);
+		v = w->v;
+		rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits,
+			       w->what);
+		if (rc == 0) {
+			assert(n == v->b[i].count); /* check_leaf holds a bucket to its count */
+			memcpy(w->e + w->at[i], e, n * sizeof(*e));
+			free(e); /* entries moved into the listing */
+		}
+		pthread_mutex_lock(&w->lock);
+		if (rc == 0) {
+			w->done[i] = 1;
+		} else if (i < w->failed) {
+			w->failed = i;
+			w->rc = rc;
+			snprintf(w->msg, sizeof(w->msg), "%s", amber_error_last());
+		}
+		if (--w->busy == 0)
+			pthread_cond_broadcast(&w->idle);
+		pthread_mutex_unlock(&w->lock);
+	}
+}
+
+static void *helper_main(void *arg)
+{
+	work_run(arg);
+	work_put(arg);
 	return NULL;
 }
 
@@ -656,58 +701,73 @@ static int read_buckets_grow(amber_dir *d, amber_snapshot *s, const amber_fanout
 	return rc;
 }
 
-/* Every bucket into d, in runs on several threads (see DIR_RUNS_MAX). */
-static int read_buckets_runs(amber_dir *d, amber_snapshot *s, const amber_fanout_view *v,
-			     const char *what, size_t total)
+/* Every bucket into d, on several threads (see DIR_HELPERS_MAX). */
+static int read_buckets_par(amber_dir *d, amber_snapshot *s, const amber_fanout_view *v,
+			    const char *what, size_t total)
 {
-	struct bucket_run r[DIR_RUNS_MAX];
-	pthread_t tid[DIR_RUNS_MAX];
-	int started[DIR_RUNS_MAX] = {0};
-	size_t nruns = v->nb / DIR_RUN_MIN, i = 0, done = 0;
+	struct bucket_work *w = calloc(1, sizeof(*w));
+	size_t helpers = v->nb >= DIR_PAR_MIN ? online_cpus() - 1 : 0, sum = 0;
+	pthread_attr_t attr;
 	int rc = 0;
 
-	if (!(d->e = malloc((total ? total : 1) * sizeof(*d->e))))
+	d->e = malloc((total ? total : 1) * sizeof(*d->e));
+	if (!w || !d->e || !(w->at = malloc((v->nb ? v->nb : 1) * sizeof(*w->at))) ||
+	    !(w->done = calloc(v->nb ? v->nb : 1, 1))) {
+		if (w) {
+			free(w->at);
+			free(w);
+		}
 		return amber_fail(AMBER_ERROR, "out of memory");
+	}
 	d->cap = total;
-	/* (two at least: one helper is cheap next to 64 buckets, and every
-	 * machine then runs the same code) */
-	if (nruns > online_cpus() && nruns > 2)
-		nruns = online_cpus() > 2 ? online_cpus() : 2;
-	nruns = nruns < 1 ? 1 : nruns > DIR_RUNS_MAX ? DIR_RUNS_MAX : nruns;
-	/* runs of about total / nruns entries each */
-	for (size_t k = 0; k < nruns; k++) {
-		size_t goal = total / nruns * (k + 1);
+	for (size_t i = 0; i < v->nb; i++) {
+		w->at[i] = sum;
+		sum += v->b[i].count;
+	}
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->idle, NULL);
+	w->refs = 1;
+	w->nb = w->failed = v->nb;
+	w->s = s;
+	w->v = v;
+	w->what = what;
+	w->e = d->e;
+	/* (one helper at least: every machine then runs the same code, and one
+	 * thread is cheap next to DIR_PAR_MIN buckets) */
+	if (v->nb >= DIR_PAR_MIN && helpers < 1)
+		helpers = 1;
+	helpers = helpers > DIR_HELPERS_MAX ? DIR_HELPERS_MAX : helpers;
+	if (helpers && pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		for (size_t k = 0; k < helpers; k++) {
+			pthread_t t;
 
-		r[k] = (struct bucket_run){s, v, what, i, i, d->e + done, 0, 0, ""};
-		while (i < v->nb && (k + 1 == nruns || done < goal || i == r[k].from))
-			done += v->b[i++].count;
-		r[k].to = i;
+			w->refs++;      /* no helper runs yet: no lock needed */
+			if (pthread_create(&t, &attr, helper_main, w) != 0) {
+				w->refs--;
+				break;
+			}
+		}
+		pthread_attr_destroy(&attr);
 	}
-	for (size_t k = 1; k < nruns; k++)
-		started[k] = r[k].from < r[k].to &&
-			     pthread_create(&tid[k], NULL, run_main, &r[k]) == 0;
-	r[0].rc = decode_run(&r[0]);
-	for (size_t k = 1; k < nruns; k++) {
-		if (started[k])
-			pthread_join(tid[k], NULL);
-		else
-			r[k].rc = decode_run(&r[k]);    /* no thread: here, after the others */
-	}
-	/* the first failure in bucket order, as one thread would have met it */
-	for (size_t k = 0; k < nruns && rc == 0; k++) {
-		if (r[k].rc < 0 && k == 0)
-			rc = r[k].rc;
-		else if (r[k].rc < 0)
-			rc = started[k] ? amber_fail(r[k].rc, "%s", r[k].msg) : r[k].rc;
-	}
+	work_run(w);
+	pthread_mutex_lock(&w->lock);
+	while (w->busy)
+		pthread_cond_wait(&w->idle, &w->lock);
+	/* every bucket is taken now, or none after a failure will be */
+	w->next = v->nb;
+	if (w->failed < v->nb)
+		rc = amber_fail(w->rc, "%s", w->msg);
+	pthread_mutex_unlock(&w->lock);
 	if (rc < 0) {
-		for (size_t k = 0; k < nruns; k++)
-			for (size_t j = 0; j < r[k].n; j++)
-				amber_entry_dispose(&r[k].e[j]);
-		return rc;
+		for (size_t i = 0; i < v->nb; i++)
+			for (size_t j = 0; w->done[i] && j < v->b[i].count; j++)
+				amber_entry_dispose(&d->e[w->at[i] + j]);
+	} else {
+		d->n = total;
 	}
-	d->n = total;
-	return 0;
+	work_put(w);
+	return rc;
 }
 
 /* Merge every bucket's listing into d, in name order. */
@@ -722,7 +782,7 @@ static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_fanout_view
 	if (total > DIR_PRESIZE_MAX)
 		rc = read_buckets_grow(d, s, v, what);
 	else
-		rc = read_buckets_runs(d, s, v, what, total);
+		rc = read_buckets_par(d, s, v, what, total);
 	if (rc == 0)
 		rc = sort_entries(d);
 	for (size_t i = 1; rc == 0 && i < d->n; i++)
