@@ -15,7 +15,7 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 /* Writing snapshots                                                   */
 
-#define AMBER_STATS_VERSION 2
+#define AMBER_STATS_VERSION 3
 
 /**
  * Counters of one snapshot (stored, encrypted, in its record) or restore.
@@ -51,6 +51,14 @@ typedef struct amber_stats {
 	uint64_t new_pages;       /**< time-index pages, their trees and commits */
 	uint64_t pack_bytes;      /**< bytes written to pack files: the objects plus
 				       their entry headers (pack overhead) */
+	/* Version 3: the consolidation of packs that amber_snapshot_create()
+	 * runs after the snapshot is published (see amber_archive_repack()),
+	 * so that its amortised share of a snapshot's cost can be told apart;
+	 * zero for a writer session, which merges on a thread of its own, and
+	 * when read back. */
+	uint64_t repack_ns;       /**< wall time spent consolidating, ns */
+	uint64_t repack_packs;    /**< pack files merged (and removed) */
+	uint64_t repack_bytes;    /**< bytes copied into the merged pack */
 } amber_stats;
 
 #define AMBER_STATS_INIT {.version = AMBER_STATS_VERSION}

@@ -214,8 +214,9 @@ static int diff_pair(differ *d, const amber_entry *o, const amber_entry *n)
 	return meta_equal(o, n) ? 0 : report(d, AMBER_META_CHANGED, o, n);
 }
 
-static int diff_child(differ *d, const amber_entry *o, const amber_entry *n)
+static int diff_child(void *ctx, const amber_entry *o, const amber_entry *n)
 {
+	differ *d = ctx;
 	const amber_entry *e = o ? o : n;
 	size_t l = strlen(d->path);
 	int rc;
@@ -228,8 +229,11 @@ static int diff_child(differ *d, const amber_entry *o, const amber_entry *n)
 	return rc;
 }
 
-/* Merge two sorted listings. */
-static int merge(differ *d, const amber_dir *x, const amber_dir *y)
+/* What merge() does with each name: its entry in x (o) and in y (n), NULL where absent. */
+typedef int (*pair_fn)(void *ctx, const amber_entry *o, const amber_entry *n);
+
+/* Walk two sorted listings in step, each name once, in name order. */
+static int merge(const amber_dir *x, const amber_dir *y, pair_fn fn, void *ctx)
 {
 	size_t i = 0, j = 0, nx = amber_dir_count(x), ny = amber_dir_count(y);
 	int rc = 0;
@@ -239,7 +243,7 @@ static int merge(differ *d, const amber_dir *x, const amber_dir *y)
 		const amber_entry *n = j < ny ? amber_dir_entry(y, j) : NULL;
 		int c = !o ? 1 : !n ? -1 : amber_name_cmp(o->name, o->name_len, n->name, n->name_len);
 
-		rc = diff_child(d, c <= 0 ? o : NULL, c >= 0 ? n : NULL);
+		rc = fn(ctx, c <= 0 ? o : NULL, c >= 0 ? n : NULL);
 		i += c <= 0;
 		j += c >= 0;
 	}
@@ -248,7 +252,7 @@ static int merge(differ *d, const amber_dir *x, const amber_dir *y)
 
 static int diff_listings(differ *d, amber_dir *x, amber_dir *y)
 {
-	int rc = merge(d, x, y);
+	int rc = merge(x, y, diff_child, d);
 
 	amber_dir_free(y);
 	amber_dir_free(x);
@@ -268,8 +272,10 @@ typedef struct gathered {
 	size_t ndirs;
 } gathered;
 
-static int gather_pair(gathered *g, const amber_entry *o, const amber_entry *n)
+static int gather_pair(void *ctx, const amber_entry *o, const amber_entry *n)
 {
+	gathered *g = ctx;
+
 	if (g->n == g->cap) {
 		size_t cap = g->cap ? g->cap * 2 : 64;
 		struct pair *p = realloc(g->p, cap * sizeof(*p));
@@ -281,24 +287,6 @@ static int gather_pair(gathered *g, const amber_entry *o, const amber_entry *n)
 	}
 	g->p[g->n++] = (struct pair){o, n};
 	return 0;
-}
-
-/* Pair up the entries of one bucket's two listings (both sorted). */
-static int gather_listings(gathered *g, const amber_dir *x, const amber_dir *y)
-{
-	size_t i = 0, j = 0, nx = amber_dir_count(x), ny = amber_dir_count(y);
-	int rc = 0;
-
-	while (rc == 0 && (i < nx || j < ny)) {
-		const amber_entry *o = i < nx ? amber_dir_entry(x, i) : NULL;
-		const amber_entry *n = j < ny ? amber_dir_entry(y, j) : NULL;
-		int c = !o ? 1 : !n ? -1 : amber_name_cmp(o->name, o->name_len, n->name, n->name_len);
-
-		rc = gather_pair(g, c <= 0 ? o : NULL, c >= 0 ? n : NULL);
-		i += c <= 0;
-		j += c >= 0;
-	}
-	return rc;
 }
 
 static int keep_dir(gathered *g, amber_dir *x)
@@ -344,7 +332,7 @@ static int gather_bucket(gathered *g, differ *d, const amber_entry *o, const amb
 	}
 	if ((rc = keep_dir(g, y)) < 0)
 		return rc;
-	return gather_listings(g, x, y);
+	return merge(x, y, gather_pair, g);	/* one bucket's two listings */
 }
 
 static int pair_cmp(const void *pa, const void *pb)

@@ -275,22 +275,40 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 	return 0;
 }
 
-static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_link *l,
-		      size_t clen, uint64_t in, size_t want, const char *what)
+/* One piece: bytes [in, in + want) of the chunk l (clen bytes), pinned. */
+static int chunk_piece(amber_piece *p, amber_archive *a, const amber_link *l, size_t clen,
+		       uint64_t in, size_t want, const char *what)
 {
 	amber_cobj *o = NULL;
 	int rc = amber_chunk_get(&o, a, l, clen, what);
 	const amber_buf *b = rc == 0 ? o->data : NULL;
 
-	*n = 0;
 	if (rc == 0 && (in >= b->len || b->len != clen))
 		rc = amber_fail(AMBER_ECORRUPT, "%s: read at byte %" PRIu64 " of a chunk of %zu "
 				"bytes (its index and the file size disagree)", what, in, b->len);
-	if (rc == 0) {
-		*n = b->len - in < want ? (size_t)(b->len - in) : want;
-		memcpy(buf, b->data + in, *n);
+	if (rc < 0) {
+		amber_cache_release(a->cache, o);
+		return rc;
 	}
-	amber_cache_release(a->cache, o);
+	p->data = b->data + in;
+	p->len = b->len - in < want ? (size_t)(b->len - in) : want;
+	p->ref = o;
+	return 0;
+}
+
+/* Bytes [in, in + want) of the chunk l (clen bytes) copied to buf: *n of them. */
+static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_link *l,
+		      size_t clen, uint64_t in, size_t want, const char *what)
+{
+	amber_piece p;
+	int rc = chunk_piece(&p, a, l, clen, in, want, what);
+
+	*n = 0;
+	if (rc == 0) {
+		memcpy(buf, p.data, p.len);
+		*n = p.len;
+		amber_cache_release(a->cache, p.ref);
+	}
 	return rc;
 }
 
@@ -353,27 +371,6 @@ int amber_file_read(size_t *nread, amber_snapshot *s, const amber_entry *e, uint
 		return read_chunked(nread, s->a, e, off, buf, len, what);
 	return amber_fail(AMBER_ECORRUPT, "%s: has %" PRIu64 " bytes but no content", what,
 			  e->size);
-}
-
-/* One piece: bytes [in, in + want) of the chunk l (clen bytes), pinned. */
-static int chunk_piece(amber_piece *p, amber_archive *a, const amber_link *l, size_t clen,
-		       uint64_t in, size_t want, const char *what)
-{
-	amber_cobj *o = NULL;
-	int rc = amber_chunk_get(&o, a, l, clen, what);
-	const amber_buf *b = rc == 0 ? o->data : NULL;
-
-	if (rc == 0 && (in >= b->len || b->len != clen))
-		rc = amber_fail(AMBER_ECORRUPT, "%s: read at byte %" PRIu64 " of a chunk of %zu "
-				"bytes (its index and the file size disagree)", what, in, b->len);
-	if (rc < 0) {
-		amber_cache_release(a->cache, o);
-		return rc;
-	}
-	p->data = b->data + in;
-	p->len = b->len - in < want ? (size_t)(b->len - in) : want;
-	p->ref = o;
-	return 0;
 }
 
 void amber_file_pieces_release(amber_snapshot *s, amber_piece *p, size_t n)

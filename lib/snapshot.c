@@ -1958,17 +1958,25 @@ static int snap_run(snap *s, const char *src, const struct stat *st,
  * the cost of the next snapshot does not grow with history.  The snapshot
  * is already published: a failure here is only a warning.
  */
-static void repack_lazy(amber_store *store, const amber_snapshot_opts *o)
+static void repack_lazy(amber_repack_stats *st, amber_store *store, const amber_snapshot_opts *o)
 {
-	amber_repack_stats st;
-
-	if (amber_repack_locked(&st, store, AMBER_REPACK_LAZY) < 0 && o->warn)
+	if (amber_repack_locked(st, store, AMBER_REPACK_LAZY) < 0 && o->warn)
 		o->warn(amber_store_path(store), amber_error_last(), o->payload);
 }
 
+/* The consolidation's time and work go into the snapshot's stats (version 3). */
 static void snap_repack(snap *s)
 {
-	repack_lazy(s->a->store, s->o);
+	amber_repack_stats st;
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	repack_lazy(&st, s->a->store, s->o);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s->st.repack_ns = (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+				     (t1.tv_nsec - t0.tv_nsec));
+	s->st.repack_packs = st.packs_merged;
+	s->st.repack_bytes = st.bytes;
 }
 
 int amber_snapshot_create(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *stats,
@@ -3460,11 +3468,12 @@ static int writer_run(char id_out[AMBER_OID_HEXSZ + 1], amber_stats *st, amber_w
 static void writer_merge(amber_writer *w)
 {
 	amber_store *store = w->a->store;
+	amber_repack_stats st;
 
 	/* Another process holding the lock: the next snapshot asks again. */
 	if (amber_store_lock(store) < 0)
 		return;
-	repack_lazy(store, &w->o.snap);
+	repack_lazy(&st, store, &w->o.snap);
 	amber_store_unlock(store);
 }
 

@@ -20,7 +20,9 @@
 /* Bytes of amber_stats at version v (>= 1; a newer one: all the library knows). */
 static inline size_t amber_stats_size(unsigned int v)
 {
-	return v == 1 ? offsetof(amber_stats, new_chunks) : sizeof(amber_stats);
+	return v == 1   ? offsetof(amber_stats, new_chunks)
+	       : v == 2 ? offsetof(amber_stats, repack_ns)
+			: sizeof(amber_stats);
 }
 
 /* Bytes of amber_repack_stats at version v, likewise. */

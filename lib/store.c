@@ -1946,10 +1946,9 @@ int amber_store_check_packs(amber_store *s,
 int amber_store_pack_positions(amber_packpos *pos, amber_store *s, const uint8_t *oids,
 			       size_t n)
 {
-	memset(pos, 0, n * sizeof(*pos));
 	for (size_t i = 0; i < n; i++)
 		if (!amber_packset_position(&pos[i].pack, &pos[i].off, s->packs, oids + 20 * i))
-			pos[i].pack = 0, pos[i].off = 0;
+			pos[i] = (amber_packpos){0, 0};
 	return 0;
 }
 

@@ -19,7 +19,8 @@
  *
  * A pack gets in only through a scan, which the odb calls on every miss
  * (its refresh), amber_store_refresh() calls through git_odb_refresh(),
- * and lookups call once a second at most:
+ * and lookups call once a second at most (each thread looks at the clock
+ * every RESCAN_EVERY lookups, not on every object it reads):
  *
  * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
  *   object count, a fan-out that never falls, every offset inside the
@@ -78,9 +79,10 @@
 #define PACKED_PRIORITY 2	/* asked first, as libgit2's default odb does */
 #define IDX_HEAD (8 + 256 * 4)
 #define IDX_BATCH 4096
-#define RESCAN_NS 1000000000LL
+#define RESCAN_NS 1000000000LL	/* a lookup rescans if the last scan is older */
+#define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
-#define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */	/* a lookup rescans if the last scan is older */
+#define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -126,6 +128,57 @@ static char *path_join(const char *a, const char *b)
 	return p;
 }
 
+/*
+ * The least and greatest of k 32-bit offsets, in runs of a fixed length
+ * that the compiler turns into vector code: every process that opens an
+ * archive checks every offset of every index (at a million snapshots,
+ * millions of them), so this loop is on the path of each CLI snapshot.
+ * With AVX2 (asked of the CPU at run time) a run is a few vector
+ * instructions; the baseline has no unsigned vector min/max.
+ */
+#define RUN 64
+static inline __attribute__((always_inline)) void
+span_of(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
+{
+	uint32_t mn = UINT32_MAX, mx = 0, j = 0;
+
+	for (; j + RUN <= k; j += RUN) {
+		uint32_t v[RUN], a = UINT32_MAX, b = 0;
+
+		memcpy(v, buf + 4 * (size_t)j, sizeof(v));
+		for (int r = 0; r < RUN; r++) {
+			uint32_t x = __builtin_bswap32(v[r]);
+
+			a = x < a ? x : a;
+			b = x > b ? x : b;
+		}
+		mn = a < mn ? a : mn;
+		mx = b > mx ? b : mx;
+	}
+	for (; j < k; j++) {
+		uint32_t x = get_be32(buf + 4 * (size_t)j);
+
+		mn = x < mn ? x : mn;
+		mx = x > mx ? x : mx;
+	}
+	*lo = mn;
+	*hi = mx;
+}
+
+__attribute__((target("avx2")))
+static void offsets_span_avx2(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
+{
+	span_of(lo, hi, buf, k);
+}
+
+static void offsets_span(uint32_t *lo, uint32_t *hi, const uint8_t *buf, uint32_t k)
+{
+	if (__builtin_cpu_supports("avx2"))
+		offsets_span_avx2(lo, hi, buf, k);
+	else
+		span_of(lo, hi, buf, k);
+}
+
 /* Offsets of n objects at `at` in the index; large ones index the table at `big`. */
 static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig,
 			  uint64_t packsize)
@@ -133,10 +186,17 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 	uint8_t buf[IDX_BATCH * 4], b8[8];
 
 	for (uint32_t i = 0; i < n; i += IDX_BATCH) {
-		uint32_t k = n - i < IDX_BATCH ? n - i : IDX_BATCH;
+		uint32_t k = n - i < IDX_BATCH ? n - i : IDX_BATCH, lo, hi;
 
 		if (pread(fd, buf, (size_t)k * 4, at + (off_t)i * 4) != (ssize_t)k * 4)
 			return 0;
+		/* a batch of 32-bit offsets only (the common case): its extremes decide */
+		offsets_span(&lo, &hi, buf, k);
+		if (!(hi & 0x80000000u)) {
+			if (lo < 12 || hi >= packsize - 20)
+				return 0;
+			continue;
+		}
 		for (uint32_t j = 0; j < k; j++) {
 			uint64_t off = get_be32(buf + 4 * j);
 
@@ -544,23 +604,107 @@ void amber_packset_rescan_due(amber_packset *ps)
 		(void)amber_packset_scan(ps);
 }
 
-int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const uint8_t oid[20],
-		       size_t max, const char *what, amber_pack_alloc_fn alloc, void *ctx)
+/* What a lookup does with the object it found: 0 or <0 (message set). */
+typedef int (*found_fn)(amber_packset *ps, const struct cpack *c, uint64_t off, void *ctx);
+
+/* Lookups this thread made since it last looked at the clock (any set). */
+static _Thread_local unsigned since_clock;
+
+/*
+ * Every lookup of one object: a rescan if one is due (unless !rescan;
+ * asked every RESCAN_EVERY lookups of a thread, so a reader that keeps
+ * reading still lets go of removed packs a second after they went),
+ * then, under the shared lock (no pack is dropped under `found`), the pack
+ * holding oid, handed with its offset to `found` (NULL: nothing to do).
+ * @return found's result; AMBER_ENOTFOUND if no loaded pack holds oid,
+ *         with a message naming `what` (NULL: no message, the caller asks
+ *         elsewhere); <0 if an index could not be read.
+ */
+static int lookup(amber_packset *ps, const uint8_t *oid, int rescan, const char *what,
+		  found_fn found, void *ctx)
 {
 	const struct cpack *c = NULL;
 	uint64_t off = 0;
 	int r;
 
-	amber_packset_rescan_due(ps);
+	if (rescan && ++since_clock >= RESCAN_EVERY) {
+		since_clock = 0;
+		amber_packset_rescan_due(ps);
+	}
 	pthread_rwlock_rdlock(&ps->lock);
 	r = locate(&c, &off, ps, oid);
 	if (r > 0)
-		r = amber_pack_read(type_out, len_out, &c->pk, off, max, what, oid, alloc, ctx,
-				    resolve_base, ps);
+		r = found ? found(ps, c, off, ctx) : 0;
 	else if (r == 0)
-		r = amber_fail(AMBER_ENOTFOUND, "object %s not found", what);
+		r = what ? amber_fail(AMBER_ENOTFOUND, "object %s not found", what)
+			 : AMBER_ENOTFOUND;
 	pthread_rwlock_unlock(&ps->lock);
 	return r;
+}
+
+/* What amber_packset_read() and _header() were asked (read only: max, oid, alloc, ctx). */
+struct obj_args {
+	int *type;
+	size_t *len;
+	const char *what;
+	size_t max;
+	const uint8_t *oid;
+	amber_pack_alloc_fn alloc;
+	void *ctx;
+};
+
+static int read_found(amber_packset *ps, const struct cpack *c, uint64_t off, void *ctx)
+{
+	const struct obj_args *a = ctx;
+
+	return amber_pack_read(a->type, a->len, &c->pk, off, a->max, a->what, a->oid, a->alloc,
+			       a->ctx, resolve_base, ps);
+}
+
+int amber_packset_read(int *type_out, size_t *len_out, amber_packset *ps, const uint8_t oid[20],
+		       size_t max, const char *what, amber_pack_alloc_fn alloc, void *ctx)
+{
+	struct obj_args a = {type_out, len_out, what, max, oid, alloc, ctx};
+
+	return lookup(ps, oid, 1, what, read_found, &a);
+}
+
+static int header_found(amber_packset *ps, const struct cpack *c, uint64_t off, void *ctx)
+{
+	const struct obj_args *a = ctx;
+
+	return amber_pack_header(a->type, a->len, &c->pk, off, a->what, resolve_base, ps);
+}
+
+int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
+			 const uint8_t oid[20], const char *what)
+{
+	struct obj_args a = {.type = type_out, .len = len_out, .what = what};
+
+	return lookup(ps, oid, 1, what, header_found, &a);
+}
+
+struct position_args {
+	uint32_t *pack;
+	uint64_t *off;
+};
+
+static int position_found(amber_packset *ps, const struct cpack *c, uint64_t off, void *ctx)
+{
+	const struct position_args *a = ctx;
+
+	*a->pack = (uint32_t)(c - ps->v) + 1;
+	*a->off = off;
+	return 0;
+}
+
+/* No rescan: a batch's positions share one numbering of the packs, which a scan changes. */
+int amber_packset_position(uint32_t *pack, uint64_t *off, amber_packset *ps,
+			   const uint8_t oid[20])
+{
+	struct position_args a = {pack, off};
+
+	return lookup(ps, oid, 0, NULL, position_found, &a) == 0;
 }
 
 /* The libgit2 backend ----------------------------------------------------------- */
@@ -615,71 +759,21 @@ static int ps_read(void **data, size_t *len, git_object_t *type, git_odb_backend
 static int ps_read_header(size_t *len, git_object_t *type, git_odb_backend *be,
 			  const git_oid *oid)
 {
-	amber_packset *ps = (amber_packset *)be;
-	const struct cpack *c = NULL;
-	uint64_t off = 0;
 	char hex[41];
 	int t = 0, r;
+	struct obj_args a = {.type = &t, .len = len, .what = hex};
 
 	hex_of(hex, oid);
-	amber_packset_rescan_due(ps);
-	pthread_rwlock_rdlock(&ps->lock);
-	r = locate(&c, &off, ps, oid->id);
-	if (r > 0)
-		r = amber_pack_header(&t, len, &c->pk, off, hex, resolve_base, ps);
-	else if (r == 0)
-		r = AMBER_ENOTFOUND;
-	pthread_rwlock_unlock(&ps->lock);
+	r = lookup((amber_packset *)be, oid->id, 1, NULL, header_found, &a);
 	if (r < 0)
 		return to_git(r);
 	*type = (git_object_t)t;
 	return 0;
 }
 
-int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
-			 const uint8_t oid[20], const char *what)
-{
-	const struct cpack *c = NULL;
-	uint64_t off = 0;
-	int r;
-
-	amber_packset_rescan_due(ps);
-	pthread_rwlock_rdlock(&ps->lock);
-	r = locate(&c, &off, ps, oid);
-	if (r > 0)
-		r = amber_pack_header(type_out, len_out, &c->pk, off, what, resolve_base, ps);
-	else if (r == 0)
-		r = amber_fail(AMBER_ENOTFOUND, "object %s not found", what);
-	pthread_rwlock_unlock(&ps->lock);
-	return r;
-}
-
-int amber_packset_position(uint32_t *pack, uint64_t *off, amber_packset *ps,
-			   const uint8_t oid[20])
-{
-	const struct cpack *c = NULL;
-	int r;
-
-	pthread_rwlock_rdlock(&ps->lock);
-	r = locate(&c, off, ps, oid);
-	if (r > 0)
-		*pack = (uint32_t)(c - ps->v) + 1;
-	pthread_rwlock_unlock(&ps->lock);
-	return r > 0;
-}
-
 static int ps_exists(git_odb_backend *be, const git_oid *oid)
 {
-	amber_packset *ps = (amber_packset *)be;
-	const struct cpack *c;
-	uint64_t off;
-	int r;
-
-	amber_packset_rescan_due(ps);
-	pthread_rwlock_rdlock(&ps->lock);
-	r = locate(&c, &off, ps, oid->id);
-	pthread_rwlock_unlock(&ps->lock);
-	return r > 0;
+	return lookup((amber_packset *)be, oid->id, 1, NULL, NULL, NULL) == 0;
 }
 
 /* Whether the first len hex digits of a and b agree. */

@@ -359,6 +359,7 @@ void itest_setup(void)
 
 void itest_teardown(void)
 {
+	fg_unmount();
 	if (IT.tmp)
 		rm_rf(IT.tmp);
 	free(IT.tmp);
@@ -428,6 +429,80 @@ void amber_init_archive(const char *archive, int plain)
 		amber(&r, "init", archive, NULL);
 	assert_ok(&r, "amberfs init");
 	run_result_dispose(&r);
+}
+
+/* ------------------------------------------------------------------ */
+/* A foreground mount                                                  */
+
+static char *fg_mnt;	/* the mount point of fg_mount(), NULL if none */
+static pid_t fg_pid;	/* its daemon, 0 if none */
+
+int is_mount_point(const char *mnt)
+{
+	char *parent = xasprintf("%s/..", mnt);
+	struct stat a, b;
+	int yes = stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+
+	free(parent);
+	return yes;
+}
+
+int fg_alive(void)
+{
+	int st;
+
+	return fg_pid > 0 && waitpid(fg_pid, &st, WNOHANG) == 0;
+}
+
+const char *fg_mount(const char *archive)
+{
+	char *log = pjoin(IT.tmp, "daemon.log");
+	const char *args[] = { "mount", archive, NULL, "-f", NULL };
+	run_opts o = { .stderr_path = log };
+
+	cr_assert_null(fg_mnt, "fg_mount: one mount a test");
+	fg_mnt = pjoin(IT.tmp, "mnt");
+	mkdir_p(fg_mnt, 0755);
+	args[2] = fg_mnt;
+	fg_pid = amber_spawn(&o, args);
+	double end = now_s() + 30;
+	while (!is_mount_point(fg_mnt)) {
+		cr_assert(fg_alive(), "amberfs mount -f exited before mounting: %s",
+			  read_file(log, NULL));
+		cr_assert(now_s() < end, "%s not mounted after 30 s", fg_mnt);
+		sleep_s(0.02);
+	}
+	free(log);
+	return fg_mnt;
+}
+
+static void quiet(const char *a0, const char *a1, const char *a2)
+{
+	run_opts o = { .timeout = 30 };
+	run_result r;
+
+	run_cmd(&r, &o, a0, a1, a2, NULL);
+	run_result_dispose(&r);
+}
+
+void fg_unmount(void)
+{
+	if (fg_mnt && is_mount_point(fg_mnt))
+		quiet("fusermount3", "-u", fg_mnt);
+	if (fg_mnt && is_mount_point(fg_mnt))
+		quiet("umount", "-l", fg_mnt);
+	if (fg_pid > 0) {
+		kill(fg_pid, SIGTERM);
+		for (int i = 0; i < 250 && fg_alive(); i++)
+			sleep_s(0.02);
+		if (fg_alive()) {
+			kill(fg_pid, SIGKILL);
+			waitpid(fg_pid, NULL, 0);
+		}
+	}
+	free(fg_mnt);
+	fg_mnt = NULL;
+	fg_pid = 0;
 }
 
 static int is_hex40(const char *s, size_t len)

@@ -130,6 +130,27 @@ char *git_ok(const char *repo, const char *stdin_path, const char *arg0, ...) IT
 void assert_fsck(const char *repo);
 
 /* ------------------------------------------------------------------ */
+/* A foreground mount                                                  */
+
+/**
+ * `amberfs mount ARCH IT.tmp/mnt -f`, its stderr to IT.tmp/daemon.log;
+ * returns the mount point once it is mounted (asserts within 30 s, and
+ * that the daemon did not exit first).  One a test: itest_teardown() takes
+ * it down if fg_unmount() did not.
+ */
+const char *fg_mount(const char *archive);
+
+/** 1 while the daemon fg_mount() started still runs. */
+int fg_alive(void);
+
+/** Unmount fg_mount()'s mount (fusermount3 -u, else umount -l) and end its
+ *  daemon (SIGTERM, SIGKILL after 5 s); nothing if there is none. */
+void fg_unmount(void);
+
+/** 1 if mnt is on another device than its parent (something is mounted there). */
+int is_mount_point(const char *mnt);
+
+/* ------------------------------------------------------------------ */
 /* Assertions on run results                                           */
 
 /** Assert the exit code, printing stderr on failure. */

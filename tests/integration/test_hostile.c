@@ -23,96 +23,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #define BIG_SIZE ((size_t)3 << 20)
 #define READ_LIMIT (BIG_SIZE + ((size_t)1 << 20))
 
-/* ------------------------------------------------------------------ */
-/* A foreground mount, taken down in teardown                          */
-
-static char *hm_mnt;
-static pid_t hm_pid;
-
-static int is_mounted(const char *mnt)
-{
-	char *parent = xasprintf("%s/..", mnt);
-	struct stat a, b;
-	int yes = stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
-	free(parent);
-	return yes;
-}
-
-static void quiet(const char *a0, const char *a1, const char *a2)
-{
-	run_opts o = { .timeout = 30 };
-	run_result r;
-	run_cmd(&r, &o, a0, a1, a2, NULL);
-	run_result_dispose(&r);
-}
-
-/* 1 if the daemon is still running. */
-static int daemon_alive(void)
-{
-	int st;
-	return hm_pid > 0 && waitpid(hm_pid, &st, WNOHANG) == 0;
-}
-
-static void hostile_setup(void)
-{
-	itest_setup();
-	hm_mnt = NULL;
-	hm_pid = 0;
-}
-
-static void hostile_teardown(void)
-{
-	if (hm_mnt && is_mounted(hm_mnt))
-		quiet("fusermount3", "-u", hm_mnt);
-	if (hm_mnt && is_mounted(hm_mnt))
-		quiet("umount", "-l", hm_mnt);
-	if (hm_pid > 0) {
-		kill(hm_pid, SIGTERM);
-		for (int i = 0; i < 250 && daemon_alive(); i++)
-			sleep_s(0.02);
-		if (daemon_alive()) {
-			kill(hm_pid, SIGKILL);
-			waitpid(hm_pid, NULL, 0);
-		}
-	}
-	free(hm_mnt);
-	itest_teardown();
-}
-
-TestSuite(hostile, .init = hostile_setup, .fini = hostile_teardown, .timeout = 300);
-
-/* Mount arch in the foreground at IT.tmp/mnt; returns the mount point. */
-static const char *mount_fg(const char *arch)
-{
-	char *log = pjoin(IT.tmp, "daemon.log");
-	hm_mnt = pjoin(IT.tmp, "mnt");
-	mkdir_p(hm_mnt, 0755);
-	const char *args[] = { "mount", arch, hm_mnt, "-f", NULL };
-	run_opts o = { .stderr_path = log };
-	hm_pid = amber_spawn(&o, args);
-	double end = now_s() + 30;
-	while (!is_mounted(hm_mnt)) {
-		cr_assert(daemon_alive(), "amberfs mount -f exited before mounting: %s",
-			  read_file(log, NULL));
-		cr_assert(now_s() < end, "%s not mounted after 30 s", hm_mnt);
-		sleep_s(0.02);
-	}
-	free(log);
-	return hm_mnt;
-}
+TestSuite(hostile, .init = itest_setup, .fini = itest_teardown, .timeout = 300);
 
 /*
  * Read path through the mount; *err gets the errno that stopped it (0 at
@@ -482,7 +404,7 @@ Test(hostile, larger_file_sharing_a_chunk_index_is_eio_through_the_mount)
 {
 	char *orig = NULL;
 	char *arch = shared_index_archive(&orig, (uint64_t)1 << 36);
-	const char *mnt = mount_fg(arch);
+	const char *mnt = fg_mount(arch);
 
 	mount_reads_b_as_eio(mnt, orig);
 	char *pb = xasprintf("%s/latest/b", mnt);
@@ -498,7 +420,7 @@ Test(hostile, larger_file_sharing_a_chunk_index_is_eio_through_the_mount)
 		     "a read near 2^36 in b returned data");
 	cr_assert_eq(errno, EIO);
 	close(fd);
-	cr_assert(daemon_alive(), "the daemon died");
+	cr_assert(fg_alive(), "the daemon died");
 	mount_reads_b_as_eio(mnt, orig);
 	free(pb);
 	free(orig);
@@ -536,7 +458,7 @@ Test(hostile, chunk_under_another_mac_is_not_served_from_the_cache)
 	expect_restore_refused(arch, "b_badmac", "", 0);
 	expect_verify_reports(arch, "b_badmac");
 
-	const char *mnt = mount_fg(arch);
+	const char *mnt = fg_mount(arch);
 	char *pa = xasprintf("%s/latest/a_good", mnt), *pb = xasprintf("%s/latest/b_badmac", mnt);
 	size_t len = 0;
 	int err = 0;
@@ -548,7 +470,7 @@ Test(hostile, chunk_under_another_mac_is_not_served_from_the_cache)
 		     len);
 	cr_assert_eq(len, 0);
 	free(got);
-	cr_assert(daemon_alive());
+	cr_assert(fg_alive());
 	free(pa);
 	free(pb);
 }
@@ -694,13 +616,13 @@ Test(hostile, genuine_commit_stored_under_another_id_is_refused)
 	expect_cli_refused(arch, "looks-fine", FAKE_ID, "OLD-SNAPSHOT-DATA");
 	unlink(ref);
 
-	const char *mnt = mount_fg(arch);
+	const char *mnt = fg_mount(arch);
 	char *p = xasprintf("%s/ids/%s/f", mnt, FAKE_ID);
 	expect_mount_eio(p);
 	free(p);
 	p = xasprintf("%s/ids/%s/f", mnt, s1);
 	expect_mount_reads(p, "OLD-SNAPSHOT-DATA\n");
-	cr_assert(daemon_alive());
+	cr_assert(fg_alive());
 	free(p);
 	free(ref);
 	free(loose);
@@ -727,7 +649,7 @@ Test(hostile, stream_ref_moved_to_another_streams_snapshot_is_refused)
 	assert_ok(&r, "cat of the other stream's latest");
 	run_result_dispose(&r);
 
-	const char *mnt = mount_fg(arch);
+	const char *mnt = fg_mount(arch);
 	char *p = xasprintf("%s/latest/f", mnt);
 	expect_mount_eio(p);
 	free(p);
@@ -743,7 +665,7 @@ Test(hostile, stream_ref_moved_to_another_streams_snapshot_is_refused)
 	p = xasprintf("%s/ids/%s/f", mnt, s2);
 	expect_mount_reads(p, "OTHER-STREAM-DATA\n");
 	free(p);
-	cr_assert(daemon_alive());
+	cr_assert(fg_alive());
 	char *log = read_file(pjoin(IT.tmp, "daemon.log"), NULL);
 	cr_assert(strstr(log, s2) && strstr(log, "stream"),
 		  "the daemon's log should name snapshot %s and its stream: %s", s2, log);
@@ -1123,7 +1045,7 @@ Test(hostile, forged_pack_dropped_into_a_mounted_archive_is_refused_not_a_crash)
 	run_result_dispose(&r);
 	forge_offsets(idx);
 
-	const char *mnt = mount_fg(arch);
+	const char *mnt = fg_mount(arch);
 	char *a1 = xasprintf("%s/ids/%s/a.txt", mnt, id1);
 	expect_mount_reads(a1, "alpha\n");
 
@@ -1146,7 +1068,7 @@ Test(hostile, forged_pack_dropped_into_a_mounted_archive_is_refused_not_a_crash)
 	free(ref);
 	char *e = xasprintf("%s/streams/evil/latest/evil.txt", mnt);
 	expect_mount_eio(e);
-	cr_assert(daemon_alive(), "the daemon died reading through a forged pack index");
+	cr_assert(fg_alive(), "the daemon died reading through a forged pack index");
 	char *log = pjoin(IT.tmp, "daemon.log");
 	char *dlog = read_file(log, NULL);
 	cr_assert(strstr(dlog, strrchr(idx, '/') + 1) && strstr(dlog, "git index-pack"),
@@ -1154,7 +1076,7 @@ Test(hostile, forged_pack_dropped_into_a_mounted_archive_is_refused_not_a_crash)
 	/* and it keeps serving the rest */
 	expect_mount_reads(a1, "alpha\n");
 	expect_mount_reads(b2, "bravo\n");
-	cr_assert(daemon_alive());
+	cr_assert(fg_alive());
 	free(dlog);
 	free(log);
 	free(e);
@@ -1217,7 +1139,7 @@ Test(hostile, nesting_past_the_limit_is_eio_through_the_mount_and_the_rest_serve
 	write_str(pjoin(src, "top.txt"), "top\n");
 	char *arch = plain_archive(src, id);
 	char *deep = forge_deep_by(arch, id, AMBER_RESTORE_MAX_DEPTH + 10);
-	const char *mnt = mount_fg(arch);
+	const char *mnt = fg_mount(arch);
 	char *root = xasprintf("%s/ids/%s", mnt, deep);
 
 	/* level by level: down to the limit, then EIO */
@@ -1238,7 +1160,7 @@ Test(hostile, nesting_past_the_limit_is_eio_through_the_mount_and_the_rest_serve
 	cr_assert(fstatat(fd, "d", &st, 0) < 0 && errno == EIO, "stat of level %d: %s",
 		  levels + 1, strerror(errno));
 	close(fd);
-	cr_assert(daemon_alive(), "the daemon died walking a deep archive");
+	cr_assert(fg_alive(), "the daemon died walking a deep archive");
 
 	/* ordinary tools, started 100 levels above the limit (a find from the
 	 * top costs seconds per thousand levels here; the walk above did that) */
@@ -1265,7 +1187,7 @@ Test(hostile, nesting_past_the_limit_is_eio_through_the_mount_and_the_rest_serve
 	assert_ok(&r, "cat beside the deep tree");
 	cr_assert_str_eq(r.out, "top\n");
 	run_result_dispose(&r);
-	cr_assert(daemon_alive(), "the daemon died under find and cat");
+	cr_assert(fg_alive(), "the daemon died under find and cat");
 
 	/* the daemon keeps serving other paths, and says what it refused */
 	char *other = xasprintf("%s/ids/%s/top.txt", mnt, id);

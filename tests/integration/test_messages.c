@@ -216,6 +216,38 @@ Test(messages, scripts_test_says_what_it_is_doing)
 	free(bin);
 }
 
+Test(messages, scripts_build_shows_the_compiler_errors_when_it_fails)
+{
+	/* a copy of scripts/build over a real ninja file whose one rule fails as
+	 * a compiler does: its message on stdout, exit 1 */
+	char *proj = pjoin(IT.tmp, "proj");
+	char *dir = pjoin(proj, "scripts");
+	mkdir_p(dir, 0755);
+	size_t n;
+	char *script = read_file(AMBER_SOURCE_DIR "/scripts/build", &n);
+	char *p = pjoin(dir, "build");
+	write_file(p, script, n, 0755);
+	free(p);
+	free(dir);
+	dir = pjoin(proj, "build");
+	mkdir_p(dir, 0755);
+	p = pjoin(dir, "build.ninja");
+	write_str(p, "rule cc\n  command = echo 'x.c:1:2: error: expected ; before }'; false\n"
+		     "build x.o: cc\ndefault x.o\n");
+	free(p);
+	run_opts o = { .cwd = proj };
+	run_result r;
+	run_cmd(&r, &o, "scripts/build", NULL);
+	cr_assert_neq(r.status, 0, "a failed build exited 0");
+	cr_assert(strstr(r.err, "x.c:1:2: error: expected ; before }"),
+		  "the compiler's error was hidden: stdout %s, stderr %s", r.out, r.err);
+	cr_assert(strstr(r.err, "scripts/build: the build failed"), "%s", r.err);
+	run_result_dispose(&r);
+	free(script);
+	free(dir);
+	free(proj);
+}
+
 /* ---- point 13: no raw escape codes off a terminal ---------------------- */
 
 Test(messages, demo_headings_are_plain_text_off_a_terminal)

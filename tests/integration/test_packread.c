@@ -15,98 +15,16 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define NFILES 6
 #define FILE_SIZE ((size_t)1 << 20)
 
-static char *pr_mnt;
-static pid_t pr_pid;
-
-static int is_mounted(const char *mnt)
-{
-	char *parent = xasprintf("%s/..", mnt);
-	struct stat a, b;
-	int yes = stat(mnt, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
-
-	free(parent);
-	return yes;
-}
-
-static void quiet(const char *a0, const char *a1, const char *a2)
-{
-	run_opts o = {.timeout = 30};
-	run_result r;
-
-	run_cmd(&r, &o, a0, a1, a2, NULL);
-	run_result_dispose(&r);
-}
-
-static int daemon_alive(void)
-{
-	int st;
-
-	return pr_pid > 0 && waitpid(pr_pid, &st, WNOHANG) == 0;
-}
-
-static void pr_setup(void)
-{
-	itest_setup();
-	pr_mnt = NULL;
-	pr_pid = 0;
-}
-
-static void unmount_all(void)
-{
-	if (pr_mnt && is_mounted(pr_mnt))
-		quiet("fusermount3", "-u", pr_mnt);
-	if (pr_mnt && is_mounted(pr_mnt))
-		quiet("umount", "-l", pr_mnt);
-	if (pr_pid > 0) {
-		kill(pr_pid, SIGTERM);
-		for (int i = 0; i < 250 && daemon_alive(); i++)
-			sleep_s(0.02);
-		if (daemon_alive()) {
-			kill(pr_pid, SIGKILL);
-			waitpid(pr_pid, NULL, 0);
-		}
-	}
-	pr_pid = 0;
-}
-
-static void pr_teardown(void)
-{
-	unmount_all();
-	free(pr_mnt);
-	itest_teardown();
-}
-
-TestSuite(packread, .init = pr_setup, .fini = pr_teardown, .timeout = 300);
-
-static const char *mount_fg(const char *arch, const char *log)
-{
-	pr_mnt = pjoin(IT.tmp, "mnt");
-	mkdir_p(pr_mnt, 0755);
-	const char *args[] = {"mount", arch, pr_mnt, "-f", NULL};
-	run_opts o = {.stderr_path = log};
-
-	pr_pid = amber_spawn(&o, args);
-	double end = now_s() + 30;
-
-	while (!is_mounted(pr_mnt)) {
-		cr_assert(daemon_alive(), "amberfs mount -f exited before mounting: %s",
-			  read_file(log, NULL));
-		cr_assert(now_s() < end, "%s not mounted after 30 s", pr_mnt);
-		sleep_s(0.02);
-	}
-	return pr_mnt;
-}
+TestSuite(packread, .init = itest_setup, .fini = itest_teardown, .timeout = 300);
 
 /* The bytes of path up to the first error (*err: its errno, 0 at EOF). */
 static char *read_until_error(const char *path, size_t *len, int *err)
@@ -185,7 +103,7 @@ static void expect_file_or_eio(const char *mnt, const char *src, int i, int want
 			     strerror(err), len);
 	else
 		cr_assert(err == 0 || err == EIO, "%s: %s", name, strerror(err));
-	cr_assert(daemon_alive(), "the daemon died reading %s", name);
+	cr_assert(fg_alive(), "the daemon died reading %s", name);
 	free(got);
 	free(want);
 	free(p);
@@ -211,7 +129,7 @@ Test(packread, a_pack_rewritten_and_truncated_under_a_mount_is_eio_not_a_crash)
 	struct stat st;
 
 	cr_assert_eq(stat(pack, &st), 0);
-	const char *mnt = mount_fg(arch, log);
+	const char *mnt = fg_mount(arch);
 
 	expect_file_or_eio(mnt, src, 0, 0);
 	/* rewritten in place: zeros over the middle of the pack */
@@ -232,7 +150,7 @@ Test(packread, a_pack_rewritten_and_truncated_under_a_mount_is_eio_not_a_crash)
 	run_cmd(&r, NULL, "ls", "-ld", mnt, NULL);	/* the daemon still answers */
 	assert_ok(&r, "ls through the mount after the damage");
 	run_result_dispose(&r);
-	cr_assert(daemon_alive(), "the daemon died");
+	cr_assert(fg_alive(), "the daemon died");
 	char *logged = read_file(log, NULL);
 
 	cr_assert(strstr(logged, pack_name), "the daemon's log does not name %s: %s", pack_name,
@@ -243,7 +161,7 @@ Test(packread, a_pack_rewritten_and_truncated_under_a_mount_is_eio_not_a_crash)
 		line--;
 	cr_log_info("the daemon logged: %.*s", (int)strcspn(line, "\n"), line);
 	free(logged);
-	unmount_all();
+	fg_unmount();
 
 	/* restore and verify say what is wrong, naming the pack (its index is
 	 * refused now: offsets past the end of the truncated pack) */
@@ -348,12 +266,12 @@ Test(packread, an_archive_repacked_by_git_with_deltas_mounts_restores_and_verifi
 	cr_assert_gt(deltas, 0, "git repack made no deltas: this test could not tell");
 	cr_log_info("%d deltas, chains up to %d", deltas, depth);
 
-	const char *mnt = mount_fg(arch, log);
+	const char *mnt = fg_mount(arch);
 	char *latest = xasprintf("%s/latest/.", mnt);
 
 	assert_trees_equal(src, latest, TD_SKIP_ROOT_META, "the latest snapshot through the mount");
-	cr_assert(daemon_alive(), "the daemon died");
-	unmount_all();
+	cr_assert(fg_alive(), "the daemon died");
+	fg_unmount();
 
 	char *dest = pjoin(IT.tmp, "dest");
 

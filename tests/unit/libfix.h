@@ -1,6 +1,7 @@
 /*
  * A small encrypted archive for the unit suites of the library's upper
- * half (archive, snapshot, reader, diff, restore, verify): a scratch
+ * half (archive, snapshot, reader, diff, restore, verify, writer sessions
+ * and their growth): a scratch
  * directory (scratch.h), a source tree written by the test, and an archive
  * in it whose key slot uses the test KDF profile and whose caches live in
  * the scratch directory.  Everything goes through the public API.
@@ -44,8 +45,18 @@ static inline amber_open_opts fix_open_opts(void)
 	return o;
 }
 
-/* A new encrypted (or plain) archive at base/archive, unlocked. */
-static inline amber_archive *fix_archive(int plain)
+/* Write text to base/src/rel, in the source tree the tests snapshot. */
+static inline void src_put(const char *rel, const char *text)
+{
+	char path[4200];
+	int n = snprintf(path, sizeof(path), "src/%s", rel);
+
+	cr_assert(n > 0 && n < (int)sizeof(path), "path too long");
+	put_file(path, text);
+}
+
+/* A new encrypted (or plain) archive at base/name, unlocked. */
+static inline amber_archive *fix_archive_at(const char *name, int plain)
 {
 	static amber_open_opts oo;
 	amber_create_opts co = AMBER_CREATE_OPTS_INIT;
@@ -59,8 +70,25 @@ static inline amber_archive *fix_archive(int plain)
 	co.kdf_profile = AMBER_KDF_TEST;
 	co.open = &oo;
 	mkdir(at("cache"), 0700);
-	OK(amber_archive_create(&a, at("archive"), &co));
+	OK(amber_archive_create(&a, at(name), &co));
 	return a;
+}
+
+/* A new encrypted (or plain) archive at base/archive, unlocked. */
+static inline amber_archive *fix_archive(int plain)
+{
+	return fix_archive_at("archive", plain);
+}
+
+/* A writer session over base/src, snapshotting with one thread. */
+static inline amber_writer *fix_writer(amber_archive *a)
+{
+	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
+	amber_writer *w = NULL;
+
+	o.snap.threads = 1;
+	OK(amber_writer_open(&w, a, at("src"), &o));
+	return w;
 }
 
 /* Snapshot base/src into stream main at T0 + step seconds; id into id. */

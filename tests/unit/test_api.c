@@ -204,6 +204,54 @@ Test(api, snapshot_stats_of_version_0_are_refused_and_newer_ones_filled_as_known
 	amber_snapshot_free(s);
 }
 
+/*
+ * Version 3: a snapshot reports what the consolidation after it cost, so
+ * that its amortised share can be measured apart; a version-2 caller gets
+ * none of it.  Each snapshot adds a pack; the lazy merge runs once 8 small
+ * ones break the progression, within the first 9 snapshots after setup's.
+ */
+Test(api, snapshot_stats_report_the_consolidation_and_stop_at_the_callers_version)
+{
+	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
+	amber_stats st, v2;
+	char out[AMBER_OID_HEXSZ + 1], name[16];
+	uint64_t merged = 0, bytes = 0, ns = 0;
+	int i;
+
+	so.threads = 1;
+	for (i = 2; i < 12 && !merged; i++) {
+		snprintf(name, sizeof(name), "src/f%d", i);
+		put_file(name, name);
+		so.time_ns = T0 + (int64_t)i * 1000000000;
+		st = (amber_stats)AMBER_STATS_INIT;
+		OK(amber_snapshot_create(out, &st, arc, at("src"), &so));
+		merged = st.repack_packs;
+		bytes = st.repack_bytes;
+		ns = st.repack_ns;
+	}
+	cr_assert_geq(merged, 8, "no snapshot reported a merge of 8 packs (got %llu)",
+		      (unsigned long long)merged);
+	cr_assert_gt(bytes, 0, "a merge of %llu packs copied no bytes", (unsigned long long)merged);
+	cr_assert_gt(ns, 0, "a merge of %llu packs took no time", (unsigned long long)merged);
+
+	/* the next snapshot has nothing to merge: it says so */
+	put_file("src/g", "golf");
+	so.time_ns = T0 + 20 * (int64_t)1000000000;
+	st = (amber_stats)AMBER_STATS_INIT;
+	OK(amber_snapshot_create(out, &st, arc, at("src"), &so));
+	cr_assert_eq(st.repack_packs, 0);
+	cr_assert_eq(st.repack_bytes, 0);
+
+	memset(&v2, 0xa5, sizeof(v2));
+	v2.version = 2;
+	put_file("src/h", "hotel");
+	so.time_ns = T0 + 21 * (int64_t)1000000000;
+	OK(amber_snapshot_create(out, &v2, arc, at("src"), &so));
+	cr_assert_gt(v2.pack_bytes, 0, "a version-2 field was not filled");
+	cr_assert_eq(v2.repack_ns, 0xa5a5a5a5a5a5a5a5ull, "a version-3 field was written for a "
+		     "version-2 caller");
+}
+
 Test(api, restore_writer_and_repack_stats_follow_the_same_scheme)
 {
 	amber_writer_opts wo = AMBER_WRITER_OPTS_INIT;

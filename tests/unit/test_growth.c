@@ -8,16 +8,13 @@
  * of chunks adds its last index page (layout 2), not an entry per chunk
  * (layout 1).  Real archives and real source trees.
  */
-#include "amber.h"
-#include "amber_verify.h"
+#include "libfix.h"
+
 #include "archive.h"
 #include "chunker.h"
 #include "dir.h"
 #include "error.h"
 
-#include <criterion/criterion.h>
-
-#include "scratch.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -26,62 +23,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define OK(expr)                                                                     \
-	do {                                                                         \
-		int rc_ = (expr);                                                    \
-		cr_assert_eq(rc_, 0, "%s = %d: %s", #expr, rc_, amber_error_last()); \
-	} while (0)
-
-#define PASS "growth test"
-
 static void setup(void)
 {
 	scratch_make("growth");
-	mkdir(at("cache"), 0700);
-	OK(amber_global_init());
 }
 
 TestSuite(growth, .init = setup, .fini = scratch_remove);
 
 static void assert_restores(amber_archive *a, const char *id, const char *rel);
-
-static void put(const char *rel, const char *text)
-{
-	char path[4200];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/src/%s", base, rel);
-	f = fopen(path, "wb");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	cr_assert_eq(fputs(text, f) >= 0, 1);
-	cr_assert_eq(fclose(f), 0);
-}
-
-static amber_archive *new_archive(const char *name)
-{
-	static amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
-	amber_create_opts o = AMBER_CREATE_OPTS_INIT;
-	amber_archive *a = NULL;
-
-	oo.cache_dir = strdup(at("cache")); /* at() reuses its buffers */
-	oo.weak_kdf_ok = 1;
-	o.open = &oo;
-	o.kdf_profile = AMBER_KDF_TEST;
-	o.passphrase = (const unsigned char *)PASS;
-	o.passphrase_len = strlen(PASS);
-	OK(amber_archive_create(&a, at(name), &o));
-	return a;
-}
-
-static amber_writer *open_writer(amber_archive *a)
-{
-	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
-	amber_writer *w = NULL;
-
-	o.snap.threads = 1;
-	OK(amber_writer_open(&w, a, at("src"), &o));
-	return w;
-}
 
 /* src/accounts with n small files, and one other file. */
 static void make_source(int n)
@@ -90,11 +39,11 @@ static void make_source(int n)
 
 	cr_assert_eq(mkdir(at("src"), 0755), 0);
 	cr_assert_eq(mkdir(at("src/accounts"), 0755), 0);
-	put("top", "top\n");
+	src_put("top", "top\n");
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "accounts/acct-%05d.json", i);
 		snprintf(text, sizeof(text), "{\"id\": %d}\n", i);
-		put(name, text);
+		src_put(name, text);
 	}
 }
 
@@ -136,10 +85,10 @@ static amber_stats one_edit(amber_archive *a, const char *edit, char first[AMBER
 			    char id[AMBER_OID_HEXSZ + 1])
 {
 	amber_stats st = AMBER_STATS_INIT;
-	amber_writer *w = open_writer(a);
+	amber_writer *w = fix_writer(a);
 
 	OK(amber_writer_snapshot(first, NULL, w, NULL, 0));
-	put("accounts/acct-01234.json", edit);
+	src_put("accounts/acct-01234.json", edit);
 	OK(amber_writer_snapshot(id, &st, w, (amber_dirty[]){{"accounts/acct-01234.json", 0}}, 1));
 	OK(amber_writer_close(w));
 	return st;
@@ -147,7 +96,7 @@ static amber_stats one_edit(amber_archive *a, const char *edit, char first[AMBER
 
 Test(growth, one_edit_in_a_large_directory_adds_a_few_small_nodes, .timeout = 60)
 {
-	amber_archive *old = new_archive("old"), *cur = new_archive("new");
+	amber_archive *old = fix_archive_at("old", 0), *cur = fix_archive_at("new", 0);
 	char id_old[AMBER_OID_HEXSZ + 1], id_new[AMBER_OID_HEXSZ + 1], first[AMBER_OID_HEXSZ + 1];
 	amber_snapshot *s1 = NULL, *s2 = NULL;
 	amber_stats so, sn;
@@ -237,7 +186,7 @@ static void assert_accounts_read(amber_archive *a, const char *id, int n)
 
 Test(growth, an_archive_of_fan_out_layout_1_reads_and_takes_layout_2_snapshots, .timeout = 60)
 {
-	amber_archive *a = new_archive("arch");
+	amber_archive *a = fix_archive_at("arch", 0);
 	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
 	amber_snapshot *s1 = NULL, *s2 = NULL;
 	amber_writer *w;
@@ -254,9 +203,9 @@ Test(growth, an_archive_of_fan_out_layout_1_reads_and_takes_layout_2_snapshots, 
 
 	/* a session on top of it: the changed directory moves to layout 2, and
 	 * is the very tree a whole walk writes */
-	w = open_writer(a);
-	put("accounts/acct-00042.json", "{\"id\": 42, \"margin\": 1}\n");
-	put("accounts/acct-new.json", "{}\n");
+	w = fix_writer(a);
+	src_put("accounts/acct-00042.json", "{\"id\": 42, \"margin\": 1}\n");
+	src_put("accounts/acct-new.json", "{}\n");
 	OK(amber_writer_snapshot(id2, NULL, w, (amber_dirty[]){{"accounts/acct-00042.json", 0},
 							     {"accounts/acct-new.json", 0}}, 2));
 	OK(amber_writer_close(w));
@@ -369,7 +318,7 @@ static amber_stats one_append(amber_archive *a, char id[AMBER_OID_HEXSZ + 1])
 
 Test(growth, an_append_to_a_large_file_adds_its_last_index_page, .timeout = 60)
 {
-	amber_archive *old = new_archive("old"), *cur = new_archive("new");
+	amber_archive *old = fix_archive_at("old", 0), *cur = fix_archive_at("new", 0);
 	char id_old[AMBER_OID_HEXSZ + 1], id_new[AMBER_OID_HEXSZ + 1];
 	amber_stats so, sn;
 	uint64_t io, in;
@@ -405,16 +354,16 @@ Test(growth, an_append_to_a_large_file_adds_its_last_index_page, .timeout = 60)
 
 Test(growth, a_directory_that_outgrows_its_fan_out_width_diffs_and_reads, .timeout = 60)
 {
-	amber_archive *a = new_archive("arch");
+	amber_archive *a = fix_archive_at("arch", 0);
 	char first[AMBER_OID_HEXSZ + 1], id[AMBER_OID_HEXSZ + 1];
 	amber_snapshot *s1 = NULL, *s2 = NULL;
 	amber_writer *w;
 	changes ch = {0};
 
 	make_source(4096); /* 8 bits of buckets; one more entry needs 9 */
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(first, NULL, w, NULL, 0));
-	put("accounts/acct-new.json", "{}\n");
+	src_put("accounts/acct-new.json", "{}\n");
 	OK(amber_writer_snapshot(id, NULL, w, (amber_dirty[]){{"accounts/acct-new.json", 0}}, 1));
 	OK(amber_writer_close(w));
 	cr_assert_eq(accounts_layout(a, id), 2);

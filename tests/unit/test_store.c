@@ -3,7 +3,9 @@
  * libgit2 in this process and pass `git fsck --full` in another.
  */
 #include "error.h"
+#include "repack.h"
 #include "store.h"
+#include "store_odb.h"
 
 #include <criterion/criterion.h>
 
@@ -577,6 +579,105 @@ Test(store, a_damaged_index_that_appears_later_is_refused_not_read)
 	free(good);
 }
 
+/* Set the 32-bit offset of entry i of the index (read whole into b, len bytes) to v. */
+static void idx_poke(const char *idx, const uint8_t *b, size_t len, uint32_t n, uint32_t i,
+		     uint32_t v)
+{
+	uint8_t *c = malloc(len);
+	size_t at = 1032 + 24 * (size_t)n + 4 * (size_t)i;
+	FILE *f;
+
+	memcpy(c, b, len);
+	c[at] = (uint8_t)(v >> 24);
+	c[at + 1] = (uint8_t)(v >> 16);
+	c[at + 2] = (uint8_t)(v >> 8);
+	c[at + 3] = (uint8_t)v;
+	cr_assert(f = fopen(idx, "wb"));
+	cr_assert_eq(fwrite(c, 1, len, f), len);
+	fclose(f);
+	free(c);
+}
+
+/*
+ * Every offset of an index is checked when its pack is loaded, a batch at
+ * a time by its least and greatest (a vector loop): one bad offset is
+ * found wherever it sits (first, inside a run, the end of a run, the tail
+ * after the runs, last), below the pack's header or inside its trailing
+ * checksum, and so is a large offset naming no entry of the 64-bit table.
+ */
+Test(store, one_bad_offset_anywhere_in_an_index_is_found)
+{
+	amber_store *s = NULL;
+	amber_packw *w = NULL;
+	uint8_t oid[20], *b = malloc(1 << 20);
+	char idx[4400], dir[4200];
+	const char *name;
+	struct stat pst;
+	size_t len;
+	FILE *f;
+
+	OK(amber_store_init(&s, at("a")));
+	OK(amber_packw_new(&w, s));
+	for (int i = 0; i < 150; i++) {
+		char blob[32];
+		int k = snprintf(blob, sizeof(blob), "blob %d", i);
+
+		add_blob(oid, NULL, w, blob, (size_t)k);
+	}
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+	snprintf(dir, sizeof(dir), "%s/objects/pack", amber_store_path(s));
+	{
+		char after[8192];
+
+		cr_assert_eq(run(after, sizeof(after), "ls '%s'", dir), 0);
+		idx[0] = '\0';
+		for (char *save = NULL, *t = strtok_r(after, "\n", &save); t;
+		     t = strtok_r(NULL, "\n", &save)) {
+			char path[4400];
+			struct stat st;
+
+			snprintf(path, sizeof(path), "%s/%s", dir, t);
+			if (strstr(t, ".idx") && stat(path, &st) == 0 && st.st_size > 4000)
+				snprintf(idx, sizeof(idx), "%s", path);
+		}
+	}
+	cr_assert(idx[0], "no index of 150 objects");
+	name = strrchr(idx, '/') + 1;
+	cr_assert(f = fopen(idx, "rb"));
+	len = fread(b, 1, 1 << 20, f);
+	fclose(f);
+	uint32_t n = (uint32_t)b[1028] << 24 | (uint32_t)b[1029] << 16 | b[1030] << 8 | b[1031];
+	char pack[4400];
+
+	cr_assert_eq(n, 150);
+	snprintf(pack, sizeof(pack), "%.*s.pack", (int)(strlen(idx) - 4), idx);
+	cr_assert_eq(stat(pack, &pst), 0);
+	chmod(idx, 0644);
+	cr_assert_eq(amber_idx_sane(dir, name), 1, "the index as written is refused");
+	const uint32_t where[] = {0, 1, 63, 64, 127, 128, 140, 149};
+	for (size_t k = 0; k < sizeof(where) / sizeof(where[0]); k++) {
+		idx_poke(idx, b, len, n, where[k], 11);
+		cr_assert_eq(amber_idx_sane(dir, name), 0, "entry %u at offset 11 (inside the "
+			     "header) was not found", where[k]);
+		idx_poke(idx, b, len, n, where[k], (uint32_t)pst.st_size - 20);
+		cr_assert_eq(amber_idx_sane(dir, name), 0, "entry %u inside the trailing checksum "
+			     "was not found", where[k]);
+		idx_poke(idx, b, len, n, where[k], 0x80000000u);
+		cr_assert_eq(amber_idx_sane(dir, name), 0, "entry %u naming a large offset of an "
+			     "empty table was not found", where[k]);
+		idx_poke(idx, b, len, n, where[k], 12);
+		cr_assert_eq(amber_idx_sane(dir, name), 1, "entry %u at the first byte an entry may "
+			     "start was refused", where[k]);
+	}
+	cr_assert(f = fopen(idx, "wb"));
+	cr_assert_eq(fwrite(b, 1, len, f), len);
+	fclose(f);
+	cr_assert_eq(amber_idx_sane(dir, name), 1, "the index put back is refused");
+	amber_store_free(s);
+	free(b);
+}
+
 /* Lines of /proc/self/maps and links in /proc/self/fd naming `file` (deleted). */
 static int holds_deleted(const char *file)
 {
@@ -616,6 +717,100 @@ Test(store, a_removed_pack_is_let_go_at_the_next_refresh)
 	amber_store_free(r);
 	free(two);
 	free(one);
+}
+
+/* Merge every pack of s into one, as `amberfs repack --all` does. */
+static void consolidate(amber_store *s)
+{
+	amber_repack_stats st = AMBER_REPACK_STATS_INIT;
+
+	OK(amber_store_lock(s));
+	OK(amber_repack_locked(&st, s, AMBER_REPACK_ALL));
+	amber_store_unlock(s);
+	cr_assert_eq(npacks(amber_store_path(s)), 1, "repack --all left %d packs",
+		     npacks(amber_store_path(s)));
+}
+
+/* A writer's store, a reader's, and blobs in packs of their own. */
+struct pair {
+	amber_store *s, *r;
+	uint8_t *data[2], oid[2][20];
+	char idx[2][4200];
+};
+
+static void pair_init(struct pair *p)
+{
+	*p = (struct pair){.data = {random_bytes(3000), random_bytes(3000)}};
+	OK(amber_store_init(&p->s, at("a")));
+}
+
+/* Blob i in a pack of its own, written by the writer. */
+static void pair_pack(struct pair *p, int i)
+{
+	pack_of_one(p->oid[i], p->idx[i], p->s, p->data[i], 3000);
+}
+
+/* The reader reads blob i back. */
+static void pair_expect(struct pair *p, int i)
+{
+	expect_object(p->r, p->oid[i], AMBER_GIT_BLOB, p->data[i], 3000);
+}
+
+static void pair_dispose(struct pair *p)
+{
+	amber_store_free(p->r);
+	amber_store_free(p->s);
+	free(p->data[1]);
+	free(p->data[0]);
+}
+
+/* A long-running reader (a mount) asked for an object whose pack it never
+ * saw: a writer added the pack, a consolidation merged it away. */
+Test(store, an_object_consolidated_before_a_reader_saw_its_pack_is_found)
+{
+	struct pair p;
+
+	pair_init(&p);
+	pair_pack(&p, 0);
+	OK(amber_store_open(&p.r, at("a")));
+	pair_expect(&p, 0);
+	pair_pack(&p, 1);
+	consolidate(p.s);
+	cr_assert(access(p.idx[0], F_OK) != 0 && access(p.idx[1], F_OK) != 0,
+		  "the packs were not merged");
+	pair_expect(&p, 1);
+	pair_expect(&p, 0);
+	pair_dispose(&p);
+}
+
+/* Removed packs of p.idx the process still holds open. */
+static int pair_held(const struct pair *p)
+{
+	return holds_deleted(strrchr(p->idx[0], '/') + 1) +
+	       holds_deleted(strrchr(p->idx[1], '/') + 1);
+}
+
+/* A reader that keeps reading, never missing, lets go of the packs a
+ * consolidation removed a second later, with no refresh asked for (the
+ * read path looks at the clock only every few dozen lookups). */
+Test(store, a_reader_that_keeps_reading_lets_go_of_removed_packs_a_second_later)
+{
+	struct pair p;
+
+	pair_init(&p);
+	pair_pack(&p, 0);
+	pair_pack(&p, 1);
+	OK(amber_store_open(&p.r, at("a")));
+	pair_expect(&p, 0);
+	pair_expect(&p, 1);
+	consolidate(p.s);
+	cr_assert_gt(pair_held(&p), 0, "the reader holds no removed pack: this test could not tell");
+	usleep(1100 * 1000);
+	for (int i = 0; i < 200; i++)
+		pair_expect(&p, i % 2);
+	cr_assert_eq(pair_held(&p), 0,
+		     "200 reads a second after a consolidation still hold its removed packs");
+	pair_dispose(&p);
 }
 
 #define NTHREADS 4

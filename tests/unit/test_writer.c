@@ -4,11 +4,8 @@
  * directories nobody named are neither listed nor decoded.  Checked over a
  * real archive and a real source tree, one change of each kind at a time.
  */
-#include "amber.h"
+#include "libfix.h"
 
-#include <criterion/criterion.h>
-
-#include "scratch.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -22,32 +19,12 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define OK(expr)                                                                     \
-	do {                                                                         \
-		int rc_ = (expr);                                                    \
-		cr_assert_eq(rc_, 0, "%s = %d: %s", #expr, rc_, amber_error_last()); \
-	} while (0)
-
 static void setup(void)
 {
 	scratch_make("writer");
-	mkdir(at("cache"), 0700);
-	OK(amber_global_init());
 }
 
 TestSuite(writer, .init = setup, .fini = scratch_remove);
-
-static void put(const char *rel, const char *text)
-{
-	char path[4200];
-	FILE *f;
-
-	snprintf(path, sizeof(path), "%s/src/%s", base, rel);
-	f = fopen(path, "wb");
-	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
-	cr_assert_eq(fputs(text, f) >= 0, 1);
-	cr_assert_eq(fclose(f), 0);
-}
 
 static void append(const char *rel, const char *text)
 {
@@ -71,31 +48,11 @@ static char *src(const char *rel)
 	return p;
 }
 
+/* A new archive and an empty source tree. */
 static amber_archive *new_archive(void)
 {
-	static amber_open_opts oo = AMBER_OPEN_OPTS_INIT;
-	amber_create_opts o = AMBER_CREATE_OPTS_INIT;
-	amber_archive *a = NULL;
-
-	oo.cache_dir = strdup(at("cache")); /* at() reuses its buffers */
-	oo.weak_kdf_ok = 1;
-	o.open = &oo;
-	o.kdf_profile = AMBER_KDF_TEST; /* cheap key slot: these tests are about the writer */
-	o.passphrase = (const unsigned char *)"writer test";
-	o.passphrase_len = strlen("writer test");
 	cr_assert_eq(mkdir(src(""), 0755), 0);
-	OK(amber_archive_create(&a, at("arch"), &o));
-	return a;
-}
-
-static amber_writer *open_writer(amber_archive *a)
-{
-	amber_writer_opts o = AMBER_WRITER_OPTS_INIT;
-	amber_writer *w = NULL;
-
-	o.snap.threads = 1;
-	OK(amber_writer_open(&w, a, src(""), &o));
-	return w;
+	return fix_archive_at("arch", 0);
 }
 
 /* Assert the session's snapshot `id` equals a whole walk of the source now. */
@@ -149,12 +106,12 @@ static void make_tree(void)
 	cr_assert_eq(mkdir(src("a/b"), 0755), 0);
 	cr_assert_eq(mkdir(src("c"), 0700), 0);
 	cr_assert_eq(mkdir(src("c/sub"), 0755), 0);
-	put("top", "top file\n");
-	put("a/x", "x\n");
-	put("a/b/f", "f\n");
-	put("a/b/f2", "f2\n");
-	put("c/y", "y\n");
-	put("c/sub/z", "z\n");
+	src_put("top", "top file\n");
+	src_put("a/x", "x\n");
+	src_put("a/b/f", "f\n");
+	src_put("a/b/f2", "f2\n");
+	src_put("c/y", "y\n");
+	src_put("c/sub/z", "z\n");
 	cr_assert_eq(symlink("a/x", src("link")), 0);
 }
 
@@ -165,13 +122,13 @@ Test(writer, named_changes_give_the_whole_walks_snapshot, .timeout = 120)
 	char id[AMBER_OID_HEXSZ + 1];
 
 	make_tree();
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
 	assert_like_whole_walk(a, id, "first");
 
 	append("a/b/f", "grown\n");
 	step(a, w, (amber_dirty[]){{"a/b/f", 0}}, 1, "append");
-	put("c/new", "new\n");
+	src_put("c/new", "new\n");
 	cr_assert_eq(unlink(src("a/x")), 0);
 	step(a, w, (amber_dirty[]){{"c/new", 0}, {"/a/x", 0}}, 2, "create and delete");
 	cr_assert_eq(chmod(src("c/y"), 0600), 0);
@@ -180,12 +137,12 @@ Test(writer, named_changes_give_the_whole_walks_snapshot, .timeout = 120)
 	cr_assert_eq(rename(src("a/b/f2"), src("c/f2")), 0);
 	step(a, w, (amber_dirty[]){{"a/b/f2", 0}, {"c/f2", 0}}, 2, "rename");
 	cr_assert_eq(rename(src("c/sub"), src("a/moved")), 0);
-	put("a/moved/z", "rewritten\n");
+	src_put("a/moved/z", "rewritten\n");
 	step(a, w, (amber_dirty[]){{"c/sub", 0}, {"a/moved", 1}}, 2, "directory moved");
 	cr_assert_eq(truncate(src("top"), 3), 0);
 	cr_assert_eq(unlink(src("link")), 0);
 	cr_assert_eq(mkdir(src("link"), 0755), 0);
-	put("link/in", "in\n");
+	src_put("link/in", "in\n");
 	step(a, w, (amber_dirty[]){{"top", 0}, {"link", 1}, {"link/in", 0}}, 3,
 	     "truncate, symlink replaced by a directory");
 	cr_assert_eq(chmod(src(""), 0750), 0);
@@ -201,7 +158,7 @@ Test(writer, nothing_changed_writes_nothing, .timeout = 60)
 	char id[AMBER_OID_HEXSZ + 1], id2[AMBER_OID_HEXSZ + 1];
 
 	make_tree();
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
 	cr_assert_eq(amber_writer_snapshot(id2, NULL, w, (amber_dirty[]){{"", 0}}, 0), 1);
 	cr_assert_str_eq(id, id2);
@@ -226,9 +183,9 @@ Test(writer, directories_nobody_named_are_not_read, .timeout = 60)
 	char id[AMBER_OID_HEXSZ + 1];
 
 	make_tree();
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
-	put("c/y", "changed behind the session's back\n");
+	src_put("c/y", "changed behind the session's back\n");
 	append("a/b/f", "named\n");
 	amber_archive_counters(a, &c0);
 	OK(amber_writer_snapshot(id, NULL, w, (amber_dirty[]){{"a/b/f", 0}}, 1));
@@ -253,7 +210,7 @@ Test(writer, hard_links_and_other_writers_make_a_whole_walk, .timeout = 60)
 	char id[AMBER_OID_HEXSZ + 1], other[AMBER_OID_HEXSZ + 1];
 
 	make_tree();
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
 	cr_assert_eq(link(src("c/y"), src("a/ylink")), 0);
 	step(a, w, (amber_dirty[]){{"a/ylink", 0}}, 1, "hard link made");
@@ -263,9 +220,9 @@ Test(writer, hard_links_and_other_writers_make_a_whole_walk, .timeout = 60)
 	step(a, w, (amber_dirty[]){{"a/ylink", 0}}, 1, "hard link removed");
 	/* another writer moves the stream; the session notices and walks */
 	o.threads = 1;
-	put("c/y", "written by someone else\n");
+	src_put("c/y", "written by someone else\n");
 	OK(amber_snapshot_create(other, NULL, a, src(""), &o));
-	put("top", "and a change the session does not hear of\n");
+	src_put("top", "and a change the session does not hear of\n");
 	step(a, w, (amber_dirty[]){{"a", 0}}, 1, "tip moved by another writer");
 	OK(amber_writer_close(w));
 	amber_archive_free(a);
@@ -284,7 +241,7 @@ Test(writer, bad_paths_and_options_are_refused, .timeout = 60)
 	o.snap.tag = NULL;
 	o.version = 99;
 	cr_assert_eq(amber_writer_open(&w, a, src(""), &o), AMBER_EINVAL);
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
 	cr_assert_eq(amber_writer_snapshot(id, NULL, w, (amber_dirty[]){{"a/../c", 0}}, 1),
 		     AMBER_EINVAL);
@@ -579,7 +536,7 @@ static void make_big_dir(const char *rel, int n)
 	cr_assert_eq(mkdir(src(rel), 0755), 0);
 	for (int i = 0; i < n; i++) {
 		snprintf(name, sizeof(name), "%s/acct-%05d.json", rel, i);
-		put(name, name);
+		src_put(name, name);
 	}
 }
 
@@ -592,10 +549,10 @@ Test(writer, a_large_directory_rewrites_only_the_buckets_that_changed, .timeout 
 
 	make_tree();
 	make_big_dir("accounts", 1500);
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
-	put("accounts/acct-00007.json", "{\"margin\": 1}\n");
-	put("accounts/acct-new.json", "{}\n");
+	src_put("accounts/acct-00007.json", "{\"margin\": 1}\n");
+	src_put("accounts/acct-new.json", "{}\n");
 	cr_assert_eq(unlink(src("accounts/acct-00100.json")), 0);
 	amber_archive_counters(a, &c0);
 	step(a, w, (amber_dirty[]){{"accounts/acct-00007.json", 0}, {"accounts/acct-new.json", 0},
@@ -617,7 +574,7 @@ Test(writer, a_directory_that_shrinks_below_the_fan_out_is_rewritten_whole, .tim
 
 	make_tree();
 	make_big_dir("accounts", 1026);
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
 	for (int i = 0; i < 3; i++) {
 		snprintf(name, sizeof(name), "accounts/acct-%05d.json", i * 300);
@@ -625,8 +582,8 @@ Test(writer, a_directory_that_shrinks_below_the_fan_out_is_rewritten_whole, .tim
 	}
 	step(a, w, (amber_dirty[]){{"accounts/acct-00000.json", 0}, {"accounts/acct-00300.json", 0},
 				   {"accounts/acct-00600.json", 0}}, 3, "1026 entries down to 1023");
-	put("accounts/acct-00000.json", "back\n");
-	put("accounts/acct-00300.json", "back\n");
+	src_put("accounts/acct-00000.json", "back\n");
+	src_put("accounts/acct-00300.json", "back\n");
 	step(a, w, (amber_dirty[]){{"accounts/acct-00000.json", 0}, {"accounts/acct-00300.json", 0}},
 	     2, "1023 entries up to 1025");
 	OK(amber_writer_close(w));
