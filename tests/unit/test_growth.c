@@ -429,7 +429,7 @@ Test(growth, a_damaged_bucket_of_a_large_directory_fails_it_with_that_bucket_s_e
      .timeout = 60)
 {
 	char id[AMBER_OID_HEXSZ + 1], want[1024], pack[2][4200];
-	amber_archive *a = new_archive("arch");
+	amber_archive *a = fix_archive_at("arch", 0);
 	amber_writer *w;
 	amber_snapshot *s = NULL;
 	amber_entry *e = NULL;
@@ -438,7 +438,7 @@ Test(growth, a_damaged_bucket_of_a_large_directory_fails_it_with_that_bucket_s_e
 	uint64_t off[2];
 
 	make_source(3000); /* 256 buckets: two runs at least */
-	w = open_writer(a);
+	w = fix_writer(a);
 	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
 	OK(amber_writer_close(w));
 	assert_accounts_read(a, id, 3000);
