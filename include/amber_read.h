@@ -247,7 +247,9 @@ int amber_entry_dup(amber_entry **out, const amber_entry *e);
 typedef struct amber_dir amber_dir;
 
 /**
- * Read the listing of directory entry `dir` (entries sorted by name).
+ * Read the listing of directory entry `dir` (entries sorted by name).  A
+ * large fanned-out directory is decoded on helper threads as well
+ * (libamber(3), THREADS); the error, if any, is set on the caller's thread.
  * @return 0, AMBER_ENOTDIR, AMBER_EAUTH, AMBER_ECORRUPT.  Free with
  *         amber_dir_free().
  */

@@ -80,14 +80,24 @@ static ssize_t pread_full(int fd, void *buf, size_t n, uint64_t off)
 	return (ssize_t)got;
 }
 
+uint32_t amber_pack_copy_after(const amber_pack *p)
+{
+	size_t n = p->mem_len / AMBER_IDX_COPY_BYTES;
+
+	return n < AMBER_IDX_COPY_AFTER ? (uint32_t)n : AMBER_IDX_COPY_AFTER;
+}
+
 /*
  * Copy the whole index into memory, once, if the budget has room: lookups
  * then read no file.  Not at the first lookup: a command that looks up a
  * few dozen objects (log -n 20, cat, a mount's first answers) would pay
  * for reading the whole index (two indexes of 15 MiB at 300,000 snapshots:
  * 0.12 s of a 0.16 s `log -n 20`, and their 30 MiB resident) where two
- * preads a lookup cost microseconds.  After AMBER_IDX_COPY_AFTER lookups
- * the walk is long enough for the copy to pay.  A thread that finds it loading (or given up) reads
+ * preads a lookup cost microseconds.  After as many lookups as the copy
+ * costs (one per AMBER_IDX_COPY_BYTES of index: 11 for the 190 KiB index of
+ * a 5,000-file tree, whose first directory walk makes thousands of them;
+ * AMBER_IDX_COPY_AFTER at most) the walk is long enough for the copy to
+ * pay.  A thread that finds it loading (or given up) reads
  * by pread meanwhile.  The copy is of the file as it is now; an index
  * rewritten since it was checked gives the same errors either way (an
  * offset outside the pack is a short read).
@@ -98,7 +108,8 @@ static void idx_load(amber_pack *p)
 	uint8_t *m;
 
 	if (!p->budget || p->mem_len == 0 ||
-	    atomic_fetch_add_explicit(&p->lookups, 1, memory_order_relaxed) < AMBER_IDX_COPY_AFTER ||
+	    atomic_fetch_add_explicit(&p->lookups, 1, memory_order_relaxed) <
+		    amber_pack_copy_after(p) ||
 	    !atomic_compare_exchange_strong(&p->mem_tried, &no, 1))
 		return;
 	if (atomic_fetch_add(p->budget, p->mem_len) + p->mem_len > p->budget_max) {

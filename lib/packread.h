@@ -48,8 +48,16 @@ typedef struct amber_pack {
 	size_t budget_max;
 } amber_pack;
 
-/* Lookups an index serves by pread before it is copied into memory. */
+/*
+ * Lookups an index serves by pread before it is copied into memory: one per
+ * AMBER_IDX_COPY_BYTES of the index (a lookup by pread costs about what
+ * copying that much does), at most AMBER_IDX_COPY_AFTER.
+ */
 #define AMBER_IDX_COPY_AFTER 4096u
+#define AMBER_IDX_COPY_BYTES ((size_t)16 << 10)
+
+/** The lookups by pread after which p's index is copied (see above). */
+uint32_t amber_pack_copy_after(const amber_pack *p);
 
 /**
  * Where a REF_DELTA's base lives: *pack and *off of the object `oid` in any

@@ -34,7 +34,7 @@
  *   pack stays readable through them.
  *
  * Memory: nothing of a pack or its index is mapped.  Each index's fan-out
- * (1 KiB) is kept; once it has served AMBER_IDX_COPY_AFTER lookups by
+ * (1 KiB) is kept; once it has served amber_pack_copy_after() lookups by
  * pread, an index is copied into memory whole while the set's copies stay
  * under IDX_COPY_MAX (32 MiB: an index
  * takes 28 bytes an object, so about a million objects), and looked up

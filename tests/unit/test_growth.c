@@ -13,8 +13,10 @@
 #include "archive.h"
 #include "chunker.h"
 #include "dir.h"
+#include "error.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,5 +376,105 @@ Test(growth, a_directory_that_outgrows_its_fan_out_width_diffs_and_reads, .timeo
 	cr_assert_eq(ch.kind[0], AMBER_ADDED);
 	amber_snapshot_free(s1);
 	amber_snapshot_free(s2);
+	amber_archive_free(a);
+}
+
+/* Where object `oid` starts in archive `name`: its pack, and the offset
+ * there (git verify-pack of each index). */
+static uint64_t pack_offset(const char *name, const uint8_t oid[20], char *pack, size_t cap)
+{
+	char cmd[8600], hex[AMBER_OID_HEXSZ + 1], line[4300], idx[4200];
+	unsigned long long off = 0;
+	FILE *l, *p;
+
+	amber_oid_tohex(hex, oid);
+	snprintf(cmd, sizeof(cmd), "ls %s/objects/pack/*.idx", at(name));
+	cr_assert_not_null(l = popen(cmd, "r"));
+	while (off == 0 && fgets(idx, sizeof(idx), l)) {
+		idx[strcspn(idx, "\n")] = '\0';
+		snprintf(cmd, sizeof(cmd), "git verify-pack -v %s", idx);
+		cr_assert_not_null(p = popen(cmd, "r"));
+		while (fgets(line, sizeof(line), p))
+			if (strncmp(line, hex, AMBER_OID_HEXSZ) == 0)
+				cr_assert_eq(sscanf(line, "%*s %*s %*s %*s %llu", &off), 1, "%s", line);
+		cr_assert_eq(pclose(p), 0, "%s failed", cmd);
+		snprintf(pack, cap, "%.*spack", (int)(strlen(idx) - 3), idx);
+	}
+	pclose(l);
+	cr_assert_gt(off, 0, "object %s not in %s", hex, at(name));
+	return off;
+}
+
+/* Flip a byte inside the zlib stream of the object at `off` of `pack`. */
+static void damage(const char *pack, uint64_t off)
+{
+	uint8_t c;
+	int fd;
+
+	chmod(pack, 0644);
+	cr_assert((fd = open(pack, O_RDWR)) >= 0, "%s: %s", pack, strerror(errno));
+	cr_assert_eq(pread(fd, &c, 1, (off_t)off + 8), 1);
+	c ^= 0x5a;
+	cr_assert_eq(pwrite(fd, &c, 1, (off_t)off + 8), 1);
+	close(fd);
+}
+
+/*
+ * A fanned-out directory's buckets are decoded on several threads.  The
+ * listing is whole and in name order; a damaged bucket fails the opening
+ * with that bucket's own error, on the caller's thread, whichever thread
+ * met it; with two damaged, the first in bucket order is reported.
+ */
+Test(growth, a_damaged_bucket_of_a_large_directory_fails_it_with_that_bucket_s_error,
+     .timeout = 60)
+{
+	char id[AMBER_OID_HEXSZ + 1], want[1024], pack[2][4200];
+	amber_archive *a = fix_archive_at("arch", 0);
+	amber_writer *w;
+	amber_snapshot *s = NULL;
+	amber_entry *e = NULL;
+	amber_dir *d = NULL;
+	amber_fanout_view v;
+	uint64_t off[2];
+
+	make_source(3000); /* 256 buckets: two runs at least */
+	w = fix_writer(a);
+	OK(amber_writer_snapshot(id, NULL, w, NULL, 0));
+	OK(amber_writer_close(w));
+	assert_accounts_read(a, id, 3000);
+	OK(amber_snapshot_open(&s, a, id));
+	OK(amber_stat(&e, s, "accounts"));
+	OK(amber_dir_open(&d, s, e));
+	cr_assert_eq(amber_dir_count(d), 3000);
+	for (size_t i = 0; i < 3000; i++) {
+		char n[64];
+
+		snprintf(n, sizeof(n), "acct-%05zu.json", i);
+		cr_assert_str_eq(amber_dir_entry(d, i)->name, n);
+	}
+	amber_dir_free(d);
+	OK(amber_dir_buckets(&v, s, e));
+	cr_assert_eq(v.nb, 256);
+	off[0] = pack_offset("arch", v.b[0].tree_oid, pack[0], sizeof(pack[0]));
+	off[1] = pack_offset("arch", v.b[v.nb - 1].tree_oid, pack[1], sizeof(pack[1]));
+	for (int k = 1; k >= 0; k--) {  /* the last bucket, then the first too */
+		size_t bad = k ? v.nb - 1 : 0;
+
+		damage(pack[k], off[k]);
+		d = NULL;
+		cr_assert_lt(amber_dir_open_bucket(&d, s, e, &v.b[bad], v.bits), 0);
+		snprintf(want, sizeof(want), "%s", amber_error_last());
+		cr_assert(want[0], "no message for the damaged bucket");
+		/* (which thread meets it varies: again and again) */
+		for (int round = 0; round < 40; round++) {
+			amber_error_clear();
+			cr_assert_lt(amber_dir_open(&d, s, e), 0, "a damaged bucket went unnoticed");
+			cr_assert_str_eq(amber_error_last(), want, "bucket %zu, round %d: not its "
+					 "own error", bad, round);
+		}
+	}
+	free(v.b);
+	amber_entry_free(e);
+	amber_snapshot_free(s);
 	amber_archive_free(a);
 }

@@ -556,19 +556,36 @@ Test(packread, lookups_in_a_large_bucket)
 	}
 	cr_assert_null(atomic_load(&pk.mem), "an index was copied without a budget");
 	/* With a budget: a short command's lookups stay preads (copying the
-	 * whole index would cost it more than they do); a long walk's get the copy. */
+	 * whole index would cost it more than they do); a walk that has made as
+	 * many lookups as the copy costs gets it.  That is one per
+	 * AMBER_IDX_COPY_BYTES of index: a few dozen for this one (a mount's first
+	 * directory walk makes thousands), at most AMBER_IDX_COPY_AFTER for a
+	 * huge one (log -n 20 at 300,000 snapshots makes about a hundred). */
 	atomic_size_t budget = 0;
+	uint32_t after = amber_pack_copy_after(&pk);
+	amber_pack huge = {.mem_len = (size_t)15 << 20};
+
+	cr_assert_eq(after, (uint32_t)((size_t)st.st_size / AMBER_IDX_COPY_BYTES),
+		     "a %lld-byte index is copied after %u lookups", (long long)st.st_size, after);
+	cr_assert(after >= 8 && after <= 64, "%u lookups before the copy", after);
+	cr_assert_eq(amber_pack_copy_after(&huge), 960);
+	huge.mem_len = (size_t)1 << 30;
+	cr_assert_eq(amber_pack_copy_after(&huge), AMBER_IDX_COPY_AFTER);
 	pk.budget = &budget;
 	pk.budget_max = (size_t)32 << 20;
 	atomic_store(&pk.lookups, 0);
-	for (uint32_t i = 0; i < 100; i++)
+	for (uint32_t i = 0; i < after; i++)
 		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1);
-	cr_assert_null(atomic_load(&pk.mem), "the index was copied for 100 lookups");
-	for (uint32_t i = 0; i < AMBER_IDX_COPY_AFTER; i++) {
-		cr_assert_eq(amber_pack_find(&off, &pk, ids[i % 6000]), 1);
-		cr_assert_eq(off, k.off[i % 6000]);
+	cr_assert_null(atomic_load(&pk.mem), "the index was copied for %u lookups", after);
+	for (uint32_t i = after; i < after + 2; i++) {
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1);
+		cr_assert_eq(off, k.off[i]);
 	}
-	cr_assert_not_null(atomic_load(&pk.mem), "no copy after %u lookups", 100 + AMBER_IDX_COPY_AFTER);
+	cr_assert_not_null(atomic_load(&pk.mem), "no copy after %u lookups", after + 2);
+	for (uint32_t i = 0; i < 6000; i++) {
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1);
+		cr_assert_eq(off, k.off[i]);
+	}
 	cr_assert_eq(atomic_load(&budget), (size_t)st.st_size);
 	amber_pack_dispose(&pk);
 	cr_assert_eq(atomic_load(&budget), 0);
