@@ -8,8 +8,8 @@
  * `verify --read-data`, `restore` and a real mount: the damage is named,
  * and nothing but the source's bytes is ever served or restored.
  *
- * The forger speaks the format through libamber's encoders and writes
- * objects with `git hash-object -w`, as in test_hostile.c.
+ * The forger speaks the format through libamber's encoders, as in
+ * test_hostile.c, and writes its objects into a pack of its own.
  */
 #include "helpers.h"
 
@@ -37,7 +37,7 @@ TestSuite(hostile_layout, .init = itest_setup, .fini = itest_teardown, .timeout 
 #define OTHER_SIZE ((size_t)1 << 20)
 
 /* ------------------------------------------------------------------ */
-/* The forger (as in test_hostile.c)                                   */
+/* The forger (as in test_hostile.c, reading and writing in-process)   */
 
 static amber_store *ST; /* the archive, opened once its snapshot exists */
 
@@ -66,9 +66,9 @@ static char *git_bytes(const char *arch, size_t *len, const char *a0, const char
 	return data;
 }
 
-/* Objects go into one pack per forged snapshot, written in-process (a
- * `git hash-object` run per object would cost seconds); a forger with
- * write access can write any pack. */
+/* The forged objects go into one pack, written in-process (a `git
+ * hash-object` run per object would cost seconds); a forger with write
+ * access can write any pack.  WRITTEN: the ids a case wrote. */
 static amber_packw *W;
 #define MAX_WRITTEN 64
 static char WRITTEN[MAX_WRITTEN][41];
@@ -751,7 +751,7 @@ static char *make_archive(char *src, char id[41])
 /* Checks                                                              */
 
 /* verify's problem line for snapshot id names the damaged path and an
- * object the forger wrote for that case (in written). */
+ * object the forger wrote for that case (objs). */
 static void expect_verify_line(const hcase *c, const char *out, const char *id,
 			       char (*objs)[41], size_t nobjs)
 {
