@@ -197,6 +197,7 @@ struct stream {
 	int mark_ok;            /* the chain walk passed the last verified tip */
 	int have_mark;
 	uint8_t mark[20];
+	int peeled;             /* tags: tip is now the commit the tag names */
 };
 
 typedef struct vctx {
@@ -1175,6 +1176,8 @@ static int check_tags(vctx *v)
 
 		if (tag_target(v, t.tip, &v->tags[i]) < 0)
 			continue;
+		memcpy(v->tags[i].tip, t.tip, 20);
+		v->tags[i].peeled = 1;
 		rc = walk_stream(v, &t);
 	}
 	return rc;
@@ -1729,7 +1732,9 @@ static void check_index(vctx *v, const struct stream *st)
 		amber_error_clear();    /* unreadable records: reported by the walk */
 }
 
-static void walk_contents(vctx *v, const struct stream *st)
+/* Walk the contents of st's snapshots back to the first one, or to one
+ * already walked (`walked`); a tag's (stream NULL) belong to no stream. */
+static void walk_contents(vctx *v, const struct stream *st, const char *stream, oidset *walked)
 {
 	uint8_t cur[20], parent[20];
 	int64_t t;
@@ -1741,7 +1746,10 @@ static void walk_contents(vctx *v, const struct stream *st)
 
 		if (!f || *f == 2)
 			break;  /* missing or corrupt: reported already */
-		check_contents(v, st->name, cur);
+		if (oidset_find(walked, cur, 0))
+			break;  /* shared with a stream or tag already walked */
+		oidset_find(walked, cur, 1);
+		check_contents(v, stream, cur);
 		if (amber_commit_time(&t, parent, &has, v->a, cur) < 0)
 			break;
 		memcpy(cur, parent, 20);
@@ -1751,12 +1759,21 @@ static void walk_contents(vctx *v, const struct stream *st)
 
 /* ---- the keyed pass ------------------------------------------------------------------------ */
 
+/* Every stream, then the snapshots that only tags name (a tag of a
+ * snapshot outside every stream was hashed by the structure pass but never
+ * opened, so a forged one passed). */
 static void keyed_walks(vctx *v)
 {
+	oidset walked = {0};
+
 	for (size_t i = 0; i < v->nstreams; i++) {
 		check_index(v, &v->streams[i]);
-		walk_contents(v, &v->streams[i]);
+		walk_contents(v, &v->streams[i], v->streams[i].name, &walked);
 	}
+	for (size_t i = 0; i < v->ntags; i++)
+		if (v->tags[i].peeled)
+			walk_contents(v, &v->tags[i], NULL, &walked);
+	oidset_dispose(&walked);
 }
 
 static void data_progress(const amber_vdata_stats *d, void *payload)
