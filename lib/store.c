@@ -601,11 +601,12 @@ static int refused_fail(amber_store *s, const char *missing)
 		return 0;
 	if (missing)
 		return amber_fail(AMBER_ECORRUPT, "object %s not found: %s/objects/pack/%s was not "
-				  "read, it is damaged (its size, pack header or fan-out table is wrong): %s",
+				  "read, it is damaged (an object's offset lies outside its pack, "
+				  "or its size, header or fan-out table is wrong): %s",
 				  missing, s->path, name, fix);
-	return amber_fail(AMBER_ECORRUPT, "%s/objects/pack/%s is damaged (its size, pack header or "
-			  "fan-out table is wrong), and reading through it would crash: %s", s->path,
-			  name, fix);
+	return amber_fail(AMBER_ECORRUPT, "%s/objects/pack/%s is damaged (an object's offset lies "
+			  "outside its pack, or its size, header or fan-out table is wrong), and "
+			  "reading through it would crash: %s", s->path, name, fix);
 }
 
 void amber_store_hash(uint8_t oid[20], int type, const void *data, size_t len)

@@ -28,9 +28,12 @@
  *   refused: remembered with its file's identity, so that it is not read
  *   again on every miss until it changes, and named when an object is not
  *   found;
- * - its offsets are not read at the scan: that cost O(objects) in every
- *   process that opened an archive (7.4 MB read per CLI command at half a
- *   million snapshots).  Each lookup checks the one offset it uses
+ * - the offsets of a large index (over IDX_WHOLE_MAX objects) are not read
+ *   at the scan: that cost O(objects) in every process that opened an
+ *   archive (7.4 MB read per CLI command at half a million snapshots).
+ *   A small one's are (one pread of at most 4 KiB, bounded per pack), so
+ *   that a small damaged index is refused whole as before.  Each lookup
+ *   checks the one offset it uses
  *   (amber_pack_find: inside the pack as it was checked, a large one
  *   inside its table), so a damaged offset is an error naming the index at
  *   the read that needs it, and an object never read costs nothing.  No
@@ -92,6 +95,7 @@
 #define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
 #define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
+#define IDX_WHOLE_MAX 1024u	/* indexes of at most this many objects: offsets checked at the scan */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -223,9 +227,10 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 /*
  * 1 if dir/pack-X.idx is sane for pack-X.pack: both regular files, a
  * version-2 index whose size matches its object count, whose fan-out never
- * falls, a pack header of version 2 or 3 naming as many objects, and with
- * `all_offsets`, every offset, 32- or 64-bit, between the pack's header and
- * its trailing checksum; 0 if not; -1 if the pack does not exist (nothing
+ * falls, a pack header of version 2 or 3 naming as many objects, and (with
+ * `all_offsets`, or for an index of at most IDX_WHOLE_MAX objects) every
+ * offset, 32- or 64-bit, between the pack's header and its trailing
+ * checksum; 0 if not; -1 if the pack does not exist (nothing
  * would read the index); -2 if we are out of descriptors (errno says).
  * *ist receives the index's stat (zeroed if it could not be opened), *psize
  * the pack's size, head[IDX_HEAD] the index's header (magic, version,
@@ -276,7 +281,7 @@ static int idx_check(const char *dir, const char *name, int all_offsets, struct 
 			goto done;
 	}
 	*psize = (uint64_t)pst.st_size;
-	ok = !all_offsets ||
+	ok = (!all_offsets && n > IDX_WHOLE_MAX) ||
 	     idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
 			    ((uint64_t)ist->st_size - fixed) / 8, (uint64_t)pst.st_size);
 done:
