@@ -572,29 +572,33 @@ static int find_in(uint64_t *off, const struct cpack *p, const uint8_t *oid)
 
 /*
  * The pack holding oid: the one that answered last, then the others,
- * largest first.  Caller holds the lock shared.  1 found, 0 not, <0 error.
+ * largest first.  A pack whose index fails for oid (a damaged offset) does
+ * not hide a good copy in another pack: its error is returned only if no
+ * pack has one.  Caller holds the lock shared.  1 found, 0 not, <0 error.
  */
 static int locate(const struct cpack **out, uint64_t *off, amber_packset *ps, const uint8_t *oid)
 {
 	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
-	int r = n ? find_in(off, &ps->v[h], oid) : 0;
+	int r = n ? find_in(off, &ps->v[h], oid) : 0, err = r < 0 ? r : 0;
 
-	if (r) {
+	if (r > 0) {
 		*out = &ps->v[h];
 		return r;
 	}
 	for (size_t k = 0; k < n; k++) {
 		size_t i = ps->order[k];
 
-		if (i != h && (r = find_in(off, &ps->v[i], oid)) != 0) {
-			if (r > 0) {
-				atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
-				*out = &ps->v[i];
-			}
-			return r;
+		if (i == h || (r = find_in(off, &ps->v[i], oid)) == 0)
+			continue;
+		if (r < 0) {
+			err = err ? err : r;
+			continue;
 		}
+		atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
+		*out = &ps->v[i];
+		return r;
 	}
-	return 0;
+	return err;
 }
 
 /* A REF_DELTA's base, through the same set (the lock is already held). */

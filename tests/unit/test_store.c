@@ -736,8 +736,10 @@ static void count_pack_problem(const char *file, const char *message, void *payl
  * and serves the rest; reading a damaged object is AMBER_ECORRUPT naming
  * the index and the fix (an offset in the pack's header, in its trailing
  * checksum, or a large offset naming no 64-bit entry); verify's pack check
- * reads the whole table and reports it.  The index and pack are well
- * formed otherwise (sorted names, both checksums right), as a forger's are.
+ * reads the whole table and reports it.  An object whose entry is damaged
+ * in one pack is still read from another that holds it.  The index and
+ * pack are well formed otherwise (sorted names, both checksums right), as
+ * a forger's are.
  */
 Test(store, an_index_is_not_read_whole_at_open_and_a_bad_offset_fails_its_lookup)
 {
@@ -771,12 +773,22 @@ Test(store, an_index_is_not_read_whole_at_open_and_a_bad_offset_fails_its_lookup
 		put_be32(id, (uint32_t)(((uint64_t)i << 32) / BIG_N));
 		put_be32(id + 4, i);
 		put_be32(ix + offs + 4 * (size_t)i, 12);
-		count[id[0]]++;
 	}
-	for (int b = 0; b < 256; b++)
-		put_be32(ix + 8 + 4 * b, total += count[b]);
 	for (int k = 0; k < 3; k++)
 		put_be32(ix + offs + 4 * (size_t)bad[k], badv[k]);
+	/* the good blob too, at its sorted place, its offset past the pack: the
+	 * damaged entry must not hide the good copy in the other pack */
+	uint32_t j = 0;
+
+	while (j < BIG_N - 1 && memcmp(ix + 1032 + 20 * (size_t)j, goid, 20) < 0)
+		j++;
+	cr_assert(j != bad[0] && j != bad[1] && j != bad[2]);
+	memcpy(ix + 1032 + 20 * (size_t)j, goid, 20);
+	put_be32(ix + offs + 4 * (size_t)j, (uint32_t)psize + 100);
+	for (uint32_t i = 0; i < BIG_N; i++)
+		count[ix[1032 + 20 * (size_t)i]]++;
+	for (int b = 0; b < 256; b++)
+		put_be32(ix + 8 + 4 * b, total += count[b]);
 	memcpy(ix + ilen - 40, pk + psize - 20, 20);	/* the pack's checksum, then its own */
 	write_summed(idx, ix, ilen);
 	amber_store_free(s);
