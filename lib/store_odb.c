@@ -33,13 +33,13 @@
  *   archive (7.4 MB read per CLI command at half a million snapshots).
  *   A small one's are (one pread of at most 4 KiB, bounded per pack), so
  *   that a small damaged index is refused whole as before.  Each lookup
- *   checks the one offset it uses
- *   (amber_pack_find: inside the pack as it was checked, a large one
- *   inside its table), so a damaged offset is an error naming the index at
- *   the read that needs it, and an object never read costs nothing.  No
- *   reader relies on offsets being sorted or unique (verify's pack order
- *   only sorts by them).  The whole table is still checked by
- *   amber_idx_sane(), which verify calls on every index;
+ *   checks the one offset it uses (amber_pack_find: inside the pack as it
+ *   was checked, a large one inside its table), so a damaged offset is an
+ *   error naming the index at the read that needs it, and an object never
+ *   read costs nothing.  No reader relies on offsets being sorted or
+ *   unique (verify's pack order only sorts by them; repack parses and
+ *   checks whole indexes itself).  amber_idx_sane() checks the whole
+ *   table: verify calls it on every index;
  * - a loaded pack whose .idx is gone (a consolidation removed it: repack.c
  *   removes the .idx first) is dropped, and its descriptors go with it, so
  *   its disk space is freed while the reader runs.  Until then a removed
@@ -95,7 +95,7 @@
 #define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
 #define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
-#define IDX_WHOLE_MAX 1024u	/* indexes of at most this many objects: offsets checked at the scan */
+#define IDX_WHOLE_MAX 1024u	/* an index this small has its offsets checked at the scan */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -144,8 +144,9 @@ static char *path_join(const char *a, const char *b)
 /*
  * The least and greatest of k 32-bit offsets, in runs of a fixed length
  * that the compiler turns into vector code: verify checks every offset of
- * every index (at a million snapshots, millions of them).  With AVX2 (asked of the CPU at run time) a run is a few vector
- * instructions; the baseline has no unsigned vector min/max.
+ * every index (at a million snapshots, millions of them).  With AVX2
+ * (asked of the CPU at run time) a run is a few vector instructions; the
+ * baseline has no unsigned vector min/max.
  */
 #define RUN 64
 static inline __attribute__((always_inline)) void
