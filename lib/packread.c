@@ -154,13 +154,24 @@ static int idx_read(const amber_pack *p, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
-void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size)
+void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size,
+		      uint64_t pack_size)
 {
 	for (int i = 0; i < 256; i++)
 		p->fanout[i] = get_be32(head + 8 + 4 * i);
 	p->n = p->fanout[255];
 	p->nbig = (idx_size - (IDX_HEAD + 28 * (uint64_t)p->n + 40)) / 8;
 	p->mem_len = idx_size < SIZE_MAX ? (size_t)idx_size : 0;
+	p->pack_size = pack_size;
+}
+
+/* An offset of the index that cannot be an entry of the pack: the index is damaged. */
+static int bad_offset(const amber_pack *p, uint32_t pos, uint64_t off, const char *why)
+{
+	return amber_fail(AMBER_ECORRUPT, "%s is damaged (object %u's offset %llu %s): rebuild it "
+			  "with 'git index-pack' from %s, or copy it from a replica",
+			  p->idx_name ? p->idx_name : "the index", pos, (unsigned long long)off,
+			  why, p->name);
 }
 
 /* The names of objects whose first byte is b: [*lo, *hi). */
@@ -274,12 +285,14 @@ int amber_pack_find(uint64_t *off, const amber_pack *p, const uint8_t oid[20])
 	if (o & 0x80000000u) {
 		o &= 0x7fffffffu;
 		if (o >= p->nbig)
-			return amber_fail(AMBER_ECORRUPT, "the index of %s has a bad large offset",
-					  p->name);
+			return bad_offset(p, pos, o, "names no entry of its 64-bit table");
 		if ((rc = idx_read(p, b, 8, IDX_HEAD + 28 * (uint64_t)p->n + 8 * o)) < 0)
 			return rc;
 		o = (uint64_t)get_be32(b) << 32 | get_be32(b + 4);
 	}
+	/* the pack's 12-byte header before, its 20-byte checksum after */
+	if (o < 12 || p->pack_size < 32 || o >= p->pack_size - 20)
+		return bad_offset(p, pos, o, "lies outside its pack");
 	*off = o;
 	return 1;
 }

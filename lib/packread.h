@@ -31,8 +31,10 @@ typedef struct amber_pack {
 	int pack_fd;
 	uint32_t n;		/* objects */
 	uint64_t nbig;		/* entries of the 64-bit offset table */
+	uint64_t pack_size;	/* of the .pack when it was checked: offsets lie in [12, size - 20) */
 	uint32_t fanout[256];	/* objects whose first byte is <= i */
 	const char *name;	/* pack-<hex>.pack, for messages (owned by the caller) */
+	const char *idx_name;	/* pack-<hex>.idx, for messages (owned by the caller; NULL: none) */
 	/*
 	 * A copy of the whole index, read once the index has served
 	 * AMBER_IDX_COPY_AFTER lookups by pread, if the budget allows (then
@@ -74,16 +76,22 @@ typedef void *(*amber_pack_alloc_fn)(void *ctx, size_t len);
 
 /**
  * Fill p's counts from the index header `head` (magic, version, fan-out:
- * 8 + 1024 bytes, already checked by the caller) and the index size.
+ * 8 + 1024 bytes, already checked by the caller), the index size and the
+ * pack size (which bounds every offset amber_pack_find() hands out).
  */
-void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size);
+void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size,
+		      uint64_t pack_size);
 
 /** Free p's copy of its index, if any, and give its bytes back to the budget. */
 void amber_pack_dispose(amber_pack *p);
 
 /**
- * Look `oid` up in p's index.
- * @return 1 (and *off) if there, 0 if not, <0 if the index cannot be read.
+ * Look `oid` up in p's index.  The offset found is checked here, on each
+ * lookup (an index is not checked whole when it is loaded: that costs
+ * O(objects) per open): it must lie between the pack's header and its
+ * trailing checksum, and a large one must name an entry of the 64-bit table.
+ * @return 1 (and *off) if there, 0 if not, AMBER_ECORRUPT (naming the index
+ *         and the fix) if its offset is bad, <0 if the index cannot be read.
  */
 int amber_pack_find(uint64_t *off, const amber_pack *p, const uint8_t oid[20]);
 

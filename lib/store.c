@@ -601,11 +601,12 @@ static int refused_fail(amber_store *s, const char *missing)
 		return 0;
 	if (missing)
 		return amber_fail(AMBER_ECORRUPT, "object %s not found: %s/objects/pack/%s was not "
-				  "read, it is damaged (an object's offset lies outside its pack): %s",
+				  "read, it is damaged (an object's offset lies outside its pack, "
+				  "or its size, header or fan-out table is wrong): %s",
 				  missing, s->path, name, fix);
 	return amber_fail(AMBER_ECORRUPT, "%s/objects/pack/%s is damaged (an object's offset lies "
-			  "outside its pack), and reading through it would crash: %s", s->path,
-			  name, fix);
+			  "outside its pack, or its size, header or fan-out table is wrong), and "
+			  "reading through it would crash: %s", s->path, name, fix);
 }
 
 void amber_store_hash(uint8_t oid[20], int type, const void *data, size_t len)
@@ -1894,6 +1895,13 @@ static int pack_check_one(amber_store *s, const char *dir, const char *name,
 	if (rc == 0 && memcmp(sum, itail + 20, 20) != 0)
 		snprintf(msg, sizeof(msg), "corrupt pack index %.*s: its checksum does not match "
 			 "its contents (damaged bytes)", (int)(strlen(name) - 5), name);
+	/* A forger rewrites the checksum too.  Readers check an offset only
+	 * when a lookup uses it: here every one is, used or not. */
+	if (rc == 0 && !msg[0] && amber_idx_sane(dir, strrchr(idx, '/') + 1) == 0)
+		snprintf(msg, sizeof(msg), "corrupt pack index %.*s.idx: an object's offset lies "
+			 "outside its pack (or its size or fan-out table is wrong): rebuild it "
+			 "with 'git index-pack' from its .pack, or copy it from a replica",
+			 (int)(strlen(name) - 5), name);
 done:
 	if (rc == 0 && msg[0] && cb)
 		cb(rel, msg, payload);

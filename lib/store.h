@@ -192,10 +192,11 @@ int amber_store_expand_prefix(uint8_t oid[20], amber_store *s, const char *prefi
 
 /**
  * Check every pack file in objects/pack: its trailing SHA-1 matches its
- * contents, its header is a version 2 pack, and its .idx exists and names
- * the same checksum.  Calls cb once per bad file (name relative to the
- * archive, one-line message); returns the number of packs checked or an
- * error.  Loose objects are not packs and are not looked at here.
+ * contents, its header is a version 2 pack, and its .idx exists, names
+ * the same checksum, matches its own, and every offset in it lies inside
+ * the pack (readers check only the offsets they use).  Calls cb once per
+ * bad file (name relative to the archive, one-line message); returns the
+ * number of packs checked or an error.  Loose objects are not packs and are not looked at here.
  */
 int amber_store_check_packs(amber_store *s,
 			    void (*cb)(const char *file, const char *message, void *payload),

@@ -23,11 +23,23 @@
  * every RESCAN_EVERY lookups, not on every object it reads):
  *
  * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
- *   object count, a fan-out that never falls, every offset inside the
- *   pack) on the descriptors then kept, so no file swapped in between is
- *   read; one that fails is refused: remembered with its file's identity,
- *   so that it is not read again on every miss until it changes, and named
- *   when an object is not found;
+ *   object count, a fan-out that never falls) on the descriptors then
+ *   kept, so no file swapped in between is read; one that fails is
+ *   refused: remembered with its file's identity, so that it is not read
+ *   again on every miss until it changes, and named when an object is not
+ *   found;
+ * - the offsets of a large index (over IDX_WHOLE_MAX objects) are not read
+ *   at the scan: that cost O(objects) in every process that opened an
+ *   archive (7.4 MB read per CLI command at half a million snapshots).
+ *   A small one's are (one pread of at most 4 KiB, bounded per pack), so
+ *   that a small damaged index is refused whole as before.  Each lookup
+ *   checks the one offset it uses (amber_pack_find: inside the pack as it
+ *   was checked, a large one inside its table), so a damaged offset is an
+ *   error naming the index at the read that needs it, and an object never
+ *   read costs nothing.  No reader relies on offsets being sorted or
+ *   unique (verify's pack order only sorts by them; repack parses and
+ *   checks whole indexes itself).  amber_idx_sane() checks the whole
+ *   table: verify calls it on every index;
  * - a loaded pack whose .idx is gone (a consolidation removed it: repack.c
  *   removes the .idx first) is dropped, and its descriptors go with it, so
  *   its disk space is freed while the reader runs.  Until then a removed
@@ -83,6 +95,7 @@
 #define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
 #define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
+#define IDX_WHOLE_MAX 1024u	/* an index this small has its offsets checked at the scan */
 
 struct cpack {
 	char *name;		/* pack-<hex>.idx */
@@ -130,11 +143,10 @@ static char *path_join(const char *a, const char *b)
 
 /*
  * The least and greatest of k 32-bit offsets, in runs of a fixed length
- * that the compiler turns into vector code: every process that opens an
- * archive checks every offset of every index (at a million snapshots,
- * millions of them), so this loop is on the path of each CLI snapshot.
- * With AVX2 (asked of the CPU at run time) a run is a few vector
- * instructions; the baseline has no unsigned vector min/max.
+ * that the compiler turns into vector code: verify checks every offset of
+ * every index (at a million snapshots, millions of them).  With AVX2
+ * (asked of the CPU at run time) a run is a few vector instructions; the
+ * baseline has no unsigned vector min/max.
  */
 #define RUN 64
 static inline __attribute__((always_inline)) void
@@ -216,16 +228,18 @@ static int idx_offsets_ok(int fd, off_t at, uint32_t n, off_t big, uint64_t nbig
 /*
  * 1 if dir/pack-X.idx is sane for pack-X.pack: both regular files, a
  * version-2 index whose size matches its object count, whose fan-out never
- * falls and whose every offset, 32- or 64-bit, lies between the pack's
- * header and its trailing checksum, a pack header of version 2 or 3 naming
- * as many objects; 0 if not; -1 if the pack does not exist (nothing would
- * read the index); -2 if we are out of descriptors (errno says).  *ist
- * receives the index's stat (zeroed if it could not be opened),
- * head[IDX_HEAD] its header (magic, version, fan-out table).  With idx_fd
- * and pack_fd, a sane pair's descriptors are handed over (else closed).
+ * falls, a pack header of version 2 or 3 naming as many objects, and (with
+ * `all_offsets`, or for an index of at most IDX_WHOLE_MAX objects) every
+ * offset, 32- or 64-bit, between the pack's header and its trailing
+ * checksum; 0 if not; -1 if the pack does not exist (nothing
+ * would read the index); -2 if we are out of descriptors (errno says).
+ * *ist receives the index's stat (zeroed if it could not be opened), *psize
+ * the pack's size, head[IDX_HEAD] the index's header (magic, version,
+ * fan-out table).  With idx_fd and pack_fd, a sane pair's descriptors are
+ * handed over (else closed).
  */
-static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_t *head,
-		     int *idx_fd, int *pack_fd)
+static int idx_check(const char *dir, const char *name, int all_offsets, struct stat *ist,
+		     uint64_t *psize, uint8_t *head, int *idx_fd, int *pack_fd)
 {
 	char *idx = path_join(dir, name), *pack = idx ? malloc(strlen(idx) + 2) : NULL;
 	struct stat pst;
@@ -267,7 +281,9 @@ static int idx_check(const char *dir, const char *name, struct stat *ist, uint8_
 		if (get_be32(head + 8 + 4 * i) < prev)
 			goto done;
 	}
-	ok = idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
+	*psize = (uint64_t)pst.st_size;
+	ok = (!all_offsets && n > IDX_WHOLE_MAX) ||
+	     idx_offsets_ok(fd, IDX_HEAD + 24 * (off_t)n, (uint32_t)n, IDX_HEAD + 28 * (off_t)n,
 			    ((uint64_t)ist->st_size - fixed) / 8, (uint64_t)pst.st_size);
 done:
 	if (ok == 1 && idx_fd) {
@@ -287,9 +303,10 @@ done:
 int amber_idx_sane(const char *dir, const char *name)
 {
 	uint8_t head[IDX_HEAD];
+	uint64_t psize;
 	struct stat st;
 
-	return idx_check(dir, name, &st, head, NULL, NULL);
+	return idx_check(dir, name, 1, &st, &psize, head, NULL, NULL);
 }
 
 /* Scanning ------------------------------------------------------------------ */
@@ -400,6 +417,7 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 						 cmp_refused) : NULL;
 	char *path = path_join(ps->dir, name), *copy = NULL, *pname = NULL;
 	uint8_t head[IDX_HEAD];
+	uint64_t psize = 0;
 	struct stat st;
 	int ok, ifd = -1, pfd = -1;
 
@@ -409,7 +427,8 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 		free(path);	/* refused before and unchanged: not read again */
 		return keep_refused(x, name, &old->st);
 	}
-	ok = idx_check(ps->dir, name, &st, head, &ifd, &pfd);
+	/* offsets are checked by each lookup that uses one (amber_pack_find) */
+	ok = idx_check(ps->dir, name, 0, &st, &psize, head, &ifd, &pfd);
 	free(path);
 	if (ok == -2)		/* out of descriptors: not the pack's fault */
 		return amber_fail_errno("cannot open %s/%s (each pack holds two open files: "
@@ -430,10 +449,11 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	struct cpack *c = &x->v[x->n++];
 
 	*c = (struct cpack){.name = copy, .pname = pname, .size = st.st_size};
-	amber_pack_setup(&c->pk, head, (uint64_t)st.st_size);
+	amber_pack_setup(&c->pk, head, (uint64_t)st.st_size, psize);
 	c->pk.idx_fd = ifd;
 	c->pk.pack_fd = pfd;
 	c->pk.name = pname;
+	c->pk.idx_name = copy;
 	c->pk.budget = &ps->idx_bytes;
 	c->pk.budget_max = IDX_COPY_MAX;
 	return 0;
@@ -553,29 +573,33 @@ static int find_in(uint64_t *off, const struct cpack *p, const uint8_t *oid)
 
 /*
  * The pack holding oid: the one that answered last, then the others,
- * largest first.  Caller holds the lock shared.  1 found, 0 not, <0 error.
+ * largest first.  A pack whose index fails for oid (a damaged offset) does
+ * not hide a good copy in another pack: its error is returned only if no
+ * pack has one.  Caller holds the lock shared.  1 found, 0 not, <0 error.
  */
 static int locate(const struct cpack **out, uint64_t *off, amber_packset *ps, const uint8_t *oid)
 {
 	size_t n = ps->n, h = n ? atomic_load_explicit(&ps->hint, memory_order_relaxed) % n : 0;
-	int r = n ? find_in(off, &ps->v[h], oid) : 0;
+	int r = n ? find_in(off, &ps->v[h], oid) : 0, err = r < 0 ? r : 0;
 
-	if (r) {
+	if (r > 0) {
 		*out = &ps->v[h];
 		return r;
 	}
 	for (size_t k = 0; k < n; k++) {
 		size_t i = ps->order[k];
 
-		if (i != h && (r = find_in(off, &ps->v[i], oid)) != 0) {
-			if (r > 0) {
-				atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
-				*out = &ps->v[i];
-			}
-			return r;
+		if (i == h || (r = find_in(off, &ps->v[i], oid)) == 0)
+			continue;
+		if (r < 0) {
+			err = err ? err : r;
+			continue;
 		}
+		atomic_store_explicit(&ps->hint, i, memory_order_relaxed);
+		*out = &ps->v[i];
+		return r;
 	}
-	return 0;
+	return err;
 }
 
 /* A REF_DELTA's base, through the same set (the lock is already held). */

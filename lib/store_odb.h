@@ -71,6 +71,8 @@ int amber_packset_header(int *type_out, size_t *len_out, amber_packset *ps,
  * its size matches its object count, its fan-out never falls, every offset
  * lies inside the pack, whose header names as many objects; 0 if not; -1
  * if the pack itself does not exist; -2 if no descriptor could be had.
+ * Reads the whole offset table (verify): a scan checks all but the
+ * offsets, which each lookup checks as it uses one.
  */
 int amber_idx_sane(const char *dir, const char *name);
 

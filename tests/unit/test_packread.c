@@ -542,7 +542,10 @@ Test(packread, lookups_in_a_large_bucket)
 	pk.pack_fd = open(path, O_RDONLY);
 	cr_assert(pk.idx_fd >= 0 && pk.pack_fd >= 0 && fstat(pk.idx_fd, &st) == 0);
 	cr_assert_eq(pread(pk.idx_fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
-	amber_pack_setup(&pk, head, (uint64_t)st.st_size);
+	struct stat pst;
+
+	cr_assert_eq(fstat(pk.pack_fd, &pst), 0);
+	amber_pack_setup(&pk, head, (uint64_t)st.st_size, (uint64_t)pst.st_size);
 	for (uint32_t i = 0; i < 6000; i++) {
 		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1, "id %u not found by pread", i);
 		cr_assert_eq(off, k.off[i]);
