@@ -102,7 +102,7 @@ int main(int argc, char **argv)
 	int cont = argc == 5 && strcmp(argv[4], "--continue") == 0;
 	long count = argc == 4 || argc == 5 ? strtol(argv[3], NULL, 10) : 0;
 	long start = argc == 5 && !at_now && !cont ? strtol(argv[4], NULL, 10) : 0;
-	double t0 = mono(), tl = t0;
+	double t0 = mono(), tl = t0, th = 0, ch = 0;
 	amber_stats st;
 	uint64_t rp_ns = 0, rp_packs = 0, rp_bytes = 0;
 
@@ -121,6 +121,10 @@ int main(int argc, char **argv)
 	if (start > 0)
 		now.tv_sec = start + count;
 	for (long i = 0; i < count; i++) {
+		if (i == count / 2) {   /* the second half: one more snapshot in a running writer */
+			th = mono();
+			ch = cpu_s();
+		}
 		if (i && i % REOPEN == 0) {
 			amber_archive_free(a);
 			a = NULL;
@@ -142,10 +146,12 @@ int main(int argc, char **argv)
 			tl = t;
 		}
 	}
+	double te = mono(), ce = cpu_s();       /* the loop's end, before the close */
+
 	amber_archive_free(a);
 	fprintf(stderr, "make-history: %ld snapshots in %.3f s, %.0f/s; consolidation %.3f s "
-		"(%llu packs merged, %llu bytes copied); cpu %.3f s\n", count, mono() - t0,
-		(double)count / (mono() - t0), (double)rp_ns / 1e9, (unsigned long long)rp_packs,
-		(unsigned long long)rp_bytes, cpu_s());
+		"(%llu packs merged, %llu bytes copied); cpu %.3f s; second half %.3f s cpu %.3f s\n",
+		count, mono() - t0, (double)count / (mono() - t0), (double)rp_ns / 1e9,
+		(unsigned long long)rp_packs, (unsigned long long)rp_bytes, cpu_s(), te - th, ce - ch);
 	return 0;
 }
