@@ -1641,3 +1641,30 @@ void amber_init_archive_real_kdf(const char *archive)
 	free(cache);
 	free(pf);
 }
+
+/* A new metadata commit whose tree has `entry` (config or keys) replaced. */
+void meta_replace(const char *arch, const char *entry, const char *oid)
+{
+	char *ls = git_ok(arch, NULL, "ls-tree", "refs/amberfs/meta^{tree}", NULL);
+	char *in = pjoin(IT.tmp, "mktree.in"), *msg = pjoin(IT.tmp, "meta.msg");
+	FILE *f = fopen(in, "w");
+
+	cr_assert(f);
+	for (char *sv = NULL, *l = strtok_r(ls, "\n", &sv); l; l = strtok_r(NULL, "\n", &sv)) {
+		char mode[8], type[8], o[41], name[80];
+
+		cr_assert(sscanf(l, "%7s %7s %40s\t%79s", mode, type, o, name) == 4);
+		fprintf(f, "%s %s %s\t%s\n", mode, type, strcmp(name, entry) ? o : oid, name);
+	}
+	fclose(f);
+	char *tree = git_ok(arch, in, "mktree", NULL);
+	write_str(msg, "amberfs archive metadata\n");
+	char *c = git_ok(arch, NULL, "commit-tree", tree, "-p", "refs/amberfs/meta", "-F", msg,
+			 NULL);
+	free(git_ok(arch, NULL, "update-ref", "refs/amberfs/meta", c, NULL));
+	free(c);
+	free(tree);
+	free(msg);
+	free(in);
+	free(ls);
+}

@@ -284,4 +284,8 @@ long long json_get_ll(const char *obj, const char *key);
  */
 size_t json_lines(const char *text, char ***objs);
 
+/* A new metadata commit (refs/amberfs/meta) whose tree has `entry` (config
+ * or keys) replaced by the blob oid (hex). */
+void meta_replace(const char *arch, const char *entry, const char *oid);
+
 #endif
