@@ -618,7 +618,8 @@ static int snap_open(struct mnt *m, const char *id, struct mnt_snap **out)
 	if (!s)
 		return ENOMEM;
 	snprintf(s->id, sizeof(s->id), "%s", id);
-	rc = amber_snapshot_open(&s->s, m->a, id);
+	/* Its tags are listed only for the tags xattr: the list reads every tag ref. */
+	rc = amber_snapshot_open_ext(&s->s, m->a, id, AMBER_SNAP_NO_TAGS);
 	if (rc == 0)
 		rc = amber_stat(&s->root, s->s, "");
 	if (rc) {

@@ -669,6 +669,7 @@ struct xa {
 	const void *value;
 	size_t len;
 	int hidden;             /* provenance: gettable, listed only on request */
+	const char *want;       /* the name asked for; NULL: names only (a listing) */
 	char scratch[1536];
 };
 
@@ -689,13 +690,20 @@ static void hex20(char out[41], const uint8_t oid[20])
 		snprintf(out + 2 * i, 3, "%02x", oid[i]);
 }
 
-static void join_tags(char *out, size_t cap, char **tags)
-{
-	size_t len = 0;
+/* Tags joined with ',' into a buffer, as much of them as fits. */
+struct tagjoin {
+	char *out;
+	size_t cap, len;
+};
 
-	out[0] = '\0';
-	for (size_t i = 0; tags && tags[i] && len < cap; i++)
-		len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? "," : "", tags[i]);
+static int join_tag(const char *tag, void *payload)
+{
+	struct tagjoin *j = payload;
+
+	if (j->len < j->cap)
+		j->len += (size_t)snprintf(j->out + j->len, j->cap - j->len, "%s%s",
+					   j->len ? "," : "", tag);
+	return 0;
 }
 
 static int xa_snaproot(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *ctx,
@@ -709,9 +717,15 @@ static int xa_snaproot(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *
 	snprintf(x->scratch, sizeof(x->scratch), "%s", info->stream);
 	if (!r)
 		r = xa_text(fn, ctx, x, XATTR_PREFIX "stream", 1);
-	join_tags(x->scratch, sizeof(x->scratch), info->tags);
-	if (!r)
+	if (!r) {       /* listing the tags reads every tag ref: only when asked */
+		struct tagjoin j = {x->scratch, sizeof(x->scratch), 0};
+
+		x->scratch[0] = '\0';
+		if (x->want && strcmp(x->want, XATTR_PREFIX "tags") == 0 &&
+		    amber_snapshot_tags(n->snap->s, join_tag, &j) < 0)
+			return mnt_errno(m, AMBER_ERROR, "tags");
 		r = xa_text(fn, ctx, x, XATTR_PREFIX "tags", 1);
+	}
 	return r;
 }
 
@@ -807,12 +821,15 @@ static int xa_stored(const amber_entry *e, xa_fn fn, void *ctx, struct xa *x)
 }
 
 /* Offer every attribute of n to fn until it returns non-zero. */
-static int xa_each(struct mnt *m, const struct mnt_node *n, xa_fn fn, void *ctx)
+/* Each attribute of n to fn; `want` as struct xa's. */
+static int xa_each(struct mnt *m, const struct mnt_node *n, const char *want, xa_fn fn,
+		   void *ctx)
 {
 	const amber_entry *e = n->e;
 	struct xa x;
 	int r = 0;
 
+	x.want = want;
 	if (n->kind == MK_ROOT) {
 		stats_line(m, x.scratch, sizeof(x.scratch));
 		return xa_text(fn, ctx, &x, XATTR_PREFIX "stats", 0);
@@ -857,7 +874,7 @@ static int do_getxattr(struct mnt *m, fuse_ino_t ino, struct xa_get *g)
 
 	if (!n)
 		return ESTALE;
-	xa_each(m, n, xa_get_cb, g);
+	xa_each(m, n, g->name, xa_get_cb, g);
 	if (!g->found)
 		return ENODATA;
 	if (g->size && g->len > g->size)
@@ -912,7 +929,7 @@ static int do_listxattr(struct mnt *m, fuse_ino_t ino, size_t size, struct xa_li
 
 	if (!n)
 		return ESTALE;
-	xa_each(m, n, xa_list_cb, l);
+	xa_each(m, n, NULL, xa_list_cb, l);
 	if (size == 0)
 		return 0;
 	if (l->len > size)
@@ -921,7 +938,7 @@ static int do_listxattr(struct mnt *m, fuse_ino_t ino, size_t size, struct xa_li
 		return ENOMEM;
 	l->cap = l->len;
 	l->len = 0;
-	xa_each(m, n, xa_list_cb, l);
+	xa_each(m, n, NULL, xa_list_cb, l);
 	return 0;
 }
 

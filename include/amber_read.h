@@ -91,6 +91,28 @@ typedef struct amber_snapshot amber_snapshot;
  */
 int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id);
 
+/** amber_snapshot_open_ext() flag: leave info->tags empty. */
+#define AMBER_SNAP_NO_TAGS 1u
+
+/**
+ * amber_snapshot_open() with flags.  AMBER_SNAP_NO_TAGS skips listing the
+ * tags that name the snapshot (info->tags stays empty), which reads every
+ * tag ref: for a reader that opens many snapshots and shows their tags
+ * rarely, as the mount does; it asks amber_snapshot_tags() when it needs
+ * them.
+ * @return as amber_snapshot_open(), or AMBER_EINVAL for an unknown flag.
+ */
+int amber_snapshot_open_ext(amber_snapshot **out, amber_archive *a, const char *id,
+			    unsigned flags);
+
+/**
+ * Call cb with the name of each tag (refs/tags/NAME) that names s now, in
+ * the order of the refs.  A tag that cannot be read names nothing.
+ * @return 0, the callback's non-zero value to stop, or an error.
+ */
+int amber_snapshot_tags(amber_snapshot *s, int (*cb)(const char *tag, void *payload),
+			void *payload);
+
 /** The snapshot's info; owned by the snapshot. */
 const amber_snapinfo *amber_snapshot_info(const amber_snapshot *s);
 

@@ -181,11 +181,12 @@ static int fill_info(amber_snapinfo *info, const amber_record *r)
 	return 0;
 }
 
+/* One walk of the tag refs: each tag that names `oid` goes to cb. */
 typedef struct tagscan {
 	amber_archive *a;
 	const uint8_t *oid;
-	char ***tags;
-	size_t n;
+	int (*cb)(const char *tag, void *payload);
+	void *payload;
 } tagscan;
 
 int amber_tag_peel(uint8_t out[20], amber_archive *a, const uint8_t oid[20])
@@ -210,17 +211,50 @@ static int tag_cb(const char *name, const uint8_t oid[20], void *payload)
 {
 	tagscan *t = payload;
 	uint8_t target[20];
-	char **v;
 
-	if (amber_tag_peel(target, t->a, oid) < 0 || memcmp(target, t->oid, 20) != 0)
+	if (amber_tag_peel(target, t->a, oid) < 0) {
+		amber_error_clear();    /* an unreadable tag names no snapshot */
 		return 0;
-	v = realloc(*t->tags, (t->n + 2) * sizeof(*v));
+	}
+	return memcmp(target, t->oid, 20) == 0 ? t->cb(name + strlen("refs/tags/"), t->payload) : 0;
+}
+
+/* Collect into a NULL-terminated array (info->tags). */
+typedef struct tagvec {
+	char ***v;
+	size_t n;
+} tagvec;
+
+static int tagvec_add(const char *tag, void *payload)
+{
+	tagvec *t = payload;
+	char **v = realloc(*t->v, (t->n + 2) * sizeof(*v));
+
 	if (!v)
-		return AMBER_ERROR;
-	*t->tags = v;
-	v[t->n] = strdup(name + strlen("refs/tags/"));
+		return amber_fail(AMBER_ERROR, "out of memory");
+	*t->v = v;
+	if (!(v[t->n] = strdup(tag)))
+		return amber_fail(AMBER_ERROR, "out of memory");
 	v[++t->n] = NULL;
 	return 0;
+}
+
+static int scan_tags(amber_archive *a, const uint8_t oid[20],
+		     int (*cb)(const char *tag, void *payload), void *payload)
+{
+	tagscan t = {a, oid, cb, payload};
+
+	return amber_store_ref_foreach(a->store, "refs/tags/*", tag_cb, &t);
+}
+
+int amber_snapshot_tags(amber_snapshot *s, int (*cb)(const char *tag, void *payload),
+			void *payload)
+{
+	uint8_t oid[20];
+
+	if (amber_oid_fromhex(oid, s->info.id) < 0)
+		return amber_fail(AMBER_EINVAL, "'%s' is not a snapshot id", s->info.id);
+	return scan_tags(s->a, oid, cb, payload);
 }
 
 int amber_record_open(amber_record *r, amber_archive *a, const amber_commit *c,
@@ -337,13 +371,8 @@ static int tagtab_fill(char ***tags, const amber_tagtab *t, const uint8_t oid[20
 	return 0;
 }
 
-int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
-{
-	return amber_snapshot_open_in(out, a, a->store, NULL, id);
-}
-
-int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
-			   const amber_tagtab *tags, const char *id)
+static int open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
+		   const amber_tagtab *tags, const char *id, unsigned flags)
 {
 	amber_snapshot *s = NULL;
 	amber_commit c = {0};
@@ -368,10 +397,10 @@ int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *
 		rc = root_entry(s, &r, id);
 	if (rc == 0 && tags)
 		rc = tagtab_fill(&s->info.tags, tags, oid);
-	else if (rc == 0) {
-		tagscan t = {a, oid, &s->info.tags, 0};
+	else if (rc == 0 && !(flags & AMBER_SNAP_NO_TAGS)) {
+		tagvec t = {&s->info.tags, 0};
 
-		rc = amber_store_ref_foreach(a->store, "refs/tags/*", tag_cb, &t);
+		rc = scan_tags(a, oid, tagvec_add, &t);
 	}
 	amber_record_dispose(&r);
 	amber_commit_dispose(&c);
@@ -381,6 +410,25 @@ int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *
 	}
 	*out = s;
 	return 0;
+}
+
+int amber_snapshot_open(amber_snapshot **out, amber_archive *a, const char *id)
+{
+	return open_in(out, a, a->store, NULL, id, 0);
+}
+
+int amber_snapshot_open_ext(amber_snapshot **out, amber_archive *a, const char *id,
+			    unsigned flags)
+{
+	if (flags & ~AMBER_SNAP_NO_TAGS)
+		return amber_fail(AMBER_EINVAL, "amber_snapshot_open_ext: unknown flags %#x", flags);
+	return open_in(out, a, a->store, NULL, id, flags);
+}
+
+int amber_snapshot_open_in(amber_snapshot **out, amber_archive *a, amber_store *st,
+			   const amber_tagtab *tags, const char *id)
+{
+	return open_in(out, a, st, tags, id, 0);
 }
 
 int amber_commit_time(int64_t *time_ns, uint8_t parent[20], int *has_parent, amber_archive *a,

@@ -334,3 +334,38 @@ Test(api, verify_and_push_stats_follow_the_same_scheme)
 	cr_assert_geq(pn.s.refs, 1);
 	cr_assert_eq(pn.later, 11);
 }
+
+static int collect_tag(const char *tag, void *payload)
+{
+	char *out = payload;
+	size_t len = strlen(out);
+
+	snprintf(out + len, 256 - len, "%s%s", len ? "," : "", tag);
+	return 0;
+}
+
+/* AMBER_SNAP_NO_TAGS leaves info->tags empty; amber_snapshot_tags() lists
+ * them as they are when asked; an unknown flag is refused. */
+Test(api, a_snapshot_opened_without_its_tags_lists_them_on_request)
+{
+	amber_snapshot *s = NULL, *t = NULL;
+	char got[256] = "";
+
+	cr_assert_eq(amber_tag_create(arc, id, "first", NULL, NULL, 0), 0, "%s",
+		     amber_error_last());
+	cr_assert_eq(amber_snapshot_open(&s, arc, id), 0, "%s", amber_error_last());
+	cr_assert_str_eq(amber_snapshot_info(s)->tags[0], "first");
+	cr_assert_null(amber_snapshot_info(s)->tags[1]);
+	cr_assert_eq(amber_snapshot_open_ext(&t, arc, id, AMBER_SNAP_NO_TAGS), 0, "%s",
+		     amber_error_last());
+	cr_assert_null(amber_snapshot_info(t)->tags[0], "NO_TAGS listed a tag");
+	cr_assert_eq(amber_tag_create(arc, id, "second", NULL, NULL, 0), 0, "%s",
+		     amber_error_last());
+	cr_assert_eq(amber_snapshot_tags(t, collect_tag, got), 0, "%s", amber_error_last());
+	cr_assert_str_eq(got, "first,second");
+	amber_snapshot_free(t);
+	t = NULL;
+	cr_assert_eq(amber_snapshot_open_ext(&t, arc, id, 2), AMBER_EINVAL);
+	cr_assert_null(t);
+	amber_snapshot_free(s);
+}
