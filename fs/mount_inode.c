@@ -393,8 +393,10 @@ static void free_node(struct mnt *m, struct mnt_node *n)
 {
 	struct mnt_nodeinfo res = {.stream = n->stream, .snap = n->snap, .e = own_entry(n)};
 
-	/* the listing cache may hold this directory's listing */
-	mnt_dir_put(m, n, NULL);
+	/* the listing cache may hold this directory's listing (only a snapshot
+	 * directory's: skip the search of the cache for the others) */
+	if ((n->kind == MK_SNAPROOT || n->kind == MK_ENTRY) && n->e->type == AMBER_T_DIR)
+		mnt_dir_put(m, n, NULL);
 	mnt_nodeinfo_dispose(m, &res);
 	mnt_slab_free(&m->slab, n, n->slab_cls);
 }
