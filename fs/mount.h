@@ -8,6 +8,7 @@
  * mount_layout.c the virtual tree: latest, snapshots/, at/, streams/,
  *                tags/, ids/, and the per-stream time lines
  * mount_ops.c    the FUSE low-level handlers
+ * mount_slab.c   the memory of nodes: blocks in 2 MiB chunks
  */
 #ifndef AMBERFS_MOUNT_H
 #define AMBERFS_MOUNT_H
@@ -101,6 +102,7 @@ struct mnt_node {
 	struct mnt_snap *snap;          /* MK_SNAPROOT, MK_ENTRY: one reference */
 	amber_entry *e;                 /* MK_SNAPROOT, MK_ENTRY: owned copy */
 	int e_inline;                   /* e (and name) sit in the node's own block */
+	unsigned slab_cls;              /* the block's class in mnt.slab, 0: malloc'd */
 };
 
 /** What a new node will be; ownership of stream, snap and e moves in. */
@@ -114,6 +116,21 @@ struct mnt_nodeinfo {
 	amber_entry *e;
 	/* instead of e: an entry of a listing the caller holds, copied in */
 	const amber_entry *src;
+};
+
+/* Node memory (mount_slab.c): size classes of MNT_SLAB_GRAIN bytes up to
+ * MNT_SLAB_CLASSES of them, in chunks of MNT_SLAB_CHUNK. */
+#define MNT_SLAB_GRAIN 64u
+#define MNT_SLAB_CLASSES 12u
+#define MNT_SLAB_CHUNK ((size_t)2 << 20)
+
+struct mnt_slab {
+	pthread_mutex_t lock;           /* everything below */
+	char *cur;                      /* the newest chunk's unused part */
+	size_t left;
+	void *free[MNT_SLAB_CLASSES];   /* freed blocks of each class, linked through them */
+	char *chunks;                   /* every chunk, linked through its first word */
+	size_t chunk_bytes;
 };
 
 /** One stream's time line, opened lazily (guarded by mnt.tl_lock). */
@@ -187,6 +204,7 @@ struct mnt {
 	struct mnt_node *root;
 	struct mnt_node *lru_head, *lru_tail;
 	size_t node_bytes;              /* sum of the nodes' bytes (table lock) */
+	struct mnt_slab slab;           /* where the nodes' blocks come from */
 
 	/* the trimmer: asks the kernel to forget names while node_bytes > o.node_cache */
 	struct fuse_session *se;
@@ -247,6 +265,19 @@ void mnt_trim_start(struct mnt *m, struct fuse_session *se);
 void mnt_trim_stop(struct mnt *m);
 /** Node count and bytes, and the listing cache's bytes (all, held ones included). */
 void mnt_table_usage(struct mnt *m, size_t *nodes, size_t *node_bytes, size_t *dir_bytes);
+
+/* mount_slab.c */
+void mnt_slab_init(struct mnt_slab *s);
+/** Release every chunk (the blocks in them are gone). */
+void mnt_slab_destroy(struct mnt_slab *s);
+/**
+ * A zeroed block of at least `size` bytes, and in *cls what mnt_slab_free
+ * needs to take it back (0: it came from calloc).  NULL: out of memory.
+ */
+void *mnt_slab_alloc(struct mnt_slab *s, size_t size, unsigned *cls);
+void mnt_slab_free(struct mnt_slab *s, void *p, unsigned cls);
+/** Bytes of chunks mapped (what the blocks in use or free may occupy). */
+size_t mnt_slab_bytes(struct mnt_slab *s);
 
 /** Take a reference on snapshot `id`, opening it if needed. @return errno. */
 int mnt_snap_get(struct mnt *m, const char *id, struct mnt_snap **out);

@@ -46,7 +46,8 @@
 #include <time.h>
 
 static void snap_destroy(struct mnt_snap *s);
-static struct mnt_node *node_alloc(const char *name, size_t len, const amber_entry *src);
+static struct mnt_node *node_alloc(struct mnt *m, const char *name, size_t len,
+				   const amber_entry *src);
 static size_t entry_bytes(const amber_entry *e);
 static void trim_wake_locked(struct mnt *m);
 
@@ -181,8 +182,11 @@ static void lru_touch(struct mnt *m, struct mnt_node *n)
 
 int mnt_table_init(struct mnt *m)
 {
-	struct mnt_node *root = node_alloc("", 0, NULL);
+	struct mnt_node *root;
 
+	/* (the root from malloc: the chunks are mapped after the fork) */
+	mnt_slab_init(&m->slab);
+	root = node_alloc(NULL, "", 0, NULL);
 	m->nbuckets = 1024;
 	m->by_id = calloc(m->nbuckets, sizeof(*m->by_id));
 	m->by_name = calloc(m->nbuckets, sizeof(*m->by_name));
@@ -269,19 +273,23 @@ static int same_thing(const struct mnt_node *n, const struct mnt_node *f)
 }
 
 /*
- * A node and its name in one block.  A listing's entry without target or
- * xattrs (nearly all of them) is copied into the block too, its name shared
- * with the node's: a walk makes a node for every entry it lists.
+ * A node and its name in one block (from m's slab; m NULL: from malloc).  A
+ * listing's entry without target or xattrs (nearly all of them) is copied
+ * into the block too, its name shared with the node's: a walk makes a node
+ * for every entry it lists.
  */
-static struct mnt_node *node_alloc(const char *name, size_t len, const amber_entry *src)
+static struct mnt_node *node_alloc(struct mnt *m, const char *name, size_t len,
+				   const amber_entry *src)
 {
 	int embed = src && !src->target && src->nxattrs == 0;
 	size_t size = sizeof(struct mnt_node) + (embed ? sizeof(amber_entry) : 0) + len + 1;
-	struct mnt_node *n = calloc(1, size);
+	unsigned cls = 0;
+	struct mnt_node *n = m ? mnt_slab_alloc(&m->slab, size, &cls) : calloc(1, size);
 	char *p;
 
 	if (!n)
 		return NULL;
+	n->slab_cls = cls;
 	p = (char *)(n + 1);
 	if (embed) {
 		n->e = (amber_entry *)(void *)p;
@@ -294,7 +302,7 @@ static struct mnt_node *node_alloc(const char *name, size_t len, const amber_ent
 	p[len] = '\0';
 	n->name = p;
 	n->name_len = len;
-	n->bytes = MNT_ALLOC(size);
+	n->bytes = cls ? (size_t)cls * MNT_SLAB_GRAIN : MNT_ALLOC(size);
 	if (embed) {
 		n->e->name = p;
 		n->e->name_len = len;
@@ -311,10 +319,10 @@ static amber_entry *own_entry(const struct mnt_node *n)
 static struct mnt_node *new_node(struct mnt *m, struct mnt_node *parent, const char *name,
 				 struct mnt_nodeinfo *info)
 {
-	struct mnt_node *n = node_alloc(name, strlen(name), info->src);
+	struct mnt_node *n = node_alloc(m, name, strlen(name), info->src);
 
 	if (n && info->src && !n->e && amber_entry_dup(&n->e, info->src) < 0) {
-		free(n);
+		mnt_slab_free(&m->slab, n, n->slab_cls);
 		return NULL;
 	}
 	if (!n)
@@ -375,7 +383,7 @@ struct mnt_node *mnt_node_get(struct mnt *m, struct mnt_node *parent, const char
 					    .e = own_entry(fresh)};
 
 		mnt_nodeinfo_dispose(m, &back);
-		free(fresh);
+		mnt_slab_free(&m->slab, fresh, fresh->slab_cls);
 	}
 	mnt_nodeinfo_dispose(m, info);
 	return n;
@@ -385,10 +393,12 @@ static void free_node(struct mnt *m, struct mnt_node *n)
 {
 	struct mnt_nodeinfo res = {.stream = n->stream, .snap = n->snap, .e = own_entry(n)};
 
-	/* the listing cache may hold this directory's listing */
-	mnt_dir_put(m, n, NULL);
+	/* the listing cache may hold this directory's listing (only a snapshot
+	 * directory's: skip the search of the cache for the others) */
+	if ((n->kind == MK_SNAPROOT || n->kind == MK_ENTRY) && n->e->type == AMBER_T_DIR)
+		mnt_dir_put(m, n, NULL);
 	mnt_nodeinfo_dispose(m, &res);
-	free(n);
+	mnt_slab_free(&m->slab, n, n->slab_cls);
 }
 
 /*
@@ -438,6 +448,7 @@ void mnt_table_destroy(struct mnt *m)
 	free(m->by_id);
 	free(m->by_name);
 	m->by_id = m->by_name = NULL;
+	mnt_slab_destroy(&m->slab);
 	for (struct mnt_snap *s = m->snaps, *next; s; s = next) {
 		next = s->next;
 		snap_destroy(s);

@@ -789,7 +789,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 "rss_bytes=%zu bound_bytes=%llu "
 		 "chunk_cache_bytes=%llu chunk_cache_max=%llu "
 		 "dir_cache_bytes=%zu dir_cache_max=%zu "
-		 "nodes=%zu node_bytes=%zu node_max=%zu nodes_dropped=%llu "
+		 "nodes=%zu node_bytes=%zu node_max=%zu nodes_dropped=%llu node_arena_bytes=%zu "
 		 "pack_map_bytes=%zu pack_map_max=%llu idx_map_bytes=%zu "
 		 "git_cache_bytes=%llu git_cache_max=%llu "
 		 "request_buffers_max=%zu heap_bytes=%zu heap_free_bytes=%zu",
@@ -801,7 +801,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 (unsigned long long)c.cache_hits, rss, bound,
 		 (unsigned long long)mem.cache_bytes, (unsigned long long)mem.cache_max,
 		 dir_bytes, m->o.dir_cache, nodes, node_bytes, m->o.node_cache,
-		 (unsigned long long)atomic_load(&m->n.nodes_dropped),
+		 (unsigned long long)atomic_load(&m->n.nodes_dropped), mnt_slab_bytes(&m->slab),
 		 pack, (unsigned long long)mem.pack_map_max, idx,
 		 (unsigned long long)mem.git_objects, (unsigned long long)mem.git_objects_max,
 		 buffers, mi.arena + mi.hblkhd, mi.fordblks);

@@ -387,6 +387,57 @@ static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const
  * Inflate e's stream into dst.  exact: it must produce exactly len bytes
  * and end there; otherwise stop after len bytes (a header peek).
  */
+/*
+ * amberfs writes its entries as zlib streams of stored blocks (its payload
+ * is ciphertext: the archive sets pack compression 0).  Such a stream is
+ * copied out here and its Adler-32 checked, without starting zlib, whose
+ * state (several KiB, allocated and freed per object) cost more than the
+ * copy: a directory's first listing reads two small objects a bucket.
+ * Anything else (deflated blocks, smaller blocks than git writes, any
+ * inconsistency) is left to zlib, which decides and names the error: the
+ * bytes accepted here are exactly those zlib would produce.
+ * Returns 1 when dst holds the object's len bytes, 0 to use zlib.
+ */
+static int stored_copy(const struct entry *e, uint8_t *dst, size_t len)
+{
+	/* header, blocks of at most 65,535 bytes with 5-byte heads, checksum */
+	size_t need = 2 + 5 * (len / 65535 + 1) + len + 4, have = e->pre_len, i = 2, out = 0;
+	const uint8_t *s = e->pre;
+	uint8_t *own = NULL;
+	int last = 0, ok = 0;
+
+	if (len > READ_MAX)
+		return 0;       /* zlib streams it in pieces */
+	if (have < need) {
+		if (!(own = malloc(need)) ||
+		    pread_full(e->p->pack_fd, own, need, e->data) != (ssize_t)need)
+			goto done;
+		s = own;
+		have = need;
+	}
+	if ((s[0] & 0x0f) != 8 || s[0] >> 4 > 7 || (s[1] & 0x20) || ((unsigned)s[0] << 8 | s[1]) % 31)
+		goto done;
+	while (!last) {
+		size_t n;
+
+		if (i + 5 > have || (s[i] & 6))         /* not a stored block */
+			goto done;
+		last = s[i] & 1;
+		n = (size_t)s[i + 1] | (size_t)s[i + 2] << 8;
+		if ((n ^ ((size_t)s[i + 3] | (size_t)s[i + 4] << 8)) != 0xffff || n > len - out ||
+		    n > have - i - 5)
+			goto done;
+		memcpy(dst + out, s + i + 5, n);
+		out += n;
+		i += 5 + n;
+	}
+	ok = out == len && i + 4 <= have &&
+	     adler32_z(1, dst, len) == get_be32(s + i);
+done:
+	free(own);
+	return ok;
+}
+
 static int entry_inflate(const struct entry *e, uint8_t *dst, size_t len, int exact,
 			 const char *what)
 {
@@ -397,6 +448,8 @@ static int entry_inflate(const struct entry *e, uint8_t *dst, size_t len, int ex
 	z_stream z;
 	int zr, rc = 0;
 
+	if (exact && stored_copy(e, dst, len))
+		return 0;
 	memset(&z, 0, sizeof(z));
 	if (inflateInit(&z) != Z_OK)
 		return amber_fail(AMBER_ERROR, "object %s: cannot start zlib", what);

@@ -2809,6 +2809,74 @@ static size_t read_through(const char *path, size_t limit)
 	return got;
 }
 
+#define REUSE_DIRS 2
+#define REUSE_FILES 1000
+
+/*
+ * Nodes live in 2 MiB chunks (mount_slab.c), and the block of a node the
+ * kernel forgot is reused by the next node of its size: name after name
+ * looked up under a small -o node_cache, far more nodes made than one
+ * chunk holds, and the chunks stay at one.  (Without the reuse each lookup
+ * took fresh bytes, and the chunks grew with every node ever made.)
+ */
+Test(mount, node_blocks_are_reused_after_forget)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char id[41], **paths = calloc(REUSE_DIRS * REUSE_FILES, sizeof(char *));
+
+	cr_assert_not_null(paths);
+	for (int d = 0; d < REUSE_DIRS; d++) {
+		char *dir = xasprintf("%s/d%d", src, d);
+		mkdir_p(dir, 0755);
+		for (int i = 0; i < REUSE_FILES; i++) {
+			char *f = xasprintf("%s/file-%04d", dir, i);
+			write_file(f, "", 0, 0644);
+			free(f);
+		}
+		free(dir);
+	}
+	amber_init_archive(arch, 0);
+	amber_snapshot_ok(id, arch, src, NULL);
+	char *mnt = mountpoint("mnt");
+	const char *const opts[] = { "-o", "node_cache=256K", NULL };
+	mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), opts);
+	char *snap = latest_dir(mnt);
+	for (int d = 0; d < REUSE_DIRS; d++)
+		for (int i = 0; i < REUSE_FILES; i++)
+			paths[d * REUSE_FILES + i] = xasprintf("%s/d%d/file-%04d", snap, d, i);
+
+	/* stat every name until 7,000 nodes were made (2.6 MiB of blocks, more
+	   than a chunk); the trimmer makes the kernel forget them behind us */
+	char *stats = NULL;
+	long long made = 0;
+	for (int pass = 0; pass < 40 && made < 7000; pass++) {
+		struct stat st;
+		for (int i = 0; i < REUSE_DIRS * REUSE_FILES; i++)
+			cr_assert(stat(paths[i], &st) == 0, "stat %s: %s", paths[i],
+				  strerror(errno));
+		free(stats);
+		stats = xget_ok(mnt, "user.amberfs.stats");
+		made = stats_counter(stats, "lookups");
+		if (made < 7000)
+			sleep_s(0.05);  /* let the FORGETs arrive */
+	}
+	cr_log_info("after the lookups: %s", stats);
+	cr_assert(made >= 7000, "only %lld lookups after 40 passes: %s", made, stats);
+	cr_assert(stats_counter(stats, "nodes_dropped") > 0, "%s", stats);
+	cr_assert_eq(stats_counter(stats, "node_arena_bytes"), 2 << 20,
+		     "%lld lookups, and the nodes' chunks hold %lld bytes, not one chunk: %s",
+		     made, stats_counter(stats, "node_arena_bytes"), stats);
+	free(stats);
+	unmount_ok(mnt);
+	for (int i = 0; i < REUSE_DIRS * REUSE_FILES; i++)
+		free(paths[i]);
+	free(paths);
+	free(snap);
+	free(mnt);
+	free(arch);
+	free(src);
+}
+
 #define MEMX_DIRS 10
 #define MEMX_FILES 120
 #define MEMX_VALUE 60000

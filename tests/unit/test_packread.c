@@ -83,9 +83,43 @@ static void fake_id(uint8_t id[20], unsigned i)
 	id[19] = 0xee;
 }
 
-/* Entry header: type and size; then rel (OFS) or ref (REF); then deflated data. */
-static size_t pack_entry(struct pack *k, const uint8_t id[20], int type, uint64_t size,
-			 uint64_t base_off, const uint8_t *ref, const void *data, size_t len)
+/* A zlib stream of stored blocks of at most `block` bytes (an empty final one
+ * if `tail`), as a pack written with compression 0 holds; free *out. */
+static size_t stored_stream(uint8_t **out, const uint8_t *d, size_t len, size_t block, int tail)
+{
+	size_t n = 2 + 5 * (len / block + 2) + len + 4, o = 2, i = 0;
+	uint8_t *z = malloc(n);
+	uLong a = adler32(1, d, (uInt)len);
+
+	cr_assert_not_null(z);
+	z[0] = 0x78;
+	z[1] = 0x01;
+	do {
+		size_t b = len - i < block ? len - i : block;
+		int fin = !tail && i + b == len;
+
+		z[o] = (uint8_t)fin;
+		z[o + 1] = (uint8_t)b;
+		z[o + 2] = (uint8_t)(b >> 8);
+		z[o + 3] = (uint8_t)~b;
+		z[o + 4] = (uint8_t)(~b >> 8);
+		memcpy(z + o + 5, d + i, b);
+		o += 5 + b;
+		i += b;
+	} while (i < len);
+	if (tail) {
+		memcpy(z + o, "\1\0\0\377\377", 5);
+		o += 5;
+	}
+	for (int k = 3; k >= 0; k--)
+		z[o++] = (uint8_t)(a >> 8 * k);
+	*out = z;
+	return o;
+}
+
+/* Entry header: type and size; then rel (OFS) or ref (REF); then the zlib stream z. */
+static size_t pack_z(struct pack *k, const uint8_t id[20], int type, uint64_t size,
+		     uint64_t base_off, const uint8_t *ref, const uint8_t *z, size_t zl)
 {
 	size_t start = k->len, i = k->n++;
 	uint8_t h[32], c;
@@ -114,15 +148,24 @@ static size_t pack_entry(struct pack *k, const uint8_t id[20], int type, uint64_
 	put(k, h, hn);
 	if (type == 7)
 		put(k, ref, 20);
-	uLongf zl = compressBound((uLong)len);
-	uint8_t *z = malloc(zl);
-
-	cr_assert_eq(compress2(z, &zl, data, (uLong)len, 1), Z_OK);
 	put(k, z, zl);
-	free(z);
 	memcpy(k->id[i], id, 20);
 	k->off[i] = start;
 	k->crc[i] = (uint32_t)crc32(0, k->p + start, (uInt)(k->len - start));
+	return i;
+}
+
+/* The same with data deflated (level 1). */
+static size_t pack_entry(struct pack *k, const uint8_t id[20], int type, uint64_t size,
+			 uint64_t base_off, const uint8_t *ref, const void *data, size_t len)
+{
+	uLongf zl = compressBound((uLong)len);
+	uint8_t *z = malloc(zl);
+	size_t i;
+
+	cr_assert_eq(compress2(z, &zl, data, (uLong)len, 1), Z_OK);
+	i = pack_z(k, id, type, size, base_off, ref, z, zl);
+	free(z);
 	return i;
 }
 
@@ -436,6 +479,66 @@ Test(packread, hostile_deltas_are_errors)
 	expect_bytes(s, id[0], AMBER_GIT_BLOB, bse, 1000);	/* the rest still reads */
 	amber_store_free(s);
 	free(bse);
+}
+
+/*
+ * Stored-block streams (what amberfs writes: pack compression 0) are copied
+ * out without zlib; any size, blocks smaller than git's or an empty final
+ * block read back the same, and a broken checksum, block length or declared
+ * size is the error zlib would report.
+ */
+Test(packread, stored_streams_read_back_and_damaged_ones_are_errors)
+{
+	amber_store *s = open_repo("a");
+	static struct pack k;
+	static const size_t sizes[] = { 0, 1, 100, 4000, 5000, 65535, 65536, 200000,
+					(size_t)1 << 20, ((size_t)1 << 20) + 1 };
+	enum { NS = sizeof(sizes) / sizeof(sizes[0]) };
+	uint8_t *d = pattern(((size_t)1 << 20) + 1, 5), id[NS + 7][20], *z;
+	size_t zl;
+	char path[4200];
+
+	pack_begin(&k);
+	for (size_t i = 0; i < NS; i++) {
+		amber_store_hash(id[i], AMBER_GIT_BLOB, d, sizes[i]);
+		zl = stored_stream(&z, d, sizes[i], 65535, 0);
+		pack_z(&k, id[i], AMBER_GIT_BLOB, sizes[i], 0, NULL, z, zl);
+		free(z);
+	}
+	/* 1,000-byte blocks; an empty final block (zlib takes those) */
+	for (unsigned v = 0; v < 2; v++) {
+		fake_id(id[NS + v], 2000 + v);
+		zl = stored_stream(&z, d, 70000, v ? 65535 : 1000, (int)v);
+		pack_z(&k, id[NS + v], AMBER_GIT_BLOB, 70000, 0, NULL, z, zl);
+		free(z);
+	}
+	/* damaged: the checksum, a block's NLEN, the size declared (+1, -1), a
+	   deflated block among stored ones that does not check */
+	for (unsigned v = 0; v < 5; v++) {
+		fake_id(id[NS + 2 + v], 3000 + v);
+		zl = stored_stream(&z, d, 3000, 65535, 0);
+		if (v == 0)
+			z[zl - 1] ^= 1;
+		if (v == 1)
+			z[5] ^= 1;
+		if (v == 4)
+			z[2] = 0x02;    /* BTYPE 01: fixed Huffman, from bytes that are not */
+		pack_z(&k, id[NS + 2 + v], AMBER_GIT_BLOB, v == 2 ? 3001 : v == 3 ? 2999 : 3000, 0,
+		       NULL, z, zl);
+		free(z);
+	}
+	pack_write(&k, at("a"), path);
+	for (size_t i = 0; i < NS; i++)
+		expect_bytes(s, id[i], AMBER_GIT_BLOB, d, sizes[i]);
+	expect_bytes(s, id[NS], AMBER_GIT_BLOB, d, 70000);
+	expect_bytes(s, id[NS + 1], AMBER_GIT_BLOB, d, 70000);
+	expect_corrupt(s, id[NS + 2], "bad zlib stream");
+	expect_corrupt(s, id[NS + 3], "bad zlib stream");
+	expect_corrupt(s, id[NS + 4], "less than its declared size");
+	expect_corrupt(s, id[NS + 5], "more than its declared size");
+	expect_corrupt(s, id[NS + 6], "");
+	amber_store_free(s);
+	free(d);
 }
 
 /* libgit2 read packs through mmap: a pack truncated under it was SIGBUS. */
