@@ -69,6 +69,8 @@
  */
 #include "store_odb.h"
 
+#include "store.h"
+
 #include "error.h"
 #include "packread.h"
 
@@ -102,6 +104,7 @@ struct cpack {
 	char *pname;		/* pack-<hex>.pack, for messages */
 	amber_pack pk;		/* its descriptors and fan-out (packread.h) */
 	off_t size;		/* of the .idx: the order lookups ask in */
+	int keep;		/* a pack-<hex>.keep was listed beside it (repack leaves it) */
 	int moved;		/* now owned by the next state of the set (ps_merge) */
 };
 
@@ -122,6 +125,7 @@ struct amber_packset {
 	atomic_size_t hint;	/* the pack the last hit came from */
 	atomic_size_t idx_bytes; /* copies of indexes held (amber_pack.mem), <= IDX_COPY_MAX */
 	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
+	atomic_ullong listings;	/* directory listings of objects/pack made so far */
 };
 
 /* Index checks -------------------------------------------------------------- */
@@ -328,8 +332,28 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The pack-*.idx names in dir, sorted. */
-static int list_indexes(struct names *l, const char *dir)
+static int names_add(struct names *l, const char *name, size_t len)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		char **v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -1;
+		l->v = v;
+		l->cap = cap;
+	}
+	if (!(l->v[l->n] = strndup(name, len)))
+		return -1;
+	l->n++;
+	return 0;
+}
+
+/*
+ * The pack-*.idx names in dir, sorted, and the pack-*.keep ones as
+ * pack-*.idx (so that a loaded pack finds its .keep by its own name).
+ */
+static int list_indexes(struct names *l, struct names *keeps, const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -339,29 +363,26 @@ static int list_indexes(struct names *l, const char *dir)
 		return errno == ENOENT ? 0 : amber_fail_errno("cannot list %s", dir);
 	while (rc == 0 && (de = readdir(d))) {
 		size_t len = strlen(de->d_name);
+		struct names *to = NULL;
 
-		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
-		    strcmp(de->d_name + len - 4, ".idx") != 0)
+		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0)
 			continue;
-		if (l->n == l->cap) {
-			size_t cap = l->cap ? l->cap * 2 : 16;
-			char **v = realloc(l->v, cap * sizeof(*v));
-
-			if (!v) {
-				rc = amber_fail(AMBER_ERROR, "out of memory listing %s", dir);
-				break;
-			}
-			l->v = v;
-			l->cap = cap;
-		}
-		if (!(l->v[l->n] = strdup(de->d_name)))
+		if (strcmp(de->d_name + len - 4, ".idx") == 0)
+			to = l;
+		else if (len > 10 && strcmp(de->d_name + len - 5, ".keep") == 0)
+			to = keeps;
+		if (!to)
+			continue;
+		if (names_add(to, de->d_name, len - (to == keeps)) < 0)
 			rc = amber_fail(AMBER_ERROR, "out of memory listing %s", dir);
-		else
-			l->n++;
+		else if (to == keeps)
+			memcpy(to->v[to->n - 1] + len - 5, ".idx", 5);
 	}
 	closedir(d);
 	if (rc == 0 && l->n)
 		qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+	if (rc == 0 && keeps->n)
+		qsort(keeps->v, keeps->n, sizeof(*keeps->v), cmp_str);
 	return rc;
 }
 
@@ -460,16 +481,20 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 }
 
 /* Free the loaded packs (but those moved elsewhere), the refused names, both arrays. */
+static void cpack_dispose(struct cpack *c)
+{
+	amber_pack_dispose(&c->pk);
+	close(c->pk.idx_fd);
+	close(c->pk.pack_fd);
+	free(c->name);
+	free(c->pname);
+}
+
 static void ps_release(amber_packset *ps)
 {
 	for (size_t i = 0; i < ps->n; i++) {
-		if (!ps->v[i].moved) {
-			amber_pack_dispose(&ps->v[i].pk);
-			close(ps->v[i].pk.idx_fd);
-			close(ps->v[i].pk.pack_fd);
-			free(ps->v[i].name);
-			free(ps->v[i].pname);
-		}
+		if (!ps->v[i].moved)
+			cpack_dispose(&ps->v[i]);
 	}
 	for (size_t i = 0; i < ps->nbad; i++)
 		free(ps->bad[i].name);
@@ -483,7 +508,14 @@ static void ps_release(amber_packset *ps)
  * an error the packs already loaded stay loaded.  Caller holds the lock
  * exclusively.
  */
-static int ps_merge(amber_packset *ps, const struct names *l)
+static void ps_order(amber_packset *ps)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		ps->order[i] = i;
+	qsort_r(ps->order, ps->n, sizeof(*ps->order), cmp_larger, ps->v);
+}
+
+static int ps_merge(amber_packset *ps, const struct names *l, const struct names *keeps)
 {
 	struct next x = {calloc(l->n + 1, sizeof(*x.v)), 0, calloc(l->n + 1, sizeof(*x.bad)), 0,
 			 calloc(l->n + 1, sizeof(*x.order))};
@@ -514,8 +546,9 @@ static int ps_merge(amber_packset *ps, const struct names *l)
 	free(ps->order);
 	ps->order = x.order;
 	for (size_t i = 0; i < ps->n; i++)
-		ps->order[i] = i;
-	qsort_r(ps->order, ps->n, sizeof(*ps->order), cmp_larger, ps->v);
+		ps->v[i].keep = keeps->n && bsearch(&ps->v[i].name, keeps->v, keeps->n,
+						    sizeof(*keeps->v), cmp_str);
+	ps_order(ps);
 	return rc;
 }
 
@@ -529,19 +562,129 @@ static long long mono_ns(void)
 
 int amber_packset_scan(amber_packset *ps)
 {
-	struct names l = {0};
+	struct names l = {0}, keeps = {0};
 	int rc;
 
 	atomic_store(&ps->scanned, mono_ns());
-	rc = list_indexes(&l, ps->dir);
+	atomic_fetch_add(&ps->listings, 1);
+	rc = list_indexes(&l, &keeps, ps->dir);
 
 	if (rc == 0) {
 		pthread_rwlock_wrlock(&ps->lock);
-		rc = ps_merge(ps, &l);
+		rc = ps_merge(ps, &l, &keeps);
 		pthread_rwlock_unlock(&ps->lock);
 	}
 	names_dispose(&l);
+	names_dispose(&keeps);
 	return rc;
+}
+
+unsigned long long amber_packset_listings(amber_packset *ps)
+{
+	return atomic_load(&ps->listings);
+}
+
+/*
+ * Put the one pack `name` into the set, as a scan that found it would,
+ * without listing the directory: a writer's own new pack.  Caller holds
+ * the lock exclusively.
+ */
+static int ps_insert(amber_packset *ps, const char *name)
+{
+	struct next x = {calloc(1, sizeof(*x.v)), 0, calloc(1, sizeof(*x.bad)), 0, NULL};
+	struct cpack *v = NULL;
+	struct refused *bad = NULL;
+	size_t *order = NULL, at;
+	int rc = x.v && x.bad ? add_new(&x, ps, name) : amber_fail(AMBER_ERROR, "out of memory");
+
+	if (rc == 0 && x.n) {
+		v = realloc(ps->v, (ps->n + 1) * sizeof(*v));
+		order = v ? realloc(ps->order, (ps->n + 1) * sizeof(*order)) : NULL;
+		if (v)
+			ps->v = v;
+		if (order)
+			ps->order = order;
+		if (!v || !order) {
+			rc = amber_fail(AMBER_ERROR, "out of memory adding %s", name);
+		} else {
+			for (at = 0; at < ps->n && strcmp(ps->v[at].name, name) < 0; at++)
+				;
+			memmove(&ps->v[at + 1], &ps->v[at], (ps->n - at) * sizeof(*v));
+			ps->v[at] = x.v[0];
+			ps->n++;
+			x.n = 0;
+			ps_order(ps);
+		}
+	}
+	if (rc == 0 && x.nbad) {
+		bad = realloc(ps->bad, (ps->nbad + 1) * sizeof(*bad));
+		if (!bad) {
+			rc = amber_fail(AMBER_ERROR, "out of memory adding %s", name);
+		} else {
+			ps->bad = bad;
+			for (at = 0; at < ps->nbad && strcmp(ps->bad[at].name, name) < 0; at++)
+				;
+			memmove(&ps->bad[at + 1], &ps->bad[at], (ps->nbad - at) * sizeof(*bad));
+			ps->bad[at] = x.bad[0];
+			ps->nbad++;
+			x.nbad = 0;
+		}
+	}
+	if (x.n)
+		cpack_dispose(&x.v[0]);
+	if (x.nbad)
+		free(x.bad[0].name);
+	free(x.v);
+	free(x.bad);
+	return rc;
+}
+
+int amber_packset_add(amber_packset *ps, const char *name)
+{
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&ps->lock);
+	if (!(ps->n && bsearch(name, ps->v, ps->n, sizeof(*ps->v), cmp_cpack)) &&
+	    !(ps->nbad && bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad), cmp_refused)))
+		rc = ps_insert(ps, name);
+	pthread_rwlock_unlock(&ps->lock);
+	return rc;
+}
+
+void amber_packset_drop(amber_packset *ps, const char *name)
+{
+	struct cpack *c;
+
+	pthread_rwlock_wrlock(&ps->lock);
+	c = ps->n ? bsearch(name, ps->v, ps->n, sizeof(*ps->v), cmp_cpack) : NULL;
+	if (c) {
+		size_t at = (size_t)(c - ps->v);
+
+		cpack_dispose(c);
+		memmove(&ps->v[at], &ps->v[at + 1], (ps->n - at - 1) * sizeof(*ps->v));
+		ps->n--;
+		ps_order(ps);
+	}
+	pthread_rwlock_unlock(&ps->lock);
+}
+
+int amber_packset_list(amber_store_pack **out, size_t *n_out, amber_packset *ps)
+{
+	amber_store_pack *v;
+
+	pthread_rwlock_rdlock(&ps->lock);
+	v = calloc(ps->n ? ps->n : 1, sizeof(*v));
+	for (size_t i = 0; v && i < ps->n; i++) {
+		const struct cpack *c = &ps->v[i];
+
+		snprintf(v[i].name, sizeof(v[i].name), "%.*s", (int)strlen(c->name) - 4, c->name);
+		v[i].pack_size = c->pk.pack_size;
+		v[i].keep = c->keep;
+	}
+	*n_out = v ? ps->n : 0;
+	pthread_rwlock_unlock(&ps->lock);
+	*out = v;
+	return v ? 0 : amber_fail(AMBER_ERROR, "out of memory listing packs");
 }
 
 size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap)
