@@ -102,6 +102,101 @@ uint32_t amber_pack_copy_after(const amber_pack *p)
  * rewritten since it was checked gives the same errors either way (an
  * offset outside the pack is a short read).
  */
+/*
+ * The k-th of the FILTER_PROBES bits that name `id` stands for: every byte
+ * of the id counts (ids that differ in one bit, as a hostile index may
+ * hold, fall apart), then double hashing.
+ */
+static uint64_t filter_hash(const uint8_t *id)
+{
+	uint64_t w[3] = {0}, h;
+
+	memcpy(w, id, 20);
+	h = (w[0] ^ (w[1] * 0x9e3779b97f4a7c15ull) ^ (w[2] * 0xc2b2ae3d27d4eb4full));
+	h ^= h >> 31;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 29;
+	return h;
+}
+
+static uint64_t filter_bit(uint64_t h, int k, uint64_t mask)
+{
+	return ((h & 0xffffffffu) + (uint64_t)k * ((h >> 32) | 1)) & mask;
+}
+
+#define FILTER_PROBES 4
+#define FILTER_BATCH 4096u	/* names read in one pread when building a filter */
+
+/* Bytes of p's filter: a power of two, at least a byte (8 bits) an object. */
+static size_t filter_bytes(const amber_pack *p)
+{
+	size_t bytes = 8;
+
+	while (bytes < p->n && bytes < ((size_t)1 << 29))
+		bytes *= 2;
+	return bytes;
+}
+
+/*
+ * Build p's filter from every name of its index (read by pread, in
+ * batches).  A false "absent" is impossible: every name read sets its bits.
+ */
+static void filter_build(amber_pack *p)
+{
+	size_t bytes = filter_bytes(p);
+	uint64_t *f = NULL, mask = (uint64_t)bytes * 8 - 1;
+	uint8_t *names = NULL;
+
+	if (!p->fbudget || p->n < AMBER_IDX_FILTER_MIN)
+		return;
+	if (atomic_fetch_add(p->fbudget, bytes) + bytes > p->fbudget_max)
+		goto fail;
+	if (!(f = calloc(bytes / 8, 8)) || !(names = malloc(20 * (size_t)FILTER_BATCH)))
+		goto fail;
+	for (uint32_t at = 0; at < p->n; at += FILTER_BATCH) {
+		uint32_t k = p->n - at < FILTER_BATCH ? p->n - at : FILTER_BATCH;
+
+		if (pread_full(p->idx_fd, names, 20 * (size_t)k, IDX_HEAD + 20 * (uint64_t)at) !=
+		    (ssize_t)(20 * (size_t)k))
+			goto fail;
+		for (uint32_t i = 0; i < k; i++) {
+			uint64_t h = filter_hash(names + 20 * (size_t)i);
+
+			for (int j = 0; j < FILTER_PROBES; j++) {
+				uint64_t b = filter_bit(h, j, mask);
+
+				f[b / 64] |= (uint64_t)1 << (b % 64);
+			}
+		}
+	}
+	free(names);
+	p->filter_mask = mask;
+	atomic_store_explicit(&p->filter, f, memory_order_release);
+	return;
+fail:
+	free(names);
+	free(f);
+	atomic_fetch_sub(p->fbudget, bytes);
+}
+
+/* 1 if p's filter says it cannot hold id (no filter: 0). */
+static int filter_absent(const amber_pack *p, const uint8_t id[20])
+{
+	const uint64_t *f = atomic_load_explicit(&((amber_pack *)p)->filter, memory_order_acquire);
+	uint64_t h;
+
+	if (!f)
+		return 0;
+	h = filter_hash(id);
+	for (int j = 0; j < FILTER_PROBES; j++) {
+		uint64_t b = filter_bit(h, j, p->filter_mask);
+
+		if (!(f[b / 64] >> (b % 64) & 1))
+			return 1;
+	}
+	return 0;
+}
+
 static void idx_load(amber_pack *p)
 {
 	int no = 0;
@@ -114,6 +209,7 @@ static void idx_load(amber_pack *p)
 		return;
 	if (atomic_fetch_add(p->budget, p->mem_len) + p->mem_len > p->budget_max) {
 		atomic_fetch_sub(p->budget, p->mem_len);
+		filter_build(p);	/* no room for the copy: misses at least read nothing */
 		return;
 	}
 	if (!(m = malloc(p->mem_len)) || pread_full(p->idx_fd, m, p->mem_len, 0) !=
@@ -128,10 +224,15 @@ static void idx_load(amber_pack *p)
 void amber_pack_dispose(amber_pack *p)
 {
 	uint8_t *m = atomic_exchange(&p->mem, NULL);
+	uint64_t *f = atomic_exchange(&p->filter, NULL);
 
 	if (m) {
 		free(m);
 		atomic_fetch_sub(p->budget, p->mem_len);
+	}
+	if (f) {
+		free(f);
+		atomic_fetch_sub(p->fbudget, filter_bytes(p));
 	}
 }
 
@@ -144,6 +245,7 @@ static int idx_read(const amber_pack *p, void *buf, size_t n, uint64_t off)
 		memcpy(buf, m + off, n);
 		return 0;
 	}
+	atomic_fetch_add_explicit(&((amber_pack *)p)->idx_reads, 1, memory_order_relaxed);
 	r = pread_full(p->idx_fd, buf, n, off);
 
 	if (r < 0)
@@ -275,6 +377,8 @@ int amber_pack_find(uint64_t *off, const amber_pack *p, const uint8_t oid[20])
 
 	if (!atomic_load_explicit(&((amber_pack *)p)->mem_tried, memory_order_relaxed))
 		idx_load((amber_pack *)p);
+	if (filter_absent(p, oid))
+		return 0;
 	rc = search(&pos, &exact, p, oid);
 
 	if (rc < 0 || !exact)

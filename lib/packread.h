@@ -48,7 +48,22 @@ typedef struct amber_pack {
 	atomic_uint lookups;	/* served by pread so far (up to the copy) */
 	atomic_size_t *budget;
 	size_t budget_max;
+	/*
+	 * When the budget has no room for the copy, a filter of the index's
+	 * names instead (a Bloom filter, a byte an object) if fbudget (bytes
+	 * of filters held, at most fbudget_max) has room for it: a lookup of
+	 * an id the pack does not hold then reads nothing, nearly always.  It
+	 * never says absent for a name of the index.  Freed with the copy.
+	 */
+	_Atomic(uint64_t *) filter;
+	uint64_t filter_mask;	/* its bits - 1 (a power of two) */
+	atomic_size_t *fbudget;
+	size_t fbudget_max;
+	atomic_ulong idx_reads;	/* preads of the index by lookups so far */
 } amber_pack;
+
+/** Indexes with fewer objects get no filter (one pread finds a miss there). */
+#define AMBER_IDX_FILTER_MIN 1024u
 
 /*
  * Lookups an index serves by pread before it is copied into memory: one per

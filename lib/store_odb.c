@@ -97,6 +97,7 @@
 #define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
 #define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
+#define IDX_FILTER_MAX ((size_t)16 << 20) /* filters of indexes not copied, per set */
 #define IDX_WHOLE_MAX 1024u	/* an index this small has its offsets checked at the scan */
 
 struct cpack {
@@ -124,6 +125,7 @@ struct amber_packset {
 	size_t nbad;
 	atomic_size_t hint;	/* the pack the last hit came from */
 	atomic_size_t idx_bytes; /* copies of indexes held (amber_pack.mem), <= IDX_COPY_MAX */
+	atomic_size_t filter_bytes; /* their filters (amber_pack.filter), <= IDX_FILTER_MAX */
 	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
 	atomic_ullong listings;	/* directory listings of objects/pack made so far */
 };
@@ -477,6 +479,8 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	c->pk.idx_name = copy;
 	c->pk.budget = &ps->idx_bytes;
 	c->pk.budget_max = IDX_COPY_MAX;
+	c->pk.fbudget = &ps->filter_bytes;
+	c->pk.fbudget_max = IDX_FILTER_MAX;
 	return 0;
 }
 
