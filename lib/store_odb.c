@@ -17,10 +17,14 @@
  * the backend below for what libgit2 reads itself (refs' targets, commits,
  * walks, prefix lookups).
  *
- * A pack gets in only through a scan, which the odb calls on every miss
- * (its refresh), amber_store_refresh() calls through git_odb_refresh(),
- * and lookups call once a second at most (each thread looks at the clock
- * every RESCAN_EVERY lookups, not on every object it reads):
+ * A pack gets in through a scan, which the odb calls on every miss (its
+ * refresh), amber_store_refresh() calls through git_odb_refresh(), and
+ * lookups call once a second at most (each thread looks at the clock
+ * every RESCAN_EVERY lookups, not on every object it reads); or by name,
+ * when this process installed it (amber_packset_add: a writer's commit,
+ * which so lists objects/pack once a snapshot, not once per pack it
+ * writes), and goes by name when this process removed it
+ * (amber_packset_drop: a consolidation).  Either way:
  *
  * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
  *   object count, a fan-out that never falls) on the descriptors then
@@ -51,7 +55,11 @@
  * under IDX_COPY_MAX (32 MiB: an index
  * takes 28 bytes an object, so about a million objects), and looked up
  * there without a system call; past that budget names and offsets are
- * read with pread on each lookup (the page cache holds what is hot).
+ * read with pread on each lookup (the page cache holds what is hot), and
+ * the index gets a Bloom filter of its names instead (a byte an object,
+ * under IDX_FILTER_MAX a set: packread.c), so that a lookup of an object
+ * it does not hold, which a writer makes for every new object in every
+ * pack, reads nothing from it.
  *
  * Locks: `lock` is taken shared by every lookup and read and exclusively
  * by a scan, so a pack is never dropped (nor its descriptors closed) under
