@@ -49,14 +49,17 @@ typedef struct amber_pack {
 	atomic_size_t *budget;
 	size_t budget_max;
 	/*
-	 * When the budget has no room for the copy, a filter of the index's
-	 * names instead (a Bloom filter, a byte an object) if fbudget (bytes
-	 * of filters held, at most fbudget_max) has room for it: a lookup of
-	 * an id the pack does not hold then reads nothing, nearly always.  It
+	 * An index that is not copied (the budget had no room) and has
+	 * answered amber_pack_copy_after() lookups of ids it does not hold
+	 * by pread gets a filter of its names (a Bloom filter, a byte an
+	 * object) if fbudget (bytes of filters held, at most fbudget_max) has
+	 * room: a lookup of an id the pack does not hold, which a writer
+	 * makes for each new object, then reads nothing, nearly always.  It
 	 * never says absent for a name of the index.  Freed with the copy.
 	 */
 	_Atomic(uint64_t *) filter;
-	uint64_t filter_mask;	/* its bits - 1 (a power of two) */
+	uint64_t filter_mask;	/* its words - 1 (a power of two) */
+	atomic_uint misses;	/* lookups of absent ids answered by pread */
 	atomic_size_t *fbudget;
 	size_t fbudget_max;
 	atomic_ulong idx_reads;	/* preads of the index by lookups so far */
