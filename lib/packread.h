@@ -58,7 +58,7 @@ typedef struct amber_pack {
 	 * never says absent for a name of the index.  Freed with the copy.
 	 */
 	_Atomic(uint64_t *) filter;
-	uint64_t filter_mask;	/* its words - 1 (a power of two) */
+	unsigned filter_shift;	/* it has 2^filter_shift 64-bit words */
 	atomic_uint misses;	/* lookups of absent ids answered by pread */
 	atomic_size_t *fbudget;
 	size_t fbudget_max;
