@@ -848,6 +848,11 @@ void amber_store_note_listing(amber_store *s)
 	atomic_fetch_add(&s->listings, 1);
 }
 
+void amber_store_set_idx_budget(amber_store *s, size_t bytes)
+{
+	amber_packset_set_budget(s->packs, bytes);
+}
+
 uint64_t amber_store_rollover(const amber_store *s)
 {
 	return s->rollover ? s->rollover : PACK_ROLLOVER;

@@ -101,6 +101,8 @@ typedef struct amber_store_pack {
 	char name[80];		/* pack-<hex>, no extension */
 	uint64_t pack_size;	/* bytes of the .pack when its index was checked */
 	int keep;		/* a .keep beside it when objects/pack was last listed */
+	int copied;		/* its index is held in memory */
+	int filtered;		/* its index is not, but a filter of its names is */
 } amber_store_pack;
 
 /**
@@ -123,6 +125,13 @@ void amber_store_pack_removed(amber_store *s, const char *base);
  */
 uint64_t amber_store_pack_listings(amber_store *s);
 void amber_store_note_listing(amber_store *s);
+
+/**
+ * Bytes of pack indexes the store may copy into memory (default 32 MiB);
+ * indexes past it are read by pread, and get a filter (see packread.h).
+ * For tests and benchmarks; the packs already loaded keep their limit.
+ */
+void amber_store_set_idx_budget(amber_store *s, size_t bytes);
 
 /** The rollover size amber_packw_new() would give a writer now. */
 uint64_t amber_store_rollover(const amber_store *s);

@@ -136,6 +136,7 @@ struct amber_packset {
 	atomic_size_t filter_bytes; /* their filters (amber_pack.filter), <= IDX_FILTER_MAX */
 	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
 	atomic_ullong listings;	/* directory listings of objects/pack made so far */
+	size_t copy_max;	/* budget of index copies; IDX_COPY_MAX unless a test sets it */
 };
 
 /* Index checks -------------------------------------------------------------- */
@@ -486,7 +487,7 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	c->pk.name = pname;
 	c->pk.idx_name = copy;
 	c->pk.budget = &ps->idx_bytes;
-	c->pk.budget_max = IDX_COPY_MAX;
+	c->pk.budget_max = ps->copy_max;
 	c->pk.fbudget = &ps->filter_bytes;
 	c->pk.fbudget_max = IDX_FILTER_MAX;
 	return 0;
@@ -591,6 +592,13 @@ int amber_packset_scan(amber_packset *ps)
 	return rc;
 }
 
+void amber_packset_set_budget(amber_packset *ps, size_t bytes)
+{
+	pthread_rwlock_wrlock(&ps->lock);
+	ps->copy_max = bytes;
+	pthread_rwlock_unlock(&ps->lock);
+}
+
 unsigned long long amber_packset_listings(amber_packset *ps)
 {
 	return atomic_load(&ps->listings);
@@ -692,6 +700,8 @@ int amber_packset_list(amber_store_pack **out, size_t *n_out, amber_packset *ps)
 		snprintf(v[i].name, sizeof(v[i].name), "%.*s", (int)strlen(c->name) - 4, c->name);
 		v[i].pack_size = c->pk.pack_size;
 		v[i].keep = c->keep;
+		v[i].copied = atomic_load(&((struct cpack *)c)->pk.mem) != NULL;
+		v[i].filtered = atomic_load(&((struct cpack *)c)->pk.filter) != NULL;
 	}
 	*n_out = v ? ps->n : 0;
 	pthread_rwlock_unlock(&ps->lock);
@@ -1094,6 +1104,7 @@ static int ps_new(amber_packset **out, const char *objects)
 	ps->parent.foreach = ps_foreach;
 	ps->parent.free = ps_free;
 	pthread_rwlock_init(&ps->lock, NULL);
+	ps->copy_max = IDX_COPY_MAX;
 	*out = ps;
 	return 0;
 }

@@ -50,6 +50,9 @@ void amber_packset_drop(amber_packset *ps, const char *name);
 /** The loaded packs (see amber_store_packs()); *out is freed by the caller. */
 int amber_packset_list(amber_store_pack **out, size_t *n_out, amber_packset *ps);
 
+/** Bytes of index copies the set may hold, for packs loaded from now on. */
+void amber_packset_set_budget(amber_packset *ps, size_t bytes);
+
 /** Rescan if the last scan is more than a second old (lookups do this too). */
 void amber_packset_rescan_due(amber_packset *ps);
 
