@@ -1294,12 +1294,20 @@ done:
 static int pack_load(amber_store *s, const uint8_t sum[20])
 {
 	char hex[41], name[64];
+	int rc;
 
 	amber_oid_tohex(hex, sum);
 	snprintf(name, sizeof(name), "pack-%s.idx", hex);
-	if (amber_packset_add(s->packs, name) < 0)
+	rc = amber_packset_add(s->packs, name);
+	if (rc < 0)
 		return AMBER_ERROR;
-	return refused_fail(s, NULL);
+	/* Only this pack is judged here: another one refused by an earlier
+	 * listing is judged again by the next. */
+	if (rc > 0)
+		return amber_fail(AMBER_ECORRUPT, "%s/objects/pack/%s, just written, does not "
+				  "read back as a sane index (size, header or fan-out table)",
+				  s->path, name);
+	return 0;
 }
 
 /* Seal, index and install the current pack, then let the odb see it. */

@@ -274,8 +274,9 @@ static int idx_check(const char *dir, const char *name, int all_offsets, struct 
 	}
 	/* O_NONBLOCK: a fifo named like an index must not hang the reader */
 	fd = open(idx, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
-		ok = -2;
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOENT)) {
+		/* ENOENT: removed since it was listed (a consolidation): not damage */
+		ok = errno == ENOENT ? -1 : -2;
 		goto done;
 	}
 	if (fd < 0 || fstat(fd, ist) < 0 || !S_ISREG(ist->st_mode) || !S_ISREG(pst.st_mode) ||
@@ -667,6 +668,8 @@ int amber_packset_add(amber_packset *ps, const char *name)
 	if (!(ps->n && bsearch(name, ps->v, ps->n, sizeof(*ps->v), cmp_cpack)) &&
 	    !(ps->nbad && bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad), cmp_refused)))
 		rc = ps_insert(ps, name);
+	if (rc == 0 && ps->nbad && bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad), cmp_refused))
+		rc = 1;
 	pthread_rwlock_unlock(&ps->lock);
 	return rc;
 }

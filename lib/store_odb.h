@@ -40,7 +40,9 @@ unsigned long long amber_packset_listings(amber_packset *ps);
  * Load the pack whose index is objects/pack/`name` (pack-<hex>.idx) as a
  * scan would (checked, or refused), without listing the directory: for a
  * pack this process just installed.  Nothing happens if it is known.
- * @return 0 or a negative amber code (a refused index is 0: see _refused()).
+ * @return 0 (loaded, or gone already: a consolidation beside the writer
+ *         merged it, and a miss rescans), 1 if its index was refused, or a
+ *         negative amber code.
  */
 int amber_packset_add(amber_packset *ps, const char *name);
 
