@@ -15,7 +15,7 @@ extern "C" {
 /* ------------------------------------------------------------------ */
 /* Writing snapshots                                                   */
 
-#define AMBER_STATS_VERSION 3
+#define AMBER_STATS_VERSION 4
 
 /**
  * Counters of one snapshot (stored, encrypted, in its record) or restore.
@@ -59,6 +59,11 @@ typedef struct amber_stats {
 	uint64_t repack_ns;       /**< wall time spent consolidating, ns */
 	uint64_t repack_packs;    /**< pack files merged (and removed) */
 	uint64_t repack_bytes;    /**< bytes copied into the merged pack */
+	/* Version 4: what the snapshot cost the object store in system calls
+	 * that grow with the number of packs; zero when read back. */
+	uint64_t pack_listings;   /**< listings of objects/pack made while the
+				       snapshot ran (its consolidation included,
+				       for amber_snapshot_create()) */
 } amber_stats;
 
 #define AMBER_STATS_INIT {.version = AMBER_STATS_VERSION}

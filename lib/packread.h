@@ -48,7 +48,25 @@ typedef struct amber_pack {
 	atomic_uint lookups;	/* served by pread so far (up to the copy) */
 	atomic_size_t *budget;
 	size_t budget_max;
+	/*
+	 * An index that is not copied (the budget had no room) and has
+	 * answered amber_pack_copy_after() lookups of ids it does not hold
+	 * by pread gets a filter of its names (a Bloom filter, a byte an
+	 * object) if fbudget (bytes of filters held, at most fbudget_max) has
+	 * room: a lookup of an id the pack does not hold, which a writer
+	 * makes for each new object, then reads nothing, nearly always.  It
+	 * never says absent for a name of the index.  Freed with the copy.
+	 */
+	_Atomic(uint64_t *) filter;
+	unsigned filter_shift;	/* it has 2^filter_shift 64-bit words */
+	atomic_uint misses;	/* lookups of absent ids answered by pread */
+	atomic_size_t *fbudget;
+	size_t fbudget_max;
+	atomic_ulong idx_reads;	/* preads of the index by lookups so far */
 } amber_pack;
+
+/** Indexes with fewer objects get no filter (one pread finds a miss there). */
+#define AMBER_IDX_FILTER_MIN 1024u
 
 /*
  * Lookups an index serves by pread before it is copied into memory: one per

@@ -174,12 +174,13 @@ static void orphan_remove(const char *dir, const char *name)
 		unlink(path);
 }
 
-static int list_packs(struct plist *l, const char *dir)
+static int list_packs(struct plist *l, amber_store *s, const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
 	int rc = 0;
 
+	amber_store_note_listing(s);
 	if (!d)
 		return errno == ENOENT ? 0 : amber_fail_errno("cannot list %s", dir);
 	while (rc == 0 && (de = readdir(d))) {
@@ -191,6 +192,35 @@ static int list_packs(struct plist *l, const char *dir)
 			orphan_remove(dir, de->d_name);
 	}
 	closedir(d);
+	return rc;
+}
+
+/*
+ * The packs as the store's set knows them, without a system call: a lazy
+ * consolidation after each snapshot decides from them whether there is
+ * anything to merge, and lists the directory (stat of every pack, orphan
+ * removal) only when there is.  The set is what the snapshot's writer
+ * listed when it started, plus its own new pack.
+ */
+static int memory_packs(struct plist *l, amber_store *s, const char *dir)
+{
+	amber_store_pack *v = NULL;
+	size_t n = 0;
+	char base[BASE_MAX];
+	int rc = amber_store_packs(&v, &n, s);
+
+	if (rc == 0 && n && !(l->v = calloc(n, sizeof(*l->v))))
+		rc = amber_fail(AMBER_ERROR, "out of memory listing packs");
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		if (base_path(base, dir, v[i].name, strlen(v[i].name)) < 0)
+			rc = amber_fail(AMBER_ERROR, "%s/%s: path too long", dir, v[i].name);
+		else if (!(l->v[i].base = strdup(base)))
+			rc = amber_fail(AMBER_ERROR, "out of memory listing packs");
+		else
+			l->v[l->n++] = (struct rpack){l->v[i].base, v[i].pack_size, v[i].keep};
+	}
+	l->cap = l->n;
+	free(v);
 	return rc;
 }
 
@@ -468,7 +498,8 @@ static int is_new_pack(amber_packw *w, const struct rpack *p)
  * it goes first (it is only an accelerator; git and libgit2 read packs
  * without it).
  */
-static int remove_old(amber_packw *w, struct rpack **p, size_t n, const char *dir)
+static int remove_old(amber_packw *w, amber_store *s, struct rpack **p, size_t n,
+		      const char *dir)
 {
 	char midx[PATH_MAX];
 	int rc = 0;
@@ -480,6 +511,8 @@ static int remove_old(amber_packw *w, struct rpack **p, size_t n, const char *di
 		if (is_new_pack(w, p[i]))
 			continue;
 		rc = unlink_ext(p[i]->base, ".idx");
+		if (rc == 0)
+			amber_store_pack_removed(s, strrchr(p[i]->base, '/') + 1);
 		if (rc == 0)
 			rc = unlink_ext(p[i]->base, ".rev");
 		if (rc == 0)
@@ -508,9 +541,7 @@ static int merge(amber_repack_stats *st, amber_packw *w, amber_store *s, struct 
 	if (rc == 0)
 		rc = amber_packw_commit(w);
 	if (rc == 0)
-		rc = remove_old(w, p, n, dir);
-	if (rc == 0)
-		rc = amber_store_refresh(s);
+		rc = remove_old(w, s, p, n, dir);
 	if (rc == 0) {
 		st->packs_merged += n;
 		st->objects += c.objects;
@@ -527,7 +558,7 @@ static int attempt(amber_repack_stats *st, amber_store *s, struct plist *l, cons
 	amber_packw *w = NULL;
 	struct rpack **p = NULL;
 	size_t n = 0;
-	int rc = amber_packw_new(&w, s);
+	int rc = flags & AMBER_REPACK_LAZY ? amber_packw_new_noscan(&w, s) : amber_packw_new(&w, s);
 
 	if (rc == 0)
 		rc = plan(&p, &n, l, amber_packw_rollover(w), flags & AMBER_REPACK_ALL,
@@ -539,9 +570,25 @@ static int attempt(amber_repack_stats *st, amber_store *s, struct plist *l, cons
 	return rc;
 }
 
+/* 1 if a lazy consolidation would merge some of l (planned as attempt() plans). */
+static int worth_listing(struct plist *l, uint64_t limit)
+{
+	struct rpack **p = NULL;
+	size_t n = 0;
+
+	if (plan(&p, &n, l, limit, 0, 1) < 0) {
+		amber_error_clear();
+		return 1;	/* let the listing plan (and fail) as before */
+	}
+	free(p);
+	return n > 0;
+}
+
 int amber_repack_locked(amber_repack_stats *st, amber_store *s, unsigned flags)
 {
 	struct plist l = {0};
+	amber_store_pack *sp = NULL;
+	size_t n = 0;
 	char dir[PATH_MAX];
 	const char *path = amber_store_path(s);
 	int rc;
@@ -550,14 +597,29 @@ int amber_repack_locked(amber_repack_stats *st, amber_store *s, unsigned flags)
 	if (strlen(path) + sizeof(PACK_SUBDIR) + 80 >= BASE_MAX)
 		return amber_fail(AMBER_ERROR, "%s: path too long", path);
 	ext_path(dir, path, "/" PACK_SUBDIR);
-	rc = list_packs(&l, dir);
+	if (flags & AMBER_REPACK_LAZY) {
+		rc = memory_packs(&l, s, dir);
+		st->packs_before = st->packs_after = l.n;
+		if (rc < 0 || !worth_listing(&l, amber_store_rollover(s))) {
+			plist_dispose(&l);
+			return rc;
+		}
+		plist_dispose(&l);
+	}
+	rc = list_packs(&l, s, dir);
 	st->packs_before = l.n;
 	/* A pack found unmergeable while copying is marked skip and planned around. */
 	while (rc == 0 && (rc = attempt(st, s, &l, dir, flags)) == 1)
 		rc = 0;
 	plist_dispose(&l);
-	if (rc == 0 && (rc = list_packs(&l, dir)) == 0)
+	if (rc == 0 && (flags & AMBER_REPACK_LAZY)) {
+		/* the set, as this process installed and removed packs: no listing */
+		if ((rc = amber_store_packs(&sp, &n, s)) == 0)
+			st->packs_after = n;
+		free(sp);
+	} else if (rc == 0 && (rc = list_packs(&l, s, dir)) == 0) {
 		st->packs_after = l.n;
+	}
 	plist_dispose(&l);
 	return rc;
 }

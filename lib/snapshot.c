@@ -155,6 +155,7 @@ typedef struct snap {
 	size_t nhl, caphl;
 	uint64_t next_group;
 	int64_t start_ns;
+	uint64_t listings0;	/* amber_store_pack_listings() when the snapshot began */
 	int fatal;              /* a store error: abandon the snapshot */
 	char fatal_msg[512];
 	int fatal_code;
@@ -229,6 +230,7 @@ static void stats_final(snap *s)
 
 	st->bytes_new = atomic_load(&s->bytes_new);
 	st->objects_new = atomic_load(&s->objects_new);
+	st->pack_listings = amber_store_pack_listings(s->a->store) - s->listings0;
 	st->new_chunks = atomic_load(&s->kind[K_CHUNK]);
 	st->new_manifests = atomic_load(&s->kind[K_MANIFEST]);
 	st->new_buckets = atomic_load(&s->kind[K_BUCKET]);
@@ -1700,6 +1702,7 @@ static int snap_setup(snap *s, amber_archive *a, const amber_snapshot_opts *o)
 	s->a = a;
 	s->o = o;
 	s->start_ns = now_ns();
+	s->listings0 = amber_store_pack_listings(a->store);
 	s->st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 	pthread_mutex_init(&s->lock, NULL);
 	s->files_old = amber_kvmap_new(sizeof(fc_val));
@@ -3287,6 +3290,7 @@ static int session_setup(snap *s, amber_writer *w, const amber_snapshot_opts *o,
 	s->a = w->a;
 	s->o = o;
 	s->start_ns = now_ns();
+	s->listings0 = amber_store_pack_listings(w->a->store);
 	s->st.version = AMBER_STATS_VERSION; /* as progress callbacks see it */
 	pthread_mutex_init(&s->lock, NULL);
 	s->files_old = w->files;

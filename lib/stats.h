@@ -22,6 +22,7 @@ static inline size_t amber_stats_size(unsigned int v)
 {
 	return v == 1   ? offsetof(amber_stats, new_chunks)
 	       : v == 2 ? offsetof(amber_stats, repack_ns)
+	       : v == 3 ? offsetof(amber_stats, pack_listings)
 			: sizeof(amber_stats);
 }
 

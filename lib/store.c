@@ -42,6 +42,7 @@
 #include <signal.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,7 @@ struct amber_store {
 	int lock_refs;		/* holders in this process (threads of one writer) */
 	uint64_t rollover;	/* pack size that starts a new pack; 0: PACK_ROLLOVER */
 	amber_packset *packs;	/* the odb's pack backend, owned by odb */
+	atomic_ullong listings;	/* of objects/pack by others than the pack set (repack) */
 };
 
 /* Errors ----------------------------------------------------------------- */
@@ -823,7 +825,40 @@ void amber_store_set_rollover(amber_store *s, uint64_t bytes)
 	s->rollover = bytes;
 }
 
-int amber_packw_new(amber_packw **out, amber_store *s)
+int amber_store_packs(amber_store_pack **out, size_t *n, amber_store *s)
+{
+	return amber_packset_list(out, n, s->packs);
+}
+
+void amber_store_pack_removed(amber_store *s, const char *base)
+{
+	char name[96];
+
+	snprintf(name, sizeof(name), "%s.idx", base);
+	amber_packset_drop(s->packs, name);
+}
+
+uint64_t amber_store_pack_listings(amber_store *s)
+{
+	return amber_packset_listings(s->packs) + atomic_load(&s->listings);
+}
+
+void amber_store_note_listing(amber_store *s)
+{
+	atomic_fetch_add(&s->listings, 1);
+}
+
+void amber_store_set_idx_budget(amber_store *s, size_t bytes)
+{
+	amber_packset_set_budget(s->packs, bytes);
+}
+
+uint64_t amber_store_rollover(const amber_store *s)
+{
+	return s->rollover ? s->rollover : PACK_ROLLOVER;
+}
+
+static int packw_new(amber_packw **out, amber_store *s, int scan)
 {
 	amber_packw *w = calloc(1, sizeof(*w));
 
@@ -834,15 +869,25 @@ int amber_packw_new(amber_packw **out, amber_store *s)
 	}
 	w->s = s;
 	w->fd = -1;
-	w->rollover = s->rollover ? s->rollover : PACK_ROLLOVER;
+	w->rollover = amber_store_rollover(s);
 	pthread_mutex_init(&w->mu, NULL);
 	/* Adds skip the odb's refresh-on-miss; see what others wrote once here. */
-	if (amber_store_refresh(s) < 0) {
+	if (scan && amber_store_refresh(s) < 0) {
 		amber_packw_free(w);
 		return AMBER_ERROR;
 	}
 	*out = w;
 	return 0;
+}
+
+int amber_packw_new(amber_packw **out, amber_store *s)
+{
+	return packw_new(out, s, 1);
+}
+
+int amber_packw_new_noscan(amber_packw **out, amber_store *s)
+{
+	return packw_new(out, s, 0);
 }
 
 static void pack_discard(struct amber_packw *w);
@@ -1240,6 +1285,31 @@ done:
 	return rc;
 }
 
+/*
+ * Let the odb see the pack just installed.  Only this pack: the writer
+ * lock keeps other writers out, and what others wrote before it was taken
+ * was seen when the writer started (amber_packw_new), so a rescan here
+ * would only list objects/pack again, once per snapshot.
+ */
+static int pack_load(amber_store *s, const uint8_t sum[20])
+{
+	char hex[41], name[64];
+	int rc;
+
+	amber_oid_tohex(hex, sum);
+	snprintf(name, sizeof(name), "pack-%s.idx", hex);
+	rc = amber_packset_add(s->packs, name);
+	if (rc < 0)
+		return AMBER_ERROR;
+	/* Only this pack is judged here: another one refused by an earlier
+	 * listing is judged again by the next. */
+	if (rc > 0)
+		return amber_fail(AMBER_ECORRUPT, "%s/objects/pack/%s, just written, does not "
+				  "read back as a sane index (size, header or fan-out table)",
+				  s->path, name);
+	return 0;
+}
+
 /* Seal, index and install the current pack, then let the odb see it. */
 static int pack_finish(struct amber_packw *w)
 {
@@ -1270,7 +1340,7 @@ static int pack_finish(struct amber_packw *w)
 	w->fd = -1;	/* installed: pack_discard must not unlink it */
 	pack_discard(w);
 	memcpy(w->installed[w->gen++], sum, 20);
-	return amber_store_refresh(w->s);
+	return pack_load(w->s, sum);
 }
 
 int amber_packw_commit(amber_packw *w)

@@ -96,6 +96,46 @@ int amber_store_exists(amber_store *s, const uint8_t oid[20]);
  */
 int amber_store_refresh(amber_store *s);
 
+/** A pack of the store's set, as it was when the set last saw it. */
+typedef struct amber_store_pack {
+	char name[80];		/* pack-<hex>, no extension */
+	uint64_t pack_size;	/* bytes of the .pack when its index was checked */
+	int keep;		/* a .keep beside it when objects/pack was last listed */
+	int copied;		/* its index is held in memory */
+	int filtered;		/* its index is not, but a filter of its names is */
+} amber_store_pack;
+
+/**
+ * The packs the store reads from now, from memory (no system call): what
+ * the last listing of objects/pack found, plus the packs this process has
+ * installed or removed since.  *out is freed by the caller with free().
+ * @return 0 or AMBER_ERROR (out of memory).
+ */
+int amber_store_packs(amber_store_pack **out, size_t *n, amber_store *s);
+
+/**
+ * Let go of the pack objects/pack/`base`.idx that this process just
+ * removed (a consolidation), without listing the directory.
+ */
+void amber_store_pack_removed(amber_store *s, const char *base);
+
+/**
+ * Listings of objects/pack this handle made so far: its rescans, plus
+ * those a consolidation reported with amber_store_note_listing().
+ */
+uint64_t amber_store_pack_listings(amber_store *s);
+void amber_store_note_listing(amber_store *s);
+
+/**
+ * Bytes of pack indexes the store may copy into memory (default 32 MiB);
+ * indexes past it are read by pread, and get a filter (see packread.h).
+ * For tests and benchmarks; the packs already loaded keep their limit.
+ */
+void amber_store_set_idx_budget(amber_store *s, size_t bytes);
+
+/** The rollover size amber_packw_new() would give a writer now. */
+uint64_t amber_store_rollover(const amber_store *s);
+
 /** The git object id of `data` as an object of `type` (SHA-1). */
 void amber_store_hash(uint8_t oid[20], int type, const void *data, size_t len);
 
@@ -108,6 +148,13 @@ typedef struct amber_packw amber_packw;
  * are removed by amber_packw_free() if never committed.
  */
 int amber_packw_new(amber_packw **out, amber_store *s);
+
+/**
+ * amber_packw_new() without its rescan of objects/pack: for a writer that
+ * starts right after another one in the same hold of the writer lock
+ * (a consolidation after a snapshot), when nothing else can have written.
+ */
+int amber_packw_new_noscan(amber_packw **out, amber_store *s);
 
 /** Pack size at which later writers roll over to a new pack; 0: 512 MiB. */
 void amber_store_set_rollover(amber_store *s, uint64_t bytes);
@@ -128,8 +175,9 @@ uint64_t amber_packw_bytes(const amber_packw *w);
 
 /**
  * Finish: write trailer and index, fsync, rename into place, fsync the
- * directory, refresh the odb so the new objects are readable.  Writes
- * nothing if no object was added.
+ * directory, and load the new pack into the odb's set (no rescan: packs
+ * others wrote are seen at the next amber_packw_new() or refresh), so the
+ * new objects are readable.  Writes nothing if no object was added.
  */
 int amber_packw_commit(amber_packw *w);
 

@@ -17,10 +17,14 @@
  * the backend below for what libgit2 reads itself (refs' targets, commits,
  * walks, prefix lookups).
  *
- * A pack gets in only through a scan, which the odb calls on every miss
- * (its refresh), amber_store_refresh() calls through git_odb_refresh(),
- * and lookups call once a second at most (each thread looks at the clock
- * every RESCAN_EVERY lookups, not on every object it reads):
+ * A pack gets in through a scan, which the odb calls on every miss (its
+ * refresh), amber_store_refresh() calls through git_odb_refresh(), and
+ * lookups call once a second at most (each thread looks at the clock
+ * every RESCAN_EVERY lookups, not on every object it reads); or by name,
+ * when this process installed it (amber_packset_add: a writer's commit,
+ * which so lists objects/pack once a snapshot, not once per pack it
+ * writes), and goes by name when this process removed it
+ * (amber_packset_drop: a consolidation).  Either way:
  *
  * - a new pack-X.idx is checked (idx_check: sizes, the pack's header and
  *   object count, a fan-out that never falls) on the descriptors then
@@ -51,7 +55,11 @@
  * under IDX_COPY_MAX (32 MiB: an index
  * takes 28 bytes an object, so about a million objects), and looked up
  * there without a system call; past that budget names and offsets are
- * read with pread on each lookup (the page cache holds what is hot).
+ * read with pread on each lookup (the page cache holds what is hot), and
+ * the index gets a Bloom filter of its names instead (a byte an object,
+ * under IDX_FILTER_MAX a set: packread.c), so that a lookup of an object
+ * it does not hold, which a writer makes for every new object in every
+ * pack, reads nothing from it.
  *
  * Locks: `lock` is taken shared by every lookup and read and exclusively
  * by a scan, so a pack is never dropped (nor its descriptors closed) under
@@ -68,6 +76,8 @@
  * libgit2's loose backend, which reads files whole rather than mapping them.
  */
 #include "store_odb.h"
+
+#include "store.h"
 
 #include "error.h"
 #include "packread.h"
@@ -95,6 +105,7 @@
 #define RESCAN_EVERY 64u	/* lookups a thread makes between two looks at the clock */
 #define GIT_READ_MAX ((size_t)1 << 30)	/* what libgit2 may read through us */
 #define IDX_COPY_MAX ((size_t)32 << 20)	/* indexes held in memory, per set */
+#define IDX_FILTER_MAX ((size_t)16 << 20) /* filters of indexes not copied, per set */
 #define IDX_WHOLE_MAX 1024u	/* an index this small has its offsets checked at the scan */
 
 struct cpack {
@@ -102,6 +113,7 @@ struct cpack {
 	char *pname;		/* pack-<hex>.pack, for messages */
 	amber_pack pk;		/* its descriptors and fan-out (packread.h) */
 	off_t size;		/* of the .idx: the order lookups ask in */
+	int keep;		/* a pack-<hex>.keep was listed beside it (repack leaves it) */
 	int moved;		/* now owned by the next state of the set (ps_merge) */
 };
 
@@ -121,7 +133,10 @@ struct amber_packset {
 	size_t nbad;
 	atomic_size_t hint;	/* the pack the last hit came from */
 	atomic_size_t idx_bytes; /* copies of indexes held (amber_pack.mem), <= IDX_COPY_MAX */
+	atomic_size_t filter_bytes; /* their filters (amber_pack.filter), <= IDX_FILTER_MAX */
 	atomic_llong scanned;	/* CLOCK_MONOTONIC ns of the last scan */
+	atomic_ullong listings;	/* directory listings of objects/pack made so far */
+	size_t copy_max;	/* budget of index copies; IDX_COPY_MAX unless a test sets it */
 };
 
 /* Index checks -------------------------------------------------------------- */
@@ -259,8 +274,9 @@ static int idx_check(const char *dir, const char *name, int all_offsets, struct 
 	}
 	/* O_NONBLOCK: a fifo named like an index must not hang the reader */
 	fd = open(idx, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM)) {
-		ok = -2;
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOENT)) {
+		/* ENOENT: removed since it was listed (a consolidation): not damage */
+		ok = errno == ENOENT ? -1 : -2;
 		goto done;
 	}
 	if (fd < 0 || fstat(fd, ist) < 0 || !S_ISREG(ist->st_mode) || !S_ISREG(pst.st_mode) ||
@@ -328,8 +344,28 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The pack-*.idx names in dir, sorted. */
-static int list_indexes(struct names *l, const char *dir)
+static int names_add(struct names *l, const char *name, size_t len)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		char **v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return -1;
+		l->v = v;
+		l->cap = cap;
+	}
+	if (!(l->v[l->n] = strndup(name, len)))
+		return -1;
+	l->n++;
+	return 0;
+}
+
+/*
+ * The pack-*.idx names in dir, sorted, and the pack-*.keep ones as
+ * pack-*.idx (so that a loaded pack finds its .keep by its own name).
+ */
+static int list_indexes(struct names *l, struct names *keeps, const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -339,29 +375,26 @@ static int list_indexes(struct names *l, const char *dir)
 		return errno == ENOENT ? 0 : amber_fail_errno("cannot list %s", dir);
 	while (rc == 0 && (de = readdir(d))) {
 		size_t len = strlen(de->d_name);
+		struct names *to = NULL;
 
-		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0 ||
-		    strcmp(de->d_name + len - 4, ".idx") != 0)
+		if (len < 10 || strncmp(de->d_name, "pack-", 5) != 0)
 			continue;
-		if (l->n == l->cap) {
-			size_t cap = l->cap ? l->cap * 2 : 16;
-			char **v = realloc(l->v, cap * sizeof(*v));
-
-			if (!v) {
-				rc = amber_fail(AMBER_ERROR, "out of memory listing %s", dir);
-				break;
-			}
-			l->v = v;
-			l->cap = cap;
-		}
-		if (!(l->v[l->n] = strdup(de->d_name)))
+		if (strcmp(de->d_name + len - 4, ".idx") == 0)
+			to = l;
+		else if (len > 10 && strcmp(de->d_name + len - 5, ".keep") == 0)
+			to = keeps;
+		if (!to)
+			continue;
+		if (names_add(to, de->d_name, len - (to == keeps)) < 0)
 			rc = amber_fail(AMBER_ERROR, "out of memory listing %s", dir);
-		else
-			l->n++;
+		else if (to == keeps)
+			memcpy(to->v[to->n - 1] + len - 5, ".idx", 5);
 	}
 	closedir(d);
 	if (rc == 0 && l->n)
 		qsort(l->v, l->n, sizeof(*l->v), cmp_str);
+	if (rc == 0 && keeps->n)
+		qsort(keeps->v, keeps->n, sizeof(*keeps->v), cmp_str);
 	return rc;
 }
 
@@ -455,21 +488,27 @@ static int add_new(struct next *x, amber_packset *ps, const char *name)
 	c->pk.name = pname;
 	c->pk.idx_name = copy;
 	c->pk.budget = &ps->idx_bytes;
-	c->pk.budget_max = IDX_COPY_MAX;
+	c->pk.budget_max = ps->copy_max;
+	c->pk.fbudget = &ps->filter_bytes;
+	c->pk.fbudget_max = IDX_FILTER_MAX;
 	return 0;
 }
 
 /* Free the loaded packs (but those moved elsewhere), the refused names, both arrays. */
+static void cpack_dispose(struct cpack *c)
+{
+	amber_pack_dispose(&c->pk);
+	close(c->pk.idx_fd);
+	close(c->pk.pack_fd);
+	free(c->name);
+	free(c->pname);
+}
+
 static void ps_release(amber_packset *ps)
 {
 	for (size_t i = 0; i < ps->n; i++) {
-		if (!ps->v[i].moved) {
-			amber_pack_dispose(&ps->v[i].pk);
-			close(ps->v[i].pk.idx_fd);
-			close(ps->v[i].pk.pack_fd);
-			free(ps->v[i].name);
-			free(ps->v[i].pname);
-		}
+		if (!ps->v[i].moved)
+			cpack_dispose(&ps->v[i]);
 	}
 	for (size_t i = 0; i < ps->nbad; i++)
 		free(ps->bad[i].name);
@@ -483,7 +522,14 @@ static void ps_release(amber_packset *ps)
  * an error the packs already loaded stay loaded.  Caller holds the lock
  * exclusively.
  */
-static int ps_merge(amber_packset *ps, const struct names *l)
+static void ps_order(amber_packset *ps)
+{
+	for (size_t i = 0; i < ps->n; i++)
+		ps->order[i] = i;
+	qsort_r(ps->order, ps->n, sizeof(*ps->order), cmp_larger, ps->v);
+}
+
+static int ps_merge(amber_packset *ps, const struct names *l, const struct names *keeps)
 {
 	struct next x = {calloc(l->n + 1, sizeof(*x.v)), 0, calloc(l->n + 1, sizeof(*x.bad)), 0,
 			 calloc(l->n + 1, sizeof(*x.order))};
@@ -514,8 +560,9 @@ static int ps_merge(amber_packset *ps, const struct names *l)
 	free(ps->order);
 	ps->order = x.order;
 	for (size_t i = 0; i < ps->n; i++)
-		ps->order[i] = i;
-	qsort_r(ps->order, ps->n, sizeof(*ps->order), cmp_larger, ps->v);
+		ps->v[i].keep = keeps->n && bsearch(&ps->v[i].name, keeps->v, keeps->n,
+						    sizeof(*keeps->v), cmp_str);
+	ps_order(ps);
 	return rc;
 }
 
@@ -529,19 +576,140 @@ static long long mono_ns(void)
 
 int amber_packset_scan(amber_packset *ps)
 {
-	struct names l = {0};
+	struct names l = {0}, keeps = {0};
 	int rc;
 
 	atomic_store(&ps->scanned, mono_ns());
-	rc = list_indexes(&l, ps->dir);
+	atomic_fetch_add(&ps->listings, 1);
+	rc = list_indexes(&l, &keeps, ps->dir);
 
 	if (rc == 0) {
 		pthread_rwlock_wrlock(&ps->lock);
-		rc = ps_merge(ps, &l);
+		rc = ps_merge(ps, &l, &keeps);
 		pthread_rwlock_unlock(&ps->lock);
 	}
 	names_dispose(&l);
+	names_dispose(&keeps);
 	return rc;
+}
+
+void amber_packset_set_budget(amber_packset *ps, size_t bytes)
+{
+	pthread_rwlock_wrlock(&ps->lock);
+	ps->copy_max = bytes;
+	pthread_rwlock_unlock(&ps->lock);
+}
+
+unsigned long long amber_packset_listings(amber_packset *ps)
+{
+	return atomic_load(&ps->listings);
+}
+
+/*
+ * Put the one pack `name` into the set, as a scan that found it would,
+ * without listing the directory: a writer's own new pack.  Caller holds
+ * the lock exclusively.
+ */
+static int ps_insert(amber_packset *ps, const char *name)
+{
+	struct next x = {calloc(1, sizeof(*x.v)), 0, calloc(1, sizeof(*x.bad)), 0, NULL};
+	struct cpack *v = NULL;
+	struct refused *bad = NULL;
+	size_t *order = NULL, at;
+	int rc = x.v && x.bad ? add_new(&x, ps, name) : amber_fail(AMBER_ERROR, "out of memory");
+
+	if (rc == 0 && x.n) {
+		v = realloc(ps->v, (ps->n + 1) * sizeof(*v));
+		order = v ? realloc(ps->order, (ps->n + 1) * sizeof(*order)) : NULL;
+		if (v)
+			ps->v = v;
+		if (order)
+			ps->order = order;
+		if (!v || !order) {
+			rc = amber_fail(AMBER_ERROR, "out of memory adding %s", name);
+		} else {
+			for (at = 0; at < ps->n && strcmp(ps->v[at].name, name) < 0; at++)
+				;
+			memmove(&ps->v[at + 1], &ps->v[at], (ps->n - at) * sizeof(*v));
+			ps->v[at] = x.v[0];
+			ps->n++;
+			x.n = 0;
+			ps_order(ps);
+		}
+	}
+	if (rc == 0 && x.nbad) {
+		bad = realloc(ps->bad, (ps->nbad + 1) * sizeof(*bad));
+		if (!bad) {
+			rc = amber_fail(AMBER_ERROR, "out of memory adding %s", name);
+		} else {
+			ps->bad = bad;
+			for (at = 0; at < ps->nbad && strcmp(ps->bad[at].name, name) < 0; at++)
+				;
+			memmove(&ps->bad[at + 1], &ps->bad[at], (ps->nbad - at) * sizeof(*bad));
+			ps->bad[at] = x.bad[0];
+			ps->nbad++;
+			x.nbad = 0;
+		}
+	}
+	if (x.n)
+		cpack_dispose(&x.v[0]);
+	if (x.nbad)
+		free(x.bad[0].name);
+	free(x.v);
+	free(x.bad);
+	return rc;
+}
+
+int amber_packset_add(amber_packset *ps, const char *name)
+{
+	int rc = 0;
+
+	pthread_rwlock_wrlock(&ps->lock);
+	if (!(ps->n && bsearch(name, ps->v, ps->n, sizeof(*ps->v), cmp_cpack)) &&
+	    !(ps->nbad && bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad), cmp_refused)))
+		rc = ps_insert(ps, name);
+	if (rc == 0 && ps->nbad && bsearch(name, ps->bad, ps->nbad, sizeof(*ps->bad), cmp_refused))
+		rc = 1;
+	pthread_rwlock_unlock(&ps->lock);
+	return rc;
+}
+
+void amber_packset_drop(amber_packset *ps, const char *name)
+{
+	struct cpack *c;
+
+	pthread_rwlock_wrlock(&ps->lock);
+	c = ps->n ? bsearch(name, ps->v, ps->n, sizeof(*ps->v), cmp_cpack) : NULL;
+	if (c) {
+		size_t at = (size_t)(c - ps->v);
+
+		cpack_dispose(c);
+		memmove(&ps->v[at], &ps->v[at + 1], (ps->n - at - 1) * sizeof(*ps->v));
+		ps->n--;
+		ps_order(ps);
+	}
+	pthread_rwlock_unlock(&ps->lock);
+}
+
+int amber_packset_list(amber_store_pack **out, size_t *n_out, amber_packset *ps)
+{
+	amber_store_pack *v;
+
+	pthread_rwlock_rdlock(&ps->lock);
+	v = calloc(ps->n ? ps->n : 1, sizeof(*v));
+	for (size_t i = 0; v && i < ps->n; i++) {
+		const struct cpack *c = &ps->v[i];
+
+		snprintf(v[i].name, sizeof(v[i].name), "%.*s", (int)strlen(c->name) - 4, c->name);
+		v[i].pack_size = c->pk.pack_size;
+		v[i].keep = c->keep;
+		v[i].copied = atomic_load(&((struct cpack *)c)->pk.mem) != NULL;
+		v[i].filtered = atomic_load(&((struct cpack *)c)->pk.filter) != NULL;
+	}
+	*n_out = v ? ps->n : 0;
+	pthread_rwlock_unlock(&ps->lock);
+	*out = v;
+	return v ? 0 : amber_fail(AMBER_ERROR, "out of memory listing packs");
 }
 
 size_t amber_packset_refused(amber_packset *ps, char *name, size_t cap)
@@ -939,6 +1107,7 @@ static int ps_new(amber_packset **out, const char *objects)
 	ps->parent.foreach = ps_foreach;
 	ps->parent.free = ps_free;
 	pthread_rwlock_init(&ps->lock, NULL);
+	ps->copy_max = IDX_COPY_MAX;
 	*out = ps;
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <git2.h>
 
 #include "packread.h"
+#include "store.h"
 
 typedef struct amber_packset amber_packset;
 
@@ -31,6 +32,28 @@ int amber_odb_open(git_odb **out, amber_packset **set_out, const char *gitdir);
  * @return 0 or a negative amber code.
  */
 int amber_packset_scan(amber_packset *ps);
+
+/** Listings of objects/pack the set made so far (scans: each is one listing). */
+unsigned long long amber_packset_listings(amber_packset *ps);
+
+/**
+ * Load the pack whose index is objects/pack/`name` (pack-<hex>.idx) as a
+ * scan would (checked, or refused), without listing the directory: for a
+ * pack this process just installed.  Nothing happens if it is known.
+ * @return 0 (loaded, or gone already: a consolidation beside the writer
+ *         merged it, and a miss rescans), 1 if its index was refused, or a
+ *         negative amber code.
+ */
+int amber_packset_add(amber_packset *ps, const char *name);
+
+/** Let go of the pack `name` (pack-<hex>.idx), which this process removed. */
+void amber_packset_drop(amber_packset *ps, const char *name);
+
+/** The loaded packs (see amber_store_packs()); *out is freed by the caller. */
+int amber_packset_list(amber_store_pack **out, size_t *n_out, amber_packset *ps);
+
+/** Bytes of index copies the set may hold, for packs loaded from now on. */
+void amber_packset_set_budget(amber_packset *ps, size_t bytes);
 
 /** Rescan if the last scan is more than a second old (lookups do this too). */
 void amber_packset_rescan_due(amber_packset *ps);

@@ -369,3 +369,55 @@ Test(api, a_snapshot_opened_without_its_tags_lists_them_on_request)
 	cr_assert_null(t);
 	amber_snapshot_free(s);
 }
+
+/*
+ * One more snapshot must not cost more as packs accumulate: each lists
+ * objects/pack once (to see what other processes wrote), and a
+ * consolidation that merges lists it once more; one that has nothing to
+ * merge decides from the packs in memory.  A pack another handle (another
+ * process, as far as the store can tell) wrote in between is still seen.
+ */
+Test(api, a_snapshot_lists_the_pack_directory_once_and_sees_packs_others_wrote)
+{
+	amber_snapshot_opts so = AMBER_SNAPSHOT_OPTS_INIT;
+	amber_open_opts oo = fix_open_opts();
+	amber_archive *other = NULL;
+	amber_snapshot *s = NULL;
+	amber_stats st;
+	char out[AMBER_OID_HEXSZ + 1], name[16], *text;
+	int merges = 0, plain = 0;
+
+	so.threads = 1;
+	for (int i = 2; i < 22; i++) {
+		snprintf(name, sizeof(name), "src/f%d", i);
+		put_file(name, name);
+		so.time_ns = T0 + (int64_t)i * 1000000000;
+		st = (amber_stats)AMBER_STATS_INIT;
+		OK(amber_snapshot_create(out, &st, arc, at("src"), &so));
+		cr_assert_eq(st.pack_listings, st.repack_packs ? 2u : 1u,
+			     "snapshot %d listed objects/pack %llu times (merged %llu packs)", i,
+			     (unsigned long long)st.pack_listings,
+			     (unsigned long long)st.repack_packs);
+		merges += st.repack_packs > 0;
+		plain += st.repack_packs == 0;
+	}
+	cr_assert(merges > 0 && plain > 0, "%d merging and %d other snapshots", merges, plain);
+
+	OK(amber_archive_open_ext(&other, at("archive"), &oo));
+	put_file("src/other", "written by another handle");
+	so.time_ns = T0 + 30 * (int64_t)1000000000;
+	OK(amber_snapshot_create(out, NULL, other, at("src"), &so));
+	amber_archive_free(other);
+	put_file("src/after", "after");
+	so.time_ns = T0 + 31 * (int64_t)1000000000;
+	st = (amber_stats)AMBER_STATS_INIT;
+	OK(amber_snapshot_create(out, &st, arc, at("src"), &so));
+	OK(amber_snapshot_open(&s, arc, out));
+	text = fix_read(s, "other");
+	cr_assert_str_eq(text, "written by another handle");
+	free(text);
+	text = fix_read(s, "after");
+	cr_assert_str_eq(text, "after");
+	free(text);
+	amber_snapshot_free(s);
+}

@@ -705,6 +705,90 @@ Test(packread, lookups_in_a_large_bucket)
 	amber_store_free(s);
 }
 
+/* A pack of n objects with random ids into ids; its .pack path into path. */
+static void random_pack(struct pack *k, uint8_t (*ids)[20], uint32_t n, char path[4200])
+{
+	uint64_t rng = 0x2545f4914f6cdd1dull;
+
+	pack_begin(k);
+	for (uint32_t i = 0; i < n; i++) {
+		for (int j = 0; j < 20; j++) {
+			rng ^= rng << 13;
+			rng ^= rng >> 7;
+			rng ^= rng << 17;
+			ids[i][j] = (uint8_t)(rng >> 11);
+		}
+		add_obj(k, ids[i], AMBER_GIT_BLOB, &i, sizeof(i));
+	}
+	pack_write(k, at("f"), path);
+}
+
+/*
+ * A large index that the copy budget has no room for gets a filter once it
+ * has answered as many lookups of absent ids by pread as a copy would have
+ * waited for: then looking up an id it does not hold (what a writer does
+ * for each new object, in every large pack) reads nothing, nearly always,
+ * and every id it holds is still found.
+ */
+Test(packread, a_large_index_left_on_disk_answers_misses_from_its_filter)
+{
+	static struct pack k;
+	static uint8_t ids[6000][20];
+	amber_store *s = open_repo("f");
+	char path[4200], idx_path[4200];
+	uint8_t head[8 + 1024], absent[20];
+	atomic_size_t budget = 0, fbudget = 0;
+	amber_pack pk = {.name = "filtered.pack"};
+	struct stat st, pst;
+	uint64_t off;
+	unsigned long reads;
+
+	random_pack(&k, ids, 6000, path);
+	snprintf(idx_path, sizeof(idx_path), "%.*sidx", (int)(strlen(path) - 4), path);
+	pk.idx_fd = open(idx_path, O_RDONLY);
+	pk.pack_fd = open(path, O_RDONLY);
+	cr_assert(pk.idx_fd >= 0 && pk.pack_fd >= 0 && fstat(pk.idx_fd, &st) == 0 &&
+		  fstat(pk.pack_fd, &pst) == 0);
+	cr_assert_eq(pread(pk.idx_fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
+	amber_pack_setup(&pk, head, (uint64_t)st.st_size, (uint64_t)pst.st_size);
+	pk.budget = &budget;
+	pk.budget_max = 1024;		/* no room for a copy of this index */
+	pk.fbudget = &fbudget;
+	pk.fbudget_max = (size_t)1 << 20;
+	cr_assert_geq(pk.n, AMBER_IDX_FILTER_MIN);
+	for (uint32_t i = 0; i < 6000; i++)	/* hits: a filter would not spare them a read */
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1);
+	cr_assert_null(atomic_load(&pk.mem), "the index was copied beyond its budget");
+	cr_assert_null(atomic_load(&pk.filter), "a filter was built for hits");
+	for (uint32_t i = 0; i < amber_pack_copy_after(&pk); i++) {
+		memcpy(absent, ids[i], 20);
+		absent[19] ^= 1;
+		cr_assert_eq(amber_pack_find(&off, &pk, absent), 0);
+		cr_assert((atomic_load(&pk.filter) != NULL) == (i + 1 == amber_pack_copy_after(&pk)),
+			  "filter after %u misses (built after %u)", i + 1,
+			  amber_pack_copy_after(&pk));
+	}
+	cr_assert_gt(atomic_load(&fbudget), 0);
+	for (uint32_t i = 0; i < 6000; i++) {
+		cr_assert_eq(amber_pack_find(&off, &pk, ids[i]), 1, "id %u not found", i);
+		cr_assert_eq(off, k.off[i]);
+	}
+	reads = atomic_load(&pk.idx_reads);
+	for (uint32_t i = 0; i < 6000; i++) {	/* absent: one bit off, in each byte in turn */
+		memcpy(absent, ids[i], 20);
+		absent[1 + i % 19] ^= (uint8_t)(1u << (i % 8));
+		cr_assert_eq(amber_pack_find(&off, &pk, absent), 0);
+	}
+	reads = atomic_load(&pk.idx_reads) - reads;
+	cr_assert_lt(reads, 300, "6000 misses read the index %lu times", reads);
+	amber_pack_dispose(&pk);
+	cr_assert_null(atomic_load(&pk.filter));
+	cr_assert_eq(atomic_load(&fbudget), 0, "the filter's bytes were not given back");
+	close(pk.idx_fd);
+	close(pk.pack_fd);
+	amber_store_free(s);
+}
+
 /* Two threads --------------------------------------------------------------- */
 
 #define BIG ((size_t)1 << 20)

@@ -1329,3 +1329,73 @@ Test(store, malformed_packed_refs_line_refuses_ref_updates)
 	cr_assert_eq(memcmp(got, b, 20), 0);
 	amber_store_free(s);
 }
+
+/* n small random blobs in one new pack of s; their ids into oids. */
+static void pack_of_many(uint8_t (*oids)[20], amber_store *s, int n)
+{
+	amber_packw *w = NULL;
+
+	OK(amber_packw_new(&w, s));
+	for (int i = 0; i < n; i++) {
+		uint8_t *b = random_bytes(24);
+
+		add_blob(oids[i], NULL, w, b, 24);
+		free(b);
+	}
+	OK(amber_packw_commit(w));
+	amber_packw_free(w);
+}
+
+/* Ask s for absent ids until each of its packs has a filter; 1 if they all do. */
+static int filter_all(amber_store *s)
+{
+	amber_store_pack *v = NULL;
+	size_t n = 0;
+	int all = 0;
+
+	for (int k = 0; k < 200 && !all; k++) {
+		uint8_t absent[20];
+
+		for (int j = 0; j < 20; j++)
+			absent[j] = (uint8_t)rnd();
+		cr_assert_eq(amber_store_exists(s, absent), 0);
+		OK(amber_store_packs(&v, &n, s));
+		all = n > 0;
+		for (size_t i = 0; i < n; i++)
+			all = all && v[i].filtered && !v[i].copied;
+		free(v);
+	}
+	return all;
+}
+
+/*
+ * A writer's existence checks of new objects skip large indexes that are
+ * not held in memory by their filters; a filter must never hide an object:
+ * not in the pack it was built for, not in a pack another handle (another
+ * process) wrote after it, not in the pack a consolidation merged them into.
+ */
+Test(store, a_pack_filter_never_hides_an_object_its_pack_or_a_merged_one_holds, .timeout = 60)
+{
+	static uint8_t mine[1500][20], theirs[1500][20];
+	amber_store *s = NULL, *o = NULL;
+
+	OK(amber_store_init(&s, at("a")));
+	amber_store_set_idx_budget(s, 0);	/* no index copied: all read by pread */
+	pack_of_many(mine, s, 1500);
+	cr_assert(filter_all(s), "no filter after 200 misses");
+	for (int i = 0; i < 1500; i++)
+		cr_assert_eq(amber_store_exists(s, mine[i]), 1, "object %d of the pack hidden", i);
+	OK(amber_store_open(&o, at("a")));
+	pack_of_many(theirs, o, 1500);
+	amber_store_free(o);
+	for (int i = 0; i < 1500; i++)
+		cr_assert_eq(amber_store_exists(s, theirs[i]), 1, "object %d of another's pack", i);
+	consolidate(s);
+	cr_assert(filter_all(s), "the merged pack got no filter");
+	for (int i = 0; i < 1500; i++) {
+		cr_assert_eq(amber_store_exists(s, mine[i]), 1, "object %d hidden after a merge", i);
+		cr_assert_eq(amber_store_exists(s, theirs[i]), 1, "object %d hidden after a merge",
+			     i);
+	}
+	amber_store_free(s);
+}
