@@ -230,7 +230,7 @@ static void stats_final(snap *s)
 
 	st->bytes_new = atomic_load(&s->bytes_new);
 	st->objects_new = atomic_load(&s->objects_new);
-	st->pack_listings = amber_store_pack_listings(s->a->store) - s->listings0;
+	st->pack_listings = s->a ? amber_store_pack_listings(s->a->store) - s->listings0 : 0;
 	st->new_chunks = atomic_load(&s->kind[K_CHUNK]);
 	st->new_manifests = atomic_load(&s->kind[K_MANIFEST]);
 	st->new_buckets = atomic_load(&s->kind[K_BUCKET]);
