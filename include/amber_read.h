@@ -368,6 +368,12 @@ typedef struct amber_memory {
 /** What the archive's readers hold in memory, and the caps (thread-safe). */
 void amber_archive_memory(const amber_archive *a, amber_memory *out);
 
+/**
+ * Buffers for decoded data that the process keeps for reuse (shared by all
+ * archives; thread-safe): bytes held now, and the most it keeps.
+ */
+void amber_decode_pool_usage(uint64_t *bytes, uint64_t *max);
+
 
 /**
  * List the archive's tags: cb gets each tag's name (without "refs/tags/"),

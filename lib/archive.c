@@ -848,7 +848,7 @@ int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l
 	char hex[41];
 	int otype = 0, rc;
 
-	amber_buf_init(&raw, max_plain + AMBER_FRAME_HDR + AMBER_INNER_HDR + 64);
+	amber_buf_init_pages(&raw, max_plain + AMBER_FRAME_HDR + AMBER_INNER_HDR + 64);
 	rc = amber_store_read(&raw, &otype, a->store, l->oid, raw.max);
 	if (rc == 0 && otype != AMBER_GIT_BLOB) {
 		amber_oid_tohex(hex, l->oid);
@@ -907,6 +907,15 @@ void amber_archive_memory(const amber_archive *a, amber_memory *out)
 	out->git_objects = objects;
 	out->git_objects_max = objects_max;
 	out->pack_map_max = mapped_max;
+}
+
+void amber_decode_pool_usage(uint64_t *bytes, uint64_t *max)
+{
+	size_t b, m;
+
+	amber_buf_pages_pooled(&b, &m);
+	*bytes = b;
+	*max = m;
 }
 
 static void hash_u64(crypto_generichash_state *h, uint64_t v)

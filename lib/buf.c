@@ -3,14 +3,151 @@
 #include "error.h"
 
 #include <endian.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define BUF_NO_PAGES 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BUF_NO_PAGES 1
+#endif
+#endif
 
 void amber_buf_init(amber_buf *b, size_t max)
 {
 	b->data = NULL;
 	b->len = b->cap = 0;
 	b->max = max ? max : AMBER_BUF_DEFAULT_MAX;
+	b->pages = 0;
+}
+
+void amber_buf_init_pages(amber_buf *b, size_t max)
+{
+	amber_buf_init(b, max);
+#ifndef BUF_NO_PAGES
+	b->pages = AMBER_BUF_PAGES_OK;
+#endif
+}
+
+/*
+ * The reuse pool of mapped buffers: the most recently freed first.  A
+ * region of another size is resized with mremap, which keeps the pages it
+ * already has, so only the difference is faulted in (or given back).  Its
+ * bounds keep what it holds small beside the caches: a reader frees one
+ * buffer for each it takes, so a few are enough.
+ */
+#define POOL_REGIONS 4
+#define POOL_BYTES ((size_t)8 << 20)
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	void *p;
+	size_t len;
+} pool[POOL_REGIONS];
+static size_t pool_n, pool_bytes;
+
+void amber_buf_pages_pooled(size_t *bytes, size_t *max)
+{
+	pthread_mutex_lock(&pool_lock);
+	*bytes = pool_bytes;
+	pthread_mutex_unlock(&pool_lock);
+	*max = POOL_BYTES;
+}
+
+static size_t page_round(size_t n)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+
+	return (n + pg - 1) / pg * pg;
+}
+
+/* Fault in [p, p + len) in one call; the pages fault on first use otherwise. */
+static void populate(void *p, size_t len)
+{
+#ifdef MADV_POPULATE_WRITE
+	(void)madvise(p, len, MADV_POPULATE_WRITE);
+#else
+	(void)p;
+	(void)len;
+#endif
+}
+
+/* len bytes (a multiple of the page size) of mapped memory, or NULL. */
+static void *pages_get(size_t len)
+{
+	void *p = NULL, *q;
+	size_t have = 0;
+
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n > 0) {
+		pool_n--;
+		p = pool[pool_n].p;
+		have = pool[pool_n].len;
+		pool_bytes -= have;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	if (p && have != len) {
+		q = mremap(p, have, len, MREMAP_MAYMOVE);
+		if (q == MAP_FAILED) {
+			munmap(p, have);
+			p = NULL;
+		} else {
+			p = q;
+			if (len > have)
+				populate((char *)p + have, len - have);
+		}
+	}
+	if (!p) {
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return NULL;
+		populate(p, len);
+	}
+	return p;
+}
+
+static void pages_put(void *p, size_t len)
+{
+	pthread_mutex_lock(&pool_lock);
+	if (pool_n < POOL_REGIONS && pool_bytes + len <= POOL_BYTES) {
+		pool[pool_n].p = p;
+		pool[pool_n++].len = len;
+		pool_bytes += len;
+		p = NULL;
+	}
+	pthread_mutex_unlock(&pool_lock);
+	if (p)
+		munmap(p, len);
+}
+
+static void data_free(amber_buf *b)
+{
+	if (b->pages & AMBER_BUF_PAGES_MAPPED)
+		pages_put(b->data, b->cap);
+	else
+		free(b->data);
+	b->pages &= ~AMBER_BUF_PAGES_MAPPED;
+}
+
+/* Move b's data to cap bytes of mapped memory. */
+static int pages_grow(amber_buf *b, size_t cap)
+{
+	uint8_t *p;
+
+	cap = page_round(cap);
+	if (!(p = pages_get(cap)))
+		return amber_fail(AMBER_ERROR, "out of memory (%zu bytes)", cap);
+	if (b->len)
+		memcpy(p, b->data, b->len);
+	data_free(b);
+	b->data = p;
+	b->cap = cap;
+	b->pages |= AMBER_BUF_PAGES_MAPPED;
+	return 0;
 }
 
 int amber_buf_reserve(amber_buf *b, size_t extra)
@@ -32,6 +169,8 @@ int amber_buf_reserve(amber_buf *b, size_t extra)
 		cap = 256;
 	if (cap < need)
 		cap = need;
+	if ((b->pages & AMBER_BUF_PAGES_OK) && cap >= AMBER_BUF_PAGES_MIN)
+		return pages_grow(b, cap);
 	p = realloc(b->data, cap);
 	if (!p)
 		return amber_fail(AMBER_ERROR, "out of memory (%zu bytes)", cap);
@@ -87,7 +226,7 @@ void amber_buf_reset(amber_buf *b)
 
 void amber_buf_dispose(amber_buf *b)
 {
-	free(b->data);
+	data_free(b);
 	b->data = NULL;
 	b->len = b->cap = 0;
 }

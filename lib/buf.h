@@ -14,13 +14,30 @@ typedef struct amber_buf {
 	size_t len;
 	size_t cap;
 	size_t max;   /* ceiling; 0 = AMBER_BUF_DEFAULT_MAX */
+	unsigned pages; /* AMBER_BUF_PAGES_* */
 } amber_buf;
 
 #define AMBER_BUF_DEFAULT_MAX ((size_t)64 << 20)
-#define AMBER_BUF_INIT {NULL, 0, 0, 0}
+#define AMBER_BUF_INIT {NULL, 0, 0, 0, 0}
 
 /** Set up an empty buffer with ceiling `max` (0 = default). */
 void amber_buf_init(amber_buf *b, size_t max);
+
+/*
+ * A buffer for a decoded chunk or a pack object read whole: sized once,
+ * freed only with amber_buf_dispose()/amber_buf_free() (never take its data
+ * and free() it).  From AMBER_BUF_PAGES_MIN bytes its memory is mapped
+ * pages, faulted in all at once and, when freed, kept for the next such
+ * buffer (a few, process-wide): a page fault costs microseconds on a
+ * virtual machine, and a mount decodes hundreds of MiB into fresh memory.
+ * Under AddressSanitizer it is plain heap memory, so overruns are caught.
+ */
+void amber_buf_init_pages(amber_buf *b, size_t max);
+#define AMBER_BUF_PAGES_MIN ((size_t)256 << 10)
+#define AMBER_BUF_PAGES_OK 1u     /* may be mapped */
+#define AMBER_BUF_PAGES_MAPPED 2u /* data is mapped now */
+/** What the reuse pool holds now, and the most it keeps (bytes). */
+void amber_buf_pages_pooled(size_t *bytes, size_t *max);
 /** Make room for `extra` more bytes; AMBER_ERROR past the ceiling. */
 int amber_buf_reserve(amber_buf *b, size_t extra);
 /** Append bytes. */

@@ -1,12 +1,25 @@
 #include "cache.h"
 
+#include <malloc.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NBUCKETS 4096
 
+/*
+ * Evicted entries that lived on the heap leave holes among the live ones,
+ * which malloc keeps (it gives back only the top of a heap): a reader that
+ * goes from many small files to a large one would hold the cache's cap
+ * twice over.  So every TRIM_EVERY bytes evicted, the freeing thread hands
+ * the free pages back (malloc_trim walks the free lists: a millisecond or
+ * so, against the ~100 ms it takes to decode that much).
+ */
+#define TRIM_EVERY ((size_t)32 << 20)
+
 struct amber_cache {
+	atomic_size_t evicted;  /* bytes evicted since the last trim */
 	pthread_mutex_t lock;   /* protects everything below and every entry's refs/links */
 	pthread_cond_t loaded;  /* an entry stopped loading (filled or abandoned) */
 	size_t max, used;
@@ -122,14 +135,20 @@ static amber_cobj *evict(amber_cache *c)
 }
 
 /* Free what evict() unlinked, outside the lock (free_fn may be slow). */
-static void free_chain(amber_cobj *dead)
+static void free_chain(amber_cache *c, amber_cobj *dead)
 {
+	size_t bytes = 0;
+
 	while (dead) {
 		amber_cobj *n = dead->hnext;
 
+		bytes += dead->size;
 		obj_free(dead);
 		dead = n;
 	}
+	if (bytes && atomic_fetch_add(&c->evicted, bytes) + bytes >= TRIM_EVERY &&
+	    atomic_exchange(&c->evicted, 0) >= TRIM_EVERY)
+		malloc_trim(0);
 }
 
 /* Caller holds the lock: the loaded entry for key, held and made most
@@ -194,7 +213,7 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	c->used += size;
 	dead = evict(c);
 	pthread_mutex_unlock(&c->lock);
-	free_chain(dead);
+	free_chain(c, dead);
 	return o;
 }
 
@@ -208,7 +227,7 @@ void amber_cache_release(amber_cache *c, amber_cobj *o)
 	o->refs--;
 	dead = evict(c);
 	pthread_mutex_unlock(&c->lock);
-	free_chain(dead);
+	free_chain(c, dead);
 }
 
 amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], int *mine)
@@ -244,7 +263,7 @@ void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
 	dead = evict(c);
 	pthread_cond_broadcast(&c->loaded);
 	pthread_mutex_unlock(&c->lock);
-	free_chain(dead);
+	free_chain(c, dead);
 }
 
 void amber_cache_abandon(amber_cache *c, amber_cobj *o)

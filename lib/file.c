@@ -233,7 +233,7 @@ static int decode_chunk(amber_buf **out, amber_archive *a, const amber_link *l, 
 
 	if (!b)
 		return amber_fail(AMBER_ERROR, "out of memory");
-	amber_buf_init(b, AMBER_CHUNK_MAX + 64);
+	amber_buf_init_pages(b, AMBER_CHUNK_MAX + 64);
 	rc = amber_archive_read_obj(b, a, l, AMBER_OBJ_CHUNK, AMBER_CHUNK_MAX, what);
 	if (rc == 0 && b->len != len)
 		rc = amber_fail(AMBER_ECORRUPT, "%s: chunk has %zu bytes, its index says %zu", what,

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "buf.h"
 #include "error.h"
@@ -15,6 +16,26 @@
 		int rc_ = (call);                                                      \
 		cr_assert_eq(rc_, 0, "%s -> %d: %s", #call, rc_, amber_error_last());  \
 	} while (0)
+
+/* Decode buffers are plain heap memory under AddressSanitizer (buf.h). */
+#if defined(__SANITIZE_ADDRESS__)
+#define PAGES 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PAGES 0
+#endif
+#endif
+#ifndef PAGES
+#define PAGES 1
+#endif
+
+static long minor_faults(void)
+{
+	struct rusage u;
+
+	cr_assert_eq(getrusage(RUSAGE_SELF, &u), 0);
+	return u.ru_minflt;
+}
 
 Test(buf, ceiling_is_refused)
 {
@@ -189,4 +210,58 @@ Test(buf, base64_refuses_what_sodium_refuses)
 	same_as_sodium("====", 4);
 	same_as_sodium("QQ==QUFB", 8);  /* pad in the middle */
 	same_as_sodium("QU FB", 5);
+}
+
+/*
+ * A decode buffer freed goes to a small pool, and the next one takes its
+ * pages, resized to what it needs: writing all of it faults nothing in.
+ * (Each fresh page would be a fault: 512 for 2 MiB.)
+ */
+Test(buf, a_freed_decode_buffer_lends_its_pages_to_the_next)
+{
+	amber_buf a, b;
+	size_t pooled, max;
+
+	amber_buf_init_pages(&a, 4 << 20);
+	OK(amber_buf_reserve(&a, 2 << 20));
+	memset(a.data, 1, 2 << 20);
+	a.len = 2 << 20;
+	amber_buf_dispose(&a);
+	amber_buf_pages_pooled(&pooled, &max);
+	cr_assert_eq(max, 8 << 20);
+	if (!PAGES) {
+		cr_assert_eq(pooled, 0, "heap buffers (AddressSanitizer) are not pooled");
+		return;
+	}
+	cr_assert_geq(pooled, (size_t)2 << 20, "the freed buffer was not kept: %zu", pooled);
+
+	amber_buf_init_pages(&b, 4 << 20);
+	long before = minor_faults();
+	OK(amber_buf_reserve(&b, (2 << 20) - 40000));
+	memset(b.data, 2, b.cap);
+	long faults = minor_faults() - before;
+	cr_assert_lt(faults, 16, "a reused 2 MiB buffer took %ld page faults", faults);
+	amber_buf_pages_pooled(&pooled, &max);
+	cr_assert_eq(pooled, 0, "the pool still counts the buffer it lent: %zu", pooled);
+	amber_buf_dispose(&b);
+}
+
+/* A buffer that grows past the threshold moves to pages with its bytes. */
+Test(buf, a_decode_buffer_keeps_its_bytes_as_it_grows_onto_pages)
+{
+	amber_buf b;
+	uint8_t chunk[4096];
+
+	amber_buf_init_pages(&b, 8 << 20);
+	for (size_t i = 0; i < (3u << 20) / sizeof(chunk); i++) {
+		memset(chunk, (int)(i & 0xff), sizeof(chunk));
+		OK(amber_buf_put(&b, chunk, sizeof(chunk)));
+	}
+	cr_assert_eq(b.len, (size_t)3 << 20);
+	cr_assert_eq(!!(b.pages & AMBER_BUF_PAGES_MAPPED), PAGES);
+	for (size_t i = 0; i < b.len; i += sizeof(chunk))
+		cr_assert_eq(b.data[i + 17], (uint8_t)((i / sizeof(chunk)) & 0xff),
+			     "byte %zu lost in a move", i + 17);
+	amber_buf_dispose(&b);
+	cr_assert_null(b.data);
 }

@@ -691,7 +691,7 @@ Test(fanout, hostile_lists_are_refused)
 	amber_buf_put_u8(&b, 0);
 	expect_fanout_corrupt(&b, "trailing byte");
 	for (size_t len = 0; len < b.len - 1; len++) {
-		amber_buf t = {b.data, len, len, 0};
+		amber_buf t = {b.data, len, len, 0, 0};
 
 		expect_fanout_corrupt(&t, "truncated");
 	}
@@ -806,7 +806,7 @@ Test(fanout, hostile_nodes_are_refused)
 	amber_buf_put_u8(&b, 0);
 	expect_node_corrupt(&b, "trailing byte");
 	for (size_t len = 0; len < b.len - 1; len++) {
-		amber_buf t = {b.data, len, len, 0};
+		amber_buf t = {b.data, len, len, 0, 0};
 
 		expect_node_corrupt(&t, "truncated");
 	}
@@ -1013,7 +1013,7 @@ Test(index, hostile_paged_roots_are_refused)
 	amber_buf_put_u8(&b, 0);
 	expect_root_corrupt(&b, size, "trailing byte");
 	for (size_t len = 0; len < b.len - 1; len++) {
-		amber_buf t = {b.data, len, len, 0};
+		amber_buf t = {b.data, len, len, 0, 0};
 
 		expect_root_corrupt(&t, size, "truncated");
 	}
@@ -1158,7 +1158,7 @@ Test(record, hostile_records_are_refused)
 	amber_buf_put_u8(&b, 0);
 	expect_record_corrupt(&b, "trailing byte");
 	for (size_t len = 0; len < b.len - 1; len++) {
-		amber_buf t = {b.data, len, len, 0};
+		amber_buf t = {b.data, len, len, 0, 0};
 
 		expect_record_corrupt(&t, "truncated");
 	}
