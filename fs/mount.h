@@ -103,6 +103,12 @@ struct mnt_node {
 	amber_entry *e;                 /* MK_SNAPROOT, MK_ENTRY: owned copy */
 	int e_inline;                   /* e (and name) sit in the node's own block */
 	unsigned slab_cls;              /* the block's class in mnt.slab, 0: malloc'd */
+	/* MK_ENTRY files: where the last read ended, to tell a sequential
+	 * reader (files are opened without asking the daemon, so there is no
+	 * per-open state; readers of one file at once share it).
+	 * Directories: 1 + the listing index of the child file last read from
+	 * its start, to tell a reader of file after file */
+	atomic_uint_fast64_t read_end;
 };
 
 /** What a new node will be; ownership of stream, snap and e moves in. */
@@ -131,6 +137,11 @@ struct mnt_slab {
 	void *free[MNT_SLAB_CLASSES];   /* freed blocks of each class, linked through them */
 	char *chunks;                   /* every chunk, linked through its first word */
 	size_t chunk_bytes;
+	/* the next chunk, mapped and faulted in ahead by a thread of its own */
+	char *spare;
+	int want_spare, prep_started, prep_stop;
+	pthread_cond_t prep_cond;
+	pthread_t prep;
 };
 
 /** One stream's time line, opened lazily (guarded by mnt.tl_lock). */
@@ -233,6 +244,7 @@ struct mnt {
 
 	struct mnt_counters n;
 	atomic_int readahead_set;       /* the bdi read-ahead was raised (or tried) */
+	int no_open;                    /* the kernel opens files without asking */
 };
 
 /* mount.c (cmd_mount is declared in cli.h) */
@@ -287,6 +299,8 @@ void mnt_snap_hold(struct mnt *m, struct mnt_snap *s);
 
 /** The listing of directory node n, held until mnt_dir_put. @return errno. */
 int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out);
+/** The listing of n if it is decoded already (held, as mnt_dir_get), else NULL. */
+amber_dir *mnt_dir_peek(struct mnt *m, struct mnt_node *n);
 void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d);
 
 

@@ -880,6 +880,21 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 	return d;
 }
 
+amber_dir *mnt_dir_peek(struct mnt *m, struct mnt_node *n)
+{
+	struct mnt_dirslot *s;
+	amber_dir *d = NULL;
+
+	pthread_mutex_lock(&m->dir_lock);
+	s = dir_slot(m, n->id);
+	if (s) {
+		s->refs++;
+		d = s->d;
+	}
+	pthread_mutex_unlock(&m->dir_lock);
+	return d;
+}
+
 int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out)
 {
 	struct mnt_dirslot *s;

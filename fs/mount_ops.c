@@ -19,10 +19,6 @@
 #define XATTR_PREFIX "user.amberfs."
 
 /* An open regular file: where the last read ended, to spot sequential reads. */
-struct mnt_fh {
-	atomic_uint_fast64_t next;
-};
-
 static struct mnt *M(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
@@ -394,19 +390,51 @@ static int rd_add(struct rd *r, const char *name, const struct stat *st,
 	return 0;
 }
 
-static int rd_fits(struct rd *r, const char *name)
-{
-	size_t need = r->plus ? fuse_add_direntry_plus(r->req, NULL, 0, name, NULL, 0)
-			      : fuse_add_direntry(r->req, NULL, 0, name, NULL, 0);
+/*
+ * The room an entry of a name of len bytes takes in a reply: the FUSE
+ * protocol's fixed header (struct fuse_dirent, or fuse_entry_out before it
+ * for readdirplus), the name, padding to 8 bytes.  Counted here because
+ * libfuse counts with strlen, twice per entry (the fit, then the add), a
+ * few percent of a walk.  The init checks this against libfuse's count
+ * (rd_room_checked); a mismatch falls back to it, as an entry that fits by
+ * one count and not by the other would lose the lookup handed with it.
+ */
+static int rd_room_exact;
 
-	return need <= r->size - r->used;
+static size_t rd_room(int plus, const char *name, size_t len)
+{
+	if (!rd_room_exact)
+		return plus ? fuse_add_direntry_plus(NULL, NULL, 0, name, NULL, 0)
+			    : fuse_add_direntry(NULL, NULL, 0, name, NULL, 0);
+	return ((plus ? 152u : 24u) + len + 7) & ~(size_t)7;
+}
+
+static void rd_room_check(void)
+{
+	static const char *const names[] = {"a", "ab", "abcdefg", "abcdefgh", "abcdefghi",
+					    "abcdefghijklmnopq"};
+
+	rd_room_exact = 1;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t len = strlen(names[i]);
+
+		if (rd_room(1, names[i], len) !=
+		    fuse_add_direntry_plus(NULL, NULL, 0, names[i], NULL, 0) ||
+		    rd_room(0, names[i], len) != fuse_add_direntry(NULL, NULL, 0, names[i], NULL, 0))
+			rd_room_exact = 0;
+	}
+}
+
+static int rd_fits(struct rd *r, const char *name, size_t len)
+{
+	return rd_room(r->plus, name, len) <= r->size - r->used;
 }
 
 static int rd_emit(void *ctx, const char *name, uint64_t st_ino, mode_t type, off_t next)
 {
 	struct stat st = {.st_ino = st_ino, .st_mode = type};
 
-	if (!rd_fits(ctx, name))
+	if (!rd_fits(ctx, name, strlen(name)))
 		return 1;
 	return rd_add(ctx, name, &st, NULL, next);
 }
@@ -449,7 +477,7 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 		struct stat st = {.st_mode = type_bits(ce->type)};
 		struct mnt_node *n = NULL;
 
-		if (!rd_fits(r, ce->name))
+		if (!rd_fits(r, ce->name, ce->name_len))
 			break;
 		st.st_ino = amber_entry_ino(r->m->a, ce);
 		/* a too deep directory is listed, but only a lookup (EIO) tells */
@@ -552,10 +580,17 @@ static void amberfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, 
 
 /* Files -------------------------------------------------------------------------- */
 
+/*
+ * A file needs nothing of an open: the mount is read-only (the kernel
+ * refuses writes and truncation before asking) and a read finds everything
+ * from the inode.  So when the kernel can open files by itself, the first
+ * open answers ENOSYS and the kernel stops asking, keeping the page cache
+ * of files between opens (its default then): a small file costs one
+ * request (its read) instead of three (open, read, release).
+ */
 static int do_open(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mnt_node *n = mnt_node_by_id(m, ino);
-	struct mnt_fh *fh;
 
 	if (!n)
 		return ESTALE;
@@ -565,11 +600,10 @@ static int do_open(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 		return EISDIR;
 	if (n->e->type != AMBER_T_REG)
 		return EINVAL;
-	fh = calloc(1, sizeof(*fh));
-	if (!fh)
-		return ENOMEM;
 	atomic_fetch_add(&m->n.opens, 1);
-	fi->fh = (uint64_t)(uintptr_t)fh;
+	if (m->no_open)
+		return ENOSYS;
+	fi->fh = 0;
 	fi->keep_cache = 1;
 	return 0;
 }
@@ -580,14 +614,8 @@ static void amberfs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 
 	if (err)
 		fuse_reply_err(req, err);
-	else if (fuse_reply_open(req, fi) == -ENOENT)
-		free((void *)(uintptr_t)fi->fh);
-}
-
-static void amberfs_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	free((void *)(uintptr_t)fi->fh);
-	fuse_reply_err(req, 0);
+	else
+		fuse_reply_open(req, fi);
 }
 
 /*
@@ -607,11 +635,51 @@ struct mnt_read {
 	size_t got;
 };
 
+/*
+ * Read-ahead across files: a tool that copies a tree (rsync, cp -r, tar)
+ * reads its files one after the other in name order, which is the order
+ * of a listing, and a small file is one read.  So when the first read of
+ * a small file (one object) comes right after the one of the file before
+ * it in the listing, the next MNT_SIBLINGS_AHEAD small files are decoded
+ * in the background, if the listing is at hand: their reads find them in
+ * the cache, and the decoding runs on another core while the tool works
+ * on the file before.  A reader that picks files (diff -r reads only the
+ * changed ones) does not set it off.
+ */
+#define MNT_SIBLINGS_AHEAD 8
+
+static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
+{
+	struct mnt_node *parent = n->parent;
+	const amber_entry *self, *first;
+	amber_dir *d;
+	size_t count, i;
+
+	if (!parent || !in_snapshot(parent) || !(d = mnt_dir_peek(m, parent)))
+		return;
+	count = amber_dir_count(d);
+	self = amber_dir_lookup(d, n->e->name, n->e->name_len);
+	first = count ? amber_dir_entry(d, 0) : NULL;
+	if (self && first && self >= first && (size_t)(self - first) < count &&
+	    amber_dir_entry(d, (size_t)(self - first)) == self) {
+		i = (size_t)(self - first);
+		if (atomic_exchange(&parent->read_end, i + 1) != i)
+			goto done;      /* not the file after the last one read */
+		for (size_t k = i + 1; k < count && k <= i + MNT_SIBLINGS_AHEAD; k++) {
+			const amber_entry *e = amber_dir_entry(d, k);
+
+			if (e->type == AMBER_T_REG && e->content == AMBER_C_BLOB)
+				amber_file_prefetch(n->snap->s, e, 0);
+		}
+	}
+done:
+	mnt_dir_put(m, parent, d);
+}
+
 static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
 		   struct fuse_file_info *fi, struct mnt_read *r)
 {
 	struct mnt_node *n = mnt_node_by_id(m, ino);
-	struct mnt_fh *fh = (struct mnt_fh *)(uintptr_t)fi->fh;
 	int rc;
 
 	if (!n || !in_snapshot(n))
@@ -635,8 +703,10 @@ static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
 		return node_errno(m, n, rc);
 	atomic_fetch_add(&m->n.reads, 1);
 	atomic_fetch_add(&m->n.read_bytes, r->got);
-	if (atomic_exchange(&fh->next, (uint64_t)off + r->got) == (uint64_t)off)
+	if (atomic_exchange(&n->read_end, (uint64_t)off + r->got) == (uint64_t)off)
 		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + r->got);
+	if (off == 0 && n->e->content == AMBER_C_BLOB)
+		prefetch_siblings(m, n);
 	return 0;
 }
 
@@ -775,14 +845,16 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 	struct mallinfo2 mi = mallinfo2();
 	size_t nodes, node_bytes, dir_bytes, rss, pack, idx;
 	size_t buffers = (size_t)MNT_MAX_THREADS * (MNT_READ_MAX + 4096);
+	uint64_t pool, pool_max;
 	unsigned long long bound;
 
 	amber_archive_counters(m->a, &c);
 	amber_archive_memory(m->a, &mem);
 	mnt_table_usage(m, &nodes, &node_bytes, &dir_bytes);
 	proc_memory(&rss, &pack, &idx);
+	amber_decode_pool_usage(&pool, &pool_max);
 	bound = (unsigned long long)mem.cache_max + m->o.dir_cache + m->o.node_cache +
-		mem.pack_map_max + mem.git_objects_max + buffers;
+		mem.pack_map_max + mem.git_objects_max + buffers + pool_max;
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
 		 "dirs_decoded=%llu cache_hits=%llu "
@@ -792,6 +864,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 "nodes=%zu node_bytes=%zu node_max=%zu nodes_dropped=%llu node_arena_bytes=%zu "
 		 "pack_map_bytes=%zu pack_map_max=%llu idx_map_bytes=%zu "
 		 "git_cache_bytes=%llu git_cache_max=%llu "
+		 "decode_pool_bytes=%llu decode_pool_max=%llu "
 		 "request_buffers_max=%zu heap_bytes=%zu heap_free_bytes=%zu",
 		 (unsigned long long)atomic_load(&m->n.lookups),
 		 (unsigned long long)atomic_load(&m->n.opens),
@@ -804,6 +877,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 (unsigned long long)atomic_load(&m->n.nodes_dropped), mnt_slab_bytes(&m->slab),
 		 pack, (unsigned long long)mem.pack_map_max, idx,
 		 (unsigned long long)mem.git_objects, (unsigned long long)mem.git_objects_max,
+		 (unsigned long long)pool, (unsigned long long)pool_max,
 		 buffers, mi.arena + mi.hblkhd, mi.fordblks);
 }
 
@@ -1042,7 +1116,10 @@ static void raise_readahead(struct mnt *m)
 static void amberfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	want_acls(userdata, conn);
+	rd_room_check();
 	conn->max_write = MNT_READ_MAX;
+	if (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT)
+		((struct mnt *)userdata)->no_open = 1;
 	conn->max_readahead = MNT_READAHEAD_KB * 1024; /* lowered to the kernel's offer */
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
@@ -1153,7 +1230,6 @@ const struct fuse_lowlevel_ops mnt_ops = {
 	.releasedir = amberfs_op_releasedir,
 	.open = amberfs_op_open,
 	.read = amberfs_op_read,
-	.release = amberfs_op_release,
 	.getxattr = amberfs_op_getxattr,
 	.listxattr = amberfs_op_listxattr,
 	.statfs = amberfs_op_statfs,

@@ -64,8 +64,8 @@ struct amber_archive {
 	pthread_cond_t pf_cond;
 	pthread_t pf_thread;
 	int pf_started, pf_stop;
-	amber_link pf_queue[8];
-	size_t pf_len[8], pf_n;
+	amber_link pf_queue[32];
+	size_t pf_len[32], pf_n;
 };
 
 #define AMBER_DEFAULT_CACHE ((size_t)8 << 20)
