@@ -179,33 +179,51 @@ static int append_entries(amber_dir *d, amber_entry *e, size_t n)
 	return 0;
 }
 
-static int entry_ptr_cmp(const void *a, const void *b)
-{
-	const amber_entry *x = *(const amber_entry *const *)a, *y = *(const amber_entry *const *)b;
+/* An entry's place in the sort: its name's first 8 bytes, big-endian and
+ * zero-padded, order names as amber_name_cmp does unless they are equal. */
+struct sort_key {
+	uint64_t prefix;
+	size_t i;
+};
 
-	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+static int sort_key_cmp(const void *a, const void *b, void *arg)
+{
+	const struct sort_key *x = a, *y = b;
+	const amber_entry *e = arg;
+
+	if (x->prefix != y->prefix)
+		return x->prefix < y->prefix ? -1 : 1;
+	return amber_name_cmp(e[x->i].name, e[x->i].name_len, e[y->i].name, e[y->i].name_len);
 }
 
 /*
- * Sort d's entries by name.  Pointers are sorted (qsort of the entries
- * themselves would move each large struct log n times), then the entries
- * are permuted in place, one cycle at a time: each moves once, and no
- * second array of them is allocated (a 20k-entry directory's entries are
- * 3.6 MiB, every page of which a fresh daemon would fault in).
+ * Sort d's entries by name.  Keys are sorted (qsort of the entries
+ * themselves would move each large struct log n times), each with the
+ * start of its name, so that nearly every comparison reads the key alone
+ * instead of two entries and their names scattered over megabytes; then
+ * the entries are permuted in place, one cycle at a time: each moves once,
+ * and no second array of them is allocated (a 20k-entry directory's
+ * entries are 3.6 MiB, every page of which a fresh daemon would fault in).
  */
 static int sort_entries(amber_dir *d)
 {
-	const amber_entry **p = malloc((d->n ? d->n : 1) * sizeof(*p));
-	size_t *to = (size_t *)(void *)p;       /* reused: the source of each place */
+	struct sort_key *keys = malloc((d->n ? d->n : 1) * sizeof(*keys));
+	size_t *to = (size_t *)(void *)keys;       /* reused: the source of each place */
 
-	_Static_assert(sizeof(*p) == sizeof(*to), "pointers and indexes share the array");
-	if (!p)
+	if (!keys)
 		return amber_fail(AMBER_ERROR, "out of memory");
+	for (size_t i = 0; i < d->n; i++) {
+		uint64_t v = 0;
+
+		for (size_t j = 0; j < 8; j++)
+			v = v << 8 | (j < d->e[i].name_len ? (uint8_t)d->e[i].name[j] : 0);
+		keys[i].prefix = v;
+		keys[i].i = i;
+	}
+	qsort_r(keys, d->n, sizeof(*keys), sort_key_cmp, d->e);
+	/* (to[i] is written after keys[i] was read: the array shrinks in place) */
 	for (size_t i = 0; i < d->n; i++)
-		p[i] = &d->e[i];
-	qsort(p, d->n, sizeof(*p), entry_ptr_cmp);
-	for (size_t i = 0; i < d->n; i++)
-		to[i] = (size_t)(p[i] - d->e);
+		to[i] = keys[i].i;
 	for (size_t i = 0; i < d->n; i++) {
 		amber_entry tmp;
 		size_t j = i;
@@ -223,7 +241,7 @@ static int sort_entries(amber_dir *d)
 		d->e[j] = tmp;
 		to[j] = j;
 	}
-	free(p);
+	free(keys);
 	return 0;
 }
 

@@ -116,6 +116,8 @@ static void keys_derive(amber_keys *k)
 	for (size_t i = 0; i < sizeof(sub) / sizeof(sub[0]); i++)
 		crypto_kdf_derive_from_key(sub[i], AMBER_KEY_BYTES, i + 1, kdf_context, k->master);
 	crypto_kdf_derive_from_key(k->ino_key, sizeof(k->ino_key), 7, kdf_context, k->master);
+	crypto_generichash_init(&k->token_state, k->token_key, sizeof(k->token_key),
+				AMBER_TOKEN_HEXSZ / 2);
 	sodium_mprotect_readonly(k);
 }
 
@@ -921,8 +923,14 @@ void amber_name_token(char out[AMBER_TOKEN_HEXSZ + 1], const amber_keys *k, cons
 	static const char digit[] = "0123456789abcdef";
 	uint8_t h[AMBER_TOKEN_HEXSZ / 2];
 
-	crypto_generichash(h, sizeof(h), name, len, k ? k->token_key : NULL,
-			   k ? sizeof(k->token_key) : 0);
+	if (k) {
+		crypto_generichash_state st = k->token_state;
+
+		crypto_generichash_update(&st, name, len);
+		crypto_generichash_final(&st, h, sizeof(h));
+	} else {
+		crypto_generichash(h, sizeof(h), name, len, NULL, 0);
+	}
 	/* (not sodium_bin2hex, which takes constant time at a multiple of the
 	 * cost: a token is public, a git tree entry name, and a listing checks
 	 * one per entry) */

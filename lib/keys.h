@@ -26,6 +26,8 @@
 #include "amber.h"
 #include "amber_keys.h"
 
+#include <sodium.h>
+
 #define AMBER_KEY_BYTES 32
 #define AMBER_INO_KEY_BYTES 16 /* crypto_shorthash_KEYBYTES */
 
@@ -38,6 +40,9 @@ typedef struct amber_keys {
 	uint8_t cache_key[AMBER_KEY_BYTES];
 	uint8_t record_key[AMBER_KEY_BYTES];
 	uint8_t ino_key[AMBER_INO_KEY_BYTES];
+	/* BLAKE2b keyed with token_key, before any input: a name token then
+	 * costs one compression, not two (the key is a block of its own) */
+	crypto_generichash_state token_state;
 } amber_keys;
 
 /** Make a new random master key and its subkeys (sodium_malloc'd). */
