@@ -307,6 +307,27 @@ Test(keys, unkeyed_token_is_plain_blake2b_128)
 	cr_assert(is_lower_hex(t, AMBER_TOKEN_HEXSZ));
 }
 
+/* The format's token: BLAKE2b-128 of the name keyed with token_key, the
+ * same from the kept keyed state as from one call, for names of every
+ * length around a BLAKE2b block. */
+Test(keys, keyed_token_is_blake2b_128_keyed_with_the_token_key)
+{
+	amber_keys *k = NULL;
+	char t[AMBER_TOKEN_HEXSZ + 1], want[AMBER_TOKEN_HEXSZ + 1];
+	uint8_t h[16], name[300];
+
+	OK(amber_keys_generate(&k));
+	for (size_t i = 0; i < sizeof(name); i++)
+		name[i] = (uint8_t)(i * 7 + 1);
+	for (size_t len = 0; len < sizeof(name); len += len < 140 ? 1 : 37) {
+		crypto_generichash(h, 16, name, len, k->token_key, sizeof(k->token_key));
+		sodium_bin2hex(want, sizeof(want), h, 16);
+		amber_name_token(t, k, name, len);
+		cr_assert_str_eq(t, want, "name of %zu bytes", len);
+	}
+	amber_keys_free(k);
+}
+
 Test(keys, content_hash_is_keyed)
 {
 	amber_keys *a = NULL, *b = NULL;
