@@ -158,6 +158,7 @@ struct mnt_dirslot {
 	unsigned refs;
 	uint64_t used;
 	size_t bytes;                   /* estimated memory of d */
+	int estimated;                  /* bytes is a guess: d was still being decoded */
 };
 
 /** Options, filled by fuse_opt_parse (see mount.c's table). */

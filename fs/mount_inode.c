@@ -788,11 +788,19 @@ static size_t entry_bytes(const amber_entry *e)
 	return n;
 }
 
-/* A listing's memory: its entries and their names, targets and xattrs. */
-static size_t dir_bytes(const amber_dir *d)
+/*
+ * A listing's memory: its entries and their names, targets and xattrs.  A
+ * streamed listing still being decoded is counted at its entries and
+ * short names for now (*exact 0), and counted again once it is complete
+ * (mnt_dir_put).
+ */
+static size_t dir_bytes(const amber_dir *d, int *exact)
 {
 	size_t n = MNT_ALLOC(64), count = amber_dir_count(d);
 
+	*exact = amber_dir_complete(d);
+	if (!*exact)
+		return n + count * (sizeof(amber_entry) + MNT_ALLOC(32));
 	for (size_t i = 0; i < count; i++)
 		n += entry_bytes(amber_dir_entry(d, i));
 	return n;
@@ -853,7 +861,8 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 {
 	struct mnt_dirslot *s;
 	amber_dir *old = NULL, *gone[MNT_DIRCACHE_SLOTS];
-	size_t ngone = 0, bytes = dir_bytes(d);
+	int exact;
+	size_t ngone = 0, bytes = dir_bytes(d, &exact);
 
 	pthread_mutex_lock(&m->dir_lock);
 	s = dir_slot(m, key);
@@ -866,6 +875,7 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 		s->key = key;
 		s->d = d;
 		s->bytes = bytes;
+		s->estimated = !exact;
 		m->dir_bytes += s->bytes;
 		ngone = dir_trim(m, s, gone, MNT_DIRCACHE_SLOTS);
 	}
@@ -913,7 +923,7 @@ int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out)
 		*out = d;
 		return 0;
 	}
-	rc = amber_dir_open(&d, n->snap->s, n->e);
+	rc = amber_dir_open_ext(&d, n->snap->s, n->e, AMBER_DIR_STREAM);
 	if (rc)
 		return mnt_errno(m, rc, n->snap->id);
 	*out = dir_insert(m, n->id, d);
@@ -942,6 +952,14 @@ void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d)
 		s->key = 0;
 	} else if (s && s->d == d && d) {
 		s->refs--;
+		if (s->estimated && amber_dir_complete(d)) {    /* count it exactly now */
+			int exact;
+			size_t bytes = dir_bytes(d, &exact);
+
+			m->dir_bytes = m->dir_bytes - s->bytes + bytes;
+			s->bytes = bytes;
+			s->estimated = 0;
+		}
 		ngone = dir_trim(m, NULL, gone, MNT_DIRCACHE_SLOTS);
 	} else {
 		gone[ngone++] = d;      /* never cached: all slots were busy */

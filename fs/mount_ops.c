@@ -184,7 +184,10 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 	err = mnt_dir_get(m, p, &d);
 	if (err)
 		return err;
-	ce = amber_dir_lookup(d, name, strlen(name));
+	if ((err = amber_dir_find(d, name, strlen(name), &ce)) < 0) {
+		mnt_dir_put(m, p, d);
+		return mnt_errno(m, err, p->snap->id);
+	}
 	if (ce && (deep = too_deep(p, ce)) == 0) {
 		/* copied into the node while the listing is still held */
 		info.src = ce;
@@ -472,12 +475,16 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 	size_t count = amber_dir_count(d);
 
 	for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < count; i++) {
-		const amber_entry *ce = amber_dir_entry(d, i);
-		struct stat st = {.st_mode = type_bits(ce->type)};
+		const amber_entry *ce;
+		struct stat st = {0};
 		struct mnt_node *n = NULL;
+		int rc = amber_dir_entry_get(d, i, &ce);
 
+		if (rc < 0)     /* a bucket of a streamed listing: what came before it first */
+			return r->used ? 0 : mnt_errno(r->m, rc, r->dir->snap->id);
 		if (!rd_fits(r, ce->name, ce->name_len))
 			break;
+		st.st_mode = type_bits(ce->type);
 		st.st_ino = amber_entry_ino(r->m->a, ce);
 		/* a too deep directory is listed, but only a lookup (EIO) tells */
 		if (r->plus && !too_deep(r->dir, ce) && !(n = rd_child(r, ce, st.st_ino)))
@@ -656,6 +663,8 @@ static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
 
 	if (!parent || !in_snapshot(parent) || !(d = mnt_dir_peek(m, parent)))
 		return;
+	if (!amber_dir_complete(d))     /* a read never waits for a listing's decoding */
+		goto done;
 	count = amber_dir_count(d);
 	self = amber_dir_lookup(d, n->e->name, n->e->name_len);
 	first = count ? amber_dir_entry(d, 0) : NULL;

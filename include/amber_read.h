@@ -276,10 +276,33 @@ typedef struct amber_dir amber_dir;
  *         amber_dir_free().
  */
 int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir);
+
+/**
+ * Flag of amber_dir_open_ext(): a fanned-out directory of many buckets is
+ * listed in bucket order (by name within each bucket), and returned at
+ * once while helper threads decode its buckets; amber_dir_entry_get() and
+ * amber_dir_find() wait for the bucket they need (decoding it themselves
+ * if no helper has taken it), so the first entries come after one bucket
+ * instead of all.  Other directories are read as by amber_dir_open().
+ */
+#define AMBER_DIR_STREAM 1u
+/** amber_dir_open() with flags (AMBER_DIR_STREAM). */
+int amber_dir_open_ext(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
+		       unsigned flags);
 size_t amber_dir_count(const amber_dir *d);
-/** The i-th entry; owned by the listing. */
+/**
+ * The i-th entry, owned by the listing, in *out (NULL past the end).
+ * @return 0, or the error of a streamed listing's bucket that could not be
+ *         read (AMBER_EAUTH, AMBER_ECORRUPT, ...).
+ */
+int amber_dir_entry_get(const amber_dir *d, size_t i, const amber_entry **out);
+/** The entry named name in *out (NULL if absent); errors as amber_dir_entry_get(). */
+int amber_dir_find(const amber_dir *d, const char *name, size_t len, const amber_entry **out);
+/** 1 once every entry is decoded (always, but for a streamed listing). */
+int amber_dir_complete(const amber_dir *d);
+/** amber_dir_entry_get(), NULL on error too. */
 const amber_entry *amber_dir_entry(const amber_dir *d, size_t i);
-/** Binary search by name; NULL if absent.  Owned by the listing. */
+/** amber_dir_find(), NULL on error too. */
 const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t len);
 void amber_dir_free(amber_dir *d);
 

@@ -28,13 +28,25 @@ struct amber_dir {
 	amber_entry *e;
 	size_t n;
 	size_t cap;             /* entries allocated in e (while merging buckets) */
+	/* a streamed listing (AMBER_DIR_STREAM): its buckets in order, each
+	 * decoded into its place in e while the listing is in use */
+	struct bucket_work *w;  /* NULL otherwise */
+	amber_fanout_view v;    /* owned */
+	char *what;             /* owned */
 };
+
+static void stream_free(amber_dir *d);
 
 void amber_dir_free(amber_dir *d)
 {
 	if (!d)
 		return;
-	amber_entries_free(d->e, d->n);
+	if (d->w)
+		stream_free(d);
+	else
+		amber_entries_free(d->e, d->n);
+	free(d->v.b);
+	free(d->what);
 	free(d);
 }
 
@@ -48,27 +60,66 @@ size_t amber_dir_count(const amber_dir *d)
 	return d->n;
 }
 
-const amber_entry *amber_dir_entry(const amber_dir *d, size_t i)
+static int stream_wait(const amber_dir *d, size_t bucket);
+static size_t stream_bucket_of(const amber_dir *d, size_t i);
+
+int amber_dir_entry_get(const amber_dir *d, size_t i, const amber_entry **out)
 {
-	return i < d->n ? &d->e[i] : NULL;
+	int rc = 0;
+
+	*out = NULL;
+	if (i >= d->n)
+		return 0;
+	if (d->w && (rc = stream_wait(d, stream_bucket_of(d, i))) < 0)
+		return rc;
+	*out = &d->e[i];
+	return 0;
 }
 
-const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t len)
+const amber_entry *amber_dir_entry(const amber_dir *d, size_t i)
 {
-	size_t lo = 0, hi = d->n;
+	const amber_entry *e;
 
+	if (amber_dir_entry_get(d, i, &e) < 0)
+		amber_error_clear();
+	return e;
+}
+
+/* Binary search of e[lo, hi) by name. */
+static const amber_entry *search(const amber_entry *e, size_t lo, size_t hi, const char *name,
+				 size_t len)
+{
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		int c = amber_name_cmp(d->e[mid].name, d->e[mid].name_len, name, len);
+		int c = amber_name_cmp(e[mid].name, e[mid].name_len, name, len);
 
 		if (c == 0)
-			return &d->e[mid];
+			return &e[mid];
 		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return NULL;
+}
+
+static int stream_find(const amber_dir *d, const char *name, size_t len, const amber_entry **out);
+
+int amber_dir_find(const amber_dir *d, const char *name, size_t len, const amber_entry **out)
+{
+	if (d->w)
+		return stream_find(d, name, len, out);
+	*out = search(d->e, 0, d->n, name, len);
+	return 0;
+}
+
+const amber_entry *amber_dir_lookup(const amber_dir *d, const char *name, size_t len)
+{
+	const amber_entry *e;
+
+	if (amber_dir_find(d, name, len, &e) < 0)
+		amber_error_clear();
+	return e;
 }
 
 int amber_tree_read(amber_buf *b, amber_tparsed **t, size_t *n, amber_archive *a,
@@ -607,6 +658,7 @@ int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry 
 struct bucket_work {
 	pthread_mutex_t lock;
 	pthread_cond_t idle;    /* busy fell to 0 */
+	pthread_cond_t progress; /* a bucket was done or failed */
 	unsigned refs;          /* the caller and the helpers still running */
 	size_t nb;              /* buckets (a late helper must not read v) */
 	size_t next;            /* the next bucket to take */
@@ -635,48 +687,61 @@ static void work_put(struct bucket_work *w)
 		return;
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->idle);
+	pthread_cond_destroy(&w->progress);
 	free(w->at);
 	free(w->done);
 	free(w);
 }
 
+/* Caller holds w->lock: take the next bucket, or return 0 if none is left
+ * (or one before it failed, or the listing is being freed). */
+static int work_take(struct bucket_work *w, size_t *i)
+{
+	if (w->next >= w->nb || w->next > w->failed)
+		return 0;
+	*i = w->next++;
+	w->busy++;
+	return 1;
+}
+
+/* Decode bucket i (taken) into its place; returns with w->lock held. */
+static void work_one(struct bucket_work *w, size_t i)
+{
+	const amber_fanout_view *v = w->v;
+	amber_entry *e = NULL;
+	size_t n = 0;
+	int rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits,
+			   w->what);
+
+	if (rc == 0) {
+		assert(n == v->b[i].count); /* check_leaf holds a bucket to its count */
+		memcpy(w->e + w->at[i], e, n * sizeof(*e));
+		free(e); /* entries moved into the listing */
+	}
+	pthread_mutex_lock(&w->lock);
+	if (rc == 0) {
+		w->done[i] = 1;
+	} else if (i < w->failed) {
+		w->failed = i;
+		w->rc = rc;
+		snprintf(w->msg, sizeof(w->msg), "%s", amber_error_last());
+	}
+	if (--w->busy == 0)
+		pthread_cond_broadcast(&w->idle);
+	pthread_cond_broadcast(&w->progress);
+}
+
 /* Take and decode buckets until none is left (or one before it failed). */
 static void work_run(struct bucket_work *w)
 {
-	for (;;) {
-		const amber_fanout_view *v;
-		amber_entry *e = NULL;
-		size_t i, n = 0;
-		int rc;
+	size_t i;
 
-		pthread_mutex_lock(&w->lock);
-		if (w->next >= w->nb || w->next > w->failed) {
-			pthread_mutex_unlock(&w->lock);
-			return;
-		}
-		i = w->next++;
-		w->busy++;
+	pthread_mutex_lock(&w->lock);
+	while (work_take(w, &i)) {
 		pthread_mutex_unlock(&w->lock);
-		v = w->v;
-		rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits,
-			       w->what);
-		if (rc == 0) {
-			assert(n == v->b[i].count); /* check_leaf holds a bucket to its count */
-			memcpy(w->e + w->at[i], e, n * sizeof(*e));
-			free(e); /* entries moved into the listing */
-		}
-		pthread_mutex_lock(&w->lock);
-		if (rc == 0) {
-			w->done[i] = 1;
-		} else if (i < w->failed) {
-			w->failed = i;
-			w->rc = rc;
-			snprintf(w->msg, sizeof(w->msg), "%s", amber_error_last());
-		}
-		if (--w->busy == 0)
-			pthread_cond_broadcast(&w->idle);
-		pthread_mutex_unlock(&w->lock);
+		work_one(w, i);
 	}
+	pthread_mutex_unlock(&w->lock);
 }
 
 static void *helper_main(void *arg)
@@ -719,14 +784,17 @@ static int read_buckets_grow(amber_dir *d, amber_snapshot *s, const amber_fanout
 	return rc;
 }
 
-/* Every bucket into d, on several threads (see DIR_HELPERS_MAX). */
-static int read_buckets_par(amber_dir *d, amber_snapshot *s, const amber_fanout_view *v,
-			    const char *what, size_t total)
+/*
+ * The shared work of decoding v's buckets into d (room for total entries),
+ * with its helpers started; NULL on out of memory.  v and what must stay
+ * until no bucket is in flight and none will be taken.
+ */
+static struct bucket_work *work_start(amber_dir *d, amber_snapshot *s,
+				      const amber_fanout_view *v, const char *what, size_t total)
 {
 	struct bucket_work *w = calloc(1, sizeof(*w));
 	size_t helpers = v->nb >= DIR_PAR_MIN ? online_cpus() - 1 : 0, sum = 0;
 	pthread_attr_t attr;
-	int rc = 0;
 
 	d->e = malloc((total ? total : 1) * sizeof(*d->e));
 	if (!w || !d->e || !(w->at = malloc((v->nb ? v->nb : 1) * sizeof(*w->at))) ||
@@ -735,7 +803,8 @@ static int read_buckets_par(amber_dir *d, amber_snapshot *s, const amber_fanout_
 			free(w->at);
 			free(w);
 		}
-		return amber_fail(AMBER_ERROR, "out of memory");
+		amber_fail(AMBER_ERROR, "out of memory");
+		return NULL;
 	}
 	d->cap = total;
 	for (size_t i = 0; i < v->nb; i++) {
@@ -744,6 +813,7 @@ static int read_buckets_par(amber_dir *d, amber_snapshot *s, const amber_fanout_
 	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->idle, NULL);
+	pthread_cond_init(&w->progress, NULL);
 	w->refs = 1;
 	w->nb = w->failed = v->nb;
 	w->s = s;
@@ -768,6 +838,18 @@ static int read_buckets_par(amber_dir *d, amber_snapshot *s, const amber_fanout_
 		}
 		pthread_attr_destroy(&attr);
 	}
+	return w;
+}
+
+/* Every bucket into d, on several threads (see DIR_HELPERS_MAX). */
+static int read_buckets_par(amber_dir *d, amber_snapshot *s, const amber_fanout_view *v,
+			    const char *what, size_t total)
+{
+	struct bucket_work *w = work_start(d, s, v, what, total);
+	int rc = 0;
+
+	if (!w)
+		return AMBER_ERROR;
 	work_run(w);
 	pthread_mutex_lock(&w->lock);
 	while (w->busy)
@@ -811,15 +893,157 @@ static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_fanout_view
 	return rc;
 }
 
-int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
+/* ---- streamed listings ---------------------------------------------------------
+ *
+ * A streamed listing of a fanned-out directory holds its buckets in bucket
+ * order (each bucket in name order), decoded by helper threads from the
+ * open on, and by a reader that gets ahead of them: the first entries are
+ * there after one bucket instead of all of them, and a walk lists them
+ * while the rest are decoded on the other cores.  A name is looked up in
+ * the bucket its token falls in.
+ */
+
+/* The bucket holding entry i: the last whose first entry is at or before i. */
+static size_t stream_bucket_of(const amber_dir *d, size_t i)
+{
+	const size_t *at = d->w->at;
+	size_t lo = 0, hi = d->v.nb;
+
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (at[mid] <= i)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Wait until bucket k is decoded, decoding the buckets up to it that no
+ * helper has taken yet; its error if it (or one before it) failed. */
+static int stream_wait(const amber_dir *d, size_t k)
+{
+	struct bucket_work *w = d->w;
+	size_t i;
+	int rc = 0;
+
+	pthread_mutex_lock(&w->lock);
+	while (!w->done[k]) {
+		if (w->failed <= k) {
+			rc = amber_fail(w->rc, "%s", w->msg);
+			break;
+		}
+		if (w->next <= k && work_take(w, &i)) {
+			pthread_mutex_unlock(&w->lock);
+			work_one(w, i);         /* returns with the lock held */
+			continue;
+		}
+		pthread_cond_wait(&w->progress, &w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+static int stream_find(const amber_dir *d, const char *name, size_t len, const amber_entry **out)
+{
+	char tok[AMBER_TOKEN_HEXSZ + 1];
+	unsigned id;
+	size_t lo = 0, hi = d->v.nb;
+	int rc;
+
+	*out = NULL;
+	amber_name_token(tok, amber_archive_keys(d->w->s->a), name, len);
+	id = amber_token_bucket(tok, d->v.bits);
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (d->v.b[mid].id == id) {
+			if ((rc = stream_wait(d, mid)) < 0)
+				return rc;
+			*out = search(d->e, d->w->at[mid], d->w->at[mid] + d->v.b[mid].count, name,
+				      len);
+			return 0;
+		}
+		if (d->v.b[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;       /* no bucket: no such name */
+}
+
+/* Stop the helpers, wait for the buckets in flight, free what was decoded. */
+static void stream_free(amber_dir *d)
+{
+	struct bucket_work *w = d->w;
+
+	pthread_mutex_lock(&w->lock);
+	w->next = w->nb;
+	while (w->busy)
+		pthread_cond_wait(&w->idle, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+	for (size_t i = 0; i < d->v.nb; i++)
+		for (size_t j = 0; w->done[i] && j < d->v.b[i].count; j++)
+			amber_entry_dispose(&d->e[w->at[i] + j]);
+	free(d->e);
+	work_put(w);
+}
+
+int amber_dir_complete(const amber_dir *d)
+{
+	struct bucket_work *w = d->w;
+	int all = 1;
+
+	if (!w)
+		return 1;
+	pthread_mutex_lock(&w->lock);
+	for (size_t i = 0; all && i < w->nb; i++)
+		all = w->done[i];
+	pthread_mutex_unlock(&w->lock);
+	return all;
+}
+
+/* Start d as a streamed listing of the buckets of v (taken over). */
+static int stream_open(amber_dir *d, amber_snapshot *s, amber_fanout_view *v, const char *what,
+		       size_t total)
+{
+	d->v = *v;
+	v->b = NULL;
+	if (!(d->what = strdup(what)))
+		return amber_fail(AMBER_ERROR, "out of memory");
+	if (!(d->w = work_start(d, s, &d->v, d->what, total)))
+		return AMBER_ERROR;
+	d->n = d->cap = total;
+	return 0;
+}
+
+/* Whether v can be streamed: ids in order, as the format has them, many
+ * buckets (a few are decoded at once), and a count that fits in memory. */
+static int streamable(const amber_fanout_view *v, size_t *total)
+{
+	*total = 0;
+	for (size_t i = 0; i < v->nb; i++) {
+		if (i && v->b[i - 1].id >= v->b[i].id)
+			return 0;
+		*total += v->b[i].count;
+	}
+	return v->nb >= DIR_PAR_MIN && *total <= DIR_PRESIZE_MAX;
+}
+
+int amber_dir_open_ext(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
+		       unsigned flags)
 {
 	amber_fanout_view v = {0};
 	amber_dir *d = calloc(1, sizeof(*d));
 	char what[AMBER_NAME_MAX + 64];
 	int rc = d ? amber_dir_buckets(&v, s, dir) : amber_fail(AMBER_ERROR, "out of memory");
+	size_t total;
 
 	dir_what(what, sizeof(what), dir);
-	if (rc == 0 && v.b)
+	if (rc == 0 && v.b && (flags & AMBER_DIR_STREAM) && streamable(&v, &total))
+		rc = stream_open(d, s, &v, what, total);
+	else if (rc == 0 && v.b)
 		rc = read_buckets(d, s, &v, what);
 	else if (rc == 0)
 		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, NULL, 0, what);
@@ -830,6 +1054,11 @@ int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
 	}
 	*out = d;
 	return 0;
+}
+
+int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir)
+{
+	return amber_dir_open_ext(out, s, dir, 0);
 }
 
 /* ---- paths -------------------------------------------------------------------- */
