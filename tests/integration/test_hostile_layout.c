@@ -806,3 +806,88 @@ Test(hostile_layout, forged_layout_2_objects_are_named_refused_and_never_served)
 	free(arch);
 	free(src);
 }
+
+/*
+ * A bucket damaged midway through a large directory (its entry count
+ * forged, its parents' sums made to agree): the mount lists the directory
+ * in bucket order while its buckets are decoded, so every entry of the
+ * buckets before the damaged one is listed and served exactly, then
+ * readdir fails with EIO; a name the listing did not reach is EIO or its
+ * source's bytes, never anything else.  Before listings were streamed the
+ * whole directory was EIO.
+ */
+Test(hostile_layout, a_bucket_damaged_midway_lists_the_buckets_before_it_then_eio)
+{
+	char *src = pjoin(IT.tmp, "src"), base[41];
+	char *arch = make_archive(src, base);
+	amber_fanout_node n0, n1;
+	size_t before, k;
+	forge f;
+
+	pack_begin(arch);
+	forge_open(&f, arch, base);
+	amber_entry *d = fanned_dir(&f, &n0);
+	get_node(&n1, f.arch, &n0.c[1].link);
+	cr_assert(n1.n >= 2, "node 1 has %zu buckets", n1.n);
+	k = n1.n / 2;
+	before = n0.c[0].count;
+	for (size_t j = 0; j < k; j++)
+		before += n1.c[j].count;
+	n1.c[k].count++;
+	n0.c[1].count++;
+	put_node(&n0.c[1].link, n0.c[1].tree_oid, f.arch, &n1, 0);
+	put_node(&d->link, d->tree_oid, f.arch, &n0, 0);
+	char *id = forge_commit(&f);
+	forge_dispose(&f);
+	pack_end();
+	amber_store_free(ST);
+	ST = NULL;
+
+	const char *mnt = fg_mount(arch);
+	char *dir = xasprintf("%s/ids/%s/d", mnt, id);
+	char listed[NFILES] = {0};
+	size_t n = 0;
+	DIR *dd = opendir(dir);
+	struct dirent *de;
+	cr_assert(dd, "opendir %s: %s", dir, strerror(errno));
+	errno = 0;
+	while ((de = readdir(dd))) {
+		unsigned i;
+		char tail;
+		if (de->d_name[0] == '.')
+			continue;
+		cr_assert(sscanf(de->d_name, "f%4u%c", &i, &tail) == 1 && i < NFILES,
+			  "readdir listed a name that is not the source's: %s", de->d_name);
+		cr_assert(!listed[i], "readdir listed %s twice", de->d_name);
+		listed[i] = 1;
+		n++;
+		errno = 0;
+	}
+	cr_assert_eq(errno, EIO, "readdir should stop at the damaged bucket with EIO: %s",
+		     strerror(errno));
+	closedir(dd);
+	cr_assert_eq(n, before, "readdir listed %zu entries; the buckets before the damaged "
+		     "one hold %zu", n, before);
+
+	size_t eio = 0;
+	for (int i = 0; i < NFILES; i++) {
+		char rel[32];
+		snprintf(rel, sizeof(rel), "d/f%04d", i);
+		char *mp = xasprintf("%s/ids/%s/%s", mnt, id, rel), *sp = pjoin(src, rel);
+		int e = expect_served(mp, sp, !listed[i], "a bucket damaged midway");
+		cr_assert(!listed[i] || !e, "%s was listed but not served", rel);
+		eio += (size_t)e;
+		free(mp);
+		free(sp);
+	}
+	cr_assert(eio > 0, "no name past the damaged bucket failed");
+	cr_assert(fg_alive(), "the daemon died");
+	char *g = xasprintf("%s/ids/%s", mnt, base);
+	assert_trees_equal(src, g, TD_SKIP_ROOT_META, "the genuine snapshot through the mount");
+	fg_unmount();
+	free(g);
+	free(dir);
+	free(id);
+	free(arch);
+	free(src);
+}
