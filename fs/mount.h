@@ -137,11 +137,6 @@ struct mnt_slab {
 	void *free[MNT_SLAB_CLASSES];   /* freed blocks of each class, linked through them */
 	char *chunks;                   /* every chunk, linked through its first word */
 	size_t chunk_bytes;
-	/* the next chunk, mapped and faulted in ahead by a thread of its own */
-	char *spare;
-	int want_spare, prep_started, prep_stop;
-	pthread_cond_t prep_cond;
-	pthread_t prep;
 };
 
 /** One stream's time line, opened lazily (guarded by mnt.tl_lock). */

@@ -890,7 +890,8 @@ static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
 	return d;
 }
 
-amber_dir *mnt_dir_peek(struct mnt *m, struct mnt_node *n)
+/* n's cached listing with a reference taken (touch: as used now), or NULL. */
+static amber_dir *dir_take(struct mnt *m, struct mnt_node *n, int touch)
 {
 	struct mnt_dirslot *s;
 	amber_dir *d = NULL;
@@ -899,30 +900,26 @@ amber_dir *mnt_dir_peek(struct mnt *m, struct mnt_node *n)
 	s = dir_slot(m, n->id);
 	if (s) {
 		s->refs++;
+		if (touch)
+			s->used = ++m->dir_clock;
 		d = s->d;
 	}
 	pthread_mutex_unlock(&m->dir_lock);
 	return d;
 }
 
+amber_dir *mnt_dir_peek(struct mnt *m, struct mnt_node *n)
+{
+	return dir_take(m, n, 0);
+}
+
 int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out)
 {
-	struct mnt_dirslot *s;
-	amber_dir *d = NULL;
+	amber_dir *d;
 	int rc;
 
-	pthread_mutex_lock(&m->dir_lock);
-	s = dir_slot(m, n->id);
-	if (s) {
-		s->refs++;
-		s->used = ++m->dir_clock;
-		d = s->d;
-	}
-	pthread_mutex_unlock(&m->dir_lock);
-	if (d) {
-		*out = d;
+	if ((*out = dir_take(m, n, 1)) != NULL)
 		return 0;
-	}
 	rc = amber_dir_open_ext(&d, n->snap->s, n->e, AMBER_DIR_STREAM);
 	if (rc)
 		return mnt_errno(m, rc, n->snap->id);

@@ -17,11 +17,6 @@
  * to -o node_cache; they are unmapped when the table is destroyed.  Blocks
  * larger than the largest class (nodes with long names) come from malloc.
  *
- * Faulting a chunk in (the kernel zeroes 2 MiB, and on a virtual machine
- * the host backs it too) took a tenth of the daemon's time in a first walk.
- * So once the newest chunk is half used, a thread maps and faults in the
- * next one, and the walk finds it ready.
- *
  * Under AddressSanitizer the chunks are poisoned except for the blocks in
  * use, so a stray access to a freed node is still reported.
  */
@@ -46,7 +41,6 @@ void mnt_slab_init(struct mnt_slab *s)
 {
 	memset(s, 0, sizeof(*s));
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->prep_cond, NULL);
 }
 
 /* A new chunk, 2 MiB-aligned (a huge page can only map an aligned one), or NULL. */
@@ -69,59 +63,15 @@ static char *chunk_map(void)
 	return p;
 }
 
-/* The spare chunk's maker: one at a time, when asked. */
-static void *prep_main(void *arg)
-{
-	struct mnt_slab *s = arg;
-
-	pthread_mutex_lock(&s->lock);
-	while (!s->prep_stop) {
-		char *c;
-
-		if (s->spare || !s->want_spare) {
-			pthread_cond_wait(&s->prep_cond, &s->lock);
-			continue;
-		}
-		pthread_mutex_unlock(&s->lock);
-		if ((c = chunk_map()) != NULL) {
-#ifdef MADV_POPULATE_WRITE
-			(void)madvise(c, MNT_SLAB_CHUNK, MADV_POPULATE_WRITE);
-#endif
-		}
-		pthread_mutex_lock(&s->lock);
-		s->want_spare = 0;
-		s->spare = c;
-	}
-	pthread_mutex_unlock(&s->lock);
-	return NULL;
-}
-
-/* Caller holds s->lock: ask for a spare chunk (the thread starts on the
- * first ask, after the daemon forked).  Without a thread, chunks are
- * mapped when needed, as they would be anyway. */
-static void ask_spare(struct mnt_slab *s)
-{
-	s->want_spare = 1;
-	if (s->prep_started) {
-		pthread_cond_signal(&s->prep_cond);
-	} else if (pthread_create(&s->prep, NULL, prep_main, s) == 0) {
-		s->prep_started = 1;
-	} else {
-		s->prep_started = -1;   /* do not try again */
-	}
-}
-
 /* Caller holds s->lock: a fresh block of class size `size` from the chunks. */
 static void *bump(struct mnt_slab *s, size_t size)
 {
 	char *p;
 
 	if (s->left < size) {
-		char *c = s->spare;
+		char *c = chunk_map();
 
-		if (c)
-			s->spare = NULL;
-		else if (!(c = chunk_map()))
+		if (!c)
 			return NULL;
 		*(char **)(void *)c = s->chunks;
 		s->chunks = c;
@@ -132,8 +82,6 @@ static void *bump(struct mnt_slab *s, size_t size)
 	p = s->cur;
 	s->cur += size;
 	s->left -= size;
-	if (s->left < MNT_SLAB_CHUNK / 2 && !s->spare && !s->want_spare && s->prep_started >= 0)
-		ask_spare(s);
 	return p;
 }
 
@@ -184,7 +132,7 @@ size_t mnt_slab_bytes(struct mnt_slab *s)
 	size_t n;
 
 	pthread_mutex_lock(&s->lock);
-	n = s->chunk_bytes + (s->spare ? MNT_SLAB_CHUNK : 0);
+	n = s->chunk_bytes;
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }
@@ -192,16 +140,6 @@ size_t mnt_slab_bytes(struct mnt_slab *s)
 /* Every block must have been freed (or be abandoned with the table). */
 void mnt_slab_destroy(struct mnt_slab *s)
 {
-	pthread_mutex_lock(&s->lock);
-	s->prep_stop = 1;
-	pthread_cond_signal(&s->prep_cond);
-	pthread_mutex_unlock(&s->lock);
-	if (s->prep_started > 0)
-		pthread_join(s->prep, NULL);
-	if (s->spare) {
-		UNPOISON(s->spare, MNT_SLAB_CHUNK);
-		munmap(s->spare, MNT_SLAB_CHUNK);
-	}
 	while (s->chunks) {
 		char *c = s->chunks;
 
@@ -210,6 +148,5 @@ void mnt_slab_destroy(struct mnt_slab *s)
 		munmap(c, MNT_SLAB_CHUNK);
 	}
 	pthread_mutex_destroy(&s->lock);
-	pthread_cond_destroy(&s->prep_cond);
 	memset(s, 0, sizeof(*s));
 }
