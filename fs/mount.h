@@ -190,6 +190,7 @@ struct mnt_counters {
 	atomic_uint_fast64_t reads;
 	atomic_uint_fast64_t read_bytes;
 	atomic_uint_fast64_t nodes_dropped;     /* names the kernel was asked to forget */
+	atomic_uint_fast64_t readdir_ahead;     /* readdir replies made ahead and taken */
 };
 
 /** The daemon's state; fuse_req_userdata() of every request. */

@@ -309,10 +309,66 @@ static void amberfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* Directories ------------------------------------------------------------------ */
 
+/*
+ * An open directory of a snapshot: its listing, and the reply to the next
+ * request of a walk, made ahead.
+ *
+ * A walk (find, du, rsync) reads a large directory in batches, a request
+ * each.  Between two of them the kernel turns the last reply into dentries
+ * and inodes and the walker takes its entries, while the daemon sat idle;
+ * then the daemon made the next batch's nodes while they sat idle.  So the
+ * thread that answered a batch with entries still to come goes on to make
+ * the next one, and the request for it (the same offset, size and kind) is
+ * answered as soon as it comes: the two halves of the work overlap.  A
+ * request for anything else (seekdir, another buffer size) drops the batch
+ * made ahead and gives back the lookups its entries hold; so does
+ * releasedir, and an interrupted reply gives back its own.
+ */
+struct rd_batch {
+	char *buf;
+	size_t cap, used;
+	fuse_ino_t *ids;                /* the nodes whose lookups it hands over */
+	size_t nids, cap_ids;
+	off_t off;                      /* the request it answers: offset, size, kind */
+	size_t size;
+	int plus;
+	int more;                       /* entries follow it */
+	off_t next;                     /* the offset after its last entry */
+	int ready;                      /* made ahead, not sent yet */
+};
+
+struct dirh {
+	amber_dir *d;
+	pthread_mutex_t lock;           /* one request at a time, and the batches */
+	struct rd_batch b[2];           /* the reply being sent, the one made ahead */
+	unsigned ahead;                 /* the index in b of the one made ahead */
+};
+
+/* Give back the lookups a batch holds (it was not sent, or not taken), and empty it. */
+static void batch_drop(struct mnt *m, struct rd_batch *b)
+{
+	for (size_t i = 0; i < b->nids; i++)
+		mnt_node_forget(m, b->ids[i], 1);
+	b->nids = 0;
+	b->used = 0;
+	b->ready = 0;
+}
+
+static void dirh_free(struct mnt *m, struct dirh *h)
+{
+	for (size_t i = 0; i < 2; i++) {
+		batch_drop(m, &h->b[i]);
+		free(h->b[i].buf);
+		free(h->b[i].ids);
+	}
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
 static int do_opendir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mnt_node *n = mnt_node_by_id(m, ino);
-	amber_dir *d = NULL;
+	struct dirh *h;
 	int rc;
 
 	if (!n)
@@ -322,11 +378,16 @@ static int do_opendir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 		return mnt_layout_is_virtual_dir(n) ? 0 : ENOTDIR;
 	if (n->e->type != AMBER_T_DIR)
 		return ENOTDIR;
+	if (!(h = calloc(1, sizeof(*h))))
+		return ENOMEM;
 	/* the cached listing lookups use, held (and counted) until releasedir */
-	rc = mnt_dir_get(m, n, &d);
-	if (rc)
+	rc = mnt_dir_get(m, n, &h->d);
+	if (rc) {
+		free(h);
 		return rc;
-	fi->fh = (uint64_t)(uintptr_t)d;
+	}
+	pthread_mutex_init(&h->lock, NULL);
+	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->cache_readdir = 1;
 	fi->keep_cache = 1;
 	return 0;
@@ -336,9 +397,16 @@ static int do_opendir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 static void put_dir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct mnt_node *n = mnt_node_by_id(m, ino);
+	struct dirh *h = (struct dirh *)(uintptr_t)fi->fh;
 
-	if (fi->fh && n)
-		mnt_dir_put(m, n, (amber_dir *)(uintptr_t)fi->fh);
+	if (h) {
+		/* the last request on h: wait for a batch still being made ahead */
+		pthread_mutex_lock(&h->lock);
+		pthread_mutex_unlock(&h->lock);
+		if (n)
+			mnt_dir_put(m, n, h->d);
+		dirh_free(m, h);
+	}
 	fi->fh = 0;
 }
 
@@ -360,12 +428,17 @@ static void amberfs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_fi
 
 /* One readdir reply being filled. */
 struct rd {
-	fuse_req_t req;
+	fuse_req_t req;                 /* libfuse's entry encoders do not use it */
 	struct mnt *m;
 	struct mnt_node *dir;
 	char *buf;
 	size_t size, used;
 	int plus;
+	/* a snapshot directory's reply (rd_snapdir) */
+	fuse_ino_t *ids;                /* the nodes whose lookups it hands over */
+	size_t nids;
+	int more;                       /* it stopped for room: entries follow */
+	off_t next;                     /* the offset after its last entry */
 };
 
 /* Add one entry; `node` (readdirplus) already carries the lookup it hands over. */
@@ -474,6 +547,8 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 {
 	size_t count = amber_dir_count(d);
 
+	r->next = off > 2 ? off : 2;
+
 	for (size_t i = off > 2 ? (size_t)off - 2 : 0; i < count; i++) {
 		const amber_entry *ce;
 		struct stat st = {0};
@@ -487,10 +562,15 @@ static int rd_snapdir(struct rd *r, amber_dir *d, off_t off)
 		st.st_mode = type_bits(ce->type);
 		st.st_ino = amber_entry_ino(r->m->a, ce);
 		/* a too deep directory is listed, but only a lookup (EIO) tells */
-		if (r->plus && !too_deep(r->dir, ce) && !(n = rd_child(r, ce, st.st_ino)))
-			return r->used ? 0 : ENOMEM;
+		if (r->plus && !too_deep(r->dir, ce)) {
+			if (!(n = rd_child(r, ce, st.st_ino)))
+				return r->used ? 0 : ENOMEM;
+			r->ids[r->nids++] = n->id;
+		}
 		rd_add(r, ce->name, &st, n, (off_t)(i + 3));
+		r->next = (off_t)(i + 3);
 	}
+	r->more = r->next < (off_t)count + 2;
 	return 0;
 }
 
@@ -545,31 +625,114 @@ static char *rd_buffer(size_t size)
 	return b->p;
 }
 
-static int do_readdir(struct rd *r, fuse_ino_t ino, off_t off, struct fuse_file_info *fi)
+/* A virtual directory's reply (no lookups handed over), into a per-thread buffer. */
+static void readdir_virtual(fuse_req_t req, struct mnt *m, struct mnt_node *dir, size_t size,
+			    off_t off, int plus)
 {
-	r->dir = mnt_node_by_id(r->m, ino);
-	if (!r->dir)
-		return ESTALE;
-	r->buf = rd_buffer(r->size);
-	if (!r->buf)
-		return ENOMEM;
-	if (rd_dots(r, off))
-		return 0;
-	if (fi->fh)
-		return rd_snapdir(r, (amber_dir *)(uintptr_t)fi->fh, off);
-	return mnt_layout_list(r->m, r->dir, off < 2 ? 2 : off, rd_emit, r);
+	struct rd r = {NULL, m, dir, rd_buffer(size), size, 0, plus, NULL, 0, 0, 0};
+	int err = 0;
+
+	if (!r.buf)
+		err = ENOMEM;
+	else if (!rd_dots(&r, off))
+		err = mnt_layout_list(m, dir, off < 2 ? 2 : off, rd_emit, &r);
+	if (err && r.used == 0)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, r.buf, r.used);
+}
+
+/* Room in b for a reply of size bytes and the ids of its entries. */
+static int batch_room(struct rd_batch *b, size_t size, int plus)
+{
+	size_t ids = plus ? size / rd_room(1, "", 0) + 1 : 0;   /* no entry is smaller */
+	void *p;
+
+	if (b->cap < size) {
+		if (!(p = realloc(b->buf, size)))
+			return ENOMEM;
+		b->buf = p;
+		b->cap = size;
+	}
+	if (b->cap_ids < ids) {
+		if (!(p = realloc(b->ids, ids * sizeof(*b->ids))))
+			return ENOMEM;
+		b->ids = p;
+		b->cap_ids = ids;
+	}
+	return 0;
+}
+
+/* The reply to a request (off, size, plus) of directory dir into b. */
+static int batch_fill(struct mnt *m, struct mnt_node *dir, amber_dir *d, struct rd_batch *b,
+		      off_t off, size_t size, int plus)
+{
+	struct rd r = {NULL, m, dir, NULL, size, 0, plus, NULL, 0, 0, 0};
+	int err = batch_room(b, size, plus);
+
+	b->used = b->nids = 0;
+	b->more = 0;
+	if (err)
+		return err;
+	r.buf = b->buf;
+	r.ids = b->ids;
+	if (!rd_dots(&r, off))
+		err = rd_snapdir(&r, d, off);
+	b->used = r.used;
+	b->nids = r.nids;
+	b->off = off;
+	b->size = size;
+	b->plus = plus;
+	b->more = !err && r.more;
+	b->next = r.next;
+	return err;
+}
+
+static void readdir_snap(fuse_req_t req, struct mnt *m, struct mnt_node *dir, struct dirh *h,
+			 size_t size, off_t off, int plus)
+{
+	struct rd_batch *b;
+	int err = 0;
+
+	pthread_mutex_lock(&h->lock);
+	b = &h->b[h->ahead];
+	if (b->ready && b->off == off && b->size == size && b->plus == plus) {
+		h->ahead ^= 1;  /* answered by the batch made ahead */
+		atomic_fetch_add(&m->n.readdir_ahead, 1);
+	} else {
+		batch_drop(m, b);
+		b = &h->b[h->ahead ^ 1];
+		err = batch_fill(m, dir, h->d, b, off, size, plus);
+	}
+	b->ready = 0;
+	if (err && b->used == 0)
+		fuse_reply_err(req, err);
+	else if (fuse_reply_buf(req, b->buf, b->used) == -ENOENT)
+		batch_drop(m, b);       /* interrupted: the kernel took none of its lookups */
+	b->nids = 0;
+	if (b->more) {                  /* the next batch, while the kernel takes this one */
+		struct rd_batch *a = &h->b[h->ahead];
+
+		if (batch_fill(m, dir, h->d, a, b->next, size, plus) == 0 && a->used)
+			a->ready = 1;
+		else
+			batch_drop(m, a);
+	}
+	pthread_mutex_unlock(&h->lock);
 }
 
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			   struct fuse_file_info *fi, int plus)
 {
-	struct rd r = {req, M(req), NULL, NULL, size, 0, plus};
-	int err = do_readdir(&r, ino, off, fi);
+	struct mnt *m = M(req);         /* the reply frees req */
+	struct mnt_node *dir = mnt_node_by_id(m, ino);
 
-	if (err && r.used == 0)
-		fuse_reply_err(req, err);
+	if (!dir)
+		fuse_reply_err(req, ESTALE);
+	else if (fi->fh)
+		readdir_snap(req, m, dir, (struct dirh *)(uintptr_t)fi->fh, size, off, plus);
 	else
-		fuse_reply_buf(req, r.buf, r.used);
+		readdir_virtual(req, m, dir, size, off, plus);
 }
 
 static void amberfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -864,7 +1027,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		mem.pack_map_max + mem.git_objects_max + buffers + pool_max;
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
-		 "dirs_decoded=%llu cache_hits=%llu "
+		 "dirs_decoded=%llu cache_hits=%llu readdir_ahead=%llu "
 		 "rss_bytes=%zu bound_bytes=%llu "
 		 "chunk_cache_bytes=%llu chunk_cache_max=%llu "
 		 "dir_cache_bytes=%zu dir_cache_max=%zu "
@@ -878,7 +1041,8 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 (unsigned long long)atomic_load(&m->n.reads),
 		 (unsigned long long)atomic_load(&m->n.read_bytes),
 		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
-		 (unsigned long long)c.cache_hits, rss, bound,
+		 (unsigned long long)c.cache_hits,
+		 (unsigned long long)atomic_load(&m->n.readdir_ahead), rss, bound,
 		 (unsigned long long)mem.cache_bytes, (unsigned long long)mem.cache_max,
 		 dir_bytes, m->o.dir_cache, nodes, node_bytes, m->o.node_cache,
 		 (unsigned long long)atomic_load(&m->n.nodes_dropped), mnt_slab_bytes(&m->slab),
