@@ -551,6 +551,7 @@ static int serve(struct mnt *m, struct fuse_session *se)
 		rc = fuse_session_loop_mt(se, cfg);
 		fuse_loop_cfg_destroy(cfg);
 	}
+	mnt_store_stop(m);
 	mnt_trim_stop(m);
 	return rc;
 }

@@ -9,6 +9,7 @@
  *                tags/, ids/, and the per-stream time lines
  * mount_ops.c    the FUSE low-level handlers
  * mount_slab.c   the memory of nodes: blocks in 2 MiB chunks
+ * mount_store.c  small files stored in the kernel's page cache ahead of reads
  */
 #ifndef AMBERFS_MOUNT_H
 #define AMBERFS_MOUNT_H
@@ -102,6 +103,7 @@ struct mnt_node {
 	struct mnt_snap *snap;          /* MK_SNAPROOT, MK_ENTRY: one reference */
 	amber_entry *e;                 /* MK_SNAPROOT, MK_ENTRY: owned copy */
 	int e_inline;                   /* e (and name) sit in the node's own block */
+	atomic_uchar stored;            /* queued to be stored in the kernel's cache */
 	unsigned slab_cls;              /* the block's class in mnt.slab, 0: malloc'd */
 	/* MK_ENTRY files: where the last read ended, to tell a sequential
 	 * reader (files are opened without asking the daemon, so there is no
@@ -191,6 +193,23 @@ struct mnt_counters {
 	atomic_uint_fast64_t read_bytes;
 	atomic_uint_fast64_t nodes_dropped;     /* names the kernel was asked to forget */
 	atomic_uint_fast64_t readdir_ahead;     /* readdir replies made ahead and taken */
+	atomic_uint_fast64_t stored;            /* files stored in the kernel's cache ahead */
+};
+
+/* The most pieces of decoded chunks a read is answered with (chunks are at
+ * least 128 KiB, so only a corrupt index needs more). */
+#define MNT_READ_PIECES 16
+
+/* Files waiting to be stored in the kernel's page cache (mount_store.c). */
+#define MNT_STORE_QUEUE 64u
+struct mnt_store {
+	pthread_mutex_t lock;           /* everything below */
+	pthread_cond_t cond;            /* a file was queued, or stop */
+	struct mnt_node *ring[MNT_STORE_QUEUE]; /* each holding one lookup */
+	size_t head, tail;
+	int started;                    /* 1 running, -1 could not start */
+	int stop;
+	pthread_t thread;
 };
 
 /** The daemon's state; fuse_req_userdata() of every request. */
@@ -240,6 +259,7 @@ struct mnt {
 	} day;
 
 	struct mnt_counters n;
+	struct mnt_store store;
 	atomic_int readahead_set;       /* the bdi read-ahead was raised (or tried) */
 	int no_open;                    /* the kernel opens files without asking */
 };
@@ -272,6 +292,15 @@ void mnt_nodeinfo_dispose(struct mnt *m, struct mnt_nodeinfo *info);
  */
 void mnt_trim_start(struct mnt *m, struct fuse_session *se);
 void mnt_trim_stop(struct mnt *m);
+
+/* mount_store.c */
+void mnt_store_init(struct mnt *m);
+/** Queue file node n (holding one lookup, given back once stored); 0 if not queued. */
+int mnt_store_queue(struct mnt *m, struct mnt_node *n);
+/** Store n's whole content in the kernel's page cache now. */
+void mnt_store_file(struct mnt *m, struct mnt_node *n);
+/** Stop the thread, giving back the lookups of the files still queued. */
+void mnt_store_stop(struct mnt *m);
 /** Node count and bytes, and the listing cache's bytes (all, held ones included). */
 void mnt_table_usage(struct mnt *m, size_t *nodes, size_t *node_bytes, size_t *dir_bytes);
 

@@ -186,6 +186,7 @@ int mnt_table_init(struct mnt *m)
 
 	/* (the root from malloc: the chunks are mapped after the fork) */
 	mnt_slab_init(&m->slab);
+	mnt_store_init(m);
 	root = node_alloc(NULL, "", 0, NULL);
 	m->nbuckets = 1024;
 	m->by_id = calloc(m->nbuckets, sizeof(*m->by_id));

@@ -790,11 +790,9 @@ static void amberfs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_inf
 /*
  * A read is answered straight from the decoded chunks (writev of pieces
  * pinned in the cache): no buffer to allocate and fill per request.  A
- * request spanning more pieces than MNT_READ_PIECES (chunks are at least
- * 128 KiB, so only a corrupt index gets there) is copied instead, because a
- * short reply would read as the end of the file.
+ * request spanning more pieces than MNT_READ_PIECES (mount.h) is copied
+ * instead, because a short reply would read as the end of the file.
  */
-#define MNT_READ_PIECES 16
 
 struct mnt_read {
 	amber_piece p[MNT_READ_PIECES];
@@ -805,24 +803,47 @@ struct mnt_read {
 };
 
 /*
- * Read-ahead across files: a tool that copies a tree (rsync, cp -r, tar)
- * reads its files one after the other in name order, which is the order
- * of a listing, and a small file is one read.  So when the first read of
- * a small file (one object) comes right after the one of the file before
- * it in the listing, the next MNT_SIBLINGS_AHEAD small files are decoded
- * in the background, if the listing is at hand: their reads find them in
- * the cache, and the decoding runs on another core while the tool works
- * on the file before.  A reader that picks files (diff -r reads only the
- * changed ones) does not set it off.
+ * Read-ahead across files: a tool that copies a tree reads its files one
+ * after the other, in the order of the listing (cp -r, tar) or in name
+ * order (rsync sorts its file list; a large directory lists bucket by
+ * bucket), and a small file is one read.  So when the first read of a
+ * small file (one object) comes right after the one of the file before it
+ * in either order, the next MNT_SIBLINGS_AHEAD small files in that order
+ * are decoded in the background, if the listing is at hand: their reads
+ * find them in the cache, and the decoding runs on another core while the
+ * tool works on the file before.  A reader that picks files (diff -r reads
+ * only the changed ones) does not set it off.
  */
 #define MNT_SIBLINGS_AHEAD 8
+
+/* Sibling e of file n decoded ahead: stored in the kernel's page cache if
+ * the kernel holds its inode (mount_store.c), else into the chunk cache. */
+static void prefetch_one(struct mnt *m, struct mnt_node *n, const amber_entry *e)
+{
+	struct mnt_node *s;
+
+	if (e->type != AMBER_T_REG || e->content != AMBER_C_BLOB || e->size == 0)
+		return;
+	if ((s = mnt_node_find(m, n->parent, e->name)) != NULL) {
+		if (s->kind == MK_ENTRY && s->e && s->e->type == AMBER_T_REG &&
+		    atomic_exchange(&s->stored, 1)) {
+			mnt_node_forget(m, s->id, 1);   /* queued already */
+			return;
+		}
+		if (s->kind == MK_ENTRY && s->e && s->e->type == AMBER_T_REG &&
+		    mnt_store_queue(m, s))
+			return;
+		mnt_node_forget(m, s->id, 1);
+	}
+	amber_file_prefetch(n->snap->s, e, 0);
+}
 
 static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
 {
 	struct mnt_node *parent = n->parent;
 	const amber_entry *self, *first;
 	amber_dir *d;
-	size_t count, i;
+	size_t count, i, k, last;
 
 	if (!parent || !in_snapshot(parent) || !(d = mnt_dir_peek(m, parent)))
 		return;
@@ -831,16 +852,17 @@ static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
 	count = amber_dir_count(d);
 	self = amber_dir_lookup(d, n->e->name, n->e->name_len);
 	first = count ? amber_dir_entry(d, 0) : NULL;
-	if (self && first) {    /* a listing's entries are one array */
-		i = (size_t)(self - first);
-		if (atomic_exchange(&parent->read_end, i + 1) != i)
-			goto done;      /* not the file after the last one read */
-		for (size_t k = i + 1; k < count && k <= i + MNT_SIBLINGS_AHEAD; k++) {
-			const amber_entry *e = amber_dir_entry(d, k);
-
-			if (e->type == AMBER_T_REG && e->content == AMBER_C_BLOB)
-				amber_file_prefetch(n->snap->s, e, 0);
-		}
+	if (!self || !first)
+		goto done;
+	i = (size_t)(self - first);     /* a listing's entries are one array */
+	last = (size_t)atomic_exchange(&parent->read_end, i + 1);       /* 1 + the last */
+	if (last == i) {                /* the next in the listing */
+		for (k = i + 1; k < count && k <= i + MNT_SIBLINGS_AHEAD; k++)
+			prefetch_one(m, n, amber_dir_entry(d, k));
+	} else if (last && amber_dir_name_next(d, last - 1, &k) == 0 && k == i) {
+		for (size_t j = 0; j < MNT_SIBLINGS_AHEAD && amber_dir_name_next(d, k, &k) == 0 &&
+				   k < count; j++)
+			prefetch_one(m, n, amber_dir_entry(d, k));
 	}
 done:
 	mnt_dir_put(m, parent, d);
@@ -1027,7 +1049,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		mem.pack_map_max + mem.git_objects_max + buffers + pool_max;
 	snprintf(out, cap,
 		 "lookups=%llu opens=%llu reads=%llu read_bytes=%llu chunks_decoded=%llu "
-		 "dirs_decoded=%llu cache_hits=%llu readdir_ahead=%llu "
+		 "dirs_decoded=%llu cache_hits=%llu readdir_ahead=%llu stored=%llu "
 		 "rss_bytes=%zu bound_bytes=%llu "
 		 "chunk_cache_bytes=%llu chunk_cache_max=%llu "
 		 "dir_cache_bytes=%zu dir_cache_max=%zu "
@@ -1042,7 +1064,8 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 		 (unsigned long long)atomic_load(&m->n.read_bytes),
 		 (unsigned long long)c.chunks_decoded, (unsigned long long)c.dirs_decoded,
 		 (unsigned long long)c.cache_hits,
-		 (unsigned long long)atomic_load(&m->n.readdir_ahead), rss, bound,
+		 (unsigned long long)atomic_load(&m->n.readdir_ahead),
+		 (unsigned long long)atomic_load(&m->n.stored), rss, bound,
 		 (unsigned long long)mem.cache_bytes, (unsigned long long)mem.cache_max,
 		 dir_bytes, m->o.dir_cache, nodes, node_bytes, m->o.node_cache,
 		 (unsigned long long)atomic_load(&m->n.nodes_dropped), mnt_slab_bytes(&m->slab),

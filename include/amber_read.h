@@ -300,6 +300,14 @@ int amber_dir_entry_get(const amber_dir *d, size_t i, const amber_entry **out);
 int amber_dir_find(const amber_dir *d, const char *name, size_t len, const amber_entry **out);
 /** 1 once every entry is decoded (always, but for a streamed listing). */
 int amber_dir_complete(const amber_dir *d);
+/**
+ * The index of the entry after entry i in name order, in *next (the count
+ * after the last): i + 1 but in a streamed listing, whose name order is
+ * worked out once, when first asked for after it is complete.
+ * @return 0, or AMBER_ERROR (a streamed listing still being decoded, or out
+ *         of memory).
+ */
+int amber_dir_name_next(const amber_dir *d, size_t i, size_t *next);
 /** amber_dir_entry_get(), NULL on error too. */
 const amber_entry *amber_dir_entry(const amber_dir *d, size_t i);
 /** amber_dir_find(), NULL on error too. */

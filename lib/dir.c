@@ -33,6 +33,10 @@ struct amber_dir {
 	struct bucket_work *w;  /* NULL otherwise */
 	amber_fanout_view v;    /* owned */
 	char *what;             /* owned */
+	atomic_int complete;    /* every bucket was found decoded */
+	/* of a complete streamed listing, made when first asked for: the entry
+	 * after each in name order (n for the last) */
+	_Atomic(size_t *) name_next;
 };
 
 static void stream_free(amber_dir *d);
@@ -45,6 +49,7 @@ void amber_dir_free(amber_dir *d)
 		stream_free(d);
 	else
 		amber_entries_free(d->e, d->n);
+	free(atomic_load(&d->name_next));
 	free(d->v.b);
 	free(d->what);
 	free(d);
@@ -995,13 +1000,63 @@ int amber_dir_complete(const amber_dir *d)
 	struct bucket_work *w = d->w;
 	int all = 1;
 
-	if (!w)
+	if (!w || atomic_load_explicit(&d->complete, memory_order_acquire))
 		return 1;
 	pthread_mutex_lock(&w->lock);
 	for (size_t i = 0; all && i < w->nb; i++)
 		all = w->done[i];
 	pthread_mutex_unlock(&w->lock);
+	if (all)
+		atomic_store_explicit(&((amber_dir *)d)->complete, 1, memory_order_release);
 	return all;
+}
+
+/* Indexes into the listing (base), by their entries' names. */
+static int by_name_r(const void *a, const void *b, void *base)
+{
+	const amber_entry *x = &((const amber_entry *)base)[*(const size_t *)a];
+	const amber_entry *y = &((const amber_entry *)base)[*(const size_t *)b];
+
+	return amber_name_cmp(x->name, x->name_len, y->name, y->name_len);
+}
+
+int amber_dir_name_next(const amber_dir *d, size_t i, size_t *next)
+{
+	size_t *nx, *order, *none = NULL;
+
+	*next = d->n;
+	if (i >= d->n)
+		return 0;
+	if (!d->w) {                    /* in name order already */
+		*next = i + 1;
+		return 0;
+	}
+	if ((nx = atomic_load_explicit(&d->name_next, memory_order_acquire)) != NULL) {
+		*next = nx[i];
+		return 0;
+	}
+	if (!amber_dir_complete(d))
+		return amber_fail(AMBER_ERROR, "%s: the listing is still being decoded", d->what);
+	nx = malloc(d->n * sizeof(*nx));
+	order = malloc(d->n * sizeof(*order));
+	if (!nx || !order) {
+		free(nx);
+		free(order);
+		return amber_fail(AMBER_ERROR, "out of memory");
+	}
+	for (size_t k = 0; k < d->n; k++)
+		order[k] = k;
+	qsort_r(order, d->n, sizeof(*order), by_name_r, d->e);
+	for (size_t k = 0; k < d->n; k++)
+		nx[order[k]] = k + 1 < d->n ? order[k + 1] : d->n;
+	free(order);
+	/* another thread may have made it meanwhile: keep the first */
+	if (!atomic_compare_exchange_strong(&((amber_dir *)d)->name_next, &none, nx)) {
+		free(nx);
+		nx = none;
+	}
+	*next = nx[i];
+	return 0;
 }
 
 /* Start d as a streamed listing of the buckets of v (taken over). */

@@ -3939,10 +3939,24 @@ Test(mount, files_open_without_a_request_to_the_daemon)
 
 #define SIBLING_FILES 30
 
+/* The file at `mounted` holds exactly the bytes of `source`. */
+static void assert_same_bytes(const char *mounted, const char *source)
+{
+	size_t ml = 0, sl = 0;
+	char *m = read_file(mounted, &ml), *s = read_file(source, &sl);
+
+	cr_assert(ml == sl && memcmp(m, s, sl) == 0, "%s: %zu bytes, not the %zu of %s", mounted,
+		  ml, sl, source);
+	free(m);
+	free(s);
+}
+
 /*
- * A reader of file after file in listing order (rsync, cp -r, tar) finds
- * the next small files decoded ahead; a reader that picks files (diff -r)
- * does not set the read-ahead off.
+ * A reader of file after file (rsync, cp -r, tar) finds the next small
+ * files already in the kernel's page cache: the daemon decoded them and
+ * stored them there, so their reads never reach it, and they hold the
+ * source's bytes.  A reader that picks files (diff -r) does not set the
+ * read-ahead off.
  */
 Test(mount, reading_files_in_order_decodes_the_next_ones_ahead)
 {
@@ -3975,29 +3989,89 @@ Test(mount, reading_files_in_order_decodes_the_next_ones_ahead)
 	long long picked = stats_counter(s1, "chunks_decoded") - stats_counter(s0, "chunks_decoded");
 	cr_assert_eq(picked, 2, "reading f20 and f25 decoded %lld objects\nbefore: %s\nafter:  %s",
 		     picked, s0, s1);
+	cr_assert_eq(stats_counter(s1, "stored"), stats_counter(s0, "stored"),
+		     "picked files set the read-ahead off\nbefore: %s\nafter:  %s", s0, s1);
 
-	/* f00 then f01: f02..f09 are decoded ahead, and their reads hit the cache */
+	/* f00 then f01: f02..f09 are stored ahead, and their reads stay in the kernel */
 	for (int i = 0; i < 2; i++) {
 		char *f = xasprintf("%s/f%02d", snap, i);
 		cr_assert_eq(read_through(f, SIZE_MAX), 3000);
 		free(f);
 	}
-	sleep_s(0.5);   /* the read-ahead thread works in the background */
+	sleep_s(0.5);   /* the store thread works in the background */
 	char *s2 = xget_ok(mnt, "user.amberfs.stats");
 	for (int i = 2; i < 10; i++) {
-		char *f = xasprintf("%s/f%02d", snap, i);
-		cr_assert_eq(read_through(f, SIZE_MAX), 3000);
+		char *f = xasprintf("%s/f%02d", snap, i), *sf = xasprintf("%s/f%02d", src, i);
+		assert_same_bytes(f, sf);
 		free(f);
+		free(sf);
 	}
 	char *s3 = xget_ok(mnt, "user.amberfs.stats");
-	long long hits = stats_counter(s3, "cache_hits") - stats_counter(s2, "cache_hits");
-	cr_log_info("f02..f09 after f00 and f01: %lld cache hits; %s", hits, s3);
-	cr_assert_geq(hits, 8, "the 8 files after f01 were not decoded ahead: %lld cache hits\n"
-		      "before: %s\nafter:  %s", hits, s2, s3);
+	long long stored = stats_counter(s2, "stored") - stats_counter(s1, "stored");
+	long long reads = stats_counter(s3, "reads") - stats_counter(s2, "reads");
+	cr_log_info("f02..f09 after f00 and f01: %lld stored ahead, %lld read requests; %s", stored,
+		    reads, s3);
+	cr_assert_geq(stored, 8, "the 8 files after f01 were not stored ahead\nbefore: %s\n"
+		      "after:  %s", s1, s2);
+	cr_assert_eq(reads, 0, "reading the 8 files stored ahead made %lld read requests\n"
+		     "before: %s\nafter:  %s", reads, s2, s3);
 	free(s0);
 	free(s1);
 	free(s2);
 	free(s3);
+	unmount_ok(mnt);
+}
+
+#define NAMED_FILES 1100        /* > 1024 entries: stored fanned out, listed by bucket */
+
+/*
+ * rsync reads a directory's files in name order, and a large directory
+ * lists its entries bucket by bucket: the read-ahead across files follows
+ * the name order too.
+ */
+Test(mount, reading_files_in_name_order_stores_the_next_ones_ahead)
+{
+	char *src = pjoin(IT.tmp, "src");
+
+	mkdir_p(src, 0755);
+	for (int i = 0; i < NAMED_FILES; i++) {
+		char *f = xasprintf("%s/n%04d", src, i), *body = xasprintf("file %d of many\n", i);
+		write_file(f, body, strlen(body), 0644);
+		free(f);
+		free(body);
+	}
+	char *mnt, *snap = archive_and_mount(src, &mnt);
+	char *listing = NULL;
+	size_t cap = 0;
+	FILE *ls = popen(xasprintf("ls -U %s | head -n 3", snap), "r");
+	cr_assert(ls);
+	cr_assert(getdelim(&listing, &cap, '\0', ls) > 0);
+	pclose(ls);
+	cr_log_info("first entries listed: %s", listing);
+	cr_assert(strncmp(listing, "n0000\nn0001\nn0002\n", 18) != 0,
+		  "the large directory lists in name order: the test needs bucket order");
+
+	for (int i = 0; i < 2; i++) {
+		char *f = xasprintf("%s/n%04d", snap, i);
+		cr_assert_gt(read_through(f, SIZE_MAX), 0);
+		free(f);
+	}
+	sleep_s(0.5);
+	char *s0 = xget_ok(mnt, "user.amberfs.stats");
+	for (int i = 2; i < 10; i++) {
+		char *f = xasprintf("%s/n%04d", snap, i), *sf = xasprintf("%s/n%04d", src, i);
+		assert_same_bytes(f, sf);
+		free(f);
+		free(sf);
+	}
+	char *s1 = xget_ok(mnt, "user.amberfs.stats");
+	long long reads = stats_counter(s1, "reads") - stats_counter(s0, "reads");
+	cr_log_info("n0002..n0009 after n0000 and n0001: %lld read requests; %s", reads, s1);
+	cr_assert_eq(reads, 0, "the 8 files after n0001 in name order were not stored ahead: "
+		     "%lld read requests\nbefore: %s\nafter:  %s", reads, s0, s1);
+	free(listing);
+	free(s0);
+	free(s1);
 	unmount_ok(mnt);
 }
 

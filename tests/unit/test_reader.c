@@ -325,6 +325,20 @@ Test(reader, a_streamed_listing_has_every_entry_and_finds_each_by_name)
 	const amber_entry *none = NULL;
 	OK(amber_dir_find(d, "f-none", 6, &none));
 	cr_assert_null(none);
+
+	/* the name order, from the entry of the first name on, visits every entry */
+	size_t at = 0, next = 0, steps = 0;
+	const amber_entry *first = amber_dir_entry(d, 0), *e0 = NULL;
+	OK(amber_dir_find(d, got[0], strlen(got[0]), &e0));
+	at = (size_t)(e0 - first);
+	for (; at < STREAM_FILES; at = next, steps++) {
+		cr_assert_lt(steps, STREAM_FILES, "the name order has a cycle");
+		cr_assert_str_eq(amber_dir_entry(d, at)->name, got[steps], "name %zu", steps);
+		OK(amber_dir_name_next(d, at, &next));
+	}
+	cr_assert_eq(steps, STREAM_FILES);
+	OK(amber_dir_name_next(sorted, 5, &next));
+	cr_assert_eq(next, 6, "a listing in name order: the next entry is the next index");
 	free(got);
 	amber_dir_free(d);
 	amber_dir_free(sorted);
