@@ -279,10 +279,11 @@ int amber_dir_open(amber_dir **out, amber_snapshot *s, const amber_entry *dir);
 
 /**
  * Flag of amber_dir_open_ext(): a fanned-out directory of many buckets is
- * listed in bucket order (by name within each bucket), and returned at
- * once while helper threads decode its buckets; amber_dir_entry_get() and
- * amber_dir_find() wait for the bucket they need (decoding it themselves
- * if no helper has taken it), so the first entries come after one bucket
+ * listed in bucket order (by name within each bucket), and returned once
+ * the upper levels of its fan-out are read, while helper threads read the
+ * nodes of the last level and their buckets; amber_dir_entry_get() and
+ * amber_dir_find() wait for the node they need (decoding it themselves if
+ * no helper has taken it), so the first entries come after one node
  * instead of all.  Other directories are read as by amber_dir_open().
  */
 #define AMBER_DIR_STREAM 1u

@@ -410,7 +410,7 @@ int amber_dir_node(amber_fanout_node *nd, amber_snapshot *s, const amber_link *m
  */
 static int node_walk(amber_fanout_view *v, amber_snapshot *s, const amber_link *m,
 		     const uint8_t tree[20], unsigned level, unsigned prefix, uint32_t count,
-		     const char *what)
+		     int items, const char *what)
 {
 	amber_fanout_node nd;
 	unsigned w;
@@ -419,8 +419,12 @@ static int node_walk(amber_fanout_view *v, amber_snapshot *s, const amber_link *
 	if (rc < 0)
 		return rc;
 	v->bits = nd.bits;
+	if (items && level == 0)        /* stop above the last level of nodes */
+		v->item_level = amber_fanout_levels(nd.bits) >= 2 ? amber_fanout_levels(nd.bits) - 1
+								  : 0;
 	w = amber_fanout_width(nd.bits, level);
-	last = level + 1 == amber_fanout_levels(nd.bits);
+	last = level + 1 == amber_fanout_levels(nd.bits) ||
+	       (v->item_level && level + 1 == v->item_level);
 	for (size_t i = 0; rc == 0 && i < nd.n; i++) {
 		amber_bucket b = nd.c[i];
 
@@ -428,7 +432,8 @@ static int node_walk(amber_fanout_view *v, amber_snapshot *s, const amber_link *
 		if (last)
 			rc = view_add(v, &b);
 		else
-			rc = node_walk(v, s, &b.link, b.tree_oid, level + 1, b.id, b.count, what);
+			rc = node_walk(v, s, &b.link, b.tree_oid, level + 1, b.id, b.count, items,
+				       what);
 	}
 	return rc;
 }
@@ -436,7 +441,7 @@ static int node_walk(amber_fanout_view *v, amber_snapshot *s, const amber_link *
 /* Decode the fan-out (a bucket list, or the tree of nodes) and check it
  * against the directory's tree. */
 static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir,
-		       const amber_tparsed *t, size_t tn, const char *what)
+		       const amber_tparsed *t, size_t tn, int items, const char *what)
 {
 	amber_buf fb = AMBER_BUF_INIT;
 	int rc;
@@ -446,7 +451,7 @@ static int fanout_list(amber_fanout_view *v, amber_snapshot *s, const amber_entr
 	if (rc == 0 && amber_fanout_layout(fb.data, fb.len) == 2) {
 		amber_buf_dispose(&fb);
 		v->nb = 0;
-		rc = node_walk(v, s, &dir->link, dir->tree_oid, 0, 0, 0, what);
+		rc = node_walk(v, s, &dir->link, dir->tree_oid, 0, 0, 0, items, what);
 	} else {
 		if (rc == 0)
 			rc = amber_fanout_decode(&v->b, &v->bits, &v->nb, fb.data, fb.len);
@@ -471,7 +476,9 @@ static int is_fanout(const amber_tparsed *t, size_t tn)
 	return 0;
 }
 
-int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir)
+/* amber_dir_buckets(), or with items the view of a streamed listing (see
+ * amber_fanout_view.item_level). */
+static int dir_view(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir, int items)
 {
 	amber_buf tb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
@@ -489,10 +496,15 @@ int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry
 	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, dir->link.oid, 20)))
 		rc = amber_tree_mismatch(what);
 	if (rc == 0 && is_fanout(t, tn))
-		rc = fanout_list(v, s, dir, t, tn, what);
+		rc = fanout_list(v, s, dir, t, tn, items, what);
 	free(t);
 	amber_buf_dispose(&tb);
 	return rc;
+}
+
+int amber_dir_buckets(amber_fanout_view *v, amber_snapshot *s, const amber_entry *dir)
+{
+	return dir_view(v, s, dir, 0);
 }
 
 /* Both sides of a pair walk (amber_dir_buckets_pair). */
@@ -679,6 +691,16 @@ struct bucket_work {
 	amber_entry *e;         /* the listing */
 	size_t *at;             /* where bucket i's entries go in e */
 	uint8_t *done;          /* bucket i's entries are in e */
+	/* a view of nodes (v->item_level): the buckets of node i, set with done[i] */
+	struct item_buckets *sub;
+};
+
+/* The buckets of one node of a streamed listing, in id order (their
+ * entries follow each other from the node's place in the listing). */
+struct item_buckets {
+	size_t n;
+	uint16_t id[AMBER_FANOUT_NODE_MAX];
+	uint32_t count[AMBER_FANOUT_NODE_MAX];
 };
 
 static void work_put(struct bucket_work *w)
@@ -695,6 +717,7 @@ static void work_put(struct bucket_work *w)
 	pthread_cond_destroy(&w->progress);
 	free(w->at);
 	free(w->done);
+	free(w->sub);
 	free(w);
 }
 
@@ -709,16 +732,59 @@ static int work_take(struct bucket_work *w, size_t *i)
 	return 1;
 }
 
+/*
+ * Node i of a view of nodes: the node (at v->item_level, checked against
+ * what its parent said) and each of its buckets, into their place.  All or
+ * nothing: the entries of a node whose bucket fails are freed.
+ */
+static int work_item(struct bucket_work *w, size_t i)
+{
+	const amber_fanout_view *v = w->v;
+	const amber_bucket *p = &v->b[i];
+	amber_fanout_node nd;
+	amber_entry *e[AMBER_FANOUT_NODE_MAX] = {0};
+	size_t n[AMBER_FANOUT_NODE_MAX] = {0}, at = w->at[i], k, tried = 0;
+	unsigned width = amber_fanout_width(v->bits, v->item_level);
+	int rc = amber_dir_node(&nd, w->s, &p->link, p->tree_oid, v->item_level, p->id, v->bits,
+				p->count, w->what);
+
+	for (k = 0; rc == 0 && k < nd.n; k++, tried++) {
+		amber_bucket b = nd.c[k];
+
+		b.id = (uint16_t)((p->id << width) | b.id);
+		rc = read_leaf(&e[k], &n[k], w->s, b.tree_oid, &b.link, &b, v->bits, w->what);
+		w->sub[i].id[k] = b.id;
+		w->sub[i].count[k] = b.count;
+	}
+	for (k = 0; k < tried; k++) {
+		if (rc == 0) {
+			assert(n[k] == nd.c[k].count); /* check_leaf holds a bucket to its count */
+			memcpy(w->e + at, e[k], n[k] * sizeof(*e[k]));
+			at += n[k];
+			free(e[k]); /* entries moved into the listing */
+		} else if (e[k]) {
+			amber_entries_free(e[k], n[k]);
+		}
+	}
+	if (rc == 0) {
+		assert(at == w->at[i] + p->count); /* amber_dir_node holds it to its count */
+		w->sub[i].n = nd.n;
+	}
+	return rc;
+}
+
 /* Decode bucket i (taken) into its place; returns with w->lock held. */
 static void work_one(struct bucket_work *w, size_t i)
 {
 	const amber_fanout_view *v = w->v;
 	amber_entry *e = NULL;
 	size_t n = 0;
-	int rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits,
-			   w->what);
+	int rc;
 
-	if (rc == 0) {
+	if (v->item_level) {
+		rc = work_item(w, i);
+	} else if ((rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i],
+				   v->bits, w->what)) == 0) {
 		assert(n == v->b[i].count); /* check_leaf holds a bucket to its count */
 		memcpy(w->e + w->at[i], e, n * sizeof(*e));
 		free(e); /* entries moved into the listing */
@@ -798,14 +864,18 @@ static struct bucket_work *work_start(amber_dir *d, amber_snapshot *s,
 				      const amber_fanout_view *v, const char *what, size_t total)
 {
 	struct bucket_work *w = calloc(1, sizeof(*w));
-	size_t helpers = v->nb >= DIR_PAR_MIN ? online_cpus() - 1 : 0, sum = 0;
+	/* (a node of a view of nodes holds up to AMBER_FANOUT_NODE_MAX buckets) */
+	int many = v->nb * (v->item_level ? AMBER_FANOUT_NODE_MAX : 1) >= DIR_PAR_MIN;
+	size_t helpers = many ? online_cpus() - 1 : 0, sum = 0;
 	pthread_attr_t attr;
 
 	d->e = malloc((total ? total : 1) * sizeof(*d->e));
 	if (!w || !d->e || !(w->at = malloc((v->nb ? v->nb : 1) * sizeof(*w->at))) ||
-	    !(w->done = calloc(v->nb ? v->nb : 1, 1))) {
+	    !(w->done = calloc(v->nb ? v->nb : 1, 1)) ||
+	    (v->item_level && !(w->sub = calloc(v->nb ? v->nb : 1, sizeof(*w->sub))))) {
 		if (w) {
 			free(w->at);
+			free(w->done);
 			free(w);
 		}
 		amber_fail(AMBER_ERROR, "out of memory");
@@ -827,7 +897,7 @@ static struct bucket_work *work_start(amber_dir *d, amber_snapshot *s,
 	w->e = d->e;
 	/* (one helper at least: every machine then runs the same code, and one
 	 * thread is cheap next to DIR_PAR_MIN buckets) */
-	if (v->nb >= DIR_PAR_MIN && helpers < 1)
+	if (many && helpers < 1)
 		helpers = 1;
 	helpers = helpers > DIR_HELPERS_MAX ? DIR_HELPERS_MAX : helpers;
 	if (helpers && pthread_attr_init(&attr) == 0) {
@@ -950,27 +1020,48 @@ static int stream_wait(const amber_dir *d, size_t k)
 	return rc;
 }
 
+/* Name in item k (decoded) of d, which holds bucket id if any does. */
+static int stream_search(const amber_dir *d, size_t k, unsigned id, const char *name,
+			 size_t len, const amber_entry **out)
+{
+	const struct item_buckets *ib;
+	size_t at = d->w->at[k];
+
+	if (!d->v.item_level) {
+		*out = search(d->e, at, at + d->v.b[k].count, name, len);
+		return 0;
+	}
+	ib = &d->w->sub[k];
+	for (size_t j = 0; j < ib->n; at += ib->count[j++]) {
+		if (ib->id[j] == id) {
+			*out = search(d->e, at, at + ib->count[j], name, len);
+			return 0;
+		}
+	}
+	return 0;       /* no such bucket in the node: no such name */
+}
+
 static int stream_find(const amber_dir *d, const char *name, size_t len, const amber_entry **out)
 {
 	char tok[AMBER_TOKEN_HEXSZ + 1];
-	unsigned id;
+	unsigned id, item;
 	size_t lo = 0, hi = d->v.nb;
 	int rc;
 
 	*out = NULL;
 	amber_name_token(tok, amber_archive_keys(d->w->s->a), name, len);
 	id = amber_token_bucket(tok, d->v.bits);
+	/* the node holding bucket id: its prefix, the bits the levels below resolve dropped */
+	item = d->v.item_level ? id >> amber_fanout_width(d->v.bits, d->v.item_level) : id;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
 
-		if (d->v.b[mid].id == id) {
+		if (d->v.b[mid].id == item) {
 			if ((rc = stream_wait(d, mid)) < 0)
 				return rc;
-			*out = search(d->e, d->w->at[mid], d->w->at[mid] + d->v.b[mid].count, name,
-				      len);
-			return 0;
+			return stream_search(d, mid, id, name, len, out);
 		}
-		if (d->v.b[mid].id < id)
+		if (d->v.b[mid].id < item)
 			lo = mid + 1;
 		else
 			hi = mid;
@@ -1083,7 +1174,7 @@ static int streamable(const amber_fanout_view *v, size_t *total)
 			return 0;
 		*total += v->b[i].count;
 	}
-	return v->nb >= DIR_PAR_MIN && *total <= DIR_PRESIZE_MAX;
+	return (v->item_level ? v->nb >= 2 : v->nb >= DIR_PAR_MIN) && *total <= DIR_PRESIZE_MAX;
 }
 
 int amber_dir_open_ext(amber_dir **out, amber_snapshot *s, const amber_entry *dir,
@@ -1092,11 +1183,17 @@ int amber_dir_open_ext(amber_dir **out, amber_snapshot *s, const amber_entry *di
 	amber_fanout_view v = {0};
 	amber_dir *d = calloc(1, sizeof(*d));
 	char what[AMBER_NAME_MAX + 64];
-	int rc = d ? amber_dir_buckets(&v, s, dir) : amber_fail(AMBER_ERROR, "out of memory");
+	int stream = !!(flags & AMBER_DIR_STREAM);
+	int rc = d ? dir_view(&v, s, dir, stream) : amber_fail(AMBER_ERROR, "out of memory");
 	size_t total;
 
 	dir_what(what, sizeof(what), dir);
-	if (rc == 0 && v.b && (flags & AMBER_DIR_STREAM) && streamable(&v, &total))
+	if (rc == 0 && v.b && stream && !streamable(&v, &total) && v.item_level) {
+		free(v.b);      /* too few nodes to stream: every bucket at once */
+		rc = dir_view(&v, s, dir, 0);
+		stream = 0;
+	}
+	if (rc == 0 && v.b && stream && streamable(&v, &total))
 		rc = stream_open(d, s, &v, what, total);
 	else if (rc == 0 && v.b)
 		rc = read_buckets(d, s, &v, what);

@@ -13,6 +13,10 @@ typedef struct amber_fanout_view {
 	amber_bucket *b;        /* malloc'd; NULL when the directory has no fan-out */
 	size_t nb;
 	unsigned bits;
+	/* 0: b[] are the buckets.  Else (a streamed listing's view, dir.c) b[]
+	 * are the nodes of that last level of a layout-2 fan-out, each id the
+	 * node's prefix, each to be read with its buckets when it is needed. */
+	unsigned item_level;
 } amber_fanout_view;
 
 /**

@@ -807,36 +807,56 @@ Test(hostile_layout, forged_layout_2_objects_are_named_refused_and_never_served)
 	free(src);
 }
 
+/* A bucket of node 1 of d: its entry count forged, its parents' sums made
+ * to agree; *before: the entries of the nodes before node 1. */
+static void damage_bucket_midway(forge *f, size_t *before)
+{
+	amber_fanout_node n0, n1;
+	amber_entry *d = fanned_dir(f, &n0);
+
+	get_node(&n1, f->arch, &n0.c[1].link);
+	cr_assert(n1.n >= 2, "node 1 has %zu buckets", n1.n);
+	*before = n0.c[0].count;
+	n1.c[n1.n / 2].count++;
+	n0.c[1].count++;
+	put_node(&n0.c[1].link, n0.c[1].tree_oid, f->arch, &n1, 0);
+	put_node(&d->link, d->tree_oid, f->arch, &n0, 0);
+}
+
+/* The last node of d's last level: its payload cut short (well framed);
+ * *before: the entries of every node before it. */
+static void damage_last_node(forge *f, size_t *before)
+{
+	amber_fanout_node n0, nl;
+	amber_entry *d = fanned_dir(f, &n0);
+	size_t last = n0.n - 1;
+
+	*before = 0;
+	for (size_t i = 0; i < last; i++)
+		*before += n0.c[i].count;
+	get_node(&nl, f->arch, &n0.c[last].link);
+	put_node(&n0.c[last].link, n0.c[last].tree_oid, f->arch, &nl, 30);
+	put_node(&d->link, d->tree_oid, f->arch, &n0, 0);
+}
+
 /*
- * A bucket damaged midway through a large directory (its entry count
- * forged, its parents' sums made to agree): the mount lists the directory
- * in bucket order while its buckets are decoded, so every entry of the
- * buckets before the damaged one is listed and served exactly, then
- * readdir fails with EIO; a name the listing did not reach is EIO or its
- * source's bytes, never anything else.  Before listings were streamed the
- * whole directory was EIO.
+ * The mount lists a large directory node by node of the last level of its
+ * fan-out while they are decoded: with the damage `make` does, every entry
+ * of the nodes before it is listed and served exactly, then readdir fails
+ * with EIO; a name the listing did not reach is EIO or its source's bytes,
+ * never anything else.  Before listings were streamed the whole directory
+ * was EIO.
  */
-Test(hostile_layout, a_bucket_damaged_midway_lists_the_buckets_before_it_then_eio)
+static void expect_listed_up_to_the_damage(void (*make)(forge *, size_t *), const char *what)
 {
 	char *src = pjoin(IT.tmp, "src"), base[41];
 	char *arch = make_archive(src, base);
-	amber_fanout_node n0, n1;
-	size_t before, k;
+	size_t before = 0;
 	forge f;
 
 	pack_begin(arch);
 	forge_open(&f, arch, base);
-	amber_entry *d = fanned_dir(&f, &n0);
-	get_node(&n1, f.arch, &n0.c[1].link);
-	cr_assert(n1.n >= 2, "node 1 has %zu buckets", n1.n);
-	k = n1.n / 2;
-	before = n0.c[0].count;
-	for (size_t j = 0; j < k; j++)
-		before += n1.c[j].count;
-	n1.c[k].count++;
-	n0.c[1].count++;
-	put_node(&n0.c[1].link, n0.c[1].tree_oid, f.arch, &n1, 0);
-	put_node(&d->link, d->tree_oid, f.arch, &n0, 0);
+	make(&f, &before);
 	char *id = forge_commit(&f);
 	forge_dispose(&f);
 	pack_end();
@@ -849,7 +869,7 @@ Test(hostile_layout, a_bucket_damaged_midway_lists_the_buckets_before_it_then_ei
 	size_t n = 0;
 	DIR *dd = opendir(dir);
 	struct dirent *de;
-	cr_assert(dd, "opendir %s: %s", dir, strerror(errno));
+	cr_assert(dd, "%s: opendir %s: %s", what, dir, strerror(errno));
 	errno = 0;
 	while ((de = readdir(dd))) {
 		unsigned i;
@@ -857,31 +877,31 @@ Test(hostile_layout, a_bucket_damaged_midway_lists_the_buckets_before_it_then_ei
 		if (de->d_name[0] == '.')
 			continue;
 		cr_assert(sscanf(de->d_name, "f%4u%c", &i, &tail) == 1 && i < NFILES,
-			  "readdir listed a name that is not the source's: %s", de->d_name);
-		cr_assert(!listed[i], "readdir listed %s twice", de->d_name);
+			  "%s: readdir listed a name that is not the source's: %s", what, de->d_name);
+		cr_assert(!listed[i], "%s: readdir listed %s twice", what, de->d_name);
 		listed[i] = 1;
 		n++;
 		errno = 0;
 	}
-	cr_assert_eq(errno, EIO, "readdir should stop at the damaged bucket with EIO: %s",
+	cr_assert_eq(errno, EIO, "%s: readdir should stop at the damage with EIO: %s", what,
 		     strerror(errno));
 	closedir(dd);
-	cr_assert_eq(n, before, "readdir listed %zu entries; the buckets before the damaged "
-		     "one hold %zu", n, before);
+	cr_assert_eq(n, before, "%s: readdir listed %zu entries; the nodes before the damage "
+		     "hold %zu", what, n, before);
 
 	size_t eio = 0;
 	for (int i = 0; i < NFILES; i++) {
 		char rel[32];
 		snprintf(rel, sizeof(rel), "d/f%04d", i);
 		char *mp = xasprintf("%s/ids/%s/%s", mnt, id, rel), *sp = pjoin(src, rel);
-		int e = expect_served(mp, sp, !listed[i], "a bucket damaged midway");
-		cr_assert(!listed[i] || !e, "%s was listed but not served", rel);
+		int e = expect_served(mp, sp, !listed[i], what);
+		cr_assert(!listed[i] || !e, "%s: %s was listed but not served", what, rel);
 		eio += (size_t)e;
 		free(mp);
 		free(sp);
 	}
-	cr_assert(eio > 0, "no name past the damaged bucket failed");
-	cr_assert(fg_alive(), "the daemon died");
+	cr_assert(eio > 0, "%s: no name past the damage failed", what);
+	cr_assert(fg_alive(), "%s: the daemon died", what);
 	char *g = xasprintf("%s/ids/%s", mnt, base);
 	assert_trees_equal(src, g, TD_SKIP_ROOT_META, "the genuine snapshot through the mount");
 	fg_unmount();
@@ -890,4 +910,14 @@ Test(hostile_layout, a_bucket_damaged_midway_lists_the_buckets_before_it_then_ei
 	free(id);
 	free(arch);
 	free(src);
+}
+
+Test(hostile_layout, a_bucket_damaged_midway_lists_the_nodes_before_it_then_eio)
+{
+	expect_listed_up_to_the_damage(damage_bucket_midway, "a bucket damaged midway");
+}
+
+Test(hostile_layout, a_last_node_damaged_lists_every_node_before_it_then_eio)
+{
+	expect_listed_up_to_the_damage(damage_last_node, "the last node truncated");
 }
