@@ -105,10 +105,7 @@ struct mnt_node {
 	int e_inline;                   /* e (and name) sit in the node's own block */
 	atomic_uchar stored;            /* queued to be stored in the kernel's cache */
 	unsigned slab_cls;              /* the block's class in mnt.slab, 0: malloc'd */
-	/* MK_ENTRY files: where the last read ended, to tell a sequential
-	 * reader (files are opened without asking the daemon, so there is no
-	 * per-open state; readers of one file at once share it).
-	 * Directories: 1 + the listing index of the child file last read from
+	/* directories: 1 + the listing index of the child file last read from
 	 * its start, to tell a reader of file after file */
 	atomic_uint_fast64_t read_end;
 };

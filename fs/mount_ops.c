@@ -895,8 +895,10 @@ static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,
 		return node_errno(m, n, rc);
 	atomic_fetch_add(&m->n.reads, 1);
 	atomic_fetch_add(&m->n.read_bytes, r->got);
-	if (atomic_exchange(&n->read_end, (uint64_t)off + r->got) == (uint64_t)off)
-		amber_file_prefetch(n->snap->s, n->e, (uint64_t)off + r->got);
+	/* no read-ahead of a file's next chunks here: the kernel reads ahead
+	 * (MNT_READAHEAD_KB, several requests in flight on the worker threads),
+	 * and a decoder of its own fell behind it, decoding chunks already
+	 * read, which then stayed in the cache */
 	if (off == 0 && n->e->content == AMBER_C_BLOB)
 		prefetch_siblings(m, n);
 	return 0;
@@ -918,8 +920,12 @@ static void amberfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 			iov[i] = (struct iovec){(void *)(uintptr_t)r.p[i].data, r.p[i].len};
 		fuse_reply_iov(req, iov, (int)r.n);
 	}
-	if (r.n) /* the node, so its snapshot, outlives the request */
-		amber_file_pieces_release(r.s, r.p, r.n);
+	/* (the node, so its snapshot, outlives the request).  The chunks read
+	 * to their end leave the cache: the kernel's page cache has their bytes
+	 * now (reads come in order, the kernel reading ahead), and their memory
+	 * decodes the next ones while it is still in the processor's caches */
+	if (r.n)
+		amber_file_pieces_consumed(r.s, r.p, r.n);
 	free(r.buf);
 }
 

@@ -68,7 +68,7 @@ void mnt_store_file(struct mnt *m, struct mnt_node *n)
 			atomic_fetch_add(&m->n.stored, 1);
 		free(v);
 	}
-	amber_file_pieces_release(n->snap->s, p, np);
+	amber_file_pieces_consumed(n->snap->s, p, np); /* the kernel has the bytes */
 }
 
 int mnt_store_queue(struct mnt *m, struct mnt_node *n)

@@ -348,6 +348,14 @@ int amber_file_pieces(amber_piece *p, size_t max, size_t *n, size_t *nread, ambe
 
 /** Release pieces from amber_file_pieces(). */
 void amber_file_pieces_release(amber_snapshot *s, amber_piece *p, size_t n);
+/**
+ * amber_file_pieces_release() for a reader that keeps the bytes (as the
+ * kernel's page cache keeps a mount's): a chunk leaves the cache once all
+ * of its bytes were handed out, in whatever order, so that its memory is
+ * reused at once.  amber_file_read() counts the bytes it copies the same
+ * way.
+ */
+void amber_file_pieces_consumed(amber_snapshot *s, amber_piece *p, size_t n);
 
 /* Long-lived readers (the FUSE daemon) ------------------------------ */
 

@@ -23,7 +23,9 @@ struct amber_cache {
 	pthread_mutex_t lock;   /* protects everything below and every entry's refs/links */
 	pthread_cond_t loaded;  /* an entry stopped loading (filled or abandoned) */
 	size_t max, used;
+	size_t consumed;        /* bytes of the consumed entries */
 	amber_cobj *head, *tail; /* most recently used first */
+	amber_cobj *chead, *ctail; /* the consumed entries, most recently consumed first */
 	amber_cobj *buckets[NBUCKETS];
 };
 
@@ -62,6 +64,10 @@ void amber_cache_free(amber_cache *c)
 		n = o->next;
 		obj_free(o);
 	}
+	for (amber_cobj *o = c->chead, *n; o; o = n) {
+		n = o->next;
+		obj_free(o);
+	}
 	pthread_mutex_destroy(&c->lock);
 	pthread_cond_destroy(&c->loaded);
 	free(c);
@@ -83,28 +89,42 @@ static amber_cobj *find(amber_cache *c, const uint8_t key[AMBER_CKEY])
 	return NULL;
 }
 
+/* The list o is on: the consumed entries, or the others. */
+static amber_cobj **list_head(amber_cache *c, const amber_cobj *o)
+{
+	return o->consumed ? &c->chead : &c->head;
+}
+
+static amber_cobj **list_tail(amber_cache *c, const amber_cobj *o)
+{
+	return o->consumed ? &c->ctail : &c->tail;
+}
+
 static void unlink_lru(amber_cache *c, amber_cobj *o)
 {
 	if (o->prev)
 		o->prev->next = o->next;
 	else
-		c->head = o->next;
+		*list_head(c, o) = o->next;
 	if (o->next)
 		o->next->prev = o->prev;
 	else
-		c->tail = o->prev;
+		*list_tail(c, o) = o->prev;
 	o->prev = o->next = NULL;
 }
 
+/* o to the front of its list. */
 static void push_front(amber_cache *c, amber_cobj *o)
 {
-	o->next = c->head;
+	amber_cobj **head = list_head(c, o), **tail = list_tail(c, o);
+
+	o->next = *head;
 	o->prev = NULL;
-	if (c->head)
-		c->head->prev = o;
-	c->head = o;
-	if (!c->tail)
-		c->tail = o;
+	if (*head)
+		(*head)->prev = o;
+	*head = o;
+	if (!*tail)
+		*tail = o;
 }
 
 static void remove_obj(amber_cache *c, amber_cobj *o)
@@ -116,6 +136,8 @@ static void remove_obj(amber_cache *c, amber_cobj *o)
 	*pp = o->hnext;
 	unlink_lru(c, o);
 	c->used -= o->size;
+	if (o->consumed)
+		c->consumed -= o->size;
 }
 
 /* Evict unheld entries from the cold end until under the cap. */
@@ -123,6 +145,17 @@ static amber_cobj *evict(amber_cache *c)
 {
 	amber_cobj *dead = NULL;
 
+	/* the consumed entries first, the oldest first: over their own bound,
+	 * or while the cache is over its cap */
+	for (amber_cobj *o = c->ctail, *p;
+	     o && (c->consumed > AMBER_CACHE_CONSUMED || c->used > c->max); o = p) {
+		p = o->prev;
+		if (o->refs)
+			continue;
+		remove_obj(c, o);
+		o->hnext = dead;
+		dead = o;
+	}
 	for (amber_cobj *o = c->tail, *p; o && c->used > c->max; o = p) {
 		p = o->prev;
 		if (o->refs)
@@ -162,6 +195,10 @@ static amber_cobj *hold_loaded(amber_cache *c, const uint8_t key[AMBER_CKEY])
 	if (o) {
 		o->refs++;
 		unlink_lru(c, o);
+		if (o->consumed) {      /* wanted again */
+			o->consumed = 0;
+			c->consumed -= o->size;
+		}
 		push_front(c, o);
 	}
 	return o;
@@ -217,6 +254,20 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	return o;
 }
 
+/* Caller holds the lock: drop a hold on o (consumed: it was read through,
+ * to the cold end with the consumed entries), then evict.  What to free. */
+static amber_cobj *release_locked(amber_cache *c, amber_cobj *o, int consumed)
+{
+	o->refs--;
+	if (consumed && !o->consumed && !o->loading) {
+		unlink_lru(c, o);
+		o->consumed = 1;
+		c->consumed += o->size;
+		push_front(c, o);
+	}
+	return evict(c);
+}
+
 void amber_cache_release(amber_cache *c, amber_cobj *o)
 {
 	amber_cobj *dead;
@@ -224,11 +275,24 @@ void amber_cache_release(amber_cache *c, amber_cobj *o)
 	if (!o)
 		return;
 	pthread_mutex_lock(&c->lock);
-	o->refs--;
-	dead = evict(c);
+	dead = release_locked(c, o, 0);
 	pthread_mutex_unlock(&c->lock);
 	free_chain(c, dead);
 }
+
+void amber_cache_release_served(amber_cache *c, amber_cobj *o, size_t bytes, size_t total)
+{
+	amber_cobj *dead;
+
+	if (!o)
+		return;
+	pthread_mutex_lock(&c->lock);
+	o->served += bytes;
+	dead = release_locked(c, o, o->served >= total);
+	pthread_mutex_unlock(&c->lock);
+	free_chain(c, dead);
+}
+
 
 amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], int *mine)
 {

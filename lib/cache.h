@@ -20,6 +20,9 @@
  */
 #define AMBER_CKEY 73
 
+/* The most bytes of consumed entries kept (amber_cache_release_served). */
+#define AMBER_CACHE_CONSUMED ((size_t)8 << 20)
+
 typedef struct amber_cache amber_cache;
 
 typedef struct amber_cobj {
@@ -30,6 +33,8 @@ typedef struct amber_cobj {
 	/* private to cache.c, under its lock */
 	unsigned refs;
 	int loading;                  /* reserved by amber_cache_acquire, no data yet */
+	int consumed;                 /* read through: first to go (amber_cache_release_served) */
+	size_t served;                /* bytes handed out (amber_cache_release_served) */
 	struct amber_cobj *prev, *next, *hnext;
 } amber_cobj;
 
@@ -49,6 +54,19 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 			    size_t size, void (*free_fn)(void *));
 
 void amber_cache_release(amber_cache *c, amber_cobj *o);
+
+
+/**
+ * Release o after handing out `bytes` of it to a reader that keeps them
+ * (the kernel's page cache).  Once every one of its `total` bytes was
+ * handed out, whatever the order of the reads, it is consumed: it joins
+ * the consumed entries at the cold end, which are kept to AMBER_CACHE_CONSUMED
+ * bytes (another file sharing the chunk, read alongside, still finds it;
+ * a get takes it back).  So a long read decodes into a few MiB of memory
+ * that stay in the processor's caches, instead of filling the whole cap
+ * with bytes nobody will ask for again.
+ */
+void amber_cache_release_served(amber_cache *c, amber_cobj *o, size_t bytes, size_t total);
 
 /**
  * Load-once access: the held entry for key, waiting while another thread

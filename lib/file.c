@@ -307,7 +307,7 @@ static int copy_chunk(uint8_t *buf, size_t *n, amber_archive *a, const amber_lin
 	if (rc == 0) {
 		memcpy(buf, p.data, p.len);
 		*n = p.len;
-		amber_cache_release(a->cache, p.ref);
+		amber_cache_release_served(a->cache, p.ref, p.len, clen);
 	}
 	return rc;
 }
@@ -377,6 +377,16 @@ void amber_file_pieces_release(amber_snapshot *s, amber_piece *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		amber_cache_release(s->a->cache, p[i].ref);
+}
+
+void amber_file_pieces_consumed(amber_snapshot *s, amber_piece *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		amber_cobj *o = p[i].ref;
+
+		amber_cache_release_served(s->a->cache, o, p[i].len,
+					   ((const amber_buf *)o->data)->len);
+	}
 }
 
 int amber_file_pieces(amber_piece *p, size_t max, size_t *n, size_t *nread, amber_snapshot *s,

@@ -4158,3 +4158,40 @@ Test(mount, a_walk_gets_its_next_readdir_batch_made_ahead)
 	free(after);
 	unmount_ok(mnt);
 }
+
+#define LONG_FILE ((size_t)48 << 20)
+
+/*
+ * A long read keeps only a few MiB of decoded chunks: each chunk read
+ * through goes once all of its bytes were handed to the kernel (whose
+ * page cache has them), so the decoding runs in memory that stays in the
+ * processor's caches and the daemon does not grow by the file's size.
+ * The bytes are the source's.  (The cache held the whole file before.)
+ */
+Test(mount, a_long_read_keeps_a_few_mib_of_decoded_chunks)
+{
+	char *src = pjoin(IT.tmp, "src");
+
+	mkdir_p(src, 0755);
+	char *f = pjoin(src, "long");
+	write_random_file(f, LONG_FILE, 17, 0);
+	char *mnt, *snap = archive_and_mount(src, &mnt);
+	char *mf = pjoin(snap, "long");
+	char *before = xget_ok(mnt, "user.amberfs.stats");
+
+	assert_same_bytes(mf, f);
+	char *after = xget_ok(mnt, "user.amberfs.stats");
+	long long cached = stats_counter(after, "chunk_cache_bytes");
+	long long grew = stats_counter(after, "rss_bytes") - stats_counter(before, "rss_bytes");
+	cr_log_info("after reading %zu MiB: %lld bytes of chunks cached, RSS grew %lld bytes; %s",
+		    LONG_FILE >> 20, cached, grew, after);
+	cr_assert_leq(cached, (long long)(12 << 20), "reading %zu MiB left %lld bytes of chunks "
+		      "in the cache\nbefore: %s\nafter:  %s", LONG_FILE >> 20, cached, before, after);
+	cr_assert_lt(grew, (long long)(LONG_FILE / 2), "the daemon grew by %lld bytes reading "
+		     "%zu MiB", grew, LONG_FILE >> 20);
+	free(before);
+	free(after);
+	free(mf);
+	free(f);
+	unmount_ok(mnt);
+}

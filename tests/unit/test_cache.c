@@ -703,3 +703,58 @@ Test(cache, evicted_heap_entries_give_their_pages_back)
 	amber_cache_free(c);
 }
 #endif
+
+/* Read-through entries ------------------------------------------------------- */
+
+#define MIB ((size_t)1 << 20)
+
+/*
+ * An entry all of whose bytes were handed out (in pieces, in any order) is
+ * consumed: consumed entries are kept to AMBER_CACHE_CONSUMED bytes, oldest
+ * out first, however far below its cap the cache is; one handed out in part
+ * stays; a get takes a consumed entry back.
+ */
+Test(cache, read_through_entries_are_kept_to_a_few_mib)
+{
+	amber_cache *c = amber_cache_new((size_t)256 << 20);
+	size_t n = AMBER_CACHE_CONSUMED / MIB + 4;
+	uint8_t k[AMBER_CKEY];
+
+	cr_assert_lt(n, 200);
+	for (unsigned i = 0; i < n; i++) {
+		amber_cobj *o = put_held(c, i, MIB);
+
+		/* the second half first, then the first: all of it, out of order */
+		amber_cobj *again;
+		mkkey(k, i);
+		again = amber_cache_get(c, k);
+		amber_cache_release_served(c, again, MIB / 2, MIB);
+		amber_cache_release_served(c, o, MIB / 2, MIB);
+	}
+	put_held(c, 500, MIB);          /* handed out in part only */
+	mkkey(k, 500);
+	amber_cache_release_served(c, amber_cache_get(c, k), MIB / 2, MIB);
+	amber_cache_release(c, amber_cache_get(c, k));
+	amber_cache_release_served(c, amber_cache_get(c, k), 10, MIB);
+	/* (the put's own hold) */
+	amber_cobj *p500 = amber_cache_get(c, k);
+	amber_cache_release(c, p500);
+
+	size_t used, max;
+	amber_cache_usage(c, &used, &max);
+	cr_assert_leq(used, AMBER_CACHE_CONSUMED + MIB + MIB, "%zu bytes kept", used);
+	for (unsigned i = 0; i < 4; i++)
+		cr_assert(!has(c, i), "consumed entry %u (of the oldest) still kept", i);
+	cr_assert(has(c, (unsigned)n - 1), "the newest consumed entry was dropped");
+	cr_assert(has(c, 500), "an entry handed out in part was dropped");
+
+	/* a get takes the newest consumed entry back: consuming more keeps it */
+	mkkey(k, (unsigned)n - 1);
+	amber_cobj *back = amber_cache_get(c, k);
+	cr_assert_not_null(back);
+	amber_cache_release(c, back);
+	for (unsigned i = 1000; i < 1000 + n; i++)
+		amber_cache_release_served(c, put_held(c, i, MIB), MIB, MIB);
+	cr_assert(has(c, (unsigned)n - 1), "an entry taken back was dropped as consumed");
+	amber_cache_free(c);
+}
