@@ -140,23 +140,22 @@ static void remove_obj(amber_cache *c, amber_cobj *o)
 		c->consumed -= o->size;
 }
 
-/* Evict unheld entries from the cold end until under the cap. */
-static amber_cobj *evict(amber_cache *c)
+static int over_cap(const amber_cache *c)
 {
-	amber_cobj *dead = NULL;
+	return c->used > c->max;
+}
 
-	/* the consumed entries first, the oldest first: over their own bound,
-	 * or while the cache is over its cap */
-	for (amber_cobj *o = c->ctail, *p;
-	     o && (c->consumed > AMBER_CACHE_CONSUMED || c->used > c->max); o = p) {
-		p = o->prev;
-		if (o->refs)
-			continue;
-		remove_obj(c, o);
-		o->hnext = dead;
-		dead = o;
-	}
-	for (amber_cobj *o = c->tail, *p; o && c->used > c->max; o = p) {
+static int over_consumed(const amber_cache *c)
+{
+	return c->consumed > AMBER_CACHE_CONSUMED || over_cap(c);
+}
+
+/* Unlink unheld entries of a list from o (its cold end) on while over(c),
+ * chaining them onto dead. */
+static amber_cobj *evict_list(amber_cache *c, amber_cobj *o, int (*over)(const amber_cache *),
+			      amber_cobj *dead)
+{
+	for (amber_cobj *p; o && over(c); o = p) {
 		p = o->prev;
 		if (o->refs)
 			continue;
@@ -165,6 +164,14 @@ static amber_cobj *evict(amber_cache *c)
 		dead = o;
 	}
 	return dead;
+}
+
+/* Evict unheld entries from the cold ends: the consumed ones first, the
+ * oldest first, over their own bound or while the cache is over its cap;
+ * then the others while it still is. */
+static amber_cobj *evict(amber_cache *c)
+{
+	return evict_list(c, c->tail, over_cap, evict_list(c, c->ctail, over_consumed, NULL));
 }
 
 /* Free what evict() unlinked, outside the lock (free_fn may be slow). */

@@ -3891,6 +3891,21 @@ static char *archive_and_mount(const char *src, char **mnt)
 
 #define NOOPEN_FILES 40
 
+/* n small files in a new directory src: names and bodies from printf
+ * formats of their index. */
+static void small_files(const char *src, const char *name_fmt, const char *body_fmt, int n)
+{
+	mkdir_p(src, 0755);
+	for (int i = 0; i < n; i++) {
+		char *name = xasprintf(name_fmt, i), *body = xasprintf(body_fmt, i);
+		char *f = pjoin(src, name);
+		write_file(f, body, strlen(body), 0644);
+		free(f);
+		free(name);
+		free(body);
+	}
+}
+
 /*
  * A file is opened without a request to the daemon: the first open is
  * answered "not needed" and the kernel opens every file after it by
@@ -3901,13 +3916,7 @@ Test(mount, files_open_without_a_request_to_the_daemon)
 {
 	char *src = pjoin(IT.tmp, "src");
 
-	mkdir_p(src, 0755);
-	for (int i = 0; i < NOOPEN_FILES; i++) {
-		char *f = xasprintf("%s/f%02d", src, i), *body = xasprintf("file %d\n", i);
-		write_file(f, body, strlen(body), 0644);
-		free(f);
-		free(body);
-	}
+	small_files(src, "f%02d", "file %d\n", NOOPEN_FILES);
 	char *mnt, *snap = archive_and_mount(src, &mnt);
 
 	char *stats[3];
@@ -3952,6 +3961,32 @@ static void assert_same_bytes(const char *mounted, const char *source)
 }
 
 /*
+ * Read files 0 and 1 (names from fmt) of snap, the source's bytes, give
+ * the store thread time, and return the stats then; then read files 2 to
+ * 9, which must hold the source's bytes too.
+ */
+static char *read_two_then_eight(const char *mnt, const char *snap, const char *src,
+				 const char *fmt)
+{
+	char *stats = NULL;
+
+	for (int i = 0; i < 10; i++) {
+		char *name = xasprintf(fmt, i);
+		char *f = pjoin(snap, name), *sf = pjoin(src, name);
+
+		if (i == 2) {
+			sleep_s(0.5);   /* the store thread works in the background */
+			stats = xget_ok(mnt, "user.amberfs.stats");
+		}
+		assert_same_bytes(f, sf);
+		free(f);
+		free(sf);
+		free(name);
+	}
+	return stats;
+}
+
+/*
  * A reader of file after file (rsync, cp -r, tar) finds the next small
  * files already in the kernel's page cache: the daemon decoded them and
  * stored them there, so their reads never reach it, and they hold the
@@ -3993,19 +4028,7 @@ Test(mount, reading_files_in_order_decodes_the_next_ones_ahead)
 		     "picked files set the read-ahead off\nbefore: %s\nafter:  %s", s0, s1);
 
 	/* f00 then f01: f02..f09 are stored ahead, and their reads stay in the kernel */
-	for (int i = 0; i < 2; i++) {
-		char *f = xasprintf("%s/f%02d", snap, i);
-		cr_assert_eq(read_through(f, SIZE_MAX), 3000);
-		free(f);
-	}
-	sleep_s(0.5);   /* the store thread works in the background */
-	char *s2 = xget_ok(mnt, "user.amberfs.stats");
-	for (int i = 2; i < 10; i++) {
-		char *f = xasprintf("%s/f%02d", snap, i), *sf = xasprintf("%s/f%02d", src, i);
-		assert_same_bytes(f, sf);
-		free(f);
-		free(sf);
-	}
+	char *s2 = read_two_then_eight(mnt, snap, src, "f%02d");
 	char *s3 = xget_ok(mnt, "user.amberfs.stats");
 	long long stored = stats_counter(s2, "stored") - stats_counter(s1, "stored");
 	long long reads = stats_counter(s3, "reads") - stats_counter(s2, "reads");
@@ -4033,13 +4056,7 @@ Test(mount, reading_files_in_name_order_stores_the_next_ones_ahead)
 {
 	char *src = pjoin(IT.tmp, "src");
 
-	mkdir_p(src, 0755);
-	for (int i = 0; i < NAMED_FILES; i++) {
-		char *f = xasprintf("%s/n%04d", src, i), *body = xasprintf("file %d of many\n", i);
-		write_file(f, body, strlen(body), 0644);
-		free(f);
-		free(body);
-	}
+	small_files(src, "n%04d", "file %d of many\n", NAMED_FILES);
 	char *mnt, *snap = archive_and_mount(src, &mnt);
 	char *listing = NULL;
 	size_t cap = 0;
@@ -4051,19 +4068,7 @@ Test(mount, reading_files_in_name_order_stores_the_next_ones_ahead)
 	cr_assert(strncmp(listing, "n0000\nn0001\nn0002\n", 18) != 0,
 		  "the large directory lists in name order: the test needs bucket order");
 
-	for (int i = 0; i < 2; i++) {
-		char *f = xasprintf("%s/n%04d", snap, i);
-		cr_assert_gt(read_through(f, SIZE_MAX), 0);
-		free(f);
-	}
-	sleep_s(0.5);
-	char *s0 = xget_ok(mnt, "user.amberfs.stats");
-	for (int i = 2; i < 10; i++) {
-		char *f = xasprintf("%s/n%04d", snap, i), *sf = xasprintf("%s/n%04d", src, i);
-		assert_same_bytes(f, sf);
-		free(f);
-		free(sf);
-	}
+	char *s0 = read_two_then_eight(mnt, snap, src, "n%04d");
 	char *s1 = xget_ok(mnt, "user.amberfs.stats");
 	long long reads = stats_counter(s1, "reads") - stats_counter(s0, "reads");
 	cr_log_info("n0002..n0009 after n0000 and n0001: %lld read requests; %s", reads, s1);
