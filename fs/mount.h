@@ -106,7 +106,8 @@ struct mnt_node {
 	atomic_uchar stored;            /* queued to be stored in the kernel's cache */
 	unsigned slab_cls;              /* the block's class in mnt.slab, 0: malloc'd */
 	/* directories: 1 + the listing index of the child file last read from
-	 * its start, to tell a reader of file after file */
+	 * its start, to tell a reader of file after file (READ_RUN in
+	 * mount_ops.c: that read continued a run) */
 	atomic_uint_fast64_t read_end;
 };
 
@@ -294,8 +295,6 @@ void mnt_trim_stop(struct mnt *m);
 void mnt_store_init(struct mnt *m);
 /** Queue file node n (holding one lookup, given back once stored); 0 if not queued. */
 int mnt_store_queue(struct mnt *m, struct mnt_node *n);
-/** Store n's whole content in the kernel's page cache now. */
-void mnt_store_file(struct mnt *m, struct mnt_node *n);
 /** Stop the thread, giving back the lookups of the files still queued. */
 void mnt_store_stop(struct mnt *m);
 /** Node count and bytes, and the listing cache's bytes (all, held ones included). */

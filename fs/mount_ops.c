@@ -683,7 +683,7 @@ static int batch_fill(struct mnt *m, struct mnt_node *dir, amber_dir *d, struct 
 	b->off = off;
 	b->size = size;
 	b->plus = plus;
-	b->more = !err && r.more;
+	b->more = r.more;       /* (0 after an error) */
 	b->next = r.next;
 	return err;
 }
@@ -815,6 +815,9 @@ struct mnt_read {
  * only the changed ones) does not set it off.
  */
 #define MNT_SIBLINGS_AHEAD 8
+/* In a directory's read_end: the last file read continued a run (its
+ * MNT_SIBLINGS_AHEAD successors are queued). */
+#define READ_RUN ((uint64_t)1 << 63)
 
 /* Sibling e of file n decoded ahead: stored in the kernel's page cache if
  * the kernel holds its inode (mount_store.c), else into the chunk cache. */
@@ -825,15 +828,14 @@ static void prefetch_one(struct mnt *m, struct mnt_node *n, const amber_entry *e
 	if (e->type != AMBER_T_REG || e->content != AMBER_C_BLOB || e->size == 0)
 		return;
 	if ((s = mnt_node_find(m, n->parent, e->name)) != NULL) {
-		if (s->kind == MK_ENTRY && s->e && s->e->type == AMBER_T_REG &&
-		    atomic_exchange(&s->stored, 1)) {
-			mnt_node_forget(m, s->id, 1);   /* queued already */
-			return;
-		}
-		if (s->kind == MK_ENTRY && s->e && s->e->type == AMBER_T_REG &&
-		    mnt_store_queue(m, s))
-			return;
+		int file = s->kind == MK_ENTRY && s->e && s->e->type == AMBER_T_REG;
+		int queued_before = file && atomic_exchange(&s->stored, 1);
+
+		if (file && !queued_before && mnt_store_queue(m, s))
+			return;         /* the store thread gives the lookup back */
 		mnt_node_forget(m, s->id, 1);
+		if (queued_before)
+			return;
 	}
 	amber_file_prefetch(n->snap->s, e, 0);
 }
@@ -844,6 +846,7 @@ static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
 	const amber_entry *self, *first;
 	amber_dir *d;
 	size_t count, i, k, last;
+	uint64_t prev;
 
 	if (!parent || !in_snapshot(parent) || !(d = mnt_dir_peek(m, parent)))
 		return;
@@ -855,15 +858,23 @@ static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
 	if (!self || !first)
 		goto done;
 	i = (size_t)(self - first);     /* a listing's entries are one array */
-	last = (size_t)atomic_exchange(&parent->read_end, i + 1);       /* 1 + the last */
+	prev = atomic_exchange(&parent->read_end, i + 1);
+	last = (size_t)(prev & ~READ_RUN);
+	/* in a run the files before the last one are queued already: only the
+	 * one that comes into reach is new */
 	if (last == i) {                /* the next in the listing */
-		for (k = i + 1; k < count && k <= i + MNT_SIBLINGS_AHEAD; k++)
+		for (k = prev & READ_RUN ? i + MNT_SIBLINGS_AHEAD : i + 1;
+		     k < count && k <= i + MNT_SIBLINGS_AHEAD; k++)
 			prefetch_one(m, n, amber_dir_entry(d, k));
 	} else if (last && amber_dir_name_next(d, last - 1, &k) == 0 && k == i) {
-		for (size_t j = 0; j < MNT_SIBLINGS_AHEAD && amber_dir_name_next(d, k, &k) == 0 &&
+		for (size_t j = 1; j <= MNT_SIBLINGS_AHEAD && amber_dir_name_next(d, k, &k) == 0 &&
 				   k < count; j++)
-			prefetch_one(m, n, amber_dir_entry(d, k));
+			if (!(prev & READ_RUN) || j == MNT_SIBLINGS_AHEAD)
+				prefetch_one(m, n, amber_dir_entry(d, k));
+	} else {
+		goto done;
 	}
+	atomic_store(&parent->read_end, (i + 1) | READ_RUN);
 done:
 	mnt_dir_put(m, parent, d);
 }

@@ -23,33 +23,8 @@
 
 #include <stdlib.h>
 
-static void *store_main(void *arg)
-{
-	struct mnt *m = arg;
-	struct mnt_store *q = &m->store;
-
-	pthread_mutex_lock(&q->lock);
-	for (;;) {
-		struct mnt_node *n;
-		int stop;
-
-		while (!q->stop && q->head == q->tail)
-			pthread_cond_wait(&q->cond, &q->lock);
-		if (q->head == q->tail)         /* stopping, and nothing left */
-			break;
-		n = q->ring[q->head++ % MNT_STORE_QUEUE];
-		stop = q->stop;
-		pthread_mutex_unlock(&q->lock);
-		if (!stop)
-			mnt_store_file(m, n);
-		mnt_node_forget(m, n->id, 1);
-		pthread_mutex_lock(&q->lock);
-	}
-	pthread_mutex_unlock(&q->lock);
-	return NULL;
-}
-
-void mnt_store_file(struct mnt *m, struct mnt_node *n)
+/* n's whole content into the kernel's page cache, now. */
+static void store_file(struct mnt *m, struct mnt_node *n)
 {
 	amber_piece p[MNT_READ_PIECES];
 	struct fuse_bufvec *v;
@@ -69,6 +44,32 @@ void mnt_store_file(struct mnt *m, struct mnt_node *n)
 		free(v);
 	}
 	amber_file_pieces_consumed(n->snap->s, p, np); /* the kernel has the bytes */
+}
+
+static void *store_main(void *arg)
+{
+	struct mnt *m = arg;
+	struct mnt_store *q = &m->store;
+
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		struct mnt_node *n;
+		int stop;
+
+		while (!q->stop && q->head == q->tail)
+			pthread_cond_wait(&q->cond, &q->lock);
+		if (q->head == q->tail)         /* stopping, and nothing left */
+			break;
+		n = q->ring[q->head++ % MNT_STORE_QUEUE];
+		stop = q->stop;
+		pthread_mutex_unlock(&q->lock);
+		if (!stop)
+			store_file(m, n);
+		mnt_node_forget(m, n->id, 1);
+		pthread_mutex_lock(&q->lock);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
 }
 
 int mnt_store_queue(struct mnt *m, struct mnt_node *n)

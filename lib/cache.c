@@ -300,7 +300,6 @@ void amber_cache_release_served(amber_cache *c, amber_cobj *o, size_t bytes, siz
 	free_chain(c, dead);
 }
 
-
 amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], int *mine)
 {
 	amber_cobj *o;

@@ -973,9 +973,10 @@ static int read_buckets(amber_dir *d, amber_snapshot *s, const amber_fanout_view
  * A streamed listing of a fanned-out directory holds its buckets in bucket
  * order (each bucket in name order), decoded by helper threads from the
  * open on, and by a reader that gets ahead of them: the first entries are
- * there after one bucket instead of all of them, and a walk lists them
- * while the rest are decoded on the other cores.  A name is looked up in
- * the bucket its token falls in.
+ * there after one item (a bucket, or a node of the last level of a
+ * layout-2 fan-out with its buckets: amber_fanout_view.item_level) instead
+ * of all of them, and a walk lists them while the rest are decoded on the
+ * other cores.  A name is looked up in the bucket its token falls in.
  */
 
 /* The bucket holding entry i: the last whose first entry is at or before i. */
