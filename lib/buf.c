@@ -40,8 +40,8 @@ void amber_buf_init_pages(amber_buf *b, size_t max)
  * bounds keep what it holds small beside the caches: a reader frees one
  * buffer for each it takes, so a few are enough.
  */
-#define POOL_REGIONS 4
-#define POOL_BYTES ((size_t)8 << 20)
+#define POOL_REGIONS 16
+#define POOL_BYTES ((size_t)16 << 20)
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
@@ -76,21 +76,45 @@ static void populate(void *p, size_t len)
 #endif
 }
 
-/* len bytes (a multiple of the page size) of mapped memory, or NULL. */
-static void *pages_get(size_t len)
+/*
+ * At least len bytes (a multiple of the page size) of mapped memory, or
+ * NULL; *got is its size.  The most recently pooled region that is big
+ * enough by at most a quarter (and 64 KiB) is taken as it is: chunks
+ * differ in size, and resizing a region with mremap costs a TLB flush
+ * (shrinking) or fresh zeroed pages (growing) each time.  Otherwise the
+ * region closest in size is resized.
+ */
+static void *pages_get(size_t len, size_t *got)
 {
 	void *p = NULL, *q;
-	size_t have = 0;
+	size_t have = 0, best = 0, bd = SIZE_MAX, slack = len / 4 + ((size_t)64 << 10);
 
 	pthread_mutex_lock(&pool_lock);
+	for (size_t i = pool_n; i-- > 0;) {
+		size_t l = pool[i].len, d = l >= len ? l - len : len - l;
+
+		if (l >= len && d <= slack) {
+			best = i;
+			break;
+		}
+		if (d < bd) {
+			best = i;
+			bd = d;
+		}
+	}
 	if (pool_n > 0) {
-		pool_n--;
-		p = pool[pool_n].p;
-		have = pool[pool_n].len;
+		p = pool[best].p;
+		have = pool[best].len;
 		pool_bytes -= have;
+		memmove(&pool[best], &pool[best + 1], (pool_n - best - 1) * sizeof(pool[0]));
+		pool_n--;
 	}
 	pthread_mutex_unlock(&pool_lock);
-	if (p && have != len) {
+	if (p && have >= len && have - len <= slack) {
+		*got = have;
+		return p;
+	}
+	if (p) {
 		q = mremap(p, have, len, MREMAP_MAYMOVE);
 		if (q == MAP_FAILED) {
 			munmap(p, have);
@@ -107,6 +131,7 @@ static void *pages_get(size_t len)
 		if (p == MAP_FAILED)
 			return NULL;
 	}
+	*got = len;
 	return p;
 }
 
@@ -138,8 +163,7 @@ static int pages_grow(amber_buf *b, size_t cap)
 {
 	uint8_t *p;
 
-	cap = page_round(cap);
-	if (!(p = pages_get(cap)))
+	if (!(p = pages_get(page_round(cap), &cap)))
 		return amber_fail(AMBER_ERROR, "out of memory (%zu bytes)", cap);
 	if (b->len)
 		memcpy(p, b->data, b->len);
