@@ -188,7 +188,10 @@ int mnt_table_init(struct mnt *m)
 	mnt_slab_init(&m->slab);
 	mnt_store_init(m);
 	root = node_alloc(NULL, "", 0, NULL);
-	m->nbuckets = 1024;
+	/* room for a walk of a 20k-entry directory without a rehash (each one
+	 * relinks every node under table_lock, stalling every request); the
+	 * pages of the two 256 KiB arrays are only touched as nodes come */
+	m->nbuckets = (size_t)1 << 15;
 	m->by_id = calloc(m->nbuckets, sizeof(*m->by_id));
 	m->by_name = calloc(m->nbuckets, sizeof(*m->by_name));
 	if (!root || !m->by_id || !m->by_name) {

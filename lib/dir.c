@@ -182,10 +182,12 @@ static int check_leaf(amber_snapshot *s, const amber_tparsed *t, size_t tn,
 }
 
 /* Read a leaf directory tree and its manifest ("m" must be link); b, bits:
- * the bucket it is, in a fanned-out directory (else NULL). */
+ * the bucket it is, in a fanned-out directory (else NULL).  into (with b):
+ * the entries go there, b->count of them, and *e is into (a listing's place
+ * for the bucket: no copy); on failure it holds nothing to free. */
 static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_t tree[20],
 		     const amber_link *link, const amber_bucket *b, unsigned bits,
-		     const char *what)
+		     const char *what, amber_entry *into)
 {
 	amber_buf tb = AMBER_BUF_INIT, mb = AMBER_BUF_INIT;
 	amber_tparsed *t = NULL;
@@ -198,12 +200,25 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 	amber_buf_init(&mb, MAX_MANIFEST);
 	if (rc == 0)
 		rc = amber_archive_read_obj(&mb, s->a, link, AMBER_OBJ_MANIFEST, MAX_MANIFEST, what);
-	if (rc == 0)
+	if (rc == 0 && into && b) {
+		rc = amber_manifest_decode_into(into, b->count, mb.data, mb.len);
+		if (rc > 0) /* another count than its bucket's */
+			rc = amber_tree_mismatch(what);
+		*e = rc == 0 ? into : NULL;
+		*n = rc == 0 ? b->count : 0;
+	} else if (rc == 0) {
 		rc = amber_manifest_decode(e, n, mb.data, mb.len);
+	}
 	if (rc == 0)
 		atomic_fetch_add(&s->a->counters.dirs_decoded, 1);
 	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, b, bits, what)) < 0) {
-		amber_entries_free(*e, *n);
+		if (*e == into) {
+			for (size_t i = 0; i < *n; i++)
+				amber_entry_dispose(&into[i]);
+			memset(into, 0, *n * sizeof(*into));
+		} else {
+			amber_entries_free(*e, *n);
+		}
 		*e = NULL;
 	}
 	free(t);
@@ -642,7 +657,7 @@ int amber_dir_open_bucket(amber_dir **out, amber_snapshot *s, const amber_entry 
 
 	dir_what(what, sizeof(what), dir);
 	if (rc == 0)
-		rc = read_leaf(&d->e, &d->n, s, b->tree_oid, &b->link, b, bits, what);
+		rc = read_leaf(&d->e, &d->n, s, b->tree_oid, &b->link, b, bits, what, NULL);
 	if (rc < 0) {
 		amber_dir_free(d);
 		return rc;
@@ -742,33 +757,31 @@ static int work_item(struct bucket_work *w, size_t i)
 	const amber_fanout_view *v = w->v;
 	const amber_bucket *p = &v->b[i];
 	amber_fanout_node nd;
-	amber_entry *e[AMBER_FANOUT_NODE_MAX] = {0};
-	size_t n[AMBER_FANOUT_NODE_MAX] = {0}, at = w->at[i], k, tried = 0;
+	amber_entry *e;
+	size_t n, at = w->at[i], k;
 	unsigned width = amber_fanout_width(v->bits, v->item_level);
 	int rc = amber_dir_node(&nd, w->s, &p->link, p->tree_oid, v->item_level, p->id, v->bits,
 				p->count, w->what);
 
-	for (k = 0; rc == 0 && k < nd.n; k++, tried++) {
+	/* each bucket straight into its place: amber_dir_node held the counts
+	 * to the node's, read_leaf holds each bucket to its count */
+	for (k = 0; rc == 0 && k < nd.n; k++) {
 		amber_bucket b = nd.c[k];
 
 		b.id = (uint16_t)((p->id << width) | b.id);
-		rc = read_leaf(&e[k], &n[k], w->s, b.tree_oid, &b.link, &b, v->bits, w->what);
+		rc = read_leaf(&e, &n, w->s, b.tree_oid, &b.link, &b, v->bits, w->what,
+			       w->e + at);
 		w->sub[i].id[k] = b.id;
 		w->sub[i].count[k] = b.count;
-	}
-	for (k = 0; k < tried; k++) {
-		if (rc == 0) {
-			assert(n[k] == nd.c[k].count); /* check_leaf holds a bucket to its count */
-			memcpy(w->e + at, e[k], n[k] * sizeof(*e[k]));
-			at += n[k];
-			free(e[k]); /* entries moved into the listing */
-		} else if (e[k]) {
-			amber_entries_free(e[k], n[k]);
-		}
+		if (rc == 0)
+			at += n;
 	}
 	if (rc == 0) {
 		assert(at == w->at[i] + p->count); /* amber_dir_node holds it to its count */
 		w->sub[i].n = nd.n;
+	} else { /* all or nothing: the buckets before the failing one go */
+		for (size_t j = w->at[i]; j < at; j++)
+			amber_entry_dispose(&w->e[j]);
 	}
 	return rc;
 }
@@ -781,14 +794,11 @@ static void work_one(struct bucket_work *w, size_t i)
 	size_t n = 0;
 	int rc;
 
-	if (v->item_level) {
+	if (v->item_level)
 		rc = work_item(w, i);
-	} else if ((rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i],
-				   v->bits, w->what)) == 0) {
-		assert(n == v->b[i].count); /* check_leaf holds a bucket to its count */
-		memcpy(w->e + w->at[i], e, n * sizeof(*e));
-		free(e); /* entries moved into the listing */
-	}
+	else
+		rc = read_leaf(&e, &n, w->s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits,
+			       w->what, w->e + w->at[i]);
 	pthread_mutex_lock(&w->lock);
 	if (rc == 0) {
 		w->done[i] = 1;
@@ -846,7 +856,8 @@ static int read_buckets_grow(amber_dir *d, amber_snapshot *s, const amber_fanout
 		amber_entry *e = NULL;
 		size_t n = 0;
 
-		rc = read_leaf(&e, &n, s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits, what);
+		rc = read_leaf(&e, &n, s, v->b[i].tree_oid, &v->b[i].link, &v->b[i], v->bits, what,
+			       NULL);
 		if (rc == 0 && (rc = append_entries(d, e, n)) == 0)
 			free(e); /* entries moved into d */
 		else
@@ -1199,7 +1210,7 @@ int amber_dir_open_ext(amber_dir **out, amber_snapshot *s, const amber_entry *di
 	else if (rc == 0 && v.b)
 		rc = read_buckets(d, s, &v, what);
 	else if (rc == 0)
-		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, NULL, 0, what);
+		rc = read_leaf(&d->e, &d->n, s, dir->tree_oid, &dir->link, NULL, 0, what, NULL);
 	free(v.b);
 	if (rc < 0) {
 		amber_dir_free(d);

@@ -516,6 +516,22 @@ static int get_entries(amber_entry *v, size_t n, amber_rd *r)
 	return 0;
 }
 
+/* The version and the entry count; *r is left at the first entry. */
+static int decode_head(uint32_t *count, amber_rd *r, const void *data, size_t len)
+{
+	int rc;
+
+	amber_rd_init(r, data, len);
+	if ((rc = r_version(r, "manifest")) < 0)
+		return rc;
+	if (amber_rd_u32(r, count) < 0)
+		return amber_fail(AMBER_ECORRUPT, "manifest: truncated");
+	if (*count > AMBER_MANIFEST_MAX_ENTRIES || *count > r->left / ENTRY_MIN)
+		return amber_fail(AMBER_ECORRUPT, "manifest: %u entries cannot fit in %zu bytes",
+				  *count, len);
+	return 0;
+}
+
 int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t len)
 {
 	amber_entry *v = NULL;
@@ -525,14 +541,8 @@ int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t
 
 	*out = NULL;
 	*n = 0;
-	amber_rd_init(&r, data, len);
-	if ((rc = r_version(&r, "manifest")) < 0)
+	if ((rc = decode_head(&count, &r, data, len)) < 0)
 		return rc;
-	if (amber_rd_u32(&r, &count) < 0)
-		return amber_fail(AMBER_ECORRUPT, "manifest: truncated");
-	if (count > AMBER_MANIFEST_MAX_ENTRIES || count > r.left / ENTRY_MIN)
-		return amber_fail(AMBER_ECORRUPT, "manifest: %u entries cannot fit in %zu bytes",
-				  count, len);
 	if (count && !(v = calloc(count, sizeof(*v))))
 		return amber_fail(AMBER_ERROR, "out of memory (%u manifest entries)", count);
 	rc = get_entries(v, count, &r);
@@ -545,6 +555,28 @@ int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t
 	*out = v;
 	*n = count;
 	return 0;
+}
+
+int amber_manifest_decode_into(amber_entry *v, size_t n, const void *data, size_t len)
+{
+	uint32_t count = 0;
+	amber_rd r;
+	int rc;
+
+	if ((rc = decode_head(&count, &r, data, len)) < 0)
+		return rc;
+	if (count != n)
+		return 1;
+	memset(v, 0, n * sizeof(*v));
+	rc = get_entries(v, count, &r);
+	if (rc == 0)
+		rc = r_finish(&r, "manifest");
+	if (rc < 0) {
+		for (size_t i = 0; i < n; i++)
+			amber_entry_dispose(&v[i]);
+		memset(v, 0, n * sizeof(*v));
+	}
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */

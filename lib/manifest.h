@@ -47,6 +47,14 @@ int amber_manifest_encode(amber_buf *out, const amber_entry *e, size_t n);
  */
 int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t len);
 
+/**
+ * Decode a manifest that must hold exactly n entries into v[0..n), the
+ * caller's memory (a listing's place for one bucket: no copy).
+ * @return 0; 1 if it holds another count (v untouched); or
+ * AMBER_ECORRUPT naming the defect (v[0..n) then zeroed, nothing to free).
+ */
+int amber_manifest_decode_into(amber_entry *v, size_t n, const void *data, size_t len);
+
 /** Deep-copy one entry (into *dst, which the caller owns).  */
 int amber_entry_copy(amber_entry *dst, const amber_entry *src);
 /** Free what one entry holds (not the entry itself). */
