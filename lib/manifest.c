@@ -563,11 +563,11 @@ int amber_manifest_decode_into(amber_entry *v, size_t n, const void *data, size_
 	amber_rd r;
 	int rc;
 
+	memset(v, 0, n * sizeof(*v));
 	if ((rc = decode_head(&count, &r, data, len)) < 0)
 		return rc;
 	if (count != n)
 		return 1;
-	memset(v, 0, n * sizeof(*v));
 	rc = get_entries(v, count, &r);
 	if (rc == 0)
 		rc = r_finish(&r, "manifest");

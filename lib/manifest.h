@@ -49,9 +49,10 @@ int amber_manifest_decode(amber_entry **out, size_t *n, const void *data, size_t
 
 /**
  * Decode a manifest that must hold exactly n entries into v[0..n), the
- * caller's memory (a listing's place for one bucket: no copy).
- * @return 0; 1 if it holds another count (v untouched); or
- * AMBER_ECORRUPT naming the defect (v[0..n) then zeroed, nothing to free).
+ * caller's memory (a listing's place for one bucket: no copy).  Unless it
+ * returns 0, v[0..n) is left zeroed: nothing in it to free.
+ * @return 0; 1 if it holds another count; or AMBER_ECORRUPT naming the
+ * defect.
  */
 int amber_manifest_decode_into(amber_entry *v, size_t n, const void *data, size_t len);
 

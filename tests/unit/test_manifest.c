@@ -256,6 +256,41 @@ Test(manifest, awkward_entries_round_trip)
 	amber_buf_dispose(&b);
 }
 
+/* Into the caller's memory (a listing's place): the same entries; another
+ * count or a defect leaves it zeroed, nothing in it to free. */
+Test(manifest, decoding_into_place_gives_the_same_entries_or_nothing)
+{
+	amber_buf b;
+	amber_entry v[NAWK + 1], zero;
+
+	encode_awkward(&b);
+	OK(amber_manifest_decode_into(v, NAWK, b.data, b.len));
+	for (size_t i = 0; i < NAWK; i++) {
+		same_entry(&awk[i], &v[i]);
+		amber_entry_dispose(&v[i]);
+	}
+
+	memset(&zero, 0, sizeof(zero));
+	memset(v, 0xa5, sizeof(v));
+	cr_assert_eq(amber_manifest_decode_into(v, NAWK + 1, b.data, b.len), 1);
+	for (size_t i = 0; i <= NAWK; i++)
+		cr_assert_eq(memcmp(&v[i], &zero, sizeof(zero)), 0, "entry %zu not zeroed", i);
+	cr_assert_eq(amber_manifest_decode_into(v, NAWK - 1, b.data, b.len), 1);
+
+	for (size_t len = 0; len < b.len; len += 7) { /* truncated, after some entries too */
+		int rc;
+
+		memset(v, 0xa5, sizeof(v));
+		rc = amber_manifest_decode_into(v, NAWK, b.data, len);
+
+		cr_assert_eq(rc, AMBER_ECORRUPT, "%zu bytes of %zu: %d", len, b.len, rc);
+		for (size_t i = 0; i < NAWK; i++)
+			cr_assert(v[i].name == NULL && v[i].xattrs == NULL && v[i].target == NULL,
+				  "entry %zu left after a failure at %zu bytes", i, len);
+	}
+	amber_buf_dispose(&b);
+}
+
 Test(manifest, layout_is_pinned)
 {
 	amber_buf lib, raw;
