@@ -494,7 +494,7 @@ Test(packread, stored_streams_read_back_and_damaged_ones_are_errors)
 	static const size_t sizes[] = { 0, 1, 100, 4000, 5000, 65535, 65536, 200000,
 					(size_t)1 << 20, ((size_t)1 << 20) + 1 };
 	enum { NS = sizeof(sizes) / sizeof(sizes[0]) };
-	uint8_t *d = pattern(((size_t)1 << 20) + 1, 5), id[NS + 7][20], *z;
+	uint8_t *d = pattern(((size_t)1 << 20) + 1, 5), id[NS + 11][20], *z;
 	size_t zl;
 	char path[4200];
 
@@ -527,9 +527,27 @@ Test(packread, stored_streams_read_back_and_damaged_ones_are_errors)
 		       NULL, z, zl);
 		free(z);
 	}
+	/* the same damage to a stream past the first read (read with one
+	   preadv straight into place): the checksum, the second block's NLEN,
+	   the size declared (+1, -1) */
+	for (unsigned v = 0; v < 4; v++) {
+		fake_id(id[NS + 7 + v], 4000 + v);
+		zl = stored_stream(&z, d, 200000, 65535, 0);
+		if (v == 0)
+			z[zl - 1] ^= 1;
+		if (v == 1)
+			z[2 + 5 + 65535 + 3] ^= 1;
+		pack_z(&k, id[NS + 7 + v], AMBER_GIT_BLOB, v == 2 ? 200001 : v == 3 ? 199999 : 200000,
+		       0, NULL, z, zl);
+		free(z);
+	}
 	pack_write(&k, at("a"), path);
 	for (size_t i = 0; i < NS; i++)
 		expect_bytes(s, id[i], AMBER_GIT_BLOB, d, sizes[i]);
+	expect_corrupt(s, id[NS + 7], "bad zlib stream");
+	expect_corrupt(s, id[NS + 8], "bad zlib stream");
+	expect_corrupt(s, id[NS + 9], "less than its declared size");
+	expect_corrupt(s, id[NS + 10], "more than its declared size");
 	expect_bytes(s, id[NS], AMBER_GIT_BLOB, d, 70000);
 	expect_bytes(s, id[NS + 1], AMBER_GIT_BLOB, d, 70000);
 	expect_corrupt(s, id[NS + 2], "bad zlib stream");
