@@ -26,7 +26,8 @@
  * changes nothing of it, since the workers write through descriptors the
  * walk opened and no name in it is made or removed after its children are
  * created.  Nothing is synced per file; one syncfs at the end makes the
- * whole restore durable before amber_restore returns.
+ * whole restore durable before amber_restore returns (a thread starts the
+ * disk earlier, see struct flusher).
  */
 #include "amber.h"
 #include "error.h"
@@ -87,7 +88,100 @@ typedef struct rest {
 	amber_group lgroup;    /* listing read-ahead jobs */
 	pthread_cond_t ldone;  /* a listing job finished (with lock) */
 	size_t lout;           /* listing jobs asked for and not taken (walker only) */
+	struct flusher *flusher; /* starts the disk early (flusher_start), or NULL */
 } rest;
+
+/*
+ * The disk starts on the data while the workers still decode: a thread
+ * syncs the destination's file system each FLUSH_STEP bytes written.  The
+ * final syncfs then waits only for what came after the last one, instead
+ * of for the whole restore with the cores idle (about a fifth of the time
+ * of a 400 MiB restore).  syncfs from its own thread, not sync_file_range
+ * from the workers: that put the writeback's block allocation and I/O
+ * submission on the workers, whose cores are the restore's limit.
+ */
+#define FLUSH_STEP ((uint64_t)64 << 20)
+
+struct flusher {
+	pthread_t t;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	int fd, stop;
+	atomic_uint_fast64_t *bytes;
+};
+
+static void *flusher_main(void *arg)
+{
+	struct flusher *f = arg;
+	uint64_t synced = 0;
+	struct timespec until;
+
+	pthread_mutex_lock(&f->lock);
+	while (!f->stop) {
+		uint64_t b = atomic_load(f->bytes);
+
+		if (b - synced >= FLUSH_STEP) {
+			pthread_mutex_unlock(&f->lock);
+			(void)syncfs(f->fd); /* early, and only that: errors show in the last */
+			synced = b;
+			pthread_mutex_lock(&f->lock);
+			continue;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += 50 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&f->wake, &f->lock, &until);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return NULL;
+}
+
+/* Started on dfd (its own descriptor); none if it cannot be: the final syncfs does it all. */
+static void flusher_start(rest *r, int dfd)
+{
+	struct flusher *f = calloc(1, sizeof(*f));
+	pthread_condattr_t ca;
+
+	if (!f || (f->fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		free(f);
+		return;
+	}
+	f->bytes = &r->bytes;
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&f->t, NULL, flusher_main, f) != 0) {
+		pthread_cond_destroy(&f->wake);
+		pthread_mutex_destroy(&f->lock);
+		close(f->fd);
+		free(f);
+		return;
+	}
+	r->flusher = f;
+}
+
+static void flusher_stop(rest *r)
+{
+	struct flusher *f = r->flusher;
+
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->stop = 1;
+	pthread_cond_signal(&f->wake);
+	pthread_mutex_unlock(&f->lock);
+	pthread_join(f->t, NULL);
+	pthread_cond_destroy(&f->wake);
+	pthread_mutex_destroy(&f->lock);
+	close(f->fd);
+	free(f);
+	r->flusher = NULL;
+}
 
 /* Metadata of `path` that could not be set: counted and reported, not fatal. */
 static void warn_at(rest *r, const char *path, const char *what)
@@ -1063,6 +1157,8 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 		rc = amber_fail(AMBER_ERROR, "out of memory");
 	if (r.path)
 		snprintf(r.path, r.pathcap, "%s", dest);
+	if (rc == 0)
+		flusher_start(&r, fd);
 	if (rc == 0 && e->type == AMBER_T_DIR)
 		rc = restore_tree(&r, e, fd);
 	else if (rc == 0)
@@ -1072,6 +1168,7 @@ int amber_restore(amber_stats *stats, amber_snapshot *s, const char *path, const
 		amber_pool_wait(r.pool, &r.group);
 		amber_pool_wait(r.pool, &r.lgroup); /* listing jobs given up, still queued */
 	}
+	flusher_stop(&r);
 	if (rc == 0)
 		rc = fail_report(&r);
 	/* one sync of the whole filesystem instead of one per file */
