@@ -16,10 +16,11 @@
  * the free pages back (malloc_trim walks the free lists: a millisecond or
  * so, against the ~100 ms it takes to decode that much).
  */
-#define TRIM_EVERY ((size_t)32 << 20)
+#define TRIM_EVERY AMBER_CACHE_TRIM_EVERY
 
 struct amber_cache {
-	atomic_size_t evicted;  /* bytes evicted since the last trim */
+	atomic_size_t evicted;  /* heap bytes evicted since the last trim */
+	atomic_size_t trims;
 	pthread_mutex_t lock;   /* protects everything below and every entry's refs/links */
 	pthread_cond_t loaded;  /* an entry stopped loading (filled or abandoned) */
 	size_t max, used;
@@ -182,13 +183,15 @@ static void free_chain(amber_cache *c, amber_cobj *dead)
 	while (dead) {
 		amber_cobj *n = dead->hnext;
 
-		bytes += dead->size;
+		bytes += dead->heap;
 		obj_free(dead);
 		dead = n;
 	}
 	if (bytes && atomic_fetch_add(&c->evicted, bytes) + bytes >= TRIM_EVERY &&
-	    atomic_exchange(&c->evicted, 0) >= TRIM_EVERY)
+	    atomic_exchange(&c->evicted, 0) >= TRIM_EVERY) {
+		atomic_fetch_add(&c->trims, 1);
 		malloc_trim(0);
+	}
 }
 
 /* Caller holds the lock: the loaded entry for key, held and made most
@@ -242,7 +245,7 @@ amber_cobj *amber_cache_put(amber_cache *c, const uint8_t key[AMBER_CKEY], void 
 	}
 	memcpy(o->key, key, AMBER_CKEY);
 	o->data = data;
-	o->size = size;
+	o->size = o->heap = size;
 	o->free_fn = free_fn;
 	pthread_mutex_lock(&c->lock);
 	if ((old = hold_loaded(c, key))) {
@@ -319,7 +322,7 @@ amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], i
 	return o;
 }
 
-void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
+void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size, size_t heap,
 		      void (*free_fn)(void *))
 {
 	amber_cobj *dead;
@@ -327,6 +330,7 @@ void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
 	pthread_mutex_lock(&c->lock);
 	o->data = data;
 	o->size = size;
+	o->heap = heap < size ? heap : size;
 	o->free_fn = free_fn;
 	o->loading = 0;
 	c->used += size;
@@ -334,6 +338,11 @@ void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
 	pthread_cond_broadcast(&c->loaded);
 	pthread_mutex_unlock(&c->lock);
 	free_chain(c, dead);
+}
+
+size_t amber_cache_trims(amber_cache *c)
+{
+	return atomic_load(&c->trims);
 }
 
 void amber_cache_abandon(amber_cache *c, amber_cobj *o)

@@ -22,6 +22,8 @@
 
 /* The most bytes of consumed entries kept (amber_cache_release_served). */
 #define AMBER_CACHE_CONSUMED ((size_t)8 << 20)
+/* Heap bytes evicted between two trims (amber_cache_trims). */
+#define AMBER_CACHE_TRIM_EVERY ((size_t)32 << 20)
 
 typedef struct amber_cache amber_cache;
 
@@ -29,6 +31,7 @@ typedef struct amber_cobj {
 	uint8_t key[AMBER_CKEY];
 	void *data;
 	size_t size;                  /* accounted bytes */
+	size_t heap;                  /* of them on the heap (freeing leaves holes there) */
 	void (*free_fn)(void *data);
 	/* private to cache.c, under its lock */
 	unsigned refs;
@@ -77,12 +80,20 @@ void amber_cache_release_served(amber_cache *c, amber_cobj *o, size_t bytes, siz
  * memory.
  */
 amber_cobj *amber_cache_acquire(amber_cache *c, const uint8_t key[AMBER_CKEY], int *mine);
-void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size,
+/* (heap: how much of size is heap memory, see amber_cache_trims) */
+void amber_cache_fill(amber_cache *c, amber_cobj *o, void *data, size_t size, size_t heap,
 		      void (*free_fn)(void *));
 void amber_cache_abandon(amber_cache *c, amber_cobj *o);
 
 /** The accounted bytes held now (*used) and the cap (*max). */
 void amber_cache_usage(amber_cache *c, size_t *used, size_t *max);
+
+/**
+ * How many times the cache handed free heap pages back (malloc_trim):
+ * once per AMBER_CACHE_TRIM_EVERY bytes of heap memory evicted.  Memory
+ * mapped on its own (decoded chunks) leaves no holes and counts nothing.
+ */
+size_t amber_cache_trims(amber_cache *c);
 
 /** 1 if key is present (no hold taken). */
 int amber_cache_has(amber_cache *c, const uint8_t key[AMBER_CKEY]);

@@ -220,7 +220,7 @@ int amber_file_index(amber_cobj **out, amber_archive *a, const amber_entry *e, c
 		*out = NULL;
 		return rc;
 	}
-	amber_cache_fill(a->cache, *out, x, x->n * 56 + 64, index_free);
+	amber_cache_fill(a->cache, *out, x, x->n * 56 + 64, x->n * 56 + 64, index_free);
 	return 0;
 }
 
@@ -271,7 +271,9 @@ int amber_chunk_get(amber_cobj **out, amber_archive *a, const amber_link *l, siz
 		*out = NULL;
 		return rc;
 	}
-	amber_cache_fill(a->cache, *out, b, b->cap + 64, amber_buf_free);
+	/* a decoded chunk is mostly its own mapping (amber_buf_init_pages) */
+	amber_cache_fill(a->cache, *out, b, b->cap + 64,
+			 b->pages & AMBER_BUF_PAGES_MAPPED ? 64 : b->cap + 64, amber_buf_free);
 	return 0;
 }
 

@@ -595,7 +595,7 @@ static void *acquire_and_load(void *arg)
 		atomic_fetch_add(&l->loads, 1);
 		usleep(20000); /* others arrive while this one "decodes" */
 		*v = 4242;
-		amber_cache_fill(l->c, o, v, sizeof(*v), free);
+		amber_cache_fill(l->c, o, v, sizeof(*v), sizeof(*v), free);
 	}
 	if (o && *(int *)o->data == 4242)
 		atomic_fetch_add(&l->seen, 1);
@@ -703,6 +703,46 @@ Test(cache, evicted_heap_entries_give_their_pages_back)
 	amber_cache_free(c);
 }
 #endif
+
+/* Entries in their own mappings (decoded chunks) leave no holes in the heap:
+ * evicting them never trims it (malloc_trim walks every free list: it cost
+ * a long read a trim per 32 MiB for nothing); heap entries still do. */
+static void unmap_mib(void *p)
+{
+	munmap(p, (size_t)1 << 20);
+}
+
+Test(cache, only_evicted_heap_memory_leads_to_a_trim)
+{
+	amber_cache *c = amber_cache_new(8 << 20);
+	uint8_t key[AMBER_CKEY];
+	int mine;
+
+	cr_assert_not_null(c);
+	for (int i = 0; i < 100; i++) { /* 92 MiB of mapped entries evicted */
+		void *d = mmap(NULL, (size_t)1 << 20, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		amber_cobj *o;
+
+		cr_assert(d != MAP_FAILED);
+		memset(key, 0, sizeof(key));
+		memcpy(key, &i, sizeof(i));
+		o = amber_cache_acquire(c, key, &mine);
+		cr_assert(o && mine);
+		amber_cache_fill(c, o, d, (size_t)1 << 20, 64, unmap_mib);
+		amber_cache_release(c, o);
+	}
+	cr_assert_eq(amber_cache_trims(c), 0, "%zu trims for mapped entries",
+		     amber_cache_trims(c));
+	for (int i = 0; i < 48; i++) { /* then 40 MiB of heap entries evicted */
+		memset(key, 0xee, sizeof(key));
+		memcpy(key, &i, sizeof(i));
+		amber_cache_release(c, amber_cache_put(c, key, calloc(1, 1 << 20), 1 << 20, free));
+	}
+	cr_assert_eq(amber_cache_trims(c), 1, "%zu trims for 40 MiB of heap entries evicted",
+		     amber_cache_trims(c));
+	amber_cache_free(c);
+}
 
 /* Read-through entries ------------------------------------------------------- */
 
