@@ -855,8 +855,8 @@ int amber_archive_read_obj(amber_buf *out, amber_archive *a, const amber_link *l
 		rc = amber_fail(AMBER_EAUTH, "%s: object %s is not a blob", what, hex);
 	}
 	if (rc == 0) {
-		rc = amber_codec_decode(out, amber_archive_keys(a), type, l->mac, raw.data, raw.len,
-					max_plain);
+		rc = amber_codec_decode_in_place(out, amber_archive_keys(a), type, l->mac, raw.data,
+						 raw.len, max_plain);
 		if (rc < 0) {
 			amber_oid_tohex(hex, l->oid);
 			amber_fail(rc, "%s: object %s: %s", what, hex, amber_error_last());

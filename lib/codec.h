@@ -66,4 +66,13 @@ AMBER_MUST_USE int amber_codec_decode(amber_buf *out, const amber_keys *k, int t
 				      const uint8_t *expect_mac, const void *frame, size_t len,
 				      size_t max_plain);
 
+/**
+ * amber_codec_decode() of a frame the caller gives up: an encrypted one is
+ * decrypted where it is (no copy, no allocation), then wiped; its bytes
+ * are not the frame afterwards.
+ */
+AMBER_MUST_USE int amber_codec_decode_in_place(amber_buf *out, const amber_keys *k, int type,
+					       const uint8_t *expect_mac, void *frame, size_t len,
+					       size_t max_plain);
+
 #endif

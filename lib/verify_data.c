@@ -109,8 +109,9 @@ static void decode_chunk(struct worker *w, void *job)
 	if (rc == 0 && type != AMBER_GIT_BLOB)
 		rc = AMBER_EAUTH;
 	if (rc == 0)
-		rc = amber_codec_decode(&w->out, amber_archive_keys(r->a), AMBER_OBJ_CHUNK,
-					j->link.mac, w->raw.data, w->raw.len, AMBER_CHUNK_MAX);
+		rc = amber_codec_decode_in_place(&w->out, amber_archive_keys(r->a), AMBER_OBJ_CHUNK,
+						 j->link.mac, w->raw.data, w->raw.len,
+						 AMBER_CHUNK_MAX);
 	if (rc == 0 && w->out.len != j->len)
 		rc = AMBER_ECORRUPT;
 	amber_error_clear();

@@ -78,6 +78,23 @@ static void round_trip(const amber_keys *k, const uint8_t *data, size_t len)
 	cr_assert_eq(out.len, len);
 	if (len)
 		cr_assert_eq(memcmp(out.data, data, len), 0, "payload differs after round trip");
+
+	/* in place: the same payload from a copy of the frame, whose decrypted
+	   body is wiped after */
+	uint8_t *copy = malloc(frame.len);
+
+	cr_assert_not_null(copy);
+	memcpy(copy, frame.data, frame.len);
+	amber_buf_reset(&out);
+	OK(amber_codec_decode_in_place(&out, k, AMBER_OBJ_CHUNK, mac, copy, frame.len,
+				       MAX_PLAIN));
+	cr_assert_eq(out.len, len);
+	if (len)
+		cr_assert_eq(memcmp(out.data, data, len), 0, "payload differs decoded in place");
+	for (size_t i = AMBER_FRAME_HDR; k && i + 16 < frame.len; i++)
+		cr_assert_eq(copy[i], 0, "byte %zu of %zu of the body left after decoding in place",
+			     i, frame.len);
+	free(copy);
 	amber_buf_dispose(&frame);
 	amber_buf_dispose(&out);
 }
@@ -266,6 +283,34 @@ Test(codec, flipped_byte_is_rejected)
 	assert_every_flip_rejected(NULL, r, 0);
 	free(c);
 	free(r);
+}
+
+/* Decoding in place refuses every flip as the copying decode does, and
+ * appends nothing. */
+Test(codec, flipped_byte_is_rejected_in_place)
+{
+	uint8_t *c = compressible_bytes(600), *copy;
+	uint8_t mac[AMBER_MAC_BYTES];
+	amber_buf frame, out;
+
+	encode(&frame, mac, key1, AMBER_OBJ_CHUNK, c, 600);
+	copy = malloc(frame.len);
+	cr_assert_not_null(copy);
+	amber_buf_init(&out, 0);
+	for (size_t i = 0; i < frame.len; i++) {
+		int rc;
+
+		memcpy(copy, frame.data, frame.len);
+		copy[i] ^= 0x01;
+		rc = amber_codec_decode_in_place(&out, key1, AMBER_OBJ_CHUNK, mac, copy, frame.len,
+						 MAX_PLAIN);
+		cr_assert(rc == AMBER_EAUTH || rc == AMBER_ECORRUPT, "flip at %zu: rc %d", i, rc);
+		cr_assert_eq(out.len, 0, "flip at %zu: %zu bytes appended", i, out.len);
+	}
+	free(copy);
+	free(c);
+	amber_buf_dispose(&frame);
+	amber_buf_dispose(&out);
 }
 
 static void assert_every_truncation_rejected(const amber_keys *k, const uint8_t *d, size_t n)
