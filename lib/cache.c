@@ -12,12 +12,10 @@
  * Evicted entries that lived on the heap leave holes among the live ones,
  * which malloc keeps (it gives back only the top of a heap): a reader that
  * goes from many small files to a large one would hold the cache's cap
- * twice over.  So every TRIM_EVERY bytes evicted, the freeing thread hands
+ * twice over.  So every AMBER_CACHE_TRIM_EVERY bytes evicted, the freeing thread hands
  * the free pages back (malloc_trim walks the free lists: a millisecond or
  * so, against the ~100 ms it takes to decode that much).
  */
-#define TRIM_EVERY AMBER_CACHE_TRIM_EVERY
-
 struct amber_cache {
 	atomic_size_t evicted;  /* heap bytes evicted since the last trim */
 	atomic_size_t trims;
@@ -187,8 +185,8 @@ static void free_chain(amber_cache *c, amber_cobj *dead)
 		obj_free(dead);
 		dead = n;
 	}
-	if (bytes && atomic_fetch_add(&c->evicted, bytes) + bytes >= TRIM_EVERY &&
-	    atomic_exchange(&c->evicted, 0) >= TRIM_EVERY) {
+	if (bytes && atomic_fetch_add(&c->evicted, bytes) + bytes >= AMBER_CACHE_TRIM_EVERY &&
+	    atomic_exchange(&c->evicted, 0) >= AMBER_CACHE_TRIM_EVERY) {
 		atomic_fetch_add(&c->trims, 1);
 		malloc_trim(0);
 	}

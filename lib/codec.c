@@ -242,10 +242,10 @@ static int check_header(const uint8_t *f, size_t len, const amber_keys *k, int t
 	return 0;
 }
 
-/* Decrypt an 'E' body into a malloc'd *inner (freed by the caller). */
-/* The body of frame f decrypted into *inner: a new buffer, or, with mut (f
- * itself, writable), in place, where it is (no allocation, and the bytes
- * stay in the processor's caches for zstd). */
+/* The 'E' body of frame f decrypted into *inner: a malloc'd buffer (the
+ * caller frees it), or, with mut (f itself, writable), in place, where it
+ * is (no allocation, and the bytes stay in the processor's caches for
+ * zstd). */
 static int open_body(uint8_t **inner, size_t *inner_len, const uint8_t *f, size_t len,
 		     const amber_keys *k, int type, uint8_t *mut)
 {

@@ -200,7 +200,7 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 	amber_buf_init(&mb, MAX_MANIFEST);
 	if (rc == 0)
 		rc = amber_archive_read_obj(&mb, s->a, link, AMBER_OBJ_MANIFEST, MAX_MANIFEST, what);
-	if (rc == 0 && into && b) {
+	if (rc == 0 && into) {
 		rc = amber_manifest_decode_into(into, b->count, mb.data, mb.len);
 		if (rc > 0) /* another count than its bucket's */
 			rc = amber_tree_mismatch(what);
@@ -212,13 +212,10 @@ static int read_leaf(amber_entry **e, size_t *n, amber_snapshot *s, const uint8_
 	if (rc == 0)
 		atomic_fetch_add(&s->a->counters.dirs_decoded, 1);
 	if (rc == 0 && (rc = check_leaf(s, t, tn, *e, *n, b, bits, what)) < 0) {
-		if (*e == into) {
-			for (size_t i = 0; i < *n; i++)
-				amber_entry_dispose(&into[i]);
-			memset(into, 0, *n * sizeof(*into));
-		} else {
+		if (into)
+			amber_entries_clear(into, *n);
+		else
 			amber_entries_free(*e, *n);
-		}
 		*e = NULL;
 	}
 	free(t);
@@ -780,8 +777,7 @@ static int work_item(struct bucket_work *w, size_t i)
 		assert(at == w->at[i] + p->count); /* amber_dir_node holds it to its count */
 		w->sub[i].n = nd.n;
 	} else { /* all or nothing: the buckets before the failing one go */
-		for (size_t j = w->at[i]; j < at; j++)
-			amber_entry_dispose(&w->e[j]);
+		amber_entries_clear(w->e + w->at[i], at - w->at[i]);
 	}
 	return rc;
 }

@@ -571,11 +571,8 @@ int amber_manifest_decode_into(amber_entry *v, size_t n, const void *data, size_
 	rc = get_entries(v, count, &r);
 	if (rc == 0)
 		rc = r_finish(&r, "manifest");
-	if (rc < 0) {
-		for (size_t i = 0; i < n; i++)
-			amber_entry_dispose(&v[i]);
-		memset(v, 0, n * sizeof(*v));
-	}
+	if (rc < 0)
+		amber_entries_clear(v, n);
 	return rc;
 }
 
@@ -639,6 +636,13 @@ void amber_entry_dispose(amber_entry *e)
 	e->target_len = 0;
 	e->name = NULL;
 	e->name_len = 0;
+}
+
+void amber_entries_clear(amber_entry *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		amber_entry_dispose(&e[i]);
+	memset(e, 0, n * sizeof(*e));
 }
 
 void amber_entries_free(amber_entry *e, size_t n)

@@ -62,6 +62,8 @@ int amber_entry_copy(amber_entry *dst, const amber_entry *src);
 void amber_entry_dispose(amber_entry *e);
 /** Dispose n entries and free the array.  NULL-safe. */
 void amber_entries_free(amber_entry *e, size_t n);
+/** Free what e[0..n) hold and zero them (the array is the caller's). */
+void amber_entries_clear(amber_entry *e, size_t n);
 
 /*
  * A large directory fans out into 2^bits buckets (bits 8..16); an entry's

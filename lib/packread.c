@@ -513,21 +513,6 @@ static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const
 }
 
 /*
- * Inflate e's stream into dst.  exact: it must produce exactly len bytes
- * and end there; otherwise stop after len bytes (a header peek).
- */
-/*
- * amberfs writes its entries as zlib streams of stored blocks (its payload
- * is ciphertext: the archive sets pack compression 0).  Such a stream is
- * copied out here and its Adler-32 checked, without starting zlib, whose
- * state (several KiB, allocated and freed per object) cost more than the
- * copy: a directory's first listing reads two small objects a bucket.
- * Anything else (deflated blocks, smaller blocks than git writes, any
- * inconsistency) is left to zlib, which decides and names the error: the
- * bytes accepted here are exactly those zlib would produce.
- * Returns 1 when dst holds the object's len bytes, 0 to use zlib.
- */
-/*
  * The stream as amberfs writes it (store.c): 78 01, blocks of exactly
  * 65,535 bytes but the last, each after its 5-byte head, the adler32.  One
  * preadv puts the data straight into dst (no copy through a buffer, which
@@ -576,6 +561,17 @@ static int stored_direct(const struct entry *e, uint8_t *dst, size_t len)
 	return adler32_z(1, dst, len) == get_be32(m);
 }
 
+/*
+ * amberfs writes its entries as zlib streams of stored blocks (its payload
+ * is ciphertext: the archive sets pack compression 0).  Such a stream is
+ * copied out here and its Adler-32 checked, without starting zlib, whose
+ * state (several KiB, allocated and freed per object) cost more than the
+ * copy: a directory's first listing reads two small objects a bucket.
+ * Anything else (deflated blocks, smaller blocks than git writes, any
+ * inconsistency) is left to zlib, which decides and names the error: the
+ * bytes accepted here are exactly those zlib would produce.
+ * Returns 1 when dst holds the object's len bytes, 0 to use zlib.
+ */
 static int stored_copy(const struct entry *e, uint8_t *dst, size_t len)
 {
 	/* header, blocks of at most 65,535 bytes with 5-byte heads, checksum */
@@ -618,6 +614,10 @@ done:
 	return ok;
 }
 
+/*
+ * Inflate e's stream into dst.  exact: it must produce exactly len bytes
+ * and end there; otherwise stop after len bytes (a header peek).
+ */
 static int entry_inflate(const struct entry *e, uint8_t *dst, size_t len, int exact,
 			 const char *what)
 {
