@@ -147,9 +147,22 @@ struct mnt_tl {
 	struct mnt_tl *next;
 };
 
+/*
+ * What a listing is of: the directory's tree and manifest (which fix every
+ * entry) and a hash of its name (which its messages name).  Not the node:
+ * a listing outlives the kernel's names (drop_caches, the trimmer) and
+ * serves every snapshot that holds the same directory.
+ */
+struct mnt_dirkey {
+	uint8_t tree[20];
+	amber_link link;
+	uint64_t name;
+};
+
 struct mnt_dirslot {
-	uint64_t key;                   /* node id, 0 = empty */
-	amber_dir *d;
+	struct mnt_dirkey key;
+	amber_dir *d;                   /* NULL = empty */
+	struct mnt_snap *snap;          /* held: d decodes and looks names up through it */
 	unsigned refs;
 	uint64_t used;
 	size_t bytes;                   /* estimated memory of d */
@@ -323,7 +336,7 @@ void mnt_snap_hold(struct mnt *m, struct mnt_snap *s);
 int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out);
 /** The listing of n if it is decoded already (held, as mnt_dir_get), else NULL. */
 amber_dir *mnt_dir_peek(struct mnt *m, struct mnt_node *n);
-void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d);
+void mnt_dir_put(struct mnt *m, amber_dir *d);
 
 
 /* mount_layout.c */

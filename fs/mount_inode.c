@@ -397,10 +397,6 @@ static void free_node(struct mnt *m, struct mnt_node *n)
 {
 	struct mnt_nodeinfo res = {.stream = n->stream, .snap = n->snap, .e = own_entry(n)};
 
-	/* the listing cache may hold this directory's listing (only a snapshot
-	 * directory's: skip the search of the cache for the others) */
-	if ((n->kind == MK_SNAPROOT || n->kind == MK_ENTRY) && n->e->type == AMBER_T_DIR)
-		mnt_dir_put(m, n, NULL);
 	mnt_nodeinfo_dispose(m, &res);
 	mnt_slab_free(&m->slab, n, n->slab_cls);
 }
@@ -441,8 +437,11 @@ void mnt_node_forget(struct mnt *m, fuse_ino_t ino, uint64_t nl)
 	}
 }
 
+static void dir_cache_destroy(struct mnt *m);
+
 void mnt_table_destroy(struct mnt *m)
 {
+	dir_cache_destroy(m);
 	for (size_t b = 0; m->by_id && b < m->nbuckets; b++) {
 		for (struct mnt_node *n = m->by_id[b], *next; n; n = next) {
 			next = n->id_next;
@@ -748,10 +747,23 @@ void mnt_snap_put(struct mnt *m, struct mnt_snap *s)
 
 /* Listings ---------------------------------------------------------------- */
 
-static struct mnt_dirslot *dir_slot(struct mnt *m, uint64_t key)
+static void dir_key(struct mnt_dirkey *k, const struct mnt_node *n)
+{
+	uint64_t h = 14695981039346656037ULL;   /* FNV-1a: the name only picks messages */
+
+	memset(k, 0, sizeof(*k));
+	memcpy(k->tree, n->e->tree_oid, sizeof(k->tree));
+	k->link = n->e->link;
+	for (size_t i = 0; i < n->e->name_len; i++)
+		h = (h ^ (uint8_t)n->e->name[i]) * 1099511628211ULL;
+	k->name = h;
+}
+
+/* Caller holds dir_lock: the slot of the listing keyed k, or NULL. */
+static struct mnt_dirslot *dir_slot(struct mnt *m, const struct mnt_dirkey *k)
 {
 	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++)
-		if (m->dircache[i].key == key)
+		if (m->dircache[i].d && memcmp(&m->dircache[i].key, k, sizeof(*k)) == 0)
 			return &m->dircache[i];
 	return NULL;
 }
@@ -764,12 +776,36 @@ static struct mnt_dirslot *dir_victim(struct mnt *m)
 	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
 		struct mnt_dirslot *s = &m->dircache[i];
 
-		if (s->refs == 0 && (!v || s->key == 0 || s->used < v->used))
+		if (s->refs == 0 && (!v || !s->d || s->used < v->used))
 			v = s;
-		if (v && v->key == 0)
+		if (v && !v->d)
 			break;
 	}
 	return v;
+}
+
+/* A listing dropped from the cache, freed once dir_lock is released. */
+struct dir_gone {
+	amber_dir *d;
+	struct mnt_snap *snap;
+};
+
+/* Caller holds dir_lock: empty slot s into *g. */
+static void dir_evict(struct mnt *m, struct mnt_dirslot *s, struct dir_gone *g)
+{
+	g->d = s->d;
+	g->snap = s->snap;
+	m->dir_bytes -= s->bytes;
+	memset(s, 0, sizeof(*s));
+}
+
+static void dir_release(struct mnt *m, struct dir_gone *g, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		amber_dir_free(g[i].d);
+		if (g[i].snap)
+			mnt_snap_put(m, g[i].snap);
+	}
 }
 
 /*
@@ -816,7 +852,7 @@ static size_t dir_bytes(const amber_dir *d, int *exact)
  * several MiB, so a slot count alone does not bound memory).  Returns the
  * listings to free outside the lock, chained through a scratch array.
  */
-static size_t dir_trim(struct mnt *m, const struct mnt_dirslot *keep, amber_dir **gone,
+static size_t dir_trim(struct mnt *m, const struct mnt_dirslot *keep, struct dir_gone *gone,
 		       size_t max)
 {
 	const struct mnt_dirslot *mru[2] = {NULL, NULL};
@@ -831,7 +867,7 @@ static size_t dir_trim(struct mnt *m, const struct mnt_dirslot *keep, amber_dir 
 	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
 		const struct mnt_dirslot *s = &m->dircache[i];
 
-		if (!s->key)
+		if (!s->d)
 			continue;
 		if (!mru[0] || s->used > mru[0]->used) {
 			mru[1] = mru[0];
@@ -846,62 +882,66 @@ static size_t dir_trim(struct mnt *m, const struct mnt_dirslot *keep, amber_dir 
 		for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
 			struct mnt_dirslot *s = &m->dircache[i];
 
-			if (s != keep && s != mru[0] && s != mru[1] && s->key && s->refs == 0 &&
+			if (s != keep && s != mru[0] && s != mru[1] && s->d && s->refs == 0 &&
 			    (!v || s->used < v->used))
 				v = s;
 		}
 		if (!v)
 			break;
-		gone[n++] = v->d;
-		m->dir_bytes -= v->bytes;
-		v->d = NULL;
-		v->key = 0;
-		v->bytes = 0;
+		dir_evict(m, v, &gone[n++]);
 	}
 	return n;
 }
 
-static amber_dir *dir_insert(struct mnt *m, uint64_t key, amber_dir *d)
+/* Cache listing d of node n (decoded just now), or the one another thread
+ * cached meanwhile; held.  Uncached (every slot busy), d is returned as it is. */
+static amber_dir *dir_insert(struct mnt *m, struct mnt_node *n, amber_dir *d)
 {
+	struct mnt_dirkey k;
 	struct mnt_dirslot *s;
-	amber_dir *old = NULL, *gone[MNT_DIRCACHE_SLOTS];
+	struct dir_gone gone[MNT_DIRCACHE_SLOTS + 1];
 	int exact;
 	size_t ngone = 0, bytes = dir_bytes(d, &exact);
 
+	dir_key(&k, n);
+	mnt_snap_hold(m, n->snap);      /* for the slot (not under dir_lock) */
 	pthread_mutex_lock(&m->dir_lock);
-	s = dir_slot(m, key);
+	s = dir_slot(m, &k);
 	if (s) {
-		old = d;        /* another thread decoded it meanwhile */
+		gone[ngone++] = (struct dir_gone){d, n->snap};  /* another thread's won */
 		d = s->d;
 	} else if ((s = dir_victim(m))) {
-		old = s->d;
-		m->dir_bytes -= s->bytes;
-		s->key = key;
+		if (s->d)
+			dir_evict(m, s, &gone[ngone++]);
+		s->key = k;
 		s->d = d;
+		s->snap = n->snap;
 		s->bytes = bytes;
 		s->estimated = !exact;
 		m->dir_bytes += s->bytes;
-		ngone = dir_trim(m, s, gone, MNT_DIRCACHE_SLOTS);
+		ngone += dir_trim(m, s, gone + ngone, MNT_DIRCACHE_SLOTS);
+	} else {
+		gone[ngone++] = (struct dir_gone){NULL, n->snap};
 	}
 	if (s) {
 		s->refs++;
 		s->used = ++m->dir_clock;
 	}
 	pthread_mutex_unlock(&m->dir_lock);
-	amber_dir_free(old);
-	while (ngone)
-		amber_dir_free(gone[--ngone]);
+	dir_release(m, gone, ngone);
 	return d;
 }
 
 /* n's cached listing with a reference taken (touch: as used now), or NULL. */
 static amber_dir *dir_take(struct mnt *m, struct mnt_node *n, int touch)
 {
+	struct mnt_dirkey k;
 	struct mnt_dirslot *s;
 	amber_dir *d = NULL;
 
+	dir_key(&k, n);
 	pthread_mutex_lock(&m->dir_lock);
-	s = dir_slot(m, n->id);
+	s = dir_slot(m, &k);
 	if (s) {
 		s->refs++;
 		if (touch)
@@ -927,31 +967,26 @@ int mnt_dir_get(struct mnt *m, struct mnt_node *n, amber_dir **out)
 	rc = amber_dir_open_ext(&d, n->snap->s, n->e, AMBER_DIR_STREAM);
 	if (rc)
 		return mnt_errno(m, rc, n->snap->id);
-	*out = dir_insert(m, n->id, d);
+	*out = dir_insert(m, n, d);
 	return 0;
 }
 
 /*
- * Release a listing from mnt_dir_get.  With d == NULL, node n is going
- * away: drop its slot (it is idle then, since no request runs on n).
- * A listing that goes idle while the cache is over its bound (one huge
- * directory, or several in use at once) is trimmed now, itself included.
+ * Release a listing from mnt_dir_get.  It stays cached when idle, until the
+ * cache is over its bound (one huge directory, or several in use at once):
+ * then the least recently used idle ones go, itself included.
  */
-void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d)
+void mnt_dir_put(struct mnt *m, amber_dir *d)
 {
-	struct mnt_dirslot *s;
-	amber_dir *gone[MNT_DIRCACHE_SLOTS + 1];
+	struct mnt_dirslot *s = NULL;
+	struct dir_gone gone[MNT_DIRCACHE_SLOTS + 1];
 	size_t ngone = 0;
 
 	pthread_mutex_lock(&m->dir_lock);
-	s = dir_slot(m, n->id);
-	if (s && d == NULL && s->refs == 0) {
-		gone[ngone++] = s->d;
-		m->dir_bytes -= s->bytes;
-		s->bytes = 0;
-		s->d = NULL;
-		s->key = 0;
-	} else if (s && s->d == d && d) {
+	for (int i = 0; i < MNT_DIRCACHE_SLOTS && !s; i++)
+		if (m->dircache[i].d == d)
+			s = &m->dircache[i];
+	if (s) {
 		s->refs--;
 		if (s->estimated && amber_dir_complete(d)) {    /* count it exactly now */
 			int exact;
@@ -963,9 +998,22 @@ void mnt_dir_put(struct mnt *m, struct mnt_node *n, amber_dir *d)
 		}
 		ngone = dir_trim(m, NULL, gone, MNT_DIRCACHE_SLOTS);
 	} else {
-		gone[ngone++] = d;      /* never cached: all slots were busy */
+		gone[ngone++] = (struct dir_gone){d, NULL};     /* never cached: all slots were busy */
 	}
 	pthread_mutex_unlock(&m->dir_lock);
-	while (ngone)
-		amber_dir_free(gone[--ngone]);
+	dir_release(m, gone, ngone);
+}
+
+/* At unmount, before the snapshots go: every cached listing. */
+static void dir_cache_destroy(struct mnt *m)
+{
+	for (int i = 0; i < MNT_DIRCACHE_SLOTS; i++) {
+		struct mnt_dirslot *s = &m->dircache[i];
+		struct dir_gone g;
+
+		if (!s->d)
+			continue;
+		dir_evict(m, s, &g);
+		dir_release(m, &g, 1);
+	}
 }

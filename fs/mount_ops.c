@@ -185,7 +185,7 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 	if (err)
 		return err;
 	if ((err = amber_dir_find(d, name, strlen(name), &ce)) < 0) {
-		mnt_dir_put(m, p, d);
+		mnt_dir_put(m, d);
 		return mnt_errno(m, err, p->snap->id);
 	}
 	if (ce && (deep = too_deep(p, ce)) == 0) {
@@ -196,7 +196,7 @@ static int lookup_entry(struct mnt *m, struct mnt_node *p, const char *name,
 		mnt_snap_hold(m, p->snap);
 		*out = mnt_node_get(m, p, name, &info);
 	}
-	mnt_dir_put(m, p, d);
+	mnt_dir_put(m, d);
 	if (!ce)
 		return ENOENT;
 	if (deep)
@@ -394,17 +394,15 @@ static int do_opendir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 /* Give back the listing an open directory holds (the kernel keeps its node). */
-static void put_dir(struct mnt *m, fuse_ino_t ino, struct fuse_file_info *fi)
+static void put_dir(struct mnt *m, struct fuse_file_info *fi)
 {
-	struct mnt_node *n = mnt_node_by_id(m, ino);
 	struct dirh *h = (struct dirh *)(uintptr_t)fi->fh;
 
 	if (h) {
 		/* the last request on h: wait for a batch still being made ahead */
 		pthread_mutex_lock(&h->lock);
 		pthread_mutex_unlock(&h->lock);
-		if (n)
-			mnt_dir_put(m, n, h->d);
+		mnt_dir_put(m, h->d);
 		dirh_free(m, h);
 	}
 	fi->fh = 0;
@@ -417,12 +415,12 @@ static void amberfs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_
 	if (err)
 		fuse_reply_err(req, err);
 	else if (fuse_reply_open(req, fi) == -ENOENT)
-		put_dir(M(req), ino, fi);
+		put_dir(M(req), fi);
 }
 
 static void amberfs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	put_dir(M(req), ino, fi);
+	put_dir(M(req), fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -876,7 +874,7 @@ static void prefetch_siblings(struct mnt *m, struct mnt_node *n)
 	}
 	atomic_store(&parent->read_end, (i + 1) | READ_RUN);
 done:
-	mnt_dir_put(m, parent, d);
+	mnt_dir_put(m, d);
 }
 
 static int do_read(struct mnt *m, fuse_ino_t ino, size_t size, off_t off,

@@ -4164,6 +4164,107 @@ Test(mount, a_walk_gets_its_next_readdir_batch_made_ahead)
 	unmount_ok(mnt);
 }
 
+#define KEPT_FILES 3000
+
+/* find DIR through the mount: exit 0 and one line per name, DIR's included. */
+static void find_all(const char *dir, int names)
+{
+	run_result r;
+	run_opts o = { .timeout = 120 };
+	int lines = 0;
+
+	run_cmd(&r, &o, "find", dir, NULL);
+	cr_assert_eq(r.status, 0, "find %s: exit %d: %s", dir, r.status, r.err);
+	for (const char *p = r.out; (p = strchr(p, '\n')); p++)
+		lines++;
+	cr_assert_eq(lines, names + 1, "find %s printed %d names, not %d", dir, lines, names + 1);
+	run_result_dispose(&r);
+}
+
+/*
+ * A decoded listing is kept by what it lists, not by the kernel's name for
+ * it: once the kernel has forgotten a walked directory (drop_caches, or
+ * the node trimmer), walking it again decodes nothing, and neither does
+ * walking the same directory in another snapshot.  (The listing went with
+ * the directory's node before: every walk after a drop_caches decoded the
+ * whole directory again.)
+ */
+Test(mount, a_listing_outlives_the_kernels_names_and_serves_every_snapshot_holding_it)
+{
+	char *src = pjoin(IT.tmp, "src"), *arch = pjoin(IT.tmp, "archive");
+	char *dir = pjoin(src, "acc"), *other = pjoin(src, "other");
+	char id1[41], id2[41];
+
+	mkdir_p(dir, 0755);
+	for (int i = 0; i < KEPT_FILES; i++) {
+		char *f = xasprintf("%s/A%07d.json", dir, i);
+		char body[64];
+		int n = snprintf(body, sizeof(body), "{\"id\":%d}\n", i);
+		write_file(f, body, (size_t)n, 0644);
+		free(f);
+	}
+	write_file(other, "one\n", 4, 0644);
+	amber_init_archive(arch, 1);
+	amber_snapshot_ok(id1, arch, src, NULL);
+	write_file(other, "two\n", 4, 0644);         /* acc is the same in both */
+	amber_snapshot_ok(id2, arch, src, NULL);
+
+	char *mnt = mountpoint("mnt");
+	const char *const opts[] = { NULL };
+	pid_t pid = mount_fg(arch, mnt, pjoin(IT.tmp, "daemon.log"), opts);
+	(void)pid;
+	char *a = xasprintf("%s/ids/%s/acc", mnt, id1), *b = xasprintf("%s/ids/%s/acc", mnt, id2);
+
+	find_all(a, KEPT_FILES);
+	long long walked = nodes_settled(mnt);
+	char *s0 = xget_ok(mnt, "user.amberfs.stats");
+	cr_assert(stats_counter(s0, "dirs_decoded") > 0, "%s", s0);
+	cr_assert(walked < KEPT_FILES / 2, "the kernel kept %lld nodes after drop_caches: the "
+		  "test cannot tell a kept listing from a node's", walked);
+
+	find_all(a, KEPT_FILES);                /* again, the kernel's names gone */
+	struct stat st;                         /* the other snapshot's root: another listing */
+	cr_assert(stat(b, &st) == 0 && S_ISDIR(st.st_mode), "stat %s: %s", b, strerror(errno));
+	char *s1 = xget_ok(mnt, "user.amberfs.stats");
+	find_all(b, KEPT_FILES);                /* the same directory, the other snapshot */
+	char *s2 = xget_ok(mnt, "user.amberfs.stats");
+	long long again = stats_counter(s1, "dirs_decoded") - stats_counter(s0, "dirs_decoded") - 1;
+	long long other_snap = stats_counter(s2, "dirs_decoded") - stats_counter(s1, "dirs_decoded");
+	cr_log_info("listing objects decoded: %lld first, %lld again, %lld in the other snapshot",
+		    stats_counter(s0, "dirs_decoded"), again, other_snap);
+	cr_assert_eq(again, 0, "walking %s again after drop_caches decoded %lld listing objects",
+		     a, again);
+	cr_assert_eq(other_snap, 0, "walking the same directory in the other snapshot decoded "
+		     "%lld listing objects", other_snap);
+
+	run_result r;
+	run_opts o = { .timeout = 120 };
+	run_cmd(&r, &o, "diff", "-r", dir, b, NULL);
+	cr_assert_eq(r.status, 0, "diff -r %s %s: exit %d: %s%s", dir, b, r.status, r.out, r.err);
+	run_result_dispose(&r);
+	const char *const id[2] = { id1, id2 }, *const body[2] = { "one\n", "two\n" };
+	for (int i = 0; i < 2; i++) {
+		char *f = xasprintf("%s/ids/%s/other", mnt, id[i]), *got;
+		size_t len;
+		int err = read_all(f, &got, &len);
+		cr_assert(err == 0 && len == 4 && memcmp(got, body[i], 4) == 0,
+			  "%s: errno %d, %zu bytes, not \"%.3s\"", f, err, len, body[i]);
+		free(got);
+		free(f);
+	}
+	free(s0);
+	free(s1);
+	free(s2);
+	unmount_ok(mnt);
+	free(a);
+	free(b);
+	free(mnt);
+	free(other);
+	free(dir);
+	free(arch);
+	free(src);
+}
+
 #define LONG_FILE ((size_t)48 << 20)
 
 /*
