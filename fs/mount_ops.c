@@ -1051,7 +1051,7 @@ static void stats_line(struct mnt *m, char *out, size_t cap)
 	amber_memory mem;
 	struct mallinfo2 mi = mallinfo2();
 	size_t nodes, node_bytes, dir_bytes, rss, pack, idx;
-	size_t buffers = (size_t)MNT_MAX_THREADS * (MNT_READ_MAX + 4096);
+	size_t buffers = (size_t)MNT_MAX_THREADS * (MNT_READ_MAX + 4096 + AMBER_READER_THREAD_BYTES);
 	uint64_t pool, pool_max;
 	unsigned long long bound;
 

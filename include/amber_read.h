@@ -414,6 +414,13 @@ void amber_archive_memory(const amber_archive *a, amber_memory *out);
  */
 void amber_decode_pool_usage(uint64_t *bytes, uint64_t *max);
 
+/**
+ * What each thread that reads objects from packs keeps for reuse, at most:
+ * its last runs of a pack's bytes (a directory's listing objects lie one
+ * after another, and are read a run at a time).  Freed when the thread ends.
+ */
+#define AMBER_READER_THREAD_BYTES ((size_t)132 << 10)
+
 
 /**
  * List the archive's tags: cb gets each tag's name (without "refs/tags/"),

@@ -7,8 +7,8 @@
  * Here every byte comes from pread on descriptors the caller keeps open: a
  * removed pack stays readable, a truncated one gives a short read, which
  * is an error naming the pack and the offset.  Nothing is shared between
- * calls but the read-only amber_pack, so any number of threads read at
- * once.
+ * threads but the read-only amber_pack, so any number of them read at
+ * once; each keeps its last span of a pack's bytes (see first_read()).
  *
  * Index (version 2): magic, version, fan-out[256], then n names (20 B),
  * n crc32s, n 32-bit offsets (high bit: index into the 64-bit table), the
@@ -41,6 +41,8 @@
 #include "store.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,6 +280,8 @@ static int idx_read(const amber_pack *p, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+static atomic_ullong pack_serials;     /* amber_pack.serial: the last one given */
+
 void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size,
 		      uint64_t pack_size)
 {
@@ -287,6 +291,7 @@ void amber_pack_setup(amber_pack *p, const uint8_t *head, uint64_t idx_size,
 	p->nbig = (idx_size - (IDX_HEAD + 28 * (uint64_t)p->n + 40)) / 8;
 	p->mem_len = idx_size < SIZE_MAX ? (size_t)idx_size : 0;
 	p->pack_size = pack_size;
+	p->serial = atomic_fetch_add(&pack_serials, 1) + 1;
 }
 
 /* An offset of the index that cannot be an entry of the pack: the index is damaged. */
@@ -451,6 +456,130 @@ static int entry_fail(const struct entry *e, const char *what, const char *why)
  * bytes are read into it and what follows the header is kept for
  * entry_inflate: a small object then takes one pread, header and all.
  */
+/*
+ * An object's first read (cap bytes at off; short only at the end of the
+ * pack), through the thread's spans: the last two runs of a pack's bytes
+ * it read.  A directory's listing objects (bucket trees and manifests, a
+ * few hundred bytes to a few KiB each) lie one after another in the pack,
+ * its fan-out nodes in another run, and reading each object with a pread
+ * of its own made ~4,700 system calls for the first walk of a 20k-entry
+ * directory (~150 now).  So a read inside a span is a copy; one just
+ * around a span (within SPAN_BACK of either end: a manifest lies just
+ * before the tree read first) reads SPAN bytes there at once; any other (a
+ * file's next chunk, past a large one; a random lookup) reads only cap
+ * bytes, as before, into the span used least recently.  A span holds the pack as it was when read, as
+ * the page cache would; what is read is checked after either way (AEAD,
+ * link macs, ids).  Spans are keyed by the pack's serial, never by its
+ * descriptor or address, which a later pack may reuse.
+ */
+#define SPAN ((size_t)64 << 10)
+#define SPAN_BACK ((size_t)4 << 10)
+
+struct span {
+	unsigned long long serial;      /* of the pack; 0: empty */
+	uint64_t off;
+	size_t len;                     /* less than asked only at the end of the pack */
+	size_t asked;
+	uint8_t data[SPAN];
+};
+
+struct spans {
+	struct span s[2];
+	unsigned last;                  /* the one used last */
+};
+
+_Static_assert(sizeof(struct spans) <= AMBER_READER_THREAD_BYTES,
+	       "a thread's spans are more than amber_read.h says");
+
+static pthread_key_t span_key;
+static pthread_once_t span_once = PTHREAD_ONCE_INIT;
+static int span_ok;
+
+static void span_key_init(void)
+{
+	span_ok = pthread_key_create(&span_key, free) == 0;
+}
+
+static struct spans *spans_get(void)
+{
+	struct spans *t;
+
+	pthread_once(&span_once, span_key_init);
+	if (!span_ok)
+		return NULL;
+	if ((t = pthread_getspecific(span_key)) == NULL && (t = calloc(1, sizeof(*t))) != NULL &&
+	    pthread_setspecific(span_key, t) != 0) {
+		free(t);
+		t = NULL;
+	}
+	return t;
+}
+
+/* Whether span s holds cap bytes at off (or all the pack has from there). */
+static int span_has(const struct span *s, const amber_pack *p, uint64_t off, size_t cap)
+{
+	return s->serial == p->serial && off >= s->off && off - s->off < s->len &&
+	       (s->len - (off - s->off) >= cap || s->len < s->asked);
+}
+
+/* Whether off lies just around span s (a large object's next neighbour does not). */
+static int span_near(const struct span *s, const amber_pack *p, uint64_t off)
+{
+	return s->serial == p->serial && off + SPAN_BACK >= s->off &&
+	       off <= s->off + s->len + SPAN_BACK;
+}
+
+/* (counted on the read-only pack as idx_reads are: statistics only) */
+static void counted_read(const amber_pack *p, size_t n)
+{
+	atomic_fetch_add_explicit(&((amber_pack *)p)->pack_reads, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&((amber_pack *)p)->pack_read_bytes, n, memory_order_relaxed);
+}
+
+static ssize_t first_read(const amber_pack *p, uint8_t *buf, size_t cap, uint64_t off)
+{
+	struct spans *t = p->serial && cap + SPAN_BACK <= SPAN ? spans_get() : NULL;
+	struct span *s;
+	uint64_t start = off;
+	size_t want = cap, n;
+	ssize_t r;
+	unsigned i;
+
+	if (!t) {
+		counted_read(p, cap);
+		return pread_full(p->pack_fd, buf, cap, off);
+	}
+	for (i = 0; i < 2 && !span_has(&t->s[i], p, off, cap); i++)
+		;
+	if (i == 2) {
+		for (i = 0; i < 2 && !span_near(&t->s[i], p, off); i++)
+			;
+		if (i < 2) {
+			start = off >= SPAN_BACK + 12 ? off - SPAN_BACK : off;
+			want = SPAN;
+		} else {
+			i = t->last ^ 1;
+		}
+		s = &t->s[i];
+		s->serial = 0;
+		counted_read(p, want);
+		if ((r = pread_full(p->pack_fd, s->data, want, start)) < 0)
+			return r;
+		s->serial = p->serial;
+		s->off = start;
+		s->len = (size_t)r;
+		s->asked = want;
+	}
+	t->last = i;
+	s = &t->s[i];
+	if (off - s->off >= s->len)
+		return 0;
+	n = s->len - (size_t)(off - s->off);
+	n = n < cap ? n : cap;
+	memcpy(buf, s->data + (off - s->off), n);
+	return (ssize_t)n;
+}
+
 static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const char *what,
 		       uint8_t *buf, size_t cap)
 {
@@ -463,7 +592,7 @@ static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const
 	*e = (struct entry){.p = p, .off = off};
 	if (off < 12)
 		return entry_fail(e, what, "offset inside the pack header");
-	r = pread_full(p->pack_fd, h, buf ? cap : sizeof(local), off);
+	r = buf ? first_read(p, h, cap, off) : pread_full(p->pack_fd, h, sizeof(local), off);
 	if (r < 0)
 		return amber_fail_errno("object %s: cannot read %s at offset %llu", what, p->name,
 					(unsigned long long)off);

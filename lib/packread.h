@@ -63,6 +63,9 @@ typedef struct amber_pack {
 	atomic_size_t *fbudget;
 	size_t fbudget_max;
 	atomic_ulong idx_reads;	/* preads of the index by lookups so far */
+	unsigned long long serial; /* this pack among every one set up (amber_pack_setup), >= 1 */
+	atomic_ulong pack_reads;	/* preads of the pack by objects' first reads so far */
+	atomic_ullong pack_read_bytes;	/* ... and the bytes they asked for */
 } amber_pack;
 
 /** Indexes with fewer objects get no filter (one pread finds a miss there). */

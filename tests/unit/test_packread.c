@@ -915,3 +915,152 @@ Test(packread, two_threads_read_at_once)
 	free(bse);
 	free(small);
 }
+
+/* Spans ---------------------------------------------------------------------- */
+
+static uint8_t *noise(size_t n, uint64_t seed)
+{
+	uint8_t *p = malloc(n ? n : 1);
+	uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		p[i] = (uint8_t)(x >> 24);
+	}
+	return p;
+}
+
+static void open_pack(amber_pack *pk, const char *path)
+{
+	char idx_path[4200];
+	uint8_t head[8 + 1024];
+	struct stat st, pst;
+
+	snprintf(idx_path, sizeof(idx_path), "%.*sidx", (int)(strlen(path) - 4), path);
+	pk->idx_fd = open(idx_path, O_RDONLY);
+	pk->pack_fd = open(path, O_RDONLY);
+	cr_assert(pk->idx_fd >= 0 && pk->pack_fd >= 0 && fstat(pk->idx_fd, &st) == 0 &&
+		  fstat(pk->pack_fd, &pst) == 0);
+	cr_assert_eq(pread(pk->idx_fd, head, sizeof(head), 0), (ssize_t)sizeof(head));
+	amber_pack_setup(pk, head, (uint64_t)st.st_size, (uint64_t)pst.st_size);
+}
+
+static void *into(void *ctx, size_t len)
+{
+	amber_buf *b = ctx;
+
+	b->len = 0;
+	if (amber_buf_reserve(b, len) < 0)
+		return NULL;
+	b->len = len;
+	return b->data;
+}
+
+/* Object i of pk at off is want (n bytes). */
+static void expect_at(amber_pack *pk, uint64_t off, const uint8_t *want, size_t n, size_t i)
+{
+	amber_buf b;
+	size_t len = 0;
+	int t = 0;
+
+	amber_buf_init(&b, (size_t)1 << 20);
+	OK(amber_pack_read(&t, &len, pk, off, (size_t)1 << 20, "span test", NULL, into, &b, NULL,
+			   NULL));
+	cr_assert(t == AMBER_GIT_BLOB && len == n && memcmp(b.data, want, n) == 0,
+		  "object %zu of %s: type %d, %zu bytes, not its own", i, pk->name, t, len);
+	amber_buf_dispose(&b);
+}
+
+#define SPAN_OBJS 2000
+#define SPAN_OBJ 300
+
+/*
+ * A directory's listing objects lie one after another in the pack, a few
+ * hundred bytes each.  Reading them in order, or each pair backwards (a
+ * bucket's tree is read before the manifest that lies just before it),
+ * costs a few reads of a span of the pack, not a pread each (2,000 here);
+ * the bytes are each object's own, also with a second pack of the same
+ * layout read in turn on the same thread (a span is never served for
+ * another pack at the same offsets); and large objects read in order are
+ * read as before, only their first 4 KiB (no span is read past them).
+ */
+Test(packread, small_objects_in_order_are_read_a_span_at_a_time)
+{
+	static struct pack k[3];
+	static uint64_t offs[2][SPAN_OBJS];
+	uint8_t *obj[2][SPAN_OBJS];
+	char path[3][4200];
+	amber_pack pk[3] = {{.name = "one.pack"}, {.name = "two.pack"}, {.name = "large.pack"}};
+	amber_store *s = open_repo("spans");
+
+	for (int p = 0; p < 2; p++) {
+		pack_begin(&k[p]);
+		for (unsigned i = 0; i < SPAN_OBJS; i++) {
+			uint8_t id[20];
+
+			fake_id(id, i);
+			id[1] = (uint8_t)p;
+			id[2] = (uint8_t)(i >> 8);
+			id[3] = (uint8_t)i;
+			obj[p][i] = noise(SPAN_OBJ, (uint64_t)p * 100000 + i);
+			add_obj(&k[p], id, AMBER_GIT_BLOB, obj[p][i], SPAN_OBJ);
+			offs[p][i] = k[p].off[i];
+		}
+		pack_write(&k[p], at("spans"), path[p]);
+		open_pack(&pk[p], path[p]);
+	}
+	cr_assert_eq(memcmp(offs[0], offs[1], sizeof(offs[0])), 0, "the two packs differ in layout");
+
+	for (unsigned i = 0; i < SPAN_OBJS; i++)
+		expect_at(&pk[0], offs[0][i], obj[0][i], SPAN_OBJ, i);
+	unsigned long reads = atomic_load(&pk[0].pack_reads);
+	cr_log_info("%d objects of %d bytes in order: %lu reads of the pack", SPAN_OBJS, SPAN_OBJ,
+		    reads);
+	cr_assert(reads <= SPAN_OBJS / 50, "%d small objects read in order took %lu reads",
+		  SPAN_OBJS, reads);
+
+	for (unsigned i = 0; i + 1 < SPAN_OBJS; i += 2) {       /* each pair backwards */
+		expect_at(&pk[0], offs[0][i + 1], obj[0][i + 1], SPAN_OBJ, i + 1);
+		expect_at(&pk[0], offs[0][i], obj[0][i], SPAN_OBJ, i);
+	}
+	reads = atomic_load(&pk[0].pack_reads) - reads;
+	cr_assert(reads <= SPAN_OBJS / 50, "pairs read backwards took %lu reads", reads);
+
+	for (unsigned i = 0; i < SPAN_OBJS; i += 7)             /* the two packs in turn */
+		for (int p = 0; p < 2; p++)
+			expect_at(&pk[p], offs[p][i], obj[p][i], SPAN_OBJ, i);
+
+	pack_begin(&k[2]);
+	uint8_t *big[8];
+	uint64_t big_off[8];
+	for (unsigned i = 0; i < 8; i++) {
+		uint8_t id[20];
+
+		fake_id(id, i);
+		id[1] = 9;
+		big[i] = noise((size_t)256 << 10, 7000 + i);
+		add_obj(&k[2], id, AMBER_GIT_BLOB, big[i], (size_t)256 << 10);
+		big_off[i] = k[2].off[i];
+	}
+	pack_write(&k[2], at("spans"), path[2]);
+	open_pack(&pk[2], path[2]);
+	for (unsigned i = 0; i < 8; i++)
+		expect_at(&pk[2], big_off[i], big[i], (size_t)256 << 10, i);
+	unsigned long long bytes = atomic_load(&pk[2].pack_read_bytes);
+	cr_assert(bytes <= 8 * 4096, "8 large objects' first reads read %llu bytes (a span each?)",
+		  bytes);
+
+	for (int p = 0; p < 3; p++) {
+		amber_pack_dispose(&pk[p]);
+		close(pk[p].idx_fd);
+		close(pk[p].pack_fd);
+	}
+	for (int p = 0; p < 2; p++)
+		for (unsigned i = 0; i < SPAN_OBJS; i++)
+			free(obj[p][i]);
+	for (unsigned i = 0; i < 8; i++)
+		free(big[i]);
+	amber_store_free(s);
+}
