@@ -3806,6 +3806,19 @@ Test(mount, day_directories_list_the_chain_from_index_pages_with_an_empty_cache)
 
 #define TWIN_FILES 4000
 
+/* dir with n small account files, A0000000.json on (a venue's margin files). */
+static void account_files(const char *dir, int n)
+{
+	mkdir_p(dir, 0755);
+	for (int i = 0; i < n; i++) {
+		char *f = xasprintf("%s/A%07d.json", dir, i);
+		char body[64];
+		int len = snprintf(body, sizeof(body), "{\"id\":%d}\n", i);
+		write_file(f, body, (size_t)len, 0644);
+		free(f);
+	}
+}
+
 /*
  * diff -r of two snapshots walks two directories side by side, one name in
  * each in turn.  With their listings together over the idle-listing bound,
@@ -3821,14 +3834,7 @@ Test(mount, diff_of_two_directories_over_the_listing_bound_decodes_each_once)
 	char *dir = pjoin(src, "acc");
 	char id1[41], id2[41];
 
-	mkdir_p(dir, 0755);
-	for (int i = 0; i < TWIN_FILES; i++) {
-		char *f = xasprintf("%s/A%07d.json", dir, i);
-		char body[64];
-		int n = snprintf(body, sizeof(body), "{\"id\":%d}\n", i);
-		write_file(f, body, (size_t)n, 0644);
-		free(f);
-	}
+	account_files(dir, TWIN_FILES);
 	amber_init_archive(arch, 1);
 	amber_snapshot_ok(id1, arch, src, NULL);
 	char *changed = xasprintf("%s/A%07d.json", dir, TWIN_FILES / 2);
@@ -4195,14 +4201,7 @@ Test(mount, a_listing_outlives_the_kernels_names_and_serves_every_snapshot_holdi
 	char *dir = pjoin(src, "acc"), *other = pjoin(src, "other");
 	char id1[41], id2[41];
 
-	mkdir_p(dir, 0755);
-	for (int i = 0; i < KEPT_FILES; i++) {
-		char *f = xasprintf("%s/A%07d.json", dir, i);
-		char body[64];
-		int n = snprintf(body, sizeof(body), "{\"id\":%d}\n", i);
-		write_file(f, body, (size_t)n, 0644);
-		free(f);
-	}
+	account_files(dir, KEPT_FILES);
 	write_file(other, "one\n", 4, 0644);
 	amber_init_archive(arch, 1);
 	amber_snapshot_ok(id1, arch, src, NULL);
