@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "error.h"
 #include "record.h"
+#include "store.h"
 
 #include <assert.h>
 #include <limits.h>
@@ -512,8 +513,10 @@ static int dir_view(amber_fanout_view *v, amber_snapshot *s, const amber_entry *
 		rc = amber_tree_read(&tb, &t, &tn, s->a, dir->tree_oid, what);
 	if (rc == 0 && (!(m = amber_tree_find(t, tn, "m")) || memcmp(m->oid, dir->link.oid, 20)))
 		rc = amber_tree_mismatch(what);
+	amber_store_runs_begin();       /* the fan-out's nodes lie together */
 	if (rc == 0 && is_fanout(t, tn))
 		rc = fanout_list(v, s, dir, t, tn, items, what);
+	amber_store_runs_end();
 	free(t);
 	amber_buf_dispose(&tb);
 	return rc;
@@ -818,12 +821,14 @@ static void work_run(struct bucket_work *w)
 {
 	size_t i;
 
+	amber_store_runs_begin();
 	pthread_mutex_lock(&w->lock);
 	while (work_take(w, &i)) {
 		pthread_mutex_unlock(&w->lock);
 		work_one(w, i);
 	}
 	pthread_mutex_unlock(&w->lock);
+	amber_store_runs_end();
 }
 
 static void *helper_main(void *arg)
@@ -853,6 +858,7 @@ static int read_buckets_grow(amber_dir *d, amber_snapshot *s, const amber_fanout
 {
 	int rc = 0;
 
+	amber_store_runs_begin();
 	for (size_t i = 0; rc == 0 && i < v->nb; i++) {
 		amber_entry *e = NULL;
 		size_t n = 0;
@@ -864,6 +870,7 @@ static int read_buckets_grow(amber_dir *d, amber_snapshot *s, const amber_fanout
 		else
 			amber_entries_free(e, n);
 	}
+	amber_store_runs_end();
 	return rc;
 }
 
@@ -1070,7 +1077,9 @@ static int stream_wait(const amber_dir *d, size_t k)
 		}
 		if (w->next <= k && work_take(w, &i)) {
 			pthread_mutex_unlock(&w->lock);
+			amber_store_runs_begin();
 			work_one(w, i);         /* returns with the lock held */
+			amber_store_runs_end();
 			continue;
 		}
 		pthread_cond_wait(&w->progress, &w->lock);

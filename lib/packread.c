@@ -458,19 +458,22 @@ static int entry_fail(const struct entry *e, const char *what, const char *why)
  */
 /*
  * An object's first read (cap bytes at off; short only at the end of the
- * pack), through the thread's spans: the last two runs of a pack's bytes
- * it read.  A directory's listing objects (bucket trees and manifests, a
- * few hundred bytes to a few KiB each) lie one after another in the pack,
- * its fan-out nodes in another run, and reading each object with a pread
- * of its own made ~4,700 system calls for the first walk of a 20k-entry
- * directory (~150 now).  So a read inside a span is a copy; one just
- * around a span (within SPAN_BACK of either end: a manifest lies just
- * before the tree read first) reads SPAN bytes there at once; any other (a
- * file's next chunk, past a large one; a random lookup) reads only cap
- * bytes, as before, into the span used least recently.  A span holds the pack as it was when read, as
- * the page cache would; what is read is checked after either way (AEAD,
- * link macs, ids).  Spans are keyed by the pack's serial, never by its
- * descriptor or address, which a later pack may reuse.
+ * pack).  Between amber_store_runs_begin() and _end() (a directory's
+ * decoding) it goes through the thread's spans, the last two runs of a
+ * pack's bytes read there.  A directory's listing objects (bucket trees
+ * and manifests, a few hundred bytes to a few KiB each) lie one after
+ * another in the pack, its fan-out nodes in another run, and reading each
+ * object with a pread of its own made ~4,700 system calls for the first
+ * walk of a 20k-entry directory (~150 with spans).  So a read inside a
+ * span is a copy; one just around a span (within SPAN_BACK of either end:
+ * a manifest lies just before the tree read first) reads SPAN bytes there
+ * at once; any other (past a large object, a random lookup) reads only
+ * cap bytes, as outside, into the span used least recently.  The spans
+ * are dropped at the end: a span holds the pack as it was when read, and
+ * a pack damaged since must read as damaged by the next command or
+ * listing.  What is read is checked after either way (AEAD, link macs,
+ * ids).  Spans are keyed by the pack's serial, never by its descriptor or
+ * address, which a later pack may reuse.
  */
 #define SPAN ((size_t)64 << 10)
 #define SPAN_BACK ((size_t)4 << 10)
@@ -491,6 +494,7 @@ struct spans {
 _Static_assert(sizeof(struct spans) <= AMBER_READER_THREAD_BYTES,
 	       "a thread's spans are more than amber_read.h says");
 
+static _Thread_local unsigned span_depth;      /* amber_store_runs_begin() calls open */
 static pthread_key_t span_key;
 static pthread_once_t span_once = PTHREAD_ONCE_INIT;
 static int span_ok;
@@ -536,9 +540,24 @@ static void counted_read(const amber_pack *p, size_t n)
 	atomic_fetch_add_explicit(&((amber_pack *)p)->pack_read_bytes, n, memory_order_relaxed);
 }
 
+void amber_store_runs_begin(void)
+{
+	span_depth++;
+}
+
+void amber_store_runs_end(void)
+{
+	struct spans *t;
+
+	if (span_depth == 0 || --span_depth > 0)
+		return;
+	if (span_ok && (t = pthread_getspecific(span_key)) != NULL)
+		t->s[0].serial = t->s[1].serial = 0;
+}
+
 static ssize_t first_read(const amber_pack *p, uint8_t *buf, size_t cap, uint64_t off)
 {
-	struct spans *t = p->serial && cap + SPAN_BACK <= SPAN ? spans_get() : NULL;
+	struct spans *t = span_depth && p->serial && cap + SPAN_BACK <= SPAN ? spans_get() : NULL;
 	struct span *s;
 	uint64_t start = off;
 	size_t want = cap, n;

@@ -72,6 +72,15 @@ void amber_store_free(amber_store *s);
 const char *amber_store_path(const amber_store *s);
 
 /**
+ * Between these two calls (nested: the outermost end counts) the calling
+ * thread's reads of small objects from packs may be served from runs of
+ * pack bytes it read together (64 KiB): for decoding a directory, whose
+ * objects lie one after another.  The runs are dropped at the end.
+ */
+void amber_store_runs_begin(void);
+void amber_store_runs_end(void);
+
+/**
  * Read object `oid` into out (appended).  Thread-safe.  A failed read is
  * retried once after rescanning objects/pack, since a repack may have
  * replaced the pack that held it.

@@ -978,13 +978,15 @@ static void expect_at(amber_pack *pk, uint64_t off, const uint8_t *want, size_t 
 
 /*
  * A directory's listing objects lie one after another in the pack, a few
- * hundred bytes each.  Reading them in order, or each pair backwards (a
- * bucket's tree is read before the manifest that lies just before it),
- * costs a few reads of a span of the pack, not a pread each (2,000 here);
- * the bytes are each object's own, also with a second pack of the same
- * layout read in turn on the same thread (a span is never served for
- * another pack at the same offsets); and large objects read in order are
- * read as before, only their first 4 KiB (no span is read past them).
+ * hundred bytes each.  Within a run (amber_store_runs_begin/_end, what a
+ * directory's decoding opens), reading them in order, or each pair
+ * backwards (a bucket's tree is read before the manifest that lies just
+ * before it), costs a few reads of a span of the pack, not a pread each
+ * (2,000 here); the bytes are each object's own, also with a second pack
+ * of the same layout read in turn on the same thread (a span is never
+ * served for another pack at the same offsets); after the run, an object
+ * damaged since reads as damaged; and large objects read in order are read
+ * as before, only their first 4 KiB (no span is read past them).
  */
 Test(packread, small_objects_in_order_are_read_a_span_at_a_time)
 {
@@ -1013,6 +1015,7 @@ Test(packread, small_objects_in_order_are_read_a_span_at_a_time)
 	}
 	cr_assert_eq(memcmp(offs[0], offs[1], sizeof(offs[0])), 0, "the two packs differ in layout");
 
+	amber_store_runs_begin();
 	for (unsigned i = 0; i < SPAN_OBJS; i++)
 		expect_at(&pk[0], offs[0][i], obj[0][i], SPAN_OBJ, i);
 	unsigned long reads = atomic_load(&pk[0].pack_reads);
@@ -1031,6 +1034,27 @@ Test(packread, small_objects_in_order_are_read_a_span_at_a_time)
 	for (unsigned i = 0; i < SPAN_OBJS; i += 7)             /* the two packs in turn */
 		for (int p = 0; p < 2; p++)
 			expect_at(&pk[p], offs[p][i], obj[p][i], SPAN_OBJ, i);
+	amber_store_runs_end();
+
+	/* outside a run every read is the pack's own: one damaged since its
+	 * span was read (object 7's stream) reads as damaged */
+	unsigned long before = atomic_load(&pk[0].pack_reads);
+	int fd = open(path[0], O_RDWR);
+	uint8_t c;
+	cr_assert(fd >= 0 && pread(fd, &c, 1, (off_t)offs[0][7] + 8) == 1);
+	c ^= 0x5a;
+	cr_assert_eq(pwrite(fd, &c, 1, (off_t)offs[0][7] + 8), 1);
+	close(fd);
+	amber_buf b;
+	size_t len = 0;
+	int t = 0;
+	amber_buf_init(&b, (size_t)1 << 20);
+	cr_assert_lt(amber_pack_read(&t, &len, &pk[0], offs[0][7], (size_t)1 << 20, "span test",
+				     NULL, into, &b, NULL, NULL), 0,
+		     "object 7, damaged after a run held it, read back whole");
+	amber_buf_dispose(&b);
+	expect_at(&pk[0], offs[0][8], obj[0][8], SPAN_OBJ, 8);
+	cr_assert_eq(atomic_load(&pk[0].pack_reads) - before, 2, "outside a run: a pread each");
 
 	pack_begin(&k[2]);
 	uint8_t *big[8];
@@ -1046,8 +1070,10 @@ Test(packread, small_objects_in_order_are_read_a_span_at_a_time)
 	}
 	pack_write(&k[2], at("spans"), path[2]);
 	open_pack(&pk[2], path[2]);
+	amber_store_runs_begin();
 	for (unsigned i = 0; i < 8; i++)
 		expect_at(&pk[2], big_off[i], big[i], (size_t)256 << 10, i);
+	amber_store_runs_end();
 	unsigned long long bytes = atomic_load(&pk[2].pack_read_bytes);
 	cr_assert(bytes <= 8 * 4096, "8 large objects' first reads read %llu bytes (a span each?)",
 		  bytes);
