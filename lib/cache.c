@@ -12,9 +12,10 @@
  * Evicted entries that lived on the heap leave holes among the live ones,
  * which malloc keeps (it gives back only the top of a heap): a reader that
  * goes from many small files to a large one would hold the cache's cap
- * twice over.  So every AMBER_CACHE_TRIM_EVERY bytes evicted, the freeing thread hands
- * the free pages back (malloc_trim walks the free lists: a millisecond or
- * so, against the ~100 ms it takes to decode that much).
+ * twice over.  So every AMBER_CACHE_TRIM_EVERY bytes of heap evicted, the
+ * freeing thread hands the free pages back (malloc_trim walks the free
+ * lists: a millisecond or so, against the ~100 ms it takes to decode that
+ * much).
  */
 struct amber_cache {
 	atomic_size_t evicted;  /* heap bytes evicted since the last trim */

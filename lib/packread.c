@@ -8,7 +8,8 @@
  * removed pack stays readable, a truncated one gives a short read, which
  * is an error naming the pack and the offset.  Nothing is shared between
  * threads but the read-only amber_pack, so any number of them read at
- * once; each keeps its last span of a pack's bytes (see first_read()).
+ * once; while a directory decodes, a thread keeps its last runs of a
+ * pack's bytes (see first_read()).
  *
  * Index (version 2): magic, version, fan-out[256], then n names (20 B),
  * n crc32s, n 32-bit offsets (high bit: index into the 64-bit table), the
@@ -452,11 +453,6 @@ static int entry_fail(const struct entry *e, const char *what, const char *why)
 }
 
 /*
- * Parse the entry at off.  With buf (cap >= ENTRY_HEAD bytes) the first cap
- * bytes are read into it and what follows the header is kept for
- * entry_inflate: a small object then takes one pread, header and all.
- */
-/*
  * An object's first read (cap bytes at off; short only at the end of the
  * pack).  Between amber_store_runs_begin() and _end() (a directory's
  * decoding) it goes through the thread's spans, the last two runs of a
@@ -599,6 +595,12 @@ static ssize_t first_read(const amber_pack *p, uint8_t *buf, size_t cap, uint64_
 	return (ssize_t)n;
 }
 
+/*
+ * Parse the entry at off.  With buf (cap >= ENTRY_HEAD bytes) the first cap
+ * bytes are read into it and what follows the header is kept for
+ * entry_inflate: a small object then takes one read, header and all
+ * (first_read()).
+ */
 static int entry_parse(struct entry *e, const amber_pack *p, uint64_t off, const char *what,
 		       uint8_t *buf, size_t cap)
 {

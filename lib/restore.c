@@ -144,6 +144,15 @@ static void written(rest *r, size_t n)
 	}
 }
 
+/* A flusher whose thread is not running (never started, or joined). */
+static void flusher_free(struct flusher *f)
+{
+	pthread_cond_destroy(&f->wake);
+	pthread_mutex_destroy(&f->lock);
+	close(f->fd);
+	free(f);
+}
+
 /* Started on dfd (its own descriptor), before any file is handed to the
  * workers; none if it cannot be: the final syncfs does it all. */
 static void flusher_start(rest *r, int dfd)
@@ -156,14 +165,10 @@ static void flusher_start(rest *r, int dfd)
 	}
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_cond_init(&f->wake, NULL);
-	if (pthread_create(&f->t, NULL, flusher_main, f) != 0) {
-		pthread_cond_destroy(&f->wake);
-		pthread_mutex_destroy(&f->lock);
-		close(f->fd);
-		free(f);
-		return;
-	}
-	r->flusher = f;
+	if (pthread_create(&f->t, NULL, flusher_main, f) != 0)
+		flusher_free(f);
+	else
+		r->flusher = f;
 }
 
 /* After the workers are done. */
@@ -178,10 +183,7 @@ static void flusher_stop(rest *r)
 	pthread_cond_signal(&f->wake);
 	pthread_mutex_unlock(&f->lock);
 	pthread_join(f->t, NULL);
-	pthread_cond_destroy(&f->wake);
-	pthread_mutex_destroy(&f->lock);
-	close(f->fd);
-	free(f);
+	flusher_free(f);
 	r->flusher = NULL;
 }
 
